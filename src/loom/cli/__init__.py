@@ -1,0 +1,76 @@
+"""The ``loom`` command: one argparse parser, subcommands registered by one module each.
+
+Every command module exposes ``register(commands: Commands)``. Modules add top-level commands
+with ``commands.top.add_parser`` or join a group (``loom connect ...``, ``loom k8s ...``) with
+``commands.group(name, help)``; each parser sets ``func`` to a callable taking the parsed
+namespace and returning an exit code. Errors derived from ``LoomError`` become one line on
+stderr and the error's exit code; nothing else is caught here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from loom.errors import LoomError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+class Commands:
+    """Registration surface handed to each command module."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self.parser = parser
+        self.top: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+            title="commands", metavar="COMMAND"
+        )
+        self._groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}
+
+    def group(self, name: str, help: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        """The subcommand set of ``loom NAME ...``, created on first use."""
+        if name not in self._groups:
+            grp = self.top.add_parser(name, help=help, description=help)
+            grp.set_defaults(func=_usage(grp))
+            self._groups[name] = grp.add_subparsers(title="commands", metavar="COMMAND")
+        return self._groups[name]
+
+
+def _usage(parser: argparse.ArgumentParser) -> Handler:
+    def show(_: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    return show
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from loom.cli import api, dataplane, demo, dns, inject, local, redirect, server
+
+    parser = argparse.ArgumentParser(
+        prog="loom",
+        description=(
+            "Loom service mesh: control plane (server), Envoy sidecar agent (dataplane), "
+            "transparent proxy, DNS proxy, Kubernetes injector and a one-machine local mesh."
+        ),
+    )
+    parser.set_defaults(func=_usage(parser))
+    commands = Commands(parser)
+    for module in (server, api, dataplane, redirect, dns, inject, local, demo):
+        module.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Any = args.func
+    try:
+        return int(func(args))
+    except LoomError as exc:
+        print(f"loom: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
