@@ -28,7 +28,9 @@ def _i(src: str, dst: str, action: str) -> Intention:
 
 
 def test_an_exact_deny_beats_a_wildcard_allow() -> None:
-    d = decide([_i("*", "db", "allow"), _i("web", "db", "deny")], "default", "web", "default", "db", True)
+    d = decide(
+        [_i("*", "db", "allow"), _i("web", "db", "deny")], "default", "web", "default", "db", True
+    )
     assert not d.allowed
     assert d.intention == _i("web", "db", "deny")
 

@@ -11,8 +11,13 @@ def test_a_sidecar_service_is_expanded_the_way_consul_does() -> None:
         {
             "Name": "static-client",
             "Port": 8080,
-            "Connect": {"SidecarService": {"Proxy": {"Upstreams": [
-                {"DestinationName": "static-server", "LocalBindPort": 1234}]}}},
+            "Connect": {
+                "SidecarService": {
+                    "Proxy": {
+                        "Upstreams": [{"DestinationName": "static-server", "LocalBindPort": 1234}]
+                    }
+                }
+            },
         },
         node="n1",
         datacenter="dc1",

@@ -28,26 +28,42 @@ def _kind(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def _norm(key: str) -> str:
+    return key.replace("_", "").lower()
+
+
 class Fields:
-    """A JSON object being read; ``path`` prefixes every error message."""
+    """A JSON object being read; ``path`` prefixes every error message.
+
+    Field names match as Consul's decoder matches them: exactly, else case-insensitively and
+    ignoring underscores (``sidecar_service`` is ``SidecarService``), which is what clients
+    such as py-consul send. Keys of user maps (Meta, Config) are never rewritten.
+    """
 
     def __init__(self, obj: Any, path: str) -> None:
         if not isinstance(obj, dict):
             raise ValidationError(f"{path}: expected an object, got {_kind(obj)}")
         self.obj: dict[str, Any] = obj
         self.path = path
+        self._aliases = {_norm(k): k for k in obj if isinstance(k, str)}
+
+    def _get(self, key: str) -> Any:
+        if key in self.obj:
+            return self.obj[key]
+        alias = self._aliases.get(_norm(key))
+        return None if alias is None else self.obj[alias]
 
     def where(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
     def has(self, key: str) -> bool:
-        return self.obj.get(key) is not None
+        return self._get(key) is not None
 
     def raw(self, key: str) -> Any:
-        return self.obj.get(key)
+        return self._get(key)
 
     def text(self, key: str, default: str = "", required: bool = False) -> str:
-        value = self.obj.get(key)
+        value = self._get(key)
         if value is None:
             if required:
                 raise ValidationError(f"{self.where(key)}: is required")
@@ -61,7 +77,7 @@ class Fields:
     def integer(
         self, key: str, default: int = 0, lo: int | None = None, hi: int | None = None
     ) -> int:
-        value = self.obj.get(key)
+        value = self._get(key)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int):
@@ -74,7 +90,7 @@ class Fields:
         return self.integer(key, default, 0, 65535)
 
     def flag(self, key: str, default: bool = False) -> bool:
-        value = self.obj.get(key)
+        value = self._get(key)
         if value is None:
             return default
         if not isinstance(value, bool):
@@ -82,7 +98,7 @@ class Fields:
         return value
 
     def strs(self, key: str) -> list[str]:
-        value = self.obj.get(key)
+        value = self._get(key)
         if value is None:
             return []
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -90,7 +106,7 @@ class Fields:
         return list(value)
 
     def str_map(self, key: str) -> dict[str, str]:
-        value = self.obj.get(key)
+        value = self._get(key)
         if value is None:
             return {}
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
@@ -98,7 +114,7 @@ class Fields:
         return dict(value)
 
     def any_map(self, key: str) -> dict[str, Any]:
-        value = self.obj.get(key)
+        value = self._get(key)
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -106,11 +122,11 @@ class Fields:
         return dict(value)
 
     def sub(self, key: str) -> Fields | None:
-        value = self.obj.get(key)
+        value = self._get(key)
         return None if value is None else Fields(value, self.where(key))
 
     def subs(self, key: str) -> list[Fields]:
-        value = self.obj.get(key)
+        value = self._get(key)
         if value is None:
             return []
         if not isinstance(value, list):
@@ -127,9 +143,9 @@ class Fields:
 
     def only(self, known: Iterable[str]) -> None:
         """Reject keys outside ``known`` (config entries are strict, as Consul's are)."""
-        allowed = set(known)
+        allowed = {_norm(k) for k in known}
         for key in self.obj:
-            if key not in allowed:
+            if _norm(key) not in allowed:
                 raise ValidationError(f"{self.where(key)}: unknown field")
 
 

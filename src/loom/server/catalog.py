@@ -146,7 +146,8 @@ class Catalog:
         async with self._lock:
             node = self.settings.node
             # A re-registration may keep its sidecar's auto-assigned port.
-            own = (body.get("ID") or body.get("Name")) if isinstance(body, dict) else None
+            raw = Fields(body, "")
+            own = raw.text("ID") or raw.text("Name")
             used = {
                 d["Port"]
                 for d in self.instances()
