@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns_util import dial, our_netns, sweep, unique_prefix
+from netns_util import Processes, dial, our_netns, sweep, unique_prefix
 
 from loom.local.netns import (
     LocalNetError,
@@ -77,33 +78,15 @@ def test_pods_reach_each_other_over_the_bridge_and_a_later_process_finds_them(
     pods = PodNetwork(settings)
     a = pods.add_pod("a", "")
     b = pods.add_pod("b", "")
-    server = subprocess.Popen(
-        netns_exec_argv(b.netns, [sys.executable, "-c", _ONE_SHOT_SERVER]),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    procs = Processes()
     try:
-        assert server.stdout is not None and server.stdout.readline().strip() == "ready"
-        assert dial(a.netns, "tcp", b.ip, 7000, uid=65534) == "hello from b"
+        procs.listen(b.netns, "b", ["tcp:0.0.0.0:7000"])
+        assert dial(a.netns, "tcp", b.ip, 7000, uid=65534).startswith("b port=7000 ")
     finally:
-        server.kill()
-        server.communicate(timeout=5)
-    later = PodNetwork(LocalNetSettings(**_same(settings)))
+        procs.stop_all()
+    later = PodNetwork(dataclasses.replace(settings))
     assert later.list_pods() == [a, b]
     assert later.get_pod("b") == b
-
-
-_ONE_SHOT_SERVER = r"""
-import socket
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", 7000)); s.listen(1); s.settimeout(20)
-print("ready", flush=True)
-conn, _ = s.accept(); conn.sendall(b"hello from b\n"); conn.close()
-"""
-
-
-def _same(settings: LocalNetSettings) -> dict[str, object]:
-    return {"prefix": settings.prefix, "subnet": settings.subnet, "state_dir": settings.state_dir}
 
 
 def test_adding_a_pod_twice_keeps_it_and_updates_its_resolv_conf(
@@ -132,7 +115,7 @@ def test_a_pod_failing_midway_leaves_nothing_behind(
 ) -> None:
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    broken = LocalNetSettings(**_same(settings), etc_netns_dir=blocker)
+    broken = dataclasses.replace(settings, etc_netns_dir=blocker)
     pods = PodNetwork(broken)
     with pytest.raises(LocalNetError, match="cannot write"):
         pods.add_pod("web", "nameserver 10.249.0.9\n")
