@@ -19,20 +19,24 @@ from collections.abc import Sequence
 from loom.local.netns import netns_exec_argv
 
 LISTENER = r"""
+# specs: tcp:HOST:PORT, udp:HOST:PORT, tcp6:[HOST]:PORT
 import selectors, socket, struct, sys, time
 label, lifetime, specs = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
 deadline = time.monotonic() + lifetime
 sel = selectors.DefaultSelector()
 for spec in specs:
-    proto, host, port = spec.split(":")
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(socket.AF_INET, kind)
+    proto, rest = spec.split(":", 1)
+    host, port = rest.rsplit(":", 1)
+    host = host.strip("[]")
+    kind = socket.SOCK_DGRAM if proto.startswith("udp") else socket.SOCK_STREAM
+    family = socket.AF_INET6 if proto.endswith("6") else socket.AF_INET
+    s = socket.socket(family, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((host, int(port)))
-    if proto == "tcp":
+    if kind == socket.SOCK_STREAM:
         s.listen(16)
     s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ, proto)
+    sel.register(s, selectors.EVENT_READ, proto[:3])
 print("ready", flush=True)
 while time.monotonic() < deadline:
     for key, _ in sel.select(0.2):
@@ -46,9 +50,14 @@ while time.monotonic() < deadline:
             conn, _ = s.accept()
         except BlockingIOError:
             continue
-        try:
-            raw = conn.getsockopt(socket.SOL_IP, 80, 16)  # SO_ORIGINAL_DST: a sockaddr_in
-            orig = f"{socket.inet_ntoa(raw[4:8])}:{struct.unpack('!H', raw[2:4])[0]}"
+        try:  # SO_ORIGINAL_DST (80): a sockaddr_in, or a sockaddr_in6 from SOL_IPV6
+            if s.family == socket.AF_INET6:
+                raw = conn.getsockopt(socket.IPPROTO_IPV6, 80, 28)
+                addr = socket.inet_ntop(socket.AF_INET6, raw[8:24])
+                orig = f"[{addr}]:{struct.unpack('!H', raw[2:4])[0]}"
+            else:
+                raw = conn.getsockopt(socket.SOL_IP, 80, 16)
+                orig = f"{socket.inet_ntoa(raw[4:8])}:{struct.unpack('!H', raw[2:4])[0]}"
         except OSError:
             orig = "untracked"
         conn.setblocking(True)
@@ -66,7 +75,7 @@ try:
         while chunk := s.recv(256):
             data += chunk
     else:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(3)
         s.sendto(b"query", (host, port))
         data, _ = s.recvfrom(512)
