@@ -202,3 +202,22 @@ def test_an_unknown_netns_is_one_line() -> None:
     )  # fmt: skip
     assert done.returncode == 1
     assert done.stderr == "loom: no network namespace named 'lr-no-such-ns' (see ip netns list)\n"
+
+
+def test_without_iptables_the_cli_says_so_in_one_line() -> None:
+    # Run inside a namespace of our own, so even a broken PATH trick could touch nothing else.
+    netns = f"{unique_prefix('lr')}-bare"
+    subprocess.run(["ip", "netns", "add", netns], check=True, timeout=15)
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "exec", netns, "env", "PATH=/nonexistent", sys.executable, "-m",
+             "loom", "connect", "redirect-traffic", "--proxy-uid", "5995"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert done.returncode == 1
+        assert done.stderr == (
+            "loom: iptables-restore not found: install the iptables package "
+            "(Debian: apt-get install iptables)\n"
+        )
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False, timeout=15)
