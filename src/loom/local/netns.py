@@ -242,9 +242,13 @@ class PodNetwork:
             try:
                 _build_pod(s, record, resolv_conf_text)
             except BaseException:
-                _teardown_pod(s, record)
-                del state["pods"][name]
-                _save(s, state)
+                try:
+                    _teardown_pod(s, record)
+                except LocalNetError:
+                    pass  # the incomplete record stays: the next call on this pod cleans up
+                else:
+                    del state["pods"][name]
+                    _save(s, state)
                 raise
             record["complete"] = True
             _save(s, state)
