@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from netns_util import Processes, dial, our_netns, sweep, unique_prefix
+from tests.e2e.netns_util import Processes, dial, our_netns, sweep, unique_prefix
 
 from loom.local.netns import (
     LocalNetError,

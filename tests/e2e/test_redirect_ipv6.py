@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from netns_util import Processes, dial, sweep, unique_prefix
+from tests.e2e.netns_util import Processes, dial, sweep, unique_prefix
 
 from loom.redirect import saved_rules
 
