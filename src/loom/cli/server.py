@@ -56,6 +56,7 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--node-address", default="127.0.0.1", help="address of that node (default 127.0.0.1)"
     )
+    p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
 
@@ -64,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from loom.aio import run as run_main
     from loom.server.app import print_ready, serve
     from loom.server.state import ServerSettings
+    from loom.xds.server import start_xds
 
     if not args.dev and args.data_dir is None:
         raise UsageError("server: give --dev (in-memory store) or --data-dir DIR (durable store)")
@@ -78,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         node=args.node_name,
         node_address=args.node_address,
         default_allow=args.default_intention_policy == "allow",
+        leaf_ttl_s=args.leaf_ttl,
     )
-    run_main(serve(settings, print_ready(settings)))
+    run_main(serve(settings, print_ready(settings), start_xds))
     return 0

@@ -30,6 +30,8 @@ class ServerSettings:
     """Address of that node, used for instances registered without an Address."""
     default_allow: bool = True
     """Intention default policy: allow (Consul with ACLs off) or deny."""
+    leaf_ttl_s: float = 72 * 3600.0
+    """Lifetime of leaf certificates, in seconds (72h as Consul); renewed at 60% of it."""
     ttl_sweep_s: float = 1.0
     """How often TTL checks are swept for expiry, in seconds."""
     extra: dict[str, str] = field(default_factory=dict)
@@ -49,6 +51,7 @@ class State:
         )
         self.configs = Configs(self.store, self.lock, settings.default_allow)
         self.certs = Certs(self.store, settings.datacenter, lambda: dt.datetime.now(dt.UTC))
+        self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
 
     async def start(self) -> None:
         await self.certs.start()

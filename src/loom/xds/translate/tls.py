@@ -8,6 +8,7 @@ from loom.xds.translate.names import ADS, LEAF_SECRET, ROOTS_SECRET
 
 Doc = dict[str, Any]
 TLS_PARAMS = {"tls_minimum_protocol_version": "TLSv1_2"}
+_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
 
 
 def _common(extra_validation: Doc | None = None) -> Doc:
@@ -31,7 +32,7 @@ def downstream_tls() -> Doc:
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "@type": _TLS + "DownstreamTlsContext",
             "common_tls_context": _common(),
             "require_client_certificate": True,
         },
@@ -40,14 +41,13 @@ def downstream_tls() -> Doc:
 
 def upstream_tls(sni: str, spiffe_id: str) -> Doc:
     """Dialing a mesh service: present our leaf, verify the peer is exactly ``spiffe_id``."""
+    san = {"san_type": "URI", "matcher": {"exact": spiffe_id}}
     return {
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "@type": _TLS + "UpstreamTlsContext",
             "sni": sni,
-            "common_tls_context": _common(
-                {"match_typed_subject_alt_names": [{"san_type": "URI", "matcher": {"exact": spiffe_id}}]}
-            ),
+            "common_tls_context": _common({"match_typed_subject_alt_names": [san]}),
         },
     }
 
