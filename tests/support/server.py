@@ -45,7 +45,11 @@ class ServerProcess:
         raise RuntimeError("loom server did not report readiness in time")
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, dict[str, str]]:
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        data = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
         req = urllib.request.Request(f"http://{self.http}{path}", data=data, method=method)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
