@@ -117,13 +117,14 @@ def test_the_public_listener_refuses_plain_text_and_certless_tls(mesh: Mesh) -> 
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    with socket.create_connection(("127.0.0.1", mesh.server_sidecar), 3) as raw:
-        with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-            with ctx.wrap_socket(raw) as tls:
-                tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-                data = tls.recv(100)
-                if not data:
-                    raise ConnectionError("closed without a response")
+    with (
+        socket.create_connection(("127.0.0.1", mesh.server_sidecar), 3) as raw,
+        pytest.raises((ssl.SSLError, ConnectionError, OSError)),
+        ctx.wrap_socket(raw) as tls,
+    ):
+        tls.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        if not tls.recv(100):
+            raise ConnectionError("closed without a response")
 
 
 def test_a_second_instance_shares_the_load_and_deregistering_one_fails_no_request(

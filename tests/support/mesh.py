@@ -61,7 +61,7 @@ def wait_for(fn: Callable[[], T | None], timeout: float = 20, what: str = "condi
             value = fn()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - retried until the deadline
+        except Exception as exc:
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}" + (f": {last}" if last else ""))
