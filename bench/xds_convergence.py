@@ -39,7 +39,9 @@ def rss_mb(pid: int) -> float:
 
 
 def put(http: str, path: str, body: object) -> None:
-    req = urllib.request.Request(f"http://{http}{path}", data=json.dumps(body).encode(), method="PUT")
+    req = urllib.request.Request(
+        f"http://{http}{path}", data=json.dumps(body).encode(), method="PUT"
+    )
     urllib.request.urlopen(req, timeout=60).read()
 
 

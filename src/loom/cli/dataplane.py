@@ -47,6 +47,7 @@ def _settings(args: argparse.Namespace) -> object:
         delta=args.xds == "delta",
         extra_args=tuple(shlex.split(getattr(args, "envoy_extra_args", "") or "")),
         drain_seconds=getattr(args, "drain_seconds", 5.0),
+        concurrency=getattr(args, "envoy_concurrency", 2),
     )
 
 
@@ -83,6 +84,9 @@ def register(commands: Commands) -> None:
     _common(p)
     p.add_argument("--work-dir", type=Path, help="bootstrap and Envoy logs (default: a temp dir)")
     p.add_argument("--envoy-log-level", default="warning", help="Envoy -l (default warning)")
+    p.add_argument(
+        "--envoy-concurrency", type=int, default=2, help="Envoy worker threads (default 2)"
+    )
     p.add_argument("--envoy-extra-args", default="", help="extra Envoy arguments, shell-quoted")
     p.add_argument(
         "--drain-seconds", type=float, default=5.0, help="inbound drain time on stop (default 5)"

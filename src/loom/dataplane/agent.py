@@ -49,6 +49,8 @@ class DataplaneSettings:
     """Extra Envoy command-line arguments."""
     drain_seconds: float = 5.0
     """How long inbound listeners drain on shutdown before Envoy is stopped."""
+    concurrency: int = 2
+    """Envoy worker threads (Istio's sidecar default is 2; 1 suits many sidecars on few cores)."""
     wait_log_s: float = 5.0
     """How often to say what the dataplane is waiting for."""
     on_ready: Callable[[tuple[str, int] | None], Awaitable[None] | None] | None = None
@@ -125,6 +127,7 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
                 log_level=settings.log_level,
                 extra_args=settings.extra_args,
                 drain_seconds=settings.drain_seconds,
+                concurrency=settings.concurrency,
             )
         )
         return await _supervise(envoy, settings, stop)

@@ -48,6 +48,7 @@ class EnvoySettings:
     extra_args: tuple[str, ...] = field(default=())
     drain_seconds: float = 5.0
     ready_timeout_s: float = 60.0
+    concurrency: int = 2
 
     @property
     def log_path(self) -> Path:
@@ -67,6 +68,7 @@ def envoy_argv(s: EnvoySettings) -> list[str]:
         "--log-path", str(s.log_path),
         "--admin-address-path", str(s.admin_address_path),
         "--drain-time-s", str(max(1, int(s.drain_seconds))),
+        "--concurrency", str(s.concurrency),
         *s.extra_args,
     ]  # fmt: skip
 
