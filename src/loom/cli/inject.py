@@ -52,6 +52,33 @@ def register(commands: Commands) -> None:
     )
     inject.set_defaults(func=run_inject)
 
+    k8s = commands.group("k8s", "Kubernetes components: admission webhook, connect-init")
+    webhook = k8s.add_parser(
+        "webhook",
+        help="run the mutating admission webhook (the connect injector) over HTTPS",
+        description=(
+            "Serves POST /mutate (AdmissionReview admission.k8s.io/v1, answered with a "
+            "JSONPatch), GET /healthz and GET /metrics over HTTPS. The certificate and key "
+            "are reloaded when their files change."
+        ),
+    )
+    webhook.add_argument("--tls-cert", required=True, help="PEM certificate (chain) file")
+    webhook.add_argument("--tls-key", required=True, help="PEM private key file")
+    webhook.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT (default %(default)s)")
+    webhook.add_argument("--values", help="Helm-style values file (connectInject.*, global.*)")
+    webhook.add_argument(
+        "--namespace-labels-file",
+        help="YAML {namespace: {label: value}} used for namespace labels (watched for changes)",
+    )
+    webhook.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the certificate and labels files (default %(default)s)",
+    )
+    webhook.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    webhook.set_defaults(func=run_webhook)
+
 
 def parse_labels(items: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` flags as a dict; a flag without ``=`` is an error."""
@@ -84,4 +111,31 @@ def run_inject(args: argparse.Namespace) -> int:
             verdict = "injected" if outcome.injected else "not injected"
             print(f"{outcome.object}: {verdict}: {'; '.join(outcome.reasons)}", file=sys.stderr)
     sys.stdout.write(out)
+    return 0
+
+
+def run_webhook(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    import uvloop
+
+    from loom.k8s.values import read_values, settings_from
+    from loom.k8s.webhook import WebhookConfig, serve
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = settings_from(read_values(args.values))
+    config = WebhookConfig(
+        tls_cert=Path(args.tls_cert),
+        tls_key=Path(args.tls_key),
+        listen=args.listen,
+        namespace_labels_file=Path(args.namespace_labels_file)
+        if args.namespace_labels_file
+        else None,
+        reload_interval=args.reload_interval,
+    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(config, settings))
     return 0

@@ -77,8 +77,7 @@ def inject_documents(
         outcomes.append(Outcome(where, result.inject, result.reasons))
         return result.pod if result.pod is not None else copy.deepcopy(dict(pod))
 
-    out = [_walk(doc, index, one) for index, doc in enumerate(docs)]
-    return out, outcomes
+    return map_pod_templates(docs, one), outcomes
 
 
 def inject_text(
@@ -110,6 +109,13 @@ def pod_templates(doc: Any) -> Iterator[tuple[str, Mapping[str, Any], Mapping[st
 
 
 Injector = Callable[[Mapping[str, Any], Mapping[str, Any], str], dict[str, Any]]
+"""Called as ``injector(pod, owning object, "Kind/name")``; returns the new pod (template)."""
+
+
+def map_pod_templates(docs: list[Any], injector: Injector) -> list[Any]:
+    """Copies of ``docs`` with every pod (template) replaced by ``injector``'s result, visited
+    in the order of ``pod_templates``; other objects copied unchanged."""
+    return [_walk(doc, index, injector) for index, doc in enumerate(docs)]
 
 
 def _walk(doc: Any, index: int, inject: Injector) -> Any:
