@@ -61,3 +61,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "root" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def loom_server():  # type: ignore[no-untyped-def]
+    """A real `loom server --dev` process on random ports; stopped after the test."""
+    from tests.support.server import start_server
+
+    server = start_server()
+    yield server
+    server.stop()

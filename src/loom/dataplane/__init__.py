@@ -1,0 +1,1 @@
+"""The per-workload agent: runs and supervises Envoy (and the DNS proxy)."""

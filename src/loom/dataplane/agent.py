@@ -1,0 +1,170 @@
+"""``loom dataplane``: find the proxy's registration, write the bootstrap, run Envoy.
+
+Converges whatever the start order: it waits (with a log line every few seconds) for the
+server to answer and for the proxy to be registered, starts Envoy, restarts it if it dies
+(backing off), and on SIGTERM/SIGINT drains inbound listeners and exits. If Envoy cannot
+start at all, it exits non-zero with Envoy's own last log lines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loom.addrs import parse_address
+from loom.api.client import Client, ClientError, NotFoundError
+from loom.dataplane.bootstrap import build_bootstrap
+from loom.dataplane.envoy import Envoy, EnvoyError, EnvoySettings
+from loom.errors import LoomError
+
+log = logging.getLogger("loom.dataplane")
+
+
+@dataclass(frozen=True)
+class DataplaneSettings:
+    proxy_id: str
+    """Service ID of the sidecar registration (``<service-id>-sidecar-proxy``)."""
+    http_addr: str = "127.0.0.1:8500"
+    """Server HTTP API: HOST:PORT or unix:PATH."""
+    grpc_addr: str = "127.0.0.1:8502"
+    """Server xDS endpoint: HOST:PORT or unix:PATH."""
+    admin_bind: str = "127.0.0.1:0"
+    """Envoy admin listener; port 0 picks a free one."""
+    work_dir: Path | None = None
+    """Bootstrap, logs and admin address file; a fresh temporary directory when None."""
+    log_level: str = "warning"
+    """Envoy's log level (Envoy logs ~130 lines at info on start)."""
+    delta: bool = True
+    """Delta xDS (default) or State-of-the-World."""
+    extra_args: tuple[str, ...] = field(default=())
+    """Extra Envoy command-line arguments."""
+    drain_seconds: float = 5.0
+    """How long inbound listeners drain on shutdown before Envoy is stopped."""
+    wait_log_s: float = 5.0
+    """How often to say what the dataplane is waiting for."""
+    on_ready: Callable[[tuple[str, int] | None], Awaitable[None] | None] | None = None
+    """Called once Envoy is ready, with its admin address (tests, readiness files)."""
+
+
+class DataplaneError(LoomError):
+    """The dataplane cannot run (Envoy cannot start, bad settings)."""
+
+
+def fetch_registration(client: Client, proxy_id: str) -> dict[str, Any]:
+    reg: dict[str, Any] = client.get(f"/v1/agent/service/{proxy_id}")
+    if reg.get("Kind") != "connect-proxy":
+        raise DataplaneError(f"service {proxy_id!r} is registered but is not a connect-proxy")
+    return reg
+
+
+async def wait_for_registration(
+    settings: DataplaneSettings, stop: asyncio.Event
+) -> dict[str, Any] | None:
+    client = Client(settings.http_addr, timeout=10)
+    last_log = 0.0
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(fetch_registration, client, settings.proxy_id)
+        except NotFoundError:
+            why = f"proxy {settings.proxy_id!r} is not registered yet"
+        except ClientError as exc:
+            why = str(exc)
+        if time.monotonic() - last_log >= settings.wait_log_s:
+            log.warning("waiting: %s", why)
+            last_log = time.monotonic()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+    return None
+
+
+def bootstrap_for(settings: DataplaneSettings, reg: dict[str, Any]) -> dict[str, Any]:
+    admin = parse_address(settings.admin_bind, "--admin-bind")
+    return build_bootstrap(
+        proxy_id=settings.proxy_id,
+        service=reg["Proxy"]["DestinationServiceName"],
+        namespace=reg.get("Namespace", "default"),
+        xds=parse_address(settings.grpc_addr, "--grpc-addr"),
+        admin_address=admin.host,
+        admin_port=admin.port,
+        delta=settings.delta,
+    )
+
+
+async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None = None) -> int:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    reg = await wait_for_registration(settings, stop)
+    if reg is None:
+        return 0
+    tmp = None
+    if settings.work_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix=f"loom-dp-{settings.proxy_id[:20]}-")
+        work = Path(tmp.name)
+    else:
+        work = settings.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+    try:
+        config = work / "bootstrap.json"
+        config.write_text(json.dumps(bootstrap_for(settings, reg), indent=2))
+        envoy = Envoy(
+            EnvoySettings(
+                config_path=config,
+                work_dir=work,
+                log_level=settings.log_level,
+                extra_args=settings.extra_args,
+                drain_seconds=settings.drain_seconds,
+            )
+        )
+        return await _supervise(envoy, settings, stop)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+async def _supervise(envoy: Envoy, settings: DataplaneSettings, stop: asyncio.Event) -> int:
+    first = True
+    backoff = 0.5
+    while not stop.is_set():
+        await envoy.start()
+        try:
+            await envoy.wait_ready()
+        except EnvoyError as exc:
+            await envoy.stop()
+            if first:
+                raise DataplaneError(str(exc)) from exc
+            log.error("%s; restarting in %.1f s", exc, backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 10.0)
+            continue
+        if first:
+            log.info("Envoy ready for proxy %s (admin %s)", settings.proxy_id, envoy.admin)
+        first = False
+        backoff = 0.5
+        if settings.on_ready is not None:
+            maybe = settings.on_ready(envoy.admin)
+            if maybe is not None:
+                await maybe
+        waiter = asyncio.create_task(envoy.wait())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if stopper in done:
+            waiter.cancel()
+            await envoy.drain_and_stop()
+            return 0
+        stopper.cancel()
+        log.error("Envoy exited with status %s; restarting", waiter.result())
+    await envoy.stop()
+    return 0

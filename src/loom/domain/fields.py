@@ -1,0 +1,202 @@
+"""Typed reading of untrusted JSON objects, with errors that name the offending field.
+
+``Fields(obj, "Service")`` wraps a dict; ``.text("Name")`` etc. return typed values or raise
+``ValidationError("Service.Name: expected a string, got 12")``. Every API input goes through
+this, so a bad request is rejected as a whole before anything is written.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from loom.errors import LoomError
+
+SERVICE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
+SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class ValidationError(LoomError):
+    """API input that does not fit; the message names the field. Maps to HTTP 400."""
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _norm(key: str) -> str:
+    return key.replace("_", "").lower()
+
+
+class Fields:
+    """A JSON object being read; ``path`` prefixes every error message.
+
+    Field names match as Consul's decoder matches them: exactly, else case-insensitively and
+    ignoring underscores (``sidecar_service`` is ``SidecarService``), which is what clients
+    such as py-consul send. Keys of user maps (Meta, Config) are never rewritten.
+    """
+
+    def __init__(self, obj: Any, path: str) -> None:
+        if not isinstance(obj, dict):
+            raise ValidationError(f"{path}: expected an object, got {_kind(obj)}")
+        self.obj: dict[str, Any] = obj
+        self.path = path
+        self._aliases = {_norm(k): k for k in obj if isinstance(k, str)}
+
+    def _get(self, key: str) -> Any:
+        if key in self.obj:
+            return self.obj[key]
+        alias = self._aliases.get(_norm(key))
+        return None if alias is None else self.obj[alias]
+
+    def where(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def has(self, key: str) -> bool:
+        return self._get(key) is not None
+
+    def raw(self, key: str) -> Any:
+        return self._get(key)
+
+    def text(self, key: str, default: str = "", required: bool = False) -> str:
+        value = self._get(key)
+        if value is None:
+            if required:
+                raise ValidationError(f"{self.where(key)}: is required")
+            return default
+        if not isinstance(value, str):
+            raise ValidationError(f"{self.where(key)}: expected a string, got {_kind(value)}")
+        if required and not value:
+            raise ValidationError(f"{self.where(key)}: must not be empty")
+        return value
+
+    def integer(
+        self, key: str, default: int = 0, lo: int | None = None, hi: int | None = None
+    ) -> int:
+        value = self._get(key)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError(f"{self.where(key)}: expected an integer, got {_kind(value)}")
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            raise ValidationError(f"{self.where(key)}: {value} is outside {lo}..{hi}")
+        return value
+
+    def port(self, key: str, default: int = 0) -> int:
+        return self.integer(key, default, 0, 65535)
+
+    def flag(self, key: str, default: bool = False) -> bool:
+        value = self._get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ValidationError(f"{self.where(key)}: expected true or false, got {_kind(value)}")
+        return value
+
+    def strs(self, key: str) -> list[str]:
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValidationError(f"{self.where(key)}: expected a list of strings")
+        return list(value)
+
+    def str_map(self, key: str) -> dict[str, str]:
+        value = self._get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise ValidationError(f"{self.where(key)}: expected an object of strings")
+        return dict(value)
+
+    def any_map(self, key: str) -> dict[str, Any]:
+        value = self._get(key)
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValidationError(f"{self.where(key)}: expected an object, got {_kind(value)}")
+        return dict(value)
+
+    def sub(self, key: str) -> Fields | None:
+        value = self._get(key)
+        return None if value is None else Fields(value, self.where(key))
+
+    def subs(self, key: str) -> list[Fields]:
+        value = self._get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise ValidationError(f"{self.where(key)}: expected a list, got {_kind(value)}")
+        return [Fields(v, f"{self.where(key)}[{i}]") for i, v in enumerate(value)]
+
+    def one_of(self, key: str, choices: Iterable[str], default: str = "") -> str:
+        value = self.text(key, default)
+        allowed = tuple(choices)
+        if value not in allowed:
+            shown = ", ".join(repr(c) for c in allowed if c)
+            raise ValidationError(f"{self.where(key)}: {value!r} is not one of {shown}")
+        return value
+
+    def only(self, known: Iterable[str]) -> None:
+        """Reject keys outside ``known`` (config entries are strict, as Consul's are)."""
+        allowed = {_norm(k) for k in known}
+        for key in self.obj:
+            if _norm(key) not in allowed:
+                raise ValidationError(f"{self.where(key)}: unknown field")
+
+
+def check_name(value: str, where: str, wildcard: bool = False) -> str:
+    if wildcard and value == "*":
+        return value
+    if not SERVICE_NAME.match(value):
+        raise ValidationError(
+            f"{where}: {value!r} is not a valid name (letters, digits, '-' and '_', 1-63 chars)"
+        )
+    return value
+
+
+def check_namespace(value: str, where: str, wildcard: bool = False) -> str:
+    if wildcard and value == "*":
+        return value
+    if not NAMESPACE.match(value):
+        raise ValidationError(f"{where}: {value!r} is not a valid namespace (a DNS label)")
+    return value
+
+
+def check_id(value: str, where: str) -> str:
+    if not SERVICE_ID.match(value):
+        raise ValidationError(f"{where}: {value!r} is not a valid ID")
+    return value
+
+
+def check_address(value: str, where: str) -> str:
+    """An IP address or a host name; empty is allowed (means the node's address)."""
+    if not value:
+        return value
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not re.match(r"^[A-Za-z0-9.-]{1,253}$", value):
+            raise ValidationError(f"{where}: {value!r} is not an IP address or host name") from None
+    return value
+
+
+def check_cidr(value: str, where: str) -> str:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(f"{where}: {value!r} is not an IP address or CIDR") from None
+    return value
+
+
+def parse_duration(value: str, where: str) -> float:
+    """Go-style durations as Consul takes them: '10s', '1m30s', '500ms', '72h'."""
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", value)
+    if not value or "".join(n + u for n, u in parts) != value:
+        raise ValidationError(f"{where}: {value!r} is not a duration like '10s' or '1m30s'")
+    return sum(float(n) * units[u] for n, u in parts)

@@ -1,0 +1,274 @@
+"""Service registrations: Consul's JSON in, canonical instance and check documents out.
+
+``agent_registration`` takes the body of ``PUT /v1/agent/service/register`` (including
+``Connect.SidecarService``, which becomes a second ``connect-proxy`` instance exactly as Consul
+makes it) and ``catalog_registration`` the body of ``PUT /v1/catalog/register``. Both validate
+everything first and return documents ready to store; nothing is half-applied.
+
+Stored instance documents use Consul's AgentService field names, plus ``Node``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from loom.domain.fields import (
+    Fields,
+    ValidationError,
+    check_address,
+    check_id,
+    check_name,
+    check_namespace,
+    parse_duration,
+)
+
+Doc = dict[str, Any]
+
+CONNECT_PROXY = "connect-proxy"
+KINDS = ("", CONNECT_PROXY)
+PROXY_MODES = ("", "direct", "transparent")
+CHECK_STATUSES = ("passing", "warning", "critical")
+SIDECAR_PORT_RANGE = (21000, 21255)
+DEFAULT_NAMESPACE = "default"
+
+
+@dataclass
+class Registration:
+    """What one registration request writes: instances and their checks."""
+
+    instances: list[Doc] = field(default_factory=list)
+    checks: list[Doc] = field(default_factory=list)
+
+
+def instance_key(node: str, namespace: str, service_id: str) -> str:
+    return f"{node}/{namespace}/{service_id}"
+
+
+def check_key(node: str, namespace: str, check_id_: str) -> str:
+    return f"{node}/{namespace}/{check_id_}"
+
+
+def _upstream(f: Fields) -> Doc:
+    dtype = f.one_of("DestinationType", ("", "service", "prepared_query"), "service") or "service"
+    name = f.text("DestinationName", required=True)
+    if dtype == "service":
+        check_name(name, f.where("DestinationName"))
+    ns = f.text("DestinationNamespace")
+    if ns:
+        check_namespace(ns, f.where("DestinationNamespace"))
+    bind_port = f.port("LocalBindPort")
+    if bind_port == 0 and not f.flag("CentrallyConfigured"):
+        raise ValidationError(f"{f.where('LocalBindPort')}: is required for an upstream")
+    return {
+        "DestinationType": dtype,
+        "DestinationName": name,
+        "DestinationNamespace": ns,
+        "Datacenter": f.text("Datacenter"),
+        "LocalBindAddress": check_address(
+            f.text("LocalBindAddress", "127.0.0.1"), f.where("LocalBindAddress")
+        ),
+        "LocalBindPort": bind_port,
+        "Config": f.any_map("Config"),
+    }
+
+
+def _proxy(f: Fields, defaults: Doc | None = None) -> Doc:
+    d = defaults or {}
+    tp = f.sub("TransparentProxy")
+    return {
+        "DestinationServiceName": f.text(
+            "DestinationServiceName", d.get("DestinationServiceName", "")
+        ),
+        "DestinationServiceID": f.text("DestinationServiceID", d.get("DestinationServiceID", "")),
+        "LocalServiceAddress": check_address(
+            f.text("LocalServiceAddress", d.get("LocalServiceAddress", "")),
+            f.where("LocalServiceAddress"),
+        ),
+        "LocalServicePort": f.port("LocalServicePort", d.get("LocalServicePort", 0)),
+        "Mode": f.one_of("Mode", PROXY_MODES),
+        "TransparentProxy": {
+            "OutboundListenerPort": tp.port("OutboundListenerPort") if tp else 0,
+            "DialedDirectly": tp.flag("DialedDirectly") if tp else False,
+        },
+        "Upstreams": [_upstream(u) for u in f.subs("Upstreams")],
+        "Config": f.any_map("Config"),
+    }
+
+
+def _tagged(f: Fields) -> dict[str, Doc]:
+    out: dict[str, Doc] = {}
+    for tag, value in f.any_map("TaggedAddresses").items():
+        sub = Fields(value, f.where(f"TaggedAddresses.{tag}"))
+        out[tag] = {
+            "Address": check_address(sub.text("Address", required=True), sub.where("Address")),
+            "Port": sub.port("Port"),
+        }
+    return out
+
+
+def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Doc:
+    name = check_name(
+        f.text("Name", f.text("Service"), required=not f.has("Service")), f.where("Name")
+    )
+    sid = check_id(f.text("ID", name) or name, f.where("ID"))
+    kind = f.one_of("Kind", KINDS)
+    ns = check_namespace(f.text("Namespace", namespace) or namespace, f.where("Namespace"))
+    doc: Doc = {
+        "Node": node,
+        "Datacenter": datacenter,
+        "ID": sid,
+        "Service": name,
+        "Kind": kind,
+        "Namespace": ns,
+        "Address": check_address(f.text("Address"), f.where("Address")),
+        "Port": f.port("Port"),
+        "Tags": f.strs("Tags"),
+        "Meta": f.str_map("Meta"),
+        "TaggedAddresses": _tagged(f),
+        "EnableTagOverride": f.flag("EnableTagOverride"),
+        "Weights": {"Passing": 1, "Warning": 1},
+        "Connect": {"Native": False},
+    }
+    weights = f.sub("Weights")
+    if weights:
+        doc["Weights"] = {
+            "Passing": weights.integer("Passing", 1, 1),
+            "Warning": weights.integer("Warning", 1, 0),
+        }
+    proxy = f.sub("Proxy")
+    if kind == CONNECT_PROXY:
+        if proxy is None:
+            raise ValidationError(f"{f.where('Proxy')}: is required for a connect-proxy")
+        doc["Proxy"] = _proxy(proxy)
+        if not doc["Proxy"]["DestinationServiceName"]:
+            raise ValidationError(f"{proxy.where('DestinationServiceName')}: is required")
+        check_name(doc["Proxy"]["DestinationServiceName"], proxy.where("DestinationServiceName"))
+        if not doc["Proxy"]["DestinationServiceID"]:
+            doc["Proxy"]["DestinationServiceID"] = doc["Proxy"]["DestinationServiceName"]
+    elif proxy is not None:
+        raise ValidationError(f"{f.where('Proxy')}: only a connect-proxy has a Proxy block")
+    connect = f.sub("Connect")
+    if connect is not None:
+        doc["Connect"]["Native"] = connect.flag("Native")
+    return doc
+
+
+def _checks(f: Fields, service: Doc | None, node: str) -> list[Doc]:
+    given: list[Fields] = []
+    if f.sub("Check") is not None:
+        given.append(Fields(f.raw("Check"), f.where("Check")))
+    given.extend(f.subs("Checks"))
+    out = []
+    for n, c in enumerate(given, 1):
+        for active in ("HTTP", "TCP", "GRPC", "Args", "DockerContainerID", "H2PING", "UDP"):
+            if c.has(active):
+                raise ValidationError(
+                    f"{c.where(active)}: only TTL checks are supported "
+                    "(run the probe yourself and update the check with /v1/agent/check/pass)"
+                )
+        ttl = c.text("TTL")
+        if ttl:
+            parse_duration(ttl, c.where("TTL"))
+        if service is not None:
+            default_id = f"service:{service['ID']}" + (f":{n}" if len(given) > 1 else "")
+        else:
+            default_id = c.text("Name", required=True)
+        cid = c.text("CheckID", c.text("ID", default_id)) or default_id
+        out.append(
+            {
+                "Node": node,
+                "CheckID": cid,
+                "Name": c.text("Name", f"Service '{service['Service']}' check" if service else cid),
+                "Status": c.one_of("Status", ("", *CHECK_STATUSES)) or "critical",
+                "Notes": c.text("Notes"),
+                "Output": c.text("Output"),
+                "ServiceID": service["ID"] if service else c.text("ServiceID"),
+                "ServiceName": service["Service"] if service else "",
+                "Namespace": service["Namespace"] if service else DEFAULT_NAMESPACE,
+                "Type": "ttl" if ttl else "",
+                "TTL": ttl,
+            }
+        )
+    return out
+
+
+def _sidecar(parent: Doc, f: Fields, used_ports: Collection[int]) -> tuple[Doc, list[Doc]]:
+    """Consul's sidecar expansion of ``Connect.SidecarService`` for ``parent``."""
+    port = f.port("Port")
+    if port == 0:
+        lo, hi = SIDECAR_PORT_RANGE
+        free = [p for p in range(lo, hi + 1) if p not in used_ports]
+        if not free:
+            raise ValidationError(f"{f.where('Port')}: no free sidecar port in {lo}..{hi}")
+        port = free[0]
+    proxy_f = f.sub("Proxy") or Fields({}, f.where("Proxy"))
+    doc: Doc = {
+        **parent,
+        "ID": check_id(f.text("ID", f"{parent['ID']}-sidecar-proxy"), f.where("ID")),
+        "Service": check_name(
+            f.text("Name", f"{parent['Service']}-sidecar-proxy"), f.where("Name")
+        ),
+        "Kind": CONNECT_PROXY,
+        "Port": port,
+        "Address": check_address(f.text("Address", parent["Address"]), f.where("Address")),
+        "Tags": f.strs("Tags") if f.has("Tags") else list(parent["Tags"]),
+        "Meta": f.str_map("Meta") if f.has("Meta") else dict(parent["Meta"]),
+        "TaggedAddresses": {},
+        "Connect": {"Native": False},
+        "Proxy": _proxy(
+            proxy_f,
+            {
+                "DestinationServiceName": parent["Service"],
+                "DestinationServiceID": parent["ID"],
+                "LocalServiceAddress": "127.0.0.1",
+                "LocalServicePort": parent["Port"],
+            },
+        ),
+    }
+    return doc, _checks(f, doc, parent["Node"])
+
+
+def agent_registration(
+    body: Any, node: str, datacenter: str, used_ports: Collection[int] = ()
+) -> Registration:
+    """Validate an agent service registration; returns the instance(s) and checks to write."""
+    f = Fields(body, "")
+    service = _service(f, node, datacenter, DEFAULT_NAMESPACE)
+    reg = Registration([service], _checks(f, service, node))
+    connect = f.sub("Connect")
+    sidecar = connect.sub("SidecarService") if connect else None
+    if sidecar is not None:
+        if service["Kind"] == CONNECT_PROXY:
+            raise ValidationError("Connect.SidecarService: a connect-proxy cannot have a sidecar")
+        side, side_checks = _sidecar(service, sidecar, used_ports)
+        reg.instances.append(side)
+        reg.checks.extend(side_checks)
+    return reg
+
+
+def catalog_registration(body: Any, datacenter: str) -> tuple[Doc, Registration]:
+    """Validate a catalog registration; returns the node document and what to write."""
+    f = Fields(body, "")
+    node_name = f.text("Node", required=True)
+    check_id(node_name, "Node")
+    node = {
+        "Node": node_name,
+        "ID": f.text("ID"),
+        "Address": check_address(f.text("Address", required=True), "Address"),
+        "Datacenter": datacenter,
+        "TaggedAddresses": f.str_map("TaggedAddresses"),
+        "Meta": f.str_map("NodeMeta"),
+    }
+    reg = Registration()
+    svc_f = f.sub("Service")
+    service = None
+    if svc_f is not None:
+        service = _service(svc_f, node_name, datacenter, DEFAULT_NAMESPACE)
+        reg.instances.append(service)
+    reg.checks = _checks(f, service, node_name)
+    for check in reg.checks:
+        if check["ServiceID"] and service is None:
+            check["ServiceName"] = ""
+    return node, reg

@@ -1,0 +1,1 @@
+"""The control plane process: application services over the store, and their servers."""

@@ -1,0 +1,126 @@
+"""Runs the control plane: store, HTTP API, xDS gRPC server, background sweepers.
+
+``run(settings)`` is what ``loom server`` calls. It prints one line per listener, with the
+real port when port 0 was asked for, so scripts and tests can find the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from loom.addrs import Address, parse_address
+from loom.errors import LoomError
+from loom.server.http import build_app
+from loom.server.state import ServerSettings, State
+
+log = logging.getLogger("loom.server")
+
+# Hook for the xDS server: (state, addresses) -> (bound addresses, stop coroutine factory).
+XdsStarter = Callable[
+    [State, list[Address]], Awaitable[tuple[list[str], Callable[[], Awaitable[None]]]]
+]
+
+
+class ServerError(LoomError):
+    """The server could not start (port taken, bad data dir...)."""
+
+
+async def _start_http(state: State, addrs: list[Address]) -> tuple[web.AppRunner, list[str]]:
+    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
+    await runner.setup()
+    bound: list[str] = []
+    for addr in addrs:
+        site: web.BaseSite
+        try:
+            if addr.is_unix:
+                Path(addr.path).parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(addr.path)
+                site = web.UnixSite(runner, addr.path)
+                await site.start()
+                bound.append(f"unix:{addr.path}")
+            else:
+                site = web.TCPSite(runner, addr.host, addr.port, reuse_address=True)
+                await site.start()
+                server = site._server
+                port = addr.port
+                if server is not None and getattr(server, "sockets", None):
+                    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+                bound.append(f"http://{Address(addr.host, port)}")
+        except OSError as exc:
+            await runner.cleanup()
+            raise ServerError(f"cannot listen for HTTP on {addr}: {exc.strerror or exc}") from exc
+    return runner, bound
+
+
+async def _sweep_ttls(state: State) -> None:
+    while True:
+        await asyncio.sleep(state.settings.ttl_sweep_s)
+        try:
+            await state.catalog.expire_ttls()
+        except LoomError as exc:
+            log.error("TTL sweep failed: %s", exc)
+
+
+async def serve(
+    settings: ServerSettings,
+    ready: Callable[[list[str], list[str]], None] | None = None,
+    xds: XdsStarter | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
+    http_addrs = [parse_address(a, "--http-addr") for a in settings.http_addrs]
+    grpc_addrs = [parse_address(a, "--grpc-addr") for a in settings.grpc_addrs]
+    state = State(settings)
+    await state.start()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    runner, http_bound = await _start_http(state, http_addrs)
+    grpc_bound: list[str] = []
+    stop_xds: Callable[[], Awaitable[None]] | None = None
+    try:
+        if xds is not None and grpc_addrs:
+            grpc_bound, stop_xds = await xds(state, grpc_addrs)
+        sweeper = asyncio.create_task(_sweep_ttls(state))
+        if ready is not None:
+            ready(http_bound, grpc_bound)
+        await stop.wait()
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+    finally:
+        if stop_xds is not None:
+            await stop_xds()
+        await runner.cleanup()
+        await state.close()
+
+
+def print_ready(settings: ServerSettings) -> Callable[[list[str], list[str]], None]:
+    def show(http: list[str], grpc: list[str]) -> None:
+        store = "memory (--dev: nothing survives a restart)"
+        if settings.data_dir is not None:
+            store = f"sqlite at {settings.data_dir}"
+        policy = "allow" if settings.default_allow else "deny"
+        for addr in http:
+            print(f"loom server: HTTP API on {addr}")
+        for addr in grpc:
+            print(f"loom server: xDS (gRPC ADS) on {addr}")
+        print(
+            f"loom server: datacenter {settings.datacenter}, store {store}, "
+            f"default intention policy {policy}"
+        )
+        sys.stdout.flush()
+
+    return show

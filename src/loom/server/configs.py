@@ -1,0 +1,162 @@
+"""Config entries and intentions (which are ``service-intentions`` entries).
+
+The legacy intention endpoints (``/v1/connect/intentions/exact`` ...) edit the source list of
+the destination's ``service-intentions`` entry, as Consul >= 1.9 does, so both views always
+agree. Writing an ``external-service`` entry allocates a stable virtual IP (IPv4 from
+240.240.0.0/16 and IPv6 from fd00:f0f0::/96) for each of its non-wildcard hosts; the DNS proxy
+answers the host with them and the outbound listener routes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+from loom.domain.config_entries import (
+    EXTERNAL_SERVICE,
+    SERVICE_INTENTIONS,
+    entry_key,
+    validate_entry,
+)
+from loom.domain.fields import ValidationError, check_name, check_namespace
+from loom.domain.intentions import ALLOW, DENY, Decision, Intention, decide, from_entries
+from loom.server.errors import NotFound
+from loom.store import Delete, Op, Put, Store
+
+Doc = dict[str, Any]
+
+CONFIG = "config"
+EXTERNAL_VIPS = "external_vips"
+CONFIG_TABLES = (CONFIG, EXTERNAL_VIPS)
+EXTERNAL_V4 = ipaddress.ip_network("240.240.0.0/16")
+EXTERNAL_V6 = ipaddress.ip_network("fd00:f0f0::/96")
+
+
+def split_ref(ref: str, where: str) -> tuple[str, str]:
+    """'ns/name' or 'name' (namespace default); '*' allowed for either part."""
+    ns, _, name = ref.rpartition("/")
+    ns = check_namespace(ns or "default", where, wildcard=True)
+    return ns, check_name(name, where, wildcard=True)
+
+
+class Configs:
+    def __init__(self, store: Store, lock: asyncio.Lock, default_allow: bool) -> None:
+        self.store = store
+        self._lock = lock
+        self.default_allow = default_allow
+
+    # -- config entries ----------------------------------------------------------------------
+
+    def get(self, kind: str, name: str, namespace: str = "default") -> Doc | None:
+        return self.store.get(CONFIG, entry_key(kind, namespace, name))
+
+    def entries(self, kind: str | None = None) -> list[Doc]:
+        return [e for e in self.store.values(CONFIG) if kind is None or e["Kind"] == kind]
+
+    async def write(self, body: Any, cas: int | None = None) -> bool:
+        entry = validate_entry(body)
+        async with self._lock:
+            key = entry_key(entry["Kind"], entry["Namespace"], entry["Name"])
+            old = self.store.get(CONFIG, key)
+            if cas is not None:
+                current = old.get("ModifyIndex", 0) if old else 0
+                if current != cas:
+                    return False
+            if old is not None:
+                same = {k: v for k, v in old.items() if k not in ("CreateIndex", "ModifyIndex")}
+                if same == entry:
+                    return True
+            index = self.store.index + 1
+            entry["CreateIndex"] = old["CreateIndex"] if old else index
+            entry["ModifyIndex"] = index
+            entries = {k: v for k, v in self.store.items(CONFIG) if k != key}
+            entries[key] = entry
+            await self.store.apply([Put(CONFIG, key, entry), *self._external_vip_ops(entries)])
+            return True
+
+    async def delete(self, kind: str, name: str, namespace: str = "default") -> None:
+        async with self._lock:
+            key = entry_key(kind, namespace, name)
+            if self.store.get(CONFIG, key) is None:
+                return  # Consul's delete is idempotent
+            entries = {k: v for k, v in self.store.items(CONFIG) if k != key}
+            await self.store.apply([Delete(CONFIG, key), *self._external_vip_ops(entries)])
+
+    def _external_vip_ops(self, entries: dict[str, Doc]) -> list[Op]:
+        hosts = {
+            h
+            for e in entries.values()
+            if e["Kind"] == EXTERNAL_SERVICE
+            for h in e["Hosts"]
+            if not h.startswith("*")
+        }
+        current = dict(self.store.items(EXTERNAL_VIPS))
+        ops: list[Op] = [Delete(EXTERNAL_VIPS, h) for h in current if h not in hosts]
+        used = {v["Address"] for h, v in current.items() if h in hosts}
+        n = 1
+        for host in sorted(hosts - current.keys()):
+            while str(EXTERNAL_V4.network_address + n) in used or n % 256 in (0, 255):
+                n += 1
+            v4 = EXTERNAL_V4.network_address + n
+            used.add(str(v4))
+            v6 = EXTERNAL_V6.network_address + n
+            ops.append(Put(EXTERNAL_VIPS, host, {"Address": str(v4), "Address6": str(v6)}))
+        return ops
+
+    def external_vips(self) -> dict[str, Doc]:
+        return dict(self.store.items(EXTERNAL_VIPS))
+
+    # -- intentions ----------------------------------------------------------------------------
+
+    def intentions(self) -> list[Intention]:
+        return from_entries(self.entries(SERVICE_INTENTIONS))
+
+    def find_exact(self, source: str, destination: str) -> Intention | None:
+        sns, sname = split_ref(source, "source")
+        dns, dname = split_ref(destination, "destination")
+        for i in self.intentions():
+            if (i.source_ns, i.source, i.destination_ns, i.destination) == (sns, sname, dns, dname):
+                return i
+        return None
+
+    async def upsert_exact(self, source: str, destination: str, body: Any) -> None:
+        sns, sname = split_ref(source, "source")
+        dns, dname = split_ref(destination, "destination")
+        if not isinstance(body, dict):
+            raise ValidationError("body: expected an object with Action")
+        src: Doc = {"Name": sname, "Namespace": sns}
+        for key in ("Action", "Description", "Permissions"):
+            if body.get(key) not in (None, ""):
+                src[key] = body[key]
+        if "Action" in src and isinstance(src["Action"], str):
+            src["Action"] = src["Action"].lower()
+            if src["Action"] not in (ALLOW, DENY):
+                raise ValidationError(f"Action: {body['Action']!r} is not one of 'allow', 'deny'")
+        entry = self.get(SERVICE_INTENTIONS, dname, dns) or {
+            "Kind": SERVICE_INTENTIONS, "Name": dname, "Namespace": dns, "Sources": [],
+        }  # fmt: skip
+        sources = [s for s in entry["Sources"] if (s["Namespace"], s["Name"]) != (sns, sname)]
+        new = {k: v for k, v in entry.items() if k not in ("CreateIndex", "ModifyIndex")}
+        new["Sources"] = [*sources, src]
+        await self.write(new)
+
+    async def delete_exact(self, source: str, destination: str) -> None:
+        sns, sname = split_ref(source, "source")
+        dns, dname = split_ref(destination, "destination")
+        entry = self.get(SERVICE_INTENTIONS, dname, dns)
+        sources = entry["Sources"] if entry else []
+        remaining = [s for s in sources if (s["Namespace"], s["Name"]) != (sns, sname)]
+        if entry is None or len(remaining) == len(sources):
+            raise NotFound(f"no intention from {source} to {destination}")
+        if remaining:
+            new = {k: v for k, v in entry.items() if k not in ("CreateIndex", "ModifyIndex")}
+            new["Sources"] = remaining
+            await self.write(new)
+        else:
+            await self.delete(SERVICE_INTENTIONS, dname, dns)
+
+    def check(self, source: str, destination: str) -> Decision:
+        sns, sname = split_ref(source, "source")
+        dns, dname = split_ref(destination, "destination")
+        return decide(self.intentions(), sns, sname, dns, dname, self.default_allow)

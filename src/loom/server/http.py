@@ -1,0 +1,539 @@
+"""The HTTP API: Consul's paths and JSON shapes, so existing Consul clients work.
+
+Handlers parse the request, call the application services and format with ``views``. The one
+place errors become responses is ``_errors``: validation -> 400, unknown -> 404, conflict ->
+409, anything else -> 500 with one line (the traceback goes to the server log, never to the
+client). GET endpoints are blocking queries: ``?index=N&wait=30s`` returns when the data's
+index passes N, with the index in ``X-Consul-Index``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiohttp import web
+
+from loom.domain.config_entries import KINDS
+from loom.domain.fields import Fields, ValidationError, check_name, parse_duration
+from loom.domain.intentions import Intention
+from loom.domain.services import CONNECT_PROXY
+from loom.errors import LoomError
+from loom.server import views
+from loom.server.catalog import CATALOG_TABLES, health_status
+from loom.server.certs import CA
+from loom.server.configs import CONFIG_TABLES
+from loom.server.dnstable import build_dns_table
+from loom.server.errors import Conflict, NotFound
+from loom.server.state import State
+
+log = logging.getLogger("loom.server.http")
+Doc = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STATE: web.AppKey[State] = web.AppKey("state", State)
+MAX_WAIT_S = 600.0
+DEFAULT_WAIT_S = 300.0
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except ValidationError as exc:
+        return web.Response(status=400, text=f"Invalid request: {exc}\n")
+    except NotFound as exc:
+        return web.Response(status=404, text=f"{exc}\n")
+    except Conflict as exc:
+        return web.Response(status=409, text=f"{exc}\n")
+    except LoomError as exc:
+        log.error("%s %s failed: %s", request.method, request.path, exc)
+        return web.Response(status=500, text=f"{exc}\n")
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return web.Response(status=500, text="internal error (see the server log)\n")
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"body: malformed JSON ({exc})") from exc
+
+
+def _json(data: Any, index: int | None = None) -> web.Response:
+    headers = {"X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0"}
+    if index is not None:
+        headers["X-Consul-Index"] = str(index)
+    return web.Response(
+        text=json.dumps(data, indent=None), content_type="application/json", headers=headers
+    )
+
+
+async def _blocking(request: web.Request, tables: Iterable[str]) -> int:
+    """Wait as a Consul blocking query asks; returns the index to report."""
+    state = request.app[STATE]
+    names = tuple(tables)
+    raw = request.query.get("index")
+    if raw is None:
+        return state.store.table_index(names)
+    try:
+        after = int(raw)
+    except ValueError:
+        raise ValidationError(f"index: {raw!r} is not an integer") from None
+    wait = request.query.get("wait")
+    timeout = min(parse_duration(wait, "wait"), MAX_WAIT_S) if wait else DEFAULT_WAIT_S
+    if after <= 0:
+        return state.store.table_index(names)
+    return await state.store.wait(names, after, timeout)
+
+
+def _ns(request: web.Request) -> str:
+    return request.query.get("ns") or "default"
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return name in request.query and request.query[name] not in ("false", "0")
+
+
+def _ok() -> web.Response:
+    return _json(True)
+
+
+# -- agent ---------------------------------------------------------------------------------------
+
+
+async def agent_services(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CATALOG_TABLES)
+    cat = state.catalog
+    out = {
+        d["ID"]: views.agent_service(cat, d)
+        for d in cat.instances()
+        if d["Node"] == state.settings.node
+    }
+    return _json(out, index)
+
+
+async def agent_service(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CATALOG_TABLES)
+    inst = state.catalog.find(request.match_info["id"], request.query.get("ns"))
+    if inst is None:
+        raise NotFound(f"unknown service ID {request.match_info['id']!r}")
+    out = views.agent_service(state.catalog, inst)
+    out["ContentHash"] = f"{hash(json.dumps(out, sort_keys=True)) & 0xFFFFFFFFFFFF:012x}"
+    return _json(out, index)
+
+
+async def agent_register(request: web.Request) -> web.Response:
+    await request.app[STATE].catalog.agent_register(await _body(request))
+    return web.Response(text="")
+
+
+async def agent_deregister(request: web.Request) -> web.Response:
+    await request.app[STATE].catalog.agent_deregister(request.match_info["id"], _ns(request))
+    return web.Response(text="")
+
+
+def _check_update(status: str) -> Handler:
+    async def handle(request: web.Request) -> web.Response:
+        output = request.query.get("note", "")
+        await request.app[STATE].catalog.update_check(request.match_info["id"], status, output)
+        return web.Response(text="")
+
+    return handle
+
+
+async def check_update(request: web.Request) -> web.Response:
+    f = Fields(await _body(request), "")
+    status = f.one_of("Status", ("passing", "warning", "critical"))
+    await request.app[STATE].catalog.update_check(
+        request.match_info["id"], status, f.text("Output")
+    )
+    return web.Response(text="")
+
+
+async def agent_checks(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CATALOG_TABLES)
+    out = {
+        c["CheckID"]: views.health_check(c, index)
+        for c in state.store.values("checks")
+        if c["Node"] == state.settings.node
+    }
+    return _json(out, index)
+
+
+async def agent_self(request: web.Request) -> web.Response:
+    s = request.app[STATE].settings
+    return _json(
+        {
+            "Config": {"Datacenter": s.datacenter, "NodeName": s.node, "Server": True},
+            "Member": {"Name": s.node, "Addr": s.node_address, "Status": 1},
+        }
+    )
+
+
+# -- catalog -------------------------------------------------------------------------------------
+
+
+async def catalog_register(request: web.Request) -> web.Response:
+    await request.app[STATE].catalog.catalog_register(await _body(request))
+    return _ok()
+
+
+async def catalog_deregister(request: web.Request) -> web.Response:
+    await request.app[STATE].catalog.catalog_deregister(await _body(request))
+    return _ok()
+
+
+async def catalog_services(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CATALOG_TABLES)
+    ns = _ns(request)
+    out: dict[str, list[str]] = {}
+    for d in state.catalog.instances():
+        if ns == "*" or d["Namespace"] == ns:
+            tags = out.setdefault(d["Service"], [])
+            tags.extend(t for t in d["Tags"] if t not in tags)
+    return _json(dict(sorted(out.items())), index)
+
+
+async def catalog_service(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CATALOG_TABLES)
+    name, ns = request.match_info["name"], _ns(request)
+    tag = request.query.get("tag")
+    out = [
+        views.catalog_service(state.catalog, d, index)
+        for d in state.catalog.instances()
+        if d["Service"] == name and d["Namespace"] == ns and (tag is None or tag in d["Tags"])
+    ]
+    return _json(out, index)
+
+
+async def catalog_nodes(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CATALOG_TABLES)
+    nodes = {n["Node"]: n for n in state.store.values("nodes")}
+    for d in state.catalog.instances():
+        nodes.setdefault(d["Node"], state.catalog.node_of(d))
+    out = [
+        {**views.node(n), "CreateIndex": index, "ModifyIndex": index}
+        for _, n in sorted(nodes.items())
+    ]
+    return _json(out, index)
+
+
+async def catalog_datacenters(request: web.Request) -> web.Response:
+    return _json([request.app[STATE].settings.datacenter])
+
+
+# -- health --------------------------------------------------------------------------------------
+
+
+def _health(request: web.Request, index: int, connect: bool) -> list[Doc]:
+    cat = request.app[STATE].catalog
+    name, ns = request.match_info["name"], _ns(request)
+    passing = _flag(request, "passing")
+    out = []
+    for d in cat.instances():
+        if d["Namespace"] != ns:
+            continue
+        if connect:
+            is_proxy = d["Kind"] == CONNECT_PROXY and d["Proxy"]["DestinationServiceName"] == name
+            native = d["Kind"] != CONNECT_PROXY and d["Service"] == name and d["Connect"]["Native"]
+            if not (is_proxy or native):
+                continue
+        elif d["Service"] != name:
+            continue
+        checks = cat.checks_of(d)
+        if connect and d["Kind"] == CONNECT_PROXY:
+            dest = cat.find(d["Proxy"]["DestinationServiceID"], ns)
+            if dest is not None and dest["Node"] == d["Node"]:
+                checks = checks + cat.checks_of(dest)
+        if passing and health_status(checks) != "passing":
+            continue
+        out.append(views.health_entry(cat, d, checks, index))
+    return out
+
+
+async def health_service(request: web.Request) -> web.Response:
+    index = await _blocking(request, CATALOG_TABLES)
+    return _json(_health(request, index, connect=False), index)
+
+
+async def health_connect(request: web.Request) -> web.Response:
+    index = await _blocking(request, CATALOG_TABLES)
+    return _json(_health(request, index, connect=True), index)
+
+
+async def health_checks(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CATALOG_TABLES)
+    name, ns = request.match_info["name"], _ns(request)
+    out = [
+        views.health_check(c, index)
+        for c in state.store.values("checks")
+        if c["ServiceName"] == name and c["Namespace"] == ns
+    ]
+    return _json(out, index)
+
+
+# -- intentions ----------------------------------------------------------------------------------
+
+
+def _pair(request: web.Request) -> tuple[str, str]:
+    src, dst = request.query.get("source"), request.query.get("destination")
+    if not src or not dst:
+        raise ValidationError("source and destination query parameters are required")
+    return src, dst
+
+
+async def intention_exact_get(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CONFIG_TABLES)
+    src, dst = _pair(request)
+    found = state.configs.find_exact(src, dst)
+    if found is None:
+        raise NotFound(f"no intention from {src} to {dst}")
+    return _json(found.to_api(index), index)
+
+
+async def intention_exact_put(request: web.Request) -> web.Response:
+    src, dst = _pair(request)
+    await request.app[STATE].configs.upsert_exact(src, dst, await _body(request))
+    return _ok()
+
+
+async def intention_exact_delete(request: web.Request) -> web.Response:
+    src, dst = _pair(request)
+    await request.app[STATE].configs.delete_exact(src, dst)
+    return _ok()
+
+
+async def intention_create(request: web.Request) -> web.Response:
+    """Legacy ``POST /v1/connect/intentions`` with SourceName/DestinationName in the body."""
+    body = await _body(request)
+    f = Fields(body, "")
+    src = f"{f.text('SourceNS', 'default') or 'default'}/{f.text('SourceName', required=True)}"
+    dst_ns = f.text("DestinationNS", "default") or "default"
+    dst = f"{dst_ns}/{f.text('DestinationName', required=True)}"
+    await request.app[STATE].configs.upsert_exact(src, dst, body)
+    return _json({"ID": ""})
+
+
+async def intention_list(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CONFIG_TABLES)
+    return _json([i.to_api(index) for i in state.configs.intentions()], index)
+
+
+async def intention_check(request: web.Request) -> web.Response:
+    src, dst = _pair(request)
+    decision = request.app[STATE].configs.check(src, dst)
+    return _json({"Allowed": decision.allowed, "Reason": decision.reason})
+
+
+async def intention_match(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CONFIG_TABLES)
+    by = request.query.get("by", "")
+    if by not in ("source", "destination"):
+        raise ValidationError("by: must be 'source' or 'destination'")
+    names = request.query.getall("name", [])
+    if not names:
+        raise ValidationError("name: at least one name is required")
+    out: dict[str, list[Doc]] = {}
+    for ref in names:
+        ns, _, name = ref.rpartition("/")
+        ns = ns or "default"
+        check_name(name, "name", wildcard=True)
+
+        def hit(i: Intention, ns: str = ns, name: str = name) -> bool:
+            if by == "source":
+                return i.source_ns in ("*", ns) and i.source in ("*", name)
+            return i.destination_ns in ("*", ns) and i.destination in ("*", name)
+
+        out[ref] = [i.to_api(index) for i in state.configs.intentions() if hit(i)]
+    return _json(out, index)
+
+
+# -- config entries ------------------------------------------------------------------------------
+
+
+def _kind(request: web.Request) -> str:
+    kind = request.match_info["kind"]
+    if kind not in KINDS:
+        raise NotFound(f"unknown config entry kind {kind!r} (one of {', '.join(KINDS)})")
+    return kind
+
+
+async def config_put(request: web.Request) -> web.Response:
+    cas_raw = request.query.get("cas")
+    try:
+        cas = int(cas_raw) if cas_raw is not None else None
+    except ValueError:
+        raise ValidationError(f"cas: {cas_raw!r} is not an integer") from None
+    return _json(await request.app[STATE].configs.write(await _body(request), cas))
+
+
+async def config_get(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CONFIG_TABLES)
+    kind, name = _kind(request), request.match_info["name"]
+    entry = state.configs.get(kind, name, _ns(request))
+    if entry is None:
+        raise NotFound(f"Config entry not found for {kind!r} / {name!r}")
+    return _json(entry, index)
+
+
+async def config_list(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CONFIG_TABLES)
+    return _json(state.configs.entries(_kind(request)), index)
+
+
+async def config_delete(request: web.Request) -> web.Response:
+    kind = _kind(request)
+    await request.app[STATE].configs.delete(kind, request.match_info["name"], _ns(request))
+    return _ok()
+
+
+# -- CA ------------------------------------------------------------------------------------------
+
+
+async def ca_roots(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, (CA,))
+    root = state.certs.root
+    return _json(
+        {
+            "ActiveRootID": root.id,
+            "TrustDomain": root.trust_domain,
+            "Roots": [
+                {
+                    "ID": root.id,
+                    "Name": "Loom CA Primary Cert",
+                    "SerialNumber": 0,
+                    "NotBefore": root.not_before.isoformat(),
+                    "NotAfter": root.not_after.isoformat(),
+                    "RootCert": root.cert_pem,
+                    "IntermediateCerts": [],
+                    "Active": True,
+                    "PrivateKeyType": "ec",
+                    "PrivateKeyBits": 256,
+                    "CreateIndex": index,
+                    "ModifyIndex": index,
+                }
+            ],
+        },
+        index,
+    )
+
+
+async def ca_leaf(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    service = check_name(request.match_info["service"], "service")
+    leaf = state.certs.leaf(service, _ns(request))
+    return _json(
+        {
+            "SerialNumber": leaf.serial,
+            "CertPEM": leaf.cert_pem,
+            "PrivateKeyPEM": leaf.key_pem,
+            "Service": leaf.service,
+            "ServiceURI": leaf.uri,
+            "ValidAfter": leaf.not_before.isoformat(),
+            "ValidBefore": leaf.not_after.isoformat(),
+            "Namespace": _ns(request),
+        },
+        state.store.index,
+    )
+
+
+async def connect_authorize(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    f = Fields(await _body(request), "")
+    target = check_name(f.text("Target", required=True), "Target")
+    uri = f.text("ClientCertURI", required=True)
+    prefix = f"spiffe://{state.certs.trust_domain}/ns/"
+    parts = uri[len(prefix) :].split("/") if uri.startswith(prefix) else []
+    if len(parts) != 5 or parts[1] != "dc" or parts[3] != "svc":
+        return _json(
+            {"Authorized": False, "Reason": "ClientCertURI is not a service identity of this mesh"}
+        )
+    decision = state.configs.check(f"{parts[0]}/{parts[4]}", f"{_ns(request)}/{target}")
+    return _json({"Authorized": decision.allowed, "Reason": decision.reason})
+
+
+# -- Loom's own -----------------------------------------------------------------------------------
+
+
+async def dns_table(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    index = await _blocking(request, CATALOG_TABLES + CONFIG_TABLES)
+    return _json(build_dns_table(state.catalog, state.configs, index), index)
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+async def status_leader(request: web.Request) -> web.Response:
+    return _json(f"{request.app[STATE].settings.node_address}:8300")
+
+
+async def status_peers(request: web.Request) -> web.Response:
+    return _json([f"{request.app[STATE].settings.node_address}:8300"])
+
+
+def build_app(state: State) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=4 * 1024 * 1024)
+    app[STATE] = state
+    r = app.router
+    r.add_get("/v1/agent/services", agent_services)
+    r.add_get("/v1/agent/service/{id}", agent_service)
+    r.add_put("/v1/agent/service/register", agent_register)
+    r.add_put("/v1/agent/service/deregister/{id}", agent_deregister)
+    for status, verb in (("passing", "pass"), ("warning", "warn"), ("critical", "fail")):
+        r.add_put(f"/v1/agent/check/{verb}/{{id}}", _check_update(status))
+    r.add_put("/v1/agent/check/update/{id}", check_update)
+    r.add_get("/v1/agent/checks", agent_checks)
+    r.add_get("/v1/agent/self", agent_self)
+    r.add_put("/v1/catalog/register", catalog_register)
+    r.add_put("/v1/catalog/deregister", catalog_deregister)
+    r.add_get("/v1/catalog/services", catalog_services)
+    r.add_get("/v1/catalog/service/{name}", catalog_service)
+    r.add_get("/v1/catalog/nodes", catalog_nodes)
+    r.add_get("/v1/catalog/datacenters", catalog_datacenters)
+    r.add_get("/v1/health/service/{name}", health_service)
+    r.add_get("/v1/health/connect/{name}", health_connect)
+    r.add_get("/v1/health/checks/{name}", health_checks)
+    r.add_get("/v1/connect/intentions/exact", intention_exact_get)
+    r.add_put("/v1/connect/intentions/exact", intention_exact_put)
+    r.add_delete("/v1/connect/intentions/exact", intention_exact_delete)
+    r.add_get("/v1/connect/intentions/check", intention_check)
+    r.add_get("/v1/connect/intentions/match", intention_match)
+    r.add_get("/v1/connect/intentions", intention_list)
+    r.add_post("/v1/connect/intentions", intention_create)
+    r.add_put("/v1/config", config_put)
+    r.add_get("/v1/config/{kind}", config_list)
+    r.add_get("/v1/config/{kind}/{name}", config_get)
+    r.add_delete("/v1/config/{kind}/{name}", config_delete)
+    r.add_get("/v1/connect/ca/roots", ca_roots)
+    r.add_get("/v1/agent/connect/ca/roots", ca_roots)
+    r.add_get("/v1/agent/connect/ca/leaf/{service}", ca_leaf)
+    r.add_post("/v1/agent/connect/authorize", connect_authorize)
+    r.add_get("/v1/loom/dns-table", dns_table)
+    r.add_get("/v1/status/leader", status_leader)
+    r.add_get("/v1/status/peers", status_peers)
+    return app
+
+
+__all__ = ["STATE", "build_app"]

@@ -1,0 +1,60 @@
+"""The server's application state: one store, one write lock, the services over them."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loom.server.catalog import Catalog, CatalogSettings
+from loom.server.certs import Certs
+from loom.server.configs import Configs
+from loom.store import Store, open_store
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    http_addrs: tuple[str, ...] = ("127.0.0.1:8500",)
+    """Where the HTTP API listens: ``HOST:PORT`` (port 0 picks a free one) or ``unix:PATH``."""
+    grpc_addrs: tuple[str, ...] = ("127.0.0.1:8502",)
+    """Where the xDS (ADS) gRPC server listens; same forms as ``http_addrs``."""
+    data_dir: Path | None = None
+    """SQLite store directory; None means the in-memory store (``--dev``)."""
+    datacenter: str = "dc1"
+    """Datacenter name, part of every SPIFFE ID and catalog entry."""
+    node: str = "loom-server"
+    """Node name of agent-API registrations (this server acts as their agent)."""
+    node_address: str = "127.0.0.1"
+    """Address of that node, used for instances registered without an Address."""
+    default_allow: bool = True
+    """Intention default policy: allow (Consul with ACLs off) or deny."""
+    leaf_ttl_s: float = 72 * 3600.0
+    """Lifetime of leaf certificates, in seconds (72h as Consul); renewed at 60% of it."""
+    ttl_sweep_s: float = 1.0
+    """How often TTL checks are swept for expiry, in seconds."""
+    extra: dict[str, str] = field(default_factory=dict)
+    """Reserved for backend options (etcd endpoints...)."""
+
+
+class State:
+    def __init__(self, settings: ServerSettings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store if store is not None else open_store(settings.data_dir)
+        self.lock = asyncio.Lock()
+        self.catalog = Catalog(
+            self.store,
+            CatalogSettings(settings.node, settings.node_address, settings.datacenter),
+            self.lock,
+            time.monotonic,
+        )
+        self.configs = Configs(self.store, self.lock, settings.default_allow)
+        self.certs = Certs(self.store, settings.datacenter, lambda: dt.datetime.now(dt.UTC))
+        self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
+
+    async def start(self) -> None:
+        await self.certs.start()
+
+    async def close(self) -> None:
+        await self.store.close()

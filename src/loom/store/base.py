@@ -1,0 +1,128 @@
+"""The store interface and the in-memory view every backend shares.
+
+State is a set of tables, each a map from string key to a JSON-able dict. A write is a list of
+``Put``/``Delete`` operations applied atomically under one new index (like Consul's Raft index).
+Each table remembers the index of its last change, so a blocking query on "services" does not
+wake for an intention write. Reads never touch the backend: the whole state lives in memory
+(it is small: a mesh of 10,000 instances is a few tens of MB), and backends persist each
+transaction before the write is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loom.errors import LoomError
+
+Doc = dict[str, Any]
+
+
+class StoreError(LoomError):
+    """The backend could not open, read or persist state."""
+
+
+@dataclass(frozen=True)
+class Put:
+    table: str
+    key: str
+    value: Doc
+
+
+@dataclass(frozen=True)
+class Delete:
+    table: str
+    key: str
+
+
+Op = Put | Delete
+
+
+class Store:
+    """In-memory view + change notification; subclasses make transactions durable."""
+
+    kind = "memory"
+
+    def __init__(self) -> None:
+        self._tables: dict[str, dict[str, Doc]] = {}
+        self._table_index: dict[str, int] = {}
+        self._index = 0
+        self._changed = asyncio.Event()
+
+    # -- reads -----------------------------------------------------------------------------
+
+    @property
+    def index(self) -> int:
+        """The index of the last committed write (0 for an empty store)."""
+        return self._index
+
+    def table_index(self, tables: Iterable[str]) -> int:
+        """The highest index at which any of ``tables`` changed (at least 1)."""
+        return max([1, *(self._table_index.get(t, 0) for t in tables)])
+
+    def get(self, table: str, key: str) -> Doc | None:
+        doc = self._tables.get(table, {}).get(key)
+        return copy.deepcopy(doc) if doc is not None else None
+
+    def items(self, table: str) -> list[tuple[str, Doc]]:
+        """(key, doc) pairs sorted by key; docs are the store's own: do not mutate them."""
+        return sorted(self._tables.get(table, {}).items())
+
+    def values(self, table: str) -> list[Doc]:
+        return [doc for _, doc in self.items(table)]
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def apply(self, ops: Sequence[Op]) -> int:
+        """Commit ``ops`` atomically; returns the new index. Empty ``ops`` commit nothing."""
+        if not ops:
+            return self._index
+        index = self._index + 1
+        await self._persist(ops, index)
+        self._apply_in_memory(ops, index)
+        return index
+
+    def _apply_in_memory(self, ops: Sequence[Op], index: int) -> None:
+        for op in ops:
+            table = self._tables.setdefault(op.table, {})
+            if isinstance(op, Put):
+                table[op.key] = copy.deepcopy(op.value)
+            else:
+                table.pop(op.key, None)
+            self._table_index[op.table] = index
+        self._index = index
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _persist(self, ops: Sequence[Op], index: int) -> None:
+        """Make the transaction durable before it is visible. Memory: nothing to do."""
+
+    # -- watching --------------------------------------------------------------------------
+
+    async def wait(self, tables: Iterable[str], after: int, timeout: float) -> int:
+        """Block until one of ``tables`` changes past index ``after`` or ``timeout`` passes.
+
+        Returns the tables' index at return time (unchanged on timeout).
+        """
+        names = tuple(tables)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.table_index(names) <= after:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                break
+        return self.table_index(names)
+
+    async def changed(self) -> None:
+        """Wait for the next committed write (any table)."""
+        await self._changed.wait()
+
+    async def close(self) -> None:
+        """Release backend resources."""

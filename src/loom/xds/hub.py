@@ -1,0 +1,66 @@
+"""Change fan-out for xDS sessions: one shared mesh view per store index.
+
+Every session waits on the hub's generation counter. A store write bumps it once; so does the
+leaf-renewal timer, so sessions re-collect their inputs and pick up renewed certificates.
+Sessions whose inputs did not change do nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from loom.server.state import State
+from loom.xds.inputs import ProxyInputs
+from loom.xds.resources import Converter
+from loom.xds.view import MeshView, collect_inputs
+
+log = logging.getLogger("loom.xds")
+
+
+class Hub:
+    def __init__(self, state: State, refresh_s: float = 30.0) -> None:
+        self.state = state
+        self.converter = Converter()
+        self.refresh_s = refresh_s
+        self.generation = 0
+        self._event = asyncio.Event()
+        self._view: MeshView | None = None
+        self._task: asyncio.Task[None] | None = None
+        self.sessions: dict[int, str] = {}
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _bump(self) -> None:
+        self.generation += 1
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def _watch(self) -> None:
+        while True:
+            # The timeout gives a periodic re-collection: it renews leaves before they expire.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.state.store.changed(), self.refresh_s)
+            self._bump()
+
+    async def wait(self, seen: int) -> int:
+        """Return once the generation passes ``seen``."""
+        while self.generation <= seen:
+            await self._event.wait()
+        return self.generation
+
+    def view(self) -> MeshView:
+        if self._view is None or self._view.index != self.state.store.index:
+            self._view = MeshView.build(self.state)
+        return self._view
+
+    def inputs(self, proxy_id: str) -> ProxyInputs | None:
+        return collect_inputs(self.view(), proxy_id, self.state.certs.leaf)

@@ -1,0 +1,101 @@
+"""Everything one proxy's Envoy configuration depends on, as immutable values.
+
+A ``ProxyInputs`` value is the translator's only argument. Two equal values translate to the
+same resources, so the server skips translation (and pushes) when a store change leaves a
+proxy's inputs equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+EXPLICIT = "explicit"
+TRANSPARENT = "transparent"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A destination this proxy can dial."""
+
+    service: str
+    namespace: str
+    datacenter: str
+    spiffe_id: str
+    """Identity the destination's certificate must carry (verified on the TLS handshake)."""
+    sni: str
+    """Cluster name and SNI: ``<svc>.<ns>.<dc>.internal.<trust-domain>`` as Consul names it."""
+    endpoints: tuple[Endpoint, ...]
+    """Healthy sidecars of the destination (their public listeners)."""
+    bind_address: str = ""
+    """Explicit upstream: local listener address (``127.0.0.1``)."""
+    bind_port: int = 0
+    """Explicit upstream: local listener port; 0 for transparent-only upstreams."""
+    virtual_ips: tuple[str, ...] = ()
+    """Transparent proxy: addresses that identify this upstream (VIPs, ClusterIPs)."""
+    ports: tuple[int, ...] = ()
+    """Transparent proxy: destination ports the app dials (the service's ports)."""
+    instance_ips: tuple[str, ...] = ()
+    """Transparent proxy: instance addresses, so dialing a pod IP also goes through the mesh."""
+    headless: bool = False
+    """No virtual IP: instances are dialed directly (plain TCP proxy, 5 s connect timeout)."""
+    connect_timeout_ms: int = 5000
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A source matcher of intentions: namespace and name, either may be ``*``."""
+
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AccessRule:
+    """One intention targeting this proxy's service, in precedence order."""
+
+    source: Principal
+    allow: bool
+
+
+@dataclass(frozen=True)
+class ExternalHost:
+    """An external service host with a VIP (DNS proxy answers it; outbound routes VIP:port)."""
+
+    host: str
+    service: str
+    virtual_ips: tuple[str, ...]
+    ports: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ProxyInputs:
+    proxy_id: str
+    service: str
+    """The destination service this sidecar fronts (its identity)."""
+    namespace: str
+    datacenter: str
+    trust_domain: str
+    public_address: str
+    public_port: int
+    local_app_address: str
+    local_app_port: int
+    protocol: str
+    """tcp | http | http2 | grpc (service-defaults, else proxy-defaults, else tcp)."""
+    mtls_mode: str
+    """strict | permissive: permissive also accepts plain-text clients on the public port."""
+    rules: tuple[AccessRule, ...]
+    default_allow: bool
+    roots_pem: str
+    leaf_cert_pem: str
+    leaf_key_pem: str
+    upstreams: tuple[Upstream, ...] = ()
+    transparent: bool = False
+    outbound_port: int = 15001
+    mesh_destinations_only: bool = False
+    externals: tuple[ExternalHost, ...] = field(default=())

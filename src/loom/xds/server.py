@@ -1,0 +1,295 @@
+"""The gRPC ADS server: State-of-the-World and Delta over one aggregated stream.
+
+Sessions only speak the protocol; what to serve comes from ``Hub.inputs`` -> translate ->
+``Converter``. Rules that keep Envoy and us in step:
+- a response is sent for a type's first request on a stream, on a change of the requested
+  names, and when the served content changes - never in answer to an ACK of what we sent
+  (no push loops);
+- a NACK is logged with proxy, type and Envoy's message, and the previous version stays;
+- changed types go out clusters -> endpoints -> secrets -> listeners (make before break).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from loom.addrs import Address
+from loom.errors import LoomError
+from loom.server.state import State
+from loom.xds.hub import Hub
+from loom.xds.resources import Served, type_version
+from loom.xds.translate import build_resources
+from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_LISTENER
+
+log = logging.getLogger("loom.xds")
+WILDCARD_TYPES = (TYPE_LISTENER, TYPE_CLUSTER)
+_nonces = itertools.count(1)
+_session_ids = itertools.count(1)
+_CHANGED = object()
+
+
+class XdsError(LoomError):
+    """The xDS server could not start."""
+
+
+class _Session:
+    """Shared per-stream machinery: who the proxy is, what it is served, change events."""
+
+    def __init__(self, hub: Hub, requests: AsyncIterator[Any]) -> None:
+        self.hub = hub
+        self.requests = requests
+        self.queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.proxy_id = ""
+        self.inputs: object = object()
+        self.served: dict[str, dict[str, Served]] = {t: {} for t in ORDER}
+        self.id = next(_session_ids)
+
+    def refresh(self) -> bool:
+        """Recompute what this proxy should have; True when anything changed."""
+        inputs = self.hub.inputs(self.proxy_id)
+        if inputs == self.inputs:
+            return False
+        self.inputs = inputs
+        if inputs is None:
+            self.served = {t: {} for t in ORDER}
+        else:
+            self.served = self.hub.converter.serve(build_resources(inputs))
+        return True
+
+    async def _read(self) -> None:
+        try:
+            async for req in self.requests:
+                await self.queue.put(req)
+        finally:
+            await self.queue.put(None)
+
+    async def _watch(self) -> None:
+        gen = self.hub.generation
+        while True:
+            gen = await self.hub.wait(gen)
+            await self.queue.put(_CHANGED)
+
+    async def events(self) -> AsyncIterator[Any]:
+        tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._watch())]
+        try:
+            while True:
+                ev = await self.queue.get()
+                if ev is None:
+                    return
+                yield ev
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            self.hub.sessions.pop(self.id, None)
+            if self.proxy_id:
+                log.info("proxy %s disconnected", self.proxy_id)
+
+    def identify(self, node_id: str) -> None:
+        if not self.proxy_id and node_id:
+            self.proxy_id = node_id
+            self.hub.sessions[self.id] = node_id
+            log.info("proxy %s connected", node_id)
+            self.refresh()
+
+
+class SotwSession(_Session):
+    def __init__(self, hub: Hub, requests: AsyncIterator[Any]) -> None:
+        super().__init__(hub, requests)
+        self.names: dict[str, set[str] | None] = {}
+        self.sent_version: dict[str, str] = {}
+        self.sent_nonce: dict[str, str] = {}
+        self.sent_names: dict[str, set[str] | None] = {}
+
+    def _response(self, type_url: str) -> discovery_pb2.DiscoveryResponse:
+        names = self.names[type_url]
+        served = self.served.get(type_url, {})
+        chosen = [s for n, s in sorted(served.items()) if names is None or n in names]
+        version = type_version(served, names)
+        nonce = str(next(_nonces))
+        self.sent_version[type_url] = version
+        self.sent_nonce[type_url] = nonce
+        self.sent_names[type_url] = names
+        return discovery_pb2.DiscoveryResponse(
+            version_info=version,
+            resources=[s.message for s in chosen],
+            type_url=type_url,
+            nonce=nonce,
+        )
+
+    def _on_request(self, req: Any) -> discovery_pb2.DiscoveryResponse | None:
+        self.identify(req.node.id)
+        t = req.type_url
+        if t not in self.served:
+            log.warning("proxy %s asked for unsupported type %s", self.proxy_id, t)
+            return None
+        names = None if t in WILDCARD_TYPES else set(req.resource_names)
+        if req.HasField("error_detail"):
+            log.warning(
+                "proxy %s rejected %s version %s: %s",
+                self.proxy_id, t, req.version_info or "-", req.error_detail.message,
+            )  # fmt: skip
+            self.names[t] = names
+            return None
+        first = t not in self.names or not req.response_nonce
+        self.names[t] = names
+        if first:
+            return self._response(t)
+        if req.response_nonce != self.sent_nonce.get(t):
+            return None  # stale: an answer to something we superseded
+        if names != self.sent_names.get(t):
+            return self._response(t)
+        return None
+
+    async def run(self) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        async for ev in self.events():
+            if ev is _CHANGED:
+                if not self.proxy_id or not self.refresh():
+                    continue
+                for t in ORDER:
+                    if (
+                        t in self.sent_version
+                        and type_version(self.served[t], self.names[t]) != self.sent_version[t]
+                    ):
+                        yield self._response(t)
+            else:
+                resp = self._on_request(ev)
+                if resp is not None:
+                    yield resp
+
+
+class DeltaSession(_Session):
+    def __init__(self, hub: Hub, requests: AsyncIterator[Any]) -> None:
+        super().__init__(hub, requests)
+        self.subscribed: dict[str, set[str] | None] = {}
+        self.client: dict[str, dict[str, str]] = {}
+
+    def _diff(
+        self, t: str, force: bool, asked: set[str]
+    ) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        names = self.subscribed[t]
+        served = self.served.get(t, {})
+        have = self.client.setdefault(t, {})
+        wanted = {n: s for n, s in served.items() if names is None or n in names}
+        changed = [s for n, s in sorted(wanted.items()) if have.get(n) != s.version]
+        removed = sorted(n for n in have if n not in wanted)
+        # Names asked for that do not exist: say so, or Envoy waits for its fetch timeout.
+        removed += sorted(n for n in asked if n not in wanted and n not in have)
+        if not changed and not removed and not force:
+            return None
+        for s in changed:
+            have[s.name] = s.version
+        for n in removed:
+            have.pop(n, None)
+        return discovery_pb2.DeltaDiscoveryResponse(
+            system_version_info=str(self.hub.generation),
+            type_url=t,
+            resources=[
+                discovery_pb2.Resource(name=s.name, version=s.version, resource=s.message)
+                for s in changed
+            ],
+            removed_resources=removed,
+            nonce=str(next(_nonces)),
+        )
+
+    def _on_request(self, req: Any) -> discovery_pb2.DeltaDiscoveryResponse | None:
+        self.identify(req.node.id)
+        t = req.type_url
+        if t not in self.served:
+            log.warning("proxy %s asked for unsupported type %s", self.proxy_id, t)
+            return None
+        if req.HasField("error_detail"):
+            log.warning(
+                "proxy %s rejected %s (nonce %s): %s",
+                self.proxy_id, t, req.response_nonce, req.error_detail.message,
+            )  # fmt: skip
+            return None
+        first = t not in self.subscribed
+        if first:
+            wildcard = t in WILDCARD_TYPES and not list(req.resource_names_subscribe)
+            self.subscribed[t] = None if wildcard else set()
+            self.client[t] = dict(req.initial_resource_versions)
+        names = self.subscribed[t]
+        asked = set(req.resource_names_subscribe) - {"*"}
+        if names is not None:
+            names |= asked
+            names -= set(req.resource_names_unsubscribe)
+            for n in req.resource_names_unsubscribe:
+                self.client[t].pop(n, None)
+        return self._diff(t, force=first, asked=asked)
+
+    async def run(self) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for ev in self.events():
+            if ev is _CHANGED:
+                if not self.proxy_id or not self.refresh():
+                    continue
+                for t in ORDER:
+                    if t in self.subscribed:
+                        resp = self._diff(t, force=False, asked=set())
+                        if resp is not None:
+                            yield resp
+            else:
+                resp = self._on_request(ev)
+                if resp is not None:
+                    yield resp
+
+
+class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        async for resp in SotwSession(self.hub, request_iterator).run():
+            yield resp
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
+        async for resp in DeltaSession(self.hub, request_iterator).run():
+            yield resp
+
+
+async def start_xds(
+    state: State, addrs: list[Address]
+) -> tuple[list[str], Callable[[], Awaitable[None]]]:
+    hub = Hub(state, refresh_s=max(1.0, min(30.0, state.certs.leaf_ttl.total_seconds() / 20)))
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ]
+    )
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(hub), server)
+    bound = []
+    for addr in addrs:
+        target = f"unix:{addr.path}" if addr.is_unix else str(addr)
+        try:
+            port = server.add_insecure_port(target)
+        except RuntimeError as exc:
+            raise XdsError(f"cannot listen for xDS on {addr}: {exc}") from exc
+        if not addr.is_unix and port == 0:
+            raise XdsError(f"cannot listen for xDS on {addr}: address in use or unavailable")
+        bound.append(target if addr.is_unix else str(Address(addr.host, port)))
+    await server.start()
+    hub.start()
+
+    async def stop() -> None:
+        await hub.stop()
+        await server.stop(grace=0.5)
+
+    return bound, stop

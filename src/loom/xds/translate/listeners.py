@@ -1,0 +1,162 @@
+"""Listeners: the inbound public listener, explicit upstream listeners, the outbound
+(transparent proxy) listener."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loom.xds.inputs import ProxyInputs, Upstream
+from loom.xds.translate.names import (
+    LOCAL_APP,
+    OUTBOUND_LISTENER,
+    PASSTHROUGH,
+    PUBLIC_LISTENER,
+    external_cluster,
+    upstream_listener,
+)
+from loom.xds.translate.rbac import network_rbac_filter
+from loom.xds.translate.tls import downstream_tls
+
+Doc = dict[str, Any]
+_EXT = "type.googleapis.com/envoy.extensions."
+TLS_INSPECTOR = {
+    "name": "envoy.filters.listener.tls_inspector",
+    "typed_config": {"@type": _EXT + "filters.listener.tls_inspector.v3.TlsInspector"},
+}
+ORIGINAL_DST = {
+    "name": "envoy.filters.listener.original_dst",
+    "typed_config": {"@type": _EXT + "filters.listener.original_dst.v3.OriginalDst"},
+}
+
+
+def socket_address(address: str, port: int) -> Doc:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def tcp_proxy(stat_prefix: str, cluster: str) -> Doc:
+    return {
+        "name": "envoy.filters.network.tcp_proxy",
+        "typed_config": {
+            "@type": _EXT + "filters.network.tcp_proxy.v3.TcpProxy",
+            "stat_prefix": stat_prefix,
+            "cluster": cluster,
+        },
+    }
+
+
+def public_listener(inp: ProxyInputs) -> Doc:
+    """mTLS with a client certificate from the mesh CA, RBAC from intentions, then the app."""
+    chains = [
+        {
+            "filter_chain_match": {"transport_protocol": "tls"},
+            "transport_socket": downstream_tls(),
+            "filters": [
+                network_rbac_filter(
+                    inp.trust_domain, inp.rules, inp.default_allow, "public_listener_rbac"
+                ),
+                tcp_proxy("public_listener", LOCAL_APP),
+            ],
+        }
+    ]
+    if inp.mtls_mode == "permissive":
+        # Onboarding: plain-text clients (not yet in the mesh) reach the app; no identity,
+        # so no intentions can apply to them.
+        chains.append(
+            {
+                "filter_chain_match": {"transport_protocol": "raw_buffer"},
+                "filters": [tcp_proxy("public_listener_plaintext", LOCAL_APP)],
+            }
+        )
+    return {
+        "name": f"{PUBLIC_LISTENER}:{inp.public_address}:{inp.public_port}",
+        "address": socket_address(inp.public_address, inp.public_port),
+        "traffic_direction": "INBOUND",
+        "listener_filters": [TLS_INSPECTOR],
+        "filter_chains": chains,
+    }
+
+
+def explicit_upstream_listener(u: Upstream) -> Doc:
+    return {
+        "name": upstream_listener(u.service, u.namespace, u.bind_port),
+        "address": socket_address(u.bind_address or "127.0.0.1", u.bind_port),
+        "traffic_direction": "OUTBOUND",
+        "filter_chains": [{"filters": [tcp_proxy(f"upstream.{u.sni}", u.sni)]}],
+    }
+
+
+def _prefixes(ips: list[str]) -> list[Doc]:
+    return [{"address_prefix": ip, "prefix_len": 128 if ":" in ip else 32} for ip in ips]
+
+
+def outbound_listener(inp: ProxyInputs) -> Doc:
+    """Transparent proxy: iptables sends every outbound connection here; the original
+    destination picks the filter chain (service VIP, instance IP:port, external VIP:port)."""
+    chains: list[Doc] = []
+    taken: set[tuple[str, int]] = set()
+
+    def claim(ips: list[str], port: int) -> list[str]:
+        free = [ip for ip in ips if (ip, port) not in taken and (ip, 0) not in taken]
+        taken.update((ip, port) for ip in free)
+        return sorted(free)
+
+    for u in inp.upstreams:
+        vips = claim(list(u.virtual_ips), 0)
+        if vips:
+            chains.append(
+                {
+                    "name": f"vip:{u.sni}",
+                    "filter_chain_match": {"prefix_ranges": _prefixes(vips)},
+                    "filters": [tcp_proxy(f"upstream.{u.sni}", u.sni)],
+                }
+            )
+    for u in inp.upstreams:
+        for port in sorted(set(u.ports)):
+            ips = claim(list(u.instance_ips), port)
+            if ips:
+                chains.append(
+                    {
+                        "name": f"direct:{u.sni}:{port}",
+                        "filter_chain_match": {
+                            "prefix_ranges": _prefixes(ips),
+                            "destination_port": port,
+                        },
+                        "filters": [tcp_proxy(f"upstream.{u.sni}", u.sni)],
+                    }
+                )
+    for ext in inp.externals:
+        for port in sorted(set(ext.ports)):
+            ips = claim(list(ext.virtual_ips), port)
+            if ips:
+                cluster = external_cluster(ext.host, port)
+                chains.append(
+                    {
+                        "name": f"external:{ext.host}:{port}",
+                        "filter_chain_match": {
+                            "prefix_ranges": _prefixes(ips),
+                            "destination_port": port,
+                        },
+                        "filters": [tcp_proxy(f"external.{ext.host}", cluster)],
+                    }
+                )
+    listener: Doc = {
+        "name": f"{OUTBOUND_LISTENER}:127.0.0.1:{inp.outbound_port}",
+        "address": socket_address("127.0.0.1", inp.outbound_port),
+        "traffic_direction": "OUTBOUND",
+        "listener_filters": [ORIGINAL_DST],
+        "filter_chains": chains,
+    }
+    if not inp.mesh_destinations_only:
+        listener["default_filter_chain"] = {
+            "name": "passthrough",
+            "filters": [tcp_proxy("passthrough", PASSTHROUGH)],
+        }
+    return listener
+
+
+def build_listeners(inp: ProxyInputs) -> list[Doc]:
+    out = [public_listener(inp)]
+    out += [explicit_upstream_listener(u) for u in inp.upstreams if u.bind_port]
+    if inp.transparent:
+        out.append(outbound_listener(inp))
+    return out

@@ -1,0 +1,31 @@
+"""Names of generated resources, shared by every translator."""
+
+from __future__ import annotations
+
+LEAF_SECRET = "leaf"
+ROOTS_SECRET = "roots"
+LOCAL_APP = "local_app"
+PASSTHROUGH = "original-destination"
+PUBLIC_LISTENER = "public_listener"
+OUTBOUND_LISTENER = "outbound_listener"
+
+TYPE_LISTENER = "type.googleapis.com/envoy.config.listener.v3.Listener"
+TYPE_CLUSTER = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+TYPE_ENDPOINTS = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+TYPE_SECRET = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+ORDER = (TYPE_CLUSTER, TYPE_ENDPOINTS, TYPE_SECRET, TYPE_LISTENER)
+"""Push order: clusters and their endpoints before the listeners that use them."""
+
+ADS = {"ads": {}, "resource_api_version": "V3"}
+
+
+def upstream_listener(service: str, namespace: str, port: int) -> str:
+    return f"upstream:{namespace}/{service}:{port}"
+
+
+def sni(service: str, namespace: str, datacenter: str, trust_domain: str) -> str:
+    return f"{service}.{namespace}.{datacenter}.internal.{trust_domain}"
+
+
+def external_cluster(host: str, port: int) -> str:
+    return f"external:{host}:{port}"

@@ -1,0 +1,93 @@
+"""Starts real `loom server` processes for tests (no mocks): random ports, parsed from stdout."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+
+class ServerProcess:
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.env = env
+        self.proc: subprocess.Popen[str] | None = None
+        self.http = ""
+        self.grpc = ""
+
+    def start(self, timeout: float = 15.0) -> ServerProcess:
+        cmd = [sys.executable, "-m", "loom", "server", *self.args]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, **(self.env or {})},
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                err = self.proc.stderr.read() if self.proc.stderr else ""
+                raise RuntimeError(f"loom server exited early: {err}")
+            if m := re.match(r"loom server: HTTP API on http://(\S+)", line):
+                self.http = m.group(1)
+            if m := re.match(r"loom server: xDS \(gRPC ADS\) on (\S+)", line):
+                self.grpc = m.group(1)
+            if line.startswith("loom server: datacenter"):
+                return self
+        raise RuntimeError("loom server did not report readiness in time")
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, dict[str, str]]:
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        req = urllib.request.Request(f"http://{self.http}{path}", data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                raw = resp.read().decode()
+                status, headers = resp.status, dict(resp.headers)
+        except urllib.error.HTTPError as exc:
+            raw = exc.read().decode()
+            status, headers = exc.code, dict(exc.headers)
+        try:
+            parsed = json.loads(raw) if raw.strip() else None
+        except json.JSONDecodeError:
+            parsed = raw
+        return status, parsed, headers
+
+    def get(self, path: str) -> Any:
+        status, body, _ = self.request("GET", path)
+        assert status == 200, (path, status, body)
+        return body
+
+    def put(self, path: str, body: Any = None) -> Any:
+        status, out, _ = self.request("PUT", path, body if body is not None else b"")
+        assert status == 200, (path, status, out)
+        return out
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
+            if stream:
+                stream.close()
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+def start_server(*extra: str, data_dir: Path | None = None) -> ServerProcess:
+    store = ["--data-dir", str(data_dir)] if data_dir else ["--dev"]
+    return ServerProcess(
+        [*store, "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", *extra]
+    ).start()
