@@ -32,10 +32,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "unit" / "inject"))
-from golden_cases import CASE_DIR, case_names, load_case
-from jsonpatch_apply import apply_patch
+from tests.unit.inject.golden_cases import CASE_DIR, case_names, load_case
+from tests.unit.inject.jsonpatch_apply import apply_patch
 
 from loom.k8s.manifests import dump_documents, load_documents, map_pod_templates
 from loom.k8s.values import settings_from

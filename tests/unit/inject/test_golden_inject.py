@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
-from golden_cases import CASE_DIR, case_names, load_case, validate_manifest
+from tests.unit.inject.golden_cases import CASE_DIR, case_names, load_case, validate_manifest
 
 from loom.cli import main
 from loom.inject import InjectError, NamespaceInfo, plan_injection

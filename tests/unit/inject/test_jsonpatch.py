@@ -4,7 +4,7 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from jsonpatch_apply import apply_patch
+from tests.unit.inject.jsonpatch_apply import apply_patch
 
 from loom.k8s.jsonpatch import diff, escape
 
