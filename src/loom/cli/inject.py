@@ -12,6 +12,7 @@ Handlers only parse flags, read files and print; the work is in ``loom.k8s`` and
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,6 +80,52 @@ def register(commands: Commands) -> None:
     webhook.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     webhook.set_defaults(func=run_webhook)
 
+    init = k8s.add_parser(
+        "connect-init",
+        help="init container: wait for the pod's registration, write the proxy ID, redirect",
+        description=(
+            "Waits until the pod's service instance (Meta pod-name/k8s-namespace) and its "
+            "sidecar proxy are registered with the server, writes the proxy ID to the output "
+            "directory, then runs `loom connect redirect-traffic` with the arguments given "
+            "after `--` (transparent proxy). Exits non-zero after --timeout."
+        ),
+    )
+    init.add_argument(
+        "--http-addr",
+        default=os.environ.get("LOOM_HTTP_ADDR", "127.0.0.1:8500"),
+        help="server HTTP API address (env LOOM_HTTP_ADDR; default 127.0.0.1:8500)",
+    )
+    init.add_argument(
+        "--pod-name", default=os.environ.get("POD_NAME"), help="pod name (env POD_NAME)"
+    )
+    init.add_argument(
+        "--pod-namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="pod namespace (env POD_NAMESPACE)",
+    )
+    init.add_argument("--service-name", help="the service of a multi-port pod this is for")
+    init.add_argument("--consul-namespace", help="Consul namespace of the registration")
+    init.add_argument(
+        "--output-dir", default="/loom/connect-inject", help="shared volume (default %(default)s)"
+    )
+    init.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait (default %(default)s)"
+    )
+    init.add_argument(
+        "--log-interval",
+        type=float,
+        default=5.0,
+        help="seconds between waiting messages (default %(default)s)",
+    )
+    init.add_argument("--skip-redirect", action="store_true", help="do not run redirect-traffic")
+    init.add_argument(
+        "redirect_flags",
+        nargs=argparse.REMAINDER,
+        metavar="-- REDIRECT-TRAFFIC-FLAGS",
+        help="arguments of `loom connect redirect-traffic` (transparent proxy)",
+    )
+    init.set_defaults(func=run_connect_init)
+
 
 def parse_labels(items: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` flags as a dict; a flag without ``=`` is an error."""
@@ -138,4 +185,38 @@ def run_webhook(args: argparse.Namespace) -> int:
     )
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(serve(config, settings))
+    return 0
+
+
+def run_connect_init(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loom.k8s.connect_init import ConnectInitConfig, run
+    from loom.k8s.errors import ConnectInitError
+
+    if not args.pod_name or not args.pod_namespace:
+        raise ConnectInitError(
+            "the pod's name and namespace are needed: --pod-name/--pod-namespace "
+            "or POD_NAME/POD_NAMESPACE (downward API)"
+        )
+    flags = list(args.redirect_flags)
+    if flags[:1] == ["--"]:
+        flags = flags[1:]
+    config = ConnectInitConfig(
+        http_addr=args.http_addr,
+        pod_name=args.pod_name,
+        pod_namespace=args.pod_namespace,
+        output_dir=Path(args.output_dir),
+        service_name=args.service_name,
+        consul_namespace=args.consul_namespace,
+        timeout=args.timeout,
+        log_interval=args.log_interval,
+        redirect_flags=tuple(flags),
+        skip_redirect=args.skip_redirect,
+    )
+
+    def log(message: str) -> None:
+        print(f"connect-init: {message}", file=sys.stderr, flush=True)
+
+    asyncio.run(run(config, log))
     return 0
