@@ -53,6 +53,25 @@ def register(commands: Commands) -> None:
     )
     inject.set_defaults(func=run_inject)
 
+    install = commands.top.add_parser(
+        "install",
+        help="print the Kubernetes manifests that install the connect injector",
+        description=(
+            "Renders the Namespace, ServiceAccount + RBAC, values ConfigMap, webhook "
+            "Deployment and Service, and the MutatingWebhookConfiguration (pod CREATE; "
+            "kube-system, kube-public and the deny list excluded) as YAML: "
+            "`loom install --generate-certs | kubectl apply -f -`."
+        ),
+    )
+    install.add_argument("--values", help="Helm-style values file")
+    install.add_argument(
+        "--generate-certs",
+        action="store_true",
+        help="generate a CA and serving certificate: adds the TLS Secret and the caBundle "
+        "(otherwise cert-manager's inject-ca-from annotation is used)",
+    )
+    install.set_defaults(func=run_install)
+
     k8s = commands.group("k8s", "Kubernetes components: admission webhook, connect-init")
     webhook = k8s.add_parser(
         "webhook",
@@ -219,4 +238,23 @@ def run_connect_init(args: argparse.Namespace) -> int:
         print(f"connect-init: {message}", file=sys.stderr, flush=True)
 
     asyncio.run(run(config, log))
+    return 0
+
+
+def run_install(args: argparse.Namespace) -> int:
+    import datetime
+
+    from loom.k8s.certs import generate_tls
+    from loom.k8s.install import InstallSettings, render
+    from loom.k8s.manifests import dump_documents
+    from loom.k8s.values import read_values, settings_from
+
+    values = read_values(args.values)
+    inject = settings_from(values)
+    install = InstallSettings.from_values(values)
+    tls = None
+    if args.generate_certs:
+        now = datetime.datetime.now(datetime.UTC)
+        tls = generate_tls(install.webhook_name, install.namespace, now)
+    sys.stdout.write(dump_documents(render(values, inject, install, tls)))
     return 0
