@@ -9,10 +9,9 @@ metadata); this module only orders them.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from loom.inject.decision import NamespaceInfo, decide
 from loom.inject.env import add_env, upstream_env
@@ -46,36 +45,61 @@ class InjectionResult:
 
 
 def plan_injection(
-    pod: Mapping[str, Any], namespace: NamespaceInfo, settings: InjectSettings
+    pod: Mapping[str, Any],
+    namespace: NamespaceInfo,
+    settings: InjectSettings,
+    *,
+    share_unchanged: bool = False,
 ) -> InjectionResult:
     """Decide whether to inject ``pod`` and, if so, return the injected copy.
 
     Raises ``InjectionRefused`` (naming the annotation and value) for a pod asking for
     injection with annotations Loom cannot honour, and ``InvalidPod`` for a pod without
-    containers.
+    containers. The input is never mutated. With ``share_unchanged`` the result shares the
+    sub-objects injection did not touch with the input (the webhook's fast path: it only
+    diffs and serialises the result); otherwise the result is fully independent.
     """
     decision = decide(pod_annotations(pod), namespace, settings)
     if not decision.inject:
         return InjectionResult(False, None, decision.reasons, None)
     plan = plan_workload(pod, namespace, settings)
-    return InjectionResult(
-        True, apply_plan(pod, plan, settings), decision.reasons + plan.reasons, plan
-    )
+    out = inject_shared(pod, plan, settings)
+    if not share_unchanged:
+        out = copy_tree(out)
+    return InjectionResult(True, out, decision.reasons + plan.reasons, plan)
 
 
 def apply_plan(
     pod: Mapping[str, Any], plan: WorkloadPlan, settings: InjectSettings
 ) -> dict[str, Any]:
-    """The injected copy of ``pod`` for ``plan`` (the input is left untouched)."""
-    app_containers(pod)
-    out: dict[str, Any] = copy.deepcopy(dict(pod))
-    spec: dict[str, Any] = out["spec"]
-    containers: list[dict[str, Any]] = spec["containers"]
-    init_containers: list[dict[str, Any]] = spec.setdefault("initContainers", [])
+    """The injected copy of ``pod`` for ``plan``, independent of the input."""
+    result: dict[str, Any] = copy_tree(inject_shared(pod, plan, settings))
+    return result
 
-    if plan.overwrite_probes:
-        rewrite_probes(containers, plan.expose_paths)
+
+def inject_shared(
+    pod: Mapping[str, Any], plan: WorkloadPlan, settings: InjectSettings
+) -> dict[str, Any]:
+    """The injected pod, copying only what injection changes (copy-on-write): every object
+    on the path to a change is new, everything else is the input's own object."""
+    originals = app_containers(pod)
+    out: dict[str, Any] = dict(pod)
+    out["metadata"] = metadata = dict(pod.get("metadata") or {})
+    metadata["annotations"] = dict(metadata.get("annotations") or {})
+    metadata["labels"] = dict(metadata.get("labels") or {})
+    out["spec"] = spec = dict(pod["spec"])
     pairs = upstream_env(plan.upstreams)
+    probed = {p.container for p in plan.expose_paths} if plan.overwrite_probes else set()
+    containers: list[dict[str, Any]] = [
+        copy_tree(c) if pairs or c["name"] in probed else cast(dict[str, Any], c) for c in originals
+    ]
+    spec["containers"] = containers
+    init_containers: list[dict[str, Any]] = list(spec.get("initContainers") or [])
+    spec["initContainers"] = init_containers
+    spec["volumes"] = list(spec.get("volumes") or [])
+
+    if probed:
+        rewrite_probes([c for c in containers if c["name"] in probed], plan.expose_paths)
     for container in containers:
         add_env(container, pairs)
 
@@ -91,3 +115,14 @@ def apply_plan(
     add_data_volume(spec)
     mark_injected(out, pod, plan)
     return out
+
+
+def copy_tree(value: Any) -> Any:
+    """A deep copy of a JSON/YAML tree (mappings, lists, immutable scalars); several times
+    faster than ``copy.deepcopy``, which matters on the webhook's hot path."""
+    kind = type(value)
+    if kind is dict or (kind is not list and isinstance(value, Mapping)):
+        return {k: copy_tree(v) for k, v in value.items()}
+    if kind is list:
+        return [copy_tree(v) for v in value]
+    return value

@@ -20,11 +20,13 @@ from typing import Any
 from loom.inject import annotations as ann
 from loom.inject.plan import WorkloadPlan
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
+
 
 def original_pod_json(pod: Mapping[str, Any]) -> str:
     """The canonical JSON text of the pod, as stored in ``original-pod``."""
     kept = {"metadata": pod.get("metadata") or {}, "spec": pod.get("spec") or {}}
-    return json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(kept)
 
 
 def mark_injected(pod: dict[str, Any], original: Mapping[str, Any], plan: WorkloadPlan) -> None:

@@ -22,6 +22,9 @@ from loom.k8s.jsonpatch import diff
 
 API_VERSION = "admission.k8s.io/v1"
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+"""Compact JSON for patches (the operations hold no cycles: skip the check on the hot path)."""
+
 NamespaceLabels = Callable[[str], Mapping[str, str]]
 """Labels of a namespace by name (from the webhook's cache)."""
 
@@ -73,7 +76,9 @@ def review(body: bytes, settings: InjectSettings, namespace_labels: NamespaceLab
     namespace = _namespace(request, pod)
     labels = _labels(request) or namespace_labels(namespace)
     try:
-        result = plan_injection(pod, NamespaceInfo(namespace, labels), settings)
+        result = plan_injection(
+            pod, NamespaceInfo(namespace, labels), settings, share_unchanged=True
+        )
     except InjectError as exc:
         return Answer(
             _response(uid, allowed=False, status={"code": 400, "message": str(exc)}),
@@ -82,7 +87,7 @@ def review(body: bytes, settings: InjectSettings, namespace_labels: NamespaceLab
         )
     if not result.inject or result.pod is None:
         return _allow(uid, "skipped", "; ".join(result.reasons))
-    patch = json.dumps(diff(pod, result.pod), separators=(",", ":")).encode()
+    patch = _ENCODER.encode(diff(pod, result.pod)).encode()
     body_out = _response(
         uid, allowed=True, patchType="JSONPatch", patch=base64.b64encode(patch).decode()
     )

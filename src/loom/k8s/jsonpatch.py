@@ -6,11 +6,12 @@ then common keys, then additions, each in sorted order); arrays element by eleme
 elements added at the end or removed from the end (highest index first), so applying the
 operations in order always yields ``new``. Values of different JSON types (including ``true``
 versus ``1``) are replaced. Keys are escaped per RFC 6901 (``~`` -> ``~0``, ``/`` -> ``~1``).
+The ``value`` of an operation is the very object found in ``new`` (not a copy): serialise the
+patch before changing ``new``.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 Operation = dict[str, Any]
@@ -18,6 +19,8 @@ Operation = dict[str, Any]
 
 def escape(key: str) -> str:
     """One RFC 6901 reference token."""
+    if "~" not in key and "/" not in key:
+        return key
     return key.replace("~", "~0").replace("/", "~1")
 
 
@@ -29,27 +32,28 @@ def diff(old: Any, new: Any) -> list[Operation]:
 
 
 def _diff(old: Any, new: Any, path: str, ops: list[Operation]) -> None:
-    if isinstance(old, dict) and isinstance(new, dict):
+    if old is new:
+        return
+    old_type, new_type = type(old), type(new)
+    if old_type is dict and new_type is dict:
         for key in sorted(old.keys() - new.keys()):
             ops.append({"op": "remove", "path": f"{path}/{escape(key)}"})
         for key in sorted(old.keys() & new.keys()):
-            _diff(old[key], new[key], f"{path}/{escape(key)}", ops)
+            before, after = old[key], new[key]
+            if before is not after:  # shared sub-objects are unchanged: skip without a call
+                _diff(before, after, f"{path}/{escape(key)}", ops)
         for key in sorted(new.keys() - old.keys()):
-            ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": _copy(new[key])})
+            ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": new[key]})
         return
-    if isinstance(old, list) and isinstance(new, list):
+    if old_type is list and new_type is list:
         common = min(len(old), len(new))
         for index in range(common):
-            _diff(old[index], new[index], f"{path}/{index}", ops)
+            if old[index] is not new[index]:
+                _diff(old[index], new[index], f"{path}/{index}", ops)
         for index in range(common, len(new)):
-            ops.append({"op": "add", "path": f"{path}/{index}", "value": _copy(new[index])})
+            ops.append({"op": "add", "path": f"{path}/{index}", "value": new[index]})
         for index in reversed(range(common, len(old))):
             ops.append({"op": "remove", "path": f"{path}/{index}"})
         return
-    if type(old) is not type(new) or old != new:
-        ops.append({"op": "replace", "path": path, "value": _copy(new)})
-
-
-def _copy(value: Any) -> Any:
-    # Later mutation of the planner's output must not alter an emitted patch.
-    return copy.deepcopy(value) if isinstance(value, dict | list) else value
+    if old_type is not new_type or old != new:
+        ops.append({"op": "replace", "path": path, "value": new})

@@ -136,3 +136,16 @@ def test_a_pod_already_holding_an_injected_container_name_is_invalid() -> None:
     pod["spec"]["containers"].append({"name": "loom-dataplane", "image": "x"})
     with pytest.raises(InvalidPod, match="already named loom-dataplane"):
         plan_injection(pod, DEFAULT_NS, InjectSettings())
+
+
+def test_the_webhooks_shared_result_leaves_the_input_alone_and_the_default_one_is_independent():
+    pod = local_pod(connect_inject="true", transparent_proxy="false")
+    pod["spec"]["containers"][0]["livenessProbe"] = {"httpGet": {"path": "/", "port": 8080}}
+    before = copy.deepcopy(pod)
+    shared = plan_injection(pod, DEFAULT_NS, InjectSettings(), share_unchanged=True).pod
+    independent = plan_injection(pod, DEFAULT_NS, InjectSettings()).pod
+    assert shared == independent and pod == before
+    assert shared["spec"]["containers"][0] is pod["spec"]["containers"][0]
+    assert independent["spec"]["containers"][0] is not pod["spec"]["containers"][0]
+    independent["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = 1
+    assert pod == before
