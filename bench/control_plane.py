@@ -23,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.server import start_server
-
 from loom.ca.authority import Signer, new_root
+from tests.support.server import start_server
 
 
 def bench_leaves(seconds: float = 2.0) -> float:

@@ -51,5 +51,5 @@ def parse_address(text: str, what: str = "address") -> Address:
     host, sep, port = raw.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
         raise AddressError(f"{what}: {text!r} is not HOST:PORT or unix:PATH")
-    host = host.strip("[]") or "127.0.0.1"
+    host = host.strip("[]") or "0.0.0.0"
     return Address(host=host, port=int(port))

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.e2e.netns_util import Processes, dial, our_netns, sweep, unique_prefix
 
 from loom.local.netns import (
     LocalNetError,
@@ -19,6 +18,7 @@ from loom.local.netns import (
     PodNetwork,
     netns_exec_argv,
 )
+from tests.e2e.netns_util import Processes, dial, our_netns, sweep, unique_prefix
 
 pytestmark = pytest.mark.root
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tests.e2e.netns_util import Processes, dial, sweep, unique_prefix
 
 from loom.local.netns import LocalNetSettings, NodeNetwork, PodInfo, PodNetwork
 from loom.redirect import saved_rules
+from tests.e2e.netns_util import Processes, dial, sweep, unique_prefix
 
 pytestmark = pytest.mark.root
 

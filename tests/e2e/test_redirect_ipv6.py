@@ -12,9 +12,9 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from tests.e2e.netns_util import Processes, dial, sweep, unique_prefix
 
 from loom.redirect import saved_rules
+from tests.e2e.netns_util import Processes, dial, sweep, unique_prefix
 
 pytestmark = pytest.mark.root
 

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,8 +26,10 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "loom", "server", *self.args]
+        # stderr (the server's log) goes to a file: an undrained pipe would block the server.
+        self.log = tempfile.NamedTemporaryFile(prefix="loom-server-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cmd, stdout=subprocess.PIPE, stderr=self.log, text=True,
             env={**os.environ, **(self.env or {})},
         )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -34,7 +37,8 @@ class ServerProcess:
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
             if not line:
-                err = self.proc.stderr.read() if self.proc.stderr else ""
+                self.proc.wait(10)
+                err = Path(self.log.name).read_text(errors="replace")
                 raise RuntimeError(f"loom server exited early: {err}")
             if m := re.match(r"loom server: HTTP API on http://(\S+)", line):
                 self.http = m.group(1)
@@ -45,7 +49,11 @@ class ServerProcess:
         raise RuntimeError("loom server did not report readiness in time")
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, dict[str, str]]:
-        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        data = (
+            None
+            if body is None
+            else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        )
         req = urllib.request.Request(f"http://{self.http}{path}", data=data, method=method)
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
@@ -78,9 +86,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr) if self.proc else ():
-            if stream:
-                stream.close()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+    def log_text(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)

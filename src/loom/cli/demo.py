@@ -1,12 +1,32 @@
-"""CLI for this area; filled in by the issue that builds it."""
+"""``loom demo`` (the local mesh walkthrough) and ``loom http-echo`` (its sample app)."""
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from loom.cli import Commands
 
 
+def _echo(args: argparse.Namespace) -> int:
+    from loom.aio import run
+    from loom.demo.echo import serve_echo
+
+    text = args.text
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        text = text[1:-1]  # the seeds write -text="hello world"
+    run(serve_echo(args.listen, text, args.instance))
+    return 0
+
+
 def register(commands: Commands) -> None:
-    """Nothing registered yet."""
+    p = commands.top.add_parser(
+        "http-echo",
+        help="a tiny HTTP server answering fixed text (like hashicorp/http-echo)",
+        description="Answer every HTTP request with TEXT; used by the demo, tests and benchmarks.",
+    )
+    p.add_argument("-text", "--text", required=True, help="the response body")
+    p.add_argument("-listen", "--listen", default=":5678", help="[HOST]:PORT (default :5678)")
+    p.add_argument("--instance", default="", help="value of the X-Instance response header")
+    p.set_defaults(func=_echo)

@@ -139,7 +139,8 @@ async def _supervise(envoy: Envoy, settings: DataplaneSettings, stop: asyncio.Ev
     while not stop.is_set():
         await envoy.start()
         try:
-            await envoy.wait_ready()
+            if not await envoy.wait_ready(stop):
+                break
         except EnvoyError as exc:
             await envoy.stop()
             if first:

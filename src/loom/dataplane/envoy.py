@@ -72,10 +72,16 @@ def envoy_argv(s: EnvoySettings) -> list[str]:
 
 
 async def http_get(host: str, port: int, path: str, method: str = "GET") -> tuple[int, str]:
-    """A tiny HTTP/1.0 client for Envoy's admin API (loopback, no dependency, no pooling)."""
+    """A tiny HTTP/1.1 client for Envoy's admin API (loopback, one request per connection).
+
+    Envoy answers HTTP/1.0 with 426, so this speaks 1.1 with ``Connection: close``.
+    """
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
     try:
-        writer.write(f"{method} {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        writer.write(
+            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
+            "Content-Length: 0\r\n\r\n".encode()
+        )
         await writer.drain()
         data = await asyncio.wait_for(reader.read(), 5)
     finally:
@@ -119,10 +125,13 @@ class Envoy:
         detail = log_tail(self.s.log_path) or log_tail(self.s.work_dir / "envoy.stderr")
         return EnvoyError(f"Envoy {what}" + (f": {detail}" if detail else ""))
 
-    async def wait_ready(self) -> None:
+    async def wait_ready(self, stop: asyncio.Event | None = None) -> bool:
+        """True once Envoy says it is ready; False if ``stop`` was set first."""
         assert self.proc is not None
         deadline = time.monotonic() + self.s.ready_timeout_s
         while time.monotonic() < deadline:
+            if stop is not None and stop.is_set():
+                return False
             if self.proc.returncode is not None:
                 raise self._failure(
                     f"exited with status {self.proc.returncode} before it was ready"
@@ -136,7 +145,7 @@ class Envoy:
                 try:
                     status, _ = await http_get(*self.admin, "/ready")
                     if status == 200:
-                        return
+                        return True
                 except (OSError, TimeoutError, ValueError):
                     pass
             await asyncio.sleep(0.05)

@@ -159,21 +159,36 @@ class Catalog:
             return await self._write_registration(reg, self._ensure_node_ops(node))
 
     async def agent_deregister(self, service_id: str, namespace: str = "default") -> int:
+        """Deregister a service and, as Consul's agent does, the sidecar made for it."""
         check_id(service_id, "service ID")
-        return await self.deregister(self.settings.node, namespace, service_id)
+        return await self.deregister(self.settings.node, namespace, service_id, sidecars=True)
 
-    async def deregister(self, node: str, namespace: str, service_id: str) -> int:
+    async def deregister(
+        self, node: str, namespace: str, service_id: str, sidecars: bool = False
+    ) -> int:
         async with self._lock:
             key = instance_key(node, namespace, service_id)
             if self.store.get(SERVICES, key) is None:
                 raise NotFound(f"unknown service ID {service_id!r}")
+            ids = {service_id}
+            if sidecars:
+                ids |= {
+                    d["ID"]
+                    for d in self.instances()
+                    if d["Node"] == node
+                    and d["Namespace"] == namespace
+                    and d["Kind"] == CONNECT_PROXY
+                    and d["ID"] == f"{service_id}-sidecar-proxy"
+                }
             after = dict(self.store.items(SERVICES))
-            after.pop(key)
-            ops: list[Op] = [Delete(SERVICES, key)]
+            ops: list[Op] = []
+            for sid in sorted(ids):
+                after.pop(instance_key(node, namespace, sid))
+                ops.append(Delete(SERVICES, instance_key(node, namespace, sid)))
             for ckey, check in self.store.items(CHECKS):
-                if (check["Node"], check["Namespace"], check["ServiceID"]) == (
-                    node, namespace, service_id,
-                ):  # fmt: skip
+                if (check["Node"], check["Namespace"]) == (node, namespace) and check[
+                    "ServiceID"
+                ] in ids:
                     ops.append(Delete(CHECKS, ckey))
                     self._ttl_deadlines.pop(ckey, None)
             ops.extend(self._vip_ops(after))

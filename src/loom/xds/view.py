@@ -83,7 +83,7 @@ class MeshView:
                 dest = by_id.get((inst["Node"], inst["Namespace"], proxy["DestinationServiceID"]))
                 dkey = (inst["Namespace"], proxy["DestinationServiceName"])
                 view.meshed.add(dkey)
-                if healthy(inst) and (dest is None or healthy(dest)):
+                if healthy(inst) and dest is not None and healthy(dest):
                     view.endpoints.setdefault(dkey, []).append(Endpoint(address, inst["Port"]))
                 continue
             view.endpoints.setdefault(key, [])

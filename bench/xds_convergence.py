@@ -1,0 +1,131 @@
+"""xDS convergence: N light ADS clients (a small gRPC client each, not N Envoys).
+
+Registers N services with sidecars, connects one Delta ADS stream per sidecar, waits until
+every client has its initial configuration (and ACKed it), then makes ONE write that changes
+every proxy's public listener (a wildcard intention) and measures the time until all N
+clients have received it. Also reports the server's RSS growth per connected proxy.
+
+Goal (issue 3): <= 1 s at N = 1,000 (Consul's default cap is 250 proxy updates/s), and
+<= 0.5 MB of server memory per connected proxy.
+
+Run: .venv/bin/python bench/xds_convergence.py [N ...]   (default: 100 1000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc
+from envoy.config.core.v3 import base_pb2
+from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
+
+from loom.xds.translate.names import ORDER, TYPE_LISTENER
+from tests.support.server import start_server
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def put(http: str, path: str, body: object) -> None:
+    req = urllib.request.Request(f"http://{http}{path}", data=json.dumps(body).encode(), method="PUT")
+    urllib.request.urlopen(req, timeout=60).read()
+
+
+class Client:
+    """One proxy's ADS stream: subscribes to everything, ACKs every response."""
+
+    def __init__(self, channel: grpc.aio.Channel, proxy_id: str) -> None:
+        self.stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
+        self.proxy_id = proxy_id
+        self.out: asyncio.Queue[discovery_pb2.DeltaDiscoveryRequest] = asyncio.Queue()
+        self.listener_updates = 0
+        self.changed = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.seen: set[str] = set()
+
+    async def requests(self):  # type: ignore[no-untyped-def]
+        node = base_pb2.Node(id=self.proxy_id)
+        for t in ORDER:
+            yield discovery_pb2.DeltaDiscoveryRequest(node=node, type_url=t)
+        while True:
+            yield await self.out.get()
+
+    async def run(self) -> None:
+        async for resp in self.stub.DeltaAggregatedResources(self.requests()):
+            self.out.put_nowait(discovery_pb2.DeltaDiscoveryRequest(
+                type_url=resp.type_url, response_nonce=resp.nonce))  # fmt: skip
+            self.seen.add(resp.type_url)
+            if resp.type_url == TYPE_LISTENER:
+                self.listener_updates += 1
+                if self.listener_updates >= 2:
+                    self.changed.set()
+            if len(self.seen) == len(ORDER):
+                self.ready.set()
+
+
+async def run_n(n: int) -> dict[str, float]:
+    server = start_server("--default-intention-policy", "allow")
+    pid = server.proc.pid  # type: ignore[union-attr]
+    try:
+        for i in range(n):
+            put(server.http, "/v1/agent/service/register", {
+                "Name": f"svc-{i}", "Port": 8000, "Address": f"10.1.{i // 250}.{i % 250 + 1}",
+                "Connect": {"SidecarService": {"Port": 20000, "Proxy": {"Upstreams": [
+                    {"DestinationName": "svc-0", "LocalBindPort": 9000}]}}}})  # fmt: skip
+        base_rss = rss_mb(pid)
+        channels = [grpc.aio.insecure_channel(server.grpc) for _ in range(n)]
+        clients = [Client(channels[i], f"svc-{i}-sidecar-proxy") for i in range(n)]
+        tasks = [asyncio.create_task(c.run()) for c in clients]
+        start = time.perf_counter()
+        await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in clients)), 300)
+        initial = time.perf_counter() - start
+        await asyncio.sleep(1)
+        connected_rss = rss_mb(pid)
+        start = time.perf_counter()
+        await asyncio.to_thread(put, server.http,
+                                "/v1/connect/intentions/exact?source=*&destination=*", {"Action": "deny"})  # fmt: skip
+        await asyncio.wait_for(asyncio.gather(*(c.changed.wait() for c in clients)), 300)
+        converge = time.perf_counter() - start
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for ch in channels:
+            await ch.close()
+        return {
+            "initial_s": initial,
+            "converge_s": converge,
+            "rss_per_proxy_mb": (connected_rss - base_rss) / n,
+            "base_rss_mb": base_rss,
+        }
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
+    sizes = [int(a) for a in sys.argv[1:]] or [100, 1000]
+    for n in sizes:
+        r = asyncio.run(run_n(n))
+        print(
+            f"N={n:5d}: initial config to all {r['initial_s']:.2f} s; one write -> all {n} updated "
+            f"in {r['converge_s'] * 1000:.0f} ms ({n / r['converge_s']:,.0f} proxy updates/s, "
+            f"{n / r['converge_s'] / 250:.1f}x Consul's default 250/s); server RSS "
+            f"{r['rss_per_proxy_mb'] * 1024:.0f} KB per connected proxy"
+        )
+
+
+if __name__ == "__main__":
+    main()

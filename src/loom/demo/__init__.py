@@ -1,0 +1,1 @@
+"""The local-mesh walkthrough and its sample workloads."""

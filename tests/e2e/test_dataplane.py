@@ -1,0 +1,99 @@
+"""`loom dataplane` lifecycle with real Envoy: failures are clear, a dead Envoy is restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loom.addrs import parse_address
+from loom.dataplane.bootstrap import build_bootstrap
+from tests.support.mesh import curl, free_port, start_dataplane, start_echo, wait_for
+
+pytestmark = pytest.mark.envoy
+
+
+def _register(server, app_port: int, side_port: int) -> None:  # type: ignore[no-untyped-def]
+    server.put("/v1/agent/service/register", {"Name": "web", "Port": app_port,
+                                              "Connect": {"SidecarService": {"Port": side_port}}})  # fmt: skip
+
+
+def _dataplane(
+    server, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [sys.executable, "-m", "loom", "dataplane", "--proxy-id", "web-sidecar-proxy",
+         "--http-addr", server.http, "--grpc-addr", server.grpc, *extra],
+        capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_an_envoy_that_cannot_start_is_a_clear_nonzero_exit(loom_server) -> None:
+    _register(loom_server, free_port(), free_port())
+    out = _dataplane(loom_server, env={"LOOM_ENVOY_BINARY": "/bin/false"})
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last == "loom: Envoy exited with status 1 before it was ready"
+
+
+def test_an_admin_port_in_use_reports_envoys_own_reason(loom_server) -> None:
+    import socket
+
+    _register(loom_server, free_port(), free_port())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = _dataplane(loom_server, "--admin-bind", f"127.0.0.1:{port}")
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("loom: Envoy exited with status 1 before it was ready: ")
+    assert "Traceback" not in out.stderr
+
+
+def test_a_killed_envoy_is_restarted_and_traffic_recovers(loom_server, tmp_path: Path) -> None:
+    app, side = free_port(), free_port()
+    echo = start_echo(tmp_path, "hello world", app)
+    _register(loom_server, app, side)
+    loom_server.put(
+        "/v1/config", {"Kind": "service-defaults", "Name": "web", "MutualTLSMode": "permissive"}
+    )
+    dp = start_dataplane(tmp_path, "web-sidecar-proxy", loom_server.http, loom_server.grpc)
+    try:
+        url = f"http://127.0.0.1:{side}/"  # permissive: plain text reaches the app
+        wait_for(lambda: curl(url) == (0, "hello world\n"), 30, "the sidecar")
+        envoy_pid = int(subprocess.run(
+            ["pgrep", "-f", "--", f"--log-path {dp.work}/envoy.log"], capture_output=True, text=True
+        ).stdout.split()[0])  # fmt: skip
+        os.kill(envoy_pid, signal.SIGKILL)
+        wait_for(lambda: curl(url) == (0, "hello world\n"), 30, "the restarted Envoy")
+        assert dp.alive()
+    finally:
+        assert dp.stop() == 0
+        echo.stop()
+    assert subprocess.run(["pgrep", "-f", "--", f"--log-path {dp.work}/envoy.log"]).returncode == 1
+
+
+def test_connect_envoy_bootstrap_prints_the_bootstrap(loom_server) -> None:
+    _register(loom_server, free_port(), free_port())
+    out = subprocess.run(
+        [sys.executable, "-m", "loom", "connect", "envoy", "--bootstrap", "--proxy-id",
+         "web-sidecar-proxy", "--http-addr", loom_server.http, "--grpc-addr", loom_server.grpc],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    boot = json.loads(out.stdout)
+    assert boot["node"]["id"] == "web-sidecar-proxy" and boot["node"]["cluster"] == "web"
+    assert boot["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+
+
+def test_bootstraps_match_the_golden_files(golden) -> None:  # type: ignore[no-untyped-def]
+    tcp = build_bootstrap("web-sidecar-proxy", "web", "default", parse_address("127.0.0.1:8502"))
+    unix = build_bootstrap("web-sidecar-proxy", "web", "default", parse_address("unix:/run/loom/xds.sock"),
+                           delta=False)  # fmt: skip
+    golden.check("xds/bootstrap_tcp.json", json.dumps(tcp, indent=1, sort_keys=True) + "\n")
+    golden.check("xds/bootstrap_unix_sotw.json", json.dumps(unix, indent=1, sort_keys=True) + "\n")
