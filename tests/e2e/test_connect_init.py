@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from tests.unit.inject.golden_cases import CASE_DIR
 
 from loom.inject import InjectSettings, NamespaceInfo, plan_workload
 from loom.inject.registration import service_registrations
 from loom.k8s.manifests import load_documents, pod_templates
+from tests.unit.inject.golden_cases import CASE_DIR
 
 
 def seed_plan(case: str, values: InjectSettings | None = None):

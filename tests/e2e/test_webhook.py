@@ -32,8 +32,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from tests.unit.inject.golden_cases import CASE_DIR, case_names, load_case
-from tests.unit.inject.jsonpatch_apply import apply_patch
 
 from loom.k8s.manifests import dump_documents, load_documents, map_pod_templates
 from loom.k8s.values import settings_from
@@ -42,6 +40,8 @@ from loom.k8s.webhook import (
     build_app,
     server_tls_context,
 )
+from tests.unit.inject.golden_cases import CASE_DIR, case_names, load_case
+from tests.unit.inject.jsonpatch_apply import apply_patch
 
 
 def make_ca_and_cert(directory: Path, name: str) -> tuple[Path, Path, Path]:

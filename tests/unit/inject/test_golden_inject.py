@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.unit.inject.golden_cases import CASE_DIR, case_names, load_case, validate_manifest
 
 from loom.cli import main
 from loom.inject import InjectError, NamespaceInfo, plan_injection
 from loom.k8s.manifests import load_documents, pod_templates
 from loom.k8s.values import settings_from
+from tests.unit.inject.golden_cases import CASE_DIR, case_names, load_case, validate_manifest
 
 CASES = case_names()
 

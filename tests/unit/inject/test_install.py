@@ -6,13 +6,13 @@ import datetime
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from tests.unit.inject.golden_cases import validate_manifest
 
 from loom.cli import main
 from loom.k8s.certs import generate_tls, webhook_dns_names
 from loom.k8s.install import InstallSettings, render
 from loom.k8s.manifests import dump_documents
 from loom.k8s.values import parse_values, settings_from
+from tests.unit.inject.golden_cases import validate_manifest
 
 VALUES = """
 global:

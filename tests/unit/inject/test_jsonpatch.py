@@ -4,9 +4,9 @@ import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests.unit.inject.jsonpatch_apply import apply_patch
 
 from loom.k8s.jsonpatch import diff, escape
+from tests.unit.inject.jsonpatch_apply import apply_patch
 
 KEYS = st.sampled_from(["a", "b", "a/b", "~", "~1", "", "metadata", "x~/y"])
 SCALARS = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(0, 2) | st.text(max_size=3)
