@@ -1,12 +1,260 @@
-"""CLI for this area; filled in by the issue that builds it."""
+"""CLI of the Kubernetes connect injector.
+
+- ``loom inject -f FILE|-``: offline injection of manifests (like ``istioctl kube-inject``);
+- ``loom k8s webhook``: the mutating admission webhook (HTTPS);
+- ``loom k8s connect-init``: the init container's logic;
+- ``loom install``: the Kubernetes install manifests.
+
+Handlers only parse flags, read files and print; the work is in ``loom.k8s`` and
+``loom.inject``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from loom.inject import SettingsError
 
 if TYPE_CHECKING:
     from loom.cli import Commands
 
 
 def register(commands: Commands) -> None:
-    """Nothing registered yet."""
+    """Register ``inject``, ``install`` and ``k8s webhook|connect-init``."""
+    inject = commands.top.add_parser(
+        "inject",
+        help="inject Loom sidecars into Kubernetes manifests (offline, like kube-inject)",
+        description=(
+            "Reads Kubernetes YAML (Pods, Deployments, StatefulSets, DaemonSets, ReplicaSets, "
+            "Jobs, CronJobs, Lists; other kinds pass through) and prints it with the "
+            "connect-init container and the loom dataplane sidecar injected, following the "
+            "consul.hashicorp.com/* annotations."
+        ),
+    )
+    inject.add_argument("-f", "--filename", required=True, help="manifest file, or - for stdin")
+    inject.add_argument("--values", help="Helm-style values file (connectInject.*, global.*)")
+    inject.add_argument(
+        "--namespace", help="namespace of the objects (default: metadata.namespace or default)"
+    )
+    inject.add_argument(
+        "--namespace-labels",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label of the namespace (repeatable), "
+        "e.g. consul.hashicorp.com/transparent-proxy=false",
+    )
+    inject.add_argument(
+        "--explain", action="store_true", help="print the decision for each pod on stderr"
+    )
+    inject.set_defaults(func=run_inject)
+
+    install = commands.top.add_parser(
+        "install",
+        help="print the Kubernetes manifests that install the connect injector",
+        description=(
+            "Renders the Namespace, ServiceAccount + RBAC, values ConfigMap, webhook "
+            "Deployment and Service, and the MutatingWebhookConfiguration (pod CREATE; "
+            "kube-system, kube-public and the deny list excluded) as YAML: "
+            "`loom install --generate-certs | kubectl apply -f -`."
+        ),
+    )
+    install.add_argument("--values", help="Helm-style values file")
+    install.add_argument(
+        "--generate-certs",
+        action="store_true",
+        help="generate a CA and serving certificate: adds the TLS Secret and the caBundle "
+        "(otherwise cert-manager's inject-ca-from annotation is used)",
+    )
+    install.set_defaults(func=run_install)
+
+    k8s = commands.group("k8s", "Kubernetes components: admission webhook, connect-init")
+    webhook = k8s.add_parser(
+        "webhook",
+        help="run the mutating admission webhook (the connect injector) over HTTPS",
+        description=(
+            "Serves POST /mutate (AdmissionReview admission.k8s.io/v1, answered with a "
+            "JSONPatch), GET /healthz and GET /metrics over HTTPS. The certificate and key "
+            "are reloaded when their files change."
+        ),
+    )
+    webhook.add_argument("--tls-cert", required=True, help="PEM certificate (chain) file")
+    webhook.add_argument("--tls-key", required=True, help="PEM private key file")
+    webhook.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT (default %(default)s)")
+    webhook.add_argument("--values", help="Helm-style values file (connectInject.*, global.*)")
+    webhook.add_argument(
+        "--namespace-labels-file",
+        help="YAML {namespace: {label: value}} used for namespace labels (watched for changes)",
+    )
+    webhook.add_argument(
+        "--reload-interval",
+        type=float,
+        default=1.0,
+        help="seconds between checks of the certificate and labels files (default %(default)s)",
+    )
+    webhook.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    webhook.set_defaults(func=run_webhook)
+
+    init = k8s.add_parser(
+        "connect-init",
+        help="init container: wait for the pod's registration, write the proxy ID, redirect",
+        description=(
+            "Waits until the pod's service instance (Meta pod-name/k8s-namespace) and its "
+            "sidecar proxy are registered with the server, writes the proxy ID to the output "
+            "directory, then runs `loom connect redirect-traffic` with the arguments given "
+            "after `--` (transparent proxy). Exits non-zero after --timeout."
+        ),
+    )
+    init.add_argument(
+        "--http-addr",
+        default=os.environ.get("LOOM_HTTP_ADDR", "127.0.0.1:8500"),
+        help="server HTTP API address (env LOOM_HTTP_ADDR; default 127.0.0.1:8500)",
+    )
+    init.add_argument(
+        "--pod-name", default=os.environ.get("POD_NAME"), help="pod name (env POD_NAME)"
+    )
+    init.add_argument(
+        "--pod-namespace",
+        default=os.environ.get("POD_NAMESPACE"),
+        help="pod namespace (env POD_NAMESPACE)",
+    )
+    init.add_argument("--service-name", help="the service of a multi-port pod this is for")
+    init.add_argument("--consul-namespace", help="Consul namespace of the registration")
+    init.add_argument(
+        "--output-dir", default="/loom/connect-inject", help="shared volume (default %(default)s)"
+    )
+    init.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait (default %(default)s)"
+    )
+    init.add_argument(
+        "--log-interval",
+        type=float,
+        default=5.0,
+        help="seconds between waiting messages (default %(default)s)",
+    )
+    init.add_argument("--skip-redirect", action="store_true", help="do not run redirect-traffic")
+    init.add_argument(
+        "redirect_flags",
+        nargs=argparse.REMAINDER,
+        metavar="-- REDIRECT-TRAFFIC-FLAGS",
+        help="arguments of `loom connect redirect-traffic` (transparent proxy)",
+    )
+    init.set_defaults(func=run_connect_init)
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` flags as a dict; a flag without ``=`` is an error."""
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SettingsError(f"--namespace-labels {item!r}: expected KEY=VALUE")
+        labels[key] = value
+    return labels
+
+
+def run_inject(args: argparse.Namespace) -> int:
+    from loom.k8s.errors import ManifestError
+    from loom.k8s.manifests import inject_text
+    from loom.k8s.values import read_values, settings_from
+
+    settings = settings_from(read_values(args.values))
+    labels = parse_labels(args.namespace_labels)
+    if args.filename == "-":
+        text = sys.stdin.read()
+    else:
+        try:
+            text = Path(args.filename).read_text()
+        except OSError as exc:
+            raise ManifestError(f"{args.filename}: cannot read: {exc.strerror}") from None
+    out, outcomes = inject_text(text, settings, args.namespace, labels)
+    if args.explain:
+        for outcome in outcomes:
+            verdict = "injected" if outcome.injected else "not injected"
+            print(f"{outcome.object}: {verdict}: {'; '.join(outcome.reasons)}", file=sys.stderr)
+    sys.stdout.write(out)
+    return 0
+
+
+def run_webhook(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    import uvloop
+
+    from loom.k8s.values import read_values, settings_from
+    from loom.k8s.webhook import WebhookConfig, serve
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = settings_from(read_values(args.values))
+    config = WebhookConfig(
+        tls_cert=Path(args.tls_cert),
+        tls_key=Path(args.tls_key),
+        listen=args.listen,
+        namespace_labels_file=Path(args.namespace_labels_file)
+        if args.namespace_labels_file
+        else None,
+        reload_interval=args.reload_interval,
+    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(config, settings))
+    return 0
+
+
+def run_connect_init(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loom.k8s.connect_init import ConnectInitConfig, run
+    from loom.k8s.errors import ConnectInitError
+
+    if not args.pod_name or not args.pod_namespace:
+        raise ConnectInitError(
+            "the pod's name and namespace are needed: --pod-name/--pod-namespace "
+            "or POD_NAME/POD_NAMESPACE (downward API)"
+        )
+    flags = list(args.redirect_flags)
+    if flags[:1] == ["--"]:
+        flags = flags[1:]
+    config = ConnectInitConfig(
+        http_addr=args.http_addr,
+        pod_name=args.pod_name,
+        pod_namespace=args.pod_namespace,
+        output_dir=Path(args.output_dir),
+        service_name=args.service_name,
+        consul_namespace=args.consul_namespace,
+        timeout=args.timeout,
+        log_interval=args.log_interval,
+        redirect_flags=tuple(flags),
+        skip_redirect=args.skip_redirect,
+    )
+
+    def log(message: str) -> None:
+        print(f"connect-init: {message}", file=sys.stderr, flush=True)
+
+    asyncio.run(run(config, log))
+    return 0
+
+
+def run_install(args: argparse.Namespace) -> int:
+    import datetime
+
+    from loom.k8s.certs import generate_tls
+    from loom.k8s.install import InstallSettings, render
+    from loom.k8s.manifests import dump_documents
+    from loom.k8s.values import read_values, settings_from
+
+    values = read_values(args.values)
+    inject = settings_from(values)
+    install = InstallSettings.from_values(values)
+    tls = None
+    if args.generate_certs:
+        now = datetime.datetime.now(datetime.UTC)
+        tls = generate_tls(install.webhook_name, install.namespace, now)
+    sys.stdout.write(dump_documents(render(values, inject, install, tls)))
+    return 0

@@ -1,0 +1,249 @@
+"""Admission webhook throughput and tail latency: `loom k8s webhook` vs a no-op TLS webhook.
+
+Both servers run as separate processes on this machine with the same certificate, uvloop and
+aiohttp; one client (this process, aiohttp, keep-alive, 50 concurrent requests) sends the
+same AdmissionReview (seed 000's static-server pod, opted in) to each, in one run, and prints
+reviews/s, p50 and p99 side by side with ratios. The no-op answers `allowed: true` with the
+request's uid after parsing the JSON; loom plans, mutates and diffs the pod.
+
+Goal (issue 6): loom p99 <= 2x the no-op's p99, and p99 <= 50 ms.
+
+    .venv/bin/python bench/webhook_bench.py [--requests 5000] [--concurrency 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime
+import json
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvloop
+
+from loom.inject import InjectSettings
+from loom.k8s.admission import review
+from loom.k8s.certs import generate_tls
+
+NOOP_SERVER = r"""
+import asyncio, json, ssl, sys
+import uvloop
+from aiohttp import web
+
+PATCH = open(sys.argv[3]).read() if len(sys.argv) > 3 else None
+
+async def mutate(request):
+    review = json.loads(await request.read())
+    body = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "response": {"uid": review["request"]["uid"], "allowed": True}}
+    if PATCH is not None:  # a canned patch of loom's size: the cost of shipping it
+        body["response"].update(patchType="JSONPatch", patch=PATCH)
+    return web.Response(body=json.dumps(body).encode(), content_type="application/json")
+
+async def main():
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+    app = web.Application()
+    app.router.add_post("/mutate", mutate)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx).start()
+    host, port = runner.addresses[0][:2]
+    print(f"listening on https://{host}:{port}", flush=True)
+    await asyncio.Event().wait()
+
+uvloop.run(main())
+"""
+
+POD = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {
+        "generateName": "static-server-5d8f7c-",
+        "namespace": "default",
+        "labels": {"app": "static-server", "pod-template-hash": "5d8f7c"},
+        "annotations": {"consul.hashicorp.com/connect-inject": "true"},
+    },
+    "spec": {
+        "containers": [
+            {
+                "name": "static-server",
+                "image": "hashicorp/http-echo:latest",
+                "args": ['-text="hello world"', "-listen=:8080"],
+                "ports": [{"containerPort": 8080, "name": "http", "protocol": "TCP"}],
+                "resources": {},
+                "terminationMessagePath": "/dev/termination-log",
+                "terminationMessagePolicy": "File",
+                "imagePullPolicy": "Always",
+            }
+        ],
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": 30,
+        "dnsPolicy": "ClusterFirst",
+        "serviceAccountName": "static-server",
+        "securityContext": {},
+        "schedulerName": "default-scheduler",
+    },
+}
+
+
+def review_body(serial: int = 0) -> bytes:
+    """A pod CREATE review; ``serial`` makes each pod distinct (a label), so every review is
+    planned from scratch."""
+    pod = json.loads(json.dumps(POD))
+    pod["metadata"]["labels"]["bench-serial"] = str(serial)
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": str(uuid.uuid4()),
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "default",
+                "operation": "CREATE",
+                "object": pod,
+            },
+        }
+    ).encode()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start(cmd: list[str]) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if "listening on " not in line:
+        proc.kill()
+        raise SystemExit(f"server did not start: {line}{proc.communicate()[1]}")
+    return proc, line.strip().split("listening on ")[1]
+
+
+async def load(url: str, ca: Path, total: int, concurrency: int) -> dict[str, Any]:
+    context = ssl.create_default_context(cafile=str(ca))
+    connector = aiohttp.TCPConnector(ssl=context, limit=concurrency)
+    latencies: list[float] = []
+    patched = 0
+    bodies = [review_body(i) for i in range(total + 4 * concurrency)]
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> None:
+            nonlocal patched
+            started = time.perf_counter()
+            async with session.post(
+                f"{url}/mutate", data=bodies[i], headers=headers, server_hostname="localhost"
+            ) as resp:
+                answer = await resp.json()
+            latencies.append(time.perf_counter() - started)
+            assert resp.status == 200 and answer["response"]["allowed"], answer
+            if "patch" in answer["response"]:
+                base64.b64decode(answer["response"]["patch"])
+                patched += 1
+
+        async def worker(indexes: range) -> None:
+            for i in indexes:
+                await one(i)
+
+        # Warm up connections and code paths, then measure.
+        await asyncio.gather(
+            *(worker(range(w, 4 * concurrency, concurrency)) for w in range(concurrency))
+        )
+        latencies.clear()
+        patched = 0
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(
+                worker(range(4 * concurrency + w, 4 * concurrency + total, concurrency))
+                for w in range(concurrency)
+            )
+        )
+        elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {
+        "rps": total / elapsed,
+        "p50": statistics.median(latencies) * 1000,
+        "p99": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "max": latencies[-1] * 1000,
+        "patched": patched,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tls = generate_tls("localhost", "bench", datetime.datetime.now(datetime.UTC))
+        cert, key, ca = Path(tmp, "tls.crt"), Path(tmp, "tls.key"), Path(tmp, "ca.crt")
+        cert.write_bytes(tls.cert_pem)
+        key.write_bytes(tls.key_pem)
+        ca.write_bytes(tls.ca_pem)
+        canned = Path(tmp, "patch.b64")
+        answer = review(review_body(), InjectSettings(), lambda _: {})
+        canned.write_text(answer.body["response"]["patch"])
+        noop = [sys.executable, "-c", NOOP_SERVER, str(cert), str(key)]
+        servers = {
+            "no-op TLS webhook": start(noop),
+            "no-op + canned patch": start([*noop, str(canned)]),
+            "loom k8s webhook": start([
+                sys.executable, "-m", "loom", "k8s", "webhook", "--tls-cert", str(cert),
+                "--tls-key", str(key), "--listen", "127.0.0.1:0", "--log-level", "warning",
+            ]),
+        }  # fmt: skip
+        results = {}
+        try:
+            for name, (proc, url) in servers.items():
+                cpu_before = cpu_seconds(proc.pid)
+                results[name] = uvloop.run(load(url, ca, args.requests, args.concurrency))
+                # Includes the warm-up requests (4 per connection).
+                total = args.requests + 4 * args.concurrency
+                results[name]["cpu_us"] = (cpu_seconds(proc.pid) - cpu_before) / total * 1e6
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.communicate(timeout=10)
+    noop, loom = results["no-op TLS webhook"], results["loom k8s webhook"]
+    print(
+        f"{args.requests} AdmissionReviews per server, {args.concurrency} concurrent, "
+        "one aiohttp client, same machine"
+    )
+    print(
+        f"{'server':<20} {'reviews/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+        f"{'server CPU us/review':>21} {'patched':>8}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:<20} {r['rps']:>10.0f} {r['p50']:>8.2f} {r['p99']:>8.2f} "
+            f"{r['max']:>8.2f} {r['cpu_us']:>21.0f} {r['patched']:>8}"
+        )
+    ratio = loom["p99"] / noop["p99"]
+    print(
+        f"loom/no-op: throughput {loom['rps'] / noop['rps']:.2f}x, p50 "
+        f"{loom['p50'] / noop['p50']:.2f}x, p99 {ratio:.2f}x"
+    )
+    print(
+        f"goal p99 <= 2x no-op: {'met' if ratio <= 2 else 'NOT met'}; "
+        f"goal p99 <= 50 ms: {'met' if loom['p99'] <= 50 else 'NOT met'}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""Annotations and labels written on an injected pod.
+
+- ``connect-inject-status: injected`` as annotation (the marker that stops a second
+  injection) and label (so controllers can select injected pods);
+- ``connect-inject-managed-by`` label: the controller that registers the pod's services;
+- ``original-pod``: the pod's ``metadata`` and ``spec`` before injection as canonical JSON
+  (sorted keys), from which the controller can re-plan the workload with ``plan_workload``
+  (``apiVersion``/``kind`` are left out so a Pod and a Deployment's pod template give the same
+  text, and ``status`` is not the workload's intent);
+- ``transparent-proxy-status: enabled`` with transparent proxy;
+- ``consul-namespace`` with the destination Consul namespace when namespaces are on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from loom.inject import annotations as ann
+from loom.inject.plan import WorkloadPlan
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
+
+
+def original_pod_json(pod: Mapping[str, Any]) -> str:
+    """The canonical JSON text of the pod, as stored in ``original-pod``."""
+    kept = {"metadata": pod.get("metadata") or {}, "spec": pod.get("spec") or {}}
+    return _ENCODER.encode(kept)
+
+
+def mark_injected(pod: dict[str, Any], original: Mapping[str, Any], plan: WorkloadPlan) -> None:
+    """Add the injection annotations and labels to ``pod`` (mutated)."""
+    metadata = pod.setdefault("metadata", {})
+    annotations = metadata.setdefault("annotations", {})
+    labels = metadata.setdefault("labels", {})
+    annotations[ann.INJECT_STATUS] = ann.INJECT_STATUS_INJECTED
+    annotations[ann.ORIGINAL_POD] = original_pod_json(original)
+    if plan.transparent_proxy:
+        annotations[ann.TRANSPARENT_PROXY_STATUS] = ann.TRANSPARENT_PROXY_ENABLED
+    if plan.consul_namespace is not None:
+        annotations[ann.CONSUL_NAMESPACE] = plan.consul_namespace
+    labels[ann.INJECT_STATUS] = ann.INJECT_STATUS_INJECTED
+    labels[ann.MANAGED_BY] = ann.MANAGED_BY_VALUE

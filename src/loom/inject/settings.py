@@ -1,0 +1,349 @@
+"""Injector settings: frozen dataclasses, parsed once from Helm-style values at the edge.
+
+The values keys are the Consul Helm chart's (``connectInject.default``, ``k8sAllowNamespaces``,
+``global.enableConsulNamespaces`` ...), so a user's knowledge and values files carry over.
+Parsing is strict inside the sections Loom reads (``global``, ``connectInject``, ``server``,
+``dns``): an unknown key or a value of the wrong type is a ``SettingsError`` naming the dotted
+key. Other top-level sections are ignored (they may belong to other tools). ``loom install``
+adds its own keys through ``extra_keys``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from loom import __version__
+from loom.inject.annotations import QUANTITY
+from loom.inject.errors import SettingsError
+
+T = TypeVar("T")
+
+OWNED_SECTIONS = ("global", "connectInject", "server", "dns")
+PROXY_UID = 5995
+"""The user ID the sidecar (Envoy) runs as; excluded from traffic redirection (as Consul's)."""
+INIT_UID = 5996
+"""The user ID the init container runs as when it does not need root (no transparent proxy)."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes resource requests/limits of an injected container; None leaves one unset."""
+
+    cpu_request: str | None = None
+    """CPU request, a Kubernetes quantity such as ``100m``."""
+    cpu_limit: str | None = None
+    """CPU limit."""
+    memory_request: str | None = None
+    """Memory request, e.g. ``100Mi``."""
+    memory_limit: str | None = None
+    """Memory limit."""
+
+    def to_k8s(self) -> dict[str, dict[str, str]]:
+        """The container's ``resources`` value (empty sections left out)."""
+        out: dict[str, dict[str, str]] = {}
+        for section, cpu, memory in (
+            ("limits", self.cpu_limit, self.memory_limit),
+            ("requests", self.cpu_request, self.memory_request),
+        ):
+            values = {k: v for k, v in (("cpu", cpu), ("memory", memory)) if v is not None}
+            if values:
+                out[section] = values
+        return out
+
+
+@dataclass(frozen=True)
+class TransparentProxyDefaults:
+    """Cluster-wide transparent proxy defaults (``connectInject.transparentProxy``)."""
+
+    enabled: bool = True
+    """``defaultEnabled``: redirect all pod traffic through the sidecar unless the pod or its
+    namespace says otherwise. True as in Consul: the mesh is enforced by default."""
+    overwrite_probes: bool = True
+    """``defaultOverwriteProbes``: point HTTP probes at the sidecar's expose listeners, since
+    kubelet cannot speak mTLS to a redirected pod."""
+
+
+@dataclass(frozen=True)
+class NamespaceSettings:
+    """Where pods are registered among Consul namespaces (``global.enableConsulNamespaces`` and
+    ``connectInject.consulNamespaces``)."""
+
+    enabled: bool = False
+    """Register into Consul namespaces at all; off: everything in the default namespace and
+    ``svc.ns`` upstream names are plain service names."""
+    destination: str = "default"
+    """``consulDestinationNamespace``: the single namespace used when not mirroring."""
+    mirroring: bool = False
+    """``mirroringK8S``: register each pod into the Consul namespace named as its k8s one."""
+    mirroring_prefix: str = ""
+    """``mirroringK8SPrefix``: prefix added to the mirrored namespace name (``k8s-``)."""
+
+    def consul_namespace(self, k8s_namespace: str) -> str | None:
+        """The Consul namespace for pods of ``k8s_namespace`` (None when namespaces are off)."""
+        if not self.enabled:
+            return None
+        if self.mirroring:
+            return self.mirroring_prefix + k8s_namespace
+        return self.destination
+
+
+@dataclass(frozen=True)
+class Images:
+    """Container images of the injected containers and the webhook."""
+
+    loom: str = f"loom:{__version__}"
+    """``global.image``: runs ``loom k8s connect-init`` and ``loom k8s webhook``."""
+    dataplane: str = f"loom:{__version__}"
+    """``global.imageDataplane`` (default: ``global.image``): runs ``loom dataplane`` + Envoy."""
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """How injected containers reach ``loom server`` (``server.httpAddr``/``grpcAddr``)."""
+
+    http_addr: str = "loom-server.loom.svc:8500"
+    """HTTP API (catalog, registration) used by connect-init and the dataplane."""
+    grpc_addr: str = "loom-server.loom.svc:8502"
+    """gRPC xDS address the dataplane's Envoy connects to."""
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """Redirection of the pod's DNS queries to the dataplane's DNS proxy (``dns.*``)."""
+
+    redirection: bool = True
+    """``enableRedirection``: with transparent proxy, send UDP/TCP 53 to the DNS proxy."""
+    proxy_port: int = 15053
+    """``proxyPort``: where the dataplane's DNS proxy listens inside the pod."""
+
+
+@dataclass(frozen=True)
+class InjectSettings:
+    """Everything the planner needs besides the pod and its namespace."""
+
+    enabled: bool = True
+    """``connectInject.enabled``: off makes the injector leave every pod alone."""
+    default_inject: bool = False
+    """``connectInject.default``: inject pods without a ``connect-inject`` annotation (opt-out
+    instead of opt-in)."""
+    allow_namespaces: tuple[str, ...] = ("*",)
+    """``connectInject.k8sAllowNamespaces``: namespaces that may be injected; ``*`` is all."""
+    deny_namespaces: tuple[str, ...] = ()
+    """``connectInject.k8sDenyNamespaces``: never injected; wins over the allow list."""
+    transparent_proxy: TransparentProxyDefaults = field(default_factory=TransparentProxyDefaults)
+    """``connectInject.transparentProxy.*`` defaults."""
+    sidecar_resources: Resources = field(
+        default_factory=lambda: Resources("100m", "100m", "100Mi", "100Mi")
+    )
+    """``connectInject.sidecarProxy.resources``: defaults of each sidecar (Consul's)."""
+    init_resources: Resources = field(
+        default_factory=lambda: Resources("50m", "50m", "25Mi", "150Mi")
+    )
+    """``connectInject.initContainer.resources``: of each connect-init container (Consul's)."""
+    envoy_extra_args: tuple[str, ...] = ()
+    """``connectInject.envoyExtraArgs``: Envoy arguments unless the pod annotation sets some."""
+    default_protocol: str | None = None
+    """``connectInject.centralConfig.defaultProtocol``: protocol of services that do not say."""
+    namespaces: NamespaceSettings = field(default_factory=NamespaceSettings)
+    """Consul namespaces (``global.enableConsulNamespaces``, ``consulNamespaces.*``)."""
+    images: Images = field(default_factory=Images)
+    """Images of the injected containers."""
+    server: ServerAddress = field(default_factory=ServerAddress)
+    """Address of ``loom server`` as seen from pods."""
+    dns: DnsSettings = field(default_factory=DnsSettings)
+    """DNS redirection to the dataplane's DNS proxy."""
+
+    @classmethod
+    def from_values(
+        cls, values: Mapping[str, Any], extra_keys: Iterable[str] = ()
+    ) -> InjectSettings:
+        """Settings from a parsed values document; ``extra_keys`` are accepted, not read."""
+        reader = ValuesReader(values, extra_keys)
+        default = cls()
+        image = reader.get("global.image", str, default.images.loom)
+        settings = cls(
+            enabled=reader.get("connectInject.enabled", bool, default.enabled),
+            default_inject=reader.get("connectInject.default", bool, default.default_inject),
+            allow_namespaces=reader.strings(
+                "connectInject.k8sAllowNamespaces", default.allow_namespaces
+            ),
+            deny_namespaces=reader.strings(
+                "connectInject.k8sDenyNamespaces", default.deny_namespaces
+            ),
+            transparent_proxy=TransparentProxyDefaults(
+                enabled=reader.get("connectInject.transparentProxy.defaultEnabled", bool, True),
+                overwrite_probes=reader.get(
+                    "connectInject.transparentProxy.defaultOverwriteProbes", bool, True
+                ),
+            ),
+            sidecar_resources=reader.resources(
+                "connectInject.sidecarProxy.resources", default.sidecar_resources
+            ),
+            init_resources=reader.resources(
+                "connectInject.initContainer.resources", default.init_resources
+            ),
+            envoy_extra_args=reader.args("connectInject.envoyExtraArgs"),
+            default_protocol=reader.optional("connectInject.centralConfig.defaultProtocol", str),
+            namespaces=NamespaceSettings(
+                enabled=reader.get("global.enableConsulNamespaces", bool, False),
+                destination=reader.get(
+                    "connectInject.consulNamespaces.consulDestinationNamespace", str, "default"
+                ),
+                mirroring=reader.get("connectInject.consulNamespaces.mirroringK8S", bool, False),
+                mirroring_prefix=reader.get(
+                    "connectInject.consulNamespaces.mirroringK8SPrefix", str, ""
+                ),
+            ),
+            images=Images(loom=image, dataplane=reader.get("global.imageDataplane", str, image)),
+            server=ServerAddress(
+                http_addr=reader.get("server.httpAddr", str, default.server.http_addr),
+                grpc_addr=reader.get("server.grpcAddr", str, default.server.grpc_addr),
+            ),
+            dns=DnsSettings(
+                redirection=reader.get("dns.enableRedirection", bool, True),
+                proxy_port=reader.port("dns.proxyPort", 15053),
+            ),
+        )
+        if settings.default_protocol not in (None, "tcp", "http", "http2", "grpc"):
+            raise SettingsError(
+                "connectInject.centralConfig.defaultProtocol: "
+                f"{settings.default_protocol!r} is not one of tcp, http, http2, grpc"
+            )
+        reader.check_unknown()
+        return settings
+
+    def replace(self, **changes: Any) -> InjectSettings:
+        """A copy with some fields changed (for tests and front-ends)."""
+        return dataclasses.replace(self, **changes)
+
+
+_MISSING = object()
+_RESOURCE_KEYS = (
+    ("requests.cpu", "cpu_request"),
+    ("limits.cpu", "cpu_limit"),
+    ("requests.memory", "memory_request"),
+    ("limits.memory", "memory_limit"),
+)
+
+
+class ValuesReader:
+    """Typed, strict access to dotted keys of a values document; remembers what was read."""
+
+    def __init__(self, values: Mapping[str, Any], extra_keys: Iterable[str] = ()) -> None:
+        if not isinstance(values, Mapping):
+            raise SettingsError("values: the document must be a mapping of keys")
+        self.values = values
+        self.known: set[str] = set(extra_keys)
+
+    def raw(self, path: str) -> object:
+        """The value at ``path`` or ``_MISSING``; null counts as missing (Helm's behaviour)."""
+        self.known.add(path)
+        node: object = self.values
+        walked: list[str] = []
+        for part in path.split("."):
+            if node is None:
+                return _MISSING
+            if not isinstance(node, Mapping):
+                raise SettingsError(f"{'.'.join(walked)}: expected a mapping, got {node!r}")
+            walked.append(part)
+            node = node.get(part, _MISSING)
+            if node is _MISSING:
+                return _MISSING
+        return _MISSING if node is None else node
+
+    def get(self, path: str, kind: type[T], default: T) -> T:
+        value = self.optional(path, kind)
+        return default if value is None else value
+
+    def optional(self, path: str, kind: type[T]) -> T | None:
+        value = self.raw(path)
+        if value is _MISSING:
+            return None
+        # bool is an int in Python: never accept one for the other.
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            raise SettingsError(f"{path}: expected {_kind_name(kind)}, got {value!r}")
+        return value
+
+    def port(self, path: str, default: int) -> int:
+        value = self.get(path, int, default)
+        if not 0 < value < 65536:
+            raise SettingsError(f"{path}: {value} is not a port number (1-65535)")
+        return value
+
+    def strings(self, path: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        value = self.raw(path)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise SettingsError(f"{path}: expected a list of strings, got {value!r}")
+        return tuple(value)
+
+    def args(self, path: str) -> tuple[str, ...]:
+        value = self.raw(path)
+        if value is _MISSING:
+            return ()
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        if isinstance(value, str):
+            try:
+                return tuple(shlex.split(value))
+            except ValueError as exc:
+                raise SettingsError(f"{path}: cannot split into arguments: {exc}") from None
+        raise SettingsError(f"{path}: expected a string or a list of strings, got {value!r}")
+
+    def resources(self, path: str, default: Resources) -> Resources:
+        changes: dict[str, str | None] = {}
+        for sub, attr in _RESOURCE_KEYS:
+            key = f"{path}.{sub}"
+            value = self.raw(key)
+            if value is _MISSING:
+                # An explicit null removes Consul's default; an absent key keeps it.
+                if self._explicit_null(key):
+                    changes[attr] = None
+                continue
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, str) or not QUANTITY.match(value):
+                raise SettingsError(f"{key}: {value!r} is not a Kubernetes quantity")
+            changes[attr] = value
+        return dataclasses.replace(default, **changes)
+
+    def _explicit_null(self, path: str) -> bool:
+        node: object = self.values
+        for part in path.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return False
+            node = node[part]
+        return node is None
+
+    def check_unknown(self) -> None:
+        """Raise for a key inside an owned section that nothing read."""
+        for path in _leaf_paths(self.values):
+            if path.split(".", 1)[0] not in OWNED_SECTIONS:
+                continue
+            if path in self.known or any(k.startswith(path + ".") for k in self.known):
+                continue
+            if any(path.startswith(k + ".") for k in self.known):
+                continue
+            raise SettingsError(f"{path}: unknown key")
+
+
+def _leaf_paths(node: Mapping[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(node, key=str):
+        path = f"{prefix}{key}"
+        child = node[key]
+        if isinstance(child, Mapping) and child:
+            out.extend(_leaf_paths(child, path + "."))
+        else:
+            out.append(path)
+    return out
+
+
+def _kind_name(kind: type[object]) -> str:
+    names: dict[type[object], str] = {bool: "a boolean", str: "a string", int: "an integer"}
+    return names.get(kind, kind.__name__)

@@ -1,0 +1,59 @@
+"""The injected sidecar: ``loom dataplane`` (which runs Envoy), one per service.
+
+It runs as the proxy UID (excluded from redirection), reads its proxy ID from the file
+connect-init wrote, connects to the server's HTTP and gRPC (xDS) addresses, and passes the
+extra Envoy arguments after ``--``. Readiness is its public listener accepting connections.
+Multi-port pods get one per service, named ``loom-dataplane-<service>``, each on its own
+public port (20000, 20001, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loom.inject.env import downward_env
+from loom.inject.plan import ServicePlan, WorkloadPlan
+from loom.inject.settings import PROXY_UID, InjectSettings
+from loom.inject.volumes import DATA_DIR, data_mount, proxy_id_file
+
+SIDECAR_CONTAINER = "loom-dataplane"
+"""Name of the sidecar container (``-<service>`` appended for multi-port pods)."""
+
+
+def sidecar_container(
+    plan: WorkloadPlan, service: ServicePlan, settings: InjectSettings
+) -> dict[str, Any]:
+    """The sidecar of ``service``."""
+    args = [
+        f"--proxy-id-file={DATA_DIR}/{proxy_id_file(service.suffix)}",
+        f"--http-addr={settings.server.http_addr}",
+        f"--grpc-addr={settings.server.grpc_addr}",
+    ]
+    if plan.redirect is not None and plan.redirect.dns_port is not None:
+        args.append(f"--dns-port={plan.redirect.dns_port}")
+    if plan.envoy_extra_args:
+        args += ["--", *plan.envoy_extra_args]
+    container: dict[str, Any] = {
+        "name": SIDECAR_CONTAINER + service.suffix,
+        "image": settings.images.dataplane,
+        "command": ["loom", "dataplane"],
+        "args": args,
+        "env": downward_env(),
+        "readinessProbe": {
+            "tcpSocket": {"port": service.proxy_port},
+            "initialDelaySeconds": 1,
+            "periodSeconds": 5,
+        },
+        "securityContext": {
+            "runAsUser": PROXY_UID,
+            "runAsGroup": PROXY_UID,
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [data_mount()],
+    }
+    resources = plan.sidecar_resources.to_k8s()
+    if resources:
+        container["resources"] = resources
+    return container

@@ -1,0 +1,281 @@
+"""``loom install``: the Kubernetes manifests that run the connect injector.
+
+Renders, from the same Helm-style values as the injector: the Namespace, a ServiceAccount with
+its ClusterRole/Binding (read access to namespaces, for the namespace-labels feed), a
+ConfigMap holding the values (so the webhook runs with exactly these settings), the webhook
+Deployment and Service, and the MutatingWebhookConfiguration for pod CREATE with
+``failurePolicy`` from the values and a ``namespaceSelector`` that leaves out ``kube-system``,
+``kube-public``, the deny list (and, when it is not ``*``, everything outside the allow list),
+plus an ``objectSelector`` that keeps the injector from gating its own pods.
+
+TLS: with ``--generate-certs`` (or ``connectInject.certs.caBundle`` + an existing Secret) the
+CA bundle is in the webhook configuration; otherwise the configuration carries cert-manager's
+``inject-ca-from`` annotation. Rendering is pure: the certificate material is an argument.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from loom.inject import InjectSettings, Resources, SettingsError
+from loom.inject.decision import NEVER_INJECTED_NAMESPACES
+from loom.inject.settings import ValuesReader
+from loom.k8s.values import INSTALL_KEYS
+
+WEBHOOK_PORT = 8443
+"""Port the webhook container listens on (the Service maps 443 to it)."""
+TLS_DIR = "/etc/loom/tls"
+VALUES_DIR = "/etc/loom/values"
+COMPONENT_LABEL = "app.kubernetes.io/component"
+COMPONENT = "connect-injector"
+
+
+@dataclass(frozen=True)
+class InstallSettings:
+    """Install-only values (besides the injector's ``InjectSettings``)."""
+
+    name: str = "loom"
+    """``global.name``: prefix of every resource name."""
+    namespace: str = "loom"
+    """``global.namespace``: namespace the injector runs in."""
+    replicas: int = 1
+    """``connectInject.replicas``: webhook Deployment replicas."""
+    failure_policy: str = "Fail"
+    """``connectInject.failurePolicy``: ``Fail`` (no un-injected pods slip through while the
+    webhook is down) or ``Ignore``."""
+    secret_name: str = ""
+    """``connectInject.certs.secretName``: TLS Secret of the webhook (default
+    ``<name>-connect-injector-tls``)."""
+    ca_bundle: str = ""
+    """``connectInject.certs.caBundle``: base64 PEM CA that signed the webhook certificate."""
+    resources: Resources = field(default_factory=lambda: Resources("50m", "50m", "200Mi", "200Mi"))
+    """``connectInject.resources``: of the webhook container (Consul's defaults)."""
+
+    @property
+    def webhook_name(self) -> str:
+        return f"{self.name}-connect-injector"
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> InstallSettings:
+        reader = ValuesReader(values, INSTALL_KEYS)
+        default = cls()
+        name = reader.get("global.name", str, default.name)
+        policy = reader.get("connectInject.failurePolicy", str, default.failure_policy)
+        if policy not in ("Fail", "Ignore"):
+            raise SettingsError(f"connectInject.failurePolicy: {policy!r} is not Fail or Ignore")
+        return cls(
+            name=name,
+            namespace=reader.get("global.namespace", str, default.namespace),
+            replicas=reader.get("connectInject.replicas", int, default.replicas),
+            failure_policy=policy,
+            secret_name=reader.get(
+                "connectInject.certs.secretName", str, f"{name}-connect-injector-tls"
+            ),
+            ca_bundle=reader.get("connectInject.certs.caBundle", str, ""),
+            resources=reader.resources("connectInject.resources", default.resources),
+        )
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """A webhook serving certificate, its key and the CA that signed it (PEM)."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    ca_pem: bytes
+
+
+def render(
+    values: dict[str, Any],
+    inject: InjectSettings,
+    install: InstallSettings,
+    tls: TlsMaterial | None = None,
+) -> list[dict[str, Any]]:
+    """Every manifest of the installation, in apply order."""
+    name, ns = install.webhook_name, install.namespace
+    labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: COMPONENT}
+    docs: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        _meta("v1", "ServiceAccount", name, ns, labels),
+        {
+            **_meta("rbac.authorization.k8s.io/v1", "ClusterRole", name, None, labels),
+            "rules": [
+                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            **_meta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name, None, labels),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
+        },
+        {
+            **_meta("v1", "ConfigMap", f"{name}-values", ns, labels),
+            "data": {"values.yaml": yaml.safe_dump(values, sort_keys=True)},
+        },
+    ]
+    if tls is not None:
+        docs.append(
+            {
+                **_meta("v1", "Secret", install.secret_name, ns, labels),
+                "type": "kubernetes.io/tls",
+                "data": {
+                    "tls.crt": base64.b64encode(tls.cert_pem).decode(),
+                    "tls.key": base64.b64encode(tls.key_pem).decode(),
+                },
+            }
+        )
+    docs.append(
+        {
+            **_meta("v1", "Service", name, ns, labels),
+            "spec": {
+                "selector": labels,
+                "ports": [{"name": "https", "port": 443, "targetPort": WEBHOOK_PORT}],
+            },
+        }
+    )
+    docs.append(_deployment(install, inject, labels))
+    docs.append(_webhook_configuration(install, inject, labels, tls))
+    return docs
+
+
+def _meta(
+    api: str, kind: str, name: str, namespace: str | None, labels: dict[str, str]
+) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "labels": dict(labels)}
+    if namespace is not None:
+        metadata["namespace"] = namespace
+    return {"apiVersion": api, "kind": kind, "metadata": metadata}
+
+
+def _deployment(
+    install: InstallSettings, inject: InjectSettings, labels: dict[str, str]
+) -> dict[str, Any]:
+    probe = {
+        "httpGet": {"path": "/healthz", "port": WEBHOOK_PORT, "scheme": "HTTPS"},
+        "periodSeconds": 5,
+    }
+    container: dict[str, Any] = {
+        "name": "webhook",
+        "image": inject.images.loom,
+        "command": ["loom", "k8s", "webhook"],
+        "args": [
+            f"--tls-cert={TLS_DIR}/tls.crt",
+            f"--tls-key={TLS_DIR}/tls.key",
+            f"--listen=0.0.0.0:{WEBHOOK_PORT}",
+            f"--values={VALUES_DIR}/values.yaml",
+        ],
+        "ports": [{"name": "https", "containerPort": WEBHOOK_PORT}],
+        "readinessProbe": probe,
+        "livenessProbe": {**probe, "failureThreshold": 3},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 65532,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
+            {"name": "values", "mountPath": VALUES_DIR, "readOnly": True},
+        ],
+    }
+    resources = install.resources.to_k8s()
+    if resources:
+        container["resources"] = resources
+    return {
+        **_meta("apps/v1", "Deployment", install.webhook_name, install.namespace, labels),
+        "spec": {
+            "replicas": install.replicas,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {
+                "metadata": {
+                    "labels": dict(labels),
+                    # The injector's own pods are never injected.
+                    "annotations": {"consul.hashicorp.com/connect-inject": "false"},
+                },
+                "spec": {
+                    "serviceAccountName": install.webhook_name,
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "tls", "secret": {"secretName": install.secret_name}},
+                        {"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _webhook_configuration(
+    install: InstallSettings,
+    inject: InjectSettings,
+    labels: dict[str, str],
+    tls: TlsMaterial | None,
+) -> dict[str, Any]:
+    excluded = list(dict.fromkeys([*NEVER_INJECTED_NAMESPACES, *inject.deny_namespaces]))
+    expressions: list[dict[str, Any]] = [
+        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
+    ]
+    if "*" not in inject.allow_namespaces:
+        expressions.append(
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "In",
+                "values": list(inject.allow_namespaces),
+            }
+        )
+    client: dict[str, Any] = {
+        "service": {
+            "name": install.webhook_name,
+            "namespace": install.namespace,
+            "path": "/mutate",
+            "port": 443,
+        }
+    }
+    metadata: dict[str, Any] = {"name": install.webhook_name, "labels": dict(labels)}
+    ca_bundle = base64.b64encode(tls.ca_pem).decode() if tls is not None else install.ca_bundle
+    if ca_bundle:
+        client["caBundle"] = ca_bundle
+    else:
+        metadata["annotations"] = {
+            "cert-manager.io/inject-ca-from": f"{install.namespace}/{install.webhook_name}"
+        }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": metadata,
+        "webhooks": [
+            {
+                "name": f"{install.webhook_name}.{install.name}.mesh",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": client,
+                "rules": [
+                    {
+                        "operations": ["CREATE"],
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["pods"],
+                        "scope": "Namespaced",
+                    }
+                ],
+                "failurePolicy": install.failure_policy,
+                "sideEffects": "None",
+                "timeoutSeconds": 10,
+                "reinvocationPolicy": "Never",
+                "namespaceSelector": {"matchExpressions": expressions},
+                "objectSelector": {
+                    "matchExpressions": [
+                        {"key": COMPONENT_LABEL, "operator": "NotIn", "values": [COMPONENT]}
+                    ]
+                },
+            }
+        ],
+    }

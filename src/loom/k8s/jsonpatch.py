@@ -1,0 +1,59 @@
+"""RFC 6902 JSON Patch generation: the difference between two JSON documents.
+
+The webhook answers with ``diff(original_pod, injected_pod)``, so the patch is derived from
+the planner's output and never written by hand. Objects are compared key by key (removals,
+then common keys, then additions, each in sorted order); arrays element by element, extra
+elements added at the end or removed from the end (highest index first), so applying the
+operations in order always yields ``new``. Values of different JSON types (including ``true``
+versus ``1``) are replaced. Keys are escaped per RFC 6901 (``~`` -> ``~0``, ``/`` -> ``~1``).
+The ``value`` of an operation is the very object found in ``new`` (not a copy): serialise the
+patch before changing ``new``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Operation = dict[str, Any]
+
+
+def escape(key: str) -> str:
+    """One RFC 6901 reference token."""
+    if "~" not in key and "/" not in key:
+        return key
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def diff(old: Any, new: Any) -> list[Operation]:
+    """Operations that turn ``old`` into ``new`` (empty when they are equal)."""
+    ops: list[Operation] = []
+    _diff(old, new, "", ops)
+    return ops
+
+
+def _diff(old: Any, new: Any, path: str, ops: list[Operation]) -> None:
+    if old is new:
+        return
+    old_type, new_type = type(old), type(new)
+    if old_type is dict and new_type is dict:
+        for key in sorted(old.keys() - new.keys()):
+            ops.append({"op": "remove", "path": f"{path}/{escape(key)}"})
+        for key in sorted(old.keys() & new.keys()):
+            before, after = old[key], new[key]
+            if before is not after:  # shared sub-objects are unchanged: skip without a call
+                _diff(before, after, f"{path}/{escape(key)}", ops)
+        for key in sorted(new.keys() - old.keys()):
+            ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": new[key]})
+        return
+    if old_type is list and new_type is list:
+        common = min(len(old), len(new))
+        for index in range(common):
+            if old[index] is not new[index]:
+                _diff(old[index], new[index], f"{path}/{index}", ops)
+        for index in range(common, len(new)):
+            ops.append({"op": "add", "path": f"{path}/{index}", "value": new[index]})
+        for index in reversed(range(common, len(old))):
+            ops.append({"op": "remove", "path": f"{path}/{index}"})
+        return
+    if old_type is not new_type or old != new:
+        ops.append({"op": "replace", "path": path, "value": new})

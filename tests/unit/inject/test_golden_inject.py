@@ -1,0 +1,88 @@
+"""`loom inject` over every golden case: output, refusal line, plan, schema validity."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from loom.cli import main
+from loom.inject import InjectError, NamespaceInfo, plan_injection
+from loom.k8s.manifests import load_documents, pod_templates
+from loom.k8s.values import settings_from
+from tests.unit.inject.golden_cases import CASE_DIR, case_names, load_case, validate_manifest
+
+CASES = case_names()
+
+
+def run_loom_inject(case_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    case = load_case(case_name)
+    argv = ["inject", "-f", str(CASE_DIR / f"{case_name}.yaml")]
+    if case.values:
+        values = tmp_path / "values.yaml"
+        values.write_text(yaml.safe_dump(case.values))
+        argv += ["--values", str(values)]
+    for key, value in case.namespace_labels.items():
+        argv += ["--namespace-labels", f"{key}={value}"]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("case_name", CASES)
+def test_loom_inject_output_matches_the_golden_file(case_name, tmp_path, capsys, golden) -> None:
+    code, out, err = run_loom_inject(case_name, tmp_path, capsys)
+    injected = CASE_DIR / f"{case_name}.injected.yaml"
+    refused = CASE_DIR / f"{case_name}.refused.txt"
+    if code == 0:
+        assert err == ""
+        assert not refused.exists(), f"stale {refused.name}: the case is now injected"
+        golden.check(f"inject/{case_name}.injected.yaml", out)
+    else:
+        assert code == 1 and out == ""
+        assert err.startswith("loom: ") and err.count("\n") == 1, err
+        assert not injected.exists(), f"stale {injected.name}: the case is now refused"
+        assert "consul.hashicorp.com/" in err, "a refusal names the annotation"
+        golden.check(f"inject/{case_name}.refused.txt", err)
+
+
+@pytest.mark.parametrize("case_name", [c for c in CASES if not c.startswith("refused-")])
+def test_every_injected_manifest_is_valid_for_kubernetes(case_name, tmp_path, capsys) -> None:
+    code, out, _ = run_loom_inject(case_name, tmp_path, capsys)
+    assert code == 0
+    for doc in yaml.safe_load_all(out):
+        validate_manifest(doc)
+
+
+def plan_document(case_name: str) -> list[dict[str, Any]]:
+    case = load_case(case_name)
+    settings = settings_from(case.values)
+    out = []
+    for doc in load_documents(case.text):
+        for where, pod, owner in pod_templates(doc):
+            ns = (owner.get("metadata") or {}).get("namespace") or "default"
+            info = NamespaceInfo(ns, case.namespace_labels)
+            try:
+                result = plan_injection(pod, info, settings)
+            except InjectError as exc:
+                out.append({"object": where, "refused": str(exc)})
+                continue
+            plan = dataclasses.asdict(result.plan) if result.plan else None
+            out.append(
+                {
+                    "object": where,
+                    "inject": result.inject,
+                    "reasons": list(result.reasons),
+                    "plan": plan,
+                }
+            )
+    return out
+
+
+@pytest.mark.parametrize("case_name", CASES)
+def test_the_plan_of_each_case_matches_the_golden_file(case_name, golden) -> None:
+    text = yaml.safe_dump(plan_document(case_name), sort_keys=True, width=1_000_000)
+    golden.check(f"inject/{case_name}.plan.yaml", text)

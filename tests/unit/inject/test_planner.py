@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+from loom.inject import (
+    PROXY_UID,
+    InjectSettings,
+    InvalidPod,
+    NamespaceInfo,
+    RedirectPlan,
+    plan_injection,
+    plan_workload,
+)
+from loom.inject.annotations import ORIGINAL_POD
+
+DEFAULT_NS = NamespaceInfo("default")
+
+
+def local_pod(port: int | None = 8080, **annotations: str) -> dict:
+    """The minimal pod `loom local run NAME --port P --annotation K=V` builds."""
+    container: dict = {"name": "static-server"}
+    if port is not None:
+        container["ports"] = [{"containerPort": port}]
+    return {
+        "metadata": {
+            "name": "static-server",
+            "annotations": {
+                f"consul.hashicorp.com/{k.replace('_', '-')}": v for k, v in annotations.items()
+            },
+        },
+        "spec": {"containers": [container]},
+    }
+
+
+def test_the_planner_never_mutates_its_input_and_is_deterministic() -> None:
+    pod = local_pod(connect_inject="true", connect_service_upstreams="web:1234")
+    before = copy.deepcopy(pod)
+    first = plan_injection(pod, DEFAULT_NS, InjectSettings())
+    second = plan_injection(pod, DEFAULT_NS, InjectSettings())
+    assert pod == before
+    assert first == second
+    assert json.loads(first.pod["metadata"]["annotations"][ORIGINAL_POD]) == {
+        "metadata": before["metadata"],
+        "spec": before["spec"],
+    }
+
+
+def test_a_local_pod_with_defaults_gets_transparent_proxy_with_the_proxy_uid_excluded() -> None:
+    plan = plan_workload(local_pod(), DEFAULT_NS, InjectSettings())
+    assert [(s.name, s.port, s.proxy_port) for s in plan.services] == [
+        ("static-server", 8080, 20000)
+    ]
+    assert plan.transparent_proxy
+    assert plan.redirect == RedirectPlan(PROXY_UID, 20000, 15001, dns_port=15053)
+    assert plan.redirect.flags() == [
+        "--proxy-uid=5995",
+        "--proxy-inbound-port=20000",
+        "--proxy-outbound-port=15001",
+        "--dns-port=15053",
+    ]
+
+
+def test_redirect_flags_carry_every_exclusion_in_order() -> None:
+    plan = RedirectPlan(5995, 20000, 15001, (8081, 20300), (5432,), ("10.0.0.0/8",), ("1001",))
+    assert plan.flags() == [
+        "--proxy-uid=5995",
+        "--proxy-inbound-port=20000",
+        "--proxy-outbound-port=15001",
+        "--exclude-inbound-port=8081",
+        "--exclude-inbound-port=20300",
+        "--exclude-outbound-port=5432",
+        "--exclude-outbound-cidr=10.0.0.0/8",
+        "--exclude-uid=1001",
+    ]
+
+
+def test_the_multi_port_example_plans_two_services_with_upstreams_on_the_first_only() -> None:
+    pod = local_pod(
+        port=None,
+        transparent_proxy="false",
+        connect_service="web,web-admin",
+        connect_service_port="8080,9090",
+        connect_service_upstreams="db:5432",
+    )
+    plan = plan_workload(pod, DEFAULT_NS, InjectSettings())
+    assert [(s.name, s.port, s.proxy_port, s.suffix) for s in plan.services] == [
+        ("web", 8080, 20000, "-web"),
+        ("web-admin", 9090, 20001, "-web-admin"),
+    ]
+    assert plan.multi_port and plan.redirect is None
+    assert [u.name for u in plan.upstreams] == ["db"]
+
+
+def test_a_client_without_ports_has_no_service_port() -> None:
+    plan = plan_workload(local_pod(port=None), DEFAULT_NS, InjectSettings())
+    assert plan.services[0].port is None
+
+
+def test_the_namespace_label_decides_transparent_proxy_when_the_pod_does_not() -> None:
+    ns = NamespaceInfo("team", {"consul.hashicorp.com/transparent-proxy": "false"})
+    assert not plan_workload(local_pod(), ns, InjectSettings()).transparent_proxy
+    pod = local_pod(transparent_proxy="true")
+    assert plan_workload(pod, ns, InjectSettings()).transparent_proxy
+
+
+def test_decisions_carry_their_reasons() -> None:
+    settings = InjectSettings(default_inject=True, deny_namespaces=("blocked",))
+    result = plan_injection(local_pod(), NamespaceInfo("blocked"), settings)
+    assert not result.inject and result.pod is None
+    assert result.reasons == ("namespace blocked is in connectInject.k8sDenyNamespaces",)
+    result = plan_injection(local_pod(), DEFAULT_NS, settings)
+    assert result.inject
+    assert result.reasons[0].startswith("connectInject.default is true")
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        {"metadata": {"annotations": {"consul.hashicorp.com/connect-inject": "true"}}},
+        {
+            "metadata": {"annotations": {"consul.hashicorp.com/connect-inject": "true"}},
+            "spec": {"containers": [{"image": "x"}]},
+        },
+    ],
+)
+def test_a_pod_without_named_containers_is_invalid(pod) -> None:
+    with pytest.raises(InvalidPod, match=r"spec\.containers"):
+        plan_injection(pod, DEFAULT_NS, InjectSettings())
+
+
+def test_a_pod_already_holding_an_injected_container_name_is_invalid() -> None:
+    pod = local_pod(connect_inject="true")
+    pod["spec"]["containers"].append({"name": "loom-dataplane", "image": "x"})
+    with pytest.raises(InvalidPod, match="already named loom-dataplane"):
+        plan_injection(pod, DEFAULT_NS, InjectSettings())
+
+
+def test_the_webhooks_shared_result_leaves_the_input_alone_and_the_default_one_is_independent():
+    pod = local_pod(connect_inject="true", transparent_proxy="false")
+    pod["spec"]["containers"][0]["livenessProbe"] = {"httpGet": {"path": "/", "port": 8080}}
+    before = copy.deepcopy(pod)
+    shared = plan_injection(pod, DEFAULT_NS, InjectSettings(), share_unchanged=True).pod
+    independent = plan_injection(pod, DEFAULT_NS, InjectSettings()).pod
+    assert shared == independent and pod == before
+    assert shared["spec"]["containers"][0] is pod["spec"]["containers"][0]
+    assert independent["spec"]["containers"][0] is not pod["spec"]["containers"][0]
+    independent["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = 1
+    assert pod == before
