@@ -11,13 +11,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loom.api.client import Client, http_addr_from
+from loom.errors import LoomError
 
 if TYPE_CHECKING:
     from loom.cli import Commands
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--proxy-id", required=True, help="service ID of the sidecar registration")
+    ident = p.add_mutually_exclusive_group(required=True)
+    ident.add_argument("--proxy-id", help="service ID of the sidecar registration")
+    ident.add_argument(
+        "--proxy-id-file",
+        type=Path,
+        help="file holding the proxy ID (written by `loom k8s connect-init`)",
+    )
     p.add_argument(
         "--http-addr",
         help="server HTTP API, HOST:PORT or unix:PATH (default $LOOM_HTTP_ADDR or 127.0.0.1:8500)",
@@ -34,18 +41,36 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _proxy_id(args: argparse.Namespace) -> str:
+    if args.proxy_id:
+        return str(args.proxy_id)
+    try:
+        value = str(args.proxy_id_file.read_text()).strip()
+    except OSError as exc:
+        raise LoomError(
+            f"cannot read --proxy-id-file {args.proxy_id_file}: {exc.strerror}"
+        ) from exc
+    if not value:
+        raise LoomError(f"--proxy-id-file {args.proxy_id_file} is empty")
+    return value
+
+
 def _settings(args: argparse.Namespace) -> object:
     from loom.dataplane.agent import DataplaneSettings
 
+    extra = list(getattr(args, "envoy_args", None) or [])
+    if extra and extra[0] == "--":
+        extra = extra[1:]
     return DataplaneSettings(
-        proxy_id=args.proxy_id,
+        proxy_id=_proxy_id(args),
         http_addr=http_addr_from(args.http_addr),
         grpc_addr=args.grpc_addr or os.environ.get("LOOM_GRPC_ADDR") or "127.0.0.1:8502",
         admin_bind=args.admin_bind,
         work_dir=getattr(args, "work_dir", None),
         log_level=getattr(args, "envoy_log_level", "warning"),
         delta=args.xds == "delta",
-        extra_args=tuple(shlex.split(getattr(args, "envoy_extra_args", "") or "")),
+        extra_args=(*shlex.split(getattr(args, "envoy_extra_args", "") or ""), *extra),
+        dns_port=getattr(args, "dns_port", None),
         drain_seconds=getattr(args, "drain_seconds", 5.0),
         concurrency=getattr(args, "envoy_concurrency", 2),
     )
@@ -91,6 +116,12 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--drain-seconds", type=float, default=5.0, help="inbound drain time on stop (default 5)"
     )
+    p.add_argument(
+        "--dns-port",
+        type=int,
+        help="serve the DNS proxy on 127.0.0.1:PORT (UDP and TCP), fed from the server",
+    )
+    p.add_argument("envoy_args", nargs=argparse.REMAINDER, help="after --: extra Envoy arguments")
     p.set_defaults(func=_run)
     connect = commands.group("connect", "sidecar helpers (Envoy bootstrap, traffic redirection)")
     p = connect.add_parser(

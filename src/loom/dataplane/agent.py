@@ -49,6 +49,8 @@ class DataplaneSettings:
     """Extra Envoy command-line arguments."""
     drain_seconds: float = 5.0
     """How long inbound listeners drain on shutdown before Envoy is stopped."""
+    dns_port: int | None = None
+    """Serve the DNS proxy on 127.0.0.1:PORT (None: no DNS proxy)."""
     concurrency: int = 2
     """Envoy worker threads (Istio's sidecar default is 2; 1 suits many sidecars on few cores)."""
     wait_log_s: float = 5.0

@@ -74,6 +74,30 @@ def _upstream(f: Fields) -> Doc:
     }
 
 
+def _expose(f: Fields | None) -> Doc:
+    """Consul's ``Proxy.Expose``: plain-HTTP paths the sidecar serves for probes."""
+    if f is None:
+        return {"Checks": False, "Paths": []}
+    paths = []
+    for p in f.subs("Paths"):
+        listener = p.port("ListenerPort")
+        local = p.port("LocalPathPort")
+        if not listener or not local:
+            raise ValidationError(f"{p.path}: ListenerPort and LocalPathPort are required")
+        path = p.text("Path", "/") or "/"
+        if not path.startswith("/"):
+            raise ValidationError(f"{p.where('Path')}: {path!r} must start with '/'")
+        paths.append(
+            {
+                "ListenerPort": listener,
+                "Path": path,
+                "LocalPathPort": local,
+                "Protocol": p.one_of("Protocol", ("", "http", "http2")) or "http",
+            }
+        )
+    return {"Checks": f.flag("Checks"), "Paths": paths}
+
+
 def _proxy(f: Fields, defaults: Doc | None = None) -> Doc:
     d = defaults or {}
     tp = f.sub("TransparentProxy")
@@ -94,6 +118,7 @@ def _proxy(f: Fields, defaults: Doc | None = None) -> Doc:
         },
         "Upstreams": [_upstream(u) for u in f.subs("Upstreams")],
         "Config": f.any_map("Config"),
+        "Expose": _expose(f.sub("Expose")),
     }
 
 

@@ -74,6 +74,16 @@ class ExternalHost:
 
 
 @dataclass(frozen=True)
+class ExposePath:
+    """A plain-HTTP path served on its own port (kubelet probes under transparent proxy)."""
+
+    listener_port: int
+    path: str
+    local_port: int
+    protocol: str = "http"
+
+
+@dataclass(frozen=True)
 class ProxyInputs:
     proxy_id: str
     service: str
@@ -99,3 +109,4 @@ class ProxyInputs:
     outbound_port: int = 15001
     mesh_destinations_only: bool = False
     externals: tuple[ExternalHost, ...] = field(default=())
+    expose: tuple[ExposePath, ...] = ()

@@ -21,6 +21,7 @@ from loom.server.state import State
 from loom.xds.inputs import (
     AccessRule,
     Endpoint,
+    ExposePath,
     ExternalHost,
     Principal,
     ProxyInputs,
@@ -208,4 +209,8 @@ def collect_inputs(
         outbound_port=outbound_port,
         mesh_destinations_only=bool(mesh.get("TransparentProxy", {}).get("MeshDestinationsOnly")),
         externals=tuple(view.externals) if transparent else (),
+        expose=tuple(
+            ExposePath(e["ListenerPort"], e["Path"], e["LocalPathPort"], e["Protocol"])
+            for e in proxy.get("Expose", {}).get("Paths", [])
+        ),
     )

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loom.domain.intentions import Intention, decide
-from loom.xds.inputs import AccessRule, Endpoint, ExternalHost, Principal, ProxyInputs, Upstream
+from loom.xds.inputs import (
+    AccessRule,
+    Endpoint,
+    ExposePath,
+    ExternalHost,
+    Principal,
+    ProxyInputs,
+    Upstream,
+)
 from loom.xds.resources import Converter
 from loom.xds.translate import InconsistentSnapshot, build_resources, check_consistency
 from loom.xds.translate.names import TYPE_CLUSTER, TYPE_ENDPOINTS, TYPE_LISTENER
@@ -63,6 +71,8 @@ CASES = {
         externals=(ExternalHost("mysql-instance1.example.com", "db1", ("240.240.0.1", "fd00:f0f0::1"), (3306,)),),
     ),
     "mesh_destinations_only": replace(BASE, transparent=True, mesh_destinations_only=True),
+    "expose_probes": replace(BASE, expose=(ExposePath(20300, "/healthz", 8080),
+                                           ExposePath(20400, "/ready", 8080))),
 }  # fmt: skip
 
 
@@ -199,3 +209,12 @@ def test_envoy_rbac_built_from_intentions_decides_like_the_intention_check(
     uri = f"spiffe://{TD}/ns/{src[0]}/dc/dc1/svc/{src[1]}"
     expected = decide(intentions, src[0], src[1], "default", "db", default_allow).allowed
     assert envoy_allows(policy, uri) == expected
+
+
+def test_an_exposed_probe_path_reaches_the_app_over_plain_http() -> None:
+    res = build_resources(CASES["expose_probes"])
+    lst = res[TYPE_LISTENER]["exposed_path_listener:0.0.0.0:20300"]
+    hcm = lst["filter_chains"][0]["filters"][0]["typed_config"]
+    (route,) = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    assert route == {"match": {"path": "/healthz"}, "route": {"cluster": "exposed_cluster_8080"}}
+    assert "transport_socket" not in lst["filter_chains"][0]

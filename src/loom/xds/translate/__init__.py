@@ -40,6 +40,8 @@ def _walk(node: Any, found: dict[str, set[str]]) -> None:
         for key, value in node.items():
             if key == "cluster" and isinstance(value, str):
                 found["cluster"].add(value)
+            elif key == "route" and isinstance(value, dict) and "cluster" in value:
+                found["cluster"].add(value["cluster"])
             elif key in ("tls_certificate_sds_secret_configs",):
                 found["secret"].update(s["name"] for s in value)
             elif key == "validation_context_sds_secret_config":

@@ -7,7 +7,13 @@ from typing import Any
 
 from loom.xds.inputs import ProxyInputs, Upstream
 from loom.xds.translate.listeners import socket_address
-from loom.xds.translate.names import ADS, LOCAL_APP, PASSTHROUGH, external_cluster
+from loom.xds.translate.names import (
+    ADS,
+    LOCAL_APP,
+    PASSTHROUGH,
+    exposed_cluster,
+    external_cluster,
+)
 from loom.xds.translate.tls import upstream_tls
 
 Doc = dict[str, Any]
@@ -55,6 +61,8 @@ def upstream_endpoints(u: Upstream) -> Doc:
 
 def build_clusters(inp: ProxyInputs) -> list[Doc]:
     out = [local_app_cluster(inp)]
+    for port in sorted({e.local_port for e in inp.expose}):
+        out.append(_static(exposed_cluster(port), inp.local_app_address or "127.0.0.1", port))
     seen = set()
     for u in inp.upstreams:
         if u.sni not in seen:

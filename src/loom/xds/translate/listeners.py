@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.xds.inputs import ProxyInputs, Upstream
+from loom.xds.inputs import ExposePath, ProxyInputs, Upstream
 from loom.xds.translate.names import (
     LOCAL_APP,
     OUTBOUND_LISTENER,
     PASSTHROUGH,
     PUBLIC_LISTENER,
+    exposed_cluster,
     external_cluster,
     upstream_listener,
 )
@@ -154,8 +155,47 @@ def outbound_listener(inp: ProxyInputs) -> Doc:
     return listener
 
 
+def expose_listeners(inp: ProxyInputs) -> list[Doc]:
+    """One plain-HTTP listener per expose port; each routes its exact paths to the app."""
+    by_port: dict[int, list[ExposePath]] = {}
+    for e in inp.expose:
+        by_port.setdefault(e.listener_port, []).append(e)
+    out = []
+    for port, paths in sorted(by_port.items()):
+        routes = [
+            {"match": {"path": e.path}, "route": {"cluster": exposed_cluster(e.local_port)}}
+            for e in sorted(paths, key=lambda e: e.path)
+        ]
+        hcm = {
+            "@type": _EXT + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": f"exposed_path_{port}",
+            "route_config": {
+                "name": f"exposed_path_{port}",
+                "virtual_hosts": [{"name": "exposed", "domains": ["*"], "routes": routes}],
+            },
+            "http_filters": [
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": _EXT + "filters.http.router.v3.Router"},
+                }
+            ],
+        }
+        out.append(
+            {
+                "name": f"exposed_path_listener:{inp.public_address}:{port}",
+                "address": socket_address(inp.public_address, port),
+                "traffic_direction": "INBOUND",
+                "filter_chains": [
+                    {"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                  "typed_config": hcm}]}
+                ],
+            }
+        )  # fmt: skip
+    return out
+
+
 def build_listeners(inp: ProxyInputs) -> list[Doc]:
-    out = [public_listener(inp)]
+    out = [public_listener(inp), *expose_listeners(inp)]
     out += [explicit_upstream_listener(u) for u in inp.upstreams if u.bind_port]
     if inp.transparent:
         out.append(outbound_listener(inp))

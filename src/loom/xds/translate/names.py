@@ -29,3 +29,7 @@ def sni(service: str, namespace: str, datacenter: str, trust_domain: str) -> str
 
 def external_cluster(host: str, port: int) -> str:
     return f"external:{host}:{port}"
+
+
+def exposed_cluster(local_port: int) -> str:
+    return f"exposed_cluster_{local_port}"
