@@ -1,10 +1,13 @@
 """The ``loom`` command: one argparse parser, subcommands registered by one module each.
 
-Every command module exposes ``register(commands: Commands)``. Modules add top-level commands
-with ``commands.top.add_parser`` or join a group (``loom connect ...``, ``loom k8s ...``) with
-``commands.group(name, help)``; each parser sets ``func`` to a callable taking the parsed
-namespace and returning an exit code. Errors derived from ``LoomError`` become one line on
-stderr and the error's exit code; nothing else is caught here.
+Every command module exposes ``register(commands: Commands)``. Modules add top-level
+commands with ``commands.top.add_parser`` or join a group (``loom connect ...``,
+``loom k8s ...``) with ``commands.group(name, help)``; each parser sets ``func`` to a
+callable taking the parsed namespace and returning an exit code. Arguments after the first
+``--`` are never parsed: they arrive as ``args.rest`` in commands that set
+``takes_rest=True`` (``loom local run NAME -- CMD...``); others reject them. Errors derived
+from ``LoomError`` become one line on stderr and the error's exit code; nothing else is
+caught here.
 """
 
 from __future__ import annotations
@@ -65,7 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] = []
+    if "--" in words:
+        cut = words.index("--")
+        words, rest = words[:cut], words[cut + 1 :]
+    args = parser.parse_args(words)
+    if rest and not getattr(args, "takes_rest", False):
+        parser.error("this command takes no arguments after --")
+    args.rest = rest
     func: Any = args.func
     try:
         return int(func(args))

@@ -58,9 +58,7 @@ def _proxy_id(args: argparse.Namespace) -> str:
 def _settings(args: argparse.Namespace) -> object:
     from loom.dataplane.agent import DataplaneSettings
 
-    extra = list(getattr(args, "envoy_args", None) or [])
-    if extra and extra[0] == "--":
-        extra = extra[1:]
+    extra = list(getattr(args, "rest", None) or [])
     return DataplaneSettings(
         proxy_id=_proxy_id(args),
         http_addr=http_addr_from(args.http_addr),

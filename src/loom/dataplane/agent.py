@@ -132,7 +132,10 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
                 concurrency=settings.concurrency,
             )
         )
-        return await _supervise(envoy, settings, stop)
+        try:
+            return await _supervise(envoy, settings, stop)
+        finally:
+            (work / "ready").unlink(missing_ok=True)
     finally:
         if tmp is not None:
             tmp.cleanup()
@@ -157,6 +160,8 @@ async def _supervise(envoy: Envoy, settings: DataplaneSettings, stop: asyncio.Ev
             continue
         if first:
             log.info("Envoy ready for proxy %s (admin %s)", settings.proxy_id, envoy.admin)
+            # A file others can watch (loom local, readiness probes): Envoy is serving.
+            (envoy.s.work_dir / "ready").write_text(f"{envoy.admin}\n")
         first = False
         backoff = 0.5
         if settings.on_ready is not None:

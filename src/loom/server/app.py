@@ -47,6 +47,8 @@ async def _start_http(state: State, addrs: list[Address]) -> tuple[web.AppRunner
                     os.unlink(addr.path)
                 site = web.UnixSite(runner, addr.path)
                 await site.start()
+                # Sidecars run as an unprivileged proxy UID and must be able to connect.
+                os.chmod(addr.path, 0o666)
                 bound.append(f"unix:{addr.path}")
             else:
                 site = web.TCPSite(runner, addr.host, addr.port, reuse_address=True)

@@ -45,10 +45,16 @@ class Hub:
         self._event = asyncio.Event()
 
     async def _watch(self) -> None:
+        store = self.state.store
+        seen = store.index
         while True:
-            # The timeout gives a periodic re-collection: it renews leaves before they expire.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.state.store.changed(), self.refresh_s)
+            # Compare indexes rather than trusting one wake-up per write: a write that lands
+            # between our wake-up and the next wait must not be missed. The timeout gives a
+            # periodic re-collection, which renews leaves before they expire.
+            if store.index == seen:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(store.changed(), self.refresh_s)
+            seen = store.index
             self._bump()
 
     async def wait(self, seen: int) -> int:

@@ -15,7 +15,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -278,6 +280,10 @@ async def start_xds(
     bound = []
     for addr in addrs:
         target = f"unix:{addr.path}" if addr.is_unix else str(addr)
+        if addr.is_unix:
+            Path(addr.path).parent.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(addr.path)
         try:
             port = server.add_insecure_port(target)
         except RuntimeError as exc:
@@ -286,6 +292,9 @@ async def start_xds(
             raise XdsError(f"cannot listen for xDS on {addr}: address in use or unavailable")
         bound.append(target if addr.is_unix else str(Address(addr.host, port)))
     await server.start()
+    for addr in addrs:
+        if addr.is_unix:
+            os.chmod(addr.path, 0o666)  # sidecars run as the unprivileged proxy UID
     hub.start()
 
     async def stop() -> None:

@@ -99,18 +99,18 @@ def _route_local(res, port: int) -> str:  # type: ignore[no-untyped-def]
 
 
 def _route_outbound(res, ip: str, port: int) -> str:  # type: ignore[no-untyped-def]
-    """Simulates Envoy's filter-chain match on the outbound listener for ip:port."""
+    """Envoy's filter-chain selection on the outbound listener for ip:port: chains naming the
+    port win over portless ones before any address is looked at; then the address must match."""
     (lst,) = [v for k, v in res[TYPE_LISTENER].items() if k.startswith("outbound_listener")]
-    best = None
-    for chain in lst["filter_chains"]:
-        m = chain["filter_chain_match"]
-        if "destination_port" in m and m["destination_port"] != port:
-            continue
-        if any(p["address_prefix"] == ip for p in m["prefix_ranges"]):
-            score = 1 if "destination_port" in m else 0
-            if best is None or score > best[0]:
-                best = (score, chain)
-    chain = best[1] if best else lst.get("default_filter_chain")
+    chains = lst["filter_chains"]
+    by_port = [c for c in chains if c["filter_chain_match"].get("destination_port") == port]
+    candidates = by_port or [c for c in chains if "destination_port" not in c["filter_chain_match"]]
+    hits = [
+        c
+        for c in candidates
+        if any(p["address_prefix"] == ip for p in c["filter_chain_match"]["prefix_ranges"])
+    ]
+    chain = hits[0] if hits else lst.get("default_filter_chain")
     if chain is None:
         return "<closed>"
     return chain["filters"][-1]["typed_config"]["cluster"]
@@ -139,6 +139,8 @@ def test_transparent_calls_are_routed_by_original_destination() -> None:
     res = build_resources(CASES["transparent"])
     sni = f".default.dc1.internal.{TD}"
     assert _route_outbound(res, "240.0.0.1", 80) == "static-server" + sni
+    assert _route_outbound(res, "240.0.0.1", 8080) == "static-server" + sni
+    assert _route_outbound(res, "240.0.0.2", 9090) == "web" + sni
     assert _route_outbound(res, "10.96.0.10", 80) == "web" + sni
     assert _route_outbound(res, "10.244.0.4", 8080) == "web" + sni
     assert _route_outbound(res, "10.244.0.4", 9090) == "web-admin" + sni

@@ -37,7 +37,10 @@ def _static(name: str, address: str, port: int, dns: bool = False) -> Doc:
 
 
 def local_app_cluster(inp: ProxyInputs) -> Doc:
-    return _static(LOCAL_APP, inp.local_app_address or "127.0.0.1", inp.local_app_port)
+    cluster = _static(LOCAL_APP, inp.local_app_address or "127.0.0.1", inp.local_app_port)
+    if not inp.local_app_port:  # a client-only workload (no port): nothing to forward to
+        cluster["load_assignment"]["endpoints"] = []
+    return cluster
 
 
 def upstream_cluster(u: Upstream) -> Doc:

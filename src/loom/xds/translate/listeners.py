@@ -92,54 +92,57 @@ def _prefixes(ips: list[str]) -> list[Doc]:
 
 def outbound_listener(inp: ProxyInputs) -> Doc:
     """Transparent proxy: iptables sends every outbound connection here; the original
-    destination picks the filter chain (service VIP, instance IP:port, external VIP:port)."""
+    destination picks the filter chain (service VIP, instance IP:port, external VIP:port).
+
+    Envoy narrows filter chains by destination port before it looks at addresses: once any
+    chain names port P, portless chains are out of the running for P. So a VIP chain is
+    emitted without a port and again for every port some other chain names.
+    """
+    specific: list[tuple[str, str, list[str], int, Doc]] = []  # (kind, key, ips, port, filter)
+    for u in inp.upstreams:
+        for port in sorted(set(u.ports)):
+            specific.append(
+                ("direct", u.sni, list(u.instance_ips), port, tcp_proxy(f"upstream.{u.sni}", u.sni))
+            )
+    for ext in inp.externals:
+        for port in sorted(set(ext.ports)):
+            specific.append(
+                (
+                    "external",
+                    ext.host,
+                    list(ext.virtual_ips),
+                    port,
+                    tcp_proxy(f"external.{ext.host}", external_cluster(ext.host, port)),
+                )
+            )
+    ports = sorted({spec[3] for spec in specific})
     chains: list[Doc] = []
     taken: set[tuple[str, int]] = set()
 
     def claim(ips: list[str], port: int) -> list[str]:
-        free = [ip for ip in ips if (ip, port) not in taken and (ip, 0) not in taken]
+        free = [ip for ip in ips if (ip, port) not in taken]
         taken.update((ip, port) for ip in free)
         return sorted(free)
 
+    def add(name: str, ips: list[str], port: int, filt: Doc) -> None:
+        got = claim(ips, port)
+        if got:
+            match: Doc = {"prefix_ranges": _prefixes(got)}
+            if port:
+                match["destination_port"] = port
+            chains.append({"name": name, "filter_chain_match": match, "filters": [filt]})
+
+    # Externals first: their VIPs are theirs alone.
+    for kind, key, ips, port, filt in specific:
+        if kind == "external":
+            add(f"external:{key}:{port}", ips, port, filt)
     for u in inp.upstreams:
-        vips = claim(list(u.virtual_ips), 0)
-        if vips:
-            chains.append(
-                {
-                    "name": f"vip:{u.sni}",
-                    "filter_chain_match": {"prefix_ranges": _prefixes(vips)},
-                    "filters": [tcp_proxy(f"upstream.{u.sni}", u.sni)],
-                }
-            )
-    for u in inp.upstreams:
-        for port in sorted(set(u.ports)):
-            ips = claim(list(u.instance_ips), port)
-            if ips:
-                chains.append(
-                    {
-                        "name": f"direct:{u.sni}:{port}",
-                        "filter_chain_match": {
-                            "prefix_ranges": _prefixes(ips),
-                            "destination_port": port,
-                        },
-                        "filters": [tcp_proxy(f"upstream.{u.sni}", u.sni)],
-                    }
-                )
-    for ext in inp.externals:
-        for port in sorted(set(ext.ports)):
-            ips = claim(list(ext.virtual_ips), port)
-            if ips:
-                cluster = external_cluster(ext.host, port)
-                chains.append(
-                    {
-                        "name": f"external:{ext.host}:{port}",
-                        "filter_chain_match": {
-                            "prefix_ranges": _prefixes(ips),
-                            "destination_port": port,
-                        },
-                        "filters": [tcp_proxy(f"external.{ext.host}", cluster)],
-                    }
-                )
+        filt = tcp_proxy(f"upstream.{u.sni}", u.sni)
+        for port in (0, *ports):
+            add(f"vip:{u.sni}" + (f":{port}" if port else ""), list(u.virtual_ips), port, filt)
+    for kind, key, ips, port, filt in specific:
+        if kind == "direct":
+            add(f"direct:{key}:{port}", ips, port, filt)
     listener: Doc = {
         "name": f"{OUTBOUND_LISTENER}:127.0.0.1:{inp.outbound_port}",
         "address": socket_address("127.0.0.1", inp.outbound_port),

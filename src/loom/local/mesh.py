@@ -1,0 +1,294 @@
+"""``loom local``: a service mesh on this machine, network namespaces as pods.
+
+One local server (durable store under ``data_dir``) listens on loopback for the CLI and on
+unix sockets for the pods (the pods have no route to the host; a socket crosses namespaces).
+``run`` makes a pod in this order, undoing everything if a step fails: plan (the injector's
+planner) -> namespace -> registrations -> iptables redirection -> sidecar(s) as the proxy UID,
+ready -> the app. Everything lives under the state directory and the prefix of the network
+settings, so ``down`` removes exactly what was made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loom.api.client import Client, ClientError, NotFoundError
+from loom.errors import LoomError
+from loom.inject import PROXY_UID, InjectSettings
+from loom.inject.registration import service_registrations
+from loom.local import processes
+from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
+from loom.local.workload import RESOLV_CONF, plan_local, redirect_config
+from loom.redirect.applying import apply_redirect
+
+Say = Callable[[str], None]
+
+
+class LocalError(LoomError):
+    """The local mesh could not do what was asked; nothing half-made is left."""
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    net: LocalNetSettings = field(default_factory=LocalNetSettings)
+    """Namespaces, bridge, subnet and state directory (``/run/loom/local``)."""
+    http_addr: str = "127.0.0.1:8500"
+    """The local server's HTTP API on loopback, for the CLI on this machine."""
+    grpc_addr: str = "127.0.0.1:8502"
+    """Its xDS endpoint on loopback (sidecars use the unix socket)."""
+    data_dir: Path | None = Path("/var/lib/loom/local")
+    """The local server's durable store; None for an in-memory one."""
+    default_policy: str = "allow"
+    """Intention default policy of the local server."""
+    inject: InjectSettings = field(default_factory=InjectSettings)
+    """Injection settings: the same defaults as the Kubernetes injector."""
+    ready_timeout_s: float = 60.0
+    """How long a sidecar may take to become ready."""
+
+    @property
+    def http_socket(self) -> Path:
+        return self.net.state_dir / "http.sock"
+
+    @property
+    def grpc_socket(self) -> Path:
+        return self.net.state_dir / "grpc.sock"
+
+    @property
+    def pods_dir(self) -> Path:
+        return self.net.state_dir / "pods"
+
+    @property
+    def server_file(self) -> Path:
+        return self.net.state_dir / "server.json"
+
+
+def _loom(*args: str) -> list[str]:
+    return [sys.executable, "-m", "loom", *args]
+
+
+class LocalMesh:
+    def __init__(self, settings: LocalSettings | None = None, say: Say | None = None) -> None:
+        self.s = settings or LocalSettings()
+        self.say: Say = say or (lambda _: None)
+        self.pods = PodNetwork(self.s.net)
+
+    # -- server ------------------------------------------------------------------------------
+
+    def client(self) -> Client:
+        return Client(f"unix:{self.s.http_socket}", timeout=15)
+
+    def _server_pid(self) -> int | None:
+        try:
+            pid = int(json.loads(self.s.server_file.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return pid if processes.alive(pid) else None
+
+    def up(self) -> None:
+        """Start the local server (once) and the node network."""
+        if os.geteuid() != 0:
+            raise LocalError("loom local needs root (network namespaces, iptables); run with sudo")
+        self.pods.node.create()
+        if self._server_pid() is not None:
+            return
+        store = ["--data-dir", str(self.s.data_dir)] if self.s.data_dir else ["--dev"]
+        log = self.s.net.state_dir / "server.log"
+        argv = _loom(
+            "server", *store,
+            "--http-addr", self.s.http_addr, "--http-addr", f"unix:{self.s.http_socket}",
+            "--grpc-addr", self.s.grpc_addr, "--grpc-addr", f"unix:{self.s.grpc_socket}",
+            "--default-intention-policy", self.s.default_policy,
+        )  # fmt: skip
+        self.say(f"starting the local server (HTTP {self.s.http_addr}, log {log})")
+        pid = processes.spawn(argv, log)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if not processes.alive(pid):
+                raise LocalError(f"the local server exited: {processes.tail(log, 3)}")
+            try:
+                self.client().get("/v1/status/leader")
+                break
+            except ClientError:
+                time.sleep(0.1)
+        else:
+            processes.stop(pid)
+            raise LocalError(f"the local server did not start in time: {processes.tail(log, 3)}")
+        self.s.server_file.write_text(json.dumps({"pid": pid}))
+
+    def stop_server(self) -> None:
+        pid = self._server_pid()
+        if pid is not None:
+            processes.stop(pid)
+        self.s.server_file.unlink(missing_ok=True)
+
+    # -- pods ------------------------------------------------------------------------------
+
+    def _pod_dir(self, name: str) -> Path:
+        return self.s.pods_dir / name
+
+    def record(self, name: str) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads((self._pod_dir(name) / "pod.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return data
+
+    def _save(self, rec: dict[str, Any]) -> None:
+        path = self._pod_dir(rec["name"]) / "pod.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, indent=1))
+        tmp.replace(path)
+
+    def run(
+        self,
+        name: str,
+        ports: Sequence[int],
+        annotations: dict[str, str],
+        cmd: Sequence[str],
+    ) -> dict[str, Any]:
+        plan = plan_local(name, ports, annotations, self.s.inject)  # refusals before any change
+        self.up()
+        if self.record(name) is not None or self.pods.get_pod(name) is not None:
+            raise LocalError(f"pod {name!r} exists; remove it first with: loom local rm {name}")
+        pod_dir = self._pod_dir(name)
+        pod_dir.mkdir(parents=True, exist_ok=True)
+        rec: dict[str, Any] = {"name": name, "services": [], "sidecars": [], "app": None}
+        try:
+            info = self.pods.add_pod(name, RESOLV_CONF)
+            rec.update(netns=info.netns, ip=info.ip)
+            self._save(rec)
+            self.say(f"pod {name}: namespace {info.netns}, address {info.ip}")
+            client = self.client()
+            for body in service_registrations(plan, name, "default", info.ip):
+                client.put("/v1/agent/service/register", body)
+                rec["services"].append(body["ID"])
+                self._save(rec)
+                self.say(f"pod {name}: registered service {body['Name']} (ID {body['ID']})")
+            if plan.redirect is not None:
+                result = apply_redirect(redirect_config(plan.redirect), netns=info.netns)
+                self.say(f"pod {name}: transparent proxy: {result.summary()}")
+            for n, service_id in enumerate(rec["services"]):
+                self._start_sidecar(
+                    rec, f"{service_id}-sidecar-proxy", dns=n == 0 and plan.redirect
+                )
+            if cmd:
+                log = pod_dir / "app.log"
+                pid = processes.spawn(netns_exec_argv(info.netns, cmd), log)
+                rec["app"] = {"pid": pid, "cmd": list(cmd), "log": str(log)}
+                self._save(rec)
+                time.sleep(0.3)
+                if not processes.alive(pid):
+                    raise LocalError(f"pod {name}: the app exited at once: {processes.tail(log)}")
+                self.say(f"pod {name}: app started: {' '.join(cmd)}")
+            return rec
+        except BaseException:
+            self.say(f"pod {name}: failed; removing what was made")
+            self._teardown(rec)
+            raise
+
+    def _start_sidecar(self, rec: dict[str, Any], proxy_id: str, dns: object) -> None:
+        work = self._pod_dir(rec["name"]) / f"dp-{proxy_id}"
+        work.mkdir(parents=True, exist_ok=True)
+        os.chown(work, PROXY_UID, PROXY_UID)
+        argv = _loom(
+            "dataplane", "--proxy-id", proxy_id,
+            "--http-addr", f"unix:{self.s.http_socket}",
+            "--grpc-addr", f"unix:{self.s.grpc_socket}",
+            "--work-dir", str(work), "--drain-seconds", "1", "--envoy-concurrency", "1",
+        )  # fmt: skip
+        if dns:
+            argv += ["--dns-port", str(self.s.inject.dns.proxy_port)]
+        log = work.parent / f"{proxy_id}.log"
+        pid = processes.spawn(netns_exec_argv(rec["netns"], argv, uid=PROXY_UID), log)
+        rec["sidecars"].append(
+            {"proxy_id": proxy_id, "pid": pid, "log": str(log), "work": str(work)}
+        )
+        self._save(rec)
+        deadline = time.monotonic() + self.s.ready_timeout_s
+        while not (work / "ready").exists():
+            if not processes.alive(pid):
+                raise LocalError(f"sidecar {proxy_id} exited: {processes.tail(log, 3)}")
+            if time.monotonic() > deadline:
+                raise LocalError(f"sidecar {proxy_id} not ready in time: {processes.tail(log, 3)}")
+            time.sleep(0.05)
+        self.say(f"pod {rec['name']}: sidecar {proxy_id} ready (Envoy as UID {PROXY_UID})")
+
+    def _teardown(self, rec: dict[str, Any]) -> None:
+        if rec.get("app"):
+            processes.stop(rec["app"]["pid"])
+        for sc in rec.get("sidecars", []):
+            processes.stop(sc["pid"])
+        if rec.get("services"):
+            try:
+                client = self.client()
+                for sid in rec["services"]:
+                    with contextlib.suppress(NotFoundError):
+                        client.put(f"/v1/agent/service/deregister/{sid}")
+            except ClientError as exc:
+                self.say(f"pod {rec['name']}: could not deregister its services: {exc}")
+        self.pods.remove_pod(rec["name"])
+        shutil.rmtree(self._pod_dir(rec["name"]), ignore_errors=True)
+
+    def rm(self, name: str) -> None:
+        rec = self.record(name)
+        if rec is None:
+            if self.pods.get_pod(name) is None:
+                raise LocalError(f"no pod named {name!r} (see: loom local ps)")
+            rec = {"name": name}
+        self._teardown(rec)
+        self.say(f"pod {name}: removed")
+
+    def names(self) -> list[str]:
+        found = {p.name for p in self.pods.list_pods()}
+        if self.s.pods_dir.is_dir():
+            found |= {d.name for d in self.s.pods_dir.iterdir() if d.is_dir()}
+        return sorted(found)
+
+    def down(self, purge: bool = False) -> None:
+        for name in self.names():
+            self.rm(name)
+        self.stop_server()
+        self.pods.node.destroy()
+        for sock in (self.s.http_socket, self.s.grpc_socket):
+            sock.unlink(missing_ok=True)
+        (self.s.net.state_dir / "server.log").unlink(missing_ok=True)
+        shutil.rmtree(self.s.pods_dir, ignore_errors=True)
+        if purge and self.s.data_dir is not None:
+            shutil.rmtree(self.s.data_dir, ignore_errors=True)
+        if self.s.net.state_dir.is_dir() and not any(self.s.net.state_dir.iterdir()):
+            self.s.net.state_dir.rmdir()
+
+    def exec_argv(self, name: str, cmd: Sequence[str]) -> list[str]:
+        rec = self.record(name)
+        if rec is None or "netns" not in rec:
+            raise LocalError(f"no pod named {name!r} (see: loom local ps)")
+        return netns_exec_argv(rec["netns"], cmd)
+
+    def ps(self) -> list[dict[str, Any]]:
+        rows = []
+        for name in self.names():
+            rec = self.record(name) or {"name": name}
+            app = rec.get("app")
+            sidecars = rec.get("sidecars", [])
+            up = sum(processes.alive(x["pid"]) for x in sidecars)
+            rows.append(
+                {
+                    "name": name,
+                    "ip": rec.get("ip", "?"),
+                    "services": [s.removeprefix(f"{name}-") for s in rec.get("services", [])],
+                    "app": "running"
+                    if app and processes.alive(app["pid"])
+                    else ("-" if not app else "exited"),
+                    "sidecars": f"{up}/{len(sidecars)}",
+                }
+            )
+        return rows

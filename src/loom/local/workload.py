@@ -1,0 +1,81 @@
+"""What ``loom local run`` flags mean, through the one injection planner (pure).
+
+The flags become a minimal pod (name, annotations, one container with the port), and the
+Kubernetes injector's ``plan_workload`` decides services, upstreams, transparent proxy and
+exclusions from the seeds' ``consul.hashicorp.com/*`` annotations, exactly as the webhook
+would. Nothing about annotations is interpreted here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from loom.errors import LoomError
+from loom.inject import InjectSettings, NamespaceInfo, RedirectPlan, WorkloadPlan, plan_workload
+from loom.redirect.rules import RedirectConfig
+
+ANNOTATION_PREFIX = "consul.hashicorp.com/"
+
+
+class WorkloadError(LoomError):
+    """A ``loom local run`` flag that does not make a workload."""
+
+    exit_code = 2
+
+
+def parse_annotations(pairs: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` flags; a bare key gets the ``consul.hashicorp.com/`` prefix."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise WorkloadError(f"--annotation {pair!r}: expected KEY=VALUE")
+        if "/" not in key:
+            key = ANNOTATION_PREFIX + key
+        out[key] = value
+    return out
+
+
+def local_pod(name: str, ports: Sequence[int], annotations: dict[str, str]) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": name, "image": "local"}
+    if ports:
+        container["ports"] = [{"containerPort": p} for p in ports]
+    annotations = {ANNOTATION_PREFIX + "connect-inject": "true", **annotations}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "spec": {"containers": [container]},
+    }
+
+
+def plan_local(
+    name: str, ports: Sequence[int], annotations: dict[str, str], settings: InjectSettings
+) -> WorkloadPlan:
+    return plan_workload(local_pod(name, ports, annotations), NamespaceInfo("default"), settings)
+
+
+def redirect_config(plan: RedirectPlan) -> RedirectConfig:
+    try:
+        uids = tuple(int(u) for u in plan.exclude_uids)
+    except ValueError as exc:
+        raise WorkloadError(f"exclude-uids: {exc}") from exc
+    return RedirectConfig(
+        proxy_uid=plan.proxy_uid,
+        proxy_inbound_port=plan.inbound_port,
+        proxy_outbound_port=plan.outbound_port,
+        exclude_inbound_ports=tuple(plan.exclude_inbound_ports),
+        exclude_outbound_ports=tuple(plan.exclude_outbound_ports),
+        exclude_outbound_cidrs=tuple(plan.exclude_outbound_cidrs),
+        exclude_uids=uids,
+        dns_port=plan.dns_port,
+    )
+
+
+RESOLV_CONF = """\
+# Written by loom local: queries go to the sidecar's DNS proxy (iptables redirects port 53).
+nameserver 127.0.0.1
+search default.svc.cluster.local svc.cluster.local cluster.local
+options ndots:5
+"""
