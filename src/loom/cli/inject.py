@@ -137,13 +137,10 @@ def register(commands: Commands) -> None:
         help="seconds between waiting messages (default %(default)s)",
     )
     init.add_argument("--skip-redirect", action="store_true", help="do not run redirect-traffic")
-    init.add_argument(
-        "redirect_flags",
-        nargs=argparse.REMAINDER,
-        metavar="-- REDIRECT-TRAFFIC-FLAGS",
-        help="arguments of `loom connect redirect-traffic` (transparent proxy)",
+    init.epilog = (
+        "Arguments after -- are passed to `loom connect redirect-traffic` (transparent proxy)."
     )
-    init.set_defaults(func=run_connect_init)
+    init.set_defaults(func=run_connect_init, takes_rest=True)
 
 
 def parse_labels(items: list[str]) -> dict[str, str]:
@@ -218,9 +215,7 @@ def run_connect_init(args: argparse.Namespace) -> int:
             "the pod's name and namespace are needed: --pod-name/--pod-namespace "
             "or POD_NAME/POD_NAMESPACE (downward API)"
         )
-    flags = list(args.redirect_flags)
-    if flags[:1] == ["--"]:
-        flags = flags[1:]
+    flags = list(args.rest)
     config = ConnectInitConfig(
         http_addr=args.http_addr,
         pod_name=args.pod_name,
