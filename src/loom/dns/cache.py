@@ -54,6 +54,7 @@ def cache_ttl(info: ResponseInfo) -> int:
 def prepare(message: bytes, info: ResponseInfo, now: float) -> CachedResponse:
     """Strip what must not be replayed (ID, OPT, AA/TC flags) and note where the TTLs are."""
     offsets = info.ttl_offsets
+    message = message[: info.end]
     if info.opt_span is not None:
         start, end = info.opt_span
         removed = end - start

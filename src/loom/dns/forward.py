@@ -2,10 +2,10 @@
 
 Each attempt uses a fresh connected UDP socket (a random source port per query, and an ICMP
 "port unreachable" surfaces at once as ConnectionRefusedError instead of a timeout). A reply
-counts only if its ID, QR bit and question match what was sent. A server gets
-``timeout_s`` for its UDP attempt and TCP retry together; a timeout, network error, unusable
-reply, SERVFAIL or REFUSED moves on to the next server. The result is the first good reply, else
-the last error reply a server gave, else None (the caller answers SERVFAIL).
+counts only if its ID, QR bit and question match what was sent, and every record parses. A
+server gets ``timeout_s`` for its UDP attempt and TCP retry together; a timeout, network error,
+unusable reply, SERVFAIL or REFUSED moves on to the next server. The result is the first good
+reply, else the last error reply a server gave, else None (the caller answers SERVFAIL).
 
 The proxy's own upstream queries must not be redirected back to it: inside pods it runs as the
 proxy UID that ``loom connect redirect-traffic --dns-port`` excludes from the DNS redirect.
@@ -22,15 +22,16 @@ from collections.abc import Sequence
 
 from loom.dns.metrics import Metrics
 from loom.dns.wire import (
-    FLAG_QR,
     FLAG_TC,
     FORMERR,
-    HEADER,
     NOTIMP,
     RCODE_MASK,
     REFUSED,
     SERVFAIL,
     Question,
+    WireError,
+    answers,
+    check_response,
     query_for,
 )
 
@@ -65,7 +66,9 @@ class Forwarder:
                     reply = await self._udp(host, port, query, qid, q)
                     if _flags(reply) & FLAG_TC:
                         reply = await self._tcp(host, port, query, qid, q)
-            except (TimeoutError, OSError, UpstreamFailure, asyncio.IncompleteReadError) as exc:
+                check_response(reply)
+            except (TimeoutError, OSError, UpstreamFailure, WireError,
+                    asyncio.IncompleteReadError) as exc:
                 self.metrics.upstream_failures += 1
                 log.debug("upstream %s:%s failed: %s", host, port, _describe(exc))
                 continue
@@ -85,7 +88,7 @@ class Forwarder:
             await loop.sock_sendall(sock, query)
             while True:  # bounded by the caller's timeout; stray datagrams are skipped
                 reply = await loop.sock_recv(sock, MAX_MESSAGE)
-                if _matches(reply, qid, q):
+                if answers(reply, qid, q):
                     return reply
 
     async def _tcp(self, host: str, port: int, query: bytes, qid: int, q: Question) -> bytes:
@@ -100,25 +103,13 @@ class Forwarder:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-        if not _matches(reply, qid, q):
+        if not answers(reply, qid, q):
             raise UpstreamFailure("TCP reply does not match the query")
         return reply
 
 
 def _flags(reply: bytes) -> int:
     return reply[2] << 8 | reply[3]
-
-
-def _matches(reply: bytes, qid: int, q: Question) -> bool:
-    """Is ``reply`` an answer to the question we sent with ID ``qid``?"""
-    size = len(q.question)
-    if len(reply) < HEADER.size + size:
-        return False
-    rid, flags, qdcount = HEADER.unpack_from(reply)[:3]
-    if rid != qid or not flags & FLAG_QR or qdcount != 1:
-        return False
-    asked = reply[HEADER.size : HEADER.size + size]
-    return asked[:-4].lower() + asked[-4:] == q.key
 
 
 def _describe(exc: BaseException) -> str:
