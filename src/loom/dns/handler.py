@@ -123,6 +123,8 @@ class PacketHandler:
         cached = self.cache.get(cache_key, now)
         if cached is not None:
             metrics.cache_hits += 1
+            if cached.message[3] & RCODE_MASK == NXDOMAIN:
+                metrics.nxdomain += 1
             return self._fit(render(cached, q, now), q, tcp)
         metrics.forwarded += 1
         return Pending(q, cache_key, entry.known, tcp)

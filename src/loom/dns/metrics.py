@@ -27,7 +27,7 @@ COUNTERS: dict[str, str] = {
     "upstream_queries": "attempts made to upstream resolvers (UDP and TCP)",
     "upstream_failures": "upstream attempts that failed (timeout, network error, bad reply)",
     "servfail": "SERVFAIL answers given (all upstreams failed or overload)",
-    "nxdomain": "NXDOMAIN answers relayed from upstream",
+    "nxdomain": "NXDOMAIN answers given (from upstream or its cache)",
     "formerr": "malformed or unsupported queries answered with an error",
     "dropped": "packets dropped without an answer (no header, or not a query)",
     "truncated": "answers too large for UDP, sent with TC set",

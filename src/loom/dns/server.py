@@ -265,5 +265,6 @@ def _resolve_future(future: asyncio.Future[bytes], reply: bytes) -> None:
 
 
 def _bind_error(s: DnsSettings, proto: str, exc: OSError) -> BindError:
-    reason = exc.strerror or str(exc)
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc  # uvloop wraps it
+    reason = cause.strerror or str(cause)
     return BindError(f"cannot listen on {s.listen_host}:{s.listen_port} ({proto}): {reason}")
