@@ -120,8 +120,12 @@ async def watch_table(http_addr: str, proxy: DnsProxy, stop: asyncio.Event) -> N
 
 async def watch_table_file(path: str, proxy: DnsProxy, stop: asyncio.Event,
                            interval_s: float = FILE_POLL_S) -> None:
-    """Reload ``path`` into ``proxy`` whenever its mtime or size changes, until ``stop``."""
-    seen = _stamp(path)
+    """Reload ``path`` into ``proxy`` whenever its mtime or size changes, until ``stop``.
+
+    The first poll always loads the file, so a change made between the caller's own first
+    load and the start of this loop is not missed.
+    """
+    seen: tuple[int, int] | None = (-1, -1)
     while not await _sleep(stop, interval_s):
         stamp = _stamp(path)
         if stamp == seen:
