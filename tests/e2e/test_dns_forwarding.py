@@ -38,18 +38,19 @@ class Upstream:
     """An authoritative server for ZONE on 127.0.0.1, UDP and TCP, counting queries.
 
     ``truncate`` names are answered with TC over UDP (as if too large) and in full over TCP;
-    ``rcode`` answers everything with that rcode; ``silent`` never answers; ``delay_s`` holds
-    answers back (to let identical queries pile up at the proxy).
+    ``rcode`` answers everything with that rcode; ``silent`` never answers; ``hold`` keeps UDP
+    answers back until it is set (to let identical queries pile up at the proxy).
     """
 
     def __init__(self, *, truncate: tuple[str, ...] = (), rcode: int | None = None,
-                 silent: bool = False, delay_s: float = 0.0) -> None:
-        self.truncate, self.rcode, self.silent, self.delay_s = truncate, rcode, silent, delay_s
+                 silent: bool = False, hold: asyncio.Event | None = None) -> None:
+        self.truncate, self.rcode, self.silent, self.hold = truncate, rcode, silent, hold
         self.udp_queries: list[str] = []
         self.tcp_queries: list[str] = []
         self.port = 0
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
+        self._held: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -65,6 +66,9 @@ class Upstream:
         self._tcp = await asyncio.start_server(self._on_tcp, "127.0.0.1", self.port)
 
     async def stop(self) -> None:
+        for held in self._held:
+            held.cancel()
+        await asyncio.gather(*self._held, return_exceptions=True)
         if self._udp is not None:
             self._udp.close()
         if self._tcp is not None:
@@ -96,7 +100,16 @@ class Upstream:
             self.udp_queries.append("(ignored)")
             return
         out, udp = self.answer(data, tcp=False), self._udp
-        asyncio.get_running_loop().call_later(self.delay_s, udp.sendto, out, addr)
+        if self.hold is None:
+            udp.sendto(out, addr)
+            return
+        hold = self.hold
+
+        async def release() -> None:
+            await hold.wait()
+            udp.sendto(out, addr)
+
+        self._held.add(asyncio.ensure_future(release()))
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -239,11 +252,17 @@ async def test_servfail_comes_only_when_every_server_failed(make_proxy: ProxyFac
 async def test_identical_questions_in_flight_share_one_upstream_query(
     make_proxy: ProxyFactory
 ) -> None:
-    slow = Upstream(delay_s=0.2)
+    release = asyncio.Event()
+    slow = Upstream(hold=release)
     await slow.start()
     try:
         proxy = await make_proxy(f"127.0.0.1:{slow.port}")
-        replies = await asyncio.gather(*(ask(proxy, "slow.example.test") for _ in range(5)))
+        asking = asyncio.gather(*(ask(proxy, "slow.example.test") for _ in range(5)))
+        async with asyncio.timeout(5):
+            while proxy.metrics()["queries"] < 5:
+                await asyncio.sleep(0.01)
+        release.set()
+        replies = await asking
         assert all(addresses(r) == ["192.0.2.30"] for r in replies)
         assert slow.udp_queries == ["slow.example.test. A"]
         assert proxy.metrics()["coalesced"] == 4.0
