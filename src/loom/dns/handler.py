@@ -1,0 +1,248 @@
+"""The packet handler: one query in, one decision out — an answer, a drop, or "ask upstream".
+
+This is the proxy's hot path and the one place that maps decisions to wire responses. A
+query's header and question are read by hand (``struct``, no dnspython); the decision for each
+distinct question is computed once per table by ``resolve`` and memoised as ready-made answer
+bytes, so a repeated mesh query costs a dict lookup, a header pack and a concatenation. Forwarded
+questions are looked up in the response cache, and otherwise returned as ``Pending`` for the
+server to send upstream; ``store``/``reply`` turn what came back into answers.
+
+No I/O and no clock: the server passes ``now``. It never raises on any input (the fuzz test
+holds it to that): bad packets become FORMERR/NOTIMP/BADVERS answers or drops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import NamedTuple
+
+from loom.dns.cache import CachedResponse, ResponseCache, prepare, render
+from loom.dns.metrics import Metrics
+from loom.dns.resolve import ANSWER_TTL_S, Action, Query, View, resolve
+from loom.dns.table import NameTable
+from loom.dns.wire import (
+    CLASS_IN,
+    ECHOED_FLAGS,
+    EDNS_DO,
+    FLAG_AA,
+    FLAG_QR,
+    FLAG_RA,
+    FLAG_TC,
+    HEADER,
+    NXDOMAIN,
+    PLAIN_UDP_LIMIT,
+    POINTER_TO_QUESTION,
+    RCODE_MASK,
+    SERVFAIL,
+    Question,
+    WireError,
+    address_records,
+    cname_answer,
+    decode_name,
+    error_response,
+    name_end,
+    normalize_query,
+    opt_record,
+    walk_response,
+)
+
+TCP_LIMIT = 65535
+MEMO_LIMIT = 65536
+"""Distinct questions memoised per table; the memo starts over when full (random-name floods)."""
+_OPT = (opt_record(False), opt_record(True))
+_LOCAL_FLAGS = FLAG_QR | FLAG_AA | FLAG_RA
+
+
+class LocalAnswer(NamedTuple):
+    """Ready-made answer records for one question under one table."""
+
+    ancount: int
+    body: bytes
+    autopath: bool
+
+
+class Forward(NamedTuple):
+    """Memo entry for a question the table does not answer."""
+
+    known: bool
+    """The name is a mesh name (another qtype): an upstream NXDOMAIN becomes NODATA."""
+
+
+class Pending(NamedTuple):
+    """A query waiting for upstream; one per asker, several may share a ``cache_key``."""
+
+    question: Question
+    cache_key: bytes
+    known: bool
+    tcp: bool
+
+
+_FORWARD = Forward(False)
+_FORWARD_KNOWN = Forward(True)
+
+
+class PacketHandler:
+    """Answers packets for one view; the table (and its memo) is swapped atomically."""
+
+    def __init__(self, table: NameTable, view: View, cache: ResponseCache,
+                 metrics: Metrics) -> None:
+        self.view = view
+        self.cache = cache
+        self.metrics = metrics
+        self._state: tuple[NameTable, dict[bytes, LocalAnswer | Forward]] = (table, {})
+
+    @property
+    def table(self) -> NameTable:
+        return self._state[0]
+
+    def set_table(self, table: NameTable) -> None:
+        """Use ``table`` from the next packet on (one assignment: atomic for the event loop)."""
+        self._state = (table, {})
+
+    def handle(self, data: bytes, now: float, tcp: bool = False) -> bytes | Pending | None:
+        """The answer to send, a Pending to forward, or None to drop the packet."""
+        metrics = self.metrics
+        metrics.queries += 1
+        q = _fast_parse(data)
+        if q is None:
+            slow = normalize_query(data)
+            if slow is None:
+                metrics.dropped += 1
+                return None
+            if isinstance(slow, int):
+                metrics.formerr += 1
+                return error_response(data, slow)
+            q = slow
+        table, memo = self._state
+        entry = memo.get(q.key)
+        if entry is None:
+            entry = self._decide(q.key, table, memo)
+        if isinstance(entry, LocalAnswer):
+            return self._local(q, entry, tcp)
+        cache_key = q.key + _edns_bits(q)
+        cached = self.cache.get(cache_key, now)
+        if cached is not None:
+            metrics.cache_hits += 1
+            if cached.message[3] & RCODE_MASK == NXDOMAIN:
+                metrics.nxdomain += 1
+            return self._fit(render(cached, q, now), q, tcp)
+        metrics.forwarded += 1
+        return Pending(q, cache_key, entry.known, tcp)
+
+    def store(self, pending: Pending, upstream: bytes | None, now: float) -> CachedResponse | None:
+        """Cache what upstream answered (if cacheable); None when there is nothing usable."""
+        if upstream is None:
+            return None
+        try:
+            info = walk_response(upstream)
+        except WireError:
+            return None
+        if pending.known and info.rcode == NXDOMAIN:
+            upstream = upstream[:3] + bytes([upstream[3] & ~RCODE_MASK & 0xFF]) + upstream[4:]
+            info = replace(info, flags=info.flags & ~RCODE_MASK)
+        entry = prepare(upstream, info, now)
+        self.cache.put(pending.cache_key, entry)
+        return entry
+
+    def reply(self, pending: Pending, entry: CachedResponse | None, now: float) -> bytes:
+        """The answer for one asker of a forwarded question (SERVFAIL without an entry)."""
+        q = pending.question
+        if entry is None:
+            self.metrics.servfail += 1
+            return self._fit(self.failure(q, SERVFAIL), q, pending.tcp)
+        if entry.message[3] & RCODE_MASK == NXDOMAIN:
+            self.metrics.nxdomain += 1
+        return self._fit(render(entry, q, now), q, pending.tcp)
+
+    def failure(self, q: Question, rcode: int) -> bytes:
+        """An error answer that still carries the question (SERVFAIL, REFUSED)."""
+        head = FLAG_QR | FLAG_RA | (q.flags & ECHOED_FLAGS) | rcode
+        if not q.edns_payload:
+            return HEADER.pack(q.qid, head, 1, 0, 0, 0) + q.question
+        return HEADER.pack(q.qid, head, 1, 0, 0, 1) + q.question + _OPT[q.dnssec_ok]
+
+    def _local(self, q: Question, entry: LocalAnswer, tcp: bool) -> bytes:
+        metrics = self.metrics
+        metrics.local_answers += 1
+        if entry.autopath:
+            metrics.autopath_hits += 1
+        elif not entry.ancount:
+            metrics.nodata += 1
+        head = _LOCAL_FLAGS | (q.flags & ECHOED_FLAGS)
+        if not q.edns_payload:
+            out = HEADER.pack(q.qid, head, 1, entry.ancount, 0, 0) + q.question + entry.body
+            if len(out) <= PLAIN_UDP_LIMIT or tcp:
+                return out
+        else:
+            out = (HEADER.pack(q.qid, head, 1, entry.ancount, 0, 1) + q.question + entry.body
+                   + _OPT[q.dnssec_ok])
+        return self._fit(out, q, tcp)
+
+    def _fit(self, out: bytes, q: Question, tcp: bool) -> bytes:
+        """``out`` if it fits the transport, else a truncated answer (TC) inviting TCP."""
+        limit = TCP_LIMIT if tcp else (q.edns_payload or PLAIN_UDP_LIMIT)
+        if len(out) <= limit:
+            return out
+        self.metrics.truncated += 1
+        flags = (out[2] << 8 | out[3]) | FLAG_TC
+        ar = 1 if q.edns_payload else 0
+        tail = _OPT[q.dnssec_ok] if q.edns_payload else b""
+        return HEADER.pack(q.qid, flags, 1, 0, 0, ar) + q.question + tail
+
+    def _decide(self, key: bytes, table: NameTable,
+                memo: dict[bytes, LocalAnswer | Forward]) -> LocalAnswer | Forward:
+        entry = _decision(key, table, self.view)
+        if len(memo) >= MEMO_LIMIT:
+            memo.clear()
+        memo[key] = entry
+        return entry
+
+
+def _decision(key: bytes, table: NameTable, view: View) -> LocalAnswer | Forward:
+    """What to do with a question (lowercased wire question), under ``table`` and ``view``."""
+    qtype = key[-4] << 8 | key[-3]
+    qclass = key[-2] << 8 | key[-1]
+    name = decode_name(key[:-4])
+    if qclass != CLASS_IN or name is None:
+        return _FORWARD
+    res = resolve(Query(name, qtype), table, view)
+    if res.action is Action.FORWARD:
+        return _FORWARD_KNOWN if res.known else _FORWARD
+    if res.cname:
+        body = cname_answer(len(key), res.cname, res.addresses, ANSWER_TTL_S)
+        return LocalAnswer(1 + len(res.addresses), body, True)
+    body = address_records(POINTER_TO_QUESTION, res.addresses, ANSWER_TTL_S)
+    return LocalAnswer(len(res.addresses), body, False)
+
+
+def _edns_bits(q: Question) -> bytes:
+    """The part of a query besides its question that changes upstream's answer: DO and CD."""
+    return bytes([(1 if q.dnssec_ok else 0) | (2 if q.flags & 0x0010 else 0)])
+
+
+def _fast_parse(data: bytes) -> Question | None:
+    """Header + one uncompressed question + at most an EDNS0 OPT record; None otherwise."""
+    size = len(data)
+    if size < 17:
+        return None
+    qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    if flags & 0xF800 or qdcount != 1 or ancount or nscount or arcount > 1:
+        return None
+    end = name_end(data, 12)
+    if end < 0:
+        return None
+    qend = end + 4
+    if arcount == 0:
+        if qend > size:
+            return None
+        return Question(qid, flags, data[12:qend], data[12:end].lower() + data[end:qend],
+                        0, False)
+    # One additional record: it must be a version-0 OPT with the root owner, ending the packet.
+    if qend + 11 > size or data[qend] != 0 or data[qend + 1] != 0 or data[qend + 2] != 41:
+        return None
+    payload = data[qend + 3] << 8 | data[qend + 4]
+    if data[qend + 6] != 0 or qend + 11 + (data[qend + 9] << 8 | data[qend + 10]) != size:
+        return None
+    dnssec_ok = bool(data[qend + 7] & (EDNS_DO >> 8))
+    return Question(qid, flags, data[12:qend], data[12:end].lower() + data[end:qend],
+                    max(payload, PLAIN_UDP_LIMIT), dnssec_ok)

@@ -1,0 +1,262 @@
+"""The name table: which mesh names the DNS proxy answers, and with which addresses.
+
+The server computes it (services with their virtual IPs and healthy instances, external hosts
+with their auto-allocated VIPs) and serves it as JSON at ``GET /v1/loom/dns-table``; a
+``--table FILE`` holds the same JSON. ``NameTable.from_json`` validates it and builds, once per
+table, an index from every lowercase name the table defines to its records, so a lookup is one
+dict access. Names that depend on the asking proxy (its namespace, its search list) are not in
+the index: ``loom.dns.resolve`` maps them onto indexed names.
+
+Pure: no I/O, no clocks. Tables are immutable; the proxy swaps whole tables.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from loom.dns.errors import TableError
+
+CONSUL_DOMAIN = "consul"
+"""The domain of Consul-style names (``web.virtual.consul``)."""
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A healthy instance of a service."""
+
+    address: str
+    """Its IPv4 or IPv6 address (pod IP)."""
+    hostname: str = ""
+    """Its pod hostname; for headless services it gets ``<hostname>.<svc>.<ns>.svc.<domain>``."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """A service the server knows, in this datacenter or another one."""
+
+    name: str
+    namespace: str
+    datacenter: str
+    virtual_ips: tuple[str, ...]
+    """Its virtual IPs (ClusterIP, Consul virtual IP); empty for a headless service."""
+    instances: tuple[Instance, ...]
+    """Only the healthy instances."""
+
+    @property
+    def headless(self) -> bool:
+        return not self.virtual_ips
+
+
+@dataclass(frozen=True)
+class ExternalHost:
+    """A host outside the mesh registered as an external service, answered with its VIPs."""
+
+    host: str
+    service: str
+    namespace: str
+    virtual_ips: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Records:
+    """What one name answers: packed addresses per family, and its canonical name."""
+
+    canonical: str
+    """The name an auto-path CNAME points to; empty means "the name as asked"."""
+    ipv4: tuple[bytes, ...] = ()
+    """Packed 4-byte addresses, in table order."""
+    ipv6: tuple[bytes, ...] = ()
+    """Packed 16-byte addresses, in table order."""
+
+    @classmethod
+    def of(cls, canonical: str, addresses: Iterable[str]) -> Records:
+        parsed = [ipaddress.ip_address(a) for a in addresses]
+        return cls(
+            canonical,
+            tuple(a.packed for a in parsed if a.version == 4),
+            tuple(a.packed for a in parsed if a.version == 6),
+        )
+
+    def addresses(self) -> list[str]:
+        """The addresses as text, IPv4 first (for listings and tests)."""
+        return [str(ipaddress.ip_address(p)) for p in (*self.ipv4, *self.ipv6)]
+
+
+@dataclass(frozen=True)
+class NameTable:
+    """One immutable version of the name table, with its lookup index."""
+
+    index: int = 0
+    """The server's index (``X-Consul-Index``) this table was computed at."""
+    datacenter: str = "dc1"
+    """The datacenter of the proxy; services of other datacenters get Consul names only."""
+    cluster_domain: str = "cluster.local"
+    """The Kubernetes cluster domain of the ``svc.ns.svc.<domain>`` names."""
+    services: tuple[Service, ...] = ()
+    external_hosts: tuple[ExternalHost, ...] = ()
+    names: Mapping[str, Records] = field(init=False, repr=False, compare=False)
+    """Every name this table defines (lowercase, no trailing dot) -> its records."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", MappingProxyType(_build_index(self)))
+
+    @classmethod
+    def from_json(cls, obj: object) -> NameTable:
+        """Validate the JSON form (see docs/dns.md); raises TableError naming the bad field."""
+        return _parse_table(obj)
+
+    def lookup(self, name: str) -> Records | None:
+        """The records of an indexed name (lowercase, no trailing dot), or None."""
+        return self.names.get(name)
+
+    def consul_name(self, service: str, kind: str, namespace: str, datacenter: str) -> str:
+        """The fully explicit Consul name the index holds for a service."""
+        return f"{service}.{kind}.{namespace}.ns.{datacenter}.dc.{CONSUL_DOMAIN}"
+
+
+def _build_index(table: NameTable) -> dict[str, Records]:
+    primary: dict[str, Records] = {}
+    secondary: dict[str, Records] = {}
+    domain = table.cluster_domain
+    for svc in table.services:
+        instance_ips = [i.address for i in svc.instances]
+        if svc.datacenter == table.datacenter:
+            fqdn = f"{svc.name}.{svc.namespace}.svc.{domain}"
+            records = Records.of(fqdn, svc.virtual_ips or instance_ips)
+            primary.setdefault(fqdn, records)
+            secondary.setdefault(f"{svc.name}.{svc.namespace}.svc", records)
+            secondary.setdefault(f"{svc.name}.{svc.namespace}", records)
+            if svc.headless:
+                for inst in svc.instances:
+                    if inst.hostname:
+                        pod = f"{inst.hostname}.{fqdn}"
+                        primary.setdefault(pod, Records.of(pod, [inst.address]))
+        for kind, ips in (("virtual", svc.virtual_ips), ("service", instance_ips)):
+            name = table.consul_name(svc.name, kind, svc.namespace, svc.datacenter)
+            primary.setdefault(name, Records.of("", ips))
+    for ext in table.external_hosts:
+        if ext.virtual_ips and not ext.host.startswith("*"):
+            primary.setdefault(ext.host, Records.of(ext.host, ext.virtual_ips))
+    for name, records in secondary.items():
+        primary.setdefault(name, records)
+    return primary
+
+
+# ---- validation of the JSON form -------------------------------------------------------------
+
+
+def _parse_table(obj: object) -> NameTable:
+    top = _object(obj, "name table")
+    index = top.get("Index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise TableError(f"name table: Index: expected a non-negative integer, got {index!r}")
+    datacenter = _label(top.get("Datacenter", "dc1"), "Datacenter")
+    domain = _dns_name(top.get("ClusterDomain", "cluster.local"), "ClusterDomain")
+    services = tuple(
+        _parse_service(item, f"Services[{i}]", datacenter)
+        for i, item in enumerate(_list(top.get("Services", []), "Services"))
+    )
+    externals = tuple(
+        _parse_external(item, f"ExternalHosts[{i}]")
+        for i, item in enumerate(_list(top.get("ExternalHosts", []), "ExternalHosts"))
+    )
+    return NameTable(index, datacenter, domain, services, externals)
+
+
+def _parse_service(obj: object, where: str, datacenter: str) -> Service:
+    svc = _object(obj, where)
+    instances = tuple(
+        _parse_instance(item, f"{where}.Instances[{i}]")
+        for i, item in enumerate(_list(svc.get("Instances", []), f"{where}.Instances"))
+    )
+    return Service(
+        name=_label(svc.get("Name"), f"{where}.Name"),
+        namespace=_label(svc.get("Namespace", "default"), f"{where}.Namespace"),
+        datacenter=_label(svc.get("Datacenter", datacenter), f"{where}.Datacenter"),
+        virtual_ips=_ips(svc.get("VirtualIPs", []), f"{where}.VirtualIPs"),
+        instances=instances,
+    )
+
+
+def _parse_instance(obj: object, where: str) -> Instance:
+    inst = _object(obj, where)
+    address = _ip(inst.get("Address"), f"{where}.Address")
+    hostname = inst.get("Hostname", "")
+    return Instance(address, _label(hostname, f"{where}.Hostname") if hostname else "")
+
+
+def _parse_external(obj: object, where: str) -> ExternalHost:
+    ext = _object(obj, where)
+    host = ext.get("Host")
+    if isinstance(host, str) and host.startswith("*."):
+        host = "*." + _dns_name(host[2:], f"{where}.Host")
+    else:
+        host = _dns_name(host, f"{where}.Host")
+    return ExternalHost(
+        host=host,
+        service=_text(ext.get("Service", ""), f"{where}.Service"),
+        namespace=_text(ext.get("Namespace", ""), f"{where}.Namespace"),
+        virtual_ips=_ips(ext.get("VirtualIPs", []), f"{where}.VirtualIPs"),
+    )
+
+
+def _fail(where: str, expected: str, got: object) -> TableError:
+    shown = repr(got)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    return TableError(f"name table: {where}: expected {expected}, got {shown}")
+
+
+def _object(obj: object, where: str) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise _fail(where, "a JSON object", obj)
+    return obj
+
+
+def _list(obj: object, where: str) -> list[Any]:
+    if obj is None:
+        return []
+    if not isinstance(obj, list):
+        raise _fail(where, "a JSON list", obj)
+    return obj
+
+
+def _text(obj: object, where: str) -> str:
+    if not isinstance(obj, str):
+        raise _fail(where, "a string", obj)
+    return obj
+
+
+_LABEL_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def _label(obj: object, where: str) -> str:
+    text = _text(obj, where).lower()
+    if not 0 < len(text) <= 63 or not set(text) <= _LABEL_CHARS:
+        raise _fail(where, "a DNS label (1-63 of a-z 0-9 - _)", obj)
+    return text
+
+
+def _dns_name(obj: object, where: str) -> str:
+    text = _text(obj, where).lower().rstrip(".")
+    if not 0 < len(text) <= 253:
+        raise _fail(where, "a DNS name", obj)
+    for label in text.split("."):
+        if not 0 < len(label) <= 63 or not set(label) <= _LABEL_CHARS:
+            raise _fail(where, "a DNS name", obj)
+    return text
+
+
+def _ip(obj: object, where: str) -> str:
+    try:
+        return str(ipaddress.ip_address(_text(obj, where)))
+    except ValueError:
+        raise _fail(where, "an IPv4 or IPv6 address", obj) from None
+
+
+def _ips(obj: object, where: str) -> tuple[str, ...]:
+    return tuple(_ip(item, f"{where}[{i}]") for i, item in enumerate(_list(obj, where)))

@@ -1,0 +1,27 @@
+"""Fixtures of the DNS proxy's unit tests (the inputs live in dnstest.py)."""
+
+from __future__ import annotations
+
+import pytest
+from dnstest import MESH, SEARCH
+
+from loom.dns.cache import ResponseCache
+from loom.dns.handler import PacketHandler
+from loom.dns.metrics import Metrics
+from loom.dns.resolve import View
+from loom.dns.table import NameTable
+
+
+@pytest.fixture
+def table() -> NameTable:
+    return NameTable.from_json(MESH)
+
+
+@pytest.fixture
+def view() -> View:
+    return View(namespace="ns1", cluster_domain="cluster.local", search=SEARCH)
+
+
+@pytest.fixture
+def handler(table: NameTable, view: View) -> PacketHandler:
+    return PacketHandler(table, view, ResponseCache(100), Metrics())
