@@ -69,6 +69,7 @@ def _settings(args: argparse.Namespace) -> object:
         delta=args.xds == "delta",
         extra_args=(*shlex.split(getattr(args, "envoy_extra_args", "") or ""), *extra),
         dns_port=getattr(args, "dns_port", None),
+        metrics_bind=getattr(args, "metrics_bind", None),
         drain_seconds=getattr(args, "drain_seconds", 5.0),
         concurrency=getattr(args, "envoy_concurrency", 2),
     )

@@ -50,35 +50,77 @@ the proxy UID, which `loom connect redirect-traffic --dns-port` excludes.
 
 def register(commands: Commands) -> None:
     parser = commands.top.add_parser(
-        "dns-proxy", help="run the DNS proxy standalone (mesh names + caching forwarder)",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "dns-proxy",
+        help="run the DNS proxy standalone (mesh names + caching forwarder)",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--server", metavar="ADDR",
-                        help="server HTTP address to watch the table from: HOST:PORT, "
-                             "http(s)://HOST:PORT or unix:/path/to.sock")
-    source.add_argument("--table", metavar="FILE",
-                        help="name table JSON file (the /v1/loom/dns-table format)")
+    source.add_argument(
+        "--server",
+        metavar="ADDR",
+        help="server HTTP address to watch the table from: HOST:PORT, "
+        "http(s)://HOST:PORT or unix:/path/to.sock",
+    )
+    source.add_argument(
+        "--table", metavar="FILE", help="name table JSON file (the /v1/loom/dns-table format)"
+    )
     d = DnsSettings()
-    parser.add_argument("--listen", metavar="ADDR:PORT", default=f"{d.listen_host}:{d.listen_port}",
-                        help="UDP and TCP address to answer on (default %(default)s)")
-    parser.add_argument("--resolv-conf", metavar="FILE", default=d.resolv_conf,
-                        help="resolv.conf giving upstream nameservers and the search list "
-                             "(default %(default)s)")
-    parser.add_argument("--namespace", metavar="NS", default=d.namespace,
-                        help="the proxy's own namespace, for short names (default %(default)s)")
-    parser.add_argument("--cluster-domain", metavar="D", default=d.cluster_domain,
-                        help="Kubernetes cluster domain (default %(default)s)")
-    parser.add_argument("--upstream", metavar="ADDR[:PORT]", action="append", default=[],
-                        help="forward to this resolver instead of resolv.conf's (repeatable)")
-    parser.add_argument("--timeout", metavar="SECONDS", type=float,
-                        default=d.upstream_timeout_s,
-                        help="per upstream server timeout (default %(default)s)")
-    parser.add_argument("--cache-size", metavar="N", type=int, default=d.cache_size,
-                        help="forwarded answers kept, 0 disables (default %(default)s)")
-    parser.add_argument("--no-autopath", action="store_true",
-                        help="do not answer <name>.<search domain> with a CNAME (to compare)")
-    parser.add_argument("--metrics", metavar="ADDR:PORT",
-                        help="serve Prometheus metrics at http://ADDR:PORT/metrics")
+    parser.add_argument(
+        "--listen",
+        metavar="ADDR:PORT",
+        default=f"{d.listen_host}:{d.listen_port}",
+        help="UDP and TCP address to answer on (default %(default)s)",
+    )
+    parser.add_argument(
+        "--resolv-conf",
+        metavar="FILE",
+        default=d.resolv_conf,
+        help="resolv.conf giving upstream nameservers and the search list (default %(default)s)",
+    )
+    parser.add_argument(
+        "--namespace",
+        metavar="NS",
+        default=d.namespace,
+        help="the proxy's own namespace, for short names (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cluster-domain",
+        metavar="D",
+        default=d.cluster_domain,
+        help="Kubernetes cluster domain (default %(default)s)",
+    )
+    parser.add_argument(
+        "--upstream",
+        metavar="ADDR[:PORT]",
+        action="append",
+        default=[],
+        help="forward to this resolver instead of resolv.conf's (repeatable)",
+    )
+    parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=d.upstream_timeout_s,
+        help="per upstream server timeout (default %(default)s)",
+    )
+    parser.add_argument(
+        "--cache-size",
+        metavar="N",
+        type=int,
+        default=d.cache_size,
+        help="forwarded answers kept, 0 disables (default %(default)s)",
+    )
+    parser.add_argument(
+        "--no-autopath",
+        action="store_true",
+        help="do not answer <name>.<search domain> with a CNAME (to compare)",
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics",
+    )
     parser.set_defaults(func=run)
 
 
@@ -99,16 +141,14 @@ def settings_from(args: argparse.Namespace) -> DnsSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="loom dns-proxy: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="loom dns-proxy: %(message)s")
     settings = settings_from(args)
     table = load_table_file(args.table) if args.table else None
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_serve(args, settings, table))
 
 
-async def _serve(args: argparse.Namespace, settings: DnsSettings,
-                 table: NameTable | None) -> int:
+async def _serve(args: argparse.Namespace, settings: DnsSettings, table: NameTable | None) -> int:
     proxy = DnsProxy(settings, table)
     await proxy.start()
     stop = asyncio.Event()

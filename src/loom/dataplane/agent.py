@@ -51,6 +51,8 @@ class DataplaneSettings:
     """How long inbound listeners drain on shutdown before Envoy is stopped."""
     dns_port: int | None = None
     """Serve the DNS proxy on 127.0.0.1:PORT (None: no DNS proxy)."""
+    metrics_bind: str | None = None
+    """HOST:PORT of a Prometheus endpoint (DNS proxy metrics); None: no endpoint."""
     concurrency: int = 2
     """Envoy worker threads (Istio's sidecar default is 2; 1 suits many sidecars on few cores)."""
     wait_log_s: float = 5.0
@@ -112,6 +114,57 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
     reg = await wait_for_registration(settings, stop)
     if reg is None:
         return 0
+    async with contextlib.AsyncExitStack() as extras:
+        await _start_extras(settings, reg, stop, extras)
+        return await _run_envoy(settings, reg, stop)
+
+
+async def _start_extras(
+    settings: DataplaneSettings,
+    reg: dict[str, Any],
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+) -> None:
+    """The DNS proxy (before Envoy, so the app resolves from its first query) and metrics."""
+    proxy = None
+    if settings.dns_port is not None:
+        from loom.dns.server import DnsProxy, DnsSettings
+        from loom.dns.watch import watch_table
+
+        proxy = DnsProxy(
+            DnsSettings(listen_port=settings.dns_port, namespace=reg.get("Namespace", "default"))
+        )
+        await proxy.start()
+        stack.push_async_callback(proxy.stop)
+        watcher = asyncio.create_task(watch_table(settings.http_addr, proxy, stop))
+        stack.push_async_callback(_cancel, watcher)
+        log.info("DNS proxy on 127.0.0.1:%d", settings.dns_port)
+    if settings.metrics_bind:
+        from aiohttp import web
+
+        async def metrics(_: web.Request) -> web.Response:
+            return web.Response(text=proxy.metrics_text() if proxy is not None else "")
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        addr = parse_address(settings.metrics_bind, "--metrics-bind")
+        try:
+            await web.TCPSite(runner, addr.host, addr.port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise DataplaneError(f"cannot serve metrics on {addr}: {exc.strerror}") from exc
+        stack.push_async_callback(runner.cleanup)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _run_envoy(settings: DataplaneSettings, reg: dict[str, Any], stop: asyncio.Event) -> int:
     tmp = None
     if settings.work_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix=f"loom-dp-{settings.proxy_id[:20]}-")

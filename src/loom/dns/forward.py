@@ -49,8 +49,9 @@ class UpstreamFailure(Exception):
 class Forwarder:
     """Sends questions to the upstream servers in order."""
 
-    def __init__(self, upstreams: Sequence[tuple[str, int]], timeout_s: float,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, upstreams: Sequence[tuple[str, int]], timeout_s: float, metrics: Metrics
+    ) -> None:
         self.upstreams = tuple(upstreams)
         self.timeout_s = timeout_s
         self.metrics = metrics
@@ -67,8 +68,13 @@ class Forwarder:
                     if _flags(reply) & FLAG_TC:
                         reply = await self._tcp(host, port, query, qid, q)
                 check_response(reply)
-            except (TimeoutError, OSError, UpstreamFailure, WireError,
-                    asyncio.IncompleteReadError) as exc:
+            except (
+                TimeoutError,
+                OSError,
+                UpstreamFailure,
+                WireError,
+                asyncio.IncompleteReadError,
+            ) as exc:
                 self.metrics.upstream_failures += 1
                 log.debug("upstream %s:%s failed: %s", host, port, _describe(exc))
                 continue

@@ -84,8 +84,9 @@ _FORWARD_KNOWN = Forward(True)
 class PacketHandler:
     """Answers packets for one view; the table (and its memo) is swapped atomically."""
 
-    def __init__(self, table: NameTable, view: View, cache: ResponseCache,
-                 metrics: Metrics) -> None:
+    def __init__(
+        self, table: NameTable, view: View, cache: ResponseCache, metrics: Metrics
+    ) -> None:
         self.view = view
         self.cache = cache
         self.metrics = metrics
@@ -174,8 +175,12 @@ class PacketHandler:
             if len(out) <= PLAIN_UDP_LIMIT or tcp:
                 return out
         else:
-            out = (HEADER.pack(q.qid, head, 1, entry.ancount, 0, 1) + q.question + entry.body
-                   + _OPT[q.dnssec_ok])
+            out = (
+                HEADER.pack(q.qid, head, 1, entry.ancount, 0, 1)
+                + q.question
+                + entry.body
+                + _OPT[q.dnssec_ok]
+            )
         return self._fit(out, q, tcp)
 
     def _fit(self, out: bytes, q: Question, tcp: bool) -> bytes:
@@ -189,8 +194,9 @@ class PacketHandler:
         tail = _OPT[q.dnssec_ok] if q.edns_payload else b""
         return HEADER.pack(q.qid, flags, 1, 0, 0, ar) + q.question + tail
 
-    def _decide(self, key: bytes, table: NameTable,
-                memo: dict[bytes, LocalAnswer | Forward]) -> LocalAnswer | Forward:
+    def _decide(
+        self, key: bytes, table: NameTable, memo: dict[bytes, LocalAnswer | Forward]
+    ) -> LocalAnswer | Forward:
         entry = _decision(key, table, self.view)
         if len(memo) >= MEMO_LIMIT:
             memo.clear()
@@ -235,8 +241,7 @@ def _fast_parse(data: bytes) -> Question | None:
     if arcount == 0:
         if qend > size:
             return None
-        return Question(qid, flags, data[12:qend], data[12:end].lower() + data[end:qend],
-                        0, False)
+        return Question(qid, flags, data[12:qend], data[12:end].lower() + data[end:qend], 0, False)
     # One additional record: it must be a version-0 OPT with the root owner, ending the packet.
     if qend + 11 > size or data[qend] != 0 or data[qend + 1] != 0 or data[qend + 2] != 41:
         return None
@@ -244,5 +249,11 @@ def _fast_parse(data: bytes) -> Question | None:
     if data[qend + 6] != 0 or qend + 11 + (data[qend + 9] << 8 | data[qend + 10]) != size:
         return None
     dnssec_ok = bool(data[qend + 7] & (EDNS_DO >> 8))
-    return Question(qid, flags, data[12:qend], data[12:end].lower() + data[end:qend],
-                    max(payload, PLAIN_UDP_LIMIT), dnssec_ok)
+    return Question(
+        qid,
+        flags,
+        data[12:qend],
+        data[12:end].lower() + data[end:qend],
+        max(payload, PLAIN_UDP_LIMIT),
+        dnssec_ok,
+    )

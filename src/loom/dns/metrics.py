@@ -10,8 +10,21 @@ from __future__ import annotations
 from bisect import bisect_left
 
 LATENCY_BUCKETS_S: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
 )
 """Upper bounds of the latency histogram: local answers land in the first, forwards later."""
 
@@ -68,8 +81,9 @@ class Metrics:
         out: dict[str, float] = {name: float(getattr(self, name)) for name in COUNTERS}
         out["latency_seconds_sum"] = self.latency_sum_s
         out["latency_seconds_count"] = float(self.latency_count)
-        for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), self._cumulative(),
-                                strict=True):
+        for bound, count in zip(
+            (*LATENCY_BUCKETS_S, float("inf")), self._cumulative(), strict=True
+        ):
             out[f"latency_seconds_bucket_le_{_le(bound)}"] = float(count)
         return out
 
@@ -78,13 +92,19 @@ class Metrics:
         lines: list[str] = []
         for name, help_text in COUNTERS.items():
             metric = f"{prefix}_{name}_total"
-            lines += [f"# HELP {metric} {help_text}.", f"# TYPE {metric} counter",
-                      f"{metric} {getattr(self, name)}"]
+            lines += [
+                f"# HELP {metric} {help_text}.",
+                f"# TYPE {metric} counter",
+                f"{metric} {getattr(self, name)}",
+            ]
         metric = f"{prefix}_query_duration_seconds"
-        lines += [f"# HELP {metric} Time from a query's arrival to its answer.",
-                  f"# TYPE {metric} histogram"]
-        for bound, count in zip((*LATENCY_BUCKETS_S, float("inf")), self._cumulative(),
-                                strict=True):
+        lines += [
+            f"# HELP {metric} Time from a query's arrival to its answer.",
+            f"# TYPE {metric} histogram",
+        ]
+        for bound, count in zip(
+            (*LATENCY_BUCKETS_S, float("inf")), self._cumulative(), strict=True
+        ):
             lines.append(f'{metric}_bucket{{le="{_le(bound)}"}} {count}')
         lines += [f"{metric}_sum {self.latency_sum_s!r}", f"{metric}_count {self.latency_count}"]
         return "\n".join(lines) + "\n"

@@ -103,13 +103,16 @@ class DnsProxy:
             conf = ResolvConf()
         upstreams = self._upstreams(conf)
         view = View(s.namespace, s.cluster_domain.lower().rstrip("."), conf.search, s.autopath)
-        self._handler = PacketHandler(self._table, view, ResponseCache(s.cache_size),
-                                      self._metrics)
+        self._handler = PacketHandler(self._table, view, ResponseCache(s.cache_size), self._metrics)
         self._forwarder = Forwarder(upstreams, s.upstream_timeout_s, self._metrics)
         await self._bind()
-        log.info("dns proxy on %s:%d udp+tcp; upstreams %s; search %s", s.listen_host,
-                 self.port, ", ".join(f"{h}:{p}" for h, p in upstreams) or "none",
-                 " ".join(conf.search) or "none")
+        log.info(
+            "dns proxy on %s:%d udp+tcp; upstreams %s; search %s",
+            s.listen_host,
+            self.port,
+            ", ".join(f"{h}:{p}" for h, p in upstreams) or "none",
+            " ".join(conf.search) or "none",
+        )
 
     async def stop(self) -> None:
         """Close the sockets and abandon upstream queries in flight."""
@@ -154,13 +157,15 @@ class DnsProxy:
         for attempt in range(attempts):
             try:
                 udp, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpProtocol(self), local_addr=(s.listen_host, s.listen_port))
+                    lambda: _UdpProtocol(self), local_addr=(s.listen_host, s.listen_port)
+                )
             except OSError as exc:
                 raise _bind_error(s, "udp", exc) from exc
             port = udp.get_extra_info("sockname")[1]
             try:
-                self._tcp = await asyncio.start_server(self._serve_tcp, s.listen_host, port,
-                                                       reuse_address=True)
+                self._tcp = await asyncio.start_server(
+                    self._serve_tcp, s.listen_host, port, reuse_address=True
+                )
             except OSError as exc:
                 udp.close()
                 if attempt + 1 < attempts:
@@ -184,8 +189,7 @@ class DnsProxy:
             return
         self._forward(out, lambda reply: udp.sendto(reply, addr), start)
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         if task is not None:
             self._tasks.add(task)

@@ -56,14 +56,15 @@ def load_table_file(path: str) -> NameTable:
 def endpoint(http_addr: str) -> tuple[str, str | None]:
     """(base URL, unix socket path or None) for ``host:port``, ``http(s)://...``, ``unix:/p``."""
     if http_addr.startswith("unix:"):
-        return "http://localhost", http_addr[len("unix:"):]
+        return "http://localhost", http_addr[len("unix:") :]
     if http_addr.startswith(("http://", "https://")):
         return http_addr.rstrip("/"), None
     return f"http://{http_addr}".rstrip("/"), None
 
 
-async def fetch_table(session: aiohttp.ClientSession, base: str,
-                      index: int) -> tuple[NameTable, int]:
+async def fetch_table(
+    session: aiohttp.ClientSession, base: str, index: int
+) -> tuple[NameTable, int]:
     """One blocking query: the table and the index to wait on next; DnsError on failure."""
     params = {"index": str(index), "wait": WAIT} if index else {}
     try:
@@ -118,8 +119,9 @@ async def watch_table(http_addr: str, proxy: DnsProxy, stop: asyncio.Event) -> N
                 return
 
 
-async def watch_table_file(path: str, proxy: DnsProxy, stop: asyncio.Event,
-                           interval_s: float = FILE_POLL_S) -> None:
+async def watch_table_file(
+    path: str, proxy: DnsProxy, stop: asyncio.Event, interval_s: float = FILE_POLL_S
+) -> None:
     """Reload ``path`` into ``proxy`` whenever its mtime or size changes, until ``stop``.
 
     The first poll always loads the file, so a change made between the caller's own first

@@ -149,8 +149,9 @@ def decode_name(wire: bytes) -> str | None:
 
 def opt_record(dnssec_ok: bool, payload: int = EDNS_PAYLOAD, ext_rcode: int = 0) -> bytes:
     """An OPT pseudo-record (EDNS0) with no options."""
-    return struct.pack("!BHHBBHH", 0, TYPE_OPT, payload, ext_rcode, 0,
-                       EDNS_DO if dnssec_ok else 0, 0)
+    return struct.pack(
+        "!BHHBBHH", 0, TYPE_OPT, payload, ext_rcode, 0, EDNS_DO if dnssec_ok else 0, 0
+    )
 
 
 def address_records(owner: bytes, addresses: tuple[bytes, ...], ttl: int) -> bytes:
@@ -319,6 +320,12 @@ def walk_response(msg: bytes) -> ResponseInfo:
             (minimum,) = U32.unpack_from(msg, offset - 4)
             negative_ttl = min(ttl & 0x7FFFFFFF, minimum & 0x7FFFFFFF)
     return ResponseInfo(
-        flags, question_end, tuple(ttl_offsets), tuple(ttls), ancount, opt_span, negative_ttl,
+        flags,
+        question_end,
+        tuple(ttl_offsets),
+        tuple(ttls),
+        ancount,
+        opt_span,
+        negative_ttl,
         offset,
     )

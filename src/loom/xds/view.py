@@ -170,7 +170,12 @@ def collect_inputs(
             uns, name = key
             if key == (ns, service):
                 continue
-            if not decide(view.intentions, ns, service, uns, name, view.default_allow).allowed:
+            # Default allow: every mesh service is an upstream and the destination's RBAC
+            # rejects denied sources (curl exits 52, as in the seed). Default deny: only
+            # destinations some intention allows this source to reach.
+            if not view.default_allow and not decide(
+                view.intentions, ns, service, uns, name, view.default_allow
+            ).allowed:
                 continue
             vips = tuple(sorted(view.vips.get(key, ())))
             upstreams.append(

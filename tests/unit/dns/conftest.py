@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from dnstest import MESH, SEARCH
 
 from loom.dns.cache import ResponseCache
 from loom.dns.handler import PacketHandler
 from loom.dns.metrics import Metrics
 from loom.dns.resolve import View
 from loom.dns.table import NameTable
+from tests.unit.dns.dnstest import MESH, SEARCH
 
 
 @pytest.fixture

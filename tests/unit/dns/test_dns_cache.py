@@ -7,11 +7,11 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 import dns.rrset
-from dnstest import query
 
 from loom.dns.cache import ResponseCache, cache_ttl, prepare
 from loom.dns.handler import PacketHandler, Pending
 from loom.dns.wire import query_for, walk_response
+from tests.unit.dns.dnstest import query
 
 
 def upstream_reply(pending: Pending, *, rcode: int = dns.rcode.NOERROR,

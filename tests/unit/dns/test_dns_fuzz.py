@@ -14,7 +14,6 @@ import struct
 import dns.message
 import dns.rcode
 import dns.rrset
-from dnstest import MESH, SEARCH, query
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,6 +23,7 @@ from loom.dns.metrics import Metrics
 from loom.dns.resolve import View
 from loom.dns.table import NameTable
 from loom.dns.wire import Question, WireError, answers, check_response, query_for
+from tests.unit.dns.dnstest import MESH, SEARCH, query
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 
 import pytest
-from dnstest import MESH
 
 from loom.dns.resolve import QTYPE_A, QTYPE_AAAA, Action, Query, View, resolve
 from loom.dns.table import NameTable
+from tests.unit.dns.dnstest import MESH
 
 MX, TXT, SRV = 15, 16, 33
 

@@ -6,11 +6,11 @@ import copy
 from typing import Any
 
 import pytest
-from dnstest import MESH
 
 from loom.dns.errors import DnsError, TableError
 from loom.dns.table import NameTable
 from loom.errors import LoomError
+from tests.unit.dns.dnstest import MESH
 
 CONTRACT_EXAMPLE = {
     "Index": 42,

@@ -11,7 +11,6 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-from dnstest import answer_lines, query
 
 from loom.dns.cache import ResponseCache
 from loom.dns.handler import PacketHandler, Pending
@@ -19,6 +18,7 @@ from loom.dns.metrics import Metrics
 from loom.dns.resolve import View
 from loom.dns.table import NameTable
 from loom.dns.wire import WireError, encode_name, walk_response
+from tests.unit.dns.dnstest import answer_lines, query
 
 
 def respond(handler: PacketHandler, wire: bytes, tcp: bool = False) -> dns.message.Message:
