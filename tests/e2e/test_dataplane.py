@@ -67,6 +67,8 @@ def test_a_killed_envoy_is_restarted_and_traffic_recovers(loom_server, tmp_path:
     try:
         url = f"http://127.0.0.1:{side}/"  # permissive: plain text reaches the app
         wait_for(lambda: curl(url) == (0, "hello world\n"), 30, "the sidecar")
+        assert dp.work is not None
+        wait_for(lambda: (dp.work / "ready").exists(), 10, "the dataplane to see Envoy ready")
         envoy_pid = int(subprocess.run(
             ["pgrep", "-f", "--", f"--log-path {dp.work}/envoy.log"], capture_output=True, text=True
         ).stdout.split()[0])  # fmt: skip
