@@ -85,3 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except OSError as exc:  # a file or program the command needs: one line, not a traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"loom: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1

@@ -20,7 +20,27 @@ def _echo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from loom.demo.walkthrough import demo
+
+    return demo(loopback=args.loopback)
+
+
 def register(commands: Commands) -> None:
+    p = commands.top.add_parser(
+        "demo",
+        help="walk through the seeds' examples on a local mesh (root) or on loopback",
+        description=(
+            "Build a mesh on this machine and walk through the seed examples with explained "
+            "steps: static-server/static-client, curl by name, a deny intention (exit 52), the "
+            "multi-port web/web-admin pod. Needs root for pods; otherwise runs the loopback "
+            "part and says what it skipped. Cleans up after itself."
+        ),
+    )
+    p.add_argument(
+        "--loopback", action="store_true", help="only the loopback part (no pods), even as root"
+    )
+    p.set_defaults(func=_demo)
     p = commands.top.add_parser(
         "http-echo",
         help="a tiny HTTP server answering fixed text (like hashicorp/http-echo)",
