@@ -185,9 +185,12 @@ class LocalMesh:
                 pid = processes.spawn(netns_exec_argv(info.netns, cmd), log)
                 rec["app"] = {"pid": pid, "cmd": list(cmd), "log": str(log)}
                 self._save(rec)
-                time.sleep(0.3)
-                if not processes.alive(pid):
-                    raise LocalError(f"pod {name}: the app exited at once: {processes.tail(log)}")
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline:  # an app that cannot start says so at once
+                    if not processes.alive(pid):
+                        why = processes.tail(log) or "no output"
+                        raise LocalError(f"pod {name}: the app exited at once: {why}")
+                    time.sleep(0.05)
                 self.say(f"pod {name}: app started: {' '.join(cmd)}")
             return rec
         except BaseException:

@@ -5,25 +5,30 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 
 def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
-    """Start ``argv`` in its own session (it outlives us), output appended to ``log``."""
+    """Start ``argv`` in its own session (it outlives us), output appended to ``log``.
+
+    ``posix_spawn`` rather than ``Popen``: the process is deliberately not waited for by a
+    ``Popen`` object; ``alive`` reaps it when it has exited.
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **(env or {})},
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(log), flags, 0o644),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    try:
+        return os.posix_spawnp(
+            argv[0], list(argv), {**os.environ, **(env or {})}, file_actions=actions, setsid=True
         )
-    return proc.pid
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, argv[0]) from exc
 
 
 def alive(pid: int) -> bool:

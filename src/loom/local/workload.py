@@ -25,23 +25,26 @@ class WorkloadError(LoomError):
 
 
 def parse_annotations(pairs: Sequence[str]) -> dict[str, str]:
-    """``KEY=VALUE`` flags; a bare key gets the ``consul.hashicorp.com/`` prefix."""
+    """``KEY=VALUE`` flags (prefixes are added by ``plan_local``)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise WorkloadError(f"--annotation {pair!r}: expected KEY=VALUE")
-        if "/" not in key:
-            key = ANNOTATION_PREFIX + key
         out[key] = value
     return out
+
+
+def full_keys(annotations: dict[str, str]) -> dict[str, str]:
+    """A bare key means ``consul.hashicorp.com/<key>``."""
+    return {(k if "/" in k else ANNOTATION_PREFIX + k): v for k, v in annotations.items()}
 
 
 def local_pod(name: str, ports: Sequence[int], annotations: dict[str, str]) -> dict[str, Any]:
     container: dict[str, Any] = {"name": name, "image": "local"}
     if ports:
         container["ports"] = [{"containerPort": p} for p in ports]
-    annotations = {ANNOTATION_PREFIX + "connect-inject": "true", **annotations}
+    annotations = {ANNOTATION_PREFIX + "connect-inject": "true", **full_keys(annotations)}
     return {
         "apiVersion": "v1",
         "kind": "Pod",

@@ -1,0 +1,191 @@
+"""`loom local` end to end (root): pods as network namespaces, transparent proxy through real
+iptables, real Envoy sidecars, the DNS proxy answering glibc's resolver. Seeds 000 and 001."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loom.local.mesh import LocalError, LocalMesh, LocalSettings
+from loom.local.netns import LocalNetSettings
+from tests.support.mesh import free_port, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.envoy]
+ECHO = [sys.executable, "-m", "loom", "http-echo"]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
+    state = Path(f"/run/loom-test-{os.getpid()}")
+    state.mkdir(mode=0o755)
+    settings = LocalSettings(
+        net=LocalNetSettings(
+            prefix=f"lt{os.getpid() % 100000}", subnet="10.251.0.0/16", state_dir=state
+        ),
+        http_addr=f"127.0.0.1:{free_port()}",
+        grpc_addr=f"127.0.0.1:{free_port()}",
+        data_dir=None,
+    )
+    m = LocalMesh(settings)
+    try:
+        m.up()
+        m.run("static-server", [8080], {}, [*ECHO, "-text", "hello world", "-listen", ":8080"])
+        m.run("static-client", [], {}, ["sleep", "3600"])
+        yield m
+    finally:
+        m.down()
+        assert not state.exists() or not any(state.iterdir())
+        if state.exists():
+            state.rmdir()
+
+
+def exec_in(
+    mesh: LocalMesh, pod: str, *cmd: str, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        mesh.exec_argv(pod, list(cmd)), capture_output=True, text=True, timeout=timeout
+    )
+
+
+def curl(mesh: LocalMesh, pod: str, url: str) -> tuple[int, str]:
+    out = exec_in(mesh, pod, "curl", "-s", "-m", "3", url)
+    return out.returncode, out.stdout
+
+
+def intention(mesh: LocalMesh, src: str, dst: str, action: str | None) -> None:
+    q = f"/v1/connect/intentions/exact?source={src}&destination={dst}"
+    if action is None:
+        mesh.client().delete(q.split("?")[0], source=src, destination=dst)
+    else:
+        mesh.client().put(q.split("?")[0], {"Action": action}, source=src, destination=dst)
+
+
+def test_the_client_reaches_static_server_by_name_through_the_mesh(mesh: LocalMesh) -> None:
+    for url in ("http://static-server/", "http://static-server.default.svc.cluster.local/",
+                "http://static-server.virtual.consul/"):  # fmt: skip
+        assert curl(mesh, "static-client", url) == (0, "hello world\n")
+
+
+def test_a_deny_intention_makes_curl_exit_52_and_deleting_it_restores_traffic(
+    mesh: LocalMesh,
+) -> None:
+    intention(mesh, "static-client", "static-server", "deny")
+    wait_for(lambda: curl(mesh, "static-client", "http://static-server/")[0] == 52, 10, "exit 52")
+    intention(mesh, "static-client", "static-server", None)
+    wait_for(
+        lambda: curl(mesh, "static-client", "http://static-server/") == (0, "hello world\n"),
+        10,
+        "hello",
+    )
+
+
+def test_dialing_the_pod_ip_directly_also_goes_through_the_mesh(mesh: LocalMesh) -> None:
+    ip = mesh.record("static-server")["ip"]  # type: ignore[index]
+    assert curl(mesh, "static-client", f"http://{ip}:8080/") == (0, "hello world\n")
+    intention(mesh, "static-client", "static-server", "deny")
+    try:
+        wait_for(lambda: curl(mesh, "static-client", f"http://{ip}:8080/")[0] == 52, 10, "denied")
+    finally:
+        intention(mesh, "static-client", "static-server", None)
+
+
+def test_glibc_resolves_mesh_names_through_the_redirected_dns_proxy(mesh: LocalMesh) -> None:
+    code = "import socket; print(socket.getaddrinfo('static-server', 80, socket.AF_INET)[0][4][0])"
+    out = exec_in(mesh, "static-client", sys.executable, "-c", code)
+    assert out.returncode == 0, out.stderr
+    vip = mesh.client().get("/v1/catalog/service/static-server")[0]["ServiceTaggedAddresses"][
+        "virtual"
+    ]["Address"]
+    assert out.stdout.strip() == vip
+
+
+def test_strict_mtls_rejects_plain_text_and_permissive_lets_it_in(mesh: LocalMesh) -> None:
+    # A client excluding the server's address from redirection dials it in plain text.
+    ip = mesh.record("static-server")["ip"]  # type: ignore[index]
+    mesh.run(
+        "outsider", [], {"transparent-proxy-exclude-outbound-cidrs": f"{ip}/32"}, ["sleep", "3600"]
+    )
+    try:
+        rc, out = curl(mesh, "outsider", f"http://{ip}:8080/")
+        assert rc != 0 and "hello" not in out  # strict: the inbound redirect sends it to mTLS
+        mesh.client().put("/v1/config", {"Kind": "service-defaults", "Name": "static-server",
+                                         "MutualTLSMode": "permissive"})  # fmt: skip
+        wait_for(
+            lambda: curl(mesh, "outsider", f"http://{ip}:8080/") == (0, "hello world\n"),
+            10,
+            "permissive",
+        )
+    finally:
+        mesh.client().delete("/v1/config/service-defaults/static-server")
+        mesh.rm("outsider")
+
+
+def test_an_excluded_inbound_port_reaches_the_app_directly(mesh: LocalMesh) -> None:
+    mesh.run("side", [8080], {"transparent-proxy-exclude-inbound-ports": "9090"},
+             ["sh", "-c", f"{' '.join(ECHO)} -text main -listen :8080 & exec {' '.join(ECHO)} -text direct -listen :9090"])  # fmt: skip
+    try:
+        ip = mesh.record("side")["ip"]  # type: ignore[index]
+        # From a pod that bypasses the mesh for this address: 9090 answers in plain text,
+        # 8080 is redirected to the strict mTLS listener and refuses it.
+        mesh.run(
+            "probe", [], {"transparent-proxy-exclude-outbound-cidrs": f"{ip}/32"}, ["sleep", "3600"]
+        )
+        assert curl(mesh, "probe", f"http://{ip}:9090/") == (0, "direct\n")
+        assert curl(mesh, "probe", f"http://{ip}:8080/")[0] != 0
+    finally:
+        for name in ("probe", "side"):
+            if mesh.record(name) is not None:
+                mesh.rm(name)
+
+
+def test_multi_port_pod_serves_both_services_to_explicit_upstreams(mesh: LocalMesh) -> None:
+    both = (f"{' '.join(ECHO)} -text 'hello world' -listen :8080 & "
+            f"exec {' '.join(ECHO)} -text 'hello world from 9090' -listen :9090")  # fmt: skip
+    mesh.run("web", [8080, 9090], {"transparent-proxy": "false", "connect-service": "web,web-admin",
+                                   "connect-service-port": "8080,9090"}, ["sh", "-c", both])  # fmt: skip
+    mesh.run(
+        "mp-client", [], {"connect-service-upstreams": "web:1234,web-admin:2234"}, ["sleep", "3600"]
+    )
+    try:
+        assert curl(mesh, "mp-client", "http://localhost:1234") == (0, "hello world\n")
+        assert curl(mesh, "mp-client", "http://localhost:2234") == (0, "hello world from 9090\n")
+    finally:
+        mesh.rm("mp-client")
+        mesh.rm("web")
+
+
+def test_transparent_proxy_is_refused_for_a_multi_port_pod_before_anything_is_made(
+    mesh: LocalMesh,
+) -> None:
+    before = set(mesh.names())
+    with pytest.raises(Exception, match="transparent"):
+        mesh.run(
+            "bad-mp",
+            [8080, 9090],
+            {"connect-service": "a,b", "connect-service-port": "8080,9090"},
+            ["sleep", "1"],
+        )
+    assert set(mesh.names()) == before
+
+
+def test_a_failed_run_leaves_nothing_behind(mesh: LocalMesh) -> None:
+    def ours() -> list[str]:  # only this test's namespaces: other work may share the machine
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        return sorted(
+            line.split()[0] for line in out.splitlines() if line.startswith(mesh.s.net.prefix)
+        )
+
+    before_ns = ours()
+    services_before = set(mesh.client().get("/v1/agent/services"))
+    with pytest.raises(LocalError, match="exited at once"):
+        mesh.run("broken", [8080], {}, ["sh", "-c", "exit 3"])
+    assert ours() == before_ns
+    assert set(mesh.client().get("/v1/agent/services")) == services_before
+    assert not Path(f"/etc/netns/{mesh.s.net.pod_netns('broken')}").exists()
+    assert mesh.record("broken") is None
+    assert "broken" not in mesh.names()
