@@ -60,10 +60,17 @@ class Upstream:
             def datagram_received(self, data: bytes, addr: Any) -> None:
                 upstream._on_udp(data, addr)
 
-        self._udp, _ = await loop.create_datagram_endpoint(Protocol,
-                                                           local_addr=("127.0.0.1", 0))
-        self.port = self._udp.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._on_tcp, "127.0.0.1", self.port)
+        for _ in range(10):  # a free UDP port may be taken for TCP: then try another
+            udp, _ = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
+            port = udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._on_tcp, "127.0.0.1", port)
+            except OSError:
+                udp.close()
+                continue
+            self._udp, self.port = udp, port
+            return
+        raise RuntimeError("no port free for both UDP and TCP")
 
     async def stop(self) -> None:
         for held in self._held:
