@@ -120,7 +120,6 @@ async def _serve(args: argparse.Namespace, settings: DnsSettings,
         watcher = asyncio.create_task(watch_table(args.server, proxy, stop))
     else:
         watcher = asyncio.create_task(watch_table_file(args.table, proxy, stop))
-    log.info("listening on %s:%d", settings.listen_host, proxy.port)
     try:
         await stop.wait()
     finally:

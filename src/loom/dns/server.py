@@ -115,8 +115,9 @@ class DnsProxy:
                                       self._metrics)
         self._forwarder = Forwarder(upstreams, s.upstream_timeout_s, self._metrics)
         await self._bind()
-        log.info("dns proxy on %s:%d udp+tcp; upstreams %s; search %s", s.listen_host,
-                 self.port, ", ".join(f"{h}:{p}" for h, p in upstreams) or "none",
+        log.info("listening on %s (udp+tcp); upstreams %s; search %s",
+                 _hostport(s.listen_host, self.port),
+                 ", ".join(_hostport(h, p) for h, p in upstreams) or "none",
                  " ".join(conf.search) or "none")
 
     async def stop(self) -> None:
@@ -153,7 +154,7 @@ class DnsProxy:
         own = (s.listen_host, s.listen_port)
         kept = [u for u in candidates if u != own]
         if len(kept) != len(candidates):
-            log.warning("ignoring upstream %s:%d: it is this proxy", *own)
+            log.warning("ignoring upstream %s: it is this proxy", _hostport(*own))
         return kept
 
     async def _bind(self) -> None:
@@ -303,7 +304,12 @@ def _resolve_future(future: asyncio.Future[bytes], reply: bytes) -> None:
         future.set_result(reply)
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _bind_error(s: DnsSettings, proto: str, exc: OSError) -> BindError:
     cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc  # uvloop wraps it
     reason = cause.strerror or str(cause)
-    return BindError(f"cannot listen on {s.listen_host}:{s.listen_port} ({proto}): {reason}")
+    where = _hostport(s.listen_host, s.listen_port)
+    return BindError(f"cannot listen on {where} ({proto}): {reason}")
