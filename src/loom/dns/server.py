@@ -5,8 +5,9 @@ bytes: every decision is the packet handler's (``loom.dns.handler``), upstream I
 forwarder's. Identical questions in flight upstream share one upstream query. The table is
 swapped with ``set_table`` (``loom.dns.watch`` feeds it from the server or a file).
 
-Runs on whatever event loop the caller has; ``loom dns-proxy`` installs uvloop when available
-(about 2.8x the stock loop's packet rate here).
+Runs on whatever event loop the caller has; ``loom dns-proxy`` installs uvloop when available.
+UDP is served from a plain non-blocking socket drained in batches (``loop.add_reader``), so the
+packet path does not depend much on the loop: both loops gave the same rate here, within noise.
 """
 
 from __future__ import annotations
@@ -270,6 +271,9 @@ class DnsProxy:
         assert handler is not None and forwarder is not None
         try:
             upstream = await forwarder.forward(pending.question)
+        except Exception:  # a bug must not leave askers waiting: they get SERVFAIL
+            log.exception("forwarding failed unexpectedly")
+            upstream = None
         finally:
             waiters = self._in_flight.pop(pending.cache_key, [])
         now = time.perf_counter()
