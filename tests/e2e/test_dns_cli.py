@@ -71,8 +71,15 @@ def wait_until_answering(port: int, proc: subprocess.Popen[bytes], log: Path) ->
     raise AssertionError("server did not answer within 10 s")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
+@contextlib.contextmanager
+def serving(cmd: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a DNS server process until the block ends (SIGTERM, then SIGKILL after 5 s)."""
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        wait_until_answering(port, proc, log)
+        yield proc
+    finally:
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=5)
@@ -92,18 +99,11 @@ def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """dnsmasq on a loopback port, answering example.test names from its command line."""
     tmp_path = tmp_path_factory.mktemp("dnsmasq")
     port = free_port()
-    log = tmp_path / "dnsmasq.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-             f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-             f"--pid-file={tmp_path / 'dnsmasq.pid'}", "--address=/example.test/192.0.2.1"],
-            stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        wait_until_answering(port, proc, log)
+    cmd = [DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
+           f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+           f"--pid-file={tmp_path / 'dnsmasq.pid'}", "--address=/example.test/192.0.2.1"]
+    with serving(cmd, port, tmp_path / "dnsmasq.log"):
         yield port
-    finally:
-        stop(proc)
 
 
 def write_files(tmp_path: Path) -> dict[str, Path]:
@@ -130,18 +130,12 @@ def running_proxy(files: dict[str, Path], dnsmasq: int) -> Iterator[int]:
     """``loom dns-proxy --table`` forwarding to dnsmasq; yields its port."""
     port = free_port()
     log = files["table"].parent / "proxy.log"
-    with log.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "loom", "dns-proxy", "--table", str(files["table"]),
-             "--listen", f"127.0.0.1:{port}", "--resolv-conf", str(files["resolv"]),
-             "--upstream", f"127.0.0.1:{dnsmasq}"],
-            stdout=subprocess.DEVNULL, stderr=err)
-    try:
-        wait_until_answering(port, proc, log)
+    cmd = [sys.executable, "-m", "loom", "dns-proxy", "--table", str(files["table"]),
+           "--listen", f"127.0.0.1:{port}", "--resolv-conf", str(files["resolv"]),
+           "--upstream", f"127.0.0.1:{dnsmasq}"]
+    with serving(cmd, port, log) as proc:
         yield port
-    finally:
-        stop(proc)
-    assert proc.returncode == 0, log.read_text()
+    assert proc.returncode == 0, log.read_text()  # SIGTERM is a clean exit
 
 
 @pytest.fixture(scope="module")

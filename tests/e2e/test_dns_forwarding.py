@@ -60,10 +60,17 @@ class Upstream:
             def datagram_received(self, data: bytes, addr: Any) -> None:
                 upstream._on_udp(data, addr)
 
-        self._udp, _ = await loop.create_datagram_endpoint(Protocol,
-                                                           local_addr=("127.0.0.1", 0))
-        self.port = self._udp.get_extra_info("sockname")[1]
-        self._tcp = await asyncio.start_server(self._on_tcp, "127.0.0.1", self.port)
+        for _ in range(10):  # a free UDP port may be taken for TCP: then try another
+            udp, _ = await loop.create_datagram_endpoint(Protocol, local_addr=("127.0.0.1", 0))
+            port = udp.get_extra_info("sockname")[1]
+            try:
+                self._tcp = await asyncio.start_server(self._on_tcp, "127.0.0.1", port)
+            except OSError:
+                udp.close()
+                continue
+            self._udp, self.port = udp, port
+            return
+        raise RuntimeError("no port free for both UDP and TCP")
 
     async def stop(self) -> None:
         for held in self._held:
@@ -323,3 +330,21 @@ async def test_the_metrics_text_is_prometheus_exposition(
     assert "loom_dns_local_answers_total 1\n" in text
     assert 'loom_dns_query_duration_seconds_bucket{le="+Inf"} 1\n' in text
     assert "loom_dns_query_duration_seconds_count 1\n" in text
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="needs IPv6 on loopback")
+async def test_the_proxy_listens_on_ipv6_too(make_proxy: ProxyFactory, upstream: Upstream) -> None:
+    proxy = await make_proxy(f"127.0.0.1:{upstream.port}", listen_host="::1")
+    query = dns.message.make_query("web.default", "A")
+    for reply in (await dns.asyncquery.udp(query, "::1", port=proxy.port, timeout=5),
+                  await dns.asyncquery.tcp(query, "::1", port=proxy.port, timeout=5)):
+        assert addresses(reply) == ["240.0.0.3"]

@@ -160,7 +160,6 @@ async def _serve(args: argparse.Namespace, settings: DnsSettings, table: NameTab
         watcher = asyncio.create_task(watch_table(args.server, proxy, stop))
     else:
         watcher = asyncio.create_task(watch_table_file(args.table, proxy, stop))
-    log.info("listening on %s:%d", settings.listen_host, proxy.port)
     try:
         await stop.wait()
     finally:

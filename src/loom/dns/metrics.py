@@ -76,6 +76,12 @@ class Metrics:
         self.latency_sum_s += seconds
         self.latency_count += 1
 
+    def observe_quick(self, count: int, total_s: float) -> None:
+        """Record ``count`` queries that each took less than the first bucket's bound."""
+        self.latency_buckets[0] += count
+        self.latency_sum_s += total_s
+        self.latency_count += count
+
     def as_dict(self) -> dict[str, float]:
         """Flat view: counters, ``latency_seconds_sum/count`` and cumulative buckets."""
         out: dict[str, float] = {name: float(getattr(self, name)) for name in COUNTERS}

@@ -128,17 +128,20 @@ async def watch_table_file(
     load and the start of this loop is not missed.
     """
     seen: tuple[int, int] | None = (-1, -1)
+    first = True
     while not await _sleep(stop, interval_s):
         stamp = _stamp(path)
         if stamp == seen:
             continue
         seen = stamp
+        quiet, first = first, False  # the first load repeats the caller's: no news
         try:
             proxy.set_table(load_table_file(path))
         except TableError as exc:
             log.warning("%s (keeping the previous table)", exc)
             continue
-        log.info("reloaded table file %s", path)
+        if not quiet:
+            log.info("reloaded table file %s", path)
 
 
 def _stamp(path: str) -> tuple[int, int] | None:

@@ -189,3 +189,16 @@ def test_encode_name_refuses_empty_and_long_labels() -> None:
     for bad in ("a..b", "x" * 64 + ".com"):
         with pytest.raises(WireError):
             encode_name(bad)
+
+
+def test_a_repeated_query_is_replayed_with_its_own_id_and_counted_again(
+    handler: PacketHandler,
+) -> None:
+    first = handler.handle(query("reviews.ns2.ns1.svc.cluster.local", qid=1), 0.0)
+    again = handler.handle(query("reviews.ns2.ns1.svc.cluster.local", qid=2), 0.0)
+    assert isinstance(first, bytes) and isinstance(again, bytes)
+    assert again[:2] == b"\x00\x02" and again[2:] == first[2:]
+    assert (handler.metrics.local_answers, handler.metrics.autopath_hits) == (2, 2)
+    nodata = [handler.handle(query("web.default", "AAAA", qid=i), 0.0) for i in (3, 4)]
+    assert all(isinstance(out, bytes) for out in nodata)
+    assert handler.metrics.nodata == 2
