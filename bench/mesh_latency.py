@@ -13,7 +13,6 @@ Run: .venv/bin/python bench/mesh_latency.py [--rate 1000] [--seconds 5] [--flips
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import socket
 import statistics
@@ -27,60 +26,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import uvloop
 
+from bench.fixed_rate import fixed_rate as shared_fixed_rate
+from bench.fixed_rate import pct
 from tests.support.mesh import curl, free_port, start_dataplane, start_echo, wait_for
 from tests.support.server import start_server
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
-
-
-async def fixed_rate(
-    port: int, rate: int, seconds: float, conns: int = 16
-) -> tuple[list[float], float]:
-    """Open-loop load: request i is due at start + i/rate; latency counts from the due time."""
-    pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    for _ in range(conns):
-        r, w = await asyncio.open_connection("127.0.0.1", port)
-        w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        pool.put_nowait((r, w))
-    lat: list[float] = []
-    errors = 0
-
-    async def one(due: float) -> None:
-        nonlocal errors
-        r, w = await pool.get()
-        try:
-            w.write(REQUEST)
-            head = await r.readuntil(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-            await r.readexactly(length)
-            lat.append((time.perf_counter() - due) * 1000)
-        except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
-            errors += 1
-        finally:
-            pool.put_nowait((r, w))
-
-    total = int(rate * seconds)
-    start = time.perf_counter() + 0.05
-    tasks = []
-    for i in range(total):
-        due = start + i / rate
-        delay = due - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(due)))
-    await asyncio.gather(*tasks)
-    elapsed = time.perf_counter() - start
-    while not pool.empty():
-        _, w = pool.get_nowait()
-        w.close()
+async def fixed_rate(port: int, rate: int, seconds: float) -> tuple[list[float], float]:
+    lat, achieved, errors = await shared_fixed_rate("127.0.0.1", port, rate, seconds)
     if errors:
         print(f"  ({errors} failed requests)")
-    return lat, len(lat) / elapsed
+    return lat, achieved
 
 
 def wrk(port: int, seconds: int) -> float | None:
