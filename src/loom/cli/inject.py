@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loom.inject import SettingsError
+from loom.keyvalue import parse_key_values
 
 if TYPE_CHECKING:
     from loom.cli import Commands
@@ -143,24 +143,13 @@ def register(commands: Commands) -> None:
     init.set_defaults(func=run_connect_init, takes_rest=True)
 
 
-def parse_labels(items: list[str]) -> dict[str, str]:
-    """``KEY=VALUE`` flags as a dict; a flag without ``=`` is an error."""
-    labels = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SettingsError(f"--namespace-labels {item!r}: expected KEY=VALUE")
-        labels[key] = value
-    return labels
-
-
 def run_inject(args: argparse.Namespace) -> int:
     from loom.k8s.errors import ManifestError
     from loom.k8s.manifests import inject_text
     from loom.k8s.values import read_values, settings_from
 
     settings = settings_from(read_values(args.values))
-    labels = parse_labels(args.namespace_labels)
+    labels = parse_key_values(args.namespace_labels, "--namespace-labels")
     if args.filename == "-":
         text = sys.stdin.read()
     else:

@@ -13,6 +13,7 @@ from typing import Any
 
 from loom.errors import LoomError
 from loom.inject import InjectSettings, NamespaceInfo, RedirectPlan, WorkloadPlan, plan_workload
+from loom.keyvalue import parse_key_values
 from loom.redirect.rules import RedirectConfig
 
 ANNOTATION_PREFIX = "consul.hashicorp.com/"
@@ -25,14 +26,8 @@ class WorkloadError(LoomError):
 
 
 def parse_annotations(pairs: Sequence[str]) -> dict[str, str]:
-    """``KEY=VALUE`` flags (prefixes are added by ``plan_local``)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise WorkloadError(f"--annotation {pair!r}: expected KEY=VALUE")
-        out[key] = value
-    return out
+    """``--annotation KEY=VALUE`` flags (prefixes are added by ``plan_local``)."""
+    return parse_key_values(pairs, "--annotation")
 
 
 def full_keys(annotations: dict[str, str]) -> dict[str, str]:
