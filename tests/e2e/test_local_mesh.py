@@ -189,3 +189,34 @@ def test_a_failed_run_leaves_nothing_behind(mesh: LocalMesh) -> None:
     assert not Path(f"/etc/netns/{mesh.s.net.pod_netns('broken')}").exists()
     assert mesh.record("broken") is None
     assert "broken" not in mesh.names()
+
+
+def test_two_external_databases_on_one_port_are_told_apart_by_their_vips(mesh: LocalMesh) -> None:
+    # Seed 003, "Automatic VIP allocation where possible": db1 and db2 both listen on 3306
+    # outside the mesh's knowledge; the node's DNS knows their real addresses. The app dials
+    # them by name; the DNS proxy answers each with its own VIP; Envoy routes VIP:3306 to the
+    # right host (resolved through the node DNS) - no port-wide passthrough needed.
+    for n in (1, 2):
+        mesh.run(
+            f"db{n}",
+            [3306],
+            {"transparent-proxy": "false"},
+            [*ECHO, "-text", f"db{n}", "-listen", ":3306"],
+        )
+        mesh.add_host(f"mysql-instance{n}.example.test", mesh.record(f"db{n}")["ip"])  # type: ignore[index]
+        mesh.client().put("/v1/config", {"Kind": "external-service", "Name": f"ext-db{n}",
+                                         "Hosts": [f"mysql-instance{n}.example.test"],
+                                         "Ports": [{"Number": 3306}]})  # fmt: skip
+    try:
+        for n in (1, 2):
+            url = f"http://mysql-instance{n}.example.test:3306/"
+            wait_for(
+                lambda url=url, n=n: curl(mesh, "static-client", url) == (0, f"db{n}\n"), 20, url
+            )
+        code = "import socket; print(socket.getaddrinfo('mysql-instance1.example.test', 3306, socket.AF_INET)[0][4][0])"
+        out = exec_in(mesh, "static-client", sys.executable, "-c", code)
+        assert out.stdout.strip().startswith("240.240.")
+    finally:
+        for n in (1, 2):
+            mesh.client().delete(f"/v1/config/external-service/ext-db{n}")
+            mesh.rm(f"db{n}")

@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from loom.inject import PROXY_UID, InjectSettings
 from loom.inject.registration import service_registrations
 from loom.local import processes
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
-from loom.local.workload import RESOLV_CONF, plan_local, redirect_config
+from loom.local.workload import plan_local, redirect_config, resolv_conf
 from loom.redirect.applying import apply_redirect
 
 Say = Callable[[str], None]
@@ -70,6 +71,15 @@ class LocalSettings:
     def server_file(self) -> Path:
         return self.net.state_dir / "server.json"
 
+    @property
+    def dns_file(self) -> Path:
+        return self.net.state_dir / "node-dns.json"
+
+    @property
+    def hosts_file(self) -> Path:
+        """Extra names the node's DNS server answers (``LocalMesh.add_host``)."""
+        return self.net.state_dir / "hosts"
+
 
 def _loom(*args: str) -> list[str]:
     return [sys.executable, "-m", "loom", *args]
@@ -98,6 +108,7 @@ class LocalMesh:
         if os.geteuid() != 0:
             raise LocalError("loom local needs root (network namespaces, iptables); run with sudo")
         self.pods.node.create()
+        self._start_node_dns()
         if self._server_pid() is not None:
             return
         store = ["--data-dir", str(self.s.data_dir)] if self.s.data_dir else ["--dev"]
@@ -123,6 +134,50 @@ class LocalMesh:
             processes.stop(pid)
             raise LocalError(f"the local server did not start in time: {processes.tail(log, 3)}")
         self.s.server_file.write_text(json.dumps({"pid": pid}))
+
+    # -- the node's DNS server (the local kube-dns) -------------------------------------------
+
+    def _dns_pid(self) -> int | None:
+        try:
+            pid = int(json.loads(self.s.dns_file.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            return None
+        return pid if processes.alive(pid) else None
+
+    def _start_node_dns(self) -> None:
+        """dnsmasq on the bridge address, answering names of ``hosts_file`` (when installed).
+
+        Pods forward what their DNS proxy does not know here, and Envoy resolves external
+        hosts through it, as pods on Kubernetes use the cluster DNS.
+        """
+        exe = shutil.which("dnsmasq")
+        if exe is None or self._dns_pid() is not None:
+            return
+        self.s.hosts_file.touch()
+        log = self.s.net.state_dir / "node-dns.log"
+        argv = netns_exec_argv(self.s.net.node_netns, [
+            exe, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
+            f"--listen-address={self.s.net.gateway}", "--port=53", "--user=root",
+            f"--addn-hosts={self.s.hosts_file}", "--log-facility=-", "--conf-file=/dev/null",
+            # Authoritative for everything: unknown names are NXDOMAIN, not REFUSED (which
+            # stops resolvers such as Envoy's c-ares in the middle of a search list).
+            "--local=/#/",
+            f"--pid-file={self.s.net.state_dir / 'dnsmasq.pid'}",
+        ])  # fmt: skip
+        pid = processes.spawn(argv, log)
+        time.sleep(0.2)
+        if not processes.alive(pid):
+            raise LocalError(f"the node DNS server (dnsmasq) exited: {processes.tail(log, 3)}")
+        self.s.dns_file.write_text(json.dumps({"pid": pid}))
+
+    def add_host(self, name: str, address: str) -> None:
+        """Let pods resolve ``name`` to ``address`` through the node's DNS server."""
+        with open(self.s.hosts_file, "a") as out:
+            out.write(f"{address} {name}\n")
+        pid = self._dns_pid()
+        if pid is None:
+            raise LocalError("no node DNS server runs (install dnsmasq)")
+        os.kill(pid, signal.SIGHUP)  # dnsmasq re-reads --addn-hosts
 
     def stop_server(self) -> None:
         pid = self._server_pid()
@@ -163,7 +218,8 @@ class LocalMesh:
         pod_dir.mkdir(parents=True, exist_ok=True)
         rec: dict[str, Any] = {"name": name, "services": [], "sidecars": [], "app": None}
         try:
-            info = self.pods.add_pod(name, RESOLV_CONF)
+            dns = self.s.net.gateway if self._dns_pid() is not None else "127.0.0.1"
+            info = self.pods.add_pod(name, resolv_conf(dns))
             rec.update(netns=info.netns, ip=info.ip)
             self._save(rec)
             self.say(f"pod {name}: namespace {info.netns}, address {info.ip}")
@@ -260,6 +316,16 @@ class LocalMesh:
         for name in self.names():
             self.rm(name)
         self.stop_server()
+        dns = self._dns_pid()
+        if dns is not None:
+            processes.stop(dns)
+        for path in (
+            self.s.dns_file,
+            self.s.hosts_file,
+            self.s.net.state_dir / "node-dns.log",
+            self.s.net.state_dir / "dnsmasq.pid",
+        ):
+            path.unlink(missing_ok=True)
         self.pods.node.destroy()
         for sock in (self.s.http_socket, self.s.grpc_socket):
             sock.unlink(missing_ok=True)

@@ -71,9 +71,13 @@ def redirect_config(plan: RedirectPlan) -> RedirectConfig:
     )
 
 
-RESOLV_CONF = """\
-# Written by loom local: queries go to the sidecar's DNS proxy (iptables redirects port 53).
-nameserver 127.0.0.1
-search default.svc.cluster.local svc.cluster.local cluster.local
-options ndots:5
-"""
+def resolv_conf(nameserver: str) -> str:
+    """A pod's resolv.conf, Kubernetes-style. The app's queries are redirected to the
+    sidecar's DNS proxy whatever it says; the proxy (and Envoy, for external hosts) forward
+    the rest to ``nameserver``, the node's DNS server."""
+    return (
+        "# Written by loom local: port 53 is redirected to the sidecar's DNS proxy.\n"
+        f"nameserver {nameserver}\n"
+        "search default.svc.cluster.local svc.cluster.local cluster.local\n"
+        "options ndots:5\n"
+    )
