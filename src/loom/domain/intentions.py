@@ -128,3 +128,66 @@ def decide(
             return Decision(allowed, i, f"matched intention {i.source} => {i.destination} ({what})")
     policy = "allow" if default_allow else "deny"
     return Decision(default_allow, None, f"no intention matched; default policy is {policy}")
+
+
+def http_matches(http: dict[str, Any], method: str, path: str, headers: dict[str, str]) -> bool:
+    """Does one permission's ``HTTP`` block match a request? (Consul's L7 semantics.)"""
+    import re
+
+    if "PathExact" in http and path != http["PathExact"]:
+        return False
+    if "PathPrefix" in http and not path.startswith(http["PathPrefix"]):
+        return False
+    if "PathRegex" in http and re.fullmatch(http["PathRegex"], path) is None:
+        return False
+    if http.get("Methods") and method.upper() not in http["Methods"]:
+        return False
+    lowered = {k.lower(): v for k, v in headers.items()}
+    for h in http.get("Header", []):
+        value = lowered.get(h["Name"].lower())
+        if "Present" in h:
+            hit = value is not None
+        elif value is None:
+            hit = False
+        elif "Exact" in h:
+            hit = value == h["Exact"]
+        elif "Prefix" in h:
+            hit = value.startswith(h["Prefix"])
+        elif "Suffix" in h:
+            hit = value.endswith(h["Suffix"])
+        elif "Regex" in h:
+            hit = re.fullmatch(h["Regex"], value) is not None
+        else:
+            hit = value is not None
+        if hit == bool(h.get("Invert")):
+            return False
+    return True
+
+
+def decide_request(
+    intentions: Iterable[Intention],
+    source_ns: str,
+    source: str,
+    destination_ns: str,
+    destination: str,
+    default_allow: bool,
+    method: str,
+    path: str,
+    headers: dict[str, str] | None = None,
+) -> Decision:
+    """The L7 decision for one HTTP request.
+
+    The highest-precedence matching intention decides. With an Action, that is it. With
+    Permissions, the first permission matching the request decides; if none matches, the
+    default policy does (not lower-ranked intentions), as Consul documents.
+    """
+    first = decide(intentions, source_ns, source, destination_ns, destination, default_allow)
+    i = first.intention
+    if i is None or i.action:
+        return first
+    for n, perm in enumerate(i.permissions):
+        if http_matches(perm["HTTP"], method, path, headers or {}):
+            allowed = perm["Action"] != DENY
+            return Decision(allowed, i, f"matched permission {n} of {i.source} => {i.destination}")
+    policy = "allow" if default_allow else "deny"
+    return Decision(default_allow, i, f"no permission matched; default policy is {policy}")

@@ -56,11 +56,24 @@ class Principal:
 
 
 @dataclass(frozen=True)
+class Permission:
+    """One L7 permission of an intention: allow or deny requests its HTTP block matches."""
+
+    allow: bool
+    http: str
+    """Canonical JSON of Consul's ``HTTP`` block (PathExact/PathPrefix/PathRegex, Methods,
+    Header), kept as text so inputs stay hashable."""
+
+
+@dataclass(frozen=True)
 class AccessRule:
     """One intention targeting this proxy's service, in precedence order."""
 
     source: Principal
     allow: bool
+    """L4 decision: False only for a deny intention (L7 intentions allow at L4)."""
+    permissions: tuple[Permission, ...] = ()
+    """Non-empty for an L7 intention: decided per request by the HTTP RBAC filter."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ leaf certificate; equal inputs mean nothing to push.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,7 @@ from loom.xds.inputs import (
     Endpoint,
     ExposePath,
     ExternalHost,
+    Permission,
     Principal,
     ProxyInputs,
     Upstream,
@@ -148,7 +150,14 @@ def collect_inputs(
     mode = proxy["Mode"] or sd.get("Mode") or pd.get("Mode") or "direct"
     transparent = mode == "transparent"
     rules = tuple(
-        AccessRule(Principal(i.source_ns, i.source), i.action != DENY)
+        AccessRule(
+            Principal(i.source_ns, i.source),
+            i.action != DENY,
+            tuple(
+                Permission(p["Action"] != DENY, json.dumps(p["HTTP"], sort_keys=True))
+                for p in i.permissions
+            ),
+        )
         for i in view.intentions
         if i.destination_ns in ("*", ns) and i.destination in ("*", service)
     )
@@ -173,9 +182,10 @@ def collect_inputs(
             # Default allow: every mesh service is an upstream and the destination's RBAC
             # rejects denied sources (curl exits 52, as in the seed). Default deny: only
             # destinations some intention allows this source to reach.
-            if not view.default_allow and not decide(
-                view.intentions, ns, service, uns, name, view.default_allow
-            ).allowed:
+            if (
+                not view.default_allow
+                and not decide(view.intentions, ns, service, uns, name, view.default_allow).allowed
+            ):
                 continue
             vips = tuple(sorted(view.vips.get(key, ())))
             upstreams.append(

@@ -10,12 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loom.domain.intentions import Intention, decide
+from loom.domain.intentions import Intention, decide, decide_request
 from loom.xds.inputs import (
     AccessRule,
     Endpoint,
     ExposePath,
     ExternalHost,
+    Permission,
     Principal,
     ProxyInputs,
     Upstream,
@@ -23,7 +24,7 @@ from loom.xds.inputs import (
 from loom.xds.resources import Converter
 from loom.xds.translate import InconsistentSnapshot, build_resources, check_consistency
 from loom.xds.translate.names import TYPE_CLUSTER, TYPE_ENDPOINTS, TYPE_LISTENER
-from loom.xds.translate.rbac import rbac_policies
+from loom.xds.translate.rbac import http_rbac_policies, rbac_policies
 
 TD = "11111111-2222-3333-4444-555555555555.consul"
 
@@ -71,6 +72,16 @@ CASES = {
         externals=(ExternalHost("mysql-instance1.example.com", "db1", ("240.240.0.1", "fd00:f0f0::1"), (3306,)),),
     ),
     "mesh_destinations_only": replace(BASE, transparent=True, mesh_destinations_only=True),
+    "l7_http": replace(
+        BASE, protocol="http",
+        rules=(
+            AccessRule(Principal("default", "web"), True, (
+                Permission(False, json.dumps({"PathPrefix": "/admin"}, sort_keys=True)),
+                Permission(True, json.dumps({"Methods": ["GET", "HEAD"], "PathPrefix": "/"}, sort_keys=True)),
+            )),
+            AccessRule(Principal("default", "*"), False),
+        ),
+    ),
     "expose_probes": replace(BASE, expose=(ExposePath(20300, "/healthz", 8080),
                                            ExposePath(20400, "/ready", 8080))),
 }  # fmt: skip
@@ -220,3 +231,91 @@ def test_an_exposed_probe_path_reaches_the_app_over_plain_http() -> None:
     (route,) = hcm["route_config"]["virtual_hosts"][0]["routes"]
     assert route == {"match": {"path": "/healthz"}, "route": {"cluster": "exposed_cluster_8080"}}
     assert "transport_socket" not in lst["filter_chains"][0]
+
+
+# -- L7: Envoy's HTTP RBAC evaluation of our policies equals decide_request() ---------------------
+
+
+def _perm_matches(perm: dict, method: str, path: str) -> bool:  # type: ignore[type-arg]
+    if perm.get("any"):
+        return True
+    if "and_rules" in perm:
+        return all(_perm_matches(p, method, path) for p in perm["and_rules"]["rules"])
+    if "or_rules" in perm:
+        return any(_perm_matches(p, method, path) for p in perm["or_rules"]["rules"])
+    if "not_rule" in perm:
+        return not _perm_matches(perm["not_rule"], method, path)
+    if "url_path" in perm:
+        m = perm["url_path"]["path"]
+        if "exact" in m:
+            return path == m["exact"]
+        if "prefix" in m:
+            return path.startswith(m["prefix"])
+        return re.fullmatch(m["safe_regex"]["regex"], path) is not None
+    if "header" in perm and perm["header"]["name"] == ":method":
+        return method == perm["header"]["string_match"]["exact"]
+    raise AssertionError(perm)
+
+
+def envoy_allows_request(policy: dict, uri: str, method: str, path: str) -> bool:  # type: ignore[type-arg]
+    return any(
+        any(_matches(p, uri) for p in pol["principals"])
+        and any(_perm_matches(q, method, path) for q in pol["permissions"])
+        for pol in policy["policies"].values()
+    )
+
+
+http_blocks = st.fixed_dictionaries(
+    {},
+    optional={
+        "PathPrefix": st.sampled_from(["/", "/admin", "/api"]),
+        "PathExact": st.sampled_from(["/api/v1", "/admin"]),
+        "Methods": st.lists(st.sampled_from(["GET", "POST"]), min_size=1, max_size=2, unique=True),
+    },
+)
+permission_lists = st.lists(
+    st.fixed_dictionaries({"Action": st.sampled_from(["allow", "deny"]), "HTTP": http_blocks}),
+    min_size=1,
+    max_size=3,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rules=st.lists(
+        st.tuples(nss, names, st.one_of(st.sampled_from(["allow", "deny"]), permission_lists)),
+        max_size=4,
+        unique_by=lambda r: (r[0], r[1]),
+    ),
+    default_allow=st.booleans(),
+    src=st.tuples(st.sampled_from(["default", "team"]), st.sampled_from(["web", "api"])),
+    method=st.sampled_from(["GET", "POST"]),
+    path=st.sampled_from(["/", "/admin", "/admin/x", "/api/v1", "/api/v2"]),
+)
+def test_envoy_http_rbac_decides_each_request_like_the_l7_intention_check(
+    rules, default_allow, src, method, path
+) -> None:  # type: ignore[no-untyped-def]
+    intentions = [
+        Intention(ns, name, "default", "db", what, ())
+        if isinstance(what, str)
+        else Intention(ns, name, "default", "db", "", tuple(what))
+        for ns, name, what in rules
+    ]
+    ordered = sorted(intentions, key=lambda i: (-i.precedence, i.source_ns, i.source))
+    access = tuple(
+        AccessRule(
+            Principal(i.source_ns, i.source),
+            i.action != "deny",
+            tuple(
+                Permission(p["Action"] == "allow", json.dumps(p["HTTP"], sort_keys=True))
+                for p in i.permissions
+            ),
+        )
+        for i in ordered
+    )
+    policy = http_rbac_policies(TD, access, default_allow)
+    uri = f"spiffe://{TD}/ns/{src[0]}/dc/dc1/svc/{src[1]}"
+    expected = decide_request(
+        intentions, src[0], src[1], "default", "db", default_allow, method, path
+    ).allowed
+    assert envoy_allows_request(policy, uri, method, path) == expected

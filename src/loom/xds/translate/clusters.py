@@ -17,6 +17,7 @@ from loom.xds.translate.names import (
 from loom.xds.translate.tls import upstream_tls
 
 Doc = dict[str, Any]
+HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
 def _static(name: str, address: str, port: int, dns: bool = False) -> Doc:
@@ -40,6 +41,13 @@ def local_app_cluster(inp: ProxyInputs) -> Doc:
     cluster = _static(LOCAL_APP, inp.local_app_address or "127.0.0.1", inp.local_app_port)
     if not inp.local_app_port:  # a client-only workload (no port): nothing to forward to
         cluster["load_assignment"]["endpoints"] = []
+    if inp.protocol in ("http2", "grpc"):
+        cluster["typed_extension_protocol_options"] = {
+            HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        }
     return cluster
 
 

@@ -15,7 +15,7 @@ from loom.xds.translate.names import (
     external_cluster,
     upstream_listener,
 )
-from loom.xds.translate.rbac import network_rbac_filter
+from loom.xds.translate.rbac import http_rbac_filter, network_rbac_filter
 from loom.xds.translate.tls import downstream_tls
 
 Doc = dict[str, Any]
@@ -45,18 +45,62 @@ def tcp_proxy(stat_prefix: str, cluster: str) -> Doc:
     }
 
 
+HTTP_PROTOCOLS = ("http", "http2", "grpc")
+
+
+def http_connection_manager(stat_prefix: str, routes: list[Doc], filters: list[Doc]) -> Doc:
+    router = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": _EXT + "filters.http.router.v3.Router"},
+    }
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": _EXT + "filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat_prefix,
+            "codec_type": "AUTO",
+            "route_config": {
+                "name": stat_prefix,
+                "virtual_hosts": [
+                    {
+                        "name": stat_prefix,
+                        "domains": ["*"],
+                        "routes": routes,
+                    }
+                ],
+            },
+            "http_filters": [*filters, router],
+        },
+    }
+
+
 def public_listener(inp: ProxyInputs) -> Doc:
-    """mTLS with a client certificate from the mesh CA, RBAC from intentions, then the app."""
+    """mTLS with a client certificate from the mesh CA, RBAC from intentions, then the app.
+
+    HTTP services get an HTTP connection manager whose RBAC filter also enforces L7
+    permissions (a denied request is a 403); TCP services get network RBAC (a denied
+    connection is closed: curl exits 52).
+    """
+    if inp.protocol in HTTP_PROTOCOLS:
+        filters = [
+            http_connection_manager(
+                "public_listener",
+                [{"match": {"prefix": "/"}, "route": {"cluster": LOCAL_APP}}],
+                [http_rbac_filter(inp.trust_domain, inp.rules, inp.default_allow)],
+            )
+        ]
+    else:
+        filters = [
+            network_rbac_filter(
+                inp.trust_domain, inp.rules, inp.default_allow, "public_listener_rbac"
+            ),
+            tcp_proxy("public_listener", LOCAL_APP),
+        ]
     chains = [
         {
             "filter_chain_match": {"transport_protocol": "tls"},
             "transport_socket": downstream_tls(),
-            "filters": [
-                network_rbac_filter(
-                    inp.trust_domain, inp.rules, inp.default_allow, "public_listener_rbac"
-                ),
-                tcp_proxy("public_listener", LOCAL_APP),
-            ],
+            "filters": filters,
         }
     ]
     if inp.mtls_mode == "permissive":
@@ -169,31 +213,16 @@ def expose_listeners(inp: ProxyInputs) -> list[Doc]:
             {"match": {"path": e.path}, "route": {"cluster": exposed_cluster(e.local_port)}}
             for e in sorted(paths, key=lambda e: e.path)
         ]
-        hcm = {
-            "@type": _EXT + "filters.network.http_connection_manager.v3.HttpConnectionManager",
-            "stat_prefix": f"exposed_path_{port}",
-            "route_config": {
-                "name": f"exposed_path_{port}",
-                "virtual_hosts": [{"name": "exposed", "domains": ["*"], "routes": routes}],
-            },
-            "http_filters": [
-                {
-                    "name": "envoy.filters.http.router",
-                    "typed_config": {"@type": _EXT + "filters.http.router.v3.Router"},
-                }
-            ],
-        }
         out.append(
             {
                 "name": f"exposed_path_listener:{inp.public_address}:{port}",
                 "address": socket_address(inp.public_address, port),
                 "traffic_direction": "INBOUND",
                 "filter_chains": [
-                    {"filters": [{"name": "envoy.filters.network.http_connection_manager",
-                                  "typed_config": hcm}]}
+                    {"filters": [http_connection_manager(f"exposed_path_{port}", routes, [])]}
                 ],
             }
-        )  # fmt: skip
+        )
     return out
 
 

@@ -8,6 +8,7 @@ the default allow admits ``anyone AND NOT (every deny)``. An empty policy set de
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from loom.xds.inputs import AccessRule, Principal
@@ -67,5 +68,106 @@ def network_rbac_filter(
             "@type": "type.googleapis.com/envoy.extensions.filters.network.rbac.v3.RBAC",
             "stat_prefix": stat_prefix,
             "rules": rbac_policies(trust_domain, rules, default_allow),
+        },
+    }
+
+
+def _http_permission(http: Doc) -> Doc:
+    """Consul's HTTP block -> an Envoy RBAC permission (all parts must match)."""
+    parts: list[Doc] = []
+    for key, kind in (("PathExact", "exact"), ("PathPrefix", "prefix")):
+        if key in http:
+            parts.append({"url_path": {"path": {kind: http[key]}}})
+    if "PathRegex" in http:
+        parts.append({"url_path": {"path": {"safe_regex": {"regex": http["PathRegex"]}}}})
+    if http.get("Methods"):
+        methods = [
+            {"header": {"name": ":method", "string_match": {"exact": m}}} for m in http["Methods"]
+        ]
+        parts.append(methods[0] if len(methods) == 1 else {"or_rules": {"rules": methods}})
+    for h in http.get("Header", []):
+        header: Doc = {"name": h["Name"].lower()}
+        if "Present" in h:
+            header["present_match"] = bool(h["Present"])
+        else:
+            for key, kind in (("Exact", "exact"), ("Prefix", "prefix"), ("Suffix", "suffix")):
+                if key in h:
+                    header["string_match"] = {kind: h[key]}
+            if "Regex" in h:
+                header["string_match"] = {"safe_regex": {"regex": h["Regex"]}}
+            if "string_match" not in header:
+                header["present_match"] = True
+        if h.get("Invert"):
+            header["invert_match"] = True
+        parts.append({"header": header})
+    if not parts:
+        return {"any": True}
+    return parts[0] if len(parts) == 1 else {"and_rules": {"rules": parts}}
+
+
+def _or(rules: list[Doc]) -> Doc:
+    return rules[0] if len(rules) == 1 else {"or_rules": {"rules": rules}}
+
+
+def http_rbac_policies(
+    trust_domain: str, rules: tuple[AccessRule, ...], default_allow: bool
+) -> Doc:
+    """Intentions with L7 permissions -> an HTTP RBAC policy set (action ALLOW).
+
+    As for L4, each intention only sees sources no higher-ranked deny or L7 intention has
+    claimed (the first matching intention is terminal). An L7 intention admits a request
+    when some allow permission matches and no deny permission listed before it does; when no
+    permission matches, the default policy decides (Consul's rule).
+    """
+    policies: Doc = {}
+    claimed: list[Doc] = []
+    for n, rule in enumerate(rules):
+        matcher = _matcher(trust_domain, rule.source)
+        name = f"intention-{n}-{rule.source.namespace}-{rule.source.name}"
+        if not rule.permissions:
+            if rule.allow:
+                policies[name] = {
+                    "permissions": [{"any": True}],
+                    "principals": [_and_not(matcher, list(claimed))],
+                }
+            else:
+                claimed.append(matcher)
+            continue
+        perms: list[Doc] = []
+        denied_before: list[Doc] = []
+        every: list[Doc] = []
+        for p in rule.permissions:
+            match = _http_permission(json.loads(p.http))
+            every.append(match)
+            if p.allow:
+                perms.append(
+                    match
+                    if not denied_before
+                    else {"and_rules": {"rules": [match, {"not_rule": _or(denied_before)}]}}
+                )
+            else:
+                denied_before.append(match)
+        if default_allow:
+            perms.append({"not_rule": _or(every)})
+        if perms:
+            policies[name] = {
+                "permissions": perms,
+                "principals": [_and_not(matcher, list(claimed))],
+            }
+        claimed.append(matcher)
+    if default_allow:
+        policies["default-allow"] = {
+            "permissions": [{"any": True}],
+            "principals": [_and_not({"any": True}, claimed)],
+        }
+    return {"action": "ALLOW", "policies": policies}
+
+
+def http_rbac_filter(trust_domain: str, rules: tuple[AccessRule, ...], default_allow: bool) -> Doc:
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+            "rules": http_rbac_policies(trust_domain, rules, default_allow),
         },
     }
