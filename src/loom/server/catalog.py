@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from loom.domain.fields import Fields, ValidationError, check_id, parse_duration
+from loom.domain.fields import Fields, check_id, parse_duration
 from loom.domain.services import (
     CONNECT_PROXY,
     Registration,
@@ -302,10 +301,3 @@ class Catalog:
         ]
         hits.sort(key=lambda d: d["Node"] != self.settings.node)
         return hits[0] if hits else None
-
-
-def now_monotonic() -> float:
-    return time.monotonic()
-
-
-__all__ = ["CATALOG_TABLES", "Catalog", "CatalogSettings", "ValidationError", "health_status"]
