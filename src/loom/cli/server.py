@@ -32,6 +32,15 @@ def register(commands: Commands) -> None:
         "--dev", action="store_true", help="in-memory store; nothing survives a restart"
     )
     store.add_argument("--data-dir", type=Path, help="directory of the durable SQLite store")
+    store.add_argument(
+        "--etcd-endpoints",
+        metavar="HOST:PORT[,...]",
+        help="store the state in etcd, shared by every server given the same endpoints and "
+        "prefix (several endpoints must be IP addresses)",
+    )
+    p.add_argument(
+        "--etcd-prefix", default="/loom/", help="key prefix of the state in etcd (default /loom/)"
+    )
     p.add_argument(
         "--http-addr",
         action="append",
@@ -67,8 +76,12 @@ def run(args: argparse.Namespace) -> int:
     from loom.server.state import ServerSettings
     from loom.xds.server import start_xds
 
-    if not args.dev and args.data_dir is None:
-        raise UsageError("server: give --dev (in-memory store) or --data-dir DIR (durable store)")
+    if not args.dev and args.data_dir is None and not args.etcd_endpoints:
+        raise UsageError(
+            "server: give --dev (in-memory store), --data-dir DIR (durable store) "
+            "or --etcd-endpoints HOST:PORT[,...] (store shared by several servers)"
+        )
+    endpoints = tuple(e for e in (args.etcd_endpoints or "").split(",") if e.strip())
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
@@ -76,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
         http_addrs=tuple(args.http_addr or ["127.0.0.1:8500"]),
         grpc_addrs=tuple(args.grpc_addr or ["127.0.0.1:8502"]),
         data_dir=args.data_dir,
+        etcd_endpoints=endpoints,
+        etcd_prefix=args.etcd_prefix,
         datacenter=args.datacenter,
         node=args.node_name,
         node_address=args.node_address,

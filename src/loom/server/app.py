@@ -114,6 +114,8 @@ def print_ready(settings: ServerSettings) -> Callable[[list[str], list[str]], No
         store = "memory (--dev: nothing survives a restart)"
         if settings.data_dir is not None:
             store = f"sqlite at {settings.data_dir}"
+        if settings.etcd_endpoints:
+            store = f"etcd at {','.join(settings.etcd_endpoints)} prefix {settings.etcd_prefix}"
         policy = "allow" if settings.default_allow else "deny"
         for addr in http:
             print(f"loom server: HTTP API on {addr}")

@@ -7,11 +7,12 @@ import datetime as dt
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from loom.server.catalog import Catalog, CatalogSettings
 from loom.server.certs import Certs
 from loom.server.configs import Configs
-from loom.store import Store, open_store
+from loom.store import Store, StoreConflict, open_store
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,11 @@ class ServerSettings:
     grpc_addrs: tuple[str, ...] = ("127.0.0.1:8502",)
     """Where the xDS (ADS) gRPC server listens; same forms as ``http_addrs``."""
     data_dir: Path | None = None
-    """SQLite store directory; None means the in-memory store (``--dev``)."""
+    """SQLite store directory; None means the in-memory store (``--dev``) unless etcd is set."""
+    etcd_endpoints: tuple[str, ...] = ()
+    """etcd ``HOST:PORT`` endpoints of a store shared by several servers; empty: not etcd."""
+    etcd_prefix: str = "/loom/"
+    """Key prefix of this cluster's state in etcd."""
     datacenter: str = "dc1"
     """Datacenter name, part of every SPIFFE ID and catalog entry."""
     node: str = "loom-server"
@@ -38,11 +43,36 @@ class ServerSettings:
     """Reserved for backend options (etcd endpoints...)."""
 
 
+class WriteLock(asyncio.Lock):
+    """The write lock; holding it also means the store's view has seen every write already
+    acknowledged by another server sharing the store (etcd), so validation is not stale."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self._store = store
+
+    async def acquire(self) -> Literal[True]:
+        await super().acquire()
+        try:
+            await self._store.sync()
+        except BaseException:
+            self.release()
+            raise
+        return True
+
+
 class State:
     def __init__(self, settings: ServerSettings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store if store is not None else open_store(settings.data_dir)
-        self.lock = asyncio.Lock()
+        if store is None:
+            etcd = None
+            if settings.etcd_endpoints:
+                from loom.store.etcd import EtcdSettings
+
+                etcd = EtcdSettings(settings.etcd_endpoints, settings.etcd_prefix)
+            store = open_store(settings.data_dir, etcd)
+        self.store = store
+        self.lock = WriteLock(self.store)
         self.catalog = Catalog(
             self.store,
             CatalogSettings(settings.node, settings.node_address, settings.datacenter),
@@ -54,7 +84,14 @@ class State:
         self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
 
     async def start(self) -> None:
-        await self.certs.start()
+        await self.store.open()
+        try:
+            await self.certs.start()
+        except StoreConflict:
+            # Servers sharing an empty etcd race to make the CA: the loser's view now has the
+            # winner's root, which a second start loads.
+            await self.store.sync()
+            await self.certs.start()
 
     async def close(self) -> None:
         await self.store.close()

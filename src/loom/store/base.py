@@ -25,6 +25,11 @@ class StoreError(LoomError):
     """The backend could not open, read or persist state."""
 
 
+class StoreConflict(StoreError):
+    """Another server sharing the store committed first (etcd); the view has caught up, so
+    re-running the whole write (validation included) can succeed."""
+
+
 @dataclass(frozen=True)
 class Put:
     table: str
@@ -123,6 +128,13 @@ class Store:
     async def changed(self) -> None:
         """Wait for the next committed write (any table)."""
         await self._changed.wait()
+
+    async def open(self) -> None:
+        """Connect and load, for backends that need the event loop (etcd). Memory: nothing."""
+
+    async def sync(self) -> None:
+        """Bring the view up to date with writes through other servers (etcd) before a
+        read-validate-write. Single-server backends are always up to date."""
 
     async def close(self) -> None:
         """Release backend resources."""
