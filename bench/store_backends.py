@@ -130,7 +130,7 @@ def main() -> None:
     ok = sum(COUNT - f for _, f in results.values())
     conflicts = sum(f for _, f in results.values())
     print(f"  two concurrent writers (one per server, {COUNT} each): {ok / both:.0f} ok/s "
-          f"total, {conflicts} of {2 * COUNT} answered 500 (StoreConflict)")  # fmt: skip
+          f"total, {conflicts} of {2 * COUNT} failed (HTTP 409 after the server's retries)")  # fmt: skip
     print(f"  catalog services seen by A and B afterwards: {seen} (expected {2 * ok + 2 * 50}: "
           "the acknowledged registrations + sidecars, + 50 visibility probes + sidecars)")  # fmt: skip
 

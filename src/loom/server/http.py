@@ -9,8 +9,10 @@ index passes N, with the index in ``X-Consul-Index``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -28,6 +30,7 @@ from loom.server.configs import CONFIG_TABLES
 from loom.server.dnstable import build_dns_table
 from loom.server.errors import Conflict, NotFound
 from loom.server.state import State
+from loom.store import StoreConflict
 
 log = logging.getLogger("loom.server.http")
 Doc = dict[str, Any]
@@ -37,24 +40,37 @@ MAX_WAIT_S = 600.0
 DEFAULT_WAIT_S = 300.0
 
 
+CONFLICT_RETRIES = 10
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException:
-        raise
-    except ValidationError as exc:
-        return web.Response(status=400, text=f"Invalid request: {exc}\n")
-    except NotFound as exc:
-        return web.Response(status=404, text=f"{exc}\n")
-    except Conflict as exc:
-        return web.Response(status=409, text=f"{exc}\n")
-    except LoomError as exc:
-        log.error("%s %s failed: %s", request.method, request.path, exc)
-        return web.Response(status=500, text=f"{exc}\n")
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return web.Response(status=500, text="internal error (see the server log)\n")
+    for attempt in range(CONFLICT_RETRIES + 1):
+        try:
+            return await handler(request)
+        except StoreConflict as exc:
+            # Several servers share etcd and another one wrote first: re-run the request
+            # against the caught-up view (handlers validate from the view; aiohttp keeps the
+            # body for the re-read).
+            if attempt < CONFLICT_RETRIES:
+                await asyncio.sleep(random.uniform(0.0005, 0.002) * (attempt + 1))
+                continue
+            return web.Response(status=409, text=f"{exc}\n")
+        except web.HTTPException:
+            raise
+        except ValidationError as exc:
+            return web.Response(status=400, text=f"Invalid request: {exc}\n")
+        except NotFound as exc:
+            return web.Response(status=404, text=f"{exc}\n")
+        except Conflict as exc:
+            return web.Response(status=409, text=f"{exc}\n")
+        except LoomError as exc:
+            log.error("%s %s failed: %s", request.method, request.path, exc)
+            return web.Response(status=500, text=f"{exc}\n")
+        except Exception:
+            log.exception("%s %s failed", request.method, request.path)
+            return web.Response(status=500, text="internal error (see the server log)\n")
+    raise AssertionError("unreachable")
 
 
 async def _body(request: web.Request) -> Any:
