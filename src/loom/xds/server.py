@@ -53,17 +53,24 @@ class _Session:
         self.inputs: object = object()
         self.served: dict[str, dict[str, Served]] = {t: {} for t in ORDER}
         self.id = next(_session_ids)
+        self.change_pending = False
 
     def refresh(self) -> bool:
         """Recompute what this proxy should have; True when anything changed."""
         inputs = self.hub.inputs(self.proxy_id)
         if inputs == self.inputs:
             return False
+        try:
+            served = (
+                {t: {} for t in ORDER}
+                if inputs is None
+                else self.hub.converter.serve(build_resources(inputs))
+            )
+        except LoomError as exc:  # a translator bug: keep serving the last good config
+            log.error("cannot build the configuration of proxy %s: %s", self.proxy_id, exc)
+            return False
         self.inputs = inputs
-        if inputs is None:
-            self.served = {t: {} for t in ORDER}
-        else:
-            self.served = self.hub.converter.serve(build_resources(inputs))
+        self.served = served
         return True
 
     async def _read(self) -> None:
@@ -77,7 +84,9 @@ class _Session:
         gen = self.hub.generation
         while True:
             gen = await self.hub.wait(gen)
-            await self.queue.put(_CHANGED)
+            if not self.change_pending:  # one pending change event is enough
+                self.change_pending = True
+                await self.queue.put(_CHANGED)
 
     async def events(self) -> AsyncIterator[Any]:
         tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._watch())]
@@ -156,6 +165,7 @@ class SotwSession(_Session):
     async def run(self) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
         async for ev in self.events():
             if ev is _CHANGED:
+                self.change_pending = False
                 if not self.proxy_id or not self.refresh():
                     continue
                 for t in ORDER:
@@ -233,6 +243,7 @@ class DeltaSession(_Session):
     async def run(self) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
         async for ev in self.events():
             if ev is _CHANGED:
+                self.change_pending = False
                 if not self.proxy_id or not self.refresh():
                     continue
                 for t in ORDER:
