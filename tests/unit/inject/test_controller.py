@@ -24,20 +24,24 @@ def injected_pod(
     labels: dict[str, str] | None = None,
     annotations: dict[str, str] | None = None,
     ports: tuple[int, ...] = (8080,),
+    container: str | None = None,
 ) -> dict[str, Any]:
-    """A pod as the API server holds it after the webhook injected it and it started."""
+    """A pod as the API server holds it after the webhook injected it and it started; its
+    container (the default Consul service name) and ``app`` label are ``container``, else
+    the pod's name."""
+    container = container or name
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": labels or {"app": name},
+            "labels": labels or {"app": container},
             "annotations": {ann.CONNECT_INJECT: "true", **(annotations or {})},
         },
         "spec": {
             "containers": [
-                {"name": name, "image": "app", "ports": [{"containerPort": p} for p in ports]}
+                {"name": container, "image": "app", "ports": [{"containerPort": p} for p in ports]}
             ]
         },
     }
