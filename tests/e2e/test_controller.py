@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.unit.inject.test_controller import injected_pod, k8s_service
+from tests.unit.inject.test_controller import SETTINGS, injected_pod, k8s_service
 
 LIST_KINDS = {"pods": "PodList", "services": "ServiceList", "namespaces": "NamespaceList"}
 
@@ -52,6 +52,8 @@ class FakeKubeApi:
         app = web.Application()
         for kind in LIST_KINDS:
             app.router.add_get(f"/api/v1/{kind}", self._handler(kind))
+            if kind != "namespaces":
+                app.router.add_get(f"/api/v1/namespaces/{{ns}}/{kind}", self._handler(kind))
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -74,13 +76,18 @@ class FakeKubeApi:
 
     def _handler(self, kind: str) -> Callable[[web.Request], Any]:
         async def handle(request: web.Request) -> web.StreamResponse:
+            ns = request.match_info.get("ns")
+
+            def wanted(obj: dict[str, Any]) -> bool:
+                return ns is None or obj["metadata"].get("namespace") == ns
+
             if request.query.get("watch") != "true":
                 return web.json_response(
                     {
                         "apiVersion": "v1",
                         "kind": LIST_KINDS[kind],
                         "metadata": {"resourceVersion": str(self.version)},
-                        "items": list(self.objects[kind].values()),
+                        "items": [o for o in self.objects[kind].values() if wanted(o)],
                     }
                 )
             since = int(request.query.get("resourceVersion") or 0)
@@ -92,8 +99,8 @@ class FakeKubeApi:
             await resp.prepare(request)
             assert self.changed is not None
             while True:
-                for version, k, event, obj in self.history:
-                    if k == kind and version > since:
+                for version, k, event, obj in list(self.history):
+                    if k == kind and version > since and wanted(obj):
                         line = json.dumps({"type": event, "object": obj}) + "\n"
                         await resp.write(line.encode())
                         since = version
@@ -152,12 +159,12 @@ def controller(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[str]]]
     started: list[subprocess.Popen[str]] = []
     logs: list[Any] = []
 
-    def start(http_addr: str, port: int) -> subprocess.Popen[str]:
+    def start(http_addr: str, port: int, *extra: str) -> subprocess.Popen[str]:
         log = (tmp_path / f"controller-{len(started)}.log").open("w")
         logs.append(log)
         proc = subprocess.Popen(
             [sys.executable, "-m", "loom", "k8s", "controller", "--http-addr", http_addr,
-             "--kubeconfig", str(kubeconfig(tmp_path / "kubeconfig", port))],
+             "--kubeconfig", str(kubeconfig(tmp_path / "kubeconfig", port)), *extra],
             stdout=log, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         started.append(proc)
@@ -263,3 +270,53 @@ def test_an_unreachable_api_server_is_one_clear_line_then_a_retry(
     assert proc.poll() is None
     assert "Traceback" not in text
     assert "retrying in 0.5s" in text and "retrying in 1.0s" in text
+
+
+def test_an_unreachable_loom_server_is_one_clear_line_then_a_retry(kube_api, controller, tmp_path):
+    log = tmp_path / "controller-0.log"
+    proc = controller("127.0.0.1:1", kube_api.port)  # nothing listens on port 1
+    text = wait_for(
+        "two failed reconciles",
+        lambda: (t := log.read_text()).count("loom server 127.0.0.1:1: ") >= 2 and t,
+        log,
+    )
+    assert proc.poll() is None
+    assert "Traceback" not in text
+    assert "retrying in 0.5s" in text and "retrying in 1.0s" in text
+
+
+def test_a_missing_kubeconfig_is_a_one_line_error(tmp_path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "loom", "k8s", "controller", "--kubeconfig",
+         str(tmp_path / "nope.yaml")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert run.returncode == 1
+    assert run.stderr.splitlines()[-1].startswith(
+        f"loom: cannot load a kubeconfig from {tmp_path / 'nope.yaml'}: "
+    )
+    assert "Traceback" not in run.stderr
+
+
+def test_with_namespace_only_that_namespace_is_registered_and_others_are_left_alone(
+    loom_server, kube_api, controller, tmp_path
+) -> None:
+    log = tmp_path / "controller-0.log"
+    # Registered earlier by a controller watching team-b: not this one's to remove.
+    other = injected_pod("db-1", container="db", namespace="team-b", ip="10.0.1.9")
+    kube_api.apply("pods", "ADDED", other)
+    from loom.k8s.controller import reconcile
+
+    [body] = reconcile([other], [], [], SETTINGS).register
+    loom_server.put("/v1/agent/service/register", body)
+
+    kube_api.apply("pods", "ADDED", injected_pod("api-1", container="api", namespace="team-a"))
+    kube_api.apply("pods", "ADDED", injected_pod("web-1", container="web", namespace="team-b"))
+    controller(loom_server.http, kube_api.port, "--namespace", "team-a")
+    wait_for("team-a's pod", lambda: "api-1-api" in loom_server.get("/v1/agent/services"), log)
+    kube_api.apply("pods", "DELETED", other)
+    kube_api.apply("pods", "ADDED", injected_pod("api-2", container="api", namespace="team-a"))
+    wait_for("the second pod", lambda: "api-2-api" in loom_server.get("/v1/agent/services"), log)
+    services = loom_server.get("/v1/agent/services")
+    assert "web-1-web" not in services  # another namespace: not watched
+    assert "db-1-db" in services  # another namespace's registration: kept

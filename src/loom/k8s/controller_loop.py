@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import httpx2 as httpx
 from lightkube import AsyncClient, KubeConfig
-from lightkube.core.exceptions import ApiError, ConfigError, NotReadyError
+from lightkube.core.exceptions import ConfigError, NotReadyError
 from lightkube.resources.core_v1 import Namespace, Pod, Service
 
 from loom.inject import InjectSettings
@@ -70,6 +69,7 @@ class Informer:
         self.objects: dict[tuple[str, str], Doc] = {}
         self.synced = asyncio.Event()
         self.name = kind.__name__.lower() + "s"
+        self.phase = "list"
 
     def _key(self, obj: Doc) -> tuple[str, str]:
         meta = obj.get("metadata") or {}
@@ -81,10 +81,10 @@ class Informer:
             try:
                 await self._list_and_watch()
                 backoff = 0.5
-            except (httpx.HTTPError, ApiError, OSError) as exc:
+            except Exception as exc:  # any failure: an informer that died would stall the loop
                 log.error(
                     "kubernetes API: %s %s failed: %s; retrying in %.1fs",
-                    "watch" if self.synced.is_set() else "list",
+                    self.phase,
                     self.name,
                     _one_line(exc),
                     backoff,
@@ -96,6 +96,7 @@ class Informer:
         kwargs: dict[str, Any] = {}
         if self.kind is not Namespace:
             kwargs["namespace"] = self.namespace or ALL_NAMESPACES
+        self.phase = "list"
         listing = self.client.list(self.kind, **kwargs)
         fresh = {}
         async for obj in listing:
@@ -110,6 +111,7 @@ class Informer:
             log.info("kubernetes API: listed %d %s", len(fresh), self.name)
         self.synced.set()
         self.notify()
+        self.phase = "watch"
         async for event, obj in self.client.watch(self.kind, resource_version=version, **kwargs):
             doc = obj.to_dict()
             if event == "DELETED":
