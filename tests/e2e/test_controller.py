@@ -229,6 +229,9 @@ def test_a_pod_is_registered_when_it_appears_and_deregistered_when_deleted(
     assert init.returncode == 0, init.stderr
     assert (out / "proxyid").read_text() == "api-7f9c-api-sidecar-proxy"
 
+    [healthy] = loom_server.get("/v1/health/connect/api?passing=1")
+    assert healthy["Service"]["ID"] == "api-7f9c-api-sidecar-proxy"
+
     # The pod stops being ready: it stays registered but its check fails.
     kube_api.apply("pods", "MODIFIED", injected_pod("api-7f9c", container="api",
                                                     ip="10.0.0.7", ready=False))  # fmt: skip
@@ -240,6 +243,8 @@ def test_a_pod_is_registered_when_it_appears_and_deregistered_when_deleted(
         ),
         log,
     )
+    # ... so the mesh's health-filtered view sends it no traffic.
+    assert loom_server.get("/v1/health/connect/api?passing=1") == []
 
     kube_api.apply("pods", "DELETED", pod)
     wait_for(
