@@ -3,6 +3,7 @@
 - ``loom inject -f FILE|-``: offline injection of manifests (like ``istioctl kube-inject``);
 - ``loom k8s webhook``: the mutating admission webhook (HTTPS);
 - ``loom k8s connect-init``: the init container's logic;
+- ``loom k8s controller``: registers injected pods' services with the server;
 - ``loom install``: the Kubernetes install manifests.
 
 Handlers only parse flags, read files and print; the work is in ``loom.k8s`` and
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def register(commands: Commands) -> None:
-    """Register ``inject``, ``install`` and ``k8s webhook|connect-init``."""
+    """Register ``inject``, ``install`` and ``k8s webhook|connect-init|controller``."""
     inject = commands.top.add_parser(
         "inject",
         help="inject Loom sidecars into Kubernetes manifests (offline, like kube-inject)",
@@ -109,11 +110,7 @@ def register(commands: Commands) -> None:
             "after `--` (transparent proxy). Exits non-zero after --timeout."
         ),
     )
-    init.add_argument(
-        "--http-addr",
-        default=os.environ.get("LOOM_HTTP_ADDR", "127.0.0.1:8500"),
-        help="server HTTP API address (env LOOM_HTTP_ADDR; default 127.0.0.1:8500)",
-    )
+    _add_http_addr(init)
     init.add_argument(
         "--pod-name", default=os.environ.get("POD_NAME"), help="pod name (env POD_NAME)"
     )
@@ -141,6 +138,39 @@ def register(commands: Commands) -> None:
         "Arguments after -- are passed to `loom connect redirect-traffic` (transparent proxy)."
     )
     init.set_defaults(func=run_connect_init, takes_rest=True)
+
+    controller = k8s.add_parser(
+        "controller",
+        help="register injected pods' services with the server (the endpoints controller)",
+        description=(
+            "Watches Pods, Services and Namespaces and keeps the server's registrations of "
+            "injected pods current: one service (plus sidecar) per pod and Consul service, at "
+            "the pod IP, with the selecting Service's ClusterIP as virtual address and a "
+            "check following the pod's Ready condition; deregisters pods that are gone."
+        ),
+    )
+    _add_http_addr(controller)
+    controller.add_argument("--values", help="Helm-style values file (connectInject.*, global.*)")
+    controller.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster, else ~/.kube/config)"
+    )
+    controller.add_argument("--namespace", help="only this namespace (default: all)")
+    controller.add_argument(
+        "--resync",
+        type=float,
+        default=60.0,
+        help="seconds between full reconciles without events (default %(default)s)",
+    )
+    controller.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    controller.set_defaults(func=run_controller)
+
+
+def _add_http_addr(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--http-addr",
+        default=os.environ.get("LOOM_HTTP_ADDR", "127.0.0.1:8500"),
+        help="server HTTP API address (env LOOM_HTTP_ADDR; default 127.0.0.1:8500)",
+    )
 
 
 def run_inject(args: argparse.Namespace) -> int:
@@ -222,6 +252,31 @@ def run_connect_init(args: argparse.Namespace) -> int:
         print(f"connect-init: {message}", file=sys.stderr, flush=True)
 
     asyncio.run(run(config, log))
+    return 0
+
+
+def run_controller(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from loom.k8s.controller_loop import ControllerConfig, run
+    from loom.k8s.values import read_values, settings_from
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per Kubernetes request
+    settings = settings_from(read_values(args.values))
+    config = ControllerConfig(
+        http_addr=args.http_addr,
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        resync=args.resync,
+    )
+    try:
+        asyncio.run(run(config, settings))
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

@@ -6,7 +6,10 @@ ConfigMap holding the values (so the webhook runs with exactly these settings), 
 Deployment and Service, and the MutatingWebhookConfiguration for pod CREATE with
 ``failurePolicy`` from the values and a ``namespaceSelector`` that leaves out ``kube-system``,
 ``kube-public``, the deny list (and, when it is not ``*``, everything outside the allow list),
-plus an ``objectSelector`` that keeps the injector from gating its own pods.
+plus an ``objectSelector`` that keeps the injector from gating its own (and the controller's)
+pods. The endpoints controller (``loom k8s controller``, which registers injected pods with
+the server) gets its own ServiceAccount, a ClusterRole to get/list/watch pods, services and
+namespaces, and a one-replica Deployment reading the same values ConfigMap.
 
 TLS: with ``--generate-certs`` (or ``connectInject.certs.caBundle`` + an existing Secret) the
 CA bundle is in the webhook configuration; otherwise the configuration carries cert-manager's
@@ -32,6 +35,7 @@ TLS_DIR = "/etc/loom/tls"
 VALUES_DIR = "/etc/loom/values"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "connect-injector"
+CONTROLLER_COMPONENT = "endpoints-controller"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,10 @@ class InstallSettings:
     @property
     def webhook_name(self) -> str:
         return f"{self.name}-connect-injector"
+
+    @property
+    def controller_name(self) -> str:
+        return f"{self.name}-{CONTROLLER_COMPONENT}"
 
     @classmethod
     def from_values(cls, values: dict[str, Any]) -> InstallSettings:
@@ -100,22 +108,7 @@ def render(
     labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: COMPONENT}
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        _meta("v1", "ServiceAccount", name, ns, labels),
-        {
-            **_meta("rbac.authorization.k8s.io/v1", "ClusterRole", name, None, labels),
-            "rules": [
-                {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
-            ],
-        },
-        {
-            **_meta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name, None, labels),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-        },
+        *_account(name, ns, labels, ["namespaces"]),
         {
             **_meta("v1", "ConfigMap", f"{name}-values", ns, labels),
             "data": {"values.yaml": yaml.safe_dump(values, sort_keys=True)},
@@ -142,8 +135,91 @@ def render(
         }
     )
     docs.append(_deployment(install, inject, labels))
+    docs.extend(_controller(install, inject))
     docs.append(_webhook_configuration(install, inject, labels, tls))
     return docs
+
+
+def _controller(install: InstallSettings, inject: InjectSettings) -> list[dict[str, Any]]:
+    """The endpoints controller: its ServiceAccount, read-only RBAC and Deployment."""
+    name, ns = install.controller_name, install.namespace
+    labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: CONTROLLER_COMPONENT}
+    container: dict[str, Any] = {
+        "name": "controller",
+        "image": inject.images.loom,
+        "command": ["loom", "k8s", "controller"],
+        "args": [f"--http-addr={inject.server.http_addr}", f"--values={VALUES_DIR}/values.yaml"],
+        "volumeMounts": [{"name": "values", "mountPath": VALUES_DIR, "readOnly": True}],
+    }
+    values = {"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}}
+    # One replica, one writer: registrations are idempotent, but two would race on each event.
+    deployment = _system_deployment(install, name, labels, 1, container, [values])
+    return [*_account(name, ns, labels, ["pods", "services", "namespaces"]), deployment]
+
+
+def _account(
+    name: str, namespace: str, labels: dict[str, str], readable: list[str]
+) -> list[dict[str, Any]]:
+    """A ServiceAccount with a ClusterRole (and its Binding) to read ``readable``."""
+    return [
+        _meta("v1", "ServiceAccount", name, namespace, labels),
+        {
+            **_meta("rbac.authorization.k8s.io/v1", "ClusterRole", name, None, labels),
+            "rules": [
+                {"apiGroups": [""], "resources": readable, "verbs": ["get", "list", "watch"]}
+            ],
+        },
+        {
+            **_meta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name, None, labels),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        },
+    ]
+
+
+def _system_deployment(
+    install: InstallSettings,
+    name: str,
+    labels: dict[str, str],
+    replicas: int,
+    container: dict[str, Any],
+    volumes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A Deployment of one Loom system container (hardened, with the install's resources)
+    running as the ServiceAccount ``name``; its pods are never injected."""
+    container["securityContext"] = {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    resources = install.resources.to_k8s()
+    if resources:
+        container["resources"] = resources
+    return {
+        **_meta("apps/v1", "Deployment", name, install.namespace, labels),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {
+                "metadata": {
+                    "labels": dict(labels),
+                    # Loom's own pods are never injected.
+                    "annotations": {"consul.hashicorp.com/connect-inject": "false"},
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
 
 
 def _meta(
@@ -175,43 +251,18 @@ def _deployment(
         "ports": [{"name": "https", "containerPort": WEBHOOK_PORT}],
         "readinessProbe": probe,
         "livenessProbe": {**probe, "failureThreshold": 3},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 65532,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
         "volumeMounts": [
             {"name": "tls", "mountPath": TLS_DIR, "readOnly": True},
             {"name": "values", "mountPath": VALUES_DIR, "readOnly": True},
         ],
     }
-    resources = install.resources.to_k8s()
-    if resources:
-        container["resources"] = resources
-    return {
-        **_meta("apps/v1", "Deployment", install.webhook_name, install.namespace, labels),
-        "spec": {
-            "replicas": install.replicas,
-            "selector": {"matchLabels": dict(labels)},
-            "template": {
-                "metadata": {
-                    "labels": dict(labels),
-                    # The injector's own pods are never injected.
-                    "annotations": {"consul.hashicorp.com/connect-inject": "false"},
-                },
-                "spec": {
-                    "serviceAccountName": install.webhook_name,
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "tls", "secret": {"secretName": install.secret_name}},
-                        {"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}},
-                    ],
-                },
-            },
-        },
-    }
+    volumes = [
+        {"name": "tls", "secret": {"secretName": install.secret_name}},
+        {"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}},
+    ]
+    return _system_deployment(
+        install, install.webhook_name, labels, install.replicas, container, volumes
+    )
 
 
 def _webhook_configuration(
@@ -273,7 +324,11 @@ def _webhook_configuration(
                 "namespaceSelector": {"matchExpressions": expressions},
                 "objectSelector": {
                     "matchExpressions": [
-                        {"key": COMPONENT_LABEL, "operator": "NotIn", "values": [COMPONENT]}
+                        {
+                            "key": COMPONENT_LABEL,
+                            "operator": "NotIn",
+                            "values": [COMPONENT, CONTROLLER_COMPONENT],
+                        }
                     ]
                 },
             }

@@ -58,8 +58,9 @@ def test_values_shape_names_selectors_policy_and_ca_bundle(golden) -> None:
         },
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["my-ns-1", "my-ns-2"]},
     ]
-    [deployment] = [d for d in docs if d["kind"] == "Deployment"]
+    deployment, controller = [d for d in docs if d["kind"] == "Deployment"]
     assert deployment["metadata"]["namespace"] == "mesh-system"
+    assert controller["metadata"]["name"] == "mesh-endpoints-controller"
     assert deployment["spec"]["replicas"] == 2
     # The webhook reads back the very values it was installed with.
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
@@ -93,7 +94,9 @@ def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, ca
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["kind"] for d in docs] == [
         "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
-        "Secret", "Service", "Deployment", "MutatingWebhookConfiguration",
+        "Secret", "Service", "Deployment",
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",  # the controller
+        "MutatingWebhookConfiguration",
     ]  # fmt: skip
     for doc in docs:
         validate_manifest(doc)

@@ -1,0 +1,263 @@
+"""``loom k8s controller``: watch Kubernetes, keep the catalog's pod registrations current.
+
+Three informers (list, then watch from the list's ``resourceVersion``; relist on any error
+with backoff) keep Pods, Services and Namespaces in memory. Every event, debounced, and a
+periodic resync run ``loom.k8s.controller.reconcile`` against the controller's registrations
+in ``GET /v1/agent/services`` and apply the result with ``PUT /v1/agent/service/register`` and
+``/deregister``. Nothing is written before all three informers have listed once, so a
+restart never deregisters pods it has not seen yet. An unreachable API server or Loom server
+is one log line per failure, retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from lightkube import AsyncClient, KubeConfig
+from lightkube.core.exceptions import ConfigError, NotReadyError
+from lightkube.resources.core_v1 import Namespace, Pod, Service
+
+from loom.inject import InjectSettings
+from loom.inject.registration import META_K8S_NAMESPACE
+from loom.k8s.connect_init import base_url
+from loom.k8s.controller import Changes, reconcile
+from loom.k8s.errors import K8sError
+
+log = logging.getLogger("loom.k8s.controller")
+
+Doc = dict[str, Any]
+ALL_NAMESPACES = "*"
+
+
+class ControllerError(K8sError):
+    """The controller cannot start (kubeconfig) or a write to the Loom server failed."""
+
+
+@dataclass(frozen=True)
+class ControllerConfig:
+    """Where the controller reads from and writes to, and how often."""
+
+    http_addr: str
+    """``HOST:PORT`` (or URL) of the Loom server's HTTP API."""
+    kubeconfig: str | None = None
+    """Kubeconfig file; None: in-cluster service account, else ``~/.kube/config``."""
+    namespace: str | None = None
+    """Only this Kubernetes namespace; None: all namespaces."""
+    debounce: float = 0.1
+    """Seconds to wait after an event for more before reconciling."""
+    resync: float = 60.0
+    """Seconds between reconciles when nothing happens."""
+    max_backoff: float = 30.0
+    """Longest wait between retries of an unreachable API server or Loom server."""
+
+
+class Informer:
+    """An in-memory copy of one resource kind, kept by list + watch."""
+
+    def __init__(
+        self, client: AsyncClient, kind: Any, namespace: str | None, notify: Callable[[], None]
+    ) -> None:
+        self.client = client
+        self.kind = kind
+        self.namespace = namespace
+        self.notify = notify
+        self.objects: dict[tuple[str, str], Doc] = {}
+        self.synced = asyncio.Event()
+        self.name = kind.__name__.lower() + "s"
+        self.phase = "list"
+
+    def _key(self, obj: Doc) -> tuple[str, str]:
+        meta = obj.get("metadata") or {}
+        return str(meta.get("namespace") or ""), str(meta.get("name") or "")
+
+    async def run(self, max_backoff: float) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await self._list_and_watch()
+                backoff = 0.5
+            except Exception as exc:  # any failure: an informer that died would stall the loop
+                log.error(
+                    "kubernetes API: %s %s failed: %s; retrying in %.1fs",
+                    self.phase,
+                    self.name,
+                    _one_line(exc),
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, max_backoff)
+
+    async def _list_and_watch(self) -> None:
+        kwargs: dict[str, Any] = {}
+        if self.kind is not Namespace:
+            kwargs["namespace"] = self.namespace or ALL_NAMESPACES
+        self.phase = "list"
+        listing = self.client.list(self.kind, **kwargs)
+        fresh = {}
+        async for obj in listing:
+            doc = obj.to_dict()
+            fresh[self._key(doc)] = doc
+        try:
+            version: str | None = listing.resourceVersion
+        except NotReadyError:
+            version = None
+        self.objects = fresh
+        if not self.synced.is_set():
+            log.info("kubernetes API: listed %d %s", len(fresh), self.name)
+        self.synced.set()
+        self.notify()
+        self.phase = "watch"
+        async for event, obj in self.client.watch(self.kind, resource_version=version, **kwargs):
+            doc = obj.to_dict()
+            if event == "DELETED":
+                self.objects.pop(self._key(doc), None)
+            else:
+                self.objects[self._key(doc)] = doc
+            log.debug("kubernetes API: %s %s %s", event, self.name, "/".join(self._key(doc)))
+            self.notify()
+
+
+class Controller:
+    """The reconcile loop: informers in, agent API writes out."""
+
+    def __init__(self, config: ControllerConfig, settings: InjectSettings, client: Any) -> None:
+        self.config = config
+        self.settings = settings
+        self.changed = asyncio.Event()
+        ns = config.namespace
+        self.pods = Informer(client, Pod, ns, self.changed.set)
+        self.services = Informer(client, Service, ns, self.changed.set)
+        self.namespaces = Informer(client, Namespace, None, self.changed.set)
+        self.url = base_url(config.http_addr)
+        self._skipped: dict[str, str] = {}
+
+    async def run(self) -> None:
+        informers = (self.pods, self.services, self.namespaces)
+        tasks = [asyncio.create_task(i.run(self.config.max_backoff)) for i in informers]
+        try:
+            for informer in informers:
+                await informer.synced.wait()
+            async with aiohttp.ClientSession() as session:
+                await self._loop(session)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _loop(self, session: aiohttp.ClientSession) -> None:
+        backoff = 0.5
+        while True:
+            try:
+                await asyncio.wait_for(self.changed.wait(), self.config.resync)
+                await asyncio.sleep(self.config.debounce)
+            except TimeoutError:
+                pass
+            self.changed.clear()
+            try:
+                changes = await self.sync(session)
+                backoff = 0.5
+            except (aiohttp.ClientError, TimeoutError, OSError, ControllerError) as exc:
+                log.error(
+                    "loom server %s: %s; retrying in %.1fs",
+                    self.config.http_addr,
+                    _one_line(exc),
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.config.max_backoff)
+                self.changed.set()
+                continue
+            if not changes.empty:
+                log.info(
+                    "registered %d, deregistered %d service(s)",
+                    len(changes.register),
+                    len(changes.deregister),
+                )
+
+    async def sync(self, session: aiohttp.ClientSession) -> Changes:
+        """One reconcile: read the catalog, compute, write."""
+        registered = await self._call(session, "GET", "/v1/agent/services")
+        docs = [d for d in (registered or {}).values() if isinstance(d, dict)]
+        if self.config.namespace is not None:
+            docs = [
+                d
+                for d in docs
+                if (d.get("Meta") or {}).get(META_K8S_NAMESPACE) == self.config.namespace
+            ]
+        labels = {
+            name: dict((doc.get("metadata") or {}).get("labels") or {})
+            for (_, name), doc in self.namespaces.objects.items()
+        }
+        changes = reconcile(
+            list(self.pods.objects.values()),
+            list(self.services.objects.values()),
+            docs,
+            self.settings,
+            labels,
+        )
+        self._report_skipped(changes)
+        namespaces = {str(d["ID"]): d.get("Namespace") for d in docs}
+        for body in changes.register:
+            await self._call(session, "PUT", "/v1/agent/service/register", body=body)
+            log.info("registered %s at %s", body["ID"], body["Address"])
+        for sid in changes.deregister:
+            ns = namespaces.get(sid)
+            params = {"ns": ns} if ns and ns != "default" else {}
+            await self._call(session, "PUT", f"/v1/agent/service/deregister/{sid}", params=params)
+            log.info("deregistered %s (its pod is gone)", sid)
+        return changes
+
+    def _report_skipped(self, changes: Changes) -> None:
+        now = {s.pod: s.reason for s in changes.skipped}
+        for pod, reason in now.items():
+            if self._skipped.get(pod) != reason:
+                log.warning("pod %s skipped: %s", pod, reason)
+        self._skipped = now
+
+    async def _call(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        async with session.request(
+            method,
+            self.url + path,
+            json=body,
+            params=params or {},
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as resp:
+            text = await resp.text()
+            if resp.status != 200:
+                raise ControllerError(f"{method} {path}: HTTP {resp.status}: {text.strip()[:200]}")
+            return await resp.json(content_type=None) if text.strip() else None
+
+
+def kube_client(kubeconfig: str | None) -> AsyncClient:
+    """A lightkube client from the kubeconfig file, or from the environment."""
+    try:
+        config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
+        return AsyncClient(config=config)
+    except (ConfigError, OSError, ValueError) as exc:
+        where = kubeconfig or "the environment (in-cluster or ~/.kube/config)"
+        raise ControllerError(f"cannot load a kubeconfig from {where}: {_one_line(exc)}") from None
+
+
+async def run(config: ControllerConfig, settings: InjectSettings) -> None:
+    """Run the controller until cancelled."""
+    client = kube_client(config.kubeconfig)
+    scope = f"namespace {config.namespace}" if config.namespace else "all namespaces"
+    log.info("watching pods and services in %s; registering with %s", scope, config.http_addr)
+    await Controller(config, settings, client).run()
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
