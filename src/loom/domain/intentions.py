@@ -9,6 +9,7 @@ the Envoy RBAC filters, so the two can never disagree.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -132,8 +133,6 @@ def decide(
 
 def http_matches(http: dict[str, Any], method: str, path: str, headers: dict[str, str]) -> bool:
     """Does one permission's ``HTTP`` block match a request? (Consul's L7 semantics.)"""
-    import re
-
     if "PathExact" in http and path != http["PathExact"]:
         return False
     if "PathPrefix" in http and not path.startswith(http["PathPrefix"]):
