@@ -113,6 +113,27 @@ class _Session:
             log.info("proxy %s connected", node_id)
             self.refresh()
 
+    def _on_request(self, req: Any) -> Any:
+        """The response a request calls for, or None (each protocol says)."""
+        raise NotImplementedError
+
+    def _pushes(self) -> list[Any]:
+        """The responses a change of served content calls for (each protocol says)."""
+        raise NotImplementedError
+
+    async def run(self) -> AsyncIterator[Any]:
+        """One loop for both protocols: requests are answered, changes pushed."""
+        async for ev in self.events():
+            if ev is _CHANGED:
+                self.change_pending = False
+                if self.proxy_id and self.refresh():
+                    for resp in self._pushes():
+                        yield resp
+            else:
+                resp = self._on_request(ev)
+                if resp is not None:
+                    yield resp
+
 
 class SotwSession(_Session):
     def __init__(self, hub: Hub, requests: AsyncIterator[Any]) -> None:
@@ -162,22 +183,14 @@ class SotwSession(_Session):
             return self._response(t)
         return None
 
-    async def run(self) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        async for ev in self.events():
-            if ev is _CHANGED:
-                self.change_pending = False
-                if not self.proxy_id or not self.refresh():
-                    continue
-                for t in ORDER:
-                    if (
-                        t in self.sent_version
-                        and type_version(self.served[t], self.names[t]) != self.sent_version[t]
-                    ):
-                        yield self._response(t)
-            else:
-                resp = self._on_request(ev)
-                if resp is not None:
-                    yield resp
+    def _pushes(self) -> list[discovery_pb2.DiscoveryResponse]:
+        """After a change: every subscribed type whose served version moved."""
+        return [
+            self._response(t)
+            for t in ORDER
+            if t in self.sent_version
+            and type_version(self.served[t], self.names[t]) != self.sent_version[t]
+        ]
 
 
 class DeltaSession(_Session):
@@ -240,21 +253,10 @@ class DeltaSession(_Session):
                 self.client[t].pop(n, None)
         return self._diff(t, force=first, asked=asked)
 
-    async def run(self) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        async for ev in self.events():
-            if ev is _CHANGED:
-                self.change_pending = False
-                if not self.proxy_id or not self.refresh():
-                    continue
-                for t in ORDER:
-                    if t in self.subscribed:
-                        resp = self._diff(t, force=False, asked=set())
-                        if resp is not None:
-                            yield resp
-            else:
-                resp = self._on_request(ev)
-                if resp is not None:
-                    yield resp
+    def _pushes(self) -> list[discovery_pb2.DeltaDiscoveryResponse]:
+        """After a change: the diff of every subscribed type that has one."""
+        diffs = (self._diff(t, force=False, asked=set()) for t in ORDER if t in self.subscribed)
+        return [d for d in diffs if d is not None]
 
 
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
