@@ -20,7 +20,6 @@ import argparse
 import json
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,6 +34,10 @@ import dns.exception
 import dns.message
 import dns.query
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.mesh import free_udp_tcp_port as free_port
+
 
 @dataclass
 class Result:
@@ -48,20 +51,6 @@ class Result:
     latency_samples: int = 0
 
 
-def free_port() -> int:
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
-
-
 def mesh(services: int, namespaces: int) -> tuple[dict[str, object], list[tuple[str, str]]]:
     """The table JSON and (name, address) pairs of every name both servers answer."""
     table_services = []
@@ -69,11 +58,22 @@ def mesh(services: int, namespaces: int) -> tuple[dict[str, object], list[tuple[
     for i in range(services):
         ns = f"ns-{i % namespaces}"
         vip = f"240.0.{i // 250}.{i % 250 + 1}"
-        table_services.append({"Name": f"svc-{i}", "Namespace": ns, "VirtualIPs": [vip],
-                               "Instances": [{"Address": f"10.1.{i // 250}.{i % 250 + 1}"}]})
+        table_services.append(
+            {
+                "Name": f"svc-{i}",
+                "Namespace": ns,
+                "VirtualIPs": [vip],
+                "Instances": [{"Address": f"10.1.{i // 250}.{i % 250 + 1}"}],
+            }
+        )
         names += [(f"svc-{i}.{ns}.svc.cluster.local", vip), (f"svc-{i}.{ns}", vip)]
-    table = {"Index": 1, "Datacenter": "dc1", "ClusterDomain": "cluster.local",
-             "Services": table_services, "ExternalHosts": []}
+    table = {
+        "Index": 1,
+        "Datacenter": "dc1",
+        "ClusterDomain": "cluster.local",
+        "Services": table_services,
+        "ExternalHosts": [],
+    }
     return table, names
 
 
@@ -117,16 +117,34 @@ def dnsperf(port: int, queries: Path, *args: str) -> str:
 
 def measure(port: int, queries: Path, args: argparse.Namespace) -> Result:
     result = Result()
-    out = dnsperf(port, queries, "-l", str(args.duration), "-c", str(args.clients),
-                  "-q", str(args.outstanding))
+    out = dnsperf(
+        port,
+        queries,
+        "-l",
+        str(args.duration),
+        "-c",
+        str(args.clients),
+        "-q",
+        str(args.outstanding),
+    )
     result.qps = float(_field(out, r"Queries per second:\s+([\d.]+)"))
     result.avg_latency_s = float(_field(out, r"Average Latency \(s\):\s+([\d.]+)"))
     result.lost = int(_field(out, r"Queries lost:\s+(\d+)"))
     result.rcodes = _field(out, r"Response codes:\s+(.+)")
-    verbose = dnsperf(port, queries, "-l", str(args.latency_duration), "-Q",
-                      str(args.latency_rate), "-c", str(args.clients), "-v")
-    samples = sorted(float(line.split()[-1]) for line in verbose.splitlines()
-                     if line.startswith("> "))
+    verbose = dnsperf(
+        port,
+        queries,
+        "-l",
+        str(args.latency_duration),
+        "-Q",
+        str(args.latency_rate),
+        "-c",
+        str(args.clients),
+        "-v",
+    )
+    samples = sorted(
+        float(line.split()[-1]) for line in verbose.splitlines() if line.startswith("> ")
+    )
     if samples:
         result.latency_samples = len(samples)
         result.p50_s = statistics.median(samples)
@@ -168,19 +186,39 @@ def main() -> int:
         (work / "dnsmasq.conf").write_text(
             f"port={dnsmasq_port}\nlisten-address=127.0.0.1\nbind-interfaces\nno-resolv\n"
             f"no-hosts\npid-file={work / 'dnsmasq.pid'}\n"
-            + "".join(f"host-record={name},{vip}\n" for name, vip in names))
+            + "".join(f"host-record={name},{vip}\n" for name, vip in names)
+        )
         servers = {
-            "loom dns-proxy": ([sys.executable, "-m", "loom", "dns-proxy", "--table",
-                                str(work / "table.json"), "--listen",
-                                f"127.0.0.1:{proxy_port}", "--resolv-conf",
-                                str(work / "resolv.conf")], proxy_port),
-            "dnsmasq": ([shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--no-daemon",
-                         f"--conf-file={work / 'dnsmasq.conf'}"], dnsmasq_port),
+            "loom dns-proxy": (
+                [
+                    sys.executable,
+                    "-m",
+                    "loom",
+                    "dns-proxy",
+                    "--table",
+                    str(work / "table.json"),
+                    "--listen",
+                    f"127.0.0.1:{proxy_port}",
+                    "--resolv-conf",
+                    str(work / "resolv.conf"),
+                ],
+                proxy_port,
+            ),
+            "dnsmasq": (
+                [
+                    shutil.which("dnsmasq") or "/usr/sbin/dnsmasq",
+                    "--no-daemon",
+                    f"--conf-file={work / 'dnsmasq.conf'}",
+                ],
+                dnsmasq_port,
+            ),
         }
-        print(f"{len(names)} mesh names ({args.services} services x 2 forms), dnsperf -l "
-              f"{args.duration:g} -c {args.clients} -q {args.outstanding}; p99 run at "
-              f"{args.latency_rate} q/s for {args.latency_duration:g} s; {args.rounds} rounds",
-              flush=True)
+        print(
+            f"{len(names)} mesh names ({args.services} services x 2 forms), dnsperf -l "
+            f"{args.duration:g} -c {args.clients} -q {args.outstanding}; p99 run at "
+            f"{args.latency_rate} q/s for {args.latency_duration:g} s; {args.rounds} rounds",
+            flush=True,
+        )
         for round_no in range(args.rounds):
             order = list(servers) if round_no % 2 == 0 else list(reversed(servers))
             for label in order:
@@ -188,18 +226,24 @@ def main() -> int:
                 with running(cmd, port, names[0][0], work / f"{port}.log"):
                     r = measure(port, work / "queries.txt", args)
                 results[label].append(r)
-                print(f"  {label:15} {r.qps:10.0f} q/s  avg {r.avg_latency_s * 1e3:.3f} ms  "
-                      f"p50 {r.p50_s * 1e3:.3f} ms  p99 {r.p99_s * 1e3:.3f} ms  "
-                      f"p99.9 {r.p999_s * 1e3:.3f} ms  lost {r.lost}  [{r.rcodes}]",
-                      flush=True)
+                print(
+                    f"  {label:15} {r.qps:10.0f} q/s  avg {r.avg_latency_s * 1e3:.3f} ms  "
+                    f"p50 {r.p50_s * 1e3:.3f} ms  p99 {r.p99_s * 1e3:.3f} ms  "
+                    f"p99.9 {r.p999_s * 1e3:.3f} ms  lost {r.lost}  [{r.rcodes}]",
+                    flush=True,
+                )
     proxy, peer = (_median(results["loom dns-proxy"]), _median(results["dnsmasq"]))
     print("median of the rounds:")
     for label, r in (("loom dns-proxy", proxy), ("dnsmasq", peer)):
-        print(f"  {label:15} {r.qps:10.0f} q/s  avg {r.avg_latency_s * 1e3:.3f} ms  "
-              f"p99 {r.p99_s * 1e3:.3f} ms")
-    print(f"ratio proxy/dnsmasq: q/s {proxy.qps / peer.qps:.2f}x (goal >= 1.0x), "
-          f"p99 {proxy.p99_s / peer.p99_s:.2f}x (goal <= 1.5x), "
-          f"avg latency {proxy.avg_latency_s / peer.avg_latency_s:.2f}x")
+        print(
+            f"  {label:15} {r.qps:10.0f} q/s  avg {r.avg_latency_s * 1e3:.3f} ms  "
+            f"p99 {r.p99_s * 1e3:.3f} ms"
+        )
+    print(
+        f"ratio proxy/dnsmasq: q/s {proxy.qps / peer.qps:.2f}x (goal >= 1.0x), "
+        f"p99 {proxy.p99_s / peer.p99_s:.2f}x (goal <= 1.5x), "
+        f"avg latency {proxy.avg_latency_s / peer.avg_latency_s:.2f}x"
+    )
     return 0
 
 

@@ -6,7 +6,6 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ import dns.exception
 import dns.message
 import dns.query
 import pytest
+
+from tests.support.mesh import free_udp_tcp_port as free_port
 
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 DIG = shutil.which("dig")
@@ -31,29 +32,22 @@ TABLE: dict[str, Any] = {
     "Datacenter": "dc1",
     "ClusterDomain": "cluster.local",
     "Services": [
-        {"Name": "static-server", "Namespace": "default", "VirtualIPs": ["240.0.0.3"],
-         "Instances": [{"Address": "10.244.0.5", "Hostname": "static-server-7d9f"}]},
+        {
+            "Name": "static-server",
+            "Namespace": "default",
+            "VirtualIPs": ["240.0.0.3"],
+            "Instances": [{"Address": "10.244.0.5", "Hostname": "static-server-7d9f"}],
+        },
     ],
     "ExternalHosts": [
-        {"Host": "mysql-instance1.us-east-1.rds.amazonaws.com", "Service": "db1",
-         "Namespace": "ns1", "VirtualIPs": ["240.240.0.1", "fd00:f0f0::1"]},
+        {
+            "Host": "mysql-instance1.us-east-1.rds.amazonaws.com",
+            "Service": "db1",
+            "Namespace": "ns1",
+            "VirtualIPs": ["240.240.0.1", "fd00:f0f0::1"],
+        },
     ],
 }
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 def wait_until_answering(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -89,8 +83,13 @@ def serving(cmd: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[b
 
 
 def dig(port: int, *args: str) -> str:
-    out = subprocess.run([DIG or "dig", "@127.0.0.1", "-p", str(port), "+time=2", "+tries=1",
-                          *args], capture_output=True, text=True, timeout=10, check=True)
+    out = subprocess.run(
+        [DIG or "dig", "@127.0.0.1", "-p", str(port), "+time=2", "+tries=1", *args],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
     return out.stdout
 
 
@@ -99,9 +98,18 @@ def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """dnsmasq on a loopback port, answering example.test names from its command line."""
     tmp_path = tmp_path_factory.mktemp("dnsmasq")
     port = free_port()
-    cmd = [DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
-           f"--port={port}", "--listen-address=127.0.0.1", "--bind-interfaces",
-           f"--pid-file={tmp_path / 'dnsmasq.pid'}", "--address=/example.test/192.0.2.1"]
+    cmd = [
+        DNSMASQ,
+        "--no-daemon",
+        "--no-resolv",
+        "--no-hosts",
+        "--conf-file=/dev/null",
+        f"--port={port}",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        f"--pid-file={tmp_path / 'dnsmasq.pid'}",
+        "--address=/example.test/192.0.2.1",
+    ]
     with serving(cmd, port, tmp_path / "dnsmasq.log"):
         yield port
 
@@ -110,8 +118,10 @@ def write_files(tmp_path: Path) -> dict[str, Path]:
     table = tmp_path / "table.json"
     table.write_text(json.dumps(TABLE))
     resolv = tmp_path / "resolv.conf"
-    resolv.write_text("nameserver 192.0.2.53\nsearch default.svc.cluster.local "
-                      "svc.cluster.local cluster.local\noptions ndots:5\n")
+    resolv.write_text(
+        "nameserver 192.0.2.53\nsearch default.svc.cluster.local "
+        "svc.cluster.local cluster.local\noptions ndots:5\n"
+    )
     return {"table": table, "resolv": resolv}
 
 
@@ -130,9 +140,20 @@ def running_proxy(files: dict[str, Path], dnsmasq: int) -> Iterator[int]:
     """``loom dns-proxy --table`` forwarding to dnsmasq; yields its port."""
     port = free_port()
     log = files["table"].parent / "proxy.log"
-    cmd = [sys.executable, "-m", "loom", "dns-proxy", "--table", str(files["table"]),
-           "--listen", f"127.0.0.1:{port}", "--resolv-conf", str(files["resolv"]),
-           "--upstream", f"127.0.0.1:{dnsmasq}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "loom",
+        "dns-proxy",
+        "--table",
+        str(files["table"]),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--resolv-conf",
+        str(files["resolv"]),
+        "--upstream",
+        f"127.0.0.1:{dnsmasq}",
+    ]
     with serving(cmd, port, log) as proc:
         yield port
     assert proc.returncode == 0, log.read_text()  # SIGTERM is a clean exit
@@ -146,8 +167,9 @@ def proxy(shared_files: dict[str, Path], dnsmasq: int) -> Iterator[int]:
 
 
 def test_dig_gets_a_mesh_name_answered_authoritatively(proxy: int) -> None:
-    out = dig(proxy, "static-server.default.svc.cluster.local", "A", "+noall", "+comments",
-              "+answer")
+    out = dig(
+        proxy, "static-server.default.svc.cluster.local", "A", "+noall", "+comments", "+answer"
+    )
     assert "status: NOERROR" in out and "flags: qr aa rd ra;" in out
     answers = [line.split() for line in out.splitlines() if line and not line.startswith(";")]
     assert answers == [["static-server.default.svc.cluster.local.", "30", "IN", "A", "240.0.0.3"]]
@@ -158,7 +180,8 @@ def test_dig_short_answers_cover_aaaa_tcp_and_autopath(proxy: int) -> None:
     assert dig(proxy, host, "AAAA", "+short") == "fd00:f0f0::1\n"
     assert dig(proxy, "static-server", "A", "+short", "+tcp") == "240.0.0.3\n"
     assert dig(proxy, f"{host}.default.svc.cluster.local", "A", "+short") == (
-        f"{host}.\n240.240.0.1\n")
+        f"{host}.\n240.240.0.1\n"
+    )
 
 
 def test_dig_gets_nodata_for_a_known_name_of_the_other_family(proxy: int) -> None:
@@ -192,8 +215,12 @@ def change_and_wait_for_reload(proxy: int, files: dict[str, Path]) -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "loom", "dns-proxy", *args],
-                          capture_output=True, text=True, timeout=20)
+    return subprocess.run(
+        [sys.executable, "-m", "loom", "dns-proxy", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
 
 
 def test_a_bad_table_file_is_one_line_naming_the_field(files: dict[str, Path]) -> None:
@@ -202,17 +229,26 @@ def test_a_bad_table_file_is_one_line_naming_the_field(files: dict[str, Path]) -
     files["table"].write_text(json.dumps(bad))
     out = run_cli("--table", str(files["table"]), "--listen", f"127.0.0.1:{free_port()}")
     assert out.returncode == 1
-    assert out.stderr == (f"loom: table file {files['table']}: name table: "
-                          "Services[0].VirtualIPs[0]: expected an IPv4 or IPv6 address, "
-                          "got '240.0.0.300'\n")
+    assert out.stderr == (
+        f"loom: table file {files['table']}: name table: "
+        "Services[0].VirtualIPs[0]: expected an IPv4 or IPv6 address, "
+        "got '240.0.0.300'\n"
+    )
 
 
 def test_a_taken_port_is_one_line(files: dict[str, Path], proxy: int) -> None:
-    out = run_cli("--table", str(files["table"]), "--listen", f"127.0.0.1:{proxy}",
-                  "--resolv-conf", str(files["resolv"]))
+    out = run_cli(
+        "--table",
+        str(files["table"]),
+        "--listen",
+        f"127.0.0.1:{proxy}",
+        "--resolv-conf",
+        str(files["resolv"]),
+    )
     assert out.returncode == 1
     assert out.stderr.splitlines()[-1] == (
-        f"loom: cannot listen on 127.0.0.1:{proxy} (udp): Address already in use")
+        f"loom: cannot listen on 127.0.0.1:{proxy} (udp): Address already in use"
+    )
 
 
 def test_help_explains_the_table_sources_and_the_uid_exclusion() -> None:
