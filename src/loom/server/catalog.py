@@ -79,6 +79,7 @@ class Catalog:
         self._lock = lock
         self._now = now
         self._ttl_deadlines: dict[str, float] = {}
+        self._checks_cache: tuple[int, dict[tuple[str, str, str], list[Doc]]] | None = None
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -255,14 +256,23 @@ class Catalog:
 
     # -- views -------------------------------------------------------------------------------
 
+    def _checks_by_instance(self) -> dict[tuple[str, str, str], list[Doc]]:
+        """Checks grouped by (node, namespace, service ID), rebuilt only when the checks
+        table changed: every health view, the DNS table and the xDS view look checks up here."""
+        index = self.store.table_index((CHECKS,))
+        if self._checks_cache is None or self._checks_cache[0] != index:
+            grouped: dict[tuple[str, str, str], list[Doc]] = {}
+            for c in self.store.values(CHECKS):  # key order: node/namespace/check ID
+                grouped.setdefault((c["Node"], c["Namespace"], c["ServiceID"]), []).append(c)
+            self._checks_cache = (index, grouped)
+        return self._checks_cache[1]
+
     def checks_of(self, inst: Doc) -> list[Doc]:
-        return [
-            c
-            for c in self.store.values(CHECKS)
-            if c["Node"] == inst["Node"]
-            and c["Namespace"] == inst["Namespace"]
-            and c["ServiceID"] in ("", inst["ID"])
-        ]
+        """The instance's own checks and its node's, in store key order."""
+        grouped = self._checks_by_instance()
+        own = grouped.get((inst["Node"], inst["Namespace"], inst["ID"]), [])
+        node_wide = grouped.get((inst["Node"], inst["Namespace"], ""), [])
+        return sorted(own + node_wide, key=lambda c: c["CheckID"]) if node_wide else list(own)
 
     def node_of(self, inst: Doc) -> Doc:
         node = self.store.get(NODES, inst["Node"])

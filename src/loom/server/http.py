@@ -36,6 +36,7 @@ log = logging.getLogger("loom.server.http")
 Doc = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE: web.AppKey[State] = web.AppKey("state", State)
+DNS_TABLE: web.AppKey[dict[str, Any]] = web.AppKey("dns_table", dict)
 MAX_WAIT_S = 600.0
 DEFAULT_WAIT_S = 300.0
 
@@ -493,9 +494,18 @@ async def connect_authorize(request: web.Request) -> web.Response:
 
 
 async def dns_table(request: web.Request) -> web.Response:
+    """Every DNS proxy watches this: the table is built once per index and shared."""
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES + CONFIG_TABLES)
-    return _json(build_dns_table(state.catalog, state.configs, index), index)
+    cached = request.app[DNS_TABLE]
+    if cached.get("index") != index:
+        table = build_dns_table(state.catalog, state.configs, index)
+        cached.update(index=index, text=json.dumps(table))
+    return web.Response(
+        text=cached["text"],
+        content_type="application/json",
+        headers={"X-Consul-Index": str(index), "X-Consul-KnownLeader": "true"},
+    )
 
 
 # -- status --------------------------------------------------------------------------------------
@@ -512,6 +522,7 @@ async def status_peers(request: web.Request) -> web.Response:
 def build_app(state: State) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=4 * 1024 * 1024)
     app[STATE] = state
+    app[DNS_TABLE] = {}
     r = app.router
     r.add_get("/v1/agent/services", agent_services)
     r.add_get("/v1/agent/service/{id}", agent_service)

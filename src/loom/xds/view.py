@@ -17,7 +17,6 @@ from loom.ca.authority import Leaf, spiffe_id
 from loom.domain.config_entries import EXTERNAL_SERVICE, MESH, PROXY_DEFAULTS, SERVICE_DEFAULTS
 from loom.domain.intentions import DENY, Intention, decide
 from loom.domain.services import CONNECT_PROXY
-from loom.server.catalog import health_status
 from loom.server.state import State
 from loom.xds.inputs import (
     AccessRule,
@@ -64,17 +63,10 @@ class MeshView:
             roots_pem=state.certs.root.cert_pem,
             default_allow=state.settings.default_allow,
         )
-        checks: dict[tuple[str, str, str], list[Doc]] = {}
-        for c in state.store.values("checks"):
-            checks.setdefault((c["Node"], c["Namespace"], c["ServiceID"]), []).append(c)
         node_addr = {n["Node"]: n["Address"] for n in state.store.values("nodes")}
         default_addr = state.settings.node_address
 
-        def healthy(inst: Doc) -> bool:
-            own = checks.get((inst["Node"], inst["Namespace"], inst["ID"]), [])
-            node_wide = checks.get((inst["Node"], inst["Namespace"], ""), [])
-            return health_status(own + node_wide) != "critical"
-
+        healthy = cat.is_healthy
         instances = cat.instances()
         by_id = {(d["Node"], d["Namespace"], d["ID"]): d for d in instances}
         for inst in instances:
