@@ -191,6 +191,30 @@ def test_a_failed_run_leaves_nothing_behind(mesh: LocalMesh) -> None:
     assert "broken" not in mesh.names()
 
 
+def _external_diagnostics(mesh: LocalMesh, n: int) -> str:
+    """What the client pod sees when an external host does not answer (seen intermittently,
+    about one run in five, cause not found yet): kept so a failing run explains itself."""
+    host = f"mysql-instance{n}.example.test"
+    work = Path(mesh.record("static-client")["sidecars"][0]["work"])  # type: ignore[index]
+    admin = (work / "admin-address").read_text().strip()
+    stats = exec_in(mesh, "static-client", "curl", "-s", f"http://{admin}/stats").stdout
+    dump = exec_in(
+        mesh,
+        "static-client",
+        "curl",
+        "-s",
+        f"http://{admin}/config_dump?resource=dynamic_listeners",
+    )
+    return "\n".join([
+        f"curl: {curl(mesh, 'static-client', f'http://{host}:3306/')}",
+        f"dig in pod: {exec_in(mesh, 'static-client', 'dig', '+short', host).stdout.strip()!r}",
+        f"outbound listener has a chain for {host}: {host in dump.stdout}",
+        "envoy stats: " + "; ".join(line for line in stats.splitlines()
+                                    if ("external" in line or "dns" in line) and not line.endswith(": 0")),
+        f"node DNS hosts file: {mesh.s.hosts_file.read_text()!r}",
+    ])  # fmt: skip
+
+
 def test_two_external_databases_on_one_port_are_told_apart_by_their_vips(mesh: LocalMesh) -> None:
     # Seed 003, "Automatic VIP allocation where possible": db1 and db2 both listen on 3306
     # outside the mesh's knowledge; the node's DNS knows their real addresses. The app dials
@@ -210,9 +234,14 @@ def test_two_external_databases_on_one_port_are_told_apart_by_their_vips(mesh: L
     try:
         for n in (1, 2):
             url = f"http://mysql-instance{n}.example.test:3306/"
-            wait_for(
-                lambda url=url, n=n: curl(mesh, "static-client", url) == (0, f"db{n}\n"), 20, url
-            )
+            try:
+                wait_for(
+                    lambda url=url, n=n: curl(mesh, "static-client", url) == (0, f"db{n}\n"),
+                    45,
+                    url,
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{_external_diagnostics(mesh, n)}") from None
         code = "import socket; print(socket.getaddrinfo('mysql-instance1.example.test', 3306, socket.AF_INET)[0][4][0])"
         out = exec_in(mesh, "static-client", sys.executable, "-c", code)
         assert out.stdout.strip().startswith("240.240.")
