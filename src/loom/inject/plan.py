@@ -18,9 +18,9 @@ from typing import Any
 from loom.inject import annotations as ann
 from loom.inject.decision import NamespaceInfo
 from loom.inject.errors import InjectError, InjectionRefused
-from loom.inject.probes import ExposePath, plan_expose_paths
+from loom.inject.probes import ExposedProbe, plan_expose_paths
 from loom.inject.redirect import RedirectPlan, parse_exclusions, plan_redirect
-from loom.inject.settings import PROXY_UID, InjectSettings, Resources
+from loom.inject.settings import PROXY_UID, ContainerResources, InjectSettings
 from loom.inject.upstreams import UpstreamPlan, parse_upstreams
 
 FIRST_PROXY_PORT = 20000
@@ -67,14 +67,14 @@ class WorkloadPlan:
     """redirect-traffic parameters; set exactly when ``transparent_proxy``."""
     overwrite_probes: bool
     """HTTP probes moved to the sidecar's expose listeners (only with transparent proxy)."""
-    expose_paths: tuple[ExposePath, ...]
+    expose_paths: tuple[ExposedProbe, ...]
     """The probes moved, for the sidecar registration's ``Proxy.Expose.Paths``."""
     envoy_extra_args: tuple[str, ...]
     """Extra Envoy command-line arguments (annotation, else ``connectInject.envoyExtraArgs``)."""
     consul_namespace: str | None
     """Consul namespace the services are registered in; None when namespaces are off."""
-    sidecar_resources: Resources
-    """Resources of each sidecar (settings, overridden per field by annotations)."""
+    sidecar_resources: ContainerResources
+    """ContainerResources of each sidecar (settings, overridden per field by annotations)."""
     reasons: tuple[str, ...]
     """Why: the decisions taken, one short sentence each."""
 
@@ -109,7 +109,7 @@ def app_containers(pod: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
 def plan_workload(
     pod: Mapping[str, Any], namespace: NamespaceInfo, settings: InjectSettings
 ) -> WorkloadPlan:
-    """The plan of a pod that is to be injected (call ``decide`` first to know whether)."""
+    """The plan of a pod that is to be injected (``decide_injection`` says whether)."""
     annotations = pod_annotations(pod)
     containers = app_containers(pod)
     reasons: list[str] = []
@@ -136,7 +136,7 @@ def plan_workload(
         else settings.transparent_proxy.overwrite_probes
     )
     overwrite = overwrite and tproxy
-    expose_paths: tuple[ExposePath, ...] = ()
+    expose_paths: tuple[ExposedProbe, ...] = ()
     if overwrite:
         expose_paths, notes = plan_expose_paths(containers)
         reasons.extend(notes)
@@ -279,7 +279,9 @@ def _on(enabled: bool) -> str:
     return "enabled" if enabled else "disabled"
 
 
-def _sidecar_resources(annotations: Mapping[str, object], defaults: Resources) -> Resources:
+def _sidecar_resources(
+    annotations: Mapping[str, object], defaults: ContainerResources
+) -> ContainerResources:
     fields = {
         "cpu_limit": ann.SIDECAR_CPU_LIMIT,
         "cpu_request": ann.SIDECAR_CPU_REQUEST,
@@ -292,4 +294,4 @@ def _sidecar_resources(annotations: Mapping[str, object], defaults: Resources) -
         values[attr] = (
             ann.parse_quantity(key, value) if value is not None else getattr(defaults, attr)
         )
-    return Resources(**values)
+    return ContainerResources(**values)
