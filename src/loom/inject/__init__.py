@@ -2,7 +2,7 @@
 
 ``plan_injection(pod, namespace, settings)`` decides whether a pod joins the mesh and returns
 the injected copy; ``plan_workload`` gives what its ``consul.hashicorp.com/*`` annotations ask
-for (services, upstreams, transparent proxy and redirect flags, probes, resources). The
+for (services, upstreams, transparent proxy and its ``RedirectConfig``, probes, resources). The
 webhook, ``loom inject`` and ``loom local`` all call these, with settings parsed once from
 Helm-style values by ``InjectSettings.from_values``. No I/O happens in this package.
 """
@@ -12,7 +12,6 @@ from loom.inject.errors import InjectError, InjectionRefused, SettingsError
 from loom.inject.injection import InjectionResult, apply_plan, plan_injection
 from loom.inject.plan import InvalidPod, ServicePlan, WorkloadPlan, plan_workload
 from loom.inject.probes import ExposedProbe
-from loom.inject.redirect import RedirectPlan
 from loom.inject.settings import PROXY_UID, ContainerResources, InjectSettings
 from loom.inject.upstreams import UpstreamPlan
 
@@ -27,7 +26,6 @@ __all__ = [
     "InjectionResult",
     "InvalidPod",
     "NamespaceInfo",
-    "RedirectPlan",
     "ServicePlan",
     "SettingsError",
     "UpstreamPlan",

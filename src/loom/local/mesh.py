@@ -28,7 +28,7 @@ from loom.inject import PROXY_UID, InjectSettings
 from loom.inject.registration import service_registrations
 from loom.local import processes
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
-from loom.local.workload import plan_local, redirect_config, resolv_conf
+from loom.local.workload import plan_local, resolv_conf
 from loom.redirect.applying import apply_redirect
 
 Say = Callable[[str], None]
@@ -230,7 +230,7 @@ class LocalMesh:
                 self._save(rec)
                 self.say(f"pod {name}: registered service {body['Name']} (ID {body['ID']})")
             if plan.redirect is not None:
-                result = apply_redirect(redirect_config(plan.redirect), netns=info.netns)
+                result = apply_redirect(plan.redirect, netns=info.netns)
                 self.say(f"pod {name}: transparent proxy: {result.summary()}")
             for n, service_id in enumerate(rec["services"]):
                 self._start_sidecar(

@@ -3,7 +3,8 @@
 The flags become a minimal pod (name, annotations, one container with the port), and the
 Kubernetes injector's ``plan_workload`` decides services, upstreams, transparent proxy and
 exclusions from the seeds' ``consul.hashicorp.com/*`` annotations, exactly as the webhook
-would. Nothing about annotations is interpreted here.
+would. Nothing about annotations is interpreted here, and the plan's ``redirect`` (a
+``RedirectConfig``) is applied as it is, in-process.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from loom.errors import LoomError
-from loom.inject import InjectSettings, NamespaceInfo, RedirectPlan, WorkloadPlan, plan_workload
+from loom.inject import InjectSettings, NamespaceInfo, WorkloadPlan, plan_workload
 from loom.keyvalue import parse_key_values
-from loom.redirect.rules import RedirectConfig
 
 ANNOTATION_PREFIX = "consul.hashicorp.com/"
 
@@ -52,23 +52,6 @@ def plan_local(
     name: str, ports: Sequence[int], annotations: dict[str, str], settings: InjectSettings
 ) -> WorkloadPlan:
     return plan_workload(local_pod(name, ports, annotations), NamespaceInfo("default"), settings)
-
-
-def redirect_config(plan: RedirectPlan) -> RedirectConfig:
-    try:
-        uids = tuple(int(u) for u in plan.exclude_uids)
-    except ValueError as exc:
-        raise WorkloadError(f"exclude-uids: {exc}") from exc
-    return RedirectConfig(
-        proxy_uid=plan.proxy_uid,
-        proxy_inbound_port=plan.inbound_port,
-        proxy_outbound_port=plan.outbound_port,
-        exclude_inbound_ports=tuple(plan.exclude_inbound_ports),
-        exclude_outbound_ports=tuple(plan.exclude_outbound_ports),
-        exclude_outbound_cidrs=tuple(plan.exclude_outbound_cidrs),
-        exclude_uids=uids,
-        dns_port=plan.dns_port,
-    )
 
 
 def resolv_conf(nameserver: str) -> str:
