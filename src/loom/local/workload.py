@@ -12,22 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from loom.errors import LoomError
-from loom.inject import InjectSettings, NamespaceInfo, WorkloadPlan, plan_workload
-from loom.keyvalue import parse_key_values
+from loom.inject import InjectError, InjectSettings, NamespaceInfo, WorkloadPlan, plan_workload
+from loom.keyvalue import KeyValueError, parse_key_values
+from loom.local.errors import WorkloadError as WorkloadError  # re-exported for the CLI
+from loom.local.errors import WorkloadRefused
 
 ANNOTATION_PREFIX = "consul.hashicorp.com/"
 
 
-class WorkloadError(LoomError):
-    """A ``loom local run`` flag that does not make a workload."""
-
-    exit_code = 2
-
-
 def parse_annotations(pairs: Sequence[str]) -> dict[str, str]:
     """``--annotation KEY=VALUE`` flags (prefixes are added by ``plan_local``)."""
-    return parse_key_values(pairs, "--annotation")
+    try:
+        return parse_key_values(pairs, "--annotation")
+    except KeyValueError as exc:
+        raise WorkloadError(str(exc)) from exc
 
 
 def full_keys(annotations: dict[str, str]) -> dict[str, str]:
@@ -51,7 +49,13 @@ def local_pod(name: str, ports: Sequence[int], annotations: dict[str, str]) -> d
 def plan_local(
     name: str, ports: Sequence[int], annotations: dict[str, str], settings: InjectSettings
 ) -> WorkloadPlan:
-    return plan_workload(local_pod(name, ports, annotations), NamespaceInfo("default"), settings)
+    """The injector's plan of the workload; its refusal is a ``WorkloadRefused``."""
+    try:
+        return plan_workload(
+            local_pod(name, ports, annotations), NamespaceInfo("default"), settings
+        )
+    except InjectError as exc:
+        raise WorkloadRefused(str(exc)) from exc
 
 
 def resolv_conf(nameserver: str) -> str:
