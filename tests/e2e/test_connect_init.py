@@ -240,3 +240,23 @@ def test_connect_init_installs_the_plans_rules_in_process_in_the_namespace_given
         assert "-A CONSUL_PROXY_OUTPUT -m owner --uid-owner 1002 -j RETURN" in installed
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+@pytest.mark.root
+def test_a_redirection_that_cannot_be_installed_fails_connect_init_in_one_line(
+    loom_server, tmp_path, procs
+) -> None:
+    plan = seed_plan("seed-static-server-pod")
+    [body] = service_registrations(plan, "nowhere-pod", "default", "10.1.0.11")
+    loom_server.put("/v1/agent/service/register", body)
+    missing = f"lt{os.getpid()}gone"
+    init = ConnectInit(loom_server, tmp_path, "nowhere-pod", f"--netns={missing}", "--",
+                       *plan.redirect.to_flags())  # fmt: skip
+    procs.append(init)
+    code, err = init.finish()
+    assert code == 1
+    assert err.splitlines()[-1] == (
+        f"loom: redirect-traffic failed: no network namespace named {missing!r} "
+        "(see ip netns list)"
+    )
+    assert (tmp_path / "proxyid").exists()  # the identity is written before redirecting
