@@ -2,11 +2,14 @@
 
 The registrations are the ones the planner derives from the golden seed pods
 (`service_registrations`), PUT to the server as the Kubernetes controller would; there is no
-Kubernetes here, so the test plays the controller (and the downward API, with flags).
+Kubernetes here, so the test plays the controller (and the downward API, with flags). The
+redirect rules go into a network namespace each test makes (and deletes), as connect-init
+installs them in-process: no `loom connect redirect-traffic` subprocess.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -18,7 +21,9 @@ import pytest
 
 from loom.inject import InjectSettings, NamespaceInfo, plan_workload
 from loom.inject.registration import service_registrations
+from loom.k8s.connect_init import ConnectInitConfig, run
 from loom.k8s.manifests import load_documents, pod_templates
+from loom.redirect import redirect_rules, saved_rules
 from tests.unit.inject.golden_cases import CASE_DIR
 
 
@@ -79,7 +84,7 @@ def test_it_waits_for_a_registration_that_appears_later_then_writes_the_proxy_id
 ) -> None:
     plan = seed_plan("seed-static-server-pod")
     init = ConnectInit(loom_server, tmp_path, "static-server-7d9f", "--skip-redirect", "--",
-                       *plan.redirect.flags())  # fmt: skip
+                       *plan.redirect.to_flags())  # fmt: skip
     procs.append(init)
     init.read_until("is not registered yet")
     init.read_until("is not registered yet")  # still waiting, a line every 0.2 s
@@ -157,7 +162,7 @@ def test_each_init_container_of_a_multi_port_pod_finds_its_own_service(
 def test_the_plans_redirect_flags_are_accepted_by_redirect_traffic() -> None:
     docs = load_documents((CASE_DIR / "tproxy-exclusions.yaml").read_text())
     pod = next(pod for doc in docs for _, pod, _ in pod_templates(doc))
-    flags = plan_workload(pod, NamespaceInfo("default"), InjectSettings()).redirect.flags()
+    flags = plan_workload(pod, NamespaceInfo("default"), InjectSettings()).redirect.to_flags()
     proc = subprocess.run(
         [sys.executable, "-m", "loom", "connect", "redirect-traffic", "--print", *flags],
         capture_output=True, text=True, timeout=30, check=False,
@@ -177,10 +182,10 @@ def test_with_transparent_proxy_it_installs_the_redirect_rules(
     netns = f"lt{os.getpid()}ci"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
-        # redirect-traffic's --netns applies the rules in the test's namespace while
-        # connect-init itself talks to the server on this host's loopback.
-        init = ConnectInit(loom_server, tmp_path, "tproxy-pod", "--",
-                           *plan.redirect.flags(), f"--netns={netns}")  # fmt: skip
+        # --netns applies the rules in the test's namespace while connect-init itself talks
+        # to the server on this host's loopback.
+        init = ConnectInit(loom_server, tmp_path, "tproxy-pod", f"--netns={netns}", "--",
+                           *plan.redirect.to_flags())  # fmt: skip
         procs.append(init)
         code, err = init.finish()
         assert code == 0, err
@@ -193,3 +198,65 @@ def test_with_transparent_proxy_it_installs_the_redirect_rules(
         assert "--uid-owner 5995" in rules
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+def test_bad_redirect_flags_fail_at_once_in_one_line(loom_server, tmp_path, procs) -> None:
+    init = ConnectInit(loom_server, tmp_path, "any", "--", "--proxy-uid=5995", "--dns-port=0")
+    procs.append(init)
+    code, err = init.finish()
+    assert code == 2
+    assert err.splitlines() == ["loom: --dns-port 0: a port is a number from 1 to 65535"]
+
+
+@pytest.mark.root
+def test_connect_init_installs_the_plans_rules_in_process_in_the_namespace_given(
+    loom_server, tmp_path
+) -> None:
+    plan = seed_plan("tproxy-exclusions")
+    assert plan.redirect is not None
+    [body] = service_registrations(plan, "excluded-0", "default", "10.1.0.10")
+    loom_server.put("/v1/agent/service/register", body)
+    netns = f"lt{os.getpid()}cip"
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        config = ConnectInitConfig(
+            http_addr=loom_server.http,
+            pod_name="excluded-0",
+            pod_namespace="default",
+            output_dir=tmp_path,
+            timeout=30,
+            redirect=plan.redirect,
+            redirect_netns=netns,
+        )
+        lines: list[str] = []
+        found = asyncio.run(run(config, lines.append))  # in this process
+        assert found.proxy_id == "excluded-0-app-sidecar-proxy"
+        assert f"redirect rules installed in network namespace {netns} (IPv4; IPv6 " in lines[-1]
+        wanted = redirect_rules(plan.redirect, 4).render().splitlines()
+        installed = saved_rules(4, netns).splitlines()
+        assert sorted(x for x in installed if x.startswith("-A ")) == sorted(
+            x for x in wanted if x.startswith("-A ")
+        )
+        assert "-A CONSUL_PROXY_OUTPUT -m owner --uid-owner 1002 -j RETURN" in installed
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+@pytest.mark.root
+def test_a_redirection_that_cannot_be_installed_fails_connect_init_in_one_line(
+    loom_server, tmp_path, procs
+) -> None:
+    plan = seed_plan("seed-static-server-pod")
+    [body] = service_registrations(plan, "nowhere-pod", "default", "10.1.0.11")
+    loom_server.put("/v1/agent/service/register", body)
+    missing = f"lt{os.getpid()}gone"
+    init = ConnectInit(loom_server, tmp_path, "nowhere-pod", f"--netns={missing}", "--",
+                       *plan.redirect.to_flags())  # fmt: skip
+    procs.append(init)
+    code, err = init.finish()
+    assert code == 1
+    assert err.splitlines()[-1] == (
+        f"loom: redirect-traffic failed: no network namespace named {missing!r} "
+        "(see ip netns list)"
+    )
+    assert (tmp_path / "proxyid").exists()  # the identity is written before redirecting

@@ -106,8 +106,9 @@ def register(commands: Commands) -> None:
         description=(
             "Waits until the pod's service instance (Meta pod-name/k8s-namespace) and its "
             "sidecar proxy are registered with the server, writes the proxy ID to the output "
-            "directory, then runs `loom connect redirect-traffic` with the arguments given "
-            "after `--` (transparent proxy). Exits non-zero after --timeout."
+            "directory, then installs the transparent-proxy redirection named by the "
+            "arguments after `--` (the flags of `loom connect redirect-traffic`). Exits "
+            "non-zero after --timeout."
         ),
     )
     _add_http_addr(init)
@@ -133,9 +134,18 @@ def register(commands: Commands) -> None:
         default=5.0,
         help="seconds between waiting messages (default %(default)s)",
     )
-    init.add_argument("--skip-redirect", action="store_true", help="do not run redirect-traffic")
+    init.add_argument(
+        "--skip-redirect", action="store_true", help="do not install the traffic redirection"
+    )
+    init.add_argument(
+        "--netns",
+        metavar="NAME",
+        help="install the redirection in this named network namespace instead of this one "
+        "(tests, debugging)",
+    )
     init.epilog = (
-        "Arguments after -- are passed to `loom connect redirect-traffic` (transparent proxy)."
+        "Arguments after -- are the flags of `loom connect redirect-traffic` "
+        "(--proxy-uid ... ; transparent proxy)."
     )
     init.set_defaults(func=run_connect_init, takes_rest=True)
 
@@ -228,13 +238,14 @@ def run_connect_init(args: argparse.Namespace) -> int:
 
     from loom.k8s.connect_init import ConnectInitConfig, run
     from loom.k8s.errors import ConnectInitError
+    from loom.redirect import RedirectConfig
 
     if not args.pod_name or not args.pod_namespace:
         raise ConnectInitError(
             "the pod's name and namespace are needed: --pod-name/--pod-namespace "
             "or POD_NAME/POD_NAMESPACE (downward API)"
         )
-    flags = list(args.rest)
+    redirect = RedirectConfig.from_flags(args.rest) if args.rest else None
     config = ConnectInitConfig(
         http_addr=args.http_addr,
         pod_name=args.pod_name,
@@ -244,7 +255,8 @@ def run_connect_init(args: argparse.Namespace) -> int:
         consul_namespace=args.consul_namespace,
         timeout=args.timeout,
         log_interval=args.log_interval,
-        redirect_flags=tuple(flags),
+        redirect=redirect,
+        redirect_netns=args.netns,
         skip_redirect=args.skip_redirect,
     )
 

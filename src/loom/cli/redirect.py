@@ -1,7 +1,9 @@
-"""``loom connect redirect-traffic``: flags -> ``RedirectConfig`` -> print or apply.
+"""``loom connect redirect-traffic`` (VMs): flags -> ``RedirectConfig`` -> print or apply.
 
-Flag values are taken as text and converted here, so a bad port or CIDR is one ``loom: ...``
-line (a ``RedirectConfigError``) rather than argparse's usage dump.
+A thin front: the flags, their conversion and validation are ``loom.redirect.config``'s (the
+same ones an injected init container's arguments are parsed with), so a bad port or CIDR is
+one ``loom: ...`` line (a ``RedirectConfigError``) rather than argparse's usage dump. This
+command only adds where to apply (``--netns``) and ``--print``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from loom.redirect import RedirectConfig, RedirectConfigError, apply_redirect, redirect_rules
+from loom.redirect import add_arguments, apply_redirect, config_from_namespace, redirect_rules
 
 if TYPE_CHECKING:
     from loom.cli import Commands
@@ -31,53 +33,8 @@ def register(commands: Commands) -> None:
         help="Install transparent-proxy iptables rules (like consul connect redirect-traffic).",
         description=_DESCRIPTION,
     )
+    add_arguments(parser)
     add = parser.add_argument
-    add("--proxy-uid", metavar="UID", help="UID the proxy runs as; its traffic is not redirected")
-    add(
-        "--proxy-inbound-port",
-        metavar="PORT",
-        default="20000",
-        help="the proxy's inbound (public) listener port (default 20000)",
-    )
-    add(
-        "--proxy-outbound-port",
-        metavar="PORT",
-        default="15001",
-        help="the proxy's outbound listener port (default 15001)",
-    )
-    add(
-        "--exclude-inbound-port",
-        metavar="PORT",
-        action="append",
-        default=[],
-        help="inbound port reaching the app directly (repeatable, or comma-separated)",
-    )
-    add(
-        "--exclude-outbound-port",
-        metavar="PORT",
-        action="append",
-        default=[],
-        help="outbound port bypassing the proxy (repeatable)",
-    )
-    add(
-        "--exclude-outbound-cidr",
-        metavar="CIDR",
-        action="append",
-        default=[],
-        help="outbound destination network bypassing the proxy (repeatable)",
-    )
-    add(
-        "--exclude-uid",
-        metavar="UID",
-        action="append",
-        default=[],
-        help="another UID whose traffic and DNS are not redirected (repeatable)",
-    )
-    add(
-        "--dns-port",
-        metavar="PORT",
-        help="redirect UDP/TCP 53 to this port on 127.0.0.1 (the DNS proxy)",
-    )
     add("--netns", metavar="NAME", help="apply in this named network namespace (ip netns)")
     add(
         "--print",
@@ -88,24 +45,8 @@ def register(commands: Commands) -> None:
     parser.set_defaults(func=run)
 
 
-def config_from_args(args: argparse.Namespace) -> RedirectConfig:
-    """The validated configuration named by the flags."""
-    if args.proxy_uid is None:
-        raise RedirectConfigError("--proxy-uid is required: the UID the proxy runs as")
-    return RedirectConfig(
-        proxy_uid=_number("--proxy-uid", args.proxy_uid),
-        proxy_inbound_port=_number("--proxy-inbound-port", args.proxy_inbound_port),
-        proxy_outbound_port=_number("--proxy-outbound-port", args.proxy_outbound_port),
-        exclude_inbound_ports=_numbers("--exclude-inbound-port", args.exclude_inbound_port),
-        exclude_outbound_ports=_numbers("--exclude-outbound-port", args.exclude_outbound_port),
-        exclude_outbound_cidrs=tuple(_split(args.exclude_outbound_cidr)),
-        exclude_uids=_numbers("--exclude-uid", args.exclude_uid),
-        dns_port=None if args.dns_port is None else _number("--dns-port", args.dns_port),
-    )
-
-
 def run(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    config = config_from_namespace(args)
     if args.print_only:
         print("# IPv4: iptables-restore --noflush")
         print(redirect_rules(config, 4).render(), end="")
@@ -115,18 +56,3 @@ def run(args: argparse.Namespace) -> int:
     result = apply_redirect(config, netns=args.netns)
     print(result.summary())
     return 0
-
-
-def _split(values: list[str]) -> list[str]:
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
-
-
-def _number(flag: str, text: str) -> int:
-    try:
-        return int(text.strip(), 10)
-    except ValueError as exc:
-        raise RedirectConfigError(f"{flag} {text!r}: not a number") from exc
-
-
-def _numbers(flag: str, values: list[str]) -> tuple[int, ...]:
-    return tuple(_number(flag, part) for part in _split(values))

@@ -8,7 +8,6 @@ quoting the value: a typo never silently changes what gets injected.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shlex
 from collections.abc import Mapping
@@ -100,25 +99,13 @@ def parse_ports(key: str, value: str) -> tuple[int, ...]:
     return tuple(parse_port(key, value, item) for item in split_list(value))
 
 
-def parse_cidrs(key: str, value: str) -> tuple[str, ...]:
-    """A comma-separated list of IPv4/IPv6 addresses or CIDRs, kept as written."""
-    out = []
-    for item in split_list(value):
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            raise InjectionRefused(key, value, f"{item!r} is not an IP address or CIDR") from None
-        out.append(item)
-    return tuple(out)
-
-
-def parse_uids(key: str, value: str) -> tuple[str, ...]:
-    """A comma-separated list of numeric user IDs."""
+def parse_uids(key: str, value: str) -> tuple[int, ...]:
+    """A comma-separated list of numeric user IDs (their range is ``RedirectConfig``'s)."""
     items = split_list(value)
     for item in items:
-        if not item.isdigit():
+        if not (item.isascii() and item.isdigit()):
             raise InjectionRefused(key, value, f"{item!r} is not a numeric user ID")
-    return items
+    return tuple(int(item) for item in items)
 
 
 def parse_quantity(key: str, value: str) -> str:

@@ -29,32 +29,36 @@ class NamespaceInfo:
 
 
 @dataclass(frozen=True)
-class Decision:
+class InjectionDecision:
     """Inject or not, and why (one short sentence per rule that decided)."""
 
     inject: bool
     reasons: tuple[str, ...]
 
 
-def decide(
+def decide_injection(
     annotations: Mapping[str, object], namespace: NamespaceInfo, settings: InjectSettings
-) -> Decision:
+) -> InjectionDecision:
     """Apply the injection rules in order; refuses a malformed ``connect-inject`` value."""
     ns = namespace.name
     if not settings.enabled:
-        return Decision(False, ("connectInject.enabled is false",))
+        return InjectionDecision(False, ("connectInject.enabled is false",))
     if ns in NEVER_INJECTED_NAMESPACES:
-        return Decision(False, (f"namespace {ns} is never injected",))
+        return InjectionDecision(False, (f"namespace {ns} is never injected",))
     if ns in settings.deny_namespaces:
-        return Decision(False, (f"namespace {ns} is in connectInject.k8sDenyNamespaces",))
+        return InjectionDecision(False, (f"namespace {ns} is in connectInject.k8sDenyNamespaces",))
     if "*" not in settings.allow_namespaces and ns not in settings.allow_namespaces:
-        return Decision(False, (f"namespace {ns} is not in connectInject.k8sAllowNamespaces",))
+        return InjectionDecision(
+            False, (f"namespace {ns} is not in connectInject.k8sAllowNamespaces",)
+        )
     if INJECT_STATUS in annotations:
-        return Decision(False, (f"already injected ({INJECT_STATUS} is set)",))
+        return InjectionDecision(False, (f"already injected ({INJECT_STATUS} is set)",))
     value = text(annotations, CONNECT_INJECT)
     if value is not None:
         wanted = parse_bool(CONNECT_INJECT, value)
-        return Decision(wanted, (f"annotation {CONNECT_INJECT} is {value!r}",))
+        return InjectionDecision(wanted, (f"annotation {CONNECT_INJECT} is {value!r}",))
     if settings.default_inject:
-        return Decision(True, (f"connectInject.default is true and no {CONNECT_INJECT}",))
-    return Decision(False, (f"no {CONNECT_INJECT} annotation and connectInject.default is false",))
+        return InjectionDecision(True, (f"connectInject.default is true and no {CONNECT_INJECT}",))
+    return InjectionDecision(
+        False, (f"no {CONNECT_INJECT} annotation and connectInject.default is false",)
+    )

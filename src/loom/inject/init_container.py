@@ -2,7 +2,9 @@
 
 It waits until the pod's service instance and its sidecar are registered, writes the proxy ID
 into the shared volume and, with transparent proxy, installs the traffic redirection (so it
-runs as root with ``NET_ADMIN``; otherwise as an unprivileged user). Multi-port pods get one
+runs as root with ``NET_ADMIN``; otherwise as an unprivileged user). The plan's
+``RedirectConfig`` travels as its ``to_flags()`` after ``--``, which connect-init parses back
+with ``RedirectConfig.from_flags``. Multi-port pods get one
 per service, named ``loom-connect-init-<service>``. It is appended after the pod's own init
 containers, which therefore run before redirection is in place.
 """
@@ -30,7 +32,7 @@ def init_container(
     if plan.consul_namespace is not None:
         args.append(f"--consul-namespace={plan.consul_namespace}")
     if plan.redirect is not None:
-        args += ["--", *plan.redirect.flags()]
+        args += ["--", *plan.redirect.to_flags()]
     container: dict[str, Any] = {
         "name": INIT_CONTAINER + service.suffix,
         "image": settings.images.loom,

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from loom.inject.decision import NamespaceInfo, decide
+from loom.inject.decision import NamespaceInfo, decide_injection
 from loom.inject.env import add_env, upstream_env
 from loom.inject.init_container import init_container
 from loom.inject.metadata import mark_injected
@@ -59,7 +59,7 @@ def plan_injection(
     sub-objects injection did not touch with the input (the webhook's fast path: it only
     diffs and serialises the result); otherwise the result is fully independent.
     """
-    decision = decide(pod_annotations(pod), namespace, settings)
+    decision = decide_injection(pod_annotations(pod), namespace, settings)
     if not decision.inject:
         return InjectionResult(False, None, decision.reasons, None)
     plan = plan_workload(pod, namespace, settings)

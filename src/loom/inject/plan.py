@@ -2,11 +2,11 @@
 
 ``plan_workload(pod, namespace, settings)`` reads the pod (template) and returns a
 ``WorkloadPlan``: the services it serves (one per port for multi-port pods, each with its own
-sidecar port 20000, 20001, ...), its explicit upstreams, transparent proxy and its redirect
-plan, the probes moved to expose listeners, the sidecar's resources and Envoy arguments, the
-Consul namespace. It is pure and deterministic: the webhook, ``loom inject``, ``loom local``
-and the registration code all call it, so the annotations mean the same everywhere. Malformed
-annotations raise ``InjectionRefused`` naming the annotation and the value.
+sidecar port 20000, 20001, ...), its explicit upstreams, transparent proxy and its
+``RedirectConfig``, the probes moved to expose listeners, the sidecar's resources and Envoy
+arguments, the Consul namespace. It is pure and deterministic: the webhook, ``loom inject``,
+``loom local`` and the registration code all call it, so the annotations mean the same
+everywhere. Malformed annotations raise ``InjectionRefused`` naming the annotation and the value.
 """
 
 from __future__ import annotations
@@ -18,10 +18,11 @@ from typing import Any
 from loom.inject import annotations as ann
 from loom.inject.decision import NamespaceInfo
 from loom.inject.errors import InjectError, InjectionRefused
-from loom.inject.probes import ExposePath, plan_expose_paths
-from loom.inject.redirect import RedirectPlan, parse_exclusions, plan_redirect
-from loom.inject.settings import PROXY_UID, InjectSettings, Resources
+from loom.inject.probes import ExposedProbe, plan_expose_paths
+from loom.inject.redirect import exclude_inbound, plan_redirect
+from loom.inject.settings import PROXY_UID, ContainerResources, InjectSettings
 from loom.inject.upstreams import UpstreamPlan, parse_upstreams
+from loom.redirect.config import RedirectConfig
 
 FIRST_PROXY_PORT = 20000
 """The first sidecar's public listener; the i-th service's sidecar uses 20000 + i."""
@@ -63,18 +64,19 @@ class WorkloadPlan:
     """Explicit upstreams; configured on the first service's sidecar only."""
     transparent_proxy: bool
     """Redirect all traffic through the sidecar (annotation > namespace label > default)."""
-    redirect: RedirectPlan | None
-    """redirect-traffic parameters; set exactly when ``transparent_proxy``."""
+    redirect: RedirectConfig | None
+    """The traffic redirection connect-init (or ``loom local``) installs; set exactly when
+    ``transparent_proxy``."""
     overwrite_probes: bool
     """HTTP probes moved to the sidecar's expose listeners (only with transparent proxy)."""
-    expose_paths: tuple[ExposePath, ...]
+    expose_paths: tuple[ExposedProbe, ...]
     """The probes moved, for the sidecar registration's ``Proxy.Expose.Paths``."""
     envoy_extra_args: tuple[str, ...]
     """Extra Envoy command-line arguments (annotation, else ``connectInject.envoyExtraArgs``)."""
     consul_namespace: str | None
     """Consul namespace the services are registered in; None when namespaces are off."""
-    sidecar_resources: Resources
-    """Resources of each sidecar (settings, overridden per field by annotations)."""
+    sidecar_resources: ContainerResources
+    """ContainerResources of each sidecar (settings, overridden per field by annotations)."""
     reasons: tuple[str, ...]
     """Why: the decisions taken, one short sentence each."""
 
@@ -109,7 +111,7 @@ def app_containers(pod: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
 def plan_workload(
     pod: Mapping[str, Any], namespace: NamespaceInfo, settings: InjectSettings
 ) -> WorkloadPlan:
-    """The plan of a pod that is to be injected (call ``decide`` first to know whether)."""
+    """The plan of a pod that is to be injected (``decide_injection`` says whether)."""
     annotations = pod_annotations(pod)
     containers = app_containers(pod)
     reasons: list[str] = []
@@ -127,7 +129,13 @@ def plan_workload(
             f"multi-port pods ({len(services)} services) cannot use transparent proxy, "
             f'but {why}; set {ann.TRANSPARENT_PROXY}: "false"',
         )
-    exclusions = parse_exclusions(annotations)
+    # Planned even without transparent proxy, so bad exclusions are refused either way.
+    redirect = plan_redirect(
+        annotations,
+        PROXY_UID,
+        services[0].proxy_port,
+        settings.dns.proxy_port if settings.dns.redirection else None,
+    )
 
     overwrite_text = ann.text(annotations, ann.OVERWRITE_PROBES)
     overwrite = (
@@ -136,22 +144,14 @@ def plan_workload(
         else settings.transparent_proxy.overwrite_probes
     )
     overwrite = overwrite and tproxy
-    expose_paths: tuple[ExposePath, ...] = ()
+    expose_paths: tuple[ExposedProbe, ...] = ()
     if overwrite:
         expose_paths, notes = plan_expose_paths(containers)
         reasons.extend(notes)
         if expose_paths:
             reasons.append(f"{len(expose_paths)} HTTP probe(s) moved to the sidecar")
 
-    redirect = None
-    if tproxy:
-        redirect = plan_redirect(
-            exclusions,
-            PROXY_UID,
-            services[0].proxy_port,
-            tuple(p.listener_port for p in expose_paths),
-            settings.dns.proxy_port if settings.dns.redirection else None,
-        )
+    redirect = exclude_inbound(redirect, tuple(p.listener_port for p in expose_paths))
 
     extra_text = ann.text(annotations, ann.ENVOY_EXTRA_ARGS)
     extra_args = (
@@ -163,7 +163,7 @@ def plan_workload(
         services=services,
         upstreams=upstreams,
         transparent_proxy=tproxy,
-        redirect=redirect,
+        redirect=redirect if tproxy else None,
         overwrite_probes=overwrite,
         expose_paths=expose_paths,
         envoy_extra_args=extra_args,
@@ -279,7 +279,9 @@ def _on(enabled: bool) -> str:
     return "enabled" if enabled else "disabled"
 
 
-def _sidecar_resources(annotations: Mapping[str, object], defaults: Resources) -> Resources:
+def _sidecar_resources(
+    annotations: Mapping[str, object], defaults: ContainerResources
+) -> ContainerResources:
     fields = {
         "cpu_limit": ann.SIDECAR_CPU_LIMIT,
         "cpu_request": ann.SIDECAR_CPU_REQUEST,
@@ -292,4 +294,4 @@ def _sidecar_resources(annotations: Mapping[str, object], defaults: Resources) -
         values[attr] = (
             ann.parse_quantity(key, value) if value is not None else getattr(defaults, attr)
         )
-    return Resources(**values)
+    return ContainerResources(**values)

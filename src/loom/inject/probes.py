@@ -25,7 +25,7 @@ PROBE_BASE_PORTS = (("livenessProbe", 20300), ("readinessProbe", 20400), ("start
 
 
 @dataclass(frozen=True)
-class ExposePath:
+class ExposedProbe:
     """One probe moved to the sidecar: kubelet calls ``listener_port``, Envoy forwards."""
 
     container: str
@@ -51,10 +51,10 @@ class ExposePath:
 
 def plan_expose_paths(
     containers: Sequence[Mapping[str, Any]],
-) -> tuple[tuple[ExposePath, ...], tuple[str, ...]]:
+) -> tuple[tuple[ExposedProbe, ...], tuple[str, ...]]:
     """Expose paths for every HTTP probe of the application containers, plus notes on the
     probes left alone (HTTPS, exec, TCP, gRPC)."""
-    paths: list[ExposePath] = []
+    paths: list[ExposedProbe] = []
     notes: list[str] = []
     for index, container in enumerate(containers):
         name = str(container.get("name", ""))
@@ -69,11 +69,11 @@ def plan_expose_paths(
                 notes.append(f"{name}.{probe} uses HTTPS: not rewritten")
                 continue
             port = _resolve_port(container, http.get("port"))
-            paths.append(ExposePath(name, probe, base + index, str(http.get("path", "/")), port))
+            paths.append(ExposedProbe(name, probe, base + index, str(http.get("path", "/")), port))
     return tuple(paths), tuple(notes)
 
 
-def rewrite_probes(containers: list[dict[str, Any]], paths: Sequence[ExposePath]) -> None:
+def rewrite_probes(containers: list[dict[str, Any]], paths: Sequence[ExposedProbe]) -> None:
     """Point each planned probe of ``containers`` (mutated in place) at its expose port."""
     by_key = {(p.container, p.probe): p for p in paths}
     for container in containers:

@@ -64,7 +64,7 @@ def _registration(
     if service.port is not None:
         proxy["LocalServicePort"] = service.port
     if plan.redirect is not None:
-        proxy["TransparentProxy"] = {"OutboundListenerPort": plan.redirect.outbound_port}
+        proxy["TransparentProxy"] = {"OutboundListenerPort": plan.redirect.proxy_outbound_port}
     if index == 0 and plan.upstreams:
         proxy["Upstreams"] = [u.to_registration() for u in plan.upstreams]
     if plan.expose_paths:

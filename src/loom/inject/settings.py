@@ -30,7 +30,7 @@ INIT_UID = 5996
 
 
 @dataclass(frozen=True)
-class Resources:
+class ContainerResources:
     """Kubernetes resource requests/limits of an injected container; None leaves one unset."""
 
     cpu_request: str | None = None
@@ -112,7 +112,7 @@ class ServerAddress:
 
 
 @dataclass(frozen=True)
-class DnsSettings:
+class SidecarDnsSettings:
     """Redirection of the pod's DNS queries to the dataplane's DNS proxy (``dns.*``)."""
 
     redirection: bool = True
@@ -136,12 +136,12 @@ class InjectSettings:
     """``connectInject.k8sDenyNamespaces``: never injected; wins over the allow list."""
     transparent_proxy: TransparentProxyDefaults = field(default_factory=TransparentProxyDefaults)
     """``connectInject.transparentProxy.*`` defaults."""
-    sidecar_resources: Resources = field(
-        default_factory=lambda: Resources("100m", "100m", "100Mi", "100Mi")
+    sidecar_resources: ContainerResources = field(
+        default_factory=lambda: ContainerResources("100m", "100m", "100Mi", "100Mi")
     )
     """``connectInject.sidecarProxy.resources``: defaults of each sidecar (Consul's)."""
-    init_resources: Resources = field(
-        default_factory=lambda: Resources("50m", "50m", "25Mi", "150Mi")
+    init_resources: ContainerResources = field(
+        default_factory=lambda: ContainerResources("50m", "50m", "25Mi", "150Mi")
     )
     """``connectInject.initContainer.resources``: of each connect-init container (Consul's)."""
     envoy_extra_args: tuple[str, ...] = ()
@@ -154,7 +154,7 @@ class InjectSettings:
     """Images of the injected containers."""
     server: ServerAddress = field(default_factory=ServerAddress)
     """Address of ``loom server`` as seen from pods."""
-    dns: DnsSettings = field(default_factory=DnsSettings)
+    dns: SidecarDnsSettings = field(default_factory=SidecarDnsSettings)
     """DNS redirection to the dataplane's DNS proxy."""
 
     @classmethod
@@ -203,7 +203,7 @@ class InjectSettings:
                 http_addr=reader.get("server.httpAddr", str, default.server.http_addr),
                 grpc_addr=reader.get("server.grpcAddr", str, default.server.grpc_addr),
             ),
-            dns=DnsSettings(
+            dns=SidecarDnsSettings(
                 redirection=reader.get("dns.enableRedirection", bool, True),
                 proxy_port=reader.port("dns.proxyPort", 15053),
             ),
@@ -295,7 +295,7 @@ class ValuesReader:
                 raise SettingsError(f"{path}: cannot split into arguments: {exc}") from None
         raise SettingsError(f"{path}: expected a string or a list of strings, got {value!r}")
 
-    def resources(self, path: str, default: Resources) -> Resources:
+    def resources(self, path: str, default: ContainerResources) -> ContainerResources:
         changes: dict[str, str | None] = {}
         for sub, attr in _RESOURCE_KEYS:
             key = f"{path}.{sub}"

@@ -6,8 +6,10 @@ and for multi-port pods the ``--service-name`` — and its sidecar (``Kind: conn
 ``Proxy.DestinationServiceID`` naming the instance) are registered, logging a line every few
 seconds while it waits. It then writes the proxy ID into the shared volume (``proxyid``, or
 ``proxyid-<service>`` for multi-port pods, plus ``identity[-<service>].json``) and, with
-transparent proxy, runs ``loom connect redirect-traffic`` with the flags it was given. After
-``--timeout`` seconds it exits non-zero saying what it was still waiting for.
+transparent proxy, installs the traffic redirection it was given in-process
+(``loom.redirect.apply_redirect``: the same ``RedirectConfig`` the planner emitted, parsed back
+from its command line by ``RedirectConfig.from_flags``). After ``--timeout`` seconds it exits
+non-zero saying what it was still waiting for.
 
 ``find_registration`` is the pure matching; ``run`` is the I/O around it.
 """
@@ -17,9 +19,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import aiohttp
 from loom.inject.registration import META_K8S_NAMESPACE, META_POD_NAME
 from loom.inject.volumes import proxy_id_file
 from loom.k8s.errors import ConnectInitError
+from loom.redirect import ApplyResult, RedirectConfig, RedirectError, apply_redirect
 
 CONNECT_PROXY = "connect-proxy"
 
@@ -55,10 +57,13 @@ class ConnectInitConfig:
     """Seconds between "still waiting" log lines."""
     poll_interval: float = 1.0
     """Seconds between queries when the server does not support blocking queries."""
-    redirect_flags: tuple[str, ...] = ()
-    """``loom connect redirect-traffic`` arguments; empty: no traffic redirection."""
+    redirect: RedirectConfig | None = None
+    """The traffic redirection to install (the arguments after ``--``); None: none."""
+    redirect_netns: str | None = None
+    """Named network namespace (``ip netns``) to install it in; None: this process's own, the
+    pod's. Tests and debugging only."""
     skip_redirect: bool = False
-    """Do not run redirect-traffic even when flags are given (tests, dry runs)."""
+    """Do not install the redirection even when one is given (tests, dry runs)."""
 
 
 @dataclass(frozen=True)
@@ -207,17 +212,13 @@ async def wait_for_registration(config: ConnectInitConfig, log: Callable[[str], 
             index = new_index or index
 
 
-async def redirect_traffic(flags: Sequence[str]) -> None:
-    """Run ``loom connect redirect-traffic FLAGS``; its failure is a ``ConnectInitError``."""
-    cmd = [sys.executable, "-m", "loom", "connect", "redirect-traffic", *flags]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await proc.communicate()
-    if proc.returncode != 0:
-        lines = (err or out).decode(errors="replace").strip().splitlines()
-        last = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise ConnectInitError(f"redirect-traffic failed: {last}")
+async def redirect_traffic(config: RedirectConfig, netns: str | None = None) -> ApplyResult:
+    """Install ``config``'s rules in-process (iptables-restore runs in a worker thread, off the
+    event loop); a failure is a ``ConnectInitError``."""
+    try:
+        return await asyncio.to_thread(apply_redirect, config, netns)
+    except RedirectError as exc:
+        raise ConnectInitError(f"redirect-traffic failed: {exc}") from exc
 
 
 async def run(config: ConnectInitConfig, log: Callable[[str], None]) -> Found:
@@ -226,9 +227,10 @@ async def run(config: ConnectInitConfig, log: Callable[[str], None]) -> Found:
     log(f"service {found.service_id} and proxy {found.proxy_id} are registered")
     for path in write_identity(config, found):
         log(f"wrote {path}")
-    if config.redirect_flags and not config.skip_redirect:
-        await redirect_traffic(config.redirect_flags)
-        log("traffic redirection installed: " + " ".join(config.redirect_flags))
-    elif config.redirect_flags:
+    if config.redirect is not None and not config.skip_redirect:
+        result = await redirect_traffic(config.redirect, config.redirect_netns)
+        log("traffic redirection installed: " + " ".join(config.redirect.to_flags()))
+        log(result.summary())
+    elif config.redirect is not None:
         log("skipping traffic redirection (--skip-redirect)")
     return found

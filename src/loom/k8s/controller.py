@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from loom.inject import InjectError, InjectSettings, NamespaceInfo, decide, plan_workload
+from loom.inject import InjectError, InjectSettings, NamespaceInfo, decide_injection, plan_workload
 from loom.inject import annotations as ann
 from loom.inject.registration import (
     META_K8S_NAMESPACE,
@@ -168,7 +168,7 @@ def _eligible(pod: Mapping[str, Any], settings: InjectSettings) -> bool:
     # The injector's namespace rules (enabled, never-injected, deny and allow lists) decide
     # whether the namespace is ours; the annotation is forced so only those rules count.
     namespace = NamespaceInfo(meta.get("namespace") or "default")
-    return decide({ann.CONNECT_INJECT: "true"}, namespace, settings).inject
+    return decide_injection({ann.CONNECT_INJECT: "true"}, namespace, settings).inject
 
 
 def _original(pod: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from loom.inject import InjectSettings, Resources, SettingsError
+from loom.inject import ContainerResources, InjectSettings, SettingsError
 from loom.inject.decision import NEVER_INJECTED_NAMESPACES
 from loom.inject.settings import ValuesReader
 from loom.k8s.values import INSTALL_KEYS
@@ -56,7 +56,9 @@ class InstallSettings:
     ``<name>-connect-injector-tls``)."""
     ca_bundle: str = ""
     """``connectInject.certs.caBundle``: base64 PEM CA that signed the webhook certificate."""
-    resources: Resources = field(default_factory=lambda: Resources("50m", "50m", "200Mi", "200Mi"))
+    resources: ContainerResources = field(
+        default_factory=lambda: ContainerResources("50m", "50m", "200Mi", "200Mi")
+    )
     """``connectInject.resources``: of the webhook container (Consul's defaults)."""
 
     @property

@@ -5,7 +5,8 @@ unix sockets for the pods (the pods have no route to the host; a socket crosses 
 ``run`` makes a pod in this order, undoing everything if a step fails: plan (the injector's
 planner) -> namespace -> registrations -> iptables redirection -> sidecar(s) as the proxy UID,
 ready -> the app. Everything lives under the state directory and the prefix of the network
-settings, so ``down`` removes exactly what was made.
+settings, so ``down`` removes exactly what was made. Every failure is a ``LocalError``
+(``errors.py``): the API client's, the redirect's and the system's errors are wrapped here.
 """
 
 from __future__ import annotations
@@ -23,19 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from loom.api.client import Client, ClientError, NotFoundError
-from loom.errors import LoomError
 from loom.inject import PROXY_UID, InjectSettings
 from loom.inject.registration import service_registrations
 from loom.local import processes
+from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
+from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
-from loom.local.workload import plan_local, redirect_config, resolv_conf
-from loom.redirect.applying import apply_redirect
+from loom.local.workload import plan_local, resolv_conf
+from loom.redirect import RedirectError, apply_redirect
 
 Say = Callable[[str], None]
-
-
-class LocalError(LoomError):
-    """The local mesh could not do what was asked; nothing half-made is left."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +131,8 @@ class LocalMesh:
         else:
             processes.stop(pid)
             raise LocalError(f"the local server did not start in time: {processes.tail(log, 3)}")
-        self.s.server_file.write_text(json.dumps({"pid": pid}))
+        with state_io("cannot record the local server"):
+            self.s.server_file.write_text(json.dumps({"pid": pid}))
 
     # -- the node's DNS server (the local kube-dns) -------------------------------------------
 
@@ -153,7 +152,8 @@ class LocalMesh:
         exe = shutil.which("dnsmasq")
         if exe is None or self._dns_pid() is not None:
             return
-        self.s.hosts_file.touch()
+        with state_io("cannot create the node DNS hosts file"):
+            self.s.hosts_file.touch()
         log = self.s.net.state_dir / "node-dns.log"
         argv = netns_exec_argv(self.s.net.node_netns, [
             exe, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
@@ -168,16 +168,20 @@ class LocalMesh:
         time.sleep(0.2)
         if not processes.alive(pid):
             raise LocalError(f"the node DNS server (dnsmasq) exited: {processes.tail(log, 3)}")
-        self.s.dns_file.write_text(json.dumps({"pid": pid}))
+        with state_io("cannot record the node DNS server"):
+            self.s.dns_file.write_text(json.dumps({"pid": pid}))
 
     def add_host(self, name: str, address: str) -> None:
         """Let pods resolve ``name`` to ``address`` through the node's DNS server."""
-        with open(self.s.hosts_file, "a") as out:
+        with state_io("cannot add to the node DNS hosts file"), open(self.s.hosts_file, "a") as out:
             out.write(f"{address} {name}\n")
         pid = self._dns_pid()
         if pid is None:
             raise LocalError("no node DNS server runs (install dnsmasq)")
-        os.kill(pid, signal.SIGHUP)  # dnsmasq re-reads --addn-hosts
+        try:
+            os.kill(pid, signal.SIGHUP)  # dnsmasq re-reads --addn-hosts
+        except ProcessLookupError as exc:
+            raise LocalError("the node DNS server (dnsmasq) exited") from exc
 
     def stop_server(self) -> None:
         pid = self._server_pid()
@@ -200,8 +204,9 @@ class LocalMesh:
     def _save(self, rec: dict[str, Any]) -> None:
         path = self._pod_dir(rec["name"]) / "pod.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(rec, indent=1))
-        tmp.replace(path)
+        with state_io(f"cannot record pod {rec['name']}"):
+            tmp.write_text(json.dumps(rec, indent=1))
+            tmp.replace(path)
 
     def run(
         self,
@@ -215,7 +220,8 @@ class LocalMesh:
         if self.record(name) is not None or self.pods.get_pod(name) is not None:
             raise LocalError(f"pod {name!r} exists; remove it first with: loom local rm {name}")
         pod_dir = self._pod_dir(name)
-        pod_dir.mkdir(parents=True, exist_ok=True)
+        with state_io(f"cannot make the directory of pod {name}"):
+            pod_dir.mkdir(parents=True, exist_ok=True)
         rec: dict[str, Any] = {"name": name, "services": [], "sidecars": [], "app": None}
         try:
             dns = self.s.net.gateway if self._dns_pid() is not None else "127.0.0.1"
@@ -225,12 +231,20 @@ class LocalMesh:
             self.say(f"pod {name}: namespace {info.netns}, address {info.ip}")
             client = self.client()
             for body in service_registrations(plan, name, "default", info.ip):
-                client.put("/v1/agent/service/register", body)
+                try:
+                    client.put("/v1/agent/service/register", body)
+                except ClientError as exc:
+                    raise LocalServerError(
+                        f"pod {name}: cannot register {body['ID']}: {exc}"
+                    ) from exc
                 rec["services"].append(body["ID"])
                 self._save(rec)
                 self.say(f"pod {name}: registered service {body['Name']} (ID {body['ID']})")
             if plan.redirect is not None:
-                result = apply_redirect(redirect_config(plan.redirect), netns=info.netns)
+                try:
+                    result = apply_redirect(plan.redirect, netns=info.netns)
+                except RedirectError as exc:
+                    raise LocalRedirectError(f"pod {name}: transparent proxy: {exc}") from exc
                 self.say(f"pod {name}: transparent proxy: {result.summary()}")
             for n, service_id in enumerate(rec["services"]):
                 self._start_sidecar(
@@ -256,8 +270,9 @@ class LocalMesh:
 
     def _start_sidecar(self, rec: dict[str, Any], proxy_id: str, dns: object) -> None:
         work = self._pod_dir(rec["name"]) / f"dp-{proxy_id}"
-        work.mkdir(parents=True, exist_ok=True)
-        os.chown(work, PROXY_UID, PROXY_UID)
+        with state_io(f"cannot make the work directory of sidecar {proxy_id}"):
+            work.mkdir(parents=True, exist_ok=True)
+            os.chown(work, PROXY_UID, PROXY_UID)
         argv = _loom(
             "dataplane", "--proxy-id", proxy_id,
             "--http-addr", f"unix:{self.s.http_socket}",
@@ -308,8 +323,9 @@ class LocalMesh:
 
     def names(self) -> list[str]:
         found = {p.name for p in self.pods.list_pods()}
-        if self.s.pods_dir.is_dir():
-            found |= {d.name for d in self.s.pods_dir.iterdir() if d.is_dir()}
+        with state_io(f"cannot list {self.s.pods_dir}"):
+            if self.s.pods_dir.is_dir():
+                found |= {d.name for d in self.s.pods_dir.iterdir() if d.is_dir()}
         return sorted(found)
 
     def down(self, purge: bool = False) -> None:
@@ -319,22 +335,21 @@ class LocalMesh:
         dns = self._dns_pid()
         if dns is not None:
             processes.stop(dns)
-        for path in (
-            self.s.dns_file,
-            self.s.hosts_file,
-            self.s.net.state_dir / "node-dns.log",
-            self.s.net.state_dir / "dnsmasq.pid",
-        ):
-            path.unlink(missing_ok=True)
+        state = self.s.net.state_dir
+        with state_io(f"cannot clean up {state}"):
+            for path in (self.s.dns_file, self.s.hosts_file, state / "node-dns.log",
+                         state / "dnsmasq.pid"):  # fmt: skip
+                path.unlink(missing_ok=True)
         self.pods.node.destroy()
-        for sock in (self.s.http_socket, self.s.grpc_socket):
-            sock.unlink(missing_ok=True)
-        (self.s.net.state_dir / "server.log").unlink(missing_ok=True)
-        shutil.rmtree(self.s.pods_dir, ignore_errors=True)
-        if purge and self.s.data_dir is not None:
-            shutil.rmtree(self.s.data_dir, ignore_errors=True)
-        if self.s.net.state_dir.is_dir() and not any(self.s.net.state_dir.iterdir()):
-            self.s.net.state_dir.rmdir()
+        with state_io(f"cannot clean up {state}"):
+            for sock in (self.s.http_socket, self.s.grpc_socket):
+                sock.unlink(missing_ok=True)
+            (state / "server.log").unlink(missing_ok=True)
+            shutil.rmtree(self.s.pods_dir, ignore_errors=True)
+            if purge and self.s.data_dir is not None:
+                shutil.rmtree(self.s.data_dir, ignore_errors=True)
+            if state.is_dir() and not any(state.iterdir()):
+                state.rmdir()
 
     def exec_argv(self, name: str, cmd: Sequence[str]) -> list[str]:
         rec = self.record(name)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loom.errors import LoomError
+from loom.local.errors import LocalNetError
 
 _NETNS_DIR = Path("/run/netns")
 _TIMEOUT_S = 30.0
@@ -39,10 +39,6 @@ _PREFIX_RE = re.compile(r"[a-z][a-z0-9]{0,7}")
 _POD_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 _IFNAME_MAX = 15
 _STATE_VERSION = 1
-
-
-class LocalNetError(LoomError):
-    """The local mesh's namespaces could not be made or removed (or a name was refused)."""
 
 
 @dataclass(frozen=True)
@@ -364,8 +360,12 @@ def _disable_ipv6(netns: str) -> None:
 
 @contextlib.contextmanager
 def _locked(s: LocalNetSettings) -> Iterator[None]:
-    s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    with open(_lock_file(s), "a") as lock:
+    try:
+        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        lock = open(_lock_file(s), "a")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise LocalNetError(f"cannot open {_lock_file(s)}: {exc.strerror or exc}") from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -390,10 +390,13 @@ def _load(s: LocalNetSettings) -> dict[str, Any]:
 
 
 def _save(s: LocalNetSettings, state: dict[str, Any]) -> None:
-    s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    tmp = s.state_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
-    tmp.replace(s.state_file)
+    try:
+        s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        tmp = s.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2, sort_keys=True) + "\n")
+        tmp.replace(s.state_file)
+    except OSError as exc:
+        raise LocalNetError(f"cannot write {s.state_file}: {exc.strerror or exc}") from exc
 
 
 # --- running ip ---------------------------------------------------------------------------

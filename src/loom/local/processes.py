@@ -1,4 +1,8 @@
-"""Background processes of the local mesh: started detached, found again by PID, stopped."""
+"""Background processes of the local mesh: started detached, found again by PID, stopped.
+
+A process that cannot be started is a ``LocalProcessError`` naming the program; stopping and
+probing never raise (a process already gone is what was wanted).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from loom.local.errors import LocalProcessError
+
 
 def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> int:
     """Start ``argv`` in its own session (it outlives us), output appended to ``log``.
@@ -16,7 +22,6 @@ def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> 
     ``posix_spawn`` rather than ``Popen``: the process is deliberately not waited for by a
     ``Popen`` object; ``alive`` reaps it when it has exited.
     """
-    log.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
@@ -24,11 +29,12 @@ def spawn(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> 
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
     try:
+        log.parent.mkdir(parents=True, exist_ok=True)
         return os.posix_spawnp(
             argv[0], list(argv), {**os.environ, **(env or {})}, file_actions=actions, setsid=True
         )
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, argv[0]) from exc
+        raise LocalProcessError(f"cannot start {argv[0]}: {exc.strerror or exc}") from exc
 
 
 def alive(pid: int) -> bool:

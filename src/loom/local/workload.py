@@ -3,7 +3,8 @@
 The flags become a minimal pod (name, annotations, one container with the port), and the
 Kubernetes injector's ``plan_workload`` decides services, upstreams, transparent proxy and
 exclusions from the seeds' ``consul.hashicorp.com/*`` annotations, exactly as the webhook
-would. Nothing about annotations is interpreted here.
+would. Nothing about annotations is interpreted here, and the plan's ``redirect`` (a
+``RedirectConfig``) is applied as it is, in-process.
 """
 
 from __future__ import annotations
@@ -11,23 +12,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from loom.errors import LoomError
-from loom.inject import InjectSettings, NamespaceInfo, RedirectPlan, WorkloadPlan, plan_workload
-from loom.keyvalue import parse_key_values
-from loom.redirect.rules import RedirectConfig
+from loom.inject import InjectError, InjectSettings, NamespaceInfo, WorkloadPlan, plan_workload
+from loom.keyvalue import KeyValueError, parse_key_values
+from loom.local.errors import WorkloadError as WorkloadError  # re-exported for the CLI
+from loom.local.errors import WorkloadRefused
 
 ANNOTATION_PREFIX = "consul.hashicorp.com/"
 
 
-class WorkloadError(LoomError):
-    """A ``loom local run`` flag that does not make a workload."""
-
-    exit_code = 2
-
-
 def parse_annotations(pairs: Sequence[str]) -> dict[str, str]:
     """``--annotation KEY=VALUE`` flags (prefixes are added by ``plan_local``)."""
-    return parse_key_values(pairs, "--annotation")
+    try:
+        return parse_key_values(pairs, "--annotation")
+    except KeyValueError as exc:
+        raise WorkloadError(str(exc)) from exc
 
 
 def full_keys(annotations: dict[str, str]) -> dict[str, str]:
@@ -51,24 +49,13 @@ def local_pod(name: str, ports: Sequence[int], annotations: dict[str, str]) -> d
 def plan_local(
     name: str, ports: Sequence[int], annotations: dict[str, str], settings: InjectSettings
 ) -> WorkloadPlan:
-    return plan_workload(local_pod(name, ports, annotations), NamespaceInfo("default"), settings)
-
-
-def redirect_config(plan: RedirectPlan) -> RedirectConfig:
+    """The injector's plan of the workload; its refusal is a ``WorkloadRefused``."""
     try:
-        uids = tuple(int(u) for u in plan.exclude_uids)
-    except ValueError as exc:
-        raise WorkloadError(f"exclude-uids: {exc}") from exc
-    return RedirectConfig(
-        proxy_uid=plan.proxy_uid,
-        proxy_inbound_port=plan.inbound_port,
-        proxy_outbound_port=plan.outbound_port,
-        exclude_inbound_ports=tuple(plan.exclude_inbound_ports),
-        exclude_outbound_ports=tuple(plan.exclude_outbound_ports),
-        exclude_outbound_cidrs=tuple(plan.exclude_outbound_cidrs),
-        exclude_uids=uids,
-        dns_port=plan.dns_port,
-    )
+        return plan_workload(
+            local_pod(name, ports, annotations), NamespaceInfo("default"), settings
+        )
+    except InjectError as exc:
+        raise WorkloadRefused(str(exc)) from exc
 
 
 def resolv_conf(nameserver: str) -> str:

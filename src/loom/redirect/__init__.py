@@ -1,28 +1,35 @@
 """Transparent proxy traffic redirection (``loom connect redirect-traffic``).
 
-``rules`` builds the nat rule set from a ``RedirectConfig`` (pure, golden-file tested);
-``applying`` installs it with ``iptables-restore --noflush`` in a network namespace.
+``config`` holds ``RedirectConfig``, the one description of what to redirect where (the
+injector's planner emits it, the CLI parses flags into it, ``to_flags``/``from_flags`` carry it
+on an init container's command line); ``rules`` builds the nat rule set from it (pure,
+golden-file tested); ``applying`` installs it with ``iptables-restore --noflush`` in a network
+namespace. ``RedirectError`` is the root of the package's errors.
 """
 
 from loom.redirect.applying import ApplyResult, RedirectApplyError, apply_redirect, saved_rules
-from loom.redirect.rules import (
-    CHAINS,
+from loom.redirect.config import (
+    FLAGS,
     RedirectConfig,
     RedirectConfigError,
     RedirectError,
-    RuleSet,
-    redirect_rules,
+    add_arguments,
+    config_from_namespace,
 )
+from loom.redirect.rules import CHAINS, RuleSet, redirect_rules
 
 __all__ = [
     "CHAINS",
+    "FLAGS",
     "ApplyResult",
     "RedirectApplyError",
     "RedirectConfig",
     "RedirectConfigError",
     "RedirectError",
     "RuleSet",
+    "add_arguments",
     "apply_redirect",
+    "config_from_namespace",
     "redirect_rules",
     "saved_rules",
 ]

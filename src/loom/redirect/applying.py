@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loom.redirect.rules import ALL_JUMPS, RedirectConfig, RedirectError, RuleSet, redirect_rules
+from loom.redirect.config import RedirectConfig, RedirectError
+from loom.redirect.rules import ALL_JUMPS, RuleSet, redirect_rules
 
 _TIMEOUT_S = 30.0
 _IF_INET6 = Path("/proc/net/if_inet6")

@@ -1,4 +1,4 @@
-"""The nat rules of transparent proxy, built from flags as a pure, deterministic value.
+"""The nat rules of transparent proxy, built from a ``RedirectConfig`` as a pure value.
 
 ``redirect_rules(config, family)`` turns a ``RedirectConfig`` into a ``RuleSet``: the chains
 Consul names (so operators' knowledge carries over), the rules inside them, and the few jumps
@@ -25,10 +25,9 @@ never matters: re-applying with or without ``--dns-port`` cannot leave them in a
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 
-from loom.errors import LoomError
+from loom.redirect.config import RedirectConfig, parse_cidr
 
 INBOUND_CHAIN = "CONSUL_PROXY_INBOUND"
 IN_REDIRECT_CHAIN = "CONSUL_PROXY_IN_REDIRECT"
@@ -41,82 +40,6 @@ DNS_CHAIN = "CONSUL_DNS_REDIRECT"
 CHAINS = (INBOUND_CHAIN, IN_REDIRECT_CHAIN, OUTPUT_CHAIN, REDIRECT_CHAIN, DNS_CHAIN)
 
 _LOOPBACK = {4: "127.0.0.0/8", 6: "::1/128"}
-_MAX_UID = 2**32 - 2  # (uid_t)-1 means "no uid" to the kernel
-
-
-class RedirectError(LoomError):
-    """Root of the errors of ``loom connect redirect-traffic``."""
-
-
-class RedirectConfigError(RedirectError):
-    """A flag value that cannot become a rule (bad port, CIDR or UID)."""
-
-    exit_code = 2
-
-
-@dataclass(frozen=True)
-class RedirectConfig:
-    """What to redirect where; mirrors the flags of ``consul connect redirect-traffic``."""
-
-    proxy_uid: int
-    """UID the proxy (Envoy, the DNS proxy) runs as; its own traffic is never redirected,
-    or it would loop back into itself."""
-    proxy_inbound_port: int = 20000
-    """Port of the proxy's public (inbound) listener; Consul's default."""
-    proxy_outbound_port: int = 15001
-    """Port of the proxy's outbound listener (``original_dst``); Consul's default."""
-    exclude_inbound_ports: tuple[int, ...] = ()
-    """Inbound destination ports that reach the app directly (health checks, metrics)."""
-    exclude_outbound_ports: tuple[int, ...] = ()
-    """Outbound destination ports that bypass the proxy."""
-    exclude_outbound_cidrs: tuple[str, ...] = ()
-    """Outbound destination networks that bypass the proxy (IPv4 or IPv6; each family's rules
-    get the networks of that family)."""
-    exclude_uids: tuple[int, ...] = ()
-    """Further UIDs whose outbound traffic and DNS queries are not redirected."""
-    dns_port: int | None = None
-    """Port of the DNS proxy on loopback; UDP and TCP 53 from non-excluded UIDs go there.
-    ``None``: DNS is left alone."""
-
-    def __post_init__(self) -> None:
-        _check_uid("--proxy-uid", self.proxy_uid)
-        _check_port("--proxy-inbound-port", self.proxy_inbound_port)
-        _check_port("--proxy-outbound-port", self.proxy_outbound_port)
-        if self.proxy_inbound_port == self.proxy_outbound_port:
-            raise RedirectConfigError(
-                f"--proxy-inbound-port and --proxy-outbound-port are both "
-                f"{self.proxy_inbound_port}: the proxy needs two listeners"
-            )
-        for port in self.exclude_inbound_ports:
-            _check_port("--exclude-inbound-port", port)
-        for port in self.exclude_outbound_ports:
-            _check_port("--exclude-outbound-port", port)
-        for cidr in self.exclude_outbound_cidrs:
-            parse_cidr(cidr)
-        for uid in self.exclude_uids:
-            _check_uid("--exclude-uid", uid)
-        if self.dns_port is not None:
-            _check_port("--dns-port", self.dns_port)
-
-
-def _check_port(flag: str, port: int) -> None:
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise RedirectConfigError(f"{flag} {port!r}: a port is a number from 1 to 65535")
-
-
-def _check_uid(flag: str, uid: int) -> None:
-    if isinstance(uid, bool) or not isinstance(uid, int) or not 0 <= uid <= _MAX_UID:
-        raise RedirectConfigError(f"{flag} {uid!r}: a UID is a number from 0 to {_MAX_UID}")
-
-
-def parse_cidr(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-    """``10.0.0.0/8``, ``10.1.2.3`` (one address) or an IPv6 network; host bits are dropped."""
-    try:
-        return ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError as exc:
-        raise RedirectConfigError(
-            f"--exclude-outbound-cidr {text!r}: not an IPv4/IPv6 address or CIDR ({exc})"
-        ) from exc
 
 
 @dataclass(frozen=True, order=True)

@@ -5,9 +5,9 @@ import pytest
 from loom.inject import InjectionRefused, UpstreamPlan
 from loom.inject.annotations import (
     parse_bool,
-    parse_cidrs,
     parse_ports,
     parse_quantity,
+    parse_uids,
     service_meta,
 )
 from loom.inject.upstreams import parse_upstreams
@@ -34,10 +34,10 @@ def test_port_lists_tolerate_spaces_and_trailing_commas() -> None:
         parse_ports(KEY, "80,0")
 
 
-def test_cidrs_keep_their_spelling_but_must_parse() -> None:
-    assert parse_cidrs(KEY, "10.0.0.0/8, 1.2.3.4,fd00::/8") == ("10.0.0.0/8", "1.2.3.4", "fd00::/8")
-    with pytest.raises(InjectionRefused, match="not an IP address"):
-        parse_cidrs(KEY, "10.0.0.0/8,example.com")
+def test_uid_lists_are_numbers_and_a_name_is_refused() -> None:
+    assert parse_uids(KEY, "1001, 0,") == (1001, 0)
+    with pytest.raises(InjectionRefused, match="'root' is not a numeric user ID"):
+        parse_uids(KEY, "1001,root")
 
 
 @pytest.mark.parametrize("text", ["100m", "0.5", "128Mi", "1G", "1e3", "2"])

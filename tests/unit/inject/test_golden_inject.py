@@ -13,6 +13,7 @@ from loom.cli import main
 from loom.inject import InjectError, NamespaceInfo, plan_injection
 from loom.k8s.manifests import load_documents, pod_templates
 from loom.k8s.values import settings_from
+from loom.redirect import RedirectConfig
 from tests.unit.inject.golden_cases import CASE_DIR, case_names, load_case, validate_manifest
 
 CASES = case_names()
@@ -86,3 +87,24 @@ def plan_document(case_name: str) -> list[dict[str, Any]]:
 def test_the_plan_of_each_case_matches_the_golden_file(case_name, golden) -> None:
     text = yaml.safe_dump(plan_document(case_name), sort_keys=True, width=1_000_000)
     golden.check(f"inject/{case_name}.plan.yaml", text)
+
+
+@pytest.mark.parametrize("case_name", [c for c in CASES if not c.startswith("refused-")])
+def test_each_init_containers_flags_parse_back_to_the_plans_redirect_config(case_name) -> None:
+    case = load_case(case_name)
+    settings = settings_from(case.values)
+    for doc in load_documents(case.text):
+        for _, pod, owner in pod_templates(doc):
+            ns = (owner.get("metadata") or {}).get("namespace") or "default"
+            result = plan_injection(pod, NamespaceInfo(ns, case.namespace_labels), settings)
+            if result.plan is None:
+                continue
+            for init in result.pod["spec"]["initContainers"]:
+                if init["command"] != ["loom", "k8s", "connect-init"]:
+                    continue
+                args = init["args"]
+                if result.plan.redirect is None:
+                    assert "--" not in args
+                else:
+                    flags = args[args.index("--") + 1 :]
+                    assert RedirectConfig.from_flags(flags) == result.plan.redirect

@@ -7,14 +7,15 @@ import pytest
 
 from loom.inject import (
     PROXY_UID,
+    InjectionRefused,
     InjectSettings,
     InvalidPod,
     NamespaceInfo,
-    RedirectPlan,
     plan_injection,
     plan_workload,
 )
 from loom.inject.annotations import ORIGINAL_POD
+from loom.redirect import RedirectConfig
 
 DEFAULT_NS = NamespaceInfo("default")
 
@@ -54,8 +55,8 @@ def test_a_local_pod_with_defaults_gets_transparent_proxy_with_the_proxy_uid_exc
         ("static-server", 8080, 20000)
     ]
     assert plan.transparent_proxy
-    assert plan.redirect == RedirectPlan(PROXY_UID, 20000, 15001, dns_port=15053)
-    assert plan.redirect.flags() == [
+    assert plan.redirect == RedirectConfig(PROXY_UID, 20000, 15001, dns_port=15053)
+    assert plan.redirect.to_flags() == [
         "--proxy-uid=5995",
         "--proxy-inbound-port=20000",
         "--proxy-outbound-port=15001",
@@ -64,8 +65,8 @@ def test_a_local_pod_with_defaults_gets_transparent_proxy_with_the_proxy_uid_exc
 
 
 def test_redirect_flags_carry_every_exclusion_in_order() -> None:
-    plan = RedirectPlan(5995, 20000, 15001, (8081, 20300), (5432,), ("10.0.0.0/8",), ("1001",))
-    assert plan.flags() == [
+    plan = RedirectConfig(5995, 20000, 15001, (8081, 20300), (5432,), ("10.0.0.0/8",), (1001,))
+    assert plan.to_flags() == [
         "--proxy-uid=5995",
         "--proxy-inbound-port=20000",
         "--proxy-outbound-port=15001",
@@ -75,6 +76,41 @@ def test_redirect_flags_carry_every_exclusion_in_order() -> None:
         "--exclude-outbound-cidr=10.0.0.0/8",
         "--exclude-uid=1001",
     ]
+
+
+def test_exclusions_keep_their_spelling_and_order_each_value_once() -> None:
+    pod = local_pod(
+        connect_inject="true",
+        transparent_proxy_exclude_inbound_ports="9090, 22,9090",
+        transparent_proxy_exclude_outbound_cidrs="10.0.0.9/8, 1.2.3.4,fd00::/8,1.2.3.4",
+        transparent_proxy_exclude_uids="1001,0",
+    )
+    redirect = plan_workload(pod, DEFAULT_NS, InjectSettings()).redirect
+    assert redirect is not None
+    assert redirect.exclude_inbound_ports == (9090, 22)
+    assert redirect.exclude_outbound_cidrs == ("10.0.0.9/8", "1.2.3.4", "fd00::/8")
+    assert redirect.exclude_uids == (1001, 0)
+
+
+@pytest.mark.parametrize(
+    ("annotation", "value", "why"),
+    [
+        ("transparent-proxy-exclude-outbound-cidrs", "10.0.0.0/8,example.com",
+         "'example.com' is not an IP address or CIDR"),
+        ("transparent-proxy-exclude-uids", "1001,4294967295",
+         "4294967295 is not a user ID (0-4294967294)"),
+        ("transparent-proxy-exclude-uids", "1001,root", "'root' is not a numeric user ID"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("tproxy", ["true", "false"])
+def test_a_bad_exclusion_is_refused_naming_its_annotation_with_or_without_tproxy(
+    annotation: str, value: str, why: str, tproxy: str
+) -> None:
+    pod = local_pod(connect_inject="true", transparent_proxy=tproxy)
+    pod["metadata"]["annotations"][f"consul.hashicorp.com/{annotation}"] = value
+    with pytest.raises(InjectionRefused) as info:
+        plan_workload(pod, DEFAULT_NS, InjectSettings())
+    assert str(info.value) == f"consul.hashicorp.com/{annotation}={value!r}: {why}"
 
 
 def test_the_multi_port_example_plans_two_services_with_upstreams_on_the_first_only() -> None:

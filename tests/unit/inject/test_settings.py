@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from loom.inject import InjectSettings, Resources, SettingsError
+from loom.inject import ContainerResources, InjectSettings, SettingsError
 from loom.k8s.values import parse_values, settings_from
 
 
@@ -12,7 +12,7 @@ def test_empty_values_give_the_documented_defaults() -> None:
     assert settings.enabled and not settings.default_inject
     assert settings.allow_namespaces == ("*",) and settings.deny_namespaces == ()
     assert settings.transparent_proxy.enabled and settings.transparent_proxy.overwrite_probes
-    assert settings.sidecar_resources == Resources("100m", "100m", "100Mi", "100Mi")
+    assert settings.sidecar_resources == ContainerResources("100m", "100m", "100Mi", "100Mi")
 
 
 def test_helm_keys_of_the_seeds_are_read() -> None:
@@ -74,7 +74,7 @@ def test_a_null_resource_removes_the_default_and_numbers_are_quantities() -> Non
     settings = InjectSettings.from_values(
         {"connectInject": {"sidecarProxy": {"resources": {"limits": {"cpu": None, "memory": 1}}}}}
     )
-    assert settings.sidecar_resources == Resources("100m", None, "100Mi", "1")
+    assert settings.sidecar_resources == ContainerResources("100m", None, "100Mi", "1")
 
 
 def test_a_values_file_that_is_not_a_mapping_is_a_one_line_error() -> None:
