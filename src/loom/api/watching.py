@@ -117,7 +117,7 @@ async def watch(
                 on_error(exc, backoff)
             else:
                 (logger or log).warning(
-                    "%s from %s: %s (retry in %.0f s)",
+                    "%s from %s: %s (retry in %g s)",
                     label or path, client.addr_text, exc.reason, backoff,
                 )  # fmt: skip
             await asyncio.sleep(backoff)
