@@ -102,7 +102,7 @@ def _parse(text: str, default_port: int | None, unix: bool) -> Address:
         if default_port is None:
             raise AddressError("", "is not HOST:PORT or unix:PATH")
         port = default_port
-    elif not port_text.isdigit() or int(port_text) > 65535:
+    elif not (port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
         raise AddressError("", "has no valid port (expected HOST:PORT, port 0-65535)")
     else:
         port = int(port_text)

@@ -75,7 +75,7 @@ def decode_body(raw: bytes) -> Any:
 
 def consul_index(response: Response) -> int:
     value = response.header("X-Consul-Index").strip()
-    return int(value) if value.isdigit() else 0
+    return int(value) if value.isascii() and value.isdigit() else 0
 
 
 class AsyncClient:

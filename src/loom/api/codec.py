@@ -142,7 +142,7 @@ class ResponseParser:
         status_line, *header_lines = head.split("\r\n")
         version, _, rest = status_line.partition(" ")
         code, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or not (code.isdigit() and len(code) == 3):
+        if not version.startswith("HTTP/1.") or not _is_number(code) or len(code) != 3:
             raise ProtocolError(f"not an HTTP/1.x response: {status_line[:80]!r}")
         headers: dict[str, str] = {}
         for line in header_lines:
@@ -170,7 +170,7 @@ class ResponseParser:
         length = headers.get("content-length")
         if length is None:
             return "close"
-        if not length.isdigit():
+        if not _is_number(length):
             raise ProtocolError(f"bad Content-Length {length[:40]!r}")
         self._left = int(length)
         return "length" if self._left else "done"
@@ -213,3 +213,8 @@ class ResponseParser:
         if not line:
             self._state = "done"
         return True
+
+
+def _is_number(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts ``²``, which ``int`` refuses)."""
+    return text.isascii() and text.isdigit()

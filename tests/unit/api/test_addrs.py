@@ -39,6 +39,7 @@ def test_a_default_port_fills_in_for_an_address_without_one(text: str, expected:
     ("127.0.0.1", "is not HOST:PORT or unix:PATH"),
     ("127.0.0.1:99999", "no valid port"),
     ("host:x", "no valid port"),
+    ("host:\u00b2", "no valid port"),
     ("[::1]5353", "expected [IPV6]:PORT"),
     ("[::1", "unclosed"),
     ("unix:", "empty socket path"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loom.api.codec import Request, ResponseParser, encode_request
 from loom.api.errors import ProtocolError
@@ -103,6 +105,8 @@ def test_a_close_before_the_headers_end_is_an_error() -> None:
     (b"HTTP/1.1 2000 OK\r\n\r\n", "not an HTTP/1.x response"),
     (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed response header"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "bad Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", "bad Content-Length"),
+    (b"HTTP/1.1 \xb2\xb2\xb2 OK\r\n\r\n", "not an HTTP/1.x response"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"),
     (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabX", "not followed by CRLF"),
 ])
@@ -117,3 +121,56 @@ def test_endless_headers_are_refused_instead_of_buffered() -> None:
     parser = ResponseParser()
     with pytest.raises(ProtocolError, match="longer than"):
         parser.feed(b"HTTP/1.1 200 OK\r\nX: " + b"a" * 70_000)
+
+
+FUZZ = settings(max_examples=200, deadline=None, database=None)
+
+
+def chunked(body: bytes, sizes: list[int]) -> bytes:
+    out, rest = b"", body
+    for size in sizes:
+        if not rest:
+            break
+        piece, rest = rest[: max(size, 1)], rest[max(size, 1) :]
+        out += b"%x\r\n%s\r\n" % (len(piece), piece)
+    if rest:
+        out += b"%x\r\n%s\r\n" % (len(rest), rest)
+    return out + b"0\r\n\r\n"
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+@FUZZ
+@given(body=st.binary(max_size=300), sizes=st.lists(st.integers(1, 40), max_size=10),
+       cuts=st.lists(st.integers(0, 10_000), max_size=8))
+def test_any_body_in_any_framing_and_any_split_reads_back_unchanged(
+    body: bytes, sizes: list[int], cuts: list[int]
+) -> None:
+    framings = {
+        "chunked": b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body, sizes),
+        "length": b"Content-Length: %d\r\n\r\n" % len(body) + body,
+        "close": b"\r\n" + body,
+    }
+    for name, rest in framings.items():
+        parser = ResponseParser()
+        for piece in split(b"HTTP/1.1 200 OK\r\n" + rest, cuts):
+            parser.feed(piece)
+        if name == "close":
+            parser.feed_eof()
+        assert parser.done, name
+        assert parser.result().body == body, name
+
+
+@FUZZ
+@given(data=st.binary(max_size=400))
+def test_arbitrary_bytes_are_a_response_or_a_protocol_error_never_a_crash(data: bytes) -> None:
+    parser = ResponseParser()
+    try:
+        parser.feed(b"HTTP/1.1 200 OK\r\n" + data)
+        parser.feed_eof()
+    except ProtocolError:
+        return
+    assert parser.done
