@@ -17,6 +17,10 @@ from loom.api import AsyncClient, ClientError, WatchPolicy
 from loom.api.watching import next_index, request_timeout, wait_seconds
 
 FAST = WatchPolicy(backoff_min=0.05, backoff_max=0.2, min_interval=0.01, margin=1.0)
+SLACK = 0.6
+"""Gaps are measured where requests arrive, so each carries its own connect latency (a few ms
+on a loaded machine): a gap is checked against this share of the pause, which still tells a
+paused loop from a busy one (sub-millisecond gaps)."""
 
 
 class BlockingServer:
@@ -128,7 +132,7 @@ async def test_a_500_backs_off_doubling_then_a_success_resets_the_backoff(
     assert failures == [("HTTP 500: boom", 0.05), ("HTTP 500: boom", 0.1),
                         ("HTTP 500: boom", 0.2), ("HTTP 500: boom", 0.2)]
     gaps = [b - a for a, b in zip(things.times, things.times[1:], strict=False)]
-    assert all(gap >= want * 0.9 for gap, want in zip(gaps, (0.05, 0.1, 0.2, 0.2), strict=False))
+    assert all(gap >= want * SLACK for gap, want in zip(gaps, (0.05, 0.1, 0.2, 0.2), strict=False))
     things.fail = 1
     things.publish("b")  # the held request answers; the next one fails once
     await until(lambda: len(failures) == 5)
@@ -180,7 +184,7 @@ async def test_a_server_that_ignores_the_index_cannot_make_the_loop_busy(
     await things.requests(5)
     await stop(task)
     gaps = [b - a for a, b in zip(things.times, things.times[1:], strict=False)]
-    assert min(gaps) >= 0.09
+    assert min(gaps) >= 0.1 * SLACK
     assert seen == [({"Value": "a"}, 5)]  # answers whose index did not move are not news
 
 
@@ -195,7 +199,7 @@ async def test_without_an_index_the_loop_polls_and_yields_every_answer(
     await stop(task)
     assert all(q == {} for q in things.queries)
     gaps = [b - a for a, b in zip(things.times, things.times[1:], strict=False)]
-    assert min(gaps) >= FAST.backoff_min * 0.9
+    assert min(gaps) >= FAST.backoff_min * SLACK
     assert len(seen) >= 3 and all(index == 0 for _, index in seen)
 
 
