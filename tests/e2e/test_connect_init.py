@@ -260,3 +260,23 @@ def test_a_redirection_that_cannot_be_installed_fails_connect_init_in_one_line(
         "(see ip netns list)"
     )
     assert (tmp_path / "proxyid").exists()  # the identity is written before redirecting
+
+
+async def test_an_unreachable_server_is_what_the_timeout_says_it_was_waiting_for(
+    tmp_path: Path,
+) -> None:
+    from loom.k8s.connect_init import ConnectInitConfig, wait_for_registration
+    from loom.k8s.errors import ConnectInitError
+    from tests.support.mesh import free_port
+
+    port = free_port()
+    lines: list[str] = []
+    config = ConnectInitConfig(f"127.0.0.1:{port}", "web-1", "default", tmp_path,
+                               timeout=0.6, log_interval=0.2, poll_interval=0.1)
+    with pytest.raises(ConnectInitError) as caught:
+        await wait_for_registration(config, lines.append)
+    assert str(caught.value) == (
+        "timed out after 0.6s waiting for the registration of pod default/web-1: "
+        f"server 127.0.0.1:{port} unreachable: Connection refused")
+    assert lines[0] == "waiting (0s of 0.6s): no answer from the server yet"
+    assert lines[-1].endswith(f"server 127.0.0.1:{port} unreachable: Connection refused")

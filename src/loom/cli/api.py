@@ -14,11 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from loom.api.client import Client
+from loom import defaults
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
+    from loom.api.client import Client as SyncClient
     from loom.cli import Commands
+
+
+def _client(addr: str | None) -> SyncClient:
+    """The API client, imported on first use so that ``loom --help`` does not load it."""
+    from loom.api.client import Client as SyncClient
+
+    return SyncClient(addr)
 
 
 class InputError(LoomError):
@@ -29,7 +37,8 @@ def _addr(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--http-addr",
         metavar="ADDR",
-        help="server HTTP API, HOST:PORT or unix:PATH (default $LOOM_HTTP_ADDR or 127.0.0.1:8500)",
+        help="server HTTP API, HOST:PORT or unix:PATH "
+        f"(default $LOOM_HTTP_ADDR or {defaults.HTTP_ADDR})",
     )
 
 
@@ -84,7 +93,7 @@ def format_intentions(intentions: list[dict[str, Any]]) -> str:
 
 
 def _services_register(args: argparse.Namespace) -> int:
-    client = Client(args.http_addr)
+    client = _client(args.http_addr)
     defs = service_definitions(read_document(args.file), args.file)
     for d in defs:
         client.put("/v1/agent/service/register", d)
@@ -94,19 +103,19 @@ def _services_register(args: argparse.Namespace) -> int:
 
 
 def _services_deregister(args: argparse.Namespace) -> int:
-    Client(args.http_addr).put(f"/v1/agent/service/deregister/{args.id}")
+    _client(args.http_addr).put(f"/v1/agent/service/deregister/{args.id}")
     print(f"Deregistered service: {args.id}")
     return 0
 
 
 def _catalog_services(args: argparse.Namespace) -> int:
-    sys.stdout.write(format_services(Client(args.http_addr).get("/v1/catalog/services")))
+    sys.stdout.write(format_services(_client(args.http_addr).get("/v1/catalog/services")))
     return 0
 
 
 def _intention_create(args: argparse.Namespace) -> int:
     action = "deny" if args.deny else "allow"
-    Client(args.http_addr).put(
+    _client(args.http_addr).put(
         "/v1/connect/intentions/exact",
         {"Action": action, "Description": args.description or ""},
         source=args.source,
@@ -117,7 +126,7 @@ def _intention_create(args: argparse.Namespace) -> int:
 
 
 def _intention_delete(args: argparse.Namespace) -> int:
-    Client(args.http_addr).delete(
+    _client(args.http_addr).delete(
         "/v1/connect/intentions/exact", source=args.source, destination=args.destination
     )
     print(f"Intention deleted: {args.source} => {args.destination}")
@@ -125,7 +134,7 @@ def _intention_delete(args: argparse.Namespace) -> int:
 
 
 def _intention_check(args: argparse.Namespace) -> int:
-    result = Client(args.http_addr).get(
+    result = _client(args.http_addr).get(
         "/v1/connect/intentions/check", source=args.source, destination=args.destination
     )
     print("Allowed" if result["Allowed"] else "Denied")
@@ -133,13 +142,13 @@ def _intention_check(args: argparse.Namespace) -> int:
 
 
 def _intention_list(args: argparse.Namespace) -> int:
-    sys.stdout.write(format_intentions(Client(args.http_addr).get("/v1/connect/intentions")))
+    sys.stdout.write(format_intentions(_client(args.http_addr).get("/v1/connect/intentions")))
     return 0
 
 
 def _config_write(args: argparse.Namespace) -> int:
     doc = read_document(args.file)
-    ok = Client(args.http_addr).put("/v1/config", doc)
+    ok = _client(args.http_addr).put("/v1/config", doc)
     if ok is not True:
         raise LoomError("config write: the server did not apply the entry (check-and-set failed)")
     kind = doc.get("Kind", "?") if isinstance(doc, dict) else "?"
@@ -149,19 +158,19 @@ def _config_write(args: argparse.Namespace) -> int:
 
 
 def _config_read(args: argparse.Namespace) -> int:
-    entry = Client(args.http_addr).get(f"/v1/config/{args.kind}/{args.name}")
+    entry = _client(args.http_addr).get(f"/v1/config/{args.kind}/{args.name}")
     print(json.dumps(entry, indent=2, sort_keys=True))
     return 0
 
 
 def _config_list(args: argparse.Namespace) -> int:
-    for entry in Client(args.http_addr).get(f"/v1/config/{args.kind}"):
+    for entry in _client(args.http_addr).get(f"/v1/config/{args.kind}"):
         print(entry["Name"])
     return 0
 
 
 def _config_delete(args: argparse.Namespace) -> int:
-    Client(args.http_addr).delete(f"/v1/config/{args.kind}/{args.name}")
+    _client(args.http_addr).delete(f"/v1/config/{args.kind}/{args.name}")
     print(f"Config entry deleted: {args.kind}/{args.name}")
     return 0
 

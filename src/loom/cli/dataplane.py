@@ -10,7 +10,7 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loom.api.client import Client, http_addr_from
+from loom import defaults
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
@@ -27,14 +27,18 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--http-addr",
-        help="server HTTP API, HOST:PORT or unix:PATH (default $LOOM_HTTP_ADDR or 127.0.0.1:8500)",
+        help="server HTTP API, HOST:PORT or unix:PATH "
+        f"(default $LOOM_HTTP_ADDR or {defaults.HTTP_ADDR})",
     )
     p.add_argument(
         "--grpc-addr",
-        help="server xDS, HOST:PORT or unix:PATH (default $LOOM_GRPC_ADDR or 127.0.0.1:8502)",
+        help="server xDS, HOST:PORT or unix:PATH "
+        f"(default $LOOM_GRPC_ADDR or {defaults.GRPC_ADDR})",
     )
     p.add_argument(
-        "--admin-bind", default="127.0.0.1:0", help="Envoy admin address (default: a free port)"
+        "--admin-bind",
+        default=defaults.ENVOY_ADMIN_BIND,
+        help="Envoy admin address (default: a free port)",
     )
     p.add_argument(
         "--xds", choices=("delta", "sotw"), default="delta", help="xDS variant (default delta)"
@@ -56,13 +60,14 @@ def _proxy_id(args: argparse.Namespace) -> str:
 
 
 def _settings(args: argparse.Namespace) -> object:
+    from loom.api import http_addr_from
     from loom.dataplane.agent import DataplaneSettings
 
     extra = list(getattr(args, "rest", None) or [])
     return DataplaneSettings(
         proxy_id=_proxy_id(args),
         http_addr=http_addr_from(args.http_addr),
-        grpc_addr=args.grpc_addr or os.environ.get("LOOM_GRPC_ADDR") or "127.0.0.1:8502",
+        grpc_addr=args.grpc_addr or os.environ.get("LOOM_GRPC_ADDR") or defaults.GRPC_ADDR,
         admin_bind=args.admin_bind,
         work_dir=getattr(args, "work_dir", None),
         log_level=getattr(args, "envoy_log_level", "warning"),
@@ -86,11 +91,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loom.api import AsyncClient
     from loom.dataplane.agent import DataplaneSettings, bootstrap_for, fetch_registration
 
     settings = _settings(args)
     assert isinstance(settings, DataplaneSettings)
-    reg = fetch_registration(Client(settings.http_addr), settings.proxy_id)
+    reg = asyncio.run(fetch_registration(AsyncClient(settings.http_addr), settings.proxy_id))
     print(json.dumps(bootstrap_for(settings, reg), indent=2, sort_keys=True))
     return 0
 

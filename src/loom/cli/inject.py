@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loom import defaults
 from loom.keyvalue import parse_key_values
 
 if TYPE_CHECKING:
@@ -85,7 +86,9 @@ def register(commands: Commands) -> None:
     )
     webhook.add_argument("--tls-cert", required=True, help="PEM certificate (chain) file")
     webhook.add_argument("--tls-key", required=True, help="PEM private key file")
-    webhook.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT (default %(default)s)")
+    webhook.add_argument(
+        "--listen", default=defaults.WEBHOOK_LISTEN, help="HOST:PORT (default %(default)s)"
+    )
     webhook.add_argument("--values", help="Helm-style values file (connectInject.*, global.*)")
     webhook.add_argument(
         "--namespace-labels-file",
@@ -178,8 +181,8 @@ def register(commands: Commands) -> None:
 def _add_http_addr(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--http-addr",
-        default=os.environ.get("LOOM_HTTP_ADDR", "127.0.0.1:8500"),
-        help="server HTTP API address (env LOOM_HTTP_ADDR; default 127.0.0.1:8500)",
+        default=os.environ.get("LOOM_HTTP_ADDR", defaults.HTTP_ADDR),
+        help=f"server HTTP API address (env LOOM_HTTP_ADDR; default {defaults.HTTP_ADDR})",
     )
 
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loom import defaults
+
 if TYPE_CHECKING:
     from loom.cli import Commands
     from loom.local.mesh import LocalMesh
@@ -32,8 +34,8 @@ def mesh_from_env(say: bool = True) -> LocalMesh:
     data = env.get("LOOM_LOCAL_DATA_DIR", "/var/lib/loom/local")
     settings = LocalSettings(
         net=net,
-        http_addr=env.get("LOOM_LOCAL_HTTP_ADDR", "127.0.0.1:8500"),
-        grpc_addr=env.get("LOOM_LOCAL_GRPC_ADDR", "127.0.0.1:8502"),
+        http_addr=env.get("LOOM_LOCAL_HTTP_ADDR", defaults.HTTP_ADDR),
+        grpc_addr=env.get("LOOM_LOCAL_GRPC_ADDR", defaults.GRPC_ADDR),
         data_dir=None if data == "-" else Path(data),
     )
     return LocalMesh(settings, say=(lambda m: print(m, flush=True)) if say else None)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from loom import defaults
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
@@ -46,13 +47,14 @@ def register(commands: Commands) -> None:
         action="append",
         metavar="ADDR",
         help="HTTP API listen address, HOST:PORT or unix:PATH; repeatable "
-        "(default 127.0.0.1:8500; port 0 picks a free port)",
+        f"(default {defaults.HTTP_ADDR}; port 0 picks a free port)",
     )
     p.add_argument(
         "--grpc-addr",
         action="append",
         metavar="ADDR",
-        help="xDS gRPC listen address, HOST:PORT or unix:PATH; repeatable (default 127.0.0.1:8502)",
+        help="xDS gRPC listen address, HOST:PORT or unix:PATH; repeatable "
+        f"(default {defaults.GRPC_ADDR})",
     )
     p.add_argument("--datacenter", default="dc1", help="datacenter name (default dc1)")
     p.add_argument(
@@ -86,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     settings = ServerSettings(
-        http_addrs=tuple(args.http_addr or ["127.0.0.1:8500"]),
-        grpc_addrs=tuple(args.grpc_addr or ["127.0.0.1:8502"]),
+        http_addrs=tuple(args.http_addr or [defaults.HTTP_ADDR]),
+        grpc_addrs=tuple(args.grpc_addr or [defaults.GRPC_ADDR]),
         data_dir=args.data_dir,
         etcd_endpoints=endpoints,
         etcd_prefix=args.etcd_prefix,

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loom import defaults
 from loom.addrs import parse_address
-from loom.api.client import Client, ClientError, NotFoundError
+from loom.api import AsyncClient, ClientError, NotFoundError
 from loom.dataplane.bootstrap import build_bootstrap
 from loom.dataplane.envoy import Envoy, EnvoyError, EnvoySettings
 from loom.errors import LoomError
@@ -33,11 +34,11 @@ log = logging.getLogger("loom.dataplane")
 class DataplaneSettings:
     proxy_id: str
     """Service ID of the sidecar registration (``<service-id>-sidecar-proxy``)."""
-    http_addr: str = "127.0.0.1:8500"
+    http_addr: str = defaults.HTTP_ADDR
     """Server HTTP API: HOST:PORT or unix:PATH."""
-    grpc_addr: str = "127.0.0.1:8502"
+    grpc_addr: str = defaults.GRPC_ADDR
     """Server xDS endpoint: HOST:PORT or unix:PATH."""
-    admin_bind: str = "127.0.0.1:0"
+    admin_bind: str = defaults.ENVOY_ADMIN_BIND
     """Envoy admin listener; port 0 picks a free one."""
     work_dir: Path | None = None
     """Bootstrap, logs and admin address file; a fresh temporary directory when None."""
@@ -65,8 +66,9 @@ class DataplaneError(LoomError):
     """The dataplane cannot run (Envoy cannot start, bad settings)."""
 
 
-def fetch_registration(client: Client, proxy_id: str) -> dict[str, Any]:
-    reg: dict[str, Any] = client.get(f"/v1/agent/service/{proxy_id}")
+async def fetch_registration(client: AsyncClient, proxy_id: str) -> dict[str, Any]:
+    """The sidecar's registration (``GET /v1/agent/service/ID``); it must be a connect-proxy."""
+    reg: dict[str, Any] = await client.get(f"/v1/agent/service/{proxy_id}")
     if reg.get("Kind") != "connect-proxy":
         raise DataplaneError(f"service {proxy_id!r} is registered but is not a connect-proxy")
     return reg
@@ -75,11 +77,11 @@ def fetch_registration(client: Client, proxy_id: str) -> dict[str, Any]:
 async def wait_for_registration(
     settings: DataplaneSettings, stop: asyncio.Event
 ) -> dict[str, Any] | None:
-    client = Client(settings.http_addr, timeout=10)
+    client = AsyncClient(settings.http_addr, timeout=10)
     last_log = 0.0
     while not stop.is_set():
         try:
-            return await asyncio.to_thread(fetch_registration, client, settings.proxy_id)
+            return await fetch_registration(client, settings.proxy_id)
         except NotFoundError:
             why = f"proxy {settings.proxy_id!r} is not registered yet"
         except ClientError as exc:

@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loom.addrs import Address, AddressError, parse_address
+from loom.api.codec import Request
+from loom.api.errors import ClientError
+from loom.api.transport import StreamTransport
 from loom.errors import LoomError
+
+ADMIN_TIMEOUT_S = 5.0
+"""Longest wait for one answer of Envoy's admin API (it answers in milliseconds when up)."""
 
 
 class EnvoyError(LoomError):
@@ -74,23 +81,14 @@ def envoy_argv(s: EnvoySettings) -> list[str]:
 
 
 async def http_get(host: str, port: int, path: str, method: str = "GET") -> tuple[int, str]:
-    """A tiny HTTP/1.1 client for Envoy's admin API (loopback, one request per connection).
+    """One request to Envoy's admin API (loopback), over the API client's HTTP/1.1 transport.
 
-    Envoy answers HTTP/1.0 with 426, so this speaks 1.1 with ``Connection: close``.
+    Envoy answers HTTP/1.0 with 426; the transport speaks 1.1 with ``Connection: close``.
+    ``ClientError`` when Envoy does not answer within 5 s.
     """
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 2)
-    try:
-        writer.write(
-            f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
-            "Content-Length: 0\r\n\r\n".encode()
-        )
-        await writer.drain()
-        data = await asyncio.wait_for(reader.read(), 5)
-    finally:
-        writer.close()
-    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
-    status = int(head.split(" ", 2)[1]) if head.startswith("HTTP/") else 0
-    return status, body
+    addr = Address(host, port)
+    response = await StreamTransport(addr).send(Request(method, path, str(addr)), ADMIN_TIMEOUT_S)
+    return response.status, response.body.decode(errors="replace")
 
 
 def log_tail(path: Path, lines: int = 8) -> str:
@@ -141,14 +139,17 @@ class Envoy:
             if self.admin is None and self.s.admin_address_path.exists():
                 text = self.s.admin_address_path.read_text().strip()
                 if text:
-                    host, _, port = text.rpartition(":")
-                    self.admin = (host.strip("[]"), int(port))
+                    try:
+                        admin = parse_address(text, "Envoy's admin address file", unix=False)
+                        self.admin = (admin.host, admin.port)
+                    except AddressError:
+                        pass  # half written: read it again on the next round
             if self.admin is not None:
                 try:
                     status, _ = await http_get(*self.admin, "/ready")
                     if status == 200:
                         return True
-                except (OSError, TimeoutError, ValueError):
+                except ClientError:
                     pass
             await asyncio.sleep(0.05)
         raise self._failure(f"was not ready after {self.s.ready_timeout_s:.0f} s")
@@ -164,7 +165,7 @@ class Envoy:
             try:
                 await http_get(*self.admin, "/drain_listeners?graceful&inboundonly", "POST")
                 await asyncio.sleep(self.s.drain_seconds)
-            except (OSError, TimeoutError, ValueError):
+            except ClientError:
                 pass
         await self.stop()
 

@@ -13,6 +13,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from loom import addrs
 from loom.dns.errors import DnsError, ResolvConfError
 
 MAX_NAMESERVERS = 3
@@ -65,26 +66,17 @@ def read_resolv_conf(path: str) -> ResolvConf:
 
 
 def parse_address(text: str, default_port: int) -> tuple[str, int]:
-    """``ADDR``, ``ADDR:PORT``, ``[V6]:PORT`` or a bare IPv6 address -> (address, port)."""
-    host, port = text.strip(), default_port
-    if host.startswith("["):
-        inner, _, rest = host[1:].partition("]")
-        host = inner
-        if rest:
-            if not rest.startswith(":"):
-                raise DnsError(f"bad address {text!r}: expected [IPV6]:PORT")
-            port = _port(rest[1:], text)
-    elif host.count(":") == 1:
-        host, port_text = host.split(":")
-        port = _port(port_text, text)
+    """``ADDR``, ``ADDR:PORT``, ``[V6]:PORT`` or a bare IPv6 address -> (address, port).
+
+    The forms are ``loom.addrs``'s; an upstream must also be an IP address (no names: the
+    proxy cannot resolve its own resolver).
+    """
     try:
-        ipaddress.ip_address(host)
+        addr = addrs.parse_address(text, "--upstream", default_port, unix=False)
+    except addrs.AddressError as exc:
+        raise DnsError(f"bad address {text!r}: {exc.reason}") from None
+    try:
+        ipaddress.ip_address(addr.host)
     except ValueError:
-        raise DnsError(f"bad address {text!r}: {host!r} is not an IP address") from None
-    return host, port
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise DnsError(f"bad address {whole!r}: port must be 0-65535")
-    return int(text)
+        raise DnsError(f"bad address {text!r}: {addr.host!r} is not an IP address") from None
+    return addr.host, addr.port

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from loom import defaults
 from loom.dns.cache import ResponseCache
 from loom.dns.errors import BindError, DnsError
 from loom.dns.forward import Forwarder
@@ -56,7 +57,7 @@ class DnsSettings:
 
     listen_host: str = "127.0.0.1"
     """Address to bind, UDP and TCP. In pods, DNS to port 53 is redirected here by iptables."""
-    listen_port: int = 15053
+    listen_port: int = defaults.DNS_PROXY_PORT
     """Port to bind (0 picks a free one, for tests). Not 53: the app may own that in a pod."""
     resolv_conf: str = "/etc/resolv.conf"
     """The pod's resolv.conf: upstream nameservers and the search list auto-path strips."""

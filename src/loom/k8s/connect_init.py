@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from loom.api import AsyncClient, ClientError, HTTPStatusError, WatchPolicy
 from loom.inject.registration import META_K8S_NAMESPACE, META_POD_NAME
 from loom.inject.volumes import proxy_id_file
 from loom.k8s.errors import ConnectInitError
 from loom.redirect import ApplyResult, RedirectConfig, RedirectError, apply_redirect
 
 CONNECT_PROXY = "connect-proxy"
+AGENT_SERVICES = "/v1/agent/services"
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class ConnectInitConfig:
     """What connect-init waits for and where it writes (flags and downward-API env)."""
 
     http_addr: str
-    """``HOST:PORT`` (or URL) of the server's HTTP API."""
+    """The server's HTTP API: ``HOST:PORT``, ``unix:PATH`` or an ``http(s)://`` URL."""
     pod_name: str
     """This pod's name (``POD_NAME``)."""
     pod_namespace: str
@@ -56,7 +56,7 @@ class ConnectInitConfig:
     log_interval: float = 5.0
     """Seconds between "still waiting" log lines."""
     poll_interval: float = 1.0
-    """Seconds between queries when the server does not support blocking queries."""
+    """Seconds between queries while the server does not answer (or answers an error)."""
     redirect: RedirectConfig | None = None
     """The traffic redirection to install (the arguments after ``--``); None: none."""
     redirect_netns: str | None = None
@@ -155,61 +155,58 @@ def write_identity(config: ConnectInitConfig, found: Found) -> list[Path]:
     return written
 
 
-def base_url(http_addr: str) -> str:
-    """``127.0.0.1:8500`` -> ``http://127.0.0.1:8500``."""
-    return http_addr if "://" in http_addr else f"http://{http_addr}"
-
-
 async def wait_for_registration(config: ConnectInitConfig, log: Callable[[str], None]) -> Found:
-    """Poll (blocking queries) until found; ``ConnectInitError`` after the timeout."""
+    """Follow ``/v1/agent/services`` (blocking queries) until found; ``ConnectInitError`` after
+    the timeout, saying what was still missing. A "waiting" line every ``log_interval``."""
     started = time.monotonic()
-    deadline = started + config.timeout
-    next_log = started
-    index = "0"
     status = "no answer from the server yet"
-    url = f"{base_url(config.http_addr)}/v1/agent/services"
-    async with aiohttp.ClientSession() as session:
+    client = AsyncClient(config.http_addr)
+
+    def failed(exc: ClientError, _retry_in: float) -> None:
+        nonlocal status
+        if isinstance(exc, HTTPStatusError):
+            status = f"server answered {exc.reason}"
+        else:
+            status = f"server {config.http_addr} unreachable: {exc.reason}"
+
+    async def follow() -> Found:
+        nonlocal status
+        params = {"ns": config.consul_namespace} if config.consul_namespace is not None else None
+        # A server that is not up yet is asked again every poll_interval, not after a backoff.
+        policy = WatchPolicy(backoff_min=config.poll_interval, backoff_max=config.poll_interval)
+        answers = client.watch(AGENT_SERVICES, params=params, policy=policy, on_error=failed)
+        async for services, _ in answers:
+            if not isinstance(services, Mapping):
+                status = "the server's answer is not a JSON object"
+                continue
+            found, status = find_registration(
+                services,
+                config.pod_name,
+                config.pod_namespace,
+                config.service_name,
+                config.consul_namespace,
+            )
+            if found is not None:
+                return found
+        raise ConnectInitError("the watch of the registrations ended")  # it never does
+
+    async def report() -> None:
         while True:
-            now = time.monotonic()
-            if now >= deadline:
-                raise ConnectInitError(
-                    f"timed out after {config.timeout:g}s waiting for the registration of pod "
-                    f"{config.pod_namespace}/{config.pod_name}: {status}"
-                )
-            if now >= next_log:
-                log(f"waiting ({now - started:.0f}s of {config.timeout:g}s): {status}")
-                next_log = now + config.log_interval
-            wait = max(0.05, min(deadline, next_log) - now)
-            params = {"index": index, "wait": f"{int(wait * 1000)}ms"}
-            if config.consul_namespace is not None:
-                params["ns"] = config.consul_namespace
-            asked = time.monotonic()
-            try:
-                async with session.get(
-                    url, params=params, timeout=aiohttp.ClientTimeout(total=wait + 5)
-                ) as resp:
-                    if resp.status != 200:
-                        status = f"server answered HTTP {resp.status}: {(await resp.text())[:200]}"
-                        new_index = None
-                    else:
-                        found, status = find_registration(
-                            await resp.json(),
-                            config.pod_name,
-                            config.pod_namespace,
-                            config.service_name,
-                            config.consul_namespace,
-                        )
-                        if found is not None:
-                            return found
-                        new_index = resp.headers.get("X-Consul-Index")
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                status = f"server {config.http_addr} unreachable: {exc or type(exc).__name__}"
-                new_index = None
-            if new_index is None or new_index == index:
-                # No blocking query happened (error, or an index that did not move): pace it.
-                elapsed = time.monotonic() - asked
-                await asyncio.sleep(max(0.0, min(config.poll_interval - elapsed, deadline - now)))
-            index = new_index or index
+            log(f"waiting ({time.monotonic() - started:.0f}s of {config.timeout:g}s): {status}")
+            await asyncio.sleep(config.log_interval)
+
+    reporter = asyncio.create_task(report())
+    try:
+        async with asyncio.timeout(config.timeout):
+            return await follow()
+    except TimeoutError:
+        raise ConnectInitError(
+            f"timed out after {config.timeout:g}s waiting for the registration of pod "
+            f"{config.pod_namespace}/{config.pod_name}: {status}"
+        ) from None
+    finally:
+        reporter.cancel()
+        await asyncio.gather(reporter, return_exceptions=True)
 
 
 async def redirect_traffic(config: RedirectConfig, netns: str | None = None) -> ApplyResult:

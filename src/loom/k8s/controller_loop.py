@@ -17,14 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from lightkube import AsyncClient, KubeConfig
 from lightkube.core.exceptions import ConfigError, NotReadyError
 from lightkube.resources.core_v1 import Namespace, Pod, Service
 
+from loom.api import AsyncClient as LoomClient
+from loom.api import ClientError
 from loom.inject import InjectSettings
 from loom.inject.registration import META_K8S_NAMESPACE
-from loom.k8s.connect_init import base_url
 from loom.k8s.controller import Changes, reconcile
 from loom.k8s.errors import K8sError
 
@@ -32,10 +32,15 @@ log = logging.getLogger("loom.k8s.controller")
 
 Doc = dict[str, Any]
 ALL_NAMESPACES = "*"
+API_TIMEOUT_S = 10.0
+"""Longest wait for one answer of the Loom server's agent API."""
 
 
 class ControllerError(K8sError):
-    """The controller cannot start (kubeconfig) or a write to the Loom server failed."""
+    """The controller cannot start (kubeconfig) or the Loom server's answer is unusable.
+
+    (The Loom server being unreachable or refusing a write is the API client's ``ClientError``.)
+    """
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class ControllerConfig:
     """Where the controller reads from and writes to, and how often."""
 
     http_addr: str
-    """``HOST:PORT`` (or URL) of the Loom server's HTTP API."""
+    """The Loom server's HTTP API: ``HOST:PORT``, ``unix:PATH`` or an ``http(s)://`` URL."""
     kubeconfig: str | None = None
     """Kubeconfig file; None: in-cluster service account, else ``~/.kube/config``."""
     namespace: str | None = None
@@ -133,7 +138,7 @@ class Controller:
         self.pods = Informer(client, Pod, ns, self.changed.set)
         self.services = Informer(client, Service, ns, self.changed.set)
         self.namespaces = Informer(client, Namespace, None, self.changed.set)
-        self.url = base_url(config.http_addr)
+        self.api = LoomClient(config.http_addr, timeout=API_TIMEOUT_S)
         self._skipped: dict[str, str] = {}
 
     async def run(self) -> None:
@@ -142,14 +147,13 @@ class Controller:
         try:
             for informer in informers:
                 await informer.synced.wait()
-            async with aiohttp.ClientSession() as session:
-                await self._loop(session)
+            await self._loop()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _loop(self, session: aiohttp.ClientSession) -> None:
+    async def _loop(self) -> None:
         backoff = 0.5
         while True:
             try:
@@ -159,9 +163,9 @@ class Controller:
                 pass
             self.changed.clear()
             try:
-                changes = await self.sync(session)
+                changes = await self.sync()
                 backoff = 0.5
-            except (aiohttp.ClientError, TimeoutError, OSError, ControllerError) as exc:
+            except (ClientError, ControllerError) as exc:
                 log.error(
                     "loom server %s: %s; retrying in %.1fs",
                     self.config.http_addr,
@@ -179,10 +183,12 @@ class Controller:
                     len(changes.deregister),
                 )
 
-    async def sync(self, session: aiohttp.ClientSession) -> Changes:
+    async def sync(self) -> Changes:
         """One reconcile: read the catalog, compute, write."""
-        registered = await self._call(session, "GET", "/v1/agent/services")
-        docs = [d for d in (registered or {}).values() if isinstance(d, dict)]
+        registered = await self.api.get("/v1/agent/services")
+        if not isinstance(registered, dict):
+            raise ControllerError("GET /v1/agent/services: the answer is not a JSON object")
+        docs = [d for d in registered.values() if isinstance(d, dict)]
         if self.config.namespace is not None:
             docs = [
                 d
@@ -203,12 +209,12 @@ class Controller:
         self._report_skipped(changes)
         namespaces = {str(d["ID"]): d.get("Namespace") for d in docs}
         for body in changes.register:
-            await self._call(session, "PUT", "/v1/agent/service/register", body=body)
+            await self.api.put("/v1/agent/service/register", body)
             log.info("registered %s at %s", body["ID"], body["Address"])
         for sid in changes.deregister:
             ns = namespaces.get(sid)
             params = {"ns": ns} if ns and ns != "default" else {}
-            await self._call(session, "PUT", f"/v1/agent/service/deregister/{sid}", params=params)
+            await self.api.put(f"/v1/agent/service/deregister/{sid}", **params)
             log.info("deregistered %s (its pod is gone)", sid)
         return changes
 
@@ -218,26 +224,6 @@ class Controller:
             if self._skipped.get(pod) != reason:
                 log.warning("pod %s skipped: %s", pod, reason)
         self._skipped = now
-
-    async def _call(
-        self,
-        session: aiohttp.ClientSession,
-        method: str,
-        path: str,
-        body: Any = None,
-        params: dict[str, str] | None = None,
-    ) -> Any:
-        async with session.request(
-            method,
-            self.url + path,
-            json=body,
-            params=params or {},
-            timeout=aiohttp.ClientTimeout(total=10),
-        ) as resp:
-            text = await resp.text()
-            if resp.status != 200:
-                raise ControllerError(f"{method} {path}: HTTP {resp.status}: {text.strip()[:200]}")
-            return await resp.json(content_type=None) if text.strip() else None
 
 
 def kube_client(kubeconfig: str | None) -> AsyncClient:

@@ -31,6 +31,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
+from loom import defaults
+from loom.addrs import AddressError, parse_address
 from loom.inject import InjectSettings
 from loom.k8s.admission import MalformedReview, error_answer, review
 from loom.k8s.errors import K8sError
@@ -53,7 +55,7 @@ class WebhookConfig:
     """PEM certificate chain served to the API server."""
     tls_key: Path
     """PEM private key of the certificate."""
-    listen: str = "0.0.0.0:8443"
+    listen: str = defaults.WEBHOOK_LISTEN
     """``HOST:PORT`` to listen on (``[::]:8443`` for IPv6; port 0 picks a free one)."""
     namespace_labels_file: Path | None = None
     """YAML ``{namespace: {label: value}}`` used when reviews carry no namespace object."""
@@ -176,11 +178,12 @@ def _json(doc: dict[str, Any]) -> web.Response:
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
-    """``HOST:PORT`` / ``[V6]:PORT`` / ``:PORT`` -> (host, port)."""
-    host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise K8sError(f"--listen {listen!r}: expected HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    """``HOST:PORT`` / ``[V6]:PORT`` / ``:PORT`` -> (host, port), by ``loom.addrs``."""
+    try:
+        addr = parse_address(listen, "--listen", unix=False)
+    except AddressError as exc:
+        raise K8sError(str(exc)) from None
+    return addr.host, addr.port
 
 
 async def watch_files(

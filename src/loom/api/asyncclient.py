@@ -1,0 +1,196 @@
+"""The one client of the Loom/Consul HTTP API, async.
+
+Everything that asks the server something goes through ``AsyncClient``: the CLI (through the
+sync facade in ``loom.api.client``), the dataplane, the DNS table watch, connect-init and the
+Kubernetes controller. Its decisions are made here, once: the address and its default
+(``--http-addr``, ``LOOM_HTTP_ADDR``, ``CONSUL_HTTP_ADDR``, ``127.0.0.1:8500``), the request
+bytes, the token header, Consul's error mapping (a one-line ``ClientError`` that says what to
+do, ``NotFoundError`` for 404, the server's own message for other errors) and the
+``X-Consul-Index`` of every answer. The network is behind ``Transport`` (``loom.api.transport``)
+and blocking queries are in ``loom.api.watching``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from loom import __version__, defaults
+from loom.addrs import Address, parse_address
+from loom.api.codec import Request, Response
+from loom.api.errors import (
+    ClientError,
+    HTTPStatusError,
+    NotFoundError,
+    ProtocolError,
+    RequestTimeout,
+    UnreachableError,
+)
+from loom.api.transport import StreamTransport, TlsSettings, Transport
+from loom.api.watching import WatchPolicy, watch
+
+HINT = "(is `loom server` running? set --http-addr or LOOM_HTTP_ADDR)"
+"""What the user can do when the server does not answer."""
+
+DEFAULT_TIMEOUT_S = 30.0
+"""Per-request limit unless the caller gives one (blocking queries compute their own)."""
+
+
+def http_addr_from(flag: str | None) -> str:
+    """The server address: the flag, else ``LOOM_HTTP_ADDR``, ``CONSUL_HTTP_ADDR``, default."""
+    return (
+        flag
+        or os.environ.get("LOOM_HTTP_ADDR")
+        or os.environ.get("CONSUL_HTTP_ADDR")
+        or defaults.HTTP_ADDR
+    )
+
+
+@dataclass(frozen=True)
+class APIResponse:
+    """A successful answer: its status, its body (JSON decoded, else text, None if empty)."""
+
+    status: int
+    body: Any
+    index: int
+    """``X-Consul-Index`` (0 when absent): the index to wait on in the next blocking query."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def decode_body(raw: bytes) -> Any:
+    """JSON when it parses, else the text; None for an empty body."""
+    text = raw.decode("utf-8", errors="replace")
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def consul_index(response: Response) -> int:
+    value = response.header("X-Consul-Index").strip()
+    return int(value) if value.isascii() and value.isdigit() else 0
+
+
+class AsyncClient:
+    """A client of one server; holds no connection, so it may be shared and reused."""
+
+    def __init__(
+        self,
+        addr: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        *,
+        token: str | None = None,
+        tls: TlsSettings | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        self.addr_text = http_addr_from(addr)
+        """The address as given (log lines quote it as the user wrote it)."""
+        self.addr: Address = parse_address(self.addr_text, "--http-addr")
+        self.timeout = timeout
+        self.token = token
+        """Sent as ``X-Consul-Token`` when set (the server does not check it yet)."""
+        self.transport: Transport = transport or StreamTransport(self.addr, tls)
+
+    def build_request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Request:
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        headers = {"User-Agent": f"loom/{__version__}", "Accept": "application/json"}
+        data = b""
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        if self.token:
+            headers["X-Consul-Token"] = self.token
+        host = "localhost" if self.addr.is_unix else str(self.addr)
+        return Request(method, path + query, host, headers, data)
+
+    def check(self, method: str, path: str, response: Response) -> APIResponse:
+        """The answer as ``APIResponse``, or the error it stands for."""
+        text = response.body.decode("utf-8", errors="replace")
+        if response.status == 404:
+            raise NotFoundError(text.strip() or f"{path}: not found", 404, text)
+        if response.status >= 400:
+            message = text.strip() or f"{method} {path}: HTTP {response.status}"
+            raise HTTPStatusError(message, response.status, text)
+        return APIResponse(
+            response.status, decode_body(response.body), consul_index(response), response.headers
+        )
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> APIResponse:
+        request = self.build_request(method, path, body, params)
+        limit = timeout or self.timeout
+        try:
+            response = await self.transport.send(request, limit)
+        except RequestTimeout as exc:
+            raise RequestTimeout(
+                f"the Loom server at {self.addr} did not answer {method} {path} within "
+                f"{limit:g} s {HINT}",
+                f"no answer within {limit:g} s",
+            ) from exc
+        except UnreachableError as exc:
+            raise UnreachableError(
+                f"cannot reach the Loom server at {self.addr}: {exc.reason} {HINT}", exc.reason
+            ) from exc
+        except ProtocolError as exc:
+            raise ProtocolError(
+                f"the Loom server at {self.addr} sent a broken answer: {exc.reason}", exc.reason
+            ) from exc
+        return self.check(method, path, response)
+
+    async def get(self, path: str, **params: str) -> Any:
+        return (await self.request("GET", path, params=params or None)).body
+
+    async def put(self, path: str, body: Any = None, **params: str) -> Any:
+        return (await self.request("PUT", path, body, params=params or None)).body
+
+    async def delete(self, path: str, **params: str) -> Any:
+        return (await self.request("DELETE", path, params=params or None)).body
+
+    def watch(
+        self,
+        path: str,
+        index: int = 0,
+        wait: str = "30s",
+        *,
+        params: Mapping[str, str] | None = None,
+        decode: Callable[[Any], Any] | None = None,
+        policy: WatchPolicy | None = None,
+        label: str | None = None,
+        logger: logging.Logger | None = None,
+        on_error: Callable[[ClientError, float], None] | None = None,
+    ) -> AsyncIterator[tuple[Any, int]]:
+        """Blocking queries on ``path``: (body, index) each time the index moves.
+
+        See ``loom.api.watching.watch`` for the rules and the arguments.
+        """
+        return watch(
+            self,
+            path,
+            index,
+            wait,
+            params=params,
+            decode=decode,
+            policy=policy or WatchPolicy(),
+            label=label,
+            logger=logger,
+            on_error=on_error,
+        )
