@@ -49,8 +49,12 @@ SIDECAR_MIN_PORT = 21000
 SIDECAR_MAX_PORT = 21255
 """Last port of that range (``ports.sidecar_max_port``)."""
 
-WEBHOOK_LISTEN = "0.0.0.0:8443"
-"""The injector webhook's HTTPS listener (consul-k8s's connect-injector serves on 8443)."""
+WEBHOOK_PORT = 8443
+"""The injector webhook's HTTPS port (consul-k8s's connect-injector serves on 8443; the
+installed Service maps 443 to it)."""
+
+WEBHOOK_LISTEN = f"0.0.0.0:{WEBHOOK_PORT}"
+"""The injector webhook's HTTPS listener."""
 
 ENVOY_ADMIN_BIND = f"{LOOPBACK}:0"
 """Envoy's admin listener: loopback only, and port 0 so sidecars never collide (Consul's

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from loom.defaults import PUBLIC_LISTENER_PORT
 from loom.inject import annotations as ann
 from loom.inject.decision import NamespaceInfo
 from loom.inject.errors import InjectError, InjectionRefused
@@ -24,7 +25,7 @@ from loom.inject.settings import PROXY_UID, ContainerResources, InjectSettings
 from loom.inject.upstreams import UpstreamPlan, parse_upstreams
 from loom.redirect.config import RedirectConfig
 
-FIRST_PROXY_PORT = 20000
+FIRST_PROXY_PORT = PUBLIC_LISTENER_PORT
 """The first sidecar's public listener; the i-th service's sidecar uses 20000 + i."""
 
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import TypeVar
 
+from loom.defaults import OUTBOUND_PORT
 from loom.inject.annotations import (
     EXCLUDE_INBOUND_PORTS,
     EXCLUDE_OUTBOUND_CIDRS,
@@ -29,9 +30,6 @@ from loom.inject.annotations import (
 )
 from loom.inject.errors import InjectionRefused, SettingsError
 from loom.redirect.config import RedirectConfig, RedirectConfigError
-
-OUTBOUND_PORT = 15001
-"""The sidecar's transparent outbound listener (original_dst)."""
 
 _ANNOTATION_OF = {
     "exclude_inbound_ports": EXCLUDE_INBOUND_PORTS,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from loom import __version__
+from loom.defaults import DNS_PROXY_PORT, GRPC_PORT, HTTP_PORT
 from loom.inject.annotations import QUANTITY
 from loom.inject.errors import SettingsError
 
@@ -105,9 +106,9 @@ class Images:
 class ServerAddress:
     """How injected containers reach ``loom server`` (``server.httpAddr``/``grpcAddr``)."""
 
-    http_addr: str = "loom-server.loom.svc:8500"
+    http_addr: str = f"loom-server.loom.svc:{HTTP_PORT}"
     """HTTP API (catalog, registration) used by connect-init and the dataplane."""
-    grpc_addr: str = "loom-server.loom.svc:8502"
+    grpc_addr: str = f"loom-server.loom.svc:{GRPC_PORT}"
     """gRPC xDS address the dataplane's Envoy connects to."""
 
 
@@ -117,7 +118,7 @@ class SidecarDnsSettings:
 
     redirection: bool = True
     """``enableRedirection``: with transparent proxy, send UDP/TCP 53 to the DNS proxy."""
-    proxy_port: int = 15053
+    proxy_port: int = DNS_PROXY_PORT
     """``proxyPort``: where the dataplane's DNS proxy listens inside the pod."""
 
 
@@ -205,7 +206,7 @@ class InjectSettings:
             ),
             dns=SidecarDnsSettings(
                 redirection=reader.get("dns.enableRedirection", bool, True),
-                proxy_port=reader.port("dns.proxyPort", 15053),
+                proxy_port=reader.port("dns.proxyPort", DNS_PROXY_PORT),
             ),
         )
         if settings.default_protocol not in (None, "tcp", "http", "http2", "grpc"):

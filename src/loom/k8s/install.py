@@ -24,13 +24,12 @@ from typing import Any
 
 import yaml
 
+from loom.defaults import WEBHOOK_PORT
 from loom.inject import ContainerResources, InjectSettings, SettingsError
 from loom.inject.decision import NEVER_INJECTED_NAMESPACES
 from loom.inject.settings import ValuesReader
 from loom.k8s.values import INSTALL_KEYS
 
-WEBHOOK_PORT = 8443
-"""Port the webhook container listens on (the Service maps 443 to it)."""
 TLS_DIR = "/etc/loom/tls"
 VALUES_DIR = "/etc/loom/values"
 COMPONENT_LABEL = "app.kubernetes.io/component"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.api.client import Client, ClientError, NotFoundError
+from loom.defaults import GRPC_ADDR, HTTP_ADDR
 from loom.inject import PROXY_UID, InjectSettings
 from loom.inject.registration import service_registrations
 from loom.local import processes
@@ -40,9 +41,9 @@ Say = Callable[[str], None]
 class LocalSettings:
     net: LocalNetSettings = field(default_factory=LocalNetSettings)
     """Namespaces, bridge, subnet and state directory (``/run/loom/local``)."""
-    http_addr: str = "127.0.0.1:8500"
+    http_addr: str = HTTP_ADDR
     """The local server's HTTP API on loopback, for the CLI on this machine."""
-    grpc_addr: str = "127.0.0.1:8502"
+    grpc_addr: str = GRPC_ADDR
     """Its xDS endpoint on loopback (sidecars use the unix socket)."""
     data_dir: Path | None = Path("/var/lib/loom/local")
     """The local server's durable store; None for an in-memory one."""

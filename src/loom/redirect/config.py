@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
+from loom.defaults import OUTBOUND_PORT, PUBLIC_LISTENER_PORT
 from loom.errors import LoomError
 
 MAX_UID = 2**32 - 2
@@ -125,9 +126,9 @@ class RedirectConfig:
     proxy_uid: int
     """UID the proxy (Envoy, the DNS proxy) runs as; its own traffic is never redirected,
     or it would loop back into itself."""
-    proxy_inbound_port: int = 20000
+    proxy_inbound_port: int = PUBLIC_LISTENER_PORT
     """Port of the proxy's public (inbound) listener; Consul's default."""
-    proxy_outbound_port: int = 15001
+    proxy_outbound_port: int = OUTBOUND_PORT
     """Port of the proxy's outbound listener (``original_dst``); Consul's default."""
     exclude_inbound_ports: tuple[int, ...] = ()
     """Inbound destination ports that reach the app directly (health checks, metrics)."""
