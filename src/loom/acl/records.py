@@ -1,0 +1,476 @@
+"""Tokens, policies, roles, identities and auth methods: typed records in Consul's JSON shapes.
+
+Each record is frozen, reads its Consul JSON strictly (``from_json``: unknown field, wrong type
+or a name Consul refuses is a ``RecordError`` naming the field) and writes it back
+(``to_json``). Names are checked with Consul's own patterns (``acl/validation.go``): service
+and node identities lowercase ``[a-z0-9]([a-z0-9-_]*[a-z0-9])?`` up to 256 characters, policy
+names up to 128, role names up to 256.
+
+``resolve`` is Consul's token resolution: the token's policies, its roles' policies, and the
+policies synthesized for its service and node identities (``synthesized_policy``, with
+Consul's exact rule templates), each kept only where its datacenter scope includes this
+datacenter, merged into one ``Authorizer``. An expired token resolves like an unknown one:
+``AclNotFound``. Links to policies or roles that no longer exist are skipped, as Consul does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from loom.acl.authorizer import Authorizer
+from loom.acl.errors import AclError, AclNotFound
+from loom.acl.rules import PolicyRules, parse_rules
+from loom.acl.wire import Fields, format_duration, format_time
+
+IDENTITY_NAME = re.compile(r"^[a-z0-9]([a-z0-9\-_]*[a-z0-9])?$")
+IDENTITY_NAME_MAX = 256
+POLICY_NAME = re.compile(r"^[A-Za-z0-9\-_]+/?[A-Za-z0-9\-_]*$")
+POLICY_NAME_MAX = 128
+ROLE_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,256}$")
+AUTH_METHOD_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,128}$")
+
+GLOBAL_MANAGEMENT_ID = "00000000-0000-0000-0000-000000000001"
+ANONYMOUS_ACCESSOR_ID = "00000000-0000-0000-0000-000000000002"
+ANONYMOUS_SECRET_ID = "anonymous"
+AUTH_METHOD_TYPES = ("kubernetes", "jwt")
+
+# Fields Consul sends back on reads; accepted on input and ignored (the store owns them).
+_SERVER_FIELDS = frozenset({"Hash", "CreateIndex", "ModifyIndex"})
+_CE_SCOPE = ("", "default")
+
+
+def valid_identity_name(name: str) -> bool:
+    """Consul's rule for service and node identity names (also bind names of those types)."""
+    return len(name) <= IDENTITY_NAME_MAX and IDENTITY_NAME.match(name) is not None
+
+
+def valid_policy_name(name: str) -> bool:
+    return len(name) <= POLICY_NAME_MAX and POLICY_NAME.match(name) is not None
+
+
+def valid_role_name(name: str) -> bool:
+    return ROLE_NAME.match(name) is not None
+
+
+def _scope(f: Fields) -> None:
+    """Namespace and partition exist only in Consul Enterprise; CE accepts the default ones."""
+    for name in ("Namespace", "Partition", "AuthMethodNamespace"):
+        if f.text(name) not in _CE_SCOPE:
+            raise f.error(name, 'namespaces and partitions are not supported (only "default")')
+
+
+@dataclass(frozen=True)
+class Link:
+    """A token's or role's reference to a policy or role, by ID or by name."""
+
+    id: str = ""
+    name: str = ""
+
+    @classmethod
+    def from_json(cls, record: str, doc: object, where: str) -> Link:
+        f = Fields(record, doc, where)
+        link = cls(f.text("ID"), f.text("Name"))
+        f.done()
+        if not link.id and not link.name:
+            raise f.error("", "a link needs an ID or a Name")
+        return link
+
+    def to_json(self) -> dict[str, str]:
+        return {"ID": self.id, "Name": self.name}
+
+
+@dataclass(frozen=True)
+class ServiceIdentity:
+    service_name: str
+    datacenters: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, record: str, doc: object, where: str) -> ServiceIdentity:
+        f = Fields(record, doc, where)
+        ident = cls(f.text("ServiceName"), f.strings("Datacenters"))
+        f.done()
+        if not ident.service_name:
+            raise f.error("ServiceName", "Service identity is missing the service name field")
+        if not valid_identity_name(ident.service_name):
+            raise f.error(
+                "ServiceName",
+                f"Service identity {ident.service_name!r} has an invalid name. "
+                "Only lowercase alphanumeric characters, '-' and '_' are allowed",
+            )
+        return ident
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"ServiceName": self.service_name}
+        if self.datacenters:
+            doc["Datacenters"] = list(self.datacenters)
+        return doc
+
+    def applies_in(self, datacenter: str) -> bool:
+        return not self.datacenters or datacenter in self.datacenters
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    node_name: str
+    datacenter: str
+
+    @classmethod
+    def from_json(cls, record: str, doc: object, where: str) -> NodeIdentity:
+        f = Fields(record, doc, where)
+        ident = cls(f.text("NodeName"), f.text("Datacenter"))
+        f.done()
+        if not ident.node_name:
+            raise f.error("NodeName", "Node identity is missing the node name field")
+        if not valid_identity_name(ident.node_name):
+            raise f.error(
+                "NodeName",
+                f"Node identity {ident.node_name!r} has an invalid name. "
+                "Only lowercase alphanumeric characters, '-' and '_' are allowed",
+            )
+        if not ident.datacenter:
+            raise f.error("Datacenter", "Node identity is missing the datacenter field")
+        return ident
+
+    def to_json(self) -> dict[str, str]:
+        return {"NodeName": self.node_name, "Datacenter": self.datacenter}
+
+
+def _identities(
+    f: Fields, record: str
+) -> tuple[tuple[ServiceIdentity, ...], tuple[NodeIdentity, ...]]:
+    services = tuple(
+        ServiceIdentity.from_json(record, d, w) for w, d in f.objects("ServiceIdentities")
+    )
+    nodes = tuple(NodeIdentity.from_json(record, d, w) for w, d in f.objects("NodeIdentities"))
+    return services, nodes
+
+
+@dataclass(frozen=True)
+class Policy:
+    id: str
+    name: str
+    rules: str = ""
+    description: str = ""
+    datacenters: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, doc: object) -> Policy:
+        f = Fields("Policy", doc, ignored=_SERVER_FIELDS)
+        _scope(f)
+        policy = cls(
+            f.text("ID"),
+            f.text("Name"),
+            f.text("Rules"),
+            f.text("Description"),
+            f.strings("Datacenters"),
+        )
+        f.done()
+        if not valid_policy_name(policy.name):
+            raise f.error("Name", f"Invalid Policy: invalid Name {policy.name!r}")
+        try:
+            _ = policy.parsed
+        except AclError as exc:
+            raise f.error("Rules", str(exc)) from exc
+        return policy
+
+    @cached_property
+    def parsed(self) -> PolicyRules:
+        return parse_rules(self.rules)
+
+    def applies_in(self, datacenter: str) -> bool:
+        return not self.datacenters or datacenter in self.datacenters
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "ID": self.id,
+            "Name": self.name,
+            "Description": self.description,
+            "Rules": self.rules,
+        }
+        if self.datacenters:
+            doc["Datacenters"] = list(self.datacenters)
+        return doc
+
+
+GLOBAL_MANAGEMENT = Policy(
+    id=GLOBAL_MANAGEMENT_ID,
+    name="global-management",
+    description="Builtin Policy that grants unlimited access",
+    rules="""acl = "write"
+agent_prefix "" { policy = "write" }
+event_prefix "" { policy = "write" }
+key_prefix "" { policy = "write" }
+keyring = "write"
+node_prefix "" { policy = "write" }
+operator = "write"
+mesh = "write"
+peering = "write"
+query_prefix "" { policy = "write" }
+service_prefix "" { policy = "write" intentions = "write" }
+session_prefix "" { policy = "write" }
+""",
+)
+
+
+def _synthetic(rules: str, datacenters: tuple[str, ...], what: str) -> Policy:
+    digest = hashlib.sha256(rules.encode()).hexdigest()[:32]
+    return Policy(
+        id=digest,
+        name=f"synthetic-policy-{digest}",
+        rules=rules,
+        description=f"synthetic policy for {what}",
+        datacenters=datacenters,
+    )
+
+
+def synthesized_policy(identity: ServiceIdentity) -> Policy:
+    """Consul's service identity policy: write on the service and its sidecar, read on all."""
+    name = identity.service_name
+    rules = (
+        f'service "{name}" {{\n\tpolicy = "write"\n}}\n'
+        f'service "{name}-sidecar-proxy" {{\n\tpolicy = "write"\n}}\n'
+        'service_prefix "" {\n\tpolicy = "read"\n}\n'
+        'node_prefix "" {\n\tpolicy = "read"\n}'
+    )
+    return _synthetic(rules, identity.datacenters, f'service identity "{name}"')
+
+
+def synthesized_node_policy(identity: NodeIdentity) -> Policy:
+    """Consul's node identity policy: write on the node, read on every service."""
+    rules = (
+        f'node "{identity.node_name}" {{\n\tpolicy = "write"\n}}\n'
+        'service_prefix "" {\n\tpolicy = "read"\n}'
+    )
+    return _synthetic(rules, (identity.datacenter,), f'node identity "{identity.node_name}"')
+
+
+@dataclass(frozen=True)
+class Role:
+    id: str
+    name: str
+    description: str = ""
+    policies: tuple[Link, ...] = ()
+    service_identities: tuple[ServiceIdentity, ...] = ()
+    node_identities: tuple[NodeIdentity, ...] = ()
+
+    @classmethod
+    def from_json(cls, doc: object) -> Role:
+        f = Fields("Role", doc, ignored=_SERVER_FIELDS)
+        _scope(f)
+        services, nodes = _identities(f, "Role")
+        role = cls(
+            f.text("ID"),
+            f.text("Name"),
+            f.text("Description"),
+            tuple(Link.from_json("Role", d, w) for w, d in f.objects("Policies")),
+            services,
+            nodes,
+        )
+        f.done()
+        if not valid_role_name(role.name):
+            raise f.error("Name", f"Invalid Role: invalid Name {role.name!r}")
+        return role
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "Name": self.name,
+            "Description": self.description,
+            "Policies": [p.to_json() for p in self.policies],
+            "ServiceIdentities": [s.to_json() for s in self.service_identities],
+            "NodeIdentities": [n.to_json() for n in self.node_identities],
+        }
+
+
+@dataclass(frozen=True)
+class Token:
+    accessor_id: str
+    secret_id: str
+    description: str = ""
+    policies: tuple[Link, ...] = ()
+    roles: tuple[Link, ...] = ()
+    service_identities: tuple[ServiceIdentity, ...] = ()
+    node_identities: tuple[NodeIdentity, ...] = ()
+    local: bool = False
+    expiration_time: dt.datetime | None = None
+    expiration_ttl: dt.timedelta | None = None
+    create_time: dt.datetime | None = None
+    auth_method: str = ""
+
+    @classmethod
+    def from_json(cls, doc: object) -> Token:
+        f = Fields("Token", doc, ignored=_SERVER_FIELDS)
+        _scope(f)
+        services, nodes = _identities(f, "Token")
+        token = cls(
+            accessor_id=f.text("AccessorID"),
+            secret_id=f.text("SecretID"),
+            description=f.text("Description"),
+            policies=tuple(Link.from_json("Token", d, w) for w, d in f.objects("Policies")),
+            roles=tuple(Link.from_json("Token", d, w) for w, d in f.objects("Roles")),
+            service_identities=services,
+            node_identities=nodes,
+            local=f.flag("Local"),
+            expiration_time=f.time("ExpirationTime"),
+            expiration_ttl=f.duration("ExpirationTTL"),
+            create_time=f.time("CreateTime"),
+            auth_method=f.text("AuthMethod"),
+        )
+        f.done()
+        if token.expiration_time and token.expiration_ttl:
+            raise f.error("ExpirationTTL", "Expiration TTL and Expiration Time cannot both be set")
+        if token.local and any(s.datacenters for s in token.service_identities):
+            raise f.error(
+                "ServiceIdentities", "a local token's service identity cannot list datacenters"
+            )
+        return token
+
+    def expired(self, now: dt.datetime) -> bool:
+        return self.expiration_time is not None and self.expiration_time <= now
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "AccessorID": self.accessor_id,
+            "SecretID": self.secret_id,
+            "Description": self.description,
+            "Policies": [p.to_json() for p in self.policies],
+            "Roles": [r.to_json() for r in self.roles],
+            "ServiceIdentities": [s.to_json() for s in self.service_identities],
+            "NodeIdentities": [n.to_json() for n in self.node_identities],
+            "Local": self.local,
+        }
+        if self.auth_method:
+            doc["AuthMethod"] = self.auth_method
+        if self.expiration_time:
+            doc["ExpirationTime"] = format_time(self.expiration_time)
+        if self.expiration_ttl:
+            doc["ExpirationTTL"] = format_duration(self.expiration_ttl)
+        if self.create_time:
+            doc["CreateTime"] = format_time(self.create_time)
+        return doc
+
+
+ANONYMOUS = Token(
+    accessor_id=ANONYMOUS_ACCESSOR_ID, secret_id=ANONYMOUS_SECRET_ID, description="Anonymous Token"
+)
+
+
+@dataclass(frozen=True)
+class AuthMethod:
+    name: str
+    type: str
+    display_name: str = ""
+    description: str = ""
+    max_token_ttl: dt.timedelta | None = None
+    token_locality: str = ""
+    config: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, doc: object) -> AuthMethod:
+        f = Fields("AuthMethod", doc, ignored=_SERVER_FIELDS)
+        _scope(f)
+        method = cls(
+            f.text("Name"),
+            f.text("Type"),
+            f.text("DisplayName"),
+            f.text("Description"),
+            f.duration("MaxTokenTTL"),
+            f.text("TokenLocality"),
+            f.mapping("Config"),
+        )
+        f.done()
+        if not AUTH_METHOD_NAME.match(method.name):
+            raise f.error("Name", f"Invalid Auth Method: invalid Name {method.name!r}")
+        if method.type not in AUTH_METHOD_TYPES:
+            raise f.error(
+                "Type",
+                f"Invalid Auth Method: Type should be one of: {', '.join(AUTH_METHOD_TYPES)}",
+            )
+        if method.token_locality not in ("", "local", "global"):
+            raise f.error(
+                "TokenLocality",
+                "Invalid Auth Method: TokenLocality should be one of 'local' or 'global'",
+            )
+        return method
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "Name": self.name,
+            "Type": self.type,
+            "DisplayName": self.display_name,
+            "Description": self.description,
+            "Config": dict(self.config),
+        }
+        if self.max_token_ttl:
+            doc["MaxTokenTTL"] = format_duration(self.max_token_ttl)
+        if self.token_locality:
+            doc["TokenLocality"] = self.token_locality
+        return doc
+
+
+# -- resolution -------------------------------------------------------------------------------
+
+
+def find_token(secret_id: str, tokens: Iterable[Token], now: dt.datetime) -> Token:
+    """The token with this secret; no secret is the anonymous token; expired is not found."""
+    if not secret_id:
+        secret_id = ANONYMOUS_SECRET_ID
+    for token in tokens:
+        if token.secret_id == secret_id:
+            if token.expired(now):
+                raise AclNotFound()
+            return token
+    if secret_id == ANONYMOUS_SECRET_ID:
+        return ANONYMOUS
+    raise AclNotFound()
+
+
+def _by_link(links: Iterable[Link], items: Mapping[str, Any]) -> list[Any]:
+    by_name = {getattr(item, "name", ""): item for item in items.values()}
+    found = []
+    for link in links:
+        item = items.get(link.id) if link.id else by_name.get(link.name)
+        if item is not None:
+            found.append(item)
+    return found
+
+
+def token_policies(
+    token: Token, *, policies: Mapping[str, Policy], roles: Mapping[str, Role], datacenter: str
+) -> list[Policy]:
+    """Every policy that applies to ``token`` in ``datacenter`` (its own, roles', synthesized)."""
+    pool = {GLOBAL_MANAGEMENT_ID: GLOBAL_MANAGEMENT, **policies}
+    chosen: list[Policy] = list(_by_link(token.policies, pool))
+    services = list(token.service_identities)
+    nodes = list(token.node_identities)
+    for role in _by_link(token.roles, roles):
+        chosen.extend(_by_link(role.policies, pool))
+        services.extend(role.service_identities)
+        nodes.extend(role.node_identities)
+    chosen.extend(synthesized_policy(s) for s in services)
+    chosen.extend(synthesized_node_policy(n) for n in nodes)
+    return [p for p in chosen if p.applies_in(datacenter)]
+
+
+def resolve(
+    token: Token,
+    *,
+    policies: Mapping[str, Policy],
+    roles: Mapping[str, Role],
+    datacenter: str,
+    default_allow: bool,
+    now: dt.datetime,
+) -> Authorizer:
+    """The ``Authorizer`` of a token (policies and roles keyed by ID); expired -> not found."""
+    if token.expired(now):
+        raise AclNotFound()
+    chosen = token_policies(token, policies=policies, roles=roles, datacenter=datacenter)
+    return Authorizer(
+        [p.parsed for p in chosen], default_allow=default_allow, accessor_id=token.accessor_id
+    )
