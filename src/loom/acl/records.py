@@ -392,6 +392,8 @@ class AuthMethod:
                 "Type",
                 f"Invalid Auth Method: Type should be one of: {', '.join(AUTH_METHOD_TYPES)}",
             )
+        if method.max_token_ttl is not None and method.max_token_ttl.total_seconds() < 0:
+            raise f.error("MaxTokenTTL", "Invalid Auth Method: MaxTokenTTL must not be negative")
         if method.token_locality not in ("", "local", "global"):
             raise f.error(
                 "TokenLocality",

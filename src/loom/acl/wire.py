@@ -149,19 +149,21 @@ _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """Go's ``time.ParseDuration`` for non-negative durations (``"0"`` alone is allowed)."""
-    if text == "0":
+    """Go's ``time.ParseDuration``: ``"1h30m"``, ``"-1s"``; a bare ``"0"`` is allowed."""
+    sign = -1.0 if text.startswith("-") else 1.0
+    body = text[1:] if text[:1] in "+-" else text
+    if body == "0":
         return dt.timedelta(0)
     at, seconds = 0, 0.0
-    while at < len(text):
-        m = _PART.match(text, at)
+    while at < len(body):
+        m = _PART.match(body, at)
         if m is None:
             raise ValueError(f'{text!r} is not a duration such as "1h30m"')
         seconds += float(m.group(1)) * _UNITS[m.group(2)]
         at = m.end()
     if at == 0:
         raise ValueError(f'{text!r} is not a duration such as "1h30m"')
-    return dt.timedelta(seconds=seconds)
+    return dt.timedelta(seconds=sign * seconds)
 
 
 def format_duration(value: dt.timedelta) -> str:

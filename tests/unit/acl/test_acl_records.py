@@ -224,6 +224,7 @@ def test_durations_are_read_as_go_writes_them() -> None:
     assert parse_duration("1h30m") == dt.timedelta(minutes=90)
     assert parse_duration("1.5s") == dt.timedelta(seconds=1.5)
     assert parse_duration("0") == dt.timedelta(0)
-    for bad in ["", "1", "1d", "-1h", "h"]:
+    assert parse_duration("-1s") == dt.timedelta(seconds=-1)
+    for bad in ["", "1", "1d", "-", "h", "1h-1m"]:
         with pytest.raises(ValueError):
             parse_duration(bad)
