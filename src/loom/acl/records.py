@@ -2,9 +2,8 @@
 
 Each record is frozen, reads its Consul JSON strictly (``from_json``: unknown field, wrong type
 or a name Consul refuses is a ``RecordError`` naming the field) and writes it back
-(``to_json``). Names are checked with Consul's own patterns (``acl/validation.go``): service
-and node identities lowercase ``[a-z0-9]([a-z0-9-_]*[a-z0-9])?`` up to 256 characters, policy
-names up to 128, role names up to 256.
+(``to_json``). Names follow Consul's rules (see ``identities``, which also holds the links and
+service/node identities these records share).
 
 ``resolve`` is Consul's token resolution: the token's policies, its roles' policies, and the
 policies synthesized for its service and node identities (``synthesized_policy``, with
@@ -19,136 +18,34 @@ import datetime as dt
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from loom.acl.authorizer import Authorizer
 from loom.acl.errors import AclError, AclNotFound
+from loom.acl.identities import (
+    AUTH_METHOD_NAME,
+    SERVER_FIELDS,
+    Link,
+    NodeIdentity,
+    ServiceIdentity,
+    check_scope,
+    check_uuid,
+    read_identities,
+    valid_policy_name,
+    valid_role_name,
+)
 from loom.acl.rules import PolicyRules, parse_rules
-from loom.acl.wire import Fields, format_duration, format_time
-
-IDENTITY_NAME = re.compile(r"^[a-z0-9]([a-z0-9\-_]*[a-z0-9])?$")
-IDENTITY_NAME_MAX = 256
-POLICY_NAME = re.compile(r"^[A-Za-z0-9\-_]+/?[A-Za-z0-9\-_]*$")
-POLICY_NAME_MAX = 128
-ROLE_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,256}$")
-AUTH_METHOD_NAME = re.compile(r"^[A-Za-z0-9\-_]{1,128}$")
+from loom.acl.wire import Fields, RecordError, format_duration, format_time
 
 GLOBAL_MANAGEMENT_ID = "00000000-0000-0000-0000-000000000001"
 ANONYMOUS_ACCESSOR_ID = "00000000-0000-0000-0000-000000000002"
 ANONYMOUS_SECRET_ID = "anonymous"
 AUTH_METHOD_TYPES = ("kubernetes", "jwt")
-
-# Fields Consul sends back on reads; accepted on input and ignored (the store owns them).
-_SERVER_FIELDS = frozenset({"Hash", "CreateIndex", "ModifyIndex"})
-_CE_SCOPE = ("", "default")
-
-
-def valid_identity_name(name: str) -> bool:
-    """Consul's rule for service and node identity names (also bind names of those types)."""
-    return len(name) <= IDENTITY_NAME_MAX and IDENTITY_NAME.match(name) is not None
-
-
-def valid_policy_name(name: str) -> bool:
-    return len(name) <= POLICY_NAME_MAX and POLICY_NAME.match(name) is not None
-
-
-def valid_role_name(name: str) -> bool:
-    return ROLE_NAME.match(name) is not None
-
-
-def _scope(f: Fields) -> None:
-    """Namespace and partition exist only in Consul Enterprise; CE accepts the default ones."""
-    for name in ("Namespace", "Partition", "AuthMethodNamespace"):
-        if f.text(name) not in _CE_SCOPE:
-            raise f.error(name, 'namespaces and partitions are not supported (only "default")')
-
-
-@dataclass(frozen=True)
-class Link:
-    """A token's or role's reference to a policy or role, by ID or by name."""
-
-    id: str = ""
-    name: str = ""
-
-    @classmethod
-    def from_json(cls, record: str, doc: object, where: str) -> Link:
-        f = Fields(record, doc, where)
-        link = cls(f.text("ID"), f.text("Name"))
-        f.done()
-        if not link.id and not link.name:
-            raise f.error("", "a link needs an ID or a Name")
-        return link
-
-    def to_json(self) -> dict[str, str]:
-        return {"ID": self.id, "Name": self.name}
-
-
-@dataclass(frozen=True)
-class ServiceIdentity:
-    service_name: str
-    datacenters: tuple[str, ...] = ()
-
-    @classmethod
-    def from_json(cls, record: str, doc: object, where: str) -> ServiceIdentity:
-        f = Fields(record, doc, where)
-        ident = cls(f.text("ServiceName"), f.strings("Datacenters"))
-        f.done()
-        if not ident.service_name:
-            raise f.error("ServiceName", "Service identity is missing the service name field")
-        if not valid_identity_name(ident.service_name):
-            raise f.error(
-                "ServiceName",
-                f"Service identity {ident.service_name!r} has an invalid name. "
-                "Only lowercase alphanumeric characters, '-' and '_' are allowed",
-            )
-        return ident
-
-    def to_json(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"ServiceName": self.service_name}
-        if self.datacenters:
-            doc["Datacenters"] = list(self.datacenters)
-        return doc
-
-    def applies_in(self, datacenter: str) -> bool:
-        return not self.datacenters or datacenter in self.datacenters
-
-
-@dataclass(frozen=True)
-class NodeIdentity:
-    node_name: str
-    datacenter: str
-
-    @classmethod
-    def from_json(cls, record: str, doc: object, where: str) -> NodeIdentity:
-        f = Fields(record, doc, where)
-        ident = cls(f.text("NodeName"), f.text("Datacenter"))
-        f.done()
-        if not ident.node_name:
-            raise f.error("NodeName", "Node identity is missing the node name field")
-        if not valid_identity_name(ident.node_name):
-            raise f.error(
-                "NodeName",
-                f"Node identity {ident.node_name!r} has an invalid name. "
-                "Only lowercase alphanumeric characters, '-' and '_' are allowed",
-            )
-        if not ident.datacenter:
-            raise f.error("Datacenter", "Node identity is missing the datacenter field")
-        return ident
-
-    def to_json(self) -> dict[str, str]:
-        return {"NodeName": self.node_name, "Datacenter": self.datacenter}
-
-
-def _identities(
-    f: Fields, record: str
-) -> tuple[tuple[ServiceIdentity, ...], tuple[NodeIdentity, ...]]:
-    services = tuple(
-        ServiceIdentity.from_json(record, d, w) for w, d in f.objects("ServiceIdentities")
-    )
-    nodes = tuple(NodeIdentity.from_json(record, d, w) for w, d in f.objects("NodeIdentities"))
-    return services, nodes
+UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+TOKEN_MIN_TTL = dt.timedelta(minutes=1)  # Consul's acl.token_min_expiration_ttl default
+TOKEN_MAX_TTL = dt.timedelta(hours=24)  # Consul's acl.token_max_expiration_ttl default
 
 
 @dataclass(frozen=True)
@@ -161,8 +58,8 @@ class Policy:
 
     @classmethod
     def from_json(cls, doc: object) -> Policy:
-        f = Fields("Policy", doc, ignored=_SERVER_FIELDS)
-        _scope(f)
+        f = Fields("Policy", doc, ignored=SERVER_FIELDS)
+        check_scope(f)
         policy = cls(
             f.text("ID"),
             f.text("Name"),
@@ -171,6 +68,7 @@ class Policy:
             f.strings("Datacenters"),
         )
         f.done()
+        check_uuid(f, "ID", policy.id)
         if not valid_policy_name(policy.name):
             raise f.error("Name", f"Invalid Policy: invalid Name {policy.name!r}")
         try:
@@ -261,9 +159,9 @@ class Role:
 
     @classmethod
     def from_json(cls, doc: object) -> Role:
-        f = Fields("Role", doc, ignored=_SERVER_FIELDS)
-        _scope(f)
-        services, nodes = _identities(f, "Role")
+        f = Fields("Role", doc, ignored=SERVER_FIELDS)
+        check_scope(f)
+        services, nodes = read_identities(f, "Role")
         role = cls(
             f.text("ID"),
             f.text("Name"),
@@ -273,6 +171,7 @@ class Role:
             nodes,
         )
         f.done()
+        check_uuid(f, "ID", role.id)
         if not valid_role_name(role.name):
             raise f.error("Name", f"Invalid Role: invalid Name {role.name!r}")
         return role
@@ -305,9 +204,9 @@ class Token:
 
     @classmethod
     def from_json(cls, doc: object) -> Token:
-        f = Fields("Token", doc, ignored=_SERVER_FIELDS)
-        _scope(f)
-        services, nodes = _identities(f, "Token")
+        f = Fields("Token", doc, ignored=SERVER_FIELDS)
+        check_scope(f)
+        services, nodes = read_identities(f, "Token")
         token = cls(
             accessor_id=f.text("AccessorID"),
             secret_id=f.text("SecretID"),
@@ -323,6 +222,9 @@ class Token:
             auth_method=f.text("AuthMethod"),
         )
         f.done()
+        check_uuid(f, "AccessorID", token.accessor_id)
+        if token.secret_id != ANONYMOUS_SECRET_ID:
+            check_uuid(f, "SecretID", token.secret_id)
         if token.expiration_time and token.expiration_ttl:
             raise f.error("ExpirationTTL", "Expiration TTL and Expiration Time cannot both be set")
         if token.local and any(s.datacenters for s in token.service_identities):
@@ -333,6 +235,31 @@ class Token:
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expiration_time is not None and self.expiration_time <= now
+
+    def with_expiration(
+        self,
+        now: dt.datetime,
+        *,
+        min_ttl: dt.timedelta = TOKEN_MIN_TTL,
+        max_ttl: dt.timedelta = TOKEN_MAX_TTL,
+    ) -> Token:
+        """A new token's expiry checked as Consul checks it, ``ExpirationTTL`` made a time."""
+        when = self.expiration_time
+        if self.expiration_ttl is not None:
+            if self.expiration_ttl <= dt.timedelta(0):
+                raise RecordError(
+                    f"Token: field 'ExpirationTTL': {self.expiration_ttl} should be > 0"
+                )
+            when = now + self.expiration_ttl
+        if when is None:
+            return replace(self, create_time=self.create_time or now)
+        if when <= now:
+            raise RecordError("Token: field 'ExpirationTime': ExpirationTime cannot be in the past")
+        if when - now < min_ttl:
+            raise RecordError(f"Token: field 'ExpirationTime': cannot be less than {min_ttl} away")
+        if when - now > max_ttl:
+            raise RecordError(f"Token: field 'ExpirationTime': cannot be more than {max_ttl} away")
+        return replace(self, expiration_time=when, create_time=self.create_time or now)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -373,8 +300,8 @@ class AuthMethod:
 
     @classmethod
     def from_json(cls, doc: object) -> AuthMethod:
-        f = Fields("AuthMethod", doc, ignored=_SERVER_FIELDS)
-        _scope(f)
+        f = Fields("AuthMethod", doc, ignored=SERVER_FIELDS)
+        check_scope(f)
         method = cls(
             f.text("Name"),
             f.text("Type"),
@@ -476,3 +403,21 @@ def resolve(
     return Authorizer(
         [p.parsed for p in chosen], default_allow=default_allow, accessor_id=token.accessor_id
     )
+
+
+__all__ = [
+    "ANONYMOUS",
+    "GLOBAL_MANAGEMENT",
+    "AuthMethod",
+    "Link",
+    "NodeIdentity",
+    "Policy",
+    "Role",
+    "ServiceIdentity",
+    "Token",
+    "find_token",
+    "resolve",
+    "synthesized_node_policy",
+    "synthesized_policy",
+    "token_policies",
+]

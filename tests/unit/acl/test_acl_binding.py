@@ -9,21 +9,16 @@ rule matches binds nothing and is "Permission denied".
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loom.acl.binding import (
-    BindingRule,
-    BindNameError,
-    SelectorError,
-    bind,
-    interpolate,
-    matches,
-    parse_selector,
-)
+from loom.acl.binding import BindingRule, BindNameError, bind, interpolate, login_token
 from loom.acl.errors import PermissionDenied
-from loom.acl.records import NodeIdentity, ServiceIdentity
+from loom.acl.records import AuthMethod, Link, NodeIdentity, ServiceIdentity
+from loom.acl.selector import SelectorError, matches, parse_selector
 from loom.acl.wire import RecordError
 
 K8S = ("serviceaccount.namespace", "serviceaccount.name", "serviceaccount.uid")
@@ -210,3 +205,25 @@ def test_hostile_selectors_parse_or_raise_a_selector_error(text: str) -> None:
     except SelectorError:
         return
     matches(expr, POD)
+
+
+def test_a_login_token_carries_exactly_what_was_bound_and_expires_with_the_method() -> None:
+    now = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+    method = AuthMethod("k8s", "kubernetes", max_token_ttl=dt.timedelta(minutes=10))
+    bound = bind(
+        [rule(), rule("role", "ops", id="r2")],
+        method="k8s",
+        vars=POD,
+        datacenter="dc1",
+        known_roles=["ops"],
+    )
+    token = login_token(
+        bound, method, accessor_id="acc", secret_id="sec", now=now, meta={"pod": "default/web"}
+    )
+    assert token.service_identities == (ServiceIdentity("web"),)
+    assert token.roles == (Link(name="ops"),) and token.policies == ()
+    assert token.description == 'token created via login: {"pod":"default/web"}'
+    assert token.local and token.auth_method == "k8s"
+    assert token.expiration_time == now + dt.timedelta(minutes=10)
+    global_method = AuthMethod("k8s", "kubernetes", token_locality="global")
+    assert not login_token(bound, global_method, accessor_id="a", secret_id="s", now=now).local

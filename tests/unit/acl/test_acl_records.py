@@ -228,3 +228,33 @@ def test_durations_are_read_as_go_writes_them() -> None:
     for bad in ["", "1", "1d", "-", "h", "1h-1m"]:
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_a_new_tokens_expiry_follows_consuls_bounds() -> None:
+    ttl = Token("acc", "sec", expiration_ttl=dt.timedelta(hours=1)).with_expiration(NOW)
+    assert ttl.expiration_time == NOW + dt.timedelta(hours=1) and ttl.create_time == NOW
+    assert Token("acc", "sec").with_expiration(NOW).expiration_time is None
+    for bad, message in [
+        (Token("a", "s", expiration_time=NOW - dt.timedelta(seconds=1)), "cannot be in the past"),
+        (Token("a", "s", expiration_ttl=dt.timedelta(seconds=30)), "cannot be less than"),
+        (Token("a", "s", expiration_ttl=dt.timedelta(hours=25)), "cannot be more than"),
+        (Token("a", "s", expiration_ttl=dt.timedelta(seconds=-5)), "should be > 0"),
+    ]:
+        with pytest.raises(RecordError, match=message):
+            bad.with_expiration(NOW)
+
+
+@pytest.mark.parametrize(
+    ("record", "doc", "field"),
+    [
+        (Token, {"AccessorID": "not-a-uuid"}, "AccessorID"),
+        (Token, {"SecretID": "guessable"}, "SecretID"),
+        (Policy, {"ID": "x", "Name": "p"}, "ID"),
+        (Role, {"ID": "x", "Name": "r"}, "ID"),
+    ],
+)
+def test_ids_a_client_supplies_must_be_uuids(
+    record: type, doc: dict[str, object], field: str
+) -> None:
+    with pytest.raises(RecordError, match=f"field '{field}': .* is not a valid UUID"):
+        record.from_json(doc)
