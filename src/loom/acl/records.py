@@ -30,6 +30,7 @@ from loom.acl.identities import (
     Link,
     NodeIdentity,
     ServiceIdentity,
+    check_no_templated_policies,
     check_scope,
     check_uuid,
     read_identities,
@@ -161,6 +162,7 @@ class Role:
     def from_json(cls, doc: object) -> Role:
         f = Fields("Role", doc, ignored=SERVER_FIELDS)
         check_scope(f)
+        check_no_templated_policies(f)
         services, nodes = read_identities(f, "Role")
         role = cls(
             f.text("ID"),
@@ -206,6 +208,7 @@ class Token:
     def from_json(cls, doc: object) -> Token:
         f = Fields("Token", doc, ignored=SERVER_FIELDS)
         check_scope(f)
+        check_no_templated_policies(f)
         services, nodes = read_identities(f, "Token")
         token = cls(
             accessor_id=f.text("AccessorID"),
@@ -297,6 +300,7 @@ class AuthMethod:
     max_token_ttl: dt.timedelta | None = None
     token_locality: str = ""
     config: Mapping[str, Any] = field(default_factory=dict)
+    token_name_format: str = ""
 
     @classmethod
     def from_json(cls, doc: object) -> AuthMethod:
@@ -310,6 +314,7 @@ class AuthMethod:
             f.duration("MaxTokenTTL"),
             f.text("TokenLocality"),
             f.mapping("Config"),
+            f.text("TokenNameFormat"),
         )
         f.done()
         if not AUTH_METHOD_NAME.match(method.name):
@@ -340,6 +345,8 @@ class AuthMethod:
             doc["MaxTokenTTL"] = format_duration(self.max_token_ttl)
         if self.token_locality:
             doc["TokenLocality"] = self.token_locality
+        if self.token_name_format:
+            doc["TokenNameFormat"] = self.token_name_format
         return doc
 
 

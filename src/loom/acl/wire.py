@@ -1,10 +1,11 @@
 """Strict reading of Consul-shaped JSON objects, and the time and duration formats they use.
 
 Every ACL record arrives as a JSON object from a client. Reading one here means: every key is
-a known field (or a known read-only one the client echoes back), every value has the type the
-field wants, and an error names the record and the field (``Token: field 'Policies[0].ID':
-expected a string``). Times are RFC 3339 as Go prints them (up to nanoseconds, ``Z`` or an
-offset); durations are Go's (``"1h30m"``, ``"90s"``).
+a known field (or a known read-only one the client echoes back), matched without regard to
+case as Go's ``encoding/json`` matches it; every value has the type the field wants; and an
+error names the record and the field (``Token: field 'Policies[0].ID': expected a string``).
+Times are RFC 3339 as Go prints them (up to nanoseconds, ``Z`` or an offset); durations are
+Go's (``"1h30m"``, ``"-1s"``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,16 @@ class Fields:
         if not isinstance(doc, Mapping):
             raise self.error("", "expected a JSON object")
         self.doc: Mapping[str, Any] = doc
-        self.seen: set[str] = set(ignored)
+        # Go's encoding/json matches field names case-insensitively, and clients rely on it
+        # (py-consul sends "name" and "rules"); a name given twice in two cases is refused.
+        self.keys: dict[str, str] = {}
+        for key in doc:
+            if not isinstance(key, str):
+                raise self.error("", "field names must be strings")
+            if key.lower() in self.keys:
+                raise self.error(key, "given twice (field names are case-insensitive)")
+            self.keys[key.lower()] = key
+        self.seen: set[str] = {k.lower() for k in ignored}
 
     def error(self, field: str, message: str) -> RecordError:
         path = f"{self.where}{field}"
@@ -41,8 +51,9 @@ class Fields:
         )
 
     def raw(self, field: str) -> Any:
-        self.seen.add(field)
-        return self.doc.get(field)
+        self.seen.add(field.lower())
+        key = self.keys.get(field.lower())
+        return None if key is None else self.doc[key]
 
     def text(self, field: str, default: str = "") -> str:
         value = self.raw(field)
@@ -106,8 +117,8 @@ class Fields:
             raise self.error(field, str(exc)) from None
 
     def done(self) -> None:
-        for key in self.doc:
-            if key not in self.seen:
+        for lowered, key in self.keys.items():
+            if lowered not in self.seen:
                 raise self.error(key, "unknown field")
 
 

@@ -258,3 +258,18 @@ def test_ids_a_client_supplies_must_be_uuids(
 ) -> None:
     with pytest.raises(RecordError, match=f"field '{field}': .* is not a valid UUID"):
         record.from_json(doc)
+
+
+def test_field_names_match_without_case_as_gos_json_decoder_does() -> None:
+    # py-consul's policy create sends lowercase keys, and JSON rules as a string.
+    policy = Policy.from_json({"name": "web", "rules": '{"service": {"web": {"policy": "write"}}}'})
+    assert policy.name == "web" and policy.parsed.segments[0].name == "web"
+    role = Role.from_json({"Name": "ops", "TemplatedPolicies": []})  # what py-consul sends
+    assert role.name == "ops"
+
+
+def test_a_field_given_twice_in_two_cases_is_refused() -> None:
+    with pytest.raises(RecordError, match="given twice"):
+        Policy.from_json({"Name": "a", "name": "b"})
+    with pytest.raises(RecordError, match="templated policies are not supported"):
+        Token.from_json({"TemplatedPolicies": [{"TemplateName": "builtin/service"}]})
