@@ -11,6 +11,8 @@ Consul's rules (``internal/go-sso/oidcauth/jwt.go``), done with ``cryptography``
   checked against ``now`` with ``ClockSkewLeeway`` (60 s when 0, none when negative).
 - ``BoundIssuer`` must equal ``iss`` when set. With ``BoundAudiences`` one ``aud`` must be in
   it; without, a token that carries an ``aud`` is refused (Consul's strict mode).
+- Keys are PEM (``JWTValidationPubKeys``) or a JWKS document the caller has read
+  (``load_jwks``; Consul fetches ``JWKSURL``, Loom reads a file at the edge).
 - ``ClaimMappings`` copy claims (a name, or a JSON pointer such as
   ``/kubernetes.io/serviceaccount/name``) to ``value.<mapped>``; ``ListClaimMappings`` to
   ``list.<mapped>``. These are the binding-rule variables.
@@ -121,6 +123,58 @@ def load_public_key(pem: str) -> PublicKey:
     raise JwtConfigError("jwt: JWTValidationPubKeys: key type is not RSA, ECDSA or Ed25519")
 
 
+def _jwk_int(jwk: Mapping[str, Any], name: str) -> int:
+    value = jwk.get(name)
+    if not isinstance(value, str):
+        raise JwtConfigError(f"jwt: JWKS key is missing {name!r}")
+    raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    return int.from_bytes(raw)
+
+
+def _jwk(jwk: object) -> PublicKey | None:
+    """One JWK as a public key; ``None`` for keys not meant for signatures."""
+    if not isinstance(jwk, Mapping):
+        raise JwtConfigError("jwt: JWKS keys must be JSON objects")
+    if jwk.get("use", "sig") != "sig":
+        return None
+    kty, crv = jwk.get("kty"), jwk.get("crv")
+    try:
+        if kty == "RSA":
+            numbers = rsa.RSAPublicNumbers(_jwk_int(jwk, "e"), _jwk_int(jwk, "n"))
+            key = numbers.public_key()
+            if key.key_size < MIN_RSA_BITS:
+                raise JwtConfigError(f"jwt: JWKS RSA key of {key.key_size} bits is too small")
+            return key
+        if kty == "EC" and crv == "P-256":
+            point = ec.EllipticCurvePublicNumbers(
+                _jwk_int(jwk, "x"), _jwk_int(jwk, "y"), ec.SECP256R1()
+            )
+            return point.public_key()
+        if kty == "OKP" and crv == "Ed25519":
+            x = jwk.get("x")
+            if not isinstance(x, str):
+                raise JwtConfigError("jwt: JWKS key is missing 'x'")
+            return ed25519.Ed25519PublicKey.from_public_bytes(_b64decode(x, "JWKS x"))
+    except (ValueError, binascii.Error, JwtMalformed) as exc:
+        raise JwtConfigError(f"jwt: JWKS {kty} key is not valid") from exc
+    raise JwtConfigError(f"jwt: JWKS key type {kty!r} {crv or ''} is not supported".rstrip())
+
+
+def load_jwks(text: str) -> tuple[PublicKey, ...]:
+    """The signing keys of a JWKS document (RSA, EC P-256, Ed25519); the caller reads the file."""
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise JwtConfigError("jwt: JWKS is not JSON") from exc
+    keys = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(keys, list):
+        raise JwtConfigError("jwt: JWKS has no 'keys' list")
+    found = tuple(k for k in (_jwk(jwk) for jwk in keys) if k is not None)
+    if not found:
+        raise JwtConfigError("jwt: JWKS holds no signing key")
+    return found
+
+
 def _seconds(f: Fields, name: str) -> float:
     value = f.duration(name)
     return value.total_seconds() if value is not None else 0.0
@@ -150,7 +204,8 @@ class JwtConfig:
     """``ClockSkewLeeway`` in seconds: 0 means 60 s, negative means none."""
 
     @classmethod
-    def from_json(cls, doc: object) -> JwtConfig:
+    def from_json(cls, doc: object, jwks_keys: Sequence[PublicKey] = ()) -> JwtConfig:
+        """Read Consul's ``Config``; ``jwks_keys`` (see ``load_jwks``) add to the static keys."""
         f = Fields("AuthMethod.Config", doc)
         pems = f.strings("JWTValidationPubKeys")
         algs = f.strings("JWTSupportedAlgs") or SUPPORTED_ALGS
@@ -164,7 +219,7 @@ class JwtConfig:
             if not all(isinstance(v, str) and v for v in mapping.values()):
                 raise f.error(name, "every mapping must name a non-empty variable")
         config = cls(
-            public_keys=tuple(load_public_key(p) for p in pems),
+            public_keys=tuple(load_public_key(p) for p in pems) + tuple(jwks_keys),
             bound_issuer=f.text("BoundIssuer"),
             bound_audiences=f.strings("BoundAudiences"),
             claim_mappings=claims,
@@ -176,7 +231,7 @@ class JwtConfig:
         )
         f.done()
         if not config.public_keys:
-            raise f.error("JWTValidationPubKeys", "at least one public key is required")
+            raise f.error("JWTValidationPubKeys", "at least one public key (or a JWKS) is required")
         return config
 
     def variables(self) -> list[str]:

@@ -15,6 +15,7 @@ import hmac
 import json
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from loom.acl.binding import BindingRule, bind
@@ -28,6 +29,7 @@ from loom.acl.jwt import (
     JwtNotYetValid,
     JwtSignatureInvalid,
     JwtSigner,
+    load_jwks,
     service_account_claims,
     verify,
 )
@@ -195,3 +197,49 @@ def test_bad_method_configs_are_refused_by_field() -> None:
         config(JWKSURL="https://example/jwks")
     with pytest.raises(RecordError, match="field 'JWTValidationPubKeys'"):
         JwtConfig.from_json({})
+
+
+def jwk_of(signer: JwtSigner) -> dict[str, str]:
+    pub = signer.key.public_key()
+    if isinstance(pub, rsa.RSAPublicKey):
+        n = pub.public_numbers()
+        return {
+            "kty": "RSA",
+            "n": b64(n.n.to_bytes((n.n.bit_length() + 7) // 8)),
+            "e": b64(n.e.to_bytes(3)),
+        }
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        p = pub.public_numbers()
+        return {"kty": "EC", "crv": "P-256", "x": b64(p.x.to_bytes(32)), "y": b64(p.y.to_bytes(32))}
+    assert isinstance(pub, ed25519.Ed25519PublicKey)
+    raw = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": b64(raw)}
+
+
+def test_keys_from_a_jwks_document_verify_tokens_of_each_algorithm() -> None:
+    jwks = json.dumps(
+        {"keys": [jwk_of(s) for s in SIGNERS.values()] + [{"kty": "RSA", "use": "enc"}]}
+    )
+    keys = load_jwks(jwks)
+    assert len(keys) == 3
+    cfg = JwtConfig.from_json(
+        {"BoundIssuer": "loom-local", "BoundAudiences": ["loom"]}, jwks_keys=keys
+    )
+    for signer in SIGNERS.values():
+        verify(signer.sign(sa_claims()), cfg, NOW)
+
+
+@pytest.mark.parametrize(
+    "jwks",
+    [
+        "nope",
+        "{}",
+        '{"keys": []}',
+        '{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}',
+        '{"keys": [{"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}]}',
+        '{"keys": [{"kty": "RSA"}]}',
+    ],
+)
+def test_a_jwks_without_a_usable_signing_key_is_refused(jwks: str) -> None:
+    with pytest.raises(JwtConfigError):
+        load_jwks(jwks)
