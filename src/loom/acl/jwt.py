@@ -308,7 +308,7 @@ def verify(token: str, config: JwtConfig, now: dt.datetime) -> VerifiedJwt:
     try:
         header = json.loads(_b64decode(parts[0], "header"))
         claims = json.loads(_b64decode(parts[1], "payload"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise JwtMalformed("jwt: header or payload is not JSON") from exc
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise JwtMalformed("jwt: header and payload must be JSON objects")

@@ -235,8 +235,13 @@ def parse_rules(text: str) -> PolicyRules:
             raise RuleValueError(
                 f"Failed to parse ACL rules: line {exc.lineno}, column {exc.colno}: {exc.msg}"
             ) from exc
+        except RecursionError as exc:
+            raise RuleValueError("Failed to parse ACL rules: nested too deeply") from exc
         if not isinstance(doc, dict):
             raise RuleValueError("Failed to parse ACL rules: the JSON document is not an object")
-        node = _from_json(doc, "rules")
+        try:
+            node = _from_json(doc, "rules")
+        except RecursionError as exc:
+            raise RuleValueError("Failed to parse ACL rules: nested too deeply") from exc
         return _decode(node.entries)
     return _decode(tuple(_from_hcl_item(item) for item in parse_hcl(text)))

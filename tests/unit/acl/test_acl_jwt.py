@@ -9,6 +9,7 @@ not-yet-valid token, the wrong issuer or audience. Time rules follow go-sso's ``
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -17,6 +18,8 @@ import json
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loom.acl.binding import BindingRule, bind
 from loom.acl.jwt import (
@@ -24,6 +27,7 @@ from loom.acl.jwt import (
     JwtClaimRefused,
     JwtConfig,
     JwtConfigError,
+    JwtError,
     JwtExpired,
     JwtMalformed,
     JwtNotYetValid,
@@ -243,3 +247,27 @@ def test_keys_from_a_jwks_document_verify_tokens_of_each_algorithm() -> None:
 def test_a_jwks_without_a_usable_signing_key_is_refused(jwks: str) -> None:
     with pytest.raises(JwtConfigError):
         load_jwks(jwks)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(JSONISH, JSONISH, st.binary(max_size=80))
+def test_hostile_tokens_raise_only_jwt_errors(header: object, payload: object, sig: bytes) -> None:
+    token = ".".join(b64(json.dumps(part).encode()) for part in (header, payload)) + "." + b64(sig)
+    for candidate in (token, token.replace(".", "", 1), token + "." + token):
+        with contextlib.suppress(JwtError):
+            verify(candidate, config(), NOW)
+
+
+def test_a_token_nested_past_the_parsers_depth_is_malformed() -> None:
+    deep = b64(("[" * 5000 + "]" * 5000).encode())
+    with pytest.raises(JwtMalformed):
+        verify(f"{deep}.{deep}.", config(), NOW)

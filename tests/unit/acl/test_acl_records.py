@@ -11,8 +11,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from loom.acl.errors import AclNotFound
+from loom.acl.errors import AclError, AclNotFound
 from loom.acl.records import (
     ANONYMOUS,
     GLOBAL_MANAGEMENT_ID,
@@ -31,6 +33,29 @@ from loom.acl.records import (
 )
 from loom.acl.wire import RecordError, format_time, parse_duration, parse_time
 
+FIELD_NAMES = [
+    "AccessorID",
+    "SecretID",
+    "Name",
+    "Rules",
+    "ID",
+    "Policies",
+    "Roles",
+    "ServiceIdentities",
+    "ServiceName",
+    "NodeIdentities",
+    "NodeName",
+    "Datacenter",
+    "Datacenters",
+    "Local",
+    "Type",
+    "ExpirationTime",
+    "ExpirationTTL",
+    "MaxTokenTTL",
+    "Config",
+    "Description",
+    "TokenLocality",
+]
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 
 TOKEN_JSON = {
@@ -273,3 +298,25 @@ def test_a_field_given_twice_in_two_cases_is_refused() -> None:
         Policy.from_json({"Name": "a", "name": "b"})
     with pytest.raises(RecordError, match="templated policies are not supported"):
         Token.from_json({"TemplatedPolicies": [{"TemplateName": "builtin/service"}]})
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(FIELD_NAMES) | st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.sampled_from([Token, Policy, Role, AuthMethod]), JSONISH)
+def test_hostile_json_yields_a_record_or_an_acl_error_and_nothing_else(
+    record: type, doc: object
+) -> None:
+    try:
+        parsed = record.from_json(doc)
+    except AclError:
+        return
+    assert record.from_json(parsed.to_json()) == parsed

@@ -235,3 +235,8 @@ def test_hostile_text_yields_rules_or_an_acl_error_and_nothing_else(text: str) -
         parse_rules(text)
     except AclError as exc:
         assert "\n" not in str(exc)
+
+
+def test_deeply_nested_json_rules_are_an_acl_error() -> None:
+    with pytest.raises(RuleValueError, match="nested too deeply"):
+        parse_rules('{"service": ' + "[" * 100_000 + "]" * 100_000 + "}")
