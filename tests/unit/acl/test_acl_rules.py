@@ -17,52 +17,9 @@ from hypothesis import strategies as st
 from loom.acl.errors import AclError
 from loom.acl.hcl import RuleSyntaxError
 from loom.acl.rules import Access, PolicyRules, RuleValueError, SegmentRule, parse_rules
+from tests.unit.acl.acltest import EVERY_RESOURCE_HCL, EVERY_RESOURCE_JSON
 
 FUZZ = settings(max_examples=300, deadline=None, database=None)
-
-EVERY_RESOURCE_HCL = """
-acl = "read"
-agent "root" { policy = "read" }
-agent_prefix "" { policy = "deny" }
-event "deploy" { policy = "write" }
-event_prefix "" { policy = "read" }
-key "foo/bar" { policy = "write" }
-key_prefix "foo/" { policy = "list" }
-keyring = "deny"
-mesh = "write"
-node "n1" { policy = "write" }
-node_prefix "" { policy = "read" }
-operator = "read"
-peering = "read"
-query "q" { policy = "write" }
-query_prefix "" { policy = "read" }
-service "web" { policy = "write" intentions = "read" }
-service_prefix "" { policy = "read" }
-session "n1" { policy = "write" }
-session_prefix "" { policy = "deny" }
-"""
-
-EVERY_RESOURCE_JSON = {
-    "acl": "read",
-    "agent": {"root": {"policy": "read"}},
-    "agent_prefix": {"": {"policy": "deny"}},
-    "event": {"deploy": {"policy": "write"}},
-    "event_prefix": {"": {"policy": "read"}},
-    "key": {"foo/bar": {"policy": "write"}},
-    "key_prefix": {"foo/": {"policy": "list"}},
-    "keyring": "deny",
-    "mesh": "write",
-    "node": {"n1": {"policy": "write"}},
-    "node_prefix": {"": {"policy": "read"}},
-    "operator": "read",
-    "peering": "read",
-    "query": {"q": {"policy": "write"}},
-    "query_prefix": {"": {"policy": "read"}},
-    "service": {"web": {"policy": "write", "intentions": "read"}},
-    "service_prefix": {"": {"policy": "read"}},
-    "session": {"n1": {"policy": "write"}},
-    "session_prefix": {"": {"policy": "deny"}},
-}
 
 
 def canonical(rules: PolicyRules) -> tuple[object, ...]:
