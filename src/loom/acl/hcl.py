@@ -146,10 +146,12 @@ def _lex(text: str) -> list[_Tok]:
                         except ValueError:
                             code = -1
                         if code < 0:
-                            raise RuleSyntaxError(line, col, f"bad escape \\{esc}{digits}")
+                            raise RuleSyntaxError(
+                                line, col, "bad escape " + repr("\\" + esc + digits)
+                            )
                         advance(2 + width)
                     else:
-                        raise RuleSyntaxError(line, col, f"bad escape \\{esc}")
+                        raise RuleSyntaxError(line, col, "bad escape " + repr("\\" + esc))
                 else:
                     out.append(c)
                     advance(1)

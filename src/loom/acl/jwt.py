@@ -316,7 +316,9 @@ def verify(token: str, config: JwtConfig, now: dt.datetime) -> VerifiedJwt:
     if not isinstance(alg, str) or alg.lower() == "none":
         raise JwtAlgorithmRefused("jwt: unsigned tokens (alg none) are refused")
     if alg.upper().startswith("HS"):
-        raise JwtAlgorithmRefused(f"jwt: {alg} (a shared secret) is refused; keys are public keys")
+        raise JwtAlgorithmRefused(
+            f"jwt: {alg!r} (a shared secret) is refused; keys are public keys"
+        )
     if alg not in config.supported_algs:
         raise JwtAlgorithmRefused(f"jwt: algorithm {alg!r} is not accepted")
     if "crit" in header:

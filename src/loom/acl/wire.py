@@ -11,6 +11,7 @@ Go's (``"1h30m"``, ``"-1s"``).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -45,7 +46,7 @@ class Fields:
         self.seen: set[str] = {k.lower() for k in ignored}
 
     def error(self, field: str, message: str) -> RecordError:
-        path = f"{self.where}{field}"
+        path = json.dumps(f"{self.where}{field}", ensure_ascii=False)[1:-1]  # one line, always
         return RecordError(
             f"{self.record}: field '{path}': {message}" if path else f"{self.record}: {message}"
         )

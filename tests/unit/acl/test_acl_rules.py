@@ -113,7 +113,7 @@ def test_what_consul_refuses_is_an_error_naming_the_field(text: str, message: st
         ),
         ('service "web {\n', "line 1, column 9: unterminated string"),
         ("/* never closed", "line 1, column 1: unterminated /* comment"),
-        ('service "we\\qb" { policy = "read" }', "bad escape \\q"),
+        ('service "we\\qb" { policy = "read" }', "bad escape '\\\\q'"),
         ('service "web" { policy = read }', "expected a value, found 'read'"),
         ("\n\n  @", "line 3, column 3: unexpected character '@'"),
         ('service "web" } ', "expected '=' or '{'"),
