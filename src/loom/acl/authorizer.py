@@ -157,6 +157,7 @@ class Authorizer:
 
     def decide(self, resource: str, access: Access, name: str = "") -> Decision:
         """The policy layer's own decision (``DEFAULT`` when no rule speaks)."""
+        access = Access(access)  # a plain "write" from a caller compares by identity below
         if resource in ("mesh", "peering"):
             own = enforce(self.single.get(resource), access)
             return own if own is not Decision.DEFAULT else self.decide("operator", access)
