@@ -1,0 +1,141 @@
+"""Certificate signing requests for SPIFFE identities: made by the dataplane, checked by the server.
+
+The workload's private key never leaves it: the dataplane agent makes a key and a CSR naming
+its SPIFFE ID (``build_csr``), and the server, before its CA signs anything, checks the CSR
+(``check_csr``): one PEM CSR and nothing else, a valid self-signature with SHA-256 or
+stronger, an acceptable key (ECDSA P-256/P-384 or RSA 2048-4096 bits, the leaf key types
+Consul's CA supports), exactly one subject alternative name, a URI that parses as a SPIFFE
+service ID strictly (``loom.ca.spiffe``), equal to the identity the caller's token was
+allowed, and no request for a CA certificate. The CA's signing is wired later.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from loom.ca.authority import CAError
+from loom.ca.spiffe import SpiffeError, SpiffeId, parse_spiffe_id
+
+MAX_CSR_PEM = 16 * 1024
+_CURVES = ("secp256r1", "secp384r1")
+_RSA_BITS = (2048, 3072, 4096)
+_HASHES = ("sha256", "sha384", "sha512")
+_PEM_HEAD = "-----BEGIN CERTIFICATE REQUEST-----"
+
+
+class CsrError(CAError):
+    """A CSR is malformed or asks for something the server will not sign."""
+
+
+def new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh P-256 key, Consul's default leaf key type."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+
+
+def build_csr(identity: SpiffeId, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
+    """A PEM CSR for ``identity`` signed by ``key`` (the dataplane keeps the key)."""
+    checked = parse_spiffe_id(identity.uri)  # refuse an unchecked SpiffeId(...) here too
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(checked.uri)]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass(frozen=True)
+class CheckedCsr:
+    identity: SpiffeId
+    csr: x509.CertificateSigningRequest
+
+    def public_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+        key = self.csr.public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+        return key
+
+
+def _load(pem: str) -> x509.CertificateSigningRequest:
+    if not isinstance(pem, str) or len(pem) > MAX_CSR_PEM:
+        raise CsrError("CSR: not a PEM text of reasonable size")
+    if pem.count(_PEM_HEAD) != 1 or "-----BEGIN" in pem.replace(_PEM_HEAD, "", 1):
+        raise CsrError("CSR: expected exactly one PEM CERTIFICATE REQUEST block")
+    try:
+        return x509.load_pem_x509_csr(pem.encode())
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CsrError("CSR: not a valid PEM certificate request") from exc
+
+
+def _check_key(csr: x509.CertificateSigningRequest) -> None:
+    try:
+        key = csr.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CsrError("CSR: the public key cannot be read") from exc
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.name not in _CURVES:
+            raise CsrError(f"CSR: EC curve {key.curve.name} is not accepted (P-256 or P-384)")
+    elif isinstance(key, rsa.RSAPublicKey):
+        if key.key_size not in _RSA_BITS:
+            raise CsrError(f"CSR: RSA key of {key.key_size} bits is not accepted (2048-4096)")
+    else:
+        raise CsrError(f"CSR: key type {type(key).__name__} is not accepted (ECDSA or RSA)")
+
+
+def _check_signature(csr: x509.CertificateSigningRequest) -> None:
+    try:
+        algorithm = csr.signature_hash_algorithm
+    except UnsupportedAlgorithm as exc:
+        raise CsrError("CSR: signature algorithm is not supported") from exc
+    if algorithm is None or algorithm.name not in _HASHES:
+        raise CsrError("CSR: signature must use SHA-256 or stronger")
+    if not csr.is_signature_valid:
+        raise CsrError("CSR: signature is not valid (not signed by the key it carries)")
+
+
+def _uri(csr: x509.CertificateSigningRequest) -> str:
+    try:
+        extensions = csr.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise CsrError("CSR: extensions cannot be read") from exc
+    for ext in extensions:
+        if isinstance(ext.value, x509.BasicConstraints) and ext.value.ca:
+            raise CsrError("CSR: asks for a CA certificate")
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound as exc:
+        raise CsrError("CSR: no subject alternative name") from exc
+    names = list(san)
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1 or len(names) != 1:
+        raise CsrError(f"CSR: expected exactly one URI SAN and no other SAN, found {len(names)}")
+    return uris[0]
+
+
+def check_csr(pem: str, expected: SpiffeId) -> CheckedCsr:
+    """The parsed CSR when it may be signed for ``expected``; ``CsrError`` saying why not."""
+    csr = _load(pem)
+    _check_signature(csr)
+    _check_key(csr)
+    try:
+        identity = parse_spiffe_id(_uri(csr))
+    except SpiffeError as exc:
+        raise CsrError(f"CSR: {exc}") from exc
+    if identity != expected:
+        raise CsrError(f"CSR: asks for {identity.uri}, the caller may only have {expected.uri}")
+    return CheckedCsr(identity, csr)

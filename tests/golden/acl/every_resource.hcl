@@ -1,0 +1,19 @@
+acl = "read"
+operator = "read"
+mesh = "write"
+peering = "read"
+keyring = "deny"
+agent "root" { policy = "read" }
+agent_prefix "" { policy = "deny" }
+event "deploy" { policy = "write" }
+event_prefix "" { policy = "read" }
+key "foo/bar" { policy = "write" }
+key_prefix "foo/" { policy = "list" }
+node "n1" { policy = "write" }
+node_prefix "" { policy = "read" }
+query "q" { policy = "write" }
+query_prefix "" { policy = "read" }
+service "web" { policy = "write" intentions = "read" }
+service_prefix "" { policy = "read" }
+session "n1" { policy = "write" }
+session_prefix "" { policy = "deny" }
