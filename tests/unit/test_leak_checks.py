@@ -1,23 +1,28 @@
-"""The leak checks of tests/conftest.py, run on small test files in a pytest subprocess: each
-leak fails its test with a message naming what leaked, and what fixtures own and release is
-not mistaken for a leak."""
+"""The leak checks of tests/conftest.py, run once on a small project of leaky and tidy tests in
+a pytest subprocess: each leak fails its test with a message naming what leaked, and what
+fixtures own and release is not mistaken for a leak."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["pytester"]
-
 ROOT = Path(__file__).resolve().parents[2]
 
-# The leaked child waits for EOF on its stdin, a pipe held only by the inner pytest process:
-# it exits when that process does, so nothing outlives these tests. It says "up" once it runs,
-# so its argv is in /proc when the test ends. HELD keeps the Popen
-# objects alive (a collected one would only raise a ResourceWarning, another failure).
-LEAKED_CHILD = "leak()"
-LEAK = """
+# The leaked child says "up" once it runs (so its argv is in /proc when the test ends), then
+# waits for EOF on its stdin, a pipe held only by the inner pytest process: it exits when that
+# process does, so nothing outlives these tests. HELD keeps the Popen objects alive (one
+# collected would raise a ResourceWarning, another failure).
+PRELUDE = """
+import asyncio, os, subprocess, sys
+import pytest
+
 HELD = []
 
 def leak():
@@ -27,80 +32,29 @@ def leak():
     HELD.append(p)
 """
 
-
-@pytest.fixture
-def inner(pytester: pytest.Pytester) -> pytest.Pytester:
-    """A pytest project using this repository's conftest, settings and support package."""
-    pytester.makeconftest((ROOT / "tests" / "conftest.py").read_text())
-    pytester.makeini(
-        f"""
-        [pytest]
-        pythonpath = {ROOT}
-        asyncio_mode = auto
-        asyncio_default_fixture_loop_scope = function
-        filterwarnings = error
-        """
-    )
-    return pytester
-
-
-def run(inner: pytest.Pytester, source: str) -> pytest.RunResult:
-    inner.makepyfile(test_inner="import asyncio, subprocess, sys\nimport pytest\n" + LEAK + source)
-    return inner.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:randomly")
-
-
-def test_a_task_left_pending_fails_the_test_and_is_named_by_its_coroutine(
-    inner: pytest.Pytester,
-) -> None:
-    result = run(inner, """
+MODULES = {
+    "test_task": """
 async def forever():
     await asyncio.Event().wait()
 
 async def test_leaky():
     asyncio.create_task(forever(), name="the-leak")
-""")  # fmt: skip
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*the test left behind:*", "*task the-leak: forever*"])
-
-
-def test_a_child_left_running_by_a_sync_test_fails_it_and_is_named_by_its_argv(
-    inner: pytest.Pytester,
-) -> None:
-    result = run(inner, f"""
+""",
+    "test_sync_child": """
 def test_leaky():
-    {LEAKED_CHILD}
-""")  # fmt: skip
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*the test left behind:*", "*pid *: *python -c print(*up*sys.stdin.read()*"])  # fmt: skip
-
-
-def test_a_child_that_exited_but_was_never_waited_for_counts_as_a_leak(
-    inner: pytest.Pytester,
-) -> None:
-    result = run(inner, """
+    leak()
+""",
+    "test_zombie": """
 def test_leaky():
     p = subprocess.Popen(["true"])
     HELD.append(p)
-    import os
     os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOWAIT)  # exited, still unreaped
-""")  # fmt: skip
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*[[]true[]] state Z (exited, never waited for)*"])
-
-
-def test_a_child_left_by_an_async_test_is_named_too(inner: pytest.Pytester) -> None:
-    result = run(inner, f"""
+""",
+    "test_async_child": """
 async def test_leaky():
-    {LEAKED_CHILD}
-""")  # fmt: skip
-    result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*pid *: *sys.stdin.read()*"])
-
-
-def test_tasks_and_processes_that_fixtures_stop_in_their_teardown_are_not_leaks(
-    inner: pytest.Pytester,
-) -> None:
-    result = run(inner, """
+    leak()
+""",
+    "test_tidy": """
 @pytest.fixture
 async def background():
     task = asyncio.create_task(asyncio.Event().wait())
@@ -122,17 +76,11 @@ async def test_async_uses_both(background, child):
 
 def test_sync_uses_one(child):
     pass
-""")  # fmt: skip
-    result.assert_outcomes(passed=2)
-
-
-def test_a_module_fixture_owns_its_process_for_the_module_and_is_checked_when_it_ends(
-    inner: pytest.Pytester,
-) -> None:
-    result = run(inner, f"""
+""",
+    "test_module": """
 @pytest.fixture(scope="module")
 def held():
-    {LEAKED_CHILD}
+    leak()
     yield
 
 @pytest.fixture(scope="module")
@@ -147,7 +95,82 @@ def test_one(held, released):
 
 def test_two(held, released):
     pass
-""")  # fmt: skip
-    result.assert_outcomes(passed=2, errors=1)
-    result.stdout.fnmatch_lines(["*ERROR at teardown of test_two*", "*module test_inner.py left behind:*", "*sys.stdin.read()*"])  # fmt: skip
-    assert "sleep 30" not in result.stdout.str()
+""",
+}
+
+
+Outcomes = dict[str, tuple[str, str]]
+"""Test id (``module::name``) -> (passed/failed/error, the failure or error text)."""
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
+    """Runs the inner project with this repository's conftest, settings and support package."""
+    work = tmp_path_factory.mktemp("leaks")
+    (work / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+    (work / "pytest.ini").write_text(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+        "filterwarnings = error\n"
+    )
+    for name, body in MODULES.items():
+        (work / f"{name}.py").write_text(PRELUDE + textwrap.dedent(body))
+    report = work / "report.xml"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:randomly",
+         f"--junitxml={report}", "-q"],
+        cwd=work, env=env, capture_output=True, timeout=120,
+    )  # fmt: skip
+    found: Outcomes = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        key = f"{case.get('classname')}::{case.get('name')}"
+        for tag in ("error", "failure"):
+            if (node := case.find(tag)) is not None:
+                text = f"{found[key][1]}\n" if key in found else ""
+                found[key] = ("error" if tag == "error" else "failed", text + (node.text or ""))
+        found.setdefault(key, ("passed", ""))
+    return found
+
+
+def test_a_task_left_pending_fails_the_test_and_is_named_by_its_coroutine(
+    outcomes: Outcomes,
+) -> None:
+    outcome, text = outcomes["test_task::test_leaky"]
+    assert outcome == "error" and "the test left behind:" in text
+    assert "task the-leak: forever" in text
+
+
+def test_a_child_left_running_by_a_sync_test_fails_it_and_is_named_by_its_argv(
+    outcomes: Outcomes,
+) -> None:
+    outcome, text = outcomes["test_sync_child::test_leaky"]
+    assert outcome == "error" and "the test left behind:" in text
+    assert "python -c print('up', flush=True); import sys; sys.stdin.read()" in text
+
+
+def test_a_child_that_exited_but_was_never_waited_for_counts_as_a_leak(
+    outcomes: Outcomes,
+) -> None:
+    outcome, text = outcomes["test_zombie::test_leaky"]
+    assert outcome == "error" and "[true] state Z (exited, never waited for)" in text
+
+
+def test_a_child_left_by_an_async_test_is_named_too(outcomes: Outcomes) -> None:
+    outcome, text = outcomes["test_async_child::test_leaky"]
+    assert outcome == "error" and "sys.stdin.read()" in text
+
+
+def test_tasks_and_processes_that_fixtures_stop_in_their_teardown_are_not_leaks(
+    outcomes: Outcomes,
+) -> None:
+    assert outcomes["test_tidy::test_async_uses_both"] == ("passed", "")
+    assert outcomes["test_tidy::test_sync_uses_one"] == ("passed", "")
+
+
+def test_a_module_fixture_owns_its_process_for_the_module_and_is_checked_when_it_ends(
+    outcomes: Outcomes,
+) -> None:
+    assert outcomes["test_module::test_one"] == ("passed", "")
+    outcome, text = outcomes["test_module::test_two"]  # the module's end: its last teardown
+    assert outcome == "error" and "module test_module.py left behind:" in text
+    assert "sys.stdin.read()" in text and "sleep 30" not in text
