@@ -16,7 +16,7 @@ from loom.addrs import parse_address
 from loom.server.state import ServerSettings, State
 from loom.xds import server as xds_server
 from loom.xds.translate import InconsistentSnapshot
-from loom.xds.translate.names import ORDER, TYPE_LISTENER
+from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_LISTENER
 
 PROXY = "web-sidecar-proxy"
 
@@ -34,6 +34,7 @@ class SotwClient:
         self.channel = grpc.aio.insecure_channel(target)
         self.out: asyncio.Queue[discovery_pb2.DiscoveryRequest] = asyncio.Queue()
         self.responses: list[discovery_pb2.DiscoveryResponse] = []
+        self.arrived = asyncio.Condition()
 
     async def _requests(self) -> AsyncIterator[discovery_pb2.DiscoveryRequest]:
         node = base_pb2.Node(id=PROXY)
@@ -45,17 +46,39 @@ class SotwClient:
     async def run(self) -> None:
         stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
         async for resp in stub.StreamAggregatedResources(self._requests()):
-            self.responses.append(resp)
-            # ACK exactly as Envoy does: echo version and nonce.
+            # ACK exactly as Envoy does: echo version and nonce (queued before anyone is told).
             self.out.put_nowait(discovery_pb2.DiscoveryRequest(
                 type_url=resp.type_url, version_info=resp.version_info, response_nonce=resp.nonce))  # fmt: skip
+            async with self.arrived:
+                self.responses.append(resp)
+                self.arrived.notify_all()
 
-    def count(self, type_url: str) -> int:
-        return sum(r.type_url == type_url for r in self.responses)
+    async def received(self, count: int) -> list[discovery_pb2.DiscoveryResponse]:
+        """Every response so far, once there are at least ``count``."""
+        async with asyncio.timeout(10), self.arrived:
+            await self.arrived.wait_for(lambda: len(self.responses) >= count)
+        return list(self.responses)
+
+    async def barrier(self, type_url: str = TYPE_LISTENER) -> discovery_pb2.DiscoveryResponse:
+        """Ask again without a nonce (the server always answers that) and wait for the answer.
+
+        The stream is ordered: the server handles every ACK sent before this request, and
+        sends whatever they or earlier changes call for, before it answers. So the answer
+        lands at a known position, and anything unasked for shows up as an extra response.
+        """
+        expected = len(self.responses) + 1
+        self.out.put_nowait(discovery_pb2.DiscoveryRequest(type_url=type_url))
+        return (await self.received(expected))[-1]
 
 
-async def _settle(seconds: float = 0.4) -> None:
-    await asyncio.sleep(seconds)
+async def _stop(task: asyncio.Task[None], client: SotwClient) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await client.channel.close()
+
+
+def _kinds(responses: list[discovery_pb2.DiscoveryResponse]) -> list[tuple[str, str]]:
+    return [(r.type_url.rsplit(".", 1)[-1], r.version_info) for r in responses]
 
 
 async def test_acks_never_cause_a_push_and_unrelated_writes_push_nothing() -> None:
@@ -63,48 +86,59 @@ async def test_acks_never_cause_a_push_and_unrelated_writes_push_nothing() -> No
     client = SotwClient(target)
     task = asyncio.create_task(client.run())
     try:
-        await _settle()
-        first = len(client.responses)
-        assert first == len(ORDER)  # one answer per type, then quiet despite four ACKs
-        await _settle()
-        assert len(client.responses) == first
-        # A write that does not touch this proxy's inputs: no push.
+        initial = await client.received(len(ORDER))
+        assert [r.type_url for r in initial] == list(ORDER)  # one answer per type
+        v1 = initial[-1].version_info
+        # Four ACKs went out before this barrier: had any been answered, it would sit here.
+        answer = await client.barrier()
+        assert (answer.type_url, answer.version_info) == (TYPE_LISTENER, v1)
+        # A write that does not touch this proxy's inputs, then one that does (a deny
+        # intention to web): the first response after both is the new listener version.
         await state.catalog.agent_register({"Name": "unrelated", "Port": 1})
-        await _settle()
-        assert len(client.responses) == first
-        # A write that does (a deny intention to web): exactly one new listener version.
         await state.configs.upsert_exact("api", "web", {"Action": "deny"})
-        await _settle()
-        assert client.count(TYPE_LISTENER) == 2
-        assert len(client.responses) == first + 1
+        pushed = (await client.received(len(ORDER) + 2))[-1]
+        assert pushed.type_url == TYPE_LISTENER and pushed.version_info != v1
+        # ...and the only one: the next barrier's answer follows it directly.
+        answer = await client.barrier(TYPE_CLUSTER)
+        assert _kinds(client.responses[len(ORDER) :]) == [
+            ("Listener", v1), ("Listener", pushed.version_info), ("Cluster", answer.version_info)
+        ]  # fmt: skip
+        assert answer.version_info == initial[0].version_info
     finally:
-        task.cancel()
-        await client.channel.close()
+        await _stop(task, client)
         await stop()  # type: ignore[operator]
         await state.close()
 
 
-async def test_a_translation_failure_keeps_the_stream_and_the_last_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_translation_failure_keeps_the_stream_and_the_last_configuration(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     state, target, stop = await _setup()
     client = SotwClient(target)
     task = asyncio.create_task(client.run())
     try:
-        await _settle()
+        v1 = (await client.received(len(ORDER)))[-1].version_info
         real = xds_server.build_resources
+        failed = asyncio.Event()
 
         def broken(inputs):  # type: ignore[no-untyped-def]
+            failed.set()
             raise InconsistentSnapshot("simulated translator bug")
 
         monkeypatch.setattr(xds_server, "build_resources", broken)
         await state.configs.upsert_exact("api", "web", {"Action": "deny"})
-        await _settle()
-        assert client.count(TYPE_LISTENER) == 1 and not task.done()
+        async with asyncio.timeout(10):
+            await failed.wait()
+        # Nothing pushed for the failed change, and the stream still serves the last version.
+        answer = await client.barrier()
+        assert (answer.type_url, answer.version_info) == (TYPE_LISTENER, v1)
+        assert len(client.responses) == len(ORDER) + 1 and not task.done()
         monkeypatch.setattr(xds_server, "build_resources", real)
         await state.configs.upsert_exact("ops", "web", {"Action": "deny"})
-        await _settle()
-        assert client.count(TYPE_LISTENER) == 2 and not task.done()
+        pushed = (await client.received(len(ORDER) + 2))[-1]
+        assert pushed.type_url == TYPE_LISTENER and pushed.version_info != v1
+        assert not task.done()
     finally:
-        task.cancel()
-        await client.channel.close()
+        await _stop(task, client)
         await stop()  # type: ignore[operator]
         await state.close()

@@ -103,7 +103,9 @@ async def test_a_write_through_one_store_wakes_a_waiter_on_another(
     try:
         waiter = asyncio.create_task(b.wait(["services"], after=1, timeout=10))
         await a.apply([Put("intentions", "i", {"Action": "deny"})])
-        await asyncio.sleep(0.2)
+        async with asyncio.timeout(10):  # b has seen that write: had it woken the waiter,
+            while b.table_index(["intentions"]) != 1:  # that would return 1, not 2, below
+                await asyncio.sleep(0.01)
         assert not waiter.done()  # another table's write does not wake it
         index = await a.apply([Put("services", "web", {"Port": 80})])
         assert await asyncio.wait_for(waiter, 10) == index == 2

@@ -33,6 +33,8 @@ class TableServer:
         self.status = 200
         self.body: bytes | None = None
         self.requests: list[dict[str, str]] = []
+        self.arrivals: list[float] = []
+        """Loop time at which each request arrived."""
         self._changed = asyncio.Event()
 
     def publish(self, table: dict[str, Any]) -> None:
@@ -43,6 +45,7 @@ class TableServer:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(dict(request.query))
+        self.arrivals.append(asyncio.get_running_loop().time())
         if self.status != 200 or self.body is not None:
             return web.Response(status=self.status, body=self.body or b"boom\nsecond line")
         if int(request.query.get("index", "0")) >= self.index:
@@ -71,6 +74,10 @@ async def server() -> AsyncIterator[tuple[TableServer, str]]:
     port = runner.addresses[0][1]
     yield tables, f"127.0.0.1:{port}"
     await runner.cleanup()
+
+
+SLACK_S = 0.05
+"""Timers may fire a clock tick early: lower bounds on waits allow this much."""
 
 
 def vip_of_web(proxy: DnsProxy) -> list[str]:
@@ -125,13 +132,16 @@ async def test_failures_back_off_with_one_log_line_each_and_keep_the_table(
     proxy, stop = DnsProxy(DnsSettings()), asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="loom.dns.watch"):
         task = asyncio.create_task(watch_table(addr, proxy, stop))
-        await asyncio.sleep(1.5)  # first failure at once, the retry after 1 s, then 2 s
+        # The first failure at once, the retry after 1 s, the next after 2 s more.
+        await eventually(lambda: len(tables.requests) == 3, 10)
         stop.set()
         await task
-    assert len(tables.requests) == 2
+    first, second, third = tables.arrivals
+    assert second - first >= 1.0 - SLACK_S and third - second >= 2.0 - SLACK_S
     assert [r.getMessage() for r in caplog.records] == [
         f"dns table from {addr}: HTTP 500: boom (retry in 1 s)",
         f"dns table from {addr}: HTTP 500: boom (retry in 2 s)",
+        f"dns table from {addr}: HTTP 500: boom (retry in 4 s)",
     ]
     assert proxy.table.index == 0  # still the empty table it started with
 
@@ -157,12 +167,14 @@ async def test_an_unreachable_server_is_retried_not_spun_on(
     proxy, stop = DnsProxy(DnsSettings()), asyncio.Event()
     with caplog.at_level(logging.WARNING, logger="loom.dns.watch"):
         task = asyncio.create_task(watch_table("http://127.0.0.1:9", proxy, stop))
-        await asyncio.sleep(0.5)
+        await eventually(lambda: len(caplog.records) >= 2, 10)
         stop.set()
         await task
-    assert len(caplog.records) == 1
-    assert caplog.records[0].getMessage().startswith("dns table from http://127.0.0.1:9: ")
-    assert caplog.records[0].getMessage().endswith("(retry in 1 s)")
+    first, second = caplog.records[:2]
+    assert first.getMessage().startswith("dns table from http://127.0.0.1:9: ")
+    assert first.getMessage().endswith("(retry in 1 s)")
+    assert second.created - first.created >= 1.0 - SLACK_S  # waited, did not spin
+    assert len(caplog.records) == 2  # stopped during the 2 s wait that followed
 
 
 async def test_the_table_file_watch_reloads_on_change_and_keeps_a_good_table(

@@ -239,6 +239,8 @@ class WebhookProcess:
         self.key.write_bytes(key.read_bytes())
         self.labels = tmp_path / "labels.yaml"
         self.labels.write_text("{}\n")
+        self.log = tmp_path / "webhook.log"  # a file: an undrained pipe could block it
+        self._log = self.log.open("wb")
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -258,23 +260,30 @@ class WebhookProcess:
                 "0.05",
             ],
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._log,
             text=True,
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
-        assert "listening on https://" in line, line + self.proc.stderr.read()
+        assert "listening on https://" in line, line + self.log.read_text()
         self.url = line.strip().split("listening on ")[1]
 
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            _, self.stderr = self.proc.communicate(timeout=10)
+            self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, self.stderr = self.proc.communicate()
+            self.proc.communicate()
+        self._log.close()
         return self.proc.returncode
+
+    async def logged(self, text: str, timeout: float = 10) -> None:
+        """Wait until the webhook's log has a line containing ``text``."""
+        async with asyncio.timeout(timeout):
+            while text not in self.log.read_text():
+                await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -356,7 +365,7 @@ async def test_a_rotated_certificate_is_served_without_a_restart(webhook) -> Non
     assert before == ssl.PEM_cert_to_DER_cert(webhook.cert.read_text())
     # A broken pair (cert without its key) is ignored: the old certificate stays.
     replace_atomically(webhook.cert, second_cert.read_bytes())
-    await asyncio.sleep(0.3)
+    await webhook.logged("keeping the previous certificate")  # it saw the pair and refused it
     assert await peer_certificate(webhook.url, trust_both) == before
     replace_atomically(webhook.key, second_key.read_bytes())
     expected = ssl.PEM_cert_to_DER_cert(second_cert.read_text())

@@ -180,7 +180,11 @@ class NodeNetwork:
             _disable_ipv6(s.node_netns)
             _ip("-n", s.node_netns, "link", "set", "lo", "up")
             if not _link_exists(s.node_netns, s.bridge):
-                _ip("-n", s.node_netns, "link", "add", s.bridge, "type", "bridge")
+                # A fixed address: a bridge left to choose takes its lowest port's MAC and
+                # changes it as pods come and go, and pods that cached the old one cannot
+                # reach the node DNS until their ARP entry expires (up to about 50 s).
+                mac = "02:" + ":".join(f"{b:02x}" for b in os.urandom(5))  # local, unicast
+                _ip("-n", s.node_netns, "link", "add", s.bridge, "address", mac, "type", "bridge")
             cidr = f"{s.gateway}/{s.network.prefixlen}"
             _ip("-n", s.node_netns, "addr", "replace", cidr, "dev", s.bridge)
             _ip("-n", s.node_netns, "link", "set", s.bridge, "up")

@@ -46,7 +46,11 @@ def alive(pid: int) -> bool:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
         return False
-    return state not in ("Z", "X")
+    if state in ("Z", "X"):  # exited since the waitpid above: reap it if it is ours
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
 
 
 def stop(pid: int, grace: float = 5.0) -> None:
