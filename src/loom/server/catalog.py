@@ -4,13 +4,16 @@ Every write validates first (``loom.domain.services``), then commits one atomic 
 Virtual IPs: each service name (per namespace) gets a stable address from 240.0.0.0/4 when its
 first instance registers, kept while any instance remains, freed when the last one goes. The
 240.240.0.0/16 block is left for external services (DNS proxy VIPs).
+
+A write's cost does not depend on the catalog's size: what it must look at (the instance's
+old checks, its node's sidecar ports, the VIP to allocate or free) comes from the indexes in
+``catalog_index``, which the store keeps in step with every change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +26,7 @@ from loom.domain.services import (
     check_key,
     instance_key,
 )
+from loom.server.catalog_index import CheckIndex, ServiceIndex, VipAllocator, vip_key
 from loom.server.errors import NotFound
 from loom.store import Delete, Op, Put, Store
 
@@ -34,9 +38,6 @@ NODES = "nodes"
 VIPS = "vips"
 CATALOG_TABLES = (SERVICES, CHECKS, NODES, VIPS)
 
-VIP_NET = ipaddress.ip_network("240.0.0.0/4")
-EXTERNAL_VIP_NET = ipaddress.ip_network("240.240.0.0/16")
-
 
 @dataclass(frozen=True)
 class CatalogSettings:
@@ -45,20 +46,6 @@ class CatalogSettings:
     node_address: str
     """Address of that node; an instance without an Address is reached here."""
     datacenter: str
-
-
-def vip_key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
-
-
-def _vip_candidates() -> Iterator[str]:
-    first = int(VIP_NET.network_address) + 1
-    last = int(VIP_NET.broadcast_address) - 1
-    ext_lo, ext_hi = int(EXTERNAL_VIP_NET.network_address), int(EXTERNAL_VIP_NET.broadcast_address)
-    for n in range(first, last + 1):
-        if ext_lo <= n <= ext_hi or n & 0xFF in (0, 255):
-            continue
-        yield str(ipaddress.IPv4Address(n))
 
 
 def health_status(checks: list[Doc]) -> str:
@@ -79,32 +66,60 @@ class Catalog:
         self._lock = lock
         self._now = now
         self._ttl_deadlines: dict[str, float] = {}
-        self._checks_cache: tuple[int, dict[tuple[str, str, str], list[Doc]]] | None = None
+        self.services = ServiceIndex()
+        self.checks = CheckIndex()
+        self.vips = VipAllocator()
+        store.attach(SERVICES, self.services)
+        store.attach(CHECKS, self.checks)
+        store.attach(VIPS, self.vips)
 
     # -- helpers -----------------------------------------------------------------------------
 
     def instances(self) -> list[Doc]:
         return self.store.values(SERVICES)
 
-    def _vip_ops(self, after: dict[str, Doc]) -> list[Op]:
-        """Allocate VIPs for services that gained a first instance, free the vanished."""
-        wanted = {
-            vip_key(d["Namespace"], d["Service"])
-            for d in after.values()
-            if d["Kind"] != CONNECT_PROXY
-        }
-        current = dict(self.store.items(VIPS))
-        ops: list[Op] = [Delete(VIPS, k) for k in current if k not in wanted]
-        used = {v["Address"] for k, v in current.items() if k in wanted}
-        fresh = _vip_candidates()
-        for key in sorted(wanted - current.keys()):
-            addr = next(a for a in fresh if a not in used)
-            used.add(addr)
-            ops.append(Put(VIPS, key, {"Address": addr}))
-        return ops
+    def _docs(self, table: str, keys: Iterable[str]) -> list[Doc]:
+        """The documents at ``keys``, in store key order."""
+        docs = (self.store.peek(table, k) for k in sorted(keys))
+        return [d for d in docs if d is not None]
+
+    def instances_of(self, namespace: str, service: str) -> list[Doc]:
+        return self._docs(SERVICES, self.services.by_name.get((namespace, service), ()))
+
+    def instances_on(self, node: str) -> list[Doc]:
+        return self._docs(SERVICES, self.services.by_node.get(node, ()))
+
+    def checks_on(self, node: str) -> list[Doc]:
+        return self._docs(CHECKS, self.checks.by_node.get(node, ()))
+
+    def _vip_ops(self, delta: dict[str, int]) -> tuple[list[Op], list[str]]:
+        """VIP changes for services whose instance count changes by ``delta``: allocate for a
+        first instance, free after the last. Returns the ops and the addresses picked."""
+        deletes: list[Op] = []
+        releasing: list[str] = []
+        wanted: list[str] = []
+        for key in sorted(delta):
+            after = self.services.vip_users.get(key, 0) + delta[key]
+            current = self.store.peek(VIPS, key)
+            if after <= 0 and current is not None:
+                deletes.append(Delete(VIPS, key))
+                releasing.append(current["Address"])
+            elif after > 0 and current is None:
+                wanted.append(key)
+        picked = self.vips.pick(len(wanted), releasing)
+        puts: list[Op] = [Put(VIPS, k, {"Address": a}) for k, a in zip(wanted, picked, strict=True)]
+        return deletes + puts, picked
+
+    async def _commit(self, ops: list[Op], delta: dict[str, int]) -> int:
+        vip_ops, picked = self._vip_ops(delta)
+        try:
+            return await self.store.apply([*ops, *vip_ops])
+        except BaseException:
+            self.vips.give_back(picked)
+            raise
 
     def _ensure_node_ops(self, node: str) -> list[Op]:
-        if node != self.settings.node or self.store.get(NODES, node) is not None:
+        if node != self.settings.node or self.store.peek(NODES, node) is not None:
             return []
         doc = {
             "Node": node,
@@ -117,18 +132,21 @@ class Catalog:
         return [Put(NODES, node, doc)]
 
     async def _write_registration(self, reg: Registration, extra: list[Op]) -> int:
-        after = dict(self.store.items(SERVICES))
         ops: list[Op] = list(extra)
+        delta: dict[str, int] = {}
+        pending: dict[str, Doc] = {}
         for inst in reg.instances:
             key = instance_key(inst["Node"], inst["Namespace"], inst["ID"])
-            after[key] = inst
+            old = pending.get(key) or self.store.peek(SERVICES, key)
+            pending[key] = inst
+            for doc, step in ((old, -1), (inst, 1)):
+                if doc is not None and doc["Kind"] != CONNECT_PROXY:
+                    vk = vip_key(doc["Namespace"], doc["Service"])
+                    delta[vk] = delta.get(vk, 0) + step
             ops.append(Put(SERVICES, key, inst))
             # A re-registration replaces the instance's checks.
-            for ckey, check in self.store.items(CHECKS):
-                if (check["Node"], check["Namespace"], check["ServiceID"]) == (
-                    inst["Node"], inst["Namespace"], inst["ID"],
-                ):  # fmt: skip
-                    ops.append(Delete(CHECKS, ckey))
+            owned = self.checks.by_instance.get((inst["Node"], inst["Namespace"], inst["ID"]), {})
+            ops.extend(Delete(CHECKS, ckey) for ckey in sorted(owned))
         for check in reg.checks:
             ops.append(
                 Put(CHECKS, check_key(check["Node"], check["Namespace"], check["CheckID"]), check)
@@ -137,8 +155,7 @@ class Catalog:
                 self._ttl_deadlines[
                     check_key(check["Node"], check["Namespace"], check["CheckID"])
                 ] = self._now() + parse_duration(check["TTL"], "TTL")
-        ops.extend(self._vip_ops(after))
-        return await self.store.apply(ops)
+        return await self._commit(ops, delta)
 
     # -- agent API ---------------------------------------------------------------------------
 
@@ -148,13 +165,7 @@ class Catalog:
             # A re-registration may keep its sidecar's auto-assigned port.
             raw = Fields(body, "")
             own = raw.text("ID") or raw.text("Name")
-            used = {
-                d["Port"]
-                for d in self.instances()
-                if d["Node"] == node
-                and d["Kind"] == CONNECT_PROXY
-                and d["Proxy"]["DestinationServiceID"] != own
-            }
+            used = self.services.used_ports(node, own)
             reg = agent_registration(body, node, self.settings.datacenter, used)
             return await self._write_registration(reg, self._ensure_node_ops(node))
 
@@ -168,51 +179,54 @@ class Catalog:
     ) -> int:
         async with self._lock:
             key = instance_key(node, namespace, service_id)
-            if self.store.get(SERVICES, key) is None:
+            if self.store.peek(SERVICES, key) is None:
                 raise NotFound(f"unknown service ID {service_id!r}")
             ids = {service_id}
             if sidecars:
-                ids |= {
-                    d["ID"]
-                    for d in self.instances()
-                    if d["Node"] == node
-                    and d["Namespace"] == namespace
-                    and d["Kind"] == CONNECT_PROXY
-                    and d["ID"] == f"{service_id}-sidecar-proxy"
-                }
-            after = dict(self.store.items(SERVICES))
+                side = self.store.peek(
+                    SERVICES, instance_key(node, namespace, f"{service_id}-sidecar-proxy")
+                )
+                if side is not None and side["Kind"] == CONNECT_PROXY:
+                    ids.add(side["ID"])
             ops: list[Op] = []
+            delta: dict[str, int] = {}
             for sid in sorted(ids):
-                after.pop(instance_key(node, namespace, sid))
-                ops.append(Delete(SERVICES, instance_key(node, namespace, sid)))
-            for ckey, check in self.store.items(CHECKS):
-                if (check["Node"], check["Namespace"]) == (node, namespace) and check[
-                    "ServiceID"
-                ] in ids:
-                    ops.append(Delete(CHECKS, ckey))
-                    self._ttl_deadlines.pop(ckey, None)
-            ops.extend(self._vip_ops(after))
-            return await self.store.apply(ops)
+                ikey = instance_key(node, namespace, sid)
+                doc = self.store.peek(SERVICES, ikey)
+                if doc is not None and doc["Kind"] != CONNECT_PROXY:
+                    vk = vip_key(doc["Namespace"], doc["Service"])
+                    delta[vk] = delta.get(vk, 0) - 1
+                ops.append(Delete(SERVICES, ikey))
+            for ckey in sorted(
+                k for sid in ids for k in self.checks.by_instance.get((node, namespace, sid), ())
+            ):
+                ops.append(Delete(CHECKS, ckey))
+                self._ttl_deadlines.pop(ckey, None)
+            return await self._commit(ops, delta)
 
     async def update_check(self, check_id_: str, status: str, output: str) -> int:
         async with self._lock:
-            for key, check in self.store.items(CHECKS):
-                if check["CheckID"] == check_id_ and check["Node"] == self.settings.node:
-                    new = {**check, "Status": status, "Output": output}
-                    if check["TTL"]:
-                        self._ttl_deadlines[key] = self._now() + parse_duration(check["TTL"], "TTL")
-                    if new == check:
-                        return self.store.index
-                    return await self.store.apply([Put(CHECKS, key, new)])
-            raise NotFound(f"unknown check ID {check_id_!r}")
+            keys = self.checks.by_check_id.get((self.settings.node, check_id_))
+            if not keys:
+                raise NotFound(f"unknown check ID {check_id_!r}")
+            key = min(keys)
+            check = self.store.peek(CHECKS, key)
+            assert check is not None
+            new = {**check, "Status": status, "Output": output}
+            if check["TTL"]:
+                self._ttl_deadlines[key] = self._now() + parse_duration(check["TTL"], "TTL")
+            if new == check:
+                return self.store.index
+            return await self.store.apply([Put(CHECKS, key, new)])
 
     async def expire_ttls(self) -> int:
         """Mark TTL checks whose deadline passed as critical (run periodically)."""
         now = self._now()
         async with self._lock:
             ops: list[Op] = []
-            for key, check in self.store.items(CHECKS):
-                if not check["TTL"]:
+            for key in sorted(self.checks.ttl):
+                check = self.store.peek(CHECKS, key)
+                if check is None:
                     continue
                 deadline = self._ttl_deadlines.setdefault(
                     key, now + parse_duration(check["TTL"], "TTL")
@@ -229,7 +243,7 @@ class Catalog:
         async with self._lock:
             node, reg = catalog_registration(body, self.settings.datacenter)
             ops: list[Op] = []
-            if self.store.get(NODES, node["Node"]) != node:
+            if self.store.peek(NODES, node["Node"]) != node:
                 ops.append(Put(NODES, node["Node"], node))
             return await self._write_registration(reg, ops)
 
@@ -240,42 +254,37 @@ class Catalog:
         if f.has("ServiceID"):
             return await self.deregister(node, ns, f.text("ServiceID"))
         async with self._lock:
-            if self.store.get(NODES, node) is None:
+            if self.store.peek(NODES, node) is None:
                 raise NotFound(f"unknown node {node!r}")
             if f.has("CheckID"):
                 key = check_key(node, ns, f.text("CheckID"))
-                if self.store.get(CHECKS, key) is None:
+                if self.store.peek(CHECKS, key) is None:
                     raise NotFound(f"unknown check ID {f.text('CheckID')!r}")
                 return await self.store.apply([Delete(CHECKS, key)])
-            after = {k: d for k, d in self.store.items(SERVICES) if d["Node"] != node}
             ops: list[Op] = [Delete(NODES, node)]
-            ops += [Delete(SERVICES, k) for k, d in self.store.items(SERVICES) if d["Node"] == node]
-            ops += [Delete(CHECKS, k) for k, c in self.store.items(CHECKS) if c["Node"] == node]
-            ops.extend(self._vip_ops(after))
-            return await self.store.apply(ops)
+            delta: dict[str, int] = {}
+            for k in sorted(self.services.by_node.get(node, ())):
+                doc = self.store.peek(SERVICES, k)
+                if doc is not None and doc["Kind"] != CONNECT_PROXY:
+                    vk = vip_key(doc["Namespace"], doc["Service"])
+                    delta[vk] = delta.get(vk, 0) - 1
+                ops.append(Delete(SERVICES, k))
+            ops += [Delete(CHECKS, k) for k in sorted(self.checks.by_node.get(node, ()))]
+            return await self._commit(ops, delta)
 
     # -- views -------------------------------------------------------------------------------
 
-    def _checks_by_instance(self) -> dict[tuple[str, str, str], list[Doc]]:
-        """Checks grouped by (node, namespace, service ID), rebuilt only when the checks
-        table changed: every health view, the DNS table and the xDS view look checks up here."""
-        index = self.store.table_index((CHECKS,))
-        if self._checks_cache is None or self._checks_cache[0] != index:
-            grouped: dict[tuple[str, str, str], list[Doc]] = {}
-            for c in self.store.values(CHECKS):  # key order: node/namespace/check ID
-                grouped.setdefault((c["Node"], c["Namespace"], c["ServiceID"]), []).append(c)
-            self._checks_cache = (index, grouped)
-        return self._checks_cache[1]
-
     def checks_of(self, inst: Doc) -> list[Doc]:
         """The instance's own checks and its node's, in store key order."""
-        grouped = self._checks_by_instance()
-        own = grouped.get((inst["Node"], inst["Namespace"], inst["ID"]), [])
-        node_wide = grouped.get((inst["Node"], inst["Namespace"], ""), [])
-        return sorted(own + node_wide, key=lambda c: c["CheckID"]) if node_wide else list(own)
+        by_instance = self.checks.by_instance
+        own = by_instance.get((inst["Node"], inst["Namespace"], inst["ID"]), {})
+        node_wide = by_instance.get((inst["Node"], inst["Namespace"], ""), {})
+        if not own and not node_wide:
+            return []
+        return self._docs(CHECKS, [*own, *node_wide])
 
     def node_of(self, inst: Doc) -> Doc:
-        node = self.store.get(NODES, inst["Node"])
+        node = self.store.peek(NODES, inst["Node"])
         if node is None:
             return {
                 "Node": inst["Node"], "ID": "", "Address": self.settings.node_address,
@@ -284,7 +293,7 @@ class Catalog:
         return node
 
     def vip_of(self, namespace: str, name: str) -> str | None:
-        doc = self.store.get(VIPS, vip_key(namespace, name))
+        doc = self.store.peek(VIPS, vip_key(namespace, name))
         return doc["Address"] if doc else None
 
     def tagged_addresses(self, inst: Doc) -> dict[str, Doc]:
@@ -306,8 +315,8 @@ class Catalog:
         """An instance by ID, on any node (the server's own first)."""
         hits = [
             d
-            for d in self.instances()
-            if d["ID"] == service_id and (namespace is None or d["Namespace"] == namespace)
+            for d in self._docs(SERVICES, self.services.by_id.get(service_id, ()))
+            if namespace is None or d["Namespace"] == namespace
         ]
         hits.sort(key=lambda d: d["Node"] != self.settings.node)
         return hits[0] if hits else None

@@ -130,11 +130,7 @@ async def agent_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     cat = state.catalog
-    out = {
-        d["ID"]: views.agent_service(cat, d)
-        for d in cat.instances()
-        if d["Node"] == state.settings.node
-    }
+    out = {d["ID"]: views.agent_service(cat, d) for d in cat.instances_on(state.settings.node)}
     return _json(out, index)
 
 
@@ -182,8 +178,7 @@ async def agent_checks(request: web.Request) -> web.Response:
     index = await _blocking(request, CATALOG_TABLES)
     out = {
         c["CheckID"]: views.health_check(c, index)
-        for c in state.store.values("checks")
-        if c["Node"] == state.settings.node
+        for c in state.catalog.checks_on(state.settings.node)
     }
     return _json(out, index)
 
@@ -215,12 +210,11 @@ async def catalog_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     ns = _ns(request)
-    out: dict[str, list[str]] = {}
+    out: dict[str, dict[str, None]] = {}  # tags as an ordered set: the union stays linear
     for d in state.catalog.instances():
         if ns == "*" or d["Namespace"] == ns:
-            tags = out.setdefault(d["Service"], [])
-            tags.extend(t for t in d["Tags"] if t not in tags)
-    return _json(dict(sorted(out.items())), index)
+            out.setdefault(d["Service"], {}).update(dict.fromkeys(d["Tags"]))
+    return _json({name: list(tags) for name, tags in sorted(out.items())}, index)
 
 
 async def catalog_service(request: web.Request) -> web.Response:
@@ -230,8 +224,8 @@ async def catalog_service(request: web.Request) -> web.Response:
     tag = request.query.get("tag")
     out = [
         views.catalog_service(state.catalog, d, index)
-        for d in state.catalog.instances()
-        if d["Service"] == name and d["Namespace"] == ns and (tag is None or tag in d["Tags"])
+        for d in state.catalog.instances_of(ns, name)
+        if tag is None or tag in d["Tags"]
     ]
     return _json(out, index)
 

@@ -6,15 +6,20 @@ Each table remembers the index of its last change, so a blocking query on "servi
 wake for an intention write. Reads never touch the backend: the whole state lives in memory
 (it is small: a mesh of 10,000 instances is a few tens of MB), and backends persist each
 transaction before the write is acknowledged.
+
+Secondary indexes (``Indexer``) attach to a table and are told of every change as it is
+applied to the view - local writes, other servers' writes seen through the etcd watch, and
+whole reloads - so a caller can look documents up by something other than their key without
+scanning the table.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from loom.errors import LoomError
 
@@ -46,6 +51,19 @@ class Delete:
 Op = Put | Delete
 
 
+class Indexer(Protocol):
+    """A secondary index over one table, kept in step with the view by the store."""
+
+    def reset(self, docs: Mapping[str, Doc]) -> None:
+        """Forget everything and index ``docs`` (attach time, and after a full reload)."""
+
+    def put(self, key: str, old: Doc | None, new: Doc) -> None:
+        """``key`` now holds ``new`` (``old`` is what it held, None when it was absent)."""
+
+    def delete(self, key: str, old: Doc) -> None:
+        """``key``, which held ``old``, is gone."""
+
+
 class Store:
     """In-memory view + change notification; subclasses make transactions durable."""
 
@@ -56,6 +74,20 @@ class Store:
         self._table_index: dict[str, int] = {}
         self._index = 0
         self._changed = asyncio.Event()
+        self._indexers: dict[str, list[Indexer]] = {}
+        self._sorted: dict[str, tuple[int, list[tuple[str, Doc]]]] = {}
+
+    def attach(self, table: str, indexer: Indexer) -> None:
+        """Keep ``indexer`` in step with ``table`` from now on, starting from its contents."""
+        self._indexers.setdefault(table, []).append(indexer)
+        indexer.reset(self._tables.get(table, {}))
+
+    def _reset_indexers(self) -> None:
+        """The view was replaced wholesale (a reload): every index starts over."""
+        self._sorted.clear()
+        for table, indexers in self._indexers.items():
+            for indexer in indexers:
+                indexer.reset(self._tables.get(table, {}))
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -69,12 +101,24 @@ class Store:
         return max([1, *(self._table_index.get(t, 0) for t in tables)])
 
     def get(self, table: str, key: str) -> Doc | None:
+        """A copy of the document at ``key``, the caller's to change."""
         doc = self._tables.get(table, {}).get(key)
         return copy.deepcopy(doc) if doc is not None else None
 
+    def peek(self, table: str, key: str) -> Doc | None:
+        """The store's own document at ``key`` (no copy): do not mutate it."""
+        return self._tables.get(table, {}).get(key)
+
     def items(self, table: str) -> list[tuple[str, Doc]]:
-        """(key, doc) pairs sorted by key; docs are the store's own: do not mutate them."""
-        return sorted(self._tables.get(table, {}).items())
+        """(key, doc) pairs sorted by key; docs are the store's own: do not mutate them.
+
+        Sorted once per change of the table, not once per call."""
+        index = self._table_index.get(table, 0)
+        cached = self._sorted.get(table)
+        if cached is None or cached[0] != index:
+            cached = (index, sorted(self._tables.get(table, {}).items()))
+            self._sorted[table] = cached
+        return list(cached[1])
 
     def values(self, table: str) -> list[Doc]:
         return [doc for _, doc in self.items(table)]
@@ -93,11 +137,18 @@ class Store:
     def _apply_in_memory(self, ops: Sequence[Op], index: int) -> None:
         for op in ops:
             table = self._tables.setdefault(op.table, {})
+            indexers = self._indexers.get(op.table, ())
+            old = table.get(op.key)
             if isinstance(op, Put):
-                table[op.key] = copy.deepcopy(op.value)
-            else:
-                table.pop(op.key, None)
+                new = table[op.key] = copy.deepcopy(op.value)
+                for indexer in indexers:
+                    indexer.put(op.key, old, new)
+            elif old is not None:
+                del table[op.key]
+                for indexer in indexers:
+                    indexer.delete(op.key, old)
             self._table_index[op.table] = index
+            self._sorted.pop(op.table, None)
         self._index = index
         self._changed.set()
         self._changed = asyncio.Event()

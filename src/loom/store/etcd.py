@@ -162,6 +162,7 @@ class EtcdStore(Store):
             start = resp.kvs[-1].key + b"\0"
         self._tables, self._table_index = tables, table_index
         self._index, self._rev, self._watch_from = index, index_rev, revision + 1
+        self._reset_indexers()
         self._notify()
 
     async def sync(self) -> None:
