@@ -8,8 +8,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from loom.server.catalog import CHECKS, SERVICES, VIPS, Catalog, CatalogSettings
-from loom.server.catalog_index import EXTERNAL_VIP_NET, CheckIndex, ServiceIndex, VipAllocator
+from loom.control.catalog import CHECKS, SERVICES, VIPS, Catalog, CatalogSettings
+from loom.control.indexes import EXTERNAL_VIP_NET, CheckIndex, ServiceIndex, VipAllocator
 from loom.store import Put, Store
 from loom.store.sqlite import SqliteStore
 

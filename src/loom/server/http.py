@@ -18,18 +18,16 @@ from typing import Any
 
 from aiohttp import web
 
+from loom.control.catalog import CATALOG_TABLES
+from loom.control.certs import CA
+from loom.control.configs import CONFIG_TABLES
+from loom.control.dnstable import build_dns_table
+from loom.control.errors import Conflict, NotFound
+from loom.control.state import State
 from loom.domain.config_entries import KINDS
 from loom.domain.fields import Fields, ValidationError, check_name, parse_duration
-from loom.domain.intentions import Intention
-from loom.domain.services import CONNECT_PROXY
 from loom.errors import LoomError
 from loom.server import views
-from loom.server.catalog import CATALOG_TABLES, health_status
-from loom.server.certs import CA
-from loom.server.configs import CONFIG_TABLES
-from loom.server.dnstable import build_dns_table
-from loom.server.errors import Conflict, NotFound
-from loom.server.state import State
 from loom.store import StoreConflict
 
 log = logging.getLogger("loom.server.http")
@@ -209,12 +207,7 @@ async def catalog_deregister(request: web.Request) -> web.Response:
 async def catalog_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
-    ns = _ns(request)
-    out: dict[str, dict[str, None]] = {}  # tags as an ordered set: the union stays linear
-    for d in state.catalog.instances():
-        if ns == "*" or d["Namespace"] == ns:
-            out.setdefault(d["Service"], {}).update(dict.fromkeys(d["Tags"]))
-    return _json({name: list(tags) for name, tags in sorted(out.items())}, index)
+    return _json(state.catalog.service_tags(_ns(request)), index)
 
 
 async def catalog_service(request: web.Request) -> web.Response:
@@ -233,12 +226,8 @@ async def catalog_service(request: web.Request) -> web.Response:
 async def catalog_nodes(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
-    nodes = {n["Node"]: n for n in state.store.values("nodes")}
-    for d in state.catalog.instances():
-        nodes.setdefault(d["Node"], state.catalog.node_of(d))
     out = [
-        {**views.node(n), "CreateIndex": index, "ModifyIndex": index}
-        for _, n in sorted(nodes.items())
+        {**views.node(n), "CreateIndex": index, "ModifyIndex": index} for n in state.catalog.nodes()
     ]
     return _json(out, index)
 
@@ -252,28 +241,8 @@ async def catalog_datacenters(request: web.Request) -> web.Response:
 
 def _health(request: web.Request, index: int, connect: bool) -> list[Doc]:
     cat = request.app[STATE].catalog
-    name, ns = request.match_info["name"], _ns(request)
-    passing = _flag(request, "passing")
-    out = []
-    for d in cat.instances():
-        if d["Namespace"] != ns:
-            continue
-        if connect:
-            is_proxy = d["Kind"] == CONNECT_PROXY and d["Proxy"]["DestinationServiceName"] == name
-            native = d["Kind"] != CONNECT_PROXY and d["Service"] == name and d["Connect"]["Native"]
-            if not (is_proxy or native):
-                continue
-        elif d["Service"] != name:
-            continue
-        checks = cat.checks_of(d)
-        if connect and d["Kind"] == CONNECT_PROXY:
-            dest = cat.find(d["Proxy"]["DestinationServiceID"], ns)
-            if dest is not None and dest["Node"] == d["Node"]:
-                checks = checks + cat.checks_of(dest)
-        if passing and health_status(checks) != "passing":
-            continue
-        out.append(views.health_entry(cat, d, checks, index))
-    return out
+    found = cat.health(_ns(request), request.match_info["name"], connect, _flag(request, "passing"))
+    return [views.health_entry(cat, d, checks, index) for d, checks in found]
 
 
 async def health_service(request: web.Request) -> web.Response:
@@ -290,11 +259,7 @@ async def health_checks(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     name, ns = request.match_info["name"], _ns(request)
-    out = [
-        views.health_check(c, index)
-        for c in state.store.values("checks")
-        if c["ServiceName"] == name and c["Namespace"] == ns
-    ]
+    out = [views.health_check(c, index) for c in state.catalog.service_checks(ns, name)]
     return _json(out, index)
 
 
@@ -356,24 +321,8 @@ async def intention_check(request: web.Request) -> web.Response:
 async def intention_match(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CONFIG_TABLES)
-    by = request.query.get("by", "")
-    if by not in ("source", "destination"):
-        raise ValidationError("by: must be 'source' or 'destination'")
-    names = request.query.getall("name", [])
-    if not names:
-        raise ValidationError("name: at least one name is required")
-    out: dict[str, list[Doc]] = {}
-    for ref in names:
-        ns, _, name = ref.rpartition("/")
-        ns = ns or "default"
-        check_name(name, "name", wildcard=True)
-
-        def hit(i: Intention, ns: str = ns, name: str = name) -> bool:
-            if by == "source":
-                return i.source_ns in ("*", ns) and i.source in ("*", name)
-            return i.destination_ns in ("*", ns) and i.destination in ("*", name)
-
-        out[ref] = [i.to_api(index) for i in state.configs.intentions() if hit(i)]
+    found = state.configs.match(request.query.get("by", ""), request.query.getall("name", []))
+    out = {ref: [i.to_api(index) for i in hits] for ref, hits in found.items()}
     return _json(out, index)
 
 
@@ -474,13 +423,11 @@ async def connect_authorize(request: web.Request) -> web.Response:
     f = Fields(await _body(request), "")
     target = check_name(f.text("Target", required=True), "Target")
     uri = f.text("ClientCertURI", required=True)
-    prefix = f"spiffe://{state.certs.trust_domain}/ns/"
-    parts = uri[len(prefix) :].split("/") if uri.startswith(prefix) else []
-    if len(parts) != 5 or parts[1] != "dc" or parts[3] != "svc":
+    decision = state.configs.authorize(uri, state.certs.trust_domain, _ns(request), target)
+    if decision is None:
         return _json(
             {"Authorized": False, "Reason": "ClientCertURI is not a service identity of this mesh"}
         )
-    decision = state.configs.check(f"{parts[0]}/{parts[4]}", f"{_ns(request)}/{target}")
     return _json({"Authorized": decision.allowed, "Reason": decision.reason})
 
 

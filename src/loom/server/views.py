@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.server.catalog import Catalog
+from loom.control.catalog import Catalog
 
 Doc = dict[str, Any]
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 
-from loom.server.state import State
+from loom.control.state import State
 from loom.xds.inputs import ProxyInputs
 from loom.xds.resources import Converter
 from loom.xds.view import MeshView, collect_inputs

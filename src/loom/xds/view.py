@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loom.ca.authority import Leaf, spiffe_id
+from loom.control.state import State
 from loom.domain.config_entries import EXTERNAL_SERVICE, MESH, PROXY_DEFAULTS, SERVICE_DEFAULTS
 from loom.domain.intentions import DENY, Intention, decide
 from loom.domain.services import CONNECT_PROXY
-from loom.server.state import State
 from loom.xds.inputs import (
     AccessRule,
     Endpoint,

@@ -13,6 +13,8 @@ import asyncio
 import ipaddress
 from typing import Any
 
+from loom.ca.authority import parse_spiffe_id
+from loom.control.errors import NotFound
 from loom.domain.config_entries import (
     EXTERNAL_SERVICE,
     SERVICE_INTENTIONS,
@@ -21,7 +23,6 @@ from loom.domain.config_entries import (
 )
 from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.intentions import ALLOW, DENY, Decision, Intention, decide, from_entries
-from loom.server.errors import NotFound
 from loom.store import Delete, Op, Put, Store
 
 Doc = dict[str, Any]
@@ -155,6 +156,41 @@ class Configs:
             await self.write(new)
         else:
             await self.delete(SERVICE_INTENTIONS, dname, dns)
+
+    def match(self, by: str, names: list[str]) -> dict[str, list[Intention]]:
+        """Intentions whose source (``by="source"``) or destination matches each ``ns/name``
+        (wildcard intentions match every name), as ``GET /v1/connect/intentions/match``."""
+        if by not in ("source", "destination"):
+            raise ValidationError("by: must be 'source' or 'destination'")
+        if not names:
+            raise ValidationError("name: at least one name is required")
+        intentions = self.intentions()
+        out: dict[str, list[Intention]] = {}
+        for ref in names:
+            ns, _, name = ref.rpartition("/")
+            ns = ns or "default"
+            check_name(name, "name", wildcard=True)
+            if by == "source":
+                out[ref] = [
+                    i for i in intentions if i.source_ns in ("*", ns) and i.source in ("*", name)
+                ]
+            else:
+                out[ref] = [
+                    i
+                    for i in intentions
+                    if i.destination_ns in ("*", ns) and i.destination in ("*", name)
+                ]
+        return out
+
+    def authorize(
+        self, client_uri: str, trust_domain: str, namespace: str, target: str
+    ) -> Decision | None:
+        """May the holder of certificate URI ``client_uri`` reach ``namespace/target``?
+        None when the URI is not a service identity of this mesh."""
+        identity = parse_spiffe_id(client_uri, trust_domain)
+        if identity is None:
+            return None
+        return self.check(f"{identity.namespace}/{identity.service}", f"{namespace}/{target}")
 
     def check(self, source: str, destination: str) -> Decision:
         sns, sname = split_ref(source, "source")

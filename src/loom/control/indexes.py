@@ -17,8 +17,8 @@ import ipaddress
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
+from loom.control.errors import Conflict
 from loom.domain.services import CONNECT_PROXY
-from loom.server.errors import Conflict
 
 Doc = dict[str, Any]
 Keys = dict[str, None]

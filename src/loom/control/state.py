@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from loom.server.catalog import Catalog, CatalogSettings
-from loom.server.certs import Certs
-from loom.server.configs import Configs
+from loom.control.catalog import Catalog, CatalogSettings
+from loom.control.certs import Certs
+from loom.control.configs import Configs
 from loom.store import Store, StoreConflict, open_store
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from loom.control.catalog import Catalog
+from loom.control.configs import Configs
 from loom.domain.config_entries import EXTERNAL_SERVICE
 from loom.domain.services import CONNECT_PROXY
-from loom.server.catalog import Catalog
-from loom.server.configs import Configs
 
 Doc = dict[str, Any]
 

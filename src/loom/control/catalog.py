@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from loom.control.errors import NotFound
+from loom.control.indexes import CheckIndex, ServiceIndex, VipAllocator, vip_key
 from loom.domain.fields import Fields, check_id, parse_duration
 from loom.domain.services import (
     CONNECT_PROXY,
@@ -26,8 +28,6 @@ from loom.domain.services import (
     check_key,
     instance_key,
 )
-from loom.server.catalog_index import CheckIndex, ServiceIndex, VipAllocator, vip_key
-from loom.server.errors import NotFound
 from loom.store import Delete, Op, Put, Store
 
 Doc = dict[str, Any]
@@ -271,6 +271,65 @@ class Catalog:
                 ops.append(Delete(SERVICES, k))
             ops += [Delete(CHECKS, k) for k in sorted(self.checks.by_node.get(node, ()))]
             return await self._commit(ops, delta)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def service_tags(self, namespace: str) -> dict[str, list[str]]:
+        """Service name -> the union of its instances' tags (first-seen order), by name;
+        namespace ``*`` means all namespaces."""
+        out: dict[str, dict[str, None]] = {}  # tags as an ordered set: the union stays linear
+        for d in self.instances():
+            if namespace == "*" or d["Namespace"] == namespace:
+                out.setdefault(d["Service"], {}).update(dict.fromkeys(d["Tags"]))
+        return {name: list(tags) for name, tags in sorted(out.items())}
+
+    def nodes(self) -> list[Doc]:
+        """Every node, registered or only named by an instance, by name."""
+        nodes = {n["Node"]: n for n in self.store.values(NODES)}
+        for d in self.instances():
+            nodes.setdefault(d["Node"], self.node_of(d))
+        return [n for _, n in sorted(nodes.items())]
+
+    def service_checks(self, namespace: str, service: str) -> list[Doc]:
+        return [
+            c
+            for c in self.store.values(CHECKS)
+            if c["ServiceName"] == service and c["Namespace"] == namespace
+        ]
+
+    def health(
+        self, namespace: str, service: str, connect: bool = False, passing: bool = False
+    ) -> list[tuple[Doc, list[Doc]]]:
+        """Instances of ``service`` with the checks that decide their health.
+
+        ``connect``: the service's sidecars (plus its Connect-native instances) instead, each
+        with its destination's checks too when they share a node. ``passing``: only those
+        whose checks are all passing."""
+        if connect:
+            candidates = [
+                d
+                for d in self.instances()
+                if d["Namespace"] == namespace
+                and (
+                    (d["Kind"] == CONNECT_PROXY
+                     and d["Proxy"]["DestinationServiceName"] == service)
+                    or (d["Kind"] != CONNECT_PROXY and d["Service"] == service
+                        and d["Connect"]["Native"])
+                )
+            ]  # fmt: skip
+        else:
+            candidates = self.instances_of(namespace, service)
+        out = []
+        for d in candidates:
+            checks = self.checks_of(d)
+            if connect and d["Kind"] == CONNECT_PROXY:
+                dest = self.find(d["Proxy"]["DestinationServiceID"], namespace)
+                if dest is not None and dest["Node"] == d["Node"]:
+                    checks = checks + self.checks_of(dest)
+            if passing and health_status(checks) != "passing":
+                continue
+            out.append((d, checks))
+        return out
 
     # -- views -------------------------------------------------------------------------------
 
