@@ -21,8 +21,9 @@ from aiohttp import web
 from loom.control.catalog import CATALOG_TABLES
 from loom.control.certs import CA
 from loom.control.configs import CONFIG_TABLES
-from loom.control.dnstable import build_dns_table
 from loom.control.errors import Conflict, NotFound
+from loom.control.nametable import name_table_text
+from loom.control.snapshot import MESH_TABLES
 from loom.control.state import State
 from loom.domain.config_entries import KINDS
 from loom.domain.fields import Fields, ValidationError, check_name, parse_duration
@@ -34,7 +35,6 @@ log = logging.getLogger("loom.server.http")
 Doc = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE: web.AppKey[State] = web.AppKey("state", State)
-DNS_TABLE: web.AppKey[dict[str, Any]] = web.AppKey("dns_table", dict)
 MAX_WAIT_S = 600.0
 DEFAULT_WAIT_S = 300.0
 
@@ -437,13 +437,9 @@ async def connect_authorize(request: web.Request) -> web.Response:
 async def dns_table(request: web.Request) -> web.Response:
     """Every DNS proxy watches this: the table is built once per index and shared."""
     state = request.app[STATE]
-    index = await _blocking(request, CATALOG_TABLES + CONFIG_TABLES)
-    cached = request.app[DNS_TABLE]
-    if cached.get("index") != index:
-        table = build_dns_table(state.catalog, state.configs, index)
-        cached.update(index=index, text=json.dumps(table))
+    index = await _blocking(request, MESH_TABLES)
     return web.Response(
-        text=cached["text"],
+        text=name_table_text(state.snapshot()),
         content_type="application/json",
         headers={"X-Consul-Index": str(index), "X-Consul-KnownLeader": "true"},
     )
@@ -463,7 +459,6 @@ async def status_peers(request: web.Request) -> web.Response:
 def build_app(state: State) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=4 * 1024 * 1024)
     app[STATE] = state
-    app[DNS_TABLE] = {}
     r = app.router
     r.add_get("/v1/agent/services", agent_services)
     r.add_get("/v1/agent/service/{id}", agent_service)
