@@ -10,6 +10,7 @@ from typing import Any
 
 from loom.control.catalog import CHECKS, SERVICES, VIPS, Catalog, CatalogSettings
 from loom.control.indexes import EXTERNAL_VIP_NET, CheckIndex, ServiceIndex, VipAllocator
+from loom.domain.records import VirtualIp
 from loom.store import Put, Store
 from loom.store.sqlite import SqliteStore
 
@@ -26,7 +27,7 @@ def node_body(node: str, name: str, sid: str = "", **extra: Any) -> dict[str, An
 
 
 def vips(store: Store) -> dict[str, str]:
-    return {k: v["Address"] for k, v in store.items(VIPS)}
+    return {k: v.address for k, v in store.items(VIPS)}
 
 
 def lowest_free_reference(store: Store, before: dict[str, str]) -> dict[str, str]:
@@ -83,12 +84,12 @@ async def test_a_freed_vip_is_reused_by_the_next_new_service_lowest_first() -> N
 
 def test_the_vip_cursor_skips_network_and_broadcast_addresses_and_the_external_block() -> None:
     alloc = VipAllocator()
-    alloc.reset({"x": {"Address": "240.0.0.254"}})
+    alloc.reset({"x": VirtualIp("240.0.0.254")})
     assert alloc.pick(1) == ["240.0.0.1"]
-    alloc.reset({f"k{n}": {"Address": f"240.0.0.{n}"} for n in range(1, 255)})
+    alloc.reset({f"k{n}": VirtualIp(f"240.0.0.{n}") for n in range(1, 255)})
     assert alloc.pick(2) == ["240.0.1.1", "240.0.1.2"]
-    alloc.reset({"x": {"Address": "240.239.255.254"}})
-    alloc.put("y", None, {"Address": "240.0.0.1"})
+    alloc.reset({"x": VirtualIp("240.239.255.254")})
+    alloc.put("y", None, VirtualIp("240.0.0.1"))
     taken = alloc.pick(3, releasing=["240.239.255.254"])
     assert taken == ["240.0.0.2", "240.0.0.3", "240.0.0.4"]
     alloc.give_back(taken)
@@ -97,7 +98,7 @@ def test_the_vip_cursor_skips_network_and_broadcast_addresses_and_the_external_b
 
 def test_an_address_released_by_the_same_write_counts_as_free() -> None:
     alloc = VipAllocator()
-    alloc.reset({"a": {"Address": "240.0.0.1"}, "b": {"Address": "240.0.0.2"}})
+    alloc.reset({"a": VirtualIp("240.0.0.1"), "b": VirtualIp("240.0.0.2")})
     assert alloc.pick(2, releasing=["240.0.0.1"]) == ["240.0.0.1", "240.0.0.3"]
 
 

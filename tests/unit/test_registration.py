@@ -46,8 +46,8 @@ def test_sidecar_ports_skip_ports_in_use() -> None:
 
 def test_a_ttl_check_starts_critical_with_consuls_default_id() -> None:
     reg = agent_registration({"Name": "web", "Check": {"TTL": "10s"}}, "n", "dc1")
-    assert reg.checks[0]["CheckID"] == "service:web"
-    assert reg.checks[0]["Status"] == "critical"
+    assert reg.checks[0].check_id == "service:web"
+    assert reg.checks[0].status == "critical"
 
 
 @pytest.mark.parametrize(

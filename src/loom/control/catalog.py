@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from loom.control.errors import NotFound
 from loom.control.indexes import CheckIndex, ServiceIndex, VipAllocator, vip_key
 from loom.domain.fields import Fields, check_id, parse_duration
+from loom.domain.records import Check, Node, VirtualIp
 from loom.domain.services import (
     CONNECT_PROXY,
     Registration,
@@ -28,15 +29,14 @@ from loom.domain.services import (
     check_key,
     instance_key,
 )
-from loom.store import Delete, Op, Put, Store
+from loom.store import Delete, Op, Put, Store, put, tables
 
 Doc = dict[str, Any]
 
-SERVICES = "services"
-CHECKS = "checks"
-NODES = "nodes"
-VIPS = "vips"
-CATALOG_TABLES = (SERVICES, CHECKS, NODES, VIPS)
+SERVICES = tables.SERVICES.name
+CHECKS = tables.CHECKS.name
+NODES = tables.NODES.name
+VIPS = tables.VIPS.name
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,9 @@ class CatalogSettings:
     datacenter: str
 
 
-def health_status(checks: list[Doc]) -> str:
+def health_status(checks: list[Check]) -> str:
     """Aggregate like Consul: any critical -> critical, any warning -> warning, else passing."""
-    statuses = {c["Status"] for c in checks}
+    statuses = {c.status for c in checks}
     for status in ("critical", "warning"):
         if status in statuses:
             return status
@@ -89,8 +89,13 @@ class Catalog:
     def instances_on(self, node: str) -> list[Doc]:
         return self._docs(SERVICES, self.services.by_node.get(node, ()))
 
-    def checks_on(self, node: str) -> list[Doc]:
-        return self._docs(CHECKS, self.checks.by_node.get(node, ()))
+    def _checks(self, keys: Iterable[str]) -> list[Check]:
+        """The checks at ``keys``, in store key order."""
+        found = (self.store.record(tables.CHECKS, k) for k in sorted(keys))
+        return [c for c in found if c is not None]
+
+    def checks_on(self, node: str) -> list[Check]:
+        return self._checks(self.checks.by_node.get(node, ()))
 
     def _vip_ops(self, delta: dict[str, int]) -> tuple[list[Op], list[str]]:
         """VIP changes for services whose instance count changes by ``delta``: allocate for a
@@ -100,14 +105,16 @@ class Catalog:
         wanted: list[str] = []
         for key in sorted(delta):
             after = self.services.vip_users.get(key, 0) + delta[key]
-            current = self.store.peek(VIPS, key)
+            current = self.store.record(tables.VIPS, key)
             if after <= 0 and current is not None:
                 deletes.append(Delete(VIPS, key))
-                releasing.append(current["Address"])
+                releasing.append(current.address)
             elif after > 0 and current is None:
                 wanted.append(key)
         picked = self.vips.pick(len(wanted), releasing)
-        puts: list[Op] = [Put(VIPS, k, {"Address": a}) for k, a in zip(wanted, picked, strict=True)]
+        puts: list[Op] = [
+            put(tables.VIPS, k, VirtualIp(a)) for k, a in zip(wanted, picked, strict=True)
+        ]
         return deletes + puts, picked
 
     async def _commit(self, ops: list[Op], delta: dict[str, int]) -> int:
@@ -121,15 +128,11 @@ class Catalog:
     def _ensure_node_ops(self, node: str) -> list[Op]:
         if node != self.settings.node or self.store.peek(NODES, node) is not None:
             return []
-        doc = {
-            "Node": node,
-            "ID": "",
-            "Address": self.settings.node_address,
-            "Datacenter": self.settings.datacenter,
-            "TaggedAddresses": {},
-            "Meta": {},
-        }
-        return [Put(NODES, node, doc)]
+        return [put(tables.NODES, node, self._default_node(node))]
+
+    def _default_node(self, node: str) -> Node:
+        """The node an instance names without a node registration: this server's address."""
+        return Node(node, self.settings.node_address, self.settings.datacenter)
 
     async def _write_registration(self, reg: Registration, extra: list[Op]) -> int:
         ops: list[Op] = list(extra)
@@ -148,13 +151,10 @@ class Catalog:
             owned = self.checks.by_instance.get((inst["Node"], inst["Namespace"], inst["ID"]), {})
             ops.extend(Delete(CHECKS, ckey) for ckey in sorted(owned))
         for check in reg.checks:
-            ops.append(
-                Put(CHECKS, check_key(check["Node"], check["Namespace"], check["CheckID"]), check)
-            )
-            if check["TTL"]:
-                self._ttl_deadlines[
-                    check_key(check["Node"], check["Namespace"], check["CheckID"])
-                ] = self._now() + parse_duration(check["TTL"], "TTL")
+            ckey = check_key(check.node, check.namespace, check.check_id)
+            ops.append(put(tables.CHECKS, ckey, check))
+            if check.ttl:
+                self._ttl_deadlines[ckey] = self._now() + parse_duration(check.ttl, "TTL")
         return await self._commit(ops, delta)
 
     # -- agent API ---------------------------------------------------------------------------
@@ -210,14 +210,14 @@ class Catalog:
             if not keys:
                 raise NotFound(f"unknown check ID {check_id_!r}")
             key = min(keys)
-            check = self.store.peek(CHECKS, key)
+            check = self.store.record(tables.CHECKS, key)
             assert check is not None
-            new = {**check, "Status": status, "Output": output}
-            if check["TTL"]:
-                self._ttl_deadlines[key] = self._now() + parse_duration(check["TTL"], "TTL")
+            new = replace(check, status=status, output=output)
+            if check.ttl:
+                self._ttl_deadlines[key] = self._now() + parse_duration(check.ttl, "TTL")
             if new == check:
                 return self.store.index
-            return await self.store.apply([Put(CHECKS, key, new)])
+            return await self.store.apply([put(tables.CHECKS, key, new)])
 
     async def expire_ttls(self) -> int:
         """Mark TTL checks whose deadline passed as critical (run periodically)."""
@@ -225,16 +225,15 @@ class Catalog:
         async with self._lock:
             ops: list[Op] = []
             for key in sorted(self.checks.ttl):
-                check = self.store.peek(CHECKS, key)
+                check = self.store.record(tables.CHECKS, key)
                 if check is None:
                     continue
                 deadline = self._ttl_deadlines.setdefault(
-                    key, now + parse_duration(check["TTL"], "TTL")
+                    key, now + parse_duration(check.ttl, "TTL")
                 )
-                if deadline <= now and check["Status"] != "critical":
-                    ops.append(
-                        Put(CHECKS, key, {**check, "Status": "critical", "Output": "TTL expired"})
-                    )
+                if deadline <= now and check.status != "critical":
+                    expired = replace(check, status="critical", output="TTL expired")
+                    ops.append(put(tables.CHECKS, key, expired))
             return await self.store.apply(ops)
 
     # -- catalog API -------------------------------------------------------------------------
@@ -243,8 +242,8 @@ class Catalog:
         async with self._lock:
             node, reg = catalog_registration(body, self.settings.datacenter)
             ops: list[Op] = []
-            if self.store.peek(NODES, node["Node"]) != node:
-                ops.append(Put(NODES, node["Node"], node))
+            if self.store.record(tables.NODES, node.node) != node:
+                ops.append(put(tables.NODES, node.node, node))
             return await self._write_registration(reg, ops)
 
     async def catalog_deregister(self, body: Any) -> int:
@@ -283,23 +282,23 @@ class Catalog:
                 out.setdefault(d["Service"], {}).update(dict.fromkeys(d["Tags"]))
         return {name: list(tags) for name, tags in sorted(out.items())}
 
-    def nodes(self) -> list[Doc]:
+    def nodes(self) -> list[Node]:
         """Every node, registered or only named by an instance, by name."""
-        nodes = {n["Node"]: n for n in self.store.values(NODES)}
+        nodes = {n.node: n for n in self.store.records(tables.NODES)}
         for d in self.instances():
             nodes.setdefault(d["Node"], self.node_of(d))
         return [n for _, n in sorted(nodes.items())]
 
-    def service_checks(self, namespace: str, service: str) -> list[Doc]:
+    def service_checks(self, namespace: str, service: str) -> list[Check]:
         return [
             c
-            for c in self.store.values(CHECKS)
-            if c["ServiceName"] == service and c["Namespace"] == namespace
+            for c in self.store.records(tables.CHECKS)
+            if c.service_name == service and c.namespace == namespace
         ]
 
     def health(
         self, namespace: str, service: str, connect: bool = False, passing: bool = False
-    ) -> list[tuple[Doc, list[Doc]]]:
+    ) -> list[tuple[Doc, list[Check]]]:
         """Instances of ``service`` with the checks that decide their health.
 
         ``connect``: the service's sidecars (plus its Connect-native instances) instead, each
@@ -333,27 +332,22 @@ class Catalog:
 
     # -- views -------------------------------------------------------------------------------
 
-    def checks_of(self, inst: Doc) -> list[Doc]:
+    def checks_of(self, inst: Doc) -> list[Check]:
         """The instance's own checks and its node's, in store key order."""
         by_instance = self.checks.by_instance
         own = by_instance.get((inst["Node"], inst["Namespace"], inst["ID"]), {})
         node_wide = by_instance.get((inst["Node"], inst["Namespace"], ""), {})
         if not own and not node_wide:
             return []
-        return self._docs(CHECKS, [*own, *node_wide])
+        return self._checks([*own, *node_wide])
 
-    def node_of(self, inst: Doc) -> Doc:
-        node = self.store.peek(NODES, inst["Node"])
-        if node is None:
-            return {
-                "Node": inst["Node"], "ID": "", "Address": self.settings.node_address,
-                "Datacenter": self.settings.datacenter, "TaggedAddresses": {}, "Meta": {},
-            }  # fmt: skip
-        return node
+    def node_of(self, inst: Doc) -> Node:
+        node = self.store.record(tables.NODES, inst["Node"])
+        return self._default_node(inst["Node"]) if node is None else node
 
     def vip_of(self, namespace: str, name: str) -> str | None:
-        doc = self.store.peek(VIPS, vip_key(namespace, name))
-        return doc["Address"] if doc else None
+        vip = self.store.record(tables.VIPS, vip_key(namespace, name))
+        return vip.address if vip else None
 
     def tagged_addresses(self, inst: Doc) -> dict[str, Doc]:
         tagged = dict(inst["TaggedAddresses"])

@@ -23,13 +23,13 @@ from loom.domain.config_entries import (
 )
 from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.intentions import ALLOW, DENY, Decision, Intention, decide, from_entries
-from loom.store import Delete, Op, Put, Store
+from loom.domain.records import ExternalVips
+from loom.store import Delete, Op, Put, Store, put, tables
 
 Doc = dict[str, Any]
 
-CONFIG = "config"
-EXTERNAL_VIPS = "external_vips"
-CONFIG_TABLES = (CONFIG, EXTERNAL_VIPS)
+CONFIG = tables.CONFIG.name
+EXTERNAL_VIPS = tables.EXTERNAL_VIPS.name
 EXTERNAL_V4 = ipaddress.ip_network("240.240.0.0/16")
 EXTERNAL_V6 = ipaddress.ip_network("fd00:f0f0::/96")
 
@@ -50,7 +50,8 @@ class Configs:
     # -- config entries ----------------------------------------------------------------------
 
     def get(self, kind: str, name: str, namespace: str = "default") -> Doc | None:
-        return self.store.get(CONFIG, entry_key(kind, namespace, name))
+        entry: Doc | None = self.store.get(CONFIG, entry_key(kind, namespace, name))
+        return entry
 
     def entries(self, kind: str | None = None) -> list[Doc]:
         return [e for e in self.store.values(CONFIG) if kind is None or e["Kind"] == kind]
@@ -92,9 +93,9 @@ class Configs:
             for h in e["Hosts"]
             if not h.startswith("*")
         }
-        current = dict(self.store.items(EXTERNAL_VIPS))
+        current = self.external_vips()
         ops: list[Op] = [Delete(EXTERNAL_VIPS, h) for h in current if h not in hosts]
-        used = {v["Address"] for h, v in current.items() if h in hosts}
+        used = {v.address for h, v in current.items() if h in hosts}
         n = 1
         for host in sorted(hosts - current.keys()):
             while str(EXTERNAL_V4.network_address + n) in used or n % 256 in (0, 255):
@@ -102,10 +103,10 @@ class Configs:
             v4 = EXTERNAL_V4.network_address + n
             used.add(str(v4))
             v6 = EXTERNAL_V6.network_address + n
-            ops.append(Put(EXTERNAL_VIPS, host, {"Address": str(v4), "Address6": str(v6)}))
+            ops.append(put(tables.EXTERNAL_VIPS, host, ExternalVips(str(v4), str(v6))))
         return ops
 
-    def external_vips(self) -> dict[str, Doc]:
+    def external_vips(self) -> dict[str, ExternalVips]:
         return dict(self.store.items(EXTERNAL_VIPS))
 
     # -- intentions ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from loom.control.errors import Conflict
+from loom.domain.records import Check, VirtualIp
 from loom.domain.services import CONNECT_PROXY
 
 Doc = dict[str, Any]
@@ -133,7 +134,7 @@ class CheckIndex:
     def __init__(self) -> None:
         self.reset({})
 
-    def reset(self, docs: Mapping[str, Doc]) -> None:
+    def reset(self, docs: Mapping[str, Check]) -> None:
         self.by_instance: dict[tuple[str, str, str], Keys] = {}
         self.by_node: dict[str, Keys] = {}
         self.by_check_id: dict[tuple[str, str], Keys] = {}
@@ -141,25 +142,25 @@ class CheckIndex:
         for key, doc in docs.items():
             self._index(key, doc)
 
-    def put(self, key: str, old: Doc | None, new: Doc) -> None:
+    def put(self, key: str, old: Check | None, new: Check) -> None:
         if old is not None:
             self._unindex(key, old)
         self._index(key, new)
 
-    def delete(self, key: str, old: Doc) -> None:
+    def delete(self, key: str, old: Check) -> None:
         self._unindex(key, old)
 
-    def _index(self, key: str, c: Doc) -> None:
-        _add(self.by_instance, (c["Node"], c["Namespace"], c["ServiceID"]), key)
-        _add(self.by_node, c["Node"], key)
-        _add(self.by_check_id, (c["Node"], c["CheckID"]), key)
-        if c["TTL"]:
+    def _index(self, key: str, c: Check) -> None:
+        _add(self.by_instance, (c.node, c.namespace, c.service_id), key)
+        _add(self.by_node, c.node, key)
+        _add(self.by_check_id, (c.node, c.check_id), key)
+        if c.ttl:
             self.ttl[key] = None
 
-    def _unindex(self, key: str, c: Doc) -> None:
-        _drop(self.by_instance, (c["Node"], c["Namespace"], c["ServiceID"]), key)
-        _drop(self.by_node, c["Node"], key)
-        _drop(self.by_check_id, (c["Node"], c["CheckID"]), key)
+    def _unindex(self, key: str, c: Check) -> None:
+        _drop(self.by_instance, (c.node, c.namespace, c.service_id), key)
+        _drop(self.by_node, c.node, key)
+        _drop(self.by_check_id, (c.node, c.check_id), key)
         self.ttl.pop(key, None)
 
 
@@ -173,17 +174,17 @@ class VipAllocator:
     def __init__(self) -> None:
         self.reset({})
 
-    def reset(self, docs: Mapping[str, Doc]) -> None:
+    def reset(self, docs: Mapping[str, VirtualIp]) -> None:
         self._used: dict[int, str] = {}
         self._cursor = _FIRST  # every valid address below it is used or in the heap
         self._freed: list[int] = []  # heap; may hold stale (since re-used) entries
         for key, doc in docs.items():
             self.put(key, None, doc)
 
-    def put(self, key: str, old: Doc | None, new: Doc) -> None:
-        if old is not None and old["Address"] != new["Address"]:
+    def put(self, key: str, old: VirtualIp | None, new: VirtualIp) -> None:
+        if old is not None and old.address != new.address:
             self.delete(key, old)
-        n = int(ipaddress.IPv4Address(new["Address"]))
+        n = int(ipaddress.IPv4Address(new.address))
         self._used[n] = key
         if n >= self._cursor:
             for gap in range(self._cursor, n):
@@ -191,8 +192,8 @@ class VipAllocator:
                     heapq.heappush(self._freed, gap)
             self._cursor = n + 1
 
-    def delete(self, key: str, old: Doc) -> None:
-        n = int(ipaddress.IPv4Address(old["Address"]))
+    def delete(self, key: str, old: VirtualIp) -> None:
+        n = int(ipaddress.IPv4Address(old.address))
         if self._used.get(n) == key:
             del self._used[n]
             if n < self._cursor:

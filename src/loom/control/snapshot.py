@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from loom.control.catalog import CATALOG_TABLES, Catalog
+from loom.control.catalog import Catalog
 from loom.control.certs import Certs
-from loom.control.configs import CONFIG_TABLES, Configs
+from loom.control.configs import Configs
 from loom.domain.config_entries import EXTERNAL_SERVICE
 from loom.domain.intentions import Intention
 from loom.domain.mesh import Endpoint, ExternalHost
 from loom.domain.services import CONNECT_PROXY
+from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES
 
 Doc = dict[str, Any]
 Key = tuple[str, str]  # (namespace, service)
@@ -98,7 +99,7 @@ def build_snapshot(
     instances = catalog.instances()
     by_id = {(d["Node"], d["Namespace"], d["ID"]): d for d in instances}
     for inst in instances:
-        address = inst["Address"] or catalog.node_of(inst)["Address"]
+        address = inst["Address"] or catalog.node_of(inst).address
         if inst["Kind"] == CONNECT_PROXY:
             snap.proxies.setdefault(inst["ID"], inst)
             proxy = inst["Proxy"]
@@ -137,6 +138,6 @@ def build_snapshot(
         ports = tuple(p["Number"] for p in e["Ports"])
         for host in e["Hosts"]:
             alloc = ext_vips.get(host)
-            vips = (alloc["Address"], alloc["Address6"]) if alloc else ()
+            vips = (alloc.address, alloc.address6) if alloc else ()
             snap.externals.append(ExternalHost(host, e["Name"], e["Namespace"], vips, ports))
     return snap

@@ -11,7 +11,7 @@ Stored instance documents use Consul's AgentService field names, plus ``Node``.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loom.domain.fields import (
@@ -23,6 +23,7 @@ from loom.domain.fields import (
     check_namespace,
     parse_duration,
 )
+from loom.domain.records import Check, Node
 
 Doc = dict[str, Any]
 
@@ -39,7 +40,7 @@ class Registration:
     """What one registration request writes: instances and their checks."""
 
     instances: list[Doc] = field(default_factory=list)
-    checks: list[Doc] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
 
 
 def instance_key(node: str, namespace: str, service_id: str) -> str:
@@ -180,7 +181,7 @@ def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Doc:
     return doc
 
 
-def _checks(f: Fields, service: Doc | None, node: str) -> list[Doc]:
+def _checks(f: Fields, service: Doc | None, node: str) -> list[Check]:
     given: list[Fields] = []
     if f.sub("Check") is not None:
         given.append(Fields(f.raw("Check"), f.where("Check")))
@@ -202,24 +203,24 @@ def _checks(f: Fields, service: Doc | None, node: str) -> list[Doc]:
             default_id = c.text("Name", required=True)
         cid = c.text("CheckID", c.text("ID", default_id)) or default_id
         out.append(
-            {
-                "Node": node,
-                "CheckID": cid,
-                "Name": c.text("Name", f"Service '{service['Service']}' check" if service else cid),
-                "Status": c.one_of("Status", ("", *CHECK_STATUSES)) or "critical",
-                "Notes": c.text("Notes"),
-                "Output": c.text("Output"),
-                "ServiceID": service["ID"] if service else c.text("ServiceID"),
-                "ServiceName": service["Service"] if service else "",
-                "Namespace": service["Namespace"] if service else DEFAULT_NAMESPACE,
-                "Type": "ttl" if ttl else "",
-                "TTL": ttl,
-            }
+            Check(
+                node=node,
+                check_id=cid,
+                name=c.text("Name", f"Service '{service['Service']}' check" if service else cid),
+                status=c.one_of("Status", ("", *CHECK_STATUSES)) or "critical",
+                notes=c.text("Notes"),
+                output=c.text("Output"),
+                service_id=service["ID"] if service else c.text("ServiceID"),
+                service_name=service["Service"] if service else "",
+                namespace=service["Namespace"] if service else DEFAULT_NAMESPACE,
+                type="ttl" if ttl else "",
+                ttl=ttl,
+            )
         )
     return out
 
 
-def _sidecar(parent: Doc, f: Fields, used_ports: Collection[int]) -> tuple[Doc, list[Doc]]:
+def _sidecar(parent: Doc, f: Fields, used_ports: Collection[int]) -> tuple[Doc, list[Check]]:
     """Consul's sidecar expansion of ``Connect.SidecarService`` for ``parent``."""
     port = f.port("Port")
     if port == 0:
@@ -273,27 +274,27 @@ def agent_registration(
     return reg
 
 
-def catalog_registration(body: Any, datacenter: str) -> tuple[Doc, Registration]:
-    """Validate a catalog registration; returns the node document and what to write."""
+def catalog_registration(body: Any, datacenter: str) -> tuple[Node, Registration]:
+    """Validate a catalog registration; returns the node and what to write."""
     f = Fields(body, "")
     node_name = f.text("Node", required=True)
     check_id(node_name, "Node")
-    node = {
-        "Node": node_name,
-        "ID": f.text("ID"),
-        "Address": check_address(f.text("Address", required=True), "Address"),
-        "Datacenter": datacenter,
-        "TaggedAddresses": f.str_map("TaggedAddresses"),
-        "Meta": f.str_map("NodeMeta"),
-    }
+    node = Node(
+        node=node_name,
+        id=f.text("ID"),
+        address=check_address(f.text("Address", required=True), "Address"),
+        datacenter=datacenter,
+        tagged_addresses=f.str_map("TaggedAddresses"),
+        meta=f.str_map("NodeMeta"),
+    )
     reg = Registration()
     svc_f = f.sub("Service")
     service = None
     if svc_f is not None:
         service = _service(svc_f, node_name, datacenter, DEFAULT_NAMESPACE)
         reg.instances.append(service)
-    reg.checks = _checks(f, service, node_name)
-    for check in reg.checks:
-        if check["ServiceID"] and service is None:
-            check["ServiceName"] = ""
+    reg.checks = [
+        replace(c, service_name="") if c.service_id and service is None else c
+        for c in _checks(f, service, node_name)
+    ]
     return node, reg

@@ -18,9 +18,6 @@ from typing import Any
 
 from aiohttp import web
 
-from loom.control.catalog import CATALOG_TABLES
-from loom.control.certs import CA
-from loom.control.configs import CONFIG_TABLES
 from loom.control.errors import Conflict, NotFound
 from loom.control.nametable import name_table_text
 from loom.control.snapshot import MESH_TABLES
@@ -30,6 +27,7 @@ from loom.domain.fields import Fields, ValidationError, check_name, parse_durati
 from loom.errors import LoomError
 from loom.server import views
 from loom.store import StoreConflict
+from loom.store.tables import CA, CATALOG_TABLES, CONFIG_TABLES
 
 log = logging.getLogger("loom.server.http")
 Doc = dict[str, Any]
@@ -175,7 +173,7 @@ async def agent_checks(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     out = {
-        c["CheckID"]: views.health_check(c, index)
+        c.check_id: views.health_check(c, index)
         for c in state.catalog.checks_on(state.settings.node)
     }
     return _json(out, index)
@@ -372,7 +370,7 @@ async def config_delete(request: web.Request) -> web.Response:
 
 async def ca_roots(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    index = await _blocking(request, (CA,))
+    index = await _blocking(request, (CA.name,))
     root = state.certs.root
     return _json(
         {

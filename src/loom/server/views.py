@@ -1,6 +1,7 @@
-"""Consul's JSON shapes for stored documents: pure functions, no I/O.
+"""Consul's JSON shapes of the core's records and documents: pure functions, no I/O.
 
-Stored instance documents already use AgentService field names; these functions add what is
+Records (nodes, checks) are mapped field by field; stored instance documents already use
+AgentService field names; these functions add what is
 derived (virtual tagged addresses, health) and rename for the catalog and health endpoints.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from loom.control.catalog import Catalog
+from loom.domain.records import Check, Node
 
 Doc = dict[str, Any]
 
@@ -35,26 +37,26 @@ def agent_service(cat: Catalog, inst: Doc) -> Doc:
     return out
 
 
-def node(doc: Doc) -> Doc:
+def node(n: Node) -> Doc:
     return {
-        "ID": doc["ID"],
-        "Node": doc["Node"],
-        "Address": doc["Address"],
-        "Datacenter": doc["Datacenter"],
-        "TaggedAddresses": doc["TaggedAddresses"],
-        "Meta": doc["Meta"],
+        "ID": n.id,
+        "Node": n.node,
+        "Address": n.address,
+        "Datacenter": n.datacenter,
+        "TaggedAddresses": n.tagged_addresses,
+        "Meta": n.meta,
     }
 
 
 def catalog_service(cat: Catalog, inst: Doc, index: int) -> Doc:
     n = cat.node_of(inst)
     return {
-        "ID": n["ID"],
-        "Node": n["Node"],
-        "Address": n["Address"],
-        "Datacenter": n["Datacenter"],
-        "TaggedAddresses": n["TaggedAddresses"],
-        "NodeMeta": n["Meta"],
+        "ID": n.id,
+        "Node": n.node,
+        "Address": n.address,
+        "Datacenter": n.datacenter,
+        "TaggedAddresses": n.tagged_addresses,
+        "NodeMeta": n.meta,
         "ServiceKind": inst["Kind"],
         "ServiceID": inst["ID"],
         "ServiceName": inst["Service"],
@@ -73,26 +75,26 @@ def catalog_service(cat: Catalog, inst: Doc, index: int) -> Doc:
     }
 
 
-def health_check(check: Doc, index: int) -> Doc:
+def health_check(check: Check, index: int) -> Doc:
     return {
-        "Node": check["Node"],
-        "CheckID": check["CheckID"],
-        "Name": check["Name"],
-        "Status": check["Status"],
-        "Notes": check["Notes"],
-        "Output": check["Output"],
-        "ServiceID": check["ServiceID"],
-        "ServiceName": check["ServiceName"],
+        "Node": check.node,
+        "CheckID": check.check_id,
+        "Name": check.name,
+        "Status": check.status,
+        "Notes": check.notes,
+        "Output": check.output,
+        "ServiceID": check.service_id,
+        "ServiceName": check.service_name,
         "ServiceTags": [],
-        "Type": check["Type"],
-        "Namespace": check["Namespace"],
-        "Definition": {"TTL": check["TTL"]} if check["TTL"] else {},
+        "Type": check.type,
+        "Namespace": check.namespace,
+        "Definition": {"TTL": check.ttl} if check.ttl else {},
         "CreateIndex": index,
         "ModifyIndex": index,
     }
 
 
-def health_entry(cat: Catalog, inst: Doc, checks: list[Doc], index: int) -> Doc:
+def health_entry(cat: Catalog, inst: Doc, checks: list[Check], index: int) -> Doc:
     return {
         "Node": node(cat.node_of(inst)),
         "Service": agent_service(cat, inst),

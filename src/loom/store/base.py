@@ -1,6 +1,8 @@
 """The store interface and the in-memory view every backend shares.
 
-State is a set of tables, each a map from string key to a JSON-able dict. A write is a list of
+State is a set of tables, each a map from string key to a value: a typed record for the
+tables ``loom.store.tables`` gives a codec (encoded to a JSON document only when persisted),
+else a JSON-able dict. A write is a list of
 ``Put``/``Delete`` operations applied atomically under one new index (like Consul's Raft index).
 Each table remembers the index of its last change, so a blocking query on "services" does not
 wake for an intention write. Reads never touch the backend: the whole state lives in memory
@@ -19,11 +21,13 @@ import asyncio
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from loom.errors import LoomError
+from loom.store.tables import Table, decode
 
 Doc = dict[str, Any]
+T = TypeVar("T")
 
 
 class StoreError(LoomError):
@@ -39,7 +43,13 @@ class StoreConflict(StoreError):
 class Put:
     table: str
     key: str
-    value: Doc
+    value: Any
+    """A record of the table's type (see ``loom.store.tables``), or its stored document."""
+
+
+def put(table: Table[T], key: str, value: T) -> Put:
+    """A type-checked ``Put`` of a record into a typed table."""
+    return Put(table.name, key, value)
 
 
 @dataclass(frozen=True)
@@ -54,13 +64,13 @@ Op = Put | Delete
 class Indexer(Protocol):
     """A secondary index over one table, kept in step with the view by the store."""
 
-    def reset(self, docs: Mapping[str, Doc]) -> None:
+    def reset(self, docs: Mapping[str, Any]) -> None:
         """Forget everything and index ``docs`` (attach time, and after a full reload)."""
 
-    def put(self, key: str, old: Doc | None, new: Doc) -> None:
+    def put(self, key: str, old: Any, new: Any) -> None:
         """``key`` now holds ``new`` (``old`` is what it held, None when it was absent)."""
 
-    def delete(self, key: str, old: Doc) -> None:
+    def delete(self, key: str, old: Any) -> None:
         """``key``, which held ``old``, is gone."""
 
 
@@ -70,12 +80,12 @@ class Store:
     kind = "memory"
 
     def __init__(self) -> None:
-        self._tables: dict[str, dict[str, Doc]] = {}
+        self._tables: dict[str, dict[str, Any]] = {}
         self._table_index: dict[str, int] = {}
         self._index = 0
         self._changed = asyncio.Event()
         self._indexers: dict[str, list[Indexer]] = {}
-        self._sorted: dict[str, tuple[int, list[tuple[str, Doc]]]] = {}
+        self._sorted: dict[str, tuple[int, list[tuple[str, Any]]]] = {}
 
     def attach(self, table: str, indexer: Indexer) -> None:
         """Keep ``indexer`` in step with ``table`` from now on, starting from its contents."""
@@ -100,16 +110,26 @@ class Store:
         """The highest index at which any of ``tables`` changed (at least 1)."""
         return max([1, *(self._table_index.get(t, 0) for t in tables)])
 
-    def get(self, table: str, key: str) -> Doc | None:
-        """A copy of the document at ``key``, the caller's to change."""
-        doc = self._tables.get(table, {}).get(key)
-        return copy.deepcopy(doc) if doc is not None else None
+    def get(self, table: str, key: str) -> Any:
+        """The value at ``key`` (None when absent); documents are copied, the caller's to
+        change (records are immutable)."""
+        value = self._tables.get(table, {}).get(key)
+        return copy.deepcopy(value) if isinstance(value, dict) else value
 
-    def peek(self, table: str, key: str) -> Doc | None:
-        """The store's own document at ``key`` (no copy): do not mutate it."""
+    def peek(self, table: str, key: str) -> Any:
+        """The store's own value at ``key`` (no copy): do not mutate it."""
         return self._tables.get(table, {}).get(key)
 
-    def items(self, table: str) -> list[tuple[str, Doc]]:
+    def record(self, table: Table[T], key: str) -> T | None:
+        """The record at ``key`` of a typed table, or None."""
+        value: T | None = self._tables.get(table.name, {}).get(key)
+        return value
+
+    def records(self, table: Table[T]) -> list[T]:
+        """Every record of a typed table, in key order."""
+        return [value for _, value in self.items(table.name)]
+
+    def items(self, table: str) -> list[tuple[str, Any]]:
         """(key, doc) pairs sorted by key; docs are the store's own: do not mutate them.
 
         Sorted once per change of the table, not once per call."""
@@ -120,7 +140,7 @@ class Store:
             self._sorted[table] = cached
         return list(cached[1])
 
-    def values(self, table: str) -> list[Doc]:
+    def values(self, table: str) -> list[Any]:
         return [doc for _, doc in self.items(table)]
 
     # -- writes ----------------------------------------------------------------------------
@@ -140,7 +160,10 @@ class Store:
             indexers = self._indexers.get(op.table, ())
             old = table.get(op.key)
             if isinstance(op, Put):
-                new = table[op.key] = copy.deepcopy(op.value)
+                value = op.value
+                if isinstance(value, dict):  # stored form (the etcd watch, callers) or untyped
+                    value = decode(op.table, copy.deepcopy(value))
+                new = table[op.key] = value
                 for indexer in indexers:
                     indexer.put(op.key, old, new)
             elif old is not None:
