@@ -13,6 +13,7 @@ from loom.control.indexes import EXTERNAL_VIP_NET, CheckIndex, ServiceIndex, Vip
 from loom.domain.records import VirtualIp
 from loom.store import Put, Store
 from loom.store.sqlite import SqliteStore
+from loom.store.tables import encode
 
 SETTINGS = CatalogSettings("agent", "127.0.0.1", "dc1")
 
@@ -34,8 +35,7 @@ def lowest_free_reference(store: Store, before: dict[str, str]) -> dict[str, str
     """Today's rule, by brute force: a service with instances keeps its VIP; a new one gets
     the lowest address of 240.0.0.0/4 no remaining service holds (skipping the external block
     and .0/.255), in name order."""
-    wanted = {f"{d['Namespace']}/{d['Service']}" for d in store.values(SERVICES)
-              if d["Kind"] != "connect-proxy"}  # fmt: skip
+    wanted = {f"{d.namespace}/{d.service}" for d in store.values(SERVICES) if not d.is_proxy}
     out = {k: a for k, a in before.items() if k in wanted}
     used = set(out.values())
     n = int(ipaddress.IPv4Address("240.0.0.1"))
@@ -136,7 +136,7 @@ async def test_a_sidecar_keeps_its_auto_assigned_port_and_others_skip_it() -> No
     await cat.agent_register({"Name": "a", "Port": 80, "Connect": {"SidecarService": {}}})
     await cat.agent_register({"Name": "b", "Port": 80, "Connect": {"SidecarService": {}}})
     await cat.agent_register({"Name": "a", "Port": 81, "Connect": {"SidecarService": {}}})
-    ports = {d["ID"]: d["Port"] for d in cat.instances() if d["Kind"]}
+    ports = {d.id: d.port for d in cat.instances() if d.kind}
     assert ports == {"a-sidecar-proxy": 21000, "b-sidecar-proxy": 21001}
 
 
@@ -163,11 +163,11 @@ async def test_an_index_follows_writes_that_bypass_the_catalog() -> None:
     store = Store()
     cat = catalog(store)
     await cat.agent_register({"Name": "a", "Port": 80})
-    doc = store.get(SERVICES, "agent/default/a")
-    assert doc is not None
-    # As another server's write arrives through the etcd watch: straight into the view.
+    doc = encode(SERVICES, store.get(SERVICES, "agent/default/a"))
+    # As another server's write arrives through the etcd watch: a stored document, straight
+    # into the view.
     await store.apply([Put(SERVICES, "agent/default/a", {**doc, "Service": "renamed"})])
-    assert [d["ID"] for d in cat.instances_of("default", "renamed")] == ["a"]
+    assert [d.id for d in cat.instances_of("default", "renamed")] == ["a"]
     assert cat.instances_of("default", "a") == []
     assert_indexes_match_a_rebuild(store, cat)
 

@@ -20,16 +20,15 @@ from typing import Any
 from loom.control.errors import NotFound
 from loom.control.indexes import CheckIndex, ServiceIndex, VipAllocator, vip_key
 from loom.domain.fields import Fields, check_id, parse_duration
-from loom.domain.records import Check, Node, VirtualIp
+from loom.domain.records import Check, Instance, Node, TaggedAddress, VirtualIp
 from loom.domain.services import (
-    CONNECT_PROXY,
     Registration,
     agent_registration,
     catalog_registration,
     check_key,
     instance_key,
 )
-from loom.store import Delete, Op, Put, Store, put, tables
+from loom.store import Delete, Op, Store, put, tables
 
 Doc = dict[str, Any]
 
@@ -75,19 +74,19 @@ class Catalog:
 
     # -- helpers -----------------------------------------------------------------------------
 
-    def instances(self) -> list[Doc]:
-        return self.store.values(SERVICES)
+    def instances(self) -> list[Instance]:
+        return self.store.records(tables.SERVICES)
 
-    def _docs(self, table: str, keys: Iterable[str]) -> list[Doc]:
-        """The documents at ``keys``, in store key order."""
-        docs = (self.store.peek(table, k) for k in sorted(keys))
-        return [d for d in docs if d is not None]
+    def _instances(self, keys: Iterable[str]) -> list[Instance]:
+        """The instances at ``keys``, in store key order."""
+        found = (self.store.record(tables.SERVICES, k) for k in sorted(keys))
+        return [i for i in found if i is not None]
 
-    def instances_of(self, namespace: str, service: str) -> list[Doc]:
-        return self._docs(SERVICES, self.services.by_name.get((namespace, service), ()))
+    def instances_of(self, namespace: str, service: str) -> list[Instance]:
+        return self._instances(self.services.by_name.get((namespace, service), ()))
 
-    def instances_on(self, node: str) -> list[Doc]:
-        return self._docs(SERVICES, self.services.by_node.get(node, ()))
+    def instances_on(self, node: str) -> list[Instance]:
+        return self._instances(self.services.by_node.get(node, ()))
 
     def _checks(self, keys: Iterable[str]) -> list[Check]:
         """The checks at ``keys``, in store key order."""
@@ -137,18 +136,18 @@ class Catalog:
     async def _write_registration(self, reg: Registration, extra: list[Op]) -> int:
         ops: list[Op] = list(extra)
         delta: dict[str, int] = {}
-        pending: dict[str, Doc] = {}
+        pending: dict[str, Instance] = {}
         for inst in reg.instances:
-            key = instance_key(inst["Node"], inst["Namespace"], inst["ID"])
-            old = pending.get(key) or self.store.peek(SERVICES, key)
+            key = instance_key(inst.node, inst.namespace, inst.id)
+            old = pending.get(key) or self.store.record(tables.SERVICES, key)
             pending[key] = inst
             for doc, step in ((old, -1), (inst, 1)):
-                if doc is not None and doc["Kind"] != CONNECT_PROXY:
-                    vk = vip_key(doc["Namespace"], doc["Service"])
+                if doc is not None and not doc.is_proxy:
+                    vk = vip_key(doc.namespace, doc.service)
                     delta[vk] = delta.get(vk, 0) + step
-            ops.append(Put(SERVICES, key, inst))
+            ops.append(put(tables.SERVICES, key, inst))
             # A re-registration replaces the instance's checks.
-            owned = self.checks.by_instance.get((inst["Node"], inst["Namespace"], inst["ID"]), {})
+            owned = self.checks.by_instance.get((inst.node, inst.namespace, inst.id), {})
             ops.extend(Delete(CHECKS, ckey) for ckey in sorted(owned))
         for check in reg.checks:
             ckey = check_key(check.node, check.namespace, check.check_id)
@@ -183,18 +182,18 @@ class Catalog:
                 raise NotFound(f"unknown service ID {service_id!r}")
             ids = {service_id}
             if sidecars:
-                side = self.store.peek(
-                    SERVICES, instance_key(node, namespace, f"{service_id}-sidecar-proxy")
+                side = self.store.record(
+                    tables.SERVICES, instance_key(node, namespace, f"{service_id}-sidecar-proxy")
                 )
-                if side is not None and side["Kind"] == CONNECT_PROXY:
-                    ids.add(side["ID"])
+                if side is not None and side.is_proxy:
+                    ids.add(side.id)
             ops: list[Op] = []
             delta: dict[str, int] = {}
             for sid in sorted(ids):
                 ikey = instance_key(node, namespace, sid)
-                doc = self.store.peek(SERVICES, ikey)
-                if doc is not None and doc["Kind"] != CONNECT_PROXY:
-                    vk = vip_key(doc["Namespace"], doc["Service"])
+                doc = self.store.record(tables.SERVICES, ikey)
+                if doc is not None and not doc.is_proxy:
+                    vk = vip_key(doc.namespace, doc.service)
                     delta[vk] = delta.get(vk, 0) - 1
                 ops.append(Delete(SERVICES, ikey))
             for ckey in sorted(
@@ -263,9 +262,9 @@ class Catalog:
             ops: list[Op] = [Delete(NODES, node)]
             delta: dict[str, int] = {}
             for k in sorted(self.services.by_node.get(node, ())):
-                doc = self.store.peek(SERVICES, k)
-                if doc is not None and doc["Kind"] != CONNECT_PROXY:
-                    vk = vip_key(doc["Namespace"], doc["Service"])
+                doc = self.store.record(tables.SERVICES, k)
+                if doc is not None and not doc.is_proxy:
+                    vk = vip_key(doc.namespace, doc.service)
                     delta[vk] = delta.get(vk, 0) - 1
                 ops.append(Delete(SERVICES, k))
             ops += [Delete(CHECKS, k) for k in sorted(self.checks.by_node.get(node, ()))]
@@ -278,15 +277,15 @@ class Catalog:
         namespace ``*`` means all namespaces."""
         out: dict[str, dict[str, None]] = {}  # tags as an ordered set: the union stays linear
         for d in self.instances():
-            if namespace == "*" or d["Namespace"] == namespace:
-                out.setdefault(d["Service"], {}).update(dict.fromkeys(d["Tags"]))
+            if namespace == "*" or d.namespace == namespace:
+                out.setdefault(d.service, {}).update(dict.fromkeys(d.tags))
         return {name: list(tags) for name, tags in sorted(out.items())}
 
     def nodes(self) -> list[Node]:
         """Every node, registered or only named by an instance, by name."""
         nodes = {n.node: n for n in self.store.records(tables.NODES)}
         for d in self.instances():
-            nodes.setdefault(d["Node"], self.node_of(d))
+            nodes.setdefault(d.node, self.node_of(d))
         return [n for _, n in sorted(nodes.items())]
 
     def service_checks(self, namespace: str, service: str) -> list[Check]:
@@ -298,7 +297,7 @@ class Catalog:
 
     def health(
         self, namespace: str, service: str, connect: bool = False, passing: bool = False
-    ) -> list[tuple[Doc, list[Check]]]:
+    ) -> list[tuple[Instance, list[Check]]]:
         """Instances of ``service`` with the checks that decide their health.
 
         ``connect``: the service's sidecars (plus its Connect-native instances) instead, each
@@ -308,22 +307,20 @@ class Catalog:
             candidates = [
                 d
                 for d in self.instances()
-                if d["Namespace"] == namespace
+                if d.namespace == namespace
                 and (
-                    (d["Kind"] == CONNECT_PROXY
-                     and d["Proxy"]["DestinationServiceName"] == service)
-                    or (d["Kind"] != CONNECT_PROXY and d["Service"] == service
-                        and d["Connect"]["Native"])
+                    (d.proxy is not None and d.proxy.destination_service_name == service)
+                    or (not d.is_proxy and d.service == service and d.connect_native)
                 )
-            ]  # fmt: skip
+            ]
         else:
             candidates = self.instances_of(namespace, service)
         out = []
         for d in candidates:
             checks = self.checks_of(d)
-            if connect and d["Kind"] == CONNECT_PROXY:
-                dest = self.find(d["Proxy"]["DestinationServiceID"], namespace)
-                if dest is not None and dest["Node"] == d["Node"]:
+            if connect and d.proxy is not None:
+                dest = self.find(d.proxy.destination_service_id, namespace)
+                if dest is not None and dest.node == d.node:
                     checks = checks + self.checks_of(dest)
             if passing and health_status(checks) != "passing":
                 continue
@@ -332,44 +329,42 @@ class Catalog:
 
     # -- views -------------------------------------------------------------------------------
 
-    def checks_of(self, inst: Doc) -> list[Check]:
+    def checks_of(self, inst: Instance) -> list[Check]:
         """The instance's own checks and its node's, in store key order."""
         by_instance = self.checks.by_instance
-        own = by_instance.get((inst["Node"], inst["Namespace"], inst["ID"]), {})
-        node_wide = by_instance.get((inst["Node"], inst["Namespace"], ""), {})
+        own = by_instance.get((inst.node, inst.namespace, inst.id), {})
+        node_wide = by_instance.get((inst.node, inst.namespace, ""), {})
         if not own and not node_wide:
             return []
         return self._checks([*own, *node_wide])
 
-    def node_of(self, inst: Doc) -> Node:
-        node = self.store.record(tables.NODES, inst["Node"])
-        return self._default_node(inst["Node"]) if node is None else node
+    def node_of(self, inst: Instance) -> Node:
+        node = self.store.record(tables.NODES, inst.node)
+        return self._default_node(inst.node) if node is None else node
 
     def vip_of(self, namespace: str, name: str) -> str | None:
         vip = self.store.record(tables.VIPS, vip_key(namespace, name))
         return vip.address if vip else None
 
-    def tagged_addresses(self, inst: Doc) -> dict[str, Doc]:
-        tagged = dict(inst["TaggedAddresses"])
-        vip = (
-            self.vip_of(inst["Namespace"], inst["Service"])
-            if inst["Kind"] != CONNECT_PROXY
-            else None
-        )
+    def tagged_addresses(self, inst: Instance) -> dict[str, TaggedAddress]:
+        """The instance's tagged addresses plus its service's VIP (``virtual`` unless given,
+        and ``consul-virtual``), as Consul reports them."""
+        tagged = dict(inst.tagged_addresses)
+        vip = None if inst.is_proxy else self.vip_of(inst.namespace, inst.service)
         if vip:
-            tagged.setdefault("virtual", {"Address": vip, "Port": inst["Port"]})
-            tagged["consul-virtual"] = {"Address": vip, "Port": inst["Port"]}
+            tagged.setdefault("virtual", TaggedAddress(vip, inst.port))
+            tagged["consul-virtual"] = TaggedAddress(vip, inst.port)
         return tagged
 
-    def is_healthy(self, inst: Doc) -> bool:
+    def is_healthy(self, inst: Instance) -> bool:
         return health_status(self.checks_of(inst)) != "critical"
 
-    def find(self, service_id: str, namespace: str | None = None) -> Doc | None:
+    def find(self, service_id: str, namespace: str | None = None) -> Instance | None:
         """An instance by ID, on any node (the server's own first)."""
         hits = [
             d
-            for d in self._docs(SERVICES, self.services.by_id.get(service_id, ()))
-            if namespace is None or d["Namespace"] == namespace
+            for d in self._instances(self.services.by_id.get(service_id, ()))
+            if namespace is None or d.namespace == namespace
         ]
-        hits.sort(key=lambda d: d["Node"] != self.settings.node)
+        hits.sort(key=lambda d: d.node != self.settings.node)
         return hits[0] if hits else None

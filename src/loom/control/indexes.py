@@ -18,8 +18,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from loom.control.errors import Conflict
-from loom.domain.records import Check, VirtualIp
-from loom.domain.services import CONNECT_PROXY
+from loom.domain.records import Check, Instance, VirtualIp
 
 Doc = dict[str, Any]
 Keys = dict[str, None]
@@ -55,7 +54,7 @@ class ServiceIndex:
     def __init__(self) -> None:
         self.reset({})
 
-    def reset(self, docs: Mapping[str, Doc]) -> None:
+    def reset(self, docs: Mapping[str, Instance]) -> None:
         self.by_name: dict[tuple[str, str], Keys] = {}
         self.by_node: dict[str, Keys] = {}
         self.by_id: dict[str, Keys] = {}
@@ -66,36 +65,36 @@ class ServiceIndex:
         for key, doc in docs.items():
             self._index(key, doc)
 
-    def put(self, key: str, old: Doc | None, new: Doc) -> None:
+    def put(self, key: str, old: Instance | None, new: Instance) -> None:
         if old is not None:
             self._unindex(key, old)
         self._index(key, new)
 
-    def delete(self, key: str, old: Doc) -> None:
+    def delete(self, key: str, old: Instance) -> None:
         self._unindex(key, old)
 
-    def _index(self, key: str, d: Doc) -> None:
-        _add(self.by_name, (d["Namespace"], d["Service"]), key)
-        _add(self.by_node, d["Node"], key)
-        _add(self.by_id, d["ID"], key)
-        if d["Kind"] == CONNECT_PROXY:
-            holders = self.sidecar_ports.setdefault((d["Node"], d["Port"]), {})
-            holders[key] = d["Proxy"]["DestinationServiceID"]
+    def _index(self, key: str, d: Instance) -> None:
+        _add(self.by_name, (d.namespace, d.service), key)
+        _add(self.by_node, d.node, key)
+        _add(self.by_id, d.id, key)
+        if d.proxy is not None:
+            holders = self.sidecar_ports.setdefault((d.node, d.port), {})
+            holders[key] = d.proxy.destination_service_id
         else:
-            vk = vip_key(d["Namespace"], d["Service"])
+            vk = vip_key(d.namespace, d.service)
             self.vip_users[vk] = self.vip_users.get(vk, 0) + 1
 
-    def _unindex(self, key: str, d: Doc) -> None:
-        _drop(self.by_name, (d["Namespace"], d["Service"]), key)
-        _drop(self.by_node, d["Node"], key)
-        _drop(self.by_id, d["ID"], key)
-        if d["Kind"] == CONNECT_PROXY:
-            holders = self.sidecar_ports.get((d["Node"], d["Port"]), {})
+    def _unindex(self, key: str, d: Instance) -> None:
+        _drop(self.by_name, (d.namespace, d.service), key)
+        _drop(self.by_node, d.node, key)
+        _drop(self.by_id, d.id, key)
+        if d.proxy is not None:
+            holders = self.sidecar_ports.get((d.node, d.port), {})
             holders.pop(key, None)
             if not holders:
-                self.sidecar_ports.pop((d["Node"], d["Port"]), None)
+                self.sidecar_ports.pop((d.node, d.port), None)
         else:
-            vk = vip_key(d["Namespace"], d["Service"])
+            vk = vip_key(d.namespace, d.service)
             left = self.vip_users.get(vk, 0) - 1
             if left > 0:
                 self.vip_users[vk] = left

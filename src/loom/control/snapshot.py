@@ -19,7 +19,7 @@ from loom.control.configs import Configs
 from loom.domain.config_entries import EXTERNAL_SERVICE
 from loom.domain.intentions import Intention
 from loom.domain.mesh import Endpoint, ExternalHost
-from loom.domain.services import CONNECT_PROXY
+from loom.domain.records import Instance
 from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES
 
 Doc = dict[str, Any]
@@ -66,7 +66,7 @@ class MeshSnapshot:
     roots_pem: str
     default_allow: bool
     services: dict[Key, ServiceEntry] = field(default_factory=dict)
-    proxies: dict[str, Doc] = field(default_factory=dict)
+    proxies: dict[str, Instance] = field(default_factory=dict)
     """Proxy ID -> instance (first wins when two nodes reuse an ID)."""
     endpoints: dict[Key, list[Endpoint]] = field(default_factory=dict)
     """Healthy sidecars (of healthy destinations) per service; every service has an entry."""
@@ -97,38 +97,38 @@ def build_snapshot(
     )
     healthy = catalog.is_healthy
     instances = catalog.instances()
-    by_id = {(d["Node"], d["Namespace"], d["ID"]): d for d in instances}
+    by_id = {(d.node, d.namespace, d.id): d for d in instances}
     for inst in instances:
-        address = inst["Address"] or catalog.node_of(inst).address
-        if inst["Kind"] == CONNECT_PROXY:
-            snap.proxies.setdefault(inst["ID"], inst)
-            proxy = inst["Proxy"]
-            dest = by_id.get((inst["Node"], inst["Namespace"], proxy["DestinationServiceID"]))
-            dkey = (inst["Namespace"], proxy["DestinationServiceName"])
+        address = inst.address or catalog.node_of(inst).address
+        if inst.proxy is not None:
+            snap.proxies.setdefault(inst.id, inst)
+            proxy = inst.proxy
+            dest = by_id.get((inst.node, inst.namespace, proxy.destination_service_id))
+            dkey = (inst.namespace, proxy.destination_service_name)
             snap.meshed.add(dkey)
             if healthy(inst) and dest is not None and healthy(dest):
-                snap.endpoints.setdefault(dkey, []).append(Endpoint(address, inst["Port"]))
+                snap.endpoints.setdefault(dkey, []).append(Endpoint(address, inst.port))
             continue
-        key = (inst["Namespace"], inst["Service"])
+        key = (inst.namespace, inst.service)
         snap.endpoints.setdefault(key, [])
         svc = snap.services.get(key)
         if svc is None:
-            svc = snap.services[key] = ServiceEntry(key[1], key[0], inst["Datacenter"])
+            svc = snap.services[key] = ServiceEntry(key[1], key[0], inst.datacenter)
         if address and address not in svc.instance_ips:
             svc.instance_ips.append(address)
-        if inst["Port"] and inst["Port"] not in svc.ports:
-            svc.ports.append(inst["Port"])
+        if inst.port and inst.port not in svc.ports:
+            svc.ports.append(inst.port)
         tagged = catalog.tagged_addresses(inst)
         for tag in ("virtual", "consul-virtual"):
-            vip = tagged.get(tag, {}).get("Address")
+            vip = tagged[tag].address if tag in tagged else None
             if vip and vip not in svc.vips:
                 svc.vips.append(vip)
-        given = inst["TaggedAddresses"].get("virtual")
-        dns_vip = (given["Address"] if given else None) or catalog.vip_of(*key)
+        given = inst.tagged_addresses.get("virtual")
+        dns_vip = (given.address if given else None) or catalog.vip_of(*key)
         if dns_vip and dns_vip not in svc.dns_vips:
             svc.dns_vips.append(dns_vip)
         if healthy(inst):
-            hostname = inst["Meta"].get("pod-name") or inst["ID"]
+            hostname = inst.meta.get("pod-name") or inst.id
             svc.healthy.append(NamedInstance(address, hostname))
     snap.intentions = configs.intentions()
     for e in configs.entries():

@@ -6,13 +6,16 @@ and the request decoders of ``loom.domain``) speaks Consul's JSON, and the store
 stored before these types existed. A mistyped field is then a ``mypy --strict`` error, not a
 ``KeyError`` at run time.
 
-Not yet typed (still documents): service instances and config entries (intentions live in
-``service-intentions`` entries and are parsed by ``loom.domain.intentions``).
+Not yet typed (still documents): config entries (intentions live in ``service-intentions``
+entries and are parsed into ``Intention`` values by ``loom.domain.intentions``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+CONNECT_PROXY = "connect-proxy"
 
 
 @dataclass(frozen=True)
@@ -78,3 +81,99 @@ class Cluster:
     """The cluster's identity, made on first start (names the trust domain)."""
 
     id: str
+
+
+@dataclass(frozen=True)
+class TaggedAddress:
+    address: str
+    port: int = 0
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An explicit upstream of a sidecar: a local listener for one destination."""
+
+    destination_name: str
+    destination_type: str = "service"
+    """service | prepared_query (the latter is kept, never served)."""
+    destination_namespace: str = ""
+    """Empty: the proxy's own namespace."""
+    datacenter: str = ""
+    local_bind_address: str = "127.0.0.1"
+    local_bind_port: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExposedPath:
+    """A plain-HTTP path the sidecar serves on its own port (``Proxy.Expose.Paths``)."""
+
+    listener_port: int
+    path: str
+    local_path_port: int
+    protocol: str = "http"
+
+
+@dataclass(frozen=True)
+class Expose:
+    checks: bool = False
+    paths: tuple[ExposedPath, ...] = ()
+
+
+@dataclass(frozen=True)
+class TransparentProxySettings:
+    outbound_listener_port: int = 0
+    """0: the service-defaults' or the default (15001)."""
+    dialed_directly: bool = False
+
+
+@dataclass(frozen=True)
+class Proxy:
+    """The ``Proxy`` block of a connect-proxy instance."""
+
+    destination_service_name: str
+    destination_service_id: str
+    local_service_address: str = ""
+    local_service_port: int = 0
+    mode: str = ""
+    """"" | direct | transparent (empty: decided by config entries)."""
+    transparent_proxy: TransparentProxySettings = TransparentProxySettings()
+    upstreams: tuple[Upstream, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)
+    """Opaque proxy config (``bind_address``, ``protocol``...)."""
+    expose: Expose | None = Expose()
+    """None only for instances stored before ``Expose`` was kept."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    passing: int = 1
+    warning: int = 1
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A registered service instance (an application, or a connect-proxy sidecar)."""
+
+    node: str
+    datacenter: str
+    id: str
+    service: str
+    kind: str = ""
+    """"" (a plain service) or connect-proxy."""
+    namespace: str = "default"
+    address: str = ""
+    """Empty: reached at its node's address."""
+    port: int = 0
+    tags: tuple[str, ...] = ()
+    meta: dict[str, str] = field(default_factory=dict)
+    tagged_addresses: dict[str, TaggedAddress] = field(default_factory=dict)
+    enable_tag_override: bool = False
+    weights: Weights = Weights()
+    connect_native: bool = False
+    proxy: Proxy | None = None
+    """Set exactly for connect-proxy instances."""
+
+    @property
+    def is_proxy(self) -> bool:
+        return self.kind == CONNECT_PROXY

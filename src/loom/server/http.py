@@ -126,7 +126,7 @@ async def agent_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     cat = state.catalog
-    out = {d["ID"]: views.agent_service(cat, d) for d in cat.instances_on(state.settings.node)}
+    out = {d.id: views.agent_service(cat, d) for d in cat.instances_on(state.settings.node)}
     return _json(out, index)
 
 
@@ -216,7 +216,7 @@ async def catalog_service(request: web.Request) -> web.Response:
     out = [
         views.catalog_service(state.catalog, d, index)
         for d in state.catalog.instances_of(ns, name)
-        if tag is None or tag in d["Tags"]
+        if tag is None or tag in d.tags
     ]
     return _json(out, index)
 

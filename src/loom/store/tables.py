@@ -14,7 +14,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from loom.domain.records import CaRoot, Check, Cluster, ExternalVips, Node, VirtualIp
+from loom.domain.records import (
+    CaRoot,
+    Check,
+    Cluster,
+    Expose,
+    ExposedPath,
+    ExternalVips,
+    Instance,
+    Node,
+    Proxy,
+    TaggedAddress,
+    TransparentProxySettings,
+    Upstream,
+    VirtualIp,
+    Weights,
+)
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -63,7 +78,107 @@ def _node(d: Doc) -> Node:
     )  # fmt: skip
 
 
-SERVICES: Table[Doc] = Table("services", _doc, _doc)
+def _upstream_doc(u: Upstream) -> Doc:
+    return {
+        "DestinationType": u.destination_type, "DestinationName": u.destination_name,
+        "DestinationNamespace": u.destination_namespace, "Datacenter": u.datacenter,
+        "LocalBindAddress": u.local_bind_address, "LocalBindPort": u.local_bind_port,
+        "Config": dict(u.config),
+    }  # fmt: skip
+
+
+def _upstream(d: Doc) -> Upstream:
+    return Upstream(
+        destination_name=d["DestinationName"], destination_type=d["DestinationType"],
+        destination_namespace=d["DestinationNamespace"], datacenter=d["Datacenter"],
+        local_bind_address=d["LocalBindAddress"], local_bind_port=d["LocalBindPort"],
+        config=dict(d["Config"]),
+    )  # fmt: skip
+
+
+def _proxy_doc(p: Proxy) -> Doc:
+    doc: Doc = {
+        "DestinationServiceName": p.destination_service_name,
+        "DestinationServiceID": p.destination_service_id,
+        "LocalServiceAddress": p.local_service_address,
+        "LocalServicePort": p.local_service_port,
+        "Mode": p.mode,
+        "TransparentProxy": {
+            "OutboundListenerPort": p.transparent_proxy.outbound_listener_port,
+            "DialedDirectly": p.transparent_proxy.dialed_directly,
+        },
+        "Upstreams": [_upstream_doc(u) for u in p.upstreams],
+        "Config": dict(p.config),
+    }
+    if p.expose is not None:
+        doc["Expose"] = {
+            "Checks": p.expose.checks,
+            "Paths": [
+                {"ListenerPort": e.listener_port, "Path": e.path,
+                 "LocalPathPort": e.local_path_port, "Protocol": e.protocol}
+                for e in p.expose.paths
+            ],
+        }  # fmt: skip
+    return doc
+
+
+def _proxy(d: Doc) -> Proxy:
+    tp, ex = d["TransparentProxy"], d.get("Expose")
+    expose = None
+    if ex is not None:
+        paths = tuple(
+            ExposedPath(e["ListenerPort"], e["Path"], e["LocalPathPort"], e["Protocol"])
+            for e in ex["Paths"]
+        )
+        expose = Expose(ex["Checks"], paths)
+    return Proxy(
+        destination_service_name=d["DestinationServiceName"],
+        destination_service_id=d["DestinationServiceID"],
+        local_service_address=d["LocalServiceAddress"],
+        local_service_port=d["LocalServicePort"],
+        mode=d["Mode"],
+        transparent_proxy=TransparentProxySettings(
+            tp["OutboundListenerPort"], tp["DialedDirectly"]
+        ),
+        upstreams=tuple(_upstream(u) for u in d["Upstreams"]),
+        config=dict(d["Config"]),
+        expose=expose,
+    )
+
+
+def _instance_doc(i: Instance) -> Doc:
+    doc: Doc = {
+        "Node": i.node, "Datacenter": i.datacenter, "ID": i.id, "Service": i.service,
+        "Kind": i.kind, "Namespace": i.namespace, "Address": i.address, "Port": i.port,
+        "Tags": list(i.tags), "Meta": dict(i.meta),
+        "TaggedAddresses": {
+            tag: {"Address": t.address, "Port": t.port} for tag, t in i.tagged_addresses.items()
+        },
+        "EnableTagOverride": i.enable_tag_override,
+        "Weights": {"Passing": i.weights.passing, "Warning": i.weights.warning},
+        "Connect": {"Native": i.connect_native},
+    }  # fmt: skip
+    if i.proxy is not None:
+        doc["Proxy"] = _proxy_doc(i.proxy)
+    return doc
+
+
+def _instance(d: Doc) -> Instance:
+    return Instance(
+        node=d["Node"], datacenter=d["Datacenter"], id=d["ID"], service=d["Service"],
+        kind=d["Kind"], namespace=d["Namespace"], address=d["Address"], port=d["Port"],
+        tags=tuple(d["Tags"]), meta=dict(d["Meta"]),
+        tagged_addresses={
+            tag: TaggedAddress(t["Address"], t["Port"]) for tag, t in d["TaggedAddresses"].items()
+        },
+        enable_tag_override=d["EnableTagOverride"],
+        weights=Weights(d["Weights"]["Passing"], d["Weights"]["Warning"]),
+        connect_native=d["Connect"]["Native"],
+        proxy=_proxy(d["Proxy"]) if "Proxy" in d else None,
+    )  # fmt: skip
+
+
+SERVICES: Table[Instance] = Table("services", _instance_doc, _instance)
 CHECKS: Table[Check] = Table("checks", _check_doc, _check)
 NODES: Table[Node] = Table("nodes", _node_doc, _node)
 VIPS: Table[VirtualIp] = Table(

@@ -50,14 +50,15 @@ def collect_inputs(
     inst = view.proxies.get(proxy_id)
     if inst is None:
         return None
-    proxy = inst["Proxy"]
-    ns, service = inst["Namespace"], proxy["DestinationServiceName"]
+    proxy = inst.proxy
+    assert proxy is not None  # the snapshot's proxies are connect-proxy instances
+    ns, service = inst.namespace, proxy.destination_service_name
     sd = view.entry(SERVICE_DEFAULTS, ns, service)
     pd = view.entry(PROXY_DEFAULTS, "default", "global")
     mesh = view.entry(MESH, "default", "mesh")
     protocol = sd.get("Protocol") or pd.get("Config", {}).get("protocol") or "tcp"
     mtls = sd.get("MutualTLSMode") or pd.get("MutualTLSMode") or "strict"
-    mode = proxy["Mode"] or sd.get("Mode") or pd.get("Mode") or "direct"
+    mode = proxy.mode or sd.get("Mode") or pd.get("Mode") or "direct"
     transparent = mode == "transparent"
     rules = tuple(
         AccessRule(
@@ -73,15 +74,15 @@ def collect_inputs(
     )
     upstreams: list[Upstream] = []
     explicit: set[Key] = set()
-    for u in proxy["Upstreams"]:
-        if u["DestinationType"] != "service":
+    for u in proxy.upstreams:
+        if u.destination_type != "service":
             continue
-        uns = u["DestinationNamespace"] or ns
-        explicit.add((uns, u["DestinationName"]))
+        uns = u.destination_namespace or ns
+        explicit.add((uns, u.destination_name))
         upstreams.append(
             _upstream(
-                view, uns, u["DestinationName"], u["Datacenter"],
-                bind_address=u["LocalBindAddress"], bind_port=u["LocalBindPort"],
+                view, uns, u.destination_name, u.datacenter,
+                bind_address=u.local_bind_address, bind_port=u.local_bind_port,
             )
         )  # fmt: skip
     if transparent:
@@ -108,11 +109,14 @@ def collect_inputs(
                     headless=not vips,
                 )
             )  # fmt: skip
-    tp = proxy["TransparentProxy"]
     sd_tp = sd.get("TransparentProxy", {})
-    outbound_port = tp["OutboundListenerPort"] or sd_tp.get("OutboundListenerPort") or 15001
+    outbound_port = (
+        proxy.transparent_proxy.outbound_listener_port
+        or sd_tp.get("OutboundListenerPort")
+        or 15001
+    )
     cert = leaf(service, ns)
-    bind = proxy["Config"].get("bind_address")
+    bind = proxy.config.get("bind_address")
     return ProxyInputs(
         proxy_id=proxy_id,
         service=service,
@@ -120,9 +124,9 @@ def collect_inputs(
         datacenter=view.datacenter,
         trust_domain=view.trust_domain,
         public_address=bind if isinstance(bind, str) and bind else "0.0.0.0",
-        public_port=inst["Port"],
-        local_app_address=proxy["LocalServiceAddress"] or "127.0.0.1",
-        local_app_port=proxy["LocalServicePort"],
+        public_port=inst.port,
+        local_app_address=proxy.local_service_address or "127.0.0.1",
+        local_app_port=proxy.local_service_port,
         protocol=protocol,
         mtls_mode=mtls,
         rules=rules,
@@ -136,7 +140,7 @@ def collect_inputs(
         mesh_destinations_only=bool(mesh.get("TransparentProxy", {}).get("MeshDestinationsOnly")),
         externals=tuple(e for e in view.externals if e.virtual_ips) if transparent else (),
         expose=tuple(
-            ExposeListener(e["ListenerPort"], e["Path"], e["LocalPathPort"], e["Protocol"])
-            for e in proxy.get("Expose", {}).get("Paths", [])
+            ExposeListener(e.listener_port, e.path, e.local_path_port, e.protocol)
+            for e in (proxy.expose.paths if proxy.expose is not None else ())
         ),
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.control.state import ServerSettings, State
-from loom.domain.records import CaRoot, Check, Cluster, ExternalVips, Node, VirtualIp
+from loom.domain.records import CaRoot, Check, Cluster, ExternalVips, Instance, Node, VirtualIp
 from loom.server import views
 from loom.store.sqlite import SqliteStore
 from loom.store.tables import TABLES, encode
@@ -52,6 +52,9 @@ async def test_an_old_data_dir_loads_into_typed_records(tmp_path: Path) -> None:
         assert store.record(TABLES["external_vips"], "x.example.com") == ExternalVips(
             "240.240.0.1", "fd00:f0f0::1"
         )
+        side = store.record(TABLES["services"], "loom-server/default/web-sidecar-proxy")
+        assert isinstance(side, Instance) and side.proxy is not None
+        assert side.proxy.upstreams[0].local_bind_port == 9191
         assert isinstance(store.record(TABLES["ca"], "root"), CaRoot)
         cluster = store.record(TABLES["meta"], "cluster")
         assert isinstance(cluster, Cluster)
@@ -75,3 +78,12 @@ async def test_every_old_document_re_encodes_to_the_bytes_on_disk(tmp_path: Path
         assert seen == set(TABLES)  # every table has a document in the old state
     finally:
         await store.close()
+
+
+def test_a_sidecar_stored_before_expose_was_kept_round_trips_without_it() -> None:
+    raw = next(r[2] for r in ROWS["docs"] if r[1] == "loom-server/default/web-sidecar-proxy")
+    doc = json.loads(raw)
+    del doc["Proxy"]["Expose"]
+    side = TABLES["services"].decode(doc)
+    assert side.proxy.expose is None
+    assert encode("services", side) == doc
