@@ -30,8 +30,6 @@ from loom.domain.services import (
 )
 from loom.store import Delete, Op, Store, put, tables
 
-Doc = dict[str, Any]
-
 SERVICES = tables.SERVICES.name
 CHECKS = tables.CHECKS.name
 NODES = tables.NODES.name

@@ -20,7 +20,6 @@ from typing import Any
 from loom.control.errors import Conflict
 from loom.domain.records import Check, Instance, VirtualIp
 
-Doc = dict[str, Any]
 Keys = dict[str, None]
 """Document keys in insertion order (a dict used as an ordered set)."""
 

@@ -111,9 +111,7 @@ def collect_inputs(
             )  # fmt: skip
     sd_tp = sd.get("TransparentProxy", {})
     outbound_port = (
-        proxy.transparent_proxy.outbound_listener_port
-        or sd_tp.get("OutboundListenerPort")
-        or 15001
+        proxy.transparent_proxy.outbound_listener_port or sd_tp.get("OutboundListenerPort") or 15001
     )
     cert = leaf(service, ns)
     bind = proxy.config.get("bind_address")
