@@ -178,3 +178,14 @@ def test_items_are_sorted_and_safe_to_mutate_as_a_list() -> None:
     first = store.items("t")
     first.clear()
     assert [k for k, _ in store.items("t")] == ["a", "b"]
+
+
+async def test_the_tag_union_keeps_first_seen_order_and_follows_every_write() -> None:
+    cat = catalog(Store())
+    await cat.agent_register({"Name": "web", "ID": "w1", "Port": 80, "Tags": ["b", "a"]})
+    await cat.agent_register({"Name": "web", "ID": "w2", "Port": 80, "Tags": ["c", "a", "b"]})
+    assert cat.service_tags("default") == {"web": ["b", "a", "c"]}
+    assert cat.service_tags("default") is cat.service_tags("default")  # shared until a write
+    await cat.agent_register({"Name": "web", "ID": "w1", "Port": 80, "Tags": ["z"]})
+    assert cat.service_tags("default") == {"web": ["z", "c", "a", "b"]}
+    assert cat.service_tags("other") == {}

@@ -63,6 +63,7 @@ class Catalog:
         self._lock = lock
         self._now = now
         self._ttl_deadlines: dict[str, float] = {}
+        self._tags_cache: dict[str, tuple[int, dict[str, list[str]]]] = {}
         self.services = ServiceIndex()
         self.checks = CheckIndex()
         self.vips = VipAllocator()
@@ -272,12 +273,21 @@ class Catalog:
 
     def service_tags(self, namespace: str) -> dict[str, list[str]]:
         """Service name -> the union of its instances' tags (first-seen order), by name;
-        namespace ``*`` means all namespaces."""
-        out: dict[str, dict[str, None]] = {}  # tags as an ordered set: the union stays linear
+        namespace ``*`` means all namespaces. Computed once per change of the services table
+        (do not mutate the result)."""
+        index = self.store.table_index((SERVICES,))
+        cached = self._tags_cache.get(namespace)
+        if cached is not None and cached[0] == index:
+            return cached[1]  # every watcher of the same index shares one union
+        union: dict[str, dict[str, None]] = {}  # tags as ordered sets: the union stays linear
         for d in self.instances():
             if namespace == "*" or d.namespace == namespace:
-                out.setdefault(d.service, {}).update(dict.fromkeys(d.tags))
-        return {name: list(tags) for name, tags in sorted(out.items())}
+                union.setdefault(d.service, {}).update(dict.fromkeys(d.tags))
+        out = {name: list(tags) for name, tags in sorted(union.items())}
+        if len(self._tags_cache) > 64:  # namespaces asked for: bounded
+            self._tags_cache.clear()
+        self._tags_cache[namespace] = (index, out)
+        return out
 
     def nodes(self) -> list[Node]:
         """Every node, registered or only named by an instance, by name."""
