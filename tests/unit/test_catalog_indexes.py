@@ -11,7 +11,7 @@ from typing import Any
 from loom.control.catalog import CHECKS, SERVICES, VIPS, Catalog, CatalogSettings
 from loom.control.indexes import EXTERNAL_VIP_NET, CheckIndex, ServiceIndex, VipAllocator
 from loom.domain.records import VirtualIp
-from loom.store import Put, Store
+from loom.store import Delete, Put, Store
 from loom.store.sqlite import SqliteStore
 from loom.store.tables import encode
 
@@ -184,8 +184,26 @@ async def test_the_tag_union_keeps_first_seen_order_and_follows_every_write() ->
     cat = catalog(Store())
     await cat.agent_register({"Name": "web", "ID": "w1", "Port": 80, "Tags": ["b", "a"]})
     await cat.agent_register({"Name": "web", "ID": "w2", "Port": 80, "Tags": ["c", "a", "b"]})
-    assert cat.service_tags("default") == {"web": ["b", "a", "c"]}
+    assert cat.service_tags("default") == {"web": ("b", "a", "c")}
     assert cat.service_tags("default") is cat.service_tags("default")  # shared until a write
     await cat.agent_register({"Name": "web", "ID": "w1", "Port": 80, "Tags": ["z"]})
-    assert cat.service_tags("default") == {"web": ["z", "c", "a", "b"]}
+    assert cat.service_tags("default") == {"web": ("z", "c", "a", "b")}
     assert cat.service_tags("other") == {}
+
+
+def test_items_stay_in_key_order_through_random_puts_and_deletes() -> None:
+    store = Store()
+    rng = random.Random(3)
+    model: dict[str, dict[str, int]] = {}
+    for index in range(1, 600):
+        key = f"k{rng.randrange(80)}"
+        if rng.random() < 0.6:
+            model[key] = {"n": index}
+            op: Any = Put("t", key, {"n": index})
+        else:
+            model.pop(key, None)
+            op = Delete("t", key)
+        store._apply_in_memory([op], index)
+        if index % 7 == 0:
+            assert store.items("t") == sorted(model.items())
+    assert store.items("t") == sorted(model.items())

@@ -63,7 +63,7 @@ class Catalog:
         self._lock = lock
         self._now = now
         self._ttl_deadlines: dict[str, float] = {}
-        self._tags_cache: dict[str, tuple[int, dict[str, list[str]]]] = {}
+        self._tags_cache: dict[str, tuple[int, dict[str, tuple[str, ...]]]] = {}
         self.services = ServiceIndex()
         self.checks = CheckIndex()
         self.vips = VipAllocator()
@@ -271,7 +271,7 @@ class Catalog:
 
     # -- queries -----------------------------------------------------------------------------
 
-    def service_tags(self, namespace: str) -> dict[str, list[str]]:
+    def service_tags(self, namespace: str) -> dict[str, tuple[str, ...]]:
         """Service name -> the union of its instances' tags (first-seen order), by name;
         namespace ``*`` means all namespaces. Computed once per change of the services table
         (do not mutate the result)."""
@@ -279,11 +279,20 @@ class Catalog:
         cached = self._tags_cache.get(namespace)
         if cached is not None and cached[0] == index:
             return cached[1]  # every watcher of the same index shares one union
-        union: dict[str, dict[str, None]] = {}  # tags as ordered sets: the union stays linear
+        # Tags as ordered sets (the union stays linear), made only for services with tags:
+        # on a large catalog, allocating per instance is what costs (garbage collections).
+        union: dict[str, dict[str, None] | None] = {}
         for d in self.instances():
             if namespace == "*" or d.namespace == namespace:
-                union.setdefault(d.service, {}).update(dict.fromkeys(d.tags))
-        out = {name: list(tags) for name, tags in sorted(union.items())}
+                tags = union.get(d.service)
+                if d.tags:
+                    if tags is None:
+                        tags = union[d.service] = {}
+                    for tag in d.tags:
+                        tags[tag] = None  # an existing tag keeps its first-seen place
+                elif d.service not in union:
+                    union[d.service] = None
+        out = {name: tuple(union[name] or ()) for name in sorted(union)}
         if len(self._tags_cache) > 64:  # namespaces asked for: bounded
             self._tags_cache.clear()
         self._tags_cache[namespace] = (index, out)

@@ -18,6 +18,7 @@ scanning the table.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ class Store:
         self._changed = asyncio.Event()
         self._indexers: dict[str, list[Indexer]] = {}
         self._sorted: dict[str, tuple[int, list[tuple[str, Any]]]] = {}
+        self._keys: dict[str, list[str]] = {}  # per table, kept sorted as keys come and go
 
     def attach(self, table: str, indexer: Indexer) -> None:
         """Keep ``indexer`` in step with ``table`` from now on, starting from its contents."""
@@ -95,6 +97,7 @@ class Store:
     def _reset_indexers(self) -> None:
         """The view was replaced wholesale (a reload): every index starts over."""
         self._sorted.clear()
+        self._keys.clear()
         for table, indexers in self._indexers.items():
             for indexer in indexers:
                 indexer.reset(self._tables.get(table, {}))
@@ -127,21 +130,32 @@ class Store:
 
     def records(self, table: Table[T]) -> list[T]:
         """Every record of a typed table, in key order."""
-        return [value for _, value in self.items(table.name)]
+        values: list[T] = self.values(table.name)
+        return values
 
     def items(self, table: str) -> list[tuple[str, Any]]:
         """(key, doc) pairs sorted by key; docs are the store's own: do not mutate them.
 
-        Sorted once per change of the table, not once per call."""
+        The key order is maintained as keys are added and removed (never re-sorted), and the
+        list is built once per change of the table, not once per call."""
         index = self._table_index.get(table, 0)
         cached = self._sorted.get(table)
         if cached is None or cached[0] != index:
-            cached = (index, sorted(self._tables.get(table, {}).items()))
+            docs = self._tables.get(table, {})
+            cached = (index, [(k, docs[k]) for k in self._sorted_keys(table)])
             self._sorted[table] = cached
         return list(cached[1])
 
+    def _sorted_keys(self, table: str) -> list[str]:
+        keys = self._keys.get(table)
+        if keys is None:  # first use, or after a load
+            keys = self._keys[table] = sorted(self._tables.get(table, {}))
+        return keys
+
     def values(self, table: str) -> list[Any]:
-        return [doc for _, doc in self.items(table)]
+        """The values in key order (no (key, value) pairs made: cheap on large tables)."""
+        docs = self._tables.get(table, {})
+        return [docs[k] for k in self._sorted_keys(table)]
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -163,11 +177,16 @@ class Store:
                 value = op.value
                 if isinstance(value, dict):  # stored form (the etcd watch, callers) or untyped
                     value = decode(op.table, copy.deepcopy(value))
+                if old is None and op.table in self._keys:
+                    bisect.insort(self._keys[op.table], op.key)
                 new = table[op.key] = value
                 for indexer in indexers:
                     indexer.put(op.key, old, new)
             elif old is not None:
                 del table[op.key]
+                if op.table in self._keys:
+                    keys = self._keys[op.table]
+                    del keys[bisect.bisect_left(keys, op.key)]
                 for indexer in indexers:
                     indexer.delete(op.key, old)
             self._table_index[op.table] = index
