@@ -13,7 +13,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from loom.addrs import parse_address
-from loom.server.state import ServerSettings, State
+from loom.control.state import ServerSettings, State
 from loom.xds import server as xds_server
 from loom.xds.translate import InconsistentSnapshot
 from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_LISTENER

@@ -56,14 +56,14 @@ async def test_a_transaction_commits_all_its_operations_under_one_new_index(
     store = await open_store(etcd, prefix)
     try:
         assert store.index == 0
-        one = await store.apply([Put("services", "a", {"n": 1}), Put("checks", "c", {"s": "ok"})])
-        two = await store.apply([Put("services", "b", {"n": 2}), Delete("services", "a")])
-        three = await store.apply([Put("checks", "c", {"s": "critical"})])
+        one = await store.apply([Put("things", "a", {"n": 1}), Put("other", "c", {"s": "ok"})])
+        two = await store.apply([Put("things", "b", {"n": 2}), Delete("things", "a")])
+        three = await store.apply([Put("other", "c", {"s": "critical"})])
         assert (one, two, three) == (1, 2, 3)
         assert store.index == 3
-        assert store.items("services") == [("b", {"n": 2})]
-        assert store.table_index(["services"]) == 2
-        assert store.table_index(["checks"]) == 3
+        assert store.items("things") == [("b", {"n": 2})]
+        assert store.table_index(["things"]) == 2
+        assert store.table_index(["other"]) == 3
         assert store.table_index(["nodes"]) == 1
         assert await store.apply([]) == 3
     finally:
@@ -76,20 +76,20 @@ async def test_a_fresh_store_on_the_same_prefix_loads_everything(
     first = await open_store(etcd, prefix)
     try:
         for n in range(1500):  # more than one page of the paged load
-            await first.apply([Put("services", f"default/svc-{n:04}", {"Port": n})])
+            await first.apply([Put("things", f"default/svc-{n:04}", {"Port": n})])
         await first.apply(
-            [Put("config", "k", {"v": [1, "x"]}), Delete("services", "default/svc-0000")]
+            [Put("config", "k", {"v": [1, "x"]}), Delete("things", "default/svc-0000")]
         )
     finally:
         await first.close()
     again = await open_store(etcd, prefix)
     try:
         assert again.index == 1501
-        assert len(again.items("services")) == 1499
-        assert again.get("services", "default/svc-1499") == {"Port": 1499}
-        assert again.get("services", "default/svc-0000") is None
+        assert len(again.items("things")) == 1499
+        assert again.get("things", "default/svc-1499") == {"Port": 1499}
+        assert again.get("things", "default/svc-0000") is None
         assert again.get("config", "k") == {"v": [1, "x"]}
-        assert again.table_index(["services"]) == 1501
+        assert again.table_index(["things"]) == 1501
         assert again.table_index(["config"]) == 1501
         assert await again.apply([Put("config", "k2", {})]) == 1502
     finally:
@@ -101,15 +101,15 @@ async def test_a_write_through_one_store_wakes_a_waiter_on_another(
 ) -> None:
     a, b = await open_store(etcd, prefix), await open_store(etcd, prefix)
     try:
-        waiter = asyncio.create_task(b.wait(["services"], after=1, timeout=10))
+        waiter = asyncio.create_task(b.wait(["things"], after=1, timeout=10))
         await a.apply([Put("intentions", "i", {"Action": "deny"})])
         async with asyncio.timeout(10):  # b has seen that write: had it woken the waiter,
             while b.table_index(["intentions"]) != 1:  # that would return 1, not 2, below
                 await asyncio.sleep(0.01)
         assert not waiter.done()  # another table's write does not wake it
-        index = await a.apply([Put("services", "web", {"Port": 80})])
+        index = await a.apply([Put("things", "web", {"Port": 80})])
         assert await asyncio.wait_for(waiter, 10) == index == 2
-        assert b.get("services", "web") == {"Port": 80}
+        assert b.get("things", "web") == {"Port": 80}
         assert b.index == a.index == 2
         assert b.table_index(["intentions"]) == 1
     finally:

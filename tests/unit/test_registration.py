@@ -23,31 +23,32 @@ def test_a_sidecar_service_is_expanded_the_way_consul_does() -> None:
         datacenter="dc1",
     )
     app, sidecar = reg.instances
-    assert app["ID"] == "static-client" and app["Kind"] == ""
-    assert sidecar["ID"] == "static-client-sidecar-proxy"
-    assert sidecar["Service"] == "static-client-sidecar-proxy"
-    assert sidecar["Kind"] == "connect-proxy"
-    assert sidecar["Port"] == 21000
-    proxy = sidecar["Proxy"]
-    assert proxy["DestinationServiceName"] == "static-client"
-    assert proxy["DestinationServiceID"] == "static-client"
-    assert proxy["LocalServicePort"] == 8080
-    assert proxy["Upstreams"][0]["DestinationName"] == "static-server"
-    assert proxy["Upstreams"][0]["LocalBindPort"] == 1234
-    assert proxy["Upstreams"][0]["LocalBindAddress"] == "127.0.0.1"
+    assert app.id == "static-client" and app.kind == ""
+    assert sidecar.id == "static-client-sidecar-proxy"
+    assert sidecar.service == "static-client-sidecar-proxy"
+    assert sidecar.kind == "connect-proxy"
+    assert sidecar.port == 21000
+    proxy = sidecar.proxy
+    assert proxy is not None
+    assert proxy.destination_service_name == "static-client"
+    assert proxy.destination_service_id == "static-client"
+    assert proxy.local_service_port == 8080
+    assert proxy.upstreams[0].destination_name == "static-server"
+    assert proxy.upstreams[0].local_bind_port == 1234
+    assert proxy.upstreams[0].local_bind_address == "127.0.0.1"
 
 
 def test_sidecar_ports_skip_ports_in_use() -> None:
     reg = agent_registration(
         {"Name": "a", "Port": 1, "Connect": {"SidecarService": {}}}, "n", "dc1", {21000, 21001}
     )
-    assert reg.instances[1]["Port"] == 21002
+    assert reg.instances[1].port == 21002
 
 
 def test_a_ttl_check_starts_critical_with_consuls_default_id() -> None:
     reg = agent_registration({"Name": "web", "Check": {"TTL": "10s"}}, "n", "dc1")
-    assert reg.checks[0]["CheckID"] == "service:web"
-    assert reg.checks[0]["Status"] == "critical"
+    assert reg.checks[0].check_id == "service:web"
+    assert reg.checks[0].status == "critical"
 
 
 @pytest.mark.parametrize(

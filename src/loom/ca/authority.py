@@ -33,6 +33,26 @@ def spiffe_id(trust_domain: str, namespace: str, datacenter: str, service: str) 
 
 
 @dataclass(frozen=True)
+class ServiceIdentity:
+    """What a service SPIFFE ID names."""
+
+    trust_domain: str
+    namespace: str
+    datacenter: str
+    service: str
+
+
+def parse_spiffe_id(uri: str, trust_domain: str) -> ServiceIdentity | None:
+    """The service ``uri`` names within ``trust_domain``; None for anything else (another
+    trust domain, not a service identity, or malformed)."""
+    prefix = f"spiffe://{trust_domain}/ns/"
+    parts = uri[len(prefix) :].split("/") if uri.startswith(prefix) else []
+    if len(parts) != 5 or parts[1] != "dc" or parts[3] != "svc":
+        return None
+    return ServiceIdentity(trust_domain, parts[0], parts[2], parts[4])
+
+
+@dataclass(frozen=True)
 class Root:
     id: str  # hex SHA-256 fingerprint (colon-free), stable for the root's life
     cert_pem: str

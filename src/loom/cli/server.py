@@ -74,9 +74,8 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loom.aio import run as run_main
+    from loom.control.state import ServerSettings
     from loom.server.app import print_ready, serve
-    from loom.server.state import ServerSettings
-    from loom.xds.server import start_xds
 
     if not args.dev and args.data_dir is None and not args.etcd_endpoints:
         raise UsageError(
@@ -99,5 +98,5 @@ def run(args: argparse.Namespace) -> int:
         default_allow=args.default_intention_policy == "allow",
         leaf_ttl_s=args.leaf_ttl,
     )
-    run_main(serve(settings, print_ready(settings), start_xds))
+    run_main(serve(settings, print_ready(settings)))
     return 0

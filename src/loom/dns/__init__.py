@@ -8,8 +8,9 @@ from the server or a file). See docs/dns.md.
 
 from loom.dns.errors import BindError, DnsError, ResolvConfError, TableError
 from loom.dns.server import DnsProxy, DnsSettings
-from loom.dns.table import ExternalHost, Instance, NameTable, Service
+from loom.dns.table import Instance, NameTable, Service
 from loom.dns.watch import load_table_file, watch_table, watch_table_file
+from loom.domain.mesh import ExternalHost
 
 __all__ = [
     "BindError",

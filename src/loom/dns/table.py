@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from loom.dns.errors import TableError
+from loom.domain.mesh import ExternalHost
 
 CONSUL_DOMAIN = "consul"
 """The domain of Consul-style names (``web.virtual.consul``)."""
@@ -49,16 +50,6 @@ class Service:
     @property
     def headless(self) -> bool:
         return not self.virtual_ips
-
-
-@dataclass(frozen=True)
-class ExternalHost:
-    """A host outside the mesh registered as an external service, answered with its VIPs."""
-
-    host: str
-    service: str
-    namespace: str
-    virtual_ips: tuple[str, ...]
 
 
 @dataclass(frozen=True)

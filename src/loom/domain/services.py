@@ -11,7 +11,7 @@ Stored instance documents use Consul's AgentService field names, plus ``Node``.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from loom.domain.fields import (
@@ -23,10 +23,23 @@ from loom.domain.fields import (
     check_namespace,
     parse_duration,
 )
+from loom.domain.records import CONNECT_PROXY as CONNECT_PROXY
+from loom.domain.records import (
+    Check,
+    Expose,
+    ExposedPath,
+    Instance,
+    Node,
+    Proxy,
+    TaggedAddress,
+    TransparentProxySettings,
+    Upstream,
+    Weights,
+)
 
 Doc = dict[str, Any]
 
-CONNECT_PROXY = "connect-proxy"
+
 KINDS = ("", CONNECT_PROXY)
 PROXY_MODES = ("", "direct", "transparent")
 CHECK_STATUSES = ("passing", "warning", "critical")
@@ -38,8 +51,8 @@ DEFAULT_NAMESPACE = "default"
 class Registration:
     """What one registration request writes: instances and their checks."""
 
-    instances: list[Doc] = field(default_factory=list)
-    checks: list[Doc] = field(default_factory=list)
+    instances: list[Instance] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
 
 
 def instance_key(node: str, namespace: str, service_id: str) -> str:
@@ -50,7 +63,7 @@ def check_key(node: str, namespace: str, check_id_: str) -> str:
     return f"{node}/{namespace}/{check_id_}"
 
 
-def _upstream(f: Fields) -> Doc:
+def _upstream(f: Fields) -> Upstream:
     dtype = f.one_of("DestinationType", ("", "service", "prepared_query"), "service") or "service"
     name = f.text("DestinationName", required=True)
     if dtype == "service":
@@ -61,23 +74,23 @@ def _upstream(f: Fields) -> Doc:
     bind_port = f.port("LocalBindPort")
     if bind_port == 0 and not f.flag("CentrallyConfigured"):
         raise ValidationError(f"{f.where('LocalBindPort')}: is required for an upstream")
-    return {
-        "DestinationType": dtype,
-        "DestinationName": name,
-        "DestinationNamespace": ns,
-        "Datacenter": f.text("Datacenter"),
-        "LocalBindAddress": check_address(
+    return Upstream(
+        destination_type=dtype,
+        destination_name=name,
+        destination_namespace=ns,
+        datacenter=f.text("Datacenter"),
+        local_bind_address=check_address(
             f.text("LocalBindAddress", "127.0.0.1"), f.where("LocalBindAddress")
         ),
-        "LocalBindPort": bind_port,
-        "Config": f.any_map("Config"),
-    }
+        local_bind_port=bind_port,
+        config=f.any_map("Config"),
+    )
 
 
-def _expose(f: Fields | None) -> Doc:
+def _expose(f: Fields | None) -> Expose:
     """Consul's ``Proxy.Expose``: plain-HTTP paths the sidecar serves for probes."""
     if f is None:
-        return {"Checks": False, "Paths": []}
+        return Expose()
     paths = []
     for p in f.subs("Paths"):
         listener = p.port("ListenerPort")
@@ -87,100 +100,89 @@ def _expose(f: Fields | None) -> Doc:
         path = p.text("Path", "/") or "/"
         if not path.startswith("/"):
             raise ValidationError(f"{p.where('Path')}: {path!r} must start with '/'")
-        paths.append(
-            {
-                "ListenerPort": listener,
-                "Path": path,
-                "LocalPathPort": local,
-                "Protocol": p.one_of("Protocol", ("", "http", "http2")) or "http",
-            }
-        )
-    return {"Checks": f.flag("Checks"), "Paths": paths}
+        protocol = p.one_of("Protocol", ("", "http", "http2")) or "http"
+        paths.append(ExposedPath(listener, path, local, protocol))
+    return Expose(f.flag("Checks"), tuple(paths))
 
 
-def _proxy(f: Fields, defaults: Doc | None = None) -> Doc:
-    d = defaults or {}
+def _proxy(f: Fields, defaults: Proxy | None = None) -> Proxy:
+    d = defaults or Proxy("", "")
     tp = f.sub("TransparentProxy")
-    return {
-        "DestinationServiceName": f.text(
-            "DestinationServiceName", d.get("DestinationServiceName", "")
-        ),
-        "DestinationServiceID": f.text("DestinationServiceID", d.get("DestinationServiceID", "")),
-        "LocalServiceAddress": check_address(
-            f.text("LocalServiceAddress", d.get("LocalServiceAddress", "")),
+    return Proxy(
+        destination_service_name=f.text("DestinationServiceName", d.destination_service_name),
+        destination_service_id=f.text("DestinationServiceID", d.destination_service_id),
+        local_service_address=check_address(
+            f.text("LocalServiceAddress", d.local_service_address),
             f.where("LocalServiceAddress"),
         ),
-        "LocalServicePort": f.port("LocalServicePort", d.get("LocalServicePort", 0)),
-        "Mode": f.one_of("Mode", PROXY_MODES),
-        "TransparentProxy": {
-            "OutboundListenerPort": tp.port("OutboundListenerPort") if tp else 0,
-            "DialedDirectly": tp.flag("DialedDirectly") if tp else False,
-        },
-        "Upstreams": [_upstream(u) for u in f.subs("Upstreams")],
-        "Config": f.any_map("Config"),
-        "Expose": _expose(f.sub("Expose")),
-    }
+        local_service_port=f.port("LocalServicePort", d.local_service_port),
+        mode=f.one_of("Mode", PROXY_MODES),
+        transparent_proxy=TransparentProxySettings(
+            tp.port("OutboundListenerPort") if tp else 0,
+            tp.flag("DialedDirectly") if tp else False,
+        ),
+        upstreams=tuple(_upstream(u) for u in f.subs("Upstreams")),
+        config=f.any_map("Config"),
+        expose=_expose(f.sub("Expose")),
+    )
 
 
-def _tagged(f: Fields) -> dict[str, Doc]:
-    out: dict[str, Doc] = {}
+def _tagged(f: Fields) -> dict[str, TaggedAddress]:
+    out: dict[str, TaggedAddress] = {}
     for tag, value in f.any_map("TaggedAddresses").items():
         sub = Fields(value, f.where(f"TaggedAddresses.{tag}"))
-        out[tag] = {
-            "Address": check_address(sub.text("Address", required=True), sub.where("Address")),
-            "Port": sub.port("Port"),
-        }
+        out[tag] = TaggedAddress(
+            check_address(sub.text("Address", required=True), sub.where("Address")),
+            sub.port("Port"),
+        )
     return out
 
 
-def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Doc:
+def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
     name = check_name(
         f.text("Name", f.text("Service"), required=not f.has("Service")), f.where("Name")
     )
     sid = check_id(f.text("ID", name) or name, f.where("ID"))
     kind = f.one_of("Kind", KINDS)
     ns = check_namespace(f.text("Namespace", namespace) or namespace, f.where("Namespace"))
-    doc: Doc = {
-        "Node": node,
-        "Datacenter": datacenter,
-        "ID": sid,
-        "Service": name,
-        "Kind": kind,
-        "Namespace": ns,
-        "Address": check_address(f.text("Address"), f.where("Address")),
-        "Port": f.port("Port"),
-        "Tags": f.strs("Tags"),
-        "Meta": f.str_map("Meta"),
-        "TaggedAddresses": _tagged(f),
-        "EnableTagOverride": f.flag("EnableTagOverride"),
-        "Weights": {"Passing": 1, "Warning": 1},
-        "Connect": {"Native": False},
-    }
-    weights = f.sub("Weights")
-    if weights:
-        doc["Weights"] = {
-            "Passing": weights.integer("Passing", 1, 1),
-            "Warning": weights.integer("Warning", 1, 0),
-        }
-    proxy = f.sub("Proxy")
+    weights = Weights()
+    wf = f.sub("Weights")
+    if wf:
+        weights = Weights(wf.integer("Passing", 1, 1), wf.integer("Warning", 1, 0))
+    proxy_f = f.sub("Proxy")
+    proxy = None
     if kind == CONNECT_PROXY:
-        if proxy is None:
+        if proxy_f is None:
             raise ValidationError(f"{f.where('Proxy')}: is required for a connect-proxy")
-        doc["Proxy"] = _proxy(proxy)
-        if not doc["Proxy"]["DestinationServiceName"]:
-            raise ValidationError(f"{proxy.where('DestinationServiceName')}: is required")
-        check_name(doc["Proxy"]["DestinationServiceName"], proxy.where("DestinationServiceName"))
-        if not doc["Proxy"]["DestinationServiceID"]:
-            doc["Proxy"]["DestinationServiceID"] = doc["Proxy"]["DestinationServiceName"]
-    elif proxy is not None:
+        proxy = _proxy(proxy_f)
+        if not proxy.destination_service_name:
+            raise ValidationError(f"{proxy_f.where('DestinationServiceName')}: is required")
+        check_name(proxy.destination_service_name, proxy_f.where("DestinationServiceName"))
+        if not proxy.destination_service_id:
+            proxy = replace(proxy, destination_service_id=proxy.destination_service_name)
+    elif proxy_f is not None:
         raise ValidationError(f"{f.where('Proxy')}: only a connect-proxy has a Proxy block")
     connect = f.sub("Connect")
-    if connect is not None:
-        doc["Connect"]["Native"] = connect.flag("Native")
-    return doc
+    return Instance(
+        node=node,
+        datacenter=datacenter,
+        id=sid,
+        service=name,
+        kind=kind,
+        namespace=ns,
+        address=check_address(f.text("Address"), f.where("Address")),
+        port=f.port("Port"),
+        tags=tuple(f.strs("Tags")),
+        meta=f.str_map("Meta"),
+        tagged_addresses=_tagged(f),
+        enable_tag_override=f.flag("EnableTagOverride"),
+        weights=weights,
+        connect_native=connect.flag("Native") if connect is not None else False,
+        proxy=proxy,
+    )
 
 
-def _checks(f: Fields, service: Doc | None, node: str) -> list[Doc]:
+def _checks(f: Fields, service: Instance | None, node: str) -> list[Check]:
     given: list[Fields] = []
     if f.sub("Check") is not None:
         given.append(Fields(f.raw("Check"), f.where("Check")))
@@ -197,29 +199,31 @@ def _checks(f: Fields, service: Doc | None, node: str) -> list[Doc]:
         if ttl:
             parse_duration(ttl, c.where("TTL"))
         if service is not None:
-            default_id = f"service:{service['ID']}" + (f":{n}" if len(given) > 1 else "")
+            default_id = f"service:{service.id}" + (f":{n}" if len(given) > 1 else "")
         else:
             default_id = c.text("Name", required=True)
         cid = c.text("CheckID", c.text("ID", default_id)) or default_id
         out.append(
-            {
-                "Node": node,
-                "CheckID": cid,
-                "Name": c.text("Name", f"Service '{service['Service']}' check" if service else cid),
-                "Status": c.one_of("Status", ("", *CHECK_STATUSES)) or "critical",
-                "Notes": c.text("Notes"),
-                "Output": c.text("Output"),
-                "ServiceID": service["ID"] if service else c.text("ServiceID"),
-                "ServiceName": service["Service"] if service else "",
-                "Namespace": service["Namespace"] if service else DEFAULT_NAMESPACE,
-                "Type": "ttl" if ttl else "",
-                "TTL": ttl,
-            }
+            Check(
+                node=node,
+                check_id=cid,
+                name=c.text("Name", f"Service '{service.service}' check" if service else cid),
+                status=c.one_of("Status", ("", *CHECK_STATUSES)) or "critical",
+                notes=c.text("Notes"),
+                output=c.text("Output"),
+                service_id=service.id if service else c.text("ServiceID"),
+                service_name=service.service if service else "",
+                namespace=service.namespace if service else DEFAULT_NAMESPACE,
+                type="ttl" if ttl else "",
+                ttl=ttl,
+            )
         )
     return out
 
 
-def _sidecar(parent: Doc, f: Fields, used_ports: Collection[int]) -> tuple[Doc, list[Doc]]:
+def _sidecar(
+    parent: Instance, f: Fields, used_ports: Collection[int]
+) -> tuple[Instance, list[Check]]:
     """Consul's sidecar expansion of ``Connect.SidecarService`` for ``parent``."""
     port = f.port("Port")
     if port == 0:
@@ -229,30 +233,28 @@ def _sidecar(parent: Doc, f: Fields, used_ports: Collection[int]) -> tuple[Doc, 
             raise ValidationError(f"{f.where('Port')}: no free sidecar port in {lo}..{hi}")
         port = free[0]
     proxy_f = f.sub("Proxy") or Fields({}, f.where("Proxy"))
-    doc: Doc = {
-        **parent,
-        "ID": check_id(f.text("ID", f"{parent['ID']}-sidecar-proxy"), f.where("ID")),
-        "Service": check_name(
-            f.text("Name", f"{parent['Service']}-sidecar-proxy"), f.where("Name")
-        ),
-        "Kind": CONNECT_PROXY,
-        "Port": port,
-        "Address": check_address(f.text("Address", parent["Address"]), f.where("Address")),
-        "Tags": f.strs("Tags") if f.has("Tags") else list(parent["Tags"]),
-        "Meta": f.str_map("Meta") if f.has("Meta") else dict(parent["Meta"]),
-        "TaggedAddresses": {},
-        "Connect": {"Native": False},
-        "Proxy": _proxy(
+    side = replace(
+        parent,
+        id=check_id(f.text("ID", f"{parent.id}-sidecar-proxy"), f.where("ID")),
+        service=check_name(f.text("Name", f"{parent.service}-sidecar-proxy"), f.where("Name")),
+        kind=CONNECT_PROXY,
+        port=port,
+        address=check_address(f.text("Address", parent.address), f.where("Address")),
+        tags=tuple(f.strs("Tags")) if f.has("Tags") else parent.tags,
+        meta=f.str_map("Meta") if f.has("Meta") else dict(parent.meta),
+        tagged_addresses={},
+        connect_native=False,
+        proxy=_proxy(
             proxy_f,
-            {
-                "DestinationServiceName": parent["Service"],
-                "DestinationServiceID": parent["ID"],
-                "LocalServiceAddress": "127.0.0.1",
-                "LocalServicePort": parent["Port"],
-            },
+            Proxy(
+                destination_service_name=parent.service,
+                destination_service_id=parent.id,
+                local_service_address="127.0.0.1",
+                local_service_port=parent.port,
+            ),
         ),
-    }
-    return doc, _checks(f, doc, parent["Node"])
+    )
+    return side, _checks(f, side, parent.node)
 
 
 def agent_registration(
@@ -265,7 +267,7 @@ def agent_registration(
     connect = f.sub("Connect")
     sidecar = connect.sub("SidecarService") if connect else None
     if sidecar is not None:
-        if service["Kind"] == CONNECT_PROXY:
+        if service.kind == CONNECT_PROXY:
             raise ValidationError("Connect.SidecarService: a connect-proxy cannot have a sidecar")
         side, side_checks = _sidecar(service, sidecar, used_ports)
         reg.instances.append(side)
@@ -273,27 +275,27 @@ def agent_registration(
     return reg
 
 
-def catalog_registration(body: Any, datacenter: str) -> tuple[Doc, Registration]:
-    """Validate a catalog registration; returns the node document and what to write."""
+def catalog_registration(body: Any, datacenter: str) -> tuple[Node, Registration]:
+    """Validate a catalog registration; returns the node and what to write."""
     f = Fields(body, "")
     node_name = f.text("Node", required=True)
     check_id(node_name, "Node")
-    node = {
-        "Node": node_name,
-        "ID": f.text("ID"),
-        "Address": check_address(f.text("Address", required=True), "Address"),
-        "Datacenter": datacenter,
-        "TaggedAddresses": f.str_map("TaggedAddresses"),
-        "Meta": f.str_map("NodeMeta"),
-    }
+    node = Node(
+        node=node_name,
+        id=f.text("ID"),
+        address=check_address(f.text("Address", required=True), "Address"),
+        datacenter=datacenter,
+        tagged_addresses=f.str_map("TaggedAddresses"),
+        meta=f.str_map("NodeMeta"),
+    )
     reg = Registration()
     svc_f = f.sub("Service")
     service = None
     if svc_f is not None:
         service = _service(svc_f, node_name, datacenter, DEFAULT_NAMESPACE)
         reg.instances.append(service)
-    reg.checks = _checks(f, service, node_name)
-    for check in reg.checks:
-        if check["ServiceID"] and service is None:
-            check["ServiceName"] = ""
+    reg.checks = [
+        replace(c, service_name="") if c.service_id and service is None else c
+        for c in _checks(f, service, node_name)
+    ]
     return node, reg

@@ -1,1 +1,2 @@
-"""The control plane process: application services over the store, and their servers."""
+"""The control plane process: the Consul-shaped HTTP API over ``loom.control``, and the wiring
+that runs it beside the xDS server (``app``)."""

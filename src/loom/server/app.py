@@ -18,16 +18,12 @@ from pathlib import Path
 from aiohttp import web
 
 from loom.addrs import Address, parse_address
+from loom.control.state import ServerSettings, State
 from loom.errors import LoomError
 from loom.server.http import build_app
-from loom.server.state import ServerSettings, State
+from loom.xds.server import start_xds
 
 log = logging.getLogger("loom.server")
-
-# Hook for the xDS server: (state, addresses) -> (bound addresses, stop coroutine factory).
-XdsStarter = Callable[
-    [State, list[Address]], Awaitable[tuple[list[str], Callable[[], Awaitable[None]]]]
-]
 
 
 class ServerError(LoomError):
@@ -76,7 +72,6 @@ async def _sweep_ttls(state: State) -> None:
 async def serve(
     settings: ServerSettings,
     ready: Callable[[list[str], list[str]], None] | None = None,
-    xds: XdsStarter | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
@@ -93,8 +88,8 @@ async def serve(
     grpc_bound: list[str] = []
     stop_xds: Callable[[], Awaitable[None]] | None = None
     try:
-        if xds is not None and grpc_addrs:
-            grpc_bound, stop_xds = await xds(state, grpc_addrs)
+        if grpc_addrs:
+            grpc_bound, stop_xds = await start_xds(state, grpc_addrs)
         sweeper = asyncio.create_task(_sweep_ttls(state))
         if ready is not None:
             ready(http_bound, grpc_bound)

@@ -18,25 +18,21 @@ from typing import Any
 
 from aiohttp import web
 
+from loom.control.errors import Conflict, NotFound
+from loom.control.nametable import name_table_text
+from loom.control.snapshot import MESH_TABLES
+from loom.control.state import State
 from loom.domain.config_entries import KINDS
 from loom.domain.fields import Fields, ValidationError, check_name, parse_duration
-from loom.domain.intentions import Intention
-from loom.domain.services import CONNECT_PROXY
 from loom.errors import LoomError
 from loom.server import views
-from loom.server.catalog import CATALOG_TABLES, health_status
-from loom.server.certs import CA
-from loom.server.configs import CONFIG_TABLES
-from loom.server.dnstable import build_dns_table
-from loom.server.errors import Conflict, NotFound
-from loom.server.state import State
 from loom.store import StoreConflict
+from loom.store.tables import CA, CATALOG_TABLES, CONFIG_TABLES
 
 log = logging.getLogger("loom.server.http")
 Doc = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE: web.AppKey[State] = web.AppKey("state", State)
-DNS_TABLE: web.AppKey[dict[str, Any]] = web.AppKey("dns_table", dict)
 MAX_WAIT_S = 600.0
 DEFAULT_WAIT_S = 300.0
 
@@ -130,11 +126,7 @@ async def agent_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     cat = state.catalog
-    out = {
-        d["ID"]: views.agent_service(cat, d)
-        for d in cat.instances()
-        if d["Node"] == state.settings.node
-    }
+    out = {d.id: views.agent_service(cat, d) for d in cat.instances_on(state.settings.node)}
     return _json(out, index)
 
 
@@ -181,9 +173,8 @@ async def agent_checks(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     out = {
-        c["CheckID"]: views.health_check(c, index)
-        for c in state.store.values("checks")
-        if c["Node"] == state.settings.node
+        c.check_id: views.health_check(c, index)
+        for c in state.catalog.checks_on(state.settings.node)
     }
     return _json(out, index)
 
@@ -214,13 +205,7 @@ async def catalog_deregister(request: web.Request) -> web.Response:
 async def catalog_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
-    ns = _ns(request)
-    out: dict[str, list[str]] = {}
-    for d in state.catalog.instances():
-        if ns == "*" or d["Namespace"] == ns:
-            tags = out.setdefault(d["Service"], [])
-            tags.extend(t for t in d["Tags"] if t not in tags)
-    return _json(dict(sorted(out.items())), index)
+    return _json(state.catalog.service_tags(_ns(request)), index)
 
 
 async def catalog_service(request: web.Request) -> web.Response:
@@ -230,8 +215,8 @@ async def catalog_service(request: web.Request) -> web.Response:
     tag = request.query.get("tag")
     out = [
         views.catalog_service(state.catalog, d, index)
-        for d in state.catalog.instances()
-        if d["Service"] == name and d["Namespace"] == ns and (tag is None or tag in d["Tags"])
+        for d in state.catalog.instances_of(ns, name)
+        if tag is None or tag in d.tags
     ]
     return _json(out, index)
 
@@ -239,12 +224,8 @@ async def catalog_service(request: web.Request) -> web.Response:
 async def catalog_nodes(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
-    nodes = {n["Node"]: n for n in state.store.values("nodes")}
-    for d in state.catalog.instances():
-        nodes.setdefault(d["Node"], state.catalog.node_of(d))
     out = [
-        {**views.node(n), "CreateIndex": index, "ModifyIndex": index}
-        for _, n in sorted(nodes.items())
+        {**views.node(n), "CreateIndex": index, "ModifyIndex": index} for n in state.catalog.nodes()
     ]
     return _json(out, index)
 
@@ -258,28 +239,8 @@ async def catalog_datacenters(request: web.Request) -> web.Response:
 
 def _health(request: web.Request, index: int, connect: bool) -> list[Doc]:
     cat = request.app[STATE].catalog
-    name, ns = request.match_info["name"], _ns(request)
-    passing = _flag(request, "passing")
-    out = []
-    for d in cat.instances():
-        if d["Namespace"] != ns:
-            continue
-        if connect:
-            is_proxy = d["Kind"] == CONNECT_PROXY and d["Proxy"]["DestinationServiceName"] == name
-            native = d["Kind"] != CONNECT_PROXY and d["Service"] == name and d["Connect"]["Native"]
-            if not (is_proxy or native):
-                continue
-        elif d["Service"] != name:
-            continue
-        checks = cat.checks_of(d)
-        if connect and d["Kind"] == CONNECT_PROXY:
-            dest = cat.find(d["Proxy"]["DestinationServiceID"], ns)
-            if dest is not None and dest["Node"] == d["Node"]:
-                checks = checks + cat.checks_of(dest)
-        if passing and health_status(checks) != "passing":
-            continue
-        out.append(views.health_entry(cat, d, checks, index))
-    return out
+    found = cat.health(_ns(request), request.match_info["name"], connect, _flag(request, "passing"))
+    return [views.health_entry(cat, d, checks, index) for d, checks in found]
 
 
 async def health_service(request: web.Request) -> web.Response:
@@ -296,11 +257,7 @@ async def health_checks(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     name, ns = request.match_info["name"], _ns(request)
-    out = [
-        views.health_check(c, index)
-        for c in state.store.values("checks")
-        if c["ServiceName"] == name and c["Namespace"] == ns
-    ]
+    out = [views.health_check(c, index) for c in state.catalog.service_checks(ns, name)]
     return _json(out, index)
 
 
@@ -362,24 +319,8 @@ async def intention_check(request: web.Request) -> web.Response:
 async def intention_match(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CONFIG_TABLES)
-    by = request.query.get("by", "")
-    if by not in ("source", "destination"):
-        raise ValidationError("by: must be 'source' or 'destination'")
-    names = request.query.getall("name", [])
-    if not names:
-        raise ValidationError("name: at least one name is required")
-    out: dict[str, list[Doc]] = {}
-    for ref in names:
-        ns, _, name = ref.rpartition("/")
-        ns = ns or "default"
-        check_name(name, "name", wildcard=True)
-
-        def hit(i: Intention, ns: str = ns, name: str = name) -> bool:
-            if by == "source":
-                return i.source_ns in ("*", ns) and i.source in ("*", name)
-            return i.destination_ns in ("*", ns) and i.destination in ("*", name)
-
-        out[ref] = [i.to_api(index) for i in state.configs.intentions() if hit(i)]
+    found = state.configs.match(request.query.get("by", ""), request.query.getall("name", []))
+    out = {ref: [i.to_api(index) for i in hits] for ref, hits in found.items()}
     return _json(out, index)
 
 
@@ -429,7 +370,7 @@ async def config_delete(request: web.Request) -> web.Response:
 
 async def ca_roots(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    index = await _blocking(request, (CA,))
+    index = await _blocking(request, (CA.name,))
     root = state.certs.root
     return _json(
         {
@@ -480,13 +421,11 @@ async def connect_authorize(request: web.Request) -> web.Response:
     f = Fields(await _body(request), "")
     target = check_name(f.text("Target", required=True), "Target")
     uri = f.text("ClientCertURI", required=True)
-    prefix = f"spiffe://{state.certs.trust_domain}/ns/"
-    parts = uri[len(prefix) :].split("/") if uri.startswith(prefix) else []
-    if len(parts) != 5 or parts[1] != "dc" or parts[3] != "svc":
+    decision = state.configs.authorize(uri, state.certs.trust_domain, _ns(request), target)
+    if decision is None:
         return _json(
             {"Authorized": False, "Reason": "ClientCertURI is not a service identity of this mesh"}
         )
-    decision = state.configs.check(f"{parts[0]}/{parts[4]}", f"{_ns(request)}/{target}")
     return _json({"Authorized": decision.allowed, "Reason": decision.reason})
 
 
@@ -496,13 +435,9 @@ async def connect_authorize(request: web.Request) -> web.Response:
 async def dns_table(request: web.Request) -> web.Response:
     """Every DNS proxy watches this: the table is built once per index and shared."""
     state = request.app[STATE]
-    index = await _blocking(request, CATALOG_TABLES + CONFIG_TABLES)
-    cached = request.app[DNS_TABLE]
-    if cached.get("index") != index:
-        table = build_dns_table(state.catalog, state.configs, index)
-        cached.update(index=index, text=json.dumps(table))
+    index = await _blocking(request, MESH_TABLES)
     return web.Response(
-        text=cached["text"],
+        text=name_table_text(state.snapshot()),
         content_type="application/json",
         headers={"X-Consul-Index": str(index), "X-Consul-KnownLeader": "true"},
     )
@@ -522,7 +457,6 @@ async def status_peers(request: web.Request) -> web.Response:
 def build_app(state: State) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=4 * 1024 * 1024)
     app[STATE] = state
-    app[DNS_TABLE] = {}
     r = app.router
     r.add_get("/v1/agent/services", agent_services)
     r.add_get("/v1/agent/service/{id}", agent_service)

@@ -1,98 +1,149 @@
-"""Consul's JSON shapes for stored documents: pure functions, no I/O.
+"""Consul's JSON shapes of the core's records: pure functions, no I/O.
 
-Stored instance documents already use AgentService field names; these functions add what is
-derived (virtual tagged addresses, health) and rename for the catalog and health endpoints.
+Records are mapped field by field to Consul's AgentService, catalog and health shapes, with
+what is derived (virtual tagged addresses, health) added. Key order follows Consul's.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from loom.server.catalog import Catalog
+from loom.control.catalog import Catalog
+from loom.domain.records import Check, Instance, Node, Proxy, TaggedAddress, Upstream
 
 Doc = dict[str, Any]
 
 
-def agent_service(cat: Catalog, inst: Doc) -> Doc:
-    out: Doc = {
-        "ID": inst["ID"],
-        "Service": inst["Service"],
-        "Tags": inst["Tags"],
-        "Meta": inst["Meta"],
-        "Port": inst["Port"],
-        "Address": inst["Address"],
-        "TaggedAddresses": cat.tagged_addresses(inst),
-        "Weights": inst["Weights"],
-        "EnableTagOverride": inst["EnableTagOverride"],
-        "Datacenter": inst["Datacenter"],
-        "Namespace": inst["Namespace"],
-        "Connect": inst["Connect"],
+def _tagged(tagged: dict[str, TaggedAddress]) -> dict[str, Doc]:
+    return {tag: {"Address": t.address, "Port": t.port} for tag, t in tagged.items()}
+
+
+def _upstream(u: Upstream) -> Doc:
+    return {
+        "DestinationType": u.destination_type,
+        "DestinationName": u.destination_name,
+        "DestinationNamespace": u.destination_namespace,
+        "Datacenter": u.datacenter,
+        "LocalBindAddress": u.local_bind_address,
+        "LocalBindPort": u.local_bind_port,
+        "Config": u.config,
     }
-    if inst["Kind"]:
-        out["Kind"] = inst["Kind"]
-    if "Proxy" in inst:
-        out["Proxy"] = inst["Proxy"]
+
+
+def proxy(p: Proxy) -> Doc:
+    out: Doc = {
+        "DestinationServiceName": p.destination_service_name,
+        "DestinationServiceID": p.destination_service_id,
+        "LocalServiceAddress": p.local_service_address,
+        "LocalServicePort": p.local_service_port,
+        "Mode": p.mode,
+        "TransparentProxy": {
+            "OutboundListenerPort": p.transparent_proxy.outbound_listener_port,
+            "DialedDirectly": p.transparent_proxy.dialed_directly,
+        },
+        "Upstreams": [_upstream(u) for u in p.upstreams],
+        "Config": p.config,
+    }
+    if p.expose is not None:
+        out["Expose"] = {
+            "Checks": p.expose.checks,
+            "Paths": [
+                {
+                    "ListenerPort": e.listener_port,
+                    "Path": e.path,
+                    "LocalPathPort": e.local_path_port,
+                    "Protocol": e.protocol,
+                }
+                for e in p.expose.paths
+            ],
+        }
     return out
 
 
-def node(doc: Doc) -> Doc:
+def _weights(inst: Instance) -> Doc:
+    return {"Passing": inst.weights.passing, "Warning": inst.weights.warning}
+
+
+def agent_service(cat: Catalog, inst: Instance) -> Doc:
+    out: Doc = {
+        "ID": inst.id,
+        "Service": inst.service,
+        "Tags": list(inst.tags),
+        "Meta": inst.meta,
+        "Port": inst.port,
+        "Address": inst.address,
+        "TaggedAddresses": _tagged(cat.tagged_addresses(inst)),
+        "Weights": _weights(inst),
+        "EnableTagOverride": inst.enable_tag_override,
+        "Datacenter": inst.datacenter,
+        "Namespace": inst.namespace,
+        "Connect": {"Native": inst.connect_native},
+    }
+    if inst.kind:
+        out["Kind"] = inst.kind
+    if inst.proxy is not None:
+        out["Proxy"] = proxy(inst.proxy)
+    return out
+
+
+def node(n: Node) -> Doc:
     return {
-        "ID": doc["ID"],
-        "Node": doc["Node"],
-        "Address": doc["Address"],
-        "Datacenter": doc["Datacenter"],
-        "TaggedAddresses": doc["TaggedAddresses"],
-        "Meta": doc["Meta"],
+        "ID": n.id,
+        "Node": n.node,
+        "Address": n.address,
+        "Datacenter": n.datacenter,
+        "TaggedAddresses": n.tagged_addresses,
+        "Meta": n.meta,
     }
 
 
-def catalog_service(cat: Catalog, inst: Doc, index: int) -> Doc:
+def catalog_service(cat: Catalog, inst: Instance, index: int) -> Doc:
     n = cat.node_of(inst)
     return {
-        "ID": n["ID"],
-        "Node": n["Node"],
-        "Address": n["Address"],
-        "Datacenter": n["Datacenter"],
-        "TaggedAddresses": n["TaggedAddresses"],
-        "NodeMeta": n["Meta"],
-        "ServiceKind": inst["Kind"],
-        "ServiceID": inst["ID"],
-        "ServiceName": inst["Service"],
-        "ServiceTags": inst["Tags"],
-        "ServiceAddress": inst["Address"],
-        "ServiceTaggedAddresses": cat.tagged_addresses(inst),
-        "ServiceWeights": inst["Weights"],
-        "ServiceMeta": inst["Meta"],
-        "ServicePort": inst["Port"],
-        "ServiceEnableTagOverride": inst["EnableTagOverride"],
-        "ServiceProxy": inst.get("Proxy", {}),
-        "ServiceConnect": inst["Connect"],
-        "Namespace": inst["Namespace"],
+        "ID": n.id,
+        "Node": n.node,
+        "Address": n.address,
+        "Datacenter": n.datacenter,
+        "TaggedAddresses": n.tagged_addresses,
+        "NodeMeta": n.meta,
+        "ServiceKind": inst.kind,
+        "ServiceID": inst.id,
+        "ServiceName": inst.service,
+        "ServiceTags": list(inst.tags),
+        "ServiceAddress": inst.address,
+        "ServiceTaggedAddresses": _tagged(cat.tagged_addresses(inst)),
+        "ServiceWeights": _weights(inst),
+        "ServiceMeta": inst.meta,
+        "ServicePort": inst.port,
+        "ServiceEnableTagOverride": inst.enable_tag_override,
+        "ServiceProxy": proxy(inst.proxy) if inst.proxy is not None else {},
+        "ServiceConnect": {"Native": inst.connect_native},
+        "Namespace": inst.namespace,
         "CreateIndex": index,
         "ModifyIndex": index,
     }
 
 
-def health_check(check: Doc, index: int) -> Doc:
+def health_check(check: Check, index: int) -> Doc:
     return {
-        "Node": check["Node"],
-        "CheckID": check["CheckID"],
-        "Name": check["Name"],
-        "Status": check["Status"],
-        "Notes": check["Notes"],
-        "Output": check["Output"],
-        "ServiceID": check["ServiceID"],
-        "ServiceName": check["ServiceName"],
+        "Node": check.node,
+        "CheckID": check.check_id,
+        "Name": check.name,
+        "Status": check.status,
+        "Notes": check.notes,
+        "Output": check.output,
+        "ServiceID": check.service_id,
+        "ServiceName": check.service_name,
         "ServiceTags": [],
-        "Type": check["Type"],
-        "Namespace": check["Namespace"],
-        "Definition": {"TTL": check["TTL"]} if check["TTL"] else {},
+        "Type": check.type,
+        "Namespace": check.namespace,
+        "Definition": {"TTL": check.ttl} if check.ttl else {},
         "CreateIndex": index,
         "ModifyIndex": index,
     }
 
 
-def health_entry(cat: Catalog, inst: Doc, checks: list[Doc], index: int) -> Doc:
+def health_entry(cat: Catalog, inst: Instance, checks: list[Check], index: int) -> Doc:
     return {
         "Node": node(cat.node_of(inst)),
         "Service": agent_service(cat, inst),

@@ -5,7 +5,17 @@ writes (``apply``) that bump one monotonically increasing index, and ``wait`` fo
 queries. Backends differ only in how a committed transaction is made durable.
 """
 
-from loom.store.base import Delete, Op, Put, Store, StoreConflict, StoreError
+from loom.store.base import Delete, Indexer, Op, Put, Store, StoreConflict, StoreError, put
 from loom.store.factory import open_store
 
-__all__ = ["Delete", "Op", "Put", "Store", "StoreConflict", "StoreError", "open_store"]
+__all__ = [
+    "Delete",
+    "Indexer",
+    "Op",
+    "Put",
+    "Store",
+    "StoreConflict",
+    "StoreError",
+    "open_store",
+    "put",
+]

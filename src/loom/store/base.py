@@ -1,24 +1,34 @@
 """The store interface and the in-memory view every backend shares.
 
-State is a set of tables, each a map from string key to a JSON-able dict. A write is a list of
+State is a set of tables, each a map from string key to a value: a typed record for the
+tables ``loom.store.tables`` gives a codec (encoded to a JSON document only when persisted),
+else a JSON-able dict. A write is a list of
 ``Put``/``Delete`` operations applied atomically under one new index (like Consul's Raft index).
 Each table remembers the index of its last change, so a blocking query on "services" does not
 wake for an intention write. Reads never touch the backend: the whole state lives in memory
 (it is small: a mesh of 10,000 instances is a few tens of MB), and backends persist each
 transaction before the write is acknowledged.
+
+Secondary indexes (``Indexer``) attach to a table and are told of every change as it is
+applied to the view - local writes, other servers' writes seen through the etcd watch, and
+whole reloads - so a caller can look documents up by something other than their key without
+scanning the table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from loom.errors import LoomError
+from loom.store.tables import Table, decode
 
 Doc = dict[str, Any]
+T = TypeVar("T")
 
 
 class StoreError(LoomError):
@@ -34,7 +44,13 @@ class StoreConflict(StoreError):
 class Put:
     table: str
     key: str
-    value: Doc
+    value: Any
+    """A record of the table's type (see ``loom.store.tables``), or its stored document."""
+
+
+def put(table: Table[T], key: str, value: T) -> Put:
+    """A type-checked ``Put`` of a record into a typed table."""
+    return Put(table.name, key, value)
 
 
 @dataclass(frozen=True)
@@ -46,16 +62,45 @@ class Delete:
 Op = Put | Delete
 
 
+class Indexer(Protocol):
+    """A secondary index over one table, kept in step with the view by the store."""
+
+    def reset(self, docs: Mapping[str, Any]) -> None:
+        """Forget everything and index ``docs`` (attach time, and after a full reload)."""
+
+    def put(self, key: str, old: Any, new: Any) -> None:
+        """``key`` now holds ``new`` (``old`` is what it held, None when it was absent)."""
+
+    def delete(self, key: str, old: Any) -> None:
+        """``key``, which held ``old``, is gone."""
+
+
 class Store:
     """In-memory view + change notification; subclasses make transactions durable."""
 
     kind = "memory"
 
     def __init__(self) -> None:
-        self._tables: dict[str, dict[str, Doc]] = {}
+        self._tables: dict[str, dict[str, Any]] = {}
         self._table_index: dict[str, int] = {}
         self._index = 0
         self._changed = asyncio.Event()
+        self._indexers: dict[str, list[Indexer]] = {}
+        self._sorted: dict[str, tuple[int, list[tuple[str, Any]]]] = {}
+        self._keys: dict[str, list[str]] = {}  # per table, kept sorted as keys come and go
+
+    def attach(self, table: str, indexer: Indexer) -> None:
+        """Keep ``indexer`` in step with ``table`` from now on, starting from its contents."""
+        self._indexers.setdefault(table, []).append(indexer)
+        indexer.reset(self._tables.get(table, {}))
+
+    def _reset_indexers(self) -> None:
+        """The view was replaced wholesale (a reload): every index starts over."""
+        self._sorted.clear()
+        self._keys.clear()
+        for table, indexers in self._indexers.items():
+            for indexer in indexers:
+                indexer.reset(self._tables.get(table, {}))
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -68,16 +113,49 @@ class Store:
         """The highest index at which any of ``tables`` changed (at least 1)."""
         return max([1, *(self._table_index.get(t, 0) for t in tables)])
 
-    def get(self, table: str, key: str) -> Doc | None:
-        doc = self._tables.get(table, {}).get(key)
-        return copy.deepcopy(doc) if doc is not None else None
+    def get(self, table: str, key: str) -> Any:
+        """The value at ``key`` (None when absent); documents are copied, the caller's to
+        change (records are immutable)."""
+        value = self._tables.get(table, {}).get(key)
+        return copy.deepcopy(value) if isinstance(value, dict) else value
 
-    def items(self, table: str) -> list[tuple[str, Doc]]:
-        """(key, doc) pairs sorted by key; docs are the store's own: do not mutate them."""
-        return sorted(self._tables.get(table, {}).items())
+    def peek(self, table: str, key: str) -> Any:
+        """The store's own value at ``key`` (no copy): do not mutate it."""
+        return self._tables.get(table, {}).get(key)
 
-    def values(self, table: str) -> list[Doc]:
-        return [doc for _, doc in self.items(table)]
+    def record(self, table: Table[T], key: str) -> T | None:
+        """The record at ``key`` of a typed table, or None."""
+        value: T | None = self._tables.get(table.name, {}).get(key)
+        return value
+
+    def records(self, table: Table[T]) -> list[T]:
+        """Every record of a typed table, in key order."""
+        values: list[T] = self.values(table.name)
+        return values
+
+    def items(self, table: str) -> list[tuple[str, Any]]:
+        """(key, doc) pairs sorted by key; docs are the store's own: do not mutate them.
+
+        The key order is maintained as keys are added and removed (never re-sorted), and the
+        list is built once per change of the table, not once per call."""
+        index = self._table_index.get(table, 0)
+        cached = self._sorted.get(table)
+        if cached is None or cached[0] != index:
+            docs = self._tables.get(table, {})
+            cached = (index, [(k, docs[k]) for k in self._sorted_keys(table)])
+            self._sorted[table] = cached
+        return list(cached[1])
+
+    def _sorted_keys(self, table: str) -> list[str]:
+        keys = self._keys.get(table)
+        if keys is None:  # first use, or after a load
+            keys = self._keys[table] = sorted(self._tables.get(table, {}))
+        return keys
+
+    def values(self, table: str) -> list[Any]:
+        """The values in key order (no (key, value) pairs made: cheap on large tables)."""
+        docs = self._tables.get(table, {})
+        return [docs[k] for k in self._sorted_keys(table)]
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -93,11 +171,26 @@ class Store:
     def _apply_in_memory(self, ops: Sequence[Op], index: int) -> None:
         for op in ops:
             table = self._tables.setdefault(op.table, {})
+            indexers = self._indexers.get(op.table, ())
+            old = table.get(op.key)
             if isinstance(op, Put):
-                table[op.key] = copy.deepcopy(op.value)
-            else:
-                table.pop(op.key, None)
+                value = op.value
+                if isinstance(value, dict):  # stored form (the etcd watch, callers) or untyped
+                    value = decode(op.table, copy.deepcopy(value))
+                if old is None and op.table in self._keys:
+                    bisect.insort(self._keys[op.table], op.key)
+                new = table[op.key] = value
+                for indexer in indexers:
+                    indexer.put(op.key, old, new)
+            elif old is not None:
+                del table[op.key]
+                if op.table in self._keys:
+                    keys = self._keys[op.table]
+                    del keys[bisect.bisect_left(keys, op.key)]
+                for indexer in indexers:
+                    indexer.delete(op.key, old)
             self._table_index[op.table] = index
+            self._sorted.pop(op.table, None)
         self._index = index
         self._changed.set()
         self._changed = asyncio.Event()

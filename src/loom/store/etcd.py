@@ -40,6 +40,7 @@ from typing import Any
 from aetcd import rpc
 
 from loom.store.base import Delete, Op, Put, Store, StoreConflict, StoreError
+from loom.store.tables import decode, encode
 
 log = logging.getLogger("loom.store.etcd")
 PAGE = 1000
@@ -156,12 +157,13 @@ class EtcdStore(Store):
                     table_index[kv.key[len(self._tables_key) :].decode()] = int(kv.value)
                 elif kv.key.startswith(self._docs):
                     table, key = self._doc_name(kv.key)
-                    tables.setdefault(table, {})[key] = json.loads(kv.value)
+                    tables.setdefault(table, {})[key] = decode(table, json.loads(kv.value))
             if not resp.more or not resp.kvs:
                 break
             start = resp.kvs[-1].key + b"\0"
         self._tables, self._table_index = tables, table_index
         self._index, self._rev, self._watch_from = index, index_rev, revision + 1
+        self._reset_indexers()
         self._notify()
 
     async def sync(self) -> None:
@@ -221,7 +223,8 @@ class EtcdStore(Store):
     def _request(self, op: Op) -> Any:
         key = self._docs + op.table.encode() + b"/" + op.key.encode()
         if isinstance(op, Put):
-            return _put(key, json.dumps(op.value, sort_keys=True, separators=(",", ":")).encode())
+            doc = encode(op.table, op.value)
+            return _put(key, json.dumps(doc, sort_keys=True, separators=(",", ":")).encode())
         return rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
 
     # -- following other servers -----------------------------------------------------------

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from loom.store.base import Op, Put, Store, StoreError
+from loom.store.tables import decode, encode
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (tbl TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
@@ -40,7 +41,7 @@ class SqliteStore(Store):
 
     def _load(self) -> None:
         for tbl, key, value in self._db.execute("SELECT tbl, key, value FROM docs"):
-            self._tables.setdefault(tbl, {})[key] = json.loads(value)
+            self._tables.setdefault(tbl, {})[key] = decode(tbl, json.loads(value))
         for tbl, idx in self._db.execute("SELECT tbl, idx FROM table_index"):
             self._table_index[tbl] = idx
         row = self._db.execute("SELECT value FROM meta WHERE name = 'index'").fetchone()
@@ -51,9 +52,10 @@ class SqliteStore(Store):
             self._db.execute("BEGIN IMMEDIATE")
             for op in ops:
                 if isinstance(op, Put):
+                    text = json.dumps(encode(op.table, op.value), sort_keys=True)
                     self._db.execute(
                         "INSERT OR REPLACE INTO docs (tbl, key, value, idx) VALUES (?, ?, ?, ?)",
-                        (op.table, op.key, json.dumps(op.value, sort_keys=True), index),
+                        (op.table, op.key, text, index),
                     )
                 else:
                     self._db.execute(

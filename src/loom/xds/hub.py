@@ -1,4 +1,4 @@
-"""Change fan-out for xDS sessions: one shared mesh view per store index.
+"""Change fan-out for xDS sessions: one shared mesh snapshot per store index.
 
 Every session waits on the hub's generation counter. A store write bumps it once; so does the
 leaf-renewal timer, so sessions re-collect their inputs and pick up renewed certificates.
@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import logging
 
-from loom.server.state import State
+from loom.control.state import State
 from loom.xds.inputs import ProxyInputs
 from loom.xds.resources import Converter
-from loom.xds.view import MeshView, collect_inputs
+from loom.xds.view import collect_inputs
 
 log = logging.getLogger("loom.xds")
 
@@ -26,7 +26,6 @@ class Hub:
         self.refresh_s = refresh_s
         self.generation = 0
         self._event = asyncio.Event()
-        self._view: MeshView | None = None
         self._task: asyncio.Task[None] | None = None
         self.sessions: dict[int, str] = {}
 
@@ -63,10 +62,5 @@ class Hub:
             await self._event.wait()
         return self.generation
 
-    def view(self) -> MeshView:
-        if self._view is None or self._view.index != self.state.store.index:
-            self._view = MeshView.build(self.state)
-        return self._view
-
     def inputs(self, proxy_id: str) -> ProxyInputs | None:
-        return collect_inputs(self.view(), proxy_id, self.state.certs.leaf)
+        return collect_inputs(self.state.snapshot(), proxy_id, self.state.certs.leaf)

@@ -9,14 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from loom.domain.mesh import Endpoint, ExternalHost
+
+__all__ = [
+    "EXPLICIT",
+    "TRANSPARENT",
+    "AccessRule",
+    "Endpoint",
+    "ExposeListener",
+    "ExternalHost",
+    "Permission",
+    "Principal",
+    "ProxyInputs",
+    "Upstream",
+]
+
 EXPLICIT = "explicit"
 TRANSPARENT = "transparent"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    address: str
-    port: int
 
 
 @dataclass(frozen=True)
@@ -77,17 +86,7 @@ class AccessRule:
 
 
 @dataclass(frozen=True)
-class ExternalHost:
-    """An external service host with a VIP (DNS proxy answers it; outbound routes VIP:port)."""
-
-    host: str
-    service: str
-    virtual_ips: tuple[str, ...]
-    ports: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ExposePath:
+class ExposeListener:
     """A plain-HTTP path served on its own port (kubelet probes under transparent proxy)."""
 
     listener_port: int
@@ -122,4 +121,4 @@ class ProxyInputs:
     outbound_port: int = 15001
     mesh_destinations_only: bool = False
     externals: tuple[ExternalHost, ...] = field(default=())
-    expose: tuple[ExposePath, ...] = ()
+    expose: tuple[ExposeListener, ...] = ()

@@ -24,8 +24,8 @@ import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from loom.addrs import Address
+from loom.control.state import State
 from loom.errors import LoomError
-from loom.server.state import State
 from loom.xds.hub import Hub
 from loom.xds.resources import Served, type_version
 from loom.xds.translate import build_resources

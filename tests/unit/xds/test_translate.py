@@ -14,7 +14,7 @@ from loom.domain.intentions import Intention, decide, decide_request
 from loom.xds.inputs import (
     AccessRule,
     Endpoint,
-    ExposePath,
+    ExposeListener,
     ExternalHost,
     Permission,
     Principal,
@@ -69,7 +69,7 @@ CASES = {
             upstream("db", endpoints=(Endpoint("10.244.0.5", 20000),), ports=(5432,),
                      instance_ips=("10.244.0.5", "10.244.0.6"), headless=True),
         ),
-        externals=(ExternalHost("mysql-instance1.example.com", "db1", ("240.240.0.1", "fd00:f0f0::1"), (3306,)),),
+        externals=(ExternalHost("mysql-instance1.example.com", "db1", "default", ("240.240.0.1", "fd00:f0f0::1"), (3306,)),),
     ),
     "mesh_destinations_only": replace(BASE, transparent=True, mesh_destinations_only=True),
     "l7_http": replace(
@@ -82,8 +82,8 @@ CASES = {
             AccessRule(Principal("default", "*"), False),
         ),
     ),
-    "expose_probes": replace(BASE, expose=(ExposePath(20300, "/healthz", 8080),
-                                           ExposePath(20400, "/ready", 8080))),
+    "expose_probes": replace(BASE, expose=(ExposeListener(20300, "/healthz", 8080),
+                                           ExposeListener(20400, "/ready", 8080))),
 }  # fmt: skip
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.xds.inputs import ExposePath, ProxyInputs, Upstream
+from loom.xds.inputs import ExposeListener, ProxyInputs, Upstream
 from loom.xds.translate.names import (
     LOCAL_APP,
     OUTBOUND_LISTENER,
@@ -204,7 +204,7 @@ def outbound_listener(inp: ProxyInputs) -> Doc:
 
 def expose_listeners(inp: ProxyInputs) -> list[Doc]:
     """One plain-HTTP listener per expose port; each routes its exact paths to the app."""
-    by_port: dict[int, list[ExposePath]] = {}
+    by_port: dict[int, list[ExposeListener]] = {}
     for e in inp.expose:
         by_port.setdefault(e.listener_port, []).append(e)
     out = []

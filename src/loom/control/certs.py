@@ -13,10 +13,10 @@ import uuid
 from collections.abc import Callable
 
 from loom.ca.authority import LEAF_TTL, Leaf, Root, Signer, load_root, new_root
-from loom.store import Put, Store
+from loom.domain.records import CaRoot, Cluster
+from loom.store import Store, put
+from loom.store.tables import CA, META
 
-META = "meta"
-CA = "ca"
 RENEW_AT = 0.6
 
 
@@ -31,20 +31,19 @@ class Certs:
 
     async def start(self) -> None:
         """Load the root, or make and persist the first one."""
-        cluster = self.store.get(META, "cluster")
-        root_doc = self.store.get(CA, "root")
-        if cluster is None or root_doc is None:
-            cluster_id = cluster["ID"] if cluster else str(uuid.uuid4())
-            root = new_root(f"{cluster_id}.consul", self._clock())
+        cluster = self.store.record(META, "cluster")
+        stored = self.store.record(CA, "root")
+        if cluster is None or stored is None:
+            cluster = cluster or Cluster(str(uuid.uuid4()))
+            root = new_root(f"{cluster.id}.consul", self._clock())
             await self.store.apply(
                 [
-                    Put(META, "cluster", {"ID": cluster_id}),
-                    Put(CA, "root", {"CertPEM": root.cert_pem, "KeyPEM": root.key_pem,
-                                     "TrustDomain": root.trust_domain}),
+                    put(META, "cluster", cluster),
+                    put(CA, "root", CaRoot(root.cert_pem, root.key_pem, root.trust_domain)),
                 ]
-            )  # fmt: skip
+            )
         else:
-            root = load_root(root_doc["CertPEM"], root_doc["KeyPEM"], root_doc["TrustDomain"])
+            root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
         self._signer = Signer(root)
 
     @property

@@ -1,4 +1,5 @@
-"""The server's application state: one store, one write lock, the services over them."""
+"""The server's application state: one store, one write lock, the services over them, and
+the mesh snapshot they derive (cached per store index)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from loom.server.catalog import Catalog, CatalogSettings
-from loom.server.certs import Certs
-from loom.server.configs import Configs
+from loom.control.catalog import Catalog, CatalogSettings
+from loom.control.certs import Certs
+from loom.control.configs import Configs
+from loom.control.snapshot import MESH_TABLES, MeshSnapshot, build_snapshot
 from loom.store import Store, StoreConflict, open_store
 
 
@@ -80,6 +82,17 @@ class State:
         self.configs = Configs(self.store, self.lock, settings.default_allow)
         self.certs = Certs(self.store, settings.datacenter, lambda: dt.datetime.now(dt.UTC))
         self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
+        self._snapshot: MeshSnapshot | None = None
+
+    def snapshot(self) -> MeshSnapshot:
+        """The mesh at the store's current index, built once per index and shared."""
+        index = self.store.index
+        if self._snapshot is None or self._snapshot.index != index:
+            mesh_index = self.store.table_index(MESH_TABLES)
+            self._snapshot = build_snapshot(
+                index, mesh_index, self.catalog, self.configs, self.certs
+            )
+        return self._snapshot
 
     async def start(self) -> None:
         await self.store.open()

@@ -13,6 +13,8 @@ import asyncio
 import ipaddress
 from typing import Any
 
+from loom.ca.authority import parse_spiffe_id
+from loom.control.errors import NotFound
 from loom.domain.config_entries import (
     EXTERNAL_SERVICE,
     SERVICE_INTENTIONS,
@@ -21,14 +23,13 @@ from loom.domain.config_entries import (
 )
 from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.intentions import ALLOW, DENY, Decision, Intention, decide, from_entries
-from loom.server.errors import NotFound
-from loom.store import Delete, Op, Put, Store
+from loom.domain.records import ExternalVips
+from loom.store import Delete, Op, Put, Store, put, tables
 
 Doc = dict[str, Any]
 
-CONFIG = "config"
-EXTERNAL_VIPS = "external_vips"
-CONFIG_TABLES = (CONFIG, EXTERNAL_VIPS)
+CONFIG = tables.CONFIG.name
+EXTERNAL_VIPS = tables.EXTERNAL_VIPS.name
 EXTERNAL_V4 = ipaddress.ip_network("240.240.0.0/16")
 EXTERNAL_V6 = ipaddress.ip_network("fd00:f0f0::/96")
 
@@ -49,7 +50,8 @@ class Configs:
     # -- config entries ----------------------------------------------------------------------
 
     def get(self, kind: str, name: str, namespace: str = "default") -> Doc | None:
-        return self.store.get(CONFIG, entry_key(kind, namespace, name))
+        entry: Doc | None = self.store.get(CONFIG, entry_key(kind, namespace, name))
+        return entry
 
     def entries(self, kind: str | None = None) -> list[Doc]:
         return [e for e in self.store.values(CONFIG) if kind is None or e["Kind"] == kind]
@@ -91,9 +93,9 @@ class Configs:
             for h in e["Hosts"]
             if not h.startswith("*")
         }
-        current = dict(self.store.items(EXTERNAL_VIPS))
+        current = self.external_vips()
         ops: list[Op] = [Delete(EXTERNAL_VIPS, h) for h in current if h not in hosts]
-        used = {v["Address"] for h, v in current.items() if h in hosts}
+        used = {v.address for h, v in current.items() if h in hosts}
         n = 1
         for host in sorted(hosts - current.keys()):
             while str(EXTERNAL_V4.network_address + n) in used or n % 256 in (0, 255):
@@ -101,10 +103,10 @@ class Configs:
             v4 = EXTERNAL_V4.network_address + n
             used.add(str(v4))
             v6 = EXTERNAL_V6.network_address + n
-            ops.append(Put(EXTERNAL_VIPS, host, {"Address": str(v4), "Address6": str(v6)}))
+            ops.append(put(tables.EXTERNAL_VIPS, host, ExternalVips(str(v4), str(v6))))
         return ops
 
-    def external_vips(self) -> dict[str, Doc]:
+    def external_vips(self) -> dict[str, ExternalVips]:
         return dict(self.store.items(EXTERNAL_VIPS))
 
     # -- intentions ----------------------------------------------------------------------------
@@ -155,6 +157,41 @@ class Configs:
             await self.write(new)
         else:
             await self.delete(SERVICE_INTENTIONS, dname, dns)
+
+    def match(self, by: str, names: list[str]) -> dict[str, list[Intention]]:
+        """Intentions whose source (``by="source"``) or destination matches each ``ns/name``
+        (wildcard intentions match every name), as ``GET /v1/connect/intentions/match``."""
+        if by not in ("source", "destination"):
+            raise ValidationError("by: must be 'source' or 'destination'")
+        if not names:
+            raise ValidationError("name: at least one name is required")
+        intentions = self.intentions()
+        out: dict[str, list[Intention]] = {}
+        for ref in names:
+            ns, _, name = ref.rpartition("/")
+            ns = ns or "default"
+            check_name(name, "name", wildcard=True)
+            if by == "source":
+                out[ref] = [
+                    i for i in intentions if i.source_ns in ("*", ns) and i.source in ("*", name)
+                ]
+            else:
+                out[ref] = [
+                    i
+                    for i in intentions
+                    if i.destination_ns in ("*", ns) and i.destination in ("*", name)
+                ]
+        return out
+
+    def authorize(
+        self, client_uri: str, trust_domain: str, namespace: str, target: str
+    ) -> Decision | None:
+        """May the holder of certificate URI ``client_uri`` reach ``namespace/target``?
+        None when the URI is not a service identity of this mesh."""
+        identity = parse_spiffe_id(client_uri, trust_domain)
+        if identity is None:
+            return None
+        return self.check(f"{identity.namespace}/{identity.service}", f"{namespace}/{target}")
 
     def check(self, source: str, destination: str) -> Decision:
         sns, sname = split_ref(source, "source")

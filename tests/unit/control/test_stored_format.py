@@ -1,0 +1,89 @@
+"""A SQLite data dir written before typed records loads, reads the same, and re-encodes to
+the very bytes it holds (``state_before_typed_records.json``: the rows the old code wrote for
+a service with a sidecar and a TTL check, a catalog node with a check in another namespace,
+an intention, an external service and a service-defaults entry)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from loom.control.state import ServerSettings, State
+from loom.domain.records import CaRoot, Check, Cluster, ExternalVips, Instance, Node, VirtualIp
+from loom.server import views
+from loom.store.sqlite import SqliteStore
+from loom.store.tables import TABLES, encode
+
+ROWS = json.loads((Path(__file__).parent / "state_before_typed_records.json").read_text())
+SCHEMA = """
+CREATE TABLE docs (tbl TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,
+                   idx INTEGER NOT NULL, PRIMARY KEY (tbl, key));
+CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE table_index (tbl TEXT PRIMARY KEY, idx INTEGER NOT NULL);
+"""
+
+
+def old_data_dir(path: Path) -> Path:
+    db = sqlite3.connect(str(path / "state.db"))
+    db.executescript(SCHEMA)
+    db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", ROWS["docs"])
+    db.executemany("INSERT INTO table_index VALUES (?, ?)", ROWS["table_index"])
+    db.executemany("INSERT INTO meta VALUES (?, ?)", ROWS["meta"])
+    db.commit()
+    db.close()
+    return path
+
+
+async def test_an_old_data_dir_loads_into_typed_records(tmp_path: Path) -> None:
+    state = State(ServerSettings(), store=SqliteStore(old_data_dir(tmp_path)))
+    await state.start()
+    try:
+        store = state.store
+        assert store.index == 7
+        assert store.record(TABLES["nodes"], "n2") == Node(
+            "n2", "10.1.0.2", "dc1", "", {"lan": "10.1.0.2"}, {"rack": "r1"}
+        )
+        check = store.record(TABLES["checks"], "loom-server/default/service:web")
+        assert isinstance(check, Check)
+        assert (check.status, check.output, check.ttl, check.type) == ("passing", "ok", "30s", "ttl")
+        assert store.record(TABLES["vips"], "ns1/db") == VirtualIp("240.0.0.2")
+        assert store.record(TABLES["external_vips"], "x.example.com") == ExternalVips(
+            "240.240.0.1", "fd00:f0f0::1"
+        )
+        side = store.record(TABLES["services"], "loom-server/default/web-sidecar-proxy")
+        assert isinstance(side, Instance) and side.proxy is not None
+        assert side.proxy.upstreams[0].local_bind_port == 9191
+        assert isinstance(store.record(TABLES["ca"], "root"), CaRoot)
+        cluster = store.record(TABLES["meta"], "cluster")
+        assert isinstance(cluster, Cluster)
+        assert state.certs.trust_domain == f"{cluster.id}.consul"  # the old root, not a new one
+        [(db, checks)] = state.catalog.health("ns1", "db")
+        assert views.health_check(checks[0], 1)["Status"] == "warning"
+        assert views.catalog_service(state.catalog, db, 1)["NodeMeta"] == {"rack": "r1"}
+        assert state.configs.check("default/web", "ns1/db").allowed
+    finally:
+        await state.close()
+
+
+async def test_every_old_document_re_encodes_to_the_bytes_on_disk(tmp_path: Path) -> None:
+    store = SqliteStore(old_data_dir(tmp_path))
+    try:
+        seen: set[str] = set()
+        for table, key, raw, _ in ROWS["docs"]:
+            value: Any = store.peek(table, key)
+            assert json.dumps(encode(table, value), sort_keys=True) == raw, (table, key)
+            seen.add(table)
+        assert seen == set(TABLES)  # every table has a document in the old state
+    finally:
+        await store.close()
+
+
+def test_a_sidecar_stored_before_expose_was_kept_round_trips_without_it() -> None:
+    raw = next(r[2] for r in ROWS["docs"] if r[1] == "loom-server/default/web-sidecar-proxy")
+    doc = json.loads(raw)
+    del doc["Proxy"]["Expose"]
+    side = TABLES["services"].decode(doc)
+    assert side.proxy.expose is None
+    assert encode("services", side) == doc
