@@ -4,7 +4,7 @@ Pure with respect to time: every function that needs "now" takes it as an argume
 validity windows in tests are exact. Keys and certificates travel as PEM strings; the root is
 persisted by the server in the store, leaves are made on demand and cached by the server.
 
-SPIFFE ID of a service: ``spiffe://<trust-domain>/ns/<ns>/dc/<dc>/svc/<service>``.
+SPIFFE IDs of services are built and parsed in ``loom.ca.spiffe``.
 """
 
 from __future__ import annotations
@@ -17,39 +17,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from loom.errors import LoomError
+from loom.ca.errors import CAError
+from loom.ca.spiffe import SpiffeId
 
 ROOT_TTL = dt.timedelta(days=3650)
 LEAF_TTL = dt.timedelta(hours=72)
 CLOCK_SKEW = dt.timedelta(minutes=1)
 
 
-class CAError(LoomError):
-    """The CA material is unusable (corrupt PEM, mismatched key)."""
-
-
 def spiffe_id(trust_domain: str, namespace: str, datacenter: str, service: str) -> str:
-    return f"spiffe://{trust_domain}/ns/{namespace}/dc/{datacenter}/svc/{service}"
-
-
-@dataclass(frozen=True)
-class ServiceIdentity:
-    """What a service SPIFFE ID names."""
-
-    trust_domain: str
-    namespace: str
-    datacenter: str
-    service: str
-
-
-def parse_spiffe_id(uri: str, trust_domain: str) -> ServiceIdentity | None:
-    """The service ``uri`` names within ``trust_domain``; None for anything else (another
-    trust domain, not a service identity, or malformed)."""
-    prefix = f"spiffe://{trust_domain}/ns/"
-    parts = uri[len(prefix) :].split("/") if uri.startswith(prefix) else []
-    if len(parts) != 5 or parts[1] != "dc" or parts[3] != "svc":
-        return None
-    return ServiceIdentity(trust_domain, parts[0], parts[2], parts[4])
+    """The URI of a service identity whose names the domain layer already validated (the
+    format is ``loom.ca.spiffe``'s; its ``build_spiffe_id`` is the checked builder)."""
+    return SpiffeId(trust_domain, namespace, datacenter, service).uri
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from loom.ca.authority import CAError
+from loom.ca.errors import CAError
 from loom.ca.spiffe import SpiffeError, SpiffeId, parse_spiffe_id
 
 MAX_CSR_PEM = 16 * 1024

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from loom.ca.authority import CAError
+from loom.ca.errors import CAError
 
 MAX_URI_LENGTH = 2048  # the SPIFFE ID specification's limit
 
@@ -122,3 +122,13 @@ def parse_spiffe_id(uri: str) -> SpiffeId:
     if len(parts) != 6 or parts[0::2] != ["ns", "dc", "svc"]:
         raise SpiffeError("SPIFFE ID: path is not /ns/<namespace>/dc/<datacenter>/svc/<service>")
     return SpiffeId.of(trust_domain, parts[1], parts[3], parts[5])
+
+
+def service_identity_in(uri: str, trust_domain: str) -> SpiffeId | None:
+    """The service identity ``uri`` names within ``trust_domain``; None for anything else
+    (another trust domain, not a service identity, or not one this CA could have issued)."""
+    try:
+        identity = parse_spiffe_id(uri)
+    except SpiffeError:
+        return None
+    return identity if identity.trust_domain == trust_domain else None

@@ -13,7 +13,7 @@ import asyncio
 import ipaddress
 from typing import Any
 
-from loom.ca.authority import parse_spiffe_id
+from loom.ca.spiffe import service_identity_in
 from loom.control.errors import NotFound
 from loom.domain.config_entries import (
     EXTERNAL_SERVICE,
@@ -188,7 +188,7 @@ class Configs:
     ) -> Decision | None:
         """May the holder of certificate URI ``client_uri`` reach ``namespace/target``?
         None when the URI is not a service identity of this mesh."""
-        identity = parse_spiffe_id(client_uri, trust_domain)
+        identity = service_identity_in(client_uri, trust_domain)
         if identity is None:
             return None
         return self.check(f"{identity.namespace}/{identity.service}", f"{namespace}/{target}")

@@ -1,0 +1,11 @@
+"""The CA package's one exception root (its own module, so ``spiffe`` and ``csr`` need not
+import the signing code to raise it)."""
+
+from __future__ import annotations
+
+from loom.errors import LoomError
+
+
+class CAError(LoomError):
+    """The CA material is unusable (corrupt PEM, mismatched key), or an identity, CSR or
+    SPIFFE ID is not one this CA would issue."""
