@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from loom import defaults
+from loom.cli.errors import InputError
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
@@ -28,9 +29,6 @@ def _client(addr: str | None) -> SyncClient:
 
     return SyncClient(addr)
 
-
-class InputError(LoomError):
-    """A file given on the command line is unreadable or malformed."""
 
 
 def _addr(p: argparse.ArgumentParser) -> None:

@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loom import defaults
-from loom.errors import LoomError
+from loom.cli.errors import UsageError
 
 if TYPE_CHECKING:
     from loom.cli import Commands
 
-
-class UsageError(LoomError):
-    exit_code = 2
 
 
 def register(commands: Commands) -> None:

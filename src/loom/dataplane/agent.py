@@ -24,8 +24,8 @@ from loom import defaults
 from loom.addrs import parse_address
 from loom.api import AsyncClient, ClientError, NotFoundError
 from loom.dataplane.bootstrap import build_bootstrap
-from loom.dataplane.envoy import Envoy, EnvoyError, EnvoySettings
-from loom.errors import LoomError
+from loom.dataplane.envoy import Envoy, EnvoySettings
+from loom.dataplane.errors import DataplaneError, EnvoyError
 
 log = logging.getLogger("loom.dataplane")
 
@@ -61,9 +61,6 @@ class DataplaneSettings:
     on_ready: Callable[[tuple[str, int] | None], Awaitable[None] | None] | None = None
     """Called once Envoy is ready, with its admin address (tests, readiness files)."""
 
-
-class DataplaneError(LoomError):
-    """The dataplane cannot run (Envoy cannot start, bad settings)."""
 
 
 async def fetch_registration(client: AsyncClient, proxy_id: str) -> dict[str, Any]:

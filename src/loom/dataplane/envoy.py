@@ -19,14 +19,11 @@ from loom.addrs import Address, AddressError, parse_address
 from loom.api.codec import Request
 from loom.api.errors import ClientError
 from loom.api.transport import StreamTransport
-from loom.errors import LoomError
+from loom.dataplane.errors import EnvoyError
 
 ADMIN_TIMEOUT_S = 5.0
 """Longest wait for one answer of Envoy's admin API (it answers in milliseconds when up)."""
 
-
-class EnvoyError(LoomError):
-    """Envoy could not be found, started or made ready."""
 
 
 def envoy_binary() -> str:

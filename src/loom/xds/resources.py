@@ -30,7 +30,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa:
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from google.protobuf import any_pb2, json_format
 
-from loom.errors import LoomError
+from loom.xds.errors import ResourceError
 from loom.xds.translate import Resources
 from loom.xds.translate.names import TYPE_CLUSTER, TYPE_ENDPOINTS, TYPE_LISTENER, TYPE_SECRET
 
@@ -41,9 +41,6 @@ MESSAGES: dict[str, Any] = {
     TYPE_SECRET: secret_pb2.Secret,
 }
 
-
-class ResourceError(LoomError):
-    """A generated resource does not fit Envoy's schema (a translator bug)."""
 
 
 @dataclass(frozen=True)

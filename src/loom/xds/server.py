@@ -26,6 +26,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from loom.addrs import Address
 from loom.control.state import State
 from loom.errors import LoomError
+from loom.xds.errors import XdsStartError
 from loom.xds.hub import Hub
 from loom.xds.resources import Served, type_version
 from loom.xds.translate import build_resources
@@ -37,9 +38,6 @@ _nonces = itertools.count(1)
 _session_ids = itertools.count(1)
 _CHANGED = object()
 
-
-class XdsError(LoomError):
-    """The xDS server could not start."""
 
 
 class _Session:
@@ -300,9 +298,9 @@ async def start_xds(
         try:
             port = server.add_insecure_port(target)
         except RuntimeError as exc:
-            raise XdsError(f"cannot listen for xDS on {addr}: {exc}") from exc
+            raise XdsStartError(f"cannot listen for xDS on {addr}: {exc}") from exc
         if not addr.is_unix and port == 0:
-            raise XdsError(f"cannot listen for xDS on {addr}: address in use or unavailable")
+            raise XdsStartError(f"cannot listen for xDS on {addr}: address in use or unavailable")
         bound.append(target if addr.is_unix else str(Address(addr.host, port)))
     await server.start()
     for addr in addrs:

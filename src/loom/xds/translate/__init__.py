@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loom.errors import LoomError
+from loom.xds.errors import InconsistentSnapshot
 from loom.xds.inputs import ProxyInputs
 from loom.xds.translate.clusters import build_clusters, build_endpoints
 from loom.xds.translate.listeners import build_listeners
@@ -19,9 +19,6 @@ from loom.xds.translate.tls import secrets
 Doc = dict[str, Any]
 Resources = dict[str, dict[str, Doc]]
 
-
-class InconsistentSnapshot(LoomError):
-    """Generated resources reference something the snapshot lacks (a translator bug)."""
 
 
 def build_resources(inp: ProxyInputs) -> Resources:
