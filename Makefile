@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml scripts/setup.sh
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/mypy --strict src
+	$(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests

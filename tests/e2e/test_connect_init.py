@@ -23,7 +23,8 @@ from loom.inject import InjectSettings, NamespaceInfo, plan_workload
 from loom.inject.registration import service_registrations
 from loom.k8s.connect_init import ConnectInitConfig, run
 from loom.k8s.manifests import load_documents, pod_templates
-from loom.redirect import redirect_rules, saved_rules
+from loom.redirect import redirect_rules
+from loom.redirect.applying import saved_rules
 from tests.unit.inject.golden_cases import CASE_DIR
 
 

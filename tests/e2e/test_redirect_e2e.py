@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from loom.local.netns import LocalNetSettings, NodeNetwork, PodInfo, PodNetwork
-from loom.redirect import saved_rules
+from loom.redirect.applying import saved_rules
 from tests.e2e.netns_util import Processes, dial, sweep, unique_prefix
 
 pytestmark = pytest.mark.root

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from loom.redirect import saved_rules
+from loom.redirect.applying import saved_rules
 from tests.e2e.netns_util import Processes, dial, sweep, unique_prefix
 
 pytestmark = pytest.mark.root

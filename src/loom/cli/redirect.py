@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from loom.redirect import add_arguments, apply_redirect, config_from_namespace, redirect_rules
+from loom.redirect import add_arguments, config_from_namespace, redirect_rules
+from loom.redirect.applying import apply_redirect
 
 if TYPE_CHECKING:
     from loom.cli import Commands

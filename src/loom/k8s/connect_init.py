@@ -29,7 +29,8 @@ from loom.api import AsyncClient, ClientError, HTTPStatusError, WatchPolicy
 from loom.inject.registration import META_K8S_NAMESPACE, META_POD_NAME
 from loom.inject.volumes import proxy_id_file
 from loom.k8s.errors import ConnectInitError
-from loom.redirect import ApplyResult, RedirectConfig, RedirectError, apply_redirect
+from loom.redirect import RedirectConfig, RedirectError
+from loom.redirect.applying import ApplyResult, apply_redirect
 
 CONNECT_PROXY = "connect-proxy"
 AGENT_SERVICES = "/v1/agent/services"

@@ -32,7 +32,8 @@ from loom.local.errors import LocalError as LocalError  # re-exported for the CL
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
 from loom.local.workload import plan_local, resolv_conf
-from loom.redirect import RedirectError, apply_redirect
+from loom.redirect import RedirectError
+from loom.redirect.applying import apply_redirect
 
 Say = Callable[[str], None]
 

@@ -4,10 +4,11 @@
 injector's planner emits it, the CLI parses flags into it, ``to_flags``/``from_flags`` carry it
 on an init container's command line); ``rules`` builds the nat rule set from it (pure,
 golden-file tested); ``applying`` installs it with ``iptables-restore --noflush`` in a network
-namespace. ``RedirectError`` is the root of the package's errors.
+namespace (import it from ``loom.redirect.applying``: this package's top level stays pure, so
+the planner can use ``RedirectConfig`` without loading subprocess code). ``RedirectError`` is
+the root of the package's errors.
 """
 
-from loom.redirect.applying import ApplyResult, RedirectApplyError, apply_redirect, saved_rules
 from loom.redirect.config import (
     FLAGS,
     RedirectConfig,
@@ -21,15 +22,11 @@ from loom.redirect.rules import CHAINS, RuleSet, redirect_rules
 __all__ = [
     "CHAINS",
     "FLAGS",
-    "ApplyResult",
-    "RedirectApplyError",
     "RedirectConfig",
     "RedirectConfigError",
     "RedirectError",
     "RuleSet",
     "add_arguments",
-    "apply_redirect",
     "config_from_namespace",
     "redirect_rules",
-    "saved_rules",
 ]

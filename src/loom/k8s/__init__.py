@@ -1,0 +1,1 @@
+"""Kubernetes front-ends: the admission webhook, connect-init, the controller, install."""
