@@ -23,6 +23,47 @@ class ValidationError(LoomError):
     """API input that does not fit; the message names the field. Maps to HTTP 400."""
 
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted in a request body (Consul's bodies need 6)."""
+
+
+def check_json_text(value: Any, where: str = "body") -> None:
+    """Refuse what JSON can carry but the mesh cannot store or name: lone UTF-16 surrogates
+    (``"\\ud800"`` decodes to a str that cannot be encoded as UTF-8) and nesting deeper than
+    ``MAX_JSON_DEPTH``. The error names the first offending place (``body.Check.CheckID``).
+    Iterative, so hostile depth cannot exhaust the interpreter's stack."""
+    stack: list[tuple[Any, str, int]] = [(value, where, 0)]
+    while stack:
+        item, path, depth = stack.pop()
+        if isinstance(item, str):
+            if not _is_utf8(item):
+                raise ValidationError(
+                    f"{path}: contains a lone UTF-16 surrogate, which is not text"
+                )
+            continue
+        if not isinstance(item, dict | list):
+            continue
+        if depth >= MAX_JSON_DEPTH:
+            raise ValidationError(f"{path}: nested deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                if not _is_utf8(key):
+                    raise ValidationError(
+                        f"{path}: a key contains a lone UTF-16 surrogate, which is not text"
+                    )
+                stack.append((sub, f"{path}.{key}", depth + 1))
+        else:
+            stack.extend((sub, f"{path}[{n}]", depth + 1) for n, sub in enumerate(item))
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _kind(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -23,7 +23,14 @@ from loom.control.nametable import name_table_text
 from loom.control.snapshot import MESH_TABLES
 from loom.control.state import State
 from loom.domain.config_entries import KINDS
-from loom.domain.fields import Fields, ValidationError, check_name, parse_duration
+from loom.domain.fields import (
+    MAX_JSON_DEPTH,
+    Fields,
+    ValidationError,
+    check_json_text,
+    check_name,
+    parse_duration,
+)
 from loom.errors import LoomError
 from loom.server import views
 from loom.store import StoreConflict
@@ -75,9 +82,13 @@ async def _body(request: web.Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValidationError(f"body: malformed JSON ({exc})") from exc
+    except RecursionError:
+        raise ValidationError(f"body: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    check_json_text(body)
+    return body
 
 
 def _json(data: Any, index: int | None = None) -> web.Response:

@@ -68,10 +68,15 @@ class SqliteStore(Store):
                 "INSERT OR REPLACE INTO meta (name, value) VALUES ('index', ?)", (index,)
             )
             self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
+            # Whatever went wrong (SQLite, a value that cannot be bound or encoded, a
+            # cancellation), the transaction must not stay open: the next write would fail with
+            # "cannot start a transaction within a transaction".
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
-            raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot write to the store at {self.path}: {exc}") from exc
+            raise
 
     async def close(self) -> None:
         self._db.close()
