@@ -78,7 +78,7 @@ async def test_a_fresh_store_on_the_same_prefix_loads_everything(
         for n in range(1500):  # more than one page of the paged load
             await first.apply([Put("things", f"default/svc-{n:04}", {"Port": n})])
         await first.apply(
-            [Put("config", "k", {"v": [1, "x"]}), Delete("things", "default/svc-0000")]
+            [Put("notes", "k", {"v": [1, "x"]}), Delete("things", "default/svc-0000")]
         )
     finally:
         await first.close()
@@ -88,10 +88,10 @@ async def test_a_fresh_store_on_the_same_prefix_loads_everything(
         assert len(again.items("things")) == 1499
         assert again.get("things", "default/svc-1499") == {"Port": 1499}
         assert again.get("things", "default/svc-0000") is None
-        assert again.get("config", "k") == {"v": [1, "x"]}
+        assert again.get("notes", "k") == {"v": [1, "x"]}
         assert again.table_index(["things"]) == 1501
-        assert again.table_index(["config"]) == 1501
-        assert await again.apply([Put("config", "k2", {})]) == 1502
+        assert again.table_index(["notes"]) == 1501
+        assert await again.apply([Put("notes", "k2", {})]) == 1502
     finally:
         await again.close()
 

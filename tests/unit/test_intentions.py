@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from loom.domain.entries import IntentionPermission
 from loom.domain.intentions import Intention, decide, precedence
 
 
@@ -48,7 +49,7 @@ def test_the_default_policy_decides_when_nothing_matches() -> None:
 
 
 def test_an_intention_with_l7_permissions_allows_at_l4() -> None:
-    perm = Intention("default", "web", "default", "db", "", ({"Action": "allow"},))
+    perm = Intention("default", "web", "default", "db", "", (IntentionPermission("deny"),))
     assert decide([perm], "default", "web", "default", "db", False).allowed
 
 

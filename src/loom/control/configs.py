@@ -11,22 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from dataclasses import replace
 from typing import Any
 
 from loom.ca.spiffe import service_identity_in
 from loom.control.errors import NotFound
-from loom.domain.config_entries import (
-    EXTERNAL_SERVICE,
+from loom.domain.config_entries import validate_entry, validate_source
+from loom.domain.entries import (
     SERVICE_INTENTIONS,
+    ConfigEntry,
+    ExternalService,
+    IntentionSource,
+    ServiceIntentions,
     entry_key,
-    validate_entry,
 )
 from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.intentions import ALLOW, DENY, Decision, Intention, decide, from_entries
 from loom.domain.records import ExternalVips
-from loom.store import Delete, Op, Put, Store, put, tables
-
-Doc = dict[str, Any]
+from loom.store import Delete, Op, Store, put, tables
 
 CONFIG = tables.CONFIG.name
 EXTERNAL_VIPS = tables.EXTERNAL_VIPS.name
@@ -49,32 +51,42 @@ class Configs:
 
     # -- config entries ----------------------------------------------------------------------
 
-    def get(self, kind: str, name: str, namespace: str = "default") -> Doc | None:
-        entry: Doc | None = self.store.get(CONFIG, entry_key(kind, namespace, name))
-        return entry
+    def get(self, kind: str, name: str, namespace: str = "default") -> ConfigEntry | None:
+        return self.store.record(tables.CONFIG, entry_key(kind, namespace, name))
 
-    def entries(self, kind: str | None = None) -> list[Doc]:
-        return [e for e in self.store.values(CONFIG) if kind is None or e["Kind"] == kind]
+    def entries(self, kind: str | None = None) -> list[ConfigEntry]:
+        return [e for e in self.store.records(tables.CONFIG) if kind is None or e.kind == kind]
+
+    def intention_entries(self) -> list[ServiceIntentions]:
+        return [e for e in self.store.records(tables.CONFIG) if isinstance(e, ServiceIntentions)]
+
+    def external_services(self) -> list[ExternalService]:
+        return [e for e in self.store.records(tables.CONFIG) if isinstance(e, ExternalService)]
 
     async def write(self, body: Any, cas: int | None = None) -> bool:
-        entry = validate_entry(body)
+        return await self.write_entry(validate_entry(body), cas)
+
+    async def write_entry(self, entry: ConfigEntry, cas: int | None = None) -> bool:
+        """Write a decoded entry (its indexes are set here); False when ``cas`` is not the
+        stored entry's ModifyIndex (0: there must be none)."""
         async with self._lock:
-            key = entry_key(entry["Kind"], entry["Namespace"], entry["Name"])
-            old = self.store.get(CONFIG, key)
+            key = entry.key
+            old = self.store.record(tables.CONFIG, key)
             if cas is not None:
-                current = old.get("ModifyIndex", 0) if old else 0
+                current = old.modify_index if old else 0
                 if current != cas:
                     return False
-            if old is not None:
-                same = {k: v for k, v in old.items() if k not in ("CreateIndex", "ModifyIndex")}
-                if same == entry:
-                    return True
+            if old is not None and replace(old, create_index=0, modify_index=0) == replace(
+                entry, create_index=0, modify_index=0
+            ):
+                return True
             index = self.store.index + 1
-            entry["CreateIndex"] = old["CreateIndex"] if old else index
-            entry["ModifyIndex"] = index
+            created = old.create_index if old else index
+            entry = replace(entry, create_index=created, modify_index=index)
             entries = {k: v for k, v in self.store.items(CONFIG) if k != key}
             entries[key] = entry
-            await self.store.apply([Put(CONFIG, key, entry), *self._external_vip_ops(entries)])
+            ops = [put(tables.CONFIG, key, entry), *self._external_vip_ops(entries)]
+            await self.store.apply(ops)
             return True
 
     async def delete(self, kind: str, name: str, namespace: str = "default") -> None:
@@ -85,12 +97,12 @@ class Configs:
             entries = {k: v for k, v in self.store.items(CONFIG) if k != key}
             await self.store.apply([Delete(CONFIG, key), *self._external_vip_ops(entries)])
 
-    def _external_vip_ops(self, entries: dict[str, Doc]) -> list[Op]:
+    def _external_vip_ops(self, entries: dict[str, ConfigEntry]) -> list[Op]:
         hosts = {
             h
             for e in entries.values()
-            if e["Kind"] == EXTERNAL_SERVICE
-            for h in e["Hosts"]
+            if isinstance(e, ExternalService)
+            for h in e.hosts
             if not h.startswith("*")
         }
         current = self.external_vips()
@@ -112,7 +124,7 @@ class Configs:
     # -- intentions ----------------------------------------------------------------------------
 
     def intentions(self) -> list[Intention]:
-        return from_entries(self.entries(SERVICE_INTENTIONS))
+        return from_entries(self.intention_entries())
 
     def find_exact(self, source: str, destination: str) -> Intention | None:
         sns, sname = split_ref(source, "source")
@@ -127,7 +139,7 @@ class Configs:
         dns, dname = split_ref(destination, "destination")
         if not isinstance(body, dict):
             raise ValidationError("body: expected an object with Action")
-        src: Doc = {"Name": sname, "Namespace": sns}
+        src: dict[str, Any] = {"Name": sname, "Namespace": sns}
         for key in ("Action", "Description", "Permissions"):
             if body.get(key) not in (None, ""):
                 src[key] = body[key]
@@ -135,28 +147,33 @@ class Configs:
             src["Action"] = src["Action"].lower()
             if src["Action"] not in (ALLOW, DENY):
                 raise ValidationError(f"Action: {body['Action']!r} is not one of 'allow', 'deny'")
-        entry = self.get(SERVICE_INTENTIONS, dname, dns) or {
-            "Kind": SERVICE_INTENTIONS, "Name": dname, "Namespace": dns, "Sources": [],
-        }  # fmt: skip
-        sources = [s for s in entry["Sources"] if (s["Namespace"], s["Name"]) != (sns, sname)]
-        new = {k: v for k, v in entry.items() if k not in ("CreateIndex", "ModifyIndex")}
-        new["Sources"] = [*sources, src]
-        await self.write(new)
+        # Decoded as the whole entry would be by /v1/config: the same errors, the same form.
+        validate_entry({"Kind": SERVICE_INTENTIONS, "Name": dname, "Namespace": dns})
+        entry = self._intentions_of(dname, dns)
+        kept = tuple(s for s in entry.sources if (s.namespace, s.name) != (sns, sname))
+        new = validate_source(src, f"Sources[{len(kept)}]")
+        await self.write_entry(replace(entry, sources=(*kept, new)))
 
     async def delete_exact(self, source: str, destination: str) -> None:
         sns, sname = split_ref(source, "source")
         dns, dname = split_ref(destination, "destination")
         entry = self.get(SERVICE_INTENTIONS, dname, dns)
-        sources = entry["Sources"] if entry else []
-        remaining = [s for s in sources if (s["Namespace"], s["Name"]) != (sns, sname)]
-        if entry is None or len(remaining) == len(sources):
+        sources: tuple[IntentionSource, ...] = (
+            entry.sources if isinstance(entry, ServiceIntentions) else ()
+        )
+        remaining = tuple(s for s in sources if (s.namespace, s.name) != (sns, sname))
+        if not isinstance(entry, ServiceIntentions) or len(remaining) == len(sources):
             raise NotFound(f"no intention from {source} to {destination}")
         if remaining:
-            new = {k: v for k, v in entry.items() if k not in ("CreateIndex", "ModifyIndex")}
-            new["Sources"] = remaining
-            await self.write(new)
+            await self.write_entry(replace(entry, sources=remaining))
         else:
             await self.delete(SERVICE_INTENTIONS, dname, dns)
+
+    def _intentions_of(self, name: str, namespace: str) -> ServiceIntentions:
+        entry = self.get(SERVICE_INTENTIONS, name, namespace)
+        if isinstance(entry, ServiceIntentions):
+            return entry
+        return ServiceIntentions(name=name, namespace=namespace)
 
     def match(self, by: str, names: list[str]) -> dict[str, list[Intention]]:
         """Intentions whose source (``by="source"``) or destination matches each ``ns/name``

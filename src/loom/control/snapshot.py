@@ -16,13 +16,12 @@ from typing import Any
 from loom.control.catalog import Catalog
 from loom.control.certs import Certs
 from loom.control.configs import Configs
-from loom.domain.config_entries import EXTERNAL_SERVICE
+from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
 from loom.domain.intentions import Intention
 from loom.domain.mesh import Endpoint, ExternalHost
 from loom.domain.records import Instance
 from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES
 
-Doc = dict[str, Any]
 Key = tuple[str, str]  # (namespace, service)
 
 MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES
@@ -73,15 +72,20 @@ class MeshSnapshot:
     meshed: set[Key] = field(default_factory=set)
     """Services with at least one sidecar (healthy or not): transparent-proxy upstreams."""
     intentions: list[Intention] = field(default_factory=list)
-    entries: dict[tuple[str, str, str], Doc] = field(default_factory=dict)
-    """(kind, namespace, name) -> config entry."""
+    service_defaults: dict[Key, ServiceDefaults] = field(default_factory=dict)
+    proxy_defaults: ProxyDefaults = field(default_factory=lambda: ProxyDefaults(name="global"))
+    """The ``global`` entry, else an empty one (which decides nothing)."""
+    mesh: MeshConfig = field(default_factory=lambda: MeshConfig(name="mesh"))
+    """The ``mesh`` entry, else an empty one."""
     externals: list[ExternalHost] = field(default_factory=list)
     """Every host of every external-service entry, in entry then host order."""
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Derivations of this snapshot kept with it (the name table's JSON text)."""
 
-    def entry(self, kind: str, namespace: str, name: str) -> Doc:
-        return self.entries.get((kind, namespace, name)) or {}
+    def defaults_of(self, namespace: str, service: str) -> ServiceDefaults:
+        """The service's ``service-defaults``, else an empty entry (which decides nothing)."""
+        found = self.service_defaults.get((namespace, service))
+        return found if found is not None else ServiceDefaults(name=service, namespace=namespace)
 
 
 def build_snapshot(
@@ -132,12 +136,17 @@ def build_snapshot(
             svc.healthy.append(NamedInstance(address, hostname))
     snap.intentions = configs.intentions()
     for e in configs.entries():
-        snap.entries[(e["Kind"], e["Namespace"], e["Name"])] = e
+        if isinstance(e, ServiceDefaults):
+            snap.service_defaults[(e.namespace, e.name)] = e
+        elif isinstance(e, ProxyDefaults):
+            snap.proxy_defaults = e
+        elif isinstance(e, MeshConfig):
+            snap.mesh = e
     ext_vips = configs.external_vips()
-    for e in configs.entries(EXTERNAL_SERVICE):
-        ports = tuple(p["Number"] for p in e["Ports"])
-        for host in e["Hosts"]:
+    for x in configs.external_services():
+        ports = tuple(p.number for p in x.ports)
+        for host in x.hosts:
             alloc = ext_vips.get(host)
             vips = (alloc.address, alloc.address6) if alloc else ()
-            snap.externals.append(ExternalHost(host, e["Name"], e["Namespace"], vips, ports))
+            snap.externals.append(ExternalHost(host, x.name, x.namespace, vips, ports))
     return snap

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from loom.domain.entries import HttpMatch, IntentionPermission, ServiceIntentions
 
 WILDCARD = "*"
 ALLOW = "allow"
@@ -26,7 +27,7 @@ class Intention:
     destination_ns: str
     destination: str
     action: str  # "allow" | "deny" | "" when decided by L7 permissions
-    permissions: tuple[dict[str, Any], ...] = ()
+    permissions: tuple[IntentionPermission, ...] = ()
     description: str = ""
 
     @property
@@ -40,24 +41,6 @@ class Intention:
             and _match(self.destination_ns, destination_ns)
             and _match(self.destination, destination)
         )
-
-    def to_api(self, index: int) -> dict[str, Any]:
-        """Consul's legacy Intention JSON (``/v1/connect/intentions``)."""
-        return {
-            "ID": "",
-            "Description": self.description,
-            "SourceNS": self.source_ns,
-            "SourceName": self.source,
-            "DestinationNS": self.destination_ns,
-            "DestinationName": self.destination,
-            "SourceType": "consul",
-            "Action": self.action,
-            "Permissions": list(self.permissions),
-            "Precedence": self.precedence,
-            "Meta": {},
-            "CreateIndex": index,
-            "ModifyIndex": index,
-        }
 
 
 def _match(pattern: str, value: str) -> bool:
@@ -82,22 +65,21 @@ def sort_key(i: Intention) -> tuple[int, str, str, str, str]:
     return (-i.precedence, i.source_ns, i.source, i.destination_ns, i.destination)
 
 
-def from_entries(entries: Iterable[dict[str, Any]]) -> list[Intention]:
-    """Flatten stored ``service-intentions`` entries, sorted by precedence."""
-    out = []
-    for entry in entries:
-        for src in entry.get("Sources", []):
-            out.append(
-                Intention(
-                    source_ns=src.get("Namespace", "default"),
-                    source=src["Name"],
-                    destination_ns=entry.get("Namespace", "default"),
-                    destination=entry["Name"],
-                    action=src.get("Action", ""),
-                    permissions=tuple(src.get("Permissions", [])),
-                    description=src.get("Description", ""),
-                )
-            )
+def from_entries(entries: Iterable[ServiceIntentions]) -> list[Intention]:
+    """Flatten ``service-intentions`` entries, sorted by precedence."""
+    out = [
+        Intention(
+            source_ns=src.namespace,
+            source=src.name,
+            destination_ns=entry.namespace,
+            destination=entry.name,
+            action=src.action,
+            permissions=src.permissions,
+            description=src.description,
+        )
+        for entry in entries
+        for src in entry.sources
+    ]
     return sorted(out, key=sort_key)
 
 
@@ -131,34 +113,34 @@ def decide(
     return Decision(default_allow, None, f"no intention matched; default policy is {policy}")
 
 
-def http_matches(http: dict[str, Any], method: str, path: str, headers: dict[str, str]) -> bool:
+def http_matches(http: HttpMatch, method: str, path: str, headers: dict[str, str]) -> bool:
     """Does one permission's ``HTTP`` block match a request? (Consul's L7 semantics.)"""
-    if "PathExact" in http and path != http["PathExact"]:
+    if http.path_exact is not None and path != http.path_exact:
         return False
-    if "PathPrefix" in http and not path.startswith(http["PathPrefix"]):
+    if http.path_prefix is not None and not path.startswith(http.path_prefix):
         return False
-    if "PathRegex" in http and re.fullmatch(http["PathRegex"], path) is None:
+    if http.path_regex is not None and re.fullmatch(http.path_regex, path) is None:
         return False
-    if http.get("Methods") and method.upper() not in http["Methods"]:
+    if http.methods and method.upper() not in http.methods:
         return False
     lowered = {k.lower(): v for k, v in headers.items()}
-    for h in http.get("Header", []):
-        value = lowered.get(h["Name"].lower())
-        if "Present" in h:
+    for h in http.headers:
+        value = lowered.get(h.name.lower())
+        if h.present is not None:
             hit = value is not None
         elif value is None:
             hit = False
-        elif "Exact" in h:
-            hit = value == h["Exact"]
-        elif "Prefix" in h:
-            hit = value.startswith(h["Prefix"])
-        elif "Suffix" in h:
-            hit = value.endswith(h["Suffix"])
-        elif "Regex" in h:
-            hit = re.fullmatch(h["Regex"], value) is not None
+        elif h.exact is not None:
+            hit = value == h.exact
+        elif h.prefix is not None:
+            hit = value.startswith(h.prefix)
+        elif h.suffix is not None:
+            hit = value.endswith(h.suffix)
+        elif h.regex is not None:
+            hit = re.fullmatch(h.regex, value) is not None
         else:
             hit = value is not None
-        if hit == bool(h.get("Invert")):
+        if hit == bool(h.invert):
             return False
     return True
 
@@ -185,8 +167,8 @@ def decide_request(
     if i is None or i.action:
         return first
     for n, perm in enumerate(i.permissions):
-        if http_matches(perm["HTTP"], method, path, headers or {}):
-            allowed = perm["Action"] != DENY
+        if http_matches(perm.http, method, path, headers or {}):
+            allowed = perm.action != DENY
             return Decision(allowed, i, f"matched permission {n} of {i.source} => {i.destination}")
     policy = "allow" if default_allow else "deny"
     return Decision(default_allow, i, f"no permission matched; default policy is {policy}")

@@ -6,8 +6,9 @@ and the request decoders of ``loom.domain``) speaks Consul's JSON, and the store
 stored before these types existed. A mistyped field is then a ``mypy --strict`` error, not a
 ``KeyError`` at run time.
 
-Not yet typed (still documents): config entries (intentions live in ``service-intentions``
-entries and are parsed into ``Intention`` values by ``loom.domain.intentions``).
+Config entries have their own records in ``loom.domain.entries`` (intentions live in
+``service-intentions`` entries and are flattened into ``Intention`` values by
+``loom.domain.intentions``).
 """
 
 from __future__ import annotations

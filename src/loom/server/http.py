@@ -289,7 +289,7 @@ async def intention_exact_get(request: web.Request) -> web.Response:
     found = state.configs.find_exact(src, dst)
     if found is None:
         raise NotFound(f"no intention from {src} to {dst}")
-    return _json(found.to_api(index), index)
+    return _json(views.intention(found, index), index)
 
 
 async def intention_exact_put(request: web.Request) -> web.Response:
@@ -318,7 +318,7 @@ async def intention_create(request: web.Request) -> web.Response:
 async def intention_list(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CONFIG_TABLES)
-    return _json([i.to_api(index) for i in state.configs.intentions()], index)
+    return _json([views.intention(i, index) for i in state.configs.intentions()], index)
 
 
 async def intention_check(request: web.Request) -> web.Response:
@@ -331,7 +331,7 @@ async def intention_match(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CONFIG_TABLES)
     found = state.configs.match(request.query.get("by", ""), request.query.getall("name", []))
-    out = {ref: [i.to_api(index) for i in hits] for ref, hits in found.items()}
+    out = {ref: [views.intention(i, index) for i in hits] for ref, hits in found.items()}
     return _json(out, index)
 
 
@@ -361,13 +361,13 @@ async def config_get(request: web.Request) -> web.Response:
     entry = state.configs.get(kind, name, _ns(request))
     if entry is None:
         raise NotFound(f"Config entry not found for {kind!r} / {name!r}")
-    return _json(entry, index)
+    return _json(views.config_entry(entry), index)
 
 
 async def config_list(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CONFIG_TABLES)
-    return _json(state.configs.entries(_kind(request)), index)
+    return _json([views.config_entry(e) for e in state.configs.entries(_kind(request))], index)
 
 
 async def config_delete(request: web.Request) -> web.Response:

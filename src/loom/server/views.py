@@ -1,7 +1,8 @@
 """Consul's JSON shapes of the core's records: pure functions, no I/O.
 
-Records are mapped field by field to Consul's AgentService, catalog and health shapes, with
-what is derived (virtual tagged addresses, health) added. Key order follows Consul's.
+Records are mapped field by field to Consul's AgentService, catalog, health, config entry and
+intention shapes, with what is derived (virtual tagged addresses, health, precedence) added.
+Key order follows Consul's (for config entries: the order Loom has always answered with).
 """
 
 from __future__ import annotations
@@ -9,7 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from loom.control.catalog import Catalog
-from loom.domain.records import Check, Instance, Node, Proxy, TaggedAddress, Upstream
+from loom.domain.entries import (
+    ConfigEntry,
+    HeaderMatch,
+    HttpMatch,
+    IntentionPermission,
+    IntentionSource,
+    MeshConfig,
+    ProxyDefaults,
+    ServiceDefaults,
+    ServiceIntentions,
+)
+from loom.domain.intentions import Intention
+from loom.domain.records import (
+    Check,
+    Instance,
+    Node,
+    Proxy,
+    TaggedAddress,
+    TransparentProxySettings,
+    Upstream,
+)
 
 Doc = dict[str, Any]
 
@@ -30,6 +51,10 @@ def _upstream(u: Upstream) -> Doc:
     }
 
 
+def _tproxy(t: TransparentProxySettings) -> Doc:
+    return {"OutboundListenerPort": t.outbound_listener_port, "DialedDirectly": t.dialed_directly}
+
+
 def proxy(p: Proxy) -> Doc:
     out: Doc = {
         "DestinationServiceName": p.destination_service_name,
@@ -37,10 +62,7 @@ def proxy(p: Proxy) -> Doc:
         "LocalServiceAddress": p.local_service_address,
         "LocalServicePort": p.local_service_port,
         "Mode": p.mode,
-        "TransparentProxy": {
-            "OutboundListenerPort": p.transparent_proxy.outbound_listener_port,
-            "DialedDirectly": p.transparent_proxy.dialed_directly,
-        },
+        "TransparentProxy": _tproxy(p.transparent_proxy),
         "Upstreams": [_upstream(u) for u in p.upstreams],
         "Config": p.config,
     }
@@ -148,4 +170,97 @@ def health_entry(cat: Catalog, inst: Instance, checks: list[Check], index: int) 
         "Node": node(cat.node_of(inst)),
         "Service": agent_service(cat, inst),
         "Checks": [health_check(c, index) for c in checks],
+    }
+
+
+# -- config entries and intentions ---------------------------------------------------------------
+
+
+def _header(h: HeaderMatch) -> Doc:
+    out: Doc = {"Name": h.name}
+    for key, value in (
+        ("Exact", h.exact), ("Prefix", h.prefix), ("Suffix", h.suffix), ("Regex", h.regex),
+        ("Present", h.present), ("Invert", h.invert),
+    ):  # fmt: skip
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def http_match(m: HttpMatch) -> Doc:
+    """An intention permission's ``HTTP`` block: only the parts given."""
+    out: Doc = {}
+    for key, value in (
+        ("PathExact", m.path_exact), ("PathPrefix", m.path_prefix), ("PathRegex", m.path_regex)
+    ):  # fmt: skip
+        if value is not None:
+            out[key] = value
+    if m.methods:
+        out["Methods"] = list(m.methods)
+    if m.headers:
+        out["Header"] = [_header(h) for h in m.headers]
+    return out
+
+
+def _permission(p: IntentionPermission) -> Doc:
+    return {"Action": p.action, "HTTP": http_match(p.http)}
+
+
+def _source(s: IntentionSource) -> Doc:
+    out: Doc = {
+        "Name": s.name,
+        "Namespace": s.namespace,
+        "Action": s.action,
+        "Description": s.description,
+        "Type": s.type,
+    }
+    if s.permissions:
+        out["Permissions"] = [_permission(p) for p in s.permissions]
+    return out
+
+
+def config_entry(e: ConfigEntry) -> Doc:
+    """A config entry as ``/v1/config`` answers it."""
+    out: Doc = {"Kind": e.kind, "Name": e.name, "Namespace": e.namespace, "Meta": e.meta}
+    if isinstance(e, ServiceDefaults):
+        out["Protocol"] = e.protocol
+        out["MutualTLSMode"] = e.mutual_tls_mode
+        out["Mode"] = e.mode
+        out["TransparentProxy"] = _tproxy(e.transparent_proxy)
+    elif isinstance(e, ProxyDefaults):
+        out["Config"] = e.config
+        out["Mode"] = e.mode
+        out["MutualTLSMode"] = e.mutual_tls_mode
+        out["TransparentProxy"] = _tproxy(e.transparent_proxy)
+    elif isinstance(e, MeshConfig):
+        out["TransparentProxy"] = {"MeshDestinationsOnly": e.mesh_destinations_only}
+        out["AllowEnablingPermissiveMutualTLS"] = e.allow_enabling_permissive_mutual_tls
+    elif isinstance(e, ServiceIntentions):
+        out["Sources"] = [_source(s) for s in e.sources]
+    else:
+        out["Hosts"] = list(e.hosts)
+        out["Ports"] = [
+            {"Number": p.number, "Protocol": p.protocol, "Name": p.name} for p in e.ports
+        ]
+    out["CreateIndex"] = e.create_index
+    out["ModifyIndex"] = e.modify_index
+    return out
+
+
+def intention(i: Intention, index: int) -> Doc:
+    """Consul's legacy Intention JSON (``/v1/connect/intentions``)."""
+    return {
+        "ID": "",
+        "Description": i.description,
+        "SourceNS": i.source_ns,
+        "SourceName": i.source,
+        "DestinationNS": i.destination_ns,
+        "DestinationName": i.destination,
+        "SourceType": "consul",
+        "Action": i.action,
+        "Permissions": [_permission(p) for p in i.permissions],
+        "Precedence": i.precedence,
+        "Meta": {},
+        "CreateIndex": index,
+        "ModifyIndex": index,
     }

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from loom.domain.entries import ConfigEntry
 from loom.domain.records import (
     CaRoot,
     Check,
@@ -30,6 +31,7 @@ from loom.domain.records import (
     VirtualIp,
     Weights,
 )
+from loom.store import entry_codec
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -184,7 +186,7 @@ NODES: Table[Node] = Table("nodes", _node_doc, _node)
 VIPS: Table[VirtualIp] = Table(
     "vips", lambda v: {"Address": v.address}, lambda d: VirtualIp(d["Address"])
 )
-CONFIG: Table[Doc] = Table("config", _doc, _doc)
+CONFIG: Table[ConfigEntry] = Table("config", entry_codec.encode, entry_codec.decode)
 EXTERNAL_VIPS: Table[ExternalVips] = Table(
     "external_vips",
     lambda v: {"Address": v.address, "Address6": v.address6},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from loom.domain.entries import HttpMatch
 from loom.domain.mesh import Endpoint, ExternalHost
 
 __all__ = [
@@ -69,9 +70,8 @@ class Permission:
     """One L7 permission of an intention: allow or deny requests its HTTP block matches."""
 
     allow: bool
-    http: str
-    """Canonical JSON of Consul's ``HTTP`` block (PathExact/PathPrefix/PathRegex, Methods,
-    Header), kept as text so inputs stay hashable."""
+    http: HttpMatch
+    """The permission's ``HTTP`` block (paths, methods, headers)."""
 
 
 @dataclass(frozen=True)

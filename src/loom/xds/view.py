@@ -8,13 +8,11 @@ deterministic given the snapshot and the leaf certificate; equal inputs mean not
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from loom.ca.authority import Leaf, spiffe_id
 from loom.control.snapshot import MeshSnapshot
-from loom.domain.config_entries import MESH, PROXY_DEFAULTS, SERVICE_DEFAULTS
 from loom.domain.intentions import DENY, decide
 from loom.xds.inputs import (
     AccessRule,
@@ -53,21 +51,17 @@ def collect_inputs(
     proxy = inst.proxy
     assert proxy is not None  # the snapshot's proxies are connect-proxy instances
     ns, service = inst.namespace, proxy.destination_service_name
-    sd = view.entry(SERVICE_DEFAULTS, ns, service)
-    pd = view.entry(PROXY_DEFAULTS, "default", "global")
-    mesh = view.entry(MESH, "default", "mesh")
-    protocol = sd.get("Protocol") or pd.get("Config", {}).get("protocol") or "tcp"
-    mtls = sd.get("MutualTLSMode") or pd.get("MutualTLSMode") or "strict"
-    mode = proxy.mode or sd.get("Mode") or pd.get("Mode") or "direct"
+    sd = view.defaults_of(ns, service)
+    pd = view.proxy_defaults
+    protocol = sd.protocol or pd.config.get("protocol") or "tcp"
+    mtls = sd.mutual_tls_mode or pd.mutual_tls_mode or "strict"
+    mode = proxy.mode or sd.mode or pd.mode or "direct"
     transparent = mode == "transparent"
     rules = tuple(
         AccessRule(
             Principal(i.source_ns, i.source),
             i.action != DENY,
-            tuple(
-                Permission(p["Action"] != DENY, json.dumps(p["HTTP"], sort_keys=True))
-                for p in i.permissions
-            ),
+            tuple(Permission(p.action != DENY, p.http) for p in i.permissions),
         )
         for i in view.intentions
         if i.destination_ns in ("*", ns) and i.destination in ("*", service)
@@ -109,9 +103,10 @@ def collect_inputs(
                     headless=not vips,
                 )
             )  # fmt: skip
-    sd_tp = sd.get("TransparentProxy", {})
     outbound_port = (
-        proxy.transparent_proxy.outbound_listener_port or sd_tp.get("OutboundListenerPort") or 15001
+        proxy.transparent_proxy.outbound_listener_port
+        or sd.transparent_proxy.outbound_listener_port
+        or 15001
     )
     cert = leaf(service, ns)
     bind = proxy.config.get("bind_address")
@@ -135,7 +130,7 @@ def collect_inputs(
         upstreams=tuple(upstreams),
         transparent=transparent,
         outbound_port=outbound_port,
-        mesh_destinations_only=bool(mesh.get("TransparentProxy", {}).get("MeshDestinationsOnly")),
+        mesh_destinations_only=view.mesh.mesh_destinations_only,
         externals=tuple(e for e in view.externals if e.virtual_ips) if transparent else (),
         expose=tuple(
             ExposeListener(e.listener_port, e.path, e.local_path_port, e.protocol)

@@ -1,7 +1,9 @@
 """A SQLite data dir written before typed records loads, reads the same, and re-encodes to
 the very bytes it holds (``state_before_typed_records.json``: the rows the old code wrote for
 a service with a sidecar and a TTL check, a catalog node with a check in another namespace,
-an intention, an external service and a service-defaults entry)."""
+an intention, an external service and a service-defaults entry). The same holds for config
+entries of every kind (``config_entries_before_typed_records.json``, below), whose HTTP answers
+are also kept byte for byte."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.control.state import ServerSettings, State
+from loom.domain.entries import KINDS
 from loom.domain.records import CaRoot, Check, Cluster, ExternalVips, Instance, Node, VirtualIp
 from loom.server import views
 from loom.store.sqlite import SqliteStore
@@ -87,3 +90,98 @@ def test_a_sidecar_stored_before_expose_was_kept_round_trips_without_it() -> Non
     side = TABLES["services"].decode(doc)
     assert side.proxy.expose is None
     assert encode("services", side) == doc
+
+
+# -- config entries: rows and answers of the code before typed entries ---------------------------
+#
+# ``config_entries_before_typed_records.json`` was written by main at 0dcdda7 (config entries
+# as validated dicts): it replayed ``ops`` (every kind, L7 permissions with each header match,
+# legacy intention upserts and a delete, a failed check-and-set, an unchanged rewrite) against
+# a SQLite data dir and kept the rows of ``config`` and ``external_vips`` and the JSON text
+# its HTTP handlers would have answered (``json.dumps`` of each entry, each list, the legacy
+# intentions and a match).
+
+ENTRIES = json.loads(
+    (Path(__file__).parent / "config_entries_before_typed_records.json").read_text()
+)
+
+
+async def _replay(configs: Any, op: list[Any]) -> None:
+    what, a, b, c = op
+    if what == "write":
+        assert await configs.write(a, b) is c
+    elif what == "upsert":
+        await configs.upsert_exact(a, b, c)
+    else:
+        await configs.delete_exact(a, b)
+
+
+def _rows(data_dir: Path) -> list[list[Any]]:
+    db = sqlite3.connect(str(data_dir / "state.db"))
+    try:
+        query = (
+            "SELECT tbl, key, value, idx FROM docs WHERE tbl IN ('config', 'external_vips') "
+            "ORDER BY tbl, key"
+        )
+        return [list(r) for r in db.execute(query)]
+    finally:
+        db.close()
+
+
+def test_every_old_config_entry_re_encodes_to_the_bytes_on_disk() -> None:
+    kinds = set()
+    for table, _, raw, _ in ENTRIES["docs"]:
+        record = TABLES[table].decode(json.loads(raw))
+        assert json.dumps(encode(table, record), sort_keys=True) == raw
+        kinds.add(getattr(record, "kind", table))
+    assert kinds == {*KINDS, "external_vips"}
+
+
+def _answers(configs: Any) -> dict[str, str]:
+    """The JSON text the HTTP handlers answer for every entry, list and intention query."""
+    out = {
+        f"list {k}": json.dumps([views.config_entry(e) for e in configs.entries(k)]) for k in KINDS
+    }
+    for e in configs.entries():
+        out[f"get {e.key}"] = json.dumps(
+            views.config_entry(configs.get(e.kind, e.name, e.namespace))
+        )
+    out["intentions"] = json.dumps([views.intention(i, 42) for i in configs.intentions()])
+    found = configs.match("destination", ["team/api", "db"])
+    out["match"] = json.dumps({r: [views.intention(i, 42) for i in h] for r, h in found.items()})
+    return out
+
+
+async def test_the_same_writes_store_and_answer_the_same_bytes_as_before(tmp_path: Path) -> None:
+    state = State(ServerSettings(), store=SqliteStore(tmp_path))
+    await state.start()
+    try:
+        for op in ENTRIES["ops"]:
+            await _replay(state.configs, op)
+        assert state.store.index == ENTRIES["index"]
+        assert _answers(state.configs) == ENTRIES["responses"]
+    finally:
+        await state.close()
+    assert _rows(tmp_path) == ENTRIES["docs"]
+
+
+async def test_entries_loaded_from_old_rows_answer_as_before(tmp_path: Path) -> None:
+    """Loaded from disk, opaque maps (proxy-defaults' Config) come back in key order, as they
+    did before; every answer is the same JSON value."""
+    db = sqlite3.connect(str(tmp_path / "state.db"))
+    db.executescript(SCHEMA)
+    db.executemany("INSERT INTO docs VALUES (?, ?, ?, ?)", ENTRIES["docs"])
+    db.execute("INSERT INTO meta VALUES ('index', ?)", (ENTRIES["index"],))
+    db.commit()
+    db.close()
+    state = State(ServerSettings(), store=SqliteStore(tmp_path))
+    await state.start()
+    try:
+        answers = _answers(state.configs)
+        assert answers.keys() == ENTRIES["responses"].keys()
+        for what, text in ENTRIES["responses"].items():
+            assert json.loads(answers[what]) == json.loads(text), what
+        assert state.configs.check("jobs/batch", "team/api").allowed
+        assert not state.configs.check("other/x", "team/api").allowed
+    finally:
+        await state.close()

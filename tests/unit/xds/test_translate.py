@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from loom.domain.entries import HttpMatch, IntentionPermission
 from loom.domain.intentions import Intention, decide, decide_request
 from loom.xds.inputs import (
     AccessRule,
@@ -76,8 +77,8 @@ CASES = {
         BASE, protocol="http",
         rules=(
             AccessRule(Principal("default", "web"), True, (
-                Permission(False, json.dumps({"PathPrefix": "/admin"}, sort_keys=True)),
-                Permission(True, json.dumps({"Methods": ["GET", "HEAD"], "PathPrefix": "/"}, sort_keys=True)),
+                Permission(False, HttpMatch(path_prefix="/admin")),
+                Permission(True, HttpMatch(path_prefix="/", methods=("GET", "HEAD"))),
             )),
             AccessRule(Principal("default", "*"), False),
         ),
@@ -265,16 +266,17 @@ def envoy_allows_request(policy: dict, uri: str, method: str, path: str) -> bool
     )
 
 
-http_blocks = st.fixed_dictionaries(
-    {},
-    optional={
-        "PathPrefix": st.sampled_from(["/", "/admin", "/api"]),
-        "PathExact": st.sampled_from(["/api/v1", "/admin"]),
-        "Methods": st.lists(st.sampled_from(["GET", "POST"]), min_size=1, max_size=2, unique=True),
-    },
+http_blocks = st.builds(
+    HttpMatch,
+    path_prefix=st.one_of(st.none(), st.sampled_from(["/", "/admin", "/api"])),
+    path_exact=st.one_of(st.none(), st.sampled_from(["/api/v1", "/admin"])),
+    methods=st.one_of(
+        st.just(()),
+        st.lists(st.sampled_from(["GET", "POST"]), min_size=1, max_size=2, unique=True).map(tuple),
+    ),
 )
 permission_lists = st.lists(
-    st.fixed_dictionaries({"Action": st.sampled_from(["allow", "deny"]), "HTTP": http_blocks}),
+    st.builds(IntentionPermission, st.sampled_from(["allow", "deny"]), http_blocks),
     min_size=1,
     max_size=3,
 )
@@ -307,7 +309,7 @@ def test_envoy_http_rbac_decides_each_request_like_the_l7_intention_check(
             Principal(i.source_ns, i.source),
             i.action != "deny",
             tuple(
-                Permission(p["Action"] == "allow", json.dumps(p["HTTP"], sort_keys=True))
+                Permission(p.action == "allow", p.http)
                 for p in i.permissions
             ),
         )

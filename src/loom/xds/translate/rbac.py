@@ -8,9 +8,9 @@ the default allow admits ``anyone AND NOT (every deny)``. An empty policy set de
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from loom.domain.entries import HttpMatch
 from loom.xds.inputs import AccessRule, Principal
 
 Doc = dict[str, Any]
@@ -72,32 +72,32 @@ def network_rbac_filter(
     }
 
 
-def _http_permission(http: Doc) -> Doc:
+def _http_permission(http: HttpMatch) -> Doc:
     """Consul's HTTP block -> an Envoy RBAC permission (all parts must match)."""
     parts: list[Doc] = []
-    for key, kind in (("PathExact", "exact"), ("PathPrefix", "prefix")):
-        if key in http:
-            parts.append({"url_path": {"path": {kind: http[key]}}})
-    if "PathRegex" in http:
-        parts.append({"url_path": {"path": {"safe_regex": {"regex": http["PathRegex"]}}}})
-    if http.get("Methods"):
+    for value, kind in ((http.path_exact, "exact"), (http.path_prefix, "prefix")):
+        if value is not None:
+            parts.append({"url_path": {"path": {kind: value}}})
+    if http.path_regex is not None:
+        parts.append({"url_path": {"path": {"safe_regex": {"regex": http.path_regex}}}})
+    if http.methods:
         methods = [
-            {"header": {"name": ":method", "string_match": {"exact": m}}} for m in http["Methods"]
+            {"header": {"name": ":method", "string_match": {"exact": m}}} for m in http.methods
         ]
         parts.append(methods[0] if len(methods) == 1 else {"or_rules": {"rules": methods}})
-    for h in http.get("Header", []):
-        header: Doc = {"name": h["Name"].lower()}
-        if "Present" in h:
-            header["present_match"] = bool(h["Present"])
+    for h in http.headers:
+        header: Doc = {"name": h.name.lower()}
+        if h.present is not None:
+            header["present_match"] = h.present
         else:
-            for key, kind in (("Exact", "exact"), ("Prefix", "prefix"), ("Suffix", "suffix")):
-                if key in h:
-                    header["string_match"] = {kind: h[key]}
-            if "Regex" in h:
-                header["string_match"] = {"safe_regex": {"regex": h["Regex"]}}
+            for text, kind in ((h.exact, "exact"), (h.prefix, "prefix"), (h.suffix, "suffix")):
+                if text is not None:
+                    header["string_match"] = {kind: text}
+            if h.regex is not None:
+                header["string_match"] = {"safe_regex": {"regex": h.regex}}
             if "string_match" not in header:
                 header["present_match"] = True
-        if h.get("Invert"):
+        if h.invert:
             header["invert_match"] = True
         parts.append({"header": header})
     if not parts:
@@ -137,7 +137,7 @@ def http_rbac_policies(
         denied_before: list[Doc] = []
         every: list[Doc] = []
         for p in rule.permissions:
-            match = _http_permission(json.loads(p.http))
+            match = _http_permission(p.http)
             every.append(match)
             if p.allow:
                 perms.append(

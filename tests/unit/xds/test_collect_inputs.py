@@ -1,0 +1,108 @@
+"""What config entries decide in one proxy's inputs (``collect_inputs`` over the snapshot).
+
+The core runs on an in-memory store and every entry is written as ``PUT /v1/config`` would;
+the sidecar's own settings beat ``service-defaults``, which beat ``proxy-defaults``, which
+beat the built-in defaults (tcp, strict, direct, 15001).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from loom.control.state import ServerSettings, State
+from loom.domain.entries import HttpMatch
+from loom.store import Store
+from loom.xds.inputs import Permission, ProxyInputs
+from loom.xds.view import collect_inputs
+
+
+@pytest.fixture
+async def state() -> AsyncIterator[State]:
+    st = State(ServerSettings(), store=Store())
+    await st.start()
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+async def _inputs(state: State, sidecar: dict[str, Any] | None = None) -> ProxyInputs:
+    await state.catalog.agent_register(
+        {"Name": "web", "Port": 8080, "Connect": {"SidecarService": sidecar or {}}}
+    )
+    found = collect_inputs(state.snapshot(), "web-sidecar-proxy", state.certs.leaf)
+    assert found is not None
+    return found
+
+
+async def test_without_entries_a_proxy_is_tcp_strict_direct_on_15001(state: State) -> None:
+    got = await _inputs(state)
+    assert (got.protocol, got.mtls_mode, got.transparent) == ("tcp", "strict", False)
+    assert (got.outbound_port, got.mesh_destinations_only) == (15001, False)
+
+
+async def test_proxy_defaults_decide_what_service_defaults_leave_empty(state: State) -> None:
+    await state.configs.write(
+        {"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "http"},
+         "MutualTLSMode": "permissive", "Mode": "transparent"}
+    )  # fmt: skip
+    await state.configs.write({"Kind": "service-defaults", "Name": "web"})
+    got = await _inputs(state)
+    assert (got.protocol, got.mtls_mode, got.transparent) == ("http", "permissive", True)
+
+
+async def test_service_defaults_beat_proxy_defaults(state: State) -> None:
+    await state.configs.write(
+        {"Kind": "proxy-defaults", "Name": "global", "Config": {"protocol": "http"},
+         "MutualTLSMode": "permissive", "Mode": "transparent"}
+    )  # fmt: skip
+    await state.configs.write(
+        {"Kind": "service-defaults", "Name": "web", "Protocol": "grpc", "MutualTLSMode": "strict",
+         "Mode": "direct", "TransparentProxy": {"OutboundListenerPort": 15009}}
+    )  # fmt: skip
+    got = await _inputs(state)
+    assert (got.protocol, got.mtls_mode, got.transparent) == ("grpc", "strict", False)
+    assert got.outbound_port == 15009
+
+
+async def test_the_sidecars_own_mode_and_port_beat_service_defaults(state: State) -> None:
+    await state.configs.write(
+        {"Kind": "service-defaults", "Name": "web", "Mode": "direct",
+         "TransparentProxy": {"OutboundListenerPort": 15009}}
+    )  # fmt: skip
+    proxy = {"Mode": "transparent", "TransparentProxy": {"OutboundListenerPort": 15100}}
+    got = await _inputs(state, {"Proxy": proxy})
+    assert (got.transparent, got.outbound_port) == (True, 15100)
+
+
+async def test_service_defaults_of_another_namespace_do_not_apply(state: State) -> None:
+    await state.configs.write(
+        {"Kind": "service-defaults", "Name": "web", "Namespace": "team", "Protocol": "http"}
+    )
+    assert (await _inputs(state)).protocol == "tcp"
+
+
+async def test_the_mesh_entry_turns_off_passthrough(state: State) -> None:
+    await state.configs.write(
+        {"Kind": "mesh", "Name": "mesh", "TransparentProxy": {"MeshDestinationsOnly": True}}
+    )
+    assert (await _inputs(state)).mesh_destinations_only
+
+
+async def test_l7_intentions_reach_the_proxy_as_typed_permissions(state: State) -> None:
+    await state.configs.write(
+        {"Kind": "service-intentions", "Name": "web", "Sources": [
+            {"Name": "api", "Permissions": [
+                {"Action": "deny", "HTTP": {"PathPrefix": "/admin"}},
+                {"Action": "allow", "HTTP": {"Methods": ["get"]}}]},
+            {"Name": "*", "Action": "deny"}]}
+    )  # fmt: skip
+    rules = (await _inputs(state)).rules
+    assert [(r.source.name, r.allow) for r in rules] == [("api", True), ("*", False)]
+    assert rules[0].permissions == (
+        Permission(False, HttpMatch(path_prefix="/admin")),
+        Permission(True, HttpMatch(methods=("GET",))),
+    )
