@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from loom.control.snapshot import MeshSnapshot
+from loom.domain.mesh import MeshSnapshot
 
 Doc = dict[str, Any]
 CLUSTER_DOMAIN = "cluster.local"

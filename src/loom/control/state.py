@@ -13,7 +13,8 @@ from typing import Literal
 from loom.control.catalog import Catalog, CatalogSettings
 from loom.control.certs import Certs
 from loom.control.configs import Configs
-from loom.control.snapshot import MESH_TABLES, MeshSnapshot, build_snapshot
+from loom.control.snapshot import MESH_TABLES, build_snapshot
+from loom.domain.mesh import MeshSnapshot
 from loom.store import Store, StoreConflict, open_store
 
 

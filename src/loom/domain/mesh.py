@@ -1,4 +1,6 @@
-"""Values of the derived mesh shared by its consumers (xDS inputs and the DNS name table).
+"""The derived mesh as its consumers see it: the snapshot the control plane builds once per
+store index (``loom.control.snapshot.build_snapshot``) and the values shared by xDS inputs and
+the DNS name table.
 
 One definition each, so the snapshot the control plane builds, the inputs it hands the xDS
 translators and the table a DNS proxy parses all speak of the same things.
@@ -6,7 +8,15 @@ translators and the table a DNS proxy parses all speak of the same things.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
+
+from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
+from loom.domain.intentions import Intention
+from loom.domain.records import Instance
+
+Key = tuple[str, str]
+"""(namespace, service)."""
 
 
 @dataclass(frozen=True)
@@ -32,3 +42,63 @@ class ExternalHost:
     """Its IPv4 and IPv6 VIPs (240.240.0.0/16, fd00:f0f0::/96); empty: none allocated."""
     ports: tuple[int, ...] = ()
     """The entry's ports (what the outbound listener matches); the DNS table omits them."""
+
+
+@dataclass(frozen=True)
+class NamedInstance:
+    """A healthy instance as DNS names it."""
+
+    address: str
+    hostname: str
+    """Its pod name (``Meta["pod-name"]``), else its service ID."""
+
+
+@dataclass
+class ServiceEntry:
+    """One service (proxies excluded) in one namespace, from all its instances."""
+
+    name: str
+    namespace: str
+    datacenter: str
+    """The datacenter of its first instance (store key order)."""
+    dns_vips: list[str] = field(default_factory=list)
+    """Per instance its ``virtual`` tagged address (a ClusterIP), else the catalog VIP."""
+    vips: list[str] = field(default_factory=list)
+    """Every ``virtual`` and ``consul-virtual`` address: what a transparent proxy matches."""
+    instance_ips: list[str] = field(default_factory=list)
+    ports: list[int] = field(default_factory=list)
+    healthy: list[NamedInstance] = field(default_factory=list)
+
+
+@dataclass
+class MeshSnapshot:
+    index: int
+    """The store index it was built at (its cache key)."""
+    mesh_index: int
+    """The highest index at which a table it reads changed (what blocking queries report)."""
+    datacenter: str
+    trust_domain: str
+    roots_pem: str
+    default_allow: bool
+    services: dict[Key, ServiceEntry] = field(default_factory=dict)
+    proxies: dict[str, Instance] = field(default_factory=dict)
+    """Proxy ID -> instance (first wins when two nodes reuse an ID)."""
+    endpoints: dict[Key, list[Endpoint]] = field(default_factory=dict)
+    """Healthy sidecars (of healthy destinations) per service; every service has an entry."""
+    meshed: set[Key] = field(default_factory=set)
+    """Services with at least one sidecar (healthy or not): transparent-proxy upstreams."""
+    intentions: list[Intention] = field(default_factory=list)
+    service_defaults: dict[Key, ServiceDefaults] = field(default_factory=dict)
+    proxy_defaults: ProxyDefaults = field(default_factory=lambda: ProxyDefaults(name="global"))
+    """The ``global`` entry, else an empty one (which decides nothing)."""
+    mesh: MeshConfig = field(default_factory=lambda: MeshConfig(name="mesh"))
+    """The ``mesh`` entry, else an empty one."""
+    externals: list[ExternalHost] = field(default_factory=list)
+    """Every host of every external-service entry, in entry then host order."""
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    """Derivations of this snapshot kept with it (the name table's JSON text)."""
+
+    def defaults_of(self, namespace: str, service: str) -> ServiceDefaults:
+        """The service's ``service-defaults``, else an empty entry (which decides nothing)."""
+        found = self.service_defaults.get((namespace, service))
+        return found if found is not None else ServiceDefaults(name=service, namespace=namespace)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from typing import Any
 
 from loom.ca.authority import Leaf, spiffe_id
-from loom.control.snapshot import MeshSnapshot
 from loom.domain.intentions import DENY, decide
+from loom.domain.mesh import MeshSnapshot
 from loom.xds.inputs import (
     AccessRule,
     ExposeListener,
