@@ -112,13 +112,15 @@ def print_ready(settings: ServerSettings) -> Callable[[list[str], list[str]], No
         if settings.etcd_endpoints:
             store = f"etcd at {','.join(settings.etcd_endpoints)} prefix {settings.etcd_prefix}"
         policy = "allow" if settings.default_allow else "deny"
+        acls = settings.acl_default_policy
+        acl_text = f"ACLs on (default policy {acls})" if acls else "ACLs off"
         for addr in http:
             print(f"loom server: HTTP API on {addr}")
         for addr in grpc:
             print(f"loom server: xDS (gRPC ADS) on {addr}")
         print(
             f"loom server: datacenter {settings.datacenter}, store {store}, "
-            f"default intention policy {policy}"
+            f"default intention policy {policy}, {acl_text}"
         )
         sys.stdout.flush()
 
