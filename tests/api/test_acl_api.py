@@ -81,7 +81,9 @@ def test_a_role_links_policies_and_a_token_with_the_role_gets_their_rules(
         "PUT", "/v1/acl/role", {"Name": "web-role", "Policies": [{"Name": "web-writer"}]}, mgmt
     )
     assert status == 200 and role["Policies"] == [{"ID": policy["ID"], "Name": "web-writer"}]
-    assert acl_server.request("GET", "/v1/acl/role/name/web-role", None, mgmt)[1]["ID"] == role["ID"]
+    assert (
+        acl_server.request("GET", "/v1/acl/role/name/web-role", None, mgmt)[1]["ID"] == role["ID"]
+    )
     status, token, _ = acl_server.request(
         "PUT", "/v1/acl/token", {"Roles": [{"ID": role["ID"]}]}, mgmt
     )
@@ -109,9 +111,7 @@ def test_token_updates_keep_the_secret_and_deletes_answer_true(acl_server: Serve
     status, updated, _ = acl_server.request("PUT", path, {"Description": "b"}, mgmt)
     assert status == 200 and updated["SecretID"] == made["SecretID"]
     assert updated["Description"] == "b" and updated["CreateIndex"] == made["CreateIndex"]
-    status, text, _ = acl_server.request(
-        "PUT", path, {"SecretID": str(uuid.uuid4())}, mgmt
-    )
+    status, text, _ = acl_server.request("PUT", path, {"SecretID": str(uuid.uuid4())}, mgmt)
     assert status == 400 and "SecretID is not permitted" in text
     assert acl_server.request("DELETE", path, None, mgmt)[:2] == (200, True)
     assert acl_server.request("GET", path, None, mgmt)[:2] == (403, "ACL not found\n")
@@ -129,9 +129,7 @@ def test_a_malformed_policy_is_refused_with_the_field_named(acl_server: ServerPr
 
 def test_the_initial_management_token_works_and_counts_as_the_bootstrap() -> None:
     secret = str(uuid.uuid4())
-    server = start_server(
-        "--acl-default-policy", "deny", "--acl-initial-management-token", secret
-    )
+    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", secret)
     try:
         me = _client(server, secret).acl.token.read_self()
         assert me["Description"] == "Initial Management Token"
