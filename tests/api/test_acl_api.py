@@ -114,7 +114,20 @@ def test_token_updates_keep_the_secret_and_deletes_answer_true(acl_server: Serve
     status, text, _ = acl_server.request("PUT", path, {"SecretID": str(uuid.uuid4())}, mgmt)
     assert status == 400 and "SecretID is not permitted" in text
     assert acl_server.request("DELETE", path, None, mgmt)[:2] == (200, True)
-    assert acl_server.request("GET", path, None, mgmt)[:2] == (403, "ACL not found\n")
+    assert acl_server.request("GET", path, None, mgmt)[:2] == (
+        404,
+        "Requested token does not exist\n",
+    )
+    assert acl_server.request("DELETE", path, None, mgmt)[:2] == (
+        404,
+        "Cannot find token to delete\n",
+    )
+    # the deleted token's secret no longer works anywhere
+    gone = {"X-Consul-Token": made["SecretID"]}
+    assert acl_server.request("GET", "/v1/catalog/services", None, gone)[:2] == (
+        403,
+        "ACL not found\n",
+    )
 
 
 def test_a_malformed_policy_is_refused_with_the_field_named(acl_server: ServerProcess) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from loom.acl.authorizer import Authorizer
-from loom.acl.errors import AclNotFound, PermissionDenied
+from loom.acl.errors import PermissionDenied
 from loom.acl.identities import Link
 from loom.acl.records import (
     ANONYMOUS,
@@ -181,7 +181,7 @@ class Acl:
     def get_token(self, accessor_id: str) -> Stored[Token]:
         found = self.store.record(ACL_TOKENS, accessor_id)
         if found is None or found.record.expired(self._clock()):
-            raise AclNotFound()
+            raise NotFound("Requested token does not exist")
         return found
 
     def _links(self, links: tuple[Link, ...], table: Any, what: str) -> tuple[Link, ...]:
@@ -253,7 +253,7 @@ class Acl:
         async with self._lock:
             old = self.store.record(ACL_TOKENS, accessor_id)
             if old is None:
-                return
+                raise NotFound("Cannot find token to delete")
             if caller_secret and old.record.secret_id == caller_secret:
                 raise ValidationError(
                     "Deletion of the request's authorization token is not permitted"
@@ -269,12 +269,14 @@ class Acl:
         for stored in self.policies():
             if (stored.record.id == policy_id) if policy_id else (stored.record.name == name):
                 return stored
-        raise NotFound("ACL policy not found")
+        raise NotFound("Requested policy does not exist")
 
     async def write_policy(self, body: Any, policy_id: str = "") -> Stored[Policy]:
         policy = Policy.from_json(body)
         if policy_id and policy.id and policy.id != policy_id:
             raise ValidationError("Policy ID in URL and payload do not match")
+        if not policy_id and policy.id:
+            raise ValidationError("Cannot specify the ID when creating a new policy")
         async with self._lock:
             old = None
             if policy_id:
@@ -308,8 +310,9 @@ class Acl:
                 "Delete operation not permitted on the builtin global-management policy"
             )
         async with self._lock:
-            if self.store.record(ACL_POLICIES, policy_id) is not None:
-                await self.store.apply([Delete(ACL_POLICIES.name, policy_id)])
+            if self.store.record(ACL_POLICIES, policy_id) is None:
+                raise NotFound("Cannot find policy to delete")
+            await self.store.apply([Delete(ACL_POLICIES.name, policy_id)])
 
     def roles(self) -> list[Stored[Role]]:
         return self.store.records(ACL_ROLES)
@@ -318,7 +321,7 @@ class Acl:
         for stored in self.roles():
             if (stored.record.id == role_id) if role_id else (stored.record.name == name):
                 return stored
-        raise NotFound("ACL role not found")
+        raise NotFound("Requested role does not exist")
 
     async def write_role(self, body: Any, role_id: str = "") -> Stored[Role]:
         role = Role.from_json(body)
@@ -342,5 +345,6 @@ class Acl:
 
     async def delete_role(self, role_id: str) -> None:
         async with self._lock:
-            if self.store.record(ACL_ROLES, role_id) is not None:
-                await self.store.apply([Delete(ACL_ROLES.name, role_id)])
+            if self.store.record(ACL_ROLES, role_id) is None:
+                raise NotFound("Cannot find role to delete")
+            await self.store.apply([Delete(ACL_ROLES.name, role_id)])
