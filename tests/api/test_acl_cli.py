@@ -10,7 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.support.server import start_server
+from tests.support.server import ServerProcess, start_server
 
 ROOT = str(uuid.uuid4())
 
@@ -54,3 +54,18 @@ def test_every_way_of_giving_the_token_reaches_the_server(tmp_path: Path) -> Non
         assert garbage.returncode != 0 and "ACL not found" in garbage.stderr
     finally:
         server.stop()
+
+
+def test_the_server_warns_when_acls_are_off_on_an_address_others_can_reach() -> None:
+    open_server = ServerProcess(
+        ["--dev", "--http-addr", "0.0.0.0:0", "--grpc-addr", "127.0.0.1:0"]
+    ).start()
+    try:
+        assert "ACLs are off and the server listens on 0.0.0.0:" in open_server.log_text()
+    finally:
+        open_server.stop()
+    closed = start_server()  # loopback only: no warning
+    try:
+        assert "ACLs are off" not in closed.log_text()
+    finally:
+        closed.stop()
