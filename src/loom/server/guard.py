@@ -23,6 +23,7 @@ from aiohttp import web
 
 from loom.acl.authorizer import Authorizer
 from loom.acl.rules import Access
+from loom.control.catalog import Vet
 from loom.control.configs import split_ref
 from loom.control.state import State
 from loom.domain.config_entries import (
@@ -34,8 +35,8 @@ from loom.domain.config_entries import (
 )
 from loom.domain.fields import Fields, ValidationError
 from loom.domain.intentions import Intention
-from loom.domain.records import Check, Instance
-from loom.domain.services import agent_registration, catalog_registration, instance_key
+from loom.domain.records import Check, Instance, Node
+from loom.domain.services import Registration, instance_key
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Need = tuple[str, Access, str]
@@ -179,15 +180,30 @@ async def _body(request: web.Request) -> Any:
     return await body(request)
 
 
-async def _agent_register(request: web.Request, state: State) -> list[Need]:
-    s = state.settings
-    reg = agent_registration(await _body(request), s.node, s.datacenter)
-    out: list[Need] = []
+def registration_needs(node: Node | None, reg: Registration) -> list[Need]:
+    """Consul's vetting of a registration: write on each service written (a sidecar too)
+    and on a proxy's destination; write on the node of a catalog registration."""
+    out: list[Need] = [("node", W, node.node)] if node is not None else []
     for inst in reg.instances:
         out.append(("service", W, inst.service))
         if inst.proxy is not None and inst.proxy.destination_service_name:
             out.append(("service", W, inst.proxy.destination_service_name))
     return out
+
+
+def vetter(request: web.Request) -> Vet | None:
+    """What the catalog calls with the parsed registration, inside its lock and before it
+    writes (the body is parsed once, and what is checked is exactly what is written);
+    None when ACLs are off."""
+    authz = authorizer(request)
+    if authz is None:
+        return None
+
+    def vet(node: Node | None, reg: Registration) -> None:
+        for resource, access, name in registration_needs(node, reg):
+            authz.check(resource, access, name)
+
+    return vet
 
 
 async def _agent_deregister(request: web.Request, state: State) -> list[Need]:
@@ -205,16 +221,6 @@ async def _check_write(request: web.Request, state: State) -> list[Need]:
     if check.service_name:
         return [("service", W, check.service_name)]
     return [("node", W, check.node)]
-
-
-async def _catalog_register(request: web.Request, state: State) -> list[Need]:
-    node, reg = catalog_registration(await _body(request), state.settings.datacenter)
-    out: list[Need] = [("node", W, node.node)]
-    for inst in reg.instances:
-        out.append(("service", W, inst.service))
-        if inst.proxy is not None and inst.proxy.destination_service_name:
-            out.append(("service", W, inst.proxy.destination_service_name))
-    return out
 
 
 async def _catalog_deregister(request: web.Request, state: State) -> list[Need]:
@@ -287,7 +293,7 @@ async def _connect_authorize(request: web.Request, state: State) -> list[Need]:
 NEEDS: dict[tuple[str, str], Needs] = {
     ("GET", "/v1/agent/services"): _nothing,  # filtered
     ("GET", "/v1/agent/service/{id}"): _nothing,  # checked in the handler, by the instance
-    ("PUT", "/v1/agent/service/register"): _agent_register,
+    ("PUT", "/v1/agent/service/register"): _nothing,  # vetter(), on the parsed registration
     ("PUT", "/v1/agent/service/deregister/{id}"): _agent_deregister,
     ("PUT", "/v1/agent/check/pass/{id}"): _check_write,
     ("PUT", "/v1/agent/check/warn/{id}"): _check_write,
@@ -295,7 +301,7 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("PUT", "/v1/agent/check/update/{id}"): _check_write,
     ("GET", "/v1/agent/checks"): _nothing,  # filtered
     ("GET", "/v1/agent/self"): _fixed("agent", R),
-    ("PUT", "/v1/catalog/register"): _catalog_register,
+    ("PUT", "/v1/catalog/register"): _nothing,  # vetter(), on the parsed registration
     ("PUT", "/v1/catalog/deregister"): _catalog_deregister,
     ("GET", "/v1/catalog/services"): _nothing,  # filtered
     ("GET", "/v1/catalog/service/{name}"): _nothing,  # filtered

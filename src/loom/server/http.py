@@ -38,6 +38,7 @@ from loom.server.guard import (
     can_read_service,
     enforce,
     mark_filtered,
+    vetter,
     visible,
 )
 from loom.store import StoreConflict
@@ -163,7 +164,7 @@ async def agent_service(request: web.Request) -> web.Response:
 
 
 async def agent_register(request: web.Request) -> web.Response:
-    await request.app[STATE].catalog.agent_register(await _body(request))
+    await request.app[STATE].catalog.agent_register(await _body(request), vetter(request))
     return web.Response(text="")
 
 
@@ -212,7 +213,7 @@ async def agent_self(request: web.Request) -> web.Response:
 
 
 async def catalog_register(request: web.Request) -> web.Response:
-    await request.app[STATE].catalog.catalog_register(await _body(request))
+    await request.app[STATE].catalog.catalog_register(await _body(request), vetter(request))
     return _ok()
 
 
