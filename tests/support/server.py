@@ -48,13 +48,17 @@ class ServerProcess:
                 return self
         raise RuntimeError("loom server did not report readiness in time")
 
-    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, dict[str, str]]:
+    def request(
+        self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any, dict[str, str]]:
         data = (
             None
             if body is None
             else (body if isinstance(body, bytes) else json.dumps(body).encode())
         )
-        req = urllib.request.Request(f"http://{self.http}{path}", data=data, method=method)
+        req = urllib.request.Request(
+            f"http://{self.http}{path}", data=data, method=method, headers=headers or {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 raw = resp.read().decode()

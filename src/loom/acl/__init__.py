@@ -1,7 +1,7 @@
 """Consul's ACL model as pure code: rules, policies, tokens, identities, auth methods.
 
 Nothing here does I/O, asyncio or reads a clock: callers pass ``now`` and the ACL state in.
-The package is not wired into the server, HTTP API or CLI yet (see docs/acl.md).
+The server wires it in through ``loom.control.acl`` and ``loom.server.guard`` (see docs/acl.md).
 
 Modules: ``rules`` (the rule language, HCL and JSON), ``authorizer`` (merged rules -> yes/no
 with Consul's precedence), ``records`` (tokens, policies, roles, identities and their JSON

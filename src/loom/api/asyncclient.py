@@ -4,7 +4,8 @@ Everything that asks the server something goes through ``AsyncClient``: the CLI 
 sync facade in ``loom.api.client``), the dataplane, the DNS table watch, connect-init and the
 Kubernetes controller. Its decisions are made here, once: the address and its default
 (``--http-addr``, ``LOOM_HTTP_ADDR``, ``CONSUL_HTTP_ADDR``, ``127.0.0.1:8500``), the request
-bytes, the token header, Consul's error mapping (a one-line ``ClientError`` that says what to
+bytes, the token and its header (``--token``, ``--token-file``, ``LOOM_HTTP_TOKEN``,
+``CONSUL_HTTP_TOKEN``), Consul's error mapping (a one-line ``ClientError`` that says what to
 do, ``NotFoundError`` for 404, the server's own message for other errors) and the
 ``X-Consul-Index`` of every answer. The network is behind ``Transport`` (``loom.api.transport``)
 and blocking queries are in ``loom.api.watching``.
@@ -51,6 +52,28 @@ def http_addr_from(flag: str | None) -> str:
     )
 
 
+def token_from(flag: str | None = None, file: str | None = None) -> str | None:
+    """The ACL token: ``--token``, else ``--token-file``, else ``LOOM_HTTP_TOKEN``,
+    ``CONSUL_HTTP_TOKEN``, then the files ``LOOM_HTTP_TOKEN_FILE``, ``CONSUL_HTTP_TOKEN_FILE``
+    (Consul's order); None when none is given."""
+    if flag:
+        return flag
+    env = os.environ
+    file = file or None
+    if file is None:
+        value = env.get("LOOM_HTTP_TOKEN") or env.get("CONSUL_HTTP_TOKEN")
+        if value:
+            return value
+        file = env.get("LOOM_HTTP_TOKEN_FILE") or env.get("CONSUL_HTTP_TOKEN_FILE")
+    if not file:
+        return None
+    try:
+        with open(file, encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError as exc:
+        raise ClientError(f"cannot read the token file {file}: {exc.strerror or exc}") from exc
+
+
 @dataclass(frozen=True)
 class APIResponse:
     """A successful answer: its status, its body (JSON decoded, else text, None if empty)."""
@@ -94,8 +117,9 @@ class AsyncClient:
         """The address as given (log lines quote it as the user wrote it)."""
         self.addr: Address = parse_address(self.addr_text, "--http-addr")
         self.timeout = timeout
-        self.token = token
-        """Sent as ``X-Consul-Token`` when set (the server does not check it yet)."""
+        self.token = token if token is not None else token_from()
+        """Sent as ``X-Consul-Token`` when set; None: taken from the environment
+        (``token_from``), as Consul's clients do."""
         self.transport: Transport = transport or StreamTransport(self.addr, tls)
 
     def build_request(

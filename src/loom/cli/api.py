@@ -23,11 +23,12 @@ if TYPE_CHECKING:
     from loom.cli import Commands
 
 
-def _client(addr: str | None) -> SyncClient:
+def _client(args: argparse.Namespace) -> SyncClient:
     """The API client, imported on first use so that ``loom --help`` does not load it."""
+    from loom.api.asyncclient import token_from
     from loom.api.client import Client as SyncClient
 
-    return SyncClient(addr)
+    return SyncClient(args.http_addr, token=token_from(args.token, args.token_file) or "")
 
 
 
@@ -37,6 +38,17 @@ def _addr(p: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="server HTTP API, HOST:PORT or unix:PATH "
         f"(default $LOOM_HTTP_ADDR or {defaults.HTTP_ADDR})",
+    )
+    p.add_argument(
+        "--token",
+        metavar="SECRET",
+        help="ACL token (default $LOOM_HTTP_TOKEN or $CONSUL_HTTP_TOKEN)",
+    )
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the ACL token (default $LOOM_HTTP_TOKEN_FILE or "
+        "$CONSUL_HTTP_TOKEN_FILE)",
     )
 
 
@@ -91,7 +103,7 @@ def format_intentions(intentions: list[dict[str, Any]]) -> str:
 
 
 def _services_register(args: argparse.Namespace) -> int:
-    client = _client(args.http_addr)
+    client = _client(args)
     defs = service_definitions(read_document(args.file), args.file)
     for d in defs:
         client.put("/v1/agent/service/register", d)
@@ -101,19 +113,19 @@ def _services_register(args: argparse.Namespace) -> int:
 
 
 def _services_deregister(args: argparse.Namespace) -> int:
-    _client(args.http_addr).put(f"/v1/agent/service/deregister/{args.id}")
+    _client(args).put(f"/v1/agent/service/deregister/{args.id}")
     print(f"Deregistered service: {args.id}")
     return 0
 
 
 def _catalog_services(args: argparse.Namespace) -> int:
-    sys.stdout.write(format_services(_client(args.http_addr).get("/v1/catalog/services")))
+    sys.stdout.write(format_services(_client(args).get("/v1/catalog/services")))
     return 0
 
 
 def _intention_create(args: argparse.Namespace) -> int:
     action = "deny" if args.deny else "allow"
-    _client(args.http_addr).put(
+    _client(args).put(
         "/v1/connect/intentions/exact",
         {"Action": action, "Description": args.description or ""},
         source=args.source,
@@ -124,7 +136,7 @@ def _intention_create(args: argparse.Namespace) -> int:
 
 
 def _intention_delete(args: argparse.Namespace) -> int:
-    _client(args.http_addr).delete(
+    _client(args).delete(
         "/v1/connect/intentions/exact", source=args.source, destination=args.destination
     )
     print(f"Intention deleted: {args.source} => {args.destination}")
@@ -132,7 +144,7 @@ def _intention_delete(args: argparse.Namespace) -> int:
 
 
 def _intention_check(args: argparse.Namespace) -> int:
-    result = _client(args.http_addr).get(
+    result = _client(args).get(
         "/v1/connect/intentions/check", source=args.source, destination=args.destination
     )
     print("Allowed" if result["Allowed"] else "Denied")
@@ -140,13 +152,13 @@ def _intention_check(args: argparse.Namespace) -> int:
 
 
 def _intention_list(args: argparse.Namespace) -> int:
-    sys.stdout.write(format_intentions(_client(args.http_addr).get("/v1/connect/intentions")))
+    sys.stdout.write(format_intentions(_client(args).get("/v1/connect/intentions")))
     return 0
 
 
 def _config_write(args: argparse.Namespace) -> int:
     doc = read_document(args.file)
-    ok = _client(args.http_addr).put("/v1/config", doc)
+    ok = _client(args).put("/v1/config", doc)
     if ok is not True:
         raise LoomError("config write: the server did not apply the entry (check-and-set failed)")
     kind = doc.get("Kind", "?") if isinstance(doc, dict) else "?"
@@ -156,19 +168,19 @@ def _config_write(args: argparse.Namespace) -> int:
 
 
 def _config_read(args: argparse.Namespace) -> int:
-    entry = _client(args.http_addr).get(f"/v1/config/{args.kind}/{args.name}")
+    entry = _client(args).get(f"/v1/config/{args.kind}/{args.name}")
     print(json.dumps(entry, indent=2, sort_keys=True))
     return 0
 
 
 def _config_list(args: argparse.Namespace) -> int:
-    for entry in _client(args.http_addr).get(f"/v1/config/{args.kind}"):
+    for entry in _client(args).get(f"/v1/config/{args.kind}"):
         print(entry["Name"])
     return 0
 
 
 def _config_delete(args: argparse.Namespace) -> int:
-    _client(args.http_addr).delete(f"/v1/config/{args.kind}/{args.name}")
+    _client(args).delete(f"/v1/config/{args.kind}/{args.name}")
     print(f"Config entry deleted: {args.kind}/{args.name}")
     return 0
 

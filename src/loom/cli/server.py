@@ -57,8 +57,23 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--default-intention-policy",
         choices=("allow", "deny"),
-        default="allow",
-        help="decision when no intention matches (default allow, as Consul with ACLs off)",
+        default=None,
+        help="decision when no intention matches (default: the ACL default policy when ACLs "
+        "are on, else allow, as Consul)",
+    )
+    p.add_argument(
+        "--acl-default-policy",
+        choices=("allow", "deny"),
+        default=None,
+        help="enable ACLs with this default policy (Consul's acl.default_policy); "
+        "absent: ACLs are off and nothing is checked",
+    )
+    p.add_argument(
+        "--acl-initial-management-token",
+        metavar="SECRET",
+        default="",
+        help="SecretID (a UUID) of a management token created at start "
+        "(Consul's acl.tokens.initial_management); needs --acl-default-policy",
     )
     p.add_argument("--node-name", default="loom-server", help="node of agent-API registrations")
     p.add_argument(
@@ -79,6 +94,16 @@ def run(args: argparse.Namespace) -> int:
             "server: give --dev (in-memory store), --data-dir DIR (durable store) "
             "or --etcd-endpoints HOST:PORT[,...] (store shared by several servers)"
         )
+    if args.acl_initial_management_token and args.acl_default_policy is None:
+        raise UsageError("server: --acl-initial-management-token needs --acl-default-policy")
+    if args.acl_initial_management_token:
+        import uuid
+
+        try:
+            uuid.UUID(args.acl_initial_management_token)
+        except ValueError:
+            raise UsageError("server: --acl-initial-management-token must be a UUID") from None
+    intentions = args.default_intention_policy or args.acl_default_policy or "allow"
     endpoints = tuple(e for e in (args.etcd_endpoints or "").split(",") if e.strip())
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -92,8 +117,10 @@ def run(args: argparse.Namespace) -> int:
         datacenter=args.datacenter,
         node=args.node_name,
         node_address=args.node_address,
-        default_allow=args.default_intention_policy == "allow",
+        default_allow=intentions == "allow",
         leaf_ttl_s=args.leaf_ttl,
+        acl_default_policy=args.acl_default_policy,
+        acl_initial_management_token=args.acl_initial_management_token,
     )
     run_main(serve(settings, print_ready(settings)))
     return 0

@@ -54,6 +54,11 @@ def health_status(checks: list[Check]) -> str:
     return "passing"
 
 
+Vet = Callable[[Node | None, Registration], None]
+"""Sees a parsed registration (and the node of a catalog one) before it is written; raises
+to refuse it."""
+
+
 class Catalog:
     def __init__(
         self, store: Store, settings: CatalogSettings, lock: asyncio.Lock, now: Callable[[], float]
@@ -157,7 +162,9 @@ class Catalog:
 
     # -- agent API ---------------------------------------------------------------------------
 
-    async def agent_register(self, body: Any) -> int:
+    async def agent_register(self, body: Any, vet: Vet | None = None) -> int:
+        """Register from an agent-API body; ``vet`` sees the parsed registration first and
+        may refuse it (ACLs) before anything is written."""
         async with self._lock:
             node = self.settings.node
             # A re-registration may keep its sidecar's auto-assigned port.
@@ -165,6 +172,8 @@ class Catalog:
             own = raw.text("ID") or raw.text("Name")
             used = self.services.used_ports(node, own)
             reg = agent_registration(body, node, self.settings.datacenter, used)
+            if vet is not None:
+                vet(None, reg)
             return await self._write_registration(reg, self._ensure_node_ops(node))
 
     async def agent_deregister(self, service_id: str, namespace: str = "default") -> int:
@@ -236,9 +245,11 @@ class Catalog:
 
     # -- catalog API -------------------------------------------------------------------------
 
-    async def catalog_register(self, body: Any) -> int:
+    async def catalog_register(self, body: Any, vet: Vet | None = None) -> int:
         async with self._lock:
             node, reg = catalog_registration(body, self.settings.datacenter)
+            if vet is not None:
+                vet(node, reg)
             ops: list[Op] = []
             if self.store.record(tables.NODES, node.node) != node:
                 ops.append(put(tables.NODES, node.node, node))

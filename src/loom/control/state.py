@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from loom.control.acl import Acl, AclSettings
 from loom.control.catalog import Catalog, CatalogSettings
 from loom.control.certs import Certs
 from loom.control.configs import Configs
@@ -42,6 +43,18 @@ class ServerSettings:
     """Lifetime of leaf certificates, in seconds (72h as Consul); renewed at 60% of it."""
     ttl_sweep_s: float = 1.0
     """How often TTL checks are swept for expiry, in seconds."""
+    acl_default_policy: str | None = None
+    """ACL default policy, ``"allow"`` or ``"deny"``; None: ACLs off (nothing is checked)."""
+    acl_initial_management_token: str = ""
+    """SecretID of a management token created at start; empty: none (bootstrap instead)."""
+
+    def acl(self) -> AclSettings:
+        return AclSettings(
+            enabled=self.acl_default_policy is not None,
+            default_allow=self.acl_default_policy != "deny",
+            initial_management=self.acl_initial_management_token,
+            datacenter=self.datacenter,
+        )
 
 
 class WriteLock(asyncio.Lock):
@@ -83,6 +96,7 @@ class State:
         self.configs = Configs(self.store, self.lock, settings.default_allow)
         self.certs = Certs(self.store, settings.datacenter, lambda: dt.datetime.now(dt.UTC))
         self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
+        self.acl = Acl(self.store, self.lock, settings.acl(), lambda: dt.datetime.now(dt.UTC))
         self._snapshot: MeshSnapshot | None = None
 
     def snapshot(self) -> MeshSnapshot:
@@ -104,6 +118,11 @@ class State:
             # winner's root, which a second start loads.
             await self.store.sync()
             await self.certs.start()
+        try:
+            await self.acl.start()
+        except StoreConflict:  # another server sharing etcd wrote the builtins first
+            await self.store.sync()
+            await self.acl.start()
 
     async def close(self) -> None:
         await self.store.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -60,6 +61,27 @@ async def _start_http(state: State, addrs: list[Address]) -> tuple[web.AppRunner
     return runner, bound
 
 
+def _warn_if_open(settings: ServerSettings, addrs: list[Address]) -> None:
+    """ACLs off on an address other hosts can reach: anyone there may take any identity."""
+    if settings.acl_default_policy is not None:
+        return
+    exposed = [str(a) for a in addrs if not a.is_unix and not _loopback(a.host)]
+    if exposed:
+        log.warning(
+            "ACLs are off and the server listens on %s: anyone who can reach it may register "
+            "services, write intentions and take any service's certificate and key "
+            "(give --acl-default-policy deny)",
+            ", ".join(exposed),
+        )
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 async def _sweep_ttls(state: State) -> None:
     while True:
         await asyncio.sleep(state.settings.ttl_sweep_s)
@@ -85,6 +107,7 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     runner, http_bound = await _start_http(state, http_addrs)
+    _warn_if_open(settings, http_addrs + grpc_addrs)
     grpc_bound: list[str] = []
     stop_xds: Callable[[], Awaitable[None]] | None = None
     try:
@@ -112,13 +135,15 @@ def print_ready(settings: ServerSettings) -> Callable[[list[str], list[str]], No
         if settings.etcd_endpoints:
             store = f"etcd at {','.join(settings.etcd_endpoints)} prefix {settings.etcd_prefix}"
         policy = "allow" if settings.default_allow else "deny"
+        acls = settings.acl_default_policy
+        acl_text = f"ACLs on (default policy {acls})" if acls else "ACLs off"
         for addr in http:
             print(f"loom server: HTTP API on {addr}")
         for addr in grpc:
             print(f"loom server: xDS (gRPC ADS) on {addr}")
         print(
             f"loom server: datacenter {settings.datacenter}, store {store}, "
-            f"default intention policy {policy}"
+            f"default intention policy {policy}, {acl_text}"
         )
         sys.stdout.flush()
 

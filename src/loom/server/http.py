@@ -18,8 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
+from loom.acl.errors import AclError, AclNotFound, PermissionDenied
+from loom.acl.rules import Access
 from loom.control.errors import Conflict, NotFound
-from loom.control.nametable import name_table_text
+from loom.control.nametable import build_name_table, name_table_text
 from loom.control.snapshot import MESH_TABLES
 from loom.control.state import State
 from loom.domain.config_entries import KINDS
@@ -32,7 +34,20 @@ from loom.domain.fields import (
     parse_duration,
 )
 from loom.errors import LoomError
-from loom.server import views
+from loom.server import acl_http, views
+from loom.server.guard import (
+    authorizer,
+    can_read_agent_check,
+    can_read_check,
+    can_read_entry,
+    can_read_instance,
+    can_read_intention,
+    can_read_service,
+    enforce,
+    mark_filtered,
+    vetter,
+    visible,
+)
 from loom.store import StoreConflict
 from loom.store.tables import CA, CATALOG_TABLES, CONFIG_TABLES
 
@@ -64,6 +79,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         except ValidationError as exc:
             return web.Response(status=400, text=f"Invalid request: {exc}\n")
+        except (PermissionDenied, AclNotFound) as exc:
+            return web.Response(status=403, text=f"{exc}\n")
+        except AclError as exc:  # a malformed ACL record or rule
+            return web.Response(status=400, text=f"{exc}\n")
         except NotFound as exc:
             return web.Response(status=404, text=f"{exc}\n")
         except Conflict as exc:
@@ -137,7 +156,8 @@ async def agent_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     cat = state.catalog
-    out = {d.id: views.agent_service(cat, d) for d in cat.instances_on(state.settings.node)}
+    shown = visible(request, cat.instances_on(state.settings.node), can_read_service)
+    out = {d.id: views.agent_service(cat, d) for d in shown}
     return _json(out, index)
 
 
@@ -147,13 +167,15 @@ async def agent_service(request: web.Request) -> web.Response:
     inst = state.catalog.find(request.match_info["id"], request.query.get("ns"))
     if inst is None:
         raise NotFound(f"unknown service ID {request.match_info['id']!r}")
+    if (authz := authorizer(request)) is not None:
+        authz.check("service", Access.READ, inst.service)
     out = views.agent_service(state.catalog, inst)
     out["ContentHash"] = f"{hash(json.dumps(out, sort_keys=True)) & 0xFFFFFFFFFFFF:012x}"
     return _json(out, index)
 
 
 async def agent_register(request: web.Request) -> web.Response:
-    await request.app[STATE].catalog.agent_register(await _body(request))
+    await request.app[STATE].catalog.agent_register(await _body(request), vetter(request))
     return web.Response(text="")
 
 
@@ -183,10 +205,8 @@ async def check_update(request: web.Request) -> web.Response:
 async def agent_checks(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
-    out = {
-        c.check_id: views.health_check(c, index)
-        for c in state.catalog.checks_on(state.settings.node)
-    }
+    checks = visible(request, state.catalog.checks_on(state.settings.node), can_read_agent_check)
+    out = {c.check_id: views.health_check(c, index) for c in checks}
     return _json(out, index)
 
 
@@ -204,7 +224,7 @@ async def agent_self(request: web.Request) -> web.Response:
 
 
 async def catalog_register(request: web.Request) -> web.Response:
-    await request.app[STATE].catalog.catalog_register(await _body(request))
+    await request.app[STATE].catalog.catalog_register(await _body(request), vetter(request))
     return _ok()
 
 
@@ -216,7 +236,9 @@ async def catalog_deregister(request: web.Request) -> web.Response:
 async def catalog_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
-    return _json(state.catalog.service_tags(_ns(request)), index)
+    tags = state.catalog.service_tags(_ns(request))
+    names = set(visible(request, tags, lambda a, name: a.service_read(name)))
+    return _json({k: v for k, v in tags.items() if k in names}, index)
 
 
 async def catalog_service(request: web.Request) -> web.Response:
@@ -226,7 +248,7 @@ async def catalog_service(request: web.Request) -> web.Response:
     tag = request.query.get("tag")
     out = [
         views.catalog_service(state.catalog, d, index)
-        for d in state.catalog.instances_of(ns, name)
+        for d in visible(request, state.catalog.instances_of(ns, name), can_read_instance)
         if tag is None or tag in d.tags
     ]
     return _json(out, index)
@@ -236,7 +258,8 @@ async def catalog_nodes(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     out = [
-        {**views.node(n), "CreateIndex": index, "ModifyIndex": index} for n in state.catalog.nodes()
+        {**views.node(n), "CreateIndex": index, "ModifyIndex": index}
+        for n in visible(request, state.catalog.nodes(), lambda a, n: a.node_read(n.node))
     ]
     return _json(out, index)
 
@@ -251,7 +274,8 @@ async def catalog_datacenters(request: web.Request) -> web.Response:
 def _health(request: web.Request, index: int, connect: bool) -> list[Doc]:
     cat = request.app[STATE].catalog
     found = cat.health(_ns(request), request.match_info["name"], connect, _flag(request, "passing"))
-    return [views.health_entry(cat, d, checks, index) for d, checks in found]
+    shown = visible(request, found, lambda a, hit: can_read_instance(a, hit[0]))
+    return [views.health_entry(cat, d, checks, index) for d, checks in shown]
 
 
 async def health_service(request: web.Request) -> web.Response:
@@ -268,7 +292,8 @@ async def health_checks(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     name, ns = request.match_info["name"], _ns(request)
-    out = [views.health_check(c, index) for c in state.catalog.service_checks(ns, name)]
+    checks = visible(request, state.catalog.service_checks(ns, name), can_read_check)
+    out = [views.health_check(c, index) for c in checks]
     return _json(out, index)
 
 
@@ -318,7 +343,8 @@ async def intention_create(request: web.Request) -> web.Response:
 async def intention_list(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CONFIG_TABLES)
-    return _json([views.intention(i, index) for i in state.configs.intentions()], index)
+    shown = visible(request, state.configs.intentions(), can_read_intention)
+    return _json([views.intention(i, index) for i in shown], index)
 
 
 async def intention_check(request: web.Request) -> web.Response:
@@ -331,7 +357,10 @@ async def intention_match(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CONFIG_TABLES)
     found = state.configs.match(request.query.get("by", ""), request.query.getall("name", []))
-    out = {ref: [views.intention(i, index) for i in hits] for ref, hits in found.items()}
+    out = {
+        ref: [views.intention(i, index) for i in visible(request, hits, can_read_intention)]
+        for ref, hits in found.items()
+    }
     return _json(out, index)
 
 
@@ -367,7 +396,8 @@ async def config_get(request: web.Request) -> web.Response:
 async def config_list(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CONFIG_TABLES)
-    return _json([views.config_entry(e) for e in state.configs.entries(_kind(request))], index)
+    entries = visible(request, state.configs.entries(_kind(request)), can_read_entry)
+    return _json([views.config_entry(e) for e in entries], index)
 
 
 async def config_delete(request: web.Request) -> web.Response:
@@ -447,8 +477,16 @@ async def dns_table(request: web.Request) -> web.Response:
     """Every DNS proxy watches this: the table is built once per index and shared."""
     state = request.app[STATE]
     index = await _blocking(request, MESH_TABLES)
+    text = name_table_text(state.snapshot())
+    authz = authorizer(request)
+    if authz is not None and not authz.service_read_all():
+        table = build_name_table(state.snapshot())
+        for key, name_of in (("Services", "Name"), ("ExternalHosts", "Service")):
+            table[key] = [e for e in table[key] if authz.service_read(e[name_of])]
+        mark_filtered(request)
+        text = json.dumps(table)
     return web.Response(
-        text=name_table_text(state.snapshot()),
+        text=text,
         content_type="application/json",
         headers={"X-Consul-Index": str(index), "X-Consul-KnownLeader": "true"},
     )
@@ -466,7 +504,7 @@ async def status_peers(request: web.Request) -> web.Response:
 
 
 def build_app(state: State) -> web.Application:
-    app = web.Application(middlewares=[_errors], client_max_size=4 * 1024 * 1024)
+    app = web.Application(middlewares=[_errors, enforce], client_max_size=4 * 1024 * 1024)
     app[STATE] = state
     r = app.router
     r.add_get("/v1/agent/services", agent_services)
@@ -505,6 +543,7 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/loom/dns-table", dns_table)
     r.add_get("/v1/status/leader", status_leader)
     r.add_get("/v1/status/peers", status_peers)
+    acl_http.add_routes(r)
     return app
 
 

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from loom.acl.records import Policy, Role, Token
+from loom.acl.stored import Stored, decoder, encoder
 from loom.domain.entries import ConfigEntry
 from loom.domain.records import (
     CaRoot,
@@ -198,12 +200,18 @@ CA: Table[CaRoot] = Table(
     lambda d: CaRoot(d["CertPEM"], d["KeyPEM"], d["TrustDomain"]),
 )
 META: Table[Cluster] = Table("meta", lambda c: {"ID": c.id}, lambda d: Cluster(d["ID"]))
+ACL_TOKENS: Table[Stored[Token]] = Table("acl_tokens", encoder, decoder(Token.from_json))
+ACL_POLICIES: Table[Stored[Policy]] = Table("acl_policies", encoder, decoder(Policy.from_json))
+ACL_ROLES: Table[Stored[Role]] = Table("acl_roles", encoder, decoder(Role.from_json))
+ACL_META: Table[Doc] = Table("acl_meta", _doc, _doc)
 
 TABLES: dict[str, Table[Any]] = {
     t.name: t for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META)
 }
+TABLES.update((t.name, t) for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META))
 CATALOG_TABLES = (SERVICES.name, CHECKS.name, NODES.name, VIPS.name)
 CONFIG_TABLES = (CONFIG.name, EXTERNAL_VIPS.name)
+ACL_TABLES = (ACL_TOKENS.name, ACL_POLICIES.name, ACL_ROLES.name, ACL_META.name)
 
 
 def encode(table: str, value: Any) -> Doc:

@@ -1,0 +1,196 @@
+"""The ``/v1/acl/*`` endpoints: bootstrap, tokens, policies and roles, in Consul's shapes.
+
+Paths, bodies and answers follow Consul's ACL HTTP API so py-consul and the Consul CLI work:
+a write answers with the record as stored (IDs chosen, links filled with both ID and Name,
+``CreateIndex``/``ModifyIndex``), a delete with ``true``, a list with every record (policy
+lists without their rules, as Consul's stubs). A token's SecretID is shown only to a token
+with ``acl:write`` (``<hidden>`` otherwise, as Consul redacts it). What each route needs is in
+``guard.NEEDS``; with ACLs off every route answers 401 ``ACL support disabled``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from loom.acl.stored import Stored
+from loom.acl.wire import Fields as AclFields
+from loom.server import guard
+from loom.store.tables import ACL_TABLES
+
+Doc = dict[str, Any]
+HIDDEN = "<hidden>"
+
+
+def _json(request: web.Request, data: Any) -> web.Response:
+    from loom.server.http import _json as as_json
+
+    return as_json(data, guard.state_of(request).store.table_index(ACL_TABLES))
+
+
+async def _body(request: web.Request) -> Any:
+    from loom.server.http import _body as body
+
+    return await body(request)
+
+
+def _enabled(request: web.Request) -> None:
+    if not guard.state_of(request).acl.enabled:
+        raise web.HTTPUnauthorized(text="ACL support disabled\n")
+
+
+def _token(request: web.Request, stored: Stored[Any]) -> Doc:
+    doc = stored.to_json()
+    authz = guard.authorizer(request)
+    if authz is not None and not authz.acl_write() and request.path != "/v1/acl/token/self":
+        doc["SecretID"] = HIDDEN
+    return doc
+
+
+async def bootstrap(request: web.Request) -> web.Response:
+    _enabled(request)
+    f = AclFields("Bootstrap", await _body(request))
+    secret = f.text("BootstrapSecret")
+    f.done()
+    stored = await guard.state_of(request).acl.bootstrap(secret)
+    return _json(request, stored.to_json())
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+async def token_self(request: web.Request) -> web.Response:
+    _enabled(request)
+    acl = guard.state_of(request).acl
+    token = acl.token(guard.request_secret(request))
+    return _json(request, _token(request, acl.get_token(token.accessor_id)))
+
+
+async def token_read(request: web.Request) -> web.Response:
+    _enabled(request)
+    stored = guard.state_of(request).acl.get_token(request.match_info["id"])
+    return _json(request, _token(request, stored))
+
+
+async def token_create(request: web.Request) -> web.Response:
+    _enabled(request)
+    stored = await guard.state_of(request).acl.create_token(await _body(request))
+    return _json(request, stored.to_json())
+
+
+async def token_update(request: web.Request) -> web.Response:
+    _enabled(request)
+    acl = guard.state_of(request).acl
+    stored = await acl.update_token(request.match_info["id"], await _body(request))
+    return _json(request, stored.to_json())
+
+
+async def token_delete(request: web.Request) -> web.Response:
+    _enabled(request)
+    acl = guard.state_of(request).acl
+    await acl.delete_token(request.match_info["id"], guard.request_secret(request))
+    return _json(request, True)
+
+
+async def token_list(request: web.Request) -> web.Response:
+    _enabled(request)
+    tokens = guard.state_of(request).acl.tokens()
+    policy = request.query.get("policy")
+    if policy:
+        tokens = [t for t in tokens if any(p.id == policy for p in t.record.policies)]
+    role = request.query.get("role")
+    if role:
+        tokens = [t for t in tokens if any(r.id == role for r in t.record.roles)]
+    return _json(request, [_token(request, t) for t in tokens])
+
+
+# -- policies ------------------------------------------------------------------------------------
+
+
+def _stub(stored: Stored[Any]) -> Doc:
+    doc = stored.to_json()
+    doc.pop("Rules", None)
+    return doc
+
+
+async def policy_write(request: web.Request) -> web.Response:
+    _enabled(request)
+    acl = guard.state_of(request).acl
+    stored = await acl.write_policy(await _body(request), request.match_info.get("id", ""))
+    return _json(request, stored.to_json())
+
+
+async def policy_read(request: web.Request) -> web.Response:
+    _enabled(request)
+    acl = guard.state_of(request).acl
+    stored = acl.get_policy(request.match_info.get("id", ""), request.match_info.get("name", ""))
+    return _json(request, stored.to_json())
+
+
+async def policy_delete(request: web.Request) -> web.Response:
+    _enabled(request)
+    await guard.state_of(request).acl.delete_policy(request.match_info["id"])
+    return _json(request, True)
+
+
+async def policy_list(request: web.Request) -> web.Response:
+    _enabled(request)
+    return _json(request, [_stub(p) for p in guard.state_of(request).acl.policies()])
+
+
+# -- roles -----------------------------------------------------------------------------------------
+
+
+async def role_write(request: web.Request) -> web.Response:
+    _enabled(request)
+    acl = guard.state_of(request).acl
+    stored = await acl.write_role(await _body(request), request.match_info.get("id", ""))
+    return _json(request, stored.to_json())
+
+
+async def role_read(request: web.Request) -> web.Response:
+    _enabled(request)
+    acl = guard.state_of(request).acl
+    stored = acl.get_role(request.match_info.get("id", ""), request.match_info.get("name", ""))
+    return _json(request, stored.to_json())
+
+
+async def role_delete(request: web.Request) -> web.Response:
+    _enabled(request)
+    await guard.state_of(request).acl.delete_role(request.match_info["id"])
+    return _json(request, True)
+
+
+async def role_list(request: web.Request) -> web.Response:
+    _enabled(request)
+    roles = guard.state_of(request).acl.roles()
+    policy = request.query.get("policy")
+    if policy:
+        roles = [r for r in roles if any(p.id == policy for p in r.record.policies)]
+    return _json(request, [r.to_json() for r in roles])
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_put("/v1/acl/bootstrap", bootstrap)
+    r.add_get("/v1/acl/token/self", token_self)
+    r.add_put("/v1/acl/token", token_create)
+    r.add_get("/v1/acl/token/{id}", token_read)
+    r.add_put("/v1/acl/token/{id}", token_update)
+    r.add_delete("/v1/acl/token/{id}", token_delete)
+    r.add_get("/v1/acl/tokens", token_list)
+    r.add_put("/v1/acl/policy", policy_write)
+    r.add_get("/v1/acl/policy/name/{name}", policy_read)
+    r.add_get("/v1/acl/policy/{id}", policy_read)
+    r.add_put("/v1/acl/policy/{id}", policy_write)
+    r.add_delete("/v1/acl/policy/{id}", policy_delete)
+    r.add_get("/v1/acl/policies", policy_list)
+    r.add_put("/v1/acl/role", role_write)
+    r.add_get("/v1/acl/role/name/{name}", role_read)
+    r.add_get("/v1/acl/role/{id}", role_read)
+    r.add_put("/v1/acl/role/{id}", role_write)
+    r.add_delete("/v1/acl/role/{id}", role_delete)
+    r.add_get("/v1/acl/roles", role_list)
+
+
+__all__ = ["add_routes"]

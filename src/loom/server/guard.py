@@ -1,0 +1,385 @@
+"""ACL enforcement for the HTTP API: one middleware, one table of what each route needs.
+
+When ACLs are on (``loom server --acl-default-policy``), every request's token is resolved
+(``X-Consul-Token``, else ``Authorization: Bearer``, else ``?token=``; none is the anonymous
+token; an unknown one is refused with ``ACL not found``) and checked against the permission
+``NEEDS`` names for its route, as Consul's endpoints check them. A route missing from the
+table needs ``acl:write`` (management), so a new endpoint is closed until someone says what
+it needs. Reads of lists are filtered in their handlers with ``visible``, which marks the
+response ``X-Consul-Results-Filtered-By-ACLs: true`` when it left something out. A refusal is
+a ``PermissionDenied`` or ``AclNotFound``, which ``http._errors`` turns into a 403.
+
+With ACLs off the middleware passes every request through and ``visible`` filters nothing:
+behaviour is exactly that of a server without ACLs.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from loom.acl.authorizer import Authorizer
+from loom.acl.rules import Access
+from loom.control.catalog import Vet
+from loom.control.configs import split_ref
+from loom.control.state import State
+from loom.domain.config_entries import (
+    EXTERNAL_SERVICE,
+    MESH,
+    PROXY_DEFAULTS,
+    SERVICE_DEFAULTS,
+    SERVICE_INTENTIONS,
+)
+from loom.domain.entries import ConfigEntry
+from loom.domain.fields import Fields, ValidationError
+from loom.domain.intentions import Intention
+from loom.domain.records import Check, Instance, Node
+from loom.domain.services import Registration, instance_key
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Need = tuple[str, Access, str]
+Needs = Callable[[web.Request, State], Awaitable[list[Need]]]
+T = TypeVar("T")
+Doc = dict[str, Any]
+
+FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
+_AUTHZ = "loom.acl.authorizer"
+_SECRET = "loom.acl.secret"
+_FILTERED = "loom.acl.filtered"
+R, W = Access.READ, Access.WRITE
+
+
+def state_of(request: web.Request) -> State:
+    from loom.server.http import STATE
+
+    return request.app[STATE]
+
+
+def secret_of(request: web.Request) -> str:
+    """The request's token: ``X-Consul-Token``, ``Authorization: Bearer``, ``?token=``."""
+    token = request.headers.get("X-Consul-Token", "").strip()
+    if not token:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            token = value.strip()
+    return token or request.query.get("token", "").strip()
+
+
+def authorizer(request: web.Request) -> Authorizer | None:
+    """The request token's authorizer; None when ACLs are off."""
+    found: Authorizer | None = request.get(_AUTHZ)
+    return found
+
+
+class Reads:
+    """An authorizer's read answers, memoised: a list of 1,000 instances of one service on one
+    node costs two decisions, not 2,000. Kept per ``Authorizer`` (which is immutable and
+    replaced when an ACL table changes), so the memo lives as long as the answers hold."""
+
+    def __init__(self, authz: Authorizer) -> None:
+        self.authz = authz
+        self._memo: dict[tuple[str, Access, str], bool] = {}
+        self.every_service = authz.service_read_all()
+        self.every_node = authz.node_read_all()
+
+    def allowed(self, resource: str, access: Access, name: str = "") -> bool:
+        key = (resource, access, name)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) > MEMO_MAX:
+                self._memo.clear()
+            found = self._memo[key] = self.authz.allowed(resource, access, name)
+        return found
+
+    def service_read(self, name: str) -> bool:
+        return self.every_service or self.allowed("service", R, name)
+
+    def node_read(self, name: str) -> bool:
+        return self.every_node or self.allowed("node", R, name)
+
+    def intention_read(self, name: str) -> bool:
+        return self.allowed("intention", R, name)
+
+
+MEMO_MAX = 10_000
+_READS: weakref.WeakKeyDictionary[Authorizer, Reads] = weakref.WeakKeyDictionary()
+
+
+def reads_of(authz: Authorizer) -> Reads:
+    found = _READS.get(authz)
+    if found is None:
+        found = _READS[authz] = Reads(authz)
+    return found
+
+
+def visible(
+    request: web.Request, items: Iterable[T], allowed: Callable[[Reads, T], bool]
+) -> list[T]:
+    """The items the request's token may see; marks the response filtered if any were not."""
+    authz = authorizer(request)
+    every = list(items)
+    if authz is None:
+        return every
+    reads = reads_of(authz)
+    shown = [item for item in every if allowed(reads, item)]
+    if len(shown) != len(every):
+        request[_FILTERED] = True
+    return shown
+
+
+def mark_filtered(request: web.Request) -> None:
+    request[_FILTERED] = True
+
+
+def can_read_service(authz: Reads, inst: Instance) -> bool:
+    """The agent endpoints' filter: the service alone (the node is the agent's own)."""
+    return authz.service_read(inst.service)
+
+
+def can_read_agent_check(authz: Reads, c: Check) -> bool:
+    return authz.service_read(c.service_name) if c.service_name else authz.node_read(c.node)
+
+
+def can_read_instance(authz: Reads, inst: Instance) -> bool:
+    return authz.service_read(inst.service) and authz.node_read(inst.node)
+
+
+def can_read_check(authz: Reads, c: Check) -> bool:
+    """The catalog's filter of a check: its node, and its service if it has one."""
+    return authz.node_read(c.node) and (not c.service_name or authz.service_read(c.service_name))
+
+
+def can_read_intention(authz: Reads, i: Intention) -> bool:
+    return authz.intention_read(i.destination)
+
+
+def can_read_entry(authz: Reads, entry: ConfigEntry) -> bool:
+    need = entry_need(entry.kind, entry.name, Access.READ)
+    return need is None or authz.allowed(*need)
+
+
+# -- what each route needs -------------------------------------------------------------------
+
+
+async def _nothing(request: web.Request, state: State) -> list[Need]:
+    return []
+
+
+def _fixed(resource: str, access: Access) -> Needs:
+    async def needs(request: web.Request, state: State) -> list[Need]:
+        return [(resource, access, "")]
+
+    return needs
+
+
+async def _body(request: web.Request) -> Any:
+    from loom.server.http import _body as body
+
+    return await body(request)
+
+
+def registration_needs(node: Node | None, reg: Registration) -> list[Need]:
+    """Consul's vetting of a registration: write on each service written (a sidecar too)
+    and on a proxy's destination; write on the node of a catalog registration."""
+    out: list[Need] = [("node", W, node.node)] if node is not None else []
+    for inst in reg.instances:
+        out.append(("service", W, inst.service))
+        if inst.proxy is not None and inst.proxy.destination_service_name:
+            out.append(("service", W, inst.proxy.destination_service_name))
+    return out
+
+
+def vetter(request: web.Request) -> Vet | None:
+    """What the catalog calls with the parsed registration, inside its lock and before it
+    writes (the body is parsed once, and what is checked is exactly what is written);
+    None when ACLs are off."""
+    authz = authorizer(request)
+    if authz is None:
+        return None
+
+    def vet(node: Node | None, reg: Registration) -> None:
+        for resource, access, name in registration_needs(node, reg):
+            authz.check(resource, access, name)
+
+    return vet
+
+
+async def _agent_deregister(request: web.Request, state: State) -> list[Need]:
+    inst = state.catalog.find(request.match_info["id"], request.query.get("ns") or "default")
+    return [("service", W, inst.service)] if inst is not None else []
+
+
+async def _check_write(request: web.Request, state: State) -> list[Need]:
+    from loom.store.tables import CHECKS
+
+    keys = state.catalog.checks.by_check_id.get((state.settings.node, request.match_info["id"]))
+    check = state.store.record(CHECKS, min(keys)) if keys else None
+    if check is None:
+        return []
+    if check.service_name:
+        return [("service", W, check.service_name)]
+    return [("node", W, check.node)]
+
+
+async def _catalog_deregister(request: web.Request, state: State) -> list[Need]:
+    f = Fields(await _body(request), "")
+    node, ns = f.text("Node", required=True), f.text("Namespace", "default") or "default"
+    if f.has("ServiceID"):
+        from loom.store.tables import SERVICES
+
+        inst = state.store.record(SERVICES, instance_key(node, ns, f.text("ServiceID")))
+        return [("service", W, inst.service)] if inst is not None else [("node", W, node)]
+    return [("node", W, node)]
+
+
+def _named(resource: str, access: Access, key: str) -> Needs:
+    async def needs(request: web.Request, state: State) -> list[Need]:
+        return [(resource, access, request.match_info[key])]
+
+    return needs
+
+
+def _destination(access: Access) -> Needs:
+    async def needs(request: web.Request, state: State) -> list[Need]:
+        if request.method == "POST":
+            f = Fields(await _body(request), "")
+            name = f.text("DestinationName", required=True)
+        else:
+            dst = request.query.get("destination")
+            if not dst:
+                raise ValidationError("source and destination query parameters are required")
+            name = split_ref(dst, "destination")[1]
+        return [("intention", access, name)]
+
+    return needs
+
+
+async def _intention_check(request: web.Request, state: State) -> list[Need]:
+    dst = request.query.get("destination")
+    if not dst:
+        raise ValidationError("source and destination query parameters are required")
+    return [("service", R, split_ref(dst, "destination")[1])]
+
+
+def entry_need(kind: str, name: str, access: Access) -> Need | None:
+    """What reading or writing a config entry needs (None: anyone may read it)."""
+    if kind == SERVICE_INTENTIONS:
+        return ("intention", access, name)
+    if kind in (SERVICE_DEFAULTS, EXTERNAL_SERVICE):
+        return ("service", access, name)
+    if kind in (PROXY_DEFAULTS, MESH):
+        return None if access is R else ("mesh", W, "")
+    return ("operator", access, "")
+
+
+async def _config_write(request: web.Request, state: State) -> list[Need]:
+    f = Fields(await _body(request), "")
+    need = entry_need(f.text("Kind"), f.text("Name"), W)
+    return [need] if need else []
+
+
+async def _config_named(request: web.Request, state: State) -> list[Need]:
+    access = R if request.method in ("GET", "HEAD") else W
+    need = entry_need(request.match_info["kind"], request.match_info["name"], access)
+    return [need] if need else []
+
+
+async def _connect_authorize(request: web.Request, state: State) -> list[Need]:
+    return [("service", W, Fields(await _body(request), "").text("Target", required=True))]
+
+
+NEEDS: dict[tuple[str, str], Needs] = {
+    ("GET", "/v1/agent/services"): _nothing,  # filtered
+    ("GET", "/v1/agent/service/{id}"): _nothing,  # checked in the handler, by the instance
+    ("PUT", "/v1/agent/service/register"): _nothing,  # vetter(), on the parsed registration
+    ("PUT", "/v1/agent/service/deregister/{id}"): _agent_deregister,
+    ("PUT", "/v1/agent/check/pass/{id}"): _check_write,
+    ("PUT", "/v1/agent/check/warn/{id}"): _check_write,
+    ("PUT", "/v1/agent/check/fail/{id}"): _check_write,
+    ("PUT", "/v1/agent/check/update/{id}"): _check_write,
+    ("GET", "/v1/agent/checks"): _nothing,  # filtered
+    ("GET", "/v1/agent/self"): _fixed("agent", R),
+    ("PUT", "/v1/catalog/register"): _nothing,  # vetter(), on the parsed registration
+    ("PUT", "/v1/catalog/deregister"): _catalog_deregister,
+    ("GET", "/v1/catalog/services"): _nothing,  # filtered
+    ("GET", "/v1/catalog/service/{name}"): _nothing,  # filtered
+    ("GET", "/v1/catalog/nodes"): _nothing,  # filtered
+    ("GET", "/v1/catalog/datacenters"): _nothing,
+    ("GET", "/v1/health/service/{name}"): _nothing,  # filtered
+    ("GET", "/v1/health/connect/{name}"): _nothing,  # filtered
+    ("GET", "/v1/health/checks/{name}"): _nothing,  # filtered
+    ("GET", "/v1/connect/intentions/exact"): _destination(R),
+    ("PUT", "/v1/connect/intentions/exact"): _destination(W),
+    ("DELETE", "/v1/connect/intentions/exact"): _destination(W),
+    ("GET", "/v1/connect/intentions/check"): _intention_check,
+    ("GET", "/v1/connect/intentions/match"): _nothing,  # filtered
+    ("GET", "/v1/connect/intentions"): _nothing,  # filtered
+    ("POST", "/v1/connect/intentions"): _destination(W),
+    ("PUT", "/v1/config"): _config_write,
+    ("GET", "/v1/config/{kind}"): _nothing,  # filtered
+    ("GET", "/v1/config/{kind}/{name}"): _config_named,
+    ("DELETE", "/v1/config/{kind}/{name}"): _config_named,
+    ("GET", "/v1/connect/ca/roots"): _nothing,
+    ("GET", "/v1/agent/connect/ca/roots"): _nothing,
+    ("GET", "/v1/agent/connect/ca/leaf/{service}"): _named("service", W, "service"),
+    ("POST", "/v1/agent/connect/authorize"): _connect_authorize,
+    ("GET", "/v1/loom/dns-table"): _nothing,  # filtered
+    ("GET", "/v1/status/leader"): _nothing,
+    ("GET", "/v1/status/peers"): _nothing,
+    # The ACL API: reads need acl:read, writes acl:write; token/self only a valid token.
+    ("GET", "/v1/acl/token/self"): _nothing,
+    ("GET", "/v1/acl/token/{id}"): _fixed("acl", R),
+    ("PUT", "/v1/acl/token"): _fixed("acl", W),
+    ("PUT", "/v1/acl/token/{id}"): _fixed("acl", W),
+    ("DELETE", "/v1/acl/token/{id}"): _fixed("acl", W),
+    ("GET", "/v1/acl/tokens"): _fixed("acl", R),
+    ("PUT", "/v1/acl/policy"): _fixed("acl", W),
+    ("GET", "/v1/acl/policy/{id}"): _fixed("acl", R),
+    ("GET", "/v1/acl/policy/name/{name}"): _fixed("acl", R),
+    ("PUT", "/v1/acl/policy/{id}"): _fixed("acl", W),
+    ("DELETE", "/v1/acl/policy/{id}"): _fixed("acl", W),
+    ("GET", "/v1/acl/policies"): _fixed("acl", R),
+    ("PUT", "/v1/acl/role"): _fixed("acl", W),
+    ("GET", "/v1/acl/role/{id}"): _fixed("acl", R),
+    ("GET", "/v1/acl/role/name/{name}"): _fixed("acl", R),
+    ("PUT", "/v1/acl/role/{id}"): _fixed("acl", W),
+    ("DELETE", "/v1/acl/role/{id}"): _fixed("acl", W),
+    ("GET", "/v1/acl/roles"): _fixed("acl", R),
+}
+UNRESOLVED = frozenset({("PUT", "/v1/acl/bootstrap")})
+"""Routes that never look at the token (bootstrap: there is no token yet)."""
+_MANAGEMENT = _fixed("acl", W)
+
+
+def route_of(request: web.Request) -> tuple[str, str] | None:
+    resource = request.match_info.route.resource
+    if resource is None:
+        return None
+    method = "GET" if request.method == "HEAD" else request.method
+    return method, resource.canonical
+
+
+@web.middleware
+async def enforce(request: web.Request, handler: Handler) -> web.StreamResponse:
+    state = state_of(request)
+    route = route_of(request)
+    if not state.acl.enabled or route is None or route in UNRESOLVED:
+        return await handler(request)
+    secret = secret_of(request)
+    authz = state.acl.authorizer(secret)  # AclNotFound: 403 "ACL not found"
+    request[_AUTHZ] = authz
+    request[_SECRET] = secret
+    for resource, access, name in await NEEDS.get(route, _MANAGEMENT)(request, state):
+        authz.check(resource, access, name)
+    response = await handler(request)
+    if request.get(_FILTERED):
+        response.headers[FILTERED_HEADER] = "true"
+    return response
+
+
+def request_secret(request: web.Request) -> str:
+    found: str = request.get(_SECRET, "")
+    return found
