@@ -35,3 +35,15 @@ def test_deeply_nested_json_is_a_400_not_a_500(loom_server: Any) -> None:
         assert "nested deeper than 64 levels" in text
     loom_server.put("/v1/agent/service/register", {"Name": "web", "Port": 8080})
     assert list(loom_server.get("/v1/agent/services")) == ["web"]
+
+
+def test_a_leaf_for_a_namespace_that_is_not_a_dns_label_is_a_400_and_mints_nothing(
+    loom_server: Any,
+) -> None:
+    for ns, shown in (("a/b", "'a/b'"), ("%C3%A9", "'é'"), ("..", "'..'"), ("A", "'A'")):
+        status, text, _ = loom_server.request("GET", f"/v1/agent/connect/ca/leaf/probe?ns={ns}")
+        assert (status, text) == (
+            400, f"Invalid request: ns: {shown} is not a valid namespace (a DNS label)\n"
+        ), ns  # fmt: skip
+    leaf = loom_server.get("/v1/agent/connect/ca/leaf/probe?ns=team-a")
+    assert leaf["ServiceURI"].endswith("/ns/team-a/dc/dc1/svc/probe")

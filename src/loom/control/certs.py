@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 
 from loom.ca.authority import LEAF_TTL, Leaf, Root, Signer, load_root, new_root
+from loom.domain.fields import check_name, check_namespace
 from loom.domain.records import CaRoot, Cluster
 from loom.store import Store, put
 from loom.store.tables import CA, META
@@ -56,8 +57,14 @@ class Certs:
         return self.root.trust_domain
 
     def leaf(self, service: str, namespace: str = "default") -> Leaf:
-        """The current leaf for a service; a fresh one once 60% of the old one's life passed."""
+        """The current leaf for a service; a fresh one once 60% of the old one's life passed.
+
+        The names become segments of the SPIFFE ID, so they are checked here, whoever asks:
+        a namespace like ``a/b`` would otherwise mint ``.../ns/a/b/dc/...``, an identity that
+        intentions on ``a`` or ``b`` do not match (``ValidationError``, a 400 over HTTP)."""
         assert self._signer is not None, "Certs.start() not called"
+        check_namespace(namespace, "ns")
+        check_name(service, "service")
         now = self._clock()
         cached = self._leaves.get((namespace, service))
         if cached is not None:
