@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from loom.cli import Commands
 
 
-
 def _non_negative_int(text: str) -> int:
     try:
         value = int(text)

@@ -65,9 +65,7 @@ async def _start_http(
                 bound.append(f"unix:{addr.path}")
             else:
                 # Not a TCPSite: the per-client cap wraps the protocol factory.
-                server = await loop.create_server(
-                    factory, addr.host, addr.port, reuse_address=True
-                )
+                server = await loop.create_server(factory, addr.host, addr.port, reuse_address=True)
                 servers.append(server)
                 port = server.sockets[0].getsockname()[1] if server.sockets else addr.port
                 bound.append(f"http://{Address(addr.host, port)}")
