@@ -177,10 +177,14 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> Non
         server.stop()
 
 
-def test_the_connection_flags_refuse_negative_values() -> None:
-    for flag in ("--http-max-conns-per-client", "--http-idle-timeout"):
+def test_the_connection_flags_refuse_values_out_of_range() -> None:
+    for flag, value in (
+        ("--http-max-conns-per-client", "-1"),
+        ("--http-idle-timeout", "0"),
+        ("--http-idle-timeout", "nan"),
+    ):
         out = subprocess.run(
-            [sys.executable, "-m", "loom", "server", "--dev", flag, "-1"],
+            [sys.executable, "-m", "loom", "server", "--dev", flag, value],
             capture_output=True, text=True, timeout=30,
         )  # fmt: skip
         assert out.returncode != 0

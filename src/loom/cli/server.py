@@ -24,13 +24,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number >= 0")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
     return value
 
 
@@ -108,10 +108,10 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "--http-idle-timeout",
-        type=_non_negative_float,
+        type=_positive_seconds,
         default=75.0,
         metavar="SECONDS",
-        help="close an HTTP keep-alive connection idle for this long; 0: never (default 75)",
+        help="close an HTTP connection idle (no request in progress) for this long (default 75)",
     )
     p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))

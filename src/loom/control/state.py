@@ -52,7 +52,7 @@ class ServerSettings:
     over it a new connection gets a 429 and is closed. 0: no limit. Unix sockets: no limit."""
     http_idle_timeout_s: float = 75.0
     """Seconds an HTTP keep-alive connection may sit idle (no request in progress) before the
-    server closes it; 0: never."""
+    server closes it (> 0: aiohttp would read 0 as "close after every response")."""
     http_shutdown_grace_s: float = 1.0
     """At shutdown, seconds in-progress HTTP requests get to finish before they are cut off
     (blocking queries are answered at once, so this bounds writes only)."""
