@@ -14,6 +14,25 @@ if TYPE_CHECKING:
     from loom.cli import Commands
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
 
 def register(commands: Commands) -> None:
     p = commands.top.add_parser(
@@ -79,6 +98,21 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--node-address", default="127.0.0.1", help="address of that node (default 127.0.0.1)"
     )
+    p.add_argument(
+        "--http-max-conns-per-client",
+        type=_non_negative_int,
+        default=200,
+        metavar="N",
+        help="open HTTP connections allowed per client IP (Consul's http_max_conns_per_client); "
+        "over it a new connection gets 429 and is closed; 0: no limit (default 200)",
+    )
+    p.add_argument(
+        "--http-idle-timeout",
+        type=_positive_seconds,
+        default=75.0,
+        metavar="SECONDS",
+        help="close an HTTP connection idle (no request in progress) for this long (default 75)",
+    )
     p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
@@ -121,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         leaf_ttl_s=args.leaf_ttl,
         acl_default_policy=args.acl_default_policy,
         acl_initial_management_token=args.acl_initial_management_token,
+        http_max_conns_per_client=args.http_max_conns_per_client,
+        http_idle_timeout_s=args.http_idle_timeout,
     )
     run_main(serve(settings, print_ready(settings)))
     return 0

@@ -47,6 +47,15 @@ class ServerSettings:
     """ACL default policy, ``"allow"`` or ``"deny"``; None: ACLs off (nothing is checked)."""
     acl_initial_management_token: str = ""
     """SecretID of a management token created at start; empty: none (bootstrap instead)."""
+    http_max_conns_per_client: int = 200
+    """Open HTTP connections allowed per client IP (Consul's ``http_max_conns_per_client``);
+    over it a new connection gets a 429 and is closed. 0: no limit. Unix sockets: no limit."""
+    http_idle_timeout_s: float = 75.0
+    """Seconds an HTTP keep-alive connection may sit idle (no request in progress) before the
+    server closes it (> 0: aiohttp would read 0 as "close after every response")."""
+    http_shutdown_grace_s: float = 1.0
+    """At shutdown, seconds in-progress HTTP requests get to finish before they are cut off
+    (blocking queries are answered at once, so this bounds writes only)."""
 
     def acl(self) -> AclSettings:
         return AclSettings(

@@ -21,6 +21,7 @@ from aiohttp import web
 from loom.addrs import Address, parse_address
 from loom.control.state import ServerSettings, State
 from loom.errors import LoomError
+from loom.server.conns import ConnectionCap, capped
 from loom.server.http import build_app
 from loom.xds.server import start_xds
 
@@ -31,12 +32,27 @@ class ServerError(LoomError):
     """The server could not start (port taken, bad data dir...)."""
 
 
-async def _start_http(state: State, addrs: list[Address]) -> tuple[web.AppRunner, list[str]]:
-    runner = web.AppRunner(build_app(state), access_log=None, handle_signals=False)
+async def _start_http(
+    state: State, addrs: list[Address]
+) -> tuple[web.AppRunner, list[asyncio.AbstractServer], list[str]]:
+    settings = state.settings
+    runner = web.AppRunner(
+        build_app(state),
+        access_log=None,
+        handle_signals=False,
+        # A blocking query whose client went away is cancelled, not left waiting (other
+        # requests are shielded from it in build_app).
+        handler_cancellation=True,
+        keepalive_timeout=settings.http_idle_timeout_s,
+        shutdown_timeout=settings.http_shutdown_grace_s,
+    )
     await runner.setup()
+    assert runner.server is not None
+    factory = capped(runner.server, ConnectionCap(settings.http_max_conns_per_client))
+    loop = asyncio.get_running_loop()
+    servers: list[asyncio.AbstractServer] = []
     bound: list[str] = []
     for addr in addrs:
-        site: web.BaseSite
         try:
             if addr.is_unix:
                 Path(addr.path).parent.mkdir(parents=True, exist_ok=True)
@@ -48,17 +64,24 @@ async def _start_http(state: State, addrs: list[Address]) -> tuple[web.AppRunner
                 os.chmod(addr.path, 0o666)
                 bound.append(f"unix:{addr.path}")
             else:
-                site = web.TCPSite(runner, addr.host, addr.port, reuse_address=True)
-                await site.start()
-                server = site._server
-                port = addr.port
-                if server is not None and getattr(server, "sockets", None):
-                    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+                # Not a TCPSite: the per-client cap wraps the protocol factory.
+                server = await loop.create_server(factory, addr.host, addr.port, reuse_address=True)
+                servers.append(server)
+                port = server.sockets[0].getsockname()[1] if server.sockets else addr.port
                 bound.append(f"http://{Address(addr.host, port)}")
         except OSError as exc:
-            await runner.cleanup()
+            await _stop_http(runner, servers)
             raise ServerError(f"cannot listen for HTTP on {addr}: {exc.strerror or exc}") from exc
-    return runner, bound
+    return runner, servers, bound
+
+
+async def _stop_http(runner: web.AppRunner, servers: list[asyncio.AbstractServer]) -> None:
+    """Stop listening, answer every blocking query, give writes the grace period, close."""
+    for server in servers:
+        server.close()
+    await runner.cleanup()  # closes the connections, which wait_closed (3.12+) waits for
+    for server in servers:
+        await server.wait_closed()
 
 
 def _warn_if_open(settings: ServerSettings, addrs: list[Address]) -> None:
@@ -106,7 +129,7 @@ async def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    runner, http_bound = await _start_http(state, http_addrs)
+    runner, http_servers, http_bound = await _start_http(state, http_addrs)
     _warn_if_open(settings, http_addrs + grpc_addrs)
     grpc_bound: list[str] = []
     stop_xds: Callable[[], Awaitable[None]] | None = None
@@ -123,7 +146,7 @@ async def serve(
     finally:
         if stop_xds is not None:
             await stop_xds()
-        await runner.cleanup()
+        await _stop_http(runner, http_servers)
         await state.close()
 
 

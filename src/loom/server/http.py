@@ -119,6 +119,33 @@ def _json(data: Any, index: int | None = None) -> web.Response:
     )
 
 
+class Watchers:
+    """The blocking queries in flight, and the one signal that ends them all at shutdown.
+
+    aiohttp cancels a blocking query's handler when its client goes away (handler
+    cancellation is on), so ``count`` falls back as soon as abandoned watchers disconnect;
+    it is shown on Loom's own endpoints as ``X-Loom-Blocking-Queries``.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._closing: asyncio.Future[None] | None = None
+
+    def closing(self) -> asyncio.Future[None]:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+        return self._closing
+
+    def close(self) -> None:
+        """Every blocking query returns now, with the index it has (a clean, normal answer)."""
+        closing = self.closing()
+        if not closing.done():
+            closing.set_result(None)
+
+
+WATCHERS: web.AppKey[Watchers] = web.AppKey("watchers", Watchers)
+
+
 async def _blocking(request: web.Request, tables: Iterable[str]) -> int:
     """Wait as a Consul blocking query asks; returns the index to report."""
     state = request.app[STATE]
@@ -132,9 +159,45 @@ async def _blocking(request: web.Request, tables: Iterable[str]) -> int:
         raise ValidationError(f"index: {raw!r} is not an integer") from None
     wait = request.query.get("wait")
     timeout = min(parse_duration(wait, "wait"), MAX_WAIT_S) if wait else DEFAULT_WAIT_S
-    if after <= 0:
+    watchers = request.app[WATCHERS]
+    closing = watchers.closing()
+    if after <= 0 or closing.done():
         return state.store.table_index(names)
-    return await state.store.wait(names, after, timeout)
+    waiter = asyncio.ensure_future(state.store.wait(names, after, timeout))
+    watchers.count += 1
+    try:
+        await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watchers.count -= 1
+        waiter.cancel()
+    if waiter.done() and not waiter.cancelled():
+        return waiter.result()
+    return state.store.table_index(names)
+
+
+def _retrieve(task: asyncio.Future[web.StreamResponse]) -> None:
+    if not task.cancelled():
+        task.exception()  # a write whose client left: its outcome is in the store, not lost
+
+
+@web.middleware
+async def _uncancellable_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Handler cancellation is for blocking queries: anything else (a write above all) runs
+    to its end even when its client disconnects, so no write is cut off halfway."""
+    if request.method == "GET" and "index" in request.query:
+        response = await handler(request)
+    else:
+        task = asyncio.ensure_future(handler(request))
+        task.add_done_callback(_retrieve)
+        response = await asyncio.shield(task)
+    if request.path.startswith("/v1/loom/"):
+        response.headers["X-Loom-Blocking-Queries"] = str(request.app[WATCHERS].count)
+    return response
+
+
+async def _end_watchers(app: web.Application) -> None:
+    log.info("shutting down: ending %d blocking queries", app[WATCHERS].count)
+    app[WATCHERS].close()
 
 
 def _ns(request: web.Request) -> str:
@@ -504,8 +567,12 @@ async def status_peers(request: web.Request) -> web.Response:
 
 
 def build_app(state: State) -> web.Application:
-    app = web.Application(middlewares=[_errors, enforce], client_max_size=4 * 1024 * 1024)
+    app = web.Application(
+        middlewares=[_uncancellable_writes, _errors, enforce], client_max_size=4 * 1024 * 1024
+    )
     app[STATE] = state
+    app[WATCHERS] = Watchers()
+    app.on_shutdown.append(_end_watchers)
     r = app.router
     r.add_get("/v1/agent/services", agent_services)
     r.add_get("/v1/agent/service/{id}", agent_service)
@@ -547,4 +614,4 @@ def build_app(state: State) -> web.Application:
     return app
 
 
-__all__ = ["STATE", "build_app"]
+__all__ = ["STATE", "WATCHERS", "Watchers", "build_app"]
