@@ -3,7 +3,10 @@
 Converges whatever the start order: it waits (with a log line every few seconds) for the
 server to answer and for the proxy to be registered, starts Envoy, restarts it if it dies
 (backing off), and on SIGTERM/SIGINT drains inbound listeners and exits. If Envoy cannot
-start at all, it exits non-zero with Envoy's own last log lines.
+start at all, it exits non-zero with Envoy's own last log lines. While Envoy runs it keeps
+checking the registration, so that a proxy the server no longer knows (deregistered, or a
+server restarted with an empty store) is said here: the server then sends it nothing and
+Envoy keeps its last configuration.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class DataplaneSettings:
     """Envoy worker threads (Istio's sidecar default is 2; 1 suits many sidecars on few cores)."""
     wait_log_s: float = 5.0
     """How often to say what the dataplane is waiting for."""
+    registration_check_s: float = 2.0
+    """How often a running dataplane checks that its proxy is still registered."""
     on_ready: Callable[[tuple[str, int] | None], Awaitable[None] | None] | None = None
     """Called once Envoy is ready, with its admin address (tests, readiness files)."""
 
@@ -115,7 +120,37 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
         return 0
     async with contextlib.AsyncExitStack() as extras:
         await _start_extras(settings, reg, stop, extras)
+        watcher = asyncio.create_task(watch_registration(settings, stop))
+        extras.push_async_callback(_cancel, watcher)
         return await _run_envoy(settings, reg, stop)
+
+
+async def watch_registration(settings: DataplaneSettings, stop: asyncio.Event) -> None:
+    """Log when the proxy stops (and starts again) being registered on the server."""
+    client = AsyncClient(settings.http_addr, timeout=10)
+    registered = True
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), settings.registration_check_s)
+        if stop.is_set():
+            return
+        try:
+            await fetch_registration(client, settings.proxy_id)
+            now = True
+        except NotFoundError:
+            now = False
+        except (ClientError, DataplaneError):
+            continue  # the server is away (restarting): nothing to say about the proxy
+        if now != registered:
+            if now:
+                log.info("proxy %r is registered again", settings.proxy_id)
+            else:
+                log.warning(
+                    "proxy %r is not registered on the server; Envoy keeps its last "
+                    "configuration until it is registered again",
+                    settings.proxy_id,
+                )
+            registered = now
 
 
 async def _start_extras(

@@ -6,7 +6,11 @@ Sessions only speak the protocol; what to serve comes from ``Hub.inputs`` -> tra
   names, and when the served content changes - never in answer to an ACK of what we sent
   (no push loops);
 - a NACK is logged with proxy, type and Envoy's message, and the previous version stays;
-- changed types go out clusters -> endpoints -> secrets -> listeners (make before break).
+- changed types go out clusters -> endpoints -> secrets -> listeners (make before break);
+- a proxy that is not (or no longer) registered is never sent anything: its requests are
+  held, the stream stays open and Envoy keeps its last configuration (a server restarted with
+  an empty store must not wipe its sidecars). Once per stream the server logs why; when the
+  proxy registers, every held request is answered at once.
 """
 
 from __future__ import annotations
@@ -52,18 +56,32 @@ class _Session:
         self.served: dict[str, dict[str, Served]] = {t: {} for t in ORDER}
         self.id = next(_session_ids)
         self.change_pending = False
+        self.registered = False
+        self.held: set[str] = set()  # types asked for while unregistered, not yet answered
+        self._told_unregistered = False
 
     def refresh(self) -> bool:
-        """Recompute what this proxy should have; True when anything changed."""
+        """Recompute what this proxy should have; True when anything changed.
+
+        An unregistered proxy keeps what it was served (nothing, on a new stream): an empty
+        configuration would remove its listeners.
+        """
         inputs = self.hub.inputs(self.proxy_id)
-        if inputs == self.inputs:
+        if inputs is None:
+            if self.registered or not self._told_unregistered:
+                log.warning(
+                    "proxy %s is not registered; keeping its last configuration", self.proxy_id
+                )
+                self._told_unregistered = True
+            self.registered = False
             return False
+        if not self.registered and self._told_unregistered:
+            log.info("proxy %s is registered; sending its configuration", self.proxy_id)
+        self.registered = True
+        if inputs == self.inputs:
+            return bool(self.held)
         try:
-            served = (
-                {t: {} for t in ORDER}
-                if inputs is None
-                else self.hub.converter.serve(build_resources(inputs))
-            )
+            served = self.hub.converter.serve(build_resources(inputs))
         except LoomError as exc:  # a translator bug: keep serving the last good config
             log.error("cannot build the configuration of proxy %s: %s", self.proxy_id, exc)
             return False
@@ -132,6 +150,13 @@ class _Session:
                 if resp is not None:
                     yield resp
 
+    def hold(self, type_url: str) -> bool:
+        """True when a request of ``type_url`` must wait for the proxy's registration."""
+        if self.registered:
+            return False
+        self.held.add(type_url)
+        return True
+
 
 class SotwSession(_Session):
     def __init__(self, hub: Hub, requests: AsyncIterator[Any]) -> None:
@@ -173,6 +198,8 @@ class SotwSession(_Session):
             return None
         first = t not in self.names or not req.response_nonce
         self.names[t] = names
+        if self.hold(t):
+            return None
         if first:
             return self._response(t)
         if req.response_nonce != self.sent_nonce.get(t):
@@ -182,12 +209,16 @@ class SotwSession(_Session):
         return None
 
     def _pushes(self) -> list[discovery_pb2.DiscoveryResponse]:
-        """After a change: every subscribed type whose served version moved."""
+        """After a change: every held type, and every subscribed type whose version moved."""
+        held, self.held = self.held, set()
         return [
             self._response(t)
             for t in ORDER
-            if t in self.sent_version
-            and type_version(self.served[t], self.names[t]) != self.sent_version[t]
+            if t in held
+            or (
+                t in self.sent_version
+                and type_version(self.served[t], self.names[t]) != self.sent_version[t]
+            )
         ]
 
 
@@ -196,6 +227,7 @@ class DeltaSession(_Session):
         super().__init__(hub, requests)
         self.subscribed: dict[str, set[str] | None] = {}
         self.client: dict[str, dict[str, str]] = {}
+        self.asked: dict[str, set[str]] = {}  # names asked for while held
 
     def _diff(
         self, t: str, force: bool, asked: set[str]
@@ -249,11 +281,20 @@ class DeltaSession(_Session):
             names -= set(req.resource_names_unsubscribe)
             for n in req.resource_names_unsubscribe:
                 self.client[t].pop(n, None)
+        if self.hold(t):
+            self.asked.setdefault(t, set()).update(asked)
+            return None
         return self._diff(t, force=first, asked=asked)
 
     def _pushes(self) -> list[discovery_pb2.DeltaDiscoveryResponse]:
-        """After a change: the diff of every subscribed type that has one."""
-        diffs = (self._diff(t, force=False, asked=set()) for t in ORDER if t in self.subscribed)
+        """After a change: every held type, and the diff of every subscribed type with one."""
+        held, self.held = self.held, set()
+        asked, self.asked = self.asked, {}
+        diffs = (
+            self._diff(t, force=t in held, asked=asked.get(t, set()))
+            for t in ORDER
+            if t in self.subscribed
+        )
         return [d for d in diffs if d is not None]
 
 
