@@ -48,7 +48,7 @@ def _drop(index: dict[Any, Keys], field: Any, key: str) -> None:
 
 
 class ServiceIndex:
-    """Instances by service name, node and ID; VIP users; sidecar ports per node."""
+    """Instances by service name, node and ID; VIP users; ports (all, and sidecars') per node."""
 
     def __init__(self) -> None:
         self.reset({})
@@ -61,6 +61,8 @@ class ServiceIndex:
         """VIP key -> number of instances (proxies excluded) that keep the VIP allocated."""
         self.sidecar_ports: dict[tuple[str, int], dict[str, str]] = {}
         """(node, port) -> {instance key: destination service ID} of sidecars on that port."""
+        self.ports: dict[tuple[str, int], Keys] = {}
+        """(node, port) -> keys of every instance (sidecar or not) registered on that port."""
         for key, doc in docs.items():
             self._index(key, doc)
 
@@ -76,6 +78,8 @@ class ServiceIndex:
         _add(self.by_name, (d.namespace, d.service), key)
         _add(self.by_node, d.node, key)
         _add(self.by_id, d.id, key)
+        if d.port:
+            _add(self.ports, (d.node, d.port), key)
         if d.proxy is not None:
             holders = self.sidecar_ports.setdefault((d.node, d.port), {})
             holders[key] = d.proxy.destination_service_id
@@ -87,6 +91,8 @@ class ServiceIndex:
         _drop(self.by_name, (d.namespace, d.service), key)
         _drop(self.by_node, d.node, key)
         _drop(self.by_id, d.id, key)
+        if d.port:
+            _drop(self.ports, (d.node, d.port), key)
         if d.proxy is not None:
             holders = self.sidecar_ports.get((d.node, d.port), {})
             holders.pop(key, None)
@@ -100,26 +106,27 @@ class ServiceIndex:
             else:
                 self.vip_users.pop(vk, None)
 
-    def used_ports(self, node: str, own: str) -> Collection[int]:
-        """Sidecar ports taken on ``node`` by sidecars of services other than ``own``."""
-        return _UsedPorts(self, node, own)
+    def used_ports(self, node: str) -> Collection[int]:
+        """Ports of every instance registered on ``node`` (what a new sidecar port avoids)."""
+        return _UsedPorts(self, node)
+
+    def sidecars_on(self, node: str, port: int, besides: str) -> list[str]:
+        """Keys of the sidecars on ``node`` listening on ``port``, other than ``besides``."""
+        return [k for k in self.sidecar_ports.get((node, port), {}) if k != besides]
 
 
 class _UsedPorts(Collection[int]):
     """A lazy view: membership is a lookup, so the sidecar-port search never scans the node."""
 
-    def __init__(self, index: ServiceIndex, node: str, own: str) -> None:
-        self._index, self._node, self._own = index, node, own
+    def __init__(self, index: ServiceIndex, node: str) -> None:
+        self._index, self._node = index, node
 
     def __contains__(self, port: object) -> bool:
-        if not isinstance(port, int):
-            return False
-        holders = self._index.sidecar_ports.get((self._node, port), {})
-        return any(dest != self._own for dest in holders.values())
+        return isinstance(port, int) and (self._node, port) in self._index.ports
 
     def __iter__(self) -> Iterator[int]:
-        for node, port in list(self._index.sidecar_ports):
-            if node == self._node and port in self:
+        for node, port in list(self._index.ports):
+            if node == self._node:
                 yield port
 
     def __len__(self) -> int:
