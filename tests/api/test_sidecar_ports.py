@@ -95,3 +95,18 @@ def test_a_freed_sidecar_port_can_be_taken_and_other_nodes_do_not_collide(loom_s
     loom_server.put(REGISTER, with_sidecar("api", 9090, {"Port": 21500}))
 
     assert sidecar_port(loom_server, "api") == 21500
+
+
+def test_sidecars_with_different_addresses_on_one_node_may_share_a_port(loom_server) -> None:
+    # Pods (loom local, Kubernetes) are registered on one node, each with its own address and
+    # network namespace, and every pod's first sidecar listens on 20000.
+    for name, ip in (("web", "10.0.0.2"), ("api", "10.0.0.3")):
+        loom_server.put(REGISTER, {**with_sidecar(name, 8080, {"Port": 20000}), "Address": ip})
+    assert sidecar_port(loom_server, "web") == sidecar_port(loom_server, "api") == 20000
+
+    status, text, _ = loom_server.request(
+        "PUT", REGISTER, {**with_sidecar("db", 5432, {"Port": 20000}), "Address": "10.0.0.3"}
+    )
+    assert status == 400
+    assert "sidecar port 20000 on node 'loom-server' address 10.0.0.3" in text
+    assert "'api-sidecar-proxy'" in text

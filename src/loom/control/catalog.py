@@ -144,20 +144,23 @@ class Catalog:
         return inst.port if inst is not None else 0
 
     def _refuse_port_collision(self, key: str, inst: Instance) -> None:
-        """Refuse a sidecar on a port another sidecar of its node listens on.
+        """Refuse a sidecar on a port another sidecar of its node and address listens on.
 
         Consul accepts this; Envoy binds listeners with SO_REUSEPORT, so both sidecars would
         start and split connections between two identities. Re-registering the same sidecar
-        on its own port is not a collision.
+        on its own port is not a collision, nor are sidecars with different addresses (pods
+        of one node, each in its own network namespace, all listen on 20000).
         """
         if inst.proxy is None or not inst.port:
             return
-        for other_key in self.services.sidecars_on(inst.node, inst.port, besides=key):
+        others = self.services.sidecars_on(inst.node, inst.address, inst.port, besides=key)
+        for other_key in others:
             other = self.store.record(tables.SERVICES, other_key)
             if other is None or other.proxy is None:
                 continue
+            where = f"node {inst.node!r}" + (f" address {inst.address}" if inst.address else "")
             raise ValidationError(
-                f"Port: sidecar port {inst.port} on node {inst.node!r} is already taken by "
+                f"Port: sidecar port {inst.port} on {where} is already taken by "
                 f"{other.id!r} (the sidecar of {other.proxy.destination_service_id!r})"
             )
 

@@ -59,8 +59,10 @@ class ServiceIndex:
         self.by_id: dict[str, Keys] = {}
         self.vip_users: dict[str, int] = {}
         """VIP key -> number of instances (proxies excluded) that keep the VIP allocated."""
-        self.sidecar_ports: dict[tuple[str, int], dict[str, str]] = {}
-        """(node, port) -> {instance key: destination service ID} of sidecars on that port."""
+        self.sidecar_ports: dict[tuple[str, str, int], dict[str, str]] = {}
+        """(node, address, port) -> {instance key: destination service ID} of the sidecars
+        listening there (sidecars of one node with different addresses are in different network
+        namespaces: pods)."""
         self.ports: dict[tuple[str, int], Keys] = {}
         """(node, port) -> keys of every instance (sidecar or not) registered on that port."""
         for key, doc in docs.items():
@@ -81,7 +83,7 @@ class ServiceIndex:
         if d.port:
             _add(self.ports, (d.node, d.port), key)
         if d.proxy is not None:
-            holders = self.sidecar_ports.setdefault((d.node, d.port), {})
+            holders = self.sidecar_ports.setdefault((d.node, d.address, d.port), {})
             holders[key] = d.proxy.destination_service_id
         else:
             vk = vip_key(d.namespace, d.service)
@@ -94,10 +96,10 @@ class ServiceIndex:
         if d.port:
             _drop(self.ports, (d.node, d.port), key)
         if d.proxy is not None:
-            holders = self.sidecar_ports.get((d.node, d.port), {})
+            holders = self.sidecar_ports.get((d.node, d.address, d.port), {})
             holders.pop(key, None)
             if not holders:
-                self.sidecar_ports.pop((d.node, d.port), None)
+                self.sidecar_ports.pop((d.node, d.address, d.port), None)
         else:
             vk = vip_key(d.namespace, d.service)
             left = self.vip_users.get(vk, 0) - 1
@@ -110,9 +112,9 @@ class ServiceIndex:
         """Ports of every instance registered on ``node`` (what a new sidecar port avoids)."""
         return _UsedPorts(self, node)
 
-    def sidecars_on(self, node: str, port: int, besides: str) -> list[str]:
-        """Keys of the sidecars on ``node`` listening on ``port``, other than ``besides``."""
-        return [k for k in self.sidecar_ports.get((node, port), {}) if k != besides]
+    def sidecars_on(self, node: str, address: str, port: int, besides: str) -> list[str]:
+        """Keys of the sidecars of ``node`` on ``address``:``port``, other than ``besides``."""
+        return [k for k in self.sidecar_ports.get((node, address, port), {}) if k != besides]
 
 
 class _UsedPorts(Collection[int]):
