@@ -18,7 +18,9 @@ def _loom(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _dataplane(http: str, grpc: str, proxy_id: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def _dataplane(
+    http: str, grpc: str, proxy_id: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return _loom(
         "dataplane", "--proxy-id", proxy_id, "--http-addr", http, "--grpc-addr", grpc, *extra
     )
@@ -35,9 +37,7 @@ def _register_two_sidecars(server) -> None:  # type: ignore[no-untyped-def]
 def test_an_unknown_proxy_id_exits_after_the_timeout_naming_the_nodes_proxies(loom_server) -> None:
     _register_two_sidecars(loom_server)
     started = time.monotonic()
-    out = _dataplane(
-        loom_server.http, loom_server.grpc, "unknown", "--registration-timeout", "1.5"
-    )
+    out = _dataplane(loom_server.http, loom_server.grpc, "unknown", "--registration-timeout", "1.5")
     took = time.monotonic() - started
 
     assert out.returncode == 1, out.stderr
