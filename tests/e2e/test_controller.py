@@ -320,7 +320,10 @@ def test_with_namespace_only_that_namespace_is_registered_and_others_are_left_al
     controller(loom_server.http, kube_api.port, "--namespace", "team-a")
     wait_for("team-a's pod", lambda: "api-1-api" in loom_server.get("/v1/agent/services"), log)
     kube_api.apply("pods", "DELETED", other)
-    kube_api.apply("pods", "ADDED", injected_pod("api-2", container="api", namespace="team-a"))
+    # Its own address: two running pods never share one, and sidecars on one address and
+    # port are refused (they would split connections).
+    kube_api.apply("pods", "ADDED", injected_pod("api-2", container="api", namespace="team-a",
+                                                 ip="10.0.0.8"))  # fmt: skip
     wait_for("the second pod", lambda: "api-2-api" in loom_server.get("/v1/agent/services"), log)
     services = loom_server.get("/v1/agent/services")
     assert "web-1-web" not in services  # another namespace: not watched

@@ -58,6 +58,7 @@ def assert_indexes_match_a_rebuild(store: Store, cat: Catalog) -> None:
     assert as_sets(cat.services.by_id) == as_sets(services.by_id)
     assert cat.services.vip_users == services.vip_users
     assert cat.services.sidecar_ports == services.sidecar_ports
+    assert as_sets(cat.services.ports) == as_sets(services.ports)
     assert as_sets(cat.checks.by_instance) == as_sets(checks.by_instance)
     assert as_sets(cat.checks.by_node) == as_sets(checks.by_node)
     assert as_sets(cat.checks.by_check_id) == as_sets(checks.by_check_id)

@@ -59,6 +59,16 @@ def _proxy_id(args: argparse.Namespace) -> str:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds")
+    return value
+
+
 def _settings(args: argparse.Namespace) -> object:
     from loom.api import http_addr_from
     from loom.dataplane.agent import DataplaneSettings
@@ -77,6 +87,7 @@ def _settings(args: argparse.Namespace) -> object:
         metrics_bind=getattr(args, "metrics_bind", None),
         drain_seconds=getattr(args, "drain_seconds", 5.0),
         concurrency=getattr(args, "envoy_concurrency", 2),
+        registration_timeout_s=getattr(args, "registration_timeout", None),
     )
 
 
@@ -93,12 +104,23 @@ def _run(args: argparse.Namespace) -> int:
 def _bootstrap(args: argparse.Namespace) -> int:
     import asyncio
 
-    from loom.api import AsyncClient
-    from loom.dataplane.agent import DataplaneSettings, bootstrap_for, fetch_registration
+    from loom.api import AsyncClient, NotFoundError
+    from loom.dataplane.agent import (
+        DataplaneSettings,
+        bootstrap_for,
+        fetch_registration,
+        registered_proxies,
+    )
+    from loom.dataplane.errors import DataplaneError
 
     settings = _settings(args)
     assert isinstance(settings, DataplaneSettings)
-    reg = asyncio.run(fetch_registration(AsyncClient(settings.http_addr), settings.proxy_id))
+    client = AsyncClient(settings.http_addr)
+    try:
+        reg = asyncio.run(fetch_registration(client, settings.proxy_id))
+    except NotFoundError as exc:
+        known = asyncio.run(registered_proxies(client))
+        raise DataplaneError(f"proxy {settings.proxy_id!r} is not registered; {known}") from exc
     print(json.dumps(bootstrap_for(settings, reg), indent=2, sort_keys=True))
     return 0
 
@@ -115,6 +137,13 @@ def register(commands: Commands) -> None:
     )
     _common(p)
     p.add_argument("--work-dir", type=Path, help="bootstrap and Envoy logs (default: a temp dir)")
+    p.add_argument(
+        "--registration-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="exit with an error naming the node's registered proxies if the server or the "
+        "proxy's registration is not there within SECONDS (default: wait as long as it takes)",
+    )
     p.add_argument("--envoy-log-level", default="warning", help="Envoy -l (default warning)")
     p.add_argument(
         "--envoy-concurrency", type=int, default=2, help="Envoy worker threads (default 2)"

@@ -19,9 +19,10 @@ from typing import Any
 
 from loom.control.errors import NotFound
 from loom.control.indexes import CheckIndex, ServiceIndex, VipAllocator, vip_key
-from loom.domain.fields import Fields, check_id, parse_duration
+from loom.domain.fields import Fields, ValidationError, check_id, parse_duration
 from loom.domain.records import Check, Instance, Node, TaggedAddress, VirtualIp
 from loom.domain.services import (
+    DEFAULT_NAMESPACE,
     Registration,
     agent_registration,
     catalog_registration,
@@ -137,12 +138,39 @@ class Catalog:
         """The node an instance names without a node registration: this server's address."""
         return Node(node, self.settings.node_address, self.settings.datacenter)
 
+    def _port_held(self, node: str, service_id: str) -> int:
+        """The port of ``node``'s instance ``service_id`` now (0: not registered)."""
+        inst = self.store.record(tables.SERVICES, instance_key(node, DEFAULT_NAMESPACE, service_id))
+        return inst.port if inst is not None else 0
+
+    def _refuse_port_collision(self, key: str, inst: Instance) -> None:
+        """Refuse a sidecar on a port another sidecar of its node and address listens on.
+
+        Consul accepts this; Envoy binds listeners with SO_REUSEPORT, so both sidecars would
+        start and split connections between two identities. Re-registering the same sidecar
+        on its own port is not a collision, nor are sidecars with different addresses (pods
+        of one node, each in its own network namespace, all listen on 20000).
+        """
+        if inst.proxy is None or not inst.port:
+            return
+        others = self.services.sidecars_on(inst.node, inst.address, inst.port, besides=key)
+        for other_key in others:
+            other = self.store.record(tables.SERVICES, other_key)
+            if other is None or other.proxy is None:
+                continue
+            where = f"node {inst.node!r}" + (f" address {inst.address}" if inst.address else "")
+            raise ValidationError(
+                f"Port: sidecar port {inst.port} on {where} is already taken by "
+                f"{other.id!r} (the sidecar of {other.proxy.destination_service_id!r})"
+            )
+
     async def _write_registration(self, reg: Registration, extra: list[Op]) -> int:
         ops: list[Op] = list(extra)
         delta: dict[str, int] = {}
         pending: dict[str, Instance] = {}
         for inst in reg.instances:
             key = instance_key(inst.node, inst.namespace, inst.id)
+            self._refuse_port_collision(key, inst)
             old = pending.get(key) or self.store.record(tables.SERVICES, key)
             pending[key] = inst
             for doc, step in ((old, -1), (inst, 1)):
@@ -167,11 +195,13 @@ class Catalog:
         may refuse it (ACLs) before anything is written."""
         async with self._lock:
             node = self.settings.node
-            # A re-registration may keep its sidecar's auto-assigned port.
-            raw = Fields(body, "")
-            own = raw.text("ID") or raw.text("Name")
-            used = self.services.used_ports(node, own)
-            reg = agent_registration(body, node, self.settings.datacenter, used)
+            reg = agent_registration(
+                body,
+                node,
+                self.settings.datacenter,
+                self.services.used_ports(node),
+                lambda sid: self._port_held(node, sid),
+            )
             if vet is not None:
                 vet(None, reg)
             return await self._write_registration(reg, self._ensure_node_ops(node))

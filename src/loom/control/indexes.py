@@ -48,7 +48,7 @@ def _drop(index: dict[Any, Keys], field: Any, key: str) -> None:
 
 
 class ServiceIndex:
-    """Instances by service name, node and ID; VIP users; sidecar ports per node."""
+    """Instances by service name, node and ID; VIP users; ports (all, and sidecars') per node."""
 
     def __init__(self) -> None:
         self.reset({})
@@ -59,8 +59,12 @@ class ServiceIndex:
         self.by_id: dict[str, Keys] = {}
         self.vip_users: dict[str, int] = {}
         """VIP key -> number of instances (proxies excluded) that keep the VIP allocated."""
-        self.sidecar_ports: dict[tuple[str, int], dict[str, str]] = {}
-        """(node, port) -> {instance key: destination service ID} of sidecars on that port."""
+        self.sidecar_ports: dict[tuple[str, str, int], dict[str, str]] = {}
+        """(node, address, port) -> {instance key: destination service ID} of the sidecars
+        listening there (sidecars of one node with different addresses are in different network
+        namespaces: pods)."""
+        self.ports: dict[tuple[str, int], Keys] = {}
+        """(node, port) -> keys of every instance (sidecar or not) registered on that port."""
         for key, doc in docs.items():
             self._index(key, doc)
 
@@ -76,8 +80,10 @@ class ServiceIndex:
         _add(self.by_name, (d.namespace, d.service), key)
         _add(self.by_node, d.node, key)
         _add(self.by_id, d.id, key)
+        if d.port:
+            _add(self.ports, (d.node, d.port), key)
         if d.proxy is not None:
-            holders = self.sidecar_ports.setdefault((d.node, d.port), {})
+            holders = self.sidecar_ports.setdefault((d.node, d.address, d.port), {})
             holders[key] = d.proxy.destination_service_id
         else:
             vk = vip_key(d.namespace, d.service)
@@ -87,11 +93,13 @@ class ServiceIndex:
         _drop(self.by_name, (d.namespace, d.service), key)
         _drop(self.by_node, d.node, key)
         _drop(self.by_id, d.id, key)
+        if d.port:
+            _drop(self.ports, (d.node, d.port), key)
         if d.proxy is not None:
-            holders = self.sidecar_ports.get((d.node, d.port), {})
+            holders = self.sidecar_ports.get((d.node, d.address, d.port), {})
             holders.pop(key, None)
             if not holders:
-                self.sidecar_ports.pop((d.node, d.port), None)
+                self.sidecar_ports.pop((d.node, d.address, d.port), None)
         else:
             vk = vip_key(d.namespace, d.service)
             left = self.vip_users.get(vk, 0) - 1
@@ -100,26 +108,27 @@ class ServiceIndex:
             else:
                 self.vip_users.pop(vk, None)
 
-    def used_ports(self, node: str, own: str) -> Collection[int]:
-        """Sidecar ports taken on ``node`` by sidecars of services other than ``own``."""
-        return _UsedPorts(self, node, own)
+    def used_ports(self, node: str) -> Collection[int]:
+        """Ports of every instance registered on ``node`` (what a new sidecar port avoids)."""
+        return _UsedPorts(self, node)
+
+    def sidecars_on(self, node: str, address: str, port: int, besides: str) -> list[str]:
+        """Keys of the sidecars of ``node`` on ``address``:``port``, other than ``besides``."""
+        return [k for k in self.sidecar_ports.get((node, address, port), {}) if k != besides]
 
 
 class _UsedPorts(Collection[int]):
     """A lazy view: membership is a lookup, so the sidecar-port search never scans the node."""
 
-    def __init__(self, index: ServiceIndex, node: str, own: str) -> None:
-        self._index, self._node, self._own = index, node, own
+    def __init__(self, index: ServiceIndex, node: str) -> None:
+        self._index, self._node = index, node
 
     def __contains__(self, port: object) -> bool:
-        if not isinstance(port, int):
-            return False
-        holders = self._index.sidecar_ports.get((self._node, port), {})
-        return any(dest != self._own for dest in holders.values())
+        return isinstance(port, int) and (self._node, port) in self._index.ports
 
     def __iter__(self) -> Iterator[int]:
-        for node, port in list(self._index.sidecar_ports):
-            if node == self._node and port in self:
+        for node, port in list(self._index.ports):
+            if node == self._node:
                 yield port
 
     def __len__(self) -> int:

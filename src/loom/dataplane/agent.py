@@ -63,6 +63,9 @@ class DataplaneSettings:
     """How often to say what the dataplane is waiting for."""
     registration_check_s: float = 2.0
     """How often a running dataplane checks that its proxy is still registered."""
+    registration_timeout_s: float | None = None
+    """Give up (exit non-zero) if the server or the registration is not there within this
+    many seconds; None waits as long as it takes (any start order converges)."""
     on_ready: Callable[[tuple[str, int] | None], Awaitable[None] | None] | None = None
     """Called once Envoy is ready, with its admin address (tests, readiness files)."""
 
@@ -76,23 +79,72 @@ async def fetch_registration(client: AsyncClient, proxy_id: str) -> dict[str, An
     return reg
 
 
+async def registered_proxies(client: AsyncClient) -> str:
+    """Which proxies the server's node has, for a message about a proxy it does not have."""
+    try:
+        node = (await client.get("/v1/agent/self"))["Config"]["NodeName"]
+    except (ClientError, KeyError, TypeError):
+        node = "the server's node"
+    else:
+        node = f"node {node!r}"
+    try:
+        services: dict[str, Any] = await client.get("/v1/agent/services")
+    except ClientError as exc:
+        return f"cannot list the proxies of {node}: {exc}"
+    ids = sorted(
+        sid
+        for sid, svc in services.items()
+        if isinstance(svc, dict) and svc.get("Kind") == "connect-proxy"
+    )
+    if not ids:
+        return f"{node} has no proxies registered"
+    return f"proxies registered on {node}: {', '.join(ids)}"
+
+
 async def wait_for_registration(
     settings: DataplaneSettings, stop: asyncio.Event
 ) -> dict[str, Any] | None:
+    """The registration, once there; None if ``stop`` is set first.
+
+    Raises ``DataplaneError`` naming the node's registered proxies once
+    ``registration_timeout_s`` has passed without it.
+    """
     client = AsyncClient(settings.http_addr, timeout=10)
-    last_log = 0.0
+    started = last_log = time.monotonic()
+    first = True
+    deadline = (
+        None
+        if settings.registration_timeout_s is None
+        else started + settings.registration_timeout_s
+    )
     while not stop.is_set():
         try:
             return await fetch_registration(client, settings.proxy_id)
         except NotFoundError:
             why = f"proxy {settings.proxy_id!r} is not registered yet"
+            known = True
         except ClientError as exc:
             why = str(exc)
-        if time.monotonic() - last_log >= settings.wait_log_s:
+            known = False
+        now = time.monotonic()
+        if deadline is not None and now >= deadline:
+            if known:
+                why = (
+                    f"proxy {settings.proxy_id!r} is not registered after "
+                    f"{settings.registration_timeout_s:g} s; {await registered_proxies(client)}"
+                )
+            else:
+                waited = settings.registration_timeout_s
+                why = f"no answer from the server after {waited:g} s: {why}"
+            raise DataplaneError(why)
+        if first or now - last_log >= settings.wait_log_s:
+            if known:
+                why = f"{why} ({await registered_proxies(client)})"
             log.warning("waiting: %s", why)
-            last_log = time.monotonic()
+            last_log, first = now, False
+        pause = 0.5 if deadline is None else max(0.0, min(0.5, deadline - now))
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+            await asyncio.wait_for(stop.wait(), pause)
     return None
 
 

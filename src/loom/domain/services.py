@@ -10,7 +10,7 @@ Stored instance documents use Consul's AgentService field names, plus ``Node``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -221,21 +221,43 @@ def _checks(f: Fields, service: Instance | None, node: str) -> list[Check]:
     return out
 
 
+def _no_port(_service_id: str) -> int:
+    return 0
+
+
+def sidecar_port(
+    parent: Instance, sidecar_id: str, used_ports: Collection[int], held: Callable[[str], int]
+) -> int:
+    """The port for an auto-assigned sidecar, chosen as Consul's agent does.
+
+    A sidecar already registered with a port in the range keeps it; otherwise the lowest
+    port of the range that no local service (``used_ports``, and ``parent`` itself) has.
+    """
+    lo, hi = SIDECAR_PORT_RANGE
+    current = held(sidecar_id)
+    if lo <= current <= hi:
+        return current
+    for port in range(lo, hi + 1):
+        if port != parent.port and port not in used_ports:
+            return port
+    raise ValidationError(f"no free sidecar port in {lo}..{hi} on node {parent.node!r}")
+
+
 def _sidecar(
-    parent: Instance, f: Fields, used_ports: Collection[int]
+    parent: Instance, f: Fields, used_ports: Collection[int], held: Callable[[str], int]
 ) -> tuple[Instance, list[Check]]:
     """Consul's sidecar expansion of ``Connect.SidecarService`` for ``parent``."""
+    sidecar_id = check_id(f.text("ID", f"{parent.id}-sidecar-proxy"), f.where("ID"))
     port = f.port("Port")
     if port == 0:
-        lo, hi = SIDECAR_PORT_RANGE
-        free = [p for p in range(lo, hi + 1) if p not in used_ports]
-        if not free:
-            raise ValidationError(f"{f.where('Port')}: no free sidecar port in {lo}..{hi}")
-        port = free[0]
+        try:
+            port = sidecar_port(parent, sidecar_id, used_ports, held)
+        except ValidationError as exc:
+            raise ValidationError(f"{f.where('Port')}: {exc}") from exc
     proxy_f = f.sub("Proxy") or Fields({}, f.where("Proxy"))
     side = replace(
         parent,
-        id=check_id(f.text("ID", f"{parent.id}-sidecar-proxy"), f.where("ID")),
+        id=sidecar_id,
         service=check_name(f.text("Name", f"{parent.service}-sidecar-proxy"), f.where("Name")),
         kind=CONNECT_PROXY,
         port=port,
@@ -258,9 +280,18 @@ def _sidecar(
 
 
 def agent_registration(
-    body: Any, node: str, datacenter: str, used_ports: Collection[int] = ()
+    body: Any,
+    node: str,
+    datacenter: str,
+    used_ports: Collection[int] = (),
+    held: Callable[[str], int] = _no_port,
 ) -> Registration:
-    """Validate an agent service registration; returns the instance(s) and checks to write."""
+    """Validate an agent service registration; returns the instance(s) and checks to write.
+
+    ``used_ports`` are the ports of the node's local services, which an auto-assigned sidecar
+    port avoids; ``held(id)`` is the port the node's instance ``id`` has now (0: none), so a
+    re-registered sidecar keeps its port.
+    """
     f = Fields(body, "")
     service = _service(f, node, datacenter, DEFAULT_NAMESPACE)
     reg = Registration([service], _checks(f, service, node))
@@ -269,7 +300,7 @@ def agent_registration(
     if sidecar is not None:
         if service.kind == CONNECT_PROXY:
             raise ValidationError("Connect.SidecarService: a connect-proxy cannot have a sidecar")
-        side, side_checks = _sidecar(service, sidecar, used_ports)
+        side, side_checks = _sidecar(service, sidecar, used_ports, held)
         reg.instances.append(side)
         reg.checks.extend(side_checks)
     return reg
