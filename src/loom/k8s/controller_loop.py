@@ -208,14 +208,16 @@ class Controller:
         )
         self._report_skipped(changes)
         namespaces = {str(d["ID"]): d.get("Namespace") for d in docs}
-        for body in changes.register:
-            await self.api.put("/v1/agent/service/register", body)
-            log.info("registered %s at %s", body["ID"], body["Address"])
+        # Gone pods first: a new pod may have been given a deleted pod's IP, and its sidecar
+        # (same address, same port) is refused while the stale one is still registered.
         for sid in changes.deregister:
             ns = namespaces.get(sid)
             params = {"ns": ns} if ns and ns != "default" else {}
             await self.api.put(f"/v1/agent/service/deregister/{sid}", **params)
             log.info("deregistered %s (its pod is gone)", sid)
+        for body in changes.register:
+            await self.api.put("/v1/agent/service/register", body)
+            log.info("registered %s at %s", body["ID"], body["Address"])
         return changes
 
     def _report_skipped(self, changes: Changes) -> None:
