@@ -12,14 +12,7 @@ from typing import Any
 from loom.control.catalog import Catalog
 from loom.domain.entries import (
     ConfigEntry,
-    HeaderMatch,
-    HttpMatch,
     IntentionPermission,
-    IntentionSource,
-    MeshConfig,
-    ProxyDefaults,
-    ServiceDefaults,
-    ServiceIntentions,
 )
 from loom.domain.intentions import Intention
 from loom.domain.records import (
@@ -31,6 +24,8 @@ from loom.domain.records import (
     TransparentProxySettings,
     Upstream,
 )
+from loom.store.entry_codec import encode as encode_entry
+from loom.store.entry_codec import http_match_doc
 
 Doc = dict[str, Any]
 
@@ -176,75 +171,15 @@ def health_entry(cat: Catalog, inst: Instance, checks: list[Check], index: int) 
 # -- config entries and intentions ---------------------------------------------------------------
 
 
-def _header(h: HeaderMatch) -> Doc:
-    out: Doc = {"Name": h.name}
-    for key, value in (
-        ("Exact", h.exact), ("Prefix", h.prefix), ("Suffix", h.suffix), ("Regex", h.regex),
-        ("Present", h.present), ("Invert", h.invert),
-    ):  # fmt: skip
-        if value is not None:
-            out[key] = value
-    return out
-
-
-def http_match(m: HttpMatch) -> Doc:
-    """An intention permission's ``HTTP`` block: only the parts given."""
-    out: Doc = {}
-    for key, value in (
-        ("PathExact", m.path_exact), ("PathPrefix", m.path_prefix), ("PathRegex", m.path_regex)
-    ):  # fmt: skip
-        if value is not None:
-            out[key] = value
-    if m.methods:
-        out["Methods"] = list(m.methods)
-    if m.headers:
-        out["Header"] = [_header(h) for h in m.headers]
-    return out
-
-
 def _permission(p: IntentionPermission) -> Doc:
-    return {"Action": p.action, "HTTP": http_match(p.http)}
-
-
-def _source(s: IntentionSource) -> Doc:
-    out: Doc = {
-        "Name": s.name,
-        "Namespace": s.namespace,
-        "Action": s.action,
-        "Description": s.description,
-        "Type": s.type,
-    }
-    if s.permissions:
-        out["Permissions"] = [_permission(p) for p in s.permissions]
-    return out
+    return {"Action": p.action, "HTTP": http_match_doc(p.http)}
 
 
 def config_entry(e: ConfigEntry) -> Doc:
-    """A config entry as ``/v1/config`` answers it."""
-    out: Doc = {"Kind": e.kind, "Name": e.name, "Namespace": e.namespace, "Meta": e.meta}
-    if isinstance(e, ServiceDefaults):
-        out["Protocol"] = e.protocol
-        out["MutualTLSMode"] = e.mutual_tls_mode
-        out["Mode"] = e.mode
-        out["TransparentProxy"] = _tproxy(e.transparent_proxy)
-    elif isinstance(e, ProxyDefaults):
-        out["Config"] = e.config
-        out["Mode"] = e.mode
-        out["MutualTLSMode"] = e.mutual_tls_mode
-        out["TransparentProxy"] = _tproxy(e.transparent_proxy)
-    elif isinstance(e, MeshConfig):
-        out["TransparentProxy"] = {"MeshDestinationsOnly": e.mesh_destinations_only}
-        out["AllowEnablingPermissiveMutualTLS"] = e.allow_enabling_permissive_mutual_tls
-    elif isinstance(e, ServiceIntentions):
-        out["Sources"] = [_source(s) for s in e.sources]
-    else:
-        out["Hosts"] = list(e.hosts)
-        out["Ports"] = [
-            {"Number": p.number, "Protocol": p.protocol, "Name": p.name} for p in e.ports
-        ]
-    out["CreateIndex"] = e.create_index
-    out["ModifyIndex"] = e.modify_index
-    return out
+    """A config entry as ``/v1/config`` answers it: the stored document is Consul's API shape
+    already (``loom.store.entry_codec``), so one encoder serves both; split it here the day the
+    two must differ."""
+    return encode_entry(e)
 
 
 def intention(i: Intention, index: int) -> Doc:

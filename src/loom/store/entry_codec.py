@@ -60,7 +60,9 @@ def _header(d: Doc) -> HeaderMatch:
     )  # fmt: skip
 
 
-def _http_doc(m: HttpMatch) -> Doc:
+def http_match_doc(m: HttpMatch) -> Doc:
+    """An intention permission's ``HTTP`` block, only the parts given (Consul's shape, which
+    the API answers too)."""
     doc: Doc = {key: getattr(m, attr) for key, attr in _PATHS if getattr(m, attr) is not None}
     if m.methods:
         doc["Methods"] = list(m.methods)
@@ -84,7 +86,7 @@ def _source_doc(s: IntentionSource) -> Doc:
     }  # fmt: skip
     if s.permissions:
         doc["Permissions"] = [
-            {"Action": p.action, "HTTP": _http_doc(p.http)} for p in s.permissions
+            {"Action": p.action, "HTTP": http_match_doc(p.http)} for p in s.permissions
         ]
     return doc
 
