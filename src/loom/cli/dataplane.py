@@ -31,6 +31,18 @@ def _common(p: argparse.ArgumentParser) -> None:
         f"(default $LOOM_HTTP_ADDR or {defaults.HTTP_ADDR})",
     )
     p.add_argument(
+        "--token",
+        metavar="SECRET",
+        help="ACL token, for the HTTP API and the xDS stream "
+        "(default $LOOM_HTTP_TOKEN or $CONSUL_HTTP_TOKEN)",
+    )
+    p.add_argument(
+        "--token-file",
+        metavar="PATH",
+        help="file holding the ACL token (default $LOOM_HTTP_TOKEN_FILE or "
+        "$CONSUL_HTTP_TOKEN_FILE)",
+    )
+    p.add_argument(
         "--grpc-addr",
         help="server xDS, HOST:PORT or unix:PATH "
         f"(default $LOOM_GRPC_ADDR or {defaults.GRPC_ADDR})",
@@ -71,12 +83,14 @@ def _seconds(text: str) -> float:
 
 def _settings(args: argparse.Namespace) -> object:
     from loom.api import http_addr_from
+    from loom.api.asyncclient import token_from
     from loom.dataplane.agent import DataplaneSettings
 
     extra = list(getattr(args, "rest", None) or [])
     return DataplaneSettings(
         proxy_id=_proxy_id(args),
         http_addr=http_addr_from(args.http_addr),
+        token=token_from(args.token, args.token_file) or "",
         grpc_addr=args.grpc_addr or os.environ.get("LOOM_GRPC_ADDR") or defaults.GRPC_ADDR,
         admin_bind=args.admin_bind,
         work_dir=getattr(args, "work_dir", None),
@@ -115,7 +129,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     assert isinstance(settings, DataplaneSettings)
-    client = AsyncClient(settings.http_addr)
+    client = AsyncClient(settings.http_addr, token=settings.token)
     try:
         reg = asyncio.run(fetch_registration(client, settings.proxy_id))
     except NotFoundError as exc:

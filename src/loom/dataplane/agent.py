@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import tempfile
 import time
@@ -41,6 +42,9 @@ class DataplaneSettings:
     """Server HTTP API: HOST:PORT or unix:PATH."""
     grpc_addr: str = defaults.GRPC_ADDR
     """Server xDS endpoint: HOST:PORT or unix:PATH."""
+    token: str = ""
+    """ACL token (SecretID) for the HTTP API and, as gRPC metadata ``x-consul-token``, the
+    xDS stream; empty: the anonymous token (ACLs off need none)."""
     admin_bind: str = defaults.ENVOY_ADMIN_BIND
     """Envoy admin listener; port 0 picks a free one."""
     work_dir: Path | None = None
@@ -109,7 +113,7 @@ async def wait_for_registration(
     Raises ``DataplaneError`` naming the node's registered proxies once
     ``registration_timeout_s`` has passed without it.
     """
-    client = AsyncClient(settings.http_addr, timeout=10)
+    client = AsyncClient(settings.http_addr, timeout=10, token=settings.token)
     started = last_log = time.monotonic()
     first = True
     deadline = (
@@ -158,6 +162,7 @@ def bootstrap_for(settings: DataplaneSettings, reg: dict[str, Any]) -> dict[str,
         admin_address=admin.host,
         admin_port=admin.port,
         delta=settings.delta,
+        token=settings.token,
     )
 
 
@@ -179,7 +184,7 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
 
 async def watch_registration(settings: DataplaneSettings, stop: asyncio.Event) -> None:
     """Log when the proxy stops (and starts again) being registered on the server."""
-    client = AsyncClient(settings.http_addr, timeout=10)
+    client = AsyncClient(settings.http_addr, timeout=10, token=settings.token)
     registered = True
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -222,7 +227,7 @@ async def _start_extras(
         )
         await proxy.start()
         stack.push_async_callback(proxy.stop)
-        watcher = asyncio.create_task(watch_table(settings.http_addr, proxy, stop))
+        watcher = asyncio.create_task(watch_table(settings.http_addr, proxy, stop, settings.token))
         stack.push_async_callback(_cancel, watcher)
         log.info("DNS proxy on 127.0.0.1:%d", settings.dns_port)
     if settings.metrics_bind:
@@ -259,8 +264,9 @@ async def _run_envoy(settings: DataplaneSettings, reg: dict[str, Any], stop: asy
         work = settings.work_dir
         work.mkdir(parents=True, exist_ok=True)
     try:
+        work.chmod(0o700)  # the bootstrap holds the ACL token
         config = work / "bootstrap.json"
-        config.write_text(json.dumps(bootstrap_for(settings, reg), indent=2))
+        write_private(config, json.dumps(bootstrap_for(settings, reg), indent=2))
         envoy = Envoy(
             EnvoySettings(
                 config_path=config,
@@ -278,6 +284,14 @@ async def _run_envoy(settings: DataplaneSettings, reg: dict[str, Any], stop: asy
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (0600 from its creation on, never wider)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 async def _supervise(envoy: Envoy, settings: DataplaneSettings, stop: asyncio.Event) -> int:

@@ -52,8 +52,14 @@ def build_bootstrap(
     admin_address: str = "127.0.0.1",
     admin_port: int = 0,
     delta: bool = True,
+    token: str = "",
 ) -> Doc:
+    """``token``: the ACL token, sent on the ADS stream as gRPC metadata ``x-consul-token``
+    (the file then holds a secret: the dataplane writes it 0600)."""
     ads = {"ads": {}, "resource_api_version": "V3"}
+    grpc_service: Doc = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
+    if token:
+        grpc_service["initial_metadata"] = [{"key": "x-consul-token", "value": token}]
     return {
         "node": {
             "id": proxy_id,
@@ -67,7 +73,7 @@ def build_bootstrap(
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                "grpc_services": [grpc_service],
             },
             "cds_config": ads,
             "lds_config": ads,

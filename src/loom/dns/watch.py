@@ -46,9 +46,12 @@ def load_table_file(path: str) -> NameTable:
         raise TableError(f"table file {path}: {exc}") from exc
 
 
-async def watch_table(http_addr: str, proxy: DnsProxy, stop: asyncio.Event) -> None:
-    """Keep ``proxy``'s table up to date from the server until ``stop`` is set."""
-    client = AsyncClient(http_addr)
+async def watch_table(
+    http_addr: str, proxy: DnsProxy, stop: asyncio.Event, token: str | None = None
+) -> None:
+    """Keep ``proxy``'s table up to date from the server until ``stop`` is set (``token``:
+    the ACL token; None takes it from the environment)."""
+    client = AsyncClient(http_addr, token=token)
 
     async def follow() -> None:
         tables = client.watch(

@@ -2,6 +2,7 @@
 
     XdsError                  anything xDS raises
     ├── XdsStartError         the gRPC server could not listen
+    ├── StreamDenied          the stream's ACL token may not have this proxy's configuration
     ├── InconsistentSnapshot  generated resources reference what the snapshot lacks (a bug)
     └── ResourceError         a generated resource does not fit Envoy's schema (a bug)
 
@@ -19,6 +20,11 @@ class XdsError(LoomError):
 
 class XdsStartError(XdsError):
     """The xDS server could not start (address in use, bad address)."""
+
+
+class StreamDenied(XdsError):
+    """The stream's token is unknown or may not ``service:write`` the proxy's service; the
+    text is Consul's (``ACL not found``, ``Permission denied: token with AccessorID ...``)."""
 
 
 class InconsistentSnapshot(XdsError):

@@ -10,7 +10,11 @@ Sessions only speak the protocol; what to serve comes from ``Hub.inputs`` -> tra
 - a proxy that is not (or no longer) registered is never sent anything: its requests are
   held, the stream stays open and Envoy keeps its last configuration (a server restarted with
   an empty store must not wipe its sidecars). Once per stream the server logs why; when the
-  proxy registers, every held request is answered at once.
+  proxy registers, every held request is answered at once;
+- with ACLs on, the stream's token (gRPC metadata ``x-consul-token``) must exist and may
+  ``service:write`` the proxy's destination service, checked before anything is sent and
+  again on every change (an ACL write, a token expiring, the hub's periodic tick): a refused
+  stream ends with ``PERMISSION_DENIED`` and Consul's wording.
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from loom.acl.errors import AclNotFound, PermissionDenied
+from loom.acl.rules import Access
 from loom.addrs import Address
 from loom.control.state import State
 from loom.errors import LoomError
-from loom.xds.errors import XdsStartError
+from loom.xds.errors import StreamDenied, XdsStartError
 from loom.xds.hub import Hub
 from loom.xds.resources import Served, type_version
 from loom.xds.translate import build_resources
@@ -41,15 +47,16 @@ WILDCARD_TYPES = (TYPE_LISTENER, TYPE_CLUSTER)
 _nonces = itertools.count(1)
 _session_ids = itertools.count(1)
 _CHANGED = object()
-
+TOKEN_METADATA = "x-consul-token"
 
 
 class _Session:
     """Shared per-stream machinery: who the proxy is, what it is served, change events."""
 
-    def __init__(self, hub: Hub, requests: AsyncIterator[Any]) -> None:
+    def __init__(self, hub: Hub, requests: AsyncIterator[Any], secret: str = "") -> None:
         self.hub = hub
         self.requests = requests
+        self.secret = secret
         self.queue: asyncio.Queue[Any] = asyncio.Queue()
         self.proxy_id = ""
         self.inputs: object = object()
@@ -64,9 +71,13 @@ class _Session:
         """Recompute what this proxy should have; True when anything changed.
 
         An unregistered proxy keeps what it was served (nothing, on a new stream): an empty
-        configuration would remove its listeners.
+        configuration would remove its listeners. Raises ``StreamDenied`` when the stream's
+        token (no longer) may have this proxy's configuration.
         """
+        self.authorize()
         inputs = self.hub.inputs(self.proxy_id)
+        if inputs is not None:
+            self.authorize(inputs.service)
         if inputs is None:
             if self.registered or not self._told_unregistered:
                 log.warning(
@@ -88,6 +99,20 @@ class _Session:
         self.inputs = inputs
         self.served = served
         return True
+
+    def authorize(self, service: str = "") -> None:
+        """With ACLs on: the token must exist and, given the proxy's destination ``service``,
+        may ``service:write`` it (as Consul's xDS server checks); ``StreamDenied`` if not."""
+        acl = self.hub.state.acl
+        if not acl.enabled:
+            return
+        try:
+            authz = acl.authorizer(self.secret)
+            if service:
+                authz.check("service", Access.WRITE, service)
+        except (AclNotFound, PermissionDenied) as exc:
+            log.warning("proxy %s: stream refused: %s", self.proxy_id or "(unnamed)", exc)
+            raise StreamDenied(str(exc)) from exc
 
     async def _read(self) -> None:
         try:
@@ -139,6 +164,7 @@ class _Session:
 
     async def run(self) -> AsyncIterator[Any]:
         """One loop for both protocols: requests are answered, changes pushed."""
+        self.authorize()  # an unknown token is refused before the first request is read
         async for ev in self.events():
             if ev is _CHANGED:
                 self.change_pending = False
@@ -159,8 +185,8 @@ class _Session:
 
 
 class SotwSession(_Session):
-    def __init__(self, hub: Hub, requests: AsyncIterator[Any]) -> None:
-        super().__init__(hub, requests)
+    def __init__(self, hub: Hub, requests: AsyncIterator[Any], secret: str = "") -> None:
+        super().__init__(hub, requests, secret)
         self.names: dict[str, set[str] | None] = {}
         self.sent_version: dict[str, str] = {}
         self.sent_nonce: dict[str, str] = {}
@@ -223,8 +249,8 @@ class SotwSession(_Session):
 
 
 class DeltaSession(_Session):
-    def __init__(self, hub: Hub, requests: AsyncIterator[Any]) -> None:
-        super().__init__(hub, requests)
+    def __init__(self, hub: Hub, requests: AsyncIterator[Any], secret: str = "") -> None:
+        super().__init__(hub, requests, secret)
         self.subscribed: dict[str, set[str] | None] = {}
         self.client: dict[str, dict[str, str]] = {}
         self.asked: dict[str, set[str]] = {}  # names asked for while held
@@ -298,20 +324,37 @@ class DeltaSession(_Session):
         return [d for d in diffs if d is not None]
 
 
+def stream_token(context: Any) -> str:
+    """The ACL token Envoy sends as gRPC metadata (its bootstrap's ``initial_metadata``)."""
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == TOKEN_METADATA:
+            return str(value).strip()
+    return ""
+
+
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
+    async def _serve(self, session: _Session, context: Any) -> AsyncIterator[Any]:
+        try:
+            async for resp in session.run():
+                yield resp
+        except StreamDenied as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        async for resp in SotwSession(self.hub, request_iterator).run():
+        session = SotwSession(self.hub, request_iterator, stream_token(context))
+        async for resp in self._serve(session, context):
             yield resp
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: Any
     ) -> AsyncIterator[discovery_pb2.DeltaDiscoveryResponse]:
-        async for resp in DeltaSession(self.hub, request_iterator).run():
+        session = DeltaSession(self.hub, request_iterator, stream_token(context))
+        async for resp in self._serve(session, context):
             yield resp
 
 
