@@ -10,15 +10,17 @@ SPIFFE IDs of services are built and parsed in ``loom.ca.spiffe``.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from loom.ca.errors import CAError
 from loom.ca.spiffe import SpiffeId
+
+PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 ROOT_TTL = dt.timedelta(days=3650)
 LEAF_TTL = dt.timedelta(hours=72)
@@ -46,6 +48,8 @@ class Leaf:
     serial: str  # colon-separated hex, as Consul prints it
     cert_pem: str
     key_pem: str
+    """The private key (PEM) when the CA made it; empty for a CSR's leaf (the key stays
+    with whoever made the CSR)."""
     service: str
     uri: str
     not_before: dt.datetime
@@ -147,14 +151,28 @@ class Signer:
         now: dt.datetime,
         ttl: dt.timedelta = LEAF_TTL,
     ) -> Leaf:
+        """A leaf with a key made here (the Consul-compatible leaf endpoint's path)."""
         key = ec.generate_private_key(ec.SECP256R1())
-        uri = spiffe_id(self.root.trust_domain, namespace, datacenter, service)
+        identity = SpiffeId(self.root.trust_domain, namespace, datacenter, service)
+        return replace(self.sign(identity, key.public_key(), now, ttl), key_pem=_pem_key(key))
+
+    def sign(
+        self,
+        identity: SpiffeId,
+        public_key: PublicKey,
+        now: dt.datetime,
+        ttl: dt.timedelta = LEAF_TTL,
+    ) -> Leaf:
+        """A leaf for ``identity`` carrying ``public_key`` (a CSR's): same lifetime and
+        extensions as the leaves made here, and no private key (``key_pem`` is empty)."""
+        service = identity.service
+        uri = identity.uri
         serial = x509.random_serial_number()
         cert = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
             .issuer_name(self._cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(serial)
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(now + ttl)
@@ -191,7 +209,7 @@ class Signer:
         return Leaf(
             serial=_serial_text(serial),
             cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-            key_pem=_pem_key(key),
+            key_pem="",
             service=service,
             uri=uri,
             not_before=cert.not_valid_before_utc,

@@ -6,7 +6,9 @@ its SPIFFE ID (``build_csr``), and the server, before its CA signs anything, che
 stronger, an acceptable key (ECDSA P-256/P-384 or RSA 2048-4096 bits, the leaf key types
 Consul's CA supports), exactly one subject alternative name, a URI that parses as a SPIFFE
 service ID strictly (``loom.ca.spiffe``), equal to the identity the caller's token was
-allowed, and no request for a CA certificate. The CA's signing is wired later.
+allowed, and no request for a CA certificate. ``read_csr`` does every check but the last,
+so the server can learn whom a CSR names (to ask the ACLs) before comparing; the CA then
+signs the CSR's public key (``Signer.sign``), never a key of its own.
 """
 
 from __future__ import annotations
@@ -127,8 +129,9 @@ def _uri(csr: x509.CertificateSigningRequest) -> str:
     return uris[0]
 
 
-def check_csr(pem: str, expected: SpiffeId) -> CheckedCsr:
-    """The parsed CSR when it may be signed for ``expected``; ``CsrError`` saying why not."""
+def read_csr(pem: str) -> CheckedCsr:
+    """The parsed CSR and the identity it names, every check but "the caller may have it"
+    done (PEM, signature, key, one strictly parsed SPIFFE URI, not a CA); ``CsrError``."""
     csr = _load(pem)
     _check_signature(csr)
     _check_key(csr)
@@ -136,6 +139,13 @@ def check_csr(pem: str, expected: SpiffeId) -> CheckedCsr:
         identity = parse_spiffe_id(_uri(csr))
     except SpiffeError as exc:
         raise CsrError(f"CSR: {exc}") from exc
+    return CheckedCsr(identity, csr)
+
+
+def check_csr(pem: str, expected: SpiffeId) -> CheckedCsr:
+    """The parsed CSR when it may be signed for ``expected``; ``CsrError`` saying why not."""
+    checked = read_csr(pem)
+    identity = checked.identity
     if identity != expected:
         raise CsrError(f"CSR: asks for {identity.uri}, the caller may only have {expected.uri}")
-    return CheckedCsr(identity, csr)
+    return checked

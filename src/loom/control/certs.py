@@ -3,22 +3,26 @@
 The root (and the cluster ID that names the trust domain) are made on first start and stored,
 so every restart signs with the same root. Leaves are cached per (namespace, service) and
 re-issued once 60% of their lifetime has passed, so a proxy always has time to swap before
-expiry.
+expiry. ``sign_csr`` signs a workload's CSR (its key never comes here), for this CA's trust
+domain and this server's datacenter only, with the same lifetime and extensions.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections.abc import Callable
 
 from loom.ca.authority import LEAF_TTL, Leaf, Root, Signer, load_root, new_root
+from loom.ca.csr import CheckedCsr, CsrError, read_csr
 from loom.domain.fields import check_name, check_namespace
 from loom.domain.records import CaRoot, Cluster
 from loom.store import Store, put
 from loom.store.tables import CA, META
 
 RENEW_AT = 0.6
+log = logging.getLogger("loom.ca")
 
 
 class Certs:
@@ -79,3 +83,23 @@ class Certs:
         """A new leaf, uncached (benchmarks, explicit re-issue)."""
         assert self._signer is not None, "Certs.start() not called"
         return self._signer.leaf(namespace, self.datacenter, service, self._clock(), self.leaf_ttl)
+
+    def sign_csr(self, csr: str | CheckedCsr) -> Leaf:
+        """A leaf for a CSR (PEM, or already read with ``read_csr``): ``CsrError`` unless it
+        names a service of this trust domain and datacenter. Uncached, no private key."""
+        assert self._signer is not None, "Certs.start() not called"
+        checked = read_csr(csr) if isinstance(csr, str) else csr
+        identity = checked.identity
+        if identity.trust_domain != self.trust_domain:
+            raise CsrError(
+                f"CSR: trust domain {identity.trust_domain!r} is not this CA's "
+                f"({self.trust_domain!r})"
+            )
+        if identity.datacenter != self.datacenter:
+            raise CsrError(
+                f"CSR: datacenter {identity.datacenter!r} is not this server's "
+                f"({self.datacenter!r})"
+            )
+        leaf = self._signer.sign(identity, checked.public_key(), self._clock(), self.leaf_ttl)
+        log.debug("signed a CSR for %s (serial %s)", leaf.uri, leaf.serial)
+        return leaf

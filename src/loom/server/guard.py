@@ -23,6 +23,7 @@ from aiohttp import web
 
 from loom.acl.authorizer import Authorizer
 from loom.acl.rules import Access
+from loom.ca.csr import CheckedCsr, read_csr
 from loom.control.catalog import Vet
 from loom.control.configs import split_ref
 from loom.control.state import State
@@ -287,6 +288,22 @@ async def _config_named(request: web.Request, state: State) -> list[Need]:
     return [need] if need else []
 
 
+_CSR = "loom.csr"
+
+
+async def csr_of(request: web.Request) -> CheckedCsr:
+    """The request body's ``CSR``, read and checked once per request (``CsrError``: 400)."""
+    found: CheckedCsr | None = request.get(_CSR)
+    if found is None:
+        pem = Fields(await _body(request), "").text("CSR", required=True)
+        found = request[_CSR] = read_csr(pem)
+    return found
+
+
+async def _csr_service(request: web.Request, state: State) -> list[Need]:
+    return [("service", W, (await csr_of(request)).identity.service)]
+
+
 async def _connect_authorize(request: web.Request, state: State) -> list[Need]:
     return [("service", W, Fields(await _body(request), "").text("Target", required=True))]
 
@@ -326,6 +343,7 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("GET", "/v1/agent/connect/ca/roots"): _nothing,
     ("GET", "/v1/agent/connect/ca/leaf/{service}"): _named("service", W, "service"),
     ("POST", "/v1/agent/connect/authorize"): _connect_authorize,
+    ("PUT", "/v1/loom/connect/ca/sign"): _csr_service,
     ("GET", "/v1/loom/dns-table"): _nothing,  # filtered
     ("GET", "/v1/status/leader"): _nothing,
     ("GET", "/v1/status/peers"): _nothing,

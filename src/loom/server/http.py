@@ -20,6 +20,7 @@ from aiohttp import web
 
 from loom.acl.errors import AclError, AclNotFound, PermissionDenied
 from loom.acl.rules import Access
+from loom.ca.csr import CsrError
 from loom.control.errors import Conflict, NotFound
 from loom.control.nametable import build_name_table, name_table_text
 from loom.control.snapshot import MESH_TABLES
@@ -43,6 +44,7 @@ from loom.server.guard import (
     can_read_instance,
     can_read_intention,
     can_read_service,
+    csr_of,
     enforce,
     mark_filtered,
     vetter,
@@ -77,7 +79,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             return web.Response(status=409, text=f"{exc}\n")
         except web.HTTPException:
             raise
-        except ValidationError as exc:
+        except (ValidationError, CsrError) as exc:
             return web.Response(status=400, text=f"Invalid request: {exc}\n")
         except (PermissionDenied, AclNotFound) as exc:
             return web.Response(status=403, text=f"{exc}\n")
@@ -505,19 +507,16 @@ async def ca_leaf(request: web.Request) -> web.Response:
     state = request.app[STATE]
     service = check_name(request.match_info["service"], "service")
     leaf = state.certs.leaf(service, _ns(request))
-    return _json(
-        {
-            "SerialNumber": leaf.serial,
-            "CertPEM": leaf.cert_pem,
-            "PrivateKeyPEM": leaf.key_pem,
-            "Service": leaf.service,
-            "ServiceURI": leaf.uri,
-            "ValidAfter": leaf.not_before.isoformat(),
-            "ValidBefore": leaf.not_after.isoformat(),
-            "Namespace": _ns(request),
-        },
-        state.store.index,
-    )
+    return _json(views.issued_cert(leaf, _ns(request)), state.store.index)
+
+
+async def ca_sign(request: web.Request) -> web.Response:
+    """Loom's own: sign a workload's CSR (its key stays with it); the guard has already read
+    the CSR and checked ``service:write`` on the service it names."""
+    state = request.app[STATE]
+    csr = await csr_of(request)
+    leaf = state.certs.sign_csr(csr)
+    return _json(views.issued_cert(leaf, csr.identity.namespace), state.store.index)
 
 
 async def connect_authorize(request: web.Request) -> web.Response:
@@ -607,6 +606,7 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/agent/connect/ca/roots", ca_roots)
     r.add_get("/v1/agent/connect/ca/leaf/{service}", ca_leaf)
     r.add_post("/v1/agent/connect/authorize", connect_authorize)
+    r.add_put("/v1/loom/connect/ca/sign", ca_sign)
     r.add_get("/v1/loom/dns-table", dns_table)
     r.add_get("/v1/status/leader", status_leader)
     r.add_get("/v1/status/peers", status_peers)

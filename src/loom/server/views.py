@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from loom.ca.authority import Leaf
 from loom.control.catalog import Catalog
 from loom.domain.entries import (
     ConfigEntry,
@@ -199,3 +200,21 @@ def intention(i: Intention, index: int) -> Doc:
         "CreateIndex": index,
         "ModifyIndex": index,
     }
+
+
+def issued_cert(leaf: Leaf, namespace: str) -> Doc:
+    """Consul's IssuedCert; ``PrivateKeyPEM`` only for a leaf whose key the CA made (the
+    Consul-compatible leaf endpoint), never for a CSR's."""
+    out: Doc = {"SerialNumber": leaf.serial, "CertPEM": leaf.cert_pem}
+    if leaf.key_pem:
+        out["PrivateKeyPEM"] = leaf.key_pem
+    out.update(
+        {
+            "Service": leaf.service,
+            "ServiceURI": leaf.uri,
+            "ValidAfter": leaf.not_before.isoformat(),
+            "ValidBefore": leaf.not_after.isoformat(),
+            "Namespace": namespace,
+        }
+    )
+    return out
