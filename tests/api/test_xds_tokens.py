@@ -126,7 +126,7 @@ async def test_a_stream_with_a_garbage_token_is_refused_as_not_found(
 ) -> None:
     stream = Stream(mesh.server.grpc, protocol, "b-sidecar-proxy", str(uuid.uuid4()))
     err = await refused(stream)
-    assert (err.code(), err.details()) == (grpc.StatusCode.PERMISSION_DENIED, "ACL not found")
+    assert (err.code(), err.details()) == (grpc.StatusCode.PERMISSION_DENIED, "ACL not found"), err
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

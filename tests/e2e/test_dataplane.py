@@ -86,17 +86,24 @@ def test_connect_envoy_bootstrap_prints_the_bootstrap(loom_server) -> None:
     _register(loom_server, free_port(), free_port())
     out = subprocess.run(
         [sys.executable, "-m", "loom", "connect", "envoy", "--bootstrap", "--proxy-id",
-         "web-sidecar-proxy", "--http-addr", loom_server.http, "--grpc-addr", loom_server.grpc],
+         "web-sidecar-proxy", "--http-addr", loom_server.http, "--grpc-addr", loom_server.grpc,
+         "--sds-socket", "/run/web/sds.sock"],
         capture_output=True, text=True, timeout=30, check=True,
     )  # fmt: skip
     boot = json.loads(out.stdout)
     assert boot["node"]["id"] == "web-sidecar-proxy" and boot["node"]["cluster"] == "web"
     assert boot["dynamic_resources"]["ads_config"]["api_type"] == "DELTA_GRPC"
+    sds = boot["static_resources"]["clusters"][1]
+    assert sds["name"] == "loom_agent_sds"
+    endpoint = sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"] == {"pipe": {"path": "/run/web/sds.sock"}}
+    assert "PRIVATE KEY" not in out.stdout
 
 
 def test_bootstraps_match_the_golden_files(golden) -> None:  # type: ignore[no-untyped-def]
-    tcp = build_bootstrap("web-sidecar-proxy", "web", "default", parse_address("127.0.0.1:8502"))
+    tcp = build_bootstrap("web-sidecar-proxy", "web", "default", parse_address("127.0.0.1:8502"),
+                          sds_socket="/tmp/dp/sds.sock")  # fmt: skip
     unix = build_bootstrap("web-sidecar-proxy", "web", "default", parse_address("unix:/run/loom/xds.sock"),
-                           delta=False)  # fmt: skip
+                           delta=False, sds_socket="/run/loom/dp/sds.sock")  # fmt: skip
     golden.check("xds/bootstrap_tcp.json", json.dumps(tcp, indent=1, sort_keys=True) + "\n")
     golden.check("xds/bootstrap_unix_sotw.json", json.dumps(unix, indent=1, sort_keys=True) + "\n")

@@ -237,7 +237,8 @@ def _leaf_serial(mesh: Mesh) -> str:
 
 
 def test_leaf_certificates_rotate_without_dropping_an_open_connection(mesh: Mesh) -> None:
-    # The server runs with 8 s leaves: renewed at 60% (4.8 s), pushed over SDS.
+    # The server signs 8 s leaves: each agent renews at half the life left (~4 s), makes a new
+    # key and pushes the new leaf to its Envoy on the open SDS stream.
     before = _leaf_serial(mesh)
     with socket.create_connection(("127.0.0.1", mesh.upstream_port), 5) as conn:
         conn.settimeout(5)

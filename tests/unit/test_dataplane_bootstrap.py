@@ -16,12 +16,13 @@ def _grpc_service(doc: dict) -> dict:  # type: ignore[type-arg]
 
 def test_a_token_is_sent_as_x_consul_token_metadata_on_the_ads_stream() -> None:
     doc = build_bootstrap("web-sidecar-proxy", "web", "default", parse_address("127.0.0.1:8502"),
-                          token="s3cret")  # fmt: skip
+                          token="s3cret", sds_socket="/w/sds.sock")  # fmt: skip
     assert _grpc_service(doc)["initial_metadata"] == [{"key": "x-consul-token", "value": "s3cret"}]
 
 
 def test_without_a_token_the_stream_carries_no_metadata() -> None:
-    doc = build_bootstrap("web-sidecar-proxy", "web", "default", parse_address("127.0.0.1:8502"))
+    doc = build_bootstrap("web-sidecar-proxy", "web", "default", parse_address("127.0.0.1:8502"),
+                          sds_socket="/w/sds.sock")  # fmt: skip
     assert "initial_metadata" not in _grpc_service(doc)
 
 

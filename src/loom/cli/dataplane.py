@@ -102,6 +102,7 @@ def _settings(args: argparse.Namespace) -> object:
         drain_seconds=getattr(args, "drain_seconds", 5.0),
         concurrency=getattr(args, "envoy_concurrency", 2),
         registration_timeout_s=getattr(args, "registration_timeout", None),
+        run_envoy=not getattr(args, "no_envoy", False),
     )
 
 
@@ -135,7 +136,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
     except NotFoundError as exc:
         known = asyncio.run(registered_proxies(client))
         raise DataplaneError(f"proxy {settings.proxy_id!r} is not registered; {known}") from exc
-    print(json.dumps(bootstrap_for(settings, reg), indent=2, sort_keys=True))
+    sds = Path(args.sds_socket)
+    print(json.dumps(bootstrap_for(settings, reg, sds), indent=2, sort_keys=True))
     return 0
 
 
@@ -158,6 +160,12 @@ def register(commands: Commands) -> None:
         help="exit with an error naming the node's registered proxies if the server or the "
         "proxy's registration is not there within SECONDS (default: wait as long as it takes)",
     )
+    p.add_argument(
+        "--no-envoy",
+        action="store_true",
+        help="do not run Envoy: keep the proxy's key and certificate and serve them over SDS "
+        "on WORK_DIR/sds.sock to an Envoy run by someone else (see loom connect envoy)",
+    )
     p.add_argument("--envoy-log-level", default="warning", help="Envoy -l (default warning)")
     p.add_argument(
         "--envoy-concurrency", type=int, default=2, help="Envoy worker threads (default 2)"
@@ -177,7 +185,20 @@ def register(commands: Commands) -> None:
     p = connect.add_parser(
         "envoy",
         help="print the Envoy bootstrap of a proxy (like consul connect envoy -bootstrap)",
+        description=(
+            "Print the Envoy bootstrap of a registered proxy for an Envoy you run yourself. "
+            "Its certificate and private key never come from the server: the bootstrap reads "
+            "them over SDS from a `loom dataplane --no-envoy` agent of the same proxy, whose "
+            "socket (WORK_DIR/sds.sock) --sds-socket names."
+        ),
     )
     p.add_argument("--bootstrap", action="store_true", required=True, help="print the bootstrap")
+    p.add_argument(
+        "--sds-socket",
+        required=True,
+        metavar="PATH",
+        help="SDS unix socket of the proxy's agent (`loom dataplane --no-envoy --work-dir D`: "
+        "D/sds.sock)",
+    )
     _common(p)
     p.set_defaults(func=_bootstrap)

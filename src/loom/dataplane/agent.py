@@ -1,4 +1,5 @@
-"""``loom dataplane``: find the proxy's registration, write the bootstrap, run Envoy.
+"""``loom dataplane``: find the proxy's registration, keep its identity, write the bootstrap,
+run Envoy.
 
 Converges whatever the start order: it waits (with a log line every few seconds) for the
 server to answer and for the proxy to be registered, starts Envoy, restarts it if it dies
@@ -6,7 +7,9 @@ server to answer and for the proxy to be registered, starts Envoy, restarts it i
 start at all, it exits non-zero with Envoy's own last log lines. While Envoy runs it keeps
 checking the registration, so that a proxy the server no longer knows (deregistered, or a
 server restarted with an empty store) is said here: the server then sends it nothing and
-Envoy keeps its last configuration.
+Envoy keeps its last configuration. The agent makes the workload's private key, has its CSR
+signed and serves leaf and roots to Envoy over SDS on a unix socket in its work directory
+(``identity``, ``sds``): the key never leaves this process and its Envoy.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -30,6 +34,8 @@ from loom.api import AsyncClient, ClientError, NotFoundError
 from loom.dataplane.bootstrap import build_bootstrap
 from loom.dataplane.envoy import Envoy, EnvoySettings
 from loom.dataplane.errors import DataplaneError, EnvoyError
+from loom.dataplane.identity import WorkloadIdentity
+from loom.dataplane.sds import SecretStore, serve_sds, socket_path
 
 log = logging.getLogger("loom.dataplane")
 
@@ -72,6 +78,9 @@ class DataplaneSettings:
     many seconds; None waits as long as it takes (any start order converges)."""
     on_ready: Callable[[tuple[str, int] | None], Awaitable[None] | None] | None = None
     """Called once Envoy is ready, with its admin address (tests, readiness files)."""
+    run_envoy: bool = True
+    """False: keep the identity and serve SDS only, for an Envoy run by someone else (its
+    bootstrap from ``loom connect envoy --bootstrap --sds-socket``)."""
 
 
 
@@ -152,7 +161,9 @@ async def wait_for_registration(
     return None
 
 
-def bootstrap_for(settings: DataplaneSettings, reg: dict[str, Any]) -> dict[str, Any]:
+def bootstrap_for(
+    settings: DataplaneSettings, reg: dict[str, Any], sds_socket: Path
+) -> dict[str, Any]:
     admin = parse_address(settings.admin_bind, "--admin-bind")
     return build_bootstrap(
         proxy_id=settings.proxy_id,
@@ -163,6 +174,7 @@ def bootstrap_for(settings: DataplaneSettings, reg: dict[str, Any]) -> dict[str,
         admin_port=admin.port,
         delta=settings.delta,
         token=settings.token,
+        sds_socket=str(sds_socket),
     )
 
 
@@ -176,10 +188,58 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
     if reg is None:
         return 0
     async with contextlib.AsyncExitStack() as extras:
+        work = _work_dir(settings, extras)
+        sds = await _start_identity(settings, reg, work, stop, extras)
         await _start_extras(settings, reg, stop, extras)
         watcher = asyncio.create_task(watch_registration(settings, stop))
         extras.push_async_callback(_cancel, watcher)
-        return await _run_envoy(settings, reg, stop)
+        if not settings.run_envoy:
+            log.info("serving the secrets of proxy %s over SDS on %s", settings.proxy_id, sds)
+            await stop.wait()
+            return 0
+        return await _run_envoy(settings, reg, work, sds, stop)
+
+
+def _work_dir(settings: DataplaneSettings, stack: contextlib.AsyncExitStack) -> Path:
+    """The work directory (0700: it holds the bootstrap's token and the SDS socket); a
+    temporary one, removed at exit, when none is given."""
+    if settings.work_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix=f"loom-dp-{settings.proxy_id[:20]}-")
+        stack.callback(tmp.cleanup)
+        work = Path(tmp.name)
+    else:
+        work = settings.work_dir
+        work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o700)
+    return work
+
+
+async def _start_identity(
+    settings: DataplaneSettings,
+    reg: dict[str, Any],
+    work: Path,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+) -> Path:
+    """Key, signed leaf and roots before Envoy starts; then SDS on ``work/sds.sock`` and the
+    renewal loop. Returns the socket's path."""
+    client = AsyncClient(settings.http_addr, timeout=10, token=settings.token)
+    store = SecretStore()
+    identity = WorkloadIdentity(
+        client,
+        service=reg["Proxy"]["DestinationServiceName"],
+        namespace=reg.get("Namespace") or "default",
+        datacenter=reg.get("Datacenter") or "dc1",
+        store=store,
+    )
+    await identity.start()
+    path, short = socket_path(work)
+    if short is not None:
+        stack.callback(shutil.rmtree, short, True)
+    stack.push_async_callback(await serve_sds(store, path))
+    renewal = asyncio.create_task(identity.run(stop))
+    stack.push_async_callback(_cancel, renewal)
+    return path
 
 
 async def watch_registration(settings: DataplaneSettings, stop: asyncio.Event) -> None:
@@ -255,35 +315,25 @@ async def _cancel(task: asyncio.Task[None]) -> None:
         await task
 
 
-async def _run_envoy(settings: DataplaneSettings, reg: dict[str, Any], stop: asyncio.Event) -> int:
-    tmp = None
-    if settings.work_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix=f"loom-dp-{settings.proxy_id[:20]}-")
-        work = Path(tmp.name)
-    else:
-        work = settings.work_dir
-        work.mkdir(parents=True, exist_ok=True)
-    try:
-        work.chmod(0o700)  # the bootstrap holds the ACL token
-        config = work / "bootstrap.json"
-        write_private(config, json.dumps(bootstrap_for(settings, reg), indent=2))
-        envoy = Envoy(
-            EnvoySettings(
-                config_path=config,
-                work_dir=work,
-                log_level=settings.log_level,
-                extra_args=settings.extra_args,
-                drain_seconds=settings.drain_seconds,
-                concurrency=settings.concurrency,
-            )
+async def _run_envoy(
+    settings: DataplaneSettings, reg: dict[str, Any], work: Path, sds: Path, stop: asyncio.Event
+) -> int:
+    config = work / "bootstrap.json"  # holds the ACL token: 0600 in the 0700 work dir
+    write_private(config, json.dumps(bootstrap_for(settings, reg, sds), indent=2))
+    envoy = Envoy(
+        EnvoySettings(
+            config_path=config,
+            work_dir=work,
+            log_level=settings.log_level,
+            extra_args=settings.extra_args,
+            drain_seconds=settings.drain_seconds,
+            concurrency=settings.concurrency,
         )
-        try:
-            return await _supervise(envoy, settings, stop)
-        finally:
-            (work / "ready").unlink(missing_ok=True)
+    )
+    try:
+        return await _supervise(envoy, settings, stop)
     finally:
-        if tmp is not None:
-            tmp.cleanup()
+        (work / "ready").unlink(missing_ok=True)
 
 
 def write_private(path: Path, text: str) -> None:

@@ -1,4 +1,5 @@
-"""Envoy bootstrap for a sidecar (pure): node identity, admin, and ADS to the Loom server."""
+"""Envoy bootstrap for a sidecar (pure): node identity, admin, ADS to the Loom server, and the
+agent's SDS socket (``loom_agent_sds``), from which Envoy reads its leaf, key and roots."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ipaddress
 from typing import Any
 
 from loom.addrs import Address
+from loom.xds.translate.names import AGENT_SDS_CLUSTER
 
 Doc = dict[str, Any]
 XDS_CLUSTER = "loom_xds"
@@ -44,6 +46,27 @@ def xds_cluster(xds: Address) -> Doc:
     }
 
 
+def sds_cluster(socket: str) -> Doc:
+    """The static cluster to the local agent's SDS server (gRPC over a unix socket)."""
+    return {
+        "name": AGENT_SDS_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            HTTP_OPTIONS: {
+                "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": AGENT_SDS_CLUSTER,
+            "endpoints": [
+                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket}}}}]}
+            ],
+        },
+    }
+
+
 def build_bootstrap(
     proxy_id: str,
     service: str,
@@ -53,9 +76,12 @@ def build_bootstrap(
     admin_port: int = 0,
     delta: bool = True,
     token: str = "",
+    *,
+    sds_socket: str,
 ) -> Doc:
     """``token``: the ACL token, sent on the ADS stream as gRPC metadata ``x-consul-token``
-    (the file then holds a secret: the dataplane writes it 0600)."""
+    (the file then holds a secret: the dataplane writes it 0600). ``sds_socket``: the
+    agent's SDS unix socket, where Envoy reads its leaf, key and roots."""
     ads = {"ads": {}, "resource_api_version": "V3"}
     grpc_service: Doc = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
     if token:
@@ -78,5 +104,5 @@ def build_bootstrap(
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": {"clusters": [xds_cluster(xds)]},
+        "static_resources": {"clusters": [xds_cluster(xds), sds_cluster(sds_socket)]},
     }

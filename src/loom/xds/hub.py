@@ -1,8 +1,8 @@
 """Change fan-out for xDS sessions: one shared mesh snapshot per store index.
 
-Every session waits on the hub's generation counter. A store write bumps it once; so does the
-leaf-renewal timer, so sessions re-collect their inputs and pick up renewed certificates.
-Sessions whose inputs did not change do nothing.
+Every session waits on the hub's generation counter. A store write bumps it once; so does a
+periodic timer, so sessions re-check their stream's token (one that expired ends its stream).
+Sessions whose inputs did not change send nothing.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class Hub:
         while True:
             # Compare indexes rather than trusting one wake-up per write: a write that lands
             # between our wake-up and the next wait must not be missed. The timeout gives a
-            # periodic re-collection, which renews leaves before they expire.
+            # periodic re-check, which ends the streams of tokens that expired meanwhile.
             if store.index == seen:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(store.changed(), self.refresh_s)
@@ -63,4 +63,4 @@ class Hub:
         return self.generation
 
     def inputs(self, proxy_id: str) -> ProxyInputs | None:
-        return collect_inputs(self.state.snapshot(), proxy_id, self.state.certs.leaf)
+        return collect_inputs(self.state.snapshot(), proxy_id)

@@ -113,9 +113,6 @@ class ProxyInputs:
     """strict | permissive: permissive also accepts plain-text clients on the public port."""
     rules: tuple[AccessRule, ...]
     default_allow: bool
-    roots_pem: str
-    leaf_cert_pem: str
-    leaf_key_pem: str
     upstreams: tuple[Upstream, ...] = ()
     transparent: bool = False
     outbound_port: int = 15001

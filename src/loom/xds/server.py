@@ -6,7 +6,8 @@ Sessions only speak the protocol; what to serve comes from ``Hub.inputs`` -> tra
   names, and when the served content changes - never in answer to an ACK of what we sent
   (no push loops);
 - a NACK is logged with proxy, type and Envoy's message, and the previous version stays;
-- changed types go out clusters -> endpoints -> secrets -> listeners (make before break);
+- changed types go out clusters -> endpoints -> listeners (make before break); no Secret is
+  ever sent: each proxy's agent serves its own leaf and roots;
 - a proxy that is not (or no longer) registered is never sent anything: its requests are
   held, the stream stays open and Envoy keeps its last configuration (a server restarted with
   an empty store must not wipe its sidecars). Once per stream the server logs why; when the
@@ -48,6 +49,9 @@ _nonces = itertools.count(1)
 _session_ids = itertools.count(1)
 _CHANGED = object()
 TOKEN_METADATA = "x-consul-token"
+TOKEN_RECHECK_S = 10.0
+"""With no store change, how often streams re-check their token (an expiry ends a stream
+at most this late)."""
 
 
 class _Session:
@@ -164,7 +168,6 @@ class _Session:
 
     async def run(self) -> AsyncIterator[Any]:
         """One loop for both protocols: requests are answered, changes pushed."""
-        self.authorize()  # an unknown token is refused before the first request is read
         async for ev in self.events():
             if ev is _CHANGED:
                 self.change_pending = False
@@ -361,7 +364,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
 async def start_xds(
     state: State, addrs: list[Address]
 ) -> tuple[list[str], Callable[[], Awaitable[None]]]:
-    hub = Hub(state, refresh_s=max(1.0, min(30.0, state.certs.leaf_ttl.total_seconds() / 20)))
+    hub = Hub(state, refresh_s=TOKEN_RECHECK_S)
     server = grpc.aio.server(
         options=[
             ("grpc.so_reuseport", 0),

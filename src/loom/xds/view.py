@@ -3,15 +3,15 @@
 The snapshot, built once per store index for every session (and the DNS table), has already
 indexed healthy sidecar endpoints per service, virtual IPs, instance addresses, intentions and
 config entries, so collecting one proxy's inputs costs only lookups. ``collect_inputs`` is
-deterministic given the snapshot and the leaf certificate; equal inputs mean nothing to push.
+deterministic given the snapshot; equal inputs mean nothing to push. Certificates are not
+inputs: each proxy's agent holds its key and serves its leaf and roots to Envoy itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from loom.ca.authority import Leaf, spiffe_id
+from loom.ca.authority import spiffe_id
 from loom.domain.intentions import DENY, decide
 from loom.domain.mesh import MeshSnapshot
 from loom.xds.inputs import (
@@ -41,9 +41,7 @@ def _upstream(view: MeshSnapshot, ns: str, name: str, dc: str, **extra: Any) -> 
     )
 
 
-def collect_inputs(
-    view: MeshSnapshot, proxy_id: str, leaf: Callable[[str, str], Leaf]
-) -> ProxyInputs | None:
+def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
     """The inputs of proxy ``proxy_id``, or None when no such proxy is registered."""
     inst = view.proxies.get(proxy_id)
     if inst is None:
@@ -108,7 +106,6 @@ def collect_inputs(
         or sd.transparent_proxy.outbound_listener_port
         or 15001
     )
-    cert = leaf(service, ns)
     bind = proxy.config.get("bind_address")
     return ProxyInputs(
         proxy_id=proxy_id,
@@ -124,9 +121,6 @@ def collect_inputs(
         mtls_mode=mtls,
         rules=rules,
         default_allow=view.default_allow,
-        roots_pem=view.roots_pem,
-        leaf_cert_pem=cert.cert_pem,
-        leaf_key_pem=cert.key_pem,
         upstreams=tuple(upstreams),
         transparent=transparent,
         outbound_port=outbound_port,

@@ -33,7 +33,7 @@ async def _inputs(state: State, sidecar: dict[str, Any] | None = None) -> ProxyI
     await state.catalog.agent_register(
         {"Name": "web", "Port": 8080, "Connect": {"SidecarService": sidecar or {}}}
     )
-    found = collect_inputs(state.snapshot(), "web-sidecar-proxy", state.certs.leaf)
+    found = collect_inputs(state.snapshot(), "web-sidecar-proxy")
     assert found is not None
     return found
 

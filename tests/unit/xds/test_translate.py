@@ -24,7 +24,14 @@ from loom.xds.inputs import (
 )
 from loom.xds.resources import Converter
 from loom.xds.translate import InconsistentSnapshot, build_resources, check_consistency
-from loom.xds.translate.names import TYPE_CLUSTER, TYPE_ENDPOINTS, TYPE_LISTENER
+from loom.xds.translate.names import (
+    ADS,
+    AGENT_SDS,
+    TYPE_CLUSTER,
+    TYPE_ENDPOINTS,
+    TYPE_LISTENER,
+    TYPE_SECRET,
+)
 from loom.xds.translate.rbac import http_rbac_policies, rbac_policies
 
 TD = "11111111-2222-3333-4444-555555555555.consul"
@@ -42,7 +49,7 @@ BASE = ProxyInputs(
     proxy_id="static-client-sidecar-proxy", service="static-client", namespace="default",
     datacenter="dc1", trust_domain=TD, public_address="0.0.0.0", public_port=20000,
     local_app_address="127.0.0.1", local_app_port=8080, protocol="tcp", mtls_mode="strict",
-    rules=(), default_allow=True, roots_pem="ROOTS", leaf_cert_pem="CERT", leaf_key_pem="KEY",
+    rules=(), default_allow=True,
 )  # fmt: skip
 
 CASES = {
@@ -169,6 +176,29 @@ def test_an_inconsistent_snapshot_is_refused() -> None:
     del res[TYPE_ENDPOINTS][next(iter(res[TYPE_ENDPOINTS]))]
     with pytest.raises(InconsistentSnapshot):
         check_consistency(res)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_server_serves_no_secret_and_every_tls_context_reads_the_agents_sds(case: str) -> None:
+    res = build_resources(CASES[case])
+    assert res[TYPE_SECRET] == {}
+    text = json.dumps(res)
+    assert "PRIVATE KEY" not in text and "inline_string" not in text
+    assert text.count('"cluster_name": "loom_agent_sds"') >= 2
+
+
+def test_a_secret_served_by_the_server_is_refused() -> None:
+    res = build_resources(BASE)
+    res[TYPE_SECRET] = {"leaf": {"name": "leaf"}}
+    with pytest.raises(InconsistentSnapshot, match="must serve no secret"):
+        check_consistency(res)
+
+
+def test_a_secret_read_over_ads_or_unknown_to_the_agent_is_refused() -> None:
+    for old, new in ((json.dumps(AGENT_SDS), json.dumps(ADS)), ('"roots"', '"other"')):
+        res = json.loads(json.dumps(build_resources(BASE)).replace(old, new))
+        with pytest.raises(InconsistentSnapshot):
+            check_consistency(res)
 
 
 # -- RBAC semantics: Envoy's evaluation of our policies equals decide() ---------------------------

@@ -2,7 +2,9 @@
 
 ``build_resources(inputs)`` returns ``{type_url: {name: resource}}``; ``check_consistency``
 verifies the set is self-contained before it is ever served (go-control-plane's rule: every
-EDS cluster has endpoints, every referenced cluster and secret exists).
+EDS cluster has endpoints, every referenced cluster exists). Secrets are the exception: the
+server serves none (no private key leaves the workload), so every referenced secret must be
+one the proxy's local agent serves, over the agent's SDS source.
 """
 
 from __future__ import annotations
@@ -13,8 +15,14 @@ from loom.xds.errors import InconsistentSnapshot
 from loom.xds.inputs import ProxyInputs
 from loom.xds.translate.clusters import build_clusters, build_endpoints
 from loom.xds.translate.listeners import build_listeners
-from loom.xds.translate.names import TYPE_CLUSTER, TYPE_ENDPOINTS, TYPE_LISTENER, TYPE_SECRET
-from loom.xds.translate.tls import secrets
+from loom.xds.translate.names import (
+    AGENT_SDS,
+    AGENT_SECRETS,
+    TYPE_CLUSTER,
+    TYPE_ENDPOINTS,
+    TYPE_LISTENER,
+    TYPE_SECRET,
+)
 
 Doc = dict[str, Any]
 Resources = dict[str, dict[str, Doc]]
@@ -26,13 +34,13 @@ def build_resources(inp: ProxyInputs) -> Resources:
         TYPE_LISTENER: {r["name"]: r for r in build_listeners(inp)},
         TYPE_CLUSTER: {r["name"]: r for r in build_clusters(inp)},
         TYPE_ENDPOINTS: {r["cluster_name"]: r for r in build_endpoints(inp)},
-        TYPE_SECRET: secrets(inp.leaf_cert_pem, inp.leaf_key_pem, inp.roots_pem),
+        TYPE_SECRET: {},  # the agent serves the leaf and roots (SDS on its unix socket)
     }
     check_consistency(res)
     return res
 
 
-def _walk(node: Any, found: dict[str, set[str]]) -> None:
+def _walk(node: Any, found: dict[str, Any]) -> None:
     if isinstance(node, dict):
         for key, value in node.items():
             if key == "cluster" and isinstance(value, str):
@@ -40,9 +48,9 @@ def _walk(node: Any, found: dict[str, set[str]]) -> None:
             elif key == "route" and isinstance(value, dict) and "cluster" in value:
                 found["cluster"].add(value["cluster"])
             elif key in ("tls_certificate_sds_secret_configs",):
-                found["secret"].update(s["name"] for s in value)
+                found["secret"].extend(value)
             elif key == "validation_context_sds_secret_config":
-                found["secret"].add(value["name"])
+                found["secret"].append(value)
             else:
                 _walk(value, found)
     elif isinstance(node, list):
@@ -51,15 +59,22 @@ def _walk(node: Any, found: dict[str, set[str]]) -> None:
 
 
 def check_consistency(res: Resources) -> None:
-    found: dict[str, set[str]] = {"cluster": set(), "secret": set()}
+    found: dict[str, Any] = {"cluster": set(), "secret": []}
     _walk(res[TYPE_LISTENER], found)
     _walk(res[TYPE_CLUSTER], found)
     missing = found["cluster"] - res[TYPE_CLUSTER].keys()
     if missing:
         raise InconsistentSnapshot(f"listeners use undefined clusters: {sorted(missing)}")
-    missing = found["secret"] - res[TYPE_SECRET].keys()
-    if missing:
-        raise InconsistentSnapshot(f"resources use undefined secrets: {sorted(missing)}")
+    if res[TYPE_SECRET]:
+        raise InconsistentSnapshot(f"the server must serve no secret: {sorted(res[TYPE_SECRET])}")
+    names = {s["name"] for s in found["secret"]}
+    if names - set(AGENT_SECRETS):
+        raise InconsistentSnapshot(
+            f"resources use secrets the agent does not serve: {sorted(names - set(AGENT_SECRETS))}"
+        )
+    elsewhere = sorted({s["name"] for s in found["secret"] if s.get("sds_config") != AGENT_SDS})
+    if elsewhere:
+        raise InconsistentSnapshot(f"secrets {elsewhere} are not read from the agent's SDS")
     eds = {n for n, c in res[TYPE_CLUSTER].items() if c.get("type") == "EDS"}
     if eds != res[TYPE_ENDPOINTS].keys():
         raise InconsistentSnapshot(

@@ -18,6 +18,19 @@ ORDER = (TYPE_CLUSTER, TYPE_ENDPOINTS, TYPE_SECRET, TYPE_LISTENER)
 
 ADS = {"ads": {}, "resource_api_version": "V3"}
 
+AGENT_SDS_CLUSTER = "loom_agent_sds"
+"""The bootstrap's static cluster to the dataplane agent's SDS unix socket."""
+AGENT_SDS = {
+    "resource_api_version": "V3",
+    "api_config_source": {
+        "api_type": "GRPC",
+        "transport_api_version": "V3",
+        "grpc_services": [{"envoy_grpc": {"cluster_name": AGENT_SDS_CLUSTER}}],
+    },
+}
+"""Where Envoy gets ``leaf`` and ``roots``: from its local agent, which holds the key."""
+AGENT_SECRETS = (LEAF_SECRET, ROOTS_SECRET)
+
 
 def upstream_listener(service: str, namespace: str, port: int) -> str:
     return f"upstream:{namespace}/{service}:{port}"

@@ -1,10 +1,15 @@
-"""TLS contexts: certificates and roots always come from SDS (pushed over ADS)."""
+"""TLS contexts: the leaf and roots always come over SDS from the proxy's local agent.
+
+The agent (``loom dataplane``) makes the private key, has its CSR signed and serves both
+secrets to its Envoy on a unix socket (``AGENT_SDS``); the server never sends a Secret, so a
+private key never crosses the network. ``secrets`` is the agent's builder of the two.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from loom.xds.translate.names import ADS, LEAF_SECRET, ROOTS_SECRET
+from loom.xds.translate.names import AGENT_SDS, LEAF_SECRET, ROOTS_SECRET
 
 Doc = dict[str, Any]
 TLS_PARAMS = {"tls_minimum_protocol_version": "TLSv1_2"}
@@ -14,9 +19,9 @@ _TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
 def _common(extra_validation: Doc | None = None) -> Doc:
     ctx: Doc = {
         "tls_params": TLS_PARAMS,
-        "tls_certificate_sds_secret_configs": [{"name": LEAF_SECRET, "sds_config": ADS}],
+        "tls_certificate_sds_secret_configs": [{"name": LEAF_SECRET, "sds_config": AGENT_SDS}],
     }
-    roots = {"name": ROOTS_SECRET, "sds_config": ADS}
+    roots = {"name": ROOTS_SECRET, "sds_config": AGENT_SDS}
     if extra_validation:
         ctx["combined_validation_context"] = {
             "default_validation_context": extra_validation,
@@ -53,6 +58,7 @@ def upstream_tls(sni: str, spiffe_id: str) -> Doc:
 
 
 def secrets(leaf_cert_pem: str, leaf_key_pem: str, roots_pem: str) -> dict[str, Doc]:
+    """The agent's two SDS secrets (never built by the server)."""
     return {
         LEAF_SECRET: {
             "name": LEAF_SECRET,

@@ -1,0 +1,174 @@
+"""The workload's identity, kept by the agent: its private key is made here and never sent.
+
+``WorkloadIdentity`` makes a P-256 key, sends only a CSR naming the proxy's SPIFFE ID to
+``PUT /v1/loom/connect/ca/sign`` (with the dataplane's token: the server signs only for a
+service the token may ``service:write``), and hands leaf, key and roots to the
+``SecretStore`` that the agent's SDS server serves to Envoy. It then keeps them fresh:
+
+- a new key and leaf at about half of the leaf's remaining life (the server's leaf TTL);
+- a new leaf, and the new roots, as soon as the roots change (``/v1/agent/connect/ca/roots``
+  watched with a blocking query), so a CA rotation reaches Envoy before old leaves expire;
+- a failure (the server away, a token revoked) is logged and retried with backoff while
+  Envoy keeps serving the last good secrets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from loom.api import AsyncClient, ClientError, HTTPStatusError
+from loom.ca.csr import build_csr, key_pem, new_key
+from loom.ca.spiffe import SpiffeError, SpiffeId
+from loom.dataplane.errors import DataplaneError
+from loom.dataplane.sds import SecretStore
+
+log = logging.getLogger("loom.dataplane.identity")
+SIGN_PATH = "/v1/loom/connect/ca/sign"
+ROOTS_PATH = "/v1/agent/connect/ca/roots"
+RENEW_AT = 0.5
+"""Renew once this share of a leaf's remaining life has passed."""
+MIN_RENEW_S = 1.0
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0
+
+
+@dataclass(frozen=True)
+class Roots:
+    trust_domain: str
+    active_id: str
+    pem: str
+
+    @classmethod
+    def from_json(cls, body: Any) -> Roots:
+        try:
+            pems = [r["RootCert"] for r in body["Roots"]]
+            return cls(str(body["TrustDomain"]), str(body["ActiveRootID"]), "".join(pems))
+        except (KeyError, TypeError) as exc:
+            raise DataplaneError(f"the server's CA roots are malformed: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class Issued:
+    serial: str
+    cert_pem: str
+    valid_before: dt.datetime
+
+
+class WorkloadIdentity:
+    def __init__(
+        self,
+        client: AsyncClient,
+        service: str,
+        namespace: str,
+        datacenter: str,
+        store: SecretStore,
+    ) -> None:
+        self.client = client
+        self.service = service
+        self.namespace = namespace
+        self.datacenter = datacenter
+        self.store = store
+        self.roots: Roots | None = None
+        self.leaf: Issued | None = None
+        self._roots_changed = asyncio.Event()
+        self._pending: Roots | None = None
+
+    def _identity(self, roots: Roots) -> SpiffeId:
+        try:
+            return SpiffeId.of(roots.trust_domain, self.namespace, self.datacenter, self.service)
+        except SpiffeError as exc:
+            raise DataplaneError(f"cannot name this proxy's identity: {exc}") from exc
+
+    async def _sign(self, roots: Roots) -> None:
+        """A new key, its CSR signed, and the store updated; the key stays in this process."""
+        key = new_key()
+        csr = build_csr(self._identity(roots), key)
+        body = await self.client.put(SIGN_PATH, {"CSR": csr})
+        try:
+            issued = Issued(
+                str(body["SerialNumber"]),
+                str(body["CertPEM"]),
+                dt.datetime.fromisoformat(body["ValidBefore"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataplaneError(f"the server's signed certificate is malformed: {exc!r}") from exc
+        self.store.set(issued.cert_pem, key_pem(key), roots.pem)
+        self.roots, self.leaf = roots, issued
+        log.info("leaf for %s signed (serial %s, valid until %s)",
+                 self.service, issued.serial, issued.valid_before.isoformat())  # fmt: skip
+
+    async def start(self) -> None:
+        """The first roots and leaf, before Envoy starts; a refusal is fatal here (a token
+        that may not have this identity will not gain it by waiting)."""
+        try:
+            roots = Roots.from_json(await self.client.get(ROOTS_PATH))
+            await self._sign(roots)
+        except HTTPStatusError as exc:
+            if exc.status in (400, 403):
+                raise DataplaneError(f"cannot get a certificate for {self.service}: {exc}") from exc
+            raise
+
+    def renew_in(self, now: dt.datetime) -> float:
+        """Seconds until the current leaf is due for renewal."""
+        if self.leaf is None:
+            return 0.0
+        left = (self.leaf.valid_before - now).total_seconds()
+        return max(MIN_RENEW_S, left * RENEW_AT)
+
+    async def _watch_roots(self) -> None:
+        async for body, _ in self.client.watch(ROOTS_PATH, wait="5m", label="CA roots", logger=log):
+            try:
+                roots = Roots.from_json(body)
+            except DataplaneError as exc:
+                log.warning("%s", exc)
+                continue
+            if self.roots is not None and roots != self.roots:
+                log.info("CA roots changed (active %s); renewing the leaf", roots.active_id)
+                self._pending = roots
+                self._roots_changed.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep the leaf and roots fresh until ``stop`` is set."""
+        watcher = asyncio.create_task(self._watch_roots())
+        retry = RETRY_MIN_S
+        try:
+            while not stop.is_set():
+                wait = self.renew_in(dt.datetime.now(dt.UTC))
+                if await _first(stop, self._roots_changed, wait):
+                    return
+                self._roots_changed.clear()
+                roots = self._pending or self.roots
+                assert roots is not None, "start() not called"
+                try:
+                    await self._sign(roots)
+                    self._pending = None
+                    retry = RETRY_MIN_S
+                except (ClientError, DataplaneError) as exc:
+                    log.warning("cannot renew the leaf of %s: %s (retry in %g s)",
+                                self.service, exc, retry)  # fmt: skip
+                    if await _first(stop, None, retry):
+                        return
+                    retry = min(retry * 2, RETRY_MAX_S)
+                    self._roots_changed.set()  # try again at once after the pause
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+async def _first(stop: asyncio.Event, other: asyncio.Event | None, timeout: float) -> bool:
+    """Wait for ``stop``, ``other`` or ``timeout``; True when it was ``stop``."""
+    waits = [asyncio.create_task(stop.wait())]
+    if other is not None:
+        waits.append(asyncio.create_task(other.wait()))
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+    return stop.is_set()

@@ -1,0 +1,210 @@
+"""The agent's SDS server: Envoy reads its leaf and roots from ``loom dataplane``, not the server.
+
+The private key is made by the agent (``identity``) and handed to Envoy only here, on a unix
+socket in the agent's work directory (socket 0600, directory 0700, so only the sidecar's UID
+can connect), as istio-agent does. The protocol is v3 ``SecretDiscoveryService`` in its
+State-of-the-World streaming form:
+
+- a request without a nonce, or naming other secrets, is answered with the current version;
+- an ACK (the nonce we sent) is not answered; a NACK is logged and the version kept;
+- when the identity renews (a new leaf, new roots), every open stream that asked for a secret
+  gets the new version at once, so Envoy swaps certificates without dropping a connection.
+
+Envoy opens one stream per secret name; each is answered with just the names it asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+from envoy.service.discovery.v3 import discovery_pb2
+from envoy.service.secret.v3 import sds_pb2_grpc
+from google.protobuf import any_pb2, json_format
+
+from loom.dataplane.errors import DataplaneError
+from loom.xds.translate.names import TYPE_SECRET
+from loom.xds.translate.tls import secrets
+
+log = logging.getLogger("loom.dataplane.sds")
+_nonces = itertools.count(1)
+SOCKET_NAME = "sds.sock"
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; keep a margin
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """What the agent serves: one version of the leaf (with its key) and the roots."""
+
+    version: int
+    resources: dict[str, any_pb2.Any]
+
+
+def pack(cert_pem: str, key_pem: str, roots_pem: str) -> dict[str, any_pb2.Any]:
+    """The two secrets as Envoy's ``Secret`` messages (the translator's canonical shape)."""
+    out: dict[str, any_pb2.Any] = {}
+    for name, doc in secrets(cert_pem, key_pem, roots_pem).items():
+        message = json_format.ParseDict(doc, secret_pb2.Secret())
+        packed = any_pb2.Any()
+        packed.Pack(message)
+        out[name] = packed
+    return out
+
+
+class SecretStore:
+    """The current secrets and a wake-up for every stream when they change."""
+
+    def __init__(self) -> None:
+        self.current: Secrets | None = None
+        self._changed = asyncio.Event()
+
+    def set(self, cert_pem: str, key_pem: str, roots_pem: str) -> None:
+        version = self.current.version + 1 if self.current else 1
+        self.current = Secrets(version, pack(cert_pem, key_pem, roots_pem))
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
+
+
+class _Stream:
+    def __init__(self, store: SecretStore, requests: AsyncIterator[Any]) -> None:
+        self.store = store
+        self.requests = requests
+        self.names: set[str] | None = None
+        self.sent_version = ""
+        self.sent_nonce = ""
+
+    def _response(self) -> discovery_pb2.DiscoveryResponse | None:
+        current = self.store.current
+        if current is None or self.names is None:
+            return None
+        self.sent_version = str(current.version)
+        self.sent_nonce = str(next(_nonces))
+        return discovery_pb2.DiscoveryResponse(
+            version_info=self.sent_version,
+            type_url=TYPE_SECRET,
+            nonce=self.sent_nonce,
+            resources=[current.resources[n] for n in sorted(self.names) if n in current.resources],
+        )
+
+    def on_request(self, req: Any) -> discovery_pb2.DiscoveryResponse | None:
+        if req.HasField("error_detail"):
+            log.warning("Envoy rejected secrets version %s: %s", req.version_info or "-",
+                        req.error_detail.message)  # fmt: skip
+            return None
+        names = set(req.resource_names)
+        first = self.names is None or not req.response_nonce
+        changed = names != self.names
+        self.names = names
+        if first or changed:
+            return self._response()
+        if req.response_nonce != self.sent_nonce:
+            return None  # stale: an answer to something we superseded
+        current = self.store.current
+        if current is not None and str(current.version) != self.sent_version:
+            return self._response()  # renewed between our push and this ACK
+        return None
+
+    def on_change(self) -> discovery_pb2.DiscoveryResponse | None:
+        current = self.store.current
+        if self.names is None or current is None or str(current.version) == self.sent_version:
+            return None
+        return self._response()
+
+    async def run(self) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        changed = object()
+
+        async def read() -> None:
+            try:
+                async for req in self.requests:
+                    await queue.put(req)
+            finally:
+                await queue.put(None)
+
+        async def watch() -> None:
+            while True:
+                await self.store.changed()
+                await queue.put(changed)
+
+        tasks = [asyncio.create_task(read()), asyncio.create_task(watch())]
+        try:
+            while (ev := await queue.get()) is not None:
+                resp = self.on_change() if ev is changed else self.on_request(ev)
+                if resp is not None:
+                    yield resp
+        finally:
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+
+
+class SdsServicer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[misc]
+    def __init__(self, store: SecretStore) -> None:
+        self.store = store
+
+    async def StreamSecrets(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+        async for resp in _Stream(self.store, request_iterator).run():
+            yield resp
+
+    async def FetchSecrets(self, request: Any, context: Any) -> discovery_pb2.DiscoveryResponse:
+        stream = _Stream(self.store, _empty())
+        resp = stream.on_request(request)
+        return resp if resp is not None else discovery_pb2.DiscoveryResponse(type_url=TYPE_SECRET)
+
+
+async def _empty() -> AsyncIterator[Any]:
+    return
+    yield  # pragma: no cover
+
+
+def socket_path(work: Path) -> tuple[Path, Path | None]:
+    """``work/sds.sock``, or, when that path is too long for a unix socket, one in a fresh
+    private temporary directory (returned second, for the caller to remove)."""
+    path = work / SOCKET_NAME
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path, None
+    short = Path(tempfile.mkdtemp(prefix="loom-sds-"))
+    log.info("work dir path too long for a unix socket; SDS socket in %s", short)
+    return short / SOCKET_NAME, short
+
+
+async def serve_sds(store: SecretStore, path: Path) -> Callable[[], Awaitable[None]]:
+    """Serve ``store`` on the unix socket ``path`` (0600; its directory made 0700); returns
+    the function that stops it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    path.unlink(missing_ok=True)
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(SdsServicer(store), server)
+    old = os.umask(0o177)  # the socket is created 0600, never briefly wider
+    try:
+        server.add_insecure_port(f"unix:{path}")
+        await server.start()
+    except RuntimeError as exc:
+        raise DataplaneError(f"cannot serve SDS on {path}: {exc}") from exc
+    finally:
+        os.umask(old)
+    path.chmod(0o600)
+
+    async def stop() -> None:
+        await server.stop(grace=0.2)
+        path.unlink(missing_ok=True)
+
+    return stop
