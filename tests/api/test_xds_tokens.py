@@ -19,7 +19,7 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from loom.xds.translate.names import TYPE_CLUSTER
+from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_LISTENER, TYPE_SECRET
 from tests.support.server import ServerProcess, start_server
 
 ROOT = str(uuid.uuid4())
@@ -194,3 +194,78 @@ async def test_with_acls_off_a_stream_needs_no_token() -> None:
             await stream.close()
     finally:
         server.stop()
+
+
+class Session:
+    """A whole ADS session as Envoy holds one: every type asked for (secrets by name), each
+    response ACKed, every response kept."""
+
+    def __init__(self, target: str, protocol: str, proxy_id: str, token: str) -> None:
+        self.protocol = protocol
+        self.channel = grpc.aio.insecure_channel(target)
+        stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(self.channel)
+        method = (
+            stub.StreamAggregatedResources if protocol == "sotw" else stub.DeltaAggregatedResources
+        )
+        self.call = method(metadata=(("x-consul-token", token),))
+        self.node = base_pb2.Node(id=proxy_id)
+        self.responses: list[Any] = []
+        self.arrived = asyncio.Condition()
+
+    def _request(self, type_url: str, resp: Any = None) -> Any:
+        names = ["leaf", "roots"] if type_url == TYPE_SECRET else []
+        if self.protocol == "sotw":
+            return discovery_pb2.DiscoveryRequest(
+                node=self.node, type_url=type_url, resource_names=names,
+                version_info=resp.version_info if resp else "",
+                response_nonce=resp.nonce if resp else "",
+            )  # fmt: skip
+        if resp is not None:
+            return discovery_pb2.DeltaDiscoveryRequest(type_url=type_url, response_nonce=resp.nonce)
+        return discovery_pb2.DeltaDiscoveryRequest(
+            node=self.node, type_url=type_url, resource_names_subscribe=names
+        )
+
+    async def run(self) -> None:
+        for t in ORDER:
+            await self.call.write(self._request(t))
+        while (resp := await self.call.read()) is not grpc.aio.EOF:
+            await self.call.write(self._request(resp.type_url, resp))
+            async with self.arrived:
+                self.responses.append(resp)
+                self.arrived.notify_all()
+
+    async def count(self, type_url: str, at_least: int) -> None:
+        async with asyncio.timeout(15), self.arrived:
+            await self.arrived.wait_for(
+                lambda: sum(r.type_url == type_url for r in self.responses) >= at_least
+            )
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_no_xds_response_of_a_whole_session_carries_a_private_key_or_a_secret(
+    mesh: Mesh, protocol: str
+) -> None:
+    a = mesh.token_for("a")
+    session = Session(mesh.server.grpc, protocol, "a-sidecar-proxy", a["SecretID"])
+    task = asyncio.create_task(session.run())
+    intention = "/v1/connect/intentions/exact?source=b&destination=a"
+    try:
+        await session.count(TYPE_LISTENER, 1)
+        for method, body in (("PUT", {"Action": "allow"}), ("DELETE", None)):
+            seen = sum(r.type_url == TYPE_LISTENER for r in session.responses)
+            status, out, _ = await asyncio.to_thread(
+                mesh.server.request, method, intention, body, MGMT
+            )
+            assert status == 200, out
+            await session.count(TYPE_LISTENER, seen + 1)  # the intention reached the proxy
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await session.channel.close()
+    kinds = {r.type_url for r in session.responses}
+    assert {TYPE_CLUSTER, TYPE_LISTENER} <= kinds
+    for resp in session.responses:
+        assert b"PRIVATE KEY" not in resp.SerializeToString()
+        if resp.type_url == TYPE_SECRET:
+            assert len(resp.resources) == 0

@@ -109,7 +109,9 @@ class WorkloadIdentity:
             await self._sign(roots)
         except HTTPStatusError as exc:
             if exc.status in (400, 403):
-                raise DataplaneError(f"cannot get a certificate for {self.service}: {exc}") from exc
+                raise DataplaneError(
+                    f"cannot get a certificate for {self.service}: {exc} (HTTP {exc.status})"
+                ) from exc
             raise
 
     def renew_in(self, now: dt.datetime) -> float:
