@@ -142,6 +142,35 @@ class Signer:
             raise CAError("stored CA root key is not an EC key")
         self._key = key
         self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
+        # What every leaf shares, built once (builders are immutable: each leaf extends it).
+        self._base = (
+            x509.CertificateBuilder()
+            .issuer_name(self._cert.subject)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=True,
+                    data_encipherment=False,
+                    key_agreement=True,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [
+                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+                        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+                    ]
+                ),
+                critical=False,
+            )
+        )
 
     def leaf(
         self,
@@ -169,37 +198,11 @@ class Signer:
         uri = identity.uri
         serial = x509.random_serial_number()
         cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
-            .issuer_name(self._cert.subject)
+            self._base.subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
             .public_key(public_key)
             .serial_number(serial)
             .not_valid_before(now - CLOCK_SKEW)
             .not_valid_after(now + ttl)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [
-                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
-                        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
-                    ]
-                ),
-                critical=False,
-            )
             .add_extension(
                 x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
             )
