@@ -10,9 +10,12 @@ Each is refused with a 403 and no token is written (counted with the management 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import consul
@@ -222,3 +225,49 @@ def test_a_logout_deletes_the_token_that_asks_and_no_other_login_token(site: Sit
     assert site.client().acl.logout(second["SecretID"]) is True
     remaining = [t["AccessorID"] for t in site.login_tokens()]
     assert remaining == [first["AccessorID"]]
+
+
+def _jwks(*signers: JwtSigner) -> str:
+    keys = []
+    for signer in signers:
+        key = signer.key.public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        numbers = key.public_numbers()
+        keys.append(
+            {
+                "kty": "EC",
+                "crv": "P-256",
+                "use": "sig",
+                "x": base64.urlsafe_b64encode(numbers.x.to_bytes(32)).rstrip(b"=").decode(),
+                "y": base64.urlsafe_b64encode(numbers.y.to_bytes(32)).rstrip(b"=").decode(),
+            }
+        )
+    return json.dumps({"keys": keys})
+
+
+def test_a_jwt_method_reads_its_jwks_file_at_every_login_so_a_rotated_key_counts(
+    site: Site, tmp_path: Path
+) -> None:
+    old, new = _signer(), _signer()
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(_jwks(old))
+    method = {
+        "Name": "files",
+        "Type": "jwt",
+        "Config": {
+            "JWKSFile": str(jwks),
+            "BoundAudiences": [AUDIENCE],
+            "ClaimMappings": {"svc": "name"},
+        },
+    }
+    assert site.call("PUT", "/v1/acl/auth-method", method, ROOT)[0] == 200
+    rule = {"AuthMethod": "files", "BindType": "service", "BindName": "${value.name}"}
+    assert site.call("PUT", "/v1/acl/binding-rule", rule, ROOT)[0] == 200
+    login = {"AuthMethod": "files", "BearerToken": old.sign(_claims("web"))}
+    assert site.call("POST", "/v1/acl/login", login)[0] == 200
+    jwks.write_text(_jwks(new))
+    status, answer, _ = site.call("POST", "/v1/acl/login", login)
+    assert status == 403 and "no known key" in answer
+    login["BearerToken"] = new.sign(_claims("web"))
+    assert site.call("POST", "/v1/acl/login", login)[0] == 200
+    assert len(site.login_tokens()) == 2
