@@ -15,8 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
+from loom.acl.rules import SEGMENTED, SINGLE, Access
 from loom.acl.stored import Stored
 from loom.acl.wire import Fields as AclFields
+from loom.domain.fields import ValidationError
 from loom.server import guard
 from loom.store.tables import ACL_TABLES
 
@@ -253,6 +255,41 @@ async def logout(request: web.Request) -> web.Response:
     return _json(request, True)
 
 
+# -- what may this token do ---------------------------------------------------------------------
+
+AUTHORIZE_MAX = 64  # Consul's limit per request
+RESOURCES = (*SEGMENTED, *SINGLE, "intention")
+
+
+async def authorize(request: web.Request) -> web.Response:
+    """Consul's ``/v1/internal/acl/authorize``: ``[{Resource, Segment, Access}]`` answered
+    with ``Allow`` for the request's own token (how connect-init checks its login token may
+    write its service before it hands it to the sidecar)."""
+    _enabled(request)
+    body = await _body(request)
+    if not isinstance(body, list):
+        raise ValidationError("Failed to decode request body: expected a list")
+    if len(body) > AUTHORIZE_MAX:
+        raise ValidationError(
+            f"Refusing to process more than {AUTHORIZE_MAX} authorizations at once"
+        )
+    authz = guard.authorizer(request)
+    answers = []
+    for item in body:
+        f = AclFields("Authorization", item)
+        resource, segment, access = f.text("Resource"), f.text("Segment"), f.text("Access")
+        f.done()
+        if resource not in RESOURCES:
+            raise ValidationError(f"Resource: unknown resource {resource!r}")
+        if access not in ("read", "write", "list"):
+            raise ValidationError(f"Access: {access!r} is not read, write or list")
+        allowed = authz is None or authz.allowed(resource, Access(access), segment)
+        answers.append(
+            {"Resource": resource, "Segment": segment, "Access": access, "Allow": allowed}
+        )
+    return _json(request, answers)
+
+
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_put("/v1/acl/bootstrap", bootstrap)
     r.add_get("/v1/acl/token/self", token_self)
@@ -285,6 +322,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/v1/acl/binding-rules", rule_list)
     r.add_post("/v1/acl/login", login)
     r.add_post("/v1/acl/logout", logout)
+    r.add_post("/v1/internal/acl/authorize", authorize)
 
 
 __all__ = ["add_routes"]
