@@ -34,6 +34,9 @@ from loom.acl.records import AuthMethod, Token
 from loom.acl.selector import SelectorError, Vars, matches, parse_selector, selector_fields
 from loom.acl.wire import Fields
 
+LOGIN_PREFIX = "token created via login"
+"""How a login token's ``Description`` starts (Consul's), before ``: {meta as JSON}``."""
+
 
 class BindNameError(AclError):
     """A bind name template is malformed, or computes a name invalid for its bind type."""
@@ -212,7 +215,7 @@ def login_token(
     It carries exactly the bound identities, roles and policies; it is local unless the
     method's ``TokenLocality`` is ``global``; it expires after the method's ``MaxTokenTTL``.
     """
-    description = "token created via login"
+    description = LOGIN_PREFIX
     if meta:
         description += ": " + json.dumps(dict(meta), sort_keys=True, separators=(",", ":"))
     expires = now + method.max_token_ttl if method.max_token_ttl else None
@@ -231,12 +234,29 @@ def login_token(
     )
 
 
+def login_meta(description: str) -> dict[str, str]:
+    """The ``Meta`` a login token was made with, read back from its ``Description`` (how
+    consul-k8s finds a pod's tokens); ``{}`` for any other description."""
+    head, sep, tail = description.partition(": ")
+    if head != LOGIN_PREFIX or not sep:
+        return {}
+    try:
+        meta = json.loads(tail)
+    except ValueError:
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(v, str)}
+
+
 __all__ = [
+    "LOGIN_PREFIX",
     "BindNameError",
     "BindingRule",
     "Bindings",
     "bind",
     "compute_bind_name",
     "interpolate",
+    "login_meta",
     "login_token",
 ]

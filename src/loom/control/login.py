@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -60,7 +59,6 @@ Reviewer = Callable[[KubernetesConfig, str], Awaitable[Mapping[str, Any]]]
 """Asks the API server about a pod's JWT (``review_token``; tests may point it elsewhere)."""
 JWKS_FILE = "JWKSFile"
 MAX_BEARER_BYTES = 16 * 1024
-LOGIN_PREFIX = "token created via login"
 
 
 class AuthMethodBroken(ControlError):
@@ -92,18 +90,6 @@ def method_variables(method: AuthMethod) -> list[str]:
         KubernetesConfig.from_json(method.config)
         return list(KUBERNETES_VARIABLES)
     return jwt_config(method.config).variables()
-
-
-def login_meta(token: Token) -> dict[str, str]:
-    """The ``Meta`` a login token was made with, read back from its description."""
-    head, sep, tail = token.description.partition(": ")
-    if head != LOGIN_PREFIX or not sep:
-        return {}
-    try:
-        meta = json.loads(tail)
-    except ValueError:
-        return {}
-    return {k: v for k, v in meta.items() if isinstance(v, str)} if isinstance(meta, dict) else {}
 
 
 def _new_id() -> str:
@@ -302,4 +288,4 @@ class Logins:
             await self.store.apply([Delete(ACL_TOKENS.name, found.record.accessor_id)])
 
 
-__all__ = ["AuthMethodBroken", "Logins", "jwt_config", "login_meta", "method_variables"]
+__all__ = ["AuthMethodBroken", "Logins", "jwt_config", "method_variables"]

@@ -52,9 +52,7 @@ async def review_token(
         "Authorization": f"Bearer {config.service_account_jwt}",
         "Accept": "application/json",
     }
-    ssl_arg: ssl.SSLContext | bool = (
-        review_context(config) if url.startswith("https://") else False
-    )
+    ssl_arg: ssl.SSLContext | bool = review_context(config) if url.startswith("https://") else False
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
