@@ -104,6 +104,7 @@ def test_a_pod_logs_in_with_its_service_account_token_after_a_token_review(
         "kind": "TokenReview",
         "spec": {"token": pod},
     }
+    assert cluster.kube.lookups == [(auth, "/api/v1/namespaces/default/serviceaccounts/web")]
     headers = {"X-Consul-Token": token["SecretID"]}
     web = {"Name": "web", "Port": 8080}
     assert cluster.server.request("PUT", "/v1/agent/service/register", web, headers)[0] == 200
@@ -173,3 +174,13 @@ def test_a_reviewer_credential_the_api_server_refuses_is_the_operators_error(
     status, answer = cluster.login(pod)
     assert status == 500 and "refused Loom's ServiceAccountJWT (401)" in answer, answer
     assert cluster.login_tokens() == []
+
+
+def test_a_service_account_annotated_with_a_service_name_logs_in_as_that_service(
+    cluster: Cluster,
+) -> None:
+    pod = sa_jwt("default", "web-sa")
+    cluster.kube.answers[pod] = authenticated("default", "web-sa")
+    cluster.kube.annotations[("default", "web-sa")] = {"consul.hashicorp.com/service-name": "web"}
+    status, token = cluster.login(pod)
+    assert status == 200 and token["ServiceIdentities"] == [{"ServiceName": "web"}], token

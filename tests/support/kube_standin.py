@@ -3,7 +3,9 @@
 No kube-apiserver runs in CI, so the ``kubernetes`` auth method is tested against this: a
 threaded HTTPS server on loopback with its own CA (the method's ``CACert``), answering
 ``POST /apis/authentication.k8s.io/v1/tokenreviews`` with answers shaped as a v1.24
-kube-apiserver's (``201``, the review echoed with a ``status``), chosen by the token reviewed.
+kube-apiserver's (``201``, the review echoed with a ``status``), chosen by the token reviewed,
+and ``GET /api/v1/namespaces/{ns}/serviceaccounts/{name}`` (every account exists, with the
+annotations a test gives it).
 It records what it was asked (the ``Authorization`` header and the body) so tests can check
 Loom presented its reviewer credential and the pod's token. Tests that can reach a real API
 server use ``KUBEBUILDER_ASSETS`` instead.
@@ -96,6 +98,10 @@ class KubeStandIn:
         """Reviewed token -> ``status``; any other token is ``UNAUTHENTICATED``."""
         self.seen: list[tuple[str, Any]] = []
         """(Authorization header, parsed body) of every review asked."""
+        self.annotations: dict[tuple[str, str], dict[str, str]] = {}
+        """(namespace, name) -> a ServiceAccount's annotations (every account exists)."""
+        self.lookups: list[tuple[str, str]] = []
+        """(Authorization header, path) of every ServiceAccount read."""
         self.ca_pem, cert, key = make_ca_and_cert()
         self._dir = tempfile.TemporaryDirectory(prefix="kube-standin-")
         cert_file, key_file = Path(self._dir.name, "tls.crt"), Path(self._dir.name, "tls.key")
@@ -115,6 +121,28 @@ class KubeStandIn:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def do_GET(self) -> None:
+                auth = self.headers.get("Authorization", "")
+                outer.lookups.append((auth, self.path))
+                parts = self.path.strip("/").split("/")
+                if len(parts) != 6 or parts[:3] != ["api", "v1", "namespaces"]:
+                    return self._send(404, {"kind": "Status", "code": 404})
+                if parts[4] != "serviceaccounts":
+                    return self._send(404, {"kind": "Status", "code": 404})
+                if auth != f"Bearer {outer.reviewer_jwt}":
+                    return self._send(401, {"kind": "Status", "code": 401})
+                namespace, name = parts[3], parts[5]
+                account = {
+                    "kind": "ServiceAccount",
+                    "apiVersion": "v1",
+                    "metadata": {
+                        "name": name,
+                        "namespace": namespace,
+                        "annotations": outer.annotations.get((namespace, name), {}),
+                    },
+                }
+                return self._send(200, account)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)

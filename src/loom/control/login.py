@@ -4,8 +4,8 @@ The pure core decides (``loom.acl.kubernetes`` and ``loom.acl.jwt`` verify a bea
 into binding variables, ``loom.acl.binding`` turns variables and rules into identities and a
 token); this module keeps the records (``acl_auth_methods``, ``acl_binding_rules``, Consul's
 JSON plus indexes, as ``control/acl.py`` keeps tokens) and does the two pieces of I/O a login
-needs: the Kubernetes TokenReview (``control/tokenreview.py``, injected so tests can point it
-anywhere) and reading a ``jwt`` method's JWKS file. Consul's behaviour, facts from its
+needs: the Kubernetes TokenReview and ServiceAccount read (``control/tokenreview.py``, behind
+a small protocol) and reading a ``jwt`` method's JWKS file. Consul's behaviour, facts from its
 ``acl_endpoint.go`` and ``auth/login.go``:
 
 - writing a method checks its ``Config`` for its type (a bad one is 400 naming the field);
@@ -28,23 +28,28 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from loom.acl.binding import BindingRule, bind, login_token
 from loom.acl.errors import AclError, AclNotFound, PermissionDenied
 from loom.acl.identities import Link
 from loom.acl.jwt import JwtConfig, JwtConfigError, JwtError, PublicKey, load_jwks, verify
 from loom.acl.kubernetes import VARIABLES as KUBERNETES_VARIABLES
-from loom.acl.kubernetes import KubernetesConfig, KubernetesLoginRefused, login_variables
+from loom.acl.kubernetes import (
+    KubernetesConfig,
+    KubernetesLoginRefused,
+    login_variables,
+    with_service_name,
+)
 from loom.acl.records import TOKEN_MAX_TTL, TOKEN_MIN_TTL, AuthMethod, Token
 from loom.acl.selector import Vars
 from loom.acl.stored import Stored
 from loom.acl.wire import Fields
 from loom.control.errors import ControlError, NotFound
-from loom.control.tokenreview import review_token
+from loom.control.tokenreview import KubernetesApi
 from loom.domain.fields import ValidationError
 from loom.store import Delete, Store, put
 from loom.store.tables import (
@@ -55,8 +60,17 @@ from loom.store.tables import (
     ACL_TOKENS,
 )
 
-Reviewer = Callable[[KubernetesConfig, str], Awaitable[Mapping[str, Any]]]
-"""Asks the API server about a pod's JWT (``review_token``; tests may point it elsewhere)."""
+
+class KubernetesCalls(Protocol):
+    """What a ``kubernetes`` login asks the API server (``tokenreview.KubernetesApi``)."""
+
+    async def review(self, config: KubernetesConfig, pod_jwt: str) -> Mapping[str, Any]: ...
+
+    async def service_account(
+        self, config: KubernetesConfig, namespace: str, name: str
+    ) -> Mapping[str, Any]: ...
+
+
 JWKS_FILE = "JWKSFile"
 MAX_BEARER_BYTES = 16 * 1024
 
@@ -104,13 +118,13 @@ class Logins:
         clock: Callable[[], dt.datetime],
         *,
         datacenter: str,
-        reviewer: Reviewer = review_token,
+        kubernetes: KubernetesCalls | None = None,
     ) -> None:
         self.store = store
         self._lock = lock
         self._clock = clock
         self.datacenter = datacenter
-        self.reviewer = reviewer
+        self.kubernetes: KubernetesCalls = kubernetes or KubernetesApi()
 
     # -- auth methods ------------------------------------------------------------------------
 
@@ -218,11 +232,18 @@ class Logins:
                 config = KubernetesConfig.from_json(method.config)
             except AclError as exc:
                 raise AuthMethodBroken(f"auth method {method.name!r}: {exc}") from exc
-            review = await self.reviewer(config, bearer)
+            review = await self.kubernetes.review(config, bearer)
             try:
-                return login_variables(review)
+                vars = login_variables(review)
             except KubernetesLoginRefused as exc:
                 raise PermissionDenied(cause=f"invalid bearer token: {exc}") from exc
+            account = await self.kubernetes.service_account(
+                config, vars["serviceaccount.namespace"], vars["serviceaccount.name"]
+            )
+            try:
+                return with_service_name(vars, account)
+            except KubernetesLoginRefused as exc:
+                raise PermissionDenied(cause=str(exc)) from exc
         try:
             jwt = jwt_config(method.config)
         except AclError as exc:

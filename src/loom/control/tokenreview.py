@@ -1,4 +1,4 @@
-"""The ``kubernetes`` auth method's one network call: a TokenReview against the API server.
+"""The ``kubernetes`` auth method's network calls: a TokenReview, then the ServiceAccount.
 
 ``loom.acl.kubernetes`` (pure) builds the request body and reads the answer; this module is
 the I/O between them, done the way Consul's ``kubeauth`` validator does it: ``POST
@@ -9,15 +9,21 @@ parsed JSON for ``login_variables`` to judge; only failures to get an answer at 
 (unreachable, TLS refused, timeout, a status other than 201/200, a body that is not JSON)
 become a ``TokenReviewError``, with aiohttp's exception wrapped, never leaked.
 
+After a successful review Consul reads the reviewed ServiceAccount (``GET
+/api/v1/namespaces/{ns}/serviceaccounts/{name}``, same credential) for its
+``consul.hashicorp.com/service-name`` annotation; so does ``service_account`` here, and a
+failure to read it fails the login as Consul's does ("annotation lookup failed").
+
 A 401 or 403 from the API server means Loom's own reviewer credential is wrong or lacks
-``system:auth-delegator``: that is the operator's problem, not the workload's, and its error
-says so.
+``system:auth-delegator`` (and ``get`` on serviceaccounts): that is the operator's problem,
+not the workload's, and its error says so.
 """
 
 from __future__ import annotations
 
 import json
 import ssl
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -42,12 +48,11 @@ def review_context(config: KubernetesConfig) -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-async def review_token(
-    config: KubernetesConfig, pod_jwt: str, timeout: float = TIMEOUT_S
+async def _call(
+    config: KubernetesConfig, method: str, path: str, body: Any, timeout: float, what: str
 ) -> dict[str, Any]:
-    """The API server's TokenReview of ``pod_jwt`` (the parsed answer, authenticated or not)."""
-    url = config.host.rstrip("/") + REVIEW_PATH
-    where = f"kubernetes: TokenReview at {config.host}"
+    url = config.host.rstrip("/") + path
+    where = f"kubernetes: {what} at {config.host}"
     headers = {
         "Authorization": f"Bearer {config.service_account_jwt}",
         "Accept": "application/json",
@@ -56,9 +61,7 @@ async def review_token(
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
-            session.post(
-                url, json=token_review_request(pod_jwt), headers=headers, ssl=ssl_arg
-            ) as resp,
+            session.request(method, url, json=body, headers=headers, ssl=ssl_arg) as resp,
         ):
             raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
             status = resp.status
@@ -69,7 +72,7 @@ async def review_token(
     if status in (401, 403):
         raise TokenReviewError(
             f"{where}: the API server refused Loom's ServiceAccountJWT ({status}); it needs "
-            "a valid token bound to system:auth-delegator"
+            "a valid token bound to system:auth-delegator, allowed to get serviceaccounts"
         )
     if status not in (200, 201):
         raise TokenReviewError(f"{where}: the API server answered {status}")
@@ -84,4 +87,25 @@ async def review_token(
     return doc
 
 
-__all__ = ["TokenReviewError", "review_context", "review_token"]
+class KubernetesApi:
+    """The two calls, over aiohttp; ``Logins`` takes any object with these methods."""
+
+    def __init__(self, timeout: float = TIMEOUT_S) -> None:
+        self.timeout = timeout
+
+    async def review(self, config: KubernetesConfig, pod_jwt: str) -> Mapping[str, Any]:
+        """The API server's TokenReview of ``pod_jwt`` (the answer, authenticated or not)."""
+        body = token_review_request(pod_jwt)
+        return await _call(config, "POST", REVIEW_PATH, body, self.timeout, "TokenReview")
+
+    async def service_account(
+        self, config: KubernetesConfig, namespace: str, name: str
+    ) -> Mapping[str, Any]:
+        """The ServiceAccount object (names already checked as Kubernetes names)."""
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}"
+        return await _call(
+            config, "GET", path, None, self.timeout, "annotation lookup of the ServiceAccount"
+        )
+
+
+__all__ = ["KubernetesApi", "TokenReviewError", "review_context"]
