@@ -65,7 +65,9 @@ class KubeApi:
         )
         try:
             with urllib.request.urlopen(req, context=self.context, timeout=10) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
+                raw = resp.read()
+                kind = resp.headers.get("Content-Type", "")
+                return resp.status, json.loads(raw) if "json" in kind else raw.decode()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read().decode()
 
@@ -149,19 +151,27 @@ def kube() -> Iterator[KubeApi]:
         api = KubeApi(f"https://127.0.0.1:{secure}", cert.read_text())
         _wait_ready(api, procs, log)
         api.service_account("loom-auth-method")
-        binding = {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "loom-auth-method"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "system:auth-delegator"},
-            "subjects": [{"kind": "ServiceAccount", "name": "loom-auth-method",
-                          "namespace": "default"}],
-        }  # fmt: skip
-        status, body = api.call(
-            "POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", binding
-        )
+        # What consul-k8s grants its auth method: TokenReview, and reading ServiceAccounts.
+        rbac = "/apis/rbac.authorization.k8s.io/v1"
+        role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": "loom-auth-method"},
+                "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"],
+                           "verbs": ["get"]}]}  # fmt: skip
+        status, body = api.call("POST", f"{rbac}/clusterroles", role)
         assert status == 201, body
+        for name, role_name in (("loom-auth-method", "system:auth-delegator"),
+                                ("loom-auth-method-sa-reader", "loom-auth-method")):  # fmt: skip
+            binding = {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                            "name": role_name},
+                "subjects": [{"kind": "ServiceAccount", "name": "loom-auth-method",
+                              "namespace": "default"}],
+            }  # fmt: skip
+            status, body = api.call("POST", f"{rbac}/clusterrolebindings", binding)
+            assert status == 201, body
         yield api
     finally:
         for proc in reversed(procs):

@@ -63,7 +63,7 @@ async def _call(
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
             session.request(method, url, json=body, headers=headers, ssl=ssl_arg) as resp,
         ):
-            raw = await resp.content.read(MAX_ANSWER_BYTES + 1)
+            raw = await _read_capped(resp.content)
             status = resp.status
     except (aiohttp.ClientError, ssl.SSLError, OSError) as exc:
         raise TokenReviewError(f"{where}: {type(exc).__name__}: {exc}") from exc
@@ -85,6 +85,19 @@ async def _call(
     if not isinstance(doc, dict):
         raise TokenReviewError(f"{where}: the answer is not a JSON object")
     return doc
+
+
+async def _read_capped(content: aiohttp.StreamReader) -> bytes:
+    """The whole body, or one byte more than the cap (``read(n)`` returns what has arrived)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_ANSWER_BYTES:
+        chunk = await content.read(MAX_ANSWER_BYTES + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 class KubernetesApi:
