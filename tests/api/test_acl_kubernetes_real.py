@@ -251,3 +251,33 @@ def test_a_token_the_real_api_server_does_not_authenticate_is_denied(
     assert status == 403 and answer.startswith("Permission denied"), answer
     _, tokens, _ = server.request("GET", "/v1/acl/tokens", headers={"X-Consul-Token": ROOT})
     assert [t for t in tokens if t.get("AuthMethod")] == []
+
+
+@pytest.mark.parametrize("account", ["static-server", "static-client"])
+def test_connect_init_logs_in_with_a_real_token_and_only_its_own_service_account_passes(
+    kube: KubeApi, server: ServerProcess, tmp_path: Path, account: str
+) -> None:
+    from tests.e2e.test_connect_init_login import POD, connect_init, register_seed_pod
+
+    class Root:  # what register_seed_pod and connect_init need of a cluster
+        def __init__(self) -> None:
+            self.server = server
+
+        def root(self, method: str, path: str, body: Any = None) -> Any:
+            status, out, _ = server.request(method, path, body, {"X-Consul-Token": ROOT})
+            assert status == 200, out
+            return out
+
+    cluster: Any = Root()
+    register_seed_pod(cluster)
+    kube.service_account(account)
+    bearer = tmp_path / "token"
+    bearer.write_text(kube.token(account))
+    code, err = connect_init(cluster, tmp_path / "shared", bearer)
+    if account == "static-server":
+        assert code == 0, err
+        assert (tmp_path / "shared" / "proxyid").read_text() == f"{POD}-static-server-sidecar-proxy"
+    else:
+        last = err.strip().splitlines()[-1]
+        assert code == 1 and "403" in last and "Permission denied" in last, err
+        assert "'static-client'" in last and "'static-server'" in last
