@@ -259,21 +259,11 @@ def test_connect_init_logs_in_with_a_real_token_and_only_its_own_service_account
 ) -> None:
     from tests.e2e.test_connect_init_login import POD, connect_init, register_seed_pod
 
-    class Root:  # what register_seed_pod and connect_init need of a cluster
-        def __init__(self) -> None:
-            self.server = server
-
-        def root(self, method: str, path: str, body: Any = None) -> Any:
-            status, out, _ = server.request(method, path, body, {"X-Consul-Token": ROOT})
-            assert status == 200, out
-            return out
-
-    cluster: Any = Root()
-    register_seed_pod(cluster)
+    register_seed_pod(server, ROOT)
     kube.service_account(account)
     bearer = tmp_path / "token"
     bearer.write_text(kube.token(account))
-    code, err = connect_init(cluster, tmp_path / "shared", bearer)
+    code, err = connect_init(server, tmp_path / "shared", bearer)
     if account == "static-server":
         assert code == 0, err
         assert (tmp_path / "shared" / "proxyid").read_text() == f"{POD}-static-server-sidecar-proxy"

@@ -28,19 +28,23 @@ from loom.inject.registration import service_registrations
 from loom.k8s.manifests import load_documents, pod_templates
 from tests.api.test_acl_kubernetes_login import METHOD, ROOT, Cluster, sa_jwt
 from tests.support.kube_standin import KubeStandIn, authenticated
-from tests.support.server import start_server
+from tests.support.server import ServerProcess, start_server
 from tests.unit.inject.golden_cases import CASE_DIR
 
 POD = "static-server-7d9f"
 ENV = {k: v for k, v in os.environ.items() if "HTTP_TOKEN" not in k}  # no token but the login's
 
 
-def register_seed_pod(cluster: Cluster) -> None:
+def register_seed_pod(server: ServerProcess, root: str = ROOT) -> None:
+    """Seed 002's pod registered as the controller would (with the management token)."""
     docs = load_documents((CASE_DIR / "seed-static-server-pod.yaml").read_text())
     pod = next(pod for doc in docs for _, pod, _ in pod_templates(doc))
     plan = plan_workload(pod, NamespaceInfo("default"), InjectSettings())
     [body] = service_registrations(plan, POD, "default", "10.1.0.7")
-    cluster.root("PUT", "/v1/agent/service/register", body)
+    status, out, _ = server.request(
+        "PUT", "/v1/agent/service/register", body, {"X-Consul-Token": root}
+    )
+    assert status == 200, out
 
 
 @pytest.fixture
@@ -55,11 +59,11 @@ def cluster() -> Iterator[Cluster]:
         kube.close()
 
 
-def connect_init(cluster: Cluster, out: Path, bearer: Path, *extra: str) -> tuple[int, str]:
+def connect_init(server: ServerProcess, out: Path, bearer: Path, *extra: str) -> tuple[int, str]:
     proc = subprocess.run(
         [
             sys.executable, "-m", "loom", "k8s", "connect-init",
-            "--http-addr", cluster.server.http, "--pod-name", POD, "--pod-namespace", "default",
+            "--http-addr", server.http, "--pod-name", POD, "--pod-namespace", "default",
             "--output-dir", str(out), "--timeout", "10", "--log-interval", "0.5",
             "-acl-auth-method", METHOD, "-bearer-token-file", str(bearer), *extra,
         ],
@@ -83,9 +87,9 @@ def login_tokens(cluster: Cluster) -> list[Any]:
 def test_connect_init_logs_in_and_leaves_its_token_for_the_sidecar(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    register_seed_pod(cluster)
+    register_seed_pod(cluster.server)
     out = tmp_path / "shared"
-    code, err = connect_init(cluster, out, pod_token(cluster, tmp_path, "static-server"))
+    code, err = connect_init(cluster.server, out, pod_token(cluster, tmp_path, "static-server"))
     assert code == 0, err
     assert "logged in through auth method" in err
     sink = out / "acl-token"
@@ -103,9 +107,9 @@ def test_connect_init_logs_in_and_leaves_its_token_for_the_sidecar(
 def test_a_pod_whose_service_account_is_not_its_service_fails_with_permission_denied(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    register_seed_pod(cluster)
+    register_seed_pod(cluster.server)
     out = tmp_path / "shared"
-    code, err = connect_init(cluster, out, pod_token(cluster, tmp_path, "default-sa"))
+    code, err = connect_init(cluster.server, out, pod_token(cluster, tmp_path, "default-sa"))
     assert code == 1
     last = err.strip().splitlines()[-1]
     assert "403" in last and "Permission denied" in last, last
@@ -117,10 +121,10 @@ def test_a_pod_whose_service_account_is_not_its_service_fails_with_permission_de
 def test_a_service_account_token_the_api_server_refuses_fails_the_login(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    register_seed_pod(cluster)
+    register_seed_pod(cluster.server)
     bearer = tmp_path / "sa-token"
     bearer.write_text(sa_jwt("default", "static-server"))  # the stand-in does not know it
-    code, err = connect_init(cluster, tmp_path / "shared", bearer)
+    code, err = connect_init(cluster.server, tmp_path / "shared", bearer)
     assert code == 1
     last = err.strip().splitlines()[-1]
     assert last.startswith("loom: Error logging in: Unexpected response code: 403"), last
@@ -129,5 +133,5 @@ def test_a_service_account_token_the_api_server_refuses_fails_the_login(
 
 
 def test_a_missing_service_account_token_file_is_named(cluster: Cluster, tmp_path: Path) -> None:
-    code, err = connect_init(cluster, tmp_path / "shared", tmp_path / f"{uuid.uuid4()}")
+    code, err = connect_init(cluster.server, tmp_path / "shared", tmp_path / f"{uuid.uuid4()}")
     assert code == 1 and "Error reading the service account token" in err
