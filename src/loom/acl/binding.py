@@ -217,7 +217,7 @@ def login_token(
     """
     description = LOGIN_PREFIX
     if meta:
-        description += ": " + json.dumps(dict(meta), sort_keys=True, separators=(",", ":"))
+        description += ": " + go_json(meta)
     expires = now + method.max_token_ttl if method.max_token_ttl else None
     return Token(
         accessor_id=accessor_id,
@@ -232,6 +232,23 @@ def login_token(
         create_time=now,
         auth_method=method.name,
     )
+
+
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def go_json(meta: Mapping[str, str]) -> str:
+    """``meta`` as Go's ``json.Marshal`` writes a ``map[string]string`` (what Consul puts in
+    the description): keys sorted, no spaces, UTF-8 kept, ``<``, ``>``, ``&``, U+2028 and
+    U+2029 escaped."""
+    text = json.dumps(dict(meta), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "".join(_GO_ESCAPES.get(c, c) for c in text)
 
 
 def login_meta(description: str) -> dict[str, str]:
