@@ -15,8 +15,9 @@ a small protocol) and reading a ``jwt`` method's JWKS file. Consul's behaviour, 
 - login needs no token; an unknown method is ``ACL not found`` (403, as Consul answers); a
   bearer token the method does not vouch for, and a login no rule binds, are
   ``Permission denied`` (403) and write nothing (Consul answers the first with a 500
-  ``lookup failed``; here a refusal of the caller is a 403, a fault of the server a 500); a success writes one local token, its
-  ``Description`` ``token created via login: {"pod":"ns/name"}`` from ``Meta``;
+  ``lookup failed``; here a refusal of the caller is a 403, a fault of the server a 500); a
+  success writes one local token, its ``Description`` ``token created via login:
+  {"pod":"ns/name"}`` from ``Meta``;
 - logout deletes the request's own token, only if a login made it (else 403).
 
 ``Loom`` extension: a ``jwt`` method's ``Config`` may name ``JWKSFile``, a JWKS document on the
