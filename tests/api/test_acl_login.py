@@ -271,3 +271,24 @@ def test_a_jwt_method_reads_its_jwks_file_at_every_login_so_a_rotated_key_counts
     login["BearerToken"] = new.sign(_claims("web"))
     assert site.call("POST", "/v1/acl/login", login)[0] == 200
     assert len(site.login_tokens()) == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"not json", 400),
+        ([], 400),
+        ({"AuthMethod": METHOD, "BearerToken": "x", "Meta": {"pod": {"nested": 1}}}, 400),
+        ({"AuthMethod": METHOD, "BearerToken": "x", "Extra": 1}, 400),
+        ({"AuthMethod": METHOD, "BearerToken": "a." * 20_000}, 403),
+        ({"AuthMethod": METHOD, "BearerToken": ""}, 403),
+        ({"AuthMethod": METHOD, "BearerToken": "e30.e30.e30"}, 403),  # {} . {} . garbage
+    ],
+)
+def test_a_hostile_login_body_is_refused_in_one_line_and_writes_nothing(
+    site: Site, body: Any, status: int
+) -> None:
+    got, answer, _ = site.call("POST", "/v1/acl/login", body)
+    assert got == status, answer
+    assert isinstance(answer, str) and answer.count("\n") == 1, answer
+    assert site.login_tokens() == []
