@@ -42,12 +42,14 @@ def _claims(name: str, *, aud: str = AUDIENCE, age: float = 0.0, ttl: float = 60
 class Site:
     """A server with one jwt method and one binding rule, and a management client."""
 
-    def __init__(self, server: ServerProcess) -> None:
+    def __init__(self, server: ServerProcess, *, create: bool = True) -> None:
         self.server = server
         self.signer = _signer()
         host, port = server.http.rsplit(":", 1)
         self.host, self.port = host, int(port)
         self.admin = self.client(ROOT)
+        if not create:  # a restarted server that already holds them
+            return
         self.method = self.admin.acl.auth_method.create(
             METHOD,
             "jwt",
@@ -292,3 +294,26 @@ def test_a_hostile_login_body_is_refused_in_one_line_and_writes_nothing(
     assert got == status, answer
     assert isinstance(answer, str) and answer.count("\n") == 1, answer
     assert site.login_tokens() == []
+
+
+def test_auth_methods_rules_and_login_tokens_survive_a_restart_of_a_server_with_a_data_dir(
+    tmp_path: Path,
+) -> None:
+    args = ("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
+    first = start_server(*args, data_dir=tmp_path)
+    try:
+        site = Site(first)
+        token = site.client().acl.login(METHOD, site.signer.sign(_claims("web")))
+    finally:
+        first.stop()
+    second = start_server(*args, data_dir=tmp_path)
+    try:
+        again = Site(second, create=False)
+        admin = again.admin
+        assert admin.acl.auth_method.read(METHOD)["Config"]["ClaimMappings"] == {"svc": "name"}
+        assert [r["BindName"] for r in admin.acl.binding_rule.list()] == ["${value.name}"]
+        me = again.client(token["SecretID"]).acl.token.read_self()
+        assert me["AuthMethod"] == METHOD and me["ServiceIdentities"] == [{"ServiceName": "web"}]
+        assert again.client().acl.logout(token["SecretID"]) is True
+    finally:
+        second.stop()
