@@ -59,3 +59,6 @@ WEBHOOK_LISTEN = f"0.0.0.0:{WEBHOOK_PORT}"
 ENVOY_ADMIN_BIND = f"{LOOPBACK}:0"
 """Envoy's admin listener: loopback only, and port 0 so sidecars never collide (Consul's
 ``-admin-bind`` defaults to 19000, which one machine with several sidecars cannot share)."""
+
+BEARER_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+"""Where Kubernetes mounts a pod's service-account token: connect-init's login credential."""

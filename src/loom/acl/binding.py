@@ -34,6 +34,9 @@ from loom.acl.records import AuthMethod, Token
 from loom.acl.selector import SelectorError, Vars, matches, parse_selector, selector_fields
 from loom.acl.wire import Fields
 
+LOGIN_PREFIX = "token created via login"
+"""How a login token's ``Description`` starts (Consul's), before ``: {meta as JSON}``."""
+
 
 class BindNameError(AclError):
     """A bind name template is malformed, or computes a name invalid for its bind type."""
@@ -212,9 +215,9 @@ def login_token(
     It carries exactly the bound identities, roles and policies; it is local unless the
     method's ``TokenLocality`` is ``global``; it expires after the method's ``MaxTokenTTL``.
     """
-    description = "token created via login"
+    description = LOGIN_PREFIX
     if meta:
-        description += ": " + json.dumps(dict(meta), sort_keys=True, separators=(",", ":"))
+        description += ": " + go_json(meta)
     expires = now + method.max_token_ttl if method.max_token_ttl else None
     return Token(
         accessor_id=accessor_id,
@@ -231,12 +234,46 @@ def login_token(
     )
 
 
+_GO_ESCAPES = {
+    "<": "\\u003c",
+    ">": "\\u003e",
+    "&": "\\u0026",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+}
+
+
+def go_json(meta: Mapping[str, str]) -> str:
+    """``meta`` as Go's ``json.Marshal`` writes a ``map[string]string`` (what Consul puts in
+    the description): keys sorted, no spaces, UTF-8 kept, ``<``, ``>``, ``&``, U+2028 and
+    U+2029 escaped."""
+    text = json.dumps(dict(meta), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "".join(_GO_ESCAPES.get(c, c) for c in text)
+
+
+def login_meta(description: str) -> dict[str, str]:
+    """The ``Meta`` a login token was made with, read back from its ``Description`` (how
+    consul-k8s finds a pod's tokens); ``{}`` for any other description."""
+    head, sep, tail = description.partition(": ")
+    if head != LOGIN_PREFIX or not sep:
+        return {}
+    try:
+        meta = json.loads(tail)
+    except ValueError:
+        return {}
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(v, str)}
+
+
 __all__ = [
+    "LOGIN_PREFIX",
     "BindNameError",
     "BindingRule",
     "Bindings",
     "bind",
     "compute_bind_name",
     "interpolate",
+    "login_meta",
     "login_token",
 ]

@@ -8,8 +8,9 @@ binding-rule variables ``serviceaccount.namespace``, ``serviceaccount.name`` and
 ``serviceaccount.uid``. A review that is not ``authenticated``, carries an ``error``, or names
 a user that is not ``system:serviceaccount:<namespace>:<name>`` with valid Kubernetes names
 is refused: a token for a user, a node or a malformed account never becomes a service
-identity. (Consul also reads the ServiceAccount's ``consul.hashicorp.com/service-name``
-annotation; that needs a second API call and is left to the wiring.)
+identity. Consul then reads the ServiceAccount (a second call, made by the wiring): its
+``consul.hashicorp.com/service-name`` annotation, when set, replaces ``serviceaccount.name``
+(``with_service_name``).
 """
 
 from __future__ import annotations
@@ -110,3 +111,22 @@ def login_variables(review: object) -> dict[str, str]:
         "serviceaccount.name": name,
         "serviceaccount.uid": uid,
     }
+
+
+SERVICE_NAME_ANNOTATION = "consul.hashicorp.com/service-name"
+
+
+def with_service_name(vars: Mapping[str, str], account: object) -> dict[str, str]:
+    """``vars`` with ``serviceaccount.name`` from the ServiceAccount's
+    ``consul.hashicorp.com/service-name`` annotation when it has one (Consul's override)."""
+    out = dict(vars)
+    if _get(account, "kind") not in (None, "ServiceAccount"):
+        raise KubernetesLoginRefused(
+            "kubernetes: the annotation lookup did not answer a ServiceAccount"
+        )
+    annotations = _get(account, "metadata", "annotations")
+    if isinstance(annotations, Mapping):
+        name = annotations.get(SERVICE_NAME_ANNOTATION)
+        if isinstance(name, str):
+            out["serviceaccount.name"] = name
+    return out

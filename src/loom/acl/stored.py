@@ -1,9 +1,10 @@
 """ACL records as the store keeps them: the record plus the indexes Consul reports with it.
 
-Tokens, policies and roles are stored in Consul's JSON shape (``to_json``) with
-``CreateIndex`` and ``ModifyIndex`` beside the record's own fields, so the stored documents
-read like Consul's API answers. ``Stored`` is the decoded form: the typed record and its two
-indexes. Pure: the codecs here are what ``loom.store.tables`` names for the ACL tables.
+Tokens, policies, roles, auth methods and binding rules are stored in Consul's JSON shape
+(``to_json``) with ``CreateIndex`` and ``ModifyIndex`` beside the record's own fields, so the
+stored documents read like Consul's API answers. ``Stored`` is the decoded form: the typed
+record and its two indexes. Pure: the codecs here are what ``loom.store.tables`` names for
+the ACL tables.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from loom.acl.records import Policy, Role, Token
+from loom.acl.binding import BindingRule
+from loom.acl.records import AuthMethod, Policy, Role, Token
 
 Doc = dict[str, Any]
 
 
-R = TypeVar("R", Token, Policy, Role)
+R = TypeVar("R", Token, Policy, Role, AuthMethod, BindingRule)
 
 
 @dataclass(frozen=True)

@@ -146,6 +146,28 @@ def register(commands: Commands) -> None:
         help="install the redirection in this named network namespace instead of this one "
         "(tests, debugging)",
     )
+    init.add_argument(
+        "--acl-auth-method",
+        "-acl-auth-method",
+        help="log in through this ACL auth method with the pod's service-account token first",
+    )
+    init.add_argument(
+        "--bearer-token-file",
+        "-bearer-token-file",
+        default=defaults.BEARER_TOKEN_FILE,
+        help="the pod's service-account token (default %(default)s)",
+    )
+    init.add_argument(
+        "--acl-token-sink",
+        "-acl-token-sink",
+        help="where to write the login token for the sidecar, mode 0600 "
+        "(default: acl-token in --output-dir)",
+    )
+    init.add_argument(
+        "--acl-token-owner",
+        type=int,
+        help="user ID to give the token file to when running as root (the sidecar's)",
+    )
     init.epilog = (
         "Arguments after -- are the flags of `loom connect redirect-traffic` "
         "(--proxy-uid ... ; transparent proxy)."
@@ -241,6 +263,7 @@ def run_connect_init(args: argparse.Namespace) -> int:
 
     from loom.k8s.connect_init import ConnectInitConfig, run
     from loom.k8s.errors import ConnectInitError
+    from loom.k8s.login import LoginSettings
     from loom.redirect import RedirectConfig
 
     if not args.pod_name or not args.pod_namespace:
@@ -249,6 +272,15 @@ def run_connect_init(args: argparse.Namespace) -> int:
             "or POD_NAME/POD_NAMESPACE (downward API)"
         )
     redirect = RedirectConfig.from_flags(args.rest) if args.rest else None
+    login = None
+    if args.acl_auth_method:
+        suffix = f"-{args.service_name}" if args.service_name else ""
+        login = LoginSettings(
+            auth_method=args.acl_auth_method,
+            token_sink=Path(args.acl_token_sink or Path(args.output_dir) / f"acl-token{suffix}"),
+            bearer_token_file=Path(args.bearer_token_file),
+            token_owner=args.acl_token_owner,
+        )
     config = ConnectInitConfig(
         http_addr=args.http_addr,
         pod_name=args.pod_name,
@@ -261,6 +293,7 @@ def run_connect_init(args: argparse.Namespace) -> int:
         redirect=redirect,
         redirect_netns=args.netns,
         skip_redirect=args.skip_redirect,
+        login=login,
     )
 
     def log(message: str) -> None:

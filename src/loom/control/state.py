@@ -14,6 +14,7 @@ from loom.control.acl import Acl, AclSettings
 from loom.control.catalog import Catalog, CatalogSettings
 from loom.control.certs import Certs
 from loom.control.configs import Configs
+from loom.control.login import Logins
 from loom.control.snapshot import MESH_TABLES, build_snapshot
 from loom.domain.mesh import MeshSnapshot
 from loom.store import Store, StoreConflict, open_store
@@ -106,6 +107,12 @@ class State:
         self.certs = Certs(self.store, settings.datacenter, lambda: dt.datetime.now(dt.UTC))
         self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
         self.acl = Acl(self.store, self.lock, settings.acl(), lambda: dt.datetime.now(dt.UTC))
+        self.logins = Logins(
+            self.store,
+            self.lock,
+            lambda: dt.datetime.now(dt.UTC),
+            datacenter=settings.datacenter,
+        )
         self._snapshot: MeshSnapshot | None = None
 
     def snapshot(self) -> MeshSnapshot:

@@ -2,7 +2,9 @@
 
 It waits until the pod's service instance and its sidecar are registered, writes the proxy ID
 into the shared volume and, with transparent proxy, installs the traffic redirection (so it
-runs as root with ``NET_ADMIN``; otherwise as an unprivileged user). The plan's
+runs as root with ``NET_ADMIN``; otherwise as an unprivileged user). When pods log in
+(``settings.login``), it is given the auth method and where to leave the token for the
+sidecar, and the token goes to the sidecar's user. The plan's
 ``RedirectConfig`` travels as its ``to_flags()`` after ``--``, which connect-init parses back
 with ``RedirectConfig.from_flags``. Multi-port pods get one
 per service, named ``loom-connect-init-<service>``. It is appended after the pod's own init
@@ -15,8 +17,8 @@ from typing import Any
 
 from loom.inject.env import downward_env
 from loom.inject.plan import ServicePlan, WorkloadPlan
-from loom.inject.settings import INIT_UID, InjectSettings
-from loom.inject.volumes import DATA_DIR, data_mount
+from loom.inject.settings import INIT_UID, PROXY_UID, InjectSettings
+from loom.inject.volumes import DATA_DIR, acl_token_file, data_mount
 
 INIT_CONTAINER = "loom-connect-init"
 """Name of the init container (``-<service>`` appended for multi-port pods)."""
@@ -31,6 +33,13 @@ def init_container(
         args.append(f"--service-name={service.name}")
     if plan.consul_namespace is not None:
         args.append(f"--consul-namespace={plan.consul_namespace}")
+    login = settings.login.auth_method
+    if login is not None:
+        args += [
+            f"--acl-auth-method={login}",
+            f"--acl-token-sink={DATA_DIR}/{acl_token_file(service.suffix)}",
+            f"--acl-token-owner={PROXY_UID}",
+        ]
     if plan.redirect is not None:
         args += ["--", *plan.redirect.to_flags()]
     container: dict[str, Any] = {
@@ -39,7 +48,7 @@ def init_container(
         "command": ["loom", "k8s", "connect-init"],
         "args": args,
         "env": downward_env(),
-        "securityContext": _security_context(plan.redirect is not None),
+        "securityContext": _security_context(plan.redirect is not None, login is not None),
         "volumeMounts": [data_mount()],
     }
     resources = settings.init_resources.to_k8s()
@@ -48,7 +57,7 @@ def init_container(
     return container
 
 
-def _security_context(redirects: bool) -> dict[str, Any]:
+def _security_context(redirects: bool, logs_in: bool) -> dict[str, Any]:
     if redirects:
         # iptables in the pod's network namespace: root with NET_ADMIN, nothing else.
         return {
@@ -58,9 +67,12 @@ def _security_context(redirects: bool) -> dict[str, Any]:
             "privileged": False,
             "capabilities": {"add": ["NET_ADMIN"], "drop": ["ALL"]},
         }
+    # A login token is written 0600 for the sidecar: without root to give it away, the init
+    # container runs as the sidecar's user.
+    uid = PROXY_UID if logs_in else INIT_UID
     return {
-        "runAsUser": INIT_UID,
-        "runAsGroup": INIT_UID,
+        "runAsUser": uid,
+        "runAsGroup": uid,
         "runAsNonRoot": True,
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},

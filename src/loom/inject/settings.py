@@ -122,6 +122,21 @@ class SidecarDnsSettings:
     """``proxyPort``: where the dataplane's DNS proxy listens inside the pod."""
 
 
+DEFAULT_AUTH_METHOD = "loom-k8s-auth-method"
+"""The ``kubernetes`` auth method injected pods log in through when ACLs are managed."""
+
+
+@dataclass(frozen=True)
+class PodLoginSettings:
+    """How injected pods get their ACL token (``global.acls.manageSystemACLs``,
+    ``connectInject.overrideAuthMethodName``): connect-init logs in with the pod's
+    service-account token and hands the token to the sidecar."""
+
+    auth_method: str | None = None
+    """The ``kubernetes`` auth method connect-init logs in through (consul-k8s's
+    ``-acl-auth-method``); None: ACLs are not managed and pods do not log in."""
+
+
 @dataclass(frozen=True)
 class InjectSettings:
     """Everything the planner needs besides the pod and its namespace."""
@@ -157,6 +172,8 @@ class InjectSettings:
     """Address of ``loom server`` as seen from pods."""
     dns: SidecarDnsSettings = field(default_factory=SidecarDnsSettings)
     """DNS redirection to the dataplane's DNS proxy."""
+    login: PodLoginSettings = field(default_factory=PodLoginSettings)
+    """ACL login of injected pods (off unless ACLs are managed or a method is named)."""
 
     @classmethod
     def from_values(
@@ -208,6 +225,7 @@ class InjectSettings:
                 redirection=reader.get("dns.enableRedirection", bool, True),
                 proxy_port=reader.port("dns.proxyPort", DNS_PROXY_PORT),
             ),
+            login=_login(reader),
         )
         if settings.default_protocol not in (None, "tcp", "http", "http2", "grpc"):
             raise SettingsError(
@@ -220,6 +238,16 @@ class InjectSettings:
     def replace(self, **changes: Any) -> InjectSettings:
         """A copy with some fields changed (for tests and front-ends)."""
         return dataclasses.replace(self, **changes)
+
+
+def _login(reader: ValuesReader) -> PodLoginSettings:
+    managed = reader.get("global.acls.manageSystemACLs", bool, False)
+    name = reader.optional("connectInject.overrideAuthMethodName", str)
+    if name is not None and not name:
+        raise SettingsError("connectInject.overrideAuthMethodName: must not be empty")
+    if name is None and managed:
+        name = DEFAULT_AUTH_METHOD
+    return PodLoginSettings(auth_method=name)
 
 
 _MISSING = object()

@@ -2,7 +2,8 @@
 
 It runs as the proxy UID (excluded from redirection), reads its proxy ID from the file
 connect-init wrote, connects to the server's HTTP and gRPC (xDS) addresses, and passes the
-extra Envoy arguments after ``--``. Readiness is its public listener accepting connections.
+extra Envoy arguments after ``--``; when pods log in, its ACL token from the file connect-init
+left (``--token-file``). Readiness is its public listener accepting connections.
 Multi-port pods get one per service, named ``loom-dataplane-<service>``, each on its own
 public port (20000, 20001, ...).
 """
@@ -14,7 +15,7 @@ from typing import Any
 from loom.inject.env import downward_env
 from loom.inject.plan import ServicePlan, WorkloadPlan
 from loom.inject.settings import PROXY_UID, InjectSettings
-from loom.inject.volumes import DATA_DIR, data_mount, proxy_id_file
+from loom.inject.volumes import DATA_DIR, acl_token_file, data_mount, proxy_id_file
 
 SIDECAR_CONTAINER = "loom-dataplane"
 """Name of the sidecar container (``-<service>`` appended for multi-port pods)."""
@@ -29,6 +30,8 @@ def sidecar_container(
         f"--http-addr={settings.server.http_addr}",
         f"--grpc-addr={settings.server.grpc_addr}",
     ]
+    if settings.login.auth_method is not None:
+        args.append(f"--token-file={DATA_DIR}/{acl_token_file(service.suffix)}")
     if plan.redirect is not None and plan.redirect.dns_port is not None:
         args.append(f"--dns-port={plan.redirect.dns_port}")
     if plan.envoy_extra_args:

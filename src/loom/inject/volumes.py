@@ -1,9 +1,9 @@
 """The shared in-memory volume between connect-init and the sidecar(s).
 
-connect-init writes what it learned from the server (the proxy's ID) into an ``emptyDir``
-(``medium: Memory``) mounted at ``/loom/connect-inject``; each sidecar reads its proxy ID from
-there. The file names are defined here once: connect-init writes them, the sidecar's command
-line points at them.
+connect-init writes what it learned from the server (the proxy's ID, and with ACLs the token
+its login got) into an ``emptyDir`` (``medium: Memory``) mounted at ``/loom/connect-inject``;
+each sidecar reads its proxy ID (and token) from there. The file names are defined here once:
+connect-init writes them, the sidecar's command line points at them.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ DATA_DIR = "/loom/connect-inject"
 def proxy_id_file(suffix: str = "") -> str:
     """File name (inside ``DATA_DIR``) of a service's proxy ID: ``proxyid`` or ``proxyid-web``."""
     return f"proxyid{suffix}"
+
+
+def acl_token_file(suffix: str = "") -> str:
+    """File name (inside ``DATA_DIR``) of a service's login token: ``acl-token[-web]``."""
+    return f"acl-token{suffix}"
 
 
 def data_mount() -> dict[str, Any]:

@@ -11,6 +11,10 @@ transparent proxy, installs the traffic redirection it was given in-process
 from its command line by ``RedirectConfig.from_flags``). After ``--timeout`` seconds it exits
 non-zero saying what it was still waiting for.
 
+With ``--acl-auth-method`` it first logs in with the pod's service-account token
+(``loom.k8s.login``), makes its own calls with the token it got, checks that token may write
+the pod's service and leaves it in the shared volume for the sidecar (``--acl-token-sink``).
+
 ``find_registration`` is the pure matching; ``run`` is the I/O around it.
 """
 
@@ -29,6 +33,14 @@ from loom.api import AsyncClient, ClientError, HTTPStatusError, WatchPolicy
 from loom.inject.registration import META_K8S_NAMESPACE, META_POD_NAME
 from loom.inject.volumes import proxy_id_file
 from loom.k8s.errors import ConnectInitError
+from loom.k8s.login import (
+    LoggedIn,
+    LoginSettings,
+    check_service_write,
+    login,
+    logout,
+    write_token,
+)
 from loom.redirect import RedirectConfig, RedirectError
 from loom.redirect.applying import ApplyResult, apply_redirect
 
@@ -65,6 +77,9 @@ class ConnectInitConfig:
     pod's. Tests and debugging only."""
     skip_redirect: bool = False
     """Do not install the redirection even when one is given (tests, dry runs)."""
+    login: LoginSettings | None = None
+    """Log in through an ACL auth method first (``--acl-auth-method``); None: use the token
+    the environment gives (``LOOM_HTTP_TOKEN``...), if any."""
 
 
 @dataclass(frozen=True)
@@ -156,12 +171,15 @@ def write_identity(config: ConnectInitConfig, found: Found) -> list[Path]:
     return written
 
 
-async def wait_for_registration(config: ConnectInitConfig, log: Callable[[str], None]) -> Found:
+async def wait_for_registration(
+    config: ConnectInitConfig, log: Callable[[str], None], token: str | None = None
+) -> Found:
     """Follow ``/v1/agent/services`` (blocking queries) until found; ``ConnectInitError`` after
-    the timeout, saying what was still missing. A "waiting" line every ``log_interval``."""
+    the timeout, saying what was still missing. A "waiting" line every ``log_interval``.
+    ``token``: the login token (None: the environment's)."""
     started = time.monotonic()
     status = "no answer from the server yet"
-    client = AsyncClient(config.http_addr)
+    client = AsyncClient(config.http_addr, token=token)
 
     def failed(exc: ClientError, _retry_in: float) -> None:
         nonlocal status
@@ -219,12 +237,34 @@ async def redirect_traffic(config: RedirectConfig, netns: str | None = None) -> 
         raise ConnectInitError(f"redirect-traffic failed: {exc}") from exc
 
 
+async def _logged_in(config: ConnectInitConfig, log: Callable[[str], None]) -> LoggedIn | None:
+    if config.login is None:
+        return None
+    pod = f"{config.pod_namespace}/{config.pod_name}"
+    token = await login(config.http_addr, config.login, pod, time.monotonic() + config.timeout, log)
+    log(
+        f"logged in through auth method {config.login.auth_method!r}: token "
+        f"{token.accessor_id} for {', '.join(token.identities) or 'no service identity'}"
+    )
+    return token
+
+
 async def run(config: ConnectInitConfig, log: Callable[[str], None]) -> Found:
-    """The whole init container: wait, write, redirect."""
-    found = await wait_for_registration(config, log)
+    """The whole init container: log in, wait, check, write, redirect."""
+    token = await _logged_in(config, log)
+    try:
+        found = await wait_for_registration(config, log, token.secret_id if token else None)
+        if token is not None and config.login is not None:
+            await check_service_write(config.http_addr, token, config.login, found.service_name)
+    except BaseException:
+        if token is not None:
+            await logout(config.http_addr, token)
+        raise
     log(f"service {found.service_id} and proxy {found.proxy_id} are registered")
     for path in write_identity(config, found):
         log(f"wrote {path}")
+    if token is not None and config.login is not None:
+        log(f"wrote the ACL token to {write_token(config.login, token)}")
     if config.redirect is not None and not config.skip_redirect:
         result = await redirect_traffic(config.redirect, config.redirect_netns)
         log("traffic redirection installed: " + " ".join(config.redirect.to_flags()))

@@ -22,6 +22,11 @@ registrations currently in the catalog, ``reconcile`` returns the agent registra
 - idempotency: each body carries ``Meta["registration-hash"]``, a digest of the body itself;
   a registration whose hash matches is not rewritten.
 
+When pods log in (``settings.login``), the tokens of a pod whose registrations are removed are
+removed too (``login_tokens_of``: the tokens of the auth method whose ``Description`` carries
+``{"pod": "<namespace>/<name>"}``, as consul-k8s finds them): a pod that is gone keeps no
+identity.
+
 The I/O loop around it is ``loom.k8s.controller_loop``.
 """
 
@@ -33,6 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom.acl.binding import login_meta
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, decide_injection, plan_workload
 from loom.inject import annotations as ann
 from loom.inject.registration import (
@@ -258,3 +264,29 @@ def _pod_key(pod: Mapping[str, Any]) -> tuple[str, str]:
 def _owner(doc: Mapping[str, Any]) -> tuple[str, str]:
     meta = doc.get("Meta") or {}
     return str(meta.get(META_K8S_NAMESPACE)), str(meta.get(META_POD_NAME))
+
+
+def owners(registered: Iterable[Mapping[str, Any]], service_ids: Iterable[str]) -> set[str]:
+    """``namespace/name`` of the pods owning these registrations."""
+    by_id = {str(doc.get("ID")): doc for doc in registered}
+    found = set()
+    for sid in service_ids:
+        doc = by_id.get(sid)
+        if doc is not None:
+            ns, name = _owner(doc)
+            found.add(f"{ns}/{name}")
+    return found
+
+
+def login_tokens_of(
+    tokens: Iterable[Mapping[str, Any]], auth_method: str, pods: set[str]
+) -> list[str]:
+    """AccessorIDs of the tokens ``auth_method`` made for ``pods`` (``namespace/name``)."""
+    found = []
+    for token in tokens:
+        if token.get("AuthMethod") != auth_method:
+            continue
+        pod = login_meta(str(token.get("Description") or "")).get("pod")
+        if pod in pods:
+            found.append(str(token.get("AccessorID")))
+    return sorted(found)

@@ -4,14 +4,16 @@ Three informers (list, then watch from the list's ``resourceVersion``; relist on
 with backoff) keep Pods, Services and Namespaces in memory. Every event, debounced, and a
 periodic resync run ``loom.k8s.controller.reconcile`` against the controller's registrations
 in ``GET /v1/agent/services`` and apply the result with ``PUT /v1/agent/service/register`` and
-``/deregister``. Nothing is written before all three informers have listed once, so a
-restart never deregisters pods it has not seen yet. An unreachable API server or Loom server
-is one log line per failure, retried with exponential backoff.
+``/deregister``; when pods log in, a gone pod's login tokens are deleted too. Nothing is
+written before all three informers have listed once, so a restart never deregisters pods it
+has not seen yet. An unreachable API server or Loom server is one log line per failure,
+retried with exponential backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,10 +24,10 @@ from lightkube.core.exceptions import ConfigError, NotReadyError
 from lightkube.resources.core_v1 import Namespace, Pod, Service
 
 from loom.api import AsyncClient as LoomClient
-from loom.api import ClientError
+from loom.api import ClientError, NotFoundError
 from loom.inject import InjectSettings
 from loom.inject.registration import META_K8S_NAMESPACE
-from loom.k8s.controller import Changes, reconcile
+from loom.k8s.controller import Changes, login_tokens_of, owners, reconcile
 from loom.k8s.errors import K8sError
 
 log = logging.getLogger("loom.k8s.controller")
@@ -215,10 +217,23 @@ class Controller:
             params = {"ns": ns} if ns and ns != "default" else {}
             await self.api.put(f"/v1/agent/service/deregister/{sid}", **params)
             log.info("deregistered %s (its pod is gone)", sid)
+        if changes.deregister and self.settings.login.auth_method is not None:
+            await self._logout(owners(docs, changes.deregister), self.settings.login.auth_method)
         for body in changes.register:
             await self.api.put("/v1/agent/service/register", body)
             log.info("registered %s at %s", body["ID"], body["Address"])
         return changes
+
+    async def _logout(self, pods: set[str], method: str) -> None:
+        """Delete the login tokens of pods that are gone (the controller's token needs
+        ``acl:write``, as consul-k8s's connect-injector's has)."""
+        tokens = await self.api.get("/v1/acl/tokens", authmethod=method)
+        if not isinstance(tokens, list):
+            raise ControllerError("GET /v1/acl/tokens: the answer is not a JSON list")
+        for accessor in login_tokens_of([t for t in tokens if isinstance(t, dict)], method, pods):
+            with contextlib.suppress(NotFoundError):  # logged out meanwhile
+                await self.api.delete(f"/v1/acl/token/{accessor}")
+            log.info("deleted login token %s (its pod is gone)", accessor)
 
     def _report_skipped(self, changes: Changes) -> None:
         now = {s.pod: s.reason for s in changes.skipped}

@@ -1,4 +1,5 @@
-"""The ``/v1/acl/*`` endpoints: bootstrap, tokens, policies and roles, in Consul's shapes.
+"""The ``/v1/acl/*`` endpoints: bootstrap, tokens, policies, roles, auth methods, binding
+rules, login and logout, in Consul's shapes.
 
 Paths, bodies and answers follow Consul's ACL HTTP API so py-consul and the Consul CLI work:
 a write answers with the record as stored (IDs chosen, links filled with both ID and Name,
@@ -14,8 +15,10 @@ from typing import Any
 
 from aiohttp import web
 
+from loom.acl.rules import SEGMENTED, SINGLE, Access
 from loom.acl.stored import Stored
 from loom.acl.wire import Fields as AclFields
+from loom.domain.fields import ValidationError
 from loom.server import guard
 from loom.store.tables import ACL_TABLES
 
@@ -102,6 +105,9 @@ async def token_list(request: web.Request) -> web.Response:
     role = request.query.get("role")
     if role:
         tokens = [t for t in tokens if any(r.id == role for r in t.record.roles)]
+    method = request.query.get("authmethod")
+    if method:
+        tokens = [t for t in tokens if t.record.auth_method == method]
     return _json(request, [_token(request, t) for t in tokens])
 
 
@@ -171,6 +177,119 @@ async def role_list(request: web.Request) -> web.Response:
     return _json(request, [r.to_json() for r in roles])
 
 
+# -- auth methods and binding rules ------------------------------------------------------------
+
+
+def _method_stub(stored: Stored[Any]) -> Doc:
+    doc = stored.to_json()
+    doc.pop("Config", None)
+    return doc
+
+
+async def method_write(request: web.Request) -> web.Response:
+    _enabled(request)
+    logins = guard.state_of(request).logins
+    stored = await logins.write_method(await _body(request), request.match_info.get("name", ""))
+    return _json(request, stored.to_json())
+
+
+async def method_read(request: web.Request) -> web.Response:
+    _enabled(request)
+    stored = guard.state_of(request).logins.get_method(request.match_info["name"])
+    return _json(request, stored.to_json())
+
+
+async def method_delete(request: web.Request) -> web.Response:
+    _enabled(request)
+    await guard.state_of(request).logins.delete_method(request.match_info["name"])
+    return _json(request, True)
+
+
+async def method_list(request: web.Request) -> web.Response:
+    _enabled(request)
+    return _json(request, [_method_stub(m) for m in guard.state_of(request).logins.methods()])
+
+
+async def rule_write(request: web.Request) -> web.Response:
+    _enabled(request)
+    logins = guard.state_of(request).logins
+    stored = await logins.write_rule(await _body(request), request.match_info.get("id", ""))
+    return _json(request, stored.to_json())
+
+
+async def rule_read(request: web.Request) -> web.Response:
+    _enabled(request)
+    stored = guard.state_of(request).logins.get_rule(request.match_info["id"])
+    return _json(request, stored.to_json())
+
+
+async def rule_delete(request: web.Request) -> web.Response:
+    _enabled(request)
+    await guard.state_of(request).logins.delete_rule(request.match_info["id"])
+    return _json(request, True)
+
+
+async def rule_list(request: web.Request) -> web.Response:
+    _enabled(request)
+    rules = guard.state_of(request).logins.rules(request.query.get("authmethod", ""))
+    return _json(request, [r.to_json() for r in rules])
+
+
+# -- login and logout ----------------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.Response:
+    """No token needed (Consul ignores the request's own): the bearer token is the proof."""
+    _enabled(request)
+    stored = await guard.state_of(request).logins.login(await _body(request))
+    return _json(request, stored.to_json())
+
+
+async def logout(request: web.Request) -> web.Response:
+    """Deletes the request's own token, which a login must have made."""
+    _enabled(request)
+    secret = guard.secret_of(request)
+    if not secret:
+        raise web.HTTPUnauthorized(text="Supplied token does not exist\n")
+    await guard.state_of(request).logins.logout(secret)
+    return _json(request, True)
+
+
+# -- what may this token do ---------------------------------------------------------------------
+
+AUTHORIZE_MAX = 64  # Consul's limit per request
+RESOURCES = (*SEGMENTED, *SINGLE, "intention")
+
+
+async def authorize(request: web.Request) -> web.Response:
+    """Consul's ``/v1/internal/acl/authorize``: ``[{Resource, Segment, Access}]`` answered
+    with ``Allow`` for the request's own token (how connect-init checks its login token may
+    write its service before it hands it to the sidecar)."""
+    _enabled(request)
+    body = await _body(request)
+    if not isinstance(body, list):
+        raise ValidationError("Failed to decode request body: expected a list")
+    if len(body) > AUTHORIZE_MAX:
+        raise ValidationError(
+            f"Refusing to process more than {AUTHORIZE_MAX} authorizations at once"
+        )
+    authz = guard.authorizer(request)
+    answers = []
+    for item in body:
+        f = AclFields("Authorization", item)
+        resource, segment, access = f.text("Resource"), f.text("Segment"), f.text("Access")
+        f.done()
+        if resource not in RESOURCES:
+            raise ValidationError(f"Resource: unknown resource {resource!r}")
+        if access not in ("read", "write", "list"):
+            raise ValidationError(f"Access: {access!r} is not read, write or list")
+        allowed = authz is None or authz.allowed(resource, Access(access), segment)
+        answers.append(
+            {"Resource": resource, "Segment": segment, "Access": access, "Allow": allowed}
+        )
+    return _json(request, answers)
+
+
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_put("/v1/acl/bootstrap", bootstrap)
     r.add_get("/v1/acl/token/self", token_self)
@@ -191,6 +310,19 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_put("/v1/acl/role/{id}", role_write)
     r.add_delete("/v1/acl/role/{id}", role_delete)
     r.add_get("/v1/acl/roles", role_list)
+    r.add_put("/v1/acl/auth-method", method_write)
+    r.add_get("/v1/acl/auth-method/{name}", method_read)
+    r.add_put("/v1/acl/auth-method/{name}", method_write)
+    r.add_delete("/v1/acl/auth-method/{name}", method_delete)
+    r.add_get("/v1/acl/auth-methods", method_list)
+    r.add_put("/v1/acl/binding-rule", rule_write)
+    r.add_get("/v1/acl/binding-rule/{id}", rule_read)
+    r.add_put("/v1/acl/binding-rule/{id}", rule_write)
+    r.add_delete("/v1/acl/binding-rule/{id}", rule_delete)
+    r.add_get("/v1/acl/binding-rules", rule_list)
+    r.add_post("/v1/acl/login", login)
+    r.add_post("/v1/acl/logout", logout)
+    r.add_post("/v1/internal/acl/authorize", authorize)
 
 
 __all__ = ["add_routes"]

@@ -366,9 +366,24 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("PUT", "/v1/acl/role/{id}"): _fixed("acl", W),
     ("DELETE", "/v1/acl/role/{id}"): _fixed("acl", W),
     ("GET", "/v1/acl/roles"): _fixed("acl", R),
+    ("PUT", "/v1/acl/auth-method"): _fixed("acl", W),
+    ("GET", "/v1/acl/auth-method/{name}"): _fixed("acl", R),
+    ("PUT", "/v1/acl/auth-method/{name}"): _fixed("acl", W),
+    ("DELETE", "/v1/acl/auth-method/{name}"): _fixed("acl", W),
+    ("GET", "/v1/acl/auth-methods"): _fixed("acl", R),
+    ("PUT", "/v1/acl/binding-rule"): _fixed("acl", W),
+    ("GET", "/v1/acl/binding-rule/{id}"): _fixed("acl", R),
+    ("PUT", "/v1/acl/binding-rule/{id}"): _fixed("acl", W),
+    ("DELETE", "/v1/acl/binding-rule/{id}"): _fixed("acl", W),
+    ("GET", "/v1/acl/binding-rules"): _fixed("acl", R),
+    ("POST", "/v1/internal/acl/authorize"): _nothing,  # a valid token, asking about itself
 }
-UNRESOLVED = frozenset({("PUT", "/v1/acl/bootstrap")})
-"""Routes that never look at the token (bootstrap: there is no token yet)."""
+UNRESOLVED = frozenset(
+    {("PUT", "/v1/acl/bootstrap"), ("POST", "/v1/acl/login"), ("POST", "/v1/acl/logout")}
+)
+"""Routes the middleware does not resolve a token for: bootstrap (there is no token yet),
+login (the bearer token in the body is the proof; Consul ignores the request's token) and
+logout (its handler looks the request's token up itself, to delete it)."""
 _MANAGEMENT = _fixed("acl", W)
 
 

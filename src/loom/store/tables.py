@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from loom.acl.records import Policy, Role, Token
+from loom.acl.binding import BindingRule
+from loom.acl.records import AuthMethod, Policy, Role, Token
 from loom.acl.stored import Stored, decoder, encoder
 from loom.domain.entries import ConfigEntry
 from loom.domain.records import (
@@ -204,14 +205,30 @@ ACL_TOKENS: Table[Stored[Token]] = Table("acl_tokens", encoder, decoder(Token.fr
 ACL_POLICIES: Table[Stored[Policy]] = Table("acl_policies", encoder, decoder(Policy.from_json))
 ACL_ROLES: Table[Stored[Role]] = Table("acl_roles", encoder, decoder(Role.from_json))
 ACL_META: Table[Doc] = Table("acl_meta", _doc, _doc)
+ACL_AUTH_METHODS: Table[Stored[AuthMethod]] = Table(
+    "acl_auth_methods", encoder, decoder(AuthMethod.from_json)
+)
+ACL_BINDING_RULES: Table[Stored[BindingRule]] = Table(
+    "acl_binding_rules", encoder, decoder(BindingRule.from_json)
+)
 
 TABLES: dict[str, Table[Any]] = {
     t.name: t for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META)
 }
-TABLES.update((t.name, t) for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META))
+TABLES.update(
+    (t.name, t)
+    for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META, ACL_AUTH_METHODS, ACL_BINDING_RULES)
+)
 CATALOG_TABLES = (SERVICES.name, CHECKS.name, NODES.name, VIPS.name)
 CONFIG_TABLES = (CONFIG.name, EXTERNAL_VIPS.name)
-ACL_TABLES = (ACL_TOKENS.name, ACL_POLICIES.name, ACL_ROLES.name, ACL_META.name)
+ACL_TABLES = (
+    ACL_TOKENS.name,
+    ACL_POLICIES.name,
+    ACL_ROLES.name,
+    ACL_META.name,
+    ACL_AUTH_METHODS.name,
+    ACL_BINDING_RULES.name,
+)
 
 
 def encode(table: str, value: Any) -> Doc:

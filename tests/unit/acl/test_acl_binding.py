@@ -227,3 +227,14 @@ def test_a_login_token_carries_exactly_what_was_bound_and_expires_with_the_metho
     assert token.expiration_time == now + dt.timedelta(minutes=10)
     global_method = AuthMethod("k8s", "kubernetes", token_locality="global")
     assert not login_token(bound, global_method, accessor_id="a", secret_id="s", now=now).local
+
+
+def test_login_meta_is_written_as_gos_json_marshal_writes_it_and_read_back() -> None:
+    from loom.acl.binding import go_json, login_meta
+
+    meta = {"pod": "ns/web-1", "note": "a<b>&c", "name": "café"}
+    text = go_json(meta)
+    assert text == '{"name":"café","note":"a\\u003cb\\u003e\\u0026c","pod":"ns/web-1"}'
+    assert login_meta(f"token created via login: {text}") == meta
+    assert login_meta("token created via login") == {}
+    assert login_meta('something else: {"pod":"ns/web-1"}') == {}

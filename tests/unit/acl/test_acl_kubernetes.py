@@ -128,3 +128,21 @@ def test_a_pod_whose_account_differs_from_its_service_is_denied_that_service() -
 def test_a_pod_in_another_namespace_binds_nothing_and_cannot_log_in() -> None:
     with pytest.raises(PermissionDenied):
         authorizer_for(review("system:serviceaccount:prod:static-server"))
+
+
+def test_the_service_name_annotation_replaces_the_account_name_as_consul_does() -> None:
+    from loom.acl.kubernetes import KubernetesLoginRefused, with_service_name
+
+    vars = {
+        "serviceaccount.namespace": "ns",
+        "serviceaccount.name": "web-sa",
+        "serviceaccount.uid": "u",
+    }
+    annotated = {"kind": "ServiceAccount", "metadata": {"annotations": {SERVICE_NAME: "web"}}}
+    assert with_service_name(vars, annotated)["serviceaccount.name"] == "web"
+    assert with_service_name(vars, {"kind": "ServiceAccount", "metadata": {}}) == vars
+    with pytest.raises(KubernetesLoginRefused, match="did not answer a ServiceAccount"):
+        with_service_name(vars, {"kind": "Status"})
+
+
+SERVICE_NAME = "consul.hashicorp.com/service-name"

@@ -225,3 +225,21 @@ def test_a_pod_the_planner_refuses_is_skipped_with_the_reason_and_keeps_its_regi
     assert ann.CONNECT_SERVICE_PROTOCOL in skipped.reason and "carrier-pigeon" in skipped.reason
     assert [b["ID"] for b in changes.register] == ["db-db"]
     assert changes.deregister == []
+
+
+def test_a_gone_pods_login_tokens_are_found_by_method_and_pod_meta_only() -> None:
+    from loom.k8s.controller import login_tokens_of, owners
+
+    def token(accessor: str, description: str, method: str = "k8s") -> dict[str, Any]:
+        return {"AccessorID": accessor, "Description": description, "AuthMethod": method}
+
+    tokens = [
+        token("a", 'token created via login: {"pod":"default/web-1"}'),
+        token("b", 'token created via login: {"pod":"default/web-2"}'),
+        token("c", 'token created via login: {"pod":"default/web-1"}', method="other"),
+        token("d", "default/web-1"),  # made by hand, names the pod in its text only
+        token("e", 'token created via login: {"pod":["default/web-1"]}'),
+    ]
+    assert login_tokens_of(tokens, "k8s", {"default/web-1"}) == ["a"]
+    registered = [{"ID": "web-1-web", "Meta": {"pod-name": "web-1", "k8s-namespace": "default"}}]
+    assert owners(registered, ["web-1-web", "unknown"]) == {"default/web-1"}

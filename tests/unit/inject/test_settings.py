@@ -82,3 +82,13 @@ def test_a_values_file_that_is_not_a_mapping_is_a_one_line_error() -> None:
         parse_values("- a\n- b\n")
     with pytest.raises(SettingsError, match="malformed YAML"):
         parse_values("connectInject: {default: [\n")
+
+
+def test_pods_log_in_only_when_acls_are_managed_or_an_auth_method_is_named() -> None:
+    assert InjectSettings.from_values({}).login.auth_method is None
+    managed = {"global": {"acls": {"manageSystemACLs": True}}}
+    assert InjectSettings.from_values(managed).login.auth_method == "loom-k8s-auth-method"
+    named = {**managed, "connectInject": {"overrideAuthMethodName": "mine"}}
+    assert InjectSettings.from_values(named).login.auth_method == "mine"
+    with pytest.raises(SettingsError, match="overrideAuthMethodName: must not be empty"):
+        InjectSettings.from_values({"connectInject": {"overrideAuthMethodName": ""}})
