@@ -91,6 +91,15 @@ def test_agent_catalog_and_health_lists_filter_on_their_own_field_names(loom_ser
     assert [ch["ServiceID"] for ch in checks] == ["web-1"]
 
 
+def test_consuls_own_api_test_of_a_service_filter_passes(loom_server) -> None:
+    # TestAPI_AgentServicesWithFilter in Consul's api/agent_test.go, through py-consul.
+    c = _client(loom_server)
+    c.agent.service.register("foo", service_id="foo", port=8000, tags=["bar", "baz"])
+    c.agent.service.register("foo", service_id="foo2", port=8001, tags=["foo", "baz"])
+    assert set(c.agent.services(filter_expr="foo in Tags")) == {"foo2"}
+    assert set(c.agent.services(filter_expr="Service==foo and Port!=8000")) == {"foo2"}
+
+
 def test_the_intention_list_filters_on_intention_fields(loom_server) -> None:
     c = _client(loom_server)
     c.connect.intentions.upsert("web", "db", action="allow")
