@@ -255,3 +255,33 @@ def test_every_field_an_endpoint_answers_is_one_its_filter_can_select(loom_serve
         docs = list(body.values()) if kind is None else body
         assert docs, path
         assert [f for d in docs for f in _unknown(d, shape)] == [], path
+
+
+def test_a_filter_sees_only_what_the_token_may_read_and_acl_marking_ignores_it() -> None:
+    from tests.support.server import start_server
+
+    server = start_server("--acl-default-policy", "deny")
+    try:
+        mgmt = {"X-Consul-Token": server.put("/v1/acl/bootstrap")["SecretID"]}
+        for name in ("web", "db"):
+            body = {"Name": name, "Port": 80, "Meta": {"env": "prod"}}
+            assert server.request("PUT", "/v1/agent/service/register", body, mgmt)[0] == 200
+        rules = 'service "web" { policy = "read" }'
+        policy = {"Name": "web-read", "Rules": rules}
+        assert server.request("PUT", "/v1/acl/policy", policy, mgmt)[0] == 200
+        _, token, _ = server.request(
+            "PUT", "/v1/acl/token", {"Policies": [{"Name": "web-read"}]}, mgmt
+        )
+        reader = {"X-Consul-Token": token["SecretID"]}
+        for expr, expected in [("Meta.env == prod", {"web"}), ("Service == db", set())]:
+            query = urllib.parse.urlencode({"filter": expr})
+            status, body, headers = server.request(
+                "GET", f"/v1/agent/services?{query}", None, reader
+            )
+            assert status == 200 and set(body) == expected, expr
+            assert headers["X-Consul-Results-Filtered-By-ACLs"] == "true", expr  # as unfiltered
+        query = urllib.parse.urlencode({"filter": "Service == db"})
+        _, body, _ = server.request("GET", f"/v1/agent/services?{query}", None, mgmt)
+        assert set(body) == {"db"}
+    finally:
+        server.stop()

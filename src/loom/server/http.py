@@ -318,12 +318,11 @@ async def catalog_services(request: web.Request) -> web.Response:
     flt = filters.request_filter(request, filters.CATALOG_SERVICE)
     index = await _blocking(request, CATALOG_TABLES)
     cat, ns = state.catalog, _ns(request)
-    if flt is None:
-        tags = cat.service_tags(ns)
-    else:  # the services with an instance the filter keeps, and those instances' tags
-        docs = ((d, views.catalog_service(cat, d, index)) for d in cat.instances_in(ns))
-        tags = tag_union(d for d, doc in docs if flt.matches(doc))
+    tags = cat.service_tags(ns)
     names = set(visible(request, tags, lambda a, name: a.service_read(name)))
+    if flt is not None:  # the readable services with a kept instance, with its tags
+        shown = (d for d in cat.instances_in(ns) if d.service in names)
+        tags = tag_union(d for d in shown if flt.matches(views.catalog_service(cat, d, index)))
     return _json({k: v for k, v in tags.items() if k in names}, index)
 
 
