@@ -18,21 +18,17 @@ Anything else (``\\1``, ``(?=``, ``a**``) is refused as Go refuses it. Like Go's
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from loom.bexpr.errors import FilterError
+from loom.bexpr.nfa import WORD, Alt, Assert, Cat, Char, Compiler, Node, Pred, Regex, Rep
 
-MAX_STATES = 20_000  # a pattern whose program is bigger is refused (RE2 also caps its size)
 MAX_REPEAT = 1000  # RE2's limit on {n,m}
 MAX_NESTING = 100  # groups inside groups
-MEMO_SIZE = 4096  # steps a compiled pattern remembers (then starts afresh)
 
-Pred = Callable[[str], bool]
-_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+
 _PERL: dict[str, Pred] = {
     "d": lambda c: "0" <= c <= "9",
-    "w": lambda c: c in _WORD,
+    "w": lambda c: c in WORD,
     "s": lambda c: c in "\t\n\f\r ",
 }
 _POSIX: dict[str, Pred] = {
@@ -48,7 +44,7 @@ _POSIX: dict[str, Pred] = {
     "punct": lambda c: "!" <= c <= "~" and not c.isalnum(),
     "space": lambda c: c in " \t\n\r\f\v",
     "upper": lambda c: "A" <= c <= "Z",
-    "word": lambda c: c in _WORD,
+    "word": lambda c: c in WORD,
     "xdigit": lambda c: c in "0123456789abcdefABCDEF",
 }
 _ESCAPED = {"a": "\a", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
@@ -91,36 +87,6 @@ def _category(name: str) -> Pred | None:
     return lambda c: unicodedata.category(c).startswith(name)
 
 
-@dataclass(frozen=True)
-class _Char:
-    pred: Pred
-
-
-@dataclass(frozen=True)
-class _Assert:
-    kind: str  # "A" \A, "z" \z, "^m"/"$m" line ends, "b"/"B" word boundary
-
-
-@dataclass(frozen=True)
-class _Cat:
-    items: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class _Alt:
-    branches: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class _Rep:
-    body: Node
-    lo: int
-    hi: int  # -1: no upper bound
-
-
-Node = _Char | _Assert | _Cat | _Alt | _Rep
-
-
 class _Parser:
     def __init__(self, pattern: str) -> None:
         self.p = pattern
@@ -142,7 +108,7 @@ class _Parser:
             self.i += 1
             branches.append(self.concat(depth))
         self.flags = saved
-        return branches[0] if len(branches) == 1 else _Alt(tuple(branches))
+        return branches[0] if len(branches) == 1 else Alt(tuple(branches))
 
     def concat(self, depth: int) -> Node:
         items: list[Node] = []
@@ -151,7 +117,7 @@ class _Parser:
             if atom is None:
                 continue
             items.append(self.repeat(atom))
-        return _Cat(tuple(items))
+        return Cat(tuple(items))
 
     def repeat(self, atom: Node) -> Node:
         if not self.more() or self.p[self.i] not in "*+?{":
@@ -171,7 +137,7 @@ class _Parser:
             self.more() and self.p[self.i] == "{" and self.peek_braces()
         ):
             raise self.fail(f"invalid nested repetition operator: {self.p[start : self.i + 1]}")
-        return _Rep(atom, lo, hi)
+        return Rep(atom, lo, hi)
 
     def peek_braces(self) -> bool:
         saved = self.i
@@ -195,7 +161,7 @@ class _Parser:
         return lo, hi
 
     def char(self, pred: Pred) -> Node:
-        return _Char(_fold(pred) if self.flags["i"] else pred)
+        return Char(_fold(pred) if self.flags["i"] else pred)
 
     def atom(self, depth: int) -> Node | None:
         c = self.p[self.i]
@@ -205,11 +171,11 @@ class _Parser:
         if c == "[":
             return self.char(self.char_class())
         if c == ".":
-            return _Char(_any_char if self.flags["s"] else _not_newline)
+            return Char(_any_char if self.flags["s"] else _not_newline)
         if c == "^":
-            return _Assert("^m" if self.flags["m"] else "A")
+            return Assert("^m" if self.flags["m"] else "A")
         if c == "$":
-            return _Assert("$m" if self.flags["m"] else "z")
+            return Assert("$m" if self.flags["m"] else "z")
         if c in "*+?":
             raise self.fail(f"missing argument to repetition operator: {c}")
         if c == "\\":
@@ -257,12 +223,12 @@ class _Parser:
         assertions = {"A": "A", "z": "z", "b": "b", "B": "B"}
         if c in assertions:
             self.i += 1
-            return _Assert(assertions[c])
+            return Assert(assertions[c])
         if c == "Q":
             end = self.p.find("\\E", self.i + 1)
             literal = self.p[self.i + 1 :] if end < 0 else self.p[self.i + 1 : end]
             self.i = len(self.p) if end < 0 else end + 2
-            return _Cat(tuple(self.char(_literal(x)) for x in literal))
+            return Cat(tuple(self.char(_literal(x)) for x in literal))
         return self.char(self.escape())
 
     def escape(self) -> Pred:
@@ -362,155 +328,15 @@ class _Parser:
         return pred
 
 
-@dataclass(frozen=True)
-class _State:
-    """One instruction: ``char`` (consume a character ``pred`` accepts, go to ``out``),
-    ``split`` (go to ``out`` and ``alt``), ``assert`` (go to ``out`` if ``kind`` holds here)
-    or ``match``."""
-
-    op: str
-    out: int = 0
-    alt: int = 0
-    pred: Pred | None = None
-    kind: str = ""
-
-
-@dataclass(frozen=True)
-class Regex:
-    """A compiled pattern: a program of states, searched by advancing all of them at once."""
-
-    pattern: str
-    program: tuple[_State, ...]
-    start: int
-
-    _memo: dict[tuple[frozenset[int], _Context, str], tuple[bool, frozenset[int]]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
-    """Steps already taken (states, context, character) -> (matched, next states): a lazily
-    built DFA, so a pattern run over many documents costs a lookup per character."""
-
-    def search(self, text: str) -> bool:
-        prog, n, memo = self.program, len(text), self._memo
-        current: frozenset[int] = frozenset()
-        for pos in range(n + 1):
-            ctx = _context(text, pos)
-            ch = text[pos] if pos < n else ""
-            key = (current, ctx, ch)
-            step = memo.get(key)
-            if step is None:
-                closed = self._closure([*current, self.start], ctx)
-                matched = any(prog[s].op == "match" for s in closed)
-                nxt = frozenset(prog[s].out for s in closed if ch and _accepts(prog[s], ch))
-                if len(memo) >= MEMO_SIZE:
-                    memo.clear()
-                step = memo[key] = (matched, nxt)
-            if step[0]:
-                return True
-            current = step[1]
-        return False
-
-    def _closure(self, states: list[int], ctx: _Context) -> list[int]:
-        """The states reachable from ``states`` without consuming a character, in ``ctx``."""
-        prog, seen, out, stack = self.program, set(), [], list(reversed(states))
-        while stack:
-            s = stack.pop()
-            if s in seen:
-                continue
-            seen.add(s)
-            state = prog[s]
-            if state.op == "split":
-                stack.extend((state.alt, state.out))
-            elif state.op == "assert":
-                if _holds(state.kind, ctx):
-                    stack.append(state.out)
-            else:
-                out.append(s)
-        return out
-
-
-def _accepts(state: _State, ch: str) -> bool:
-    return state.pred is not None and state.pred(ch)
-
-
-_Context = tuple[bool, bool, bool, bool, bool, bool]
-"""What assertions can see at a position: at the start, at the end, a word character before,
-one after, a newline before, one after."""
-
-
-def _context(text: str, pos: int) -> _Context:
-    before = text[pos - 1] if pos > 0 else ""
-    after = text[pos] if pos < len(text) else ""
-    return (
-        pos == 0,
-        pos == len(text),
-        before != "" and before in _WORD,
-        after != "" and after in _WORD,
-        before == "\n",
-        after == "\n",
-    )
-
-
-def _holds(kind: str, ctx: _Context) -> bool:
-    at_start, at_end, word_before, word_after, nl_before, nl_after = ctx
-    if kind == "A":
-        return at_start
-    if kind == "z":
-        return at_end
-    if kind == "^m":
-        return at_start or nl_before
-    if kind == "$m":
-        return at_end or nl_after
-    return (word_before != word_after) == (kind == "b")
-
-
-class _Compiler:
-    def __init__(self, pattern: str) -> None:
-        self.pattern = pattern
-        self.prog: list[_State] = [_State("match")]
-
-    def new(self, state: _State) -> int:
-        if len(self.prog) >= MAX_STATES:
-            raise FilterError(
-                f"Failed to compile regular expression {self.pattern!r}: expression too large"
-            )
-        self.prog.append(state)
-        return len(self.prog) - 1
-
-    def emit(self, node: Node, nxt: int) -> int:
-        """The state that matches ``node`` and then goes on to ``nxt`` (built back to front)."""
-        if isinstance(node, _Char):
-            return self.new(_State("char", nxt, pred=node.pred))
-        if isinstance(node, _Assert):
-            return self.new(_State("assert", nxt, kind=node.kind))
-        if isinstance(node, _Cat):
-            for item in reversed(node.items):
-                nxt = self.emit(item, nxt)
-            return nxt
-        if isinstance(node, _Alt):
-            entries = [self.emit(b, nxt) for b in node.branches]
-            entry = entries[-1]
-            for e in reversed(entries[:-1]):
-                entry = self.new(_State("split", e, entry))
-            return entry
-        if node.hi < 0:
-            loop = self.new(_State("split", 0, nxt))
-            self.prog[loop] = _State("split", self.emit(node.body, loop), nxt)
-            entry = loop
-        else:
-            entry = nxt
-            for _ in range(node.hi - node.lo):
-                entry = self.new(_State("split", self.emit(node.body, entry), nxt))
-        for _ in range(node.lo):
-            entry = self.emit(node.body, entry)
-        return entry
-
-
 def compile_regex(pattern: str) -> Regex:
     """``pattern`` compiled as Go would; ``FilterError`` naming the problem otherwise."""
     parser = _Parser(pattern)
     tree = parser.alternation(0)
     if parser.more():
         raise parser.fail("unexpected )")
-    compiler = _Compiler(pattern)
+    compiler = Compiler(pattern)
     start = compiler.emit(tree, 0)
     return Regex(pattern, tuple(compiler.prog), start)
+
+
+__all__ = ["Regex", "compile_regex"]

@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 
 from loom.bexpr.errors import FilterError
 from loom.bexpr.grammar import Expr, Limits, Match, Not, parse
-from loom.bexpr.regex import Regex, compile_regex
+from loom.bexpr.nfa import Regex
+from loom.bexpr.regex import compile_regex
 
 T = TypeVar("T")
 
