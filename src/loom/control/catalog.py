@@ -37,6 +37,23 @@ NODES = tables.NODES.name
 VIPS = tables.VIPS.name
 
 
+def tag_union(instances: Iterable[Instance]) -> dict[str, tuple[str, ...]]:
+    """Service name -> the union of its instances' tags (first-seen order), by name."""
+    # Tags as ordered sets (the union stays linear), made only for services with tags:
+    # on a large catalog, allocating per instance is what costs (garbage collections).
+    union: dict[str, dict[str, None] | None] = {}
+    for d in instances:
+        tags = union.get(d.service)
+        if d.tags:
+            if tags is None:
+                tags = union[d.service] = {}
+            for tag in d.tags:
+                tags[tag] = None  # an existing tag keeps its first-seen place
+        elif d.service not in union:
+            union[d.service] = None
+    return {name: tuple(union[name] or ()) for name in sorted(union)}
+
+
 @dataclass(frozen=True)
 class CatalogSettings:
     node: str
@@ -86,6 +103,10 @@ class Catalog:
         """The instances at ``keys``, in store key order."""
         found = (self.store.record(tables.SERVICES, k) for k in sorted(keys))
         return [i for i in found if i is not None]
+
+    def instances_in(self, namespace: str) -> list[Instance]:
+        """Every instance of ``namespace`` (``*``: of all namespaces), in store key order."""
+        return [d for d in self.instances() if namespace == "*" or d.namespace == namespace]
 
     def instances_of(self, namespace: str, service: str) -> list[Instance]:
         return self._instances(self.services.by_name.get((namespace, service), ()))
@@ -320,20 +341,7 @@ class Catalog:
         cached = self._tags_cache.get(namespace)
         if cached is not None and cached[0] == index:
             return cached[1]  # every watcher of the same index shares one union
-        # Tags as ordered sets (the union stays linear), made only for services with tags:
-        # on a large catalog, allocating per instance is what costs (garbage collections).
-        union: dict[str, dict[str, None] | None] = {}
-        for d in self.instances():
-            if namespace == "*" or d.namespace == namespace:
-                tags = union.get(d.service)
-                if d.tags:
-                    if tags is None:
-                        tags = union[d.service] = {}
-                    for tag in d.tags:
-                        tags[tag] = None  # an existing tag keeps its first-seen place
-                elif d.service not in union:
-                    union[d.service] = None
-        out = {name: tuple(union[name] or ()) for name in sorted(union)}
+        out = tag_union(self.instances_in(namespace))
         if len(self._tags_cache) > 64:  # namespaces asked for: bounded
             self._tags_cache.clear()
         self._tags_cache[namespace] = (index, out)

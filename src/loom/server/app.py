@@ -19,6 +19,7 @@ from pathlib import Path
 from aiohttp import web
 
 from loom.addrs import Address, parse_address
+from loom.bexpr import Limits
 from loom.control.state import ServerSettings, State
 from loom.errors import LoomError
 from loom.server.conns import ConnectionCap, capped
@@ -45,6 +46,9 @@ async def _start_http(
         handler_cancellation=True,
         keepalive_timeout=settings.http_idle_timeout_s,
         shutdown_timeout=settings.http_shutdown_grace_s,
+        # A ?filter= expression can be long (Go's server takes 1 MiB of request head; aiohttp
+        # 8 KiB): the request line may be as long as the longest expression loom.bexpr parses.
+        max_line_size=Limits().max_length + 1024,
     )
     await runner.setup()
     assert runner.server is not None

@@ -20,7 +20,9 @@ from aiohttp import web
 
 from loom.acl.errors import AclError, AclNotFound, PermissionDenied
 from loom.acl.rules import Access
+from loom.bexpr import Filter, FilterError
 from loom.ca.csr import CsrError
+from loom.control.catalog import tag_union
 from loom.control.errors import Conflict, NotFound
 from loom.control.nametable import build_name_table, name_table_text
 from loom.control.snapshot import MESH_TABLES
@@ -35,7 +37,7 @@ from loom.domain.fields import (
     parse_duration,
 )
 from loom.errors import LoomError
-from loom.server import acl_http, views
+from loom.server import acl_http, filters, views
 from loom.server.guard import (
     authorizer,
     can_read_agent_check,
@@ -81,6 +83,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         except (ValidationError, CsrError) as exc:
             return web.Response(status=400, text=f"Invalid request: {exc}\n")
+        except FilterError as exc:  # a ?filter= expression, worded as Consul words it
+            text = f"Failed to create boolean expression evaluator: {exc}\n"
+            return web.Response(status=400, text=text)
         except (PermissionDenied, AclNotFound) as exc:
             return web.Response(status=403, text=f"{exc}\n")
         except AclError as exc:  # a malformed ACL record or rule
@@ -214,16 +219,27 @@ def _ok() -> web.Response:
     return _json(True)
 
 
+def _kept(flt: Filter | None, docs: list[Doc]) -> list[Doc]:
+    """The documents a ``?filter=`` keeps (all of them without one)."""
+    return docs if flt is None else [d for d in docs if flt.matches(d)]
+
+
+def _kept_values(flt: Filter | None, docs: dict[str, Doc]) -> dict[str, Doc]:
+    """A map answer (agent services, checks) filtered on its values."""
+    return docs if flt is None else {k: d for k, d in docs.items() if flt.matches(d)}
+
+
 # -- agent ---------------------------------------------------------------------------------------
 
 
 async def agent_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    flt = filters.request_filter(request, filters.AGENT_SERVICE)
     index = await _blocking(request, CATALOG_TABLES)
     cat = state.catalog
     shown = visible(request, cat.instances_on(state.settings.node), can_read_service)
     out = {d.id: views.agent_service(cat, d) for d in shown}
-    return _json(out, index)
+    return _json(_kept_values(flt, out), index)
 
 
 async def agent_service(request: web.Request) -> web.Response:
@@ -269,10 +285,11 @@ async def check_update(request: web.Request) -> web.Response:
 
 async def agent_checks(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    flt = filters.request_filter(request, filters.HEALTH_CHECK)
     index = await _blocking(request, CATALOG_TABLES)
     checks = visible(request, state.catalog.checks_on(state.settings.node), can_read_agent_check)
     out = {c.check_id: views.health_check(c, index) for c in checks}
-    return _json(out, index)
+    return _json(_kept_values(flt, out), index)
 
 
 async def agent_self(request: web.Request) -> web.Response:
@@ -300,9 +317,14 @@ async def catalog_deregister(request: web.Request) -> web.Response:
 
 async def catalog_services(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    flt = filters.request_filter(request, filters.CATALOG_SERVICE)
     index = await _blocking(request, CATALOG_TABLES)
-    tags = state.catalog.service_tags(_ns(request))
+    cat, ns = state.catalog, _ns(request)
+    tags = cat.service_tags(ns)
     names = set(visible(request, tags, lambda a, name: a.service_read(name)))
+    if flt is not None:  # the readable services with a kept instance, with its tags
+        shown = (d for d in cat.instances_in(ns) if d.service in names)
+        tags = tag_union(d for d in shown if flt.matches(views.catalog_service(cat, d, index)))
     return _json({k: v for k, v in tags.items() if k in names}, index)
 
 
@@ -311,22 +333,24 @@ async def catalog_service(request: web.Request) -> web.Response:
     index = await _blocking(request, CATALOG_TABLES)
     name, ns = request.match_info["name"], _ns(request)
     tag = request.query.get("tag")
+    flt = filters.request_filter(request, filters.CATALOG_SERVICE)
     out = [
         views.catalog_service(state.catalog, d, index)
         for d in visible(request, state.catalog.instances_of(ns, name), can_read_instance)
         if tag is None or tag in d.tags
     ]
-    return _json(out, index)
+    return _json(_kept(flt, out), index)
 
 
 async def catalog_nodes(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    flt = filters.request_filter(request, filters.NODE)
     index = await _blocking(request, CATALOG_TABLES)
     out = [
         {**views.node(n), "CreateIndex": index, "ModifyIndex": index}
         for n in visible(request, state.catalog.nodes(), lambda a, n: a.node_read(n.node))
     ]
-    return _json(out, index)
+    return _json(_kept(flt, out), index)
 
 
 async def catalog_datacenters(request: web.Request) -> web.Response:
@@ -336,30 +360,33 @@ async def catalog_datacenters(request: web.Request) -> web.Response:
 # -- health --------------------------------------------------------------------------------------
 
 
-def _health(request: web.Request, index: int, connect: bool) -> list[Doc]:
+def _health(request: web.Request, index: int, connect: bool, flt: Filter | None) -> list[Doc]:
     cat = request.app[STATE].catalog
     found = cat.health(_ns(request), request.match_info["name"], connect, _flag(request, "passing"))
     shown = visible(request, found, lambda a, hit: can_read_instance(a, hit[0]))
-    return [views.health_entry(cat, d, checks, index) for d, checks in shown]
+    return _kept(flt, [views.health_entry(cat, d, checks, index) for d, checks in shown])
 
 
 async def health_service(request: web.Request) -> web.Response:
+    flt = filters.request_filter(request, filters.HEALTH_ENTRY)
     index = await _blocking(request, CATALOG_TABLES)
-    return _json(_health(request, index, connect=False), index)
+    return _json(_health(request, index, False, flt), index)
 
 
 async def health_connect(request: web.Request) -> web.Response:
+    flt = filters.request_filter(request, filters.HEALTH_ENTRY)
     index = await _blocking(request, CATALOG_TABLES)
-    return _json(_health(request, index, connect=True), index)
+    return _json(_health(request, index, True, flt), index)
 
 
 async def health_checks(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    flt = filters.request_filter(request, filters.HEALTH_CHECK)
     index = await _blocking(request, CATALOG_TABLES)
     name, ns = request.match_info["name"], _ns(request)
     checks = visible(request, state.catalog.service_checks(ns, name), can_read_check)
     out = [views.health_check(c, index) for c in checks]
-    return _json(out, index)
+    return _json(_kept(flt, out), index)
 
 
 # -- intentions ----------------------------------------------------------------------------------
@@ -407,9 +434,10 @@ async def intention_create(request: web.Request) -> web.Response:
 
 async def intention_list(request: web.Request) -> web.Response:
     state = request.app[STATE]
+    flt = filters.request_filter(request, filters.INTENTION)
     index = await _blocking(request, CONFIG_TABLES)
     shown = visible(request, state.configs.intentions(), can_read_intention)
-    return _json([views.intention(i, index) for i in shown], index)
+    return _json(_kept(flt, [views.intention(i, index) for i in shown]), index)
 
 
 async def intention_check(request: web.Request) -> web.Response:
