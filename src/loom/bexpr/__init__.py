@@ -6,7 +6,8 @@ both are go-bexpr expressions, and here both are parsed and evaluated by the sam
 what an expression runs against, checking an expression against it, and evaluating it the
 way bexpr does: any element of a list, zero values for absent fields, missing map keys),
 ``regex`` and ``nfa`` (``matches`` in RE2's syntax with its linear-time guarantee, since a
-filter is untrusted input). Nothing here does I/O; every error is a ``FilterError`` naming the problem and its position.
+filter is untrusted input). Nothing here does I/O; every error is a ``FilterError`` naming
+the problem and its position.
 """
 
 from loom.bexpr.errors import FilterError
