@@ -4,6 +4,11 @@ The root (and the cluster ID that names the trust domain) are made on first star
 so every restart signs with the same root. Leaves are cached per (namespace, service) and
 re-issued once 60% of their lifetime has passed, so a proxy always has time to swap before
 expiry.
+
+A rotation (``rotation_ops`` then ``reload``, from ``PUT /v1/connect/ca/configuration``) makes
+a new root active and keeps the old one's certificate (its key is dropped) among the roots
+until the next rotation, past the life of the leaves it signed, so proxies holding such
+leaves are still trusted while they swap to leaves of the new root.
 """
 
 from __future__ import annotations
@@ -12,13 +17,25 @@ import datetime as dt
 import uuid
 from collections.abc import Callable
 
-from loom.ca.authority import LEAF_TTL, Leaf, Root, Signer, load_root, new_root
-from loom.domain.fields import check_name, check_namespace
+from loom.ca.authority import (
+    LEAF_TTL,
+    Leaf,
+    Root,
+    Signer,
+    check_new_root,
+    load_root,
+    load_root_cert,
+    new_root,
+)
+from loom.ca.errors import CAError
+from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.records import CaRoot, Cluster
-from loom.store import Store, put
+from loom.store import Op, Store, put
 from loom.store.tables import CA, META
 
 RENEW_AT = 0.6
+PREVIOUS = "previous"
+"""Key, in the CA table, of the root a rotation retired (certificate only)."""
 
 
 class Certs:
@@ -28,6 +45,7 @@ class Certs:
         self._clock = clock
         self._signer: Signer | None = None
         self._leaves: dict[tuple[str, str], Leaf] = {}
+        self._previous: Root | None = None
         self.leaf_ttl = LEAF_TTL
 
     async def start(self) -> None:
@@ -46,6 +64,51 @@ class Certs:
         else:
             root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
         self._signer = Signer(root)
+        self._load_previous()
+
+    def _load_previous(self) -> None:
+        old = self.store.record(CA, PREVIOUS)
+        self._previous = None if old is None else load_root_cert(old.cert_pem, old.trust_domain)
+
+    def rotation_ops(self, cert_pem: str, key_pem: str) -> list[Op]:
+        """The writes that make the given root active, the current one retired (checked
+        first: ``ValidationError`` names what is wrong with the new root)."""
+        try:
+            new = check_new_root(cert_pem, key_pem, self.trust_domain, self._clock())
+        except CAError as exc:
+            raise ValidationError(f"Config.{exc}") from exc
+        current = self.root
+        if new.id == current.id:
+            return []
+        return [
+            put(CA, "root", CaRoot(new.cert_pem, new.key_pem, new.trust_domain)),
+            put(CA, PREVIOUS, CaRoot(current.cert_pem, "", current.trust_domain)),
+        ]
+
+    def reload(self) -> None:
+        """Follow the stored roots: after a rotation, sign with the new root (fresh leaves)."""
+        stored = self.store.record(CA, "root")
+        if stored is None:
+            return
+        if self._signer is None or stored.cert_pem != self._signer.root.cert_pem:
+            self._signer = Signer(load_root(stored.cert_pem, stored.key_pem, stored.trust_domain))
+            self._leaves.clear()
+        self._load_previous()
+
+    def roots(self) -> list[Root]:
+        """The roots to trust: the active one first, then the retired one until the next
+        rotation replaces it (or it expires), which outlives every leaf it signed unless
+        rotations come faster than leaves are renewed."""
+        out = [self.root]
+        prev = self._previous
+        if prev is not None and self._clock() < prev.not_after:
+            out.append(prev)
+        return out
+
+    @property
+    def roots_pem(self) -> str:
+        """The trusted roots as one PEM bundle (what proxies validate peers with)."""
+        return "".join(r.cert_pem for r in self.roots())
 
     @property
     def root(self) -> Root:

@@ -204,9 +204,12 @@ ACL_TOKENS: Table[Stored[Token]] = Table("acl_tokens", encoder, decoder(Token.fr
 ACL_POLICIES: Table[Stored[Policy]] = Table("acl_policies", encoder, decoder(Policy.from_json))
 ACL_ROLES: Table[Stored[Role]] = Table("acl_roles", encoder, decoder(Role.from_json))
 ACL_META: Table[Doc] = Table("acl_meta", _doc, _doc)
+CA_CONFIG: Table[Doc] = Table("ca_config", _doc, _doc)
+"""The CA configuration written with ``PUT /v1/connect/ca/configuration`` (Consul's shape)."""
 
 TABLES: dict[str, Table[Any]] = {
-    t.name: t for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META)
+    t.name: t
+    for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META, CA_CONFIG)
 }
 TABLES.update((t.name, t) for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META))
 CATALOG_TABLES = (SERVICES.name, CHECKS.name, NODES.name, VIPS.name)
