@@ -88,6 +88,11 @@ class StreamTransport:
                 return await self._exchange(request)
         except TimeoutError as exc:
             raise RequestTimeout(f"no answer within {timeout:g} s") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise UnreachableError(
+                f"TLS: certificate verify failed: {exc.verify_message or exc.reason} "
+                "(the CA to trust is given with --ca-file or CONSUL_CACERT)"
+            ) from exc
         except ssl.SSLError as exc:
             raise UnreachableError(f"TLS: {exc.reason or exc}") from exc
         except OSError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loom import defaults
+from loom.cli.api import add_tls_flags, tls_of
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
@@ -32,8 +33,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--grpc-addr",
-        help="server xDS, HOST:PORT or unix:PATH "
-        f"(default $LOOM_GRPC_ADDR or {defaults.GRPC_ADDR})",
+        help="server xDS, HOST:PORT, https://HOST:PORT (TLS: the server's --grpc-tls-addr) "
+        f"or unix:PATH (default $LOOM_GRPC_ADDR or {defaults.GRPC_ADDR})",
+    )
+    add_tls_flags(p)
+    p.add_argument(
+        "--grpc-ca-file",
+        metavar="PATH",
+        help="PEM CA file Envoy verifies the TLS xDS server with "
+        "(default $CONSUL_GRPC_CACERT, else --ca-file)",
     )
     p.add_argument(
         "--admin-bind",
@@ -78,6 +86,8 @@ def _settings(args: argparse.Namespace) -> object:
         proxy_id=_proxy_id(args),
         http_addr=http_addr_from(args.http_addr),
         grpc_addr=args.grpc_addr or os.environ.get("LOOM_GRPC_ADDR") or defaults.GRPC_ADDR,
+        tls=tls_of(args),
+        grpc_ca_file=args.grpc_ca_file or os.environ.get("CONSUL_GRPC_CACERT") or None,
         admin_bind=args.admin_bind,
         work_dir=getattr(args, "work_dir", None),
         log_level=getattr(args, "envoy_log_level", "warning"),
@@ -115,7 +125,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     assert isinstance(settings, DataplaneSettings)
-    client = AsyncClient(settings.http_addr)
+    client = AsyncClient(settings.http_addr, tls=settings.tls)
     try:
         reg = asyncio.run(fetch_registration(client, settings.proxy_id))
     except NotFoundError as exc:

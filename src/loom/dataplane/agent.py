@@ -25,8 +25,8 @@ from typing import Any
 
 from loom import defaults
 from loom.addrs import parse_address
-from loom.api import AsyncClient, ClientError, NotFoundError
-from loom.dataplane.bootstrap import build_bootstrap
+from loom.api import AsyncClient, ClientError, NotFoundError, TlsSettings, tls_from
+from loom.dataplane.bootstrap import XdsTls, build_bootstrap
 from loom.dataplane.envoy import Envoy, EnvoySettings
 from loom.dataplane.errors import DataplaneError, EnvoyError
 
@@ -40,7 +40,12 @@ class DataplaneSettings:
     http_addr: str = defaults.HTTP_ADDR
     """Server HTTP API: HOST:PORT or unix:PATH."""
     grpc_addr: str = defaults.GRPC_ADDR
-    """Server xDS endpoint: HOST:PORT or unix:PATH."""
+    """Server xDS endpoint: HOST:PORT or unix:PATH; ``https://HOST:PORT``: over TLS."""
+    tls: TlsSettings | None = None
+    """How the server is verified over https and TLS gRPC (``--ca-file``, client
+    certificate, server name); None: from the environment (``CONSUL_CACERT``...)."""
+    grpc_ca_file: str | None = None
+    """CA file Envoy verifies the TLS xDS server with; None: ``tls.ca_file``."""
     admin_bind: str = defaults.ENVOY_ADMIN_BIND
     """Envoy admin listener; port 0 picks a free one."""
     work_dir: Path | None = None
@@ -109,7 +114,7 @@ async def wait_for_registration(
     Raises ``DataplaneError`` naming the node's registered proxies once
     ``registration_timeout_s`` has passed without it.
     """
-    client = AsyncClient(settings.http_addr, timeout=10)
+    client = AsyncClient(settings.http_addr, timeout=10, tls=settings.tls)
     started = last_log = time.monotonic()
     first = True
     deadline = (
@@ -148,6 +153,26 @@ async def wait_for_registration(
     return None
 
 
+def xds_tls_for(settings: DataplaneSettings) -> XdsTls | None:
+    """Envoy's TLS to an ``https://`` xDS address; None for a plaintext one."""
+    xds = parse_address(settings.grpc_addr, "--grpc-addr")
+    if not xds.tls:
+        return None
+    tls = settings.tls or tls_from()
+    ca = settings.grpc_ca_file or tls.ca_file
+    if not ca:
+        raise DataplaneError(
+            f"--grpc-addr {settings.grpc_addr}: TLS needs the CA to verify the server "
+            "(--grpc-ca-file or --ca-file, $CONSUL_GRPC_CACERT or $CONSUL_CACERT)"
+        )
+    return XdsTls(
+        ca_file=str(Path(ca).absolute()),
+        server_name=tls.server_name or xds.host,
+        cert_file=str(Path(tls.cert_file).absolute()) if tls.cert_file else None,
+        key_file=str(Path(tls.key_file).absolute()) if tls.key_file else None,
+    )
+
+
 def bootstrap_for(settings: DataplaneSettings, reg: dict[str, Any]) -> dict[str, Any]:
     admin = parse_address(settings.admin_bind, "--admin-bind")
     return build_bootstrap(
@@ -155,6 +180,7 @@ def bootstrap_for(settings: DataplaneSettings, reg: dict[str, Any]) -> dict[str,
         service=reg["Proxy"]["DestinationServiceName"],
         namespace=reg.get("Namespace", "default"),
         xds=parse_address(settings.grpc_addr, "--grpc-addr"),
+        xds_tls=xds_tls_for(settings),
         admin_address=admin.host,
         admin_port=admin.port,
         delta=settings.delta,
@@ -179,7 +205,7 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
 
 async def watch_registration(settings: DataplaneSettings, stop: asyncio.Event) -> None:
     """Log when the proxy stops (and starts again) being registered on the server."""
-    client = AsyncClient(settings.http_addr, timeout=10)
+    client = AsyncClient(settings.http_addr, timeout=10, tls=settings.tls)
     registered = True
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -222,7 +248,7 @@ async def _start_extras(
         )
         await proxy.start()
         stack.push_async_callback(proxy.stop)
-        watcher = asyncio.create_task(watch_table(settings.http_addr, proxy, stop))
+        watcher = asyncio.create_task(watch_table(settings.http_addr, proxy, stop, settings.tls))
         stack.push_async_callback(_cancel, watcher)
         log.info("DNS proxy on 127.0.0.1:%d", settings.dns_port)
     if settings.metrics_bind:

@@ -16,7 +16,7 @@ import os
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from loom.api import AsyncClient
+from loom.api import AsyncClient, TlsSettings
 from loom.dns.errors import TableError
 from loom.dns.table import NameTable
 
@@ -46,9 +46,12 @@ def load_table_file(path: str) -> NameTable:
         raise TableError(f"table file {path}: {exc}") from exc
 
 
-async def watch_table(http_addr: str, proxy: DnsProxy, stop: asyncio.Event) -> None:
-    """Keep ``proxy``'s table up to date from the server until ``stop`` is set."""
-    client = AsyncClient(http_addr)
+async def watch_table(
+    http_addr: str, proxy: DnsProxy, stop: asyncio.Event, tls: TlsSettings | None = None
+) -> None:
+    """Keep ``proxy``'s table up to date from the server until ``stop`` is set (``tls``: how
+    an https server is verified; None: from the environment)."""
+    client = AsyncClient(http_addr, tls=tls)
 
     async def follow() -> None:
         tables = client.watch(

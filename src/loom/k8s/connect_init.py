@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loom.api import AsyncClient, ClientError, HTTPStatusError, WatchPolicy
+from loom.api import AsyncClient, ClientError, HTTPStatusError, TlsSettings, WatchPolicy
 from loom.inject.registration import META_K8S_NAMESPACE, META_POD_NAME
 from loom.inject.volumes import proxy_id_file
 from loom.k8s.errors import ConnectInitError
@@ -58,6 +58,8 @@ class ConnectInitConfig:
     """Seconds between "still waiting" log lines."""
     poll_interval: float = 1.0
     """Seconds between queries while the server does not answer (or answers an error)."""
+    tls: TlsSettings | None = None
+    """How an ``https://`` server is verified (``--ca-file``...); None: the environment."""
     redirect: RedirectConfig | None = None
     """The traffic redirection to install (the arguments after ``--``); None: none."""
     redirect_netns: str | None = None
@@ -161,7 +163,7 @@ async def wait_for_registration(config: ConnectInitConfig, log: Callable[[str], 
     the timeout, saying what was still missing. A "waiting" line every ``log_interval``."""
     started = time.monotonic()
     status = "no answer from the server yet"
-    client = AsyncClient(config.http_addr)
+    client = AsyncClient(config.http_addr, tls=config.tls)
 
     def failed(exc: ClientError, _retry_in: float) -> None:
         nonlocal status

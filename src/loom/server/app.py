@@ -166,13 +166,13 @@ async def serve(
             )
         sweeper = asyncio.create_task(_sweep_ttls(state))
         if ready is not None:
+            if tls is not None:
+                _say_tls(tls)
             plain = len(grpc_addrs)
             ready(
                 http_bound,
                 grpc_bound[:plain] + [f"https://{a}" for a in grpc_bound[plain:]],
             )
-            if tls is not None:
-                _say_tls(tls)
         await stop.wait()
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
