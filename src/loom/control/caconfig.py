@@ -56,6 +56,7 @@ class CaConfig:
         self.store = store
         self.lock = lock
         self.certs = certs
+        certs.on_config = self.apply_stored
 
     def apply_stored(self) -> None:
         """Give the CA the stored leaf lifetime (at start; after a write in ``update``)."""
@@ -66,6 +67,7 @@ class CaConfig:
 
     def read(self) -> Doc:
         """Consul's ``CAConfiguration`` JSON."""
+        self.apply_stored()  # another server sharing the store may have written it
         doc = self.store.record(CA_CONFIG, "config") or {}
         index = int(doc.get("ModifyIndex", 0)) or self.store.table_index(("ca",))
         return {

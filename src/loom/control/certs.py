@@ -31,9 +31,10 @@ from loom.ca.errors import CAError
 from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.records import CaRoot, Cluster
 from loom.store import Op, Store, put
-from loom.store.tables import CA, META
+from loom.store.tables import CA, CA_CONFIG, META
 
 RENEW_AT = 0.6
+_FOLLOWED = (CA.name, CA_CONFIG.name)
 PREVIOUS = "previous"
 """Key, in the CA table, of the root a rotation retired (certificate only)."""
 
@@ -46,6 +47,9 @@ class Certs:
         self._signer: Signer | None = None
         self._leaves: dict[tuple[str, str], Leaf] = {}
         self._previous: Root | None = None
+        self._seen_index = 0
+        self.on_config: Callable[[], None] = lambda: None
+        """Applies the stored CA configuration (set by ``CaConfig``); called by ``_follow``."""
         self.leaf_ttl = LEAF_TTL
 
     async def start(self) -> None:
@@ -65,6 +69,7 @@ class Certs:
             root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
         self._signer = Signer(root)
         self._load_previous()
+        self._seen_index = self.store.table_index(_FOLLOWED)
 
     def _load_previous(self) -> None:
         old = self.store.record(CA, PREVIOUS)
@@ -94,11 +99,19 @@ class Certs:
             self._signer = Signer(load_root(stored.cert_pem, stored.key_pem, stored.trust_domain))
             self._leaves.clear()
         self._load_previous()
+        self._seen_index = self.store.table_index(_FOLLOWED)
+
+    def _follow(self) -> None:
+        """Reload when the CA or its configuration moved: written by another server (etcd)."""
+        if self._signer is not None and self.store.table_index(_FOLLOWED) != self._seen_index:
+            self.reload()
+            self.on_config()
 
     def roots(self) -> list[Root]:
         """The roots to trust: the active one first, then the retired one until the next
         rotation replaces it (or it expires), which outlives every leaf it signed unless
         rotations come faster than leaves are renewed."""
+        self._follow()
         out = [self.root]
         prev = self._previous
         if prev is not None and self._clock() < prev.not_after:
@@ -128,6 +141,7 @@ class Certs:
         assert self._signer is not None, "Certs.start() not called"
         check_namespace(namespace, "ns")
         check_name(service, "service")
+        self._follow()
         now = self._clock()
         cached = self._leaves.get((namespace, service))
         if cached is not None:
