@@ -94,6 +94,7 @@ def test_the_cli_without_the_ca_refuses_the_server(tls_server) -> None:
     out = _loom("catalog", "services", "--http-addr", f"https://{tls_server.https}")
     assert out.returncode == 1
     assert "certificate verify failed" in out.stderr and "Traceback" not in out.stderr
+    assert "--ca-file" in out.stderr and "is `loom server` running" not in out.stderr
 
 
 def test_plain_http_to_the_https_port_gets_no_http_answer(tls_server) -> None:

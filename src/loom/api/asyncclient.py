@@ -204,8 +204,10 @@ class AsyncClient:
                 f"no answer within {limit:g} s",
             ) from exc
         except UnreachableError as exc:
+            # A TLS refusal already says what to do; the server is running.
+            hint = "" if exc.reason.startswith("TLS:") else f" {HINT}"
             raise UnreachableError(
-                f"cannot reach the Loom server at {self.addr}: {exc.reason} {HINT}", exc.reason
+                f"cannot reach the Loom server at {self.addr}: {exc.reason}{hint}", exc.reason
             ) from exc
         except ProtocolError as exc:
             raise ProtocolError(
