@@ -23,6 +23,10 @@ class ServerProcess:
         self.proc: subprocess.Popen[str] | None = None
         self.http = ""
         self.grpc = ""
+        self.https = ""
+        self.grpc_tls = ""
+        self.ca_file = ""
+        self.ready_lines: list[str] = []
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "loom", "server", *self.args]
@@ -40,10 +44,17 @@ class ServerProcess:
                 self.proc.wait(10)
                 err = Path(self.log.name).read_text(errors="replace")
                 raise RuntimeError(f"loom server exited early: {err}")
+            self.ready_lines.append(line)
             if m := re.match(r"loom server: HTTP API on http://(\S+)", line):
                 self.http = m.group(1)
             if m := re.match(r"loom server: xDS \(gRPC ADS\) on (\S+)", line):
                 self.grpc = m.group(1)
+            if m := re.match(r"loom server: HTTPS API on https://(\S+)", line):
+                self.https = m.group(1)
+            if m := re.match(r"loom server: xDS \(gRPC ADS over TLS\) on (\S+)", line):
+                self.grpc_tls = m.group(1)
+            if m := re.match(r"loom server: TLS: .* clients trust (\S+)", line):
+                self.ca_file = m.group(1)
             if line.startswith("loom server: datacenter"):
                 return self
         raise RuntimeError("loom server did not report readiness in time")

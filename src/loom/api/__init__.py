@@ -6,7 +6,7 @@ Layout: ``codec`` (HTTP/1.1 bytes, pure) < ``transport`` (sockets, TLS; a mock f
 (sync facade). Standard library only, so importing it stays cheap for the CLI.
 """
 
-from loom.api.asyncclient import APIResponse, AsyncClient, http_addr_from
+from loom.api.asyncclient import APIResponse, AsyncClient, http_addr_from, tls_from
 from loom.api.client import Client
 from loom.api.errors import (
     ClientError,
@@ -35,4 +35,5 @@ __all__ = [
     "UnreachableError",
     "WatchPolicy",
     "http_addr_from",
+    "tls_from",
 ]

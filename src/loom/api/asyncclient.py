@@ -3,12 +3,14 @@
 Everything that asks the server something goes through ``AsyncClient``: the CLI (through the
 sync facade in ``loom.api.client``), the dataplane, the DNS table watch, connect-init and the
 Kubernetes controller. Its decisions are made here, once: the address and its default
-(``--http-addr``, ``LOOM_HTTP_ADDR``, ``CONSUL_HTTP_ADDR``, ``127.0.0.1:8500``), the request
-bytes, the token and its header (``--token``, ``--token-file``, ``LOOM_HTTP_TOKEN``,
-``CONSUL_HTTP_TOKEN``), Consul's error mapping (a one-line ``ClientError`` that says what to
-do, ``NotFoundError`` for 404, the server's own message for other errors) and the
-``X-Consul-Index`` of every answer. The network is behind ``Transport`` (``loom.api.transport``)
-and blocking queries are in ``loom.api.watching``.
+(``--http-addr``, ``LOOM_HTTP_ADDR``, ``CONSUL_HTTP_ADDR``, ``127.0.0.1:8500``; ``https://``
+means TLS), how the server is verified (``--ca-file``, ``LOOM_CACERT``, ``CONSUL_CACERT``,
+client certificates, ``CONSUL_HTTP_SSL``), the request bytes, the token and its header
+(``--token``, ``--token-file``, ``LOOM_HTTP_TOKEN``, ``CONSUL_HTTP_TOKEN``), Consul's error
+mapping (a one-line ``ClientError`` that says what to do, ``NotFoundError`` for 404, the
+server's own message for other errors) and the ``X-Consul-Index`` of every answer. The
+network is behind ``Transport`` (``loom.api.transport``) and blocking queries are in
+``loom.api.watching``.
 """
 
 from __future__ import annotations
@@ -74,6 +76,35 @@ def token_from(flag: str | None = None, file: str | None = None) -> str | None:
         raise ClientError(f"cannot read the token file {file}: {exc.strerror or exc}") from exc
 
 
+def _env(*names: str) -> str | None:
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None
+
+
+def tls_from(
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    server_name: str | None = None,
+) -> TlsSettings:
+    """How to verify the server: each flag, else its environment variable (Loom's name, then
+    Consul's): ``LOOM_CACERT``/``CONSUL_CACERT``, ``LOOM_CLIENT_CERT``/``CONSUL_CLIENT_CERT``,
+    ``LOOM_CLIENT_KEY``/``CONSUL_CLIENT_KEY``, ``LOOM_TLS_SERVER_NAME``/
+    ``CONSUL_TLS_SERVER_NAME``; ``CONSUL_HTTP_SSL=true`` speaks TLS to an address given
+    without ``https://``, as Consul's CLI does."""
+    ssl_flag = (_env("LOOM_HTTP_SSL", "CONSUL_HTTP_SSL") or "").strip().lower()
+    return TlsSettings(
+        ca_file=ca_file or _env("LOOM_CACERT", "CONSUL_CACERT"),
+        cert_file=cert_file or _env("LOOM_CLIENT_CERT", "CONSUL_CLIENT_CERT"),
+        key_file=key_file or _env("LOOM_CLIENT_KEY", "CONSUL_CLIENT_KEY"),
+        server_name=server_name or _env("LOOM_TLS_SERVER_NAME", "CONSUL_TLS_SERVER_NAME"),
+        always=ssl_flag in ("1", "true", "yes", "on"),
+    )
+
+
 @dataclass(frozen=True)
 class APIResponse:
     """A successful answer: its status, its body (JSON decoded, else text, None if empty)."""
@@ -120,7 +151,9 @@ class AsyncClient:
         self.token = token if token is not None else token_from()
         """Sent as ``X-Consul-Token`` when set; None: taken from the environment
         (``token_from``), as Consul's clients do."""
-        self.transport: Transport = transport or StreamTransport(self.addr, tls)
+        self.tls = tls if tls is not None else tls_from()
+        """How the server is verified over TLS; None given: from the environment."""
+        self.transport: Transport = transport or StreamTransport(self.addr, self.tls)
 
     def build_request(
         self,
@@ -171,8 +204,10 @@ class AsyncClient:
                 f"no answer within {limit:g} s",
             ) from exc
         except UnreachableError as exc:
+            # A TLS refusal already says what to do; the server is running.
+            hint = "" if exc.reason.startswith("TLS:") else f" {HINT}"
             raise UnreachableError(
-                f"cannot reach the Loom server at {self.addr}: {exc.reason} {HINT}", exc.reason
+                f"cannot reach the Loom server at {self.addr}: {exc.reason}{hint}", exc.reason
             ) from exc
         except ProtocolError as exc:
             raise ProtocolError(

@@ -42,6 +42,10 @@ class TlsSettings:
 
     ca_file: str | None = None
     """PEM bundle of CAs that sign the server's certificate; None: the system's CAs."""
+    cert_file: str | None = None
+    """PEM client certificate, for servers that require one (``--tls-verify-incoming``)."""
+    key_file: str | None = None
+    """PEM private key of ``cert_file``."""
     context: ssl.SSLContext | None = None
     """A ready context (client certificates, pinning); wins over ``ca_file``."""
     server_name: str | None = None
@@ -53,9 +57,17 @@ class TlsSettings:
         if self.context is not None:
             return self.context
         try:
-            return ssl.create_default_context(cafile=self.ca_file)
+            context = ssl.create_default_context(cafile=self.ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise ClientError(f"cannot load the CA file {self.ca_file}: {exc}") from exc
+        if self.cert_file:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ClientError(
+                    f"cannot load the client certificate {self.cert_file}: {exc}"
+                ) from exc
+        return context
 
 
 class StreamTransport:
@@ -76,6 +88,11 @@ class StreamTransport:
                 return await self._exchange(request)
         except TimeoutError as exc:
             raise RequestTimeout(f"no answer within {timeout:g} s") from exc
+        except ssl.SSLCertVerificationError as exc:
+            raise UnreachableError(
+                f"TLS: certificate verify failed: {exc.verify_message or exc.reason} "
+                "(the CA to trust is given with --ca-file or CONSUL_CACERT)"
+            ) from exc
         except ssl.SSLError as exc:
             raise UnreachableError(f"TLS: {exc.reason or exc}") from exc
         except OSError as exc:

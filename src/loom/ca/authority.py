@@ -131,6 +131,51 @@ def load_root(cert_pem: str, key_pem: str, trust_domain: str) -> Root:
     )
 
 
+def load_root_cert(cert_pem: str, trust_domain: str) -> Root:
+    """A root known by its certificate only (a retired root kept for trust, its key dropped)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError as exc:
+        raise CAError(f"stored CA root is unreadable: {exc}") from exc
+    return Root(
+        id=cert.fingerprint(hashes.SHA256()).hex(),
+        cert_pem=cert_pem,
+        key_pem="",
+        trust_domain=trust_domain,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def check_new_root(cert_pem: str, key_pem: str, trust_domain: str, now: dt.datetime) -> Root:
+    """An operator's root (``PUT /v1/connect/ca/configuration``): a CA certificate valid
+    now, with the EC private key that matches it; ``CAError`` saying what is wrong."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    except ValueError as exc:
+        raise CAError(f"RootCert is not a PEM certificate: {exc}") from exc
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise CAError(f"PrivateKey is not an unencrypted PEM private key: {exc}") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise CAError("PrivateKey: only EC keys are supported")
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(
+        serialization.Encoding.DER, pub
+    ) != cert.public_key().public_bytes(serialization.Encoding.DER, pub):
+        raise CAError("PrivateKey does not match RootCert")
+    try:
+        ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        ca = False
+    if not ca:
+        raise CAError("RootCert is not a CA certificate (BasicConstraints CA:TRUE)")
+    if not cert.not_valid_before_utc <= now + CLOCK_SKEW < cert.not_valid_after_utc:
+        raise CAError("RootCert is not valid now")
+    return load_root(cert_pem, key_pem, trust_domain)
+
+
 class Signer:
     """Signs leaves with a root; parses the root once."""
 

@@ -20,6 +20,7 @@ from loom.errors import LoomError
 
 if TYPE_CHECKING:
     from loom.api.client import Client as SyncClient
+    from loom.api.transport import TlsSettings
     from loom.cli import Commands
 
 
@@ -28,7 +29,44 @@ def _client(args: argparse.Namespace) -> SyncClient:
     from loom.api.asyncclient import token_from
     from loom.api.client import Client as SyncClient
 
-    return SyncClient(args.http_addr, token=token_from(args.token, args.token_file) or "")
+    return SyncClient(
+        args.http_addr, token=token_from(args.token, args.token_file) or "", tls=tls_of(args)
+    )
+
+
+def tls_of(args: argparse.Namespace) -> TlsSettings:
+    """The client's TLS from ``add_tls_flags``'s flags, else the environment."""
+    from loom.api.asyncclient import tls_from
+
+    return tls_from(args.ca_file, args.client_cert, args.client_key, args.tls_server_name)
+
+
+def add_tls_flags(p: argparse.ArgumentParser) -> None:
+    """``--ca-file`` and friends (Consul's CLI names), for every command that takes
+    ``--http-addr``: an ``https://`` address (or ``CONSUL_HTTP_SSL=true``) speaks TLS."""
+    p.add_argument(
+        "--ca-file",
+        metavar="PATH",
+        help="PEM CA file to verify the server's certificate over https "
+        "(default $LOOM_CACERT or $CONSUL_CACERT, else the system's CAs)",
+    )
+    p.add_argument(
+        "--client-cert",
+        metavar="PATH",
+        help="PEM client certificate, for a server with --tls-verify-incoming "
+        "(default $LOOM_CLIENT_CERT or $CONSUL_CLIENT_CERT)",
+    )
+    p.add_argument(
+        "--client-key",
+        metavar="PATH",
+        help="PEM key of --client-cert (default $LOOM_CLIENT_KEY or $CONSUL_CLIENT_KEY)",
+    )
+    p.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="name to verify in the server's certificate (default: the address's host; "
+        "$CONSUL_TLS_SERVER_NAME)",
+    )
 
 
 
@@ -36,13 +74,20 @@ def _addr(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--http-addr",
         metavar="ADDR",
-        help="server HTTP API, HOST:PORT or unix:PATH "
-        f"(default $LOOM_HTTP_ADDR or {defaults.HTTP_ADDR})",
+        help="server HTTP API, HOST:PORT, https://HOST:PORT (TLS) or unix:PATH "
+        f"(default $LOOM_HTTP_ADDR, $CONSUL_HTTP_ADDR or {defaults.HTTP_ADDR})",
     )
+    add_tls_flags(p)
+    add_token_flags(p)
+
+
+def add_token_flags(p: argparse.ArgumentParser, use: str = "") -> None:
+    """``--token`` and ``--token-file`` (Consul's CLI names and variables); ``use`` says
+    what the token is for, in the help."""
     p.add_argument(
         "--token",
         metavar="SECRET",
-        help="ACL token (default $LOOM_HTTP_TOKEN or $CONSUL_HTTP_TOKEN)",
+        help=f"ACL token{use} (default $LOOM_HTTP_TOKEN or $CONSUL_HTTP_TOKEN)",
     )
     p.add_argument(
         "--token-file",

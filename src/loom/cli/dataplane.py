@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loom import defaults
+from loom.cli.api import add_tls_flags, add_token_flags, tls_of
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
@@ -30,22 +31,18 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="server HTTP API, HOST:PORT or unix:PATH "
         f"(default $LOOM_HTTP_ADDR or {defaults.HTTP_ADDR})",
     )
-    p.add_argument(
-        "--token",
-        metavar="SECRET",
-        help="ACL token, for the HTTP API and the xDS stream "
-        "(default $LOOM_HTTP_TOKEN or $CONSUL_HTTP_TOKEN)",
-    )
-    p.add_argument(
-        "--token-file",
-        metavar="PATH",
-        help="file holding the ACL token (default $LOOM_HTTP_TOKEN_FILE or "
-        "$CONSUL_HTTP_TOKEN_FILE)",
-    )
+    add_token_flags(p, ", for the HTTP API and the xDS stream")
     p.add_argument(
         "--grpc-addr",
-        help="server xDS, HOST:PORT or unix:PATH "
-        f"(default $LOOM_GRPC_ADDR or {defaults.GRPC_ADDR})",
+        help="server xDS, HOST:PORT, https://HOST:PORT (TLS: the server's --grpc-tls-addr) "
+        f"or unix:PATH (default $LOOM_GRPC_ADDR or {defaults.GRPC_ADDR})",
+    )
+    add_tls_flags(p)
+    p.add_argument(
+        "--grpc-ca-file",
+        metavar="PATH",
+        help="PEM CA file Envoy verifies the TLS xDS server with "
+        "(default $CONSUL_GRPC_CACERT, else --ca-file)",
     )
     p.add_argument(
         "--admin-bind",
@@ -92,6 +89,8 @@ def _settings(args: argparse.Namespace) -> object:
         http_addr=http_addr_from(args.http_addr),
         token=token_from(args.token, args.token_file) or "",
         grpc_addr=args.grpc_addr or os.environ.get("LOOM_GRPC_ADDR") or defaults.GRPC_ADDR,
+        tls=tls_of(args),
+        grpc_ca_file=args.grpc_ca_file or os.environ.get("CONSUL_GRPC_CACERT") or None,
         admin_bind=args.admin_bind,
         work_dir=getattr(args, "work_dir", None),
         log_level=getattr(args, "envoy_log_level", "warning"),
@@ -119,9 +118,10 @@ def _run(args: argparse.Namespace) -> int:
 def _bootstrap(args: argparse.Namespace) -> int:
     import asyncio
 
-    from loom.api import AsyncClient, NotFoundError
+    from loom.api import NotFoundError
     from loom.dataplane.agent import (
         DataplaneSettings,
+        api_client,
         bootstrap_for,
         fetch_registration,
         registered_proxies,
@@ -130,7 +130,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     assert isinstance(settings, DataplaneSettings)
-    client = AsyncClient(settings.http_addr, token=settings.token)
+    client = api_client(settings)
     try:
         reg = asyncio.run(fetch_registration(client, settings.proxy_id))
     except NotFoundError as exc:

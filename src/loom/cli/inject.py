@@ -201,11 +201,15 @@ def register(commands: Commands) -> None:
 
 
 def _add_http_addr(parser: argparse.ArgumentParser) -> None:
+    from loom.cli.api import add_tls_flags
+
     parser.add_argument(
         "--http-addr",
         default=os.environ.get("LOOM_HTTP_ADDR", defaults.HTTP_ADDR),
-        help=f"server HTTP API address (env LOOM_HTTP_ADDR; default {defaults.HTTP_ADDR})",
+        help="server HTTP API address, https://HOST:PORT for TLS "
+        f"(env LOOM_HTTP_ADDR; default {defaults.HTTP_ADDR})",
     )
+    add_tls_flags(parser)
 
 
 def run_inject(args: argparse.Namespace) -> int:
@@ -261,6 +265,7 @@ def run_webhook(args: argparse.Namespace) -> int:
 def run_connect_init(args: argparse.Namespace) -> int:
     import asyncio
 
+    from loom.cli.api import tls_of
     from loom.k8s.connect_init import ConnectInitConfig, run
     from loom.k8s.errors import ConnectInitError
     from loom.k8s.login import LoginSettings
@@ -283,6 +288,7 @@ def run_connect_init(args: argparse.Namespace) -> int:
         )
     config = ConnectInitConfig(
         http_addr=args.http_addr,
+        tls=tls_of(args),
         pod_name=args.pod_name,
         pod_namespace=args.pod_namespace,
         output_dir=Path(args.output_dir),
@@ -307,6 +313,7 @@ def run_controller(args: argparse.Namespace) -> int:
     import asyncio
     import logging
 
+    from loom.cli.api import tls_of
     from loom.k8s.controller_loop import ControllerConfig, run
     from loom.k8s.values import read_values, settings_from
 
@@ -317,6 +324,7 @@ def run_controller(args: argparse.Namespace) -> int:
     settings = settings_from(read_values(args.values))
     config = ControllerConfig(
         http_addr=args.http_addr,
+        tls=tls_of(args),
         kubeconfig=args.kubeconfig,
         namespace=args.namespace,
         resync=args.resync,

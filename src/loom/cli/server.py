@@ -34,6 +34,27 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _octal_mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode like 0660") from None
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a mode between 0000 and 0777")
+    return value
+
+
+def _group(text: str) -> int:
+    if text.isascii() and text.isdigit():
+        return int(text)
+    import grp
+
+    try:
+        return grp.getgrnam(text).gr_gid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"no group named {text!r}") from None
+
+
 def register(commands: Commands) -> None:
     p = commands.top.add_parser(
         "server",
@@ -71,6 +92,74 @@ def register(commands: Commands) -> None:
         metavar="ADDR",
         help="xDS gRPC listen address, HOST:PORT or unix:PATH; repeatable "
         f"(default {defaults.GRPC_ADDR})",
+    )
+    p.add_argument(
+        "--no-http",
+        action="store_true",
+        help="no plain HTTP listener (only --https-addr); the default is plain HTTP on "
+        f"{defaults.HTTP_ADDR}",
+    )
+    p.add_argument(
+        "--https-addr",
+        action="append",
+        metavar="ADDR",
+        help="HTTP API over TLS, HOST:PORT; repeatable (Consul's ports.https, "
+        f"{defaults.HTTPS_PORT}; default: none)",
+    )
+    p.add_argument(
+        "--grpc-tls-addr",
+        action="append",
+        metavar="ADDR",
+        help="xDS gRPC over TLS, HOST:PORT; repeatable (Consul's ports.grpc_tls, "
+        f"{defaults.GRPC_TLS_PORT}; default: none)",
+    )
+    p.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        metavar="PATH",
+        help="PEM certificate of the TLS listeners (Consul's tls.defaults.cert_file); "
+        "default: one issued at start by the built-in CA",
+    )
+    p.add_argument(
+        "--tls-key-file",
+        type=Path,
+        metavar="PATH",
+        help="PEM private key of --tls-cert-file (Consul's tls.defaults.key_file)",
+    )
+    p.add_argument(
+        "--tls-ca-file",
+        type=Path,
+        metavar="PATH",
+        help="PEM CAs that sign client certificates, with --tls-verify-incoming "
+        "(Consul's tls.defaults.ca_file; default: the built-in CA's roots)",
+    )
+    p.add_argument(
+        "--tls-verify-incoming",
+        action="store_true",
+        help="require a client certificate on HTTPS and TLS gRPC "
+        "(Consul's tls.defaults.verify_incoming)",
+    )
+    p.add_argument(
+        "--tls-san",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="extra DNS name or IP address of the built-in server certificate; repeatable",
+    )
+    p.add_argument(
+        "--unix-socket-mode",
+        type=_octal_mode,
+        default=0o660,
+        metavar="MODE",
+        help="mode of the unix sockets listened on (Consul's unix_sockets.mode; default 0660: "
+        "the owner and the socket's group)",
+    )
+    p.add_argument(
+        "--unix-socket-group",
+        type=_group,
+        metavar="GROUP",
+        help="group (name or GID) of those sockets (Consul's unix_sockets.group; default: "
+        "the server's)",
     )
     p.add_argument("--datacenter", default="dc1", help="datacenter name (default dc1)")
     p.add_argument(
@@ -120,6 +209,7 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loom.aio import run as run_main
+    from loom.ca.servertls import ServerTls
     from loom.control.state import ServerSettings
     from loom.server.app import print_ready, serve
 
@@ -137,13 +227,36 @@ def run(args: argparse.Namespace) -> int:
             uuid.UUID(args.acl_initial_management_token)
         except ValueError:
             raise UsageError("server: --acl-initial-management-token must be a UUID") from None
+    if (args.tls_cert_file is None) != (args.tls_key_file is None):
+        raise UsageError("server: --tls-cert-file and --tls-key-file are given together")
+    if args.no_http and args.http_addr:
+        raise UsageError("server: --no-http and --http-addr exclude each other")
+    tls_on = bool(args.https_addr or args.grpc_tls_addr)
+    given = args.tls_cert_file or args.tls_ca_file or args.tls_verify_incoming or args.tls_san
+    if given and not tls_on:
+        raise UsageError("server: the --tls-* flags need --https-addr or --grpc-tls-addr")
+    if args.tls_san and args.tls_cert_file is not None:
+        raise UsageError("server: --tls-san is for the built-in certificate, not --tls-cert-file")
+    if args.no_http and not args.https_addr:
+        raise UsageError("server: --no-http needs --https-addr (else there is no API at all)")
     intentions = args.default_intention_policy or args.acl_default_policy or "allow"
     endpoints = tuple(e for e in (args.etcd_endpoints or "").split(",") if e.strip())
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     settings = ServerSettings(
-        http_addrs=tuple(args.http_addr or [defaults.HTTP_ADDR]),
+        http_addrs=() if args.no_http else tuple(args.http_addr or [defaults.HTTP_ADDR]),
+        https_addrs=tuple(args.https_addr or ()),
+        grpc_tls_addrs=tuple(args.grpc_tls_addr or ()),
+        tls=ServerTls(
+            cert_file=args.tls_cert_file,
+            key_file=args.tls_key_file,
+            ca_file=args.tls_ca_file,
+            verify_incoming=args.tls_verify_incoming,
+            extra_sans=tuple(args.tls_san),
+        ),
+        unix_socket_mode=args.unix_socket_mode,
+        unix_socket_group=args.unix_socket_group,
         grpc_addrs=tuple(args.grpc_addr or [defaults.GRPC_ADDR]),
         data_dir=args.data_dir,
         etcd_endpoints=endpoints,

@@ -5,6 +5,11 @@ so every restart signs with the same root. Leaves are cached per (namespace, ser
 re-issued once 60% of their lifetime has passed, so a proxy always has time to swap before
 expiry. ``sign_csr`` signs a workload's CSR (its key never comes here), for this CA's trust
 domain and this server's datacenter only, with the same lifetime and extensions.
+
+A rotation (``rotation_ops`` then ``reload``, from ``PUT /v1/connect/ca/configuration``) makes
+a new root active and keeps the old one's certificate (its key is dropped) among the roots
+until the next rotation, past the life of the leaves it signed, so proxies holding such
+leaves are still trusted while they swap to leaves of the new root.
 """
 
 from __future__ import annotations
@@ -14,15 +19,28 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from loom.ca.authority import LEAF_TTL, Leaf, Root, Signer, load_root, new_root
+from loom.ca.authority import (
+    LEAF_TTL,
+    Leaf,
+    Root,
+    Signer,
+    check_new_root,
+    load_root,
+    load_root_cert,
+    new_root,
+)
 from loom.ca.csr import CheckedCsr, CsrError, read_csr
-from loom.domain.fields import check_name, check_namespace
+from loom.ca.errors import CAError
+from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.records import CaRoot, Cluster
-from loom.store import Store, put
-from loom.store.tables import CA, META
+from loom.store import Op, Store, put
+from loom.store.tables import CA, CA_CONFIG, META
 
 RENEW_AT = 0.6
 log = logging.getLogger("loom.ca")
+_FOLLOWED = (CA.name, CA_CONFIG.name)
+PREVIOUS = "previous"
+"""Key, in the CA table, of the root a rotation retired (certificate only)."""
 
 
 class Certs:
@@ -32,6 +50,10 @@ class Certs:
         self._clock = clock
         self._signer: Signer | None = None
         self._leaves: dict[tuple[str, str], Leaf] = {}
+        self._previous: Root | None = None
+        self._seen_index = 0
+        self.on_config: Callable[[], None] = lambda: None
+        """Applies the stored CA configuration (set by ``CaConfig``); called by ``_follow``."""
         self.leaf_ttl = LEAF_TTL
 
     async def start(self) -> None:
@@ -50,6 +72,60 @@ class Certs:
         else:
             root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
         self._signer = Signer(root)
+        self._load_previous()
+        self._seen_index = self.store.table_index(_FOLLOWED)
+
+    def _load_previous(self) -> None:
+        old = self.store.record(CA, PREVIOUS)
+        self._previous = None if old is None else load_root_cert(old.cert_pem, old.trust_domain)
+
+    def rotation_ops(self, cert_pem: str, key_pem: str) -> list[Op]:
+        """The writes that make the given root active, the current one retired (checked
+        first: ``ValidationError`` names what is wrong with the new root)."""
+        try:
+            new = check_new_root(cert_pem, key_pem, self.trust_domain, self._clock())
+        except CAError as exc:
+            raise ValidationError(f"Config.{exc}") from exc
+        current = self.root
+        if new.id == current.id:
+            return []
+        return [
+            put(CA, "root", CaRoot(new.cert_pem, new.key_pem, new.trust_domain)),
+            put(CA, PREVIOUS, CaRoot(current.cert_pem, "", current.trust_domain)),
+        ]
+
+    def reload(self) -> None:
+        """Follow the stored roots: after a rotation, sign with the new root (fresh leaves)."""
+        stored = self.store.record(CA, "root")
+        if stored is None:
+            return
+        if self._signer is None or stored.cert_pem != self._signer.root.cert_pem:
+            self._signer = Signer(load_root(stored.cert_pem, stored.key_pem, stored.trust_domain))
+            self._leaves.clear()
+        self._load_previous()
+        self._seen_index = self.store.table_index(_FOLLOWED)
+
+    def _follow(self) -> None:
+        """Reload when the CA or its configuration moved: written by another server (etcd)."""
+        if self._signer is not None and self.store.table_index(_FOLLOWED) != self._seen_index:
+            self.reload()
+            self.on_config()
+
+    def roots(self) -> list[Root]:
+        """The roots to trust: the active one first, then the retired one until the next
+        rotation replaces it (or it expires), which outlives every leaf it signed unless
+        rotations come faster than leaves are renewed."""
+        self._follow()
+        out = [self.root]
+        prev = self._previous
+        if prev is not None and self._clock() < prev.not_after:
+            out.append(prev)
+        return out
+
+    @property
+    def roots_pem(self) -> str:
+        """The trusted roots as one PEM bundle (what proxies validate peers with)."""
+        return "".join(r.cert_pem for r in self.roots())
 
     @property
     def root(self) -> Root:
@@ -69,6 +145,7 @@ class Certs:
         assert self._signer is not None, "Certs.start() not called"
         check_namespace(namespace, "ns")
         check_name(service, "service")
+        self._follow()
         now = self._clock()
         cached = self._leaves.get((namespace, service))
         if cached is not None:

@@ -19,7 +19,8 @@ from loom.domain.mesh import Endpoint, ExternalHost, MeshSnapshot, NamedInstance
 from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES
 
 MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES
-"""The tables a snapshot reads (besides the CA, which does not change once started)."""
+"""The tables a snapshot reads (besides the CA, whose roots change only by rotation: a write,
+so a new store index and a new snapshot)."""
 
 
 def build_snapshot(
@@ -30,7 +31,7 @@ def build_snapshot(
         mesh_index=mesh_index,
         datacenter=catalog.settings.datacenter,
         trust_domain=certs.trust_domain,
-        roots_pem=certs.root.cert_pem,
+        roots_pem=certs.roots_pem,
         default_allow=configs.default_allow,
     )
     healthy = catalog.is_healthy

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from loom.ca.servertls import ServerTls
 from loom.control.acl import Acl, AclSettings
+from loom.control.caconfig import CaConfig
 from loom.control.catalog import Catalog, CatalogSettings
 from loom.control.certs import Certs
 from loom.control.configs import Configs
@@ -26,6 +28,17 @@ class ServerSettings:
     """Where the HTTP API listens: ``HOST:PORT`` (port 0 picks a free one) or ``unix:PATH``."""
     grpc_addrs: tuple[str, ...] = ("127.0.0.1:8502",)
     """Where the xDS (ADS) gRPC server listens; same forms as ``http_addrs``."""
+    https_addrs: tuple[str, ...] = ()
+    """Where the HTTP API listens over TLS (Consul's ``ports.https``, 8501); none by default."""
+    grpc_tls_addrs: tuple[str, ...] = ()
+    """Where xDS listens over TLS (Consul's ``ports.grpc_tls``, 8503); none by default."""
+    tls: ServerTls = field(default_factory=ServerTls)
+    """Certificates of the TLS listeners (built-in CA unless files are given)."""
+    unix_socket_mode: int = 0o660
+    """Mode of the unix sockets the server listens on (Consul's ``unix_sockets.mode``): 0660
+    lets the owner and the socket's group connect, nobody else."""
+    unix_socket_group: int | None = None
+    """GID given to those sockets (Consul's ``unix_sockets.group``); None: the server's."""
     data_dir: Path | None = None
     """SQLite store directory; None means the in-memory store (``--dev``) unless etcd is set."""
     etcd_endpoints: tuple[str, ...] = ()
@@ -106,6 +119,7 @@ class State:
         self.configs = Configs(self.store, self.lock, settings.default_allow)
         self.certs = Certs(self.store, settings.datacenter, lambda: dt.datetime.now(dt.UTC))
         self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
+        self.ca_config = CaConfig(self.store, self.lock, self.certs)
         self.acl = Acl(self.store, self.lock, settings.acl(), lambda: dt.datetime.now(dt.UTC))
         self.logins = Logins(
             self.store,
@@ -134,6 +148,7 @@ class State:
             # winner's root, which a second start loads.
             await self.store.sync()
             await self.certs.start()
+        self.ca_config.apply_stored()
         try:
             await self.acl.start()
         except StoreConflict:  # another server sharing etcd wrote the builtins first

@@ -30,8 +30,8 @@ from typing import Any
 
 from loom import defaults
 from loom.addrs import parse_address
-from loom.api import AsyncClient, ClientError, NotFoundError
-from loom.dataplane.bootstrap import build_bootstrap
+from loom.api import AsyncClient, ClientError, NotFoundError, TlsSettings, tls_from
+from loom.dataplane.bootstrap import XdsTls, build_bootstrap
 from loom.dataplane.envoy import Envoy, EnvoySettings
 from loom.dataplane.errors import DataplaneError, EnvoyError
 from loom.dataplane.identity import WorkloadIdentity
@@ -47,10 +47,15 @@ class DataplaneSettings:
     http_addr: str = defaults.HTTP_ADDR
     """Server HTTP API: HOST:PORT or unix:PATH."""
     grpc_addr: str = defaults.GRPC_ADDR
-    """Server xDS endpoint: HOST:PORT or unix:PATH."""
+    """Server xDS endpoint: HOST:PORT or unix:PATH; ``https://HOST:PORT``: over TLS."""
     token: str = ""
     """ACL token (SecretID) for the HTTP API and, as gRPC metadata ``x-consul-token``, the
     xDS stream; empty: the anonymous token (ACLs off need none)."""
+    tls: TlsSettings | None = None
+    """How the server is verified over https and TLS gRPC (``--ca-file``, client
+    certificate, server name); None: from the environment (``CONSUL_CACERT``...)."""
+    grpc_ca_file: str | None = None
+    """CA file Envoy verifies the TLS xDS server with; None: ``tls.ca_file``."""
     admin_bind: str = defaults.ENVOY_ADMIN_BIND
     """Envoy admin listener; port 0 picks a free one."""
     work_dir: Path | None = None
@@ -114,6 +119,11 @@ async def registered_proxies(client: AsyncClient) -> str:
     return f"proxies registered on {node}: {', '.join(ids)}"
 
 
+def api_client(settings: DataplaneSettings) -> AsyncClient:
+    """The one client every call of the agent makes: its token and TLS settings."""
+    return AsyncClient(settings.http_addr, timeout=10, token=settings.token, tls=settings.tls)
+
+
 async def wait_for_registration(
     settings: DataplaneSettings, stop: asyncio.Event
 ) -> dict[str, Any] | None:
@@ -122,7 +132,7 @@ async def wait_for_registration(
     Raises ``DataplaneError`` naming the node's registered proxies once
     ``registration_timeout_s`` has passed without it.
     """
-    client = AsyncClient(settings.http_addr, timeout=10, token=settings.token)
+    client = api_client(settings)
     started = last_log = time.monotonic()
     first = True
     deadline = (
@@ -161,6 +171,26 @@ async def wait_for_registration(
     return None
 
 
+def xds_tls_for(settings: DataplaneSettings) -> XdsTls | None:
+    """Envoy's TLS to an ``https://`` xDS address; None for a plaintext one."""
+    xds = parse_address(settings.grpc_addr, "--grpc-addr")
+    if not xds.tls:
+        return None
+    tls = settings.tls or tls_from()
+    ca = settings.grpc_ca_file or tls.ca_file
+    if not ca:
+        raise DataplaneError(
+            f"--grpc-addr {settings.grpc_addr}: TLS needs the CA to verify the server "
+            "(--grpc-ca-file or --ca-file, $CONSUL_GRPC_CACERT or $CONSUL_CACERT)"
+        )
+    return XdsTls(
+        ca_file=str(Path(ca).absolute()),
+        server_name=tls.server_name or xds.host,
+        cert_file=str(Path(tls.cert_file).absolute()) if tls.cert_file else None,
+        key_file=str(Path(tls.key_file).absolute()) if tls.key_file else None,
+    )
+
+
 def bootstrap_for(
     settings: DataplaneSettings, reg: dict[str, Any], sds_socket: Path
 ) -> dict[str, Any]:
@@ -170,6 +200,7 @@ def bootstrap_for(
         service=reg["Proxy"]["DestinationServiceName"],
         namespace=reg.get("Namespace", "default"),
         xds=parse_address(settings.grpc_addr, "--grpc-addr"),
+        xds_tls=xds_tls_for(settings),
         admin_address=admin.host,
         admin_port=admin.port,
         delta=settings.delta,
@@ -223,7 +254,7 @@ async def _start_identity(
 ) -> Path:
     """Key, signed leaf and roots before Envoy starts; then SDS on ``work/sds.sock`` and the
     renewal loop. Returns the socket's path."""
-    client = AsyncClient(settings.http_addr, timeout=10, token=settings.token)
+    client = api_client(settings)
     store = SecretStore()
     identity = WorkloadIdentity(
         client,
@@ -244,7 +275,7 @@ async def _start_identity(
 
 async def watch_registration(settings: DataplaneSettings, stop: asyncio.Event) -> None:
     """Log when the proxy stops (and starts again) being registered on the server."""
-    client = AsyncClient(settings.http_addr, timeout=10, token=settings.token)
+    client = api_client(settings)
     registered = True
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -287,7 +318,9 @@ async def _start_extras(
         )
         await proxy.start()
         stack.push_async_callback(proxy.stop)
-        watcher = asyncio.create_task(watch_table(settings.http_addr, proxy, stop, settings.token))
+        watcher = asyncio.create_task(
+            watch_table(settings.http_addr, proxy, stop, settings.token, settings.tls)
+        )
         stack.push_async_callback(_cancel, watcher)
         log.info("DNS proxy on 127.0.0.1:%d", settings.dns_port)
     if settings.metrics_bind:

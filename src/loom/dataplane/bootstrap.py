@@ -1,9 +1,15 @@
 """Envoy bootstrap for a sidecar (pure): node identity, admin, ADS to the Loom server, and the
-agent's SDS socket (``loom_agent_sds``), from which Envoy reads its leaf, key and roots."""
+agent's SDS socket (``loom_agent_sds``), from which Envoy reads its leaf, key and roots.
+
+ADS goes over TLS when the server's xDS address is ``https://`` (its ``--grpc-tls-addr``):
+the ``loom_xds`` cluster then verifies the server's certificate against the CA file and its
+name (SNI and a SAN match), and presents a client certificate when one is given.
+"""
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from typing import Any
 
 from loom.addrs import Address
@@ -22,15 +28,52 @@ def _is_ip(host: str) -> bool:
     return True
 
 
-def xds_cluster(xds: Address) -> Doc:
-    if xds.is_unix:
-        address: Doc = {"pipe": {"path": xds.path}}
-        kind = "STATIC"
-    else:
-        address = {"socket_address": {"address": xds.host, "port_value": xds.port}}
-        kind = "STATIC" if _is_ip(xds.host) else "STRICT_DNS"
+TLS_SOCKET = "envoy.transport_sockets.tls"
+UPSTREAM_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+
+
+@dataclass(frozen=True)
+class XdsTls:
+    """How Envoy verifies the server's TLS xDS listener (paths Envoy reads itself)."""
+
+    ca_file: str
+    """PEM CAs the server's certificate must chain to (the built-in CA's ``ca.pem``)."""
+    server_name: str
+    """SNI sent, and the DNS name or IP address the certificate must carry."""
+    cert_file: str | None = None
+    """PEM client certificate, for a server with ``--tls-verify-incoming``."""
+    key_file: str | None = None
+    """PEM key of ``cert_file``."""
+
+
+def _tls_socket(tls: XdsTls) -> Doc:
+    san_type = "IP_ADDRESS" if _is_ip(tls.server_name) else "DNS"
+    common: Doc = {
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": {"filename": tls.ca_file},
+            "match_typed_subject_alt_names": [
+                {"san_type": san_type, "matcher": {"exact": tls.server_name}}
+            ],
+        },
+    }
+    if tls.cert_file:
+        common["tls_certificates"] = [
+            {
+                "certificate_chain": {"filename": tls.cert_file},
+                "private_key": {"filename": tls.key_file or tls.cert_file},
+            }
+        ]
+    context: Doc = {"@type": UPSTREAM_TLS, "common_tls_context": common}
+    if not _is_ip(tls.server_name):
+        context["sni"] = tls.server_name
+    return {"name": TLS_SOCKET, "typed_config": context}
+
+
+def _grpc_cluster(name: str, kind: str, address: Doc) -> Doc:
+    """A static or DNS cluster of one HTTP/2 (gRPC) endpoint."""
     return {
-        "name": XDS_CLUSTER,
+        "name": name,
         "type": kind,
         "connect_timeout": "1s",
         "typed_extension_protocol_options": {
@@ -40,31 +83,28 @@ def xds_cluster(xds: Address) -> Doc:
             }
         },
         "load_assignment": {
-            "cluster_name": XDS_CLUSTER,
+            "cluster_name": name,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}],
         },
     }
 
 
+def xds_cluster(xds: Address, tls: XdsTls | None = None) -> Doc:
+    """The cluster to the server's xDS port (over TLS when ``tls`` is given)."""
+    if xds.is_unix:
+        cluster = _grpc_cluster(XDS_CLUSTER, "STATIC", {"pipe": {"path": xds.path}})
+    else:
+        address = {"socket_address": {"address": xds.host, "port_value": xds.port}}
+        kind = "STATIC" if _is_ip(xds.host) else "STRICT_DNS"
+        cluster = _grpc_cluster(XDS_CLUSTER, kind, address)
+    if tls is not None:
+        cluster["transport_socket"] = _tls_socket(tls)
+    return cluster
+
+
 def sds_cluster(socket: str) -> Doc:
     """The static cluster to the local agent's SDS server (gRPC over a unix socket)."""
-    return {
-        "name": AGENT_SDS_CLUSTER,
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            HTTP_OPTIONS: {
-                "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
-                "explicit_http_config": {"http2_protocol_options": {}},
-            }
-        },
-        "load_assignment": {
-            "cluster_name": AGENT_SDS_CLUSTER,
-            "endpoints": [
-                {"lb_endpoints": [{"endpoint": {"address": {"pipe": {"path": socket}}}}]}
-            ],
-        },
-    }
+    return _grpc_cluster(AGENT_SDS_CLUSTER, "STATIC", {"pipe": {"path": socket}})
 
 
 def build_bootstrap(
@@ -76,6 +116,7 @@ def build_bootstrap(
     admin_port: int = 0,
     delta: bool = True,
     token: str = "",
+    xds_tls: XdsTls | None = None,
     *,
     sds_socket: str,
 ) -> Doc:
@@ -104,5 +145,5 @@ def build_bootstrap(
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": {"clusters": [xds_cluster(xds), sds_cluster(sds_socket)]},
+        "static_resources": {"clusters": [xds_cluster(xds, xds_tls), sds_cluster(sds_socket)]},
     }

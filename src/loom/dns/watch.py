@@ -16,7 +16,7 @@ import os
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from loom.api import AsyncClient
+from loom.api import AsyncClient, TlsSettings
 from loom.dns.errors import TableError
 from loom.dns.table import NameTable
 
@@ -47,11 +47,16 @@ def load_table_file(path: str) -> NameTable:
 
 
 async def watch_table(
-    http_addr: str, proxy: DnsProxy, stop: asyncio.Event, token: str | None = None
+    http_addr: str,
+    proxy: DnsProxy,
+    stop: asyncio.Event,
+    token: str | None = None,
+    tls: TlsSettings | None = None,
 ) -> None:
     """Keep ``proxy``'s table up to date from the server until ``stop`` is set (``token``:
-    the ACL token; None takes it from the environment)."""
-    client = AsyncClient(http_addr, token=token)
+    the ACL token; None takes it from the environment; ``tls``: how an https server is
+    verified; None: from the environment)."""
+    client = AsyncClient(http_addr, token=token, tls=tls)
 
     async def follow() -> None:
         tables = client.watch(

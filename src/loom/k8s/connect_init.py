@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loom.api import AsyncClient, ClientError, HTTPStatusError, WatchPolicy
+from loom.api import AsyncClient, ClientError, HTTPStatusError, TlsSettings, WatchPolicy
 from loom.inject.registration import META_K8S_NAMESPACE, META_POD_NAME
 from loom.inject.volumes import proxy_id_file
 from loom.k8s.errors import ConnectInitError
@@ -70,6 +70,8 @@ class ConnectInitConfig:
     """Seconds between "still waiting" log lines."""
     poll_interval: float = 1.0
     """Seconds between queries while the server does not answer (or answers an error)."""
+    tls: TlsSettings | None = None
+    """How an ``https://`` server is verified (``--ca-file``...); None: the environment."""
     redirect: RedirectConfig | None = None
     """The traffic redirection to install (the arguments after ``--``); None: none."""
     redirect_netns: str | None = None
@@ -179,7 +181,7 @@ async def wait_for_registration(
     ``token``: the login token (None: the environment's)."""
     started = time.monotonic()
     status = "no answer from the server yet"
-    client = AsyncClient(config.http_addr, token=token)
+    client = AsyncClient(config.http_addr, token=token, tls=config.tls)
 
     def failed(exc: ClientError, _retry_in: float) -> None:
         nonlocal status
@@ -241,7 +243,8 @@ async def _logged_in(config: ConnectInitConfig, log: Callable[[str], None]) -> L
     if config.login is None:
         return None
     pod = f"{config.pod_namespace}/{config.pod_name}"
-    token = await login(config.http_addr, config.login, pod, time.monotonic() + config.timeout, log)
+    deadline = time.monotonic() + config.timeout
+    token = await login(config.http_addr, config.login, pod, deadline, log, tls=config.tls)
     log(
         f"logged in through auth method {config.login.auth_method!r}: token "
         f"{token.accessor_id} for {', '.join(token.identities) or 'no service identity'}"
@@ -255,10 +258,12 @@ async def run(config: ConnectInitConfig, log: Callable[[str], None]) -> Found:
     try:
         found = await wait_for_registration(config, log, token.secret_id if token else None)
         if token is not None and config.login is not None:
-            await check_service_write(config.http_addr, token, config.login, found.service_name)
+            await check_service_write(
+                config.http_addr, token, config.login, found.service_name, tls=config.tls
+            )
     except BaseException:
         if token is not None:
-            await logout(config.http_addr, token)
+            await logout(config.http_addr, token, tls=config.tls)
         raise
     log(f"service {found.service_id} and proxy {found.proxy_id} are registered")
     for path in write_identity(config, found):

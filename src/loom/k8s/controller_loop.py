@@ -24,7 +24,7 @@ from lightkube.core.exceptions import ConfigError, NotReadyError
 from lightkube.resources.core_v1 import Namespace, Pod, Service
 
 from loom.api import AsyncClient as LoomClient
-from loom.api import ClientError, NotFoundError
+from loom.api import ClientError, NotFoundError, TlsSettings
 from loom.inject import InjectSettings
 from loom.inject.registration import META_K8S_NAMESPACE
 from loom.k8s.controller import Changes, login_tokens_of, owners, reconcile
@@ -61,6 +61,8 @@ class ControllerConfig:
     """Seconds between reconciles when nothing happens."""
     max_backoff: float = 30.0
     """Longest wait between retries of an unreachable API server or Loom server."""
+    tls: TlsSettings | None = None
+    """How an ``https://`` Loom server is verified (``--ca-file``...); None: the environment."""
 
 
 class Informer:
@@ -140,7 +142,7 @@ class Controller:
         self.pods = Informer(client, Pod, ns, self.changed.set)
         self.services = Informer(client, Service, ns, self.changed.set)
         self.namespaces = Informer(client, Namespace, None, self.changed.set)
-        self.api = LoomClient(config.http_addr, timeout=API_TIMEOUT_S)
+        self.api = LoomClient(config.http_addr, timeout=API_TIMEOUT_S, tls=config.tls)
         self._skipped: dict[str, str] = {}
 
     async def run(self) -> None:

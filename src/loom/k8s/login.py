@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from loom import defaults
-from loom.api import AsyncClient, ClientError, HTTPStatusError
+from loom.api import AsyncClient, ClientError, HTTPStatusError, TlsSettings
 from loom.k8s.errors import ConnectInitError
 
 BEARER_TOKEN_FILE = Path(defaults.BEARER_TOKEN_FILE)
@@ -74,11 +74,13 @@ async def login(
     deadline: float,
     log: Callable[[str], None],
     retry_interval: float = 1.0,
+    tls: TlsSettings | None = None,
 ) -> LoggedIn:
     """Log in, asking again while the server cannot be reached, until ``deadline``
-    (``time.monotonic``); a refusal is final (``Error logging in: ... 403 ...``)."""
+    (``time.monotonic``); a refusal is final (``Error logging in: ... 403 ...``). ``tls``:
+    how an https server is verified (None: from the environment)."""
     bearer = _read_bearer(settings.bearer_token_file)
-    client = AsyncClient(addr, token="")  # a login carries no token, only the bearer
+    client = AsyncClient(addr, token="", tls=tls)  # a login carries no token, only the bearer
     body = {"AuthMethod": settings.auth_method, "BearerToken": bearer, "Meta": {"pod": pod}}
     while True:
         try:
@@ -104,10 +106,14 @@ async def login(
 
 
 async def check_service_write(
-    addr: str, token: LoggedIn, settings: LoginSettings, service: str
+    addr: str,
+    token: LoggedIn,
+    settings: LoginSettings,
+    service: str,
+    tls: TlsSettings | None = None,
 ) -> None:
     """Refuse, as a login refusal, a token that may not write ``service``."""
-    client = AsyncClient(addr, token=token.secret_id)
+    client = AsyncClient(addr, token=token.secret_id, tls=tls)
     asked = [{"Resource": "service", "Segment": service, "Access": "write"}]
     try:
         answer: Any = (await client.request("POST", "/v1/internal/acl/authorize", asked)).body
@@ -124,10 +130,11 @@ async def check_service_write(
     )
 
 
-async def logout(addr: str, token: LoggedIn) -> None:
+async def logout(addr: str, token: LoggedIn, tls: TlsSettings | None = None) -> None:
     """Best effort: a token connect-init will not hand over is deleted."""
     with contextlib.suppress(ClientError):
-        await AsyncClient(addr, token=token.secret_id).request("POST", "/v1/acl/logout")
+        client = AsyncClient(addr, token=token.secret_id, tls=tls)
+        await client.request("POST", "/v1/acl/logout")
 
 
 def write_token(settings: LoginSettings, token: LoggedIn) -> Path:

@@ -1,7 +1,9 @@
 """``loom local``: a service mesh on this machine, network namespaces as pods.
 
 One local server (durable store under ``data_dir``) listens on loopback for the CLI and on
-unix sockets for the pods (the pods have no route to the host; a socket crosses namespaces).
+unix sockets for the pods (the pods have no route to the host; a socket crosses namespaces);
+the sockets are 0660, of the invoking user and the sidecars' group (the proxy GID), so other
+local users cannot reach the server through them.
 ``run`` makes a pod in this order, undoing everything if a step fails: plan (the injector's
 planner) -> namespace -> registrations -> iptables redirection -> sidecar(s) as the proxy UID,
 ready -> the app. Everything lives under the state directory and the prefix of the network
@@ -118,6 +120,9 @@ class LocalMesh:
             "--http-addr", self.s.http_addr, "--http-addr", f"unix:{self.s.http_socket}",
             "--grpc-addr", self.s.grpc_addr, "--grpc-addr", f"unix:{self.s.grpc_socket}",
             "--default-intention-policy", self.s.default_policy,
+            # The pods' sidecars run as the proxy UID and GID: the sockets (0660) admit the
+            # invoking user and that group, no other local user.
+            "--unix-socket-group", str(PROXY_UID),
         )  # fmt: skip
         self.say(f"starting the local server (HTTP {self.s.http_addr}, log {log})")
         pid = processes.spawn(argv, log)

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,20 +23,20 @@ from loom.addrs import Address, parse_address
 from loom.bexpr import Limits
 from loom.control.state import ServerSettings, State
 from loom.errors import LoomError
+from loom.filemodes import restrict_socket
 from loom.server.conns import ConnectionCap, capped
+from loom.server.errors import ServerError as ServerError  # re-exported
 from loom.server.http import build_app
+from loom.server.tls import ServingTls, prepare_tls
 from loom.xds.server import start_xds
 
 log = logging.getLogger("loom.server")
 
 
-class ServerError(LoomError):
-    """The server could not start (port taken, bad data dir...)."""
-
-
 async def _start_http(
-    state: State, addrs: list[Address]
+    state: State, addrs: list[Address], tls_addrs: list[Address], context: ssl.SSLContext | None
 ) -> tuple[web.AppRunner, list[asyncio.AbstractServer], list[str]]:
+    """The API on ``addrs`` (plain) and ``tls_addrs`` (HTTPS with ``context``): one app."""
     settings = state.settings
     runner = web.AppRunner(
         build_app(state),
@@ -56,23 +57,30 @@ async def _start_http(
     loop = asyncio.get_running_loop()
     servers: list[asyncio.AbstractServer] = []
     bound: list[str] = []
-    for addr in addrs:
+    for n, addr in enumerate([*addrs, *tls_addrs]):
+        tls = context if n >= len(addrs) else None
         try:
             if addr.is_unix:
                 Path(addr.path).parent.mkdir(parents=True, exist_ok=True)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(addr.path)
-                site = web.UnixSite(runner, addr.path)
+                site = web.UnixSite(runner, addr.path, ssl_context=tls)
                 await site.start()
-                # Sidecars run as an unprivileged proxy UID and must be able to connect.
-                os.chmod(addr.path, 0o666)
+                # The owner and the sidecars' group only (--unix-socket-mode/-group): whoever
+                # connects may register services and take certificates.
+                restrict_socket(
+                    addr.path, settings.unix_socket_mode, settings.unix_socket_group
+                )
                 bound.append(f"unix:{addr.path}")
             else:
                 # Not a TCPSite: the per-client cap wraps the protocol factory.
-                server = await loop.create_server(factory, addr.host, addr.port, reuse_address=True)
+                server = await loop.create_server(
+                    factory, addr.host, addr.port, reuse_address=True, ssl=tls
+                )
                 servers.append(server)
                 port = server.sockets[0].getsockname()[1] if server.sockets else addr.port
-                bound.append(f"http://{Address(addr.host, port)}")
+                scheme = "https" if tls is not None else "http"
+                bound.append(f"{scheme}://{Address(addr.host, port)}")
         except OSError as exc:
             await _stop_http(runner, servers)
             raise ServerError(f"cannot listen for HTTP on {addr}: {exc.strerror or exc}") from exc
@@ -126,23 +134,49 @@ async def serve(
     """Serve until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
     http_addrs = [parse_address(a, "--http-addr") for a in settings.http_addrs]
     grpc_addrs = [parse_address(a, "--grpc-addr") for a in settings.grpc_addrs]
+    https_addrs = [parse_address(a, "--https-addr") for a in settings.https_addrs]
+    grpc_tls_addrs = [parse_address(a, "--grpc-tls-addr") for a in settings.grpc_tls_addrs]
     state = State(settings)
     await state.start()
+    tls = None
+    if https_addrs or grpc_tls_addrs:
+        try:
+            tls = prepare_tls(state)
+        except BaseException:
+            await state.close()
+            raise
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    runner, http_servers, http_bound = await _start_http(state, http_addrs)
-    _warn_if_open(settings, http_addrs + grpc_addrs)
+    try:
+        runner, http_servers, http_bound = await _start_http(
+            state, http_addrs, https_addrs, tls.ssl_context if tls else None
+        )
+    except BaseException:
+        if tls is not None:
+            tls.close()
+        await state.close()
+        raise
+    _warn_if_open(settings, http_addrs + grpc_addrs + https_addrs + grpc_tls_addrs)
     grpc_bound: list[str] = []
     stop_xds: Callable[[], Awaitable[None]] | None = None
     try:
-        if grpc_addrs:
-            grpc_bound, stop_xds = await start_xds(state, grpc_addrs)
+        if grpc_addrs or grpc_tls_addrs:
+            credentials = tls.grpc_credentials if tls else None
+            grpc_bound, stop_xds = await start_xds(
+                state, grpc_addrs, grpc_tls_addrs, credentials
+            )
         sweeper = asyncio.create_task(_sweep_ttls(state))
         if ready is not None:
-            ready(http_bound, grpc_bound)
+            if tls is not None:
+                _say_tls(tls)
+            plain = len(grpc_addrs)
+            ready(
+                http_bound,
+                grpc_bound[:plain] + [f"https://{a}" for a in grpc_bound[plain:]],
+            )
         await stop.wait()
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -151,7 +185,22 @@ async def serve(
         if stop_xds is not None:
             await stop_xds()
         await _stop_http(runner, http_servers)
+        if tls is not None:
+            tls.close()
         await state.close()
+
+
+def _say_tls(tls: ServingTls) -> None:
+    """Where a client finds what to trust (the built-in CA's roots), one line."""
+    parts = []
+    if tls.ca_file is not None:
+        parts.append(f"server certificate from the built-in CA, clients trust {tls.ca_file}")
+    else:
+        parts.append("server certificate from --tls-cert-file")
+    if tls.verify_incoming:
+        parts.append("client certificates required")
+    print(f"loom server: TLS: {', '.join(parts)}")
+    sys.stdout.flush()
 
 
 def print_ready(settings: ServerSettings) -> Callable[[list[str], list[str]], None]:
@@ -165,12 +214,19 @@ def print_ready(settings: ServerSettings) -> Callable[[list[str], list[str]], No
         acls = settings.acl_default_policy
         acl_text = f"ACLs on (default policy {acls})" if acls else "ACLs off"
         for addr in http:
-            print(f"loom server: HTTP API on {addr}")
+            kind = "HTTPS API" if addr.startswith("https://") else "HTTP API"
+            print(f"loom server: {kind} on {addr}")
         for addr in grpc:
-            print(f"loom server: xDS (gRPC ADS) on {addr}")
+            if addr.startswith("https://"):
+                print(f"loom server: xDS (gRPC ADS over TLS) on {addr.removeprefix('https://')}")
+            else:
+                print(f"loom server: xDS (gRPC ADS) on {addr}")
+        only = ""
+        if settings.https_addrs and not settings.http_addrs:
+            only = ", HTTPS only (no plain HTTP listener)"
         print(
             f"loom server: datacenter {settings.datacenter}, store {store}, "
-            f"default intention policy {policy}, {acl_text}"
+            f"default intention policy {policy}, {acl_text}{only}"
         )
         sys.stdout.flush()
 

@@ -341,6 +341,8 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("DELETE", "/v1/config/{kind}/{name}"): _config_named,
     ("GET", "/v1/connect/ca/roots"): _nothing,
     ("GET", "/v1/agent/connect/ca/roots"): _nothing,
+    ("GET", "/v1/connect/ca/configuration"): _fixed("operator", R),
+    ("PUT", "/v1/connect/ca/configuration"): _fixed("operator", W),
     ("GET", "/v1/agent/connect/ca/leaf/{service}"): _named("service", W, "service"),
     ("POST", "/v1/agent/connect/authorize"): _connect_authorize,
     ("PUT", "/v1/loom/connect/ca/sign"): _csr_service,

@@ -505,30 +505,41 @@ async def config_delete(request: web.Request) -> web.Response:
 async def ca_roots(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, (CA.name,))
-    root = state.certs.root
+    roots = state.certs.roots()
     return _json(
         {
-            "ActiveRootID": root.id,
-            "TrustDomain": root.trust_domain,
+            "ActiveRootID": roots[0].id,
+            "TrustDomain": roots[0].trust_domain,
             "Roots": [
                 {
                     "ID": root.id,
-                    "Name": "Loom CA Primary Cert",
+                    "Name": "Loom CA Primary Cert" if n == 0 else "Loom CA Retired Cert",
                     "SerialNumber": 0,
                     "NotBefore": root.not_before.isoformat(),
                     "NotAfter": root.not_after.isoformat(),
                     "RootCert": root.cert_pem,
                     "IntermediateCerts": [],
-                    "Active": True,
+                    "Active": n == 0,
                     "PrivateKeyType": "ec",
                     "PrivateKeyBits": 256,
                     "CreateIndex": index,
                     "ModifyIndex": index,
                 }
+                for n, root in enumerate(roots)
             ],
         },
         index,
     )
+
+
+async def ca_configuration_get(request: web.Request) -> web.Response:
+    config = request.app[STATE].ca_config.read()
+    return _json(config, config["ModifyIndex"])
+
+
+async def ca_configuration_put(request: web.Request) -> web.Response:
+    await request.app[STATE].ca_config.update(await _body(request))
+    return _json(True)
 
 
 async def ca_leaf(request: web.Request) -> web.Response:
@@ -632,6 +643,8 @@ def build_app(state: State) -> web.Application:
     r.add_delete("/v1/config/{kind}/{name}", config_delete)
     r.add_get("/v1/connect/ca/roots", ca_roots)
     r.add_get("/v1/agent/connect/ca/roots", ca_roots)
+    r.add_get("/v1/connect/ca/configuration", ca_configuration_get)
+    r.add_put("/v1/connect/ca/configuration", ca_configuration_put)
     r.add_get("/v1/agent/connect/ca/leaf/{service}", ca_leaf)
     r.add_post("/v1/agent/connect/authorize", connect_authorize)
     r.add_put("/v1/loom/connect/ca/sign", ca_sign)

@@ -2,7 +2,8 @@
 
 Every transaction is written in one SQLite transaction (WAL, ``synchronous=FULL``) before the
 write is acknowledged, so a SIGKILL right after a 200 response loses nothing. On open, the whole
-state is loaded into the shared in-memory view.
+state is loaded into the shared in-memory view. The data directory is the owner's only (0700,
+``state.db`` 0600: it holds the CA root key).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from loom.filemodes import PRIVATE_FILE, private_dir, private_file, tighten
 from loom.store.base import Op, Put, Store, StoreError
 from loom.store.tables import decode, encode
 
@@ -30,10 +32,15 @@ class SqliteStore(Store):
         super().__init__()
         self.path = data_dir / "state.db"
         try:
-            data_dir.mkdir(parents=True, exist_ok=True)
+            # The store holds the CA root key: the directory is 0700 and the database (SQLite
+            # gives its -wal and -shm files the database's mode) 0600, tightened if looser.
+            private_dir(data_dir)
+            private_file(self.path)
             self._db = sqlite3.connect(str(self.path), isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            for suffix in ("-wal", "-shm"):
+                tighten(data_dir / f"state.db{suffix}", PRIVATE_FILE)
             self._db.executescript(_SCHEMA)
             self._load()
         except (OSError, sqlite3.Error) as exc:

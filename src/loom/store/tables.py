@@ -211,9 +211,12 @@ ACL_AUTH_METHODS: Table[Stored[AuthMethod]] = Table(
 ACL_BINDING_RULES: Table[Stored[BindingRule]] = Table(
     "acl_binding_rules", encoder, decoder(BindingRule.from_json)
 )
+CA_CONFIG: Table[Doc] = Table("ca_config", _doc, _doc)
+"""The CA configuration written with ``PUT /v1/connect/ca/configuration`` (Consul's shape)."""
 
 TABLES: dict[str, Table[Any]] = {
-    t.name: t for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META)
+    t.name: t
+    for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META, CA_CONFIG)
 }
 TABLES.update(
     (t.name, t)

@@ -25,7 +25,7 @@ import contextlib
 import itertools
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from loom.acl.rules import Access
 from loom.addrs import Address
 from loom.control.state import State
 from loom.errors import LoomError
+from loom.filemodes import restrict_socket
 from loom.xds.errors import StreamDenied, XdsStartError
 from loom.xds.hub import Hub
 from loom.xds.resources import Served, type_version
@@ -362,8 +363,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
 
 
 async def start_xds(
-    state: State, addrs: list[Address]
+    state: State,
+    addrs: list[Address],
+    tls_addrs: Sequence[Address] = (),
+    credentials: Any = None,
 ) -> tuple[list[str], Callable[[], Awaitable[None]]]:
+    """Serve ADS on ``addrs`` (plaintext) and ``tls_addrs`` (with ``credentials``, a
+    ``grpc.ServerCredentials``); the bound addresses come back in that order."""
     hub = Hub(state, refresh_s=TOKEN_RECHECK_S)
     server = grpc.aio.server(
         options=[
@@ -376,23 +382,27 @@ async def start_xds(
     )
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(hub), server)
     bound = []
-    for addr in addrs:
+    for n, addr in enumerate([*addrs, *tls_addrs]):
         target = f"unix:{addr.path}" if addr.is_unix else str(addr)
         if addr.is_unix:
             Path(addr.path).parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(addr.path)
         try:
-            port = server.add_insecure_port(target)
+            if n < len(addrs):
+                port = server.add_insecure_port(target)
+            else:
+                port = server.add_secure_port(target, credentials)
         except RuntimeError as exc:
             raise XdsStartError(f"cannot listen for xDS on {addr}: {exc}") from exc
         if not addr.is_unix and port == 0:
             raise XdsStartError(f"cannot listen for xDS on {addr}: address in use or unavailable")
         bound.append(target if addr.is_unix else str(Address(addr.host, port)))
     await server.start()
-    for addr in addrs:
-        if addr.is_unix:
-            os.chmod(addr.path, 0o666)  # sidecars run as the unprivileged proxy UID
+    for addr in [*addrs, *tls_addrs]:
+        if addr.is_unix:  # the owner and the sidecars' group (--unix-socket-mode/-group)
+            settings = state.settings
+            restrict_socket(addr.path, settings.unix_socket_mode, settings.unix_socket_group)
     hub.start()
 
     async def stop() -> None:
