@@ -107,3 +107,46 @@ def test_bootstraps_match_the_golden_files(golden) -> None:  # type: ignore[no-u
                            delta=False, sds_socket="/run/loom/dp/sds.sock")  # fmt: skip
     golden.check("xds/bootstrap_tcp.json", json.dumps(tcp, indent=1, sort_keys=True) + "\n")
     golden.check("xds/bootstrap_unix_sotw.json", json.dumps(unix, indent=1, sort_keys=True) + "\n")
+
+
+def test_an_envoy_run_by_someone_else_reads_its_leaf_from_a_no_envoy_agent(
+    loom_server, tmp_path: Path
+) -> None:
+    from loom.dataplane.envoy import envoy_binary
+    from tests.support.mesh import Proc, envoy_admin, loom_argv
+
+    _register(loom_server, free_port(), free_port())
+    work = tmp_path / "agent"
+    agent = Proc(loom_argv("dataplane", "--no-envoy", "--proxy-id", "web-sidecar-proxy",
+                           "--http-addr", loom_server.http, "--grpc-addr", loom_server.grpc,
+                           "--work-dir", str(work)), tmp_path / "agent.log")  # fmt: skip
+    envoy = None
+    try:
+        wait_for(lambda: (work / "sds.sock").exists(), 30, "the agent's SDS socket")
+        boot = subprocess.run(
+            [sys.executable, "-m", "loom", "connect", "envoy", "--bootstrap", "--proxy-id",
+             "web-sidecar-proxy", "--http-addr", loom_server.http, "--grpc-addr", loom_server.grpc,
+             "--sds-socket", str(work / "sds.sock")],
+            capture_output=True, text=True, timeout=30, check=True,
+        ).stdout  # fmt: skip
+        assert "PRIVATE KEY" not in boot
+        own = tmp_path / "own"
+        own.mkdir()
+        (own / "bootstrap.json").write_text(boot)
+        envoy = Proc([envoy_binary(), "-c", str(own / "bootstrap.json"), "--disable-hot-restart",
+                      "--admin-address-path", str(own / "admin-address"), "-l", "warning"],
+                     tmp_path / "envoy.log")  # fmt: skip
+
+        def leaf_uri() -> str:
+            certs = json.loads(envoy_admin(own, "/certs"))["certificates"]
+            sans = certs[0]["cert_chain"][0]["subject_alt_names"] if certs else []
+            return next((s["uri"] for s in sans if "uri" in s), "")
+
+        uri = wait_for(leaf_uri, 30, "Envoy to hold the agent's leaf")
+        assert uri.endswith("/ns/default/dc/dc1/svc/web")
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        status = agent.stop()
+    assert status == 0
+    assert not (work / "sds.sock").exists()

@@ -83,7 +83,8 @@ def test_connect_envoy_bootstrap_for_an_unknown_proxy_names_the_nodes_proxies(
 ) -> None:
     _register_two_sidecars(loom_server)
     out = _loom("connect", "envoy", "--bootstrap", "--proxy-id", "unknown",
-                "--http-addr", loom_server.http, "--grpc-addr", loom_server.grpc)  # fmt: skip
+                "--http-addr", loom_server.http, "--grpc-addr", loom_server.grpc,
+                "--sds-socket", "/run/agent/sds.sock")  # fmt: skip
     assert out.returncode == 1
     assert out.stderr.strip() == (
         "loom: proxy 'unknown' is not registered; proxies registered on node 'loom-server': "

@@ -38,9 +38,19 @@ class StandIn:
         self.ttl = ttl
         self.rotated = asyncio.Event()
         self.bodies: list[bytes] = []
+        self.registered = True
+        self.polls = 0
+        self.polled = asyncio.Condition()
 
     async def __call__(self, req: Request) -> Response:
         self.bodies.append(req.body)
+        if req.target.startswith("/v1/agent/service/"):
+            async with self.polled:
+                self.polls += 1
+                self.polled.notify_all()
+            if not self.registered:
+                return Response(404, "Not Found", {}, b"unknown service")
+            return _ok({"ID": req.target.rsplit("/", 1)[1]})
         if req.target.startswith("/v1/agent/connect/ca/roots"):
             if "index=" in req.target and self.active == 0:
                 await self.rotated.wait()
@@ -137,3 +147,26 @@ async def test_a_short_leaf_is_renewed_at_about_half_its_remaining_life() -> Non
         server.rotated.set()  # release the held roots query
         await task
     assert identity.leaf is not None and identity.leaf.serial != serial
+
+
+async def test_a_roots_change_while_the_proxy_is_unregistered_waits_for_its_registration() -> None:
+    server = StandIn(dt.timedelta(hours=1))
+    store = SecretStore()
+    client = AsyncClient("127.0.0.1:8500", transport=MockTransport(server))
+    identity = WorkloadIdentity(client, "web", "default", "dc1", store, proxy_id="web-proxy")
+    await identity.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(identity.run(stop))
+    try:
+        server.registered = False  # a --dev server restarted empty, with a new CA
+        server.active = 1
+        server.rotated.set()
+        async with asyncio.timeout(15), server.polled:
+            await server.polled.wait_for(lambda: server.polls >= 2)  # asked twice, told 404
+        assert store.current is not None and store.current.version == 1
+        server.registered = True
+        await _next_version(store, 1)
+    finally:
+        stop.set()
+        await task
+    assert _leaf(store)[2] == server.roots[1].cert_pem

@@ -262,6 +262,7 @@ async def _start_identity(
         namespace=reg.get("Namespace") or "default",
         datacenter=reg.get("Datacenter") or "dc1",
         store=store,
+        proxy_id=settings.proxy_id,
     )
     await identity.start()
     path, short = socket_path(work)

@@ -7,7 +7,11 @@ service the token may ``service:write``), and hands leaf, key and roots to the
 
 - a new key and leaf at about half of the leaf's remaining life (the server's leaf TTL);
 - a new leaf, and the new roots, as soon as the roots change (``/v1/agent/connect/ca/roots``
-  watched with a blocking query), so a CA rotation reaches Envoy before old leaves expire;
+  watched with a blocking query, read afresh after any failure: a restarted server may
+  reuse the index numbers of the one before), so a CA rotation reaches Envoy before old
+  leaves expire. While the proxy is not registered (a ``--dev`` server restarted empty, with
+  a new CA) the switch waits for the registration: the server holds the proxy's
+  configuration meanwhile, and a leaf of the new CA would not match it;
 - a failure (the server away, a token revoked) is logged and retried with backoff while
   Envoy keeps serving the last good secrets.
 """
@@ -34,6 +38,9 @@ RENEW_AT = 0.5
 """Renew once this share of a leaf's remaining life has passed."""
 MIN_RENEW_S = 1.0
 RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0
+ROOTS_WAIT = "5m"
+ROOTS_TIMEOUT_S = 5 * 60 * (1 + 1 / 16) + 10
+REGISTRATION_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -66,8 +73,10 @@ class WorkloadIdentity:
         namespace: str,
         datacenter: str,
         store: SecretStore,
+        proxy_id: str = "",
     ) -> None:
         self.client = client
+        self.proxy_id = proxy_id
         self.service = service
         self.namespace = namespace
         self.datacenter = datacenter
@@ -122,13 +131,23 @@ class WorkloadIdentity:
         return max(MIN_RENEW_S, left * RENEW_AT)
 
     async def _watch_roots(self) -> None:
-        async for body, _ in self.client.watch(ROOTS_PATH, wait="5m", label="CA roots", logger=log):
+        index, retry = 0, RETRY_MIN_S
+        while True:
+            params = {"index": str(index), "wait": ROOTS_WAIT} if index else None
             try:
-                roots = Roots.from_json(body)
-            except DataplaneError as exc:
-                log.warning("%s", exc)
+                answer = await self.client.request("GET", ROOTS_PATH, params=params,
+                                                   timeout=ROOTS_TIMEOUT_S)  # fmt: skip
+                roots = Roots.from_json(answer.body)
+            except (ClientError, DataplaneError) as exc:
+                log.warning("CA roots: %s (retry in %g s)", exc, retry)
+                await asyncio.sleep(retry)
+                index, retry = 0, min(retry * 2, RETRY_MAX_S)  # afresh: see the docstring
                 continue
-            if self.roots is not None and roots != self.roots:
+            retry = RETRY_MIN_S
+            if answer.index == index:
+                await asyncio.sleep(0.05)  # a server that answers at once cannot spin us
+            index = answer.index
+            if self.roots is not None and roots != self.roots and roots != self._pending:
                 log.info("CA roots changed (active %s); renewing the leaf", roots.active_id)
                 self._pending = roots
                 self._roots_changed.set()
@@ -143,6 +162,8 @@ class WorkloadIdentity:
                 if await _first(stop, self._roots_changed, wait):
                     return
                 self._roots_changed.clear()
+                if self._pending is not None and await self._wait_registered(stop):
+                    return
                 roots = self._pending or self.roots
                 assert roots is not None, "start() not called"
                 try:
@@ -160,6 +181,28 @@ class WorkloadIdentity:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+    async def _registered(self) -> bool:
+        if not self.proxy_id:
+            return True
+        try:
+            await self.client.get(f"/v1/agent/service/{self.proxy_id}")
+        except ClientError:
+            return False
+        return True
+
+    async def _wait_registered(self, stop: asyncio.Event) -> bool:
+        """Wait until the proxy is registered; True when ``stop`` came first."""
+        told = False
+        while not await self._registered():
+            if not told:
+                log.info("CA roots changed while proxy %s is not registered; keeping the "
+                         "current leaf until it is", self.proxy_id)  # fmt: skip
+                told = True
+            if await _first(stop, None, REGISTRATION_POLL_S):
+                return True
+        return stop.is_set()
 
 
 async def _first(stop: asyncio.Event, other: asyncio.Event | None, timeout: float) -> bool:
