@@ -34,6 +34,7 @@ from loom.domain.fields import (
     parse_duration,
 )
 from loom.errors import LoomError
+from loom.ratelog import RateLimitedLog
 from loom.server import acl_http, views
 from loom.server.guard import (
     authorizer,
@@ -52,6 +53,7 @@ from loom.store import StoreConflict
 from loom.store.tables import CA, CATALOG_TABLES, CONFIG_TABLES
 
 log = logging.getLogger("loom.server.http")
+failures = RateLimitedLog(log)  # a bug a client can trigger at will must not flood the log
 Doc = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE: web.AppKey[State] = web.AppKey("state", State)
@@ -88,10 +90,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         except Conflict as exc:
             return web.Response(status=409, text=f"{exc}\n")
         except LoomError as exc:
-            log.error("%s %s failed: %s", request.method, request.path, exc)
+            failures.error("http 500", "%s %s failed: %s", request.method, request.path, exc)
             return web.Response(status=500, text=f"{exc}\n")
         except Exception:
-            log.exception("%s %s failed", request.method, request.path)
+            failures.error("http 500", "%s %s failed", request.method, request.path, exc_info=True)
             return web.Response(status=500, text="internal error (see the server log)\n")
     raise AssertionError("unreachable")
 
