@@ -3,7 +3,8 @@
 The root (and the cluster ID that names the trust domain) are made on first start and stored,
 so every restart signs with the same root. Leaves are cached per (namespace, service) and
 re-issued once 60% of their lifetime has passed, so a proxy always has time to swap before
-expiry.
+expiry. A root replaced in the store (a snapshot restore, here or through another server
+sharing etcd) is picked up at the next use, and the leaves signed by the old one are dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Certs:
         self.datacenter = datacenter
         self._clock = clock
         self._signer: Signer | None = None
+        self._loaded: CaRoot | None = None
         self._leaves: dict[tuple[str, str], Leaf] = {}
         self.leaf_ttl = LEAF_TTL
 
@@ -46,11 +48,21 @@ class Certs:
         else:
             root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
         self._signer = Signer(root)
+        self._loaded = self.store.record(CA, "root")
+
+    def _current(self) -> Signer:
+        """The signer of the stored root, reloaded when the stored root changed."""
+        assert self._signer is not None, "Certs.start() not called"
+        stored = self.store.record(CA, "root")
+        if stored is not None and stored is not self._loaded and stored != self._loaded:
+            root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
+            self._signer, self._loaded = Signer(root), stored
+            self._leaves.clear()
+        return self._signer
 
     @property
     def root(self) -> Root:
-        assert self._signer is not None, "Certs.start() not called"
-        return self._signer.root
+        return self._current().root
 
     @property
     def trust_domain(self) -> str:
@@ -62,7 +74,7 @@ class Certs:
         The names become segments of the SPIFFE ID, so they are checked here, whoever asks:
         a namespace like ``a/b`` would otherwise mint ``.../ns/a/b/dc/...``, an identity that
         intentions on ``a`` or ``b`` do not match (``ValidationError``, a 400 over HTTP)."""
-        assert self._signer is not None, "Certs.start() not called"
+        signer = self._current()
         check_namespace(namespace, "ns")
         check_name(service, "service")
         now = self._clock()
@@ -71,11 +83,12 @@ class Certs:
             life = cached.not_after - cached.not_before
             if now < cached.not_before + life * RENEW_AT:
                 return cached
-        leaf = self._signer.leaf(namespace, self.datacenter, service, now, self.leaf_ttl)
+        leaf = signer.leaf(namespace, self.datacenter, service, now, self.leaf_ttl)
         self._leaves[(namespace, service)] = leaf
         return leaf
 
     def sign(self, service: str, namespace: str = "default") -> Leaf:
         """A new leaf, uncached (benchmarks, explicit re-issue)."""
-        assert self._signer is not None, "Certs.start() not called"
-        return self._signer.leaf(namespace, self.datacenter, service, self._clock(), self.leaf_ttl)
+        return self._current().leaf(
+            namespace, self.datacenter, service, self._clock(), self.leaf_ttl
+        )

@@ -35,7 +35,7 @@ from loom.domain.fields import (
 )
 from loom.errors import LoomError
 from loom.ratelog import RateLimitedLog
-from loom.server import acl_http, views
+from loom.server import acl_http, snapshot_http, views
 from loom.server.guard import (
     authorizer,
     can_read_agent_check,
@@ -50,6 +50,7 @@ from loom.server.guard import (
     visible,
 )
 from loom.store import StoreConflict
+from loom.store.archive import ArchiveError
 from loom.store.tables import CA, CATALOG_TABLES, CONFIG_TABLES
 
 log = logging.getLogger("loom.server.http")
@@ -85,6 +86,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             return web.Response(status=403, text=f"{exc}\n")
         except AclError as exc:  # a malformed ACL record or rule
             return web.Response(status=400, text=f"{exc}\n")
+        except ArchiveError as exc:  # a snapshot file that cannot be restored
+            return web.Response(status=400, text=f"Invalid snapshot: {exc}\n")
         except NotFound as exc:
             return web.Response(status=404, text=f"{exc}\n")
         except Conflict as exc:
@@ -613,6 +616,7 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/status/leader", status_leader)
     r.add_get("/v1/status/peers", status_peers)
     acl_http.add_routes(r)
+    snapshot_http.add_routes(r)
     return app
 
 
