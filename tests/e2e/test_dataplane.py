@@ -100,3 +100,23 @@ def test_bootstraps_match_the_golden_files(golden) -> None:  # type: ignore[no-u
                            delta=False)  # fmt: skip
     golden.check("xds/bootstrap_tcp.json", json.dumps(tcp, indent=1, sort_keys=True) + "\n")
     golden.check("xds/bootstrap_unix_sotw.json", json.dumps(unix, indent=1, sort_keys=True) + "\n")
+
+
+def test_a_rejected_public_listener_is_never_ready_and_the_reason_is_the_error(
+    loom_server, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as taken:  # the sidecar's port, held without SO_REUSEPORT
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        side = taken.getsockname()[1]
+        _register(loom_server, free_port(), side)
+        work = tmp_path / "work"
+        out = _dataplane(loom_server, "--ready-timeout", "4", "--work-dir", str(work))
+    assert out.returncode == 1, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("loom: Envoy was not ready after 4 s: rejected listener "), last
+    assert "ddress already in use" in last  # Envoy's own words
+    assert "not ready" in out.stderr and "Envoy ready" not in out.stderr
+    assert not (work / "ready").exists()

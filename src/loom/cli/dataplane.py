@@ -88,6 +88,7 @@ def _settings(args: argparse.Namespace) -> object:
         drain_seconds=getattr(args, "drain_seconds", 5.0),
         concurrency=getattr(args, "envoy_concurrency", 2),
         registration_timeout_s=getattr(args, "registration_timeout", None),
+        ready_timeout_s=getattr(args, "ready_timeout", None) or 60.0,
     )
 
 
@@ -143,6 +144,13 @@ def register(commands: Commands) -> None:
         metavar="SECONDS",
         help="exit with an error naming the node's registered proxies if the server or the "
         "proxy's registration is not there within SECONDS (default: wait as long as it takes)",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="exit with Envoy's reason if it is not ready, every listener accepted, within "
+        "SECONDS (default 60)",
     )
     p.add_argument("--envoy-log-level", default="warning", help="Envoy -l (default warning)")
     p.add_argument(

@@ -66,9 +66,11 @@ class DataplaneSettings:
     registration_timeout_s: float | None = None
     """Give up (exit non-zero) if the server or the registration is not there within this
     many seconds; None waits as long as it takes (any start order converges)."""
+    ready_timeout_s: float = 60.0
+    """How long Envoy may take to be ready with every listener accepted before that start
+    counts as failed (the first one is an exit with the reason, e.g. a rejected listener)."""
     on_ready: Callable[[tuple[str, int] | None], Awaitable[None] | None] | None = None
     """Called once Envoy is ready, with its admin address (tests, readiness files)."""
-
 
 
 async def fetch_registration(client: AsyncClient, proxy_id: str) -> dict[str, Any]:
@@ -269,6 +271,7 @@ async def _run_envoy(settings: DataplaneSettings, reg: dict[str, Any], stop: asy
                 extra_args=settings.extra_args,
                 drain_seconds=settings.drain_seconds,
                 concurrency=settings.concurrency,
+                ready_timeout_s=settings.ready_timeout_s,
             )
         )
         try:
