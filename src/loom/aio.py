@@ -14,5 +14,8 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a hard dependency
         return asyncio.run(coro)
+    except BaseException:  # Ctrl-C while importing it: the coroutine will never run
+        coro.close()
+        raise
     result: T = uvloop.run(coro)
     return result

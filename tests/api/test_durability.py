@@ -71,3 +71,86 @@ def test_a_taken_http_port_is_one_clear_line(loom_server) -> None:
     )  # fmt: skip
     assert out.returncode == 1
     assert "cannot listen for HTTP on" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_every_acknowledged_write_of_a_concurrent_stream_survives_repeated_sigkills(
+    tmp_path: Path,
+) -> None:
+    """Writers register services flat out; the server is SIGKILLed after a random number of
+    acknowledged writes (a different point each time), restarted on the same data dir, and
+    must hold every write it acknowledged, across all the kills."""
+    import http.client
+    import json
+    import random
+    import sqlite3
+    import threading
+
+    rng = random.Random(11)
+    acked: set[str] = set()
+    lock = threading.Lock()
+    enough = threading.Event()
+    failures: list[str] = []
+
+    def write(addr: str, prefix: str, stop: threading.Event, target: int) -> None:
+        host, port = addr.rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        n = 0
+        try:
+            while not stop.is_set():
+                name = f"{prefix}-{n}"
+                body = json.dumps({"Name": name, "Port": 1000 + n % 5000})
+                try:
+                    conn.request("PUT", "/v1/agent/service/register", body)
+                    resp = conn.getresponse()
+                    resp.read()
+                    status = resp.status
+                except (OSError, http.client.HTTPException):
+                    return  # killed: whatever was not answered was not acknowledged
+                if status != 200:
+                    failures.append(f"{name}: HTTP {status}")
+                    return
+                with lock:
+                    acked.add(name)
+                    if len(acked) >= target:
+                        enough.set()
+                n += 1
+        finally:
+            conn.close()
+
+    kills = 10
+    for round_ in range(kills):
+        server = start_server(data_dir=tmp_path)
+        stop = threading.Event()
+        writers: list[threading.Thread] = []
+        try:
+            services = set(server.get("/v1/agent/services"))
+            missing = acked - services
+            assert not missing, f"round {round_}: {len(missing)} acknowledged writes lost"
+            target = len(acked) + rng.randint(10, 150)
+            enough.clear()
+            writers = [
+                threading.Thread(target=write, args=(server.http, f"r{round_}w{w}", stop, target))
+                for w in range(4)
+            ]
+            for t in writers:
+                t.start()
+            assert enough.wait(60), f"the writers stalled: {failures}"
+        finally:
+            server.kill()  # SIGKILL mid-stream: writes in flight are cut off
+            stop.set()
+            for t in writers:
+                t.join(20)
+    assert not failures
+    final = start_server(data_dir=tmp_path)
+    try:
+        services = set(final.get("/v1/agent/services"))
+        assert acked <= services and len(acked) > kills * 10
+        # Any write the server applied is there; some were applied but not yet acknowledged.
+        assert len(services - acked) <= kills * 4
+    finally:
+        final.stop()
+    db = sqlite3.connect(tmp_path / "state.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        db.close()

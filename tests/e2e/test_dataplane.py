@@ -150,3 +150,23 @@ def test_an_envoy_run_by_someone_else_reads_its_leaf_from_a_no_envoy_agent(
         status = agent.stop()
     assert status == 0
     assert not (work / "sds.sock").exists()
+
+
+def test_a_rejected_public_listener_is_never_ready_and_the_reason_is_the_error(
+    loom_server, tmp_path: Path
+) -> None:
+    import socket
+
+    with socket.socket() as taken:  # the sidecar's port, held without SO_REUSEPORT
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        side = taken.getsockname()[1]
+        _register(loom_server, free_port(), side)
+        work = tmp_path / "work"
+        out = _dataplane(loom_server, "--ready-timeout", "4", "--work-dir", str(work))
+    assert out.returncode == 1, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith("loom: Envoy was not ready after 4 s: rejected listener "), last
+    assert "ddress already in use" in last  # Envoy's own words
+    assert "not ready" in out.stderr and "Envoy ready" not in out.stderr
+    assert not (work / "ready").exists()

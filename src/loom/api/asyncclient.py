@@ -114,6 +114,8 @@ class APIResponse:
     index: int
     """``X-Consul-Index`` (0 when absent): the index to wait on in the next blocking query."""
     headers: Mapping[str, str] = field(default_factory=dict)
+    raw: bytes = b""
+    """The body as received (a snapshot file is not JSON)."""
 
 
 def decode_body(raw: bytes) -> Any:
@@ -165,7 +167,10 @@ class AsyncClient:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         headers = {"User-Agent": f"loom/{__version__}", "Accept": "application/json"}
         data = b""
-        if body is not None:
+        if isinstance(body, bytes):  # a file, sent as it is (a snapshot)
+            data = body
+            headers["Content-Type"] = "application/octet-stream"
+        elif body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         if self.token:
@@ -182,7 +187,11 @@ class AsyncClient:
             message = text.strip() or f"{method} {path}: HTTP {response.status}"
             raise HTTPStatusError(message, response.status, text)
         return APIResponse(
-            response.status, decode_body(response.body), consul_index(response), response.headers
+            response.status,
+            decode_body(response.body),
+            consul_index(response),
+            response.headers,
+            response.body,
         )
 
     async def request(

@@ -6,13 +6,16 @@ commands with ``commands.top.add_parser`` or join a group (``loom connect ...``,
 callable taking the parsed namespace and returning an exit code. Arguments after the first
 ``--`` are never parsed: they arrive as ``args.rest`` in commands that set
 ``takes_rest=True`` (``loom local run NAME -- CMD...``); others reject them. Errors derived
-from ``LoomError`` become one line on stderr and the error's exit code; nothing else is
-caught here.
+from ``LoomError`` become one line on stderr and the error's exit code; Ctrl-C is
+``loom: interrupted`` and 130; nothing else is caught here.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -50,7 +53,7 @@ def _usage(parser: argparse.ArgumentParser) -> Handler:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from loom.cli import api, dataplane, demo, dns, inject, local, redirect, server
+    from loom.cli import api, dataplane, demo, dns, inject, local, redirect, server, snapshot
 
     parser = argparse.ArgumentParser(
         prog="loom",
@@ -61,12 +64,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=_usage(parser))
     commands = Commands(parser)
-    for module in (server, api, dataplane, redirect, dns, inject, local, demo):
+    for module in (server, api, snapshot, dataplane, redirect, dns, inject, local, demo):
         module.register(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Ctrl-C at any point, the imports of start-up included, is one line
+    and exit 130 (the shell's code for SIGINT), never a traceback.
+
+    Run as the program (``argv`` None), an interrupted process ends right there with
+    ``os._exit``: the event loop's teardown at interpreter shutdown could otherwise re-deliver
+    the SIGINT and end it by the signal instead of the status it printed."""
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        interrupted()
+        if argv is None:
+            exit_now(130)
+        return 130
+
+
+def exit_now(code: int) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def interrupted() -> None:
+    """Say so once, and ignore any further Ctrl-C while the process winds down (a second
+    SIGINT during interpreter teardown would otherwise kill it with a different status)."""
+    with contextlib.suppress(OSError, KeyboardInterrupt, ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        print("loom: interrupted", file=sys.stderr)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     rest: list[str] = []
@@ -83,8 +117,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LoomError as exc:
         print(f"loom: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        return 130
     except OSError as exc:  # a file or program the command needs: one line, not a traceback
         where = f": {exc.filename}" if exc.filename else ""
         print(f"loom: {exc.strerror or exc}{where}", file=sys.stderr)

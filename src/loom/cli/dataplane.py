@@ -102,6 +102,7 @@ def _settings(args: argparse.Namespace) -> object:
         concurrency=getattr(args, "envoy_concurrency", 2),
         registration_timeout_s=getattr(args, "registration_timeout", None),
         run_envoy=not getattr(args, "no_envoy", False),
+        ready_timeout_s=getattr(args, "ready_timeout", None) or 60.0,
     )
 
 
@@ -165,6 +166,13 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="do not run Envoy: keep the proxy's key and certificate and serve them over SDS "
         "on WORK_DIR/sds.sock to an Envoy run by someone else (see loom connect envoy)",
+    )
+    p.add_argument(
+        "--ready-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="exit with Envoy's reason if it is not ready, every listener accepted, within "
+        "SECONDS (default 60)",
     )
     p.add_argument("--envoy-log-level", default="warning", help="Envoy -l (default warning)")
     p.add_argument(

@@ -9,7 +9,9 @@ domain and this server's datacenter only, with the same lifetime and extensions.
 A rotation (``rotation_ops`` then ``reload``, from ``PUT /v1/connect/ca/configuration``) makes
 a new root active and keeps the old one's certificate (its key is dropped) among the roots
 until the next rotation, past the life of the leaves it signed, so proxies holding such
-leaves are still trusted while they swap to leaves of the new root.
+leaves are still trusted while they swap to leaves of the new root. A root replaced in the
+store some other way (a snapshot restore, or another server sharing etcd) is followed the
+same way, by the CA tables' index.
 """
 
 from __future__ import annotations
@@ -111,6 +113,12 @@ class Certs:
             self.reload()
             self.on_config()
 
+    def _current(self) -> Signer:
+        """The signer of the stored root, after following what changed in the store."""
+        self._follow()
+        assert self._signer is not None, "Certs.start() not called"
+        return self._signer
+
     def roots(self) -> list[Root]:
         """The roots to trust: the active one first, then the retired one until the next
         rotation replaces it (or it expires), which outlives every leaf it signed unless
@@ -129,8 +137,7 @@ class Certs:
 
     @property
     def root(self) -> Root:
-        assert self._signer is not None, "Certs.start() not called"
-        return self._signer.root
+        return self._current().root
 
     @property
     def trust_domain(self) -> str:
@@ -142,29 +149,28 @@ class Certs:
         The names become segments of the SPIFFE ID, so they are checked here, whoever asks:
         a namespace like ``a/b`` would otherwise mint ``.../ns/a/b/dc/...``, an identity that
         intentions on ``a`` or ``b`` do not match (``ValidationError``, a 400 over HTTP)."""
-        assert self._signer is not None, "Certs.start() not called"
         check_namespace(namespace, "ns")
         check_name(service, "service")
-        self._follow()
+        signer = self._current()
         now = self._clock()
         cached = self._leaves.get((namespace, service))
         if cached is not None:
             life = cached.not_after - cached.not_before
             if now < cached.not_before + life * RENEW_AT:
                 return cached
-        leaf = self._signer.leaf(namespace, self.datacenter, service, now, self.leaf_ttl)
+        leaf = signer.leaf(namespace, self.datacenter, service, now, self.leaf_ttl)
         self._leaves[(namespace, service)] = leaf
         return leaf
 
     def sign(self, service: str, namespace: str = "default") -> Leaf:
         """A new leaf, uncached (benchmarks, explicit re-issue)."""
-        assert self._signer is not None, "Certs.start() not called"
-        return self._signer.leaf(namespace, self.datacenter, service, self._clock(), self.leaf_ttl)
+        signer = self._current()
+        return signer.leaf(namespace, self.datacenter, service, self._clock(), self.leaf_ttl)
 
     def sign_csr(self, csr: str | CheckedCsr) -> Leaf:
         """A leaf for a CSR (PEM, or already read with ``read_csr``): ``CsrError`` unless it
         names a service of this trust domain and datacenter. Uncached, no private key."""
-        assert self._signer is not None, "Certs.start() not called"
+        signer = self._current()
         checked = read_csr(csr) if isinstance(csr, str) else csr
         identity = checked.identity
         if identity.trust_domain != self.trust_domain:
@@ -177,6 +183,6 @@ class Certs:
                 f"CSR: datacenter {identity.datacenter!r} is not this server's "
                 f"({self.datacenter!r})"
             )
-        leaf = self._signer.sign(identity, checked.public_key(), self._clock(), self.leaf_ttl)
+        leaf = signer.sign(identity, checked.public_key(), self._clock(), self.leaf_ttl)
         log.debug("signed a CSR for %s (serial %s)", leaf.uri, leaf.serial)
         return leaf

@@ -81,12 +81,14 @@ class DataplaneSettings:
     registration_timeout_s: float | None = None
     """Give up (exit non-zero) if the server or the registration is not there within this
     many seconds; None waits as long as it takes (any start order converges)."""
+    ready_timeout_s: float = 60.0
+    """How long Envoy may take to be ready with every listener accepted before that start
+    counts as failed (the first one is an exit with the reason, e.g. a rejected listener)."""
     on_ready: Callable[[tuple[str, int] | None], Awaitable[None] | None] | None = None
     """Called once Envoy is ready, with its admin address (tests, readiness files)."""
     run_envoy: bool = True
     """False: keep the identity and serve SDS only, for an Envoy run by someone else (its
     bootstrap from ``loom connect envoy --bootstrap --sds-socket``)."""
-
 
 
 async def fetch_registration(client: AsyncClient, proxy_id: str) -> dict[str, Any]:
@@ -362,6 +364,7 @@ async def _run_envoy(
             extra_args=settings.extra_args,
             drain_seconds=settings.drain_seconds,
             concurrency=settings.concurrency,
+            ready_timeout_s=settings.ready_timeout_s,
         )
     )
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
+import logging
 import os
 import shutil
 import time
@@ -21,9 +23,10 @@ from loom.api.errors import ClientError
 from loom.api.transport import StreamTransport
 from loom.dataplane.errors import EnvoyError
 
+log = logging.getLogger("loom.dataplane")
+
 ADMIN_TIMEOUT_S = 5.0
 """Longest wait for one answer of Envoy's admin API (it answers in milliseconds when up)."""
-
 
 
 def envoy_binary() -> str:
@@ -123,9 +126,17 @@ class Envoy:
         return EnvoyError(f"Envoy {what}" + (f": {detail}" if detail else ""))
 
     async def wait_ready(self, stop: asyncio.Event | None = None) -> bool:
-        """True once Envoy says it is ready; False if ``stop`` was set first."""
+        """True once Envoy is ready *and* has accepted every listener it was sent; False if
+        ``stop`` was set first.
+
+        Envoy's ``/ready`` turns 200 when its first xDS round is done, even when it rejected
+        a listener (its port taken): the public listener would be missing while the sidecar
+        looked ready. So ready also needs no dynamic listener in error state and none still
+        warming; a rejection is logged once, and is the error when the timeout passes.
+        """
         assert self.proc is not None
         deadline = time.monotonic() + self.s.ready_timeout_s
+        problem = ""
         while time.monotonic() < deadline:
             if stop is not None and stop.is_set():
                 return False
@@ -145,11 +156,40 @@ class Envoy:
                 try:
                     status, _ = await http_get(*self.admin, "/ready")
                     if status == 200:
-                        return True
+                        found = await self.listener_problem()
+                        if not found:
+                            return True
+                        if found != problem and found.startswith("rejected"):
+                            log.error("Envoy %s; not ready", found)
+                        problem = found
                 except ClientError:
                     pass
             await asyncio.sleep(0.05)
+        if problem:
+            raise EnvoyError(f"Envoy was not ready after {self.s.ready_timeout_s:.0f} s: {problem}")
         raise self._failure(f"was not ready after {self.s.ready_timeout_s:.0f} s")
+
+    async def listener_problem(self) -> str:
+        """Why Envoy's listeners are not all serving ("" when they are): a listener update it
+        rejected (``error_state`` in its config dump), or listeners still warming."""
+        assert self.admin is not None
+        status, text = await http_get(*self.admin, "/config_dump?resource=dynamic_listeners")
+        if status == 200 and text.strip():
+            try:
+                configs = json.loads(text).get("configs", [])
+            except (ValueError, AttributeError):
+                configs = []
+            for listener in configs:
+                error = listener.get("error_state") if isinstance(listener, dict) else None
+                if error:
+                    details = " ".join(str(error.get("details", "")).split())
+                    return f"rejected listener {listener.get('name', '?')}: {details}"
+        status, text = await http_get(*self.admin, "/stats?filter=total_listeners_warming")
+        for line in text.splitlines():
+            name, _, value = line.partition(":")
+            if name.strip() == "listener_manager.total_listeners_warming" and value.strip() != "0":
+                return f"{value.strip()} listeners still warming"
+        return ""
 
     async def wait(self) -> int:
         assert self.proc is not None

@@ -33,10 +33,12 @@ from loom.dns.resolve import View
 from loom.dns.table import NameTable
 from loom.dns.watch import watch_table, watch_table_file
 from loom.dns.wire import SERVFAIL
+from loom.ratelog import RateLimitedLog
 
 __all__ = ["DnsProxy", "DnsSettings", "watch_table", "watch_table_file"]
 
 log = logging.getLogger("loom.dns")
+limited = RateLimitedLog(log)  # per-query failures: a flood is a few lines and a count
 
 MAX_IN_FLIGHT = 2048
 """Distinct questions waiting for upstream at once; beyond this, SERVFAIL (overload guard)."""
@@ -273,7 +275,7 @@ class DnsProxy:
         try:
             upstream = await forwarder.forward(pending.question)
         except Exception:  # a bug must not leave askers waiting: they get SERVFAIL
-            log.exception("forwarding failed unexpectedly")
+            limited.error("dns forward", "forwarding failed unexpectedly", exc_info=True)
             upstream = None
         finally:
             waiters = self._in_flight.pop(pending.cache_key, [])

@@ -4,8 +4,11 @@
 pod through ``plan_injection`` and builds the response: a JSONPatch (the diff of the original
 and injected pod) when injected; ``allowed: true`` without a patch when not to inject;
 ``allowed: false`` with the refusal (naming the annotation and value) when the planner
-refuses. A body that is not a pod CREATE review raises ``MalformedReview`` (HTTP 400). This is
-the one place that maps planner errors to wire responses. Pure: labels come in as an argument.
+refuses. A body that cannot be answered raises ``MalformedReview`` naming the problem (bad
+JSON, nesting deeper than ``MAX_JSON_DEPTH``, a lone UTF-16 surrogate, a field of the wrong
+type, no ``request.uid``...); ``malformed_answer`` turns it into a denial (``allowed: false``,
+code 400) that carries the request's uid when one could be read. This is the one place that
+maps planner errors to wire responses. Pure: labels come in as an argument.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from loom.domain.fields import MAX_JSON_DEPTH, ValidationError, check_json_text
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
 from loom.k8s.errors import K8sError
 from loom.k8s.jsonpatch import diff
@@ -25,12 +29,24 @@ API_VERSION = "admission.k8s.io/v1"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 """Compact JSON for patches (the operations hold no cycles: skip the check on the hot path)."""
 
+MAX_MESSAGE = 300
+"""Characters of a malformed review's message kept (it may quote the review's keys)."""
+
 NamespaceLabels = Callable[[str], Mapping[str, str]]
 """Labels of a namespace by name (from the webhook's cache)."""
 
 
 class MalformedReview(K8sError):
-    """The request body is not an AdmissionReview the webhook can answer."""
+    """The request body is not an AdmissionReview the webhook can answer.
+
+    ``uid`` is the request's uid when it could be read (the answer is then a denial the API
+    server matches to its request), else empty (the body was not a review at all).
+    """
+
+    def __init__(self, message: str, uid: str = "") -> None:
+        # A path can name keys of any length: keep the message (and the log line) short.
+        super().__init__(message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "...")
+        self.uid = uid
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,8 @@ def parse_review(body: bytes) -> dict[str, Any]:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedReview(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedReview(f"body: nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(doc, dict):
         raise MalformedReview("body is not a JSON object")
     if doc.get("apiVersion") != API_VERSION or doc.get("kind") != "AdmissionReview":
@@ -56,8 +74,17 @@ def parse_review(body: bytes) -> dict[str, Any]:
     request = doc.get("request")
     if not isinstance(request, dict):
         raise MalformedReview("request: missing or not an object")
-    if not isinstance(request.get("uid"), str) or not request["uid"]:
-        raise MalformedReview("request.uid: missing")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedReview("request.uid: missing or not a string")
+    try:
+        check_json_text(uid, "request.uid")
+    except ValidationError as exc:
+        raise MalformedReview(str(exc)) from None
+    try:
+        check_json_text(request, "request")
+    except ValidationError as exc:
+        raise MalformedReview(str(exc), uid) from None
     return request
 
 
@@ -72,7 +99,7 @@ def review(body: bytes, settings: InjectSettings, namespace_labels: NamespaceLab
     if request.get("operation", "CREATE") != "CREATE":
         return _allow(uid, "skipped", f"operation {request.get('operation')} is not CREATE")
     if not isinstance(pod, dict):
-        raise MalformedReview("request.object: missing or not an object")
+        raise MalformedReview("request.object: missing or not an object", uid)
     namespace = _namespace(request, pod)
     labels = _labels(request) or namespace_labels(namespace)
     try:
@@ -92,6 +119,11 @@ def review(body: bytes, settings: InjectSettings, namespace_labels: NamespaceLab
         uid, allowed=True, patchType="JSONPatch", patch=base64.b64encode(patch).decode()
     )
     return Answer(body_out, "injected", "; ".join(result.reasons))
+
+
+def malformed_answer(exc: MalformedReview) -> dict[str, Any]:
+    """The denial for a review that cannot be answered: code 400 and what is wrong."""
+    return _response(exc.uid, allowed=False, status={"code": 400, "message": str(exc)})
 
 
 def error_answer(body: bytes, message: str) -> dict[str, Any]:

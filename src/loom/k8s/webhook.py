@@ -2,9 +2,12 @@
 
 Routes: ``POST /mutate`` (AdmissionReview ``admission.k8s.io/v1``, answered by
 ``admission.review``), ``GET /healthz``, ``GET /metrics`` (Prometheus text). The server only
-moves bytes: it reads the body, calls the pure ``review`` and writes the answer; a malformed
-review is HTTP 400, an unexpected error a denial (``allowed: false``) and a log line, never a
-crash or a half-made patch.
+moves bytes: it reads the body, calls the pure ``review`` and writes the answer. A review it
+cannot answer (bad JSON, too deep, too big, wrong types) is a denial (``allowed: false``, code
+400) naming the problem: HTTP 200 when the request's uid could be read, so the API server
+shows the message, HTTP 400 when the body is not a review at all. An unexpected error is a
+denial and a log line, never a crash or a half-made patch; log lines are rate-limited
+(``loom.ratelog``), so hostile clients cannot flood the log.
 
 Files are watched, not read in the handler: the TLS certificate and key are polled every
 ``reload_interval`` seconds and, once a new pair loads cleanly, installed in the live TLS
@@ -34,11 +37,13 @@ from aiohttp import web
 from loom import defaults
 from loom.addrs import AddressError, parse_address
 from loom.inject import InjectSettings
-from loom.k8s.admission import MalformedReview, error_answer, review
+from loom.k8s.admission import MalformedReview, error_answer, malformed_answer, review
 from loom.k8s.errors import K8sError
 from loom.k8s.metrics import WebhookMetrics
+from loom.ratelog import RateLimitedLog
 
 log = logging.getLogger("loom.k8s.webhook")
+limited = RateLimitedLog(log)
 
 METRICS = web.AppKey("metrics", WebhookMetrics)
 """Where the application keeps its ``WebhookMetrics``."""
@@ -137,22 +142,29 @@ def build_app(
 
     async def mutate(request: web.Request) -> web.Response:
         started = time.perf_counter()
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            exc = MalformedReview(f"body: larger than {MAX_BODY} bytes")
+            return _malformed(request, exc, started)
         try:
             answer = review(body, settings, labels.get)
         except MalformedReview as exc:
-            stats.observe("malformed", time.perf_counter() - started)
-            log.warning("malformed review from %s: %s", request.remote, exc)
-            return web.json_response({"error": str(exc)}, status=400)
+            return _malformed(request, exc, started)
         except Exception as exc:  # a bug: deny this pod, keep serving
             stats.observe("error", time.perf_counter() - started)
-            log.exception("internal error answering a review")
+            limited.error("review bug", "internal error answering a review", exc_info=True)
             out = error_answer(body, f"loom webhook internal error: {type(exc).__name__}")
             return _json(out)
         stats.observe(answer.outcome, time.perf_counter() - started)
         if answer.outcome == "refused":
             log.info("refused: %s", answer.message)
         return _json(answer.body)
+
+    def _malformed(request: web.Request, exc: MalformedReview, started: float) -> web.Response:
+        stats.observe("malformed", time.perf_counter() - started)
+        limited.warning("malformed review", "malformed review from %s: %s", request.remote, exc)
+        return _json(malformed_answer(exc), status=200 if exc.uid else 400)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
@@ -173,8 +185,10 @@ def build_app(
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 
 
-def _json(doc: dict[str, Any]) -> web.Response:
-    return web.Response(body=_ENCODER.encode(doc).encode(), content_type="application/json")
+def _json(doc: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(
+        body=_ENCODER.encode(doc).encode(), status=status, content_type="application/json"
+    )
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -106,13 +106,34 @@ class LocalMesh:
         return pid if processes.alive(pid) else None
 
     def up(self) -> None:
-        """Start the local server (once) and the node network."""
+        """Start the local server (once) and the node network.
+
+        All or nothing: when any step fails or is interrupted (Ctrl-C), what this call made
+        (the server, dnsmasq, the node namespace) is undone before the error goes on. Each
+        process is recorded the moment it is spawned, so ``down`` finds it even if this
+        process is killed outright.
+        """
         if os.geteuid() != 0:
             raise LocalError("loom local needs root (network namespaces, iptables); run with sudo")
-        self.pods.node.create()
-        self._start_node_dns()
-        if self._server_pid() is not None:
-            return
+        made_node = not self.pods.node.exists()
+        had_dns = self._dns_pid() is not None
+        try:
+            self.pods.node.create()
+            self._start_node_dns()
+            if self._server_pid() is None:
+                self._start_server()
+        except BaseException:
+            self._undo_up(made_node, had_dns)
+            raise
+
+    def _undo_up(self, made_node: bool, had_dns: bool) -> None:
+        with contextlib.suppress(Exception):
+            if not had_dns:
+                self._stop_node_dns()
+            if made_node and not self.names():
+                self.pods.node.destroy()
+
+    def _start_server(self) -> None:
         store = ["--data-dir", str(self.s.data_dir)] if self.s.data_dir else ["--dev"]
         log = self.s.net.state_dir / "server.log"
         argv = _loom(
@@ -126,20 +147,23 @@ class LocalMesh:
         )  # fmt: skip
         self.say(f"starting the local server (HTTP {self.s.http_addr}, log {log})")
         pid = processes.spawn(argv, log)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if not processes.alive(pid):
-                raise LocalError(f"the local server exited: {processes.tail(log, 3)}")
-            try:
-                self.client().get("/v1/status/leader")
-                break
-            except ClientError:
-                time.sleep(0.1)
-        else:
-            processes.stop(pid)
+        try:
+            with state_io("cannot record the local server"):
+                self.s.server_file.write_text(json.dumps({"pid": pid}))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                if not processes.alive(pid):
+                    raise LocalError(f"the local server exited: {processes.tail(log, 3)}")
+                try:
+                    self.client().get("/v1/status/leader")
+                    return
+                except ClientError:
+                    time.sleep(0.1)
             raise LocalError(f"the local server did not start in time: {processes.tail(log, 3)}")
-        with state_io("cannot record the local server"):
-            self.s.server_file.write_text(json.dumps({"pid": pid}))
+        except BaseException:  # failed or interrupted: the server does not outlive this call
+            processes.stop(pid)
+            self.s.server_file.unlink(missing_ok=True)
+            raise
 
     # -- the node's DNS server (the local kube-dns) -------------------------------------------
 
@@ -172,11 +196,26 @@ class LocalMesh:
             f"--pid-file={self.s.net.state_dir / 'dnsmasq.pid'}",
         ])  # fmt: skip
         pid = processes.spawn(argv, log)
-        time.sleep(0.2)
-        if not processes.alive(pid):
-            raise LocalError(f"the node DNS server (dnsmasq) exited: {processes.tail(log, 3)}")
-        with state_io("cannot record the node DNS server"):
-            self.s.dns_file.write_text(json.dumps({"pid": pid}))
+        try:
+            with state_io("cannot record the node DNS server"):
+                self.s.dns_file.write_text(json.dumps({"pid": pid}))
+            time.sleep(0.2)
+            if not processes.alive(pid):
+                raise LocalError(f"the node DNS server (dnsmasq) exited: {processes.tail(log, 3)}")
+        except BaseException:
+            processes.stop(pid)
+            self.s.dns_file.unlink(missing_ok=True)
+            raise
+
+    def _stop_node_dns(self) -> None:
+        dns = self._dns_pid()
+        if dns is not None:
+            processes.stop(dns)
+        state = self.s.net.state_dir
+        with state_io(f"cannot clean up {state}"):
+            for path in (self.s.dns_file, self.s.hosts_file, state / "node-dns.log",
+                         state / "dnsmasq.pid"):  # fmt: skip
+                path.unlink(missing_ok=True)
 
     def add_host(self, name: str, address: str) -> None:
         """Let pods resolve ``name`` to ``address`` through the node's DNS server."""
@@ -339,14 +378,8 @@ class LocalMesh:
         for name in self.names():
             self.rm(name)
         self.stop_server()
-        dns = self._dns_pid()
-        if dns is not None:
-            processes.stop(dns)
+        self._stop_node_dns()
         state = self.s.net.state_dir
-        with state_io(f"cannot clean up {state}"):
-            for path in (self.s.dns_file, self.s.hosts_file, state / "node-dns.log",
-                         state / "dnsmasq.pid"):  # fmt: skip
-                path.unlink(missing_ok=True)
         self.pods.node.destroy()
         with state_io(f"cannot clean up {state}"):
             for sock in (self.s.http_socket, self.s.grpc_socket):

@@ -24,6 +24,8 @@ from loom.bexpr import Limits
 from loom.control.state import ServerSettings, State
 from loom.errors import LoomError
 from loom.filemodes import restrict_socket
+from loom.ratelog import RateSettings, flush_all
+from loom.server.clientlog import AiohttpLog
 from loom.server.conns import ConnectionCap, capped
 from loom.server.errors import ServerError as ServerError  # re-exported
 from loom.server.http import build_app
@@ -41,6 +43,8 @@ async def _start_http(
     runner = web.AppRunner(
         build_app(state),
         access_log=None,
+        # A request aiohttp refuses itself (oversized URL...) is one line, floods summarised.
+        logger=AiohttpLog(logging.getLogger("loom.server.http")),
         handle_signals=False,
         # A blocking query whose client went away is cancelled, not left waiting (other
         # requests are shielded from it in build_app).
@@ -126,6 +130,13 @@ async def _sweep_ttls(state: State) -> None:
             log.error("TTL sweep failed: %s", exc)
 
 
+async def _flush_log_summaries() -> None:
+    """Floods that stopped still get their "suppressed N similar messages" line."""
+    while True:
+        await asyncio.sleep(RateSettings().interval_s)
+        flush_all()
+
+
 async def serve(
     settings: ServerSettings,
     ready: Callable[[list[str], list[str]], None] | None = None,
@@ -168,7 +179,10 @@ async def serve(
             grpc_bound, stop_xds = await start_xds(
                 state, grpc_addrs, grpc_tls_addrs, credentials
             )
-        sweeper = asyncio.create_task(_sweep_ttls(state))
+        background = [
+            asyncio.create_task(_sweep_ttls(state)),
+            asyncio.create_task(_flush_log_summaries()),
+        ]
         if ready is not None:
             if tls is not None:
                 _say_tls(tls)
@@ -178,10 +192,13 @@ async def serve(
                 grpc_bound[:plain] + [f"https://{a}" for a in grpc_bound[plain:]],
             )
         await stop.wait()
-        sweeper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     finally:
+        flush_all()
         if stop_xds is not None:
             await stop_xds()
         await _stop_http(runner, http_servers)

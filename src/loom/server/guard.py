@@ -349,6 +349,8 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("GET", "/v1/loom/dns-table"): _nothing,  # filtered
     ("GET", "/v1/status/leader"): _nothing,
     ("GET", "/v1/status/peers"): _nothing,
+    ("GET", "/v1/snapshot"): _fixed("acl", W),  # management, as Consul's snapshot endpoint
+    ("PUT", "/v1/snapshot"): _fixed("acl", W),
     # The ACL API: reads need acl:read, writes acl:write; token/self only a valid token.
     ("GET", "/v1/acl/token/self"): _nothing,
     ("GET", "/v1/acl/token/{id}"): _fixed("acl", R),

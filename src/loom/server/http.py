@@ -37,7 +37,8 @@ from loom.domain.fields import (
     parse_duration,
 )
 from loom.errors import LoomError
-from loom.server import acl_http, filters, views
+from loom.ratelog import RateLimitedLog
+from loom.server import acl_http, filters, snapshot_http, views
 from loom.server.guard import (
     authorizer,
     can_read_agent_check,
@@ -53,9 +54,11 @@ from loom.server.guard import (
     visible,
 )
 from loom.store import StoreConflict
+from loom.store.archive import ArchiveError
 from loom.store.tables import CA, CATALOG_TABLES, CONFIG_TABLES
 
 log = logging.getLogger("loom.server.http")
+failures = RateLimitedLog(log)  # a bug a client can trigger at will must not flood the log
 Doc = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE: web.AppKey[State] = web.AppKey("state", State)
@@ -90,15 +93,17 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             return web.Response(status=403, text=f"{exc}\n")
         except AclError as exc:  # a malformed ACL record or rule
             return web.Response(status=400, text=f"{exc}\n")
+        except ArchiveError as exc:  # a snapshot file that cannot be restored
+            return web.Response(status=400, text=f"Invalid snapshot: {exc}\n")
         except NotFound as exc:
             return web.Response(status=404, text=f"{exc}\n")
         except Conflict as exc:
             return web.Response(status=409, text=f"{exc}\n")
         except LoomError as exc:
-            log.error("%s %s failed: %s", request.method, request.path, exc)
+            failures.error("http 500", "%s %s failed: %s", request.method, request.path, exc)
             return web.Response(status=500, text=f"{exc}\n")
         except Exception:
-            log.exception("%s %s failed", request.method, request.path)
+            failures.error("http 500", "%s %s failed", request.method, request.path, exc_info=True)
             return web.Response(status=500, text="internal error (see the server log)\n")
     raise AssertionError("unreachable")
 
@@ -652,6 +657,7 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/status/leader", status_leader)
     r.add_get("/v1/status/peers", status_peers)
     acl_http.add_routes(r)
+    snapshot_http.add_routes(r)
     return app
 
 

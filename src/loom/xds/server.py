@@ -6,6 +6,8 @@ Sessions only speak the protocol; what to serve comes from ``Hub.inputs`` -> tra
   names, and when the served content changes - never in answer to an ACK of what we sent
   (no push loops);
 - a NACK is logged with proxy, type and Envoy's message, and the previous version stays;
+  once per proxy, type and version, and rate-limited (``loom.ratelog``) so a client
+  sending NACKs in a loop cannot fill the log;
 - changed types go out clusters -> endpoints -> listeners (make before break); no Secret is
   ever sent: each proxy's agent serves its own leaf and roots;
 - a proxy that is not (or no longer) registered is never sent anything: its requests are
@@ -38,6 +40,7 @@ from loom.addrs import Address
 from loom.control.state import State
 from loom.errors import LoomError
 from loom.filemodes import restrict_socket
+from loom.ratelog import RateLimitedLog
 from loom.xds.errors import StreamDenied, XdsStartError
 from loom.xds.hub import Hub
 from loom.xds.resources import Served, type_version
@@ -45,6 +48,7 @@ from loom.xds.translate import build_resources
 from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_LISTENER
 
 log = logging.getLogger("loom.xds")
+limited = RateLimitedLog(log)
 WILDCARD_TYPES = (TYPE_LISTENER, TYPE_CLUSTER)
 _nonces = itertools.count(1)
 _session_ids = itertools.count(1)
@@ -53,7 +57,6 @@ TOKEN_METADATA = "x-consul-token"
 TOKEN_RECHECK_S = 10.0
 """With no store change, how often streams re-check their token (an expiry ends a stream
 at most this late)."""
-
 
 class _Session:
     """Shared per-stream machinery: who the proxy is, what it is served, change events."""
@@ -70,7 +73,18 @@ class _Session:
         self.change_pending = False
         self.registered = False
         self.held: set[str] = set()  # types asked for while unregistered, not yet answered
+        self.nacked: dict[str, str] = {}  # type -> the version (or nonce) last NACKed
         self._told_unregistered = False
+
+    def rejected(self, t: str, version: str, message: str) -> None:
+        """Log a NACK: once per type and version, then only as a rate-limited line."""
+        if self.nacked.get(t) == version:
+            return
+        self.nacked[t] = version
+        limited.warning(
+            "xds nack", "proxy %s rejected %s version %s: %.500s",
+            self.proxy_id, t, version or "-", message,
+        )  # fmt: skip
 
     def refresh(self) -> bool:
         """Recompute what this proxy should have; True when anything changed.
@@ -216,14 +230,11 @@ class SotwSession(_Session):
         self.identify(req.node.id)
         t = req.type_url
         if t not in self.served:
-            log.warning("proxy %s asked for unsupported type %s", self.proxy_id, t)
+            limited.warning("xds type", "proxy %s asked for unknown type %.100r", self.proxy_id, t)
             return None
         names = None if t in WILDCARD_TYPES else set(req.resource_names)
         if req.HasField("error_detail"):
-            log.warning(
-                "proxy %s rejected %s version %s: %s",
-                self.proxy_id, t, req.version_info or "-", req.error_detail.message,
-            )  # fmt: skip
+            self.rejected(t, req.version_info, req.error_detail.message)
             self.names[t] = names
             return None
         first = t not in self.names or not req.response_nonce
@@ -291,13 +302,10 @@ class DeltaSession(_Session):
         self.identify(req.node.id)
         t = req.type_url
         if t not in self.served:
-            log.warning("proxy %s asked for unsupported type %s", self.proxy_id, t)
+            limited.warning("xds type", "proxy %s asked for unknown type %.100r", self.proxy_id, t)
             return None
         if req.HasField("error_detail"):
-            log.warning(
-                "proxy %s rejected %s (nonce %s): %s",
-                self.proxy_id, t, req.response_nonce, req.error_detail.message,
-            )  # fmt: skip
+            self.rejected(t, f"(nonce {req.response_nonce})", req.error_detail.message)
             return None
         first = t not in self.subscribed
         if first:
