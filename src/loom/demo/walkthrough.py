@@ -1,8 +1,10 @@
 """``loom demo``: the seeds' examples, live, on this machine, explained step by step.
 
-As root: a local mesh (``loom local``) with network namespaces as pods, transparent proxy and
-the DNS proxy: static-server and static-client, ``curl http://static-server/``, a deny
-intention (curl exits 52), the multi-port web/web-admin pod. Every step runs the real CLI
+As root: a local mesh (``loom local``, ACLs on with default deny) with network namespaces as
+pods, transparent proxy and the DNS proxy: static-server and static-client, the allow
+intention default deny needs, ``curl http://static-server/``, a deny intention (curl exits
+52), a pod whose service account is not its service's name refused (``403``, ``Permission
+denied``), the multi-port web/web-admin pod. Every step runs the real CLI
 command it shows. Without root: the explicit-upstream parts on loopback, and it says what it
 skipped. Each expectation is checked; the demo fails (exit 1) if one does not hold, and it
 always cleans up.
@@ -78,11 +80,13 @@ class Walkthrough:
             )
         print(f"    ok: {'exit code ' + str(code) if text is None else repr(text)}")
 
-    def retry_curl(self, via: list[str], url: str, code: int, text: str | None) -> None:
+    def retry_curl(
+        self, via: list[str], url: str, code: int, text: str | None, max_time: int = 5
+    ) -> None:
         """Run ``curl`` (inside a pod when ``via`` is ``loom local exec POD --``) until it gives
         the expected result or 5 s pass: intentions apply in milliseconds, but a loaded
         machine deserves slack. Shows the command and its output, then checks."""
-        curl = ["curl", "--silent", "--max-time", "5", url]
+        curl = ["curl", "--silent", "--max-time", str(max_time), url]
         argv = [*self.loom, *via[1:], *curl] if via else curl
         deadline = time.monotonic() + 5
         while True:
@@ -103,7 +107,6 @@ def local_demo() -> None:
     state = Path(
         tempfile.mkdtemp(prefix="loom-demo-", dir="/run" if os.path.isdir("/run") else None)
     )
-    state.chmod(0o755)  # sidecars run as the proxy UID and must reach the server's sockets
     env = {
         "LOOM_LOCAL_PREFIX": "ldemo",
         "LOOM_LOCAL_STATE_DIR": str(state),
@@ -113,6 +116,7 @@ def local_demo() -> None:
         "LOOM_LOCAL_GRPC_ADDR": f"127.0.0.1:{_free_port()}",
     }
     env["LOOM_HTTP_ADDR"] = env["LOOM_LOCAL_HTTP_ADDR"]
+    env["LOOM_HTTP_TOKEN_FILE"] = str(state / "management.token")  # what `up` prints
     w = Walkthrough(env)
     echo = [sys.executable, "-m", "loom", "http-echo"]
     try:
@@ -121,6 +125,9 @@ def local_demo() -> None:
             "Network namespaces play the pods, on a bridge inside a private node namespace.",
             "A Loom server (catalog, intentions, CA, xDS) runs on this machine; sidecars reach",
             "it over unix sockets. Nothing outside the namespaces this demo makes is touched.",
+            "ACLs are on with default deny: the host CLI uses the management token `up` made,",
+            "each pod logs in with a service-account JWT the mesh signs and its sidecar holds",
+            "only its own service's token.",
         )
         w.loom_cmd("local", "up")
         w.step(
@@ -148,7 +155,12 @@ def local_demo() -> None:
         )
         w.loom_cmd("local", "run", "static-client", "--", "sleep", "infinity")
         w.loom_cmd("local", "ps")
-        w.step("reach static-server by its Kubernetes name, through both sidecars")
+        w.step(
+            "allow static-client -> static-server with an intention",
+            "With ACLs on and default deny, you must supply an intention (nothing flows without",
+            "one), then reach static-server by its Kubernetes name, through both sidecars.",
+        )
+        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl(
             ["loom", "local", "exec", "static-client", "--"],
             "http://static-server/",
@@ -157,20 +169,40 @@ def local_demo() -> None:
         )
         w.step(
             "deny with an intention",
-            "Connections are rejected at once, without touching either pod (curl exits 52).",
+            "Under default deny a denied service is not even an upstream of the client: its",
+            "sidecar has no route to it and the connection goes nowhere (curl gives up after",
+            "2 s, exit 28). With default allow (`loom local up --acl-default-policy allow`)",
+            "the server's sidecar rejects it at once instead (exit 52), as in the seed.",
         )
         w.loom_cmd("intention", "create", "--deny", "static-client", "static-server")
         w.retry_curl(
-            ["loom", "local", "exec", "static-client", "--"], "http://static-server/", 52, None
+            ["loom", "local", "exec", "static-client", "--"],
+            "http://static-server/",
+            28,
+            None,
+            max_time=2,
         )
-        w.step("remove the intention: traffic flows again")
-        w.loom_cmd("intention", "delete", "static-client", "static-server")
+        w.step("allow it again: traffic flows again")
+        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl(
             ["loom", "local", "exec", "static-client", "--"],
             "http://static-server/",
             0,
             "hello world",
         )
+        w.step(
+            "a pod whose service account is not named like its service is refused",
+            "It logs in as service account static-server (the binding rule gives it that",
+            "identity), so it may not write service impostor: no token, no certificate.",
+        )
+        out = w.loom_cmd(
+            "local", "run", "impostor", "--service-account", "static-server", "--",
+            "sleep", "infinity", check=False,
+        )  # fmt: skip
+        said = out.stdout + out.stderr
+        if out.returncode == 0 or "403" not in said or "Permission denied" not in said:
+            raise DemoFailed(f"step {w.step_no}: expected a 403 Permission denied refusal")
+        print("    ok: refused with 403 Permission denied")
         w.step(
             "a pod with two ports (seed 000: 'Kubernetes Pods with Multiple ports')",
             "One pod serves web on 8080 and web-admin on 9090: one service and one sidecar",
@@ -196,7 +228,12 @@ def local_demo() -> None:
             "-c",
             both,
         )
-        w.step("a client with explicit upstreams web:1234 and web-admin:2234")
+        w.step(
+            "a client with explicit upstreams web:1234 and web-admin:2234",
+            "Each port is its own service with its own identity and intention.",
+        )
+        w.loom_cmd("intention", "create", "--allow", "static-client", "web")
+        w.loom_cmd("intention", "create", "--allow", "static-client", "web-admin")
         w.loom_cmd("local", "rm", "static-client")
         w.loom_cmd(
             "local",

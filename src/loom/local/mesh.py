@@ -179,8 +179,8 @@ class LocalMesh:
         if self.s.acl_default_policy is not None:
             acl.ensure_auth_method(self.client(), acl.signer(self.s.signing_key_file))
             self.say(
-                f"ACLs on (default policy {self.s.acl_default_policy}); for other loom "
-                f"commands: export LOOM_HTTP_TOKEN_FILE={self.s.token_file}"
+                f"ACLs on (default policy {self.s.acl_default_policy}), auth method "
+                f"{acl.AUTH_METHOD} for the pods, management token in {self.s.token_file}"
             )
 
     # -- the node's DNS server (the local kube-dns) -------------------------------------------
