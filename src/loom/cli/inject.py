@@ -60,8 +60,10 @@ def register(commands: Commands) -> None:
         help="print the Kubernetes manifests that install the connect injector",
         description=(
             "Renders the Namespace, ServiceAccount + RBAC, values ConfigMap, webhook "
-            "Deployment and Service, and the MutatingWebhookConfiguration (pod CREATE; "
-            "kube-system, kube-public and the deny list excluded) as YAML: "
+            "Deployment and Service, the MutatingWebhookConfiguration (pod CREATE; "
+            "kube-system, kube-public and the deny list excluded), and with ACLs managed (the "
+            "default; global.acls.manageSystemACLs) the token Secrets (fresh UUIDs each run), "
+            "the TokenReview reviewer account and the acl-init Job, as YAML: "
             "`loom install --generate-certs | kubectl apply -f -`."
         ),
     )
@@ -358,20 +360,22 @@ def run_controller(args: argparse.Namespace) -> int:
 
 def run_install(args: argparse.Namespace) -> int:
     import datetime
+    import uuid
 
     from loom.k8s.certs import generate_tls
-    from loom.k8s.install import InstallSettings, render
+    from loom.k8s.install import AclTokens, InstallSettings, render, with_acl_default
     from loom.k8s.manifests import dump_documents
     from loom.k8s.values import read_values, settings_from
 
     values = read_values(args.values)
-    inject = settings_from(values)
+    inject = settings_from(with_acl_default(values))
     install = InstallSettings.from_values(values)
     tls = None
     if args.generate_certs:
         now = datetime.datetime.now(datetime.UTC)
         tls = generate_tls(install.webhook_name, install.namespace, now)
-    sys.stdout.write(dump_documents(render(values, inject, install, tls)))
+    tokens = AclTokens(str(uuid.uuid4()), str(uuid.uuid4())) if install.manage_acls else None
+    sys.stdout.write(dump_documents(render(values, inject, install, tls, tokens)))
     return 0
 
 
