@@ -5,9 +5,9 @@ pods, transparent proxy and the DNS proxy: static-server and static-client, the 
 intention default deny needs, ``curl http://static-server/``, a deny intention (curl exits
 52), a pod whose service account is not its service's name refused (``403``, ``Permission
 denied``), the multi-port web/web-admin pod. Every step runs the real CLI
-command it shows. Without root: the explicit-upstream parts on loopback, and it says what it
-skipped. Each expectation is checked; the demo fails (exit 1) if one does not hold, and it
-always cleans up.
+command it shows. Without root: the explicit-upstream parts on loopback (ACLs on too, a
+token per sidecar), and it says what it skipped. Each expectation is checked; the demo fails
+(exit 1) if one does not hold, and it always cleans up.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -265,12 +266,31 @@ def local_demo() -> None:
             state.rmdir()
 
 
+def _service_token(http: str, management: str, service: str, path: Path) -> None:
+    """A token with ``service``'s identity only, in ``path`` (0600), for its sidecar."""
+    from loom.api.client import Client, ClientError
+
+    body = {"Description": f"demo sidecar of {service}",
+            "ServiceIdentities": [{"ServiceName": service}]}  # fmt: skip
+    try:
+        token = Client(http, timeout=10, token=management).put("/v1/acl/token", body)
+    except ClientError as exc:
+        raise DemoFailed(f"cannot make the token of {service}: {exc}") from exc
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token["SecretID"])
+    print(f"    (made a token for {service}'s sidecar: service identity {service})")
+
+
 def loopback_demo(reason: str) -> None:
     print(f"Running the loopback part of the demo only: {reason}.")
     print("Skipped: network-namespace pods, transparent proxy (iptables) and DNS names.")
     tmp = Path(tempfile.mkdtemp(prefix="loom-demo-"))
     http, grpc = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
-    w = Walkthrough({"LOOM_HTTP_ADDR": http, "LOOM_GRPC_ADDR": grpc})
+    management = str(uuid.uuid4())
+    (tmp / "management.token").write_text(management)  # mkdtemp's directory is 0700
+    w = Walkthrough({"LOOM_HTTP_ADDR": http, "LOOM_GRPC_ADDR": grpc,
+                     "LOOM_HTTP_TOKEN_FILE": str(tmp / "management.token")})  # fmt: skip
     pids: list[int] = []
     loom = [sys.executable, "-m", "loom"]
 
@@ -278,8 +298,13 @@ def loopback_demo(reason: str) -> None:
         pids.append(processes.spawn([*loom, *args], tmp / f"{name}.log", w.env))
 
     try:
-        w.step("a Loom server on loopback (in-memory store)")
-        spawn("server", "server", "--dev", "--http-addr", http, "--grpc-addr", grpc)
+        w.step(
+            "a Loom server on loopback (in-memory store), ACLs on with default deny",
+            "The CLI uses the management token the server was started with; each sidecar",
+            "gets a token with only its own service's identity.",
+        )
+        acls = ["--acl-default-policy", "deny", "--acl-initial-management-token", management]
+        spawn("server", "server", "--dev", "--http-addr", http, "--grpc-addr", grpc, *acls)
         deadline = time.monotonic() + 20
         while subprocess.run(
             [*loom, "catalog", "services"], capture_output=True, env=w.env
@@ -309,6 +334,8 @@ def loopback_demo(reason: str) -> None:
             }
             defn.write_text(json.dumps(body))
             w.loom_cmd("services", "register", str(defn))
+            token_file = tmp / f"{name}.token"
+            _service_token(http, management, name, token_file)
             spawn(
                 name + "-dp",
                 "dataplane",
@@ -320,14 +347,20 @@ def loopback_demo(reason: str) -> None:
                 grpc,
                 "--drain-seconds",
                 "0.2",
+                "--token-file",
+                str(token_file),
             )
-        w.step("static-client reaches static-server through both sidecars")
+        w.step(
+            "allow static-client -> static-server: static-client reaches it through both sidecars",
+            "With ACLs on and default deny, you must supply an intention.",
+        )
+        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 0, "hello world")
         w.step("deny with an intention: curl exits 52")
         w.loom_cmd("intention", "create", "--deny", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 52, None)
-        w.step("remove it: traffic flows again")
-        w.loom_cmd("intention", "delete", "static-client", "static-server")
+        w.step("allow it again: traffic flows again")
+        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 0, "hello world")
     finally:
         w.step("clean up")
