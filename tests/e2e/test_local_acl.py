@@ -226,3 +226,62 @@ def test_setting_up_the_auth_method_again_changes_nothing(mesh: LocalMesh) -> No
     again = mesh.client().get("/v1/acl/binding-rules", authmethod=acl.AUTH_METHOD)
     assert [r["ID"] for r in again] == [r["ID"] for r in rules]
     assert acl.management_token(mesh.s.token_file) == mesh.s.token_file.read_text()
+
+
+def _separate_mesh(tag: str, subnet: str, data_dir: Path | None) -> LocalMesh:
+    state = Path(f"/run/loom-acl-{tag}-{os.getpid()}")
+    return LocalMesh(LocalSettings(
+        net=LocalNetSettings(prefix=f"l{tag}{os.getpid() % 10000}", subnet=subnet,
+                             state_dir=state),
+        http_addr=f"127.0.0.1:{free_port()}", grpc_addr=f"127.0.0.1:{free_port()}",
+        data_dir=data_dir,
+    ))  # fmt: skip
+
+
+def test_a_later_up_on_the_same_data_reuses_the_management_token(tmp_path: Path) -> None:
+    m = _separate_mesh("r", "10.242.0.0/16", tmp_path / "data")
+    try:
+        m.up()
+        first = m.s.token_file.read_text()
+        m.stop_server()
+        m.up()
+        assert m.s.token_file.read_text() == first
+        assert loopback(m, first).get("/v1/acl/token/self")["Policies"][0]["Name"] == (
+            "global-management"
+        )
+        rules = m.client().get("/v1/acl/binding-rules", authmethod=acl.AUTH_METHOD)
+        assert len(rules) == 1
+    finally:
+        m.down(purge=True)
+    assert not m.s.net.state_dir.exists()
+
+
+def test_up_with_no_acls_is_the_mesh_without_tokens(tmp_path: Path) -> None:
+    m = _separate_mesh("n", "10.241.0.0/16", None)
+    env = {**os.environ, "LOOM_LOCAL_PREFIX": m.s.net.prefix, "LOOM_LOCAL_SUBNET": m.s.net.subnet,
+           "LOOM_LOCAL_STATE_DIR": str(m.s.net.state_dir), "LOOM_LOCAL_DATA_DIR": "-",
+           "LOOM_LOCAL_HTTP_ADDR": m.s.http_addr, "LOOM_LOCAL_GRPC_ADDR": m.s.grpc_addr}  # fmt: skip
+
+    def local(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "loom", "local", *args], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+
+    try:
+        out = local("up", "--no-acls")
+        assert out.returncode == 0, out.stderr
+        assert "LOOM_HTTP_TOKEN_FILE" not in out.stdout
+        assert not m.s.token_file.exists()
+        out = local("run", "web", "--port", "8080", "--", *ECHO, "-text", "open", "-listen", ":8080")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "logged in" not in out.stdout
+        out = local("run", "client", "--", "sleep", "3600")
+        assert out.returncode == 0, out.stdout + out.stderr
+        rec = m.record("client")
+        assert rec is not None
+        argv = Path(f"/proc/{rec['sidecars'][0]['pid']}/cmdline").read_bytes().split(b"\0")
+        assert b"--token-file" not in argv
+        # No intention, and still traffic: intentions default to allow without ACLs.
+        wait_for(lambda: curl(m, "client", "http://web/") == (0, "open\n"), 15, "open")
+    finally:
+        out = local("down")
+        assert out.returncode == 0, out.stderr
