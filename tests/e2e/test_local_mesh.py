@@ -1,5 +1,6 @@
 """`loom local` end to end (root): pods as network namespaces, transparent proxy through real
-iptables, real Envoy sidecars, the DNS proxy answering glibc's resolver. Seeds 000 and 001."""
+iptables, real Envoy sidecars, the DNS proxy answering glibc's resolver. Seeds 000 and 001.
+ACLs are on (each sidecar with its pod's login token, the tests with the management token)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
         http_addr=f"127.0.0.1:{free_port()}",
         grpc_addr=f"127.0.0.1:{free_port()}",
         data_dir=None,
+        # ACLs on (the default, deny) with intentions defaulting to allow, so these tests see
+        # the seeds' default-allow behaviour (exit 52 on a deny); test_local_acl.py has the
+        # default-deny mesh.
+        default_policy="allow",
     )
     m = LocalMesh(settings)
     try:

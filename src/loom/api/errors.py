@@ -53,3 +53,8 @@ class HTTPStatusError(ClientError):
 
 class NotFoundError(HTTPStatusError):
     """The server answered 404."""
+
+
+class LoginError(LoomError):
+    """An ACL login that failed or was refused (``Error logging in: ...``), or its token that
+    could not be checked or written (``loom.api.login``)."""

@@ -60,8 +60,10 @@ def register(commands: Commands) -> None:
         help="print the Kubernetes manifests that install the connect injector",
         description=(
             "Renders the Namespace, ServiceAccount + RBAC, values ConfigMap, webhook "
-            "Deployment and Service, and the MutatingWebhookConfiguration (pod CREATE; "
-            "kube-system, kube-public and the deny list excluded) as YAML: "
+            "Deployment and Service, the MutatingWebhookConfiguration (pod CREATE; "
+            "kube-system, kube-public and the deny list excluded), and with ACLs managed (the "
+            "default; global.acls.manageSystemACLs) the token Secrets (fresh UUIDs each run), "
+            "the TokenReview reviewer account and the acl-init Job, as YAML: "
             "`loom install --generate-certs | kubectl apply -f -`."
         ),
     )
@@ -199,6 +201,34 @@ def register(commands: Commands) -> None:
     controller.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     controller.set_defaults(func=run_controller)
 
+    acl = k8s.add_parser(
+        "acl-init",
+        help="make the installation's ACL records (auth method, binding rule, tokens)",
+        description=(
+            "consul-k8s's server-acl-init for Loom, run by `loom install`'s Job: with the "
+            "management token, writes the kubernetes auth method (TokenReviews to the API "
+            "server with the reviewer's token), its ${serviceaccount.name} binding rule, and "
+            "the endpoints controller's policy and token (SecretID from its Secret). "
+            "Idempotent."
+        ),
+    )
+    _add_http_addr(acl)
+    acl.add_argument("--token-file", required=True, help="the server's management token")
+    acl.add_argument(
+        "--auth-method-name", default="loom-k8s-auth-method", help="default %(default)s"
+    )
+    acl.add_argument(
+        "--kubernetes-host", default="https://kubernetes.default.svc", help="default %(default)s"
+    )
+    acl.add_argument("--ca-file", required=True, help="PEM CA of the API server's certificate")
+    acl.add_argument("--reviewer-jwt-file", required=True, help="the reviewer's token")
+    acl.add_argument(
+        "--controller-token-file", required=True, help="SecretID of the controller's token"
+    )
+    acl.add_argument("--prefix", default="loom", help="global.name (default %(default)s)")
+    acl.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server")
+    acl.set_defaults(func=run_acl_init)
+
 
 def _add_http_addr(parser: argparse.ArgumentParser) -> None:
     from loom.cli.api import add_tls_flags
@@ -265,10 +295,10 @@ def run_webhook(args: argparse.Namespace) -> int:
 def run_connect_init(args: argparse.Namespace) -> int:
     import asyncio
 
+    from loom.api.login import LoginSettings
     from loom.cli.api import tls_of
     from loom.k8s.connect_init import ConnectInitConfig, run
     from loom.k8s.errors import ConnectInitError
-    from loom.k8s.login import LoginSettings
     from loom.redirect import RedirectConfig
 
     if not args.pod_name or not args.pod_namespace:
@@ -338,18 +368,42 @@ def run_controller(args: argparse.Namespace) -> int:
 
 def run_install(args: argparse.Namespace) -> int:
     import datetime
+    import uuid
 
     from loom.k8s.certs import generate_tls
-    from loom.k8s.install import InstallSettings, render
+    from loom.k8s.install import AclTokens, InstallSettings, render, with_acl_default
     from loom.k8s.manifests import dump_documents
     from loom.k8s.values import read_values, settings_from
 
     values = read_values(args.values)
-    inject = settings_from(values)
+    inject = settings_from(with_acl_default(values))
     install = InstallSettings.from_values(values)
     tls = None
     if args.generate_certs:
         now = datetime.datetime.now(datetime.UTC)
         tls = generate_tls(install.webhook_name, install.namespace, now)
-    sys.stdout.write(dump_documents(render(values, inject, install, tls)))
+    tokens = AclTokens(str(uuid.uuid4()), str(uuid.uuid4())) if install.manage_acls else None
+    sys.stdout.write(dump_documents(render(values, inject, install, tls, tokens)))
+    return 0
+
+
+def run_acl_init(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from loom.k8s.acl_init import AclInitConfig, acl_init, read_secret_file
+
+    config = AclInitConfig(
+        http_addr=args.http_addr,
+        management_token=read_secret_file(Path(args.token_file), "the management token"),
+        kubernetes_host=args.kubernetes_host,
+        ca_cert=read_secret_file(Path(args.ca_file), "the API server's CA") + "\n",
+        reviewer_jwt=read_secret_file(Path(args.reviewer_jwt_file), "the reviewer's token"),
+        controller_token=read_secret_file(
+            Path(args.controller_token_file), "the controller's token"
+        ),
+        auth_method=args.auth_method_name,
+        prefix=args.prefix,
+        timeout=args.timeout,
+    )
+    asyncio.run(acl_init(config, lambda m: print(f"acl-init: {m}", file=sys.stderr, flush=True)))
     return 0

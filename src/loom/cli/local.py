@@ -2,12 +2,15 @@
 
 Environment overrides (tests, several meshes side by side): ``LOOM_LOCAL_PREFIX``,
 ``LOOM_LOCAL_STATE_DIR``, ``LOOM_LOCAL_SUBNET``, ``LOOM_LOCAL_DATA_DIR`` (``-`` for an
-in-memory store), ``LOOM_LOCAL_HTTP_ADDR``, ``LOOM_LOCAL_GRPC_ADDR``.
+in-memory store), ``LOOM_LOCAL_HTTP_ADDR``, ``LOOM_LOCAL_GRPC_ADDR``. ACLs are on (default
+deny) unless ``loom local up`` is given ``--acl-default-policy allow`` or ``--no-acls``; the
+other ``loom local`` commands follow what the running server was started with.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import subprocess
 import sys
@@ -54,8 +57,13 @@ def _ports(text: list[str] | None) -> list[int]:
 
 
 def _up(args: argparse.Namespace) -> int:
-    mesh_from_env().up()
+    mesh = mesh_from_env()
+    policy = None if args.no_acls else args.acl_default_policy
+    mesh.s = dataclasses.replace(mesh.s, acl_default_policy=policy)
+    mesh.up()
     print("local mesh is up")
+    if mesh.acls_on():
+        print(f"ACL management token: export LOOM_HTTP_TOKEN_FILE={mesh.s.token_file}")
     return 0
 
 
@@ -64,7 +72,11 @@ def _run(args: argparse.Namespace) -> int:
 
     mesh = mesh_from_env()
     rec = mesh.run(
-        args.name, _ports(args.port), parse_annotations(args.annotation or []), list(args.rest)
+        args.name,
+        _ports(args.port),
+        parse_annotations(args.annotation or []),
+        list(args.rest),
+        service_account=args.service_account,
     )
     print(f"pod {args.name} is running at {rec['ip']}")
     return 0
@@ -124,7 +136,23 @@ def register(commands: Commands) -> None:
         "local",
         "a mesh on this machine: network namespaces as pods, real Envoy sidecars (needs root)",
     )
-    p = local.add_parser("up", help="start the local server and node network")
+    p = local.add_parser(
+        "up",
+        help="start the local server and node network",
+        description=(
+            "Start the local server (ACLs on, default deny: a management token is made at the "
+            "first up, kept 0600 in the state directory, and pods log in with JWTs the mesh "
+            "signs) and the node network."
+        ),
+    )
+    acls = p.add_mutually_exclusive_group()
+    acls.add_argument(
+        "--acl-default-policy", choices=("allow", "deny"), default="deny",
+        help="the ACL default policy (default deny; intentions default to the same)",
+    )  # fmt: skip
+    acls.add_argument(
+        "--no-acls", action="store_true", help="ACLs off, intentions default allow (the old mesh)"
+    )
     p.set_defaults(func=_up)
     p = local.add_parser(
         "run",
@@ -141,6 +169,11 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--annotation", "-a", action="append", metavar="KEY=VALUE",
         help="a pod annotation, e.g. connect-service-upstreams=web:1234",
+    )  # fmt: skip
+    p.add_argument(
+        "--service-account", metavar="NAME",
+        help="the pod's service account (default: each service's name); with ACLs on a "
+        "service whose account is named otherwise is refused, as on Kubernetes",
     )  # fmt: skip
     p.set_defaults(func=_run, takes_rest=True)
     p.epilog = (

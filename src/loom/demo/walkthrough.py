@@ -1,11 +1,13 @@
 """``loom demo``: the seeds' examples, live, on this machine, explained step by step.
 
-As root: a local mesh (``loom local``) with network namespaces as pods, transparent proxy and
-the DNS proxy: static-server and static-client, ``curl http://static-server/``, a deny
-intention (curl exits 52), the multi-port web/web-admin pod. Every step runs the real CLI
-command it shows. Without root: the explicit-upstream parts on loopback, and it says what it
-skipped. Each expectation is checked; the demo fails (exit 1) if one does not hold, and it
-always cleans up.
+As root: a local mesh (``loom local``, ACLs on with default deny) with network namespaces as
+pods, transparent proxy and the DNS proxy: static-server and static-client, the allow
+intention default deny needs, ``curl http://static-server/``, a deny intention (curl exits
+52), a pod whose service account is not its service's name refused (``403``, ``Permission
+denied``), the multi-port web/web-admin pod. Every step runs the real CLI
+command it shows. Without root: the explicit-upstream parts on loopback (ACLs on too, a
+token per sidecar), and it says what it skipped. Each expectation is checked; the demo fails
+(exit 1) if one does not hold, and it always cleans up.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -78,11 +81,13 @@ class Walkthrough:
             )
         print(f"    ok: {'exit code ' + str(code) if text is None else repr(text)}")
 
-    def retry_curl(self, via: list[str], url: str, code: int, text: str | None) -> None:
+    def retry_curl(
+        self, via: list[str], url: str, code: int, text: str | None, max_time: int = 5
+    ) -> None:
         """Run ``curl`` (inside a pod when ``via`` is ``loom local exec POD --``) until it gives
         the expected result or 5 s pass: intentions apply in milliseconds, but a loaded
         machine deserves slack. Shows the command and its output, then checks."""
-        curl = ["curl", "--silent", "--max-time", "5", url]
+        curl = ["curl", "--silent", "--max-time", str(max_time), url]
         argv = [*self.loom, *via[1:], *curl] if via else curl
         deadline = time.monotonic() + 5
         while True:
@@ -103,7 +108,6 @@ def local_demo() -> None:
     state = Path(
         tempfile.mkdtemp(prefix="loom-demo-", dir="/run" if os.path.isdir("/run") else None)
     )
-    state.chmod(0o755)  # sidecars run as the proxy UID and must reach the server's sockets
     env = {
         "LOOM_LOCAL_PREFIX": "ldemo",
         "LOOM_LOCAL_STATE_DIR": str(state),
@@ -113,6 +117,7 @@ def local_demo() -> None:
         "LOOM_LOCAL_GRPC_ADDR": f"127.0.0.1:{_free_port()}",
     }
     env["LOOM_HTTP_ADDR"] = env["LOOM_LOCAL_HTTP_ADDR"]
+    env["LOOM_HTTP_TOKEN_FILE"] = str(state / "management.token")  # what `up` prints
     w = Walkthrough(env)
     echo = [sys.executable, "-m", "loom", "http-echo"]
     try:
@@ -121,6 +126,9 @@ def local_demo() -> None:
             "Network namespaces play the pods, on a bridge inside a private node namespace.",
             "A Loom server (catalog, intentions, CA, xDS) runs on this machine; sidecars reach",
             "it over unix sockets. Nothing outside the namespaces this demo makes is touched.",
+            "ACLs are on with default deny: the host CLI uses the management token `up` made,",
+            "each pod logs in with a service-account JWT the mesh signs and its sidecar holds",
+            "only its own service's token.",
         )
         w.loom_cmd("local", "up")
         w.step(
@@ -148,7 +156,12 @@ def local_demo() -> None:
         )
         w.loom_cmd("local", "run", "static-client", "--", "sleep", "infinity")
         w.loom_cmd("local", "ps")
-        w.step("reach static-server by its Kubernetes name, through both sidecars")
+        w.step(
+            "allow static-client -> static-server with an intention",
+            "With ACLs on and default deny, you must supply an intention (nothing flows without",
+            "one), then reach static-server by its Kubernetes name, through both sidecars.",
+        )
+        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl(
             ["loom", "local", "exec", "static-client", "--"],
             "http://static-server/",
@@ -157,20 +170,40 @@ def local_demo() -> None:
         )
         w.step(
             "deny with an intention",
-            "Connections are rejected at once, without touching either pod (curl exits 52).",
+            "Under default deny a denied service is not even an upstream of the client: its",
+            "sidecar has no route to it and the connection goes nowhere (curl gives up after",
+            "2 s, exit 28). With default allow (`loom local up --acl-default-policy allow`)",
+            "the server's sidecar rejects it at once instead (exit 52), as in the seed.",
         )
         w.loom_cmd("intention", "create", "--deny", "static-client", "static-server")
         w.retry_curl(
-            ["loom", "local", "exec", "static-client", "--"], "http://static-server/", 52, None
+            ["loom", "local", "exec", "static-client", "--"],
+            "http://static-server/",
+            28,
+            None,
+            max_time=2,
         )
-        w.step("remove the intention: traffic flows again")
-        w.loom_cmd("intention", "delete", "static-client", "static-server")
+        w.step("allow it again: traffic flows again")
+        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl(
             ["loom", "local", "exec", "static-client", "--"],
             "http://static-server/",
             0,
             "hello world",
         )
+        w.step(
+            "a pod whose service account is not named like its service is refused",
+            "It logs in as service account static-server (the binding rule gives it that",
+            "identity), so it may not write service impostor: no token, no certificate.",
+        )
+        out = w.loom_cmd(
+            "local", "run", "impostor", "--service-account", "static-server", "--",
+            "sleep", "infinity", check=False,
+        )  # fmt: skip
+        said = out.stdout + out.stderr
+        if out.returncode == 0 or "403" not in said or "Permission denied" not in said:
+            raise DemoFailed(f"step {w.step_no}: expected a 403 Permission denied refusal")
+        print("    ok: refused with 403 Permission denied")
         w.step(
             "a pod with two ports (seed 000: 'Kubernetes Pods with Multiple ports')",
             "One pod serves web on 8080 and web-admin on 9090: one service and one sidecar",
@@ -196,7 +229,12 @@ def local_demo() -> None:
             "-c",
             both,
         )
-        w.step("a client with explicit upstreams web:1234 and web-admin:2234")
+        w.step(
+            "a client with explicit upstreams web:1234 and web-admin:2234",
+            "Each port is its own service with its own identity and intention.",
+        )
+        w.loom_cmd("intention", "create", "--allow", "static-client", "web")
+        w.loom_cmd("intention", "create", "--allow", "static-client", "web-admin")
         w.loom_cmd("local", "rm", "static-client")
         w.loom_cmd(
             "local",
@@ -228,12 +266,31 @@ def local_demo() -> None:
             state.rmdir()
 
 
+def _service_token(http: str, management: str, service: str, path: Path) -> None:
+    """A token with ``service``'s identity only, in ``path`` (0600), for its sidecar."""
+    from loom.api.client import Client, ClientError
+
+    body = {"Description": f"demo sidecar of {service}",
+            "ServiceIdentities": [{"ServiceName": service}]}  # fmt: skip
+    try:
+        token = Client(http, timeout=10, token=management).put("/v1/acl/token", body)
+    except ClientError as exc:
+        raise DemoFailed(f"cannot make the token of {service}: {exc}") from exc
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token["SecretID"])
+    print(f"    (made a token for {service}'s sidecar: service identity {service})")
+
+
 def loopback_demo(reason: str) -> None:
     print(f"Running the loopback part of the demo only: {reason}.")
     print("Skipped: network-namespace pods, transparent proxy (iptables) and DNS names.")
     tmp = Path(tempfile.mkdtemp(prefix="loom-demo-"))
     http, grpc = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
-    w = Walkthrough({"LOOM_HTTP_ADDR": http, "LOOM_GRPC_ADDR": grpc})
+    management = str(uuid.uuid4())
+    (tmp / "management.token").write_text(management)  # mkdtemp's directory is 0700
+    w = Walkthrough({"LOOM_HTTP_ADDR": http, "LOOM_GRPC_ADDR": grpc,
+                     "LOOM_HTTP_TOKEN_FILE": str(tmp / "management.token")})  # fmt: skip
     pids: list[int] = []
     loom = [sys.executable, "-m", "loom"]
 
@@ -241,8 +298,13 @@ def loopback_demo(reason: str) -> None:
         pids.append(processes.spawn([*loom, *args], tmp / f"{name}.log", w.env))
 
     try:
-        w.step("a Loom server on loopback (in-memory store)")
-        spawn("server", "server", "--dev", "--http-addr", http, "--grpc-addr", grpc)
+        w.step(
+            "a Loom server on loopback (in-memory store), ACLs on with default deny",
+            "The CLI uses the management token the server was started with; each sidecar",
+            "gets a token with only its own service's identity.",
+        )
+        acls = ["--acl-default-policy", "deny", "--acl-initial-management-token", management]
+        spawn("server", "server", "--dev", "--http-addr", http, "--grpc-addr", grpc, *acls)
         deadline = time.monotonic() + 20
         while subprocess.run(
             [*loom, "catalog", "services"], capture_output=True, env=w.env
@@ -272,6 +334,8 @@ def loopback_demo(reason: str) -> None:
             }
             defn.write_text(json.dumps(body))
             w.loom_cmd("services", "register", str(defn))
+            token_file = tmp / f"{name}.token"
+            _service_token(http, management, name, token_file)
             spawn(
                 name + "-dp",
                 "dataplane",
@@ -283,14 +347,20 @@ def loopback_demo(reason: str) -> None:
                 grpc,
                 "--drain-seconds",
                 "0.2",
+                "--token-file",
+                str(token_file),
             )
-        w.step("static-client reaches static-server through both sidecars")
+        w.step(
+            "allow static-client -> static-server: static-client reaches it through both sidecars",
+            "With ACLs on and default deny, you must supply an intention.",
+        )
+        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 0, "hello world")
         w.step("deny with an intention: curl exits 52")
         w.loom_cmd("intention", "create", "--deny", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 52, None)
-        w.step("remove it: traffic flows again")
-        w.loom_cmd("intention", "delete", "static-client", "static-server")
+        w.step("allow it again: traffic flows again")
+        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 0, "hello world")
     finally:
         w.step("clean up")

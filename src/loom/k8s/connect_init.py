@@ -12,7 +12,7 @@ from its command line by ``RedirectConfig.from_flags``). After ``--timeout`` sec
 non-zero saying what it was still waiting for.
 
 With ``--acl-auth-method`` it first logs in with the pod's service-account token
-(``loom.k8s.login``), makes its own calls with the token it got, checks that token may write
+(``loom.api.login``), makes its own calls with the token it got, checks that token may write
 the pod's service and leaves it in the shared volume for the sidecar (``--acl-token-sink``).
 
 ``find_registration`` is the pure matching; ``run`` is the I/O around it.
@@ -30,10 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from loom.api import AsyncClient, ClientError, HTTPStatusError, TlsSettings, WatchPolicy
-from loom.inject.registration import META_K8S_NAMESPACE, META_POD_NAME
-from loom.inject.volumes import proxy_id_file
-from loom.k8s.errors import ConnectInitError
-from loom.k8s.login import (
+from loom.api.login import (
     LoggedIn,
     LoginSettings,
     check_service_write,
@@ -41,6 +38,9 @@ from loom.k8s.login import (
     logout,
     write_token,
 )
+from loom.inject.registration import META_K8S_NAMESPACE, META_POD_NAME
+from loom.inject.volumes import proxy_id_file
+from loom.k8s.errors import ConnectInitError
 from loom.redirect import RedirectConfig, RedirectError
 from loom.redirect.applying import ApplyResult, apply_redirect
 

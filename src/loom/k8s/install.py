@@ -11,6 +11,16 @@ pods. The endpoints controller (``loom k8s controller``, which registers injecte
 the server) gets its own ServiceAccount, a ClusterRole to get/list/watch pods, services and
 namespaces, and a one-replica Deployment reading the same values ConfigMap.
 
+ACLs (``global.acls.manageSystemACLs``, on unless the values say ``false``; the ConfigMap
+carries the resulting value, so the webhook makes injected pods log in): Secrets with the
+server's initial management token and the controller's token (UUIDs the caller generates,
+like the certificates), a reviewer ServiceAccount bound to ``system:auth-delegator`` and to
+``get`` on serviceaccounts with its long-lived token Secret, and the Job running ``loom k8s
+acl-init`` (the auth method, binding rule, and the controller's least-privilege token; see
+``acl_init.py``). The controller reads its token through ``LOOM_HTTP_TOKEN_FILE``; the webhook
+needs none (it never calls the server). The server is not part of this installation: it runs
+with ``--acl-default-policy deny --acl-initial-management-token`` from that Secret.
+
 TLS: with ``--generate-certs`` (or ``connectInject.certs.caBundle`` + an existing Secret) the
 CA bundle is in the webhook configuration; otherwise the configuration carries cert-manager's
 ``inject-ca-from`` annotation. Rendering is pure: the certificate material is an argument.
@@ -27,7 +37,7 @@ import yaml
 from loom.defaults import WEBHOOK_PORT
 from loom.inject import ContainerResources, InjectSettings, SettingsError
 from loom.inject.decision import NEVER_INJECTED_NAMESPACES
-from loom.inject.settings import ValuesReader
+from loom.inject.settings import DEFAULT_AUTH_METHOD, ValuesReader
 from loom.k8s.values import INSTALL_KEYS
 
 TLS_DIR = "/etc/loom/tls"
@@ -35,6 +45,11 @@ VALUES_DIR = "/etc/loom/values"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "connect-injector"
 CONTROLLER_COMPONENT = "endpoints-controller"
+ACL_INIT_COMPONENT = "acl-init"
+ACL_TOKEN_DIR = "/etc/loom/acl"
+BOOTSTRAP_DIR = "/etc/loom/bootstrap"
+REVIEWER_DIR = "/etc/loom/auth-method"
+MANAGE_ACLS_KEY = "global.acls.manageSystemACLs"
 
 
 @dataclass(frozen=True)
@@ -59,6 +74,21 @@ class InstallSettings:
         default_factory=lambda: ContainerResources("50m", "50m", "200Mi", "200Mi")
     )
     """``connectInject.resources``: of the webhook container (Consul's defaults)."""
+    manage_acls: bool = True
+    """``global.acls.manageSystemACLs``: ACL Secrets, reviewer account and acl-init Job
+    rendered, and injected pods log in (on by default in ``loom install``)."""
+
+    @property
+    def bootstrap_secret(self) -> str:
+        return f"{self.name}-bootstrap-acl-token"
+
+    @property
+    def controller_secret(self) -> str:
+        return f"{self.name}-controller-acl-token"
+
+    @property
+    def reviewer_name(self) -> str:
+        return f"{self.name}-auth-method"
 
     @property
     def webhook_name(self) -> str:
@@ -86,7 +116,30 @@ class InstallSettings:
             ),
             ca_bundle=reader.get("connectInject.certs.caBundle", str, ""),
             resources=reader.resources("connectInject.resources", default.resources),
+            manage_acls=reader.get(MANAGE_ACLS_KEY, bool, default.manage_acls),
         )
+
+
+@dataclass(frozen=True)
+class AclTokens:
+    """SecretIDs of the installation's tokens (UUIDs the caller generates)."""
+
+    management: str
+    """The server's initial management token (acl-init's)."""
+    controller: str
+    """The endpoints controller's token (made by acl-init with this SecretID)."""
+
+
+def with_acl_default(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``global.acls.manageSystemACLs: true`` unless it is set."""
+    glob = values.get("global")
+    glob = dict(glob) if isinstance(glob, dict) else {}
+    acls = glob.get("acls")
+    acls = dict(acls) if isinstance(acls, dict) else {}
+    if "manageSystemACLs" in acls:
+        return values
+    acls["manageSystemACLs"] = True
+    return {**values, "global": {**glob, "acls": acls}}
 
 
 @dataclass(frozen=True)
@@ -103,8 +156,12 @@ def render(
     inject: InjectSettings,
     install: InstallSettings,
     tls: TlsMaterial | None = None,
+    tokens: AclTokens | None = None,
 ) -> list[dict[str, Any]]:
-    """Every manifest of the installation, in apply order."""
+    """Every manifest of the installation, in apply order (``tokens`` is needed when ACLs
+    are managed)."""
+    if install.manage_acls and tokens is None:
+        raise SettingsError(f"{MANAGE_ACLS_KEY}: the installation's tokens are not given")
     name, ns = install.webhook_name, install.namespace
     labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: COMPONENT}
     docs: list[dict[str, Any]] = [
@@ -112,7 +169,7 @@ def render(
         *_account(name, ns, labels, ["namespaces"]),
         {
             **_meta("v1", "ConfigMap", f"{name}-values", ns, labels),
-            "data": {"values.yaml": yaml.safe_dump(values, sort_keys=True)},
+            "data": {"values.yaml": yaml.safe_dump(with_acl_default(values), sort_keys=True)},
         },
     ]
     if tls is not None:
@@ -136,6 +193,8 @@ def render(
         }
     )
     docs.append(_deployment(install, inject, labels))
+    if tokens is not None and install.manage_acls:
+        docs.extend(_acls(install, inject, tokens))
     docs.extend(_controller(install, inject))
     docs.append(_webhook_configuration(install, inject, labels, tls))
     return docs
@@ -152,10 +211,90 @@ def _controller(install: InstallSettings, inject: InjectSettings) -> list[dict[s
         "args": [f"--http-addr={inject.server.http_addr}", f"--values={VALUES_DIR}/values.yaml"],
         "volumeMounts": [{"name": "values", "mountPath": VALUES_DIR, "readOnly": True}],
     }
-    values = {"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}}
+    volumes = [{"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}}]
+    if install.manage_acls:
+        container["env"] = [{"name": "LOOM_HTTP_TOKEN_FILE", "value": f"{ACL_TOKEN_DIR}/token"}]
+        container["volumeMounts"].append(
+            {"name": "acl-token", "mountPath": ACL_TOKEN_DIR, "readOnly": True}
+        )
+        volumes.append({"name": "acl-token", "secret": {"secretName": install.controller_secret}})
     # One replica, one writer: registrations are idempotent, but two would race on each event.
-    deployment = _system_deployment(install, name, labels, 1, container, [values])
+    deployment = _system_deployment(install, name, labels, 1, container, volumes)
     return [*_account(name, ns, labels, ["pods", "services", "namespaces"]), deployment]
+
+
+def _acls(
+    install: InstallSettings, inject: InjectSettings, tokens: AclTokens
+) -> list[dict[str, Any]]:
+    """The token Secrets, the reviewer account (TokenReviews) and the acl-init Job."""
+    ns, reviewer = install.namespace, install.reviewer_name
+    labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: ACL_INIT_COMPONENT}
+    rbac = "rbac.authorization.k8s.io/v1"
+
+    def secret(name: str, token: str) -> dict[str, Any]:
+        return {**_meta("v1", "Secret", name, ns, labels), "type": "Opaque",
+                "data": {"token": base64.b64encode(token.encode()).decode()}}  # fmt: skip
+
+    def binding(name: str, role: str) -> dict[str, Any]:
+        return {
+            **_meta(rbac, "ClusterRoleBinding", name, None, labels),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": reviewer, "namespace": ns}],
+        }
+
+    reviewer_token = {
+        **_meta("v1", "Secret", reviewer, ns, labels),
+        "type": "kubernetes.io/service-account-token",
+    }
+    reviewer_token["metadata"]["annotations"] = {"kubernetes.io/service-account.name": reviewer}
+    container: dict[str, Any] = {
+        "name": "acl-init",
+        "image": inject.images.loom,
+        "command": ["loom", "k8s", "acl-init"],
+        "args": [
+            f"--http-addr={inject.server.http_addr}",
+            f"--token-file={BOOTSTRAP_DIR}/token",
+            "--kubernetes-host=https://kubernetes.default.svc",
+            f"--ca-file={REVIEWER_DIR}/ca.crt",
+            f"--reviewer-jwt-file={REVIEWER_DIR}/token",
+            f"--controller-token-file={ACL_TOKEN_DIR}/token",
+            f"--auth-method-name={inject.login.auth_method or DEFAULT_AUTH_METHOD}",
+            f"--prefix={install.name}",
+        ],
+        "volumeMounts": [
+            {"name": "bootstrap", "mountPath": BOOTSTRAP_DIR, "readOnly": True},
+            {"name": "reviewer", "mountPath": REVIEWER_DIR, "readOnly": True},
+            {"name": "controller", "mountPath": ACL_TOKEN_DIR, "readOnly": True},
+        ],
+    }
+    volumes = [
+        {"name": "bootstrap", "secret": {"secretName": install.bootstrap_secret}},
+        {"name": "reviewer", "secret": {"secretName": reviewer}},
+        {"name": "controller", "secret": {"secretName": install.controller_secret}},
+    ]
+    pod = _system_deployment(install, reviewer, labels, 1, container, volumes)["spec"]["template"]
+    pod["spec"].update(restartPolicy="OnFailure", automountServiceAccountToken=False)
+    job = {
+        **_meta("batch/v1", "Job", f"{install.name}-acl-init", ns, labels),
+        "spec": {"backoffLimit": 6, "template": pod},
+    }
+    return [
+        secret(install.bootstrap_secret, tokens.management),
+        secret(install.controller_secret, tokens.controller),
+        _meta("v1", "ServiceAccount", reviewer, ns, labels),
+        reviewer_token,
+        {
+            **_meta(rbac, "ClusterRole", reviewer, None, labels),
+            "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}],
+        },
+        binding(reviewer, reviewer),
+        binding(f"{reviewer}-auth-delegator", "system:auth-delegator"),
+        job,
+    ]
 
 
 def _account(
@@ -328,7 +467,7 @@ def _webhook_configuration(
                         {
                             "key": COMPONENT_LABEL,
                             "operator": "NotIn",
-                            "values": [COMPONENT, CONTROLLER_COMPONENT],
+                            "values": [COMPONENT, CONTROLLER_COMPONENT, ACL_INIT_COMPONENT],
                         }
                     ]
                 },

@@ -7,8 +7,11 @@ local users cannot reach the server through them.
 ``run`` makes a pod in this order, undoing everything if a step fails: plan (the injector's
 planner) -> namespace -> registrations -> iptables redirection -> sidecar(s) as the proxy UID,
 ready -> the app. Everything lives under the state directory and the prefix of the network
-settings, so ``down`` removes exactly what was made. Every failure is a ``LocalError``
-(``errors.py``): the API client's, the redirect's and the system's errors are wrapped here.
+settings, so ``down`` removes exactly what was made. ACLs are on (default deny) unless
+``acl_default_policy`` is None: the host's management token, the pods' JWTs and their logins
+are ``acl.py``'s; each sidecar holds only its own service's login token. Every failure is a
+``LocalError`` (``errors.py``): the API client's, the redirect's and the system's errors are
+wrapped here.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from loom.api.client import Client, ClientError, NotFoundError
 from loom.defaults import GRPC_ADDR, HTTP_ADDR
 from loom.inject import PROXY_UID, InjectSettings
 from loom.inject.registration import service_registrations
-from loom.local import processes
+from loom.local import acl, processes
 from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
@@ -50,8 +53,10 @@ class LocalSettings:
     """Its xDS endpoint on loopback (sidecars use the unix socket)."""
     data_dir: Path | None = Path("/var/lib/loom/local")
     """The local server's durable store; None for an in-memory one."""
-    default_policy: str = "allow"
-    """Intention default policy of the local server."""
+    acl_default_policy: str | None = "deny"
+    """The ACL default policy (``allow`` or ``deny``); None turns ACLs off."""
+    default_policy: str | None = None
+    """Intention default policy; None follows the ACL default (``allow`` with ACLs off)."""
     inject: InjectSettings = field(default_factory=InjectSettings)
     """Injection settings: the same defaults as the Kubernetes injector."""
     ready_timeout_s: float = 60.0
@@ -64,6 +69,16 @@ class LocalSettings:
     @property
     def grpc_socket(self) -> Path:
         return self.net.state_dir / "grpc.sock"
+
+    @property
+    def token_file(self) -> Path:
+        """The management token (0600), made at the first ``up`` with ACLs on."""
+        return self.net.state_dir / "management.token"
+
+    @property
+    def signing_key_file(self) -> Path:
+        """The key the pods' JWTs are signed with (0600)."""
+        return self.net.state_dir / "jwt-signing.key"
 
     @property
     def pods_dir(self) -> Path:
@@ -96,7 +111,23 @@ class LocalMesh:
     # -- server ------------------------------------------------------------------------------
 
     def client(self) -> Client:
-        return Client(f"unix:{self.s.http_socket}", timeout=15)
+        """A client of the local server holding the management token (when ACLs are on)."""
+        return Client(
+            f"unix:{self.s.http_socket}", timeout=15, token=acl.read_token(self.s.token_file)
+        )
+
+    def acls_on(self) -> bool:
+        """Whether the running local server has ACLs on (its ``up`` made the token file)."""
+        return self.s.token_file.exists()
+
+    def _secure_state_dir(self) -> None:
+        """The state directory is root's, 0710, group the proxy GID: the sidecars may reach
+        their sockets and pod directories inside, no other local user may enter."""
+        state = self.s.net.state_dir
+        with state_io(f"cannot secure {state}"):
+            state.mkdir(parents=True, exist_ok=True)
+            os.chown(state, 0, PROXY_UID)
+            state.chmod(0o710)
 
     def _server_pid(self) -> int | None:
         try:
@@ -115,6 +146,7 @@ class LocalMesh:
         """
         if os.geteuid() != 0:
             raise LocalError("loom local needs root (network namespaces, iptables); run with sudo")
+        self._secure_state_dir()
         made_node = not self.pods.node.exists()
         had_dns = self._dns_pid() is not None
         try:
@@ -134,16 +166,25 @@ class LocalMesh:
                 self.pods.node.destroy()
 
     def _start_server(self) -> None:
+        policy = self.s.default_policy or ("allow" if self.s.acl_default_policy is None else None)
+        flags = ["--default-intention-policy", policy] if policy else []
+        if self.s.acl_default_policy is not None:
+            token = acl.management_token(self.s.token_file)
+            flags += ["--acl-default-policy", self.s.acl_default_policy]
+            flags += ["--acl-initial-management-token", token]
+        else:
+            with state_io("cannot remove the management token"):
+                self.s.token_file.unlink(missing_ok=True)
         store = ["--data-dir", str(self.s.data_dir)] if self.s.data_dir else ["--dev"]
         log = self.s.net.state_dir / "server.log"
         argv = _loom(
             "server", *store,
             "--http-addr", self.s.http_addr, "--http-addr", f"unix:{self.s.http_socket}",
             "--grpc-addr", self.s.grpc_addr, "--grpc-addr", f"unix:{self.s.grpc_socket}",
-            "--default-intention-policy", self.s.default_policy,
             # The pods' sidecars run as the proxy UID and GID: the sockets (0660) admit the
             # invoking user and that group, no other local user.
             "--unix-socket-group", str(PROXY_UID),
+            *flags,
         )  # fmt: skip
         self.say(f"starting the local server (HTTP {self.s.http_addr}, log {log})")
         pid = processes.spawn(argv, log)
@@ -151,15 +192,24 @@ class LocalMesh:
             with state_io("cannot record the local server"):
                 self.s.server_file.write_text(json.dumps({"pid": pid}))
             deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
+            while True:
                 if not processes.alive(pid):
                     raise LocalError(f"the local server exited: {processes.tail(log, 3)}")
                 try:
                     self.client().get("/v1/status/leader")
-                    return
+                    break
                 except ClientError:
+                    if time.monotonic() > deadline:
+                        tail = processes.tail(log, 3)
+                        msg = f"the local server did not start in time: {tail}"
+                        raise LocalError(msg) from None
                     time.sleep(0.1)
-            raise LocalError(f"the local server did not start in time: {processes.tail(log, 3)}")
+            if self.s.acl_default_policy is not None:
+                acl.ensure_auth_method(self.client(), acl.signer(self.s.signing_key_file))
+                self.say(
+                    f"ACLs on (default policy {self.s.acl_default_policy}), auth method "
+                    f"{acl.AUTH_METHOD} for the pods, management token in {self.s.token_file}"
+                )
         except BaseException:  # failed or interrupted: the server does not outlive this call
             processes.stop(pid)
             self.s.server_file.unlink(missing_ok=True)
@@ -260,7 +310,10 @@ class LocalMesh:
         ports: Sequence[int],
         annotations: dict[str, str],
         cmd: Sequence[str],
+        service_account: str | None = None,
     ) -> dict[str, Any]:
+        """Make pod ``name``; with ACLs on, each of its services logs in with a JWT of
+        ``service_account`` (default: the service's own name), as a Kubernetes pod would."""
         plan = plan_local(name, ports, annotations, self.s.inject)  # refusals before any change
         self.up()
         if self.record(name) is not None or self.pods.get_pod(name) is not None:
@@ -268,7 +321,11 @@ class LocalMesh:
         pod_dir = self._pod_dir(name)
         with state_io(f"cannot make the directory of pod {name}"):
             pod_dir.mkdir(parents=True, exist_ok=True)
-        rec: dict[str, Any] = {"name": name, "services": [], "sidecars": [], "app": None}
+            os.chown(pod_dir, 0, PROXY_UID)  # the sidecars may enter, not read its JWTs
+            pod_dir.chmod(0o750)
+        rec: dict[str, Any] = {
+            "name": name, "services": [], "sidecars": [], "app": None, "tokens": {}
+        }  # fmt: skip
         try:
             dns = self.s.net.gateway if self._dns_pid() is not None else "127.0.0.1"
             info = self.pods.add_pod(name, resolv_conf(dns))
@@ -286,6 +343,8 @@ class LocalMesh:
                 rec["services"].append(body["ID"])
                 self._save(rec)
                 self.say(f"pod {name}: registered service {body['Name']} (ID {body['ID']})")
+                if self.acls_on():
+                    self._login(rec, body["ID"], body["Name"], service_account or body["Name"])
             if plan.redirect is not None:
                 try:
                     result = apply_redirect(plan.redirect, netns=info.netns)
@@ -314,6 +373,21 @@ class LocalMesh:
             self._teardown(rec)
             raise
 
+    def _login(self, rec: dict[str, Any], service_id: str, service: str, account: str) -> None:
+        """The pod's JWT for ``account``, then the login token for ``service``'s sidecar."""
+        pod_dir = self._pod_dir(rec["name"])
+        ident = acl.PodIdentity(
+            service=service,
+            service_account=account,
+            jwt_file=pod_dir / f"sa-{service}.jwt",
+            token_file=pod_dir / f"acl-token-{service}",
+        )
+        acl.mint_jwt(acl.signer(self.s.signing_key_file), account, rec["name"], ident.jwt_file)
+        acl.pod_login(f"unix:{self.s.http_socket}", ident, rec["name"], PROXY_UID, 15)
+        rec["tokens"][service_id] = str(ident.token_file)
+        self._save(rec)
+        self.say(f"pod {rec['name']}: {service} logged in as service account {account}")
+
     def _start_sidecar(self, rec: dict[str, Any], proxy_id: str, dns: object) -> None:
         work = self._pod_dir(rec["name"]) / f"dp-{proxy_id}"
         with state_io(f"cannot make the work directory of sidecar {proxy_id}"):
@@ -327,6 +401,9 @@ class LocalMesh:
         )  # fmt: skip
         if dns:
             argv += ["--dns-port", str(self.s.inject.dns.proxy_port)]
+        token_file = rec.get("tokens", {}).get(proxy_id.removesuffix("-sidecar-proxy"))
+        if token_file:
+            argv += ["--token-file", token_file]
         log = work.parent / f"{proxy_id}.log"
         pid = processes.spawn(netns_exec_argv(rec["netns"], argv, uid=PROXY_UID), log)
         rec["sidecars"].append(
@@ -347,6 +424,8 @@ class LocalMesh:
             processes.stop(rec["app"]["pid"])
         for sc in rec.get("sidecars", []):
             processes.stop(sc["pid"])
+        for token_file in rec.get("tokens", {}).values():
+            acl.pod_logout(f"unix:{self.s.http_socket}", Path(token_file))
         if rec.get("services"):
             try:
                 client = self.client()
@@ -386,6 +465,9 @@ class LocalMesh:
                 sock.unlink(missing_ok=True)
             (state / "server.log").unlink(missing_ok=True)
             shutil.rmtree(self.s.pods_dir, ignore_errors=True)
+            if purge or self.s.data_dir is None:  # kept with the data they are valid for
+                self.s.token_file.unlink(missing_ok=True)
+                self.s.signing_key_file.unlink(missing_ok=True)
             if purge and self.s.data_dir is not None:
                 shutil.rmtree(self.s.data_dir, ignore_errors=True)
             if state.is_dir() and not any(state.iterdir()):

@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from loom.cli import main
 from loom.k8s.certs import generate_tls, webhook_dns_names
-from loom.k8s.install import InstallSettings, render
+from loom.k8s.install import AclTokens, InstallSettings, render, with_acl_default
 from loom.k8s.manifests import dump_documents
 from loom.k8s.values import parse_values, settings_from
 from tests.unit.inject.golden_cases import validate_manifest
@@ -29,9 +29,22 @@ connectInject:
 """
 
 
+TOKENS = AclTokens(
+    management="11111111-2222-4333-8444-555555555555",
+    controller="66666666-7777-4888-8999-000000000000",
+)
+
+
 def rendered(values_text: str = "", tls=None) -> list[dict]:
     values = parse_values(values_text)
-    return render(values, settings_from(values), InstallSettings.from_values(values), tls)
+    install = InstallSettings.from_values(values)
+    inject = settings_from(with_acl_default(values))
+    return render(values, inject, install, tls, TOKENS if install.manage_acls else None)
+
+
+def named(docs: list[dict], kind: str, name: str) -> dict:
+    [doc] = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return doc
 
 
 def test_the_default_install_matches_its_golden_file_and_the_schemas(golden) -> None:
@@ -64,7 +77,9 @@ def test_values_shape_names_selectors_policy_and_ca_bundle(golden) -> None:
     assert deployment["spec"]["replicas"] == 2
     # The webhook reads back the very values it was installed with.
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
-    assert yaml.safe_load(config_map["data"]["values.yaml"]) == parse_values(VALUES)
+    assert yaml.safe_load(config_map["data"]["values.yaml"]) == with_acl_default(
+        parse_values(VALUES)
+    )
 
 
 def test_generated_certificates_cover_the_service_and_are_signed_by_the_bundle() -> None:
@@ -73,7 +88,7 @@ def test_generated_certificates_cover_the_service_and_are_signed_by_the_bundle()
     docs = rendered(tls=tls)
     for doc in docs:
         validate_manifest(doc)
-    [secret] = [d for d in docs if d["kind"] == "Secret"]
+    secret = named(docs, "Secret", "loom-connect-injector-tls")
     [config] = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
     cert = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["tls.crt"]))
     ca = x509.load_pem_x509_certificate(
@@ -95,9 +110,17 @@ def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, ca
     assert [d["kind"] for d in docs] == [
         "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
         "Secret", "Service", "Deployment",
+        "Secret", "Secret", "ServiceAccount", "Secret", "ClusterRole",  # ACLs
+        "ClusterRoleBinding", "ClusterRoleBinding", "Job",
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",  # the controller
         "MutatingWebhookConfiguration",
     ]  # fmt: skip
+    tokens = {
+        base64.b64decode(d["data"]["token"]).decode()
+        for d in docs
+        if d["kind"] == "Secret" and d["type"] == "Opaque"
+    }
+    assert len(tokens) == 2  # fresh UUIDs: the management and the controller tokens
     for doc in docs:
         validate_manifest(doc)
     values = tmp_path / "values.yaml"
@@ -106,3 +129,67 @@ def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, ca
     assert capsys.readouterr().err == (
         "loom: connectInject.failurePolicy: 'Sometimes' is not Fail or Ignore\n"
     )
+
+
+def test_acls_are_managed_by_default_and_injected_pods_log_in() -> None:
+    docs = rendered()
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    webhook_values = yaml.safe_load(config_map["data"]["values.yaml"])
+    assert webhook_values == {"global": {"acls": {"manageSystemACLs": True}}}
+    assert settings_from(webhook_values).login.auth_method == "loom-k8s-auth-method"
+    for name, token in (("loom-bootstrap-acl-token", TOKENS.management),
+                        ("loom-controller-acl-token", TOKENS.controller)):  # fmt: skip
+        secret = named(docs, "Secret", name)
+        assert base64.b64decode(secret["data"]["token"]).decode() == token
+
+
+def test_the_reviewer_may_review_tokens_and_read_service_accounts_only() -> None:
+    docs = rendered()
+    bindings = {
+        d["roleRef"]["name"]: d["subjects"]
+        for d in docs
+        if d["kind"] == "ClusterRoleBinding" and d["metadata"]["name"].startswith("loom-auth")
+    }
+    reviewer = [{"kind": "ServiceAccount", "name": "loom-auth-method", "namespace": "loom"}]
+    assert bindings == {"system:auth-delegator": reviewer, "loom-auth-method": reviewer}
+    role = named(docs, "ClusterRole", "loom-auth-method")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}]
+    token = named(docs, "Secret", "loom-auth-method")
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert token["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "loom-auth-method"}
+
+
+def test_the_job_and_the_controller_read_only_secrets_the_install_renders() -> None:
+    docs = rendered()
+    secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    job = named(docs, "Job", "loom-acl-init")
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["restartPolicy"] == "OnFailure"
+    [container] = pod["containers"]
+    assert container["command"] == ["loom", "k8s", "acl-init"]
+    assert "--auth-method-name=loom-k8s-auth-method" in container["args"]
+    used = {v["secret"]["secretName"] for v in pod["volumes"]}
+    assert used == {"loom-bootstrap-acl-token", "loom-auth-method", "loom-controller-acl-token"}
+    assert used <= secrets
+    controller = named(docs, "Deployment", "loom-endpoints-controller")["spec"]["template"]["spec"]
+    [ctr] = controller["containers"]
+    assert ctr["env"] == [{"name": "LOOM_HTTP_TOKEN_FILE", "value": "/etc/loom/acl/token"}]
+    assert {v["secret"]["secretName"] for v in controller["volumes"] if "secret" in v} == {
+        "loom-controller-acl-token"
+    }
+    webhook = named(docs, "Deployment", "loom-connect-injector")["spec"]["template"]["spec"]
+    assert "env" not in webhook["containers"][0]  # the webhook never calls the server
+    hook = next(d for d in docs if d["kind"] == "MutatingWebhookConfiguration")["webhooks"][0]
+    assert "acl-init" in hook["objectSelector"]["matchExpressions"][0]["values"]
+
+
+def test_manage_system_acls_false_renders_the_install_without_acls() -> None:
+    docs = rendered("global:\n  acls:\n    manageSystemACLs: false\n")
+    for doc in docs:
+        validate_manifest(doc)
+    assert not [d for d in docs if d["kind"] in ("Job", "Secret")]
+    controller = named(docs, "Deployment", "loom-endpoints-controller")
+    assert "env" not in controller["spec"]["template"]["spec"]["containers"][0]
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert settings_from(yaml.safe_load(config_map["data"]["values.yaml"])).login.auth_method is None

@@ -1,6 +1,7 @@
-"""connect-init's ACL login: the pod's service-account token exchanged for a Loom ACL token.
+"""An ACL login: a workload's bearer token (a service-account JWT) exchanged for an ACL token.
 
-As consul-k8s's connect-init does with ``-acl-auth-method``: read the pod's projected
+One code path for every caller: Kubernetes' connect-init and ``loom local run``. As
+consul-k8s's connect-init does with ``-acl-auth-method``: read the pod's projected
 service-account token (``-bearer-token-file``), ``POST /v1/acl/login`` with ``Meta {"pod":
 "<namespace>/<name>"}`` (the controller finds the token by that when the pod goes away), use
 the token for connect-init's own calls, and leave it for the sidecar in the shared volume
@@ -24,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from loom import defaults
-from loom.api import AsyncClient, ClientError, HTTPStatusError, TlsSettings
-from loom.k8s.errors import ConnectInitError
+from loom.api.asyncclient import AsyncClient
+from loom.api.errors import ClientError, HTTPStatusError, LoginError
+from loom.api.transport import TlsSettings
 
 BEARER_TOKEN_FILE = Path(defaults.BEARER_TOKEN_FILE)
 """Where Kubernetes mounts a pod's service-account token (consul-k8s's default)."""
@@ -59,11 +61,11 @@ def _read_bearer(path: Path) -> str:
     try:
         text = path.read_text().strip()
     except OSError as exc:
-        raise ConnectInitError(
+        raise LoginError(
             f"Error reading the service account token {path}: {exc.strerror}"
         ) from None
     if not text:
-        raise ConnectInitError(f"Error reading the service account token {path}: it is empty")
+        raise LoginError(f"Error reading the service account token {path}: it is empty")
     return text
 
 
@@ -87,16 +89,16 @@ async def login(
             answer = (await client.request("POST", "/v1/acl/login", body)).body
             break
         except HTTPStatusError as exc:
-            raise ConnectInitError(
+            raise LoginError(
                 f"Error logging in: Unexpected response code: {exc.status} ({exc})"
             ) from None
         except ClientError as exc:
             if time.monotonic() + retry_interval > deadline:
-                raise ConnectInitError(f"Error logging in: {exc}") from None
+                raise LoginError(f"Error logging in: {exc}") from None
             log(f"logging in: {exc.reason}; retrying")
             await asyncio.sleep(retry_interval)
     if not isinstance(answer, dict) or not isinstance(answer.get("SecretID"), str):
-        raise ConnectInitError("Error logging in: the server's answer is not a token")
+        raise LoginError("Error logging in: the server's answer is not a token")
     identities = tuple(
         str(s.get("ServiceName"))
         for s in answer.get("ServiceIdentities") or ()
@@ -118,11 +120,11 @@ async def check_service_write(
     try:
         answer: Any = (await client.request("POST", "/v1/internal/acl/authorize", asked)).body
     except ClientError as exc:
-        raise ConnectInitError(f"Error checking the login token: {exc}") from None
+        raise LoginError(f"Error checking the login token: {exc}") from None
     if isinstance(answer, list) and answer and answer[0].get("Allow") is True:
         return
     account = ", ".join(token.identities) or "(none)"
-    raise ConnectInitError(
+    raise LoginError(
         "Error logging in: Unexpected response code: 403 (Permission denied: the token "
         f"auth method {settings.auth_method!r} gave ServiceAccount {account!r} lacks "
         f"permission 'service:write' on {service!r}; the pod's serviceAccountName must "
@@ -152,7 +154,7 @@ def write_token(settings: LoginSettings, token: LoggedIn) -> Path:
             os.chown(tmp, owner, -1)
         os.replace(tmp, path)
     except OSError as exc:
-        raise ConnectInitError(f"cannot write the ACL token to {path}: {exc.strerror}") from None
+        raise LoginError(f"cannot write the ACL token to {path}: {exc.strerror}") from None
     return path
 
 
