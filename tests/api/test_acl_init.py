@@ -37,7 +37,7 @@ class Install:
     def acl_init(self, management: str = "management") -> subprocess.CompletedProcess[str]:
         argv = [sys.executable, "-m", "loom", "k8s", "acl-init",
                 f"--http-addr={self.server.http}", f"--token-file={self.tmp / management}",
-                f"--kubernetes-host={self.kube.host}", f"--ca-file={self.tmp / 'ca.crt'}",
+                f"--kubernetes-host={self.kube.host}", f"--kubernetes-ca-file={self.tmp / 'ca.crt'}",
                 f"--reviewer-jwt-file={self.tmp / 'reviewer'}",
                 f"--controller-token-file={self.tmp / 'controller'}", "--timeout=10"]  # fmt: skip
         return subprocess.run(argv, capture_output=True, text=True, timeout=60)

@@ -220,7 +220,11 @@ def register(commands: Commands) -> None:
     acl.add_argument(
         "--kubernetes-host", default="https://kubernetes.default.svc", help="default %(default)s"
     )
-    acl.add_argument("--ca-file", required=True, help="PEM CA of the API server's certificate")
+    acl.add_argument(
+        "--kubernetes-ca-file",
+        required=True,
+        help="PEM CA of the Kubernetes API server's certificate (the auth method's CACert)",
+    )
     acl.add_argument("--reviewer-jwt-file", required=True, help="the reviewer's token")
     acl.add_argument(
         "--controller-token-file", required=True, help="SecretID of the controller's token"
@@ -396,7 +400,7 @@ def run_acl_init(args: argparse.Namespace) -> int:
         http_addr=args.http_addr,
         management_token=read_secret_file(Path(args.token_file), "the management token"),
         kubernetes_host=args.kubernetes_host,
-        ca_cert=read_secret_file(Path(args.ca_file), "the API server's CA") + "\n",
+        ca_cert=read_secret_file(Path(args.kubernetes_ca_file), "the API server's CA") + "\n",
         reviewer_jwt=read_secret_file(Path(args.reviewer_jwt_file), "the reviewer's token"),
         controller_token=read_secret_file(
             Path(args.controller_token_file), "the controller's token"

@@ -259,7 +259,7 @@ def _acls(
             f"--http-addr={inject.server.http_addr}",
             f"--token-file={BOOTSTRAP_DIR}/token",
             "--kubernetes-host=https://kubernetes.default.svc",
-            f"--ca-file={REVIEWER_DIR}/ca.crt",
+            f"--kubernetes-ca-file={REVIEWER_DIR}/ca.crt",
             f"--reviewer-jwt-file={REVIEWER_DIR}/token",
             f"--controller-token-file={ACL_TOKEN_DIR}/token",
             f"--auth-method-name={inject.login.auth_method or DEFAULT_AUTH_METHOD}",
