@@ -35,10 +35,14 @@ HELP_GOAL_MS = 150.0
 RSS_GOAL_MB = 30.0
 
 
-def _env() -> dict[str, str]:
-    """This checkout's ``src`` first, whatever the virtualenv has installed."""
+def _env(pycache: str) -> dict[str, str]:
+    """This checkout's ``src`` first, whatever the virtualenv has installed, with bytecode
+    kept in ``pycache`` (written by the warm-up run even if ``PYTHONDONTWRITEBYTECODE`` is
+    set here): an installed Loom runs from compiled bytecode, not from source."""
     path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path}
+    env = {**os.environ, "PYTHONPATH": path, "PYTHONPYCACHEPREFIX": pycache}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def _wall_ms(argv: list[str], env: dict[str, str]) -> float:
@@ -51,8 +55,8 @@ def _spread(values: list[float]) -> str:
     return f"median {statistics.median(values):7.1f}   min {min(values):7.1f}   max {max(values):7.1f}"
 
 
-def bench_help(rounds: int) -> float:
-    env = _env()
+def bench_help(rounds: int, pycache: str) -> float:
+    env = _env(pycache)
     loom = [sys.executable, "-m", "loom", "--help"]
     bare = [sys.executable, "-c", "pass"]
     _wall_ms(loom, env)  # warm the page cache and .pyc files
@@ -75,7 +79,7 @@ def bench_help(rounds: int) -> float:
 
 
 def _agent_rss_mb(tmp: Path) -> float:
-    env = _env()
+    env = _env(str(tmp / "pycache"))
     server = start_server()
     try:
         server.put("/v1/agent/service/register", {"Name": "web", "Port": free_port(),
@@ -115,7 +119,8 @@ def main() -> int:
         "--rss-rounds", type=int, default=3, help="dataplane agents measured (default 3, 0: skip)"
     )
     args = parser.parse_args()
-    help_ms = bench_help(args.rounds)
+    with tempfile.TemporaryDirectory(prefix="loom-bench-pycache-") as pycache:
+        help_ms = bench_help(args.rounds, pycache)
     rss = bench_rss(args.rss_rounds) if args.rss_rounds > 0 else None
     print()
     print(f"{'measure':<34}{'goal':>12}{'figure':>12}  met?")
