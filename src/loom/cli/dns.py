@@ -8,7 +8,6 @@ Inside pods the proxy runs embedded in ``loom dataplane``; this command runs the
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import TYPE_CHECKING
 
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
 
     from loom.cli import Commands
     from loom.dns import DnsProxy, NameTable
-
-log = logging.getLogger("loom.dns")
 
 DESCRIPTION = """\
 Run Loom's DNS proxy standalone. Mesh names (Kubernetes svc.ns.svc.<domain> and its short
@@ -135,6 +132,7 @@ def settings_from(args: argparse.Namespace) -> DnsSettings:
 
 def run(args: argparse.Namespace) -> int:
     import asyncio
+    import logging
 
     from loom.dns import load_table_file
 
