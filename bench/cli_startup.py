@@ -52,7 +52,8 @@ def _wall_ms(argv: list[str], env: dict[str, str]) -> float:
 
 
 def _spread(values: list[float]) -> str:
-    return f"median {statistics.median(values):7.1f}   min {min(values):7.1f}   max {max(values):7.1f}"
+    mid = statistics.median(values)
+    return f"median {mid:7.1f}   min {min(values):7.1f}   max {max(values):7.1f}"
 
 
 def bench_help(rounds: int, pycache: str) -> float:
