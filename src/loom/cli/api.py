@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
-
 from loom import defaults
 from loom.cli.errors import InputError
 from loom.errors import LoomError
@@ -99,6 +97,8 @@ def add_token_flags(p: argparse.ArgumentParser, use: str = "") -> None:
 
 def read_document(path: str) -> Any:
     """JSON or YAML from a file, or from stdin when path is '-'."""
+    import yaml  # here, not at the top: every command's parser imports this module
+
     try:
         text = sys.stdin.read() if path == "-" else Path(path).read_text()
     except OSError as exc:

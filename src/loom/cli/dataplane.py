@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import shlex
 from pathlib import Path
@@ -107,6 +106,8 @@ def _settings(args: argparse.Namespace) -> object:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     from loom.aio import run
     from loom.dataplane.agent import DataplaneSettings, run_dataplane
 

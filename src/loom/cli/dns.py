@@ -8,31 +8,19 @@ Inside pods the proxy runs embedded in ``loom dataplane``; this command runs the
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
-import logging
-import signal
 import sys
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from loom.dns import (
-    DnsProxy,
-    DnsSettings,
-    NameTable,
-    load_table_file,
-    watch_table,
-    watch_table_file,
-)
-from loom.dns.errors import BindError
-from loom.dns.resolvconf import parse_address
+from loom.dns.settings import DnsSettings
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+
     from aiohttp import web
 
     from loom.cli import Commands
-
-log = logging.getLogger("loom.dns")
+    from loom.dns import DnsProxy, NameTable
 
 DESCRIPTION = """\
 Run Loom's DNS proxy standalone. Mesh names (Kubernetes svc.ns.svc.<domain> and its short
@@ -126,6 +114,8 @@ def register(commands: Commands) -> None:
 
 def settings_from(args: argparse.Namespace) -> DnsSettings:
     """The proxy settings an invocation asks for (pure; raises DnsError on bad values)."""
+    from loom.dns.resolvconf import parse_address
+
     host, port = parse_address(args.listen, DnsSettings.listen_port)
     return DnsSettings(
         listen_host=host,
@@ -141,6 +131,11 @@ def settings_from(args: argparse.Namespace) -> DnsSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from loom.dns import load_table_file
+
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="loom dns-proxy: %(message)s")
     settings = settings_from(args)
     table = load_table_file(args.table) if args.table else None
@@ -149,6 +144,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, settings: DnsSettings, table: NameTable | None) -> int:
+    import asyncio
+    import signal
+
+    from loom.dns import DnsProxy, watch_table, watch_table_file
+
     proxy = DnsProxy(settings, table)
     await proxy.start()
     stop = asyncio.Event()
@@ -174,6 +174,9 @@ async def _serve(args: argparse.Namespace, settings: DnsSettings, table: NameTab
 async def _serve_metrics(addr: str, proxy: DnsProxy) -> web.AppRunner:
     from aiohttp import web
 
+    from loom.dns.errors import BindError
+    from loom.dns.resolvconf import parse_address
+
     host, port = parse_address(addr, 9153)
 
     async def metrics(_: web.Request) -> web.Response:
@@ -193,6 +196,8 @@ async def _serve_metrics(addr: str, proxy: DnsProxy) -> web.AppRunner:
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    import contextlib
+
     with contextlib.suppress(ImportError):
         import uvloop
 

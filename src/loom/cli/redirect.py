@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from loom.redirect import add_arguments, config_from_namespace, redirect_rules
-from loom.redirect.applying import apply_redirect
+from loom.redirect.config import add_arguments
 
 if TYPE_CHECKING:
     from loom.cli import Commands
@@ -47,6 +46,9 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from loom.redirect import config_from_namespace, redirect_rules
+    from loom.redirect.applying import apply_redirect
+
     config = config_from_namespace(args)
     if args.print_only:
         print("# IPv4: iptables-restore --noflush")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -208,6 +207,8 @@ def register(commands: Commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from loom.aio import run as run_main
     from loom.ca.servertls import ServerTls
     from loom.control.state import ServerSettings

@@ -19,10 +19,8 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from loom import defaults
 from loom.dns.cache import ResponseCache
 from loom.dns.errors import BindError, DnsError
 from loom.dns.forward import Forwarder
@@ -30,6 +28,7 @@ from loom.dns.handler import PacketHandler, Pending
 from loom.dns.metrics import LATENCY_BUCKETS_S, Metrics
 from loom.dns.resolvconf import ResolvConf, parse_address, read_resolv_conf
 from loom.dns.resolve import View
+from loom.dns.settings import DnsSettings
 from loom.dns.table import NameTable
 from loom.dns.watch import watch_table, watch_table_file
 from loom.dns.wire import SERVFAIL
@@ -51,31 +50,6 @@ UDP_RECV_SIZE = 4096
 QUICK_S = LATENCY_BUCKETS_S[0]
 UDP_RCVBUF = 1 << 20
 """Receive buffer asked for (capped by net.core.rmem_max): room for bursts."""
-
-
-@dataclass(frozen=True)
-class DnsSettings:
-    """How the DNS proxy listens and where it forwards."""
-
-    listen_host: str = "127.0.0.1"
-    """Address to bind, UDP and TCP. In pods, DNS to port 53 is redirected here by iptables."""
-    listen_port: int = defaults.DNS_PROXY_PORT
-    """Port to bind (0 picks a free one, for tests). Not 53: the app may own that in a pod."""
-    resolv_conf: str = "/etc/resolv.conf"
-    """The pod's resolv.conf: upstream nameservers and the search list auto-path strips."""
-    namespace: str = "default"
-    """The proxy's own namespace: what ``svc`` alone and ``svc.virtual.consul`` refer to."""
-    cluster_domain: str = "cluster.local"
-    """The pod's cluster domain (an alias of the table's ClusterDomain if they differ)."""
-    upstream_timeout_s: float = 5.0
-    """Seconds one upstream server gets (UDP and TCP retry) before the next is tried."""
-    cache_size: int = 10000
-    """Most forwarded answers kept (LRU); 0 disables the cache."""
-    autopath: bool = True
-    """Answer ``<known name>.<search domain>`` at once with a CNAME (off only to compare)."""
-    upstreams: tuple[str, ...] = ()
-    """``ADDR[:PORT]`` upstreams replacing resolv.conf's nameservers (tests, VMs); empty: use
-    resolv.conf."""
 
 
 class DnsProxy:
