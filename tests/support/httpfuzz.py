@@ -23,8 +23,10 @@ from loom.server.http import build_app
 METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD", "PATCH", "OPTIONS", "BREW")
 QUERY_KEYS = ("ns", "cas", "source", "destination", "passing", "tag", "by", "name", "note",
               "dc", "filter", "token", "stale", "consistent", "index", "wait", "x")  # fmt: skip
-SHORT_WAITS = ("1ms", "0s", "5ms", "", "x", "-1s", "1e3s", "10")
-"""Blocking queries in the fuzz wait at most a few milliseconds (or are refused)."""
+SHORT_WAITS = ("1ms", "0s", "5ms", "2ms", "x", "-1s", "1e3s", "10")
+"""Blocking queries in the fuzz wait at most a few milliseconds (or are refused). Never an
+empty ``wait=``: as in Consul, that is the default wait (5 minutes) of a real blocking query,
+which a huge ``index`` then spends in full."""
 
 
 def route_paths() -> list[tuple[str, str]]:
