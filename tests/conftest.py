@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from pytest_asyncio import is_async_test
 
 from tests.support.leaks import (
@@ -21,6 +22,13 @@ from tests.support.leaks import (
 )
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
+
+# Property tests and fuzzers draw the same examples on every run (a seed per test), so the
+# suite passes or fails the same way on every machine; set LOOM_HYPOTHESIS_RANDOM=1 to explore
+# new examples (the longer fuzz runs in bench/ do).
+hypothesis_settings.register_profile("loom", derandomize=True)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile("explore" if os.environ.get("LOOM_HYPOTHESIS_RANDOM") else "loom")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
