@@ -176,6 +176,20 @@ def check_new_root(cert_pem: str, key_pem: str, trust_domain: str, now: dt.datet
     return load_root(cert_pem, key_pem, trust_domain)
 
 
+END_ENTITY_KEY_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=True,
+    data_encipherment=False,
+    key_agreement=True,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
+"""Key usage of every end-entity certificate the CA issues (leaves and the server's TLS)."""
+
+
 class Signer:
     """Signs leaves with a root; parses the root once."""
 
@@ -193,17 +207,7 @@ class Signer:
             .issuer_name(self._cert.subject)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
+                END_ENTITY_KEY_USAGE,
                 critical=True,
             )
             .add_extension(

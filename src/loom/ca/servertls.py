@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from loom.ca.authority import CLOCK_SKEW, Root
+from loom.ca.authority import CLOCK_SKEW, END_ENTITY_KEY_USAGE, Root
 from loom.ca.errors import CAError
 
 SERVER_CERT_TTL = dt.timedelta(days=365)
@@ -117,17 +117,7 @@ def issue_server_cert(
         .not_valid_after(min(now + ttl, root.not_after))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=True,
-                data_encipherment=False,
-                key_agreement=True,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            END_ENTITY_KEY_USAGE,
             critical=True,
         )
         .add_extension(
