@@ -98,8 +98,22 @@ def _wait_ready(api: KubeApi, procs: list[subprocess.Popen[bytes]], log: Path) -
                 return
         except (OSError, ssl.SSLError):
             pass
-        time.sleep(0.5)
+        time.sleep(0.1)  # a polling interval: the loop ends on /readyz answering 200
     raise RuntimeError(f"kube-apiserver not ready in 60 s:\n{log.read_text()[-3000:]}")
+
+
+def _serving_cert(certs: Path, procs: list[subprocess.Popen[bytes]], log: Path) -> str:
+    """The self-signed certificate kube-apiserver writes at start, once it is complete."""
+    cert = certs / "apiserver.crt"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise RuntimeError(f"etcd or kube-apiserver exited:\n{log.read_text()[-3000:]}")
+        text = cert.read_text() if cert.exists() else ""
+        if "-----END CERTIFICATE-----" in text:
+            return text
+        time.sleep(0.1)  # a polling interval: the loop ends when the file is complete
+    raise RuntimeError(f"kube-apiserver wrote no certificate in 30 s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture(scope="module")
@@ -143,12 +157,7 @@ def kube() -> Iterator[KubeApi]:
         ),
     ]  # fmt: skip
     try:
-        cert = work / "certs" / "apiserver.crt"
-        deadline = time.monotonic() + 30
-        while not cert.exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(0.2)  # the file is written whole, then the server starts serving it
-        api = KubeApi(f"https://127.0.0.1:{secure}", cert.read_text())
+        api = KubeApi(f"https://127.0.0.1:{secure}", _serving_cert(work / "certs", procs, log))
         _wait_ready(api, procs, log)
         api.service_account("loom-auth-method")
         # What consul-k8s grants its auth method: TokenReview, and reading ServiceAccounts.
