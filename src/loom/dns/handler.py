@@ -33,6 +33,7 @@ from loom.dns.wire import (
     PLAIN_UDP_LIMIT,
     POINTER_TO_QUESTION,
     RCODE_MASK,
+    RR_FIXED,
     SERVFAIL,
     Question,
     WireError,
@@ -57,6 +58,39 @@ _OPT = (opt_record(False), opt_record(True))
 _LOCAL_FLAGS = FLAG_QR | FLAG_AA | FLAG_RA
 
 
+class Rotation:
+    """Round-robin order of an answer's address records (kube-dns and Istio rotate them).
+
+    The records of one answer all have the same size and owner, so the answer in the next
+    order is the same bytes with the address block turned by one record: no re-encoding.
+    """
+
+    __slots__ = ("count", "next", "size", "start")
+
+    def __init__(self, start: int, size: int, count: int) -> None:
+        self.start = start
+        """Offset of the first address record in the answer body."""
+        self.size = size
+        """Bytes per address record."""
+        self.count = count
+        """Address records in the answer (at least two)."""
+        self.next = 0
+        """How many records the next answer's block is turned by."""
+
+    def turn(self, out: bytes, offset: int) -> bytes:
+        """``out`` (holding the body at ``offset``) with its addresses in the next order."""
+        k = self.next
+        self.next = (k + 1) % self.count
+        if not k:
+            return out
+        a = offset + self.start
+        cut = a + k * self.size
+        end = a + self.count * self.size
+        if len(out) < end:
+            return out  # truncated: no answers to turn
+        return out[:a] + out[cut:end] + out[a:cut] + out[end:]
+
+
 class LocalAnswer(NamedTuple):
     """Ready-made answer records for one question under one table."""
 
@@ -64,6 +98,8 @@ class LocalAnswer(NamedTuple):
     body: bytes
     kind: int
     """What the answer counts as besides a local answer: _PLAIN, _AUTOPATH or _NODATA."""
+    rotation: Rotation | None = None
+    """The answer's address order, when it has several addresses."""
 
 
 class Forward(NamedTuple):
@@ -96,7 +132,7 @@ class PacketHandler:
         self.cache = cache
         self.metrics = metrics
         self._state: tuple[NameTable, dict[bytes, LocalAnswer | Forward],
-                           dict[bytes, tuple[bytes, int]]] = (table, {}, {})
+                           dict[bytes, tuple[bytes, LocalAnswer, int]]] = (table, {}, {})
 
     @property
     def table(self) -> NameTable:
@@ -116,9 +152,12 @@ class PacketHandler:
             hit = replay.get(data[2:])
             if hit is not None:
                 metrics.local_answers += 1
-                if hit[1]:
-                    self._count(hit[1])
-                return data[:2] + hit[0]
+                payload, answer, body_at = hit
+                if answer.kind:
+                    self._count(answer.kind)
+                if answer.rotation is not None:
+                    return answer.rotation.turn(data[:2] + payload, body_at)
+                return data[:2] + payload
         q = _fast_parse(data)
         if q is None:
             slow = normalize_query(data)
@@ -134,10 +173,13 @@ class PacketHandler:
             entry = self._decide(q.key, table, memo)
         if isinstance(entry, LocalAnswer):
             out = self._local(q, entry, tcp)
+            body_at = HEADER.size + len(q.question)
             if not tcp:
                 if len(replay) >= REPLAY_LIMIT:
                     replay.clear()
-                replay[data[2:]] = (out[2:], entry.kind)
+                replay[data[2:]] = (out[2:], entry, body_at)
+            if entry.rotation is not None:
+                return entry.rotation.turn(out, body_at)
             return out
         cache_key = q.key + _edns_bits(q)
         cached = self.cache.get(cache_key, now)
@@ -236,11 +278,20 @@ def _decision(key: bytes, table: NameTable, view: View) -> LocalAnswer | Forward
     res = resolve(Query(name, qtype), table, view)
     if res.action is Action.FORWARD:
         return _FORWARD_KNOWN if res.known else _FORWARD
+    count = len(res.addresses)
     if res.cname:
         body = cname_answer(len(key), res.cname, res.addresses, ANSWER_TTL_S)
-        return LocalAnswer(1 + len(res.addresses), body, _AUTOPATH)
+        return LocalAnswer(1 + count, body, _AUTOPATH, _rotation(body, res.addresses))
     body = address_records(POINTER_TO_QUESTION, res.addresses, ANSWER_TTL_S)
-    return LocalAnswer(len(res.addresses), body, _PLAIN if res.addresses else _NODATA)
+    return LocalAnswer(count, body, _PLAIN if count else _NODATA, _rotation(body, res.addresses))
+
+
+def _rotation(body: bytes, addresses: tuple[bytes, ...]) -> Rotation | None:
+    """The order keeper of an answer whose body ends with the records of ``addresses``."""
+    if len(addresses) < 2:
+        return None
+    size = len(POINTER_TO_QUESTION) + RR_FIXED.size + len(addresses[0])
+    return Rotation(len(body) - size * len(addresses), size, len(addresses))
 
 
 def _edns_bits(q: Question) -> bytes:

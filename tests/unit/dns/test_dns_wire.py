@@ -202,3 +202,33 @@ def test_a_repeated_query_is_replayed_with_its_own_id_and_counted_again(
     nodata = [handler.handle(query("web.default", "AAAA", qid=i), 0.0) for i in (3, 4)]
     assert all(isinstance(out, bytes) for out in nodata)
     assert handler.metrics.nodata == 2
+
+
+def _a_order(wire: bytes) -> list[str]:
+    """The addresses of an answer in wire order (dnspython keeps insertion order)."""
+    msg = dns.message.from_wire(wire)
+    return [rd.to_text() for rrset in msg.answer if rrset.rdtype == 1 for rd in rrset]
+
+
+@pytest.mark.parametrize(
+    ("name", "edns"),
+    [("db.ns2.svc.cluster.local", False), ("db.ns2.svc.cluster.local", True),
+     ("db.ns2.ns1.svc.cluster.local", False)],
+)
+def test_answers_with_several_addresses_rotate_their_order_between_queries(
+    handler: PacketHandler, name: str, edns: bool
+) -> None:
+    orders = []
+    for qid in range(1, 5):
+        out = handler.handle(query(name, edns=edns, qid=qid), 0.0)
+        assert isinstance(out, bytes) and out[:2] == qid.to_bytes(2, "big")
+        orders.append(_a_order(out))
+    assert orders[0] == ["10.0.1.1", "10.0.1.2"]
+    assert orders == [orders[0], orders[0][::-1], orders[0], orders[0][::-1]]
+    tcp = handler.handle(query(name, edns=edns, qid=9), 0.0, tcp=True)
+    assert isinstance(tcp, bytes) and sorted(_a_order(tcp)) == orders[0]
+
+
+def test_a_single_address_answer_is_the_same_bytes_every_time(handler: PacketHandler) -> None:
+    outs = {handler.handle(query("web.default", qid=7), 0.0) for _ in range(3)}
+    assert len(outs) == 1
