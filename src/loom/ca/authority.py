@@ -47,6 +47,7 @@ class Root:
 class Leaf:
     serial: str  # colon-separated hex, as Consul prints it
     cert_pem: str
+    """The leaf, then any intermediate a peer needs to reach a root (Consul's ``CertPEM``)."""
     key_pem: str
     """The private key (PEM) when the CA made it; empty for a CSR's leaf (the key stays
     with whoever made the CSR)."""
@@ -81,7 +82,9 @@ def new_root(trust_domain: str, now: dt.datetime) -> Root:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + ROOT_TTL)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # Path length 1: room for one CA below the root, the cross-signed certificate of the
+        # root that replaces this one at a rotation (``cross_sign``).
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -176,6 +179,61 @@ def check_new_root(cert_pem: str, key_pem: str, trust_domain: str, now: dt.datet
     return load_root(cert_pem, key_pem, trust_domain)
 
 
+def can_cross_sign(old: Root) -> bool:
+    """Whether ``old`` (with its key) may sign a CA below it: its path length allows one.
+
+    Roots made before Loom cross-signed have path length 0, so the first rotation away from
+    such a root cannot cross-sign (the old root stays trusted as before); later ones can."""
+    if not old.key_pem:
+        return False
+    cert = x509.load_pem_x509_certificate(old.cert_pem.encode())
+    try:
+        limit = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+    except x509.ExtensionNotFound:
+        return False
+    return limit is None or limit >= 1
+
+
+def cross_sign(new: Root, old: Root, now: dt.datetime) -> str:
+    """The new root's certificate re-issued by the old root (Consul's cross-signing).
+
+    Same subject, key and key identifier as ``new``, issuer and signature ``old``'s, valid no
+    longer than either. Sent after each leaf of the new root, it lets a peer that still
+    trusts only the old root verify that leaf (leaf -> cross-signed -> old root) while the
+    new root reaches every proxy, so a rotation never breaks a connection."""
+    if not can_cross_sign(old):
+        raise CAError("the retiring root cannot sign a CA (no key, or path length 0)")
+    new_cert = x509.load_pem_x509_certificate(new.cert_pem.encode())
+    old_cert = x509.load_pem_x509_certificate(old.cert_pem.encode())
+    old_key = serialization.load_pem_private_key(old.key_pem.encode(), password=None)
+    if not isinstance(old_key, ec.EllipticCurvePrivateKey):
+        raise CAError("the retiring root's key is not an EC key")
+    public = new_cert.public_key()
+    if not isinstance(public, ec.EllipticCurvePublicKey | rsa.RSAPublicKey):
+        raise CAError("the new root's key is neither EC nor RSA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(new_cert.subject)
+        .issuer_name(old_cert.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(new.not_after, old.not_after))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(old_key.public_key()),
+            critical=False,
+        )
+        .sign(old_key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
 END_ENTITY_KEY_USAGE = x509.KeyUsage(
     digital_signature=True,
     content_commitment=False,
@@ -193,8 +251,10 @@ END_ENTITY_KEY_USAGE = x509.KeyUsage(
 class Signer:
     """Signs leaves with a root; parses the root once."""
 
-    def __init__(self, root: Root) -> None:
+    def __init__(self, root: Root, chain_pem: str = "") -> None:
         self.root = root
+        self.chain_pem = chain_pem
+        """Sent after every leaf: the root's cross-signed certificate after a rotation."""
         self._cert = x509.load_pem_x509_certificate(root.cert_pem.encode())
         key = serialization.load_pem_private_key(root.key_pem.encode(), password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey):
@@ -260,7 +320,7 @@ class Signer:
         )
         return Leaf(
             serial=_serial_text(serial),
-            cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+            cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode() + self.chain_pem,
             key_pem="",
             service=service,
             uri=uri,

@@ -1,12 +1,14 @@
 """The CA configuration (``/v1/connect/ca/configuration``): leaf lifetime and root rotation.
 
 Consul's shape, provider ``consul`` only (the built-in CA): ``Config`` holds ``LeafCertTTL``,
-``RotationPeriod`` and ``IntermediateCertTTL`` as Go durations. The configuration is stored
+``RotationPeriod`` and ``IntermediateCertTTL`` as Go durations; ``ForceWithoutCrossSigning``
+turns off the cross-signing of a rotation. The configuration is stored
 (table ``ca_config``) once someone writes it; until then it is the server's defaults
 (``--leaf-ttl``). A write that sets ``LeafCertTTL`` applies to leaves issued from then on
 (cached leaves keep their life until they are renewed, as Consul's agents do). A write with
 ``PrivateKey`` and ``RootCert`` rotates the root: ``loom.control.certs.Certs.rotate`` makes it
-the active root and keeps the old one among the roots until the leaves it signed expire.
+the active root, keeps the old one among the roots until the leaves it signed expire, and
+cross-signs the new root with the old one.
 
 Validation happens before anything is written: a bad body changes nothing.
 """
@@ -78,7 +80,7 @@ class CaConfig:
                 "IntermediateCertTTL": doc.get("IntermediateCertTTL", DEFAULT_INTERMEDIATE_TTL),
             },
             "State": None,
-            "ForceWithoutCrossSigning": False,
+            "ForceWithoutCrossSigning": bool(doc.get("ForceWithoutCrossSigning", False)),
             "CreateIndex": int(doc.get("CreateIndex", index)),
             "ModifyIndex": index,
         }
@@ -87,6 +89,7 @@ class CaConfig:
         """Apply a ``PUT`` body; ``ValidationError`` (nothing written) when it is wrong."""
         f = Fields(body, "")
         provider = f.text("Provider", required=True)
+        force_without_cross = f.flag("ForceWithoutCrossSigning")
         if provider != PROVIDER:
             raise ValidationError(
                 f"Provider: {provider!r} is not supported (the built-in CA is {PROVIDER!r})"
@@ -122,11 +125,12 @@ class CaConfig:
         async with self.lock:
             old = self.store.record(CA_CONFIG, "config") or {}
             stored["LeafCertTTL"] = go_duration(leaf_ttl or self.certs.leaf_ttl)
+            stored["ForceWithoutCrossSigning"] = force_without_cross
             stored["CreateIndex"] = old.get("CreateIndex", self.store.index + 1)
             stored["ModifyIndex"] = self.store.index + 1
             ops: list[Op] = [put(CA_CONFIG, "config", stored)]
             if key_pem:
-                ops += self.certs.rotation_ops(cert_pem, key_pem)
+                ops += self.certs.rotation_ops(cert_pem, key_pem, not force_without_cross)
             await self.store.apply(ops)
             if key_pem:
                 self.certs.reload()

@@ -9,9 +9,12 @@ domain and this server's datacenter only, with the same lifetime and extensions.
 A rotation (``rotation_ops`` then ``reload``, from ``PUT /v1/connect/ca/configuration``) makes
 a new root active and keeps the old one's certificate (its key is dropped) among the roots
 until the next rotation, past the life of the leaves it signed, so proxies holding such
-leaves are still trusted while they swap to leaves of the new root. A root replaced in the
-store some other way (a snapshot restore, or another server sharing etcd) is followed the
-same way, by the CA tables' index.
+leaves are still trusted while they swap to leaves of the new root. It also cross-signs: the
+old root's key signs the new root's certificate, and every leaf of the new root carries that
+certificate after it, so a peer that has not yet received the new root still verifies the new
+leaves (Consul's order: the new root is trusted before anyone needs to trust it). A root
+replaced in the store some other way (a snapshot restore, or another server sharing etcd) is
+followed the same way, by the CA tables' index.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from loom.ca.authority import (
     Leaf,
     Root,
     Signer,
+    can_cross_sign,
     check_new_root,
+    cross_sign,
     load_root,
     load_root_cert,
     new_root,
@@ -35,7 +40,7 @@ from loom.ca.csr import CheckedCsr, CsrError, read_csr
 from loom.ca.errors import CAError
 from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.records import CaRoot, Cluster
-from loom.store import Op, Store, put
+from loom.store import Delete, Op, Store, put
 from loom.store.tables import CA, CA_CONFIG, META
 
 RENEW_AT = 0.6
@@ -43,6 +48,8 @@ log = logging.getLogger("loom.ca")
 _FOLLOWED = (CA.name, CA_CONFIG.name)
 PREVIOUS = "previous"
 """Key, in the CA table, of the root a rotation retired (certificate only)."""
+CROSS = "cross"
+"""Key, in the CA table, of the active root's certificate cross-signed by the retired root."""
 
 
 class Certs:
@@ -73,36 +80,65 @@ class Certs:
             )
         else:
             root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
-        self._signer = Signer(root)
+        self._signer = Signer(root, self._chain())
         self._load_previous()
         self._seen_index = self.store.table_index(_FOLLOWED)
+
+    def _chain(self) -> str:
+        """The cross-signed certificate of the active root, while the root that signed it is
+        still trusted (empty otherwise, and before any rotation)."""
+        cross = self.store.record(CA, CROSS)
+        previous = self.store.record(CA, PREVIOUS)
+        if cross is None or previous is None:
+            return ""
+        if self._clock() >= load_root_cert(previous.cert_pem, previous.trust_domain).not_after:
+            return ""
+        return cross.cert_pem
+
+    @property
+    def intermediates(self) -> list[str]:
+        """What ``/v1/connect/ca/roots`` lists as the active root's ``IntermediateCerts``."""
+        chain = self._current().chain_pem
+        return [chain] if chain else []
 
     def _load_previous(self) -> None:
         old = self.store.record(CA, PREVIOUS)
         self._previous = None if old is None else load_root_cert(old.cert_pem, old.trust_domain)
 
-    def rotation_ops(self, cert_pem: str, key_pem: str) -> list[Op]:
-        """The writes that make the given root active, the current one retired (checked
-        first: ``ValidationError`` names what is wrong with the new root)."""
+    def rotation_ops(self, cert_pem: str, key_pem: str, cross: bool = True) -> list[Op]:
+        """The writes that make the given root active, the current one retired and, when
+        ``cross`` and the current root can sign a CA, the new root cross-signed by it
+        (checked first: ``ValidationError`` names what is wrong with the new root)."""
+        now = self._clock()
         try:
-            new = check_new_root(cert_pem, key_pem, self.trust_domain, self._clock())
+            new = check_new_root(cert_pem, key_pem, self.trust_domain, now)
         except CAError as exc:
             raise ValidationError(f"Config.{exc}") from exc
         current = self.root
         if new.id == current.id:
             return []
-        return [
+        ops: list[Op] = [
             put(CA, "root", CaRoot(new.cert_pem, new.key_pem, new.trust_domain)),
             put(CA, PREVIOUS, CaRoot(current.cert_pem, "", current.trust_domain)),
         ]
+        if cross and can_cross_sign(current):
+            ops.append(put(CA, CROSS, CaRoot(cross_sign(new, current, now), "", new.trust_domain)))
+        else:
+            log.warning("root rotation without cross-signing: peers trust new leaves only once "
+                        "they have the new root")  # fmt: skip
+            ops.append(Delete(CA.name, CROSS))
+        return ops
 
     def reload(self) -> None:
         """Follow the stored roots: after a rotation, sign with the new root (fresh leaves)."""
         stored = self.store.record(CA, "root")
         if stored is None:
             return
-        if self._signer is None or stored.cert_pem != self._signer.root.cert_pem:
-            self._signer = Signer(load_root(stored.cert_pem, stored.key_pem, stored.trust_domain))
+        chain = self._chain()
+        signer = self._signer
+        if signer is None or (stored.cert_pem, chain) != (signer.root.cert_pem, signer.chain_pem):
+            root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
+            self._signer = Signer(root, chain)
             self._leaves.clear()
         self._load_previous()
         self._seen_index = self.store.table_index(_FOLLOWED)

@@ -523,7 +523,7 @@ async def ca_roots(request: web.Request) -> web.Response:
                     "NotBefore": root.not_before.isoformat(),
                     "NotAfter": root.not_after.isoformat(),
                     "RootCert": root.cert_pem,
-                    "IntermediateCerts": [],
+                    "IntermediateCerts": state.certs.intermediates if n == 0 else [],
                     "Active": n == 0,
                     "PrivateKeyType": "ec",
                     "PrivateKeyBits": 256,
