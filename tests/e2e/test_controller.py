@@ -2,7 +2,9 @@
 
 A Kubernetes API server cannot run here, so ``FakeKubeApi`` is a TEST DOUBLE: a small aiohttp
 app serving ``GET /api/v1/{pods,services,namespaces}`` (list, and ``?watch=true`` streaming
-JSON-line events from a resourceVersion) — only what the controller's informers call. The
+JSON-line events from a resourceVersion, a BOOKMARK first when asked for bookmarks, and, as
+a v1.24 API server does for a version it compacted away, an ERROR event with a 410 Status) —
+only what the controller's informers call. The
 Loom server, the controller process (talking to the stand-in through a kubeconfig file, via
 lightkube) and `loom k8s connect-init` are all real.
 """
@@ -35,6 +37,9 @@ class FakeKubeApi:
         self.version = 1
         self.objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {k: {} for k in LIST_KINDS}
         self.history: list[tuple[int, str, str, dict[str, Any]]] = []
+        self.compacted = 0
+        """Watches from a version below this one are answered 410 Gone."""
+        self.bookmark_requests = 0
         self.changed: asyncio.Condition | None = None
         self.watchers: set[asyncio.Task[Any]] = set()
         self.loop = asyncio.new_event_loop()
@@ -98,7 +103,18 @@ class FakeKubeApi:
             resp.content_type = "application/json"
             await resp.prepare(request)
             assert self.changed is not None
+            if request.query.get("allowWatchBookmarks") == "true":
+                self.bookmark_requests += 1
+                mark = {"kind": LIST_KINDS[kind][:-4], "apiVersion": "v1",
+                        "metadata": {"resourceVersion": str(max(since, self.version))}}  # fmt: skip
+                await resp.write((json.dumps({"type": "BOOKMARK", "object": mark}) + "\n").encode())
             while True:
+                if since < self.compacted:
+                    gone = {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "message": f"too old resource version: {since} ({self.compacted})",
+                            "reason": "Expired", "code": 410}  # fmt: skip
+                    await resp.write((json.dumps({"type": "ERROR", "object": gone}) + "\n").encode())
+                    return resp
                 for version, k, event, obj in list(self.history):
                     if k == kind and version > since and wanted(obj):
                         line = json.dumps({"type": event, "object": obj}) + "\n"
@@ -108,6 +124,18 @@ class FakeKubeApi:
                     await self.changed.wait()
 
         return handle
+
+    def expire_watches(self) -> None:
+        """Compact history (as etcd does): every open watch ends with 410 Gone."""
+
+        async def expire() -> None:
+            assert self.changed is not None
+            self.version += 1
+            self.compacted = self.version
+            async with self.changed:
+                self.changed.notify_all()
+
+        asyncio.run_coroutine_threadsafe(expire(), self.loop).result(10)
 
     def apply(self, kind: str, event: str, obj: dict[str, Any]) -> None:
         """ADDED / MODIFIED / DELETED ``obj`` (from the test's thread)."""
@@ -260,6 +288,33 @@ def test_a_pod_is_registered_when_it_appears_and_deregistered_when_deleted(
         lambda: "deregistered api-7f9c-api (its pod is gone)" in log.read_text(),
         log,
     )
+
+
+def test_expired_watches_are_listed_again_at_once_without_any_backoff(
+    loom_server, kube_api, controller, tmp_path
+) -> None:
+    log = tmp_path / "controller-0.log"
+    controller(loom_server.http, kube_api.port)
+    wait_for("the initial list", lambda: "listed 1 namespaces" in log.read_text(), log)
+    wait_for("three watches asking for bookmarks", lambda: kube_api.bookmark_requests >= 3, log)
+    # Six expiries in a row: with a backoff that never resets, the sixth would wait 16 s.
+    for n in range(1, 7):
+        kube_api.expire_watches()
+        wait_for(
+            f"expiry {n} noticed by all three informers",
+            lambda n=n: log.read_text().count("expired (too old resource version") >= 3 * n,
+            log,
+        )
+        pod = injected_pod(f"web-{n}", container="web", ip=f"10.0.0.{10 + n}")
+        kube_api.apply("pods", "ADDED", pod)
+        wait_for(
+            f"the pod made after expiry {n}",
+            lambda n=n: f"web-{n}-web" in loom_server.get("/v1/agent/services"),
+            log,
+            timeout=5.0,
+        )
+    text = log.read_text()
+    assert "retrying in" not in text and "Traceback" not in text
 
 
 def test_an_unreachable_api_server_is_one_clear_line_then_a_retry(

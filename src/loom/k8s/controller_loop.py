@@ -1,13 +1,16 @@
 """``loom k8s controller``: watch Kubernetes, keep the catalog's pod registrations current.
 
-Three informers (list, then watch from the list's ``resourceVersion``; relist on any error
-with backoff) keep Pods, Services and Namespaces in memory. Every event, debounced, and a
-periodic resync run ``loom.k8s.controller.reconcile`` against the controller's registrations
-in ``GET /v1/agent/services`` and apply the result with ``PUT /v1/agent/service/register`` and
-``/deregister``; when pods log in, a gone pod's login tokens are deleted too. Nothing is
-written before all three informers have listed once, so a restart never deregisters pods it
-has not seen yet. An unreachable API server or Loom server is one log line per failure,
-retried with exponential backoff.
+Three informers (list, then watch from the list's ``resourceVersion`` with bookmarks, so the
+version stays fresh while nothing changes) keep Pods, Services and Namespaces in memory. A watch
+the API server expires (410 Gone: "too old resource version") is relisted at once; other
+failures are retried with backoff that starts over once a list succeeds, so a resource kind is
+never left unwatched longer than one short wait after a good list. Every event, debounced, and a
+periodic resync run ``loom.k8s.controller.reconcile`` against the controller's registrations in
+``GET /v1/agent/services`` and apply the result with ``PUT /v1/agent/service/register`` and
+``/deregister``; when pods log in, a gone pod's login tokens are deleted too. Nothing is written
+before all three informers have listed once, so a restart never deregisters pods it has not seen
+yet. An unreachable API server or Loom server is one log line per failure, retried with
+exponential backoff.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient, KubeConfig
-from lightkube.core.exceptions import ConfigError, NotReadyError
+from lightkube.core.exceptions import ApiError, ConfigError, NotReadyError
 from lightkube.resources.core_v1 import Namespace, Pod, Service
 
 from loom.api import AsyncClient as LoomClient
@@ -34,6 +37,10 @@ log = logging.getLogger("loom.k8s.controller")
 
 Doc = dict[str, Any]
 ALL_NAMESPACES = "*"
+FIRST_BACKOFF_S = 0.5
+"""First wait after a failure; doubled per failure in a row, up to ``max_backoff``."""
+GONE = 410
+"""The API server's answer to a watch from a version it no longer keeps."""
 API_TIMEOUT_S = 10.0
 """Longest wait for one answer of the Loom server's agent API."""
 
@@ -79,27 +86,44 @@ class Informer:
         self.synced = asyncio.Event()
         self.name = kind.__name__.lower() + "s"
         self.phase = "list"
+        self.listed = False
+        """The current attempt's list succeeded (a later failure is the watch's)."""
 
     def _key(self, obj: Doc) -> tuple[str, str]:
         meta = obj.get("metadata") or {}
         return str(meta.get("namespace") or ""), str(meta.get("name") or "")
 
     async def run(self, max_backoff: float) -> None:
-        backoff = 0.5
+        backoff = FIRST_BACKOFF_S
         while True:
+            self.listed = False
             try:
                 await self._list_and_watch()
-                backoff = 0.5
+                backoff = FIRST_BACKOFF_S
+            except ApiError as exc:
+                if exc.status.code != GONE:
+                    backoff = await self._retry(exc, backoff, max_backoff)
+                    continue
+                log.info("kubernetes API: watch of %s expired (%s); listing again",
+                         self.name, exc.status.message or "too old resource version")  # fmt: skip
+                backoff = FIRST_BACKOFF_S
             except Exception as exc:  # any failure: an informer that died would stall the loop
-                log.error(
-                    "kubernetes API: %s %s failed: %s; retrying in %.1fs",
-                    self.phase,
-                    self.name,
-                    _one_line(exc),
-                    backoff,
-                )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, max_backoff)
+                backoff = await self._retry(exc, backoff, max_backoff)
+
+    async def _retry(self, exc: BaseException, backoff: float, max_backoff: float) -> float:
+        """Log a failure, wait, and return the next wait: the first one again when the list
+        succeeded before the failure (only the watch broke), doubled otherwise."""
+        if self.listed:
+            backoff = FIRST_BACKOFF_S
+        log.error(
+            "kubernetes API: %s %s failed: %s; retrying in %.1fs",
+            self.phase,
+            self.name,
+            _one_line(exc),
+            backoff,
+        )
+        await asyncio.sleep(backoff)
+        return min(backoff * 2, max_backoff)
 
     async def _list_and_watch(self) -> None:
         kwargs: dict[str, Any] = {}
@@ -119,9 +143,12 @@ class Informer:
         if not self.synced.is_set():
             log.info("kubernetes API: listed %d %s", len(fresh), self.name)
         self.synced.set()
+        self.listed = True
         self.notify()
         self.phase = "watch"
-        async for event, obj in self.client.watch(self.kind, resource_version=version, **kwargs):
+        async for event, obj in self._watch(version, kwargs):
+            if event == "BOOKMARK":
+                continue  # only moves the version the watch resumes from
             doc = obj.to_dict()
             if event == "DELETED":
                 self.objects.pop(self._key(doc), None)
@@ -129,6 +156,21 @@ class Informer:
                 self.objects[self._key(doc)] = doc
             log.debug("kubernetes API: %s %s %s", event, self.name, "/".join(self._key(doc)))
             self.notify()
+
+
+    def _watch(self, version: str | None, kwargs: dict[str, Any]) -> Any:
+        """The watch stream from ``version``, asking for bookmarks (lightkube's ``watch``
+        has no parameter for ``allowWatchBookmarks``, so the request is prepared here with
+        its generic client; it resumes from each event's, bookmarks' included, version)."""
+        generic = self.client._client
+        request = generic.prepare_request(
+            "list",
+            res=self.kind,
+            namespace=kwargs.get("namespace"),
+            watch=True,
+            params={"resourceVersion": version, "allowWatchBookmarks": "true"},
+        )
+        return generic.watch(request)
 
 
 class Controller:
