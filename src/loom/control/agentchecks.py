@@ -39,7 +39,7 @@ from loom.domain.checkstate import (
     reap_due,
     sidecars_by_destination,
 )
-from loom.domain.fields import Fields, ValidationError, check_id, parse_duration
+from loom.domain.fields import Fields, ValidationError, parse_duration
 from loom.domain.records import Check, Instance
 from loom.domain.services import CHECK_STATUSES, DEFAULT_NAMESPACE, check_key, instance_key
 from loom.store import Delete, Store, put, tables
@@ -90,7 +90,7 @@ class AgentChecks:
         name = f.text("Name")
         if not name:
             raise ValidationError("Name: Missing check name")
-        cid = check_id(f.text("CheckID", f.text("ID", name)) or name, "CheckID")
+        cid = f.text("CheckID", f.text("ID", name)) or name
         service: Instance | None = None
         sid = f.text("ServiceID")
         if sid:

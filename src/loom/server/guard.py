@@ -341,7 +341,7 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("PUT", "/v1/agent/check/register"): _nothing,  # check_vetter(), on the parsed check
     ("PUT", "/v1/agent/check/deregister/{id}"): _check_write,
     ("GET", "/v1/agent/health/service/id/{id}"): _nothing,  # checked in the handler
-    ("GET", "/v1/agent/health/service/name/{name}"): _nothing,  # filtered
+    ("GET", "/v1/agent/health/service/name/{name}"): _named("service", R, "name"),
     ("PUT", "/v1/agent/service/maintenance/{id}"): _agent_deregister,  # service:write
     ("PUT", "/v1/agent/maintenance"): _agent_node_write,
     ("GET", "/v1/agent/self"): _fixed("agent", R),
