@@ -98,14 +98,32 @@ class EnvoyGate:
         return Result(CRITICAL, self.problem) if self.problem else None
 
 
-def owned(docs: Any, proxy_id: str, destination_id: str, scripts: bool) -> list[Check]:
-    """The checks this agent runs: its sidecar's and its destination instance's."""
+def owns_destination(services: Any, proxy_id: str, destination_id: str) -> bool:
+    """Whether this sidecar runs its destination's checks: of the sidecars proxying that
+    instance (``/v1/agent/services``), the lowest ID does (the server's rule)."""
+    if not isinstance(services, dict):
+        return True
+    ids = [
+        sid
+        for sid, svc in services.items()
+        if isinstance(svc, dict) and isinstance(svc.get("Proxy"), dict)
+        and svc["Proxy"].get("DestinationServiceID") == destination_id
+    ]
+    return not ids or min(ids) == proxy_id
+
+
+def owned(
+    docs: Any, proxy_id: str, destination_id: str, scripts: bool, destination: bool = True
+) -> list[Check]:
+    """The checks this agent runs: its sidecar's, and its destination instance's when
+    ``destination`` (it is the sidecar that owns them)."""
     if not isinstance(docs, dict):
         return []
+    mine = (proxy_id, destination_id) if destination else (proxy_id,)
     out = []
     for doc in docs.values():
         check = check_of(doc, scripts)
-        if check is not None and check.service_id in (proxy_id, destination_id):
+        if check is not None and check.service_id in mine:
             out.append(check)
     return out
 
@@ -157,11 +175,13 @@ async def run_checks(
     try:
         while not stop.is_set():
             try:
+                services = await client.get("/v1/agent/services")
                 latest["checks"] = await client.get("/v1/agent/checks")
             except ClientError as exc:
                 limited.warning("checks fetch", "cannot read the checks: %s", exc)
             else:
-                runner.sync(owned(latest["checks"], proxy_id, destination_id, scripts))
+                mine = owns_destination(services, proxy_id, destination_id)
+                runner.sync(owned(latest["checks"], proxy_id, destination_id, scripts, mine))
             if await gate.refresh():
                 runner.kick()
             with contextlib.suppress(TimeoutError):
