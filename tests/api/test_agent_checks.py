@@ -281,17 +281,21 @@ def test_maintenance_takes_a_service_and_then_the_node_out_of_healthy_answers(
 
 
 def test_an_alias_check_follows_the_instance_it_aliases(server: ServerProcess) -> None:
-    register(server, {"Name": "target", "Check": {"TTL": "60s", "Status": "passing"}})
+    target = {"Name": "target", "Check": {"TTL": "60s", "Status": "passing"}}
+    register(server, target)
     register(server, {"Name": "front", "Check": {"AliasService": "target"}})
     check = wait_check(server, "service:front", status_is("passing"))
     assert check["Output"] == "All checks passing."
+    server.put("/v1/agent/service/deregister/target")
+    check = wait_check(server, "service:front", status_is("critical"))
+    assert check["Output"] == "Service target could not be found on node loom-server"
+    register(server, target)
+    wait_check(server, "service:front", status_is("passing"))
     server.put("/v1/agent/check/fail/service:target?note=down")
     check = wait_check(server, "service:front", status_is("critical"))
     assert check["Output"] == "Aliased check \"Service 'target' check\" failing: down"
-    server.put("/v1/agent/service/deregister/target")
-    check = wait_check(server, "service:front", lambda c: "could not be found" in c["Output"])
-    assert check["Output"] == "Service target could not be found on node loom-server"
-    server.put("/v1/agent/service/deregister/front")
+    for sid in ("target", "front"):
+        server.put(f"/v1/agent/service/deregister/{sid}")
 
 
 def test_py_consul_registers_checks_and_sets_maintenance(server: ServerProcess, app: App) -> None:
