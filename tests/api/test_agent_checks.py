@@ -32,6 +32,11 @@ class App:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 app.seen.append(dict(self.headers))
+                if self.path == "/moved":
+                    self.send_response(302)
+                    self.send_header("Location", "/health")
+                    self.end_headers()
+                    return
                 self.send_response(app.code)
                 self.end_headers()
                 self.wfile.write(app.body.encode())
@@ -115,6 +120,18 @@ def test_an_http_check_follows_the_apps_answers_worded_as_consul(
     status, entries, _ = server.request("GET", "/v1/health/service/web-http?passing=1")
     assert [e["Service"]["ID"] for e in entries] == ["web-http"]
     server.put("/v1/agent/service/deregister/web-http")
+
+
+def test_an_http_check_follows_redirects_and_sends_its_method_and_host(
+    server: ServerProcess, app: App
+) -> None:
+    url = f"http://127.0.0.1:{app.port}/moved"
+    register(server, {"Name": "moved", "Check": {
+        "HTTP": url, "Interval": "1s", "Header": {"Host": ["api.example"]}}})  # fmt: skip
+    check = wait_check(server, "service:moved", status_is("passing"))
+    assert check["Output"] == f"HTTP GET {url}: 200 OK Output: ok"
+    assert app.seen[-1]["Host"] == "api.example"
+    server.put("/v1/agent/service/deregister/moved")
 
 
 def test_a_tcp_check_passes_while_the_port_listens(server: ServerProcess, app: App) -> None:

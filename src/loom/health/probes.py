@@ -21,7 +21,7 @@ import os
 import ssl
 import struct
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 from loom.addrs import Address
 from loom.api import ClientError, StreamTransport, TlsSettings
@@ -67,35 +67,63 @@ def _client_context(skip_verify: bool, alpn: list[str] | None = None) -> ssl.SSL
     return context
 
 
-async def probe_http(d: CheckDefinition) -> Result:
-    method = d.method or "GET"
-    url = urlsplit(d.http)
-    https = url.scheme == "https"
-    where = f"HTTP {method} {d.http}"
-    if url.scheme not in ("http", "https") or not url.hostname:
-        return Result(CRITICAL, f"{where}: not an http(s) URL")
-    port = url.port or (443 if https else 80)
+MAX_REDIRECTS = 10
+"""Redirects an HTTP check follows, as Go's client (Consul's) does."""
+
+
+async def _http_once(
+    d: CheckDefinition, method: str, url: str, body: bytes
+) -> tuple[int, str, str, bytes]:
+    """One exchange: status, reason, the Location header, the body (``ClientError`` if none)."""
+    parts = urlsplit(url)
+    https = parts.scheme == "https"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClientError(f"unsupported URL {url!r}")
+    try:
+        port = parts.port or (443 if https else 80)
+    except ValueError as exc:
+        raise ClientError(f"bad port in {url!r}") from exc
     tls = TlsSettings(
         context=_client_context(d.tls_skip_verify) if https else None,
         server_name=d.tls_server_name or None,
     )
-    transport = StreamTransport(Address(url.hostname, port, scheme=url.scheme), tls)
+    transport = StreamTransport(Address(parts.hostname, port, scheme=parts.scheme), tls)
     headers = {"User-Agent": "Consul Health Check", "Accept": "text/plain, text/*, */*"}
+    host = parts.netloc.rpartition("@")[2]
     for name, values in d.header.items():
-        if values:
+        if values and name.lower() == "host":
+            host = values[-1]
+        elif values:
             headers[name] = values[-1]
-    target = (url.path or "/") + (f"?{url.query}" if url.query else "")
-    host = url.netloc.rpartition("@")[2]
-    request = Request(method, target, host, headers, d.body.encode())
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    response = await transport.send(Request(method, target, host, headers, body), d.timeout_s)
+    return response.status, response.reason, response.header("location"), response.body
+
+
+async def probe_http(d: CheckDefinition) -> Result:
+    """2xx passing, 429 warning, anything else critical; redirects are followed."""
+    method = d.method or "GET"
+    where = f"HTTP {method} {d.http}"
+    url, body = d.http, d.body.encode()
     try:
-        response = await transport.send(request, d.timeout_s)
+        async with asyncio.timeout(d.timeout_s):
+            for _ in range(MAX_REDIRECTS + 1):
+                status, reason, location, data = await _http_once(d, method, url, body)
+                if status not in (301, 302, 303, 307, 308) or not location:
+                    break
+                url = urljoin(url, location)
+                if status in (301, 302, 303) and method not in ("GET", "HEAD"):
+                    method, body = "GET", b""
+            else:
+                return Result(CRITICAL, f"{where}: stopped after {MAX_REDIRECTS} redirects")
+    except TimeoutError:
+        return Result(CRITICAL, f"{where}: timed out after {d.timeout_s:g} s")
     except ClientError as exc:
         return Result(CRITICAL, f"{where}: {exc}")
-    body = truncate(response.body.decode("utf-8", "replace"))
-    output = f"{where}: {response.status} {response.reason} Output: {body}"
-    if 200 <= response.status < 300:
+    output = f"{where}: {status} {reason} Output: {truncate(data.decode('utf-8', 'replace'))}"
+    if 200 <= status < 300:
         return Result(PASSING, output)
-    if response.status == 429:
+    if status == 429:
         return Result(WARNING, output)
     return Result(CRITICAL, output)
 
