@@ -172,9 +172,11 @@ async def probe_grpc(d: CheckDefinition) -> Result:
     import grpc  # only where gRPC checks run
 
     target, _, service = d.grpc.partition("/")
-    if d.grpc_use_tls:
+    if d.grpc_use_tls:  # verified against the system's CAs (TLSSkipVerify is not honoured)
         creds = grpc.ssl_channel_credentials()
-        channel = grpc.aio.secure_channel(target, creds)
+        name = d.tls_server_name
+        options = [("grpc.ssl_target_name_override", name)] if name else []
+        channel = grpc.aio.secure_channel(target, creds, options=options)
     else:
         channel = grpc.aio.insecure_channel(target)
     try:
