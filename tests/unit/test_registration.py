@@ -59,7 +59,7 @@ def test_a_ttl_check_starts_critical_with_consuls_default_id() -> None:
         ({"Name": "we b"}, "Name: 'we b' is not a valid name"),
         ({"Name": "web", "Kind": "gateway"}, "Kind: 'gateway'"),
         ({"Name": "p", "Kind": "connect-proxy"}, "Proxy: is required"),
-        ({"Name": "web", "Check": {"HTTP": "http://x", "Interval": "1s"}}, "only TTL checks"),
+        ({"Name": "web", "Check": {"HTTP": "http://x"}}, "Check.Interval: Interval must be > 0"),
         ({"Name": "web", "Check": {"TTL": "ten"}}, "Check.TTL: 'ten' is not a duration"),
         ({"Name": "web", "Connect": {"SidecarService": {"Proxy": {"Upstreams": [
             {"DestinationName": "db"}]}}}}, "LocalBindPort: is required"),

@@ -102,6 +102,7 @@ def _settings(args: argparse.Namespace) -> object:
         registration_timeout_s=getattr(args, "registration_timeout", None),
         run_envoy=not getattr(args, "no_envoy", False),
         ready_timeout_s=getattr(args, "ready_timeout", None) or 60.0,
+        enable_script_checks=getattr(args, "enable_script_checks", False),
     )
 
 
@@ -187,6 +188,12 @@ def register(commands: Commands) -> None:
         "--dns-port",
         type=int,
         help="serve the DNS proxy on 127.0.0.1:PORT (UDP and TCP), fed from the server",
+    )
+    p.add_argument(
+        "--enable-script-checks",
+        action="store_true",
+        help="run the script checks (Args) of this proxy's service, as Consul's "
+        "enable_script_checks (the server must accept them too)",
     )
     p.add_argument("envoy_args", nargs=argparse.REMAINDER, help="after --: extra Envoy arguments")
     p.set_defaults(func=_run)

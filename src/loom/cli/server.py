@@ -201,6 +201,12 @@ def register(commands: Commands) -> None:
         metavar="SECONDS",
         help="close an HTTP connection idle (no request in progress) for this long (default 75)",
     )
+    p.add_argument(
+        "--enable-script-checks",
+        action="store_true",
+        help="accept and run script checks (Args), as Consul's enable_script_checks; off: "
+        "whoever may register a check could run commands as the server",
+    )
     p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
@@ -271,6 +277,7 @@ def run(args: argparse.Namespace) -> int:
         acl_initial_management_token=args.acl_initial_management_token,
         http_max_conns_per_client=args.http_max_conns_per_client,
         http_idle_timeout_s=args.http_idle_timeout,
+        enable_script_checks=args.enable_script_checks,
     )
     run_main(serve(settings, print_ready(settings)))
     return 0

@@ -19,6 +19,7 @@ from typing import Any
 
 from loom.control.errors import NotFound
 from loom.control.indexes import CheckIndex, ServiceIndex, VipAllocator, vip_key
+from loom.domain.checks import SERVICE_MAINT_PREFIX
 from loom.domain.fields import Fields, ValidationError, check_id, parse_duration
 from loom.domain.records import Check, Instance, Node, TaggedAddress, VirtualIp
 from loom.domain.services import (
@@ -61,6 +62,8 @@ class CatalogSettings:
     node_address: str
     """Address of that node; an instance without an Address is reached here."""
     datacenter: str
+    enable_script_checks: bool = False
+    """Script checks (``Args``) may be registered (Consul's ``enable_script_checks``)."""
 
 
 def health_status(checks: list[Check]) -> str:
@@ -199,9 +202,13 @@ class Catalog:
                     vk = vip_key(doc.namespace, doc.service)
                     delta[vk] = delta.get(vk, 0) + step
             ops.append(put(tables.SERVICES, key, inst))
-            # A re-registration replaces the instance's checks.
+            # A re-registration replaces the instance's checks (maintenance mode stays).
             owned = self.checks.by_instance.get((inst.node, inst.namespace, inst.id), {})
-            ops.extend(Delete(CHECKS, ckey) for ckey in sorted(owned))
+            ops.extend(
+                Delete(CHECKS, ckey)
+                for ckey in sorted(owned)
+                if not ckey.endswith(f"/{SERVICE_MAINT_PREFIX}{inst.id}")
+            )
         for check in reg.checks:
             ckey = check_key(check.node, check.namespace, check.check_id)
             ops.append(put(tables.CHECKS, ckey, check))
@@ -222,6 +229,7 @@ class Catalog:
                 self.settings.datacenter,
                 self.services.used_ports(node),
                 lambda sid: self._port_held(node, sid),
+                self.settings.enable_script_checks,
             )
             if vet is not None:
                 vet(None, reg)

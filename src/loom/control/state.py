@@ -12,6 +12,7 @@ from typing import Literal
 
 from loom.ca.servertls import ServerTls
 from loom.control.acl import Acl, AclSettings
+from loom.control.agentchecks import AgentChecks
 from loom.control.caconfig import CaConfig
 from loom.control.catalog import Catalog, CatalogSettings
 from loom.control.certs import Certs
@@ -57,6 +58,9 @@ class ServerSettings:
     """Lifetime of leaf certificates, in seconds (72h as Consul); renewed at 60% of it."""
     ttl_sweep_s: float = 1.0
     """How often TTL checks are swept for expiry, in seconds."""
+    enable_script_checks: bool = False
+    """Accept script checks (``Args``) and run them (Consul's ``enable_script_checks``): off,
+    since anyone who may register a check could then run commands as the server."""
     acl_default_policy: str | None = None
     """ACL default policy, ``"allow"`` or ``"deny"``; None: ACLs off (nothing is checked)."""
     acl_initial_management_token: str = ""
@@ -112,9 +116,17 @@ class State:
         self.lock = WriteLock(self.store)
         self.catalog = Catalog(
             self.store,
-            CatalogSettings(settings.node, settings.node_address, settings.datacenter),
+            CatalogSettings(
+                settings.node,
+                settings.node_address,
+                settings.datacenter,
+                settings.enable_script_checks,
+            ),
             self.lock,
             time.monotonic,
+        )
+        self.agent_checks = AgentChecks(
+            self.store, self.lock, self.catalog, settings.enable_script_checks
         )
         self.configs = Configs(self.store, self.lock, settings.default_allow)
         self.certs = Certs(self.store, settings.datacenter, lambda: dt.datetime.now(dt.UTC))

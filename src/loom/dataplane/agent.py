@@ -89,6 +89,11 @@ class DataplaneSettings:
     run_envoy: bool = True
     """False: keep the identity and serve SDS only, for an Envoy run by someone else (its
     bootstrap from ``loom connect envoy --bootstrap --sds-socket``)."""
+    enable_script_checks: bool = False
+    """Run the script checks (``Args``) of this proxy's service (``--enable-script-checks``;
+    the server must allow them too, or they cannot be registered)."""
+    checks_poll_s: float = 1.0
+    """How often the agent re-reads its checks and Envoy's listener state, in seconds."""
 
 
 async def fetch_registration(client: AsyncClient, proxy_id: str) -> dict[str, Any]:
@@ -227,10 +232,35 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
         watcher = asyncio.create_task(watch_registration(settings, stop))
         extras.push_async_callback(_cancel, watcher)
         if not settings.run_envoy:
+            _start_checks(settings, reg, None, stop, extras)
             log.info("serving the secrets of proxy %s over SDS on %s", settings.proxy_id, sds)
             await stop.wait()
             return 0
-        return await _run_envoy(settings, reg, work, sds, stop)
+        return await _run_envoy(settings, reg, work, sds, stop, extras)
+
+
+def _start_checks(
+    settings: DataplaneSettings,
+    reg: dict[str, Any],
+    envoy: Envoy | None,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+) -> None:
+    """Run this proxy's checks and its destination's (``loom.dataplane.checks``)."""
+    from loom.dataplane.checks import run_checks
+
+    task = asyncio.create_task(
+        run_checks(
+            api_client(settings),
+            settings.proxy_id,
+            reg["Proxy"].get("DestinationServiceID", ""),
+            envoy,
+            stop,
+            settings.enable_script_checks,
+            settings.checks_poll_s,
+        )
+    )
+    stack.push_async_callback(_cancel, task)
 
 
 def _work_dir(settings: DataplaneSettings, stack: contextlib.AsyncExitStack) -> Path:
@@ -352,7 +382,12 @@ async def _cancel(task: asyncio.Task[None]) -> None:
 
 
 async def _run_envoy(
-    settings: DataplaneSettings, reg: dict[str, Any], work: Path, sds: Path, stop: asyncio.Event
+    settings: DataplaneSettings,
+    reg: dict[str, Any],
+    work: Path,
+    sds: Path,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
 ) -> int:
     config = work / "bootstrap.json"  # holds the ACL token: 0600 in the 0700 work dir
     write_private(config, json.dumps(bootstrap_for(settings, reg, sds), indent=2))
@@ -367,6 +402,7 @@ async def _run_envoy(
             ready_timeout_s=settings.ready_timeout_s,
         )
     )
+    _start_checks(settings, reg, envoy, stop, stack)
     try:
         return await _supervise(envoy, settings, stop)
     finally:

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from loom.domain.checks import CheckDefinition
+
 CONNECT_PROXY = "connect-proxy"
 
 
@@ -37,6 +39,12 @@ class Check:
     """``ttl`` for TTL checks, empty for static ones (set through the API)."""
     ttl: str = ""
     """The TTL as given (``30s``); empty: not a TTL check."""
+    definition: CheckDefinition | None = None
+    """What to run for an HTTP, TCP, gRPC, H2PING, alias or script check; None for TTL and
+    static checks."""
+    managed: bool = False
+    """Registered through the agent API, so Loom runs it (the server or the dataplane: see
+    ``loom.domain.checkstate.check_runner``); catalog checks are stored, never run."""
 
 
 @dataclass(frozen=True)

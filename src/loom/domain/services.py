@@ -14,6 +14,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from loom.domain.checks import ALIAS as ALIAS_KIND
+from loom.domain.checks import TCP as TCP_KIND
+from loom.domain.checks import TTL, CheckDefinition, check_type, parse_definition
 from loom.domain.fields import (
     Fields,
     ValidationError,
@@ -182,22 +185,28 @@ def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
     )
 
 
-def _checks(f: Fields, service: Instance | None, node: str) -> list[Check]:
+def _checks(
+    f: Fields, service: Instance | None, node: str, scripts: bool = False, catalog: bool = False
+) -> list[Check]:
+    """The ``Check``/``Checks`` of a registration. Agent registrations are validated by
+    Consul's check type rules and are run by Loom (``managed``); the catalog's are stored as
+    given (Consul's catalog does not run checks), their definition in ``Definition``."""
     given: list[Fields] = []
     if f.sub("Check") is not None:
         given.append(Fields(f.raw("Check"), f.where("Check")))
     given.extend(f.subs("Checks"))
     out = []
     for n, c in enumerate(given, 1):
-        for active in ("HTTP", "TCP", "GRPC", "Args", "DockerContainerID", "H2PING", "UDP"):
-            if c.has(active):
-                raise ValidationError(
-                    f"{c.where(active)}: only TTL checks are supported "
-                    "(run the probe yourself and update the check with /v1/agent/check/pass)"
-                )
+        if catalog:
+            d = c.sub("Definition")
+            definition = parse_definition(d, scripts=True, lenient=True) if d else None
+        else:
+            definition = parse_definition(c, scripts)
         ttl = c.text("TTL")
         if ttl:
             parse_duration(ttl, c.where("TTL"))
+        if definition is not None and definition.kind == TTL:
+            definition = None  # TTL checks keep their earlier form (``ttl``)
         if service is not None:
             default_id = f"service:{service.id}" + (f":{n}" if len(given) > 1 else "")
         else:
@@ -214,8 +223,10 @@ def _checks(f: Fields, service: Instance | None, node: str) -> list[Check]:
                 service_id=service.id if service else c.text("ServiceID"),
                 service_name=service.service if service else "",
                 namespace=service.namespace if service else DEFAULT_NAMESPACE,
-                type="ttl" if ttl else "",
+                type=check_type(definition, ttl),
                 ttl=ttl,
+                definition=definition,
+                managed=definition is not None and not catalog,
             )
         )
     return out
@@ -244,7 +255,11 @@ def sidecar_port(
 
 
 def _sidecar(
-    parent: Instance, f: Fields, used_ports: Collection[int], held: Callable[[str], int]
+    parent: Instance,
+    f: Fields,
+    used_ports: Collection[int],
+    held: Callable[[str], int],
+    scripts: bool = False,
 ) -> tuple[Instance, list[Check]]:
     """Consul's sidecar expansion of ``Connect.SidecarService`` for ``parent``."""
     sidecar_id = check_id(f.text("ID", f"{parent.id}-sidecar-proxy"), f.where("ID"))
@@ -276,7 +291,41 @@ def _sidecar(
             ),
         ),
     )
-    return side, _checks(f, side, parent.node)
+    checks = _checks(f, side, parent.node, scripts)
+    if not checks:
+        checks = sidecar_default_checks(side, parent)
+    return side, checks
+
+
+LISTENING_CHECK = "Connect Sidecar Listening"
+ALIASING_CHECK = "Connect Sidecar Aliasing"
+
+
+def sidecar_default_checks(side: Instance, parent: Instance) -> list[Check]:
+    """Consul's checks of a sidecar registered without any: the proxy's public port accepts
+    connections (TCP every 10 s), and the sidecar is as healthy as its destination (alias).
+    Both start critical, as every Consul check does; the sidecar's dataplane runs them."""
+    address = side.address or "127.0.0.1"
+    target = f"[{address}]:{side.port}" if ":" in address else f"{address}:{side.port}"
+    listening = CheckDefinition(TCP_KIND, tcp=target, interval_s=10.0, timeout_s=10.0)
+    aliasing = CheckDefinition(ALIAS_KIND, alias_service=parent.id)
+    return [
+        Check(
+            node=side.node,
+            check_id=f"service:{side.id}:{n}",
+            name=name,
+            status="critical",
+            service_id=side.id,
+            service_name=side.service,
+            namespace=side.namespace,
+            type=d.kind,
+            definition=d,
+            managed=True,
+        )
+        for n, (name, d) in enumerate(
+            ((LISTENING_CHECK, listening), (f"{ALIASING_CHECK} {parent.id}", aliasing)), 1
+        )
+    ]
 
 
 def agent_registration(
@@ -285,22 +334,24 @@ def agent_registration(
     datacenter: str,
     used_ports: Collection[int] = (),
     held: Callable[[str], int] = _no_port,
+    scripts: bool = False,
 ) -> Registration:
     """Validate an agent service registration; returns the instance(s) and checks to write.
 
     ``used_ports`` are the ports of the node's local services, which an auto-assigned sidecar
     port avoids; ``held(id)`` is the port the node's instance ``id`` has now (0: none), so a
-    re-registered sidecar keeps its port.
+    re-registered sidecar keeps its port. ``scripts``: script checks are allowed
+    (``--enable-script-checks``).
     """
     f = Fields(body, "")
     service = _service(f, node, datacenter, DEFAULT_NAMESPACE)
-    reg = Registration([service], _checks(f, service, node))
+    reg = Registration([service], _checks(f, service, node, scripts))
     connect = f.sub("Connect")
     sidecar = connect.sub("SidecarService") if connect else None
     if sidecar is not None:
         if service.kind == CONNECT_PROXY:
             raise ValidationError("Connect.SidecarService: a connect-proxy cannot have a sidecar")
-        side, side_checks = _sidecar(service, sidecar, used_ports, held)
+        side, side_checks = _sidecar(service, sidecar, used_ports, held, scripts)
         reg.instances.append(side)
         reg.checks.extend(side_checks)
     return reg
@@ -327,6 +378,6 @@ def catalog_registration(body: Any, datacenter: str) -> tuple[Node, Registration
         reg.instances.append(service)
     reg.checks = [
         replace(c, service_name="") if c.service_id and service is None else c
-        for c in _checks(f, service, node_name)
+        for c in _checks(f, service, node_name, catalog=True)
     ]
     return node, reg

@@ -105,6 +105,22 @@ CATALOG_SERVICE = Struct(
 )
 """``/v1/catalog/service/:name``, and each instance behind ``/v1/catalog/services``."""
 
+_DEFINITION_TEXT = ("HTTP", "Method", "Body", "TLSServerName", "TCP", "GRPC", "H2PING",
+                    "AliasService", "AliasNode", "TTL", "Interval", "Timeout",
+                    "DeregisterCriticalServiceAfter")  # fmt: skip
+_DEFINITION_FLAGS = ("TLSSkipVerify", "GRPCUseTLS", "H2PingUseTLS")
+_DEFINITION_COUNTS = ("SuccessBeforePassing", "FailuresBeforeWarning", "FailuresBeforeCritical")
+_CHECK_DEFINITION = Struct(
+    {
+        **dict.fromkeys(_DEFINITION_TEXT, STRING),
+        **dict.fromkeys(_DEFINITION_FLAGS, BOOL),
+        **dict.fromkeys(_DEFINITION_COUNTS, INT),
+        "Header": MapOf(ListOf(STRING)),
+        "ScriptArgs": ListOf(STRING),
+    }
+)
+"""A check's ``Definition`` as ``views`` shows it (``loom.domain.checks.definition_doc``)."""
+
 HEALTH_CHECK = Struct(
     {
         "Node": STRING,
@@ -118,7 +134,9 @@ HEALTH_CHECK = Struct(
         "ServiceTags": ListOf(STRING),
         "Type": STRING,
         "Namespace": STRING,
-        "Definition": Struct({"TTL": STRING}),
+        "Interval": STRING,
+        "Timeout": STRING,
+        "Definition": _CHECK_DEFINITION,
     }
 )
 """``/v1/health/checks/:name``, ``/v1/agent/checks`` (each value), a health entry's checks."""

@@ -208,6 +208,26 @@ def vetter(request: web.Request) -> Vet | None:
     return vet
 
 
+def check_vetter(request: web.Request) -> Callable[[Check], None] | None:
+    """Consul's rule for ``/v1/agent/check/register``: write on the check's service, or on
+    the node for a node check; checked on the parsed check, inside the lock. None: ACLs off."""
+    authz = authorizer(request)
+    if authz is None:
+        return None
+
+    def vet(check: Check) -> None:
+        if check.service_name:
+            authz.check("service", W, check.service_name)
+        else:
+            authz.check("node", W, check.node)
+
+    return vet
+
+
+async def _agent_node_write(request: web.Request, state: State) -> list[Need]:
+    return [("node", W, state.settings.node)]
+
+
 async def _agent_deregister(request: web.Request, state: State) -> list[Need]:
     inst = state.catalog.find(request.match_info["id"], request.query.get("ns") or "default")
     return [("service", W, inst.service)] if inst is not None else []
@@ -318,6 +338,12 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("PUT", "/v1/agent/check/fail/{id}"): _check_write,
     ("PUT", "/v1/agent/check/update/{id}"): _check_write,
     ("GET", "/v1/agent/checks"): _nothing,  # filtered
+    ("PUT", "/v1/agent/check/register"): _nothing,  # check_vetter(), on the parsed check
+    ("PUT", "/v1/agent/check/deregister/{id}"): _check_write,
+    ("GET", "/v1/agent/health/service/id/{id}"): _nothing,  # checked in the handler
+    ("GET", "/v1/agent/health/service/name/{name}"): _named("service", R, "name"),
+    ("PUT", "/v1/agent/service/maintenance/{id}"): _agent_deregister,  # service:write
+    ("PUT", "/v1/agent/maintenance"): _agent_node_write,
     ("GET", "/v1/agent/self"): _fixed("agent", R),
     ("PUT", "/v1/catalog/register"): _nothing,  # vetter(), on the parsed registration
     ("PUT", "/v1/catalog/deregister"): _catalog_deregister,

@@ -11,6 +11,7 @@ from typing import Any
 
 from loom.ca.authority import Leaf
 from loom.control.catalog import Catalog
+from loom.domain.checks import definition_doc, go_duration
 from loom.domain.entries import (
     ConfigEntry,
     IntentionPermission,
@@ -142,6 +143,14 @@ def catalog_service(cat: Catalog, inst: Instance, index: int) -> Doc:
     }
 
 
+def _timing(check: Check) -> Doc:
+    """Consul's top-level ``Interval``/``Timeout`` of a check that runs (absent otherwise)."""
+    d = check.definition
+    if d is None or not d.interval_s:
+        return {}
+    return {"Interval": go_duration(d.interval_s), "Timeout": go_duration(d.timeout_s)}
+
+
 def health_check(check: Check, index: int) -> Doc:
     return {
         "Node": check.node,
@@ -155,7 +164,8 @@ def health_check(check: Check, index: int) -> Doc:
         "ServiceTags": [],
         "Type": check.type,
         "Namespace": check.namespace,
-        "Definition": {"TTL": check.ttl} if check.ttl else {},
+        **_timing(check),
+        "Definition": definition_doc(check.definition, check.ttl),
         "CreateIndex": index,
         "ModifyIndex": index,
     }

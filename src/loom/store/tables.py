@@ -17,7 +17,9 @@ from typing import Any, Generic, TypeVar
 from loom.acl.binding import BindingRule
 from loom.acl.records import AuthMethod, Policy, Role, Token
 from loom.acl.stored import Stored, decoder, encoder
+from loom.domain.checks import definition_doc, parse_definition
 from loom.domain.entries import ConfigEntry
+from loom.domain.fields import Fields
 from loom.domain.records import (
     CaRoot,
     Check,
@@ -54,18 +56,29 @@ def _doc(value: Doc) -> Doc:
 
 
 def _check_doc(c: Check) -> Doc:
-    return {
+    doc: Doc = {
         "Node": c.node, "CheckID": c.check_id, "Name": c.name, "Status": c.status,
         "Notes": c.notes, "Output": c.output, "ServiceID": c.service_id,
         "ServiceName": c.service_name, "Namespace": c.namespace, "Type": c.type, "TTL": c.ttl,
     }  # fmt: skip
+    # Only checks that run carry these: TTL and static checks keep their earlier documents.
+    if c.definition is not None:
+        doc["Definition"] = definition_doc(c.definition)
+    if c.managed:
+        doc["Managed"] = True
+    return doc
 
 
 def _check(d: Doc) -> Check:
+    raw = d.get("Definition")
+    definition = None
+    if raw:
+        definition = parse_definition(Fields(raw, "Definition"), scripts=True, lenient=True)
     return Check(
         node=d["Node"], check_id=d["CheckID"], name=d["Name"], status=d["Status"],
         notes=d["Notes"], output=d["Output"], service_id=d["ServiceID"],
         service_name=d["ServiceName"], namespace=d["Namespace"], type=d["Type"], ttl=d["TTL"],
+        definition=definition, managed=bool(d.get("Managed")),
     )  # fmt: skip
 
 

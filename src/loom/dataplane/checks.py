@@ -1,0 +1,190 @@
+"""The dataplane's check runner: its sidecar's checks and its workload's, next to them.
+
+A check of a sidecar, or of the instance a sidecar proxies, is this agent's to run
+(``loom.domain.checkstate.check_runner``, the rule the server applies to skip them): the
+agent reads them from ``GET /v1/agent/checks`` (their ``Definition``), runs them with the same
+runner and probes as the server, and reports each change with
+``PUT /v1/agent/check/update/:id`` under its own token, which may write its service and its
+sidecar's (a token of another service is refused: the check's service is what the guard
+checks). Script checks run only with ``loom dataplane --enable-script-checks``.
+
+Consul's "Connect Sidecar Listening" check is driven by what the agent knows of Envoy: while
+Envoy is not running, not ready, or has rejected a listener, the check is critical with that
+reason as its Output; once every listener is accepted, its TCP probe decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from loom.api import AsyncClient, ClientError, NotFoundError
+from loom.dataplane.envoy import Envoy
+from loom.domain.checks import SCRIPT, CheckDefinition, parse_definition
+from loom.domain.checkstate import alias_result
+from loom.domain.fields import Fields, ValidationError
+from loom.domain.records import Check
+from loom.domain.services import LISTENING_CHECK
+from loom.health.probes import CRITICAL, Result
+from loom.health.runner import CheckRunner
+from loom.ratelog import RateLimitedLog
+
+log = logging.getLogger("loom.dataplane.checks")
+limited = RateLimitedLog(log)
+
+
+def check_of(doc: Any, scripts: bool) -> Check | None:
+    """A check of ``/v1/agent/checks`` as the runner needs it; None if it does not run here
+    (no definition, TTL, or a script without ``--enable-script-checks``)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("Definition"), dict):
+        return None
+    try:
+        d = parse_definition(Fields(doc["Definition"], "Definition"), scripts=True, lenient=True)
+    except ValidationError as exc:
+        limited.warning("bad check", "check %s: %s", doc.get("CheckID"), exc)
+        return None
+    if d is None or not d.runnable:
+        return None
+    if d.kind == SCRIPT and not scripts:
+        limited.warning("script off", "not running script check %s: give "
+                        "--enable-script-checks to run it here", doc.get("CheckID"))  # fmt: skip
+        return None
+    return Check(
+        node=str(doc.get("Node", "")),
+        check_id=str(doc.get("CheckID", "")),
+        name=str(doc.get("Name", "")),
+        status=str(doc.get("Status", "critical")),
+        output=str(doc.get("Output", "")),
+        service_id=str(doc.get("ServiceID", "")),
+        service_name=str(doc.get("ServiceName", "")),
+        namespace=str(doc.get("Namespace") or "default"),
+        type=d.kind,
+        definition=d,
+        managed=True,
+    )
+
+
+class EnvoyGate:
+    """What Envoy's state says about the listening check (None: let the probe decide)."""
+
+    def __init__(self, proxy_id: str, envoy: Envoy | None) -> None:
+        self.proxy_id = proxy_id
+        self.envoy = envoy
+        self.problem: str | None = "Envoy is starting"
+
+    async def refresh(self) -> bool:
+        """Re-read Envoy's state; True if what the gate says changed."""
+        before = self.problem
+        envoy = self.envoy
+        if envoy is None:
+            self.problem = None
+        elif envoy.proc is None or envoy.proc.returncode is not None:
+            self.problem = "Envoy is not running"
+        elif envoy.admin is None:
+            self.problem = "Envoy is starting"
+        else:
+            try:
+                found = await envoy.listener_problem()
+            except (ClientError, OSError) as exc:
+                found = f"Envoy's admin API does not answer: {exc}"
+            self.problem = f"Envoy {found}" if found else None
+        return self.problem != before
+
+    def __call__(self, check: Check) -> Result | None:
+        if check.service_id != self.proxy_id or check.name != LISTENING_CHECK:
+            return None
+        return Result(CRITICAL, self.problem) if self.problem else None
+
+
+def owns_destination(services: Any, proxy_id: str, destination_id: str) -> bool:
+    """Whether this sidecar runs its destination's checks: of the sidecars proxying that
+    instance (``/v1/agent/services``), the lowest ID does (the server's rule)."""
+    if not isinstance(services, dict):
+        return True
+    ids = [
+        sid
+        for sid, svc in services.items()
+        if isinstance(svc, dict) and isinstance(svc.get("Proxy"), dict)
+        and svc["Proxy"].get("DestinationServiceID") == destination_id
+    ]
+    return not ids or min(ids) == proxy_id
+
+
+def owned(
+    docs: Any, proxy_id: str, destination_id: str, scripts: bool, destination: bool = True
+) -> list[Check]:
+    """The checks this agent runs: its sidecar's, and its destination instance's when
+    ``destination`` (it is the sidecar that owns them)."""
+    if not isinstance(docs, dict):
+        return []
+    mine = (proxy_id, destination_id) if destination else (proxy_id,)
+    out = []
+    for doc in docs.values():
+        check = check_of(doc, scripts)
+        if check is not None and check.service_id in mine:
+            out.append(check)
+    return out
+
+
+def dataplane_runner(client: AsyncClient, gate: EnvoyGate, latest: dict[str, Any]) -> CheckRunner:
+    async def report(check_id: str, status: str, output: str) -> None:
+        await client.put(f"/v1/agent/check/update/{check_id}", {"Status": status, "Output": output})
+
+    async def alias(check: Check, d: CheckDefinition) -> Result:
+        node = d.alias_node or check.node
+        try:
+            await client.get(f"/v1/agent/service/{d.alias_service}")
+            exists = True
+        except NotFoundError:
+            exists = False
+        checks = [
+            c
+            for doc in latest.get("checks", {}).values()
+            if isinstance(doc, dict) and doc.get("ServiceID") in (d.alias_service, "")
+            and (c := _plain(doc)) is not None
+        ]
+        return Result(*alias_result(d.alias_service, node, exists, checks))
+
+    return CheckRunner(report, alias, gate)
+
+
+def _plain(doc: dict[str, Any]) -> Check | None:
+    try:
+        return Check(node=str(doc["Node"]), check_id=str(doc["CheckID"]), name=str(doc["Name"]),
+                     status=str(doc["Status"]), output=str(doc.get("Output", "")),
+                     service_id=str(doc.get("ServiceID", "")))  # fmt: skip
+    except KeyError:
+        return None
+
+
+async def run_checks(
+    client: AsyncClient,
+    proxy_id: str,
+    destination_id: str,
+    envoy: Envoy | None,
+    stop: asyncio.Event,
+    scripts: bool = False,
+    poll_s: float = 1.0,
+) -> None:
+    """Follow this agent's checks and run them until ``stop``."""
+    gate = EnvoyGate(proxy_id, envoy)
+    latest: dict[str, Any] = {}
+    runner = dataplane_runner(client, gate, latest)
+    try:
+        while not stop.is_set():
+            try:
+                services = await client.get("/v1/agent/services")
+                latest["checks"] = await client.get("/v1/agent/checks")
+            except ClientError as exc:
+                limited.warning("checks fetch", "cannot read the checks: %s", exc)
+            else:
+                mine = owns_destination(services, proxy_id, destination_id)
+                runner.sync(owned(latest["checks"], proxy_id, destination_id, scripts, mine))
+            if await gate.refresh():
+                runner.kick()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), poll_s)
+    finally:
+        await runner.close()

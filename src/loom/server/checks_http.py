@@ -1,0 +1,123 @@
+"""The agent's check endpoints: register/deregister, health by service, maintenance mode.
+
+Consul's paths and answers: ``PUT /v1/agent/check/register`` and ``deregister/:id``;
+``GET /v1/agent/health/service/id/:id`` and ``name/:name`` answer 200 when passing, 429
+when warning, 503 when critical or in maintenance, with Consul's JSON (``AggregatedStatus``,
+``Service``, ``Checks``) or, with ``?format=text``, the status alone; ``PUT
+/v1/agent/service/maintenance/:id?enable=&reason=`` and ``PUT /v1/agent/maintenance``. What
+each needs under ACLs is in ``server.guard.NEEDS``; the core is ``control.agentchecks``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from loom.acl.rules import Access
+from loom.control.agentchecks import Health
+from loom.control.errors import NotFound
+from loom.domain.checkstate import HTTP_CODE, worst
+from loom.domain.fields import ValidationError
+from loom.server import views
+from loom.server.guard import authorizer, can_read_service, check_vetter, visible
+from loom.store.tables import CATALOG_TABLES
+
+
+def _state(request: web.Request) -> Any:
+    from loom.server.http import STATE
+
+    return request.app[STATE]
+
+
+async def check_register(request: web.Request) -> web.Response:
+    from loom.server.http import _body
+
+    state = _state(request)
+    await state.agent_checks.register(await _body(request), check_vetter(request))
+    return web.Response(text="")
+
+
+async def check_deregister(request: web.Request) -> web.Response:
+    await _state(request).agent_checks.deregister(request.match_info["id"])
+    return web.Response(text="")
+
+
+def _enable(request: web.Request) -> bool:
+    raw = request.query.get("enable")
+    if raw is None:
+        raise ValidationError("enable: Missing value for enable")
+    if raw.lower() not in ("true", "false", "1", "0", "t", "f"):
+        raise ValidationError(f"enable: Invalid value for enable: {raw!r}")
+    return raw.lower() in ("true", "1", "t")
+
+
+async def service_maintenance(request: web.Request) -> web.Response:
+    enable = _enable(request)
+    reason = request.query.get("reason", "")
+    await _state(request).agent_checks.service_maintenance(
+        request.match_info["id"], enable, reason
+    )
+    return web.Response(text="")
+
+
+async def node_maintenance(request: web.Request) -> web.Response:
+    enable = _enable(request)
+    await _state(request).agent_checks.node_maintenance(enable, request.query.get("reason", ""))
+    return web.Response(text="")
+
+
+def _doc(request: web.Request, h: Health) -> dict[str, Any]:
+    state = _state(request)
+    index = state.store.table_index(CATALOG_TABLES)
+    return {
+        "AggregatedStatus": h.status,
+        "Service": views.agent_service(state.catalog, h.instance),
+        "Checks": [views.health_check(c, index) for c in h.checks],
+    }
+
+
+def _answer(request: web.Request, status: str, body: Any) -> web.Response:
+    code = HTTP_CODE[status]
+    if request.query.get("format") == "text":
+        return web.Response(status=code, text=status)
+    from loom.server.http import _json
+
+    response = _json(body)
+    response.set_status(code)
+    return response
+
+
+async def health_by_id(request: web.Request) -> web.Response:
+    sid = request.match_info["id"]
+    found = _state(request).agent_checks.health_by_id(sid)
+    if found is None:
+        text = f"ServiceId {sid} not found"
+        if request.query.get("format") == "text":
+            return web.Response(status=404, text=text)
+        raise NotFound(text)
+    if (authz := authorizer(request)) is not None:
+        authz.check("service", Access.READ, found.instance.service)
+    return _answer(request, found.status, _doc(request, found))
+
+
+async def health_by_name(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    ns = request.query.get("ns") or "default"
+    found = _state(request).agent_checks.health_by_name(ns, name)
+    shown = visible(request, found, lambda a, h: can_read_service(a, h.instance))
+    if not shown:
+        text = f"ServiceName {name} Not Found"
+        if request.query.get("format") == "text":
+            return web.Response(status=404, text=text)
+        raise NotFound(text)
+    return _answer(request, worst(h.status for h in shown), [_doc(request, h) for h in shown])
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_put("/v1/agent/check/register", check_register)
+    r.add_put("/v1/agent/check/deregister/{id}", check_deregister)
+    r.add_get("/v1/agent/health/service/id/{id}", health_by_id)
+    r.add_get("/v1/agent/health/service/name/{name}", health_by_name)
+    r.add_put("/v1/agent/service/maintenance/{id}", service_maintenance)
+    r.add_put("/v1/agent/maintenance", node_maintenance)

@@ -1,0 +1,210 @@
+"""Checks that run, with real Envoy: an HTTP and a TCP check of a real app, run by the app's
+sidecar dataplane, take the app's sidecar endpoint out of the client's Envoy and put it back.
+
+``api`` has one instance behind a sidecar; ``web``'s sidecar has ``api`` as an upstream. The
+test waits on what Envoy shows (its admin ``/clusters``) and on the server's health answers,
+each a bounded poll of the real thing.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.leaks import hand_over
+from tests.support.mesh import Proc, curl, envoy_admin, free_port, start_dataplane, wait_for
+from tests.support.server import ServerProcess, start_server
+
+pytestmark = pytest.mark.envoy
+
+
+class App:
+    """The ``api`` app: answers traffic and ``/health`` with the code the test sets."""
+
+    def __init__(self) -> None:
+        app = self
+        self.health = 200
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                code = app.health if self.path == "/health" else 200
+                body = b"api\n"
+                self.send_response(code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+class Port:
+    """A TCP port the test opens and closes (what the TCP check probes); while open it
+    accepts and closes every connection, so probes never fill its backlog."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.sock: socket.socket | None = None
+        self.thread: threading.Thread | None = None
+
+    def open(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(16)
+        self.sock = sock
+        self.thread = threading.Thread(target=self._accept, args=(sock,), daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _accept(sock: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.shutdown(socket.SHUT_RDWR)
+            self.sock.close()
+            self.sock = None
+        if self.thread is not None:
+            self.thread.join(5)
+            self.thread = None
+
+
+class Mesh:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.server: ServerProcess = start_server()
+        self.app = App()
+        self.tcp = Port()
+        self.tcp.open()
+        self.api_sidecar = free_port()
+        self.upstream = free_port()
+        self.procs: list[Proc] = []
+
+    def dataplane(self, proxy_id: str) -> Proc:
+        proc = start_dataplane(self.tmp, proxy_id, self.server.http, self.server.grpc)
+        self.procs.append(proc)
+        hand_over(proc.p.pid)
+        return proc
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            p.stop()
+        self.app.close()
+        self.tcp.close()
+        self.server.stop()
+
+    def endpoint_in_envoy(self) -> bool:
+        web = self.procs[1].work
+        assert web is not None
+        return f"::127.0.0.1:{self.api_sidecar}::" in envoy_admin(web, "/clusters")
+
+    def connect_health(self) -> list[str]:
+        return [e["Service"]["ID"] for e in self.server.get("/v1/health/connect/api?passing=1")]
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    m = Mesh(tmp_path_factory.mktemp("checks"))
+    try:
+        s = m.server
+        s.put("/v1/agent/service/register", {
+            "Name": "api", "ID": "api-1", "Port": m.app.port,
+            "Checks": [
+                {"CheckID": "api-http", "HTTP": f"http://127.0.0.1:{m.app.port}/health",
+                 "Interval": "1s"},
+                {"CheckID": "api-tcp", "TCP": f"127.0.0.1:{m.tcp.port}", "Interval": "1s"},
+            ],
+            "Connect": {"SidecarService": {"Port": m.api_sidecar}}})  # fmt: skip
+        s.put("/v1/agent/service/register", {
+            "Name": "web", "Port": free_port(), "Connect": {"SidecarService": {"Proxy": {
+                "Upstreams": [{"DestinationName": "api", "LocalBindPort": m.upstream}]}}}})  # fmt: skip
+        m.dataplane("api-1-sidecar-proxy")
+        m.dataplane("web-sidecar-proxy")
+        url = f"http://127.0.0.1:{m.upstream}/"
+        wait_for(lambda: curl(url)[1] == "api\n", 40, "api through the mesh")
+        yield m
+    finally:
+        m.close()
+
+
+def test_the_sidecars_default_checks_pass_once_envoy_listens(mesh: Mesh) -> None:
+    checks = mesh.server.get("/v1/agent/checks")
+    listening = checks["service:api-1-sidecar-proxy:1"]
+    assert listening["Name"] == "Connect Sidecar Listening"
+    assert listening["Output"] == f"TCP connect 127.0.0.1:{mesh.api_sidecar}: Success"
+    aliasing = checks["service:api-1-sidecar-proxy:2"]
+    assert (aliasing["Name"], aliasing["Status"]) == ("Connect Sidecar Aliasing api-1", "passing")
+    assert mesh.connect_health() == ["api-1-sidecar-proxy"]
+    assert mesh.endpoint_in_envoy()
+
+
+def test_a_failing_http_check_takes_the_endpoint_out_of_envoy_and_back(mesh: Mesh) -> None:
+    mesh.app.health = 503
+    wait_for(lambda: not mesh.endpoint_in_envoy(), 20, "api's endpoint gone from web's Envoy")
+    check = mesh.server.get("/v1/agent/checks")["api-http"]
+    assert check["Status"] == "critical"
+    assert check["Output"].startswith("HTTP GET http://127.0.0.1:") and " 503 " in check["Output"]
+    assert mesh.connect_health() == []
+    mesh.app.health = 200
+    wait_for(mesh.endpoint_in_envoy, 20, "api's endpoint back in web's Envoy")
+    assert mesh.connect_health() == ["api-1-sidecar-proxy"]
+
+
+def test_a_failing_tcp_check_takes_the_endpoint_out_of_envoy_and_back(mesh: Mesh) -> None:
+    mesh.tcp.close()
+    wait_for(lambda: not mesh.endpoint_in_envoy(), 20, "api's endpoint gone from web's Envoy")
+    check = mesh.server.get("/v1/agent/checks")["api-tcp"]
+    assert check["Output"] == f"dial tcp 127.0.0.1:{mesh.tcp.port}: connect: connection refused"
+    mesh.tcp.open()
+    wait_for(mesh.endpoint_in_envoy, 20, "api's endpoint back in web's Envoy")
+    assert curl(f"http://127.0.0.1:{mesh.upstream}/") == (0, "api\n")
+
+
+def test_a_rejected_listener_makes_the_listening_check_critical_with_envoys_reason(
+    mesh: Mesh,
+) -> None:
+    with socket.socket() as taken:  # the sidecar's port, held without SO_REUSEPORT
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        side = taken.getsockname()[1]
+        mesh.server.put("/v1/agent/service/register", {
+            "Name": "blocked", "Port": free_port(),
+            "Connect": {"SidecarService": {"Port": side}}})  # fmt: skip
+        proc = start_dataplane(mesh.tmp, "blocked-sidecar-proxy", mesh.server.http,
+                               mesh.server.grpc, "--ready-timeout", "30")  # fmt: skip
+        try:
+            listening = wait_for(
+                lambda: (c := mesh.server.get("/v1/agent/checks")["service:blocked-sidecar-proxy:1"])
+                and "rejected listener" in c["Output"] and c,
+                25,
+                "the listening check to carry Envoy's rejection",
+            )
+        finally:
+            proc.stop()
+    assert listening["Status"] == "critical"
+    assert listening["Output"].startswith("Envoy rejected listener ")
+    assert "ddress already in use" in listening["Output"]  # Envoy's own words
+    assert mesh.server.get("/v1/health/connect/blocked?passing=1") == []
+    mesh.server.put("/v1/agent/service/deregister/blocked")
