@@ -23,20 +23,20 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loom.api.client import Client, ClientError, NotFoundError
 from loom.defaults import GRPC_ADDR, HTTP_ADDR
-from loom.inject import PROXY_UID, InjectSettings
+from loom.inject import PROXY_UID, InjectSettings, WorkloadPlan
 from loom.inject.registration import service_registrations
 from loom.local import acl, processes
 from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
-from loom.local.workload import plan_local, resolv_conf
+from loom.local.workload import AppProcess, plan_local, resolv_conf
 from loom.redirect import RedirectError
 from loom.redirect.applying import apply_redirect
 
@@ -315,6 +315,24 @@ class LocalMesh:
         """Make pod ``name``; with ACLs on, each of its services logs in with a JWT of
         ``service_account`` (default: the service's own name), as a Kubernetes pod would."""
         plan = plan_local(name, ports, annotations, self.s.inject)  # refusals before any change
+        apps = [AppProcess(None, tuple(cmd))] if cmd else []
+        return self.run_pod(name, plan, apps, service_account=service_account)
+
+    def run_pod(
+        self,
+        name: str,
+        plan: WorkloadPlan | None,
+        apps: Sequence[AppProcess],
+        service_account: str | None = None,
+        namespace: str = "default",
+        extra: dict[str, Any] | None = None,
+        accounts: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Make pod ``name`` as planned (None: not injected, no sidecar): namespace ->
+        registrations -> redirection -> sidecar(s), ready -> the apps. ``loom local run``
+        and ``loom local apply`` both come here. ``extra`` is kept in the pod's record; with
+        ACLs on a service logs in as ``accounts[service]``, else ``service_account``, else
+        its own name."""
         self.up()
         if self.record(name) is not None or self.pods.get_pod(name) is not None:
             raise LocalError(f"pod {name!r} exists; remove it first with: loom local rm {name}")
@@ -324,7 +342,8 @@ class LocalMesh:
             os.chown(pod_dir, 0, PROXY_UID)  # the sidecars may enter, not read its JWTs
             pod_dir.chmod(0o750)
         rec: dict[str, Any] = {
-            "name": name, "services": [], "sidecars": [], "app": None, "tokens": {}
+            "name": name, "services": [], "sidecars": [], "app": None, "tokens": {},
+            "containers": [], **(extra or {}),
         }  # fmt: skip
         try:
             dns = self.s.net.gateway if self._dns_pid() is not None else "127.0.0.1"
@@ -333,7 +352,8 @@ class LocalMesh:
             self._save(rec)
             self.say(f"pod {name}: namespace {info.netns}, address {info.ip}")
             client = self.client()
-            for body in service_registrations(plan, name, "default", info.ip):
+            bodies = service_registrations(plan, name, namespace, info.ip) if plan else []
+            for body in bodies:
                 try:
                     client.put("/v1/agent/service/register", body)
                 except ClientError as exc:
@@ -344,8 +364,9 @@ class LocalMesh:
                 self._save(rec)
                 self.say(f"pod {name}: registered service {body['Name']} (ID {body['ID']})")
                 if self.acls_on():
-                    self._login(rec, body["ID"], body["Name"], service_account or body["Name"])
-            if plan.redirect is not None:
+                    account = (accounts or {}).get(body["Name"]) or service_account
+                    self._login(rec, body["ID"], body["Name"], account or body["Name"])
+            if plan is not None and plan.redirect is not None:
                 try:
                     result = apply_redirect(plan.redirect, netns=info.netns)
                 except RedirectError as exc:
@@ -353,25 +374,38 @@ class LocalMesh:
                 self.say(f"pod {name}: transparent proxy: {result.summary()}")
             for n, service_id in enumerate(rec["services"]):
                 self._start_sidecar(
-                    rec, f"{service_id}-sidecar-proxy", dns=n == 0 and plan.redirect
+                    rec, f"{service_id}-sidecar-proxy", dns=n == 0 and plan and plan.redirect
                 )
-            if cmd:
-                log = pod_dir / "app.log"
-                pid = processes.spawn(netns_exec_argv(info.netns, cmd), log)
-                rec["app"] = {"pid": pid, "cmd": list(cmd), "log": str(log)}
-                self._save(rec)
-                deadline = time.monotonic() + 1.0
-                while time.monotonic() < deadline:  # an app that cannot start says so at once
-                    if not processes.alive(pid):
-                        why = processes.tail(log) or "no output"
-                        raise LocalError(f"pod {name}: the app exited at once: {why}")
-                    time.sleep(0.05)
-                self.say(f"pod {name}: app started: {' '.join(cmd)}")
+            for app in apps:
+                self._start_app(rec, app)
             return rec
         except BaseException:
             self.say(f"pod {name}: failed; removing what was made")
             self._teardown(rec)
             raise
+
+    def _start_app(self, rec: dict[str, Any], app: AppProcess) -> None:
+        """One app process in the pod, as root; one that exits at once is an error."""
+        name = rec["name"]
+        log = self._pod_dir(name) / (f"{app.name}.log" if app.name else "app.log")
+        env = app.env(rec["ip"]) if app.env else None
+        if env is not None and app.name:
+            acl.write_secret(self._pod_dir(name) / f"env-{app.name}.json", json.dumps(env))
+        pid = processes.spawn(netns_exec_argv(rec["netns"], app.argv), log, env)
+        entry = {"name": app.name or name, "pid": pid, "cmd": list(app.argv), "log": str(log)}
+        rec["containers"].append(entry)
+        if rec.get("app") is None:
+            rec["app"] = entry
+        self._save(rec)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # an app that cannot start says so at once
+            if not processes.alive(pid):
+                why = processes.tail(log) or "no output"
+                what = f"container {app.name}" if app.name else "the app"
+                raise LocalError(f"pod {name}: {what} exited at once: {why}")
+            time.sleep(0.05)
+        self.say(f"pod {name}: {'container ' + app.name if app.name else 'app'} started: "
+                 f"{' '.join(app.argv)}")  # fmt: skip
 
     def _login(self, rec: dict[str, Any], service_id: str, service: str, account: str) -> None:
         """The pod's JWT for ``account``, then the login token for ``service``'s sidecar."""
@@ -420,8 +454,8 @@ class LocalMesh:
         self.say(f"pod {rec['name']}: sidecar {proxy_id} ready (Envoy as UID {PROXY_UID})")
 
     def _teardown(self, rec: dict[str, Any]) -> None:
-        if rec.get("app"):
-            processes.stop(rec["app"]["pid"])
+        for app in rec.get("containers") or ([rec["app"]] if rec.get("app") else []):
+            processes.stop(app["pid"])
         for sc in rec.get("sidecars", []):
             processes.stop(sc["pid"])
         for token_file in rec.get("tokens", {}).values():
