@@ -88,7 +88,7 @@ class Applier:
     def __init__(self, mesh: LocalMesh, out: Print = print) -> None:
         self.mesh = mesh
         self.out = out
-        self.file = mesh.s.net.state_dir / "apply.json"
+        self.file = mesh.s.apply_file
 
     # -- state --------------------------------------------------------------------------
 

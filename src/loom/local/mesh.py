@@ -85,6 +85,11 @@ class LocalSettings:
         return self.net.state_dir / "pods"
 
     @property
+    def apply_file(self) -> Path:
+        """The desired state of ``loom local apply`` (objects applied, pods they made)."""
+        return self.net.state_dir / "apply.json"
+
+    @property
     def server_file(self) -> Path:
         return self.net.state_dir / "server.json"
 
@@ -498,6 +503,7 @@ class LocalMesh:
             for sock in (self.s.http_socket, self.s.grpc_socket):
                 sock.unlink(missing_ok=True)
             (state / "server.log").unlink(missing_ok=True)
+            self.s.apply_file.unlink(missing_ok=True)
             shutil.rmtree(self.s.pods_dir, ignore_errors=True)
             if purge or self.s.data_dir is None:  # kept with the data they are valid for
                 self.s.token_file.unlink(missing_ok=True)
