@@ -1,0 +1,197 @@
+"""``loom local apply -f`` end to end (root): the examples' Kubernetes YAML, verbatim, through
+the injector onto network-namespace pods with real Envoy sidecars and real iptables, driven
+by the CLI as a reader would (``apply``, ``exec deploy/...``, ``get``, ``delete``). ACLs are on
+(each service logs in with its service account), intentions default to allow as in the seed,
+so a deny intention makes curl exit 52."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loom.local import processes
+from tests.support.mesh import free_port, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.envoy]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CURL = ["--", "curl", "--silent", "--max-time", "5", "http://static-server/"]
+
+
+class Mesh:
+    def __init__(self, env: dict[str, str], state: Path, prefix: str) -> None:
+        self.env, self.state, self.prefix = env, state, prefix
+
+    def loom(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "loom", "local", *args], input=stdin,
+                              capture_output=True, text=True, env=self.env, timeout=120)  # fmt: skip
+
+    def ok(self, *args: str) -> str:
+        out = self.loom(*args)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return out.stdout
+
+    def curl_until(self, url_args: list[str], code: int, text: str | None) -> None:
+        def attempt() -> bool:
+            out = self.loom("exec", "deploy/static-client", *url_args)
+            return out.returncode == code and (text is None or out.stdout.strip() == text)
+
+        wait_for(attempt, timeout=20, what=f"curl {url_args[-1]} -> exit {code} {text!r}")
+
+    def pods(self) -> dict[str, dict[str, str]]:
+        return json.loads(self.state.joinpath("apply.json").read_text())["pods"]
+
+    def netns(self) -> list[str]:
+        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+        return [line.split()[0] for line in listed.splitlines() if line.startswith(self.prefix)]
+
+    def catalog(self) -> list[str]:
+        out = subprocess.run([sys.executable, "-m", "loom", "catalog", "services"],
+                             capture_output=True, text=True, env=self.env)  # fmt: skip
+        return [s for s in out.stdout.split() if s != "consul"]
+
+
+@pytest.fixture(scope="module")
+def mesh() -> Iterator[Mesh]:
+    state = Path(f"/run/loom-apply-test-{os.getpid()}")
+    prefix = f"la{os.getpid() % 100000}"
+    http = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "LOOM_LOCAL_PREFIX": prefix, "LOOM_LOCAL_STATE_DIR": str(state),
+           "LOOM_LOCAL_SUBNET": "10.252.0.0/16", "LOOM_LOCAL_DATA_DIR": "-",
+           "LOOM_LOCAL_HTTP_ADDR": http, "LOOM_LOCAL_GRPC_ADDR": f"127.0.0.1:{free_port()}",
+           "LOOM_HTTP_ADDR": http, "LOOM_HTTP_TOKEN_FILE": str(state / "management.token")}  # fmt: skip
+    m = Mesh(env, state, prefix)
+    try:
+        m.ok("up", "--acl-default-policy", "allow")
+        yield m
+    finally:
+        m.loom("down")
+        assert not state.exists() or not any(state.iterdir())
+        assert m.netns() == []
+        assert not [p for p in os.listdir("/etc/netns") if p.startswith(prefix)]
+
+
+def test_the_seed_server_and_client_answer_hello_world_by_kubernetes_name(mesh: Mesh) -> None:
+    started = time.monotonic()
+    out = mesh.ok("apply", "-f", str(EXAMPLES / "static-server.yaml"),
+                  "-f", str(EXAMPLES / "static-client.yaml"))  # fmt: skip
+    assert out.splitlines() == [
+        "serviceaccount/static-server created", "serviceaccount/static-client created",
+        "service/static-server created", "service/static-client created",
+        "deployment.apps/static-server created", "deployment.apps/static-client created",
+    ]  # fmt: skip
+    mesh.curl_until(CURL, 0, '"hello world"')
+    print(f"\nfigure: apply -> first successful request: {time.monotonic() - started:.2f} s")
+    seen = mesh.loom(
+        "exec", "deploy/static-client", "--", "curl", "--silent", "http://static-server/"
+    )
+    assert (seen.returncode, seen.stdout) == (0, '"hello world"\n')
+    assert sorted(mesh.catalog()) == ["static-client", "static-client-sidecar-proxy",
+                                      "static-server", "static-server-sidecar-proxy"]  # fmt: skip
+
+
+def test_re_applying_the_same_files_changes_nothing(mesh: Mesh) -> None:
+    before = mesh.pods()
+    pids = {n: json.loads((mesh.state / "pods" / n / "pod.json").read_text())["app"]["pid"]
+            for n in before}  # fmt: skip
+    out = mesh.ok("apply", "-f", str(EXAMPLES / "static-server.yaml"),
+                  "-f", str(EXAMPLES / "static-client.yaml"))  # fmt: skip
+    assert all(line.endswith(" unchanged") for line in out.splitlines()), out
+    assert mesh.pods() == before
+    assert {n: json.loads((mesh.state / "pods" / n / "pod.json").read_text())["app"]["pid"]
+            for n in before} == pids  # fmt: skip
+
+
+def test_the_injected_pod_shows_connect_inject_status_injected(mesh: Mesh) -> None:
+    text = mesh.ok("get", "pod", "deploy/static-server", "-o", "yaml")
+    assert "consul.hashicorp.com/connect-inject-status: injected" in text
+    assert "name: loom-dataplane" in text and "name: loom-connect-init" in text
+    described = mesh.ok("describe", "pod", "deploy/static-server")
+    assert "Decision:       injected" in described
+    assert "annotation consul.hashicorp.com/connect-inject is 'true'" in described
+
+
+def test_a_deny_intention_crd_makes_curl_exit_52_and_deleting_it_lets_traffic_through(
+    mesh: Mesh,
+) -> None:
+    deny = str(EXAMPLES / "deny-static-client.yaml")
+    assert mesh.ok("apply", "-f", deny).strip() == (
+        "serviceintentions.consul.hashicorp.com/static-server created"
+    )
+    mesh.curl_until(CURL, 52, None)
+    out = mesh.loom(
+        "exec", "deploy/static-client", "--", "curl", "--silent", "http://static-server/"
+    )
+    assert out.returncode == 52
+    assert out.stderr.strip() == "command terminated with exit code 52"
+    mesh.ok("delete", "-f", deny)
+    mesh.curl_until(CURL, 0, '"hello world"')
+
+
+def test_a_changed_template_rolls_the_pods_and_the_multi_port_seed_answers(mesh: Mesh) -> None:
+    old = {n for n, p in mesh.pods().items() if p["owner"].endswith("/static-client")}
+    mesh.ok("apply", "-f", str(EXAMPLES / "multi-port.yaml"))
+    out = mesh.ok("apply", "-f", str(EXAMPLES / "static-client-multi-port.yaml"))
+    assert "deployment.apps/static-client configured" in out
+    new = {n for n, p in mesh.pods().items() if p["owner"].endswith("/static-client")}
+    assert len(new) == 1 and new.isdisjoint(old)
+    assert not any((mesh.state / "pods" / n).exists() for n in old)
+    mesh.curl_until(["--", "curl", "--silent", "localhost:1234"], 0, '"hello world"')
+    mesh.curl_until(["--", "curl", "--silent", "localhost:2234"], 0, '"hello world from 9090"')
+    env = mesh.ok("exec", "deploy/static-client", "--", "sh", "-c",
+                  "echo $WEB_CONNECT_SERVICE_PORT $WEB_ADMIN_CONNECT_SERVICE_PORT")  # fmt: skip
+    assert env.strip() == "1234 2234"
+
+
+@pytest.mark.parametrize(
+    ("manifest", "said"),
+    [
+        ("apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly}\n",
+         "CronJob/nightly (<stdin> #2): kind CronJob (batch/v1) is not one"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p1}\n"
+         "spec: {containers: [{name: c, image: acme/unknown}]}\n",
+         "image acme/unknown maps to no local program"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p2, annotations: "
+         "{consul.hashicorp.com/connect-inject: 'yes'}}\n"
+         "spec: {containers: [{name: c, image: nginx}]}\n", "the injector refused it"),
+        ("apiVersion: v1\nkind: Pod\nmetadata: {name: p3}\n"
+         "spec: {serviceAccountName: ghost, containers: [{name: c, image: curlimages/curl}]}\n",
+         "ServiceAccount ghost does not exist"),
+    ],
+    ids=["unknown-kind", "unmapped-image", "invalid-annotation", "missing-service-account"],
+)  # fmt: skip
+def test_a_bad_manifest_is_refused_with_one_line_and_nothing_made(
+    mesh: Mesh, manifest: str, said: str
+) -> None:
+    before_state = mesh.state.joinpath("apply.json").read_text()
+    before_ns = mesh.netns()
+    good = "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: fresh}\n---\n"
+    out = mesh.loom("apply", "-f", "-", stdin=good + manifest)
+    assert out.returncode == 1
+    assert out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1 and said in out.stderr, out.stderr
+    assert mesh.state.joinpath("apply.json").read_text() == before_state
+    assert mesh.netns() == before_ns
+
+
+def test_delete_leaves_no_namespace_process_or_registration(mesh: Mesh) -> None:
+    pids = []
+    for name in mesh.pods():
+        rec = json.loads((mesh.state / "pods" / name / "pod.json").read_text())
+        pids += [c["pid"] for c in rec["containers"]] + [s["pid"] for s in rec["sidecars"]]
+    some = next(iter(mesh.pods()))
+    assert mesh.ok("delete", "pod", some).strip() == f'pod "{some}" deleted'
+    for name in ("static-server", "static-client-multi-port", "multi-port"):
+        mesh.ok("delete", "-f", str(EXAMPLES / f"{name}.yaml"))
+    assert mesh.pods() == {}
+    assert json.loads(mesh.state.joinpath("apply.json").read_text())["objects"] == {}
+    assert [n for n in mesh.netns() if "-pod-" in n] == []
+    assert not [p for p in os.listdir("/etc/netns") if p.startswith(mesh.prefix + "-pod-")]
+    assert not [p for p in pids if processes.alive(p)]  # a zombie awaiting init is not alive
+    assert mesh.catalog() == []
