@@ -149,6 +149,63 @@ def test_a_changed_template_rolls_the_pods_and_the_multi_port_seed_answers(mesh:
     assert env.strip() == "1234 2234"
 
 
+PROBED = """
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: probed}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: probed
+  annotations: {{consul.hashicorp.com/connect-inject: 'true'}}
+spec:
+  serviceAccountName: probed
+  containers:
+  - name: probed
+    image: hashicorp/http-echo
+    args: [-text=ok, -listen=:8080]
+    ports: [{{containerPort: 8080, name: http}}]
+    readinessProbe:
+      exec: {{command: [test, -e, {flag}]}}
+      periodSeconds: 1
+      failureThreshold: 1
+    livenessProbe:
+      httpGet: {{path: /, port: http}}
+      periodSeconds: 1
+      failureThreshold: 2
+"""
+
+
+def test_readiness_probes_drive_the_catalog_health_and_liveness_restarts(mesh: Mesh) -> None:
+    flag = mesh.state / "probed-ready"
+    out = mesh.loom("apply", "-f", "-", stdin=PROBED.format(flag=flag))
+    assert out.returncode == 0, out.stderr
+    token = (mesh.state / "management.token").read_text().strip()
+
+    def health() -> str:
+        from loom.api.client import Client
+
+        client = Client(mesh.env["LOOM_HTTP_ADDR"], timeout=5, token=token)
+        return str(client.get("/v1/health/checks/probed")[0]["Status"])
+
+    assert health() == "critical"  # not ready until the readiness probe passes
+    assert mesh.ok("get", "pods", "probed").split()[6] == "1/2"
+    flag.touch()
+    wait_for(lambda: health() == "passing", what="the health check passing")
+    assert mesh.ok("get", "pods", "probed").split()[6] == "2/2"
+    flag.unlink()
+    wait_for(lambda: health() == "critical", what="the health check critical again")
+    rec = json.loads((mesh.state / "pods" / "probed" / "pod.json").read_text())
+    os.kill(rec["containers"][0]["pid"], 9)
+    wait_for(lambda: mesh.ok("get", "pods", "probed").split()[8] == "1", what="a restart")
+    wait_for(lambda: mesh.loom("exec", "probed", "--", "curl", "-s", "localhost:8080").stdout
+             == "ok\n", what="the restarted container answering")  # fmt: skip
+    out = mesh.loom("delete", "-f", "-", stdin=PROBED.format(flag=flag))
+    assert out.stdout.splitlines() == ['pod "probed" deleted', 'serviceaccount "probed" deleted']
+    assert not (mesh.state / "pods" / "probed").exists()
+
+
 @pytest.mark.parametrize(
     ("manifest", "said"),
     [

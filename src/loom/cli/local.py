@@ -57,6 +57,13 @@ def _ports(text: list[str] | None) -> list[int]:
     return out
 
 
+def _kubelet(args: argparse.Namespace) -> int:
+    from loom.local.kubelet import Kubelet
+
+    Kubelet(Path(args.pod_dir), args.http_addr, Path(args.token_file)).run()
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     mesh = mesh_from_env()
     policy = None if args.no_acls else args.acl_default_policy
@@ -317,6 +324,11 @@ def register(commands: Commands) -> None:
     p.add_argument("what", help="pod")
     p.add_argument("name")
     p.set_defaults(func=_describe)
+    p = local.add_parser("kubelet", help="(started by apply) run a pod's probes, in its namespace")
+    p.add_argument("--pod-dir", required=True)
+    p.add_argument("--http-addr", required=True)
+    p.add_argument("--token-file", required=True)
+    p.set_defaults(func=_kubelet)
     p = local.add_parser("ps", help="list pods")
     p.set_defaults(func=_ps)
     p = local.add_parser("logs", help="print a pod's app (or --sidecar) log")

@@ -24,6 +24,7 @@ import yaml
 from loom.api.client import ClientError, NotFoundError
 from loom.local.errors import LocalServerError, ManifestError, state_io
 from loom.local.images import ImageMap, container_env, parse_image_flags
+from loom.local.kubelet import has_probes
 from loom.local.manifests import (
     CRD_KINDS,
     WORKLOAD_KINDS,
@@ -185,7 +186,8 @@ class Applier:
         account = desired.service_account
         self.mesh.run_pod(desired.name, plan, apps, service_account=account,
                           namespace=desired.namespace, extra=extra,
-                          accounts=run.accounts)  # fmt: skip
+                          accounts=run.accounts,
+                          probed=has_probes(run.pod, {c.name for c in run.containers}))  # fmt: skip
 
     def _write_entry(self, obj: KubeObject) -> None:
         try:

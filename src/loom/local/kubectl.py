@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -60,9 +61,33 @@ def pod_status(rec: dict[str, Any]) -> dict[str, Any]:
     """Containers alive, ready count and phase, from the mesh's record."""
     apps = rec.get("containers") or []
     sidecars = rec.get("sidecars") or []
-    up = [processes.alive(c["pid"]) for c in apps] + [processes.alive(s["pid"]) for s in sidecars]
-    phase = "Running" if up and all(up) else ("Error" if up else "Pending")
-    return {"ready": f"{sum(up)}/{len(up)}", "phase": phase, "ip": rec.get("ip", "<none>")}
+    seen = _kubelet_view(rec)
+    alive = [processes.alive(c["pid"]) for c in apps] + [
+        processes.alive(s["pid"]) for s in sidecars
+    ]
+    ready = [
+        a and seen.get(c["name"], {}).get("ready", True) for a, c in zip(alive, apps, strict=False)
+    ]
+    ready += alive[len(apps) :]
+    restarts = sum(int(v.get("restarts", 0)) for v in seen.values())
+    phase = "Running" if alive and all(alive) else ("Error" if alive else "Pending")
+    return {"ready": f"{sum(ready)}/{len(ready)}", "phase": phase,
+            "ip": rec.get("ip", "<none>"), "restarts": str(restarts)}  # fmt: skip
+
+
+def _kubelet_view(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the pod's kubelet last saw (empty for a pod without probes); before its first
+    report, a container with a readiness probe is not ready."""
+    if not rec.get("kubelet") or not rec.get("containers"):
+        return {}
+    path = Path(rec["containers"][0]["log"]).parent / "kubelet.json"
+    try:
+        seen: dict[str, Any] = json.loads(path.read_text())["containers"]
+    except (OSError, ValueError, KeyError):
+        spec = ((rec.get("kube") or {}).get("pod") or {}).get("spec") or {}
+        return {c["name"]: {"ready": not c.get("readinessProbe"), "restarts": 0}
+                for c in spec.get("containers") or []}  # fmt: skip
+    return seen
 
 
 def pod_object(rec: dict[str, Any]) -> dict[str, Any]:
@@ -73,13 +98,15 @@ def pod_object(rec: dict[str, Any]) -> dict[str, Any]:
     )
     status = pod_status(rec)
     apps = {c["name"]: c for c in rec.get("containers") or []}
+    seen = _kubelet_view(rec)
     pod["status"] = {
         "phase": status["phase"],
         "podIP": status["ip"],
         "containerStatuses": [
             {
                 "name": name,
-                "ready": processes.alive(c["pid"]),
+                "ready": processes.alive(c["pid"]) and seen.get(name, {}).get("ready", True),
+                "restartCount": int(seen.get(name, {}).get("restarts", 0)),
                 "state": {"running": {}} if processes.alive(c["pid"]) else {"terminated": {}},
             }
             for name, c in apps.items()
@@ -110,8 +137,8 @@ def get(applier: Applier, what: str, name: str | None, output: str | None, out: 
         table = []
         for r in found:
             st = pod_status(r)
-            age = _age(time.time() - (mesh._pod_dir(r["name"]) / "pod.json").stat().st_ctime)
-            row = [r["name"], st["ready"], st["phase"], "0", age]
+            age = _age(time.time() - float(r.get("created", time.time())))
+            row = [r["name"], st["ready"], st["phase"], st["restarts"], age]
             if output == "wide":
                 row += [st["ip"], "loom-local"]
             table.append(row)

@@ -32,7 +32,7 @@ from loom.api.client import Client, ClientError, NotFoundError
 from loom.defaults import GRPC_ADDR, HTTP_ADDR
 from loom.inject import PROXY_UID, InjectSettings, WorkloadPlan
 from loom.inject.registration import service_registrations
-from loom.local import acl, processes
+from loom.local import acl, kubelet, processes
 from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
@@ -332,12 +332,14 @@ class LocalMesh:
         namespace: str = "default",
         extra: dict[str, Any] | None = None,
         accounts: Mapping[str, str] | None = None,
+        probed: bool = False,
     ) -> dict[str, Any]:
         """Make pod ``name`` as planned (None: not injected, no sidecar): namespace ->
         registrations -> redirection -> sidecar(s), ready -> the apps. ``loom local run``
         and ``loom local apply`` both come here. ``extra`` is kept in the pod's record; with
         ACLs on a service logs in as ``accounts[service]``, else ``service_account``, else
-        its own name."""
+        its own name. A ``probed`` pod's services carry the Kubernetes Health Check
+        (critical until its readiness probes pass) and a kubelet runs its probes."""
         self.up()
         if self.record(name) is not None or self.pods.get_pod(name) is not None:
             raise LocalError(f"pod {name!r} exists; remove it first with: loom local rm {name}")
@@ -348,7 +350,7 @@ class LocalMesh:
             pod_dir.chmod(0o750)
         rec: dict[str, Any] = {
             "name": name, "services": [], "sidecars": [], "app": None, "tokens": {},
-            "containers": [], **(extra or {}),
+            "containers": [], "created": time.time(), **(extra or {}),
         }  # fmt: skip
         try:
             dns = self.s.net.gateway if self._dns_pid() is not None else "127.0.0.1"
@@ -358,6 +360,8 @@ class LocalMesh:
             self.say(f"pod {name}: namespace {info.netns}, address {info.ip}")
             client = self.client()
             bodies = service_registrations(plan, name, namespace, info.ip) if plan else []
+            if probed:
+                bodies = [{**b, "Check": kubelet.health_check(b["ID"])} for b in bodies]
             for body in bodies:
                 try:
                     client.put("/v1/agent/service/register", body)
@@ -383,11 +387,24 @@ class LocalMesh:
                 )
             for app in apps:
                 self._start_app(rec, app)
+            if probed:
+                self._start_kubelet(rec)
             return rec
         except BaseException:
             self.say(f"pod {name}: failed; removing what was made")
             self._teardown(rec)
             raise
+
+    def _start_kubelet(self, rec: dict[str, Any]) -> None:
+        """The pod's probes, run from inside its namespace (``kubelet.py``)."""
+        pod_dir = self._pod_dir(rec["name"])
+        argv = _loom("local", "kubelet", "--pod-dir", str(pod_dir),
+                     "--http-addr", f"unix:{self.s.http_socket}",
+                     "--token-file", str(self.s.token_file))  # fmt: skip
+        pid = processes.spawn(netns_exec_argv(rec["netns"], argv), pod_dir / "kubelet.log")
+        rec["kubelet"] = {"pid": pid}
+        self._save(rec)
+        self.say(f"pod {rec['name']}: kubelet runs its probes")
 
     def _start_app(self, rec: dict[str, Any], app: AppProcess) -> None:
         """One app process in the pod, as root; one that exits at once is an error."""
@@ -459,6 +476,8 @@ class LocalMesh:
         self.say(f"pod {rec['name']}: sidecar {proxy_id} ready (Envoy as UID {PROXY_UID})")
 
     def _teardown(self, rec: dict[str, Any]) -> None:
+        if rec.get("kubelet"):  # first: it would restart containers that stop
+            processes.stop(rec["kubelet"]["pid"])
         for app in rec.get("containers") or ([rec["app"]] if rec.get("app") else []):
             processes.stop(app["pid"])
         for sc in rec.get("sidecars", []):
