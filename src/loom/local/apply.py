@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -133,7 +134,9 @@ class Applier:
             changed = before is None or before["digest"] != obj.digest()
             if obj.kind in CRD_KINDS and changed:
                 self._write_entry(obj)
+            created = before["created"] if before and "created" in before else time.time()
             state["objects"][obj.key] = {
+                "created": created,
                 "kind": obj.kind, "namespace": obj.namespace, "name": obj.name,
                 "body": obj.body, "digest": obj.digest(),
             }  # fmt: skip

@@ -57,6 +57,10 @@ def _age(seconds: float) -> str:
     return f"{s}s" if s < 120 else (f"{s // 60}m" if s < 7200 else f"{s // 3600}h")
 
 
+def _age_of(applied: dict[str, Any]) -> str:
+    return _age(time.time() - float(applied.get("created", time.time())))
+
+
 def pod_status(rec: dict[str, Any]) -> dict[str, Any]:
     """Containers alive, ready count and phase, from the mesh's record."""
     apps = rec.get("containers") or []
@@ -161,7 +165,7 @@ def get(applier: Applier, what: str, name: str | None, output: str | None, out: 
             obj = applier.applied({"objects": {"k": v}})[0]
             ports = ",".join(f"{p.port}/{p.protocol}" for p in service_ports(obj)) or "<none>"
             ip = "None" if is_headless(obj) else vips.get(v["name"], "<pending>")
-            row = [v["name"], "ClusterIP", ip, "<none>", ports, "-"]
+            row = [v["name"], "ClusterIP", ip, "<none>", ports, _age_of(v)]
             if output == "wide":
                 sel = (v["body"].get("spec") or {}).get("selector") or {}
                 row.append(",".join(f"{k}={val}" for k, val in sel.items()) or "<none>")
@@ -174,7 +178,7 @@ def get(applier: Applier, what: str, name: str | None, output: str | None, out: 
         pods = [mesh.record(n) for n, p in state["pods"].items() if p["owner"] == key]
         ready = sum(1 for r in pods if r and pod_status(r)["phase"] == "Running")
         want = (v["body"].get("spec") or {}).get("replicas", 1)
-        rows.append([v["name"], f"{ready}/{want}", str(len(pods)), str(ready), "-"])
+        rows.append([v["name"], f"{ready}/{want}", str(len(pods)), str(ready), _age_of(v)])
     return _table(["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], rows, out)
 
 
