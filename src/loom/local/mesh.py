@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -32,7 +31,7 @@ from loom.api.client import Client, ClientError, NotFoundError
 from loom.defaults import GRPC_ADDR, HTTP_ADDR
 from loom.inject import PROXY_UID, InjectSettings, WorkloadPlan
 from loom.inject.registration import service_registrations
-from loom.local import acl, kubelet, processes
+from loom.local import acl, kubelet, nodedns, processes
 from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
@@ -220,69 +219,20 @@ class LocalMesh:
             self.s.server_file.unlink(missing_ok=True)
             raise
 
-    # -- the node's DNS server (the local kube-dns) -------------------------------------------
+    # -- the node's DNS server (the local kube-dns; nodedns.py) ------------------------------
 
     def _dns_pid(self) -> int | None:
-        try:
-            pid = int(json.loads(self.s.dns_file.read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            return None
-        return pid if processes.alive(pid) else None
+        return nodedns.dns_pid(self.s)
 
     def _start_node_dns(self) -> None:
-        """dnsmasq on the bridge address, answering names of ``hosts_file`` (when installed).
-
-        Pods forward what their DNS proxy does not know here, and Envoy resolves external
-        hosts through it, as pods on Kubernetes use the cluster DNS.
-        """
-        exe = shutil.which("dnsmasq")
-        if exe is None or self._dns_pid() is not None:
-            return
-        with state_io("cannot create the node DNS hosts file"):
-            self.s.hosts_file.touch()
-        log = self.s.net.state_dir / "node-dns.log"
-        argv = netns_exec_argv(self.s.net.node_netns, [
-            exe, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
-            f"--listen-address={self.s.net.gateway}", "--port=53", "--user=root",
-            f"--addn-hosts={self.s.hosts_file}", "--log-facility=-", "--conf-file=/dev/null",
-            # Authoritative for everything: unknown names are NXDOMAIN, not REFUSED (which
-            # stops resolvers such as Envoy's c-ares in the middle of a search list).
-            "--local=/#/",
-            f"--pid-file={self.s.net.state_dir / 'dnsmasq.pid'}",
-        ])  # fmt: skip
-        pid = processes.spawn(argv, log)
-        try:
-            with state_io("cannot record the node DNS server"):
-                self.s.dns_file.write_text(json.dumps({"pid": pid}))
-            time.sleep(0.2)
-            if not processes.alive(pid):
-                raise LocalError(f"the node DNS server (dnsmasq) exited: {processes.tail(log, 3)}")
-        except BaseException:
-            processes.stop(pid)
-            self.s.dns_file.unlink(missing_ok=True)
-            raise
+        nodedns.start(self.s)
 
     def _stop_node_dns(self) -> None:
-        dns = self._dns_pid()
-        if dns is not None:
-            processes.stop(dns)
-        state = self.s.net.state_dir
-        with state_io(f"cannot clean up {state}"):
-            for path in (self.s.dns_file, self.s.hosts_file, state / "node-dns.log",
-                         state / "dnsmasq.pid"):  # fmt: skip
-                path.unlink(missing_ok=True)
+        nodedns.stop(self.s)
 
     def add_host(self, name: str, address: str) -> None:
         """Let pods resolve ``name`` to ``address`` through the node's DNS server."""
-        with state_io("cannot add to the node DNS hosts file"), open(self.s.hosts_file, "a") as out:
-            out.write(f"{address} {name}\n")
-        pid = self._dns_pid()
-        if pid is None:
-            raise LocalError("no node DNS server runs (install dnsmasq)")
-        try:
-            os.kill(pid, signal.SIGHUP)  # dnsmasq re-reads --addn-hosts
-        except ProcessLookupError as exc:
-            raise LocalError("the node DNS server (dnsmasq) exited") from exc
+        nodedns.add_host(self.s, name, address)
 
     def stop_server(self) -> None:
         pid = self._server_pid()
