@@ -206,6 +206,45 @@ def test_readiness_probes_drive_the_catalog_health_and_liveness_restarts(mesh: M
     assert not (mesh.state / "pods" / "probed").exists()
 
 
+VOLUMES = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: greeting}}
+data: {{text: hello from a config map, mode: fast}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: reader}}
+spec:
+  volumes: [{{name: cfg, configMap: {{name: greeting}}}}]
+  containers:
+  - name: reader
+    image: curlimages/curl
+    command: [sh, -c, 'cat {target}/text; echo " ($MODE)"; exec sleep 3600']
+    env: [{{name: MODE, valueFrom: {{configMapKeyRef: {{name: greeting, key: mode}}}}}}]
+    volumeMounts: [{{name: cfg, mountPath: {target}, readOnly: true}}]
+"""
+
+
+def test_a_config_map_is_mounted_in_the_container_only_and_given_as_env(mesh: Mesh) -> None:
+    target = mesh.state / "mnt"
+    target.mkdir()
+    try:
+        text = VOLUMES.format(target=target)
+        out = mesh.loom("apply", "-f", "-", stdin=text)
+        assert out.returncode == 0, out.stderr
+        wait_for(lambda: mesh.ok("logs", "reader") == "hello from a config map (fast)\n",
+                 what="the container reading its volume")  # fmt: skip
+        seen = mesh.loom("exec", "reader", "--", "sh", "-c", f"ls {target}; touch {target}/x")
+        assert seen.stdout.split() == ["mode", "text"]
+        assert seen.returncode == 1 and "Read-only file system" in seen.stderr
+        assert list(target.iterdir()) == []  # the host's directory is untouched
+        mesh.loom("delete", "-f", "-", stdin=text)
+        assert not (mesh.state / "pods" / "reader").exists()
+    finally:
+        target.rmdir()
+
+
 @pytest.mark.parametrize(
     ("manifest", "said"),
     [

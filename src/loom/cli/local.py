@@ -110,6 +110,7 @@ def _exec(args: argparse.Namespace) -> int:
     name = resolve_pod(applier, args.name)
     rec = applier.mesh.record(name)
     env = None
+    mounts: list[tuple[str, str, bool]] = []
     if rec is not None and rec.get("containers"):
         names = [c["name"] for c in rec["containers"]]
         container = args.container or names[0]
@@ -117,10 +118,14 @@ def _exec(args: argparse.Namespace) -> int:
             from loom.local.errors import LocalError
 
             raise LocalError(f"container {container} is not valid for pod {name}")
+        entry = next(c for c in rec["containers"] if c["name"] == container)
+        mounts = [(m[0], m[1], bool(m[2])) for m in entry.get("mounts") or []]
         env_file = applier.mesh.s.pods_dir / name / f"env-{container}.json"
         if env_file.exists():
             env = {**os.environ, **json.loads(env_file.read_text())}
-    argv = applier.mesh.exec_argv(name, cmd)
+    from loom.local.volumes import mount_argv
+
+    argv = applier.mesh.exec_argv(name, mount_argv(mounts, cmd))
     code = subprocess.run(argv, env=env).returncode
     if code:
         print(f"command terminated with exit code {code}", file=sys.stderr)

@@ -13,6 +13,7 @@ ones run, as a rolling update would. Messages are kubectl's (``deployment.apps/w
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -35,7 +36,7 @@ from loom.local.manifests import (
     parse_documents,
 )
 from loom.local.mesh import LocalMesh
-from loom.local.pods import Known, PodRun, plan_pods, pod_context
+from loom.local.pods import AppContainer, Known, PodRun, plan_pods, pod_context
 from loom.local.workload import AppProcess
 
 Print = Callable[[str], None]
@@ -84,6 +85,22 @@ def missing_programs(images: ImageMap) -> set[str]:
     }
 
 
+def check_mount_targets(runs: Sequence[PodRun]) -> None:
+    """A bind mount needs its target on the host (containers share its filesystem)."""
+    for run in runs:
+        for c in run.containers:
+            for m in c.mounts:
+                if not os.path.exists(m.target):
+                    raise ManifestError(
+                        f"pod {run.desired.name} container {c.name}: mountPath {m.target} does "
+                        "not exist on this machine (containers share its filesystem: make it "
+                        "or mount elsewhere)"
+                    )
+                if not m.source and not os.path.isdir(m.target):
+                    raise ManifestError(f"pod {run.desired.name} container {c.name}: mountPath "
+                                        f"{m.target} is not a directory")  # fmt: skip
+
+
 class Applier:
     """The desired state of the manifests applied to one local mesh."""
 
@@ -124,6 +141,7 @@ class Applier:
         state = self.load()
         known = Known.of([*self.applied(state), *mset.objects])
         runs = plan_pods(mset, known, images, self.mesh.s.inject, missing_programs(images))
+        check_mount_targets(runs)
         self.mesh.up()
         by_owner: dict[str, list[PodRun]] = {}
         for run in runs:
@@ -175,7 +193,17 @@ class Applier:
         def env_of(spec: Any) -> Callable[[str], dict[str, str]]:
             return lambda ip: container_env(spec, pod_context(desired, known, ip))
 
-        apps = [AppProcess(c.name, c.argv, env_of(c.spec)) for c in run.containers]
+        volumes = Path("volumes")
+        files: dict[str, tuple[str, int] | None] = {str(volumes / v): None for v in run.volumes}
+        files.update({str(volumes / v / f.path): (f.content, f.mode)
+                      for v, fs in run.volumes.items() for f in fs})  # fmt: skip
+        pod_dir = self.mesh.s.pods_dir / desired.name
+
+        def mounts_of(c: AppContainer) -> tuple[tuple[str, str, bool], ...]:
+            return tuple((str(pod_dir / volumes / m.volume / m.source), m.target, m.read_only)
+                         for m in c.mounts)  # fmt: skip
+
+        apps = [AppProcess(c.name, c.argv, env_of(c.spec), mounts_of(c)) for c in run.containers]
         extra = {
             "kube": {
                 "namespace": desired.namespace,
@@ -189,7 +217,7 @@ class Applier:
         account = desired.service_account
         self.mesh.run_pod(desired.name, plan, apps, service_account=account,
                           namespace=desired.namespace, extra=extra,
-                          accounts=run.accounts,
+                          accounts=run.accounts, files=files,
                           probed=has_probes(run.pod, {c.name for c in run.containers}))  # fmt: skip
 
     def _write_entry(self, obj: KubeObject) -> None:

@@ -29,6 +29,7 @@ from typing import Any
 
 from loom.api.client import Client, ClientError
 from loom.local import processes
+from loom.local.volumes import mount_argv
 
 HEALTH_CHECK_NAME = "Kubernetes Health Check"
 """The check every service of a probed pod carries (consul-k8s names it so)."""
@@ -190,7 +191,9 @@ class Kubelet:
     def restart(self, c: ContainerProbes) -> None:
         entry = next(e for e in self.rec["containers"] if e["name"] == c.name)
         processes.stop(entry["pid"], grace=2.0)
-        entry["pid"] = processes.spawn(entry["cmd"], Path(entry["log"]), self.env(c.name))
+        mounts = [(m[0], m[1], bool(m[2])) for m in entry.get("mounts") or []]
+        argv = mount_argv(mounts, entry["cmd"])
+        entry["pid"] = processes.spawn(argv, Path(entry["log"]), self.env(c.name))
         c.restarts += 1
         if c.readiness is not None:
             c.readiness.ok, c.readiness.successes = False, 0

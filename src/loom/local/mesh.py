@@ -35,6 +35,7 @@ from loom.local import acl, kubelet, nodedns, processes
 from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
+from loom.local.volumes import mount_argv
 from loom.local.workload import AppProcess, plan_local, resolv_conf
 from loom.redirect import RedirectError
 from loom.redirect.applying import apply_redirect
@@ -283,13 +284,16 @@ class LocalMesh:
         extra: dict[str, Any] | None = None,
         accounts: Mapping[str, str] | None = None,
         probed: bool = False,
+        files: Mapping[str, tuple[str, int] | None] | None = None,
     ) -> dict[str, Any]:
         """Make pod ``name`` as planned (None: not injected, no sidecar): namespace ->
         registrations -> redirection -> sidecar(s), ready -> the apps. ``loom local run``
         and ``loom local apply`` both come here. ``extra`` is kept in the pod's record; with
         ACLs on a service logs in as ``accounts[service]``, else ``service_account``, else
         its own name. A ``probed`` pod's services carry the Kubernetes Health Check
-        (critical until its readiness probes pass) and a kubelet runs its probes."""
+        (critical until its readiness probes pass) and a kubelet runs its probes. ``files``
+        (path under the pod's directory -> text and mode, or None for a directory) are made
+        before anything runs."""
         self.up()
         if self.record(name) is not None or self.pods.get_pod(name) is not None:
             raise LocalError(f"pod {name!r} exists; remove it first with: loom local rm {name}")
@@ -298,6 +302,14 @@ class LocalMesh:
             pod_dir.mkdir(parents=True, exist_ok=True)
             os.chown(pod_dir, 0, PROXY_UID)  # the sidecars may enter, not read its JWTs
             pod_dir.chmod(0o750)
+            for rel, content in (files or {}).items():
+                path = pod_dir / rel
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if content is None:
+                    path.mkdir(exist_ok=True, mode=0o755)
+                else:
+                    path.write_text(content[0])
+                    path.chmod(content[1])
         rec: dict[str, Any] = {
             "name": name, "services": [], "sidecars": [], "app": None, "tokens": {},
             "containers": [], "created": time.time(), **(extra or {}),
@@ -363,8 +375,10 @@ class LocalMesh:
         env = app.env(rec["ip"]) if app.env else None
         if env is not None and app.name:
             acl.write_secret(self._pod_dir(name) / f"env-{app.name}.json", json.dumps(env))
-        pid = processes.spawn(netns_exec_argv(rec["netns"], app.argv), log, env)
-        entry = {"name": app.name or name, "pid": pid, "cmd": list(app.argv), "log": str(log)}
+        argv = mount_argv(app.mounts, app.argv)
+        pid = processes.spawn(netns_exec_argv(rec["netns"], argv), log, env)
+        entry = {"name": app.name or name, "pid": pid, "cmd": list(app.argv), "log": str(log),
+                 "mounts": [list(m) for m in app.mounts]}  # fmt: skip
         rec["containers"].append(entry)
         if rec.get("app") is None:
             rec["app"] = entry

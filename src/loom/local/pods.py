@@ -33,6 +33,7 @@ from loom.local.images import (
     secret_data,
 )
 from loom.local.manifests import DesiredPod, KubeObject, ManifestSet
+from loom.local.volumes import Mount, VolumeFile, container_mounts, volume_files
 
 SA_ANNOTATION = "kubernetes.io/service-account.name"
 
@@ -45,6 +46,8 @@ class AppContainer:
     argv: tuple[str, ...]
     spec: Mapping[str, Any]
     """The injected container (env, ports, probes)."""
+    mounts: tuple[Mount, ...] = ()
+    """Its volume mounts (``volumes.py``)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,8 @@ class PodRun:
     desired: DesiredPod
     injection: InjectionResult
     containers: tuple[AppContainer, ...]
+    volumes: Mapping[str, list[VolumeFile]]
+    """The pod's volumes and their projected files."""
     accounts: Mapping[str, str]
     """Consul service -> the service account it logs in as: the pod's, or for a multi-port
     pod the account of the service-account-token Secret named like the service (seed 000)."""
@@ -142,6 +147,8 @@ def plan_pods(
         pod = result.pod if result.pod is not None else desired.pod
         containers = []
         ctx = pod_context(desired, known, "0.0.0.0")
+        where = f"{obj.kind}/{obj.name} ({obj.source})"
+        volumes = volume_files(pod["spec"], ctx.config_maps, ctx.secrets, where)
         for c in pod["spec"]["containers"]:
             if str(c["name"]).startswith(SIDECAR_CONTAINER) and result.inject:
                 continue  # the dataplane: the runtime starts `loom dataplane` for it
@@ -155,7 +162,9 @@ def plan_pods(
                 raise obj.fail(f"container {c['name']}: image {c['image']} needs "
                                f"{program.required}, which is not installed")  # fmt: skip
             container_env(c, ctx)  # unresolvable references are refused now
-            containers.append(AppContainer(str(c["name"]), tuple(container_argv(c, program)), c))
+            mounts = tuple(container_mounts(c, volumes, f"{where}: container {c['name']}"))
+            argv = tuple(container_argv(c, program))
+            containers.append(AppContainer(str(c["name"]), argv, c, mounts))
         for c in desired.pod["spec"].get("initContainers") or []:
             raise obj.fail(f"init container {c.get('name')}: loom local runs only the "
                            "injector's init containers")  # fmt: skip
@@ -164,7 +173,7 @@ def plan_pods(
             token = known.token_accounts.get(f"{desired.namespace}/{service.name}")
             multi = result.plan is not None and result.plan.multi_port
             accounts[service.name] = token if multi and token else account
-        out.append(PodRun(desired, result, tuple(containers), accounts))
+        out.append(PodRun(desired, result, tuple(containers), volumes, accounts))
     return out
 
 

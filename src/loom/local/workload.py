@@ -80,3 +80,5 @@ class AppProcess:
     argv: tuple[str, ...]
     env: Callable[[str], dict[str, str]] | None = None
     """The container's variables given the pod's IP; None: the host's environment."""
+    mounts: tuple[tuple[str, str, bool], ...] = ()
+    """Bind mounts (source, target, read-only) made in its mount namespace first."""

@@ -231,3 +231,56 @@ spec: {config: {local_connect_timeout_ms: 1000}, mode: transparent}
         {"Kind": "proxy-defaults", "Name": "global",
          "Config": {"local_connect_timeout_ms": 1000}, "Mode": "transparent"},
     ]  # fmt: skip
+
+
+def test_config_map_and_secret_volumes_project_their_keys_and_mounts_follow() -> None:
+    objects = parse_documents("""
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {a: one, b: two}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: pw}
+stringData: {password: hunter2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: vol}
+spec:
+  volumes:
+  - {name: cfg, configMap: {name: cfg, items: [{key: b, path: conf/b.txt, mode: 0600}]}}
+  - {name: pw, secret: {secretName: pw, defaultMode: 0400}}
+  - {name: scratch, emptyDir: {}}
+  containers:
+  - name: c
+    image: nginx
+    volumeMounts:
+    - {name: cfg, mountPath: /etc/app, readOnly: true}
+    - {name: pw, mountPath: /run/pw, subPath: password}
+""", "v")  # fmt: skip
+    run = plan(objects)[0]
+    assert {v: [(f.path, f.content, f.mode) for f in fs] for v, fs in run.volumes.items()} == {
+        "cfg": [("conf/b.txt", "two", 0o600)],
+        "pw": [("password", "hunter2", 0o400)],
+        "scratch": [],
+    }
+    assert [(m.volume, m.source, m.target, m.read_only) for m in run.containers[0].mounts] == [
+        ("cfg", "", "/etc/app", True), ("pw", "password", "/run/pw", False)]  # fmt: skip
+
+
+def test_a_volume_of_a_missing_config_map_or_an_unknown_type_is_refused() -> None:
+    pod = """
+apiVersion: v1
+kind: Pod
+metadata: {name: vol}
+spec:
+  volumes: [VOLUME]
+  containers:
+  - {name: c, image: nginx, volumeMounts: [{name: v, mountPath: /etc/app}]}
+"""
+    missing = pod.replace("VOLUME", "{name: v, configMap: {name: nope}}")
+    assert "volume v: configMap nope does not exist" in refusal(missing)
+    host = pod.replace("VOLUME", "{name: v, hostPath: {path: /etc}}")
+    assert "loom local mounts configMap, secret and emptyDir volumes" in refusal(host)
