@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -243,6 +244,46 @@ def test_a_config_map_is_mounted_in_the_container_only_and_given_as_env(mesh: Me
         assert not (mesh.state / "pods" / "reader").exists()
     finally:
         target.rmdir()
+
+
+HEADLESS = """
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec: {clusterIP: None, selector: {app: db}, ports: [{port: 5678}]}
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers:
+      - {name: db, image: hashicorp/http-echo, args: [-text=db, -listen=:5678]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: plain}
+spec:
+  containers: [{name: c, image: curlimages/curl, command: [sleep, '3600']}]
+"""
+
+
+def test_a_headless_service_and_its_statefulset_pods_have_kube_dns_names(mesh: Mesh) -> None:
+    if shutil.which("dnsmasq") is None:
+        pytest.skip("needs dnsmasq (the node's DNS server)")
+    out = mesh.loom("apply", "-f", "-", stdin=HEADLESS)
+    assert out.returncode == 0, out.stderr
+    assert {"db-0", "db-1", "plain"} <= set(mesh.pods())
+    for url in ("http://db-1.db.default.svc.cluster.local:5678/", "http://db:5678/"):
+        seen = mesh.loom("exec", "plain", "--", "curl", "-s", "-m", "3", url)
+        assert (seen.returncode, seen.stdout) == (0, "db\n"), seen.stderr
+    mesh.loom("delete", "-f", "-", stdin=HEADLESS)
+    assert "db.default.svc.cluster.local" not in (mesh.state / "hosts").read_text()
 
 
 @pytest.mark.parametrize(

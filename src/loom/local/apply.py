@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from loom.api.client import ClientError, NotFoundError
+from loom.local import nodedns
 from loom.local.errors import LocalServerError, ManifestError, state_io
 from loom.local.images import ImageMap, container_env, parse_image_flags
 from loom.local.kubelet import has_probes
@@ -36,7 +37,7 @@ from loom.local.manifests import (
     parse_documents,
 )
 from loom.local.mesh import LocalMesh
-from loom.local.pods import AppContainer, Known, PodRun, plan_pods, pod_context
+from loom.local.pods import AppContainer, Known, PodRun, headless_hosts, plan_pods, pod_context
 from loom.local.workload import AppProcess
 
 Print = Callable[[str], None]
@@ -163,7 +164,20 @@ class Applier:
                 self._converge(obj.key, by_owner.get(obj.key, []), known, state)
             verb = "created" if before is None else ("configured" if changed else "unchanged")
             self.out(f"{obj.ref} {verb}")
+        self.sync_dns(state)
         return runs
+
+    def sync_dns(self, state: dict[str, Any]) -> None:
+        """The node DNS answers the headless Services' names with their pods' addresses."""
+        pods = []
+        for name, p in state["pods"].items():
+            rec = self.mesh.record(name)
+            pod = ((rec or {}).get("kube") or {}).get("pod") or {}
+            if rec and "ip" in rec:
+                labels = (pod.get("metadata") or {}).get("labels") or {}
+                pods.append((name, p["namespace"], labels, rec["ip"]))
+        services = [o for o in self.applied(state) if o.kind == "Service"]
+        nodedns.set_owned_hosts(self.mesh.s, "loom-local-apply", headless_hosts(services, pods))
 
     def _converge(
         self, owner: str, runs: list[PodRun], known: Known, state: dict[str, Any]
@@ -262,6 +276,7 @@ class Applier:
             del state["objects"][key]
             self.save(state)
             self.out(f'{shown} "{name}" deleted')
+        self.sync_dns(state)
 
     def delete_pod(self, name: str) -> None:
         state = self.load()
@@ -269,3 +284,4 @@ class Applier:
             raise ManifestError(f'pods "{name}" not found')
         self._remove_pod(name, state)
         self.out(f'pod "{name}" deleted')
+        self.sync_dns(state)

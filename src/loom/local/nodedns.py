@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from loom.local import processes
@@ -83,6 +84,26 @@ def add_host(s: LocalSettings, name: str, address: str) -> None:
     """Let pods resolve ``name`` to ``address`` through the node's DNS server."""
     with state_io("cannot add to the node DNS hosts file"), open(s.hosts_file, "a") as out:
         out.write(f"{address} {name}\n")
+    _reload(s)
+
+
+def set_owned_hosts(s: LocalSettings, owner: str, entries: Sequence[tuple[str, str]]) -> None:
+    """Replace the hosts-file lines marked ``owner`` (``loom local apply``'s Service names)
+    by ``entries`` (address, name); other lines are kept. Nothing without dnsmasq."""
+    if dns_pid(s) is None:
+        return
+    mark = f"# {owner}"
+    with state_io("cannot rewrite the node DNS hosts file"):
+        kept = [line for line in s.hosts_file.read_text().splitlines()
+                if not line.endswith(mark)]  # fmt: skip
+        lines = kept + [f"{address} {name} {mark}" for address, name in entries]
+        tmp = s.hosts_file.with_suffix(".tmp")
+        tmp.write_text("".join(line + "\n" for line in lines))
+        tmp.replace(s.hosts_file)
+    _reload(s)
+
+
+def _reload(s: LocalSettings) -> None:
     pid = dns_pid(s)
     if pid is None:
         raise LocalError("no node DNS server runs (install dnsmasq)")

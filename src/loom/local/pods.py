@@ -192,3 +192,22 @@ def init_containers(pod: Mapping[str, Any]) -> list[str]:
     """The injected init containers (connect-init), by name, for ``describe``."""
     return [str(c["name"]) for c in (pod.get("spec") or {}).get("initContainers") or []
             if str(c.get("name", "")).startswith(INIT_CONTAINER)]  # fmt: skip
+
+
+def headless_hosts(
+    services: Sequence[KubeObject], pods: Sequence[tuple[str, str, Mapping[str, str], str]]
+) -> list[tuple[str, str]]:
+    """(address, name) for kube-dns's headless-Service names: ``<svc>.<ns>.svc.cluster.local``
+    -> every selected pod, ``<pod>.<svc>.<ns>.svc.cluster.local`` -> that pod. ``pods`` are
+    (name, namespace, labels, address)."""
+    out = []
+    for svc in services:
+        spec = svc.body.get("spec") or {}
+        selector = spec.get("selector") or {}
+        if spec.get("clusterIP") != "None" or not selector:
+            continue
+        domain = f"{svc.name}.{svc.namespace}.svc.cluster.local"
+        for name, ns, labels, ip in sorted(pods):
+            if ns == svc.namespace and all(labels.get(k) == v for k, v in selector.items()):
+                out += [(ip, domain), (ip, f"{name}.{domain}")]
+    return out

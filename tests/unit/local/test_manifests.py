@@ -284,3 +284,25 @@ spec:
     assert "volume v: configMap nope does not exist" in refusal(missing)
     host = pod.replace("VOLUME", "{name: v, hostPath: {path: /etc}}")
     assert "loom local mounts configMap, secret and emptyDir volumes" in refusal(host)
+
+
+def test_a_headless_service_names_each_selected_pod_and_all_of_them() -> None:
+    services = parse_documents("""
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec: {clusterIP: None, selector: {app: db}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+""", "s")  # fmt: skip
+    pods = [("db-0", "default", {"app": "db"}, "10.0.0.2"), ("web-1", "default", {"app": "web"},
+            "10.0.0.3"), ("db-x", "other", {"app": "db"}, "10.0.0.4")]  # fmt: skip
+    from loom.local.pods import headless_hosts
+
+    assert headless_hosts(services, pods) == [
+        ("10.0.0.2", "db.default.svc.cluster.local"),
+        ("10.0.0.2", "db-0.db.default.svc.cluster.local"),
+    ]
