@@ -149,8 +149,7 @@ def _delete(args: argparse.Namespace) -> int:
     if args.filename:
         if args.what:
             raise ManifestError("delete: give -f FILE or pod NAME, not both")
-        applier.delete(read_sources(args.filename))
-        return 0
+        return 0 if applier.delete(read_sources(args.filename)) else 1
     if len(args.what) != 2 or args.what[0] not in ("pod", "pods", "po"):
         raise ManifestError("delete: expected -f FILE or pod NAME")
     applier.delete_pod(args.what[1])
@@ -295,6 +294,12 @@ def register(commands: Commands) -> None:
     p = local.add_parser("exec", help="run a command inside a pod (like kubectl exec)")
     p.add_argument("name", help="NAME, pod/NAME or deploy/NAME (its first pod)")
     p.add_argument("-c", "--container", help="the container whose environment the command gets")
+    p.add_argument(
+        "-i", "--stdin", action="store_true", help="accepted, as kubectl's (stdin is passed)"
+    )
+    p.add_argument(
+        "-t", "--tty", action="store_true", help="accepted, as kubectl's (the terminal is passed)"
+    )
     p.set_defaults(func=_exec, takes_rest=True)
     p.epilog = "Give the command after --, e.g.: loom local exec web -- curl -s http://db/"
     p = local.add_parser(

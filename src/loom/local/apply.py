@@ -250,16 +250,19 @@ class Applier:
 
     # -- delete -------------------------------------------------------------------------
 
-    def delete(self, objects: Sequence[KubeObject]) -> None:
-        """Remove the objects (and the pods they made) from the mesh and the state."""
+    def delete(self, objects: Sequence[KubeObject]) -> bool:
+        """Remove the objects (and the pods they made) from the mesh and the state; False
+        when one of them was not there (kubectl's exit 1)."""
         state = self.load()
+        found = True
         keys = [o.key for o in expand(objects).objects]
         for key in reversed(keys):
             obj = state["objects"].get(key)
-            kind, _, name = key.partition("/")[0], None, key.rsplit("/", 1)[1]
+            kind, name = key.split("/", 1)[0], key.rsplit("/", 1)[1]
             shown = next(o for o in objects if o.key == key).ref.split("/")[0]
             if obj is None:
-                self.out(f'Error from server (NotFound): {shown} "{name}" not found')
+                print(f'Error from server (NotFound): {shown} "{name}" not found', file=sys.stderr)
+                found = False
                 continue
             for pod in [n for n, p in state["pods"].items() if p["owner"] == key]:
                 self._remove_pod(pod, state)
@@ -277,6 +280,7 @@ class Applier:
             self.save(state)
             self.out(f'{shown} "{name}" deleted')
         self.sync_dns(state)
+        return found
 
     def delete_pod(self, name: str) -> None:
         state = self.load()
