@@ -14,7 +14,7 @@ def _echo(args: argparse.Namespace) -> int:
     from loom.demo.echo import serve_echo
 
     text = args.text
-    if len(text) >= 2 and text[0] == text[-1] == '"':
+    if not args.keep_quotes and len(text) >= 2 and text[0] == text[-1] == '"':
         text = text[1:-1]  # the seeds write -text="hello world"
     run(serve_echo(args.listen, text, args.instance))
     return 0
@@ -49,4 +49,9 @@ def register(commands: Commands) -> None:
     p.add_argument("-text", "--text", required=True, help="the response body")
     p.add_argument("-listen", "--listen", default=":5678", help="[HOST]:PORT (default :5678)")
     p.add_argument("--instance", default="", help="value of the X-Instance response header")
+    p.add_argument(
+        "--keep-quotes", action="store_true",
+        help='answer -text="hello world" with the quotes, as the hashicorp/http-echo image does '
+        "(its arguments reach it without a shell); loom local apply runs the image so",
+    )  # fmt: skip
     p.set_defaults(func=_echo)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from loom import defaults
 
 if TYPE_CHECKING:
     from loom.cli import Commands
+    from loom.local.apply import Applier
     from loom.local.mesh import LocalMesh
 
 
@@ -55,6 +57,13 @@ def _ports(text: list[str] | None) -> list[int]:
     return out
 
 
+def _kubelet(args: argparse.Namespace) -> int:
+    from loom.local.kubelet import Kubelet
+
+    Kubelet(Path(args.pod_dir), args.http_addr, Path(args.token_file)).run()
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     mesh = mesh_from_env()
     policy = None if args.no_acls else args.acl_default_policy
@@ -81,16 +90,85 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _applier(say: bool = False) -> Applier:
+    from loom.local.apply import Applier
+
+    return Applier(mesh_from_env(say=say))
+
+
 def _exec(args: argparse.Namespace) -> int:
     import subprocess
+
+    from loom.local.kubectl import resolve_pod
 
     cmd = list(args.rest)
     if not cmd:
         from loom.local.workload import WorkloadError
 
         raise WorkloadError("exec: give a command after --")
-    argv = mesh_from_env(say=False).exec_argv(args.name, cmd)
-    return subprocess.run(argv).returncode
+    applier = _applier()
+    name = resolve_pod(applier, args.name)
+    rec = applier.mesh.record(name)
+    env = None
+    mounts: list[tuple[str, str, bool]] = []
+    if rec is not None and rec.get("containers"):
+        names = [c["name"] for c in rec["containers"]]
+        container = args.container or names[0]
+        if container not in names:
+            from loom.local.errors import LocalError
+
+            raise LocalError(f"container {container} is not valid for pod {name}")
+        entry = next(c for c in rec["containers"] if c["name"] == container)
+        mounts = [(m[0], m[1], bool(m[2])) for m in entry.get("mounts") or []]
+        env_file = applier.mesh.s.pods_dir / name / f"env-{container}.json"
+        if env_file.exists():
+            env = {**os.environ, **json.loads(env_file.read_text())}
+    from loom.local.volumes import mount_argv
+
+    argv = applier.mesh.exec_argv(name, mount_argv(mounts, cmd))
+    code = subprocess.run(argv, env=env).returncode
+    if code:
+        print(f"command terminated with exit code {code}", file=sys.stderr)
+    return code
+
+
+def _apply(args: argparse.Namespace) -> int:
+    from loom.local.apply import image_map, read_sources
+
+    images = image_map(args.image_map or [], args.image_map_file or [])
+    objects = read_sources(args.filename)
+    _applier(say=args.verbose).apply(objects, images)
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    from loom.local.apply import read_sources
+    from loom.local.errors import ManifestError
+
+    applier = _applier(say=args.verbose)
+    if args.filename:
+        if args.what:
+            raise ManifestError("delete: give -f FILE or pod NAME, not both")
+        return 0 if applier.delete(read_sources(args.filename)) else 1
+    if len(args.what) != 2 or args.what[0] not in ("pod", "pods", "po"):
+        raise ManifestError("delete: expected -f FILE or pod NAME")
+    applier.delete_pod(args.what[1])
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    from loom.local.kubectl import get
+
+    return get(_applier(), args.what, args.name, args.output, print)
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from loom.local.errors import ManifestError
+    from loom.local.kubectl import describe_pod
+
+    if args.what not in ("pod", "pods", "po"):
+        raise ManifestError(f"describe {args.what}: loom local describes pods")
+    return describe_pod(_applier(), args.name, print)
 
 
 def _ps(args: argparse.Namespace) -> int:
@@ -103,20 +181,53 @@ def _ps(args: argparse.Namespace) -> int:
 
 
 def _logs(args: argparse.Namespace) -> int:
+    from loom.local.kubectl import resolve_pod
     from loom.local.mesh import LocalError
 
-    mesh = mesh_from_env(say=False)
-    rec = mesh.record(args.name)
+    applier = _applier()
+    name = resolve_pod(applier, args.name)
+    rec = applier.mesh.record(name)
     if rec is None:
-        raise LocalError(f"no pod named {args.name!r} (see: loom local ps)")
-    paths = [Path(s["log"]) for s in rec.get("sidecars", [])] if args.sidecar else []
-    if not args.sidecar and rec.get("app"):
-        paths = [Path(rec["app"]["log"])]
+        raise LocalError(f"no pod named {name!r} (see: loom local ps)")
+    sidecars = {s["proxy_id"]: Path(s["log"]) for s in rec.get("sidecars", [])}
+    apps = {c["name"]: Path(c["log"]) for c in rec.get("containers") or []}
+    if not apps and rec.get("app"):
+        apps = {name: Path(rec["app"]["log"])}
+    if args.sidecar:
+        paths = list(sidecars.values())
+    elif args.container is None:
+        paths = list(apps.values())[:1]
+    elif args.container in apps:
+        paths = [apps[args.container]]
+    elif args.container.startswith("loom-dataplane") and sidecars:
+        service = args.container.removeprefix("loom-dataplane").removeprefix("-")
+        wanted = f"{name}-{service}-sidecar-proxy" if service else None
+        paths = [p for k, p in sidecars.items() if wanted in (None, k)][:1]
+    else:
+        raise LocalError(f"container {args.container} is not valid for pod {name}")
     for path in paths:
         if len(paths) > 1:
             print(f"==> {path.name} <==")
         sys.stdout.write(path.read_text(errors="replace") if path.exists() else "")
+    sys.stdout.flush()
+    if args.follow and len(paths) == 1:
+        _follow(paths[0])
     return 0
+
+
+def _follow(path: Path) -> None:
+    """``logs -f``: what is appended to ``path``, until Ctrl-C."""
+    import time
+
+    with open(path, errors="replace") as f:
+        f.seek(0, os.SEEK_END)
+        while True:
+            line = f.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
 
 
 def _rm(args: argparse.Namespace) -> int:
@@ -181,14 +292,60 @@ def register(commands: Commands) -> None:
         "Give the app after --, e.g.: loom local run web --port 8080 -- python3 -m http.server 8080"
     )
     p = local.add_parser("exec", help="run a command inside a pod (like kubectl exec)")
-    p.add_argument("name")
+    p.add_argument("name", help="NAME, pod/NAME or deploy/NAME (its first pod)")
+    p.add_argument("-c", "--container", help="the container whose environment the command gets")
+    p.add_argument(
+        "-i", "--stdin", action="store_true", help="accepted, as kubectl's (stdin is passed)"
+    )
+    p.add_argument(
+        "-t", "--tty", action="store_true", help="accepted, as kubectl's (the terminal is passed)"
+    )
     p.set_defaults(func=_exec, takes_rest=True)
     p.epilog = "Give the command after --, e.g.: loom local exec web -- curl -s http://db/"
+    p = local.add_parser(
+        "apply",
+        help="run Kubernetes manifests on the local mesh (like kubectl apply -f)",
+        description=(
+            "Apply Kubernetes YAML or JSON (Namespace, ServiceAccount, Secret, ConfigMap, "
+            "Service, Pod, Deployment, ReplicaSet, StatefulSet, ServiceIntentions, "
+            "ServiceDefaults, ProxyDefaults). The whole set is checked first; each pod goes "
+            "through the injector and its containers run the programs their images map to."
+        ),
+    )
+    p.add_argument("-f", "--filename", action="append", required=True,
+                   help="a file, a directory or - (stdin); repeatable")  # fmt: skip
+    p.add_argument("--image-map", action="append", metavar="IMAGE=COMMAND",
+                   help="run IMAGE as COMMAND (shell-quoted); repeatable")  # fmt: skip
+    p.add_argument("--image-map-file", action="append", metavar="FILE",
+                   help="a YAML or JSON mapping IMAGE: COMMAND")  # fmt: skip
+    p.add_argument("-v", "--verbose", action="store_true", help="say what is made, step by step")
+    p.set_defaults(func=_apply)
+    p = local.add_parser("delete", help="remove what manifests made, or one pod")
+    p.add_argument("what", nargs="*", help="pod NAME")
+    p.add_argument("-f", "--filename", action="append", help="the manifests to delete")
+    p.add_argument("-v", "--verbose", action="store_true", help="say what is removed")
+    p.set_defaults(func=_delete)
+    p = local.add_parser("get", help="list pods, services or deployments (like kubectl get)")
+    p.add_argument("what", help="pods, services or deployments")
+    p.add_argument("name", nargs="?", help="one of them (a pod may be given as deploy/NAME)")
+    p.add_argument("-o", "--output", choices=("wide", "yaml", "json"))
+    p.set_defaults(func=_get)
+    p = local.add_parser("describe", help="a pod in detail, with the injection decision")
+    p.add_argument("what", help="pod")
+    p.add_argument("name")
+    p.set_defaults(func=_describe)
+    p = local.add_parser("kubelet", help="(started by apply) run a pod's probes, in its namespace")
+    p.add_argument("--pod-dir", required=True)
+    p.add_argument("--http-addr", required=True)
+    p.add_argument("--token-file", required=True)
+    p.set_defaults(func=_kubelet)
     p = local.add_parser("ps", help="list pods")
     p.set_defaults(func=_ps)
     p = local.add_parser("logs", help="print a pod's app (or --sidecar) log")
-    p.add_argument("name")
+    p.add_argument("name", help="NAME, pod/NAME or deploy/NAME (its first pod)")
     p.add_argument("--sidecar", action="store_true", help="the sidecar logs instead")
+    p.add_argument("-c", "--container", help="a container (loom-dataplane[-SERVICE]: a sidecar)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
     p.set_defaults(func=_logs)
     p = local.add_parser("rm", help="remove pods: processes, registrations, namespaces")
     p.add_argument("names", nargs="+")

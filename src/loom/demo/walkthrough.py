@@ -1,13 +1,16 @@
 """``loom demo``: the seeds' examples, live, on this machine, explained step by step.
 
-As root: a local mesh (``loom local``, ACLs on with default deny) with network namespaces as
-pods, transparent proxy and the DNS proxy: static-server and static-client, the allow
-intention default deny needs, ``curl http://static-server/``, a deny intention (curl exits
-52), a pod whose service account is not its service's name refused (``403``, ``Permission
-denied``), the multi-port web/web-admin pod. Every step runs the real CLI
-command it shows. Without root: the explicit-upstream parts on loopback (ACLs on too, a
-token per sidecar), and it says what it skipped. Each expectation is checked; the demo fails
-(exit 1) if one does not hold, and it always cleans up.
+As root: a local mesh (``loom local``, ACLs on with default allow, as seed 000 assumes) with
+network namespaces as pods, transparent proxy and the DNS proxy, fed the project's
+``examples/`` manifests (which stand for the seed's YAML) with ``loom local apply -f``:
+static-server and static-client, ``get pod -o yaml`` showing ``connect-inject-status:
+injected``, ``exec deploy/static-client -- curl --silent http://static-server/`` ->
+``"hello world"``, a deny ServiceIntentions (curl exits 52) and its deletion, a pod whose
+service account is not its service's name refused (``403``, ``Permission denied``), the
+multi-port web/web-admin pod and the client's rolled template with upstreams 1234/2234. Every
+step runs the real CLI command it shows. Without root: the explicit-upstream parts on
+loopback (ACLs on too, a token per sidecar), and it says what it skipped. Each expectation
+is checked; the demo fails (exit 1) if one does not hold, and it always cleans up.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+
+import yaml
 
 from loom.errors import LoomError
 from loom.local import processes
@@ -53,12 +58,12 @@ class Walkthrough:
         sys.stdout.flush()
 
     def run(
-        self, shown: str, argv: Sequence[str], check: bool = True
+        self, shown: str, argv: Sequence[str], check: bool = True, quiet: bool = False
     ) -> subprocess.CompletedProcess[str]:
         print(f"    $ {shown}")
         sys.stdout.flush()
         out = subprocess.run(list(argv), capture_output=True, text=True, env=self.env, timeout=120)
-        for line in (out.stdout + out.stderr).rstrip().splitlines():
+        for line in ("" if quiet else out.stdout + out.stderr).rstrip().splitlines():
             print(f"      {line}")
         if out.returncode != 0:
             print(f"      command terminated with exit code {out.returncode}")
@@ -104,7 +109,17 @@ class Walkthrough:
         self.expect(out, code, text)
 
 
+def examples_dir() -> Path:
+    """The project's examples folder (``LOOM_EXAMPLES_DIR`` overrides, for installed copies)."""
+    given = os.environ.get("LOOM_EXAMPLES_DIR")
+    path = Path(given) if given else Path(__file__).resolve().parents[3] / "examples"
+    if not (path / "static-server.yaml").is_file():
+        raise DemoFailed(f"the example manifests are not in {path} (set LOOM_EXAMPLES_DIR)")
+    return path
+
+
 def local_demo() -> None:
+    examples = examples_dir()
     state = Path(
         tempfile.mkdtemp(prefix="loom-demo-", dir="/run" if os.path.isdir("/run") else None)
     )
@@ -119,78 +134,72 @@ def local_demo() -> None:
     env["LOOM_HTTP_ADDR"] = env["LOOM_LOCAL_HTTP_ADDR"]
     env["LOOM_HTTP_TOKEN_FILE"] = str(state / "management.token")  # what `up` prints
     w = Walkthrough(env)
-    echo = [sys.executable, "-m", "loom", "http-echo"]
+    client = ["loom", "local", "exec", "deploy/static-client", "--"]
+
+    def example(name: str) -> str:
+        path = os.path.relpath(examples / name)  # shown as the reader would type it
+        return path if not path.startswith("..") else str(examples / name)
+
     try:
         w.step(
             "a local mesh",
             "Network namespaces play the pods, on a bridge inside a private node namespace.",
             "A Loom server (catalog, intentions, CA, xDS) runs on this machine; sidecars reach",
             "it over unix sockets. Nothing outside the namespaces this demo makes is touched.",
-            "ACLs are on with default deny: the host CLI uses the management token `up` made,",
-            "each pod logs in with a service-account JWT the mesh signs and its sidecar holds",
-            "only its own service's token.",
+            "ACLs are on with default policy allow (seed 000: 'when ACLs default policy is",
+            "allow, Consul will automatically configure proxies with all upstreams'): each pod",
+            "logs in with a service-account JWT the mesh signs, its sidecar holds only its own",
+            "service's token.",
         )
-        w.loom_cmd("local", "up")
+        w.loom_cmd("local", "up", "--acl-default-policy", "allow")
         w.step(
-            "static-server (seed 000: 'Accepting Inbound Connections')",
-            "The pod runs an http-echo app on :8080. Its sidecar (Envoy, as UID 5995) listens",
-            "on 20000 with mTLS; iptables sends all inbound traffic there (transparent proxy).",
+            "static-server (seed 000: 'Example'), the seed's YAML applied as it is",
+            "examples/static-server.yaml: a Service, a ServiceAccount and a Deployment whose pod",
+            "template asks for injection. The pod goes through the injector the webhook uses;",
+            "its http-echo container runs Loom's http-echo, its sidecar Envoy as UID 5995, and",
+            "iptables sends all its traffic through the sidecar (transparent proxy).",
         )
-        w.loom_cmd(
-            "local",
-            "run",
-            "static-server",
-            "--port",
-            "8080",
-            "--",
-            *echo,
-            "-text",
-            '"hello world"',
-            "-listen",
-            ":8080",
-        )
+        w.loom_cmd("local", "apply", "-f", example("static-server.yaml"))
         w.step(
-            "static-client",
-            "No upstreams declared: with transparent proxy the upstreams are implied, and",
-            "the sidecar's DNS proxy answers mesh names with their virtual IPs.",
+            "static-client (seed 000: 'Connecting to Mesh-Enabled Services')",
+            "Its curl image is the host's curl; it idles so that we can exec into it.",
         )
-        w.loom_cmd("local", "run", "static-client", "--", "sleep", "infinity")
-        w.loom_cmd("local", "ps")
+        w.loom_cmd("local", "apply", "-f", example("static-client.yaml"))
+        w.loom_cmd("local", "get", "pods")
         w.step(
-            "allow static-client -> static-server with an intention",
-            "With ACLs on and default deny, you must supply an intention (nothing flows without",
-            "one), then reach static-server by its Kubernetes name, through both sidecars.",
+            "verify the injection (seed 000: 'Verifying the Installation')",
+            "kubectl get pod static-server --output yaml shows connect-inject-status: injected",
+            "(here the lines that matter of the full injected pod).",
         )
-        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
-        w.retry_curl(
-            ["loom", "local", "exec", "static-client", "--"],
-            "http://static-server/",
-            0,
-            "hello world",
-        )
+        out = w.run("loom local get pod deploy/static-server -o yaml | grep connect-inject-status",
+                    [*w.loom, "local", "get", "pod", "deploy/static-server", "-o", "yaml"],
+                    quiet=True)  # fmt: skip
+        shown = [line for line in out.stdout.splitlines() if "connect-inject-status" in line]
+        for line in shown:
+            print(f"      {line}")
+        spec = (yaml.safe_load(out.stdout) or {}).get("spec") or {}
+        for field in ("initContainers", "containers"):
+            names = ", ".join(c["name"] for c in spec.get(field) or [])
+            print(f"    {field}: {names}")
+        if "    consul.hashicorp.com/connect-inject-status: injected" not in shown:
+            raise DemoFailed(f"step {w.step_no}: the pod is not marked injected")
+        print("    ok: connect-inject-status: injected")
         w.step(
-            "deny with an intention",
-            "Under default deny a denied service is not even an upstream of the client: its",
-            "sidecar has no route to it and the connection goes nowhere (curl gives up after",
-            "2 s, exit 28). With default allow (`loom local up --acl-default-policy allow`)",
-            "the server's sidecar rejects it at once instead (exit 52), as in the seed.",
+            "kubectl exec deploy/static-client -- curl --silent http://static-server/",
+            "Transparent proxy: the client uses the Kubernetes name, its sidecar's DNS proxy",
+            "answers it and both sidecars carry the request over mTLS.",
         )
-        w.loom_cmd("intention", "create", "--deny", "static-client", "static-server")
-        w.retry_curl(
-            ["loom", "local", "exec", "static-client", "--"],
-            "http://static-server/",
-            28,
-            None,
-            max_time=2,
+        w.retry_curl(client, "http://static-server/", 0, '"hello world"')
+        w.step(
+            "deny static-client -> static-server with an intention",
+            "examples/deny-static-client.yaml is a ServiceIntentions CRD; the server's sidecar",
+            "rejects the connection at once, without touching either pod.",
         )
-        w.step("allow it again: traffic flows again")
-        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
-        w.retry_curl(
-            ["loom", "local", "exec", "static-client", "--"],
-            "http://static-server/",
-            0,
-            "hello world",
-        )
+        w.loom_cmd("local", "apply", "-f", example("deny-static-client.yaml"))
+        w.retry_curl(client, "http://static-server/", 52, None)
+        w.step("remove the intention: traffic flows again")
+        w.loom_cmd("local", "delete", "-f", example("deny-static-client.yaml"))
+        w.retry_curl(client, "http://static-server/", 0, '"hello world"')
         w.step(
             "a pod whose service account is not named like its service is refused",
             "It logs in as service account static-server (the binding rule gives it that",
@@ -206,58 +215,19 @@ def local_demo() -> None:
         print("    ok: refused with 403 Permission denied")
         w.step(
             "a pod with two ports (seed 000: 'Kubernetes Pods with Multiple ports')",
-            "One pod serves web on 8080 and web-admin on 9090: one service and one sidecar",
-            "per port. Transparent proxy is off for multi-port pods, as in Consul.",
+            "One pod serves web on 8080 and web-admin on 9090: one service, one sidecar and",
+            "one login (with the service-account-token Secret named like it) per port.",
         )
-        web = shlex.join([*echo, "-text", "hello world", "-listen", ":8080"])
-        admin = shlex.join([*echo, "-text", "hello world from 9090", "-listen", ":9090"])
-        both = f"{web} & exec {admin}"
-        w.loom_cmd(
-            "local",
-            "run",
-            "web",
-            "--port",
-            "8080,9090",
-            "-a",
-            "transparent-proxy=false",
-            "-a",
-            "connect-service=web,web-admin",
-            "-a",
-            "connect-service-port=8080,9090",
-            "--",
-            "sh",
-            "-c",
-            both,
-        )
+        w.loom_cmd("local", "apply", "-f", example("multi-port.yaml"))
         w.step(
-            "a client with explicit upstreams web:1234 and web-admin:2234",
-            "Each port is its own service with its own identity and intention.",
+            "static-client with the upstreams web:1234 and web-admin:2234",
+            "A changed pod template: its pod is replaced by a new one (a rolling update).",
         )
-        w.loom_cmd("intention", "create", "--allow", "static-client", "web")
-        w.loom_cmd("intention", "create", "--allow", "static-client", "web-admin")
-        w.loom_cmd("local", "rm", "static-client")
-        w.loom_cmd(
-            "local",
-            "run",
-            "static-client",
-            "-a",
-            "connect-service-upstreams=web:1234,web-admin:2234",
-            "--",
-            "sleep",
-            "infinity",
-        )
-        w.retry_curl(
-            ["loom", "local", "exec", "static-client", "--"],
-            "http://localhost:1234",
-            0,
-            "hello world",
-        )
-        w.retry_curl(
-            ["loom", "local", "exec", "static-client", "--"],
-            "http://localhost:2234",
-            0,
-            "hello world from 9090",
-        )
+        w.loom_cmd("local", "apply", "-f", example("static-client-multi-port.yaml"))
+        w.retry_curl(client, "localhost:1234", 0, '"hello world"')
+        w.retry_curl(client, "localhost:2234", 0, '"hello world from 9090"')
+        print("    (the seed's prose writes the answers without the quotes; the http-echo")
+        print('     image prints -text="hello world" with them, as the first curl showed)')
     finally:
         w.step("clean up: every pod, the server and the node network")
         w.loom_cmd("local", "down", check=False)

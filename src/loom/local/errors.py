@@ -7,6 +7,8 @@ wrapped where it calls them (``raise ... from exc``), keeping their message::
     LocalError              the local mesh could not do what was asked (nothing half-made left)
     ├── WorkloadError       a ``loom local run`` flag that does not make a workload (exit 2)
     ├── WorkloadRefused     the injector refused the pod's annotations (wraps ``InjectError``)
+    ├── ManifestError       ``loom local apply -f``: an object of the manifests cannot be run
+    │                       (unknown kind, unmapped image, missing ServiceAccount...)
     ├── LocalNetError       namespaces, bridge, addresses or the network state file
     ├── LocalServerError    the local server is unreachable or refused a request
     │                       (wraps the API client's ``ClientError``)
@@ -38,6 +40,10 @@ class WorkloadError(LocalError):
 
 class WorkloadRefused(LocalError):
     """The injection planner refused the workload (its message names the annotation)."""
+
+
+class ManifestError(LocalError):
+    """A manifest given to ``loom local apply``/``delete`` cannot be run; nothing was made."""
 
 
 class LocalNetError(LocalError):

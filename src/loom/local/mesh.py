@@ -20,23 +20,23 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loom.api.client import Client, ClientError, NotFoundError
 from loom.defaults import GRPC_ADDR, HTTP_ADDR
-from loom.inject import PROXY_UID, InjectSettings
+from loom.inject import PROXY_UID, InjectSettings, WorkloadPlan
 from loom.inject.registration import service_registrations
-from loom.local import acl, processes
+from loom.local import acl, kubelet, nodedns, processes
 from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
-from loom.local.workload import plan_local, resolv_conf
+from loom.local.volumes import mount_argv
+from loom.local.workload import AppProcess, plan_local, resolv_conf
 from loom.redirect import RedirectError
 from loom.redirect.applying import apply_redirect
 
@@ -83,6 +83,11 @@ class LocalSettings:
     @property
     def pods_dir(self) -> Path:
         return self.net.state_dir / "pods"
+
+    @property
+    def apply_file(self) -> Path:
+        """The desired state of ``loom local apply`` (objects applied, pods they made)."""
+        return self.net.state_dir / "apply.json"
 
     @property
     def server_file(self) -> Path:
@@ -215,69 +220,20 @@ class LocalMesh:
             self.s.server_file.unlink(missing_ok=True)
             raise
 
-    # -- the node's DNS server (the local kube-dns) -------------------------------------------
+    # -- the node's DNS server (the local kube-dns; nodedns.py) ------------------------------
 
     def _dns_pid(self) -> int | None:
-        try:
-            pid = int(json.loads(self.s.dns_file.read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            return None
-        return pid if processes.alive(pid) else None
+        return nodedns.dns_pid(self.s)
 
     def _start_node_dns(self) -> None:
-        """dnsmasq on the bridge address, answering names of ``hosts_file`` (when installed).
-
-        Pods forward what their DNS proxy does not know here, and Envoy resolves external
-        hosts through it, as pods on Kubernetes use the cluster DNS.
-        """
-        exe = shutil.which("dnsmasq")
-        if exe is None or self._dns_pid() is not None:
-            return
-        with state_io("cannot create the node DNS hosts file"):
-            self.s.hosts_file.touch()
-        log = self.s.net.state_dir / "node-dns.log"
-        argv = netns_exec_argv(self.s.net.node_netns, [
-            exe, "--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces",
-            f"--listen-address={self.s.net.gateway}", "--port=53", "--user=root",
-            f"--addn-hosts={self.s.hosts_file}", "--log-facility=-", "--conf-file=/dev/null",
-            # Authoritative for everything: unknown names are NXDOMAIN, not REFUSED (which
-            # stops resolvers such as Envoy's c-ares in the middle of a search list).
-            "--local=/#/",
-            f"--pid-file={self.s.net.state_dir / 'dnsmasq.pid'}",
-        ])  # fmt: skip
-        pid = processes.spawn(argv, log)
-        try:
-            with state_io("cannot record the node DNS server"):
-                self.s.dns_file.write_text(json.dumps({"pid": pid}))
-            time.sleep(0.2)
-            if not processes.alive(pid):
-                raise LocalError(f"the node DNS server (dnsmasq) exited: {processes.tail(log, 3)}")
-        except BaseException:
-            processes.stop(pid)
-            self.s.dns_file.unlink(missing_ok=True)
-            raise
+        nodedns.start(self.s)
 
     def _stop_node_dns(self) -> None:
-        dns = self._dns_pid()
-        if dns is not None:
-            processes.stop(dns)
-        state = self.s.net.state_dir
-        with state_io(f"cannot clean up {state}"):
-            for path in (self.s.dns_file, self.s.hosts_file, state / "node-dns.log",
-                         state / "dnsmasq.pid"):  # fmt: skip
-                path.unlink(missing_ok=True)
+        nodedns.stop(self.s)
 
     def add_host(self, name: str, address: str) -> None:
         """Let pods resolve ``name`` to ``address`` through the node's DNS server."""
-        with state_io("cannot add to the node DNS hosts file"), open(self.s.hosts_file, "a") as out:
-            out.write(f"{address} {name}\n")
-        pid = self._dns_pid()
-        if pid is None:
-            raise LocalError("no node DNS server runs (install dnsmasq)")
-        try:
-            os.kill(pid, signal.SIGHUP)  # dnsmasq re-reads --addn-hosts
-        except ProcessLookupError as exc:
-            raise LocalError("the node DNS server (dnsmasq) exited") from exc
+        nodedns.add_host(self.s, name, address)
 
     def stop_server(self) -> None:
         pid = self._server_pid()
@@ -315,6 +271,29 @@ class LocalMesh:
         """Make pod ``name``; with ACLs on, each of its services logs in with a JWT of
         ``service_account`` (default: the service's own name), as a Kubernetes pod would."""
         plan = plan_local(name, ports, annotations, self.s.inject)  # refusals before any change
+        apps = [AppProcess(None, tuple(cmd))] if cmd else []
+        return self.run_pod(name, plan, apps, service_account=service_account)
+
+    def run_pod(
+        self,
+        name: str,
+        plan: WorkloadPlan | None,
+        apps: Sequence[AppProcess],
+        service_account: str | None = None,
+        namespace: str = "default",
+        extra: dict[str, Any] | None = None,
+        accounts: Mapping[str, str] | None = None,
+        probed: bool = False,
+        files: Mapping[str, tuple[str, int] | None] | None = None,
+    ) -> dict[str, Any]:
+        """Make pod ``name`` as planned (None: not injected, no sidecar): namespace ->
+        registrations -> redirection -> sidecar(s), ready -> the apps. ``loom local run``
+        and ``loom local apply`` both come here. ``extra`` is kept in the pod's record; with
+        ACLs on a service logs in as ``accounts[service]``, else ``service_account``, else
+        its own name. A ``probed`` pod's services carry the Kubernetes Health Check
+        (critical until its readiness probes pass) and a kubelet runs its probes. ``files``
+        (path under the pod's directory -> text and mode, or None for a directory) are made
+        before anything runs."""
         self.up()
         if self.record(name) is not None or self.pods.get_pod(name) is not None:
             raise LocalError(f"pod {name!r} exists; remove it first with: loom local rm {name}")
@@ -323,8 +302,17 @@ class LocalMesh:
             pod_dir.mkdir(parents=True, exist_ok=True)
             os.chown(pod_dir, 0, PROXY_UID)  # the sidecars may enter, not read its JWTs
             pod_dir.chmod(0o750)
+            for rel, content in (files or {}).items():
+                path = pod_dir / rel
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if content is None:
+                    path.mkdir(exist_ok=True, mode=0o755)
+                else:
+                    path.write_text(content[0])
+                    path.chmod(content[1])
         rec: dict[str, Any] = {
-            "name": name, "services": [], "sidecars": [], "app": None, "tokens": {}
+            "name": name, "services": [], "sidecars": [], "app": None, "tokens": {},
+            "containers": [], "created": time.time(), **(extra or {}),
         }  # fmt: skip
         try:
             dns = self.s.net.gateway if self._dns_pid() is not None else "127.0.0.1"
@@ -333,7 +321,10 @@ class LocalMesh:
             self._save(rec)
             self.say(f"pod {name}: namespace {info.netns}, address {info.ip}")
             client = self.client()
-            for body in service_registrations(plan, name, "default", info.ip):
+            bodies = service_registrations(plan, name, namespace, info.ip) if plan else []
+            if probed:
+                bodies = [{**b, "Check": kubelet.health_check(b["ID"])} for b in bodies]
+            for body in bodies:
                 try:
                     client.put("/v1/agent/service/register", body)
                 except ClientError as exc:
@@ -344,8 +335,9 @@ class LocalMesh:
                 self._save(rec)
                 self.say(f"pod {name}: registered service {body['Name']} (ID {body['ID']})")
                 if self.acls_on():
-                    self._login(rec, body["ID"], body["Name"], service_account or body["Name"])
-            if plan.redirect is not None:
+                    account = (accounts or {}).get(body["Name"]) or service_account
+                    self._login(rec, body["ID"], body["Name"], account or body["Name"])
+            if plan is not None and plan.redirect is not None:
                 try:
                     result = apply_redirect(plan.redirect, netns=info.netns)
                 except RedirectError as exc:
@@ -353,25 +345,53 @@ class LocalMesh:
                 self.say(f"pod {name}: transparent proxy: {result.summary()}")
             for n, service_id in enumerate(rec["services"]):
                 self._start_sidecar(
-                    rec, f"{service_id}-sidecar-proxy", dns=n == 0 and plan.redirect
+                    rec, f"{service_id}-sidecar-proxy", dns=n == 0 and plan and plan.redirect
                 )
-            if cmd:
-                log = pod_dir / "app.log"
-                pid = processes.spawn(netns_exec_argv(info.netns, cmd), log)
-                rec["app"] = {"pid": pid, "cmd": list(cmd), "log": str(log)}
-                self._save(rec)
-                deadline = time.monotonic() + 1.0
-                while time.monotonic() < deadline:  # an app that cannot start says so at once
-                    if not processes.alive(pid):
-                        why = processes.tail(log) or "no output"
-                        raise LocalError(f"pod {name}: the app exited at once: {why}")
-                    time.sleep(0.05)
-                self.say(f"pod {name}: app started: {' '.join(cmd)}")
+            for app in apps:
+                self._start_app(rec, app)
+            if probed:
+                self._start_kubelet(rec)
             return rec
         except BaseException:
             self.say(f"pod {name}: failed; removing what was made")
             self._teardown(rec)
             raise
+
+    def _start_kubelet(self, rec: dict[str, Any]) -> None:
+        """The pod's probes, run from inside its namespace (``kubelet.py``)."""
+        pod_dir = self._pod_dir(rec["name"])
+        argv = _loom("local", "kubelet", "--pod-dir", str(pod_dir),
+                     "--http-addr", f"unix:{self.s.http_socket}",
+                     "--token-file", str(self.s.token_file))  # fmt: skip
+        pid = processes.spawn(netns_exec_argv(rec["netns"], argv), pod_dir / "kubelet.log")
+        rec["kubelet"] = {"pid": pid}
+        self._save(rec)
+        self.say(f"pod {rec['name']}: kubelet runs its probes")
+
+    def _start_app(self, rec: dict[str, Any], app: AppProcess) -> None:
+        """One app process in the pod, as root; one that exits at once is an error."""
+        name = rec["name"]
+        log = self._pod_dir(name) / (f"{app.name}.log" if app.name else "app.log")
+        env = app.env(rec["ip"]) if app.env else None
+        if env is not None and app.name:
+            acl.write_secret(self._pod_dir(name) / f"env-{app.name}.json", json.dumps(env))
+        argv = mount_argv(app.mounts, app.argv)
+        pid = processes.spawn(netns_exec_argv(rec["netns"], argv), log, env)
+        entry = {"name": app.name or name, "pid": pid, "cmd": list(app.argv), "log": str(log),
+                 "mounts": [list(m) for m in app.mounts]}  # fmt: skip
+        rec["containers"].append(entry)
+        if rec.get("app") is None:
+            rec["app"] = entry
+        self._save(rec)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # an app that cannot start says so at once
+            if not processes.alive(pid):
+                why = processes.tail(log) or "no output"
+                what = f"container {app.name}" if app.name else "the app"
+                raise LocalError(f"pod {name}: {what} exited at once: {why}")
+            time.sleep(0.05)
+        self.say(f"pod {name}: {'container ' + app.name if app.name else 'app'} started: "
+                 f"{' '.join(app.argv)}")  # fmt: skip
 
     def _login(self, rec: dict[str, Any], service_id: str, service: str, account: str) -> None:
         """The pod's JWT for ``account``, then the login token for ``service``'s sidecar."""
@@ -420,8 +440,10 @@ class LocalMesh:
         self.say(f"pod {rec['name']}: sidecar {proxy_id} ready (Envoy as UID {PROXY_UID})")
 
     def _teardown(self, rec: dict[str, Any]) -> None:
-        if rec.get("app"):
-            processes.stop(rec["app"]["pid"])
+        if rec.get("kubelet"):  # first: it would restart containers that stop
+            processes.stop(rec["kubelet"]["pid"])
+        for app in rec.get("containers") or ([rec["app"]] if rec.get("app") else []):
+            processes.stop(app["pid"])
         for sc in rec.get("sidecars", []):
             processes.stop(sc["pid"])
         for token_file in rec.get("tokens", {}).values():
@@ -464,6 +486,7 @@ class LocalMesh:
             for sock in (self.s.http_socket, self.s.grpc_socket):
                 sock.unlink(missing_ok=True)
             (state / "server.log").unlink(missing_ok=True)
+            self.s.apply_file.unlink(missing_ok=True)
             shutil.rmtree(self.s.pods_dir, ignore_errors=True)
             if purge or self.s.data_dir is None:  # kept with the data they are valid for
                 self.s.token_file.unlink(missing_ok=True)

@@ -9,7 +9,8 @@ would. Nothing about annotations is interpreted here, and the plan's ``redirect`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, WorkloadPlan, plan_workload
@@ -68,3 +69,16 @@ def resolv_conf(nameserver: str) -> str:
         "search default.svc.cluster.local svc.cluster.local cluster.local\n"
         "options ndots:5\n"
     )
+
+
+@dataclass(frozen=True)
+class AppProcess:
+    """One app process of a pod: ``loom local run``'s command, or a container of ``apply``."""
+
+    name: str | None
+    """The container's name; None for ``loom local run``'s single app (its log: app.log)."""
+    argv: tuple[str, ...]
+    env: Callable[[str], dict[str, str]] | None = None
+    """The container's variables given the pod's IP; None: the host's environment."""
+    mounts: tuple[tuple[str, str, bool], ...] = ()
+    """Bind mounts (source, target, read-only) made in its mount namespace first."""
