@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import row
 from tests.support.etcd import EtcdProcess
 from tests.support.server import ServerProcess, start_server
 
@@ -127,6 +128,10 @@ def main() -> None:
     print("Two servers sharing etcd:")
     print(f"  write through A visible on B: median {statistics.median(vis):.1f} ms, "
           f"p95 {sorted(vis)[int(len(vis) * 0.95)]:.1f} ms (incl. the write itself)")  # fmt: skip
+    row("registrations/s, memory / sqlite / etcd", "-",
+        " / ".join(f"{rates[k]:,.0f}" for k in ("memory", "sqlite", "etcd")), None)  # fmt: skip
+    row("etcd: write through A visible on B, median", "-",
+        f"{statistics.median(vis):.1f} ms", None)  # fmt: skip
     ok = sum(COUNT - f for _, f in results.values())
     conflicts = sum(f for _, f in results.values())
     print(f"  two concurrent writers (one per server, {COUNT} each): {ok / both:.0f} ok/s "

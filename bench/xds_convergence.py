@@ -5,8 +5,8 @@ every client has its initial configuration (and ACKed it), then makes ONE write 
 every proxy's public listener (a wildcard intention) and measures the time until all N
 clients have received it. Also reports the server's RSS growth per connected proxy.
 
-Goal (issue 3): <= 1 s at N = 1,000 (Consul's default cap is 250 proxy updates/s), and
-<= 0.5 MB of server memory per connected proxy.
+Goal (issue 17): <= 0.3 s at N = 1,000 and <= 1.5 s at N = 5,000 (Consul's default cap is
+250 proxy updates/s), and <= 50 KB of server memory per connected proxy.
 
 Run: .venv/bin/python bench/xds_convergence.py [N ...]   (default: 100 1000)
 """
@@ -27,8 +27,14 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from bench.report import row
 from loom.xds.translate.names import ORDER, TYPE_LISTENER
 from tests.support.server import start_server
+
+CONVERGE_GOAL_S = {1000: 0.3, 5000: 1.5}
+"""Issue 17: one write reaches every client within this, by N."""
+MEMORY_GOAL_KB = 50.0
+"""Issue 17: server memory per connected proxy."""
 
 
 def rss_mb(pid: int) -> float:
@@ -127,6 +133,13 @@ def main() -> None:
             f"{n / r['converge_s'] / 250:.1f}x Consul's default 250/s); server RSS "
             f"{r['rss_per_proxy_mb'] * 1024:.0f} KB per connected proxy"
         )
+        goal = CONVERGE_GOAL_S.get(n)
+        row(f"xDS one write -> N={n} clients", "-" if goal is None else f"<= {goal} s",
+            f"{r['converge_s']:.2f} s", None if goal is None else r["converge_s"] <= goal)  # fmt: skip
+        row(f"xDS initial config -> N={n} clients", "-", f"{r['initial_s']:.2f} s", None)
+        kb = r["rss_per_proxy_mb"] * 1024
+        row(f"xDS server memory per proxy, N={n}", f"<= {MEMORY_GOAL_KB:.0f} KB", f"{kb:.0f} KB",
+            kb <= MEMORY_GOAL_KB)  # fmt: skip
 
 
 if __name__ == "__main__":
