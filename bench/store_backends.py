@@ -2,11 +2,12 @@
 sequential) on memory, SQLite and etcd; then two servers sharing etcd: how long a write through
 A takes to be visible on B, and two concurrent writers (one per server) with their conflicts.
 
-Needs Debian's etcd (/usr/bin/etcd). Run: .venv/bin/python bench/store_backends.py
+Needs Debian's etcd (/usr/bin/etcd). Run: .venv/bin/python bench/store_backends.py [--count 400]
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import statistics
@@ -23,6 +24,7 @@ from tests.support.etcd import EtcdProcess
 from tests.support.server import ServerProcess, start_server
 
 COUNT = 400
+"""Registrations per backend and per writer (``--count``)."""
 
 
 def _conn(addr: str) -> http.client.HTTPConnection:
@@ -44,8 +46,9 @@ def _get(addr: str, path: str) -> bytes:
     return c.getresponse().read()
 
 
-def registrations(addr: str, tag: str, count: int = COUNT) -> tuple[float, int]:
-    """(registrations per second, failed requests)."""
+def registrations(addr: str, tag: str, count: int | None = None) -> tuple[float, int]:
+    """(registrations per second, failed requests); ``count`` defaults to ``COUNT``."""
+    count = COUNT if count is None else count
     c = _conn(addr)
     failed = 0
     start = time.perf_counter()
@@ -78,6 +81,10 @@ def etcd_server(etcd: EtcdProcess, prefix: str) -> ServerProcess:
 
 
 def main() -> None:
+    global COUNT
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=COUNT, help="registrations per side")
+    COUNT = parser.parse_args().count
     rates: dict[str, float] = {}
     server = start_server()
     try:

@@ -8,11 +8,16 @@ clients have received it. Also reports the server's RSS growth per connected pro
 Goal (issue 17): <= 0.3 s at N = 1,000 and <= 1.5 s at N = 5,000 (Consul's default cap is
 250 proxy updates/s), and <= 50 KB of server memory per connected proxy.
 
-Run: .venv/bin/python bench/xds_convergence.py [N ...]   (default: 100 1000)
+Services come in two shapes (``--shape``): alike (the same ports, rules and upstream: their
+proxies share one translation, as the sidecars of one service's instances do) and distinct
+(each its own app port: every proxy is translated on its own).
+
+Run: .venv/bin/python bench/xds_convergence.py [N ...] [--shape both]   (default: 100 1000)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import resource
@@ -83,13 +88,13 @@ class Client:
                 self.ready.set()
 
 
-async def run_n(n: int) -> dict[str, float]:
+async def run_n(n: int, distinct: bool) -> dict[str, float]:
     server = start_server("--default-intention-policy", "allow")
     pid = server.proc.pid  # type: ignore[union-attr]
     try:
         for i in range(n):
             put(server.http, "/v1/agent/service/register", {
-                "Name": f"svc-{i}", "Port": 8000, "Address": f"10.1.{i // 250}.{i % 250 + 1}",
+                "Name": f"svc-{i}", "Port": 8000 + i if distinct else 8000, "Address": f"10.1.{i // 250}.{i % 250 + 1}",
                 "Connect": {"SidecarService": {"Port": 20000, "Proxy": {"Upstreams": [
                     {"DestinationName": "svc-0", "LocalBindPort": 9000}]}}}})  # fmt: skip
         base_rss = rss_mb(pid)
@@ -122,24 +127,35 @@ async def run_n(n: int) -> dict[str, float]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sizes", nargs="*", type=int, default=[100, 1000], help="N (100 1000)")
+    parser.add_argument("--shape", choices=("alike", "distinct", "both"), default="both",
+                        help="alike: every service has the same ports, rules and upstream; "
+                        "distinct: each its own app port, so no two proxies share a "
+                        "translation (default: both)")  # fmt: skip
+    args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
-    sizes = [int(a) for a in sys.argv[1:]] or [100, 1000]
-    for n in sizes:
-        r = asyncio.run(run_n(n))
-        print(
-            f"N={n:5d}: initial config to all {r['initial_s']:.2f} s; one write -> all {n} updated "
-            f"in {r['converge_s'] * 1000:.0f} ms ({n / r['converge_s']:,.0f} proxy updates/s, "
-            f"{n / r['converge_s'] / 250:.1f}x Consul's default 250/s); server RSS "
-            f"{r['rss_per_proxy_mb'] * 1024:.0f} KB per connected proxy"
-        )
-        goal = CONVERGE_GOAL_S.get(n)
-        row(f"xDS one write -> N={n} clients", "-" if goal is None else f"<= {goal} s",
-            f"{r['converge_s']:.2f} s", None if goal is None else r["converge_s"] <= goal)  # fmt: skip
-        row(f"xDS initial config -> N={n} clients", "-", f"{r['initial_s']:.2f} s", None)
-        kb = r["rss_per_proxy_mb"] * 1024
-        row(f"xDS server memory per proxy, N={n}", f"<= {MEMORY_GOAL_KB:.0f} KB", f"{kb:.0f} KB",
-            kb <= MEMORY_GOAL_KB)  # fmt: skip
+    shapes = ("alike", "distinct") if args.shape == "both" else (args.shape,)
+    for n in args.sizes:
+        for shape in shapes:
+            r = asyncio.run(run_n(n, shape == "distinct"))
+            print(
+                f"N={n:5d} {shape:8}: initial config to all {r['initial_s']:.2f} s; one write -> "
+                f"all {n} updated in {r['converge_s'] * 1000:.0f} ms "
+                f"({n / r['converge_s']:,.0f} proxy updates/s, "
+                f"{n / r['converge_s'] / 250:.1f}x Consul's default 250/s); server RSS "
+                f"{r['rss_per_proxy_mb'] * 1024:.0f} KB per connected proxy",
+                flush=True,
+            )
+            goal = CONVERGE_GOAL_S.get(n)
+            what = f"N={n} clients, {shape}"
+            row(f"xDS one write -> {what}", "-" if goal is None else f"<= {goal} s",
+                f"{r['converge_s']:.2f} s", None if goal is None else r["converge_s"] <= goal)  # fmt: skip
+            row(f"xDS initial config -> {what}", "-", f"{r['initial_s']:.2f} s", None)
+            kb = r["rss_per_proxy_mb"] * 1024
+            row(f"xDS server memory per proxy, {what}", f"<= {MEMORY_GOAL_KB:.0f} KB",
+                f"{kb:.0f} KB", kb <= MEMORY_GOAL_KB)  # fmt: skip
 
 
 if __name__ == "__main__":
