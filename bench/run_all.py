@@ -8,15 +8,17 @@ little without it. A bench whose needs are missing (root, Envoy, dnsperf, dnsmas
 is not run: its measures appear as skipped, with the reason. A bench that fails or times out
 appears as such, with the last line of its output; its full output is in ``--logs``.
 
-Run: .venv/bin/python bench/run_all.py [--only NAME ...] [--logs DIR] [--timeout S]
+Run: .venv/bin/python bench/run_all.py [--only NAME ...] [--logs DIR] [--timeout S] [--src DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -86,7 +88,7 @@ BENCHES = (
            ("added p99, mesh vs direct, 1000 req/s", "<= +0.5 ms")), (_envoy,)),
     Bench("local_mesh_latency.py", ("--seconds", "2", "--rounds", "4", "--no-wrk"),
           (("added p99 pod to pod, 1000 req/s", "<= +0.5 ms"),), (_root, _envoy)),
-    Bench("xds_convergence.py", ("1000",),
+    Bench("xds_convergence.py", ("1000", "--writes", "5"),
           tuple((f"{what} -> N=1000 clients, {shape}", goal) for shape in ("alike", "distinct")
                 for what, goal in (("xDS one write", "<= 0.3 s"), ("xDS initial config", "-"),
                                    ("xDS server memory per proxy,", "<= 50 KB")))),
@@ -118,13 +120,38 @@ def _uptime() -> str:
         return Path("/proc/loadavg").read_text().strip()
 
 
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the bench's process group, then SIGKILL what is left after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return  # the group is empty: nothing left to end
+        if _group_gone(proc, grace):
+            return
+
+
+def _group_gone(proc: subprocess.Popen[bytes], grace: float) -> bool:
+    """Wait up to ``grace`` seconds for the group to empty (reaping its leader)."""
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(0.1)
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _rows(path: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_one(bench: Bench, logs: Path, timeout: float) -> list[dict[str, str]]:
+def run_one(bench: Bench, logs: Path, timeout: float, src: Path) -> list[dict[str, str]]:
     """Run one bench (or skip it) and return its rows."""
     for need in bench.needs:
         reason = need()
@@ -134,20 +161,25 @@ def run_one(bench: Bench, logs: Path, timeout: float) -> list[dict[str, str]]:
     report = logs / f"{bench.script}.jsonl"
     report.unlink(missing_ok=True)
     log = logs / f"{bench.script}.log"
-    path = os.pathsep.join(p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)
+    path = os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, REPORT_ENV: str(report), "PYTHONPATH": path}
     argv = [sys.executable, str(ROOT / "bench" / bench.script), *bench.args]
     print(f"== {bench.script} {' '.join(bench.args)}", flush=True)
     started = time.monotonic()
     failure = ""
     with log.open("w") as out:
+        # Its own process group: whatever the bench started (servers, Envoy, etcd) is ended
+        # with it, even when it is killed for its timeout or dies without cleaning up.
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                                start_new_session=True)  # fmt: skip
         try:
-            rc = subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                timeout=timeout, cwd=ROOT).returncode  # fmt: skip
+            rc = proc.wait(timeout)
             if rc:
                 failure = f"failed (exit {rc})"
         except subprocess.TimeoutExpired:
             failure = f"timed out after {timeout:.0f} s"
+        finally:
+            _end_group(proc)
     took = time.monotonic() - started
     rows = _rows(report)
     if failure:
@@ -177,6 +209,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=[], help="bench names (e.g. webhook_bench)")
     parser.add_argument("--logs", type=Path, help="keep each bench's output here")
     parser.add_argument("--timeout", type=float, default=300.0, help="per bench, seconds")
+    parser.add_argument("--src", type=Path, default=ROOT / "src",
+                        help="the Loom source measured (default: this checkout's; another "
+                        "checkout's src/ gives its figures with these benches)")  # fmt: skip
     args = parser.parse_args()
     chosen = [b for b in BENCHES if not args.only or Path(b.script).stem in args.only]
     unknown = set(args.only) - {Path(b.script).stem for b in BENCHES}
@@ -186,13 +221,14 @@ def main() -> int:
         logs = args.logs or Path(tmp)
         logs.mkdir(parents=True, exist_ok=True)
         before = _uptime()
-        rows = [row for bench in chosen for row in run_one(bench, logs, args.timeout)]
+        rows = [row for bench in chosen for row in run_one(bench, logs, args.timeout, args.src.resolve())]
         after = _uptime()
     print()
     print(table(rows))
     print()
     print(f"load before: {before}")
     print(f"load after:  {after}")
+    print(f"source measured: {args.src.resolve()}")
     return 1 if any(r["met"] == "error" for r in rows) else 0
 
 
