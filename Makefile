@@ -1,8 +1,9 @@
 # make demo: sets up and runs the local mesh walkthrough.  make test: sets up and runs every check.
+# make bench: runs every benchmark briefly and prints one table (measure, goal, figure, met?).
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo lint unit clean
+.PHONY: setup test demo lint unit bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +21,10 @@ test: lint
 
 unit: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit
+
+# Every bench in bench/ with short settings (a few minutes), then one table; not part of test.
+bench: setup
+	$(VENV)/bin/python bench/run_all.py
 
 demo: setup
 	$(VENV)/bin/loom demo

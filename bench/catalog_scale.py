@@ -24,6 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import row
 from tests.support.server import ServerProcess, start_server
 
 WINDOW = 1000
@@ -98,8 +99,16 @@ def run(label: str, server: ServerProcess, count: int, tags: int) -> None:
             f"first {window:,}: {first:,.0f}/s, last {window:,}: {last:,.0f}/s, "
             f"ratio last/first {last / first:.2f} (goal >= 0.8)"
         )
-        print(f"{label}: server RSS with {count:,} services: {rss_mb(server):.0f} MB (goal < 300)")
+        rss = rss_mb(server)
+        print(f"{label}: server RSS with {count:,} services: {rss:.0f} MB (goal < 300 at 10,000)")
+        row(f"catalog ({label}): registration rate last/first, {count:,} services", ">= 0.8x",
+            f"{last / first:.2f}x ({first:,.0f} -> {last:,.0f}/s)", last / first >= 0.8)  # fmt: skip
+        row(f"catalog ({label}): server RSS, {count:,} services", "< 300 MB at 10,000",
+            f"{rss:.0f} MB", rss < 300 if count >= 10_000 else None)  # fmt: skip
         lat = tag_query_ms(server.http, tags)
+        mid = statistics.median(lat)
+        row(f"catalog ({label}): GET /v1/catalog/services, {tags:,} tags", "< 100 ms",
+            f"{mid:.1f} ms median of {len(lat)}", mid < 100)  # fmt: skip
         print(
             f"{label}: GET /v1/catalog/services with one {tags:,}-tag service: median "
             f"{statistics.median(lat):.1f} ms over {len(lat)}, first {lat[0]:.1f} ms (goal < 100)"

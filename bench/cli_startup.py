@@ -28,6 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import row, spread  # noqa: E402
 from tests.support.mesh import Proc, free_port, loom_argv, wait_for  # noqa: E402
 from tests.support.server import start_server  # noqa: E402
 
@@ -76,7 +77,10 @@ def bench_help(rounds: int, pycache: str) -> float:
     print(f"  loom --help       {_spread(helps)}")
     print(f"  python -c pass    {_spread(bases)}")
     print(f"  difference        {_spread(extra)}")
-    return statistics.median(helps)
+    mid = statistics.median(helps)
+    row("loom --help wall time", "<= 150 ms", spread(helps, ".0f", " ms")
+        + f", python -c pass {statistics.median(bases):.0f} ms", mid <= HELP_GOAL_MS)  # fmt: skip
+    return mid
 
 
 def _agent_rss_mb(tmp: Path) -> float:
@@ -110,7 +114,10 @@ def bench_rss(rounds: int) -> float:
         values = [_agent_rss_mb(Path(tmp)) for _ in range(rounds)]
     print(f"loom dataplane VmRSS MB once Envoy is ready, {rounds} agents:")
     print(f"  loom dataplane    {_spread(values)}")
-    return statistics.median(values)
+    mid = statistics.median(values)
+    row("loom dataplane RSS beside Envoy", "<= 30 MB", spread(values, ".1f", " MB"),
+        mid <= RSS_GOAL_MB)  # fmt: skip
+    return mid
 
 
 def main() -> int:

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from hypothesis import HealthCheck, given, settings
 
+from bench.report import row
 from tests.support.httpfuzz import Hostile, Target, check, hostile_requests, route_paths
 from tests.support.server import start_server
 
@@ -43,6 +44,8 @@ def main() -> int:
     print(f"{sum(statuses.values())} requests in {took:.1f}s: " + ", ".join(
         f"{status}: {count}" for status, count in sorted(statuses.items())))  # fmt: skip
     bad = "Traceback" in log
+    row("HTTP fuzz: no 5xx, no traceback", "none", f"{sum(statuses.values())} requests, "
+        + ("traceback in the log" if bad else "clean"), not bad)  # fmt: skip
     print("server log: " + ("TRACEBACK FOUND" if bad else "no traceback") + f", {len(log)} bytes")
     return 1 if bad else 0
 

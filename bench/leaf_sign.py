@@ -32,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import row, spread
 from loom.ca.authority import Signer, new_root
 from loom.ca.csr import build_csr, new_key, read_csr
 from loom.ca.spiffe import SpiffeId
@@ -167,6 +168,9 @@ def main() -> int:
         core = 1 / cpu if cpu else float("inf")
         verdict = f"wall {'met' if rate >= GOAL else 'NOT met'}, 1 core {'met' if core >= GOAL else 'NOT met'}"
         print(f"{label:<44} {rate:9.0f} {cpu * 1e6:7.0f} {core:9.0f}   {verdict}")
+        if key == "csr":
+            row("CSR signings/s through the API", ">= 2000/s", spread(rates[key], ".0f", "/s")
+                + f", 1 core {core:,.0f}/s", rate >= GOAL)  # fmt: skip
     csr, old = (statistics.median(rates[k]) for k in ("csr", "server-key"))
     print(f"ratio CSR / server-key (wall): {csr / old:.2f}")
     print(f"agent side, key + CSR (not in the rates above): {csr_ms:.3f} ms each")

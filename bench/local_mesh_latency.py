@@ -3,10 +3,11 @@
 Two pairs of pods on the same bridge: a mesh pair (transparent proxy: client -> its Envoy ->
 mTLS -> server's Envoy -> app, dialed by the service's virtual IP) and a direct pair
 (transparent-proxy=false: plain TCP to the server pod's IP). The fixed-rate client runs inside
-the client pod's network namespace; rounds alternate A/B. Also closed-loop max throughput
+the client pod's network namespace; rounds alternate A/B then B/A and the figures are medians of
+per-round percentiles, with their spread. Also closed-loop max throughput
 with wrk from inside the pods.
 
-Run (root): .venv/bin/python bench/local_mesh_latency.py [--rate 1000] [--seconds 5]
+Run (root): .venv/bin/python bench/local_mesh_latency.py [--rate 1000] [--seconds 5] [--rounds 8] [--no-wrk]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fixed_rate import pct
+from bench.report import row, spread
 from loom.local.mesh import LocalMesh, LocalSettings
 from loom.local.netns import LocalNetSettings
 from tests.support.mesh import free_port
@@ -43,6 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--rounds", type=int, default=8, help="fixed-rate rounds per side")
+    ap.add_argument("--no-wrk", action="store_true", help="skip the closed-loop wrk run")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, iptables)")
@@ -66,30 +70,40 @@ def main() -> None:
         targets = {"direct": ("plain-client", plain_ip), "mesh": ("mesh-client", vip)}
         for pod, host in targets.values():  # warm up
             in_pod(mesh, pod, ["curl", "-s", "-m", "5", f"http://{host}:8080/"])
-        lat: dict[str, list[float]] = {"direct": [], "mesh": []}
+        # Rounds alternate A/B then B/A; figures are medians of per-round percentiles (one
+        # stall on one side moves one round, not a pooled p99).
+        per_round: dict[str, list[tuple[float, float]]] = {"direct": [], "mesh": []}
         rates: dict[str, list[float]] = {"direct": [], "mesh": []}
-        for _ in range(2):
-            for name, (pod, host) in targets.items():
+        order = list(targets)
+        for r in range(args.rounds):
+            for name in order if r % 2 == 0 else list(reversed(order)):
+                pod, host = targets[name]
                 raw = in_pod(mesh, pod, [sys.executable, str(HERE / "fixed_rate.py"), "--host", host,
                                          "--port", "8080", "--rate", str(args.rate),
                                          "--seconds", str(args.seconds)])  # fmt: skip
                 result = json.loads(raw)
-                lat[name] += result["latencies"]
+                per_round[name].append((pct(result["latencies"], 50), pct(result["latencies"], 99)))
                 rates[name].append(result["rate"])
                 if result["errors"]:
                     print(f"  {name}: {result['errors']} failed requests")
-        d50, d99, m50, m99 = (pct(lat["direct"], 50), pct(lat["direct"], 99),
-                              pct(lat["mesh"], 50), pct(lat["mesh"], 99))  # fmt: skip
+        added50 = [m[0] - d[0] for d, m in zip(per_round["direct"], per_round["mesh"], strict=True)]
+        added99 = [m[1] - d[1] for d, m in zip(per_round["direct"], per_round["mesh"], strict=True)]
         print(f"pod to pod, fixed rate {args.rate} req/s, keep-alive, 16 connections, "
-              f"{2 * args.seconds:.0f} s per side:")  # fmt: skip
-        print(f"  direct: p50 {d50:.3f} ms  p99 {d99:.3f} ms  ({statistics.mean(rates['direct']):.0f} req/s)")
-        print(f"  mesh:   p50 {m50:.3f} ms  p99 {m99:.3f} ms  ({statistics.mean(rates['mesh']):.0f} req/s)")
-        print(f"  added by the mesh: p50 +{m50 - d50:.3f} ms, p99 +{m99 - d99:.3f} ms")
-        if shutil.which("wrk"):
+              f"{args.rounds} rounds of {args.seconds:g} s per side:")  # fmt: skip
+        for name in ("direct", "mesh"):
+            print(f"  {name:6}: p50 {spread([x[0] for x in per_round[name]], '.3f', ' ms')}  "
+                  f"p99 {spread([x[1] for x in per_round[name]], '.3f', ' ms')}  "
+                  f"({statistics.mean(rates[name]):.0f} req/s)")  # fmt: skip
+        print(f"  added by the mesh: p50 {spread(added50, '+.3f', ' ms')}, "
+              f"p99 {spread(added99, '+.3f', ' ms')}")  # fmt: skip
+        row(f"added p99 pod to pod, {args.rate} req/s", "<= +0.5 ms",
+            spread(added99, "+.3f", " ms"), statistics.median(added99) <= 0.5)  # fmt: skip
+        if shutil.which("wrk") and not args.no_wrk:
             got = {}
             for name, (pod, host) in targets.items():
                 out = in_pod(mesh, pod, ["wrk", "-t2", "-c16", "-d5s", f"http://{host}:8080/"])
-                got[name] = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec:")))
+                got[name] = float(next(line.split()[1] for line in out.splitlines()
+                                       if line.startswith("Requests/sec:")))  # fmt: skip
             print(f"  max throughput (wrk -t2 -c16): direct {got['direct']:,.0f} req/s, "
                   f"mesh {got['mesh']:,.0f} req/s, ratio {got['mesh'] / got['direct']:.2f}")
     finally:

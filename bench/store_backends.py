@@ -2,11 +2,12 @@
 sequential) on memory, SQLite and etcd; then two servers sharing etcd: how long a write through
 A takes to be visible on B, and two concurrent writers (one per server) with their conflicts.
 
-Needs Debian's etcd (/usr/bin/etcd). Run: .venv/bin/python bench/store_backends.py
+Needs Debian's etcd (/usr/bin/etcd). Run: .venv/bin/python bench/store_backends.py [--count 400]
 """
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import json
 import statistics
@@ -18,10 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import row
 from tests.support.etcd import EtcdProcess
 from tests.support.server import ServerProcess, start_server
 
 COUNT = 400
+"""Registrations per backend and per writer (``--count``)."""
 
 
 def _conn(addr: str) -> http.client.HTTPConnection:
@@ -43,8 +46,9 @@ def _get(addr: str, path: str) -> bytes:
     return c.getresponse().read()
 
 
-def registrations(addr: str, tag: str, count: int = COUNT) -> tuple[float, int]:
-    """(registrations per second, failed requests)."""
+def registrations(addr: str, tag: str, count: int | None = None) -> tuple[float, int]:
+    """(registrations per second, failed requests); ``count`` defaults to ``COUNT``."""
+    count = COUNT if count is None else count
     c = _conn(addr)
     failed = 0
     start = time.perf_counter()
@@ -77,6 +81,10 @@ def etcd_server(etcd: EtcdProcess, prefix: str) -> ServerProcess:
 
 
 def main() -> None:
+    global COUNT
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=COUNT, help="registrations per side")
+    COUNT = parser.parse_args().count
     rates: dict[str, float] = {}
     server = start_server()
     try:
@@ -127,6 +135,10 @@ def main() -> None:
     print("Two servers sharing etcd:")
     print(f"  write through A visible on B: median {statistics.median(vis):.1f} ms, "
           f"p95 {sorted(vis)[int(len(vis) * 0.95)]:.1f} ms (incl. the write itself)")  # fmt: skip
+    row("registrations/s, memory / sqlite / etcd", "-",
+        " / ".join(f"{rates[k]:,.0f}" for k in ("memory", "sqlite", "etcd")), None)  # fmt: skip
+    row("etcd: write through A visible on B, median", "-",
+        f"{statistics.median(vis):.1f} ms", None)  # fmt: skip
     ok = sum(COUNT - f for _, f in results.values())
     conflicts = sum(f for _, f in results.values())
     print(f"  two concurrent writers (one per server, {COUNT} each): {ok / both:.0f} ok/s "

@@ -8,6 +8,7 @@ this, so a bad request is rejected as a whole before anything is written.
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -54,6 +55,46 @@ def check_json_text(value: Any, where: str = "body") -> None:
                 stack.append((sub, f"{path}.{key}", depth + 1))
         else:
             stack.extend((sub, f"{path}[{n}]", depth + 1) for n, sub in enumerate(item))
+
+
+_MAYBE_SURROGATE = re.compile(rb"\\[uU][dD][89a-fA-F]|\xed")
+"""Where a decoded body can hold a lone surrogate: a ``\\udXXX`` escape, or the UTF-8 lead
+byte 0xED (``json.loads`` decodes bytes with ``surrogatepass``). Also matches harmless text
+(an escaped backslash before ``ud8``, Hangul): such a body just takes the full check."""
+_UTF8 = ("utf-8", "utf-8-sig")
+
+
+def check_json_body(raw: bytes, value: Any, where: str = "body") -> None:
+    """``check_json_text(value, where)`` for ``value = json.loads(raw)``, fast when ``raw``
+    cannot hold a lone surrogate: then only the nesting is walked (containers only, no path
+    strings). Anything suspect (a UTF-16 or UTF-32 body, which ``json.loads`` also reads),
+    or too deep, gets the full check, which names the place."""
+    if (
+        json.detect_encoding(raw) in _UTF8
+        and _MAYBE_SURROGATE.search(raw) is None
+        # Nesting past the limit needs more opening brackets than that in the text.
+        and (
+            raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH
+            or _depth_within(value, MAX_JSON_DEPTH)
+        )
+    ):
+        return
+    check_json_text(value, where)
+
+
+def _depth_within(value: Any, limit: int) -> bool:
+    """No container of ``value`` nests ``limit`` levels deep (as ``check_json_text`` counts)."""
+    if type(value) is not dict and type(value) is not list:
+        return True
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth >= limit:
+            return False
+        for sub in item.values() if type(item) is dict else item:
+            if type(sub) is dict or type(sub) is list:
+                stack.append((sub, depth + 1))
+    return True
 
 
 def _is_utf8(text: str) -> bool:

@@ -4,7 +4,11 @@
 pod through ``plan_injection`` and builds the response: a JSONPatch (the diff of the original
 and injected pod) when injected; ``allowed: true`` without a patch when not to inject;
 ``allowed: false`` with the refusal (naming the annotation and value) when the planner
-refuses. A body that cannot be answered raises ``MalformedReview`` naming the problem (bad
+refuses. ``Answer.wire()`` is the response as sent, the base64 patch spliced in as bytes (it
+needs no JSON escaping, so it never goes through the encoder a second time). Every pod of a
+Deployment is the same template: given a ``PlanCache``, the answer of a pod already seen
+(same pod JSON, namespace, labels and settings: the planner's whole input) is reused, only
+the uid changes. A body that cannot be answered raises ``MalformedReview`` naming the problem (bad
 JSON, nesting deeper than ``MAX_JSON_DEPTH``, a lone UTF-16 surrogate, a field of the wrong
 type, no ``request.uid``...); ``malformed_answer`` turns it into a denial (``allowed: false``,
 code 400) that carries the request's uid when one could be read. This is the one place that
@@ -15,11 +19,12 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from loom.domain.fields import MAX_JSON_DEPTH, ValidationError, check_json_text
+from loom.domain.fields import MAX_JSON_DEPTH, ValidationError, check_json_body, check_json_text
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
 from loom.k8s.errors import K8sError
 from loom.k8s.jsonpatch import diff
@@ -49,6 +54,10 @@ class MalformedReview(K8sError):
         self.uid = uid
 
 
+_HEAD = b'{"apiVersion":"%s","kind":"AdmissionReview","response":{"uid":' % API_VERSION.encode()
+_PATCHED = b',"allowed":true,"patchType":"JSONPatch","patch":"'
+
+
 @dataclass(frozen=True)
 class Answer:
     """The response document and the outcome for metrics and logs."""
@@ -57,6 +66,81 @@ class Answer:
     outcome: str
     """``injected``, ``skipped`` or ``refused`` (see ``metrics.OUTCOMES``)."""
     message: str
+    patch: bytes | None = None
+    """The base64 JSONPatch when injected (the same text as ``body``'s ``patch``)."""
+
+    def wire(self) -> bytes:
+        """``body`` as compact JSON, byte for byte; the patch is spliced in, not encoded."""
+        if self.patch is None:
+            return _ENCODER.encode(self.body).encode()
+        uid = _ENCODER.encode(self.body["response"]["uid"]).encode()
+        return b"".join((_HEAD, uid, _PATCHED, self.patch, b'"}}'))
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """A review's answer without its uid: what a pod template always gets."""
+
+    outcome: str
+    message: str
+    patch: bytes | None = None
+    status: dict[str, Any] | None = None
+
+    def answer(self, uid: str) -> Answer:
+        if self.patch is not None:
+            body = _response(uid, allowed=True, patchType="JSONPatch", patch=self.patch.decode())
+        elif self.status is not None:
+            body = _response(uid, allowed=False, status=dict(self.status))
+        else:
+            body = _response(uid, allowed=True)
+        return Answer(body, self.outcome, self.message, self.patch)
+
+
+class PlanCache:
+    """The last ``entries`` pod templates' answers, least recently used dropped first.
+
+    Keyed by the planner's whole input (the pod's JSON, namespace, namespace labels) for one
+    ``InjectSettings`` object: other settings empty it. Pods whose JSON is longer than
+    ``max_pod_bytes`` are not kept (a cap on the memory the keys can take).
+    """
+
+    def __init__(self, entries: int = 256, max_pod_bytes: int = 64 * 1024) -> None:
+        self.entries = entries
+        self.max_pod_bytes = max_pod_bytes
+        self.hits = 0
+        self.misses = 0
+        self._settings: InjectSettings | None = None
+        self._kept: OrderedDict[tuple[str, str, tuple[tuple[str, str], ...]], _Planned] = (
+            OrderedDict()
+        )
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def key(
+        self, settings: InjectSettings, pod: Any, namespace: str, labels: Mapping[str, str]
+    ) -> tuple[str, str, tuple[tuple[str, str], ...]] | None:
+        if settings is not self._settings:
+            self._kept.clear()
+            self._settings = settings
+        text = _ENCODER.encode(pod)
+        if len(text) > self.max_pod_bytes:
+            return None
+        return (text, namespace, tuple(sorted(labels.items())))
+
+    def lookup(self, key: tuple[str, str, tuple[tuple[str, str], ...]]) -> _Planned | None:
+        found = self._kept.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._kept.move_to_end(key)
+        return found
+
+    def keep(self, key: tuple[str, str, tuple[tuple[str, str], ...]], planned: _Planned) -> None:
+        self._kept[key] = planned
+        while len(self._kept) > self.entries:
+            self._kept.popitem(last=False)
 
 
 def parse_review(body: bytes) -> dict[str, Any]:
@@ -82,13 +166,18 @@ def parse_review(body: bytes) -> dict[str, Any]:
     except ValidationError as exc:
         raise MalformedReview(str(exc)) from None
     try:
-        check_json_text(request, "request")
+        check_json_body(body, request, "request")
     except ValidationError as exc:
         raise MalformedReview(str(exc), uid) from None
     return request
 
 
-def review(body: bytes, settings: InjectSettings, namespace_labels: NamespaceLabels) -> Answer:
+def review(
+    body: bytes,
+    settings: InjectSettings,
+    namespace_labels: NamespaceLabels,
+    cache: PlanCache | None = None,
+) -> Answer:
     """Answer one review (see the module docstring)."""
     request = parse_review(body)
     uid = request["uid"]
@@ -102,23 +191,27 @@ def review(body: bytes, settings: InjectSettings, namespace_labels: NamespaceLab
         raise MalformedReview("request.object: missing or not an object", uid)
     namespace = _namespace(request, pod)
     labels = _labels(request) or namespace_labels(namespace)
+    info = NamespaceInfo(namespace, labels)
+    if cache is None:
+        return _plan(pod, info, settings).answer(uid)
+    key = cache.key(settings, pod, namespace, labels)
+    planned = None if key is None else cache.lookup(key)
+    if planned is None:
+        planned = _plan(pod, info, settings)
+        if key is not None:
+            cache.keep(key, planned)
+    return planned.answer(uid)
+
+
+def _plan(pod: dict[str, Any], namespace: NamespaceInfo, settings: InjectSettings) -> _Planned:
     try:
-        result = plan_injection(
-            pod, NamespaceInfo(namespace, labels), settings, share_unchanged=True
-        )
+        result = plan_injection(pod, namespace, settings, share_unchanged=True)
     except InjectError as exc:
-        return Answer(
-            _response(uid, allowed=False, status={"code": 400, "message": str(exc)}),
-            "refused",
-            str(exc),
-        )
+        return _Planned("refused", str(exc), status={"code": 400, "message": str(exc)})
     if not result.inject or result.pod is None:
-        return _allow(uid, "skipped", "; ".join(result.reasons))
-    patch = _ENCODER.encode(diff(pod, result.pod)).encode()
-    body_out = _response(
-        uid, allowed=True, patchType="JSONPatch", patch=base64.b64encode(patch).decode()
-    )
-    return Answer(body_out, "injected", "; ".join(result.reasons))
+        return _Planned("skipped", "; ".join(result.reasons))
+    patch = base64.b64encode(_ENCODER.encode(diff(pod, result.pod)).encode())
+    return _Planned("injected", "; ".join(result.reasons), patch)
 
 
 def malformed_answer(exc: MalformedReview) -> dict[str, Any]:

@@ -37,7 +37,13 @@ from aiohttp import web
 from loom import defaults
 from loom.addrs import AddressError, parse_address
 from loom.inject import InjectSettings
-from loom.k8s.admission import MalformedReview, error_answer, malformed_answer, review
+from loom.k8s.admission import (
+    MalformedReview,
+    PlanCache,
+    error_answer,
+    malformed_answer,
+    review,
+)
 from loom.k8s.errors import K8sError
 from loom.k8s.metrics import WebhookMetrics
 from loom.ratelog import RateLimitedLog
@@ -139,6 +145,7 @@ def build_app(
 ) -> web.Application:
     """The aiohttp application (no TLS, no listening: see ``serve``)."""
     stats = metrics if metrics is not None else WebhookMetrics()
+    cache = PlanCache()
 
     async def mutate(request: web.Request) -> web.Response:
         started = time.perf_counter()
@@ -148,7 +155,7 @@ def build_app(
             exc = MalformedReview(f"body: larger than {MAX_BODY} bytes")
             return _malformed(request, exc, started)
         try:
-            answer = review(body, settings, labels.get)
+            answer = review(body, settings, labels.get, cache)
         except MalformedReview as exc:
             return _malformed(request, exc, started)
         except Exception as exc:  # a bug: deny this pod, keep serving
@@ -159,7 +166,7 @@ def build_app(
         stats.observe(answer.outcome, time.perf_counter() - started)
         if answer.outcome == "refused":
             log.info("refused: %s", answer.message)
-        return _json(answer.body)
+        return web.Response(body=answer.wire(), content_type="application/json")
 
     def _malformed(request: web.Request, exc: MalformedReview, started: float) -> web.Response:
         stats.observe("malformed", time.perf_counter() - started)

@@ -2,7 +2,10 @@
 
 Every session waits on the hub's generation counter. A store write bumps it once; so does a
 periodic timer, so sessions re-check their stream's token (one that expired ends its stream).
-Sessions whose inputs did not change send nothing.
+Sessions whose inputs did not change send nothing. Translations are shared too: proxies
+whose inputs differ only in who they are (``translation_key``) are served one translated,
+converted set of resources, kept for the last ``translations`` distinct keys, so a write that
+changes a thousand alike proxies translates once, not a thousand times.
 """
 
 from __future__ import annotations
@@ -10,19 +13,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import OrderedDict
 
 from loom.control.state import State
 from loom.xds.inputs import ProxyInputs
-from loom.xds.resources import Converter
+from loom.xds.resources import Converter, Served
+from loom.xds.translate import build_resources, translation_key
 from loom.xds.view import collect_inputs
 
 log = logging.getLogger("loom.xds")
 
 
 class Hub:
-    def __init__(self, state: State, refresh_s: float = 30.0) -> None:
+    def __init__(self, state: State, refresh_s: float = 30.0, translations: int = 4096) -> None:
         self.state = state
         self.converter = Converter()
+        self.translations = translations
+        self.translated = 0
+        self._served: OrderedDict[ProxyInputs, dict[str, dict[str, Served]]] = OrderedDict()
         self.refresh_s = refresh_s
         self.generation = 0
         self._event = asyncio.Event()
@@ -64,3 +72,18 @@ class Hub:
 
     def inputs(self, proxy_id: str) -> ProxyInputs | None:
         return collect_inputs(self.state.snapshot(), proxy_id)
+
+    def served(self, inputs: ProxyInputs) -> dict[str, dict[str, Served]]:
+        """The resources served for ``inputs`` (shared: callers must not change them).
+        Raises what translation raises (a ``LoomError``); a failure is not kept."""
+        key = translation_key(inputs)
+        found = self._served.get(key)
+        if found is not None:
+            self._served.move_to_end(key)
+            return found
+        served = self.converter.serve(build_resources(inputs))
+        self.translated += 1
+        self._served[key] = served
+        if len(self._served) > self.translations:
+            self._served.popitem(last=False)
+        return served

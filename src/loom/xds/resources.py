@@ -3,7 +3,10 @@
 Conversion (json_format.ParseDict, ~50 us a resource) happens once per distinct resource:
 results are memoised by the resource's canonical JSON, so a thousand proxies that share a
 cluster definition share one parsed message, and an unchanged resource is never re-parsed.
-A resource's version is a short hash of that canonical JSON.
+A resource's version is a short hash of that canonical JSON. The translators hand alike
+proxies the very same document objects (they memoise their builders), so a second memo keyed
+by the document's identity skips even the canonical JSON; it holds each document it keys, so
+an identity cannot be reused while it is kept.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ MESSAGES: dict[str, Any] = {
 }
 
 
-
 @dataclass(frozen=True)
 class Served:
     name: str
@@ -53,12 +55,25 @@ class Served:
 class Converter:
     """Bounded memo of canonical JSON -> packed message."""
 
-    def __init__(self, capacity: int = 50_000) -> None:
+    def __init__(self, capacity: int = 50_000, by_identity: int = 8192) -> None:
         self._memo: OrderedDict[str, tuple[str, any_pb2.Any]] = OrderedDict()
+        self._same: OrderedDict[int, tuple[dict[str, Any], str, str, any_pb2.Any]] = OrderedDict()
         self.capacity = capacity
+        self.by_identity = by_identity
         self.parsed = 0
 
     def convert(self, type_url: str, doc: dict[str, Any]) -> tuple[str, any_pb2.Any]:
+        same = self._same.get(id(doc))
+        if same is not None and same[0] is doc and same[1] == type_url:
+            self._same.move_to_end(id(doc))
+            return same[2], same[3]
+        version, packed = self._convert(type_url, doc)
+        self._same[id(doc)] = (doc, type_url, version, packed)
+        if len(self._same) > self.by_identity:
+            self._same.popitem(last=False)
+        return version, packed
+
+    def _convert(self, type_url: str, doc: dict[str, Any]) -> tuple[str, any_pb2.Any]:
         key = type_url + json.dumps(doc, sort_keys=True, separators=(",", ":"))
         hit = self._memo.get(key)
         if hit is not None:

@@ -44,7 +44,6 @@ from loom.ratelog import RateLimitedLog
 from loom.xds.errors import StreamDenied, XdsStartError
 from loom.xds.hub import Hub
 from loom.xds.resources import Served, type_version
-from loom.xds.translate import build_resources
 from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_LISTENER
 
 log = logging.getLogger("loom.xds")
@@ -111,7 +110,7 @@ class _Session:
         if inputs == self.inputs:
             return bool(self.held)
         try:
-            served = self.hub.converter.serve(build_resources(inputs))
+            served = self.hub.served(inputs)
         except LoomError as exc:  # a translator bug: keep serving the last good config
             log.error("cannot build the configuration of proxy %s: %s", self.proxy_id, exc)
             return False

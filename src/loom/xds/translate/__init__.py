@@ -1,6 +1,7 @@
 """Pure translation of one proxy's inputs into Envoy resources (canonical dicts).
 
-``build_resources(inputs)`` returns ``{type_url: {name: resource}}``; ``check_consistency``
+``build_resources(inputs)`` returns ``{type_url: {name: resource}}`` and depends on the inputs
+only through ``translation_key(inputs)``; ``check_consistency``
 verifies the set is self-contained before it is ever served (go-control-plane's rule: every
 EDS cluster has endpoints, every referenced cluster exists). Secrets are the exception: the
 server serves none (no private key leaves the workload), so every referenced secret must be
@@ -9,6 +10,8 @@ one the proxy's local agent serves, over the agent's SDS source.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
 from loom.xds.errors import InconsistentSnapshot
@@ -27,6 +30,13 @@ from loom.xds.translate.names import (
 Doc = dict[str, Any]
 Resources = dict[str, dict[str, Doc]]
 
+
+def translation_key(inp: ProxyInputs) -> ProxyInputs:
+    """``inp`` without who the proxy is (its id, service, namespace, datacenter), which no
+    translator reads: proxies whose keys are equal get equal resources (the sidecars of one
+    service's instances, or services alike in ports, rules and upstreams), so one
+    translation can serve them all."""
+    return replace(inp, proxy_id="", service="", namespace="", datacenter="")
 
 
 def build_resources(inp: ProxyInputs) -> Resources:
@@ -58,10 +68,33 @@ def _walk(node: Any, found: dict[str, Any]) -> None:
             _walk(item, found)
 
 
+_REFS_KEPT = 8192
+"""Documents whose references ``_refs`` remembers (by identity, holding the document)."""
+_refs_of: OrderedDict[int, tuple[Doc, frozenset[str], tuple[Doc, ...]]] = OrderedDict()
+
+
+def _refs(doc: Doc) -> tuple[frozenset[str], tuple[Doc, ...]]:
+    """The clusters and secret configs one resource refers to. Memoised by identity: the
+    builders hand alike proxies the very same documents, walked once."""
+    kept = _refs_of.get(id(doc))
+    if kept is not None and kept[0] is doc:
+        _refs_of.move_to_end(id(doc))
+        return kept[1], kept[2]
+    found: dict[str, Any] = {"cluster": set(), "secret": []}
+    _walk(doc, found)
+    clusters, secrets = frozenset(found["cluster"]), tuple(found["secret"])
+    _refs_of[id(doc)] = (doc, clusters, secrets)
+    if len(_refs_of) > _REFS_KEPT:
+        _refs_of.popitem(last=False)
+    return clusters, secrets
+
+
 def check_consistency(res: Resources) -> None:
     found: dict[str, Any] = {"cluster": set(), "secret": []}
-    _walk(res[TYPE_LISTENER], found)
-    _walk(res[TYPE_CLUSTER], found)
+    for doc in (*res[TYPE_LISTENER].values(), *res[TYPE_CLUSTER].values()):
+        clusters, secrets = _refs(doc)
+        found["cluster"] |= clusters
+        found["secret"].extend(secrets)
     missing = found["cluster"] - res[TYPE_CLUSTER].keys()
     if missing:
         raise InconsistentSnapshot(f"listeners use undefined clusters: {sorted(missing)}")

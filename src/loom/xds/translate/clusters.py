@@ -1,12 +1,18 @@
 """Clusters and their endpoints: the local app, mesh upstreams (EDS over mTLS), the
-passthrough cluster and DNS-resolved external hosts."""
+passthrough cluster and DNS-resolved external hosts.
+
+The local app cluster and each upstream's cluster and endpoints are memoised on what they are
+built from (as the listeners are): alike proxies share the very same documents. Documents
+returned here may be shared: never change them.
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from loom.xds.inputs import ProxyInputs, Upstream
-from loom.xds.translate.listeners import socket_address
+from loom.xds.translate.listeners import CACHED, socket_address
 from loom.xds.translate.names import (
     ADS,
     LOCAL_APP,
@@ -38,10 +44,15 @@ def _static(name: str, address: str, port: int, dns: bool = False) -> Doc:
 
 
 def local_app_cluster(inp: ProxyInputs) -> Doc:
-    cluster = _static(LOCAL_APP, inp.local_app_address or "127.0.0.1", inp.local_app_port)
-    if not inp.local_app_port:  # a client-only workload (no port): nothing to forward to
+    return _local_app_cluster(inp.local_app_address, inp.local_app_port, inp.protocol)
+
+
+@lru_cache(maxsize=CACHED)
+def _local_app_cluster(address: str, port: int, protocol: str) -> Doc:
+    cluster = _static(LOCAL_APP, address or "127.0.0.1", port)
+    if not port:  # a client-only workload (no port): nothing to forward to
         cluster["load_assignment"]["endpoints"] = []
-    if inp.protocol in ("http2", "grpc"):
+    if protocol in ("http2", "grpc"):
         cluster["typed_extension_protocol_options"] = {
             HTTP_OPTIONS: {
                 "@type": f"type.googleapis.com/{HTTP_OPTIONS}",
@@ -51,6 +62,7 @@ def local_app_cluster(inp: ProxyInputs) -> Doc:
     return cluster
 
 
+@lru_cache(maxsize=CACHED)
 def upstream_cluster(u: Upstream) -> Doc:
     ms = u.connect_timeout_ms
     return {
@@ -62,6 +74,7 @@ def upstream_cluster(u: Upstream) -> Doc:
     }
 
 
+@lru_cache(maxsize=CACHED)
 def upstream_endpoints(u: Upstream) -> Doc:
     lb = [
         {"endpoint": {"address": socket_address(e.address, e.port)}, "health_status": "HEALTHY"}

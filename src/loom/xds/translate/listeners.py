@@ -1,11 +1,18 @@
 """Listeners: the inbound public listener, explicit upstream listeners, the outbound
-(transparent proxy) listener."""
+(transparent proxy) listener.
+
+The public and explicit upstream listeners are memoised on exactly what they are built from
+(``CACHED`` entries each): proxies alike in those get the very same document, which the
+converter then recognises without serialising it again. Documents returned here may be
+shared: never change them.
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
-from loom.xds.inputs import ExposeListener, ProxyInputs, Upstream
+from loom.xds.inputs import AccessRule, ExposeListener, ProxyInputs, Upstream
 from loom.xds.translate.names import (
     LOCAL_APP,
     OUTBOUND_LISTENER,
@@ -74,26 +81,44 @@ def http_connection_manager(stat_prefix: str, routes: list[Doc], filters: list[D
     }
 
 
+CACHED = 4096
+"""Distinct documents kept per memoised builder."""
+
+
 def public_listener(inp: ProxyInputs) -> Doc:
+    return _public_listener(
+        inp.protocol, inp.trust_domain, inp.rules, inp.default_allow, inp.mtls_mode,
+        inp.public_address, inp.public_port,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=CACHED)
+def _public_listener(
+    protocol: str,
+    trust_domain: str,
+    rules: tuple[AccessRule, ...],
+    default_allow: bool,
+    mtls_mode: str,
+    public_address: str,
+    public_port: int,
+) -> Doc:
     """mTLS with a client certificate from the mesh CA, RBAC from intentions, then the app.
 
     HTTP services get an HTTP connection manager whose RBAC filter also enforces L7
     permissions (a denied request is a 403); TCP services get network RBAC (a denied
     connection is closed: curl exits 52).
     """
-    if inp.protocol in HTTP_PROTOCOLS:
+    if protocol in HTTP_PROTOCOLS:
         filters = [
             http_connection_manager(
                 "public_listener",
                 [{"match": {"prefix": "/"}, "route": {"cluster": LOCAL_APP}}],
-                [http_rbac_filter(inp.trust_domain, inp.rules, inp.default_allow)],
+                [http_rbac_filter(trust_domain, rules, default_allow)],
             )
         ]
     else:
         filters = [
-            network_rbac_filter(
-                inp.trust_domain, inp.rules, inp.default_allow, "public_listener_rbac"
-            ),
+            network_rbac_filter(trust_domain, rules, default_allow, "public_listener_rbac"),
             tcp_proxy("public_listener", LOCAL_APP),
         ]
     chains = [
@@ -103,7 +128,7 @@ def public_listener(inp: ProxyInputs) -> Doc:
             "filters": filters,
         }
     ]
-    if inp.mtls_mode == "permissive":
+    if mtls_mode == "permissive":
         # Onboarding: plain-text clients (not yet in the mesh) reach the app; no identity,
         # so no intentions can apply to them.
         chains.append(
@@ -113,14 +138,15 @@ def public_listener(inp: ProxyInputs) -> Doc:
             }
         )
     return {
-        "name": f"{PUBLIC_LISTENER}:{inp.public_address}:{inp.public_port}",
-        "address": socket_address(inp.public_address, inp.public_port),
+        "name": f"{PUBLIC_LISTENER}:{public_address}:{public_port}",
+        "address": socket_address(public_address, public_port),
         "traffic_direction": "INBOUND",
         "listener_filters": [TLS_INSPECTOR],
         "filter_chains": chains,
     }
 
 
+@lru_cache(maxsize=CACHED)
 def explicit_upstream_listener(u: Upstream) -> Doc:
     return {
         "name": upstream_listener(u.service, u.namespace, u.bind_port),
