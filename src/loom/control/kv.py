@@ -202,17 +202,19 @@ class Kv:
         return best
 
     async def wait(self, current: Callable[[], int], after: int, timeout: float) -> int:
-        """Block until ``current()`` passes ``after`` or ``timeout`` passes; its value then."""
+        """Block until ``current()`` passes ``after`` or ``timeout`` passes; its value then.
+
+        Each round waits for the KV tables to move past the index they had when ``current``
+        was read (no await in between), so a write landing meanwhile is never missed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while (found := current()) <= after:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return found
-            try:
-                await asyncio.wait_for(self.store.changed(), remaining)
-            except TimeoutError:
-                return current()
+            await self.store.wait(
+                tables.KV_TABLES, self.store.table_index(tables.KV_TABLES), remaining
+            )
         return found
 
     # -- lock delay --------------------------------------------------------------------------
