@@ -8,13 +8,17 @@ session's lock delay (``Kv.delay``).
 
 TTL deadlines are kept in memory, as Consul keeps its session timers: a renew writes
 nothing, and after a restart every TTL starts over (Consul resets its timers on a leader
-change). Like Consul, a session lives up to twice its TTL (``ttl_multiplier``) before it is
-invalidated, so a client that renews at TTL/2 never loses it to a slow network.
+change). Servers sharing one etcd each run the timers, so there a renew is also written
+(``session_renewals``: the wall-clock time of the renew), and each server's deadline is the
+later of its own timer and that time plus the grace. Like Consul, a session lives up to twice
+its TTL (``ttl_multiplier``) before it is invalidated, so a client that renews at TTL/2 never
+loses it to a slow network.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -46,6 +50,7 @@ class Sessions:
         catalog: Catalog,
         settings: SessionSettings,
         clock: Callable[[], float],
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self._lock = lock
@@ -53,6 +58,7 @@ class Sessions:
         self.catalog = catalog
         self.settings = settings
         self._clock = clock
+        self._wall = wall
         self._deadlines: dict[str, float] = {}
 
     # -- reads -------------------------------------------------------------------------------
@@ -90,6 +96,11 @@ class Sessions:
         if session is None:
             raise NotFound(f"Session id '{session_id}' not found")
         self._arm(session)
+        if self.store.kind == "etcd":  # the other servers' timers must see it
+            async with self._lock:
+                if self.get(session_id) is not None:
+                    doc = {"At": self._wall()}
+                    await self.store.apply([put(tables.SESSION_RENEWALS, session_id, doc)])
         return session
 
     async def destroy(self, session_id: str) -> None:
@@ -103,6 +114,10 @@ class Sessions:
         ended: list[str] = []
         for session in self.all():
             deadline = self._deadlines.setdefault(session.id, self._deadline(session))
+            renewed = self.store.peek(tables.SESSION_RENEWALS.name, session.id)
+            if renewed is not None:
+                grace = session.ttl_s * self.settings.ttl_multiplier
+                deadline = max(deadline, now + float(renewed["At"]) + grace - self._wall())
             expired = bool(session.ttl) and deadline <= now
             if expired or not self._healthy(session):
                 ended.append(session.id)
@@ -153,6 +168,8 @@ class Sessions:
             if session is None:
                 continue
             ops.append(Delete(SESSIONS, session_id))
+            if self.store.peek(tables.SESSION_RENEWALS.name, session_id) is not None:
+                ops.append(Delete(tables.SESSION_RENEWALS.name, session_id))
             keys = sorted(self.kv.held.by_session.get(session_id, {}))
             for key in keys:
                 entry = self.kv.get(key)
