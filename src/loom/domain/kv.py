@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import re
 import uuid
 from collections.abc import Iterable
@@ -163,6 +164,8 @@ def parse_lock_delay(raw: Any, where: str = "LockDelay") -> int:
     if isinstance(raw, bool):
         raise ValidationError(f"{where}: expected a duration")
     if isinstance(raw, int | float):
+        if not math.isfinite(raw):
+            raise ValidationError(f"{where}: expected a finite duration")
         seconds = float(raw) if raw < 1000 else float(raw) / 1e9
     elif isinstance(raw, str):
         seconds = parse_duration(raw, where)
