@@ -56,6 +56,11 @@ def _json(data: Any, index: int | None = None, status: int = 200) -> web.Respons
     )
 
 
+def _not_found(index: int) -> web.Response:
+    """Consul's answer for nothing at a key or prefix: 404, no body, the index to wait on."""
+    return web.Response(status=404, headers={**HEADERS, "X-Consul-Index": str(index)})
+
+
 def _flag(request: web.Request, name: str) -> bool:
     return name in request.query and request.query[name] not in ("false", "0")
 
@@ -105,19 +110,19 @@ async def kv_get(request: web.Request) -> web.StreamResponse:
         index = await blocking(request, lambda: state.kv.prefix_index(key))
         found = keys_under(state.kv.sorted.under(key), key, separator)
         shown = guard.visible(request, found, lambda r, k: r.allowed("key", Access.READ, k))
-        return _json(shown, index, 200 if shown else 404)
+        return _json(shown, index) if shown else _not_found(index)
     if _flag(request, "recurse"):
         index = await blocking(request, lambda: state.kv.prefix_index(key))
         entries = guard.visible(
             request, state.kv.tree(key), lambda r, e: r.allowed("key", Access.READ, e.key)
         )
         if not entries:
-            return _json(None, index, 404)
+            return _not_found(index)
         return _json([entry_json(e) for e in entries], index)
     index = await blocking(request, lambda: state.kv.key_index(key))
     entry = state.kv.get(key)
     if entry is None:
-        return web.Response(status=404, headers={**HEADERS, "X-Consul-Index": str(index)})
+        return _not_found(index)
     if _flag(request, "raw"):
         return web.Response(
             body=entry.value or b"",
