@@ -247,9 +247,8 @@ class Kv:
             return self._run(ops, self.store.index, allowed, readable)[0]
         async with self._lock:
             outcome, plan = self._run(ops, self.store.index + 1, allowed, readable)
-            if outcome.ok:
-                writes = plan.ops()
-                outcome.index = await self.store.apply(writes) if writes else self.store.index
+            writes = plan.ops() if outcome.ok else []
+            outcome.index = await self.store.apply(writes) if writes else self.store.index
             return outcome
 
     def _run(
