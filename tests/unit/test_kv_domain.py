@@ -9,14 +9,15 @@ from hypothesis import strategies as st
 from loom.domain.fields import ValidationError
 from loom.domain.kv import (
     MAX_KEY_BYTES,
+    TxnTooLarge,
     check_key,
     check_ttl,
     keys_under,
     parse_lock_delay,
     parse_session,
+    parse_txn,
     parse_uint,
 )
-from loom.domain.txn import TxnTooLarge, parse_txn
 
 
 def test_keys_with_a_separator_stop_after_the_first_separator_past_the_prefix() -> None:

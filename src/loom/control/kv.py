@@ -1,6 +1,6 @@
 """The KV store: reads, blocking waits per key or prefix, and one transaction engine.
 
-Every KV write is a transaction of ``loom.domain.txn.KvOp`` values: ``PUT /v1/kv/k?cas=3``
+Every KV write is a transaction of ``loom.domain.kv.KvOp`` values: ``PUT /v1/kv/k?cas=3``
 is ``[KvOp("cas", "k", ...)]`` and ``/v1/txn`` is up to 64 of them. ``Kv.apply`` plans the
 whole list against the view under the write lock (each op sees the ones before it), and
 commits all of it in one store transaction, or nothing when any op fails, with Consul's
@@ -25,8 +25,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from loom.domain.kv import KvEntry
-from loom.domain.txn import KvOp
+from loom.domain.kv import KvEntry, KvOp
 from loom.store import Delete, Op, Store, put, tables
 
 KV = tables.KV.name

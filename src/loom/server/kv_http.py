@@ -26,8 +26,16 @@ from loom.acl.rules import Access
 from loom.control.kv import Outcome
 from loom.control.state import State
 from loom.domain.fields import ValidationError, parse_duration
-from loom.domain.kv import MAX_VALUE_BYTES, KvEntry, encode_value, keys_under, parse_uint
-from loom.domain.txn import KvOp, TxnTooLarge, parse_txn
+from loom.domain.kv import (
+    MAX_VALUE_BYTES,
+    KvEntry,
+    KvOp,
+    TxnTooLarge,
+    encode_value,
+    keys_under,
+    parse_txn,
+    parse_uint,
+)
 from loom.server import guard
 from loom.server.kv_needs import request_key
 

@@ -12,8 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loom.control.kv import Kv
-from loom.domain.kv import KvEntry, Session
-from loom.domain.txn import VERBS, KvOp
+from loom.domain.kv import VERBS, KvEntry, KvOp, Session
 from loom.store import Store, put, tables
 
 SESSIONS = ("11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222")

@@ -10,8 +10,7 @@ from pathlib import Path
 from loom.control.catalog import Catalog, CatalogSettings
 from loom.control.kv import Kv
 from loom.control.sessions import Sessions, SessionSettings
-from loom.domain.kv import parse_session
-from loom.domain.txn import KvOp
+from loom.domain.kv import KvOp, parse_session
 from loom.store import Store
 from loom.store.sqlite import SqliteStore
 
