@@ -9,6 +9,7 @@ uses ``AsyncClient`` directly.
 from __future__ import annotations
 
 import asyncio
+import urllib.parse
 from typing import Any
 
 from loom.addrs import Address
@@ -52,3 +53,39 @@ class Client:
 
     def delete(self, path: str, **params: str) -> Any:
         return self.request("DELETE", path, params=params or None).body
+
+    # -- KV (Consul's /v1/kv and /v1/txn) ------------------------------------------------------
+
+    @staticmethod
+    def kv_path(key: str) -> str:
+        return "/v1/kv/" + urllib.parse.quote(key, safe="/")
+
+    def kv_get(
+        self, key: str, *, recurse: bool = False, keys: bool = False, separator: str = ""
+    ) -> Any:
+        """The entries at ``key`` (a list; under it with ``recurse``), or the key names with
+        ``keys``; None when there is nothing."""
+        params = {"recurse": ""} if recurse else {}
+        if keys:
+            params["keys"] = ""
+            if separator:
+                params["separator"] = separator
+        try:
+            return self.request("GET", self.kv_path(key), params=params or None).body
+        except NotFoundError:
+            return None
+
+    def kv_put(self, key: str, value: bytes, **params: str) -> bool:
+        """Write ``value``; ``params`` are Consul's (flags, cas, acquire, release). False when
+        a condition failed (a stale cas, a lock held by another session)."""
+        return bool(self.request("PUT", self.kv_path(key), value, params=params or None).body)
+
+    def kv_delete(self, key: str, *, recurse: bool = False, cas: int | None = None) -> bool:
+        params = {"recurse": ""} if recurse else {}
+        if cas is not None:
+            params["cas"] = str(cas)
+        return bool(self.request("DELETE", self.kv_path(key), params=params or None).body)
+
+    def txn(self, ops: list[dict[str, Any]]) -> Any:
+        """Run a ``/v1/txn`` transaction; a failed one raises (409, Consul's Errors list)."""
+        return self.put("/v1/txn", ops)

@@ -17,10 +17,13 @@ from loom.control.caconfig import CaConfig
 from loom.control.catalog import Catalog, CatalogSettings
 from loom.control.certs import Certs
 from loom.control.configs import Configs
+from loom.control.kv import Kv
 from loom.control.login import Logins
+from loom.control.sessions import Sessions, SessionSettings
 from loom.control.snapshot import MESH_TABLES, build_snapshot
 from loom.domain.mesh import MeshSnapshot
 from loom.store import Store, StoreConflict, open_store
+from loom.store.tables import KV_TABLES, TABLES
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ class ServerSettings:
         )
 
 
+MESH_READ_TABLES = tuple(t for t in TABLES if t not in KV_TABLES)
+"""Every table but KV's: what a mesh snapshot may depend on (CA and ACL tables included)."""
+
+
 class WriteLock(asyncio.Lock):
     """The write lock; holding it also means the store's view has seen every write already
     acknowledged by another server sharing the store (etcd), so validation is not stale."""
@@ -139,17 +146,26 @@ class State:
             lambda: dt.datetime.now(dt.UTC),
             datacenter=settings.datacenter,
         )
+        self.kv = Kv(self.store, self.lock, time.monotonic)
+        self.sessions = Sessions(
+            self.store, self.lock, self.kv, self.catalog, SessionSettings(settings.node),
+            time.monotonic,
+        )  # fmt: skip
         self._snapshot: MeshSnapshot | None = None
 
     def snapshot(self) -> MeshSnapshot:
-        """The mesh at the store's current index, built once per index and shared."""
+        """The mesh at the store's current index, built once per index and shared (KV and
+        session writes move the index but change nothing here: the snapshot is kept)."""
         index = self.store.index
-        if self._snapshot is None or self._snapshot.index != index:
+        snap = self._snapshot
+        if snap is not None and snap.index == index:
+            return snap
+        if snap is None or self.store.table_index(MESH_READ_TABLES) > snap.index:
             mesh_index = self.store.table_index(MESH_TABLES)
-            self._snapshot = build_snapshot(
+            snap = self._snapshot = build_snapshot(
                 index, mesh_index, self.catalog, self.configs, self.certs
             )
-        return self._snapshot
+        return snap
 
     async def start(self) -> None:
         await self.store.open()

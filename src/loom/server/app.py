@@ -131,6 +131,16 @@ async def _sweep_ttls(state: State) -> None:
             log.error("TTL sweep failed: %s", exc)
 
 
+async def _sweep_sessions(state: State) -> None:
+    """Invalidate sessions whose TTL passed or whose linked checks failed."""
+    while True:
+        await asyncio.sleep(state.settings.ttl_sweep_s)
+        try:
+            await state.sessions.sweep()
+        except LoomError as exc:
+            log.error("session sweep failed: %s", exc)
+
+
 async def _flush_log_summaries() -> None:
     """Floods that stopped still get their "suppressed N similar messages" line."""
     while True:
@@ -183,6 +193,7 @@ async def serve(
         background = [
             asyncio.create_task(_sweep_ttls(state)),
             asyncio.create_task(run_server_checks(state)),
+            asyncio.create_task(_sweep_sessions(state)),
             asyncio.create_task(_flush_log_summaries()),
         ]
         if ready is not None:

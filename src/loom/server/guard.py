@@ -39,6 +39,7 @@ from loom.domain.fields import Fields, ValidationError
 from loom.domain.intentions import Intention
 from loom.domain.records import Check, Instance, Node
 from loom.domain.services import Registration, instance_key
+from loom.server import kv_needs
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Need = tuple[str, Access, str]
@@ -407,6 +408,17 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("DELETE", "/v1/acl/binding-rule/{id}"): _fixed("acl", W),
     ("GET", "/v1/acl/binding-rules"): _fixed("acl", R),
     ("POST", "/v1/internal/acl/authorize"): _nothing,  # a valid token, asking about itself
+    # KV, transactions and sessions (loom.server.kv_needs says what each checks).
+    ("GET", "/v1/kv/{key}"): kv_needs.kv_read,
+    ("PUT", "/v1/kv/{key}"): kv_needs.kv_write,
+    ("DELETE", "/v1/kv/{key}"): kv_needs.kv_write,
+    ("PUT", "/v1/txn"): _nothing,  # each op vetted by kv_http.txn, as Consul vets them
+    ("PUT", "/v1/session/create"): kv_needs.session_create,
+    ("PUT", "/v1/session/destroy/{id}"): kv_needs.session_of(W),
+    ("PUT", "/v1/session/renew/{id}"): kv_needs.session_of(W),
+    ("GET", "/v1/session/info/{id}"): kv_needs.session_of(R),
+    ("GET", "/v1/session/node/{node}"): _named("session", R, "node"),
+    ("GET", "/v1/session/list"): _nothing,  # filtered
 }
 UNRESOLVED = frozenset(
     {("PUT", "/v1/acl/bootstrap"), ("POST", "/v1/acl/login"), ("POST", "/v1/acl/logout")}

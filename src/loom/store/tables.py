@@ -20,6 +20,7 @@ from loom.acl.stored import Stored, decoder, encoder
 from loom.domain.checks import definition_doc, parse_definition
 from loom.domain.entries import ConfigEntry
 from loom.domain.fields import Fields
+from loom.domain.kv import KvEntry, ServiceCheckRef, Session, decode_value, encode_value
 from loom.domain.records import (
     CaRoot,
     Check,
@@ -227,16 +228,65 @@ ACL_BINDING_RULES: Table[Stored[BindingRule]] = Table(
 CA_CONFIG: Table[Doc] = Table("ca_config", _doc, _doc)
 """The CA configuration written with ``PUT /v1/connect/ca/configuration`` (Consul's shape)."""
 
+
+
+def _kv_doc(e: KvEntry) -> Doc:
+    return {
+        "Key": e.key, "Value": encode_value(e.value), "Flags": e.flags, "LockIndex": e.lock_index,
+        "Session": e.session, "CreateIndex": e.create_index, "ModifyIndex": e.modify_index,
+    }  # fmt: skip
+
+
+def _kv(d: Doc) -> KvEntry:
+    return KvEntry(
+        key=d["Key"], value=decode_value(d["Value"], "Value"), flags=d["Flags"],
+        lock_index=d["LockIndex"], session=d["Session"], create_index=d["CreateIndex"],
+        modify_index=d["ModifyIndex"],
+    )  # fmt: skip
+
+
+def _session_doc(s: Session) -> Doc:
+    return {
+        "ID": s.id, "Node": s.node, "Name": s.name, "LockDelay": s.lock_delay_ns,
+        "Behavior": s.behavior, "TTL": s.ttl, "NodeChecks": list(s.node_checks),
+        "ServiceChecks": [{"ID": c.id, "Namespace": c.namespace} for c in s.service_checks],
+        "CreateIndex": s.create_index, "ModifyIndex": s.modify_index,
+    }  # fmt: skip
+
+
+def _session(d: Doc) -> Session:
+    return Session(
+        id=d["ID"], node=d["Node"], name=d["Name"], lock_delay_ns=d["LockDelay"],
+        behavior=d["Behavior"], ttl=d["TTL"], node_checks=tuple(d["NodeChecks"]),
+        service_checks=tuple(ServiceCheckRef(c["ID"], c["Namespace"]) for c in d["ServiceChecks"]),
+        create_index=d["CreateIndex"], modify_index=d["ModifyIndex"],
+    )  # fmt: skip
+
+
+KV: Table[KvEntry] = Table("kv", _kv_doc, _kv)
+"""The KV store, by key."""
+KV_TOMBSTONES: Table[Doc] = Table("kv_tombstones", _doc, _doc)
+"""Deleted keys -> ``{"Index": n}``, the index of their deletion, so a blocking query on a
+prefix wakes (and its index moves) when a key under it goes away, as Consul's tombstones do."""
+SESSIONS: Table[Session] = Table("sessions", _session_doc, _session)
+SESSION_RENEWALS: Table[Doc] = Table("session_renewals", _doc, _doc)
+"""Session ID -> ``{"At": unix time}`` of its last renew, written only when servers share the
+store (etcd), so every server's TTL timer sees a renew made through another."""
+
 TABLES: dict[str, Table[Any]] = {
     t.name: t
     for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META, CA_CONFIG)
 }
+TABLES.update((t.name, t) for t in (KV, KV_TOMBSTONES, SESSIONS, SESSION_RENEWALS))
 TABLES.update(
     (t.name, t)
     for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META, ACL_AUTH_METHODS, ACL_BINDING_RULES)
 )
 CATALOG_TABLES = (SERVICES.name, CHECKS.name, NODES.name, VIPS.name)
 CONFIG_TABLES = (CONFIG.name, EXTERNAL_VIPS.name)
+KV_TABLES = (KV.name, KV_TOMBSTONES.name, SESSIONS.name, SESSION_RENEWALS.name)
+"""Tables no mesh consumer reads: their writes wake KV readers only (not xDS, not the DNS
+table, not catalog blocking queries)."""
 ACL_TABLES = (
     ACL_TOKENS.name,
     ACL_POLICIES.name,

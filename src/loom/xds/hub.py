@@ -1,6 +1,7 @@
 """Change fan-out for xDS sessions: one shared mesh snapshot per store index.
 
-Every session waits on the hub's generation counter. A store write bumps it once; so does a
+Every session waits on the hub's generation counter. A store write bumps it once (KV and
+session writes excepted: the mesh does not read them); so does a
 periodic timer, so sessions re-check their stream's token (one that expired ends its stream).
 Sessions whose inputs did not change send nothing. Translations are shared too: proxies
 whose inputs differ only in who they are (``translation_key``) are served one translated,
@@ -15,7 +16,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 
-from loom.control.state import State
+from loom.control.state import MESH_READ_TABLES, State
 from loom.xds.inputs import ProxyInputs
 from loom.xds.resources import Converter, Served
 from loom.xds.translate import build_resources, translation_key
@@ -53,15 +54,14 @@ class Hub:
 
     async def _watch(self) -> None:
         store = self.state.store
-        seen = store.index
+        seen = store.table_index(MESH_READ_TABLES)
         while True:
             # Compare indexes rather than trusting one wake-up per write: a write that lands
             # between our wake-up and the next wait must not be missed. The timeout gives a
             # periodic re-check, which ends the streams of tokens that expired meanwhile.
-            if store.index == seen:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(store.changed(), self.refresh_s)
-            seen = store.index
+            if store.table_index(MESH_READ_TABLES) == seen:
+                await store.wait(MESH_READ_TABLES, seen, self.refresh_s)
+            seen = store.table_index(MESH_READ_TABLES)
             self._bump()
 
     async def wait(self, seen: int) -> int:
