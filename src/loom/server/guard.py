@@ -325,6 +325,12 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("GET", "/v1/catalog/service/{name}"): _nothing,  # filtered
     ("GET", "/v1/catalog/nodes"): _nothing,  # filtered
     ("GET", "/v1/catalog/datacenters"): _nothing,
+    ("GET", "/v1/catalog/node/{node}"): _nothing,  # filtered: node:read, then service:read
+    ("GET", "/v1/catalog/node-services/{node}"): _nothing,  # filtered, likewise
+    ("GET", "/v1/catalog/connect/{service}"): _nothing,  # filtered
+    ("GET", "/v1/catalog/gateway-services/{gateway}"): _named("service", R, "gateway"),
+    ("GET", "/v1/health/node/{node}"): _nothing,  # filtered
+    ("GET", "/v1/health/state/{state}"): _nothing,  # filtered
     ("GET", "/v1/health/service/{name}"): _nothing,  # filtered
     ("GET", "/v1/health/connect/{name}"): _nothing,  # filtered
     ("GET", "/v1/health/checks/{name}"): _nothing,  # filtered

@@ -22,6 +22,7 @@ from loom.acl.errors import AclError, AclNotFound, PermissionDenied
 from loom.acl.rules import Access
 from loom.bexpr import Filter, FilterError
 from loom.ca.csr import CsrError
+from loom.control import reads
 from loom.control.catalog import tag_union
 from loom.control.errors import Conflict, NotFound
 from loom.control.nametable import build_name_table, name_table_text
@@ -38,7 +39,7 @@ from loom.domain.fields import (
 )
 from loom.errors import LoomError
 from loom.ratelog import RateLimitedLog
-from loom.server import acl_http, filters, snapshot_http, views
+from loom.server import acl_http, catalog_http, filters, query, snapshot_http, views
 from loom.server.guard import (
     authorizer,
     can_read_agent_check,
@@ -213,7 +214,7 @@ async def _end_watchers(app: web.Application) -> None:
 
 
 def _ns(request: web.Request) -> str:
-    return request.query.get("ns") or "default"
+    return query.namespace(request)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -327,9 +328,12 @@ async def catalog_services(request: web.Request) -> web.Response:
     cat, ns = state.catalog, _ns(request)
     tags = cat.service_tags(ns)
     names = set(visible(request, tags, lambda a, name: a.service_read(name)))
-    if flt is not None:  # the readable services with a kept instance, with its tags
-        shown = (d for d in cat.instances_in(ns) if d.service in names)
-        tags = tag_union(d for d in shown if flt.matches(views.catalog_service(cat, d, index)))
+    meta = query.node_meta(request)
+    if flt is not None or meta:  # the readable services with a kept instance, with its tags
+        shown = reads.select(cat, (d for d in cat.instances_in(ns) if d.service in names), (), meta)
+        tags = tag_union(
+            d for d in shown if flt is None or flt.matches(views.catalog_service(cat, d, index))
+        )
     return _json({k: v for k, v in tags.items() if k in names}, index)
 
 
@@ -337,13 +341,12 @@ async def catalog_service(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     name, ns = request.match_info["name"], _ns(request)
-    tag = request.query.get("tag")
     flt = filters.request_filter(request, filters.CATALOG_SERVICE)
-    out = [
-        views.catalog_service(state.catalog, d, index)
-        for d in visible(request, state.catalog.instances_of(ns, name), can_read_instance)
-        if tag is None or tag in d.tags
-    ]
+    cat = state.catalog
+    found = reads.select(
+        cat, cat.instances_of(ns, name), query.tags(request), query.node_meta(request)
+    )
+    out = [views.catalog_service(cat, d, index) for d in visible(request, found, can_read_instance)]
     return _json(_kept(flt, out), index)
 
 
@@ -351,9 +354,11 @@ async def catalog_nodes(request: web.Request) -> web.Response:
     state = request.app[STATE]
     flt = filters.request_filter(request, filters.NODE)
     index = await _blocking(request, CATALOG_TABLES)
+    meta = query.node_meta(request)
+    found = [n for n in state.catalog.nodes() if reads.meta_matches(n, meta)]
     out = [
-        {**views.node(n), "CreateIndex": index, "ModifyIndex": index}
-        for n in visible(request, state.catalog.nodes(), lambda a, n: a.node_read(n.node))
+        views.indexed_node(n, index)
+        for n in visible(request, found, lambda a, n: a.node_read(n.node))
     ]
     return _json(_kept(flt, out), index)
 
@@ -368,6 +373,10 @@ async def catalog_datacenters(request: web.Request) -> web.Response:
 def _health(request: web.Request, index: int, connect: bool, flt: Filter | None) -> list[Doc]:
     cat = request.app[STATE].catalog
     found = cat.health(_ns(request), request.match_info["name"], connect, _flag(request, "passing"))
+    tags, meta = query.tags(request), query.node_meta(request)
+    if tags or meta:
+        picked = {id(d) for d in reads.select(cat, (d for d, _ in found), tags, meta)}
+        found = [hit for hit in found if id(hit[0]) in picked]
     shown = visible(request, found, lambda a, hit: can_read_instance(a, hit[0]))
     return _kept(flt, [views.health_entry(cat, d, checks, index) for d, checks in shown])
 
@@ -609,9 +618,14 @@ async def status_peers(request: web.Request) -> web.Response:
     return _json([f"{request.app[STATE].settings.node_address}:8300"])
 
 
+def _datacenter(request: web.Request) -> str:
+    return request.app[STATE].settings.datacenter
+
+
 def build_app(state: State) -> web.Application:
     app = web.Application(
-        middlewares=[_uncancellable_writes, _errors, enforce], client_max_size=4 * 1024 * 1024
+        middlewares=[_uncancellable_writes, _errors, query.checker(_datacenter), enforce],
+        client_max_size=4 * 1024 * 1024,
     )
     app[STATE] = state
     app[WATCHERS] = Watchers()
@@ -658,6 +672,7 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/status/peers", status_peers)
     acl_http.add_routes(r)
     snapshot_http.add_routes(r)
+    catalog_http.add_routes(r)
     return app
 
 

@@ -218,3 +218,16 @@ def issued_cert(leaf: Leaf, namespace: str) -> Doc:
         }
     )
     return out
+
+
+# -- reads by node -------------------------------------------------------------------------------
+
+
+def indexed_node(n: Node, index: int) -> Doc:
+    """A node with its raft indexes, as ``/v1/catalog/nodes`` and ``/v1/catalog/node`` show it."""
+    return {**node(n), "CreateIndex": index, "ModifyIndex": index}
+
+
+def node_service(cat: Catalog, inst: Instance, index: int) -> Doc:
+    """Consul's NodeService: an AgentService with its raft indexes."""
+    return {**agent_service(cat, inst), "CreateIndex": index, "ModifyIndex": index}
