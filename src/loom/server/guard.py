@@ -319,6 +319,10 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("PUT", "/v1/agent/check/update/{id}"): _check_write,
     ("GET", "/v1/agent/checks"): _nothing,  # filtered
     ("GET", "/v1/agent/self"): _fixed("agent", R),
+    ("GET", "/v1/agent/members"): _nothing,  # filtered: node:read on the member
+    ("GET", "/v1/agent/version"): _nothing,  # Consul's needs no ACL
+    ("GET", "/v1/agent/host"): _fixed("operator", R),
+    ("GET", "/v1/agent/metrics"): _fixed("agent", R),
     ("PUT", "/v1/catalog/register"): _nothing,  # vetter(), on the parsed registration
     ("PUT", "/v1/catalog/deregister"): _catalog_deregister,
     ("GET", "/v1/catalog/services"): _nothing,  # filtered

@@ -19,7 +19,6 @@ from typing import Any
 from aiohttp import web
 
 from loom.acl.errors import AclError, AclNotFound, PermissionDenied
-from loom.acl.rules import Access
 from loom.bexpr import Filter, FilterError
 from loom.ca.csr import CsrError
 from loom.control import reads
@@ -39,7 +38,7 @@ from loom.domain.fields import (
 )
 from loom.errors import LoomError
 from loom.ratelog import RateLimitedLog
-from loom.server import acl_http, catalog_http, filters, query, snapshot_http, views
+from loom.server import acl_http, agent_http, catalog_http, filters, query, snapshot_http, views
 from loom.server.guard import (
     authorizer,
     can_read_agent_check,
@@ -197,7 +196,7 @@ def _retrieve(task: asyncio.Future[web.StreamResponse]) -> None:
 async def _uncancellable_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Handler cancellation is for blocking queries: anything else (a write above all) runs
     to its end even when its client disconnects, so no write is cut off halfway."""
-    if request.method == "GET" and "index" in request.query:
+    if request.method == "GET" and ("index" in request.query or "hash" in request.query):
         response = await handler(request)
     else:
         task = asyncio.ensure_future(handler(request))
@@ -246,19 +245,6 @@ async def agent_services(request: web.Request) -> web.Response:
     shown = visible(request, cat.instances_on(state.settings.node), can_read_service)
     out = {d.id: views.agent_service(cat, d) for d in shown}
     return _json(_kept_values(flt, out), index)
-
-
-async def agent_service(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    index = await _blocking(request, CATALOG_TABLES)
-    inst = state.catalog.find(request.match_info["id"], request.query.get("ns"))
-    if inst is None:
-        raise NotFound(f"unknown service ID {request.match_info['id']!r}")
-    if (authz := authorizer(request)) is not None:
-        authz.check("service", Access.READ, inst.service)
-    out = views.agent_service(state.catalog, inst)
-    out["ContentHash"] = f"{hash(json.dumps(out, sort_keys=True)) & 0xFFFFFFFFFFFF:012x}"
-    return _json(out, index)
 
 
 async def agent_register(request: web.Request) -> web.Response:
@@ -632,7 +618,6 @@ def build_app(state: State) -> web.Application:
     app.on_shutdown.append(_end_watchers)
     r = app.router
     r.add_get("/v1/agent/services", agent_services)
-    r.add_get("/v1/agent/service/{id}", agent_service)
     r.add_put("/v1/agent/service/register", agent_register)
     r.add_put("/v1/agent/service/deregister/{id}", agent_deregister)
     for status, verb in (("passing", "pass"), ("warning", "warn"), ("critical", "fail")):
@@ -673,6 +658,7 @@ def build_app(state: State) -> web.Application:
     acl_http.add_routes(r)
     snapshot_http.add_routes(r)
     catalog_http.add_routes(r)
+    agent_http.add_routes(r)
     return app
 
 
