@@ -89,13 +89,21 @@ class Configs:
             await self.store.apply(ops)
             return True
 
-    async def delete(self, kind: str, name: str, namespace: str = "default") -> None:
+    async def delete(
+        self, kind: str, name: str, namespace: str = "default", cas: int | None = None
+    ) -> bool:
+        """Delete an entry; with ``cas``, only if it exists with that ModifyIndex (False:
+        nothing was deleted, as Consul's check-and-set delete answers)."""
         async with self._lock:
             key = entry_key(kind, namespace, name)
-            if self.store.get(CONFIG, key) is None:
-                return  # Consul's delete is idempotent
+            old = self.store.record(tables.CONFIG, key)
+            if cas is not None and (old is None or old.modify_index != cas):
+                return False
+            if old is None:
+                return True  # Consul's delete is idempotent
             entries = {k: v for k, v in self.store.items(CONFIG) if k != key}
             await self.store.apply([Delete(CONFIG, key), *self._external_vip_ops(entries)])
+            return True
 
     def _external_vip_ops(self, entries: dict[str, ConfigEntry]) -> list[Op]:
         hosts = {

@@ -467,12 +467,16 @@ def _kind(request: web.Request) -> str:
     return kind
 
 
-async def config_put(request: web.Request) -> web.Response:
+def _cas(request: web.Request) -> int | None:
     cas_raw = request.query.get("cas")
     try:
-        cas = int(cas_raw) if cas_raw is not None else None
+        return int(cas_raw) if cas_raw is not None else None
     except ValueError:
         raise ValidationError(f"cas: {cas_raw!r} is not an integer") from None
+
+
+async def config_put(request: web.Request) -> web.Response:
+    cas = _cas(request)
     return _json(await request.app[STATE].configs.write(await _body(request), cas))
 
 
@@ -494,9 +498,12 @@ async def config_list(request: web.Request) -> web.Response:
 
 
 async def config_delete(request: web.Request) -> web.Response:
-    kind = _kind(request)
-    await request.app[STATE].configs.delete(kind, request.match_info["name"], _ns(request))
-    return _ok()
+    """With ``?cas=N``: true or false, deleted only at that ModifyIndex (Consul's check-and-set
+    delete); without it, unconditional."""
+    kind, cas = _kind(request), _cas(request)
+    configs = request.app[STATE].configs
+    deleted = await configs.delete(kind, request.match_info["name"], _ns(request), cas)
+    return _json(deleted) if cas is not None else _ok()
 
 
 # -- CA ------------------------------------------------------------------------------------------
