@@ -258,6 +258,22 @@ def _destination(access: Access) -> Needs:
     return needs
 
 
+def _intention_by_id(access: Access) -> Needs:
+    """Access to the intention's destination, and for an update to the body's too."""
+
+    async def needs(request: web.Request, state: State) -> list[Need]:
+        from loom.control.legacy_intentions import find
+
+        found = find(state.configs, request.match_info["id"])  # a malformed ID: 400
+        out: list[Need] = [("intention", access, found.destination)] if found else []
+        if request.method == "PUT":
+            f = Fields(await _body(request), "")
+            out.append(("intention", access, f.text("DestinationName", required=True)))
+        return out
+
+    return needs
+
+
 async def _intention_check(request: web.Request, state: State) -> list[Need]:
     dst = request.query.get("destination")
     if not dst:
@@ -345,6 +361,9 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("GET", "/v1/connect/intentions/match"): _nothing,  # filtered
     ("GET", "/v1/connect/intentions"): _nothing,  # filtered
     ("POST", "/v1/connect/intentions"): _destination(W),
+    ("GET", "/v1/connect/intentions/{id}"): _intention_by_id(R),
+    ("PUT", "/v1/connect/intentions/{id}"): _intention_by_id(W),
+    ("DELETE", "/v1/connect/intentions/{id}"): _intention_by_id(W),
     ("PUT", "/v1/config"): _config_write,
     ("GET", "/v1/config/{kind}"): _nothing,  # filtered
     ("GET", "/v1/config/{kind}/{name}"): _config_named,

@@ -38,7 +38,16 @@ from loom.domain.fields import (
 )
 from loom.errors import LoomError
 from loom.ratelog import RateLimitedLog
-from loom.server import acl_http, agent_http, catalog_http, filters, query, snapshot_http, views
+from loom.server import (
+    acl_http,
+    agent_http,
+    catalog_http,
+    filters,
+    intentions_http,
+    query,
+    snapshot_http,
+    views,
+)
 from loom.server.guard import (
     authorizer,
     can_read_agent_check,
@@ -421,29 +430,12 @@ async def intention_exact_delete(request: web.Request) -> web.Response:
     return _ok()
 
 
-async def intention_create(request: web.Request) -> web.Response:
-    """Legacy ``POST /v1/connect/intentions`` with SourceName/DestinationName in the body."""
-    body = await _body(request)
-    f = Fields(body, "")
-    src = f"{f.text('SourceNS', 'default') or 'default'}/{f.text('SourceName', required=True)}"
-    dst_ns = f.text("DestinationNS", "default") or "default"
-    dst = f"{dst_ns}/{f.text('DestinationName', required=True)}"
-    await request.app[STATE].configs.upsert_exact(src, dst, body)
-    return _json({"ID": ""})
-
-
 async def intention_list(request: web.Request) -> web.Response:
     state = request.app[STATE]
     flt = filters.request_filter(request, filters.INTENTION)
     index = await _blocking(request, CONFIG_TABLES)
     shown = visible(request, state.configs.intentions(), can_read_intention)
     return _json(_kept(flt, [views.intention(i, index) for i in shown]), index)
-
-
-async def intention_check(request: web.Request) -> web.Response:
-    src, dst = _pair(request)
-    decision = request.app[STATE].configs.check(src, dst)
-    return _json({"Allowed": decision.allowed, "Reason": decision.reason})
 
 
 async def intention_match(request: web.Request) -> web.Response:
@@ -565,19 +557,6 @@ async def ca_sign(request: web.Request) -> web.Response:
     return _json(views.issued_cert(leaf, csr.identity.namespace), state.store.index)
 
 
-async def connect_authorize(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    f = Fields(await _body(request), "")
-    target = check_name(f.text("Target", required=True), "Target")
-    uri = f.text("ClientCertURI", required=True)
-    decision = state.configs.authorize(uri, state.certs.trust_domain, _ns(request), target)
-    if decision is None:
-        return _json(
-            {"Authorized": False, "Reason": "ClientCertURI is not a service identity of this mesh"}
-        )
-    return _json({"Authorized": decision.allowed, "Reason": decision.reason})
-
-
 # -- Loom's own -----------------------------------------------------------------------------------
 
 
@@ -644,10 +623,9 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/connect/intentions/exact", intention_exact_get)
     r.add_put("/v1/connect/intentions/exact", intention_exact_put)
     r.add_delete("/v1/connect/intentions/exact", intention_exact_delete)
-    r.add_get("/v1/connect/intentions/check", intention_check)
+    r.add_get("/v1/connect/intentions/check", intentions_http.intention_check)
     r.add_get("/v1/connect/intentions/match", intention_match)
     r.add_get("/v1/connect/intentions", intention_list)
-    r.add_post("/v1/connect/intentions", intention_create)
     r.add_put("/v1/config", config_put)
     r.add_get("/v1/config/{kind}", config_list)
     r.add_get("/v1/config/{kind}/{name}", config_get)
@@ -657,7 +635,6 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/connect/ca/configuration", ca_configuration_get)
     r.add_put("/v1/connect/ca/configuration", ca_configuration_put)
     r.add_get("/v1/agent/connect/ca/leaf/{service}", ca_leaf)
-    r.add_post("/v1/agent/connect/authorize", connect_authorize)
     r.add_put("/v1/loom/connect/ca/sign", ca_sign)
     r.add_get("/v1/loom/dns-table", dns_table)
     r.add_get("/v1/status/leader", status_leader)
@@ -666,6 +643,7 @@ def build_app(state: State) -> web.Application:
     snapshot_http.add_routes(r)
     catalog_http.add_routes(r)
     agent_http.add_routes(r)
+    intentions_http.add_routes(r)  # after /v1/connect/intentions/exact, check and match
     return app
 
 

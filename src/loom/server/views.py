@@ -186,7 +186,7 @@ def config_entry(e: ConfigEntry) -> Doc:
 def intention(i: Intention, index: int) -> Doc:
     """Consul's legacy Intention JSON (``/v1/connect/intentions``)."""
     return {
-        "ID": "",
+        "ID": i.id,
         "Description": i.description,
         "SourceNS": i.source_ns,
         "SourceName": i.source,
@@ -197,8 +197,8 @@ def intention(i: Intention, index: int) -> Doc:
         "Permissions": [_permission(p) for p in i.permissions],
         "Precedence": i.precedence,
         "Meta": {},
-        "CreateIndex": index,
-        "ModifyIndex": index,
+        "CreateIndex": i.create_index or index,
+        "ModifyIndex": i.modify_index or index,
     }
 
 
