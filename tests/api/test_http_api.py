@@ -216,8 +216,13 @@ def test_authorize_applies_intentions_to_a_client_certificate(loom_server) -> No
     loom_server.put("/v1/connect/intentions/exact?source=web&destination=db", {"Action": "deny"})
     _, out, _ = loom_server.request("POST", "/v1/agent/connect/authorize", body)
     assert out["Authorized"] is False
-    _, out, _ = loom_server.request(
+    status, out, _ = loom_server.request(
         "POST", "/v1/agent/connect/authorize", {**body, "ClientCertURI": "spiffe://other/x"}
+    )
+    assert (status, out) == (400, "Invalid request: ClientCertURI not a valid Connect identifier\n")
+    foreign = "spiffe://other.consul/ns/default/dc/dc1/svc/web"
+    _, out, _ = loom_server.request(
+        "POST", "/v1/agent/connect/authorize", {**body, "ClientCertURI": foreign}
     )
     assert out["Authorized"] is False
 

@@ -53,7 +53,19 @@ def _usage(parser: argparse.ArgumentParser) -> Handler:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from loom.cli import api, dataplane, demo, dns, inject, kv, local, redirect, server, snapshot
+    from loom.cli import (
+        api,
+        dataplane,
+        demo,
+        dns,
+        inject,
+        kv,
+        local,
+        operator,
+        redirect,
+        server,
+        snapshot,
+    )
 
     parser = argparse.ArgumentParser(
         prog="loom",
@@ -64,7 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=_usage(parser))
     commands = Commands(parser)
-    for module in (server, api, snapshot, kv, dataplane, redirect, dns, inject, local, demo):
+    # operator last: it joins the catalog and connect groups that api and dataplane make.
+    for module in (
+        server, api, snapshot, kv, dataplane, redirect, dns, inject, local, demo, operator
+    ):
         module.register(commands)
     return parser
 

@@ -43,6 +43,19 @@ def split_ref(ref: str, where: str) -> tuple[str, str]:
     return ns, check_name(name, where, wildcard=True)
 
 
+def keep_legacy_ids(old: ServiceIntentions, new: ServiceIntentions) -> ServiceIntentions:
+    """``new`` with the legacy IDs of ``old``'s sources of the same name: rewriting an entry
+    (through ``/v1/config`` or by name) keeps each intention's ID, as its source is the same."""
+    ids = {(s.namespace, s.name): s.legacy_id for s in old.sources if s.legacy_id}
+    if not ids:
+        return new
+    sources = tuple(
+        s if s.legacy_id else replace(s, legacy_id=ids.get((s.namespace, s.name), ""))
+        for s in new.sources
+    )
+    return replace(new, sources=sources)
+
+
 class Configs:
     def __init__(self, store: Store, lock: asyncio.Lock, default_allow: bool) -> None:
         self.store = store
@@ -72,6 +85,8 @@ class Configs:
         async with self._lock:
             key = entry.key
             old = self.store.record(tables.CONFIG, key)
+            if isinstance(entry, ServiceIntentions) and isinstance(old, ServiceIntentions):
+                entry = keep_legacy_ids(old, entry)
             if cas is not None:
                 current = old.modify_index if old else 0
                 if current != cas:
@@ -89,13 +104,21 @@ class Configs:
             await self.store.apply(ops)
             return True
 
-    async def delete(self, kind: str, name: str, namespace: str = "default") -> None:
+    async def delete(
+        self, kind: str, name: str, namespace: str = "default", cas: int | None = None
+    ) -> bool:
+        """Delete an entry; with ``cas``, only if it exists with that ModifyIndex (False:
+        nothing was deleted, as Consul's check-and-set delete answers)."""
         async with self._lock:
             key = entry_key(kind, namespace, name)
-            if self.store.get(CONFIG, key) is None:
-                return  # Consul's delete is idempotent
+            old = self.store.record(tables.CONFIG, key)
+            if cas is not None and (old is None or old.modify_index != cas):
+                return False
+            if old is None:
+                return True  # Consul's delete is idempotent
             entries = {k: v for k, v in self.store.items(CONFIG) if k != key}
             await self.store.apply([Delete(CONFIG, key), *self._external_vip_ops(entries)])
+            return True
 
     def _external_vip_ops(self, entries: dict[str, ConfigEntry]) -> list[Op]:
         hosts = {

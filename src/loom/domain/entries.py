@@ -78,6 +78,9 @@ class IntentionSource:
     description: str = ""
     type: str = "consul"
     permissions: tuple[IntentionPermission, ...] = ()
+    legacy_id: str = ""
+    """The UUID of an intention created by the legacy ``POST /v1/connect/intentions`` (its
+    handle for the by-ID endpoints); empty for one written any other way, as in Consul."""
 
 
 @dataclass(frozen=True)

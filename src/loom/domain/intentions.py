@@ -29,6 +29,12 @@ class Intention:
     action: str  # "allow" | "deny" | "" when decided by L7 permissions
     permissions: tuple[IntentionPermission, ...] = ()
     description: str = ""
+    id: str = ""
+    """The legacy UUID (``IntentionSource.legacy_id``); empty when it has none."""
+    create_index: int = 0
+    """The indexes of its destination's ``service-intentions`` entry: they move only when
+    that entry is written."""
+    modify_index: int = 0
 
     @property
     def precedence(self) -> int:
@@ -76,6 +82,9 @@ def from_entries(entries: Iterable[ServiceIntentions]) -> list[Intention]:
             action=src.action,
             permissions=src.permissions,
             description=src.description,
+            id=src.legacy_id,
+            create_index=entry.create_index,
+            modify_index=entry.modify_index,
         )
         for entry in entries
         for src in entry.sources

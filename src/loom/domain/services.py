@@ -124,10 +124,32 @@ def _proxy(f: Fields, defaults: Proxy | None = None) -> Proxy:
             tp.port("OutboundListenerPort") if tp else 0,
             tp.flag("DialedDirectly") if tp else False,
         ),
-        upstreams=tuple(_upstream(u) for u in f.subs("Upstreams")),
+        upstreams=_distinct_binds(f, tuple(_upstream(u) for u in f.subs("Upstreams"))),
         config=f.any_map("Config"),
         expose=_expose(f.sub("Expose")),
     )
+
+
+def _distinct_binds(f: Fields, upstreams: tuple[Upstream, ...]) -> tuple[Upstream, ...]:
+    """Consul's rule: no two upstreams listen on one local address and port (centrally
+    configured ones, without a port, have no listener of their own)."""
+    seen: set[str] = set()
+    for u in upstreams:
+        if not u.local_bind_port:
+            continue
+        host = u.local_bind_address or "127.0.0.1"
+        addr = f"[{host}]:{u.local_bind_port}" if ":" in host else f"{host}:{u.local_bind_port}"
+        if addr in seen:
+            raise ValidationError(
+                f"{f.where('Upstreams')}: upstreams cannot contain duplicates by local bind "
+                f'address and port; "{addr}" is specified twice'
+            )
+        seen.add(addr)
+    return upstreams
+
+
+RESERVED_META_PREFIX = "consul-"
+"""Service meta keys Consul keeps for itself: an agent registration may not use them."""
 
 
 def _tagged(f: Fields) -> dict[str, TaggedAddress]:
@@ -165,6 +187,8 @@ def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
             proxy = replace(proxy, destination_service_id=proxy.destination_service_name)
     elif proxy_f is not None:
         raise ValidationError(f"{f.where('Proxy')}: only a connect-proxy has a Proxy block")
+    if kind == CONNECT_PROXY and not f.port("Port"):
+        raise ValidationError(f"{f.where('Port')}: Port or SocketPath must be set for a {kind}")
     connect = f.sub("Connect")
     return Instance(
         node=node,
@@ -354,6 +378,13 @@ def agent_registration(
         side, side_checks = _sidecar(service, sidecar, used_ports, held, scripts)
         reg.instances.append(side)
         reg.checks.extend(side_checks)
+    for inst in reg.instances:
+        for key in inst.meta:
+            if key.startswith(RESERVED_META_PREFIX):
+                where = "Meta" if inst is service else "Connect.SidecarService.Meta"
+                raise ValidationError(
+                    f"{where}: Key prefix '{RESERVED_META_PREFIX}' is reserved for internal use"
+                )
     return reg
 
 

@@ -181,6 +181,24 @@ INTENTION = Struct(
 )
 """``/v1/connect/intentions``."""
 
+_GATEWAY_NAME = Struct({"Name": STRING, "Namespace": STRING})
+GATEWAY_SERVICE = Struct(
+    {
+        "Gateway": _GATEWAY_NAME,
+        "Service": _GATEWAY_NAME,
+        "GatewayKind": STRING,
+        "Port": INT,
+        "Protocol": STRING,
+        "Hosts": ListOf(STRING),
+        "CAFile": STRING,
+        "CertFile": STRING,
+        "KeyFile": STRING,
+        "SNI": STRING,
+        "FromWildcard": BOOL,
+    }
+)
+"""``/v1/catalog/gateway-services/:gateway`` (Consul's GatewayService)."""
+
 UNFILTERED = frozenset({"CreateIndex", "ModifyIndex"})
 """Fields a view emits that no selector reaches (Consul's raft indexes are ``bexpr:"-"``)."""
 
@@ -197,6 +215,7 @@ def request_filter(request: web.Request, schema: Struct) -> Filter | None:
 __all__ = [
     "AGENT_SERVICE",
     "CATALOG_SERVICE",
+    "GATEWAY_SERVICE",
     "HEALTH_CHECK",
     "HEALTH_ENTRY",
     "INTENTION",

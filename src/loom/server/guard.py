@@ -279,6 +279,22 @@ def _destination(access: Access) -> Needs:
     return needs
 
 
+def _intention_by_id(access: Access) -> Needs:
+    """Access to the intention's destination, and for an update to the body's too."""
+
+    async def needs(request: web.Request, state: State) -> list[Need]:
+        from loom.control.legacy_intentions import find
+
+        found = find(state.configs, request.match_info["id"])  # a malformed ID: 400
+        out: list[Need] = [("intention", access, found.destination)] if found else []
+        if request.method == "PUT":
+            f = Fields(await _body(request), "")
+            out.append(("intention", access, f.text("DestinationName", required=True)))
+        return out
+
+    return needs
+
+
 async def _intention_check(request: web.Request, state: State) -> list[Need]:
     dst = request.query.get("destination")
     if not dst:
@@ -346,12 +362,22 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("PUT", "/v1/agent/service/maintenance/{id}"): _agent_deregister,  # service:write
     ("PUT", "/v1/agent/maintenance"): _agent_node_write,
     ("GET", "/v1/agent/self"): _fixed("agent", R),
+    ("GET", "/v1/agent/members"): _nothing,  # filtered: node:read on the member
+    ("GET", "/v1/agent/version"): _nothing,  # Consul's needs no ACL
+    ("GET", "/v1/agent/host"): _fixed("operator", R),
+    ("GET", "/v1/agent/metrics"): _fixed("agent", R),
     ("PUT", "/v1/catalog/register"): _nothing,  # vetter(), on the parsed registration
     ("PUT", "/v1/catalog/deregister"): _catalog_deregister,
     ("GET", "/v1/catalog/services"): _nothing,  # filtered
     ("GET", "/v1/catalog/service/{name}"): _nothing,  # filtered
     ("GET", "/v1/catalog/nodes"): _nothing,  # filtered
     ("GET", "/v1/catalog/datacenters"): _nothing,
+    ("GET", "/v1/catalog/node/{node}"): _nothing,  # filtered: node:read, then service:read
+    ("GET", "/v1/catalog/node-services/{node}"): _nothing,  # filtered, likewise
+    ("GET", "/v1/catalog/connect/{service}"): _nothing,  # filtered
+    ("GET", "/v1/catalog/gateway-services/{gateway}"): _named("service", R, "gateway"),
+    ("GET", "/v1/health/node/{node}"): _nothing,  # filtered
+    ("GET", "/v1/health/state/{state}"): _nothing,  # filtered
     ("GET", "/v1/health/service/{name}"): _nothing,  # filtered
     ("GET", "/v1/health/connect/{name}"): _nothing,  # filtered
     ("GET", "/v1/health/checks/{name}"): _nothing,  # filtered
@@ -362,6 +388,9 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("GET", "/v1/connect/intentions/match"): _nothing,  # filtered
     ("GET", "/v1/connect/intentions"): _nothing,  # filtered
     ("POST", "/v1/connect/intentions"): _destination(W),
+    ("GET", "/v1/connect/intentions/{id}"): _intention_by_id(R),
+    ("PUT", "/v1/connect/intentions/{id}"): _intention_by_id(W),
+    ("DELETE", "/v1/connect/intentions/{id}"): _intention_by_id(W),
     ("PUT", "/v1/config"): _config_write,
     ("GET", "/v1/config/{kind}"): _nothing,  # filtered
     ("GET", "/v1/config/{kind}/{name}"): _config_named,

@@ -19,9 +19,9 @@ from typing import Any
 from aiohttp import web
 
 from loom.acl.errors import AclError, AclNotFound, PermissionDenied
-from loom.acl.rules import Access
 from loom.bexpr import Filter, FilterError
 from loom.ca.csr import CsrError
+from loom.control import reads
 from loom.control.catalog import tag_union
 from loom.control.errors import Conflict, NotFound
 from loom.control.nametable import build_name_table, name_table_text
@@ -38,7 +38,19 @@ from loom.domain.fields import (
 )
 from loom.errors import LoomError
 from loom.ratelog import RateLimitedLog
-from loom.server import acl_http, checks_http, filters, kv_http, session_http, snapshot_http, views
+from loom.server import (
+    acl_http,
+    agent_http,
+    catalog_http,
+    checks_http,
+    filters,
+    intentions_http,
+    kv_http,
+    query,
+    session_http,
+    snapshot_http,
+    views,
+)
 from loom.server.guard import (
     authorizer,
     can_read_agent_check,
@@ -196,7 +208,7 @@ def _retrieve(task: asyncio.Future[web.StreamResponse]) -> None:
 async def _uncancellable_writes(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Handler cancellation is for blocking queries: anything else (a write above all) runs
     to its end even when its client disconnects, so no write is cut off halfway."""
-    if request.method == "GET" and "index" in request.query:
+    if request.method == "GET" and ("index" in request.query or "hash" in request.query):
         response = await handler(request)
     else:
         task = asyncio.ensure_future(handler(request))
@@ -213,7 +225,7 @@ async def _end_watchers(app: web.Application) -> None:
 
 
 def _ns(request: web.Request) -> str:
-    return request.query.get("ns") or "default"
+    return query.namespace(request)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -245,19 +257,6 @@ async def agent_services(request: web.Request) -> web.Response:
     shown = visible(request, cat.instances_on(state.settings.node), can_read_service)
     out = {d.id: views.agent_service(cat, d) for d in shown}
     return _json(_kept_values(flt, out), index)
-
-
-async def agent_service(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    index = await _blocking(request, CATALOG_TABLES)
-    inst = state.catalog.find(request.match_info["id"], request.query.get("ns"))
-    if inst is None:
-        raise NotFound(f"unknown service ID {request.match_info['id']!r}")
-    if (authz := authorizer(request)) is not None:
-        authz.check("service", Access.READ, inst.service)
-    out = views.agent_service(state.catalog, inst)
-    out["ContentHash"] = f"{hash(json.dumps(out, sort_keys=True)) & 0xFFFFFFFFFFFF:012x}"
-    return _json(out, index)
 
 
 async def agent_register(request: web.Request) -> web.Response:
@@ -327,9 +326,12 @@ async def catalog_services(request: web.Request) -> web.Response:
     cat, ns = state.catalog, _ns(request)
     tags = cat.service_tags(ns)
     names = set(visible(request, tags, lambda a, name: a.service_read(name)))
-    if flt is not None:  # the readable services with a kept instance, with its tags
-        shown = (d for d in cat.instances_in(ns) if d.service in names)
-        tags = tag_union(d for d in shown if flt.matches(views.catalog_service(cat, d, index)))
+    meta = query.node_meta(request)
+    if flt is not None or meta:  # the readable services with a kept instance, with its tags
+        shown = reads.select(cat, (d for d in cat.instances_in(ns) if d.service in names), (), meta)
+        tags = tag_union(
+            d for d in shown if flt is None or flt.matches(views.catalog_service(cat, d, index))
+        )
     return _json({k: v for k, v in tags.items() if k in names}, index)
 
 
@@ -337,13 +339,12 @@ async def catalog_service(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, CATALOG_TABLES)
     name, ns = request.match_info["name"], _ns(request)
-    tag = request.query.get("tag")
     flt = filters.request_filter(request, filters.CATALOG_SERVICE)
-    out = [
-        views.catalog_service(state.catalog, d, index)
-        for d in visible(request, state.catalog.instances_of(ns, name), can_read_instance)
-        if tag is None or tag in d.tags
-    ]
+    cat = state.catalog
+    found = reads.select(
+        cat, cat.instances_of(ns, name), query.tags(request), query.node_meta(request)
+    )
+    out = [views.catalog_service(cat, d, index) for d in visible(request, found, can_read_instance)]
     return _json(_kept(flt, out), index)
 
 
@@ -351,9 +352,11 @@ async def catalog_nodes(request: web.Request) -> web.Response:
     state = request.app[STATE]
     flt = filters.request_filter(request, filters.NODE)
     index = await _blocking(request, CATALOG_TABLES)
+    meta = query.node_meta(request)
+    found = [n for n in state.catalog.nodes() if reads.meta_matches(n, meta)]
     out = [
-        {**views.node(n), "CreateIndex": index, "ModifyIndex": index}
-        for n in visible(request, state.catalog.nodes(), lambda a, n: a.node_read(n.node))
+        views.indexed_node(n, index)
+        for n in visible(request, found, lambda a, n: a.node_read(n.node))
     ]
     return _json(_kept(flt, out), index)
 
@@ -368,6 +371,10 @@ async def catalog_datacenters(request: web.Request) -> web.Response:
 def _health(request: web.Request, index: int, connect: bool, flt: Filter | None) -> list[Doc]:
     cat = request.app[STATE].catalog
     found = cat.health(_ns(request), request.match_info["name"], connect, _flag(request, "passing"))
+    tags, meta = query.tags(request), query.node_meta(request)
+    if tags or meta:
+        picked = {id(d) for d in reads.select(cat, (d for d, _ in found), tags, meta)}
+        found = [hit for hit in found if id(hit[0]) in picked]
     shown = visible(request, found, lambda a, hit: can_read_instance(a, hit[0]))
     return _kept(flt, [views.health_entry(cat, d, checks, index) for d, checks in shown])
 
@@ -426,29 +433,12 @@ async def intention_exact_delete(request: web.Request) -> web.Response:
     return _ok()
 
 
-async def intention_create(request: web.Request) -> web.Response:
-    """Legacy ``POST /v1/connect/intentions`` with SourceName/DestinationName in the body."""
-    body = await _body(request)
-    f = Fields(body, "")
-    src = f"{f.text('SourceNS', 'default') or 'default'}/{f.text('SourceName', required=True)}"
-    dst_ns = f.text("DestinationNS", "default") or "default"
-    dst = f"{dst_ns}/{f.text('DestinationName', required=True)}"
-    await request.app[STATE].configs.upsert_exact(src, dst, body)
-    return _json({"ID": ""})
-
-
 async def intention_list(request: web.Request) -> web.Response:
     state = request.app[STATE]
     flt = filters.request_filter(request, filters.INTENTION)
     index = await _blocking(request, CONFIG_TABLES)
     shown = visible(request, state.configs.intentions(), can_read_intention)
     return _json(_kept(flt, [views.intention(i, index) for i in shown]), index)
-
-
-async def intention_check(request: web.Request) -> web.Response:
-    src, dst = _pair(request)
-    decision = request.app[STATE].configs.check(src, dst)
-    return _json({"Allowed": decision.allowed, "Reason": decision.reason})
 
 
 async def intention_match(request: web.Request) -> web.Response:
@@ -472,12 +462,16 @@ def _kind(request: web.Request) -> str:
     return kind
 
 
-async def config_put(request: web.Request) -> web.Response:
+def _cas(request: web.Request) -> int | None:
     cas_raw = request.query.get("cas")
     try:
-        cas = int(cas_raw) if cas_raw is not None else None
+        return int(cas_raw) if cas_raw is not None else None
     except ValueError:
         raise ValidationError(f"cas: {cas_raw!r} is not an integer") from None
+
+
+async def config_put(request: web.Request) -> web.Response:
+    cas = _cas(request)
     return _json(await request.app[STATE].configs.write(await _body(request), cas))
 
 
@@ -499,9 +493,12 @@ async def config_list(request: web.Request) -> web.Response:
 
 
 async def config_delete(request: web.Request) -> web.Response:
-    kind = _kind(request)
-    await request.app[STATE].configs.delete(kind, request.match_info["name"], _ns(request))
-    return _ok()
+    """With ``?cas=N``: true or false, deleted only at that ModifyIndex (Consul's check-and-set
+    delete); without it, unconditional."""
+    kind, cas = _kind(request), _cas(request)
+    configs = request.app[STATE].configs
+    deleted = await configs.delete(kind, request.match_info["name"], _ns(request), cas)
+    return _json(deleted) if cas is not None else _ok()
 
 
 # -- CA ------------------------------------------------------------------------------------------
@@ -563,19 +560,6 @@ async def ca_sign(request: web.Request) -> web.Response:
     return _json(views.issued_cert(leaf, csr.identity.namespace), state.store.index)
 
 
-async def connect_authorize(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    f = Fields(await _body(request), "")
-    target = check_name(f.text("Target", required=True), "Target")
-    uri = f.text("ClientCertURI", required=True)
-    decision = state.configs.authorize(uri, state.certs.trust_domain, _ns(request), target)
-    if decision is None:
-        return _json(
-            {"Authorized": False, "Reason": "ClientCertURI is not a service identity of this mesh"}
-        )
-    return _json({"Authorized": decision.allowed, "Reason": decision.reason})
-
-
 # -- Loom's own -----------------------------------------------------------------------------------
 
 
@@ -609,16 +593,20 @@ async def status_peers(request: web.Request) -> web.Response:
     return _json([f"{request.app[STATE].settings.node_address}:8300"])
 
 
+def _datacenter(request: web.Request) -> str:
+    return request.app[STATE].settings.datacenter
+
+
 def build_app(state: State) -> web.Application:
     app = web.Application(
-        middlewares=[_uncancellable_writes, _errors, enforce], client_max_size=4 * 1024 * 1024
+        middlewares=[_uncancellable_writes, _errors, query.checker(_datacenter), enforce],
+        client_max_size=4 * 1024 * 1024,
     )
     app[STATE] = state
     app[WATCHERS] = Watchers()
     app.on_shutdown.append(_end_watchers)
     r = app.router
     r.add_get("/v1/agent/services", agent_services)
-    r.add_get("/v1/agent/service/{id}", agent_service)
     r.add_put("/v1/agent/service/register", agent_register)
     r.add_put("/v1/agent/service/deregister/{id}", agent_deregister)
     for status, verb in (("passing", "pass"), ("warning", "warn"), ("critical", "fail")):
@@ -638,10 +626,9 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/connect/intentions/exact", intention_exact_get)
     r.add_put("/v1/connect/intentions/exact", intention_exact_put)
     r.add_delete("/v1/connect/intentions/exact", intention_exact_delete)
-    r.add_get("/v1/connect/intentions/check", intention_check)
+    r.add_get("/v1/connect/intentions/check", intentions_http.intention_check)
     r.add_get("/v1/connect/intentions/match", intention_match)
     r.add_get("/v1/connect/intentions", intention_list)
-    r.add_post("/v1/connect/intentions", intention_create)
     r.add_put("/v1/config", config_put)
     r.add_get("/v1/config/{kind}", config_list)
     r.add_get("/v1/config/{kind}/{name}", config_get)
@@ -651,7 +638,6 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/connect/ca/configuration", ca_configuration_get)
     r.add_put("/v1/connect/ca/configuration", ca_configuration_put)
     r.add_get("/v1/agent/connect/ca/leaf/{service}", ca_leaf)
-    r.add_post("/v1/agent/connect/authorize", connect_authorize)
     r.add_put("/v1/loom/connect/ca/sign", ca_sign)
     r.add_get("/v1/loom/dns-table", dns_table)
     r.add_get("/v1/status/leader", status_leader)
@@ -661,6 +647,9 @@ def build_app(state: State) -> web.Application:
     snapshot_http.add_routes(r)
     kv_http.add_routes(r)
     session_http.add_routes(r)
+    catalog_http.add_routes(r)
+    agent_http.add_routes(r)
+    intentions_http.add_routes(r)  # after /v1/connect/intentions/exact, check and match
     return app
 
 

@@ -196,7 +196,7 @@ def config_entry(e: ConfigEntry) -> Doc:
 def intention(i: Intention, index: int) -> Doc:
     """Consul's legacy Intention JSON (``/v1/connect/intentions``)."""
     return {
-        "ID": "",
+        "ID": i.id,
         "Description": i.description,
         "SourceNS": i.source_ns,
         "SourceName": i.source,
@@ -207,8 +207,8 @@ def intention(i: Intention, index: int) -> Doc:
         "Permissions": [_permission(p) for p in i.permissions],
         "Precedence": i.precedence,
         "Meta": {},
-        "CreateIndex": index,
-        "ModifyIndex": index,
+        "CreateIndex": i.create_index or index,
+        "ModifyIndex": i.modify_index or index,
     }
 
 
@@ -228,3 +228,16 @@ def issued_cert(leaf: Leaf, namespace: str) -> Doc:
         }
     )
     return out
+
+
+# -- reads by node -------------------------------------------------------------------------------
+
+
+def indexed_node(n: Node, index: int) -> Doc:
+    """A node with its raft indexes, as ``/v1/catalog/nodes`` and ``/v1/catalog/node`` show it."""
+    return {**node(n), "CreateIndex": index, "ModifyIndex": index}
+
+
+def node_service(cat: Catalog, inst: Instance, index: int) -> Doc:
+    """Consul's NodeService: an AgentService with its raft indexes."""
+    return {**agent_service(cat, inst), "CreateIndex": index, "ModifyIndex": index}

@@ -88,6 +88,8 @@ def _source_doc(s: IntentionSource) -> Doc:
         doc["Permissions"] = [
             {"Action": p.action, "HTTP": http_match_doc(p.http)} for p in s.permissions
         ]
+    if s.legacy_id:
+        doc["LegacyID"] = s.legacy_id
     return doc
 
 
@@ -98,6 +100,7 @@ def _source(d: Doc) -> IntentionSource:
         permissions=tuple(
             IntentionPermission(p["Action"], _http(p["HTTP"])) for p in d.get("Permissions", ())
         ),
+        legacy_id=d.get("LegacyID", ""),
     )  # fmt: skip
 
 
