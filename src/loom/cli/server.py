@@ -43,6 +43,15 @@ def _octal_mode(text: str) -> int:
     return value
 
 
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
 def _group(text: str) -> int:
     if text.isascii() and text.isdigit():
         return int(text)
@@ -201,6 +210,17 @@ def register(commands: Commands) -> None:
         metavar="SECONDS",
         help="close an HTTP connection idle (no request in progress) for this long (default 75)",
     )
+    ui = p.add_mutually_exclusive_group()
+    ui.add_argument(
+        "--ui",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="serve the web UI at /ui/ and redirect / there (default true; --ui=false: off)",
+    )
+    ui.add_argument("--no-ui", dest="ui", action="store_false", help="do not serve the web UI")
     p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
@@ -271,6 +291,7 @@ def run(args: argparse.Namespace) -> int:
         acl_initial_management_token=args.acl_initial_management_token,
         http_max_conns_per_client=args.http_max_conns_per_client,
         http_idle_timeout_s=args.http_idle_timeout,
+        ui=args.ui,
     )
     run_main(serve(settings, print_ready(settings)))
     return 0

@@ -38,7 +38,7 @@ from loom.domain.fields import (
 )
 from loom.errors import LoomError
 from loom.ratelog import RateLimitedLog
-from loom.server import acl_http, explain_http, filters, snapshot_http, views
+from loom.server import acl_http, explain_http, filters, snapshot_http, ui_http, views
 from loom.server.guard import (
     authorizer,
     can_read_agent_check,
@@ -659,6 +659,8 @@ def build_app(state: State) -> web.Application:
     acl_http.add_routes(r)
     snapshot_http.add_routes(r)
     explain_http.add_routes(r)
+    if state.settings.ui:
+        ui_http.add_routes(r)
     return app
 
 
