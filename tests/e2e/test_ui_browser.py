@@ -19,6 +19,7 @@ import pytest
 from tests.e2e.test_mesh_loopback import Mesh
 from tests.support.browser import Browser, browser_missing, drawn_fraction
 from tests.support.mesh import curl, start_echo, wait_for
+from tests.support.server import ServerProcess, start_server
 
 MISSING = browser_missing()
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
@@ -173,3 +174,48 @@ def test_no_page_renders_blank(page: Any, mesh: Mesh, route: str) -> None:
     if SHOTS:
         name = route.split("?")[0].replace("/", "-")
         page.screenshot(path=str(Path(SHOTS) / f"ui-{name}.png"))
+
+
+ROOT = "5b0b3f4e-3c2a-4d7e-9a51-0c1f7f3e2a10"
+
+
+@pytest.fixture(scope="module")
+def acl_server() -> Iterator[ServerProcess]:
+    s = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
+    try:
+        status, _, _ = s.request(
+            "PUT", "/v1/agent/service/register", {"Name": "vault-ish", "Port": 8200},
+            {"X-Consul-Token": ROOT},
+        )  # fmt: skip
+        assert status == 200
+        yield s
+    finally:
+        s.stop()
+
+
+def test_a_token_logged_in_is_kept_for_the_tab_and_sent_as_x_consul_token(
+    browser: Browser, acl_server: ServerProcess
+) -> None:
+    expect = _expect()
+    page = browser.page()
+    page.set_default_timeout(TIMEOUT_MS)
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.headers.get("x-consul-token", "")))
+    try:
+        page.goto(f"http://{acl_server.http}/ui/#/services")
+        expect(page.locator("#services")).to_contain_text("No services registered")  # filtered
+        page.fill("#token", ROOT)
+        page.click("#login-button")
+        expect(page.locator('tr[data-service="vault-ish"]')).to_have_count(1)
+        assert page.evaluate("sessionStorage.getItem('loom.token')") == ROOT
+        assert ROOT in sent
+        page.click("#logout-button")
+        expect(page.locator('tr[data-service="vault-ish"]')).to_have_count(0)
+        assert page.evaluate("sessionStorage.getItem('loom.token')") is None
+        page.fill("#token", "not-a-token")
+        page.click("#login-button")
+        expect(page.locator("#error")).to_contain_text("ACL not found")
+    finally:
+        page.evaluate("sessionStorage.clear()")
+        page.close()
+    assert browser.errors == []
