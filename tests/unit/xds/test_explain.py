@@ -7,12 +7,25 @@ writes them, and the explanation is read off the same snapshot the xDS server tr
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loom.control.state import ServerSettings, State
 from loom.store import Store
 from loom.xds.explain import evaluate_rbac, explain
+from loom.xds.inputs import AccessRule, Permission, Principal
+from loom.xds.translate.rbac import http_rbac_policies, rbac_policies
+from tests.unit.xds.test_translate import (
+    TD,
+    envoy_allows,
+    envoy_allows_request,
+    names,
+    nss,
+    permission_lists,
+)
 
 
 @pytest.fixture
@@ -131,3 +144,40 @@ def test_rbac_evaluation_follows_envoys_matchers() -> None:
     assert evaluate_rbac(rules, "a", {":method": "GET", ":path": "/x"}) is None
     assert evaluate_rbac(rules, "b", {":method": "PUT", ":path": "/x"}) is None
     assert evaluate_rbac(rules, "b", {":method": "GET", ":path": "/y"}) is None
+
+
+# -- the explain evaluator against the translator tests' own reading of Envoy's RBAC -----------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rules=st.lists(
+        st.tuples(nss, names, st.one_of(st.sampled_from(["allow", "deny"]), permission_lists)),
+        max_size=4,
+        unique_by=lambda r: (r[0], r[1]),
+    ),
+    default_allow=st.booleans(),
+    src=st.tuples(st.sampled_from(["default", "team"]), st.sampled_from(["web", "api"])),
+    method=st.sampled_from(["GET", "POST"]),
+    path=st.sampled_from(["/", "/admin", "/admin/x", "/api/v1", "/api/v2"]),
+)
+def test_the_explain_evaluator_reads_generated_rbac_as_the_translator_tests_do(
+    rules: list[tuple[str, str, Any]], default_allow: bool, src: tuple[str, str], method: str,
+    path: str,
+) -> None:  # fmt: skip
+    access = tuple(
+        AccessRule(Principal(ns, name), what != "deny")
+        if isinstance(what, str)
+        else AccessRule(
+            Principal(ns, name), True, tuple(Permission(p.action == "allow", p.http) for p in what)
+        )
+        for ns, name, what in rules
+    )
+    uri = f"spiffe://{TD}/ns/{src[0]}/dc/dc1/svc/{src[1]}"
+    network = rbac_policies(TD, access, default_allow)
+    assert (evaluate_rbac(network, uri, {}) is not None) == envoy_allows(network, uri)
+    http = http_rbac_policies(TD, access, default_allow)
+    headers = {":method": method, ":path": path}
+    assert (evaluate_rbac(http, uri, headers) is not None) == envoy_allows_request(
+        http, uri, method, path
+    )
