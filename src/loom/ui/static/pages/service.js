@@ -13,17 +13,19 @@ export default async function service(el, { signal, arg: name, onError }) {
     h("h1", {}, name), body);
   await watchMany(["/v1/catalog/services", "/v1/connect/intentions"], signal, async ([catalog]) => {
     const all = await loadServices(catalog, signal);
-    const [matches, entries] = await Promise.all([
+    const [inbound, outbound, entries] = await Promise.all([
       get(`/v1/connect/intentions/match?${q({ by: "destination", name })}`, signal).catch(() => ({})),
+      get(`/v1/connect/intentions/match?${q({ by: "source", name })}`, signal).catch(() => ({})),
       Promise.all(ENTRY_KINDS.map((kind) => get(`/v1/config/${kind}/${encodeURIComponent(name)}`, signal)
         .catch(() => null))),
     ]);
     onError(null);
-    replace(body, ...sections(name, all, Object.values(matches || {}).flat(), entries.filter(Boolean)));
+    const flat = (m) => Object.values(m || {}).flat();
+    replace(body, ...sections(name, all, flat(inbound), flat(outbound), entries.filter(Boolean)));
   }, onError);
 }
 
-function sections(name, all, intentions, entries) {
+function sections(name, all, inbound, outbound, entries) {
   const svc = all.find((s) => s.name === name);
   if (!svc) return [h("p", { class: "muted empty" }, `No instance of ${name} is registered.`)];
   const sidecars = sidecarsOf(all, name);
@@ -58,11 +60,10 @@ function sections(name, all, intentions, entries) {
       (e) => [link(e.destination), ` at ${e.bind}`, " ", explainLink(name, e.destination)], "No explicit upstreams.")),
     h("section", {}, h("h2", {}, "Downstreams"), list(edges.filter((e) => e.destination === name),
       (e) => [link(e.source), " ", explainLink(e.source, name)], "No service has it as an explicit upstream.")),
-    h("section", {}, h("h2", {}, "Intentions"), intentions.length ? table(
-      ["Precedence", "Source", "Destination", "Action"],
-      intentions.map((i) => h("tr", {}, h("td", {}, String(i.Precedence)), h("td", {}, i.SourceName),
-        h("td", {}, i.DestinationName), h("td", {}, badge(intentionLabel(i), i.Action || "l7")))))
-      : h("p", { class: "muted" }, "No intention names it: the default policy decides.")),
+    h("section", { id: "intentions-in" }, h("h2", {}, "Intentions to it"),
+      intentionTable(inbound, "No intention matches it as a destination: the default policy decides.")),
+    h("section", { id: "intentions-out" }, h("h2", {}, "Intentions from it"),
+      intentionTable(outbound, "No intention matches it as a source.")),
     h("section", {}, h("h2", {}, "Config entries"), entries.length
       ? entries.map((e) => h("details", {}, h("summary", {}, `${e.Kind}/${e.Name}`),
         h("pre", {}, JSON.stringify(e, null, 2))))
@@ -83,4 +84,11 @@ function explainLink(source, destination) {
 
 function list(items, item, empty) {
   return items.length ? h("ul", {}, items.map((x) => h("li", {}, item(x)))) : h("p", { class: "muted" }, empty);
+}
+
+function intentionTable(items, empty) {
+  return items.length ? table(["Precedence", "Source", "Destination", "Action"],
+    items.map((i) => h("tr", {}, h("td", {}, String(i.Precedence)), h("td", {}, i.SourceName),
+      h("td", {}, i.DestinationName), h("td", {}, badge(intentionLabel(i), i.Action || "l7")))))
+    : h("p", { class: "muted" }, empty);
 }

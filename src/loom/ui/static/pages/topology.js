@@ -75,7 +75,8 @@ function draw(services, edges, all) {
       svg("g", { class: `node status-${s ? s.status : "unknown"}${meshed.has(n) ? " meshed" : ""}`, "data-service": n },
         svg("title", {}, `${n}${s ? `: ${s.instances} instance(s), ${s.status}` : " (not registered)"}${transparent.has(n) ? ", transparent proxy" : ""}`),
         svg("circle", { cx: x, cy: y, r: R }),
-        svg("text", { x, y: y + R + 16, "text-anchor": "middle" }, n),
+        // Labels sit on the outer side of the circle, away from the edges inside it.
+        svg("text", { x, y: y < H / 2 - 1 ? y - R - 8 : y + R + 16, "text-anchor": "middle" }, n),
         transparent.has(n) ? svg("text", { x, y: y + 4, "text-anchor": "middle", class: "tp" }, "tproxy") : null));
   });
   return svg("svg", { id: "topology-graph", viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img",
