@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DEBS=(iptables iproute2 dnsutils dnsperf dnsmasq-base etcd-server wrk procps curl)
+# chromium: the browser the web UI tests drive with Playwright (never a downloaded one).
+DEBS=(iptables iproute2 dnsutils dnsperf dnsmasq-base etcd-server wrk procps curl chromium)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${DEBS[@]}"; do

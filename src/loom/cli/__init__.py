@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         dataplane,
         demo,
         dns,
+        explain,
         inject,
         kv,
         local,
@@ -78,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = Commands(parser)
     # operator last: it joins the catalog and connect groups that api and dataplane make.
     for module in (
-        server, api, snapshot, kv, dataplane, redirect, dns, inject, local, demo, operator
+        server, api, explain, snapshot, kv, dataplane, redirect, dns, inject, local, demo, operator
     ):
         module.register(commands)
     return parser

@@ -83,6 +83,8 @@ def _settings(args: argparse.Namespace) -> object:
     from loom.dataplane.agent import DataplaneSettings
 
     extra = list(getattr(args, "rest", None) or [])
+    if getattr(args, "service_metrics_url", None) and not getattr(args, "metrics_bind", None):
+        raise LoomError("--service-metrics-url needs --metrics-bind (where the merge is served)")
     return DataplaneSettings(
         proxy_id=_proxy_id(args),
         http_addr=http_addr_from(args.http_addr),
@@ -97,6 +99,8 @@ def _settings(args: argparse.Namespace) -> object:
         extra_args=(*shlex.split(getattr(args, "envoy_extra_args", "") or ""), *extra),
         dns_port=getattr(args, "dns_port", None),
         metrics_bind=getattr(args, "metrics_bind", None),
+        metrics_path=getattr(args, "metrics_path", None) or "/metrics",
+        service_metrics_url=getattr(args, "service_metrics_url", None),
         drain_seconds=getattr(args, "drain_seconds", 5.0),
         concurrency=getattr(args, "envoy_concurrency", 2),
         registration_timeout_s=getattr(args, "registration_timeout", None),
@@ -194,6 +198,25 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="run the script checks (Args) of this proxy's service, as Consul's "
         "enable_script_checks (the server must accept them too)",
+    )
+    p.add_argument(
+        "--metrics-bind",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics there: Envoy's stats, the agent's own and, with "
+        "--service-metrics-url, the app's, merged (consul-k8s's metrics merging; its scrape "
+        "port is 20200)",
+    )
+    p.add_argument(
+        "--metrics-path",
+        default="/metrics",
+        metavar="PATH",
+        help="path of that endpoint (default /metrics)",
+    )
+    p.add_argument(
+        "--service-metrics-url",
+        metavar="URL",
+        help="the app's own metrics, http://127.0.0.1:PORT/PATH, merged into --metrics-bind's "
+        "(consul-dataplane's -telemetry-prom-service-metrics-url)",
     )
     p.add_argument("envoy_args", nargs=argparse.REMAINDER, help="after --: extra Envoy arguments")
     p.set_defaults(func=_run)

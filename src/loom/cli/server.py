@@ -43,6 +43,15 @@ def _octal_mode(text: str) -> int:
     return value
 
 
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
 def _group(text: str) -> int:
     if text.isascii() and text.isdigit():
         return int(text)
@@ -207,6 +216,17 @@ def register(commands: Commands) -> None:
         help="accept and run script checks (Args), as Consul's enable_script_checks; off: "
         "whoever may register a check could run commands as the server",
     )
+    ui = p.add_mutually_exclusive_group()
+    ui.add_argument(
+        "--ui",
+        type=_boolean,
+        nargs="?",
+        const=True,
+        default=True,
+        metavar="BOOL",
+        help="serve the web UI at /ui/ and redirect / there (default true; --ui=false: off)",
+    )
+    ui.add_argument("--no-ui", dest="ui", action="store_false", help="do not serve the web UI")
     p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.set_defaults(func=run)
@@ -278,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
         http_max_conns_per_client=args.http_max_conns_per_client,
         http_idle_timeout_s=args.http_idle_timeout,
         enable_script_checks=args.enable_script_checks,
+        ui=args.ui,
     )
     run_main(serve(settings, print_ready(settings)))
     return 0

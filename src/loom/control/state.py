@@ -74,6 +74,9 @@ class ServerSettings:
     http_idle_timeout_s: float = 75.0
     """Seconds an HTTP keep-alive connection may sit idle (no request in progress) before the
     server closes it (> 0: aiohttp would read 0 as "close after every response")."""
+    ui: bool = True
+    """Serve the web UI at ``/ui/`` (and redirect ``/`` there), as Consul's ``ui_config``
+    does; False (``--no-ui``) leaves both paths out of the API (a 404, as any unknown path)."""
     http_shutdown_grace_s: float = 1.0
     """At shutdown, seconds in-progress HTTP requests get to finish before they are cut off
     (blocking queries are answered at once, so this bounds writes only)."""

@@ -71,7 +71,13 @@ class DataplaneSettings:
     dns_port: int | None = None
     """Serve the DNS proxy on 127.0.0.1:PORT (None: no DNS proxy)."""
     metrics_bind: str | None = None
-    """HOST:PORT of a Prometheus endpoint (DNS proxy metrics); None: no endpoint."""
+    """HOST:PORT of the Prometheus endpoint (Envoy's stats, the agent's own and the app's,
+    merged: ``loom.dataplane.metrics``); None: no endpoint."""
+    metrics_path: str = "/metrics"
+    """Path of that endpoint (consul-k8s's ``prometheus-scrape-path``, default /metrics)."""
+    service_metrics_url: str | None = None
+    """``http://127.0.0.1:PORT/PATH`` of the app's own metrics, merged in (consul-k8s's
+    ``service-metrics-port``/``-path``); None: Envoy's and the agent's only."""
     concurrency: int = 2
     """Envoy worker threads (Istio's sidecar default is 2; 1 suits many sidecars on few cores)."""
     wait_log_s: float = 5.0
@@ -228,7 +234,7 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
     async with contextlib.AsyncExitStack() as extras:
         work = _work_dir(settings, extras)
         sds = await _start_identity(settings, reg, work, stop, extras)
-        await _start_extras(settings, reg, stop, extras)
+        await _start_extras(settings, reg, work, stop, extras)
         watcher = asyncio.create_task(watch_registration(settings, stop))
         extras.push_async_callback(_cancel, watcher)
         if not settings.run_envoy:
@@ -337,6 +343,7 @@ async def watch_registration(settings: DataplaneSettings, stop: asyncio.Event) -
 async def _start_extras(
     settings: DataplaneSettings,
     reg: dict[str, Any],
+    work: Path,
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
 ) -> None:
@@ -357,22 +364,16 @@ async def _start_extras(
         stack.push_async_callback(_cancel, watcher)
         log.info("DNS proxy on 127.0.0.1:%d", settings.dns_port)
     if settings.metrics_bind:
-        from aiohttp import web
+        from loom.dataplane.metrics import serve_metrics, sources
 
-        async def metrics(_: web.Request) -> web.Response:
-            return web.Response(text=proxy.metrics_text() if proxy is not None else "")
-
-        app = web.Application()
-        app.router.add_get("/metrics", metrics)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        addr = parse_address(settings.metrics_bind, "--metrics-bind")
-        try:
-            await web.TCPSite(runner, addr.host, addr.port).start()
-        except OSError as exc:
-            await runner.cleanup()
-            raise DataplaneError(f"cannot serve metrics on {addr}: {exc.strerror}") from exc
-        stack.push_async_callback(runner.cleanup)
+        scrape = sources(
+            work,
+            settings.proxy_id,
+            reg["Proxy"]["DestinationServiceName"],
+            lambda: proxy.metrics_text() if proxy is not None else "",
+            settings.service_metrics_url,
+        )
+        await serve_metrics(settings.metrics_bind, settings.metrics_path, scrape, stack)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

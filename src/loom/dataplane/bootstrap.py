@@ -107,6 +107,34 @@ def sds_cluster(socket: str) -> Doc:
     return _grpc_cluster(AGENT_SDS_CLUSTER, "STATIC", {"pipe": {"path": socket}})
 
 
+_SNI_TAIL = r"[^.]+\.internal\.[^.]+\.consul\."
+"""What follows ``<service>.<namespace>.`` in a mesh cluster's SNI name."""
+STATS_CONFIG: Doc = {
+    # Mesh clusters are named by their dotted SNI (<svc>.<ns>.<dc>.internal.<td>.consul) and
+    # the TCP proxies' stat prefixes contain one. Envoy's default extractors (which run
+    # first, on the original name) take the part up to the first dot (the service) as the
+    # tag; these take the rest out of the metric's name as tags too, so a stat is one
+    # Prometheus family for every cluster (envoy_cluster_upstream_cx_total{
+    # envoy_cluster_name="api",consul_destination_namespace="default",...}) instead of one
+    # family per cluster with the trust domain in its name.
+    "stats_tags": [
+        {
+            "tag_name": "consul.destination.namespace",
+            "regex": r"^cluster\.[^.]+\.(([^.]+)\.)" + _SNI_TAIL,
+        },
+        {
+            "tag_name": "consul.destination.datacenter",
+            "regex": r"^cluster\.[^.]+\.[^.]+\.(([^.]+)\.internal\.[^.]+\.consul\.)",
+        },
+        {
+            "tag_name": "consul.upstream.service",
+            "regex": r"^tcp\.upstream\.(([^.]+)\.[^.]+\." + _SNI_TAIL + ")",
+        },
+    ],
+}
+"""Envoy's stats tags for mesh cluster names (see the comment above)."""
+
+
 def build_bootstrap(
     proxy_id: str,
     service: str,
@@ -146,4 +174,5 @@ def build_bootstrap(
             "lds_config": ads,
         },
         "static_resources": {"clusters": [xds_cluster(xds, xds_tls), sds_cluster(sds_socket)]},
+        "stats_config": STATS_CONFIG,
     }

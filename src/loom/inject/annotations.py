@@ -35,6 +35,12 @@ EXCLUDE_INBOUND_PORTS = PREFIX + "transparent-proxy-exclude-inbound-ports"
 EXCLUDE_OUTBOUND_PORTS = PREFIX + "transparent-proxy-exclude-outbound-ports"
 EXCLUDE_OUTBOUND_CIDRS = PREFIX + "transparent-proxy-exclude-outbound-cidrs"
 EXCLUDE_UIDS = PREFIX + "transparent-proxy-exclude-uids"
+ENABLE_METRICS = PREFIX + "enable-metrics"
+ENABLE_METRICS_MERGING = PREFIX + "enable-metrics-merging"
+PROMETHEUS_SCRAPE_PORT = PREFIX + "prometheus-scrape-port"
+PROMETHEUS_SCRAPE_PATH = PREFIX + "prometheus-scrape-path"
+SERVICE_METRICS_PORT = PREFIX + "service-metrics-port"
+SERVICE_METRICS_PATH = PREFIX + "service-metrics-path"
 
 # Read from the Namespace's labels.
 NAMESPACE_TRANSPARENT_PROXY_LABEL = TRANSPARENT_PROXY
@@ -48,6 +54,10 @@ ORIGINAL_POD = PREFIX + "original-pod"
 TRANSPARENT_PROXY_STATUS = PREFIX + "transparent-proxy-status"
 TRANSPARENT_PROXY_ENABLED = "enabled"
 CONSUL_NAMESPACE = PREFIX + "consul-namespace"
+# Prometheus's conventional scrape annotations (written when metrics are on).
+PROMETHEUS_SCRAPE = "prometheus.io/scrape"
+PROMETHEUS_PORT = "prometheus.io/port"
+PROMETHEUS_PATH = "prometheus.io/path"
 
 # Go's strconv.ParseBool spellings, so manifests written for Consul keep working; nothing else.
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
@@ -106,6 +116,13 @@ def parse_uids(key: str, value: str) -> tuple[int, ...]:
         if not (item.isascii() and item.isdigit()):
             raise InjectionRefused(key, value, f"{item!r} is not a numeric user ID")
     return tuple(int(item) for item in items)
+
+
+def parse_path(key: str, value: str) -> str:
+    """An HTTP path: starts with ``/``, no spaces."""
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise InjectionRefused(key, value, "not an HTTP path (starts with /, no spaces)")
+    return value
 
 
 def parse_quantity(key: str, value: str) -> str:

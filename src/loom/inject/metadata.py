@@ -8,7 +8,8 @@
   (``apiVersion``/``kind`` are left out so a Pod and a Deployment's pod template give the same
   text, and ``status`` is not the workload's intent);
 - ``transparent-proxy-status: enabled`` with transparent proxy;
-- ``consul-namespace`` with the destination Consul namespace when namespaces are on.
+- ``consul-namespace`` with the destination Consul namespace when namespaces are on;
+- ``prometheus.io/scrape``, ``port`` and ``path`` when metrics are on (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from loom.inject import annotations as ann
+from loom.inject.metrics import scrape_annotations
 from loom.inject.plan import WorkloadPlan
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
@@ -40,5 +42,7 @@ def mark_injected(pod: dict[str, Any], original: Mapping[str, Any], plan: Worklo
         annotations[ann.TRANSPARENT_PROXY_STATUS] = ann.TRANSPARENT_PROXY_ENABLED
     if plan.consul_namespace is not None:
         annotations[ann.CONSUL_NAMESPACE] = plan.consul_namespace
+    if plan.metrics is not None:
+        annotations.update(scrape_annotations(plan.metrics))
     labels[ann.INJECT_STATUS] = ann.INJECT_STATUS_INJECTED
     labels[ann.MANAGED_BY] = ann.MANAGED_BY_VALUE

@@ -19,6 +19,7 @@ from loom.defaults import PUBLIC_LISTENER_PORT
 from loom.inject import annotations as ann
 from loom.inject.decision import NamespaceInfo
 from loom.inject.errors import InjectError, InjectionRefused
+from loom.inject.metrics import MetricsPlan, plan_metrics
 from loom.inject.probes import ExposedProbe, plan_expose_paths
 from loom.inject.redirect import exclude_inbound, plan_redirect
 from loom.inject.settings import PROXY_UID, ContainerResources, InjectSettings
@@ -80,6 +81,8 @@ class WorkloadPlan:
     """ContainerResources of each sidecar (settings, overridden per field by annotations)."""
     reasons: tuple[str, ...]
     """Why: the decisions taken, one short sentence each."""
+    metrics: MetricsPlan | None = None
+    """Prometheus metrics on the first sidecar (``enable-metrics``); None: off."""
 
     @property
     def multi_port(self) -> bool:
@@ -152,7 +155,10 @@ def plan_workload(
         if expose_paths:
             reasons.append(f"{len(expose_paths)} HTTP probe(s) moved to the sidecar")
 
-    redirect = exclude_inbound(redirect, tuple(p.listener_port for p in expose_paths))
+    metrics, notes = plan_metrics(annotations, services[0].port, settings.metrics)
+    reasons.extend(notes)
+    scrape = (metrics.scrape_port,) if metrics is not None else ()
+    redirect = exclude_inbound(redirect, tuple(p.listener_port for p in expose_paths) + scrape)
 
     extra_text = ann.text(annotations, ann.ENVOY_EXTRA_ARGS)
     extra_args = (
@@ -171,6 +177,7 @@ def plan_workload(
         consul_namespace=settings.namespaces.consul_namespace(namespace.name),
         sidecar_resources=_sidecar_resources(annotations, settings.sidecar_resources),
         reasons=tuple(reasons),
+        metrics=metrics,
     )
 
 

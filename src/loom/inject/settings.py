@@ -69,6 +69,21 @@ class TransparentProxyDefaults:
 
 
 @dataclass(frozen=True)
+class MetricsDefaults:
+    """Prometheus metrics of injected pods (``connectInject.metrics``), as consul-k8s."""
+
+    enabled: bool = False
+    """``defaultEnabled``: the sidecar serves metrics and the pod gets ``prometheus.io/*``
+    annotations unless the pod says otherwise (off, as consul-k8s with metrics off)."""
+    merging: bool = False
+    """``defaultEnableMerging``: the app's own metrics are merged into the sidecar's."""
+    scrape_port: int = 20200
+    """``defaultPrometheusScrapePort``: where the sidecar serves them (consul-k8s's 20200)."""
+    scrape_path: str = "/metrics"
+    """``defaultPrometheusScrapePath``."""
+
+
+@dataclass(frozen=True)
 class NamespaceSettings:
     """Where pods are registered among Consul namespaces (``global.enableConsulNamespaces`` and
     ``connectInject.consulNamespaces``)."""
@@ -164,6 +179,8 @@ class InjectSettings:
     """``connectInject.envoyExtraArgs``: Envoy arguments unless the pod annotation sets some."""
     default_protocol: str | None = None
     """``connectInject.centralConfig.defaultProtocol``: protocol of services that do not say."""
+    metrics: MetricsDefaults = field(default_factory=MetricsDefaults)
+    """``connectInject.metrics.*`` defaults."""
     namespaces: NamespaceSettings = field(default_factory=NamespaceSettings)
     """Consul namespaces (``global.enableConsulNamespaces``, ``consulNamespaces.*``)."""
     images: Images = field(default_factory=Images)
@@ -206,6 +223,14 @@ class InjectSettings:
             ),
             envoy_extra_args=reader.args("connectInject.envoyExtraArgs"),
             default_protocol=reader.optional("connectInject.centralConfig.defaultProtocol", str),
+            metrics=MetricsDefaults(
+                enabled=reader.get("connectInject.metrics.defaultEnabled", bool, False),
+                merging=reader.get("connectInject.metrics.defaultEnableMerging", bool, False),
+                scrape_port=reader.port("connectInject.metrics.defaultPrometheusScrapePort", 20200),
+                scrape_path=reader.get(
+                    "connectInject.metrics.defaultPrometheusScrapePath", str, "/metrics"
+                ),
+            ),
             namespaces=NamespaceSettings(
                 enabled=reader.get("global.enableConsulNamespaces", bool, False),
                 destination=reader.get(

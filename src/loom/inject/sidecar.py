@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from loom.inject.env import downward_env
+from loom.inject.metrics import dataplane_args
 from loom.inject.plan import ServicePlan, WorkloadPlan
 from loom.inject.settings import PROXY_UID, InjectSettings
 from loom.inject.volumes import DATA_DIR, acl_token_file, data_mount, proxy_id_file
@@ -34,6 +35,8 @@ def sidecar_container(
         args.append(f"--token-file={DATA_DIR}/{acl_token_file(service.suffix)}")
     if plan.redirect is not None and plan.redirect.dns_port is not None:
         args.append(f"--dns-port={plan.redirect.dns_port}")
+    if plan.metrics is not None and service is plan.services[0]:
+        args += dataplane_args(plan.metrics)
     if plan.envoy_extra_args:
         args += ["--", *plan.envoy_extra_args]
     container: dict[str, Any] = {

@@ -246,6 +246,9 @@ def print_ready(settings: ServerSettings) -> Callable[[list[str], list[str]], No
         for addr in http:
             kind = "HTTPS API" if addr.startswith("https://") else "HTTP API"
             print(f"loom server: {kind} on {addr}")
+        web_ui = next((a for a in http if not a.startswith("unix:")), None)
+        if settings.ui and web_ui is not None:
+            print(f"loom server: web UI on {web_ui}/ui/")
         for addr in grpc:
             if addr.startswith("https://"):
                 print(f"loom server: xDS (gRPC ADS over TLS) on {addr.removeprefix('https://')}")

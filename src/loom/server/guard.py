@@ -403,6 +403,11 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("POST", "/v1/agent/connect/authorize"): _connect_authorize,
     ("PUT", "/v1/loom/connect/ca/sign"): _csr_service,
     ("GET", "/v1/loom/dns-table"): _nothing,  # filtered
+    ("GET", "/v1/loom/intentions/explain"): _destination(R),  # reads its intentions
+    # The web UI's static files are public (as Consul's): its data comes from the API.
+    ("GET", "/"): _nothing,
+    ("GET", "/ui"): _nothing,
+    ("GET", "/ui/{path}"): _nothing,
     ("GET", "/v1/status/leader"): _nothing,
     ("GET", "/v1/status/peers"): _nothing,
     ("GET", "/v1/snapshot"): _fixed("acl", W),  # management, as Consul's snapshot endpoint

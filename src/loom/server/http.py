@@ -43,12 +43,14 @@ from loom.server import (
     agent_http,
     catalog_http,
     checks_http,
+    explain_http,
     filters,
     intentions_http,
     kv_http,
     query,
     session_http,
     snapshot_http,
+    ui_http,
     views,
 )
 from loom.server.guard import (
@@ -650,6 +652,9 @@ def build_app(state: State) -> web.Application:
     catalog_http.add_routes(r)
     agent_http.add_routes(r)
     intentions_http.add_routes(r)  # after /v1/connect/intentions/exact, check and match
+    explain_http.add_routes(r)
+    if state.settings.ui:
+        ui_http.add_routes(r)
     return app
 
 
