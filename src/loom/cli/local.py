@@ -172,7 +172,9 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _ps(args: argparse.Namespace) -> int:
-    rows = mesh_from_env(say=False).ps()
+    from loom.local.kubectl import ps_rows
+
+    rows = ps_rows(mesh_from_env(say=False))
     print(f"{'NAME':<16} {'IP':<15} {'APP':<8} {'SIDECARS':<9} SERVICES")
     for r in rows:
         services = ",".join(r["services"])

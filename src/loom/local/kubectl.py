@@ -23,6 +23,7 @@ from loom.local import processes
 from loom.local.apply import Applier
 from loom.local.errors import ManifestError
 from loom.local.manifests import is_headless, service_ports
+from loom.local.mesh import LocalMesh
 
 Print = Callable[[str], None]
 _KINDS = {
@@ -258,3 +259,22 @@ def describe_pod(applier: Applier, target: str, out: Print) -> int:
             out(f"  {c['name']}: image {c.get('image')} (loom dataplane), "
                 f"{len(alive)}/{len(side)} sidecars running")  # fmt: skip
     return 0
+
+
+def ps_rows(mesh: LocalMesh) -> list[dict[str, Any]]:
+    """``loom local ps``: every pod, its address, app, sidecars and services."""
+    rows = []
+    for name in mesh.names():
+        rec = mesh.record(name) or {"name": name}
+        app = rec.get("app")
+        sidecars = rec.get("sidecars", [])
+        up = sum(processes.alive(x["pid"]) for x in sidecars)
+        state = "-" if not app else ("running" if processes.alive(app["pid"]) else "exited")
+        rows.append({
+            "name": name,
+            "ip": rec.get("ip", "?"),
+            "services": [s.removeprefix(f"{name}-") for s in rec.get("services", [])],
+            "app": state,
+            "sidecars": f"{up}/{len(sidecars)}",
+        })  # fmt: skip
+    return rows

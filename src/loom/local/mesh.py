@@ -501,23 +501,3 @@ class LocalMesh:
         if rec is None or "netns" not in rec:
             raise LocalError(f"no pod named {name!r} (see: loom local ps)")
         return netns_exec_argv(rec["netns"], cmd)
-
-    def ps(self) -> list[dict[str, Any]]:
-        rows = []
-        for name in self.names():
-            rec = self.record(name) or {"name": name}
-            app = rec.get("app")
-            sidecars = rec.get("sidecars", [])
-            up = sum(processes.alive(x["pid"]) for x in sidecars)
-            rows.append(
-                {
-                    "name": name,
-                    "ip": rec.get("ip", "?"),
-                    "services": [s.removeprefix(f"{name}-") for s in rec.get("services", [])],
-                    "app": "running"
-                    if app and processes.alive(app["pid"])
-                    else ("-" if not app else "exited"),
-                    "sidecars": f"{up}/{len(sidecars)}",
-                }
-            )
-        return rows

@@ -306,3 +306,19 @@ spec: {selector: {app: web}, ports: [{port: 80}]}
         ("10.0.0.2", "db.default.svc.cluster.local"),
         ("10.0.0.2", "db-0.db.default.svc.cluster.local"),
     ]
+
+
+def test_an_image_map_file_and_flags_add_to_the_built_ins_and_flags_win(tmp_path: Path) -> None:
+    from loom.local.apply import image_map
+
+    mapping = tmp_path / "images.yaml"
+    mapping.write_text("acme/api: python3 -m http.server 8080\nnginx: [busybox, httpd, -f]\n")
+    images = image_map(["acme/api:2=sleep 5"], [str(mapping)])
+    assert images.lookup("docker.io/acme/api:2").entrypoint == ("sleep", "5")
+    assert images.lookup("nginx:1.25").entrypoint == ("busybox", "httpd", "-f")
+    assert images.lookup("curlimages/curl").entrypoint == ("curl",)
+    with pytest.raises(ManifestError, match="--image-map 'nginx': expected IMAGE=COMMAND"):
+        image_map(["nginx"], [])
+    mapping.write_text("- not a mapping\n")
+    with pytest.raises(ManifestError, match="expected a mapping IMAGE: COMMAND"):
+        image_map([], [str(mapping)])
