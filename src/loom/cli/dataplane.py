@@ -28,7 +28,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--http-addr",
         help="server HTTP API, HOST:PORT or unix:PATH "
-        f"(default $LOOM_HTTP_ADDR or {defaults.HTTP_ADDR})",
+        f"(default $LOOM_HTTP_ADDR, $CONSUL_HTTP_ADDR or {defaults.HTTP_ADDR})",
     )
     add_token_flags(p, ", for the HTTP API and the xDS stream")
     p.add_argument(
