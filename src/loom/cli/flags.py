@@ -94,13 +94,13 @@ def go_style(parser: argparse.ArgumentParser, words: Sequence[str]) -> list[str]
 FORMATS = ("table", "json")
 
 
-def add_format_flag(p: argparse.ArgumentParser) -> None:
+def add_format_flag(p: argparse.ArgumentParser, default: str = "table") -> None:
     """``-format=json`` (Consul's flag) on a command that lists or reads something."""
     p.add_argument(
         "--format",
         choices=FORMATS,
-        default="table",
-        help="output: a table for people, or the server's JSON for scripts (default table)",
+        default=default,
+        help=f"output: a table for people, or the server's JSON for scripts (default {default})",
     )
 
 
