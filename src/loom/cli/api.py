@@ -97,10 +97,13 @@ def add_token_flags(p: argparse.ArgumentParser, use: str = "") -> None:
 
 
 def format_services(services: dict[str, list[str]]) -> str:
-    lines = []
-    for name, tags in sorted(services.items()):
-        lines.append(f"{name}  {','.join(tags)}".rstrip())
-    return "\n".join(lines) + ("\n" if lines else "")
+    """Names and their tags, the tags in one aligned column (``consul catalog services
+    -tags``)."""
+    width = max((len(name) for name in services), default=0)
+    return "".join(
+        f"{name:<{width}}  {','.join(tags)}".rstrip() + "\n"
+        for name, tags in sorted(services.items())
+    )
 
 
 def format_entry(entry: dict[str, Any]) -> str:

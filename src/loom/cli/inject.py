@@ -102,7 +102,10 @@ def register(commands: Commands) -> None:
         default=1.0,
         help="seconds between checks of the certificate and labels files (default %(default)s)",
     )
-    webhook.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    webhook.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning"],
+        help="log level (default info)",
+    )  # fmt: skip
     webhook.set_defaults(func=run_webhook)
 
     init = k8s.add_parser(
@@ -198,7 +201,10 @@ def register(commands: Commands) -> None:
         default=60.0,
         help="seconds between full reconciles without events (default %(default)s)",
     )
-    controller.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    controller.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning"],
+        help="log level (default info)",
+    )  # fmt: skip
     controller.set_defaults(func=run_controller)
 
     acl = k8s.add_parser(
@@ -230,7 +236,9 @@ def register(commands: Commands) -> None:
         "--controller-token-file", required=True, help="SecretID of the controller's token"
     )
     acl.add_argument("--prefix", default="loom", help="global.name (default %(default)s)")
-    acl.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server")
+    acl.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the server (default 120)"
+    )
     acl.set_defaults(func=run_acl_init)
 
 

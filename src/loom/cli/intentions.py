@@ -46,12 +46,16 @@ def format_intention(i: dict[str, Any]) -> str:
     rows = [
         ("Source", _name(i["SourceNS"], i["SourceName"])),
         ("Destination", _name(i["DestinationNS"], i["DestinationName"])),
-        ("Action", i["Action"] or f"L7 ({len(i.get('Permissions') or [])} permissions)"),
+        ("Action", i["Action"] or _l7(len(i.get("Permissions") or []))),
         ("Precedence", str(i["Precedence"])),
         ("Description", i.get("Description") or ""),
     ]
     width = max(len(k) for k, _ in rows) + 1
     return "".join(f"{k + ':':<{width}}  {v}".rstrip() + "\n" for k, v in rows)
+
+
+def _l7(permissions: int) -> str:
+    return f"L7 ({permissions} permission{'' if permissions == 1 else 's'})"
 
 
 def format_matches(matches: dict[str, list[dict[str, Any]]]) -> str:
