@@ -14,6 +14,7 @@ from loom.cli import build_parser, parse
 from loom.cli.api import format_entry, format_entry_names, format_services
 from loom.cli.flags import emit
 from loom.cli.intentions import format_intention, format_intentions, format_matches
+from loom.cli.proxy import format_status
 
 
 def _intention(src: str, dst: str, action: str, precedence: int, **more: Any) -> dict[str, Any]:
@@ -32,6 +33,24 @@ ENTRY = {"Kind": "service-defaults", "Name": "web", "Namespace": "default", "Pro
          "Meta": {}, "TransparentProxy": {"DialedDirectly": False, "OutboundListenerPort": 0},
          "CreateIndex": 3, "ModifyIndex": 3}  # fmt: skip
 
+def _types(**nacks: str) -> dict[str, Any]:
+    out = {t: {"Sent": "7", "Acked": "7", "Nack": ""} for t in ("Cluster", "Listener")}
+    for t, message in nacks.items():
+        out[t] = {"Sent": "9", "Acked": "7", "Nack": message}
+    return out
+
+
+PROXIES = [
+    {"ID": "api-sidecar-proxy", "Stream": 3, "Protocol": "sotw", "Service": "api",
+     "Namespace": "default", "Datacenter": "dc1", "Registered": True, "Synced": False,
+     "Types": _types(Listener="duplicate listener name 'public_listener'")},
+    {"ID": "web-sidecar-proxy", "Stream": 1, "Protocol": "delta", "Service": "web",
+     "Namespace": "default", "Datacenter": "dc1", "Registered": True, "Synced": True,
+     "Types": {**_types(), "ClusterLoadAssignment": {"Sent": "8", "Acked": "", "Nack": ""}}},
+    {"ID": "gone-sidecar-proxy", "Stream": 2, "Protocol": "delta", "Service": "",
+     "Namespace": "", "Datacenter": "", "Registered": False, "Synced": False, "Types": {}},
+]
+
 CASES: list[tuple[str, list[str], Any, Callable[[Any], str]]] = [
     ("catalog_services", ["catalog", "services"],
      {"web": ["v1", "v2"], "db": [], "web-sidecar-proxy": ["v1", "v2"]}, format_services),
@@ -44,6 +63,7 @@ CASES: list[tuple[str, list[str], Any, Callable[[Any], str]]] = [
      ENTRY, format_entry),
     ("config_list", ["config", "list", "-kind", "service-defaults"],
      [ENTRY, {**ENTRY, "Name": "api"}], format_entry_names),
+    ("proxy_status", ["proxy", "status"], PROXIES, format_status),
 ]  # fmt: skip
 
 

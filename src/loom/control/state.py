@@ -17,6 +17,7 @@ from loom.control.catalog import Catalog, CatalogSettings
 from loom.control.certs import Certs
 from loom.control.configs import Configs
 from loom.control.login import Logins
+from loom.control.sessions import Sessions
 from loom.control.snapshot import MESH_TABLES, build_snapshot
 from loom.domain.mesh import MeshSnapshot
 from loom.store import Store, StoreConflict, open_store
@@ -127,6 +128,8 @@ class State:
             lambda: dt.datetime.now(dt.UTC),
             datacenter=settings.datacenter,
         )
+        self.sessions = Sessions()
+        """The proxies' live xDS streams, as the xDS server reports them."""
         self._snapshot: MeshSnapshot | None = None
 
     def snapshot(self) -> MeshSnapshot:

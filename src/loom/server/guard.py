@@ -347,6 +347,7 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("POST", "/v1/agent/connect/authorize"): _connect_authorize,
     ("PUT", "/v1/loom/connect/ca/sign"): _csr_service,
     ("GET", "/v1/loom/dns-table"): _nothing,  # filtered
+    ("GET", "/v1/loom/proxies"): _fixed("operator", R),
     ("GET", "/v1/status/leader"): _nothing,
     ("GET", "/v1/status/peers"): _nothing,
     ("GET", "/v1/snapshot"): _fixed("acl", W),  # management, as Consul's snapshot endpoint

@@ -579,6 +579,12 @@ async def connect_authorize(request: web.Request) -> web.Response:
 # -- Loom's own -----------------------------------------------------------------------------------
 
 
+async def proxies(request: web.Request) -> web.Response:
+    """The proxies holding an xDS stream now: what each was sent, ACKed and NACKed, and
+    whether it has what the mesh says now (``loom proxy status``, ``loom wait proxy``)."""
+    return _json(request.app[STATE].sessions.statuses())
+
+
 async def dns_table(request: web.Request) -> web.Response:
     """Every DNS proxy watches this: the table is built once per index and shared."""
     state = request.app[STATE]
@@ -654,6 +660,7 @@ def build_app(state: State) -> web.Application:
     r.add_post("/v1/agent/connect/authorize", connect_authorize)
     r.add_put("/v1/loom/connect/ca/sign", ca_sign)
     r.add_get("/v1/loom/dns-table", dns_table)
+    r.add_get("/v1/loom/proxies", proxies)
     r.add_get("/v1/status/leader", status_leader)
     r.add_get("/v1/status/peers", status_peers)
     acl_http.add_routes(r)
