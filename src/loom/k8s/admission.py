@@ -21,6 +21,7 @@ from typing import Any
 
 from loom.domain.fields import MAX_JSON_DEPTH, ValidationError, check_json_text
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
+from loom.inject.lint import misspelled
 from loom.k8s.errors import K8sError
 from loom.k8s.jsonpatch import diff
 
@@ -112,13 +113,24 @@ def review(body: bytes, settings: InjectSettings, namespace_labels: NamespaceLab
             "refused",
             str(exc),
         )
+    # Shown by kubectl as "Warning: ...": annotations the injector will not act on.
+    warned = _warnings(pod)
     if not result.inject or result.pod is None:
-        return _allow(uid, "skipped", "; ".join(result.reasons))
+        body_skip = _response(uid, allowed=True, **warned)
+        return Answer(body_skip, "skipped", "; ".join(result.reasons))
     patch = _ENCODER.encode(diff(pod, result.pod)).encode()
     body_out = _response(
-        uid, allowed=True, patchType="JSONPatch", patch=base64.b64encode(patch).decode()
-    )
+        uid, allowed=True, patchType="JSONPatch", patch=base64.b64encode(patch).decode(),
+        **warned,
+    )  # fmt: skip
     return Answer(body_out, "injected", "; ".join(result.reasons))
+
+
+def _warnings(pod: dict[str, Any]) -> dict[str, list[str]]:
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    found = misspelled(annotations) if isinstance(annotations, dict) else []
+    return {"warnings": found} if found else {}
 
 
 def malformed_answer(exc: MalformedReview) -> dict[str, Any]:
