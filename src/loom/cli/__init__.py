@@ -56,7 +56,19 @@ def _usage(parser: argparse.ArgumentParser) -> Handler:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from loom.cli import api, dataplane, demo, dns, inject, local, proxy, redirect, server, snapshot
+    from loom.cli import (
+        api,
+        dataplane,
+        demo,
+        dns,
+        doctor,
+        inject,
+        local,
+        proxy,
+        redirect,
+        server,
+        snapshot,
+    )
 
     parser = argparse.ArgumentParser(
         prog="loom",
@@ -70,7 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=_usage(parser))
     commands = Commands(parser)
-    for module in (server, api, snapshot, dataplane, redirect, dns, inject, local, demo, proxy):
+    for module in (
+        server,
+        api,
+        snapshot,
+        dataplane,
+        redirect,
+        dns,
+        inject,
+        local,
+        demo,
+        proxy,
+        doctor,
+    ):
         module.register(commands)
     return parser
 
