@@ -58,6 +58,7 @@ def _usage(parser: argparse.ArgumentParser) -> Handler:
 def build_parser() -> argparse.ArgumentParser:
     from loom.cli import (
         api,
+        completion,
         dataplane,
         demo,
         dns,
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         demo,
         proxy,
         doctor,
+        completion,
     ):
         module.register(commands)
     return parser
