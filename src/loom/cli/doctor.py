@@ -7,27 +7,24 @@ read with an index; its CA has an active root far from expiry; its xDS port acce
 connections; the Envoy binary runs; iptables and network namespaces work (root only: what
 transparent proxy and ``loom local`` need); this machine's clock agrees with the server's.
 Kubernetes checks (webhook, caBundle, controller, injected pods) are not here yet.
-``format_checks`` is pure, so the report's shape is golden-tested.
+``format_checks`` is pure, so the report's shape is golden-tested. The modules the checks use
+are imported by each check, so ``loom --help`` does not pay for them.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import shutil
-import socket
-import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
 from loom import defaults
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     from loom.api.client import Client
     from loom.cli import Commands
 
@@ -73,6 +70,8 @@ class _Context:
 
 
 def _server(ctx: _Context) -> Check:
+    from email.utils import parsedate_to_datetime
+
     from loom.api import ClientError
 
     try:
@@ -101,6 +100,8 @@ def _store(ctx: _Context) -> Check:
 
 
 def _ca(ctx: _Context) -> Check:
+    import datetime as dt
+
     from loom.api import ClientError
 
     if not ctx.server_up:
@@ -121,6 +122,8 @@ def _ca(ctx: _Context) -> Check:
 
 
 def _xds(ctx: _Context) -> Check:
+    import socket
+
     from loom.addrs import AddressError, parse_address
 
     try:
@@ -141,6 +144,8 @@ def _xds(ctx: _Context) -> Check:
 
 
 def _envoy(_: _Context) -> Check:
+    import subprocess
+
     from loom.dataplane.envoy import envoy_binary
     from loom.dataplane.errors import EnvoyError
 
@@ -160,6 +165,10 @@ def _envoy(_: _Context) -> Check:
 
 
 def _netns(_: _Context) -> Check:
+    import shutil
+    import subprocess
+    import uuid
+
     name = "transparent proxy (iptables, netns)"
     if os.geteuid() != 0:
         return Check(name, None, "not root: needed only by redirect-traffic and `loom local`")
@@ -182,6 +191,8 @@ def _netns(_: _Context) -> Check:
 
 
 def _clock(ctx: _Context) -> Check:
+    import datetime as dt
+
     now = dt.datetime.now(dt.UTC)
     if now.year < 2024:
         return Check("clock", False, f"this machine says {now:%Y-%m-%d}",
