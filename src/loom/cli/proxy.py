@@ -1,4 +1,4 @@
-"""``loom proxy status`` (``istioctl proxy-status``) and ``loom wait server|proxy``.
+"""``loom proxy status|config`` (``istioctl proxy-status|proxy-config``), ``loom wait``.
 
 Both read the server: ``GET /v1/status/leader`` says it answers, ``GET /v1/loom/proxies``
 (operator:read) lists the live xDS streams with, per resource type, the nonce last sent, the
@@ -66,6 +66,13 @@ def format_status(proxies: list[dict[str, Any]]) -> str:
 
 def _status(args: argparse.Namespace) -> int:
     emit(args, _client(args).get("/v1/loom/proxies"), format_status)
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    from loom.cli.proxyconfig import format_config
+
+    emit(args, _client(args).get(f"/v1/loom/proxies/{args.id}/config"), format_config)
     return 0
 
 
@@ -140,6 +147,13 @@ def register(commands: Commands) -> None:
     add_format_flag(p)
     _addr(p)
     p.set_defaults(func=_status)
+    text = "print what the server sends proxy ID: listeners, RBAC, clusters, endpoints"
+    p = proxy.add_parser("config", help=text, description=text + " (-format=json: Envoy's "
+                         "JSON of every resource, whole)")  # fmt: skip
+    p.add_argument("id", metavar="ID", help="the proxy's service ID (web-sidecar-proxy)")
+    add_format_flag(p)
+    _addr(p)
+    p.set_defaults(func=_config)
 
     wait = commands.group("wait", "wait for the server or a proxy to be ready (for scripts)")
     text = "wait until the server answers its HTTP API"

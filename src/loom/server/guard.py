@@ -348,6 +348,7 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("PUT", "/v1/loom/connect/ca/sign"): _csr_service,
     ("GET", "/v1/loom/dns-table"): _nothing,  # filtered
     ("GET", "/v1/loom/proxies"): _fixed("operator", R),
+    ("GET", "/v1/loom/proxies/{id}/config"): _fixed("operator", R),
     ("GET", "/v1/status/leader"): _nothing,
     ("GET", "/v1/status/peers"): _nothing,
     ("GET", "/v1/snapshot"): _fixed("acl", W),  # management, as Consul's snapshot endpoint
