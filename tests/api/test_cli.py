@@ -182,3 +182,23 @@ def test_config_entries_in_hcl_are_written_and_read_back(loom_server, tmp_path) 
     assert "Protocol:" in table and "http" in table
     names = consul("config", "list", "-kind", "service-defaults", addr=addr).stdout
     assert names == "web\n"
+
+
+def test_redirect_traffic_takes_the_ports_of_the_proxy_id_registration(loom_server) -> None:
+    addr = loom_server.http
+    loom_server.put("/v1/agent/service/register", {"Name": "web", "Port": 8080, "Connect": {
+        "SidecarService": {"Port": 21234, "Proxy": {
+            "Mode": "transparent", "TransparentProxy": {"OutboundListenerPort": 15999}}}}})  # fmt: skip
+    shown = consul("connect", "redirect-traffic", "-print", "-proxy-uid", "5995",
+                   "-proxy-id", "web-sidecar-proxy", addr=addr)  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert "--to-ports 21234" in shown.stdout and "--to-ports 15999" in shown.stdout
+    given = consul("connect", "redirect-traffic", "-print", "-proxy-uid", "5995",
+                   "-proxy-id", "web-sidecar-proxy", "-proxy-inbound-port", "20001",
+                   addr=addr)  # fmt: skip
+    assert "--to-ports 20001" in given.stdout and "--to-ports 21234" not in given.stdout
+    wrong = consul("connect", "redirect-traffic", "-print", "-proxy-uid", "5995",
+                   "-proxy-id", "web", addr=addr)  # fmt: skip
+    assert (wrong.returncode, wrong.stderr) == (
+        2, "loom: --proxy-id web: service is not a connect-proxy\n",
+    )  # fmt: skip
