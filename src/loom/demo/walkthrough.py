@@ -175,7 +175,7 @@ def local_demo() -> None:
             "2 s, exit 28). With default allow (`loom local up --acl-default-policy allow`)",
             "the server's sidecar rejects it at once instead (exit 52), as in the seed.",
         )
-        w.loom_cmd("intention", "create", "--deny", "static-client", "static-server")
+        w.loom_cmd("intention", "create", "--replace", "--deny", "static-client", "static-server")
         w.retry_curl(
             ["loom", "local", "exec", "static-client", "--"],
             "http://static-server/",
@@ -184,7 +184,7 @@ def local_demo() -> None:
             max_time=2,
         )
         w.step("allow it again: traffic flows again")
-        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
+        w.loom_cmd("intention", "create", "--replace", "--allow", "static-client", "static-server")
         w.retry_curl(
             ["loom", "local", "exec", "static-client", "--"],
             "http://static-server/",
@@ -357,10 +357,10 @@ def loopback_demo(reason: str) -> None:
         w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 0, "hello world")
         w.step("deny with an intention: curl exits 52")
-        w.loom_cmd("intention", "create", "--deny", "static-client", "static-server")
+        w.loom_cmd("intention", "create", "--replace", "--deny", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 52, None)
         w.step("allow it again: traffic flows again")
-        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
+        w.loom_cmd("intention", "create", "--replace", "--allow", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 0, "hello world")
     finally:
         w.step("clean up")
