@@ -5,6 +5,7 @@ Real `loom server --dev` and real `loom` processes; Envoy never starts in these 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -90,3 +91,19 @@ def test_connect_envoy_bootstrap_for_an_unknown_proxy_names_the_nodes_proxies(
         "loom: proxy 'unknown' is not registered; proxies registered on node 'loom-server': "
         "api-sidecar-proxy, web-sidecar-proxy"
     )
+
+
+def test_connect_envoy_sidecar_for_finds_the_services_proxy_as_consul_does(loom_server) -> None:
+    _register_two_sidecars(loom_server)
+    common = ("-http-addr", loom_server.http, "-grpc-addr", loom_server.grpc,
+              "-sds-socket", "/run/agent/sds.sock")  # fmt: skip
+    out = _loom("connect", "envoy", "-bootstrap", "-sidecar-for", "web", *common)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["node"]["id"] == "web-sidecar-proxy"
+    missing = _loom("connect", "envoy", "-bootstrap", "-sidecar-for", "db", *common)
+    assert (missing.returncode, missing.stderr) == (
+        1, "loom: no sidecar proxy registered for 'db'\n",
+    )  # fmt: skip
+    without = _loom("connect", "envoy", "-sidecar-for", "web", *common)
+    assert without.returncode == 2
+    assert "give -bootstrap" in without.stderr

@@ -49,7 +49,7 @@ def test_each_kind_decodes_into_its_own_record() -> None:
         ({"Name": "web"}, "Kind: is required"),
         ({"Kind": "nope", "Name": "web"}, "Kind: 'nope' is not one of"),
         ({"Kind": "service-defaults", "Name": "web", "Protocol": "smtp"}, "Protocol: 'smtp'"),
-        ({"Kind": "service-defaults", "Name": "web", "Protcol": "http"}, "Protcol: unknown field"),
+        ({"Kind": "service-defaults", "Name": "web", "Protcol": "http"}, "Protcol: unknown field (did you mean 'Protocol'?)"),
         ({"Kind": "service-defaults", "Name": "web", "MutualTLSMode": "loose"}, "MutualTLSMode"),
         ({"Kind": "proxy-defaults", "Name": "web"}, "must be named 'global'"),
         ({"Kind": "mesh", "Name": "mesh", "TransparentProxy": {"MeshDestinationsOnly": "yes"}},

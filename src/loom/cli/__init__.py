@@ -8,6 +8,8 @@ callable taking the parsed namespace and returning an exit code. Arguments after
 ``takes_rest=True`` (``loom local run NAME -- CMD...``); others reject them. Errors derived
 from ``LoomError`` become one line on stderr and the error's exit code; Ctrl-C is
 ``loom: interrupted`` and 130; nothing else is caught here.
+The words before ``--`` may use Consul's Go-style spellings (``-flag value``, ``-flag=value``)
+for any command's options: ``loom.cli.flags`` rewrites them for the parser they select.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from loom import __version__
 from loom.errors import LoomError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -55,14 +58,17 @@ def _usage(parser: argparse.ArgumentParser) -> Handler:
 def build_parser() -> argparse.ArgumentParser:
     from loom.cli import (
         api,
+        completion,
         dataplane,
         demo,
         dns,
+        doctor,
         explain,
         inject,
         kv,
         local,
         operator,
+        proxy,
         redirect,
         server,
         snapshot,
@@ -75,11 +81,28 @@ def build_parser() -> argparse.ArgumentParser:
             "transparent proxy, DNS proxy, Kubernetes injector and a one-machine local mesh."
         ),
     )
+    parser.add_argument(
+        "--version", action="version", version=f"loom {__version__}", help="print the version"
+    )
     parser.set_defaults(func=_usage(parser))
     commands = Commands(parser)
-    # operator last: it joins the catalog and connect groups that api and dataplane make.
+    # operator after api and dataplane: it joins the catalog and connect groups they make.
     for module in (
-        server, api, explain, snapshot, kv, dataplane, redirect, dns, inject, local, demo, operator
+        server,
+        api,
+        explain,
+        snapshot,
+        kv,
+        dataplane,
+        redirect,
+        dns,
+        inject,
+        local,
+        demo,
+        operator,
+        proxy,
+        doctor,
+        completion,
     ):
         module.register(commands)
     return parser
@@ -116,17 +139,25 @@ def interrupted() -> None:
         print("loom: interrupted", file=sys.stderr)
 
 
-def _run(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
-    words = list(sys.argv[1:] if argv is None else argv)
+def parse(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.Namespace:
+    """The namespace of one command line: the words before the first ``--`` in Go or
+    argparse spelling, the words after it as ``rest``, untouched."""
+    from loom.cli.flags import go_style
+
+    words = list(words)
     rest: list[str] = []
     if "--" in words:
         cut = words.index("--")
         words, rest = words[:cut], words[cut + 1 :]
-    args = parser.parse_args(words)
+    args = parser.parse_args(go_style(parser, words))
     if rest and not getattr(args, "takes_rest", False):
         parser.error("this command takes no arguments after --")
     args.rest = rest
+    return args
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    args = parse(build_parser(), sys.argv[1:] if argv is None else argv)
     func: Any = args.func
     try:
         return int(func(args))

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loom import defaults
-from loom.cli.errors import InputError
+from loom.cli.documents import read_document, service_definitions
+from loom.cli.errors import UsageError
+from loom.cli.flags import add_format_flag, emit
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
@@ -95,109 +96,102 @@ def add_token_flags(p: argparse.ArgumentParser, use: str = "") -> None:
     )
 
 
-def read_document(path: str) -> Any:
-    """JSON or YAML from a file, or from stdin when path is '-'."""
-    import yaml  # here, not at the top: every command's parser imports this module
-
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-    except OSError as exc:
-        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: neither JSON nor YAML ({str(exc).splitlines()[0]})") from exc
-
-
-def service_definitions(doc: Any, path: str) -> list[Any]:
-    """Consul service definition files: {"service": {...}}, {"services": [...]} or bare."""
-    if isinstance(doc, dict) and "service" in doc:
-        return [doc["service"]]
-    if isinstance(doc, dict) and "services" in doc and isinstance(doc["services"], list):
-        return list(doc["services"])
-    if isinstance(doc, dict):
-        return [doc]
-    raise InputError(f"{path}: expected a service definition object")
-
-
 def format_services(services: dict[str, list[str]]) -> str:
-    lines = []
-    for name, tags in sorted(services.items()):
-        lines.append(f"{name}  {','.join(tags)}".rstrip())
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
-def format_intentions(intentions: list[dict[str, Any]]) -> str:
-    rows = [("SOURCE", "DESTINATION", "ACTION", "PRECEDENCE")]
-    for i in intentions:
-        src = (
-            f"{i['SourceNS']}/{i['SourceName']}" if i["SourceNS"] != "default" else i["SourceName"]
-        )
-        dst = i["DestinationName"]
-        if i["DestinationNS"] != "default":
-            dst = f"{i['DestinationNS']}/{dst}"
-        rows.append((src, dst, i["Action"] or "L7", str(i["Precedence"])))
-    widths = [max(len(r[c]) for r in rows) for c in range(3)]
+    """Names and their tags, the tags in one aligned column (``consul catalog services
+    -tags``)."""
+    width = max((len(name) for name in services), default=0)
     return "".join(
-        f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}\n" for r in rows
+        f"{name:<{width}}  {','.join(tags)}".rstrip() + "\n"
+        for name, tags in sorted(services.items())
     )
 
 
+def format_entry(entry: dict[str, Any]) -> str:
+    """A config entry as ``Key: value`` lines, nested values as compact JSON."""
+    width = max((len(k) for k in entry), default=0) + 1
+    return "".join(
+        f"{k + ':':<{width}}  {_scalar(v)}".rstrip() + "\n" for k, v in sorted(entry.items())
+    )
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def format_entry_names(entries: list[dict[str, Any]]) -> str:
+    return "".join(f"{e['Name']}\n" for e in entries)
+
+
+def _meta(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise UsageError(f"-meta {pair!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def definition_from_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The service definition ``services register -name ... -port ...`` describes."""
+    d: dict[str, Any] = {"Name": args.name}
+    if args.id:
+        d["ID"] = args.id
+    if args.address:
+        d["Address"] = args.address
+    if args.port is not None:
+        d["Port"] = args.port
+    if args.tags:
+        d["Tags"] = [t for tag in args.tags for t in tag.split(",") if t]
+    if args.meta:
+        d["Meta"] = _meta(args.meta)
+    return d
+
+
+def _field(d: dict[str, Any], key: str) -> Any:
+    return next((v for k, v in d.items() if k.lower() == key.lower()), None)
+
+
 def _services_register(args: argparse.Namespace) -> int:
+    by_flags = any(
+        (args.name, args.id, args.address, args.port is not None, args.tags, args.meta)
+    )
+    if by_flags == bool(args.file):
+        raise UsageError(
+            "services register: give a definition FILE, or -name (with -id -port -tags "
+            "-address -meta), not both"
+        )
+    if args.file:
+        defs = service_definitions(read_document(args.file), args.file)
+    else:
+        if not args.name:
+            raise UsageError("services register: -name is required without a FILE")
+        defs = [definition_from_flags(args)]
     client = _client(args)
-    defs = service_definitions(read_document(args.file), args.file)
     for d in defs:
         client.put("/v1/agent/service/register", d)
-        name = d.get("Name") or d.get("name") if isinstance(d, dict) else "?"
-        print(f"Registered service: {name}")
+        print(f"Registered service: {_field(d, 'Name') or _field(d, 'Service') or '?'}")
     return 0
 
 
 def _services_deregister(args: argparse.Namespace) -> int:
-    _client(args).put(f"/v1/agent/service/deregister/{args.id}")
-    print(f"Deregistered service: {args.id}")
+    if bool(args.id) == bool(args.target):
+        raise UsageError("services deregister: give a service ID (or -id ID) or a FILE")
+    ids = [args.id] if args.id else [args.target]
+    if args.target and (Path(args.target).is_file() or args.target == "-"):
+        defs = service_definitions(read_document(args.target), args.target)
+        ids = [str(_field(d, "ID") or _field(d, "Name") or _field(d, "Service")) for d in defs]
+    client = _client(args)
+    for sid in ids:
+        client.put(f"/v1/agent/service/deregister/{sid}")
+        print(f"Deregistered service: {sid}")
     return 0
 
 
 def _catalog_services(args: argparse.Namespace) -> int:
-    sys.stdout.write(format_services(_client(args).get("/v1/catalog/services")))
-    return 0
-
-
-def _intention_create(args: argparse.Namespace) -> int:
-    action = "deny" if args.deny else "allow"
-    _client(args).put(
-        "/v1/connect/intentions/exact",
-        {"Action": action, "Description": args.description or ""},
-        source=args.source,
-        destination=args.destination,
-    )
-    print(f"Created: {args.source} => {args.destination} ({action})")
-    return 0
-
-
-def _intention_delete(args: argparse.Namespace) -> int:
-    _client(args).delete(
-        "/v1/connect/intentions/exact", source=args.source, destination=args.destination
-    )
-    print(f"Intention deleted: {args.source} => {args.destination}")
-    return 0
-
-
-def _intention_check(args: argparse.Namespace) -> int:
-    result = _client(args).get(
-        "/v1/connect/intentions/check", source=args.source, destination=args.destination
-    )
-    print("Allowed" if result["Allowed"] else "Denied")
-    return 0 if result["Allowed"] else 2
-
-
-def _intention_list(args: argparse.Namespace) -> int:
-    sys.stdout.write(format_intentions(_client(args).get("/v1/connect/intentions")))
+    emit(args, _client(args).get("/v1/catalog/services"), format_services)
     return 0
 
 
@@ -213,14 +207,12 @@ def _config_write(args: argparse.Namespace) -> int:
 
 
 def _config_read(args: argparse.Namespace) -> int:
-    entry = _client(args).get(f"/v1/config/{args.kind}/{args.name}")
-    print(json.dumps(entry, indent=2, sort_keys=True))
+    emit(args, _client(args).get(f"/v1/config/{args.kind}/{args.name}"), format_entry)
     return 0
 
 
 def _config_list(args: argparse.Namespace) -> int:
-    for entry in _client(args).get(f"/v1/config/{args.kind}"):
-        print(entry["Name"])
+    emit(args, _client(args).get(f"/v1/config/{args.kind}"), format_entry_names)
     return 0
 
 
@@ -230,47 +222,54 @@ def _config_delete(args: argparse.Namespace) -> int:
     return 0
 
 
+_KIND = "config entry kind: service-defaults, proxy-defaults, service-intentions, mesh, ..."
+
+
 def register(commands: Commands) -> None:
+    from loom.cli import intentions
+
     svc = commands.group("services", "register and deregister services")
-    p = svc.add_parser("register", help="register services from a definition file (JSON or YAML)")
-    p.add_argument("file", help="service definition file, or - for stdin")
+    p = svc.add_parser(
+        "register",
+        help="register services from a definition file (JSON, YAML or HCL) or from flags",
+        description="Register the services of a Consul service definition file "
+        '({"service": {...}}, {"services": [...]} or a bare definition; JSON, YAML or HCL), '
+        "or the one service -name, -port... describe. Unknown keys are refused.",
+    )
+    p.add_argument("file", nargs="?", help="service definition file, or - for stdin")
+    p.add_argument("--name", help="service name (without FILE)")
+    p.add_argument("--id", help="service ID (default: the name)")
+    p.add_argument("--address", help="service address (default: the node's)")
+    p.add_argument("--port", type=int, help="service port (default 0)")
+    p.add_argument(
+        "--tags", action="append", metavar="TAG[,TAG]", help="tags, comma-separated (repeatable)"
+    )
+    p.add_argument(
+        "--meta", action="append", metavar="KEY=VALUE", help="a metadata pair (repeatable)"
+    )
     _addr(p)
     p.set_defaults(func=_services_register)
-    p = svc.add_parser("deregister", help="deregister a service by ID")
-    p.add_argument("id")
+    p = svc.add_parser(
+        "deregister",
+        help="deregister a service by ID, or those of a definition file",
+        description="Deregister a service by ID (positional or -id), or every service of a "
+        "definition file (their ID, else their name), as Consul's CLI accepts.",
+    )
+    p.add_argument("target", nargs="?", metavar="ID|FILE", help="service ID or definition file")
+    p.add_argument("--id", help="service ID")
     _addr(p)
     p.set_defaults(func=_services_deregister)
 
     cat = commands.group("catalog", "read the catalog")
     p = cat.add_parser("services", help="list services and their tags")
+    add_format_flag(p)
     _addr(p)
     p.set_defaults(func=_catalog_services)
 
-    ixn = commands.group("intention", "manage intentions (who may connect to whom)")
-    p = ixn.add_parser("create", help="create or replace the intention SRC => DST")
-    act = p.add_mutually_exclusive_group()
-    act.add_argument("--allow", action="store_true", help="allow (the default)")
-    act.add_argument("--deny", action="store_true", help="deny")
-    p.add_argument("--description", help="free text stored with the intention")
-    p.add_argument("source", help="source service, NAME or NS/NAME; * for any")
-    p.add_argument("destination", help="destination service, NAME or NS/NAME; * for any")
-    _addr(p)
-    p.set_defaults(func=_intention_create)
-    for name, func, text in (
-        ("delete", _intention_delete, "delete the intention SRC => DST"),
-        ("check", _intention_check, "would SRC be allowed to connect to DST? exit 0 yes, 2 no"),
-    ):
-        p = ixn.add_parser(name, help=text, description=text)
-        p.add_argument("source")
-        p.add_argument("destination")
-        _addr(p)
-        p.set_defaults(func=func)
-    p = ixn.add_parser("list", help="list intentions by precedence")
-    _addr(p)
-    p.set_defaults(func=_intention_list)
+    intentions.register(commands)
 
     cfg = commands.group("config", "manage config entries")
-    p = cfg.add_parser("write", help="write a config entry from a file (JSON or YAML)")
+    p = cfg.add_parser("write", help="write a config entry from a file (JSON, YAML or HCL)")
     p.add_argument("file", help="config entry file, or - for stdin")
     _addr(p)
     p.set_defaults(func=_config_write)
@@ -278,12 +277,16 @@ def register(commands: Commands) -> None:
         ("read", _config_read, "print a config entry"),
         ("delete", _config_delete, "delete a config entry"),
     ):
-        p = cfg.add_parser(name, help=text)
-        p.add_argument("--kind", required=True)
-        p.add_argument("--name", required=True)
+        p = cfg.add_parser(name, help=text, description=text)
+        p.add_argument("--kind", required=True, help=_KIND)
+        p.add_argument("--name", required=True, help="config entry name")
+        if name == "read":
+            add_format_flag(p, default="json")
         _addr(p)
         p.set_defaults(func=func)
-    p = cfg.add_parser("list", help="list config entries of a kind")
-    p.add_argument("--kind", required=True)
+    text = "list config entries of a kind"
+    p = cfg.add_parser("list", help=text, description=text)
+    p.add_argument("--kind", required=True, help=_KIND)
+    add_format_flag(p)
     _addr(p)
     p.set_defaults(func=_config_list)

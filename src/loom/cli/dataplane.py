@@ -11,13 +11,14 @@ from typing import TYPE_CHECKING
 
 from loom import defaults
 from loom.cli.api import add_tls_flags, add_token_flags, tls_of
+from loom.cli.errors import UsageError
 from loom.errors import LoomError
 
 if TYPE_CHECKING:
     from loom.cli import Commands
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _common(p: argparse.ArgumentParser, sidecar_for: bool = False) -> None:
     ident = p.add_mutually_exclusive_group(required=True)
     ident.add_argument("--proxy-id", help="service ID of the sidecar registration")
     ident.add_argument(
@@ -25,10 +26,16 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=Path,
         help="file holding the proxy ID (written by `loom k8s connect-init`)",
     )
+    if sidecar_for:
+        ident.add_argument(
+            "--sidecar-for",
+            metavar="SERVICE_ID",
+            help="the proxy is the one sidecar registered for this service ID (Consul's flag)",
+        )
     p.add_argument(
         "--http-addr",
         help="server HTTP API, HOST:PORT or unix:PATH "
-        f"(default $LOOM_HTTP_ADDR or {defaults.HTTP_ADDR})",
+        f"(default $LOOM_HTTP_ADDR, $CONSUL_HTTP_ADDR or {defaults.HTTP_ADDR})",
     )
     add_token_flags(p, ", for the HTTP API and the xDS stream")
     p.add_argument(
@@ -56,6 +63,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _proxy_id(args: argparse.Namespace) -> str:
     if args.proxy_id:
         return str(args.proxy_id)
+    if getattr(args, "sidecar_for", None):
+        return _sidecar_of(args)
     try:
         value = str(args.proxy_id_file.read_text()).strip()
     except OSError as exc:
@@ -65,6 +74,28 @@ def _proxy_id(args: argparse.Namespace) -> str:
     if not value:
         raise LoomError(f"--proxy-id-file {args.proxy_id_file} is empty")
     return value
+
+
+def _sidecar_of(args: argparse.Namespace) -> str:
+    """The ID of the one connect-proxy whose destination is service ``--sidecar-for``."""
+    from loom.cli.api import _client
+
+    services = _client(args).get("/v1/agent/services")
+    found = sorted(
+        sid
+        for sid, svc in services.items()
+        if isinstance(svc, dict)
+        and svc.get("Kind") == "connect-proxy"
+        and (svc.get("Proxy") or {}).get("DestinationServiceID") == args.sidecar_for
+    )
+    if not found:
+        raise LoomError(f"no sidecar proxy registered for {args.sidecar_for!r}")
+    if len(found) > 1:
+        raise LoomError(
+            f"more than one sidecar proxy registered for {args.sidecar_for!r}: "
+            f"{', '.join(found)}; give --proxy-id"
+        )
+    return str(found[0])
 
 
 def _seconds(text: str) -> float:
@@ -124,6 +155,12 @@ def _run(args: argparse.Namespace) -> int:
 
 def _bootstrap(args: argparse.Namespace) -> int:
     import asyncio
+
+    if not args.bootstrap:
+        raise UsageError(
+            "loom connect envoy only prints a bootstrap (give -bootstrap); to run Envoy "
+            "for the proxy, run `loom dataplane` with the same flags"
+        )
 
     from loom.api import NotFoundError
     from loom.dataplane.agent import (
@@ -231,7 +268,11 @@ def register(commands: Commands) -> None:
             "socket (WORK_DIR/sds.sock) --sds-socket names."
         ),
     )
-    p.add_argument("--bootstrap", action="store_true", required=True, help="print the bootstrap")
+    p.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="print the bootstrap and exit (what this command does; `loom dataplane` runs Envoy)",
+    )
     p.add_argument(
         "--sds-socket",
         required=True,
@@ -239,5 +280,5 @@ def register(commands: Commands) -> None:
         help="SDS unix socket of the proxy's agent (`loom dataplane --no-envoy --work-dir D`: "
         "D/sds.sock)",
     )
-    _common(p)
+    _common(p, sidecar_for=True)
     p.set_defaults(func=_bootstrap)

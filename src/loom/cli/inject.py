@@ -55,6 +55,23 @@ def register(commands: Commands) -> None:
     )
     inject.set_defaults(func=run_inject)
 
+    uninject = commands.top.add_parser(
+        "uninject",
+        help="undo loom inject: put injected pods back as they were",
+        description=(
+            "Reads Kubernetes YAML as loom inject does and prints it with every injected pod "
+            "(template) restored from its consul.hashicorp.com/original-pod annotation (the "
+            "metadata and spec before injection); other objects and pods pass unchanged."
+        ),
+    )
+    uninject.add_argument(
+        "-f", "--filename", required=True, help="injected manifest file, or - for stdin"
+    )
+    uninject.add_argument(
+        "--explain", action="store_true", help="say for each pod whether it was restored, on stderr"
+    )
+    uninject.set_defaults(func=run_uninject)
+
     install = commands.top.add_parser(
         "install",
         help="print the Kubernetes manifests that install the connect injector",
@@ -102,7 +119,10 @@ def register(commands: Commands) -> None:
         default=1.0,
         help="seconds between checks of the certificate and labels files (default %(default)s)",
     )
-    webhook.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    webhook.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning"],
+        help="log level (default info)",
+    )  # fmt: skip
     webhook.set_defaults(func=run_webhook)
 
     init = k8s.add_parser(
@@ -198,7 +218,10 @@ def register(commands: Commands) -> None:
         default=60.0,
         help="seconds between full reconciles without events (default %(default)s)",
     )
-    controller.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    controller.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning"],
+        help="log level (default info)",
+    )  # fmt: skip
     controller.set_defaults(func=run_controller)
 
     acl = k8s.add_parser(
@@ -230,7 +253,9 @@ def register(commands: Commands) -> None:
         "--controller-token-file", required=True, help="SecretID of the controller's token"
     )
     acl.add_argument("--prefix", default="loom", help="global.name (default %(default)s)")
-    acl.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the server")
+    acl.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds to wait for the server (default 120)"
+    )
     acl.set_defaults(func=run_acl_init)
 
 
@@ -247,23 +272,41 @@ def _add_http_addr(parser: argparse.ArgumentParser) -> None:
 
 
 def run_inject(args: argparse.Namespace) -> int:
-    from loom.k8s.errors import ManifestError
     from loom.k8s.manifests import inject_text
     from loom.k8s.values import read_values, settings_from
 
     settings = settings_from(read_values(args.values))
     labels = parse_key_values(args.namespace_labels, "--namespace-labels")
-    if args.filename == "-":
-        text = sys.stdin.read()
-    else:
-        try:
-            text = Path(args.filename).read_text()
-        except OSError as exc:
-            raise ManifestError(f"{args.filename}: cannot read: {exc.strerror}") from None
+    text = _read_manifest(args.filename)
     out, outcomes = inject_text(text, settings, args.namespace, labels)
+    for outcome in outcomes:
+        if args.explain:
+            verdict = "injected" if outcome.injected else "not injected"
+            print(f"{outcome.object}: {verdict}: {'; '.join(outcome.reasons)}", file=sys.stderr)
+        for warning in outcome.warnings:
+            print(f"loom: warning: {outcome.object}: {warning}", file=sys.stderr)
+    sys.stdout.write(out)
+    return 0
+
+
+def _read_manifest(filename: str) -> str:
+    from loom.k8s.errors import ManifestError
+
+    if filename == "-":
+        return sys.stdin.read()
+    try:
+        return Path(filename).read_text()
+    except OSError as exc:
+        raise ManifestError(f"{filename}: cannot read: {exc.strerror}") from None
+
+
+def run_uninject(args: argparse.Namespace) -> int:
+    from loom.k8s.manifests import uninject_text
+
+    out, outcomes = uninject_text(_read_manifest(args.filename))
     if args.explain:
         for outcome in outcomes:
-            verdict = "injected" if outcome.injected else "not injected"
+            verdict = "restored" if outcome.injected else "unchanged"
             print(f"{outcome.object}: {verdict}: {'; '.join(outcome.reasons)}", file=sys.stderr)
     sys.stdout.write(out)
     return 0

@@ -350,7 +350,7 @@ def register(commands: Commands) -> None:
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
     p.set_defaults(func=_logs)
     p = local.add_parser("rm", help="remove pods: processes, registrations, namespaces")
-    p.add_argument("names", nargs="+")
+    p.add_argument("names", nargs="+", help="the pods to remove")
     p.set_defaults(func=_rm)
     p = local.add_parser("down", help="remove every pod, the local server and the node network")
     p.add_argument("--purge", action="store_true", help="also delete the local server's data")

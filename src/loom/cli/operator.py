@@ -14,7 +14,8 @@ import json
 import sys
 from typing import TYPE_CHECKING, Any
 
-from loom.cli.api import _addr, _client, read_document
+from loom.cli.api import _addr, _client
+from loom.cli.documents import read_document
 from loom.cli.errors import InputError
 
 if TYPE_CHECKING:

@@ -191,7 +191,11 @@ def register(commands: Commands) -> None:
         help="SecretID (a UUID) of a management token created at start "
         "(Consul's acl.tokens.initial_management); needs --acl-default-policy",
     )
-    p.add_argument("--node-name", default="loom-server", help="node of agent-API registrations")
+    p.add_argument(
+        "--node-name",
+        default="loom-server",
+        help="node of agent-API registrations (default loom-server)",
+    )
     p.add_argument(
         "--node-address", default="127.0.0.1", help="address of that node (default 127.0.0.1)"
     )
@@ -228,7 +232,12 @@ def register(commands: Commands) -> None:
     )
     ui.add_argument("--no-ui", dest="ui", action="store_false", help="do not serve the web UI")
     p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="the server's log level (default info)",
+    )
     p.set_defaults(func=run)
 
 

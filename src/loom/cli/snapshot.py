@@ -53,12 +53,12 @@ def _restore(args: argparse.Namespace) -> int:
 def register(commands: Commands) -> None:
     snap = commands.group("snapshot", "save and restore the whole state of the server")
     p = snap.add_parser("save", help="save the server's whole state to FILE")
-    p.add_argument("file")
+    p.add_argument("file", help="snapshot file to write (replaced whole, never half-written)")
     _addr(p)
     p.set_defaults(func=_save)
     p = snap.add_parser(
         "restore", help="replace the server's whole state by the snapshot in FILE (all or nothing)"
     )
-    p.add_argument("file")
+    p.add_argument("file", help="snapshot file written by `loom snapshot save`")
     _addr(p)
     p.set_defaults(func=_restore)

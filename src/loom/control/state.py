@@ -19,6 +19,7 @@ from loom.control.certs import Certs
 from loom.control.configs import Configs
 from loom.control.kv import Kv
 from loom.control.login import Logins
+from loom.control.proxies import ProxyStreams
 from loom.control.sessions import Sessions, SessionSettings
 from loom.control.snapshot import MESH_TABLES, build_snapshot
 from loom.domain.mesh import MeshSnapshot
@@ -154,6 +155,8 @@ class State:
             self.store, self.lock, self.kv, self.catalog, SessionSettings(settings.node),
             time.monotonic,
         )  # fmt: skip
+        self.proxies = ProxyStreams()
+        """The proxies' live xDS streams, as the xDS server reports them."""
         self._snapshot: MeshSnapshot | None = None
 
     def snapshot(self) -> MeshSnapshot:

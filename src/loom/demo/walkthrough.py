@@ -327,10 +327,10 @@ def loopback_demo(reason: str) -> None:
         w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 0, "hello world")
         w.step("deny with an intention: curl exits 52")
-        w.loom_cmd("intention", "create", "--deny", "static-client", "static-server")
+        w.loom_cmd("intention", "create", "--replace", "--deny", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 52, None)
         w.step("allow it again: traffic flows again")
-        w.loom_cmd("intention", "create", "--allow", "static-client", "static-server")
+        w.loom_cmd("intention", "create", "--replace", "--allow", "static-client", "static-server")
         w.retry_curl([], f"http://127.0.0.1:{up}/", 0, "hello world")
     finally:
         w.step("clean up")

@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any
 
 from loom.dns.errors import TableError
+from loom.domain.fields import first_unknown
 from loom.domain.mesh import ExternalHost
 
 CONSUL_DOMAIN = "consul"
@@ -141,7 +142,7 @@ def _build_index(table: NameTable) -> dict[str, Records]:
 
 
 def _parse_table(obj: object) -> NameTable:
-    top = _object(obj, "name table")
+    top = _object(obj, "name table", _TABLE_KEYS)
     index = top.get("Index", 0)
     if not isinstance(index, int) or isinstance(index, bool) or index < 0:
         raise TableError(f"name table: Index: expected a non-negative integer, got {index!r}")
@@ -159,7 +160,7 @@ def _parse_table(obj: object) -> NameTable:
 
 
 def _parse_service(obj: object, where: str, datacenter: str) -> Service:
-    svc = _object(obj, where)
+    svc = _object(obj, where, _SERVICE_KEYS)
     instances = tuple(
         _parse_instance(item, f"{where}.Instances[{i}]")
         for i, item in enumerate(_list(svc.get("Instances", []), f"{where}.Instances"))
@@ -174,14 +175,14 @@ def _parse_service(obj: object, where: str, datacenter: str) -> Service:
 
 
 def _parse_instance(obj: object, where: str) -> Instance:
-    inst = _object(obj, where)
+    inst = _object(obj, where, ("Address", "Hostname"))
     address = _ip(inst.get("Address"), f"{where}.Address")
     hostname = inst.get("Hostname", "")
     return Instance(address, _label(hostname, f"{where}.Hostname") if hostname else "")
 
 
 def _parse_external(obj: object, where: str) -> ExternalHost:
-    ext = _object(obj, where)
+    ext = _object(obj, where, ("Host", "Service", "Namespace", "VirtualIPs"))
     host = ext.get("Host")
     if isinstance(host, str) and host.startswith("*."):
         host = "*." + _dns_name(host[2:], f"{where}.Host")
@@ -202,9 +203,19 @@ def _fail(where: str, expected: str, got: object) -> TableError:
     return TableError(f"name table: {where}: expected {expected}, got {shown}")
 
 
-def _object(obj: object, where: str) -> dict[str, Any]:
+_TABLE_KEYS = ("Index", "Datacenter", "ClusterDomain", "Services", "ExternalHosts")
+_SERVICE_KEYS = ("Name", "Namespace", "Datacenter", "VirtualIPs", "Instances")
+
+
+def _object(obj: object, where: str, known: tuple[str, ...]) -> dict[str, Any]:
+    """A JSON object whose keys are all ``known`` (the server writes exactly these; a typo in
+    a ``--table`` file is refused as ``config write`` refuses one, with a did-you-mean)."""
     if not isinstance(obj, dict):
         raise _fail(where, "a JSON object", obj)
+    problem = first_unknown(obj, known, fold=False)
+    if problem is not None:
+        at = where if where == "name table" else f"name table: {where}"
+        raise TableError(f"{at}: {problem[0]}: {problem[1]}")
     return obj
 
 

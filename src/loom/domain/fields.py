@@ -7,6 +7,7 @@ this, so a bad request is rejected as a whole before anything is written.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import re
@@ -112,6 +113,12 @@ def _kind(value: Any) -> str:
 
 def _norm(key: str) -> str:
     return key.replace("_", "").lower()
+
+
+def field_key(key: str) -> str:
+    """The form field names match in: case and underscores aside (``sidecar_service`` is
+    ``SidecarService``)."""
+    return _norm(key)
 
 
 class Fields:
@@ -225,10 +232,30 @@ class Fields:
 
     def only(self, known: Iterable[str]) -> None:
         """Reject keys outside ``known`` (config entries are strict, as Consul's are)."""
-        allowed = {_norm(k) for k in known}
-        for key in self.obj:
-            if _norm(key) not in allowed:
-                raise ValidationError(f"{self.where(key)}: unknown field")
+        problem = first_unknown(self.obj, known)
+        if problem is not None:
+            raise ValidationError(f"{self.where(problem[0])}: {problem[1]}")
+
+
+def first_unknown(
+    obj: dict[str, Any], known: Iterable[str], fold: bool = True
+) -> tuple[str, str] | None:
+    """The first key of ``obj`` outside ``known`` and what to say of it: ``unknown field``,
+    with the nearest known name when one is close (``unknown field (did you mean
+    'Protocol'?)``); None when all are known. Keys match as ``Fields`` matches them (case and
+    underscores aside), or exactly with ``fold=False`` (readers that look keys up as written).
+    The one check behind every strict reading: config entries, service definitions, the DNS
+    proxy's name table."""
+    names = list(known)
+    by_norm = {_norm(k): k for k in names}
+    exact = set(names)
+    for key in obj:
+        if (_norm(key) in by_norm) if fold else (key in exact):
+            continue
+        near = difflib.get_close_matches(_norm(key), list(by_norm), n=1, cutoff=0.6)
+        hint = f" (did you mean {by_norm[near[0]]!r}?)" if near else ""
+        return key, f"unknown field{hint}"
+    return None
 
 
 def check_name(value: str, where: str, wildcard: bool = False) -> str:

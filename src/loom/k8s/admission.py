@@ -26,6 +26,7 @@ from typing import Any
 
 from loom.domain.fields import MAX_JSON_DEPTH, ValidationError, check_json_body, check_json_text
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
+from loom.inject.lint import misspelled
 from loom.k8s.errors import K8sError
 from loom.k8s.jsonpatch import diff
 
@@ -85,14 +86,19 @@ class _Planned:
     message: str
     patch: bytes | None = None
     status: dict[str, Any] | None = None
+    warnings: tuple[str, ...] = ()
+    """Annotations the injector will not act on (kubectl shows them as "Warning: ...")."""
 
     def answer(self, uid: str) -> Answer:
+        warned: dict[str, Any] = {"warnings": list(self.warnings)} if self.warnings else {}
         if self.patch is not None:
-            body = _response(uid, allowed=True, patchType="JSONPatch", patch=self.patch.decode())
+            body = _response(
+                uid, allowed=True, patchType="JSONPatch", patch=self.patch.decode(), **warned
+            )
         elif self.status is not None:
             body = _response(uid, allowed=False, status=dict(self.status))
         else:
-            body = _response(uid, allowed=True)
+            body = _response(uid, allowed=True, **warned)
         return Answer(body, self.outcome, self.message, self.patch)
 
 
@@ -208,10 +214,18 @@ def _plan(pod: dict[str, Any], namespace: NamespaceInfo, settings: InjectSetting
         result = plan_injection(pod, namespace, settings, share_unchanged=True)
     except InjectError as exc:
         return _Planned("refused", str(exc), status={"code": 400, "message": str(exc)})
+    # Shown by kubectl as "Warning: ...": annotations the injector will not act on.
+    warned = tuple(_warnings(pod))
     if not result.inject or result.pod is None:
-        return _Planned("skipped", "; ".join(result.reasons))
+        return _Planned("skipped", "; ".join(result.reasons), warnings=warned)
     patch = base64.b64encode(_ENCODER.encode(diff(pod, result.pod)).encode())
-    return _Planned("injected", "; ".join(result.reasons), patch)
+    return _Planned("injected", "; ".join(result.reasons), patch, warnings=warned)
+
+
+def _warnings(pod: dict[str, Any]) -> list[str]:
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    return misspelled(annotations) if isinstance(annotations, dict) else []
 
 
 def malformed_answer(exc: MalformedReview) -> dict[str, Any]:

@@ -11,6 +11,7 @@ else ``default``. Pure apart from parsing text: no files, no network.
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import yaml
 
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
+from loom.inject.annotations import ORIGINAL_POD
+from loom.inject.lint import mesh_keys, misspelled
 from loom.k8s.errors import ManifestError
 
 TEMPLATE_PATHS: dict[str, tuple[str, ...]] = {
@@ -40,6 +43,9 @@ class Outcome:
     """``Kind/name`` of the object holding the pod."""
     injected: bool
     reasons: tuple[str, ...]
+    warnings: tuple[str, ...] = ()
+    """Annotations the injector did not act on: misspelled, or on a workload's own metadata
+    instead of its pod template (where the seeds' "common mistake" puts them)."""
 
 
 def load_documents(text: str) -> list[Any]:
@@ -74,7 +80,8 @@ def inject_documents(
             result = plan_injection(pod, info, settings)
         except InjectError as exc:
             raise ManifestError(f"{where}: {exc}") from exc
-        outcomes.append(Outcome(where, result.inject, result.reasons))
+        warnings = [*misplaced(obj), *misspelled(_metadata(pod).get("annotations") or {})]
+        outcomes.append(Outcome(where, result.inject, result.reasons, tuple(warnings)))
         return result.pod if result.pod is not None else copy.deepcopy(dict(pod))
 
     return map_pod_templates(docs, one), outcomes
@@ -90,6 +97,55 @@ def inject_text(
     docs = [d for d in load_documents(text) if d is not None]
     out, outcomes = inject_documents(docs, settings, namespace, namespace_labels)
     return dump_documents(out), outcomes
+
+
+def uninject_documents(docs: list[Any]) -> tuple[list[Any], list[Outcome]]:
+    """``loom uninject``: every injected pod (template) put back as it was before injection,
+    from its ``original-pod`` annotation (its metadata and spec, as the injector stored them);
+    pods without one are left as they are. ``Outcome.injected`` says which were restored."""
+    outcomes: list[Outcome] = []
+
+    def one(pod: Mapping[str, Any], obj: Mapping[str, Any], where: str) -> dict[str, Any]:
+        stored = (_metadata(pod).get("annotations") or {}).get(ORIGINAL_POD)
+        if stored is None:
+            outcomes.append(Outcome(where, False, (f"no {ORIGINAL_POD} annotation: left as is",)))
+            return copy.deepcopy(dict(pod))
+        try:
+            original = json.loads(stored) if isinstance(stored, str) else None
+        except json.JSONDecodeError:
+            original = None
+        if not isinstance(original, dict):
+            raise ManifestError(f"{where}: annotation {ORIGINAL_POD} is not a JSON object")
+        restored = {k: copy.deepcopy(v) for k, v in pod.items() if k not in ("status",)}
+        restored["metadata"] = original.get("metadata") or {}
+        restored["spec"] = original.get("spec") or {}
+        outcomes.append(Outcome(where, True, (f"restored from {ORIGINAL_POD}",)))
+        return restored
+
+    return map_pod_templates(docs, one), outcomes
+
+
+def uninject_text(text: str) -> tuple[str, list[Outcome]]:
+    """``loom uninject`` on text: the restored YAML and the outcomes."""
+    docs = [d for d in load_documents(text) if d is not None]
+    out, outcomes = uninject_documents(docs)
+    return dump_documents(out), outcomes
+
+
+def misplaced(obj: Mapping[str, Any]) -> list[str]:
+    """A warning when a workload (not a Pod) carries mesh annotations on its own metadata:
+    the injector reads only its pod template's."""
+    kind = obj.get("kind")
+    if kind not in TEMPLATE_PATHS:
+        return []
+    keys = mesh_keys(_metadata(obj).get("annotations") or {})
+    if not keys:
+        return []
+    where = ".".join((*TEMPLATE_PATHS[str(kind)], "metadata", "annotations"))
+    return [
+        f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} on the {kind}'s own metadata, "
+        f"which the injector does not read: move {'it' if len(keys) == 1 else 'them'} to {where}"
+    ]
 
 
 def pod_templates(doc: Any) -> Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:

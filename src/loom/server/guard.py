@@ -408,6 +408,8 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("GET", "/"): _nothing,
     ("GET", "/ui"): _nothing,
     ("GET", "/ui/{path}"): _nothing,
+    ("GET", "/v1/loom/proxies"): _fixed("operator", R),
+    ("GET", "/v1/loom/proxies/{id}/config"): _fixed("operator", R),
     ("GET", "/v1/status/leader"): _nothing,
     ("GET", "/v1/status/peers"): _nothing,
     ("GET", "/v1/snapshot"): _fixed("acl", W),  # management, as Consul's snapshot endpoint

@@ -70,6 +70,9 @@ from loom.server.guard import (
 from loom.store import StoreConflict
 from loom.store.archive import ArchiveError
 from loom.store.tables import CA, CATALOG_TABLES, CONFIG_TABLES
+from loom.xds.translate import build_resources
+from loom.xds.translate.names import TYPE_CLUSTER, TYPE_ENDPOINTS, TYPE_LISTENER
+from loom.xds.view import collect_inputs
 
 log = logging.getLogger("loom.server.http")
 failures = RateLimitedLog(log)  # a bug a client can trigger at will must not flood the log
@@ -565,6 +568,29 @@ async def ca_sign(request: web.Request) -> web.Response:
 # -- Loom's own -----------------------------------------------------------------------------------
 
 
+async def proxies(request: web.Request) -> web.Response:
+    """The proxies holding an xDS stream now: what each was sent, ACKed and NACKed, and
+    whether it has what the mesh says now (``loom proxy status``, ``loom wait proxy``)."""
+    return _json(request.app[STATE].proxies.statuses())
+
+
+async def proxy_config(request: web.Request) -> web.Response:
+    """What the xDS server would send proxy ID now (``loom proxy config``): its listeners,
+    clusters and endpoints as the translator builds them, Envoy's JSON."""
+    proxy_id = request.match_info["id"]
+    inputs = collect_inputs(request.app[STATE].snapshot(), proxy_id)
+    if inputs is None:
+        raise NotFound(f"unknown proxy {proxy_id!r} (not a registered connect-proxy)")
+    res = build_resources(inputs)
+    return _json({
+        "ID": proxy_id,
+        "Service": inputs.service,
+        "Listeners": [v for _, v in sorted(res[TYPE_LISTENER].items())],
+        "Clusters": [v for _, v in sorted(res[TYPE_CLUSTER].items())],
+        "Endpoints": [v for _, v in sorted(res[TYPE_ENDPOINTS].items())],
+    })  # fmt: skip
+
+
 async def dns_table(request: web.Request) -> web.Response:
     """Every DNS proxy watches this: the table is built once per index and shared."""
     state = request.app[STATE]
@@ -642,6 +668,8 @@ def build_app(state: State) -> web.Application:
     r.add_get("/v1/agent/connect/ca/leaf/{service}", ca_leaf)
     r.add_put("/v1/loom/connect/ca/sign", ca_sign)
     r.add_get("/v1/loom/dns-table", dns_table)
+    r.add_get("/v1/loom/proxies", proxies)
+    r.add_get("/v1/loom/proxies/{id}/config", proxy_config)
     r.add_get("/v1/status/leader", status_leader)
     r.add_get("/v1/status/peers", status_peers)
     acl_http.add_routes(r)

@@ -60,6 +60,9 @@ at most this late)."""
 class _Session:
     """Shared per-stream machinery: who the proxy is, what it is served, change events."""
 
+    protocol = ""
+    """The xDS variant, as ``loom dataplane --xds`` names it."""
+
     def __init__(self, hub: Hub, requests: AsyncIterator[Any], secret: str = "") -> None:
         self.hub = hub
         self.requests = requests
@@ -74,6 +77,53 @@ class _Session:
         self.held: set[str] = set()  # types asked for while unregistered, not yet answered
         self.nacked: dict[str, str] = {}  # type -> the version (or nonce) last NACKed
         self._told_unregistered = False
+        # What `loom proxy status` shows, per type: the nonce last sent, the one last ACKed,
+        # and Envoy's message of the last NACK (cleared by the next ACK).
+        self.sent: dict[str, str] = {}
+        self.acked: dict[str, str] = {}
+        self.nack_message: dict[str, str] = {}
+
+    def answered(self, t: str, nonce: str, error: str | None) -> None:
+        """Envoy answered the response of nonce ``nonce`` of type ``t``: an ACK, or a NACK
+        with Envoy's ``error``. Answers to superseded responses are ignored."""
+        if not nonce or nonce != self.sent.get(t):
+            return
+        if error is None:
+            self.acked[t] = nonce
+            self.nack_message.pop(t, None)
+        else:
+            self.nack_message[t] = error
+
+    def status(self) -> dict[str, Any]:
+        """This stream as ``GET /v1/loom/proxies`` shows it. ``Synced``: registered, served
+        what the mesh says now, and every type's latest response ACKed."""
+        inputs = self.hub.inputs(self.proxy_id) if self.proxy_id else None
+        types = {
+            t.rsplit(".", 1)[-1]: {
+                "Sent": self.sent.get(t, ""),
+                "Acked": self.acked.get(t, ""),
+                "Nack": self.nack_message.get(t, ""),
+            }
+            for t in ORDER
+            if t in self.sent
+        }
+        synced = (
+            inputs is not None
+            and inputs == self.inputs
+            and bool(self.sent)
+            and all(self.acked.get(t) == n for t, n in self.sent.items())
+        )
+        return {
+            "ID": self.proxy_id,
+            "Stream": self.id,
+            "Protocol": self.protocol,
+            "Service": inputs.service if inputs is not None else "",
+            "Namespace": inputs.namespace if inputs is not None else "",
+            "Datacenter": inputs.datacenter if inputs is not None else "",
+            "Registered": self.registered,
+            "Synced": synced,
+            "Types": types,
+        }
 
     def rejected(self, t: str, version: str, message: str) -> None:
         """Log a NACK: once per type and version, then only as a rate-limited line."""
@@ -162,6 +212,7 @@ class _Session:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             self.hub.sessions.pop(self.id, None)
+            self.hub.state.proxies.remove(self.id)
             if self.proxy_id:
                 log.info("proxy %s disconnected", self.proxy_id)
 
@@ -169,6 +220,7 @@ class _Session:
         if not self.proxy_id and node_id:
             self.proxy_id = node_id
             self.hub.sessions[self.id] = node_id
+            self.hub.state.proxies.add(self.id, self.status)
             log.info("proxy %s connected", node_id)
             self.refresh()
 
@@ -202,6 +254,8 @@ class _Session:
 
 
 class SotwSession(_Session):
+    protocol = "sotw"
+
     def __init__(self, hub: Hub, requests: AsyncIterator[Any], secret: str = "") -> None:
         super().__init__(hub, requests, secret)
         self.names: dict[str, set[str] | None] = {}
@@ -217,6 +271,7 @@ class SotwSession(_Session):
         nonce = str(next(_nonces))
         self.sent_version[type_url] = version
         self.sent_nonce[type_url] = nonce
+        self.sent[type_url] = nonce
         self.sent_names[type_url] = names
         return discovery_pb2.DiscoveryResponse(
             version_info=version,
@@ -234,8 +289,10 @@ class SotwSession(_Session):
         names = None if t in WILDCARD_TYPES else set(req.resource_names)
         if req.HasField("error_detail"):
             self.rejected(t, req.version_info, req.error_detail.message)
+            self.answered(t, req.response_nonce, req.error_detail.message)
             self.names[t] = names
             return None
+        self.answered(t, req.response_nonce, None)
         first = t not in self.names or not req.response_nonce
         self.names[t] = names
         if self.hold(t):
@@ -263,6 +320,8 @@ class SotwSession(_Session):
 
 
 class DeltaSession(_Session):
+    protocol = "delta"
+
     def __init__(self, hub: Hub, requests: AsyncIterator[Any], secret: str = "") -> None:
         super().__init__(hub, requests, secret)
         self.subscribed: dict[str, set[str] | None] = {}
@@ -286,6 +345,8 @@ class DeltaSession(_Session):
             have[s.name] = s.version
         for n in removed:
             have.pop(n, None)
+        nonce = str(next(_nonces))
+        self.sent[t] = nonce
         return discovery_pb2.DeltaDiscoveryResponse(
             system_version_info=str(self.hub.generation),
             type_url=t,
@@ -294,7 +355,7 @@ class DeltaSession(_Session):
                 for s in changed
             ],
             removed_resources=removed,
-            nonce=str(next(_nonces)),
+            nonce=nonce,
         )
 
     def _on_request(self, req: Any) -> discovery_pb2.DeltaDiscoveryResponse | None:
@@ -305,7 +366,9 @@ class DeltaSession(_Session):
             return None
         if req.HasField("error_detail"):
             self.rejected(t, f"(nonce {req.response_nonce})", req.error_detail.message)
+            self.answered(t, req.response_nonce, req.error_detail.message)
             return None
+        self.answered(t, req.response_nonce, None)
         first = t not in self.subscribed
         if first:
             wildcard = t in WILDCARD_TYPES and not list(req.resource_names_subscribe)

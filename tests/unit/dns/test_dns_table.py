@@ -130,3 +130,19 @@ def test_tables_are_immutable() -> None:
         table.index = 43  # type: ignore[misc]
     with pytest.raises(TypeError):
         table.names["x"] = table.names["static-server.default"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"services": []}, "name table: services: unknown field (did you mean 'Services'?)"),
+        ({"Services": [{"Name": "a", "Instanecs": []}]},
+         "name table: Services[0]: Instanecs: unknown field (did you mean 'Instances'?)"),
+        ({"ExternalHosts": [{"Host": "a.com", "VIPs": []}]},
+         "name table: ExternalHosts[0]: VIPs: unknown field"),
+    ],
+)  # fmt: skip
+def test_an_unknown_key_is_refused_with_the_nearest_known_one(table: Any, message: str) -> None:
+    with pytest.raises(TableError) as err:
+        NameTable.from_json(table)
+    assert str(err.value).startswith(message)

@@ -162,3 +162,16 @@ def test_any_bytes_are_refused_as_malformed_or_answered(body: bytes) -> None:
         review(body, SETTINGS, lambda _: {})
     except MalformedReview as exc:
         assert str(exc)
+
+
+def test_a_misspelled_annotation_comes_back_as_a_warning_kubectl_shows() -> None:
+    pod = {**INJECTED, "metadata": {"annotations": {
+        **INJECTED["metadata"]["annotations"], "consul.hashicorp.com/conect-service": "web"}}}  # fmt: skip
+    answer = review(json.dumps(_review(_pod_request(pod))).encode(), SETTINGS, lambda _: {})
+    assert answer.outcome == "injected"
+    assert answer.body["response"]["warnings"] == [
+        "annotation consul.hashicorp.com/conect-service is not one Loom reads and is ignored "
+        "(did you mean consul.hashicorp.com/connect-service?)"
+    ]
+    clean = review(json.dumps(_review(_pod_request(INJECTED))).encode(), SETTINGS, lambda _: {})
+    assert "warnings" not in clean.body["response"]
