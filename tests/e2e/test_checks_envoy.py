@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,38 @@ def test_a_rejected_listener_makes_the_listening_check_critical_with_envoys_reas
     assert "ddress already in use" in listening["Output"]  # Envoy's own words
     assert mesh.server.get("/v1/health/connect/blocked?passing=1") == []
     mesh.server.put("/v1/agent/service/deregister/blocked")
+
+
+def test_a_dataplane_runs_its_services_script_check_only_with_its_own_opt_in(
+    tmp_path: Path,
+) -> None:
+    server = start_server("--enable-script-checks")
+    procs: list[Proc] = []
+    try:
+        server.put("/v1/agent/service/register", {
+            "Name": "job", "Port": free_port(),
+            "Check": {"CheckID": "job-script", "Interval": "1s",
+                      "Args": [sys.executable, "-c", "print('ran next to the workload')"]},
+            "Connect": {"SidecarService": {}}})  # fmt: skip
+
+        def agent(*extra: str) -> Proc:
+            proc = start_dataplane(tmp_path, "job-sidecar-proxy", server.http, server.grpc,
+                                   "--no-envoy", *extra)  # fmt: skip
+            procs.append(proc)
+            hand_over(proc.p.pid)
+            return proc
+
+        without = agent()
+        wait_for(lambda: "not running script check job-script" in without.output(), 30,
+                 "the dataplane to leave the script check alone")  # fmt: skip
+        assert server.get("/v1/agent/checks")["job-script"]["Output"] == ""
+        without.stop()
+        agent("--enable-script-checks")
+        wait_for(lambda: server.get("/v1/agent/checks")["job-script"]["Status"] == "passing",
+                 30, "the script check run by the dataplane")  # fmt: skip
+        assert server.get("/v1/agent/checks")["job-script"]["Output"] == (
+            "ran next to the workload\n")  # fmt: skip
+    finally:
+        for p in procs:
+            p.stop()
+        server.stop()

@@ -192,3 +192,16 @@ def test_the_agents_leaf_rotates_without_dropping_an_open_connection(mesh: Mesh)
             time.sleep(0.1)  # a polling interval: the loop ends on the rotation, not on time
         assert answered()
     assert curl(mesh.url()) == (0, "hello world\n")
+
+
+def test_each_dataplane_reports_its_sidecars_checks_with_its_own_token(mesh: Mesh) -> None:
+    # The mesh above only carries traffic once each sidecar's default checks pass, and each
+    # dataplane holds only its own service's token: this is what it wrote with it.
+    checks = mesh.as_root("GET", "/v1/agent/checks")
+    assert isinstance(checks, dict)
+    for service in ("static-server", "static-client"):
+        listening = checks[f"service:{service}-sidecar-proxy:1"]
+        assert listening["Status"] == "passing"
+        assert listening["Output"].startswith("TCP connect 127.0.0.1:")
+        assert checks[f"service:{service}-sidecar-proxy:2"]["Status"] == "passing"
+        assert "cannot report check" not in mesh.sidecar(service).output()
