@@ -32,7 +32,7 @@ def bash_script(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_bash_completes_commands_subcommands_and_options(bash_script: Path) -> None:
     assert _complete(bash_script, "loom", "int") == ["intention"]
     assert _complete(bash_script, "loom", "intention", "") == [
-        "create", "get", "delete", "check", "match", "list",
+        "create", "get", "delete", "check", "match", "list", "explain",
     ]  # fmt: skip
     assert _complete(bash_script, "loom", "intention", "create", "--de") == [
         "--deny", "--description",

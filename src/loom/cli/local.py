@@ -330,16 +330,22 @@ def register(commands: Commands) -> None:
     p = local.add_parser("get", help="list pods, services or deployments (like kubectl get)")
     p.add_argument("what", help="pods, services or deployments")
     p.add_argument("name", nargs="?", help="one of them (a pod may be given as deploy/NAME)")
-    p.add_argument("-o", "--output", choices=("wide", "yaml", "json"))
+    p.add_argument(
+        "-o", "--output", choices=("wide", "yaml", "json"),
+        help="wide: more columns; yaml or json: the objects as kubectl prints them "
+        "(default: a table)",
+    )  # fmt: skip
     p.set_defaults(func=_get)
     p = local.add_parser("describe", help="a pod in detail, with the injection decision")
     p.add_argument("what", help="pod")
-    p.add_argument("name")
+    p.add_argument("name", help="the pod's name")
     p.set_defaults(func=_describe)
     p = local.add_parser("kubelet", help="(started by apply) run a pod's probes, in its namespace")
-    p.add_argument("--pod-dir", required=True)
-    p.add_argument("--http-addr", required=True)
-    p.add_argument("--token-file", required=True)
+    p.add_argument("--pod-dir", required=True, help="the pod's state directory (its spec)")
+    p.add_argument("--http-addr", required=True, help="the local server's HTTP API address")
+    p.add_argument(
+        "--token-file", required=True, help="the ACL token the probes' results are written with"
+    )
     p.set_defaults(func=_kubelet)
     p = local.add_parser("ps", help="list pods")
     p.set_defaults(func=_ps)
