@@ -78,13 +78,13 @@ def test_metrics_count_what_the_catalog_holds(loom_server) -> None:  # type: ign
     c.agent.service.register("db", port=82)
     got = c.agent.metrics()
     gauges = {g["Name"]: g["Value"] for g in got["Gauges"]}
-    assert gauges["consul.state.services"] == 2
-    assert gauges["consul.state.service_instances"] == 3
+    assert gauges["consul.state.services"] == 3  # with the server's own consul service
+    assert gauges["consul.state.service_instances"] == 4
     assert gauges["consul.state.nodes"] == 1
     assert got["Counters"] == [] and got["Samples"] == [] and got["Timestamp"].endswith(" UTC")
     status, text, headers = loom_server.request("GET", "/v1/agent/metrics?format=prometheus")
     assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    assert "consul_state_service_instances 3\n" in text
+    assert "consul_state_service_instances 4\n" in text
 
 
 def test_a_service_answer_carries_its_content_hash_in_body_and_header(loom_server) -> None:  # type: ignore[no-untyped-def]

@@ -81,7 +81,8 @@ def test_catalog_node_lists_a_node_and_its_services_and_null_for_an_unknown_one(
     assert set(found["Services"]) == {"db1"}
     assert found["Services"]["db1"]["Tags"] == ["a", "r1"]
     _, own = c.catalog.node("loom-server")
-    assert set(own["Services"]) == {"web", "web-sidecar-proxy", "native"}
+    assert set(own["Services"]) == {"consul", "web", "web-sidecar-proxy", "native"}
+    assert own["Services"]["consul"]["Port"] == 8300  # the server's own service
     assert c.catalog.node("nowhere")[1] is None
 
 

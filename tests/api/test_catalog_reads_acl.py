@@ -121,5 +121,5 @@ def test_the_services_of_a_gateway_need_service_read_on_the_gateway(mesh: Mesh) 
 
 def test_the_management_token_sees_everything_unfiltered(mesh: Mesh) -> None:
     _, node, headers = mesh.get(f"/v1/catalog/node/{NODE}", ROOT)
-    assert set(node["Services"]) == {"a", "b", "a-sidecar-proxy", "b-sidecar-proxy"}
+    assert set(node["Services"]) == {"consul", "a", "b", "a-sidecar-proxy", "b-sidecar-proxy"}
     assert FILTERED not in headers

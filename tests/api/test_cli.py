@@ -27,7 +27,7 @@ def test_register_list_intentions_and_config_through_the_cli(loom_server, tmp_pa
     out = loom("services", "register", str(svc), addr=addr)
     assert out.returncode == 0, out.stderr
     assert loom("catalog", "services", addr=addr).stdout.split() == [
-        "static-server", "static-server-sidecar-proxy",
+        "consul", "static-server", "static-server-sidecar-proxy",
     ]  # fmt: skip
     assert loom("intention", "check", "static-client", "static-server", addr=addr).returncode == 0
     assert (

@@ -52,8 +52,10 @@ def test_catalog_nodes_lists_registered_nodes_and_those_of_a_service(loom_server
     loom_server.put("/v1/catalog/register", {"Node": "n2", "Address": "10.0.0.2"})
     out = loom("catalog", "nodes", addr=addr)
     assert out.returncode == 0, out.stderr
-    assert [line.split()[0] for line in out.stdout.splitlines()] == ["Node", "n1", "n2"]
-    assert out.stdout.splitlines()[1].split() == ["n1", "10.0.0.1", "dc1"]
+    assert [line.split()[0] for line in out.stdout.splitlines()] == [
+        "Node", "loom-server", "n1", "n2",
+    ]  # fmt: skip
+    assert out.stdout.splitlines()[2].split() == ["n1", "10.0.0.1", "dc1"]
     only_db = loom("catalog", "nodes", "--service", "db", addr=addr)
     assert [line.split()[0] for line in only_db.stdout.splitlines()] == ["Node", "n1"]
     by_meta = loom("catalog", "nodes", "--node-meta", "rack=r1", addr=addr)

@@ -67,7 +67,7 @@ def test_curl_with_the_ca_file_reads_the_api_by_every_name_of_the_certificate(tl
         assert out.returncode == 0, (name, out.stderr)
         assert out.stdout.strip() == '"127.0.0.1:8300"'
     out = _curl("--cacert", tls_server.ca_file, f"https://127.0.0.1:{port}/v1/catalog/services")
-    assert out.returncode == 0 and out.stdout.strip() == "{}"
+    assert out.returncode == 0 and out.stdout.strip() == '{"consul": []}'
 
 
 def test_curl_refuses_a_name_the_certificate_does_not_carry(tls_server) -> None:

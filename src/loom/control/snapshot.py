@@ -14,6 +14,7 @@ from __future__ import annotations
 from loom.control.catalog import Catalog
 from loom.control.certs import Certs
 from loom.control.configs import Configs
+from loom.control.selfreg import is_server_service
 from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
 from loom.domain.mesh import Endpoint, ExternalHost, MeshSnapshot, NamedInstance, ServiceEntry
 from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES
@@ -38,6 +39,8 @@ def build_snapshot(
     instances = catalog.instances()
     by_id = {(d.node, d.namespace, d.id): d for d in instances}
     for inst in instances:
+        if is_server_service(inst):
+            continue  # a catalog record, not part of the mesh (loom.control.selfreg)
         address = inst.address or catalog.node_of(inst).address
         if inst.proxy is not None:
             snap.proxies.setdefault(inst.id, inst)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 from loom.ca.servertls import ServerTls
+from loom.control import selfreg
 from loom.control.acl import Acl, AclSettings
 from loom.control.agentchecks import AgentChecks
 from loom.control.caconfig import CaConfig
@@ -188,6 +189,22 @@ class State:
         except StoreConflict:  # another server sharing etcd wrote the builtins first
             await self.store.sync()
             await self.acl.start()
+
+    async def register_self(self) -> None:
+        """The server's node and ``consul`` service in the catalog (``control.selfreg``);
+        ``loom server`` calls it after ``start`` (a bare ``State``, as tests build one, has
+        only what it is given)."""
+        for attempt in range(3):
+            async with self.lock:
+                ops = selfreg.registration_ops(self.store, self.catalog.settings)
+                if not ops:
+                    return
+                try:
+                    await self.store.apply(ops)
+                    return
+                except StoreConflict:  # another server sharing etcd wrote meanwhile
+                    if attempt == 2:
+                        raise
 
     async def close(self) -> None:
         await self.store.close()

@@ -24,6 +24,7 @@ from aiohttp import web
 import loom
 from loom.acl.rules import Access
 from loom.control.errors import NotFound
+from loom.control.selfreg import is_server_service
 from loom.control.state import State
 from loom.domain.fields import parse_duration
 from loom.server import hostinfo, views
@@ -158,7 +159,7 @@ def _service_doc(request: web.Request) -> Doc:
     state = _state(request)
     sid = request.match_info["id"]
     inst = state.catalog.find(sid, request.query.get("ns"))
-    if inst is None:
+    if inst is None or is_server_service(inst):  # the server's, not an agent service
         raise NotFound(f"unknown service ID {sid!r}")
     if (authz := authorizer(request)) is not None:
         authz.check("service", Access.READ, inst.service)

@@ -160,6 +160,11 @@ async def serve(
     grpc_tls_addrs = [parse_address(a, "--grpc-tls-addr") for a in settings.grpc_tls_addrs]
     state = State(settings)
     await state.start()
+    try:
+        await state.register_self()  # its node and the consul service, as Consul's servers
+    except BaseException:
+        await state.close()
+        raise
     tls = None
     if https_addrs or grpc_tls_addrs:
         try:

@@ -25,6 +25,7 @@ from loom.control import reads
 from loom.control.catalog import tag_union
 from loom.control.errors import Conflict, NotFound
 from loom.control.nametable import build_name_table, name_table_text
+from loom.control.selfreg import is_server_service
 from loom.control.snapshot import MESH_TABLES
 from loom.control.state import State
 from loom.domain.config_entries import KINDS
@@ -259,7 +260,8 @@ async def agent_services(request: web.Request) -> web.Response:
     flt = filters.request_filter(request, filters.AGENT_SERVICE)
     index = await _blocking(request, CATALOG_TABLES)
     cat = state.catalog
-    shown = visible(request, cat.instances_on(state.settings.node), can_read_service)
+    local = [d for d in cat.instances_on(state.settings.node) if not is_server_service(d)]
+    shown = visible(request, local, can_read_service)
     out = {d.id: views.agent_service(cat, d) for d in shown}
     return _json(_kept_values(flt, out), index)
 
@@ -270,6 +272,9 @@ async def agent_register(request: web.Request) -> web.Response:
 
 
 async def agent_deregister(request: web.Request) -> web.Response:
+    found = request.app[STATE].catalog.find(request.match_info["id"], _ns(request))
+    if found is not None and is_server_service(found):  # the server's, not the agent's
+        raise NotFound(f"unknown service ID {found.id!r}")
     await request.app[STATE].catalog.agent_deregister(request.match_info["id"], _ns(request))
     return web.Response(text="")
 
