@@ -74,6 +74,11 @@ def register(commands: Commands) -> None:
         help="generate a CA and serving certificate: adds the TLS Secret and the caBundle "
         "(otherwise cert-manager's inject-ca-from annotation is used)",
     )
+    install.add_argument(
+        "--webhook-url",
+        help="https://HOST:PORT the API server reaches the webhook at (connectInject.webhookUrl;"
+        " rendered as clientConfig.url, and HOST in the generated certificate)",
+    )
     install.set_defaults(func=run_install)
 
     k8s = commands.group("k8s", "Kubernetes components: admission webhook, connect-init")
@@ -380,12 +385,16 @@ def run_install(args: argparse.Namespace) -> int:
     from loom.k8s.values import read_values, settings_from
 
     values = read_values(args.values)
+    if args.webhook_url:
+        connect = dict(values.get("connectInject") or {})
+        values = {**values, "connectInject": {**connect, "webhookUrl": args.webhook_url}}
     inject = settings_from(with_acl_default(values))
     install = InstallSettings.from_values(values)
     tls = None
     if args.generate_certs:
         now = datetime.datetime.now(datetime.UTC)
-        tls = generate_tls(install.webhook_name, install.namespace, now)
+        hosts = (install.webhook_host,) if install.webhook_host else ()
+        tls = generate_tls(install.webhook_name, install.namespace, now, hosts)
     tokens = AclTokens(str(uuid.uuid4()), str(uuid.uuid4())) if install.manage_acls else None
     sys.stdout.write(dump_documents(render(values, inject, install, tls, tokens)))
     return 0

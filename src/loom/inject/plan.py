@@ -130,6 +130,8 @@ def plan_workload(
             f"multi-port pods ({len(services)} services) cannot use transparent proxy, "
             f'but {why}; set {ann.TRANSPARENT_PROXY}: "false"',
         )
+    if tproxy:
+        _refuse_pod_security(annotations, namespace, why)
     # Planned even without transparent proxy, so bad exclusions are refused either way.
     redirect = plan_redirect(
         annotations,
@@ -274,6 +276,28 @@ def _transparent_proxy(
         return enabled, f"transparent proxy is {_on(enabled)} by namespace label"
     enabled = settings.transparent_proxy.enabled
     return enabled, f"transparent proxy is {_on(enabled)} by cluster default"
+
+
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+"""The namespace label of Kubernetes' PodSecurity admission; ``baseline`` and ``restricted``
+forbid the ``NET_ADMIN`` capability connect-init needs for transparent proxy."""
+
+
+def _refuse_pod_security(
+    annotations: Mapping[str, object], namespace: NamespaceInfo, why: str
+) -> None:
+    level = namespace.labels.get(POD_SECURITY_ENFORCE)
+    if level not in ("baseline", "restricted"):
+        return
+    raise InjectionRefused(
+        ann.TRANSPARENT_PROXY,
+        ann.text(annotations, ann.TRANSPARENT_PROXY),
+        f"namespace {namespace.name} enforces PodSecurity {level!r} ({POD_SECURITY_ENFORCE}), "
+        f"which forbids the NET_ADMIN capability connect-init needs to redirect traffic, but "
+        f'{why}; set {ann.TRANSPARENT_PROXY}: "false" on the pod (or label the namespace '
+        f"{ann.NAMESPACE_TRANSPARENT_PROXY_LABEL}=false), or label it "
+        f"{POD_SECURITY_ENFORCE}=privileged",
+    )
 
 
 def _on(enabled: bool) -> str:

@@ -29,15 +29,19 @@ CA bundle is in the webhook configuration; otherwise the configuration carries c
 from __future__ import annotations
 
 import base64
+import copy
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from loom.defaults import WEBHOOK_PORT
 from loom.inject import ContainerResources, InjectSettings, SettingsError
 from loom.inject.decision import NEVER_INJECTED_NAMESPACES
+from loom.inject.plan import POD_SECURITY_ENFORCE
 from loom.inject.settings import DEFAULT_AUTH_METHOD, ValuesReader
+from loom.k8s.admission import POD_SECURITY_PATH
 from loom.k8s.values import INSTALL_KEYS
 
 TLS_DIR = "/etc/loom/tls"
@@ -50,6 +54,7 @@ ACL_TOKEN_DIR = "/etc/loom/acl"
 BOOTSTRAP_DIR = "/etc/loom/bootstrap"
 REVIEWER_DIR = "/etc/loom/auth-method"
 MANAGE_ACLS_KEY = "global.acls.manageSystemACLs"
+WEBHOOK_URL_KEY = "connectInject.webhookUrl"
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,17 @@ class InstallSettings:
     manage_acls: bool = True
     """``global.acls.manageSystemACLs``: ACL Secrets, reviewer account and acl-init Job
     rendered, and injected pods log in (on by default in ``loom install``)."""
+    webhook_url: str = ""
+    """``connectInject.webhookUrl`` (``--webhook-url``): ``https://HOST:PORT`` the API server
+    reaches the webhook at, rendered as ``clientConfig.url`` (empty: the webhook Service);
+    ``--generate-certs`` then adds HOST to the certificate (an IP SAN for an address)."""
+
+    @property
+    def webhook_host(self) -> str:
+        """The host of ``webhook_url`` (brackets of an IPv6 address removed); empty without."""
+        if not self.webhook_url:
+            return ""
+        return urlsplit(self.webhook_url).hostname or ""
 
     @property
     def bootstrap_secret(self) -> str:
@@ -117,7 +133,17 @@ class InstallSettings:
             ca_bundle=reader.get("connectInject.certs.caBundle", str, ""),
             resources=reader.resources("connectInject.resources", default.resources),
             manage_acls=reader.get(MANAGE_ACLS_KEY, bool, default.manage_acls),
+            webhook_url=_webhook_url(reader.get(WEBHOOK_URL_KEY, str, "")),
         )
+
+
+def _webhook_url(url: str) -> str:
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        raise SettingsError(f"{WEBHOOK_URL_KEY}: {url!r} is not https://HOST[:PORT][/PATH]")
+    return url
 
 
 @dataclass(frozen=True)
@@ -423,54 +449,89 @@ def _webhook_configuration(
                 "values": list(inject.allow_namespaces),
             }
         )
-    client: dict[str, Any] = {
-        "service": {
-            "name": install.webhook_name,
-            "namespace": install.namespace,
-            "path": "/mutate",
-            "port": 443,
-        }
-    }
     metadata: dict[str, Any] = {"name": install.webhook_name, "labels": dict(labels)}
     ca_bundle = base64.b64encode(tls.ca_pem).decode() if tls is not None else install.ca_bundle
-    if ca_bundle:
-        client["caBundle"] = ca_bundle
-    else:
+    if not ca_bundle:
         metadata["annotations"] = {
             "cert-manager.io/inject-ca-from": f"{install.namespace}/{install.webhook_name}"
         }
+    # The API server sends no namespace labels in a review: namespaces enforcing a
+    # PodSecurity level are routed to a path naming it, so the webhook can refuse
+    # transparent proxy there with the reason (see loom.inject.plan._refuse_pod_security).
+    levels = ["baseline", "restricted"]
+    routes = [("", "/mutate", {"key": POD_SECURITY_ENFORCE, "operator": "NotIn", "values": levels})]
+    routes += [
+        (f"-{level}", f"{POD_SECURITY_PATH}{level}",
+         {"key": POD_SECURITY_ENFORCE, "operator": "In", "values": [level]})
+        for level in levels
+    ]  # fmt: skip
+    webhooks = [
+        _webhook(
+            install,
+            [*copy.deepcopy(expressions), selector],
+            _client(install, path, ca_bundle),
+            suffix,
+        )
+        for suffix, path, selector in routes
+    ]
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": metadata,
-        "webhooks": [
+        "webhooks": webhooks,
+    }
+
+
+def _client(install: InstallSettings, path: str, ca_bundle: str) -> dict[str, Any]:
+    """``clientConfig``: the webhook Service, or ``connectInject.webhookUrl`` when set."""
+    client: dict[str, Any]
+    if install.webhook_url:
+        client = {"url": install.webhook_url.rstrip("/") + path}
+    else:
+        client = {
+            "service": {
+                "name": install.webhook_name,
+                "namespace": install.namespace,
+                "path": path,
+                "port": 443,
+            }
+        }
+    if ca_bundle:
+        client["caBundle"] = ca_bundle
+    return client
+
+
+def _webhook(
+    install: InstallSettings,
+    expressions: list[dict[str, Any]],
+    client: dict[str, Any],
+    suffix: str,
+) -> dict[str, Any]:
+    return {
+        "name": f"{install.webhook_name}{suffix}.{install.name}.mesh",
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": client,
+        "rules": [
             {
-                "name": f"{install.webhook_name}.{install.name}.mesh",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": client,
-                "rules": [
-                    {
-                        "operations": ["CREATE"],
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "failurePolicy": install.failure_policy,
-                "sideEffects": "None",
-                "timeoutSeconds": 10,
-                "reinvocationPolicy": "Never",
-                "namespaceSelector": {"matchExpressions": expressions},
-                "objectSelector": {
-                    "matchExpressions": [
-                        {
-                            "key": COMPONENT_LABEL,
-                            "operator": "NotIn",
-                            "values": [COMPONENT, CONTROLLER_COMPONENT, ACL_INIT_COMPONENT],
-                        }
-                    ]
-                },
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
             }
         ],
+        "failurePolicy": install.failure_policy,
+        "sideEffects": "None",
+        "timeoutSeconds": 10,
+        "reinvocationPolicy": "Never",
+        "namespaceSelector": {"matchExpressions": expressions},
+        "objectSelector": {
+            "matchExpressions": [
+                {
+                    "key": COMPONENT_LABEL,
+                    "operator": "NotIn",
+                    "values": [COMPONENT, CONTROLLER_COMPONENT, ACL_INIT_COMPONENT],
+                }
+            ]
+        },
     }

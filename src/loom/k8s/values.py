@@ -21,6 +21,7 @@ INSTALL_KEYS = (
     "connectInject.failurePolicy",
     "connectInject.certs.secretName",
     "connectInject.certs.caBundle",
+    "connectInject.webhookUrl",
     "connectInject.resources.requests.cpu",
     "connectInject.resources.requests.memory",
     "connectInject.resources.limits.cpu",

@@ -37,7 +37,15 @@ from aiohttp import web
 from loom import defaults
 from loom.addrs import AddressError, parse_address
 from loom.inject import InjectSettings
-from loom.k8s.admission import MalformedReview, error_answer, malformed_answer, review
+from loom.inject.plan import POD_SECURITY_ENFORCE
+from loom.k8s.admission import (
+    POD_SECURITY_PATH,
+    MalformedReview,
+    NamespaceLabels,
+    error_answer,
+    malformed_answer,
+    review,
+)
 from loom.k8s.errors import K8sError
 from loom.k8s.metrics import WebhookMetrics
 from loom.ratelog import RateLimitedLog
@@ -148,7 +156,7 @@ def build_app(
             exc = MalformedReview(f"body: larger than {MAX_BODY} bytes")
             return _malformed(request, exc, started)
         try:
-            answer = review(body, settings, labels.get)
+            answer = review(body, settings, _labels_for(request, labels))
         except MalformedReview as exc:
             return _malformed(request, exc, started)
         except Exception as exc:  # a bug: deny this pod, keep serving
@@ -177,9 +185,17 @@ def build_app(
     app = web.Application(client_max_size=MAX_BODY)
     app[METRICS] = stats
     app.router.add_post("/mutate", mutate)
+    app.router.add_post(POD_SECURITY_PATH + "{level}", mutate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
     return app
+
+
+def _labels_for(request: web.Request, labels: NamespaceLabelCache) -> NamespaceLabels:
+    level = request.match_info.get("level")
+    if level is None:
+        return labels.get
+    return lambda ns: {**labels.get(ns), POD_SECURITY_ENFORCE: level}
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)

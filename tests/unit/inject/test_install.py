@@ -3,11 +3,13 @@ from __future__ import annotations
 import base64
 import datetime
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from loom.cli import main
+from loom.inject import SettingsError
 from loom.k8s.certs import generate_tls, webhook_dns_names
 from loom.k8s.install import AclTokens, InstallSettings, render, with_acl_default
 from loom.k8s.manifests import dump_documents
@@ -70,6 +72,11 @@ def test_values_shape_names_selectors_policy_and_ca_bundle(golden) -> None:
             "values": ["kube-system", "kube-public", "no-inject-ns-1"],
         },
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["my-ns-1", "my-ns-2"]},
+        {
+            "key": "pod-security.kubernetes.io/enforce",
+            "operator": "NotIn",
+            "values": ["baseline", "restricted"],
+        },
     ]
     deployment, controller = [d for d in docs if d["kind"] == "Deployment"]
     assert deployment["metadata"]["namespace"] == "mesh-system"
@@ -102,6 +109,55 @@ def test_generated_certificates_cover_the_service_and_are_signed_by_the_bundle()
     assert "loom-connect-injector.loom.svc" in sans.get_values_for_type(x509.DNSName)
     assert isinstance(cert.public_key(), ec.EllipticCurvePublicKey)
     assert "annotations" not in config["metadata"]
+
+
+def test_namespaces_enforcing_a_pod_security_level_are_routed_to_a_path_naming_it() -> None:
+    [config] = [d for d in rendered() if d["kind"] == "MutatingWebhookConfiguration"]
+    routes = {
+        h["name"]: (
+            h["clientConfig"]["service"]["path"],
+            h["namespaceSelector"]["matchExpressions"][-1],
+        )
+        for h in config["webhooks"]
+    }
+    enforce = "pod-security.kubernetes.io/enforce"
+    assert routes == {
+        "loom-connect-injector.loom.mesh": (
+            "/mutate",
+            {"key": enforce, "operator": "NotIn", "values": ["baseline", "restricted"]},
+        ),
+        "loom-connect-injector-baseline.loom.mesh": (
+            "/mutate/pod-security/baseline",
+            {"key": enforce, "operator": "In", "values": ["baseline"]},
+        ),
+        "loom-connect-injector-restricted.loom.mesh": (
+            "/mutate/pod-security/restricted",
+            {"key": enforce, "operator": "In", "values": ["restricted"]},
+        ),
+    }
+
+
+def test_a_webhook_url_is_the_client_config_and_its_ip_is_in_the_generated_certificate() -> None:
+    values = "connectInject:\n  webhookUrl: https://127.0.0.1:8443\n"
+    install = InstallSettings.from_values(parse_values(values))
+    assert install.webhook_host == "127.0.0.1"
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    tls = generate_tls(install.webhook_name, install.namespace, now, (install.webhook_host,))
+    docs = rendered(values, tls=tls)
+    [config] = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    for doc in docs:
+        validate_manifest(doc)
+    assert [h["clientConfig"]["url"] for h in config["webhooks"]] == [
+        "https://127.0.0.1:8443/mutate",
+        "https://127.0.0.1:8443/mutate/pod-security/baseline",
+        "https://127.0.0.1:8443/mutate/pod-security/restricted",
+    ]
+    assert all("service" not in h["clientConfig"] for h in config["webhooks"])
+    cert = x509.load_pem_x509_certificate(tls.cert_pem)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    with pytest.raises(SettingsError, match=r"connectInject\.webhookUrl: 'http://x' is not https"):
+        InstallSettings.from_values(parse_values("connectInject:\n  webhookUrl: http://x\n"))
 
 
 def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, capsys) -> None:
@@ -153,10 +209,14 @@ def test_the_reviewer_may_review_tokens_and_read_service_accounts_only() -> None
     reviewer = [{"kind": "ServiceAccount", "name": "loom-auth-method", "namespace": "loom"}]
     assert bindings == {"system:auth-delegator": reviewer, "loom-auth-method": reviewer}
     role = named(docs, "ClusterRole", "loom-auth-method")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}
+    ]
     token = named(docs, "Secret", "loom-auth-method")
     assert token["type"] == "kubernetes.io/service-account-token"
-    assert token["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "loom-auth-method"}
+    assert token["metadata"]["annotations"] == {
+        "kubernetes.io/service-account.name": "loom-auth-method"
+    }
 
 
 def test_the_job_and_the_controller_read_only_secrets_the_install_renders() -> None:
@@ -192,4 +252,6 @@ def test_manage_system_acls_false_renders_the_install_without_acls() -> None:
     controller = named(docs, "Deployment", "loom-endpoints-controller")
     assert "env" not in controller["spec"]["template"]["spec"]["containers"][0]
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
-    assert settings_from(yaml.safe_load(config_map["data"]["values.yaml"])).login.auth_method is None
+    assert (
+        settings_from(yaml.safe_load(config_map["data"]["values.yaml"])).login.auth_method is None
+    )
