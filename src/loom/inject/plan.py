@@ -131,7 +131,7 @@ def plan_workload(
             f'but {why}; set {ann.TRANSPARENT_PROXY}: "false"',
         )
     if tproxy:
-        _refuse_pod_security(annotations, namespace, why)
+        _refuse_pod_security(namespace, why)
     # Planned even without transparent proxy, so bad exclusions are refused either way.
     redirect = plan_redirect(
         annotations,
@@ -283,19 +283,16 @@ POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
 forbid the ``NET_ADMIN`` capability connect-init needs for transparent proxy."""
 
 
-def _refuse_pod_security(
-    annotations: Mapping[str, object], namespace: NamespaceInfo, why: str
-) -> None:
+def _refuse_pod_security(namespace: NamespaceInfo, why: str) -> None:
     level = namespace.labels.get(POD_SECURITY_ENFORCE)
     if level not in ("baseline", "restricted"):
         return
     raise InjectionRefused(
-        ann.TRANSPARENT_PROXY,
-        ann.text(annotations, ann.TRANSPARENT_PROXY),
-        f"namespace {namespace.name} enforces PodSecurity {level!r} ({POD_SECURITY_ENFORCE}), "
-        f"which forbids the NET_ADMIN capability connect-init needs to redirect traffic, but "
-        f'{why}; set {ann.TRANSPARENT_PROXY}: "false" on the pod (or label the namespace '
-        f"{ann.NAMESPACE_TRANSPARENT_PROXY_LABEL}=false), or label it "
+        f"namespace {namespace.name} label {POD_SECURITY_ENFORCE}",
+        level,
+        f"PodSecurity {level!r} forbids the NET_ADMIN capability connect-init needs to redirect "
+        f'traffic, but {why}; set {ann.TRANSPARENT_PROXY}: "false" on the pod (or label the '
+        f"namespace {ann.NAMESPACE_TRANSPARENT_PROXY_LABEL}=false), or label it "
         f"{POD_SECURITY_ENFORCE}=privileged",
     )
 

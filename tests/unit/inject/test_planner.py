@@ -210,7 +210,9 @@ def test_transparent_proxy_in_a_baseline_or_restricted_namespace_is_refused_nami
     with pytest.raises(InjectionRefused) as info:
         plan_injection(local_pod(connect_inject="true"), ns, InjectSettings())
     message = str(info.value)
-    assert f"namespace shop enforces PodSecurity '{level}'" in message
+    assert message.startswith(
+        f"namespace shop label pod-security.kubernetes.io/enforce='{level}': PodSecurity"
+    )
     assert "NET_ADMIN" in message and "transparent proxy is enabled by cluster default" in message
     assert 'consul.hashicorp.com/transparent-proxy: "false"' in message
     off = local_pod(connect_inject="true", transparent_proxy="false")
