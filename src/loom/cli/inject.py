@@ -203,6 +203,33 @@ def register(commands: Commands) -> None:
         default=60.0,
         help="seconds between full reconciles without events (default %(default)s)",
     )
+    controller.add_argument(
+        "--crds",
+        action="store_true",
+        help="also sync consul.hashicorp.com/v1alpha1 ServiceDefaults, ProxyDefaults, "
+        "ServiceIntentions and Mesh resources to config entries",
+    )
+    controller.add_argument(
+        "--datacenter", default="dc1", help="marked on the entries resources make (%(default)s)"
+    )
+    controller.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run only while holding a coordination.k8s.io Lease (for several replicas)",
+    )
+    controller.add_argument(
+        "--leader-elect-resource-name", default="loom-controller-leader", help="the Lease"
+    )
+    controller.add_argument(
+        "--leader-elect-resource-namespace",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else default)",
+    )
+    for flag, default in (("lease-duration", 15.0), ("renew-deadline", 10.0),
+                          ("retry-period", 2.0)):  # fmt: skip
+        controller.add_argument(
+            f"--leader-elect-{flag}", type=float, default=default,
+            help="seconds (client-go's default %(default)s)",
+        )  # fmt: skip
     controller.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     controller.set_defaults(func=run_controller)
 
@@ -351,9 +378,14 @@ def run_connect_init(args: argparse.Namespace) -> int:
 def run_controller(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import os
+    import socket
+    import uuid
 
     from loom.cli.api import tls_of
-    from loom.k8s.controller_loop import ControllerConfig, run
+    from loom.k8s.controller_loop import ControllerConfig
+    from loom.k8s.leader import ElectionConfig
+    from loom.k8s.manager import ManagerConfig, run
     from loom.k8s.values import read_values, settings_from
 
     logging.basicConfig(
@@ -368,8 +400,21 @@ def run_controller(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         resync=args.resync,
     )
+    election = None
+    if args.leader_elect:
+        pod = os.environ.get("POD_NAME") or socket.gethostname()
+        election = ElectionConfig(
+            name=args.leader_elect_resource_name,
+            namespace=args.leader_elect_resource_namespace
+            or os.environ.get("POD_NAMESPACE", "default"),
+            identity=f"{pod}_{uuid.uuid4()}",
+            lease_duration=args.leader_elect_lease_duration,
+            renew_deadline=args.leader_elect_renew_deadline,
+            retry_period=args.leader_elect_retry_period,
+        )
+    manager = ManagerConfig(crds=args.crds, datacenter=args.datacenter, election=election)
     try:
-        asyncio.run(run(config, settings))
+        asyncio.run(run(config, settings, manager))
     except KeyboardInterrupt:
         return 130
     return 0

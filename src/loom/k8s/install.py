@@ -37,11 +37,13 @@ from urllib.parse import urlsplit
 import yaml
 
 from loom.defaults import WEBHOOK_PORT
+from loom.domain.crds import CRD_KINDS, GROUP
 from loom.inject import ContainerResources, InjectSettings, SettingsError
 from loom.inject.decision import NEVER_INJECTED_NAMESPACES
 from loom.inject.plan import POD_SECURITY_ENFORCE
 from loom.inject.settings import DEFAULT_AUTH_METHOD, ValuesReader
 from loom.k8s.admission import POD_SECURITY_PATH
+from loom.k8s.crds import custom_resource_definitions
 from loom.k8s.values import INSTALL_KEYS
 
 TLS_DIR = "/etc/loom/tls"
@@ -82,10 +84,22 @@ class InstallSettings:
     manage_acls: bool = True
     """``global.acls.manageSystemACLs``: ACL Secrets, reviewer account and acl-init Job
     rendered, and injected pods log in (on by default in ``loom install``)."""
+    controller_replicas: int = 2
+    """``controller.replicas``: controller Deployment replicas; above one they elect a leader
+    on a Lease (``--leader-elect``)."""
+    datacenter: str = "dc1"
+    """``global.datacenter``: marked on the config entries made from resources."""
+    crds: bool = True
+    """``controller.crds.install``: render the consul.hashicorp.com CRDs (off when another
+    installation, consul-k8s's own, already owns them)."""
     webhook_url: str = ""
     """``connectInject.webhookUrl`` (``--webhook-url``): ``https://HOST:PORT`` the API server
     reaches the webhook at, rendered as ``clientConfig.url`` (empty: the webhook Service);
     ``--generate-certs`` then adds HOST to the certificate (an IP SAN for an address)."""
+
+    @property
+    def leader_lease(self) -> str:
+        return f"{self.name}-controller-leader"
 
     @property
     def webhook_host(self) -> str:
@@ -134,6 +148,9 @@ class InstallSettings:
             resources=reader.resources("connectInject.resources", default.resources),
             manage_acls=reader.get(MANAGE_ACLS_KEY, bool, default.manage_acls),
             webhook_url=_webhook_url(reader.get(WEBHOOK_URL_KEY, str, "")),
+            controller_replicas=reader.get("controller.replicas", int, default.controller_replicas),
+            datacenter=reader.get("global.datacenter", str, default.datacenter),
+            crds=reader.get("controller.crds.install", bool, default.crds),
         )
 
 
@@ -192,6 +209,11 @@ def render(
     labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: COMPONENT}
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+        *(
+            custom_resource_definitions({"app.kubernetes.io/name": install.name})
+            if install.crds
+            else []
+        ),
         *_account(name, ns, labels, ["namespaces"]),
         {
             **_meta("v1", "ConfigMap", f"{name}-values", ns, labels),
@@ -227,26 +249,60 @@ def render(
 
 
 def _controller(install: InstallSettings, inject: InjectSettings) -> list[dict[str, Any]]:
-    """The endpoints controller: its ServiceAccount, read-only RBAC and Deployment."""
+    """The controller (endpoints and config-entry resources): its ServiceAccount, RBAC, the
+    Role for its leader-election Lease, and the Deployment (``controller.replicas``, two by
+    default, one leading)."""
     name, ns = install.controller_name, install.namespace
     labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: CONTROLLER_COMPONENT}
+    args = [f"--http-addr={inject.server.http_addr}", f"--values={VALUES_DIR}/values.yaml",
+            "--crds", f"--datacenter={install.datacenter}"]  # fmt: skip
+    if install.controller_replicas > 1:
+        args += ["--leader-elect", f"--leader-elect-resource-name={install.leader_lease}",
+                 f"--leader-elect-resource-namespace={ns}"]  # fmt: skip
     container: dict[str, Any] = {
         "name": "controller",
         "image": inject.images.loom,
         "command": ["loom", "k8s", "controller"],
-        "args": [f"--http-addr={inject.server.http_addr}", f"--values={VALUES_DIR}/values.yaml"],
+        "args": args,
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {
+                "name": "POD_NAMESPACE",
+                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+            },
+        ],
         "volumeMounts": [{"name": "values", "mountPath": VALUES_DIR, "readOnly": True}],
     }
     volumes = [{"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}}]
     if install.manage_acls:
-        container["env"] = [{"name": "LOOM_HTTP_TOKEN_FILE", "value": f"{ACL_TOKEN_DIR}/token"}]
+        container["env"].append({"name": "LOOM_HTTP_TOKEN_FILE", "value": f"{ACL_TOKEN_DIR}/token"})
         container["volumeMounts"].append(
             {"name": "acl-token", "mountPath": ACL_TOKEN_DIR, "readOnly": True}
         )
         volumes.append({"name": "acl-token", "secret": {"secretName": install.controller_secret}})
-    # One replica, one writer: registrations are idempotent, but two would race on each event.
-    deployment = _system_deployment(install, name, labels, 1, container, volumes)
-    return [*_account(name, ns, labels, ["pods", "services", "namespaces"]), deployment]
+    deployment = _system_deployment(
+        install, name, labels, install.controller_replicas, container, volumes
+    )
+    docs = _account(name, ns, labels, ["pods", "services", "namespaces"])
+    docs[1]["rules"] += [
+        {"apiGroups": [GROUP], "resources": [k.plural for k in CRD_KINDS.values()],
+         "verbs": ["get", "list", "watch", "update", "patch"]},
+        {"apiGroups": [GROUP], "resources": [f"{k.plural}/status" for k in CRD_KINDS.values()],
+         "verbs": ["get", "update", "patch"]},
+    ]  # fmt: skip
+    rbac = "rbac.authorization.k8s.io/v1"
+    lease_role = {
+        **_meta(rbac, "Role", f"{name}-leader-election", ns, labels),
+        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+                   "verbs": ["get", "list", "watch", "create", "update", "patch"]}],
+    }  # fmt: skip
+    lease_binding = {
+        **_meta(rbac, "RoleBinding", f"{name}-leader-election", ns, labels),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": f"{name}-leader-election"},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
+    }  # fmt: skip
+    return [*docs, lease_role, lease_binding, deployment]
 
 
 def _acls(

@@ -164,11 +164,13 @@ def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, ca
     assert main(["install", "--generate-certs"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["kind"] for d in docs] == [
-        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
+        "Namespace", *["CustomResourceDefinition"] * 4,
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
         "Secret", "Service", "Deployment",
         "Secret", "Secret", "ServiceAccount", "Secret", "ClusterRole",  # ACLs
         "ClusterRoleBinding", "ClusterRoleBinding", "Job",
-        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",  # the controller
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding",  # the controller
+        "Role", "RoleBinding", "Deployment",  # its leader-election Lease
         "MutatingWebhookConfiguration",
     ]  # fmt: skip
     tokens = {
@@ -234,7 +236,7 @@ def test_the_job_and_the_controller_read_only_secrets_the_install_renders() -> N
     assert used <= secrets
     controller = named(docs, "Deployment", "loom-endpoints-controller")["spec"]["template"]["spec"]
     [ctr] = controller["containers"]
-    assert ctr["env"] == [{"name": "LOOM_HTTP_TOKEN_FILE", "value": "/etc/loom/acl/token"}]
+    assert ctr["env"][-1] == {"name": "LOOM_HTTP_TOKEN_FILE", "value": "/etc/loom/acl/token"}
     assert {v["secret"]["secretName"] for v in controller["volumes"] if "secret" in v} == {
         "loom-controller-acl-token"
     }
@@ -250,7 +252,8 @@ def test_manage_system_acls_false_renders_the_install_without_acls() -> None:
         validate_manifest(doc)
     assert not [d for d in docs if d["kind"] in ("Job", "Secret")]
     controller = named(docs, "Deployment", "loom-endpoints-controller")
-    assert "env" not in controller["spec"]["template"]["spec"]["containers"][0]
+    env = controller["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in env] == ["POD_NAME", "POD_NAMESPACE"]
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
     assert (
         settings_from(yaml.safe_load(config_map["data"]["values.yaml"])).login.auth_method is None
