@@ -46,23 +46,26 @@ def kubectl(kube: KubeApi, *args: str, stdin: str = "") -> subprocess.CompletedP
     )  # fmt: skip
 
 
-def rendered(values_text: str = "", hosts: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+def rendered(
+    values_text: str = "", hosts: tuple[str, ...] = (), certs: bool = True
+) -> list[dict[str, Any]]:
     values = parse_values(values_text)
     install = InstallSettings.from_values(values)
     now = datetime.datetime.now(datetime.UTC)
-    tls = generate_tls(install.webhook_name, install.namespace, now, hosts)
+    tls = generate_tls(install.webhook_name, install.namespace, now, hosts) if certs else None
     return render(values, settings_from(with_acl_default(values)), install, tls, TOKENS)
 
 
 @pytest.mark.parametrize(
-    "values",
-    ["", "global:\n  acls:\n    manageSystemACLs: false\nconnectInject:\n  replicas: 2\n"],
-    ids=["defaults", "no-acls"],
-)
+    ("values", "certs"),
+    [("", True), ("global:\n  acls:\n    manageSystemACLs: false\nconnectInject:\n  replicas: 2\n", True),
+     ("", False)],
+    ids=["generated-certs", "no-acls", "webhook-managed-certs"],
+)  # fmt: skip
 def test_every_install_manifest_passes_the_real_api_servers_server_side_dry_run(
-    kube: KubeApi, values: str
+    kube: KubeApi, values: str, certs: bool
 ) -> None:
-    docs = rendered(values)
+    docs = rendered(values, certs=certs)
     namespaces = [d for d in docs if d["kind"] == "Namespace"]
     rest = [d for d in docs if d["kind"] != "Namespace"]
     # A dry-run Namespace is not created, so the namespaced objects need a real one.

@@ -91,8 +91,31 @@ def register(commands: Commands) -> None:
             "are reloaded when their files change."
         ),
     )
-    webhook.add_argument("--tls-cert", required=True, help="PEM certificate (chain) file")
-    webhook.add_argument("--tls-key", required=True, help="PEM private key file")
+    webhook.add_argument("--tls-cert", help="PEM certificate (chain) file")
+    webhook.add_argument("--tls-key", help="PEM private key file")
+    webhook.add_argument(
+        "--webhook-config",
+        help="manage the certificate: make a CA and serving certificate in --cert-dir, add "
+        "the CA to this MutatingWebhookConfiguration's caBundle, rotate before expiry",
+    )
+    webhook.add_argument("--cert-dir", default="/tmp/loom-webhook-tls", help="managed files")
+    webhook.add_argument(
+        "--service", default="loom-connect-injector", help="the webhook Service (its names)"
+    )
+    webhook.add_argument(
+        "--service-namespace", help="its namespace (default: $POD_NAMESPACE, else loom)"
+    )
+    webhook.add_argument(
+        "--cert-host", action="append", default=[], help="another name or IP (repeatable)"
+    )
+    for flag, default in (("cert-validity", 365 * 86400.0), ("cert-renew-before", 30 * 86400.0),
+                          ("cert-check-interval", 60.0)):  # fmt: skip
+        webhook.add_argument(
+            f"--{flag}", type=float, default=default, help="seconds (default %(default)s)"
+        )
+    webhook.add_argument(
+        "--kubeconfig", help="for --webhook-config (default: in-cluster, else ~/.kube/config)"
+    )
     webhook.add_argument(
         "--listen", default=defaults.WEBHOOK_LISTEN, help="HOST:PORT (default %(default)s)"
     )
@@ -307,16 +330,37 @@ def run_webhook(args: argparse.Namespace) -> int:
 
     import uvloop
 
+    from loom.cli.errors import UsageError
     from loom.k8s.values import read_values, settings_from
     from loom.k8s.webhook import WebhookConfig, serve
+    from loom.k8s.webhook_certs import CertManagerConfig
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = settings_from(read_values(args.values))
+    manager = None
+    if args.webhook_config:
+        manager = CertManagerConfig(
+            webhook_config=args.webhook_config,
+            cert_dir=Path(args.cert_dir),
+            service=args.service,
+            namespace=args.service_namespace or os.environ.get("POD_NAMESPACE", "loom"),
+            hosts=tuple(args.cert_host),
+            validity=args.cert_validity,
+            renew_before=args.cert_renew_before,
+            check_interval=args.cert_check_interval,
+            kubeconfig=args.kubeconfig,
+        )
+        cert, key = manager.cert_dir / "tls.crt", manager.cert_dir / "tls.key"
+    elif args.tls_cert and args.tls_key:
+        cert, key = Path(args.tls_cert), Path(args.tls_key)
+    else:
+        raise UsageError("loom k8s webhook: give --tls-cert and --tls-key, or --webhook-config")
     config = WebhookConfig(
-        tls_cert=Path(args.tls_cert),
-        tls_key=Path(args.tls_key),
+        tls_cert=cert,
+        tls_key=key,
+        cert_manager=manager,
         listen=args.listen,
         namespace_labels_file=Path(args.namespace_labels_file)
         if args.namespace_labels_file

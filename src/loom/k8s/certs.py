@@ -48,13 +48,17 @@ def subject_names(
 
 
 def generate_tls(
-    service: str, namespace: str, now: datetime.datetime, hosts: tuple[str, ...] = ()
+    service: str,
+    namespace: str,
+    now: datetime.datetime,
+    hosts: tuple[str, ...] = (),
+    validity: datetime.timedelta = VALIDITY,
 ) -> TlsMaterial:
     """A new CA and a serving certificate signed by it, valid from ``now``, for the Service's
     names and ``hosts``."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{service} CA")])
-    start, end = now - datetime.timedelta(minutes=5), now + VALIDITY
+    start, end = now - datetime.timedelta(minutes=5), now + validity
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)

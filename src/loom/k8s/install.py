@@ -47,6 +47,7 @@ from loom.k8s.crds import custom_resource_definitions
 from loom.k8s.values import INSTALL_KEYS
 
 TLS_DIR = "/etc/loom/tls"
+MANAGED_TLS_DIR = "/run/loom/tls"
 VALUES_DIR = "/etc/loom/values"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 COMPONENT = "connect-injector"
@@ -84,6 +85,10 @@ class InstallSettings:
     manage_acls: bool = True
     """``global.acls.manageSystemACLs``: ACL Secrets, reviewer account and acl-init Job
     rendered, and injected pods log in (on by default in ``loom install``)."""
+    cert_manager: bool = False
+    """``connectInject.certs.certManager``: without a certificate, let cert-manager inject the
+    CA (``inject-ca-from`` annotation; create the Certificate) instead of the webhook making
+    and rotating its own."""
     controller_replicas: int = 2
     """``controller.replicas``: controller Deployment replicas; above one they elect a leader
     on a Lease (``--leader-elect``)."""
@@ -96,6 +101,10 @@ class InstallSettings:
     """``connectInject.webhookUrl`` (``--webhook-url``): ``https://HOST:PORT`` the API server
     reaches the webhook at, rendered as ``clientConfig.url`` (empty: the webhook Service);
     ``--generate-certs`` then adds HOST to the certificate (an IP SAN for an address)."""
+
+    def manages_certs(self, tls: TlsMaterial | None) -> bool:
+        """The webhook makes its own certificate: none generated, given, or cert-manager's."""
+        return tls is None and not self.ca_bundle and not self.cert_manager
 
     @property
     def leader_lease(self) -> str:
@@ -145,6 +154,7 @@ class InstallSettings:
                 "connectInject.certs.secretName", str, f"{name}-connect-injector-tls"
             ),
             ca_bundle=reader.get("connectInject.certs.caBundle", str, ""),
+            cert_manager=reader.get("connectInject.certs.certManager", bool, False),
             resources=reader.resources("connectInject.resources", default.resources),
             manage_acls=reader.get(MANAGE_ACLS_KEY, bool, default.manage_acls),
             webhook_url=_webhook_url(reader.get(WEBHOOK_URL_KEY, str, "")),
@@ -214,7 +224,7 @@ def render(
             if install.crds
             else []
         ),
-        *_account(name, ns, labels, ["namespaces"]),
+        *_webhook_account(install, labels, tls),
         {
             **_meta("v1", "ConfigMap", f"{name}-values", ns, labels),
             "data": {"values.yaml": yaml.safe_dump(with_acl_default(values), sort_keys=True)},
@@ -240,7 +250,7 @@ def render(
             },
         }
     )
-    docs.append(_deployment(install, inject, labels))
+    docs.append(_deployment(install, inject, labels, install.manages_certs(tls)))
     if tokens is not None and install.manage_acls:
         docs.extend(_acls(install, inject, tokens))
     docs.extend(_controller(install, inject))
@@ -379,6 +389,24 @@ def _acls(
     ]
 
 
+def _webhook_account(
+    install: InstallSettings, labels: dict[str, str], tls: TlsMaterial | None
+) -> list[dict[str, Any]]:
+    """The webhook's account: namespaces read, and its own webhook configuration updated
+    when it manages its certificate (the CA bundle)."""
+    docs = _account(install.webhook_name, install.namespace, labels, ["namespaces"])
+    if install.manages_certs(tls):
+        docs[1]["rules"].append(
+            {
+                "apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["mutatingwebhookconfigurations"],
+                "resourceNames": [install.webhook_name],
+                "verbs": ["get", "update"],
+            }
+        )
+    return docs
+
+
 def _account(
     name: str, namespace: str, labels: dict[str, str], readable: list[str]
 ) -> list[dict[str, Any]]:
@@ -454,7 +482,7 @@ def _meta(
 
 
 def _deployment(
-    install: InstallSettings, inject: InjectSettings, labels: dict[str, str]
+    install: InstallSettings, inject: InjectSettings, labels: dict[str, str], managed: bool
 ) -> dict[str, Any]:
     probe = {
         "httpGet": {"path": "/healthz", "port": WEBHOOK_PORT, "scheme": "HTTPS"},
@@ -482,6 +510,17 @@ def _deployment(
         {"name": "tls", "secret": {"secretName": install.secret_name}},
         {"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}},
     ]
+    if managed:
+        # The webhook makes, installs and rotates its own certificate (webhook_certs.py).
+        container["args"][:2] = [
+            f"--webhook-config={install.webhook_name}",
+            f"--cert-dir={MANAGED_TLS_DIR}",
+            f"--service={install.webhook_name}",
+            f"--service-namespace={install.namespace}",
+            *([f"--cert-host={install.webhook_host}"] if install.webhook_host else []),
+        ]
+        container["volumeMounts"][0] = {"name": "tls", "mountPath": MANAGED_TLS_DIR}
+        volumes[0] = {"name": "tls", "emptyDir": {"medium": "Memory"}}
     return _system_deployment(
         install, install.webhook_name, labels, install.replicas, container, volumes
     )
@@ -507,7 +546,7 @@ def _webhook_configuration(
         )
     metadata: dict[str, Any] = {"name": install.webhook_name, "labels": dict(labels)}
     ca_bundle = base64.b64encode(tls.ca_pem).decode() if tls is not None else install.ca_bundle
-    if not ca_bundle:
+    if not ca_bundle and install.cert_manager:
         metadata["annotations"] = {
             "cert-manager.io/inject-ca-from": f"{install.namespace}/{install.webhook_name}"
         }

@@ -22,6 +22,7 @@ INSTALL_KEYS = (
     "connectInject.certs.secretName",
     "connectInject.certs.caBundle",
     "connectInject.webhookUrl",
+    "connectInject.certs.certManager",
     "controller.replicas",
     "controller.crds.install",
     "global.datacenter",

@@ -46,8 +46,10 @@ from loom.k8s.admission import (
     malformed_answer,
     review,
 )
+from loom.k8s.controller_loop import kube_client
 from loom.k8s.errors import K8sError
 from loom.k8s.metrics import WebhookMetrics
+from loom.k8s.webhook_certs import CertManagerConfig, WebhookCertManager
 from loom.ratelog import RateLimitedLog
 
 log = logging.getLogger("loom.k8s.webhook")
@@ -74,6 +76,9 @@ class WebhookConfig:
     """YAML ``{namespace: {label: value}}`` used when reviews carry no namespace object."""
     reload_interval: float = 1.0
     """Seconds between checks of the certificate and labels files for changes."""
+    cert_manager: CertManagerConfig | None = None
+    """Make, install and rotate the certificate (``tls_cert``/``tls_key`` are then in its
+    ``cert_dir``); None: the files are mounted."""
 
 
 class FileWatch:
@@ -249,6 +254,12 @@ async def serve(
     config: WebhookConfig, settings: InjectSettings, ready: asyncio.Event | None = None
 ) -> None:
     """Run the webhook until SIGTERM/SIGINT (or cancellation)."""
+    manager = None
+    if config.cert_manager is not None:
+        manager = WebhookCertManager(
+            config.cert_manager, kube_client(config.cert_manager.kubeconfig)
+        )
+        await manager.ensure()
     context = server_tls_context(config.tls_cert, config.tls_key)
     labels = NamespaceLabelCache(config.namespace_labels_file)
     labels.load()
@@ -261,6 +272,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(watch_files(config, context, labels, metrics))
+    rotation = asyncio.create_task(manager.run()) if manager is not None else None
     try:
         site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
         try:
@@ -281,7 +293,9 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        if rotation is not None:
+            rotation.cancel()
+        await asyncio.gather(watcher, *[t for t in [rotation] if t], return_exceptions=True)
         await runner.cleanup()
 
 

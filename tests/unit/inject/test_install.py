@@ -160,6 +160,31 @@ def test_a_webhook_url_is_the_client_config_and_its_ip_is_in_the_generated_certi
         InstallSettings.from_values(parse_values("connectInject:\n  webhookUrl: http://x\n"))
 
 
+def test_without_a_certificate_the_webhook_manages_its_own_unless_cert_manager_is_asked() -> None:
+    docs = rendered()
+    [config] = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    assert "annotations" not in config["metadata"]
+    assert all("caBundle" not in h["clientConfig"] for h in config["webhooks"])
+    webhook = named(docs, "Deployment", "loom-connect-injector")["spec"]["template"]["spec"]
+    args = webhook["containers"][0]["args"]
+    assert "--webhook-config=loom-connect-injector" in args and "--cert-dir=/run/loom/tls" in args
+    assert not [a for a in args if a.startswith("--tls-")]
+    assert {"name": "tls", "emptyDir": {"medium": "Memory"}} in webhook["volumes"]
+    role = named(docs, "ClusterRole", "loom-connect-injector")
+    assert role["rules"][-1] == {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations"],
+        "resourceNames": ["loom-connect-injector"],
+        "verbs": ["get", "update"],
+    }
+    docs = rendered("connectInject:\n  certs:\n    certManager: true\n")
+    [config] = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    assert config["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "loom/loom-connect-injector"
+    }
+    assert len(named(docs, "ClusterRole", "loom-connect-injector")["rules"]) == 1
+
+
 def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, capsys) -> None:
     assert main(["install", "--generate-certs"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
