@@ -1,7 +1,9 @@
 """``loom install`` and the webhook against a real kube-apiserver (``KUBEBUILDER_ASSETS``).
 
-Every manifest ``loom install`` renders is sent through the API server's server-side dry run
-(kubectl ``apply --server-side --dry-run=server``: schema, defaulting, validation, admission),
+Every manifest ``loom install`` renders (the CRDs, the Loom server's StatefulSet and Services,
+the injector, the controller, RBAC, ACL set-up, the webhook configuration) is sent through
+the API server's server-side dry run (kubectl ``apply --server-side --dry-run=server``:
+schema, defaulting, validation, admission),
 and the rendered MutatingWebhookConfiguration, pointed by ``--webhook-url`` at a real
 ``loom k8s webhook`` on loopback with a ``--generate-certs`` certificate (IP SAN), gates real
 pod CREATEs: injection (the pod's own init containers get the upstream env vars), and the
@@ -59,8 +61,8 @@ def rendered(
 @pytest.mark.parametrize(
     ("values", "certs"),
     [("", True), ("global:\n  acls:\n    manageSystemACLs: false\nconnectInject:\n  replicas: 2\n", True),
-     ("", False)],
-    ids=["generated-certs", "no-acls", "webhook-managed-certs"],
+     ("", False), ("server:\n  etcdEndpoints: ['127.0.0.1:2379']\n", False)],
+    ids=["generated-certs", "no-acls", "webhook-managed-certs", "etcd-ha"],
 )  # fmt: skip
 def test_every_install_manifest_passes_the_real_api_servers_server_side_dry_run(
     kube: KubeApi, values: str, certs: bool

@@ -1,35 +1,24 @@
-"""``loom install``: the Kubernetes manifests that run the connect injector.
+"""``loom install``: the Kubernetes manifests of the whole system, in apply order.
 
-Renders, from the same Helm-style values as the injector: the Namespace, a ServiceAccount with
-its ClusterRole/Binding (read access to namespaces, for the namespace-labels feed), a
-ConfigMap holding the values (so the webhook runs with exactly these settings), the webhook
-Deployment and Service, and the MutatingWebhookConfiguration for pod CREATE with
-``failurePolicy`` from the values and a ``namespaceSelector`` that leaves out ``kube-system``,
-``kube-public``, the deny list (and, when it is not ``*``, everything outside the allow list),
-plus an ``objectSelector`` that keeps the injector from gating its own (and the controller's)
-pods. The endpoints controller (``loom k8s controller``, which registers injected pods with
-the server) gets its own ServiceAccount, a ClusterRole to get/list/watch pods, services and
-namespaces, and a one-replica Deployment reading the same values ConfigMap.
+From the same Helm-style values as the injector (consul-k8s's names where the concept is the
+same): the Namespace; consul-k8s's CustomResourceDefinitions (``crds.py``); the webhook's
+ServiceAccount and RBAC, the values ConfigMap (the webhook and controller run with exactly
+these settings), its TLS Secret when certificates are generated, Service and Deployment; with
+ACLs managed (``global.acls.manageSystemACLs``, on unless the values say ``false``) the token
+Secrets, the TokenReview reviewer account and the acl-init Job (``install_parts.py``); the Loom
+server's StatefulSet and Services (``install_server.py``); the controller with its RBAC and
+leader-election Lease Role (``install_parts.py``); and the MutatingWebhookConfiguration
+(``install_webhook.py``).
 
-ACLs (``global.acls.manageSystemACLs``, on unless the values say ``false``; the ConfigMap
-carries the resulting value, so the webhook makes injected pods log in): Secrets with the
-server's initial management token and the controller's token (UUIDs the caller generates,
-like the certificates), a reviewer ServiceAccount bound to ``system:auth-delegator`` and to
-``get`` on serviceaccounts with its long-lived token Secret, and the Job running ``loom k8s
-acl-init`` (the auth method, binding rule, and the controller's least-privilege token; see
-``acl_init.py``). The controller reads its token through ``LOOM_HTTP_TOKEN_FILE``; the webhook
-needs none (it never calls the server). The server is not part of this installation: it runs
-with ``--acl-default-policy deny --acl-initial-management-token`` from that Secret.
-
-TLS: with ``--generate-certs`` (or ``connectInject.certs.caBundle`` + an existing Secret) the
-CA bundle is in the webhook configuration; otherwise the configuration carries cert-manager's
-``inject-ca-from`` annotation. Rendering is pure: the certificate material is an argument.
+TLS: ``--generate-certs`` (or ``connectInject.certs.caBundle`` + an existing Secret) puts the
+CA bundle in the webhook configuration; ``connectInject.certs.certManager`` leaves it to
+cert-manager's ``inject-ca-from``; otherwise the webhook makes, installs and rotates its own
+(``webhook_certs.py``). Rendering is pure: certificate material and tokens are arguments.
 """
 
 from __future__ import annotations
 
 import base64
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -37,25 +26,22 @@ from urllib.parse import urlsplit
 import yaml
 
 from loom.defaults import WEBHOOK_PORT
-from loom.domain.crds import CRD_KINDS, GROUP
 from loom.inject import ContainerResources, InjectSettings, SettingsError
-from loom.inject.decision import NEVER_INJECTED_NAMESPACES
-from loom.inject.plan import POD_SECURITY_ENFORCE
-from loom.inject.settings import DEFAULT_AUTH_METHOD, ValuesReader
-from loom.k8s.admission import POD_SECURITY_PATH
+from loom.inject.settings import ValuesReader
 from loom.k8s.crds import custom_resource_definitions
+from loom.k8s.install_common import account, meta, system_deployment
+from loom.k8s.install_parts import VALUES_DIR, acls, controller
+from loom.k8s.install_server import ServerSettings, render_server
+from loom.k8s.install_webhook import (
+    COMPONENT,
+    COMPONENT_LABEL,
+    CONTROLLER_COMPONENT,
+    webhook_configuration,
+)
 from loom.k8s.values import INSTALL_KEYS
 
 TLS_DIR = "/etc/loom/tls"
 MANAGED_TLS_DIR = "/run/loom/tls"
-VALUES_DIR = "/etc/loom/values"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-COMPONENT = "connect-injector"
-CONTROLLER_COMPONENT = "endpoints-controller"
-ACL_INIT_COMPONENT = "acl-init"
-ACL_TOKEN_DIR = "/etc/loom/acl"
-BOOTSTRAP_DIR = "/etc/loom/bootstrap"
-REVIEWER_DIR = "/etc/loom/auth-method"
 MANAGE_ACLS_KEY = "global.acls.manageSystemACLs"
 WEBHOOK_URL_KEY = "connectInject.webhookUrl"
 
@@ -224,16 +210,16 @@ def render(
             if install.crds
             else []
         ),
-        *_webhook_account(install, labels, tls),
+        *_webhookaccount(install, labels, tls),
         {
-            **_meta("v1", "ConfigMap", f"{name}-values", ns, labels),
+            **meta("v1", "ConfigMap", f"{name}-values", ns, labels),
             "data": {"values.yaml": yaml.safe_dump(with_acl_default(values), sort_keys=True)},
         },
     ]
     if tls is not None:
         docs.append(
             {
-                **_meta("v1", "Secret", install.secret_name, ns, labels),
+                **meta("v1", "Secret", install.secret_name, ns, labels),
                 "type": "kubernetes.io/tls",
                 "data": {
                     "tls.crt": base64.b64encode(tls.cert_pem).decode(),
@@ -243,7 +229,7 @@ def render(
         )
     docs.append(
         {
-            **_meta("v1", "Service", name, ns, labels),
+            **meta("v1", "Service", name, ns, labels),
             "spec": {
                 "selector": labels,
                 "ports": [{"name": "https", "port": 443, "targetPort": WEBHOOK_PORT}],
@@ -252,149 +238,22 @@ def render(
     )
     docs.append(_deployment(install, inject, labels, install.manages_certs(tls)))
     if tokens is not None and install.manage_acls:
-        docs.extend(_acls(install, inject, tokens))
-    docs.extend(_controller(install, inject))
-    docs.append(_webhook_configuration(install, inject, labels, tls))
+        docs.extend(acls(install, inject, tokens))
+    server = ServerSettings.from_values(values)
+    if server.enabled:
+        bootstrap = install.bootstrap_secret if install.manage_acls else None
+        docs.extend(render_server(server, inject, install.name, ns, install.datacenter, bootstrap))
+    docs.extend(controller(install, inject))
+    docs.append(webhook_configuration(install, inject, labels, tls))
     return docs
 
 
-def _controller(install: InstallSettings, inject: InjectSettings) -> list[dict[str, Any]]:
-    """The controller (endpoints and config-entry resources): its ServiceAccount, RBAC, the
-    Role for its leader-election Lease, and the Deployment (``controller.replicas``, two by
-    default, one leading)."""
-    name, ns = install.controller_name, install.namespace
-    labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: CONTROLLER_COMPONENT}
-    args = [f"--http-addr={inject.server.http_addr}", f"--values={VALUES_DIR}/values.yaml",
-            "--crds", f"--datacenter={install.datacenter}"]  # fmt: skip
-    if install.controller_replicas > 1:
-        args += ["--leader-elect", f"--leader-elect-resource-name={install.leader_lease}",
-                 f"--leader-elect-resource-namespace={ns}"]  # fmt: skip
-    container: dict[str, Any] = {
-        "name": "controller",
-        "image": inject.images.loom,
-        "command": ["loom", "k8s", "controller"],
-        "args": args,
-        "env": [
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {
-                "name": "POD_NAMESPACE",
-                "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
-            },
-        ],
-        "volumeMounts": [{"name": "values", "mountPath": VALUES_DIR, "readOnly": True}],
-    }
-    volumes = [{"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}}]
-    if install.manage_acls:
-        container["env"].append({"name": "LOOM_HTTP_TOKEN_FILE", "value": f"{ACL_TOKEN_DIR}/token"})
-        container["volumeMounts"].append(
-            {"name": "acl-token", "mountPath": ACL_TOKEN_DIR, "readOnly": True}
-        )
-        volumes.append({"name": "acl-token", "secret": {"secretName": install.controller_secret}})
-    deployment = _system_deployment(
-        install, name, labels, install.controller_replicas, container, volumes
-    )
-    docs = _account(name, ns, labels, ["pods", "services", "namespaces"])
-    docs[1]["rules"] += [
-        {"apiGroups": [GROUP], "resources": [k.plural for k in CRD_KINDS.values()],
-         "verbs": ["get", "list", "watch", "update", "patch"]},
-        {"apiGroups": [GROUP], "resources": [f"{k.plural}/status" for k in CRD_KINDS.values()],
-         "verbs": ["get", "update", "patch"]},
-    ]  # fmt: skip
-    rbac = "rbac.authorization.k8s.io/v1"
-    lease_role = {
-        **_meta(rbac, "Role", f"{name}-leader-election", ns, labels),
-        "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
-                   "verbs": ["get", "list", "watch", "create", "update", "patch"]}],
-    }  # fmt: skip
-    lease_binding = {
-        **_meta(rbac, "RoleBinding", f"{name}-leader-election", ns, labels),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                    "name": f"{name}-leader-election"},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns}],
-    }  # fmt: skip
-    return [*docs, lease_role, lease_binding, deployment]
-
-
-def _acls(
-    install: InstallSettings, inject: InjectSettings, tokens: AclTokens
-) -> list[dict[str, Any]]:
-    """The token Secrets, the reviewer account (TokenReviews) and the acl-init Job."""
-    ns, reviewer = install.namespace, install.reviewer_name
-    labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: ACL_INIT_COMPONENT}
-    rbac = "rbac.authorization.k8s.io/v1"
-
-    def secret(name: str, token: str) -> dict[str, Any]:
-        return {**_meta("v1", "Secret", name, ns, labels), "type": "Opaque",
-                "data": {"token": base64.b64encode(token.encode()).decode()}}  # fmt: skip
-
-    def binding(name: str, role: str) -> dict[str, Any]:
-        return {
-            **_meta(rbac, "ClusterRoleBinding", name, None, labels),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": role,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": reviewer, "namespace": ns}],
-        }
-
-    reviewer_token = {
-        **_meta("v1", "Secret", reviewer, ns, labels),
-        "type": "kubernetes.io/service-account-token",
-    }
-    reviewer_token["metadata"]["annotations"] = {"kubernetes.io/service-account.name": reviewer}
-    container: dict[str, Any] = {
-        "name": "acl-init",
-        "image": inject.images.loom,
-        "command": ["loom", "k8s", "acl-init"],
-        "args": [
-            f"--http-addr={inject.server.http_addr}",
-            f"--token-file={BOOTSTRAP_DIR}/token",
-            "--kubernetes-host=https://kubernetes.default.svc",
-            f"--kubernetes-ca-file={REVIEWER_DIR}/ca.crt",
-            f"--reviewer-jwt-file={REVIEWER_DIR}/token",
-            f"--controller-token-file={ACL_TOKEN_DIR}/token",
-            f"--auth-method-name={inject.login.auth_method or DEFAULT_AUTH_METHOD}",
-            f"--prefix={install.name}",
-        ],
-        "volumeMounts": [
-            {"name": "bootstrap", "mountPath": BOOTSTRAP_DIR, "readOnly": True},
-            {"name": "reviewer", "mountPath": REVIEWER_DIR, "readOnly": True},
-            {"name": "controller", "mountPath": ACL_TOKEN_DIR, "readOnly": True},
-        ],
-    }
-    volumes = [
-        {"name": "bootstrap", "secret": {"secretName": install.bootstrap_secret}},
-        {"name": "reviewer", "secret": {"secretName": reviewer}},
-        {"name": "controller", "secret": {"secretName": install.controller_secret}},
-    ]
-    pod = _system_deployment(install, reviewer, labels, 1, container, volumes)["spec"]["template"]
-    pod["spec"].update(restartPolicy="OnFailure", automountServiceAccountToken=False)
-    job = {
-        **_meta("batch/v1", "Job", f"{install.name}-acl-init", ns, labels),
-        "spec": {"backoffLimit": 6, "template": pod},
-    }
-    return [
-        secret(install.bootstrap_secret, tokens.management),
-        secret(install.controller_secret, tokens.controller),
-        _meta("v1", "ServiceAccount", reviewer, ns, labels),
-        reviewer_token,
-        {
-            **_meta(rbac, "ClusterRole", reviewer, None, labels),
-            "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}],
-        },
-        binding(reviewer, reviewer),
-        binding(f"{reviewer}-auth-delegator", "system:auth-delegator"),
-        job,
-    ]
-
-
-def _webhook_account(
+def _webhookaccount(
     install: InstallSettings, labels: dict[str, str], tls: TlsMaterial | None
 ) -> list[dict[str, Any]]:
     """The webhook's account: namespaces read, and its own webhook configuration updated
     when it manages its certificate (the CA bundle)."""
-    docs = _account(install.webhook_name, install.namespace, labels, ["namespaces"])
+    docs = account(install.webhook_name, install.namespace, labels, ["namespaces"])
     if install.manages_certs(tls):
         docs[1]["rules"].append(
             {
@@ -405,80 +264,6 @@ def _webhook_account(
             }
         )
     return docs
-
-
-def _account(
-    name: str, namespace: str, labels: dict[str, str], readable: list[str]
-) -> list[dict[str, Any]]:
-    """A ServiceAccount with a ClusterRole (and its Binding) to read ``readable``."""
-    return [
-        _meta("v1", "ServiceAccount", name, namespace, labels),
-        {
-            **_meta("rbac.authorization.k8s.io/v1", "ClusterRole", name, None, labels),
-            "rules": [
-                {"apiGroups": [""], "resources": readable, "verbs": ["get", "list", "watch"]}
-            ],
-        },
-        {
-            **_meta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name, None, labels),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
-    ]
-
-
-def _system_deployment(
-    install: InstallSettings,
-    name: str,
-    labels: dict[str, str],
-    replicas: int,
-    container: dict[str, Any],
-    volumes: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """A Deployment of one Loom system container (hardened, with the install's resources)
-    running as the ServiceAccount ``name``; its pods are never injected."""
-    container["securityContext"] = {
-        "runAsNonRoot": True,
-        "runAsUser": 65532,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    resources = install.resources.to_k8s()
-    if resources:
-        container["resources"] = resources
-    return {
-        **_meta("apps/v1", "Deployment", name, install.namespace, labels),
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": dict(labels)},
-            "template": {
-                "metadata": {
-                    "labels": dict(labels),
-                    # Loom's own pods are never injected.
-                    "annotations": {"consul.hashicorp.com/connect-inject": "false"},
-                },
-                "spec": {
-                    "serviceAccountName": name,
-                    "containers": [container],
-                    "volumes": volumes,
-                },
-            },
-        },
-    }
-
-
-def _meta(
-    api: str, kind: str, name: str, namespace: str | None, labels: dict[str, str]
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "labels": dict(labels)}
-    if namespace is not None:
-        metadata["namespace"] = namespace
-    return {"apiVersion": api, "kind": kind, "metadata": metadata}
 
 
 def _deployment(
@@ -521,112 +306,6 @@ def _deployment(
         ]
         container["volumeMounts"][0] = {"name": "tls", "mountPath": MANAGED_TLS_DIR}
         volumes[0] = {"name": "tls", "emptyDir": {"medium": "Memory"}}
-    return _system_deployment(
+    return system_deployment(
         install, install.webhook_name, labels, install.replicas, container, volumes
     )
-
-
-def _webhook_configuration(
-    install: InstallSettings,
-    inject: InjectSettings,
-    labels: dict[str, str],
-    tls: TlsMaterial | None,
-) -> dict[str, Any]:
-    excluded = list(dict.fromkeys([*NEVER_INJECTED_NAMESPACES, *inject.deny_namespaces]))
-    expressions: list[dict[str, Any]] = [
-        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
-    ]
-    if "*" not in inject.allow_namespaces:
-        expressions.append(
-            {
-                "key": "kubernetes.io/metadata.name",
-                "operator": "In",
-                "values": list(inject.allow_namespaces),
-            }
-        )
-    metadata: dict[str, Any] = {"name": install.webhook_name, "labels": dict(labels)}
-    ca_bundle = base64.b64encode(tls.ca_pem).decode() if tls is not None else install.ca_bundle
-    if not ca_bundle and install.cert_manager:
-        metadata["annotations"] = {
-            "cert-manager.io/inject-ca-from": f"{install.namespace}/{install.webhook_name}"
-        }
-    # The API server sends no namespace labels in a review: namespaces enforcing a
-    # PodSecurity level are routed to a path naming it, so the webhook can refuse
-    # transparent proxy there with the reason (see loom.inject.plan._refuse_pod_security).
-    levels = ["baseline", "restricted"]
-    routes = [("", "/mutate", {"key": POD_SECURITY_ENFORCE, "operator": "NotIn", "values": levels})]
-    routes += [
-        (f"-{level}", f"{POD_SECURITY_PATH}{level}",
-         {"key": POD_SECURITY_ENFORCE, "operator": "In", "values": [level]})
-        for level in levels
-    ]  # fmt: skip
-    webhooks = [
-        _webhook(
-            install,
-            [*copy.deepcopy(expressions), selector],
-            _client(install, path, ca_bundle),
-            suffix,
-        )
-        for suffix, path, selector in routes
-    ]
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": metadata,
-        "webhooks": webhooks,
-    }
-
-
-def _client(install: InstallSettings, path: str, ca_bundle: str) -> dict[str, Any]:
-    """``clientConfig``: the webhook Service, or ``connectInject.webhookUrl`` when set."""
-    client: dict[str, Any]
-    if install.webhook_url:
-        client = {"url": install.webhook_url.rstrip("/") + path}
-    else:
-        client = {
-            "service": {
-                "name": install.webhook_name,
-                "namespace": install.namespace,
-                "path": path,
-                "port": 443,
-            }
-        }
-    if ca_bundle:
-        client["caBundle"] = ca_bundle
-    return client
-
-
-def _webhook(
-    install: InstallSettings,
-    expressions: list[dict[str, Any]],
-    client: dict[str, Any],
-    suffix: str,
-) -> dict[str, Any]:
-    return {
-        "name": f"{install.webhook_name}{suffix}.{install.name}.mesh",
-        "admissionReviewVersions": ["v1"],
-        "clientConfig": client,
-        "rules": [
-            {
-                "operations": ["CREATE"],
-                "apiGroups": [""],
-                "apiVersions": ["v1"],
-                "resources": ["pods"],
-                "scope": "Namespaced",
-            }
-        ],
-        "failurePolicy": install.failure_policy,
-        "sideEffects": "None",
-        "timeoutSeconds": 10,
-        "reinvocationPolicy": "Never",
-        "namespaceSelector": {"matchExpressions": expressions},
-        "objectSelector": {
-            "matchExpressions": [
-                {
-                    "key": COMPONENT_LABEL,
-                    "operator": "NotIn",
-                    "values": [COMPONENT, CONTROLLER_COMPONENT, ACL_INIT_COMPONENT],
-                }
-            ]
-        },
-    }

@@ -194,6 +194,7 @@ def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, ca
         "Secret", "Service", "Deployment",
         "Secret", "Secret", "ServiceAccount", "Secret", "ClusterRole",  # ACLs
         "ClusterRoleBinding", "ClusterRoleBinding", "Job",
+        "Service", "Service", "Service", "StatefulSet",  # the server: API, headless, DNS
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding",  # the controller
         "Role", "RoleBinding", "Deployment",  # its leader-election Lease
         "MutatingWebhookConfiguration",
@@ -283,3 +284,39 @@ def test_manage_system_acls_false_renders_the_install_without_acls() -> None:
     assert (
         settings_from(yaml.safe_load(config_map["data"]["values.yaml"])).login.auth_method is None
     )
+
+
+def test_the_server_is_a_stateful_set_on_sqlite_with_a_claim_and_its_services() -> None:
+    docs = rendered("server:\n  storage: 1Gi\n  storageClass: fast\n")
+    for doc in docs:
+        validate_manifest(doc)
+    server = named(docs, "StatefulSet", "loom-server")
+    spec = server["spec"]
+    assert spec["replicas"] == 1 and spec["serviceName"] == "loom-server-headless"
+    [claim] = spec["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["spec"]["storageClassName"] == "fast"
+    container, dns = spec["template"]["spec"]["containers"]
+    assert "--data-dir=/var/lib/loom" in container["args"]
+    assert "--acl-initial-management-token=$(LOOM_BOOTSTRAP_TOKEN)" in container["args"]
+    [token] = [e for e in container["env"] if e["name"] == "LOOM_BOOTSTRAP_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"]["name"] == "loom-bootstrap-acl-token"
+    assert dns["command"] == ["loom", "dns-proxy"]
+    ports = {p["name"]: p["port"] for p in named(docs, "Service", "loom-server")["spec"]["ports"]}
+    assert ports == {"http": 8500, "grpc": 8502}  # what server.httpAddr/grpcAddr name
+    assert {p["protocol"] for p in named(docs, "Service", "loom-dns")["spec"]["ports"]} == {
+        "UDP",
+        "TCP",
+    }
+
+
+def test_etcd_endpoints_give_three_servers_without_volumes_and_sqlite_refuses_several() -> None:
+    docs = rendered("server:\n  etcdEndpoints: ['10.0.0.1:2379', '10.0.0.2:2379']\n")
+    spec = named(docs, "StatefulSet", "loom-server")["spec"]
+    assert spec["replicas"] == 3 and "volumeClaimTemplates" not in spec
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert "--etcd-endpoints=10.0.0.1:2379,10.0.0.2:2379" in args
+    with pytest.raises(SettingsError, match="cannot share one SQLite file"):
+        rendered("server:\n  replicas: 3\n")
+    docs = rendered("server:\n  enabled: false\n")
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]
