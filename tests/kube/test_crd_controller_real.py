@@ -7,6 +7,8 @@ config entries, get their ``Synced`` condition (False with the server's reason w
 refuses them), keep entries they did not make alone, and take their entries with them when
 deleted (finalizer). Two controllers with ``--leader-elect``: one leads, the leader is killed,
 the standby takes the Lease over within the lease duration and registrations keep flowing.
+And the endpoints controller against an API server whose watches expire (410s, compaction):
+readiness flips still reach the catalog at once.
 """
 
 from __future__ import annotations
@@ -325,3 +327,70 @@ def test_a_leader_stopped_cleanly_releases_the_lease(
     )
     assert status == 200 and not body["spec"].get("holderIdentity"), body
     assert "released lease default/released" in controllers.log(first)
+
+
+@pytest.fixture(scope="module")
+def expiring_kube() -> Iterator[KubeApi]:
+    """An API server whose watches expire as on a long-lived busy cluster (see
+    /work/shared/REAL-KUBERNETES.md): short watch timeouts, no watch cache, frequent
+    compaction; a writer thread keeps the resource version moving."""
+    import threading
+
+    args = ("--min-request-timeout=8", "--etcd-compaction-interval=10s", "--watch-cache=false")
+    with start_kube(*args) as api:
+        api.service_account("default")
+        stop = threading.Event()
+
+        def churn() -> None:
+            path = "/api/v1/namespaces/default/configmaps"
+            api.call("POST", path, {"metadata": {"name": "churn"}, "data": {"n": "0"}})
+            n = 0
+            while not stop.wait(0.2):  # a pacing interval: one unrelated write per 0.2 s
+                n += 1
+                api.call("PATCH", f"{path}/churn", {"data": {"n": str(n)}},
+                         content_type="application/merge-patch+json")  # fmt: skip
+
+        writer = threading.Thread(target=churn, daemon=True)
+        writer.start()
+        try:
+            yield api
+        finally:
+            stop.set()
+            writer.join(5)
+
+
+def passing(server: ServerProcess, service: str) -> bool:
+    status, body, _ = server.request("GET", f"/v1/health/service/{service}?passing=1")
+    return status == 200 and bool(body)
+
+
+def test_readiness_flips_reach_the_catalog_at_once_while_watches_expire(
+    expiring_kube: KubeApi, server: ServerProcess, tmp_path: Path
+) -> None:
+    running = Controllers(expiring_kube, server, tmp_path)
+    try:
+        run = running.start()
+        logs = lambda: running.log(run)  # noqa: E731
+        register_pod(expiring_kube, "gamma", "127.0.0.23")
+        wait_for(lambda: passing(server, "gamma"), "gamma passing", logs)
+        worst = 0.0
+        deadline = time.monotonic() + 30  # several watch lifetimes and compactions
+        ready = True
+        while time.monotonic() < deadline:
+            ready = not ready
+            flip = {"status": {"conditions": [
+                {"type": "Ready", "status": "True" if ready else "False"}]}}  # fmt: skip
+            status, out = expiring_kube.call(
+                "PATCH", "/api/v1/namespaces/default/pods/gamma/status", flip,
+                content_type="application/merge-patch+json",
+            )  # fmt: skip
+            assert status == 200, out
+            began = time.monotonic()
+            wait_for(lambda r=ready: passing(server, "gamma") == r, "the flip", logs, 10)
+            worst = max(worst, time.monotonic() - began)
+        assert worst < 3.0, f"a readiness flip took {worst:.1f}s\n{logs()[-3000:]}"
+        assert "expired" in logs(), "no watch expired: the test did not test expiry"
+        print(f"worst readiness propagation {worst:.2f}s; controller log mentions "
+              f"{logs().count('expired')} expired watch(es)")  # fmt: skip
+    finally:
+        running.stop()
