@@ -53,6 +53,7 @@ def _usage(parser: argparse.ArgumentParser) -> Handler:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from loom import __version__
     from loom.cli import api, dataplane, demo, dns, inject, local, redirect, server, snapshot
 
     parser = argparse.ArgumentParser(
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
             "transparent proxy, DNS proxy, Kubernetes injector and a one-machine local mesh."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"loom {__version__}")
     parser.set_defaults(func=_usage(parser))
     commands = Commands(parser)
     for module in (server, api, snapshot, dataplane, redirect, dns, inject, local, demo):
