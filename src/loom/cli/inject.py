@@ -57,14 +57,15 @@ def register(commands: Commands) -> None:
 
     install = commands.top.add_parser(
         "install",
-        help="print the Kubernetes manifests that install the connect injector",
+        help="print the Kubernetes manifests that install Loom (server, injector, controller)",
         description=(
-            "Renders the Namespace, ServiceAccount + RBAC, values ConfigMap, webhook "
-            "Deployment and Service, the MutatingWebhookConfiguration (pod CREATE; "
-            "kube-system, kube-public and the deny list excluded), and with ACLs managed (the "
-            "default; global.acls.manageSystemACLs) the token Secrets (fresh UUIDs each run), "
-            "the TokenReview reviewer account and the acl-init Job, as YAML: "
-            "`loom install --generate-certs | kubectl apply -f -`."
+            "Renders the whole system as YAML: the Namespace, consul.hashicorp.com CRDs, the "
+            "webhook (ServiceAccount + RBAC, values ConfigMap, Deployment, Service), with ACLs "
+            "managed (the default; global.acls.manageSystemACLs) the token Secrets (fresh UUIDs "
+            "each run), the TokenReview reviewer account and the acl-init Job, the Loom server "
+            "(StatefulSet on SQLite or etcd, HTTP/gRPC/DNS Services), the controller (2 "
+            "replicas electing a leader, CRD sync) and the MutatingWebhookConfiguration: "
+            "`loom install | kubectl apply -f -`."
         ),
     )
     install.add_argument("--values", help="Helm-style values file")
