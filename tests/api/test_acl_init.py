@@ -5,7 +5,8 @@ The API server the auth method it makes sends TokenReviews to is the HTTPS stand
 whose helpers this reuses). The Secrets are files, as the Job mounts them. Checked: a pod
 logs in through the method it made and gets its ServiceAccount's service identity; the
 controller's token can do the controller's work (register, deregister, delete a login token)
-but no operator, mesh or intention writes; a second run changes nothing; a
+and write the config entries of the CRDs, but has no operator rights; a second run changes
+nothing; a
 wrong management token is refused with a one-line error.
 """
 
@@ -94,12 +95,18 @@ def test_the_controllers_token_does_the_controllers_work_and_no_more(install: In
     assert status == 200 and [t["AccessorID"] for t in tokens] == [login["AccessorID"]]
     path = f"/v1/acl/token/{login['AccessorID']}"
     assert install.call(CONTROLLER, "DELETE", path)[0] == 200
-    for method, path, body in (
-        ("PUT", "/v1/config", {"Kind": "proxy-defaults", "Name": "global"}),
-        ("PUT", "/v1/connect/intentions/exact?source=a&destination=web", {"Action": "allow"}),
-    ):
-        status, answer = install.call(CONTROLLER, method, path, body)
-        assert status == 403, (path, status, answer)
+    # The config entries of the CRDs (loom k8s controller --crds), as consul-k8s's controller.
+    for body in (
+        {"Kind": "proxy-defaults", "Name": "global"},
+        {"Kind": "mesh", "Name": "mesh"},
+        {"Kind": "service-defaults", "Name": "web", "Protocol": "http"},
+        {"Kind": "service-intentions", "Name": "web",
+         "Sources": [{"Name": "a", "Action": "allow"}]},
+    ):  # fmt: skip
+        status, answer = install.call(CONTROLLER, "PUT", "/v1/config", body)
+        assert status == 200, (body, status, answer)
+    status, answer = install.call(CONTROLLER, "GET", "/v1/connect/ca/configuration")
+    assert status == 403, (status, answer)  # no operator rights
     # acl:write (needed to delete login tokens) also lets it write policies and tokens, as
     # consul-k8s's connect-injector token can: Consul's rules have no narrower grant.
 

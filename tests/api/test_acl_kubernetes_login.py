@@ -2,7 +2,7 @@
 
 The API server here is ``tests.support.kube_standin``, a stand-in over real HTTPS (its own CA,
 given as the method's ``CACert``) answering as a kube-apiserver does, because CI has no
-Kubernetes; ``test_acl_kubernetes_real.py`` runs the same login against a real kube-apiserver
+Kubernetes; ``tests/kube/test_acl_kubernetes_real.py`` runs the same login against a real kube-apiserver
 where ``KUBEBUILDER_ASSETS`` provides one. Checked: the server presents its
 ``ServiceAccountJWT`` and the pod's token; the consul-k8s binding rule (``BindType: service``,
 ``BindName: ${serviceaccount.name}``) gives a pod the identity of its ServiceAccount, so a pod

@@ -74,14 +74,15 @@ def register(commands: Commands) -> None:
 
     install = commands.top.add_parser(
         "install",
-        help="print the Kubernetes manifests that install the connect injector",
+        help="print the Kubernetes manifests that install Loom (server, injector, controller)",
         description=(
-            "Renders the Namespace, ServiceAccount + RBAC, values ConfigMap, webhook "
-            "Deployment and Service, the MutatingWebhookConfiguration (pod CREATE; "
-            "kube-system, kube-public and the deny list excluded), and with ACLs managed (the "
-            "default; global.acls.manageSystemACLs) the token Secrets (fresh UUIDs each run), "
-            "the TokenReview reviewer account and the acl-init Job, as YAML: "
-            "`loom install --generate-certs | kubectl apply -f -`."
+            "Renders the whole system as YAML: the Namespace, consul.hashicorp.com CRDs, the "
+            "webhook (ServiceAccount + RBAC, values ConfigMap, Deployment, Service), with ACLs "
+            "managed (the default; global.acls.manageSystemACLs) the token Secrets (fresh UUIDs "
+            "each run), the TokenReview reviewer account and the acl-init Job, the Loom server "
+            "(StatefulSet on SQLite or etcd, HTTP/gRPC/DNS Services), the controller (2 "
+            "replicas electing a leader, CRD sync) and the MutatingWebhookConfiguration: "
+            "`loom install | kubectl apply -f -`."
         ),
     )
     install.add_argument("--values", help="Helm-style values file")
@@ -90,6 +91,11 @@ def register(commands: Commands) -> None:
         action="store_true",
         help="generate a CA and serving certificate: adds the TLS Secret and the caBundle "
         "(otherwise cert-manager's inject-ca-from annotation is used)",
+    )
+    install.add_argument(
+        "--webhook-url",
+        help="https://HOST:PORT the API server reaches the webhook at (connectInject.webhookUrl;"
+        " rendered as clientConfig.url, and HOST in the generated certificate)",
     )
     install.set_defaults(func=run_install)
 
@@ -103,8 +109,31 @@ def register(commands: Commands) -> None:
             "are reloaded when their files change."
         ),
     )
-    webhook.add_argument("--tls-cert", required=True, help="PEM certificate (chain) file")
-    webhook.add_argument("--tls-key", required=True, help="PEM private key file")
+    webhook.add_argument("--tls-cert", help="PEM certificate (chain) file")
+    webhook.add_argument("--tls-key", help="PEM private key file")
+    webhook.add_argument(
+        "--webhook-config",
+        help="manage the certificate: make a CA and serving certificate in --cert-dir, add "
+        "the CA to this MutatingWebhookConfiguration's caBundle, rotate before expiry",
+    )
+    webhook.add_argument("--cert-dir", default="/tmp/loom-webhook-tls", help="managed files")
+    webhook.add_argument(
+        "--service", default="loom-connect-injector", help="the webhook Service (its names)"
+    )
+    webhook.add_argument(
+        "--service-namespace", help="its namespace (default: $POD_NAMESPACE, else loom)"
+    )
+    webhook.add_argument(
+        "--cert-host", action="append", default=[], help="another name or IP (repeatable)"
+    )
+    for flag, default in (("cert-validity", 365 * 86400.0), ("cert-renew-before", 30 * 86400.0),
+                          ("cert-check-interval", 60.0)):  # fmt: skip
+        webhook.add_argument(
+            f"--{flag}", type=float, default=default, help="seconds (default %(default)s)"
+        )
+    webhook.add_argument(
+        "--kubeconfig", help="for --webhook-config (default: in-cluster, else ~/.kube/config)"
+    )
     webhook.add_argument(
         "--listen", default=defaults.WEBHOOK_LISTEN, help="HOST:PORT (default %(default)s)"
     )
@@ -219,6 +248,34 @@ def register(commands: Commands) -> None:
         help="seconds between full reconciles without events (default %(default)s)",
     )
     controller.add_argument(
+        "--crds",
+        action="store_true",
+        help="also sync consul.hashicorp.com/v1alpha1 ServiceDefaults, ProxyDefaults, "
+        "ServiceIntentions and Mesh resources to config entries",
+    )
+    controller.add_argument(
+        "--datacenter", default="dc1", help="marked on the entries resources make (%(default)s)"
+    )
+    controller.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run only while holding a coordination.k8s.io Lease (for several replicas)",
+    )
+    controller.add_argument(
+        "--leader-elect-resource-name", default="loom-controller-leader",
+        help="the Lease's name (default %(default)s)",
+    )
+    controller.add_argument(
+        "--leader-elect-resource-namespace",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else default)",
+    )
+    for flag, default in (("lease-duration", 15.0), ("renew-deadline", 10.0),
+                          ("retry-period", 2.0)):  # fmt: skip
+        controller.add_argument(
+            f"--leader-elect-{flag}", type=float, default=default,
+            help="seconds (client-go's default %(default)s)",
+        )  # fmt: skip
+    controller.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning"],
         help="log level (default info)",
     )  # fmt: skip
@@ -318,16 +375,37 @@ def run_webhook(args: argparse.Namespace) -> int:
 
     import uvloop
 
+    from loom.cli.errors import UsageError
     from loom.k8s.values import read_values, settings_from
     from loom.k8s.webhook import WebhookConfig, serve
+    from loom.k8s.webhook_certs import CertManagerConfig
 
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = settings_from(read_values(args.values))
+    manager = None
+    if args.webhook_config:
+        manager = CertManagerConfig(
+            webhook_config=args.webhook_config,
+            cert_dir=Path(args.cert_dir),
+            service=args.service,
+            namespace=args.service_namespace or os.environ.get("POD_NAMESPACE", "loom"),
+            hosts=tuple(args.cert_host),
+            validity=args.cert_validity,
+            renew_before=args.cert_renew_before,
+            check_interval=args.cert_check_interval,
+            kubeconfig=args.kubeconfig,
+        )
+        cert, key = manager.cert_dir / "tls.crt", manager.cert_dir / "tls.key"
+    elif args.tls_cert and args.tls_key:
+        cert, key = Path(args.tls_cert), Path(args.tls_key)
+    else:
+        raise UsageError("loom k8s webhook: give --tls-cert and --tls-key, or --webhook-config")
     config = WebhookConfig(
-        tls_cert=Path(args.tls_cert),
-        tls_key=Path(args.tls_key),
+        tls_cert=cert,
+        tls_key=key,
+        cert_manager=manager,
         listen=args.listen,
         namespace_labels_file=Path(args.namespace_labels_file)
         if args.namespace_labels_file
@@ -389,9 +467,14 @@ def run_connect_init(args: argparse.Namespace) -> int:
 def run_controller(args: argparse.Namespace) -> int:
     import asyncio
     import logging
+    import os
+    import socket
+    import uuid
 
     from loom.cli.api import tls_of
-    from loom.k8s.controller_loop import ControllerConfig, run
+    from loom.k8s.controller_loop import ControllerConfig
+    from loom.k8s.leader import ElectionConfig
+    from loom.k8s.manager import ManagerConfig, run
     from loom.k8s.values import read_values, settings_from
 
     logging.basicConfig(
@@ -406,8 +489,21 @@ def run_controller(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         resync=args.resync,
     )
+    election = None
+    if args.leader_elect:
+        pod = os.environ.get("POD_NAME") or socket.gethostname()
+        election = ElectionConfig(
+            name=args.leader_elect_resource_name,
+            namespace=args.leader_elect_resource_namespace
+            or os.environ.get("POD_NAMESPACE", "default"),
+            identity=f"{pod}_{uuid.uuid4()}",
+            lease_duration=args.leader_elect_lease_duration,
+            renew_deadline=args.leader_elect_renew_deadline,
+            retry_period=args.leader_elect_retry_period,
+        )
+    manager = ManagerConfig(crds=args.crds, datacenter=args.datacenter, election=election)
     try:
-        asyncio.run(run(config, settings))
+        asyncio.run(run(config, settings, manager))
     except KeyboardInterrupt:
         return 130
     return 0
@@ -423,12 +519,16 @@ def run_install(args: argparse.Namespace) -> int:
     from loom.k8s.values import read_values, settings_from
 
     values = read_values(args.values)
+    if args.webhook_url:
+        connect = dict(values.get("connectInject") or {})
+        values = {**values, "connectInject": {**connect, "webhookUrl": args.webhook_url}}
     inject = settings_from(with_acl_default(values))
     install = InstallSettings.from_values(values)
     tls = None
     if args.generate_certs:
         now = datetime.datetime.now(datetime.UTC)
-        tls = generate_tls(install.webhook_name, install.namespace, now)
+        hosts = (install.webhook_host,) if install.webhook_host else ()
+        tls = generate_tls(install.webhook_name, install.namespace, now, hosts)
     tokens = AclTokens(str(uuid.uuid4()), str(uuid.uuid4())) if install.manage_acls else None
     sys.stdout.write(dump_documents(render(values, inject, install, tls, tokens)))
     return 0

@@ -230,7 +230,9 @@ def register(commands: Commands) -> None:
         metavar="BOOL",
         help="serve the web UI at /ui/ and redirect / there (default true; --ui=false: off)",
     )
-    ui.add_argument("--no-ui", dest="ui", action="store_false", help="do not serve the web UI (default: served)")
+    ui.add_argument(
+        "--no-ui", dest="ui", action="store_false", help="do not serve the web UI (default: served)"
+    )
     p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
     p.add_argument(
         "--log-level",

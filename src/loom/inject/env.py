@@ -1,6 +1,7 @@
 """Environment variables injected into the application containers.
 
-For each explicit upstream every application container gets
+For each explicit upstream every application container and each of the pod's own init
+containers (as in consul-k8s; not Loom's connect-init) gets
 ``<NAME>_CONNECT_SERVICE_HOST=127.0.0.1`` and ``<NAME>_CONNECT_SERVICE_PORT=<local port>``
 (as Kubernetes' own service variables, but pointing at the sidecar's local listener). A
 variable the container already defines with the same name is replaced in place (the

@@ -94,13 +94,16 @@ def inject_shared(
         copy_tree(c) if pairs or c["name"] in probed else cast(dict[str, Any], c) for c in originals
     ]
     spec["containers"] = containers
-    init_containers: list[dict[str, Any]] = list(spec.get("initContainers") or [])
+    # The pod's own init containers get the upstream env vars too, as in consul-k8s.
+    init_containers: list[dict[str, Any]] = [
+        copy_tree(c) if pairs else c for c in spec.get("initContainers") or []
+    ]
     spec["initContainers"] = init_containers
     spec["volumes"] = list(spec.get("volumes") or [])
 
     if probed:
         rewrite_probes([c for c in containers if c["name"] in probed], plan.expose_paths)
-    for container in containers:
+    for container in containers + init_containers:
         add_env(container, pairs)
 
     taken = {c.get("name") for c in containers + init_containers}

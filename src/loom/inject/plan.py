@@ -133,6 +133,8 @@ def plan_workload(
             f"multi-port pods ({len(services)} services) cannot use transparent proxy, "
             f'but {why}; set {ann.TRANSPARENT_PROXY}: "false"',
         )
+    if tproxy:
+        _refuse_pod_security(namespace, why)
     # Planned even without transparent proxy, so bad exclusions are refused either way.
     redirect = plan_redirect(
         annotations,
@@ -281,6 +283,25 @@ def _transparent_proxy(
         return enabled, f"transparent proxy is {_on(enabled)} by namespace label"
     enabled = settings.transparent_proxy.enabled
     return enabled, f"transparent proxy is {_on(enabled)} by cluster default"
+
+
+POD_SECURITY_ENFORCE = "pod-security.kubernetes.io/enforce"
+"""The namespace label of Kubernetes' PodSecurity admission; ``baseline`` and ``restricted``
+forbid the ``NET_ADMIN`` capability connect-init needs for transparent proxy."""
+
+
+def _refuse_pod_security(namespace: NamespaceInfo, why: str) -> None:
+    level = namespace.labels.get(POD_SECURITY_ENFORCE)
+    if level not in ("baseline", "restricted"):
+        return
+    raise InjectionRefused(
+        f"namespace {namespace.name} label {POD_SECURITY_ENFORCE}",
+        level,
+        f"PodSecurity {level!r} forbids the NET_ADMIN capability connect-init needs to redirect "
+        f'traffic, but {why}; set {ann.TRANSPARENT_PROXY}: "false" on the pod (or label the '
+        f"namespace {ann.NAMESPACE_TRANSPARENT_PROXY_LABEL}=false), or label it "
+        f"{POD_SECURITY_ENFORCE}=privileged",
+    )
 
 
 def _on(enabled: bool) -> str:

@@ -7,9 +7,9 @@ Formats (comma separated, as Consul's):
 - ``prepared_query:name:port``
 
 Each upstream becomes a listener on ``127.0.0.1:port`` in the first service's sidecar and two
-environment variables in every application container: ``<NAME>_CONNECT_SERVICE_HOST`` and
-``<NAME>_CONNECT_SERVICE_PORT``, NAME being the upstream's name upper-cased with ``-`` and
-``.`` turned into ``_``.
+environment variables in every application container and the pod's own init containers:
+``<NAME>_CONNECT_SERVICE_HOST`` and ``<NAME>_CONNECT_SERVICE_PORT``, NAME being the upstream's
+name upper-cased with ``-`` and ``.`` turned into ``_``.
 """
 
 from __future__ import annotations

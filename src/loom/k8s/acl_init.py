@@ -10,7 +10,8 @@ changes nothing:
   Secret (the reviewer is bound to ``system:auth-delegator`` and may get serviceaccounts);
 - its binding rule ``BindType: service``, ``BindName: ${serviceaccount.name}``;
 - the controller's policy (``service_prefix ""`` and ``node_prefix ""`` write, to register
-  and deregister pods; ``acl = "write"``, to delete a gone pod's login tokens) and its token,
+  and deregister pods; ``acl = "write"``, to delete a gone pod's login tokens; intentions and
+  ``mesh = "write"``, for the config entries of the CRDs) and its token,
   whose SecretID is the one ``loom install`` rendered into the controller's Secret.
 
 The webhook gets no token: it never calls the Loom server (it answers the API server from
@@ -35,13 +36,17 @@ BIND_NAME = "${serviceaccount.name}"
 CONTROLLER_RULES = """\
 service_prefix "" {
   policy = "write"
+  intentions = "write"
 }
 node_prefix "" {
   policy = "write"
 }
 acl = "write"
+mesh = "write"
 """
-"""The endpoints controller's rights: register and deregister any pod, delete login tokens."""
+"""The controller's rights: register and deregister any pod, delete login tokens, and write the
+config entries of consul.hashicorp.com resources (service-defaults and intentions through the
+service rule, proxy-defaults and mesh through ``mesh``), as consul-k8s's controller's."""
 
 
 @dataclass(frozen=True)

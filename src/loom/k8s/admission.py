@@ -38,6 +38,12 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 MAX_MESSAGE = 300
 """Characters of a malformed review's message kept (it may quote the review's keys)."""
 
+POD_SECURITY_PATH = "/mutate/pod-security/"
+"""Reviews of pods in namespaces enforcing a PodSecurity level: the API server sends no
+namespace labels, so ``loom install`` routes those namespaces here by ``namespaceSelector``
+(``/mutate/pod-security/baseline`` or ``.../restricted``) and the webhook adds the level as
+the ``pod-security.kubernetes.io/enforce`` label."""
+
 NamespaceLabels = Callable[[str], Mapping[str, str]]
 """Labels of a namespace by name (from the webhook's cache)."""
 

@@ -1,7 +1,9 @@
 """Self-signed TLS material for the webhook, for ``loom install --generate-certs``.
 
 An ECDSA P-256 CA and a serving certificate for the webhook Service's DNS names
-(``svc``, ``svc.ns``, ``svc.ns.svc``, ``svc.ns.svc.cluster.local``). Random keys and the
+(``svc``, ``svc.ns``, ``svc.ns.svc``, ``svc.ns.svc.cluster.local``), plus the host of
+``connectInject.webhookUrl`` (an IP SAN for an address) when the API server reaches the
+webhook by URL. Random keys and the
 clock are inputs of this module only, never of the renderer. Rotation: write a new Secret;
 the webhook reloads the files when they change (the CA bundle must then be updated too).
 """
@@ -9,6 +11,7 @@ the webhook reloads the files when they change (the CA bundle must then be updat
 from __future__ import annotations
 
 import datetime
+import ipaddress
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,11 +33,32 @@ def webhook_dns_names(service: str, namespace: str) -> list[str]:
     ]
 
 
-def generate_tls(service: str, namespace: str, now: datetime.datetime) -> TlsMaterial:
-    """A new CA and a serving certificate signed by it, valid from ``now``."""
+def subject_names(
+    service: str, namespace: str, hosts: tuple[str, ...] = ()
+) -> list[x509.GeneralName]:
+    """The Service's DNS names, then each of ``hosts`` (the host of a webhook URL): an IP SAN
+    for an address (the API server verifies an IP URL only against one), else a DNS name."""
+    names: list[x509.GeneralName] = [x509.DNSName(n) for n in webhook_dns_names(service, namespace)]
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def generate_tls(
+    service: str,
+    namespace: str,
+    now: datetime.datetime,
+    hosts: tuple[str, ...] = (),
+    validity: datetime.timedelta = VALIDITY,
+) -> TlsMaterial:
+    """A new CA and a serving certificate signed by it, valid from ``now``, for the Service's
+    names and ``hosts``."""
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{service} CA")])
-    start, end = now - datetime.timedelta(minutes=5), now + VALIDITY
+    start, end = now - datetime.timedelta(minutes=5), now + validity
     ca = (
         x509.CertificateBuilder()
         .subject_name(ca_name)
@@ -60,7 +84,7 @@ def generate_tls(service: str, namespace: str, now: datetime.datetime) -> TlsMat
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
         .not_valid_after(end)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), False)
+        .add_extension(x509.SubjectAlternativeName(subject_names(service, namespace, hosts)), False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
         .sign(ca_key, hashes.SHA256())
     )

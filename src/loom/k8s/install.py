@@ -1,29 +1,19 @@
-"""``loom install``: the Kubernetes manifests that run the connect injector.
+"""``loom install``: the Kubernetes manifests of the whole system, in apply order.
 
-Renders, from the same Helm-style values as the injector: the Namespace, a ServiceAccount with
-its ClusterRole/Binding (read access to namespaces, for the namespace-labels feed), a
-ConfigMap holding the values (so the webhook runs with exactly these settings), the webhook
-Deployment and Service, and the MutatingWebhookConfiguration for pod CREATE with
-``failurePolicy`` from the values and a ``namespaceSelector`` that leaves out ``kube-system``,
-``kube-public``, the deny list (and, when it is not ``*``, everything outside the allow list),
-plus an ``objectSelector`` that keeps the injector from gating its own (and the controller's)
-pods. The endpoints controller (``loom k8s controller``, which registers injected pods with
-the server) gets its own ServiceAccount, a ClusterRole to get/list/watch pods, services and
-namespaces, and a one-replica Deployment reading the same values ConfigMap.
+From the same Helm-style values as the injector (consul-k8s's names where the concept is the
+same): the Namespace; consul-k8s's CustomResourceDefinitions (``crds.py``); the webhook's
+ServiceAccount and RBAC, the values ConfigMap (the webhook and controller run with exactly
+these settings), its TLS Secret when certificates are generated, Service and Deployment; with
+ACLs managed (``global.acls.manageSystemACLs``, on unless the values say ``false``) the token
+Secrets, the TokenReview reviewer account and the acl-init Job (``install_parts.py``); the Loom
+server's StatefulSet and Services (``install_server.py``); the controller with its RBAC and
+leader-election Lease Role (``install_parts.py``); and the MutatingWebhookConfiguration
+(``install_webhook.py``).
 
-ACLs (``global.acls.manageSystemACLs``, on unless the values say ``false``; the ConfigMap
-carries the resulting value, so the webhook makes injected pods log in): Secrets with the
-server's initial management token and the controller's token (UUIDs the caller generates,
-like the certificates), a reviewer ServiceAccount bound to ``system:auth-delegator`` and to
-``get`` on serviceaccounts with its long-lived token Secret, and the Job running ``loom k8s
-acl-init`` (the auth method, binding rule, and the controller's least-privilege token; see
-``acl_init.py``). The controller reads its token through ``LOOM_HTTP_TOKEN_FILE``; the webhook
-needs none (it never calls the server). The server is not part of this installation: it runs
-with ``--acl-default-policy deny --acl-initial-management-token`` from that Secret.
-
-TLS: with ``--generate-certs`` (or ``connectInject.certs.caBundle`` + an existing Secret) the
-CA bundle is in the webhook configuration; otherwise the configuration carries cert-manager's
-``inject-ca-from`` annotation. Rendering is pure: the certificate material is an argument.
+TLS: ``--generate-certs`` (or ``connectInject.certs.caBundle`` + an existing Secret) puts the
+CA bundle in the webhook configuration; ``connectInject.certs.certManager`` leaves it to
+cert-manager's ``inject-ca-from``; otherwise the webhook makes, installs and rotates its own
+(``webhook_certs.py``). Rendering is pure: certificate material and tokens are arguments.
 """
 
 from __future__ import annotations
@@ -31,25 +21,29 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from loom.defaults import WEBHOOK_PORT
 from loom.inject import ContainerResources, InjectSettings, SettingsError
-from loom.inject.decision import NEVER_INJECTED_NAMESPACES
-from loom.inject.settings import DEFAULT_AUTH_METHOD, ValuesReader
+from loom.inject.settings import ValuesReader
+from loom.k8s.crds import custom_resource_definitions
+from loom.k8s.install_common import account, meta, system_deployment
+from loom.k8s.install_parts import VALUES_DIR, acls, controller
+from loom.k8s.install_server import ServerSettings, render_server
+from loom.k8s.install_webhook import (
+    COMPONENT,
+    COMPONENT_LABEL,
+    CONTROLLER_COMPONENT,
+    webhook_configuration,
+)
 from loom.k8s.values import INSTALL_KEYS
 
 TLS_DIR = "/etc/loom/tls"
-VALUES_DIR = "/etc/loom/values"
-COMPONENT_LABEL = "app.kubernetes.io/component"
-COMPONENT = "connect-injector"
-CONTROLLER_COMPONENT = "endpoints-controller"
-ACL_INIT_COMPONENT = "acl-init"
-ACL_TOKEN_DIR = "/etc/loom/acl"
-BOOTSTRAP_DIR = "/etc/loom/bootstrap"
-REVIEWER_DIR = "/etc/loom/auth-method"
+MANAGED_TLS_DIR = "/run/loom/tls"
 MANAGE_ACLS_KEY = "global.acls.manageSystemACLs"
+WEBHOOK_URL_KEY = "connectInject.webhookUrl"
 
 
 @dataclass(frozen=True)
@@ -77,6 +71,37 @@ class InstallSettings:
     manage_acls: bool = True
     """``global.acls.manageSystemACLs``: ACL Secrets, reviewer account and acl-init Job
     rendered, and injected pods log in (on by default in ``loom install``)."""
+    cert_manager: bool = False
+    """``connectInject.certs.certManager``: without a certificate, let cert-manager inject the
+    CA (``inject-ca-from`` annotation; create the Certificate) instead of the webhook making
+    and rotating its own."""
+    controller_replicas: int = 2
+    """``controller.replicas``: controller Deployment replicas; above one they elect a leader
+    on a Lease (``--leader-elect``)."""
+    datacenter: str = "dc1"
+    """``global.datacenter``: marked on the config entries made from resources."""
+    crds: bool = True
+    """``controller.crds.install``: render the consul.hashicorp.com CRDs (off when another
+    installation, consul-k8s's own, already owns them)."""
+    webhook_url: str = ""
+    """``connectInject.webhookUrl`` (``--webhook-url``): ``https://HOST:PORT`` the API server
+    reaches the webhook at, rendered as ``clientConfig.url`` (empty: the webhook Service);
+    ``--generate-certs`` then adds HOST to the certificate (an IP SAN for an address)."""
+
+    def manages_certs(self, tls: TlsMaterial | None) -> bool:
+        """The webhook makes its own certificate: none generated, given, or cert-manager's."""
+        return tls is None and not self.ca_bundle and not self.cert_manager
+
+    @property
+    def leader_lease(self) -> str:
+        return f"{self.name}-controller-leader"
+
+    @property
+    def webhook_host(self) -> str:
+        """The host of ``webhook_url`` (brackets of an IPv6 address removed); empty without."""
+        if not self.webhook_url:
+            return ""
+        return urlsplit(self.webhook_url).hostname or ""
 
     @property
     def bootstrap_secret(self) -> str:
@@ -115,9 +140,23 @@ class InstallSettings:
                 "connectInject.certs.secretName", str, f"{name}-connect-injector-tls"
             ),
             ca_bundle=reader.get("connectInject.certs.caBundle", str, ""),
+            cert_manager=reader.get("connectInject.certs.certManager", bool, False),
             resources=reader.resources("connectInject.resources", default.resources),
             manage_acls=reader.get(MANAGE_ACLS_KEY, bool, default.manage_acls),
+            webhook_url=_webhook_url(reader.get(WEBHOOK_URL_KEY, str, "")),
+            controller_replicas=reader.get("controller.replicas", int, default.controller_replicas),
+            datacenter=reader.get("global.datacenter", str, default.datacenter),
+            crds=reader.get("controller.crds.install", bool, default.crds),
         )
+
+
+def _webhook_url(url: str) -> str:
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        raise SettingsError(f"{WEBHOOK_URL_KEY}: {url!r} is not https://HOST[:PORT][/PATH]")
+    return url
 
 
 @dataclass(frozen=True)
@@ -166,16 +205,21 @@ def render(
     labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: COMPONENT}
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-        *_account(name, ns, labels, ["namespaces"]),
+        *(
+            custom_resource_definitions({"app.kubernetes.io/name": install.name})
+            if install.crds
+            else []
+        ),
+        *_webhookaccount(install, labels, tls),
         {
-            **_meta("v1", "ConfigMap", f"{name}-values", ns, labels),
+            **meta("v1", "ConfigMap", f"{name}-values", ns, labels),
             "data": {"values.yaml": yaml.safe_dump(with_acl_default(values), sort_keys=True)},
         },
     ]
     if tls is not None:
         docs.append(
             {
-                **_meta("v1", "Secret", install.secret_name, ns, labels),
+                **meta("v1", "Secret", install.secret_name, ns, labels),
                 "type": "kubernetes.io/tls",
                 "data": {
                     "tls.crt": base64.b64encode(tls.cert_pem).decode(),
@@ -185,194 +229,45 @@ def render(
         )
     docs.append(
         {
-            **_meta("v1", "Service", name, ns, labels),
+            **meta("v1", "Service", name, ns, labels),
             "spec": {
                 "selector": labels,
                 "ports": [{"name": "https", "port": 443, "targetPort": WEBHOOK_PORT}],
             },
         }
     )
-    docs.append(_deployment(install, inject, labels))
+    docs.append(_deployment(install, inject, labels, install.manages_certs(tls)))
     if tokens is not None and install.manage_acls:
-        docs.extend(_acls(install, inject, tokens))
-    docs.extend(_controller(install, inject))
-    docs.append(_webhook_configuration(install, inject, labels, tls))
+        docs.extend(acls(install, inject, tokens))
+    server = ServerSettings.from_values(values)
+    if server.enabled:
+        bootstrap = install.bootstrap_secret if install.manage_acls else None
+        docs.extend(render_server(server, inject, install.name, ns, install.datacenter, bootstrap))
+    docs.extend(controller(install, inject))
+    docs.append(webhook_configuration(install, inject, labels, tls))
     return docs
 
 
-def _controller(install: InstallSettings, inject: InjectSettings) -> list[dict[str, Any]]:
-    """The endpoints controller: its ServiceAccount, read-only RBAC and Deployment."""
-    name, ns = install.controller_name, install.namespace
-    labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: CONTROLLER_COMPONENT}
-    container: dict[str, Any] = {
-        "name": "controller",
-        "image": inject.images.loom,
-        "command": ["loom", "k8s", "controller"],
-        "args": [f"--http-addr={inject.server.http_addr}", f"--values={VALUES_DIR}/values.yaml"],
-        "volumeMounts": [{"name": "values", "mountPath": VALUES_DIR, "readOnly": True}],
-    }
-    volumes = [{"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}}]
-    if install.manage_acls:
-        container["env"] = [{"name": "LOOM_HTTP_TOKEN_FILE", "value": f"{ACL_TOKEN_DIR}/token"}]
-        container["volumeMounts"].append(
-            {"name": "acl-token", "mountPath": ACL_TOKEN_DIR, "readOnly": True}
+def _webhookaccount(
+    install: InstallSettings, labels: dict[str, str], tls: TlsMaterial | None
+) -> list[dict[str, Any]]:
+    """The webhook's account: namespaces read, and its own webhook configuration updated
+    when it manages its certificate (the CA bundle)."""
+    docs = account(install.webhook_name, install.namespace, labels, ["namespaces"])
+    if install.manages_certs(tls):
+        docs[1]["rules"].append(
+            {
+                "apiGroups": ["admissionregistration.k8s.io"],
+                "resources": ["mutatingwebhookconfigurations"],
+                "resourceNames": [install.webhook_name],
+                "verbs": ["get", "update"],
+            }
         )
-        volumes.append({"name": "acl-token", "secret": {"secretName": install.controller_secret}})
-    # One replica, one writer: registrations are idempotent, but two would race on each event.
-    deployment = _system_deployment(install, name, labels, 1, container, volumes)
-    return [*_account(name, ns, labels, ["pods", "services", "namespaces"]), deployment]
-
-
-def _acls(
-    install: InstallSettings, inject: InjectSettings, tokens: AclTokens
-) -> list[dict[str, Any]]:
-    """The token Secrets, the reviewer account (TokenReviews) and the acl-init Job."""
-    ns, reviewer = install.namespace, install.reviewer_name
-    labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: ACL_INIT_COMPONENT}
-    rbac = "rbac.authorization.k8s.io/v1"
-
-    def secret(name: str, token: str) -> dict[str, Any]:
-        return {**_meta("v1", "Secret", name, ns, labels), "type": "Opaque",
-                "data": {"token": base64.b64encode(token.encode()).decode()}}  # fmt: skip
-
-    def binding(name: str, role: str) -> dict[str, Any]:
-        return {
-            **_meta(rbac, "ClusterRoleBinding", name, None, labels),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": role,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": reviewer, "namespace": ns}],
-        }
-
-    reviewer_token = {
-        **_meta("v1", "Secret", reviewer, ns, labels),
-        "type": "kubernetes.io/service-account-token",
-    }
-    reviewer_token["metadata"]["annotations"] = {"kubernetes.io/service-account.name": reviewer}
-    container: dict[str, Any] = {
-        "name": "acl-init",
-        "image": inject.images.loom,
-        "command": ["loom", "k8s", "acl-init"],
-        "args": [
-            f"--http-addr={inject.server.http_addr}",
-            f"--token-file={BOOTSTRAP_DIR}/token",
-            "--kubernetes-host=https://kubernetes.default.svc",
-            f"--kubernetes-ca-file={REVIEWER_DIR}/ca.crt",
-            f"--reviewer-jwt-file={REVIEWER_DIR}/token",
-            f"--controller-token-file={ACL_TOKEN_DIR}/token",
-            f"--auth-method-name={inject.login.auth_method or DEFAULT_AUTH_METHOD}",
-            f"--prefix={install.name}",
-        ],
-        "volumeMounts": [
-            {"name": "bootstrap", "mountPath": BOOTSTRAP_DIR, "readOnly": True},
-            {"name": "reviewer", "mountPath": REVIEWER_DIR, "readOnly": True},
-            {"name": "controller", "mountPath": ACL_TOKEN_DIR, "readOnly": True},
-        ],
-    }
-    volumes = [
-        {"name": "bootstrap", "secret": {"secretName": install.bootstrap_secret}},
-        {"name": "reviewer", "secret": {"secretName": reviewer}},
-        {"name": "controller", "secret": {"secretName": install.controller_secret}},
-    ]
-    pod = _system_deployment(install, reviewer, labels, 1, container, volumes)["spec"]["template"]
-    pod["spec"].update(restartPolicy="OnFailure", automountServiceAccountToken=False)
-    job = {
-        **_meta("batch/v1", "Job", f"{install.name}-acl-init", ns, labels),
-        "spec": {"backoffLimit": 6, "template": pod},
-    }
-    return [
-        secret(install.bootstrap_secret, tokens.management),
-        secret(install.controller_secret, tokens.controller),
-        _meta("v1", "ServiceAccount", reviewer, ns, labels),
-        reviewer_token,
-        {
-            **_meta(rbac, "ClusterRole", reviewer, None, labels),
-            "rules": [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}],
-        },
-        binding(reviewer, reviewer),
-        binding(f"{reviewer}-auth-delegator", "system:auth-delegator"),
-        job,
-    ]
-
-
-def _account(
-    name: str, namespace: str, labels: dict[str, str], readable: list[str]
-) -> list[dict[str, Any]]:
-    """A ServiceAccount with a ClusterRole (and its Binding) to read ``readable``."""
-    return [
-        _meta("v1", "ServiceAccount", name, namespace, labels),
-        {
-            **_meta("rbac.authorization.k8s.io/v1", "ClusterRole", name, None, labels),
-            "rules": [
-                {"apiGroups": [""], "resources": readable, "verbs": ["get", "list", "watch"]}
-            ],
-        },
-        {
-            **_meta("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name, None, labels),
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": name,
-            },
-            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-        },
-    ]
-
-
-def _system_deployment(
-    install: InstallSettings,
-    name: str,
-    labels: dict[str, str],
-    replicas: int,
-    container: dict[str, Any],
-    volumes: list[dict[str, Any]],
-) -> dict[str, Any]:
-    """A Deployment of one Loom system container (hardened, with the install's resources)
-    running as the ServiceAccount ``name``; its pods are never injected."""
-    container["securityContext"] = {
-        "runAsNonRoot": True,
-        "runAsUser": 65532,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-    resources = install.resources.to_k8s()
-    if resources:
-        container["resources"] = resources
-    return {
-        **_meta("apps/v1", "Deployment", name, install.namespace, labels),
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": dict(labels)},
-            "template": {
-                "metadata": {
-                    "labels": dict(labels),
-                    # Loom's own pods are never injected.
-                    "annotations": {"consul.hashicorp.com/connect-inject": "false"},
-                },
-                "spec": {
-                    "serviceAccountName": name,
-                    "containers": [container],
-                    "volumes": volumes,
-                },
-            },
-        },
-    }
-
-
-def _meta(
-    api: str, kind: str, name: str, namespace: str | None, labels: dict[str, str]
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "labels": dict(labels)}
-    if namespace is not None:
-        metadata["namespace"] = namespace
-    return {"apiVersion": api, "kind": kind, "metadata": metadata}
+    return docs
 
 
 def _deployment(
-    install: InstallSettings, inject: InjectSettings, labels: dict[str, str]
+    install: InstallSettings, inject: InjectSettings, labels: dict[str, str], managed: bool
 ) -> dict[str, Any]:
     probe = {
         "httpGet": {"path": "/healthz", "port": WEBHOOK_PORT, "scheme": "HTTPS"},
@@ -400,77 +295,17 @@ def _deployment(
         {"name": "tls", "secret": {"secretName": install.secret_name}},
         {"name": "values", "configMap": {"name": f"{install.webhook_name}-values"}},
     ]
-    return _system_deployment(
+    if managed:
+        # The webhook makes, installs and rotates its own certificate (webhook_certs.py).
+        container["args"][:2] = [
+            f"--webhook-config={install.webhook_name}",
+            f"--cert-dir={MANAGED_TLS_DIR}",
+            f"--service={install.webhook_name}",
+            f"--service-namespace={install.namespace}",
+            *([f"--cert-host={install.webhook_host}"] if install.webhook_host else []),
+        ]
+        container["volumeMounts"][0] = {"name": "tls", "mountPath": MANAGED_TLS_DIR}
+        volumes[0] = {"name": "tls", "emptyDir": {"medium": "Memory"}}
+    return system_deployment(
         install, install.webhook_name, labels, install.replicas, container, volumes
     )
-
-
-def _webhook_configuration(
-    install: InstallSettings,
-    inject: InjectSettings,
-    labels: dict[str, str],
-    tls: TlsMaterial | None,
-) -> dict[str, Any]:
-    excluded = list(dict.fromkeys([*NEVER_INJECTED_NAMESPACES, *inject.deny_namespaces]))
-    expressions: list[dict[str, Any]] = [
-        {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": excluded}
-    ]
-    if "*" not in inject.allow_namespaces:
-        expressions.append(
-            {
-                "key": "kubernetes.io/metadata.name",
-                "operator": "In",
-                "values": list(inject.allow_namespaces),
-            }
-        )
-    client: dict[str, Any] = {
-        "service": {
-            "name": install.webhook_name,
-            "namespace": install.namespace,
-            "path": "/mutate",
-            "port": 443,
-        }
-    }
-    metadata: dict[str, Any] = {"name": install.webhook_name, "labels": dict(labels)}
-    ca_bundle = base64.b64encode(tls.ca_pem).decode() if tls is not None else install.ca_bundle
-    if ca_bundle:
-        client["caBundle"] = ca_bundle
-    else:
-        metadata["annotations"] = {
-            "cert-manager.io/inject-ca-from": f"{install.namespace}/{install.webhook_name}"
-        }
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": metadata,
-        "webhooks": [
-            {
-                "name": f"{install.webhook_name}.{install.name}.mesh",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": client,
-                "rules": [
-                    {
-                        "operations": ["CREATE"],
-                        "apiGroups": [""],
-                        "apiVersions": ["v1"],
-                        "resources": ["pods"],
-                        "scope": "Namespaced",
-                    }
-                ],
-                "failurePolicy": install.failure_policy,
-                "sideEffects": "None",
-                "timeoutSeconds": 10,
-                "reinvocationPolicy": "Never",
-                "namespaceSelector": {"matchExpressions": expressions},
-                "objectSelector": {
-                    "matchExpressions": [
-                        {
-                            "key": COMPONENT_LABEL,
-                            "operator": "NotIn",
-                            "values": [COMPONENT, CONTROLLER_COMPONENT, ACL_INIT_COMPONENT],
-                        }
-                    ]
-                },
-            }
-        ],
-    }

@@ -37,15 +37,20 @@ from aiohttp import web
 from loom import defaults
 from loom.addrs import AddressError, parse_address
 from loom.inject import InjectSettings
+from loom.inject.plan import POD_SECURITY_ENFORCE
 from loom.k8s.admission import (
+    POD_SECURITY_PATH,
     MalformedReview,
+    NamespaceLabels,
     PlanCache,
     error_answer,
     malformed_answer,
     review,
 )
+from loom.k8s.controller_loop import kube_client
 from loom.k8s.errors import K8sError
 from loom.k8s.metrics import WebhookMetrics
+from loom.k8s.webhook_certs import CertManagerConfig, WebhookCertManager
 from loom.ratelog import RateLimitedLog
 
 log = logging.getLogger("loom.k8s.webhook")
@@ -72,6 +77,9 @@ class WebhookConfig:
     """YAML ``{namespace: {label: value}}`` used when reviews carry no namespace object."""
     reload_interval: float = 1.0
     """Seconds between checks of the certificate and labels files for changes."""
+    cert_manager: CertManagerConfig | None = None
+    """Make, install and rotate the certificate (``tls_cert``/``tls_key`` are then in its
+    ``cert_dir``); None: the files are mounted."""
 
 
 class FileWatch:
@@ -155,7 +163,7 @@ def build_app(
             exc = MalformedReview(f"body: larger than {MAX_BODY} bytes")
             return _malformed(request, exc, started)
         try:
-            answer = review(body, settings, labels.get, cache)
+            answer = review(body, settings, _labels_for(request, labels), cache)
         except MalformedReview as exc:
             return _malformed(request, exc, started)
         except Exception as exc:  # a bug: deny this pod, keep serving
@@ -184,9 +192,17 @@ def build_app(
     app = web.Application(client_max_size=MAX_BODY)
     app[METRICS] = stats
     app.router.add_post("/mutate", mutate)
+    app.router.add_post(POD_SECURITY_PATH + "{level}", mutate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
     return app
+
+
+def _labels_for(request: web.Request, labels: NamespaceLabelCache) -> NamespaceLabels:
+    level = request.match_info.get("level")
+    if level is None:
+        return labels.get
+    return lambda ns: {**labels.get(ns), POD_SECURITY_ENFORCE: level}
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
@@ -240,6 +256,12 @@ async def serve(
     config: WebhookConfig, settings: InjectSettings, ready: asyncio.Event | None = None
 ) -> None:
     """Run the webhook until SIGTERM/SIGINT (or cancellation)."""
+    manager = None
+    if config.cert_manager is not None:
+        manager = WebhookCertManager(
+            config.cert_manager, kube_client(config.cert_manager.kubeconfig)
+        )
+        await manager.ensure()
     context = server_tls_context(config.tls_cert, config.tls_key)
     labels = NamespaceLabelCache(config.namespace_labels_file)
     labels.load()
@@ -252,6 +274,7 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = asyncio.create_task(watch_files(config, context, labels, metrics))
+    rotation = asyncio.create_task(manager.run()) if manager is not None else None
     try:
         site = web.TCPSite(runner, host, port, ssl_context=context, reuse_address=True)
         try:
@@ -272,7 +295,9 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        if rotation is not None:
+            rotation.cancel()
+        await asyncio.gather(watcher, *[t for t in [rotation] if t], return_exceptions=True)
         await runner.cleanup()
 
 

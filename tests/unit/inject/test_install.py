@@ -3,11 +3,13 @@ from __future__ import annotations
 import base64
 import datetime
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from loom.cli import main
+from loom.inject import SettingsError
 from loom.k8s.certs import generate_tls, webhook_dns_names
 from loom.k8s.install import AclTokens, InstallSettings, render, with_acl_default
 from loom.k8s.manifests import dump_documents
@@ -70,6 +72,11 @@ def test_values_shape_names_selectors_policy_and_ca_bundle(golden) -> None:
             "values": ["kube-system", "kube-public", "no-inject-ns-1"],
         },
         {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["my-ns-1", "my-ns-2"]},
+        {
+            "key": "pod-security.kubernetes.io/enforce",
+            "operator": "NotIn",
+            "values": ["baseline", "restricted"],
+        },
     ]
     deployment, controller = [d for d in docs if d["kind"] == "Deployment"]
     assert deployment["metadata"]["namespace"] == "mesh-system"
@@ -104,15 +111,92 @@ def test_generated_certificates_cover_the_service_and_are_signed_by_the_bundle()
     assert "annotations" not in config["metadata"]
 
 
+def test_namespaces_enforcing_a_pod_security_level_are_routed_to_a_path_naming_it() -> None:
+    [config] = [d for d in rendered() if d["kind"] == "MutatingWebhookConfiguration"]
+    routes = {
+        h["name"]: (
+            h["clientConfig"]["service"]["path"],
+            h["namespaceSelector"]["matchExpressions"][-1],
+        )
+        for h in config["webhooks"]
+    }
+    enforce = "pod-security.kubernetes.io/enforce"
+    assert routes == {
+        "loom-connect-injector.loom.mesh": (
+            "/mutate",
+            {"key": enforce, "operator": "NotIn", "values": ["baseline", "restricted"]},
+        ),
+        "loom-connect-injector-baseline.loom.mesh": (
+            "/mutate/pod-security/baseline",
+            {"key": enforce, "operator": "In", "values": ["baseline"]},
+        ),
+        "loom-connect-injector-restricted.loom.mesh": (
+            "/mutate/pod-security/restricted",
+            {"key": enforce, "operator": "In", "values": ["restricted"]},
+        ),
+    }
+
+
+def test_a_webhook_url_is_the_client_config_and_its_ip_is_in_the_generated_certificate() -> None:
+    values = "connectInject:\n  webhookUrl: https://127.0.0.1:8443\n"
+    install = InstallSettings.from_values(parse_values(values))
+    assert install.webhook_host == "127.0.0.1"
+    now = datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC)
+    tls = generate_tls(install.webhook_name, install.namespace, now, (install.webhook_host,))
+    docs = rendered(values, tls=tls)
+    [config] = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    for doc in docs:
+        validate_manifest(doc)
+    assert [h["clientConfig"]["url"] for h in config["webhooks"]] == [
+        "https://127.0.0.1:8443/mutate",
+        "https://127.0.0.1:8443/mutate/pod-security/baseline",
+        "https://127.0.0.1:8443/mutate/pod-security/restricted",
+    ]
+    assert all("service" not in h["clientConfig"] for h in config["webhooks"])
+    cert = x509.load_pem_x509_certificate(tls.cert_pem)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    with pytest.raises(SettingsError, match=r"connectInject\.webhookUrl: 'http://x' is not https"):
+        InstallSettings.from_values(parse_values("connectInject:\n  webhookUrl: http://x\n"))
+
+
+def test_without_a_certificate_the_webhook_manages_its_own_unless_cert_manager_is_asked() -> None:
+    docs = rendered()
+    [config] = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    assert "annotations" not in config["metadata"]
+    assert all("caBundle" not in h["clientConfig"] for h in config["webhooks"])
+    webhook = named(docs, "Deployment", "loom-connect-injector")["spec"]["template"]["spec"]
+    args = webhook["containers"][0]["args"]
+    assert "--webhook-config=loom-connect-injector" in args and "--cert-dir=/run/loom/tls" in args
+    assert not [a for a in args if a.startswith("--tls-")]
+    assert {"name": "tls", "emptyDir": {"medium": "Memory"}} in webhook["volumes"]
+    role = named(docs, "ClusterRole", "loom-connect-injector")
+    assert role["rules"][-1] == {
+        "apiGroups": ["admissionregistration.k8s.io"],
+        "resources": ["mutatingwebhookconfigurations"],
+        "resourceNames": ["loom-connect-injector"],
+        "verbs": ["get", "update"],
+    }
+    docs = rendered("connectInject:\n  certs:\n    certManager: true\n")
+    [config] = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    assert config["metadata"]["annotations"] == {
+        "cert-manager.io/inject-ca-from": "loom/loom-connect-injector"
+    }
+    assert len(named(docs, "ClusterRole", "loom-connect-injector")["rules"]) == 1
+
+
 def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, capsys) -> None:
     assert main(["install", "--generate-certs"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))
     assert [d["kind"] for d in docs] == [
-        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
+        "Namespace", *["CustomResourceDefinition"] * 4,
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
         "Secret", "Service", "Deployment",
         "Secret", "Secret", "ServiceAccount", "Secret", "ClusterRole",  # ACLs
         "ClusterRoleBinding", "ClusterRoleBinding", "Job",
-        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment",  # the controller
+        "Service", "Service", "Service", "StatefulSet",  # the server: API, headless, DNS
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding",  # the controller
+        "Role", "RoleBinding", "Deployment",  # its leader-election Lease
         "MutatingWebhookConfiguration",
     ]  # fmt: skip
     tokens = {
@@ -153,10 +237,14 @@ def test_the_reviewer_may_review_tokens_and_read_service_accounts_only() -> None
     reviewer = [{"kind": "ServiceAccount", "name": "loom-auth-method", "namespace": "loom"}]
     assert bindings == {"system:auth-delegator": reviewer, "loom-auth-method": reviewer}
     role = named(docs, "ClusterRole", "loom-auth-method")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]}
+    ]
     token = named(docs, "Secret", "loom-auth-method")
     assert token["type"] == "kubernetes.io/service-account-token"
-    assert token["metadata"]["annotations"] == {"kubernetes.io/service-account.name": "loom-auth-method"}
+    assert token["metadata"]["annotations"] == {
+        "kubernetes.io/service-account.name": "loom-auth-method"
+    }
 
 
 def test_the_job_and_the_controller_read_only_secrets_the_install_renders() -> None:
@@ -174,7 +262,7 @@ def test_the_job_and_the_controller_read_only_secrets_the_install_renders() -> N
     assert used <= secrets
     controller = named(docs, "Deployment", "loom-endpoints-controller")["spec"]["template"]["spec"]
     [ctr] = controller["containers"]
-    assert ctr["env"] == [{"name": "LOOM_HTTP_TOKEN_FILE", "value": "/etc/loom/acl/token"}]
+    assert ctr["env"][-1] == {"name": "LOOM_HTTP_TOKEN_FILE", "value": "/etc/loom/acl/token"}
     assert {v["secret"]["secretName"] for v in controller["volumes"] if "secret" in v} == {
         "loom-controller-acl-token"
     }
@@ -190,6 +278,45 @@ def test_manage_system_acls_false_renders_the_install_without_acls() -> None:
         validate_manifest(doc)
     assert not [d for d in docs if d["kind"] in ("Job", "Secret")]
     controller = named(docs, "Deployment", "loom-endpoints-controller")
-    assert "env" not in controller["spec"]["template"]["spec"]["containers"][0]
+    env = controller["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["name"] for e in env] == ["POD_NAME", "POD_NAMESPACE"]
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
-    assert settings_from(yaml.safe_load(config_map["data"]["values.yaml"])).login.auth_method is None
+    assert (
+        settings_from(yaml.safe_load(config_map["data"]["values.yaml"])).login.auth_method is None
+    )
+
+
+def test_the_server_is_a_stateful_set_on_sqlite_with_a_claim_and_its_services() -> None:
+    docs = rendered("server:\n  storage: 1Gi\n  storageClass: fast\n")
+    for doc in docs:
+        validate_manifest(doc)
+    server = named(docs, "StatefulSet", "loom-server")
+    spec = server["spec"]
+    assert spec["replicas"] == 1 and spec["serviceName"] == "loom-server-headless"
+    [claim] = spec["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    assert claim["spec"]["storageClassName"] == "fast"
+    container, dns = spec["template"]["spec"]["containers"]
+    assert "--data-dir=/var/lib/loom" in container["args"]
+    assert "--acl-initial-management-token=$(LOOM_BOOTSTRAP_TOKEN)" in container["args"]
+    [token] = [e for e in container["env"] if e["name"] == "LOOM_BOOTSTRAP_TOKEN"]
+    assert token["valueFrom"]["secretKeyRef"]["name"] == "loom-bootstrap-acl-token"
+    assert dns["command"] == ["loom", "dns-proxy"]
+    ports = {p["name"]: p["port"] for p in named(docs, "Service", "loom-server")["spec"]["ports"]}
+    assert ports == {"http": 8500, "grpc": 8502}  # what server.httpAddr/grpcAddr name
+    assert {p["protocol"] for p in named(docs, "Service", "loom-dns")["spec"]["ports"]} == {
+        "UDP",
+        "TCP",
+    }
+
+
+def test_etcd_endpoints_give_three_servers_without_volumes_and_sqlite_refuses_several() -> None:
+    docs = rendered("server:\n  etcdEndpoints: ['10.0.0.1:2379', '10.0.0.2:2379']\n")
+    spec = named(docs, "StatefulSet", "loom-server")["spec"]
+    assert spec["replicas"] == 3 and "volumeClaimTemplates" not in spec
+    args = spec["template"]["spec"]["containers"][0]["args"]
+    assert "--etcd-endpoints=10.0.0.1:2379,10.0.0.2:2379" in args
+    with pytest.raises(SettingsError, match="cannot share one SQLite file"):
+        rendered("server:\n  replicas: 3\n")
+    docs = rendered("server:\n  enabled: false\n")
+    assert not [d for d in docs if d["kind"] == "StatefulSet"]

@@ -185,3 +185,41 @@ def test_the_webhooks_shared_result_leaves_the_input_alone_and_the_default_one_i
     assert independent["spec"]["containers"][0] is not pod["spec"]["containers"][0]
     independent["spec"]["containers"][0]["livenessProbe"]["httpGet"]["port"] = 1
     assert pod == before
+
+
+def test_the_pods_own_init_containers_get_the_upstream_env_vars_and_connect_init_does_not():
+    pod = local_pod(connect_inject="true", connect_service_upstreams="static-server:1234")
+    pod["spec"]["initContainers"] = [{"name": "migrate", "image": "busybox"}]
+    before = copy.deepcopy(pod)
+    out = plan_injection(pod, DEFAULT_NS, InjectSettings(), share_unchanged=True).pod
+    migrate, connect_init = out["spec"]["initContainers"]
+    assert migrate["env"] == [
+        {"name": "STATIC_SERVER_CONNECT_SERVICE_HOST", "value": "127.0.0.1"},
+        {"name": "STATIC_SERVER_CONNECT_SERVICE_PORT", "value": "1234"},
+    ]
+    names = {e["name"] for e in connect_init.get("env", [])}
+    assert "STATIC_SERVER_CONNECT_SERVICE_PORT" not in names
+    assert pod == before
+
+
+@pytest.mark.parametrize("level", ["baseline", "restricted"])
+def test_transparent_proxy_in_a_baseline_or_restricted_namespace_is_refused_naming_the_way_out(
+    level,
+):
+    ns = NamespaceInfo("shop", {"pod-security.kubernetes.io/enforce": level})
+    with pytest.raises(InjectionRefused) as info:
+        plan_injection(local_pod(connect_inject="true"), ns, InjectSettings())
+    message = str(info.value)
+    assert message.startswith(
+        f"namespace shop label pod-security.kubernetes.io/enforce='{level}': PodSecurity"
+    )
+    assert "NET_ADMIN" in message and "transparent proxy is enabled by cluster default" in message
+    assert 'consul.hashicorp.com/transparent-proxy: "false"' in message
+    off = local_pod(connect_inject="true", transparent_proxy="false")
+    assert plan_injection(off, ns, InjectSettings()).inject
+
+
+def test_a_privileged_pod_security_namespace_keeps_transparent_proxy() -> None:
+    ns = NamespaceInfo("shop", {"pod-security.kubernetes.io/enforce": "privileged"})
+    plan = plan_workload(local_pod(connect_inject="true"), ns, InjectSettings())
+    assert plan.transparent_proxy
