@@ -116,9 +116,13 @@ def register(commands: Commands) -> None:
         help="manage the certificate: make a CA and serving certificate in --cert-dir, add "
         "the CA to this MutatingWebhookConfiguration's caBundle, rotate before expiry",
     )
-    webhook.add_argument("--cert-dir", default="/tmp/loom-webhook-tls", help="managed files")
     webhook.add_argument(
-        "--service", default="loom-connect-injector", help="the webhook Service (its names)"
+        "--cert-dir", default="/tmp/loom-webhook-tls",
+        help="where the managed CA and serving certificate are written (default %(default)s)",
+    )  # fmt: skip
+    webhook.add_argument(
+        "--service", default="loom-connect-injector",
+        help="the webhook Service, whose names the certificate carries (default %(default)s)",
     )
     webhook.add_argument(
         "--service-namespace", help="its namespace (default: $POD_NAMESPACE, else loom)"
@@ -254,7 +258,9 @@ def register(commands: Commands) -> None:
         "ServiceIntentions and Mesh resources to config entries",
     )
     controller.add_argument(
-        "--datacenter", default="dc1", help="marked on the entries resources make (%(default)s)"
+        "--datacenter",
+        default="dc1",
+        help="marked on the entries resources make (default %(default)s)",
     )
     controller.add_argument(
         "--leader-elect",
