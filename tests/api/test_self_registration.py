@@ -74,3 +74,27 @@ async def test_the_mesh_snapshot_leaves_the_consul_service_out() -> None:
         assert state.catalog.vip_of("default", "consul") is None
     finally:
         await state.close()
+
+
+def test_a_restored_snapshot_without_the_server_gets_it_registered_again(loom_server) -> None:  # type: ignore[no-untyped-def]
+    from loom.store.archive import read_archive, write_archive
+
+    status, blob, _ = _raw_get(loom_server, "/v1/snapshot")
+    assert status == 200
+    archive = read_archive(blob)
+    tables = {name: dict(docs) for name, docs in archive.tables.items()}
+    assert "loom-server/default/consul" in tables["services"]
+    del tables["services"]["loom-server/default/consul"]
+    packed = write_archive(archive.index, tables)  # a valid archive without the consul service
+    status, text, headers = loom_server.request("PUT", "/v1/snapshot", packed)
+    assert status == 200, text
+    assert "consul" in loom_server.get("/v1/catalog/services")
+    _, _, after = loom_server.request("GET", "/v1/catalog/services")
+    assert int(headers["X-Consul-Index"]) == int(after["X-Consul-Index"])
+
+
+def _raw_get(server, path: str) -> tuple[int, bytes, dict[str, str]]:  # type: ignore[no-untyped-def]
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{server.http}{path}", timeout=30) as resp:
+        return resp.status, resp.read(), dict(resp.headers)

@@ -194,6 +194,9 @@ def start_kube(*extra_args: str) -> Iterator[KubeApi]:
         ca = _poll(lambda: _serving_cert(work / "certs"), procs, log, "a serving certificate")
         api = KubeApi(f"https://127.0.0.1:{secure}", ca, admin, work)
         _poll(lambda: _ready(api), procs, log, "/readyz 200")
+        # /readyz can answer before the bootstrap controller has made the default namespace.
+        _poll(lambda: api.call("GET", "/api/v1/namespaces/default")[0] == 200, procs, log,
+              "the default namespace")  # fmt: skip
         yield api
     finally:
         for proc in reversed(procs):

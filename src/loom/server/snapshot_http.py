@@ -39,8 +39,13 @@ async def snapshot_save(request: web.Request) -> web.Response:
 
 
 async def snapshot_restore(request: web.Request) -> web.Response:
-    restored = await backup.restore(guard.state_of(request), await _file(request))
-    return web.Response(text="", headers={"X-Consul-Index": str(restored.index)})
+    """Restore, then register the server itself again (``control.selfreg``) if the snapshot
+    lacked its node or ``consul`` service, as a restarted Consul server would."""
+    state = guard.state_of(request)
+    restored = await backup.restore(state, await _file(request))
+    await state.register_self()
+    index = max(restored.index, state.store.index)
+    return web.Response(text="", headers={"X-Consul-Index": str(index)})
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
