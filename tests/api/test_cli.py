@@ -106,13 +106,13 @@ def test_consul_flags_and_consul_http_addr_drive_a_real_server(loom_server) -> N
                  "-meta", "v=1", addr=addr)  # fmt: skip
     assert (out.returncode, out.stdout, out.stderr) == (0, "Registered service: api\n", "")
     listed = consul("catalog", "services", "-format=json", addr=addr)
-    assert json.loads(listed.stdout) == {"api": ["a", "b"]}
+    assert json.loads(listed.stdout) == {"api": ["a", "b"], "consul": []}  # the server itself
     assert consul("intention", "create", "-deny", "web", "api", addr=addr).returncode == 0
     assert consul("intention", "check", "web", "api", addr=addr).returncode == 2
     got = json.loads(consul("intention", "get", "web", "api", "-format", "json", addr=addr).stdout)
     assert (got["SourceName"], got["DestinationName"], got["Action"]) == ("web", "api", "deny")
     assert consul("services", "deregister", "-id=api", addr=addr).returncode == 0
-    assert consul("catalog", "services", addr=addr).stdout == ""
+    assert consul("catalog", "services", addr=addr).stdout == "consul\n"
 
 
 def test_intention_create_refuses_to_replace_an_intention_without_replace(loom_server) -> None:
@@ -154,10 +154,11 @@ def test_an_hcl_definition_registers_and_the_same_file_deregisters(loom_server, 
     web = tmp_path / "web.hcl"
     web.write_text('service {\n  name = "web"\n  port = 8080\n  connect { sidecar_service {} }\n}\n')
     assert consul("services", "register", str(web), addr=addr).returncode == 0
-    assert consul("catalog", "services", addr=addr).stdout == "web\nweb-sidecar-proxy\n"
+    listed = "consul\nweb\nweb-sidecar-proxy\n"  # consul: the server registers itself
+    assert consul("catalog", "services", addr=addr).stdout == listed
     out = consul("services", "deregister", str(web), addr=addr)
     assert (out.returncode, out.stdout) == (0, "Deregistered service: web\n")
-    assert consul("catalog", "services", addr=addr).stdout == ""
+    assert consul("catalog", "services", addr=addr).stdout == "consul\n"
 
 
 def test_a_definition_with_an_unknown_key_registers_nothing(loom_server, tmp_path) -> None:
@@ -167,7 +168,7 @@ def test_a_definition_with_an_unknown_key_registers_nothing(loom_server, tmp_pat
     assert (out.returncode, out.stderr) == (
         1, f"loom: {typo}: service.prot: unknown field (did you mean 'Port'?)\n",
     )  # fmt: skip
-    assert consul("catalog", "services", addr=loom_server.http).stdout == ""
+    assert consul("catalog", "services", addr=loom_server.http).stdout == "consul\n"
 
 
 def test_config_entries_in_hcl_are_written_and_read_back(loom_server, tmp_path) -> None:
