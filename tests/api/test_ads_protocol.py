@@ -14,6 +14,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from loom.addrs import parse_address
 from loom.control.state import ServerSettings, State
+from loom.xds import hub as xds_hub
 from loom.xds import server as xds_server
 from loom.xds.translate import InconsistentSnapshot
 from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_LISTENER
@@ -118,14 +119,14 @@ async def test_a_translation_failure_keeps_the_stream_and_the_last_configuration
     task = asyncio.create_task(client.run())
     try:
         v1 = (await client.received(len(ORDER)))[-1].version_info
-        real = xds_server.build_resources
+        real = xds_hub.build_resources  # the hub translates (once per translation key)
         failed = asyncio.Event()
 
         def broken(inputs):  # type: ignore[no-untyped-def]
             failed.set()
             raise InconsistentSnapshot("simulated translator bug")
 
-        monkeypatch.setattr(xds_server, "build_resources", broken)
+        monkeypatch.setattr(xds_hub, "build_resources", broken)
         await state.configs.upsert_exact("api", "web", {"Action": "deny"})
         async with asyncio.timeout(10):
             await failed.wait()
@@ -133,7 +134,7 @@ async def test_a_translation_failure_keeps_the_stream_and_the_last_configuration
         answer = await client.barrier()
         assert (answer.type_url, answer.version_info) == (TYPE_LISTENER, v1)
         assert len(client.responses) == len(ORDER) + 1 and not task.done()
-        monkeypatch.setattr(xds_server, "build_resources", real)
+        monkeypatch.setattr(xds_hub, "build_resources", real)
         await state.configs.upsert_exact("ops", "web", {"Action": "deny"})
         pushed = (await client.received(len(ORDER) + 2))[-1]
         assert pushed.type_url == TYPE_LISTENER and pushed.version_info != v1
