@@ -119,7 +119,7 @@ async def test_a_translation_failure_keeps_the_stream_and_the_last_configuration
     task = asyncio.create_task(client.run())
     try:
         v1 = (await client.received(len(ORDER)))[-1].version_info
-        real = xds_hub.build_resources
+        real = xds_hub.build_resources  # the hub translates (once per translation key)
         failed = asyncio.Event()
 
         def broken(inputs):  # type: ignore[no-untyped-def]
