@@ -108,6 +108,10 @@ BENCHES = (
     Bench("store_backends.py", ("--count", "150"),
           (("registrations/s, memory / sqlite / etcd", "-"),
            ("etcd: write through A visible on B, median", "-")), (_tool("etcd", "etcd-server"),)),
+    Bench("kv.py", (),
+          (("KV put/s vs registrations/s", ">= 1.0x"), ("KV get/s", ">= 1,000/s"),
+           ("KV blocking-query wake-up, p50", "<= 5 ms"),
+           ("health watchers woken by KV writes", "0"))),
     Bench("fuzz_http.py", ("300",),
           (("HTTP fuzz: no 5xx, no traceback", "none"),)),
 )  # fmt: skip
