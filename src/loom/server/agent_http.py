@@ -26,8 +26,8 @@ from loom.acl.rules import Access
 from loom.control.errors import NotFound
 from loom.control.selfreg import is_server_service
 from loom.control.state import State
-from loom.domain.fields import parse_duration
 from loom.server import hostinfo, views
+from loom.server.blocking import WATCHERS, park, shutting_down, timeout_of
 from loom.server.guard import authorizer, visible
 from loom.store.tables import CATALOG_TABLES
 
@@ -108,8 +108,6 @@ async def agent_host(request: web.Request) -> web.Response:
 
 def gauges(request: web.Request) -> list[tuple[str, float]]:
     """The gauges ``/v1/agent/metrics`` reports, by name."""
-    from loom.server.http import WATCHERS
-
     state = _state(request)
     cat = state.catalog
     return [
@@ -168,25 +166,8 @@ def _service_doc(request: web.Request) -> Doc:
     return out
 
 
-async def _changed(request: web.Request, after: int, timeout: float) -> None:
-    """Wait for the catalog past ``after``, ``timeout`` or the server's shutdown."""
-    from loom.server.http import WATCHERS
-
-    watchers = request.app[WATCHERS]
-    closing = watchers.closing()
-    if closing.done():
-        return
-    waiter = asyncio.ensure_future(_state(request).store.wait(CATALOG_TABLES, after, timeout))
-    watchers.count += 1
-    try:
-        await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watchers.count -= 1
-        waiter.cancel()
-
-
 async def agent_service(request: web.Request) -> web.Response:
-    from loom.server.http import DEFAULT_WAIT_S, MAX_WAIT_S, WATCHERS, _blocking
+    from loom.server.http import _blocking
 
     state = _state(request)
     want = request.query.get("hash")
@@ -194,21 +175,21 @@ async def agent_service(request: web.Request) -> web.Response:
         index = await _blocking(request, CATALOG_TABLES)
         out = _service_doc(request)
     else:
-        wait = request.query.get("wait")
-        timeout = min(parse_duration(wait, "wait"), MAX_WAIT_S) if wait else DEFAULT_WAIT_S
+        timeout = timeout_of(request)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             index = state.store.table_index(CATALOG_TABLES)
             out = _service_doc(request)
             remaining = deadline - loop.time()
-            if (
-                out["ContentHash"] != want
-                or remaining <= 0
-                or request.app[WATCHERS].closing().done()
-            ):
+            if out["ContentHash"] != want or remaining <= 0 or shutting_down(request):
                 break
-            await _changed(request, index, remaining)
+            await park(
+                request,
+                lambda index=index, remaining=remaining: state.store.wait(  # type: ignore[misc]
+                    CATALOG_TABLES, index, remaining
+                ),
+            )
     response = _json(out, index)
     response.headers["X-Consul-ContentHash"] = out["ContentHash"]
     return response

@@ -35,7 +35,6 @@ from loom.domain.fields import (
     ValidationError,
     check_json_text,
     check_name,
-    parse_duration,
 )
 from loom.errors import LoomError
 from loom.ratelog import RateLimitedLog
@@ -54,6 +53,7 @@ from loom.server import (
     ui_http,
     views,
 )
+from loom.server.blocking import WATCHERS, Watchers, park, wait_params
 from loom.server.guard import (
     authorizer,
     can_read_agent_check,
@@ -80,8 +80,6 @@ failures = RateLimitedLog(log)  # a bug a client can trigger at will must not fl
 Doc = dict[str, Any]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 STATE: web.AppKey[State] = web.AppKey("state", State)
-MAX_WAIT_S = 600.0
-DEFAULT_WAIT_S = 300.0
 
 
 CONFLICT_RETRIES = 10
@@ -149,60 +147,16 @@ def _json(data: Any, index: int | None = None) -> web.Response:
     )
 
 
-class Watchers:
-    """The blocking queries in flight, and the one signal that ends them all at shutdown.
-
-    aiohttp cancels a blocking query's handler when its client goes away (handler
-    cancellation is on), so ``count`` falls back as soon as abandoned watchers disconnect;
-    it is shown on Loom's own endpoints as ``X-Loom-Blocking-Queries``.
-    """
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._closing: asyncio.Future[None] | None = None
-
-    def closing(self) -> asyncio.Future[None]:
-        if self._closing is None:
-            self._closing = asyncio.get_running_loop().create_future()
-        return self._closing
-
-    def close(self) -> None:
-        """Every blocking query returns now, with the index it has (a clean, normal answer)."""
-        closing = self.closing()
-        if not closing.done():
-            closing.set_result(None)
-
-
-WATCHERS: web.AppKey[Watchers] = web.AppKey("watchers", Watchers)
-
-
 async def _blocking(request: web.Request, tables: Iterable[str]) -> int:
-    """Wait as a Consul blocking query asks; returns the index to report."""
+    """Wait as a Consul blocking query asks, on store tables; returns the index to report."""
     state = request.app[STATE]
     names = tuple(tables)
-    raw = request.query.get("index")
-    if raw is None:
+    params = wait_params(request)
+    if params is None or params[0] <= 0:
         return state.store.table_index(names)
-    try:
-        after = int(raw)
-    except ValueError:
-        raise ValidationError(f"index: {raw!r} is not an integer") from None
-    wait = request.query.get("wait")
-    timeout = min(parse_duration(wait, "wait"), MAX_WAIT_S) if wait else DEFAULT_WAIT_S
-    watchers = request.app[WATCHERS]
-    closing = watchers.closing()
-    if after <= 0 or closing.done():
-        return state.store.table_index(names)
-    waiter = asyncio.ensure_future(state.store.wait(names, after, timeout))
-    watchers.count += 1
-    try:
-        await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watchers.count -= 1
-        waiter.cancel()
-    if waiter.done() and not waiter.cancelled():
-        return waiter.result()
-    return state.store.table_index(names)
+    after, timeout = params
+    moved = await park(request, lambda: state.store.wait(names, after, timeout))
+    return state.store.table_index(names) if moved is None else moved
 
 
 def _retrieve(task: asyncio.Future[web.StreamResponse]) -> None:

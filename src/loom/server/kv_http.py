@@ -14,7 +14,6 @@ routes need before their handler runs is in ``loom.server.kv_needs`` (``guard.NE
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
@@ -25,7 +24,7 @@ from loom.acl.authorizer import Authorizer
 from loom.acl.rules import Access
 from loom.control.kv import Outcome
 from loom.control.state import State
-from loom.domain.fields import ValidationError, parse_duration
+from loom.domain.fields import ValidationError
 from loom.domain.kv import (
     MAX_VALUE_BYTES,
     KvEntry,
@@ -37,10 +36,9 @@ from loom.domain.kv import (
     parse_uint,
 )
 from loom.server import guard
+from loom.server.blocking import park, wait_params
 from loom.server.kv_needs import request_key
 
-MAX_WAIT_S = 600.0
-DEFAULT_WAIT_S = 300.0
 HEADERS = {"X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0"}
 
 
@@ -76,29 +74,12 @@ def _flag(request: web.Request, name: str) -> bool:
 async def blocking(request: web.Request, current: Callable[[], int]) -> int:
     """Wait as a blocking query asks (``?index=&wait=``), on ``current`` (a key's or
     prefix's index): other keys' writes do not end the wait. Returns the index to report."""
-    from loom.server.http import WATCHERS
-
     state = guard.state_of(request)
-    raw = request.query.get("index")
-    if raw is None:
+    params = wait_params(request)
+    if params is None or params[0] <= 0:
         return current()
-    try:
-        after = int(raw)
-    except ValueError:
-        raise ValidationError(f"index: {raw!r} is not an integer") from None
-    wait = request.query.get("wait")
-    timeout = min(parse_duration(wait, "wait"), MAX_WAIT_S) if wait else DEFAULT_WAIT_S
-    watchers = request.app[WATCHERS]
-    closing = watchers.closing()
-    if after <= 0 or closing.done():
-        return current()
-    waiter = asyncio.ensure_future(state.kv.wait(current, after, timeout))
-    watchers.count += 1
-    try:
-        await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watchers.count -= 1
-        waiter.cancel()
+    after, timeout = params
+    await park(request, lambda: state.kv.wait(current, after, timeout))
     return current()
 
 
