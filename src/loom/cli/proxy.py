@@ -1,12 +1,14 @@
 """``loom proxy status|config`` (``istioctl proxy-status|proxy-config``), ``loom wait``.
 
 Both read the server: ``GET /v1/status/leader`` says it answers, ``GET /v1/loom/proxies``
-(operator:read) lists the live xDS streams with, per resource type, the nonce last sent, the
-one last ACKed and Envoy's last NACK message, and ``Synced`` (registered, served what the
-mesh says now, every response ACKed). ``loom wait proxy ID`` returns once ID is synced, so a
-script can go on after ``loom dataplane ... &`` or after an intention change knowing that
-Envoy has taken the configuration. Waiting asks again every ``POLL_S``: the CLI has no
-stream to block on, and a tenth of a second is what a person waiting does not notice.
+(operator:read) lists the live xDS streams with, per resource type, the nonce last sent, the one
+last ACKed and Envoy's last NACK message, and ``Synced`` (registered, served what the mesh says
+now, every response ACKed). ``loom wait proxy ID`` returns once ID is synced and its own health
+checks pass (``GET /v1/agent/health/service/id/ID``: a sidecar is other proxies' endpoint only
+then), so a script can go on after ``loom dataplane ... &`` or after an intention change knowing
+that Envoy has taken the configuration and peers can reach it. Waiting asks again every
+``POLL_S``: the CLI has no stream to block on, and a tenth of a second is what a person waiting
+does not notice.
 """
 
 from __future__ import annotations
@@ -113,11 +115,31 @@ def _wait_proxy(args: argparse.Namespace) -> int:
         else:
             why = _why_not(args.id, mine)
         if any(p["Synced"] for p in mine):
-            print(f"proxy {args.id} is synced")
-            return 0
+            unhealthy = _unhealthy(client, args.id)
+            if not unhealthy:
+                print(f"proxy {args.id} is synced")
+                return 0
+            why = unhealthy
         if time.monotonic() >= until:
             raise WaitTimeout(f"proxy {args.id} is not synced after {args.timeout:g} s: {why}")
         time.sleep(POLL_S)
+
+
+def _unhealthy(client: Any, proxy_id: str) -> str:
+    """Why the proxy's own health checks keep it out of other proxies' endpoints ("" when
+    they pass, or when it is no agent service): "Connect Sidecar Listening" passes once its
+    Envoy has every listener, and only then do peers get it as an endpoint."""
+    from loom.api import HTTPStatusError, NotFoundError
+
+    try:
+        client.get(f"/v1/agent/health/service/id/{proxy_id}")
+    except NotFoundError:
+        return ""
+    except HTTPStatusError as exc:
+        if exc.status in (429, 503):
+            return f"its health checks are not passing ({exc})"
+        raise
+    return ""
 
 
 def _why_not(proxy_id: str, mine: list[dict[str, Any]]) -> str:
