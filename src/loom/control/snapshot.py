@@ -17,9 +17,9 @@ from loom.control.configs import Configs
 from loom.control.selfreg import is_server_service
 from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
 from loom.domain.mesh import Endpoint, ExternalHost, MeshSnapshot, NamedInstance, ServiceEntry
-from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES
+from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES, QUERIES
 
-MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES
+MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES + (QUERIES.name,)
 """The tables a snapshot reads (besides the CA, whose roots change only by rotation: a write,
 so a new store index and a new snapshot)."""
 
