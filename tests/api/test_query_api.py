@@ -7,6 +7,7 @@ calls work end to end."""
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,17 @@ def test_py_consul_query_calls_work(server: ServerProcess) -> None:
     assert sorted(n["Service"]["ID"] for n in c.query.execute(qid)["Nodes"]) == ["r2", "r3"]
     assert c.query.delete(qid) is True
     assert qid not in [q["ID"] for q in c.query.list()]
+
+
+def test_a_snapshot_carries_the_queries_and_a_restore_brings_them_back(
+    server: ServerProcess,
+) -> None:
+    qid = _create(server, {"Name": "snapped", "Service": {"Service": "redis"}})
+    with urllib.request.urlopen(f"http://{server.http}/v1/snapshot", timeout=30) as resp:
+        blob = resp.read()
+    assert server.request("DELETE", f"/v1/query/{qid}")[0] == 200
+    assert server.request("GET", f"/v1/query/{qid}")[0] == 404
+    status, text, _ = server.request("PUT", "/v1/snapshot", blob)
+    assert status == 200, text
+    [got] = server.get(f"/v1/query/{qid}")
+    assert got["Name"] == "snapped"
