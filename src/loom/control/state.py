@@ -174,7 +174,7 @@ class State:
         if snap is None or self.store.table_index(MESH_READ_TABLES) > snap.index:
             mesh_index = self.store.table_index(MESH_TABLES)
             snap = self._snapshot = build_snapshot(
-                index, mesh_index, self.catalog, self.configs, self.certs
+                index, mesh_index, self.catalog, self.configs, self.certs, self.queries
             )
         return snap
 
