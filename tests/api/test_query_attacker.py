@@ -145,3 +145,18 @@ def test_execute_answers_only_what_the_executing_token_may_read(setup: Setup) ->
 def test_a_garbage_token_is_refused(setup: Setup) -> None:
     status, text, _ = setup.call("GET", "/v1/query", token=str(uuid.uuid4()))
     assert (status, text) == (403, "ACL not found\n")
+
+
+def test_a_catch_all_template_is_guarded_by_rules_on_the_empty_prefix(setup: Setup) -> None:
+    catch_all = {"Name": "", "Template": {"Type": "name_prefix_match"},
+                 "Service": {"Service": "${name.full}"}}  # fmt: skip
+    qid = setup.as_root("POST", "/v1/query", catch_all)["ID"]
+    status, text, _ = setup.user("GET", "/v1/query/db/explain")
+    who = f"token with AccessorID '{setup.accessor}'"
+    assert (status, text) == (403, f"Permission denied: {who} lacks permission 'query:read'\n")
+    assert qid not in [q["ID"] for q in setup.user("GET", "/v1/query")[1]]
+    status, _, _ = setup.user("PUT", f"/v1/query/{qid}", {**catch_all, "Name": "team-x"})
+    assert status == 403  # query:write on the stored "" prefix
+    assert setup.as_root("GET", f"/v1/query/{qid}")[0]["Name"] == ""
+    status, out, _ = setup.user("GET", "/v1/query/redis/execute")  # execute checks no query rule
+    assert status == 200 and [n["Service"]["ID"] for n in out["Nodes"]] == ["redis"]

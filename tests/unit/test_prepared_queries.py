@@ -173,3 +173,11 @@ def test_near_sorts_the_named_or_agent_node_first_and_keeps_the_rest_in_order() 
     assert near_first(nodes, "_agent", "agent") == [2, 0, 1, 3]
     assert near_first(nodes, "b", "agent") == [1, 0, 2, 3]
     assert near_first(nodes, "", "agent") == [0, 1, 2, 3]
+
+
+def test_a_template_with_an_unknown_variable_is_refused_when_stored() -> None:
+    with pytest.raises(ValidationError, match=r"unknown variable 'agent\.nope'"):
+        parse_query(
+            {"Name": "t", "Template": {"Type": "name_prefix_match"},
+             "Service": {"Service": "${agent.nope}"}}
+        )  # fmt: skip

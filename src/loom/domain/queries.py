@@ -142,10 +142,12 @@ def parse_query(body: Any, query_id: str = "") -> PreparedQuery:
                 raise ValidationError(f"Bad DNS TTL '{ttl}': must be >= 0")
         except ValidationError as exc:
             raise ValidationError(f"Bad DNS TTL '{ttl}': {exc}") from exc
-    return PreparedQuery(
+    q = PreparedQuery(
         id=query_id, name=name, service=service, session=f.text("Session"),
         token=f.text("Token"), template=template, dns_ttl=ttl,
     )  # fmt: skip
+    render(q, name)  # a template that cannot render is refused now, not when called
+    return q
 
 
 def query_doc(q: PreparedQuery, token: str | None = None) -> Doc:

@@ -57,7 +57,13 @@ async def _index(request: web.Request) -> int:
 def may_read(authz: Authorizer | None, q: PreparedQuery) -> bool:
     if authz is None or authz.acl_write():
         return True
-    return bool(q.name) and authz.query_read(q.name)
+    return has_prefix(q) and authz.query_read(q.name)
+
+
+def has_prefix(q: PreparedQuery) -> bool:
+    """Whether query rules guard it (Consul's ``GetACLPrefix``): a name, or a template
+    (whose prefix may be ``""``); an unnamed plain query is guarded by its ID alone."""
+    return bool(q.name) or q.is_template
 
 
 def shown(authz: Authorizer | None, q: PreparedQuery) -> Doc:
@@ -72,9 +78,9 @@ def _vetter(request: web.Request) -> Any:
         return None
 
     def vet(old: PreparedQuery | None, new: PreparedQuery) -> None:
-        if old is not None and old.name:
+        if old is not None and has_prefix(old):
             authz.check("query", guard.W, old.name)
-        if new.name or (new.is_template and old is None):
+        if has_prefix(new):
             authz.check("query", guard.W, new.name)
 
     return vet
@@ -84,7 +90,7 @@ def _read_checked(request: web.Request, q: PreparedQuery) -> None:
     authz = guard.authorizer(request)
     if not may_read(authz, q):
         assert authz is not None
-        if q.name:
+        if has_prefix(q):
             authz.check("query", guard.R, q.name)
         raise authz.denial("acl", guard.W, "")  # an unnamed query: management only
 
