@@ -11,21 +11,38 @@ a snapshot never import the store or the catalog.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from loom.control.catalog import Catalog
 from loom.control.certs import Certs
 from loom.control.configs import Configs
+from loom.control.errors import NotFound
+from loom.control.queries import Queries
 from loom.control.selfreg import is_server_service
 from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
-from loom.domain.mesh import Endpoint, ExternalHost, MeshSnapshot, NamedInstance, ServiceEntry
-from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES
+from loom.domain.fields import ValidationError
+from loom.domain.mesh import (
+    Endpoint,
+    ExternalHost,
+    MeshSnapshot,
+    NamedInstance,
+    QueryTarget,
+    ServiceEntry,
+)
+from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES, QUERIES
 
-MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES
+MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES + (QUERIES.name,)
 """The tables a snapshot reads (besides the CA, whose roots change only by rotation: a write,
 so a new store index and a new snapshot)."""
 
 
 def build_snapshot(
-    index: int, mesh_index: int, catalog: Catalog, configs: Configs, certs: Certs
+    index: int,
+    mesh_index: int,
+    catalog: Catalog,
+    configs: Configs,
+    certs: Certs,
+    queries: Queries | None = None,
 ) -> MeshSnapshot:
     snap = MeshSnapshot(
         index=index,
@@ -87,4 +104,30 @@ def build_snapshot(
             alloc = ext_vips.get(host)
             vips = (alloc.address, alloc.address6) if alloc else ()
             snap.externals.append(ExternalHost(host, x.name, x.namespace, vips, ports))
+    if queries is not None:
+        snap.query_targets = query_targets(snap, catalog, queries)
     return snap
+
+
+def query_targets(snap: MeshSnapshot, catalog: Catalog, queries: Queries) -> dict[str, QueryTarget]:
+    """Each ``prepared_query`` upstream's query, executed for the mesh (Consul executes it
+    with ``Connect``): the sidecars of the instances it keeps, healthy themselves."""
+    out: dict[str, QueryTarget] = {}
+    for inst in snap.proxies.values():
+        assert inst.proxy is not None
+        for u in inst.proxy.upstreams:
+            name = u.destination_name
+            if u.destination_type != "prepared_query" or name in out:
+                continue
+            try:
+                q = queries.resolve(name)
+            except (NotFound, ValidationError):
+                continue  # no such query (yet), or a template that does not render
+            connect = replace(q, service=replace(q.service, connect=True))
+            done = queries.execute(connect, catalog.settings.node)
+            endpoints = tuple(
+                Endpoint(side.address or catalog.node_of(side).address, side.port)
+                for side, _ in done.hits
+            )
+            out[name] = QueryTarget(done.service, done.namespace, endpoints)
+    return out

@@ -21,6 +21,7 @@ from loom.control.configs import Configs
 from loom.control.kv import Kv
 from loom.control.login import Logins
 from loom.control.proxies import ProxyStreams
+from loom.control.queries import Queries
 from loom.control.sessions import Sessions, SessionSettings
 from loom.control.snapshot import MESH_TABLES, build_snapshot
 from loom.domain.mesh import MeshSnapshot
@@ -156,6 +157,9 @@ class State:
             self.store, self.lock, self.kv, self.catalog, SessionSettings(settings.node),
             time.monotonic,
         )  # fmt: skip
+        self.queries = Queries(
+            self.store, self.lock, self.catalog, lambda sid: self.sessions.get(sid) is not None
+        )
         self.proxies = ProxyStreams()
         """The proxies' live xDS streams, as the xDS server reports them."""
         self._snapshot: MeshSnapshot | None = None
@@ -170,7 +174,7 @@ class State:
         if snap is None or self.store.table_index(MESH_READ_TABLES) > snap.index:
             mesh_index = self.store.table_index(MESH_TABLES)
             snap = self._snapshot = build_snapshot(
-                index, mesh_index, self.catalog, self.configs, self.certs
+                index, mesh_index, self.catalog, self.configs, self.certs, self.queries
             )
         return snap
 

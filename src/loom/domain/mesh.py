@@ -70,6 +70,16 @@ class ServiceEntry:
     healthy: list[NamedInstance] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class QueryTarget:
+    """Where a ``prepared_query`` upstream leads: the service its query's execution names
+    and the healthy sidecars of the instances that execution kept."""
+
+    service: str
+    namespace: str
+    endpoints: tuple[Endpoint, ...]
+
+
 @dataclass
 class MeshSnapshot:
     index: int
@@ -95,6 +105,9 @@ class MeshSnapshot:
     """The ``mesh`` entry, else an empty one."""
     externals: list[ExternalHost] = field(default_factory=list)
     """Every host of every external-service entry, in entry then host order."""
+    query_targets: dict[str, QueryTarget] = field(default_factory=dict)
+    """Query ID or name a sidecar's ``prepared_query`` upstream names -> its execution
+    (names that find no query are absent)."""
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Derivations of this snapshot kept with it (the name table's JSON text)."""
 

@@ -104,7 +104,7 @@ class Upstream:
 
     destination_name: str
     destination_type: str = "service"
-    """service | prepared_query (the latter is kept, never served)."""
+    """service | prepared_query (resolved through the query's execution: ``loom.xds.view``)."""
     destination_namespace: str = ""
     """Empty: the proxy's own namespace."""
     datacenter: str = ""

@@ -455,6 +455,15 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("GET", "/v1/session/info/{id}"): kv_needs.session_of(R),
     ("GET", "/v1/session/node/{node}"): _named("session", R, "node"),
     ("GET", "/v1/session/list"): _nothing,  # filtered
+    # Prepared queries: query rules are checked in loom.server.query_http on the parsed or
+    # stored query (a template's name prefix, the stored name of an update), as Consul does.
+    ("POST", "/v1/query"): _nothing,  # query:write on the body's name, if it has one
+    ("GET", "/v1/query"): _nothing,  # filtered: query:read on each name
+    ("GET", "/v1/query/{id}"): _nothing,  # query:read on its name (unnamed: management)
+    ("PUT", "/v1/query/{id}"): _nothing,  # query:write on the stored and the new name
+    ("DELETE", "/v1/query/{id}"): _nothing,  # query:write on the stored name
+    ("GET", "/v1/query/{id}/execute"): _nothing,  # results filtered: service:read, node:read
+    ("GET", "/v1/query/{id}/explain"): _nothing,  # query:read on the (template's) name
 }
 UNRESOLVED = frozenset(
     {("PUT", "/v1/acl/bootstrap"), ("POST", "/v1/acl/login"), ("POST", "/v1/acl/logout")}

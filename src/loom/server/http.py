@@ -48,6 +48,7 @@ from loom.server import (
     intentions_http,
     kv_http,
     query,
+    query_http,
     session_http,
     snapshot_http,
     ui_http,
@@ -636,6 +637,7 @@ def build_app(state: State) -> web.Application:
     snapshot_http.add_routes(r)
     kv_http.add_routes(r)
     session_http.add_routes(r)
+    query_http.add_routes(r)
     catalog_http.add_routes(r)
     agent_http.add_routes(r)
     intentions_http.add_routes(r)  # after /v1/connect/intentions/exact, check and match

@@ -21,6 +21,7 @@ from loom.domain.checks import definition_doc, parse_definition
 from loom.domain.entries import ConfigEntry
 from loom.domain.fields import Fields
 from loom.domain.kv import KvEntry, ServiceCheckRef, Session, decode_value, encode_value
+from loom.domain.queries import PreparedQuery, query_doc, query_from_doc
 from loom.domain.records import (
     CaRoot,
     Check,
@@ -273,11 +274,15 @@ SESSION_RENEWALS: Table[Doc] = Table("session_renewals", _doc, _doc)
 """Session ID -> ``{"At": unix time}`` of its last renew, written only when servers share the
 store (etcd), so every server's TTL timer sees a renew made through another."""
 
+QUERIES: Table[PreparedQuery] = Table("queries", query_doc, query_from_doc)
+"""Prepared queries (``/v1/query``), by ID. Not a KV table: a sidecar's
+``prepared_query`` upstream resolves through them, so their writes reach xDS."""
+
 TABLES: dict[str, Table[Any]] = {
     t.name: t
     for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META, CA_CONFIG)
 }
-TABLES.update((t.name, t) for t in (KV, KV_TOMBSTONES, SESSIONS, SESSION_RENEWALS))
+TABLES.update((t.name, t) for t in (KV, KV_TOMBSTONES, SESSIONS, SESSION_RENEWALS, QUERIES))
 TABLES.update(
     (t.name, t)
     for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META, ACL_AUTH_METHODS, ACL_BINDING_RULES)

@@ -9,11 +9,13 @@ inputs: each proxy's agent holds its key and serves its leaf and roots to Envoy 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from loom.ca.authority import spiffe_id
 from loom.domain.intentions import DENY, decide
 from loom.domain.mesh import MeshSnapshot
+from loom.domain.records import Upstream as UpstreamDef
 from loom.xds.inputs import (
     AccessRule,
     ExposeListener,
@@ -39,6 +41,18 @@ def _upstream(view: MeshSnapshot, ns: str, name: str, dc: str, **extra: Any) -> 
         endpoints=tuple(view.endpoints.get(key, ()) if dc in ("", view.datacenter) else ()),
         **extra,
     )
+
+
+def _query_upstream(view: MeshSnapshot, ns: str, name: str, u: UpstreamDef) -> Upstream:
+    """A ``prepared_query`` upstream: the service its query names, dialled at the sidecars
+    its execution kept (``MeshSnapshot.query_targets``); no query: no endpoints."""
+    target = view.query_targets.get(name)
+    service = target.service if target is not None else name
+    tns = target.namespace if target is not None else ns
+    up = _upstream(
+        view, tns, service, "", bind_address=u.local_bind_address, bind_port=u.local_bind_port
+    )
+    return replace(up, endpoints=target.endpoints if target is not None else ())
 
 
 def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
@@ -67,6 +81,9 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
     upstreams: list[Upstream] = []
     explicit: set[Key] = set()
     for u in proxy.upstreams:
+        if u.destination_type == "prepared_query":
+            upstreams.append(_query_upstream(view, ns, u.destination_name, u))
+            continue
         if u.destination_type != "service":
             continue
         uns = u.destination_namespace or ns

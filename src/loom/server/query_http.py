@@ -1,0 +1,215 @@
+"""``/v1/query``: Consul's prepared query API over ``loom.control.queries``.
+
+``POST /v1/query`` answers ``{"ID": ...}``; ``GET /v1/query`` and ``GET /v1/query/:id`` the
+queries (a list, as Consul); ``PUT`` and ``DELETE /v1/query/:id`` update and remove one;
+``GET /v1/query/:id-or-name/execute`` runs one (``?limit=``, ``?near=``) and
+``.../explain`` shows the query it would run (a template rendered for the name).
+
+ACLs, as Consul's: writing a named query (or a template, by its name prefix) needs
+``query:write`` on the name, on the stored name too for an update or delete; a query without a
+name is guarded by its unguessable ID alone. Reading one needs ``query:read`` on its name
+(unnamed queries are shown to management tokens only), and the Token of a query is
+``<hidden>`` unless the reader has ``acl:write``. Execution checks no query rule; its results
+are filtered by ``service:read`` and ``node:read`` of the query's Token when it has one, else
+of the caller's token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from aiohttp import web
+
+from loom.acl.authorizer import Authorizer
+from loom.control.errors import NotFound
+from loom.control.queries import Executed
+from loom.domain.fields import ValidationError
+from loom.domain.queries import PreparedQuery, parse_query, query_doc
+from loom.server import guard, views
+from loom.store.tables import QUERIES
+
+Doc = dict[str, Any]
+HIDDEN = "<hidden>"
+
+
+def _json(data: Any, index: int | None = None) -> web.Response:
+    from loom.server.http import _json as json_response
+
+    return json_response(data, index)
+
+
+async def _body(request: web.Request) -> Any:
+    from loom.server.http import _body as body
+
+    return await body(request)
+
+
+async def _index(request: web.Request) -> int:
+    from loom.server.http import _blocking
+
+    return await _blocking(request, (QUERIES.name,))
+
+
+# -- ACLs ----------------------------------------------------------------------------------------
+
+
+def may_read(authz: Authorizer | None, q: PreparedQuery) -> bool:
+    if authz is None or authz.acl_write():
+        return True
+    return has_prefix(q) and authz.query_read(q.name)
+
+
+def has_prefix(q: PreparedQuery) -> bool:
+    """Whether query rules guard it (Consul's ``GetACLPrefix``): a name, or a template
+    (whose prefix may be ``""``); an unnamed plain query is guarded by its ID alone."""
+    return bool(q.name) or q.is_template
+
+
+def shown(authz: Authorizer | None, q: PreparedQuery) -> Doc:
+    """A query's JSON for this reader: its Token hidden unless the reader manages ACLs."""
+    hide = authz is not None and not authz.acl_write()
+    return query_doc(q, HIDDEN if hide and q.token else None)
+
+
+def _vetter(request: web.Request) -> Any:
+    authz = guard.authorizer(request)
+    if authz is None:
+        return None
+
+    def vet(old: PreparedQuery | None, new: PreparedQuery) -> None:
+        if old is not None and has_prefix(old):
+            authz.check("query", guard.W, old.name)
+        if has_prefix(new):
+            authz.check("query", guard.W, new.name)
+
+    return vet
+
+
+def _read_checked(request: web.Request, q: PreparedQuery) -> None:
+    authz = guard.authorizer(request)
+    if not may_read(authz, q):
+        assert authz is not None
+        if has_prefix(q):
+            authz.check("query", guard.R, q.name)
+        raise authz.denial("acl", guard.W, "")  # an unnamed query: management only
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+
+async def create(request: web.Request) -> web.Response:
+    state = guard.state_of(request)
+    parsed = parse_query(await _body(request))
+    q = await state.queries.create(parsed, _vetter(request))
+    return _json({"ID": q.id}, q.create_index)
+
+
+async def listing(request: web.Request) -> web.Response:
+    state = guard.state_of(request)
+    index = await _index(request)
+    authz = guard.authorizer(request)
+    found = guard.visible(request, state.queries.all(), lambda r, q: may_read(r.authz, q))
+    return _json([shown(authz, q) for q in found], index)
+
+
+def _stored(request: web.Request) -> PreparedQuery:
+    q = guard.state_of(request).queries.get(request.match_info["id"])
+    if q is None:
+        raise NotFound("Query not found")
+    return q
+
+
+async def get(request: web.Request) -> web.Response:
+    index = await _index(request)
+    q = _stored(request)
+    _read_checked(request, q)
+    return _json([shown(guard.authorizer(request), q)], index)
+
+
+async def update(request: web.Request) -> web.Response:
+    state = guard.state_of(request)
+    parsed = parse_query(await _body(request), request.match_info["id"])
+    await state.queries.update(parsed, _vetter(request))
+    return _json(None)
+
+
+async def delete(request: web.Request) -> web.Response:
+    state = guard.state_of(request)
+    await state.queries.delete(request.match_info["id"], _vetter(request))
+    return _json(None)
+
+
+def _limit(request: web.Request) -> int:
+    raw = request.query.get("limit", "")
+    if not raw:
+        return 0
+    try:
+        limit = int(raw)
+    except ValueError as exc:
+        raise ValidationError(f"Invalid limit: {raw!r}") from exc
+    if limit < 0:
+        raise ValidationError(f"Invalid limit: {raw!r}")
+    return limit
+
+
+def _executor(request: web.Request, q: PreparedQuery) -> Authorizer | None:
+    """Whose rules filter the results: the query's Token, else the caller's."""
+    state = guard.state_of(request)
+    if not state.acl.enabled:
+        return None
+    if q.token:
+        return state.acl.authorizer(q.token)
+    return guard.authorizer(request)
+
+
+def execute_doc(request: web.Request, done: Executed) -> Doc:
+    state = guard.state_of(request)
+    index = state.store.index
+    authz = _executor(request, done.query)
+    hits = list(done.hits)
+    if authz is not None:
+        reads = guard.reads_of(authz)
+        kept = [h for h in hits if reads.service_read(h[0].service) and reads.node_read(h[0].node)]
+        if len(kept) != len(hits):
+            guard.mark_filtered(request)
+        hits = kept
+    cat = state.catalog
+    return {
+        "Service": done.service,
+        "Namespace": done.namespace,
+        "Nodes": [views.health_entry(cat, inst, list(checks), index) for inst, checks in hits],
+        "DNS": {"TTL": done.query.dns_ttl},
+        "Datacenter": state.settings.datacenter,
+        "Failovers": 0,
+    }
+
+
+async def execute(request: web.Request) -> web.Response:
+    state = guard.state_of(request)
+    q = state.queries.resolve(request.match_info["id"])
+    near = request.query.get("near")
+    if near:
+        q = replace(q, service=replace(q.service, near=near))
+    done = state.queries.execute(q, state.settings.node, _limit(request))
+    return _json(execute_doc(request, done), state.store.index)
+
+
+async def explain(request: web.Request) -> web.Response:
+    state = guard.state_of(request)
+    q = state.queries.resolve(request.match_info["id"])
+    _read_checked(request, q)
+    return _json({"Query": shown(guard.authorizer(request), q)}, state.store.index)
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_post("/v1/query", create)
+    r.add_get("/v1/query", listing)
+    r.add_get("/v1/query/{id}/execute", execute)
+    r.add_get("/v1/query/{id}/explain", explain)
+    r.add_get("/v1/query/{id}", get)
+    r.add_put("/v1/query/{id}", update)
+    r.add_delete("/v1/query/{id}", delete)
+
+
+__all__ = ["add_routes", "execute_doc", "may_read"]
