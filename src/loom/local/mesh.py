@@ -194,6 +194,9 @@ class LocalMesh:
         else:
             with state_io("cannot remove the management token"):
                 self.s.token_file.unlink(missing_ok=True)
+        if self.s.prometheus:  # the UI's request rates come from the mesh's Prometheus
+            flags += ["--ui-metrics-provider", "prometheus",
+                      "--ui-metrics-url", f"http://{self.s.prometheus_addr}"]  # fmt: skip
         store = ["--data-dir", str(self.s.data_dir)] if self.s.data_dir else ["--dev"]
         log = self.s.net.state_dir / "server.log"
         argv = _loom(

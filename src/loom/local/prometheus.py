@@ -6,8 +6,10 @@ on the host's loopback (``LocalSettings.prometheus_addr``). While it runs, the m
 injection defaults have metrics on (``connectInject.metrics.defaultEnabled``), so each pod's
 first sidecar serves its merged metrics on the scrape port (excluded from redirection) and
 its pod record names that target. The targets are a ``file_sd`` file rewritten whenever a pod
-comes or goes (Prometheus watches it), each target labelled with its pod and service. The
-PIDs are recorded the moment they are spawned, so ``down`` finds them.
+comes or goes (Prometheus watches it), each target labelled with its pod (the service is the
+sidecar's own ``loom_dataplane_info{service=...}``, which a target label of the same name
+would rename). The local server is started with this Prometheus as the web UI's metrics
+provider. The PIDs are recorded the moment they are spawned, so ``down`` finds them.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def targets(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         m = rec.get("metrics")
         if not m:
             continue
-        labels = {"pod": rec["name"], "service": m["service"], "__metrics_path__": m["path"]}
+        labels = {"pod": rec["name"], "__metrics_path__": m["path"]}
         out.append({"targets": [m["target"]], "labels": labels})
     return sorted(out, key=lambda e: e["labels"]["pod"])
 

@@ -14,7 +14,9 @@ def settings(tmp_path: Path) -> LocalSettings:
     return LocalSettings(net=LocalNetSettings(state_dir=tmp_path))
 
 
-def test_only_pods_whose_record_names_a_metrics_target_are_targets_with_pod_and_service() -> None:
+def test_only_pods_whose_record_names_a_metrics_target_are_targets_labelled_with_their_pod() -> (
+    None
+):
     records = [
         {"name": "web-1", "metrics": {"target": "10.244.0.3:20200", "path": "/metrics",
                                       "service": "web"}},
@@ -24,9 +26,9 @@ def test_only_pods_whose_record_names_a_metrics_target_are_targets_with_pod_and_
     ]  # fmt: skip
     assert prometheus.targets(records) == [
         {"targets": ["10.244.0.2:20300"],
-         "labels": {"pod": "api-0", "service": "api", "__metrics_path__": "/m"}},
+         "labels": {"pod": "api-0", "__metrics_path__": "/m"}},
         {"targets": ["10.244.0.3:20200"],
-         "labels": {"pod": "web-1", "service": "web", "__metrics_path__": "/metrics"}},
+         "labels": {"pod": "web-1", "__metrics_path__": "/metrics"}},
     ]  # fmt: skip
 
 
