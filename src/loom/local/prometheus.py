@@ -54,8 +54,12 @@ def targets_file(s: LocalSettings) -> Path:
 
 
 def enabled(s: LocalSettings) -> bool:
-    """Whether ``up --prometheus`` started one (pods then serve metrics)."""
-    return _record(s).exists()
+    """Whether ``up --prometheus`` started one (pods then serve metrics). False when the
+    state directory cannot be read (not root: the command then says it needs root)."""
+    try:
+        return _record(s).exists()
+    except OSError:
+        return False
 
 
 def scraped_settings(s: LocalSettings) -> LocalSettings:
