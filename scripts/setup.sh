@@ -16,6 +16,21 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
+  # prometheus: `loom local up --prometheus` runs it as a process of the local mesh, so its
+  # system service must not start: a policy-rc.d forbidding it while the package installs.
+  if ! command -v prometheus >/dev/null; then
+    echo "setup: installing Debian's prometheus (its system service not started)"
+    made_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+      made_policy=1
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if command -v systemctl >/dev/null; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+    if [ -n "$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
+  fi
 else
   echo "setup: not root or no apt-get: skipping Debian packages (${DEBS[*]}); tests that need them will skip"
 fi

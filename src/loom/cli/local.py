@@ -67,9 +67,16 @@ def _kubelet(args: argparse.Namespace) -> int:
 def _up(args: argparse.Namespace) -> int:
     mesh = mesh_from_env()
     policy = None if args.no_acls else args.acl_default_policy
-    mesh.s = dataclasses.replace(mesh.s, acl_default_policy=policy)
+    mesh.s = dataclasses.replace(
+        mesh.s,
+        acl_default_policy=policy,
+        prometheus=args.prometheus,
+        prometheus_addr=args.prometheus_addr,
+    )
     mesh.up()
     print("local mesh is up")
+    if args.prometheus:
+        print(f"Prometheus: http://{mesh.s.prometheus_addr}/ (scrapes every sidecar)")
     if mesh.acls_on():
         print(f"ACL management token: export LOOM_HTTP_TOKEN_FILE={mesh.s.token_file}")
     return 0
@@ -267,6 +274,15 @@ def register(commands: Commands) -> None:
     acls.add_argument(
         "--no-acls", action="store_true", help="ACLs off, intentions default allow (the old mesh)"
     )
+    p.add_argument(
+        "--prometheus", action="store_true",
+        help="also run Prometheus (Debian's prometheus) scraping every pod's sidecar; pods "
+        "then serve metrics unless annotated enable-metrics=false",
+    )  # fmt: skip
+    p.add_argument(
+        "--prometheus-addr", default="127.0.0.1:9090", metavar="HOST:PORT",
+        help="where that Prometheus answers on the host (default 127.0.0.1:9090)",
+    )  # fmt: skip
     p.set_defaults(func=_up)
     p = local.add_parser(
         "run",

@@ -233,6 +233,18 @@ def register(commands: Commands) -> None:
     ui.add_argument(
         "--no-ui", dest="ui", action="store_false", help="do not serve the web UI (default: served)"
     )
+    p.add_argument(
+        "--ui-metrics-provider",
+        choices=("prometheus",),
+        help="where the UI's request rate, error rate and p99 come from (Consul's "
+        "ui_config.metrics_provider); needs --ui-metrics-url",
+    )
+    p.add_argument(
+        "--ui-metrics-url",
+        metavar="URL",
+        help="that provider's base URL (http://127.0.0.1:9090), queried by the server only, "
+        "never by the browser (Consul's ui_config.metrics_proxy.base_url)",
+    )
     p.add_argument("--leaf-ttl", type=float, default=72 * 3600.0, help=argparse.SUPPRESS)
     p.add_argument(
         "--log-level",
@@ -275,6 +287,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("server: the --tls-* flags need --https-addr or --grpc-tls-addr")
     if args.tls_san and args.tls_cert_file is not None:
         raise UsageError("server: --tls-san is for the built-in certificate, not --tls-cert-file")
+    if bool(args.ui_metrics_provider) != bool(args.ui_metrics_url):
+        raise UsageError("server: --ui-metrics-provider and --ui-metrics-url are given together")
+    if args.ui_metrics_url and not args.ui_metrics_url.startswith(("http://", "https://")):
+        raise UsageError("server: --ui-metrics-url must be an http:// or https:// URL")
     if args.no_http and not args.https_addr:
         raise UsageError("server: --no-http needs --https-addr (else there is no API at all)")
     intentions = args.default_intention_policy or args.acl_default_policy or "allow"
@@ -310,6 +326,8 @@ def run(args: argparse.Namespace) -> int:
         http_idle_timeout_s=args.http_idle_timeout,
         enable_script_checks=args.enable_script_checks,
         ui=args.ui,
+        ui_metrics_provider=args.ui_metrics_provider,
+        ui_metrics_url=args.ui_metrics_url,
     )
     run_main(serve(settings, print_ready(settings)))
     return 0

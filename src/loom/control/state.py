@@ -80,6 +80,12 @@ class ServerSettings:
     ui: bool = True
     """Serve the web UI at ``/ui/`` (and redirect ``/`` there), as Consul's ``ui_config``
     does; False (``--no-ui``) leaves both paths out of the API (a 404, as any unknown path)."""
+    ui_metrics_provider: str | None = None
+    """Where the UI's request rate, error rate and p99 come from (``prometheus``, as Consul's
+    ``ui_config.metrics_provider``); None: the UI shows no metrics."""
+    ui_metrics_url: str | None = None
+    """The provider's base URL (``http://127.0.0.1:9090``), queried by the server only
+    (``server/metrics_http.py``), as Consul's ``ui_config.metrics_proxy.base_url``."""
     http_shutdown_grace_s: float = 1.0
     """At shutdown, seconds in-progress HTTP requests get to finish before they are cut off
     (blocking queries are answered at once, so this bounds writes only)."""

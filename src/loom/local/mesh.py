@@ -30,8 +30,9 @@ from typing import Any
 from loom.api.client import Client, ClientError, NotFoundError
 from loom.defaults import GRPC_ADDR, HTTP_ADDR
 from loom.inject import PROXY_UID, InjectSettings, WorkloadPlan
+from loom.inject.metrics import MetricsPlan, dataplane_args
 from loom.inject.registration import service_registrations
-from loom.local import acl, kubelet, nodedns, processes
+from loom.local import acl, kubelet, nodedns, processes, prometheus
 from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
@@ -61,6 +62,10 @@ class LocalSettings:
     """Injection settings: the same defaults as the Kubernetes injector."""
     ready_timeout_s: float = 60.0
     """How long a sidecar may take to become ready."""
+    prometheus: bool = False
+    """``up`` runs a Prometheus scraping every pod's sidecar (``prometheus.py``)."""
+    prometheus_addr: str = "127.0.0.1:9090"
+    """Where that Prometheus answers on the host's loopback."""
 
     @property
     def http_socket(self) -> Path:
@@ -112,6 +117,7 @@ class LocalMesh:
         self.s = settings or LocalSettings()
         self.say: Say = say or (lambda _: None)
         self.pods = PodNetwork(self.s.net)
+        self.s = prometheus.scraped_settings(self.s)
 
     # -- server ------------------------------------------------------------------------------
 
@@ -154,12 +160,20 @@ class LocalMesh:
         self._secure_state_dir()
         made_node = not self.pods.node.exists()
         had_dns = self._dns_pid() is not None
+        had_prom = prometheus.enabled(self.s)
         try:
             self.pods.node.create()
             self._start_node_dns()
             if self._server_pid() is None:
                 self._start_server()
+            if self.s.prometheus:
+                prometheus.start(self.s, self._records())
+                self.s = prometheus.scraped_settings(self.s)
+                self.say(f"Prometheus on http://{self.s.prometheus_addr}, scraping the sidecars")
         except BaseException:
+            if not had_prom:
+                with contextlib.suppress(Exception):
+                    prometheus.stop(self.s)
             self._undo_up(made_node, had_dns)
             raise
 
@@ -180,6 +194,9 @@ class LocalMesh:
         else:
             with state_io("cannot remove the management token"):
                 self.s.token_file.unlink(missing_ok=True)
+        if self.s.prometheus:  # the UI's request rates come from the mesh's Prometheus
+            flags += ["--ui-metrics-provider", "prometheus",
+                      "--ui-metrics-url", f"http://{self.s.prometheus_addr}"]  # fmt: skip
         store = ["--data-dir", str(self.s.data_dir)] if self.s.data_dir else ["--dev"]
         log = self.s.net.state_dir / "server.log"
         argv = _loom(
@@ -343,10 +360,19 @@ class LocalMesh:
                 except RedirectError as exc:
                     raise LocalRedirectError(f"pod {name}: transparent proxy: {exc}") from exc
                 self.say(f"pod {name}: transparent proxy: {result.summary()}")
+            if plan is not None and plan.metrics is not None and rec["services"]:
+                rec["metrics"] = {"target": f"{info.ip}:{plan.metrics.scrape_port}",
+                                  "path": plan.metrics.scrape_path,
+                                  "service": plan.services[0].name}  # fmt: skip
             for n, service_id in enumerate(rec["services"]):
                 self._start_sidecar(
-                    rec, f"{service_id}-sidecar-proxy", dns=n == 0 and plan and plan.redirect
+                    rec,
+                    f"{service_id}-sidecar-proxy",
+                    dns=n == 0 and plan and plan.redirect,
+                    metrics=plan.metrics if plan and n == 0 else None,
                 )
+            if rec.get("metrics"):
+                prometheus.write_targets(self.s, self._records())
             for app in apps:
                 self._start_app(rec, app)
             if probed:
@@ -408,7 +434,12 @@ class LocalMesh:
         self._save(rec)
         self.say(f"pod {rec['name']}: {service} logged in as service account {account}")
 
-    def _start_sidecar(self, rec: dict[str, Any], proxy_id: str, dns: object) -> None:
+    def _records(self) -> list[dict[str, Any]]:
+        return [r for r in map(self.record, self.names()) if r is not None]
+
+    def _start_sidecar(
+        self, rec: dict[str, Any], proxy_id: str, dns: object, metrics: MetricsPlan | None = None
+    ) -> None:
         work = self._pod_dir(rec["name"]) / f"dp-{proxy_id}"
         with state_io(f"cannot make the work directory of sidecar {proxy_id}"):
             work.mkdir(parents=True, exist_ok=True)
@@ -424,6 +455,8 @@ class LocalMesh:
         token_file = rec.get("tokens", {}).get(proxy_id.removesuffix("-sidecar-proxy"))
         if token_file:
             argv += ["--token-file", token_file]
+        if metrics is not None:  # its merged endpoint, for the mesh's Prometheus
+            argv += dataplane_args(metrics)
         log = work.parent / f"{proxy_id}.log"
         pid = processes.spawn(netns_exec_argv(rec["netns"], argv, uid=PROXY_UID), log)
         rec["sidecars"].append(
@@ -458,6 +491,8 @@ class LocalMesh:
                 self.say(f"pod {rec['name']}: could not deregister its services: {exc}")
         self.pods.remove_pod(rec["name"])
         shutil.rmtree(self._pod_dir(rec["name"]), ignore_errors=True)
+        if rec.get("metrics"):
+            prometheus.write_targets(self.s, self._records())
 
     def rm(self, name: str) -> None:
         rec = self.record(name)
@@ -479,6 +514,7 @@ class LocalMesh:
         for name in self.names():
             self.rm(name)
         self.stop_server()
+        prometheus.stop(self.s)
         self._stop_node_dns()
         state = self.s.net.state_dir
         self.pods.node.destroy()

@@ -404,6 +404,7 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("PUT", "/v1/loom/connect/ca/sign"): _csr_service,
     ("GET", "/v1/loom/dns-table"): _nothing,  # filtered
     ("GET", "/v1/loom/intentions/explain"): _destination(R),  # reads its intentions
+    ("GET", "/v1/loom/ui/metrics"): _nothing,  # filtered by service:read, per service
     # The web UI's static files are public (as Consul's): its data comes from the API.
     ("GET", "/"): _nothing,
     ("GET", "/ui"): _nothing,

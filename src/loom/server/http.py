@@ -47,6 +47,7 @@ from loom.server import (
     filters,
     intentions_http,
     kv_http,
+    metrics_http,
     query,
     query_http,
     session_http,
@@ -642,6 +643,7 @@ def build_app(state: State) -> web.Application:
     agent_http.add_routes(r)
     intentions_http.add_routes(r)  # after /v1/connect/intentions/exact, check and match
     explain_http.add_routes(r)
+    metrics_http.add_routes(r)
     if state.settings.ui:
         ui_http.add_routes(r)
     return app
