@@ -22,10 +22,13 @@ from typing import Any
 
 import yaml
 
+from loom.domain.crds import CrdError, to_config_entry
 from loom.local.errors import ManifestError
 
 CORE_KINDS = ("Namespace", "ServiceAccount", "Secret", "ConfigMap", "Service", "Pod")
 WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "StatefulSet")
+LOCAL_DATACENTER = "dc1"
+"""The local mesh's one datacenter (its server's default), marked on the entries CRDs make."""
 CRD_KINDS = {
     "ServiceIntentions": "service-intentions",
     "ServiceDefaults": "service-defaults",
@@ -336,27 +339,12 @@ def target_port(port: ServicePort, pod: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _pascal(value: Any, verbatim: bool = False) -> Any:
-    """CRD spec (camelCase) to config entry (PascalCase); maps under ``config`` and ``meta``
-    keep their keys (they are free-form)."""
-    if isinstance(value, Mapping):
-        return {
-            (k if verbatim else k[:1].upper() + k[1:]): _pascal(v, k in ("config", "meta"))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_pascal(v) for v in value]
-    return value
-
-
 def config_entry(obj: KubeObject) -> dict[str, Any]:
-    """The config entry a mesh CRD stands for, as ``PUT /v1/config`` takes it."""
-    spec = dict(_spec(obj))
-    entry_kind = CRD_KINDS[obj.kind]
+    """The config entry a mesh CRD stands for, as ``PUT /v1/config`` takes it: the same
+    conversion the Kubernetes CRD controller makes (``loom.domain.crds``), checked here
+    first so a bad source is refused before anything is applied."""
+    spec = _spec(obj)
     if obj.kind == "ServiceIntentions":
-        dest = spec.pop("destination", None)
-        if not isinstance(dest, Mapping) or not isinstance(dest.get("name"), str):
-            raise obj.fail("spec.destination.name: expected the destination service")
         sources = spec.get("sources")
         if not isinstance(sources, list) or not sources:
             raise obj.fail("spec.sources: expected at least one source")
@@ -365,15 +353,10 @@ def config_entry(obj: KubeObject) -> dict[str, Any]:
                 raise obj.fail(f"spec.sources[{n}].name: expected a service name")
             if "action" in src and src["action"] not in ("allow", "deny"):
                 raise obj.fail(f"spec.sources[{n}].action {src['action']!r}: allow or deny")
-        name = dest["name"]
-    elif obj.kind == "ProxyDefaults":
-        if obj.name != "global":
-            raise obj.fail("a ProxyDefaults must be named global")
-        name = "global"
-    else:
-        name = obj.name
-    body: dict[str, Any] = {"Kind": entry_kind, "Name": name, **_pascal(spec)}
-    return body
+    try:
+        return to_config_entry(obj.body, LOCAL_DATACENTER)
+    except CrdError as exc:
+        raise obj.fail(str(exc)) from None
 
 
 def manifest_of(objects: Sequence[KubeObject]) -> str:

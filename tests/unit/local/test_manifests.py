@@ -224,6 +224,14 @@ metadata: {name: global}
 spec: {config: {local_connect_timeout_ms: 1000}, mode: transparent}
 """, "crd")  # fmt: skip
     entries = [config_entry(o) for o in expand(objects).objects]
+    # The same conversion as the Kubernetes CRD controller's: entries are marked as made from
+    # their resource.
+    marks = [e.pop("Meta") for e in entries]
+    assert [m["consul.hashicorp.com/source-kube-resource"] for m in marks] == [
+        "default/ServiceIntentions/static-server", "default/ServiceDefaults/web",
+        "default/ProxyDefaults/global",
+    ]  # fmt: skip
+    assert {m["external-source"] for m in marks} == {"kubernetes"}
     assert entries == [
         {"Kind": "service-intentions", "Name": "static-server",
          "Sources": [{"Name": "static-client", "Action": "deny"}]},
