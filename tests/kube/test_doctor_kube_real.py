@@ -1,0 +1,224 @@
+"""``loom doctor --kubeconfig`` against a real kube-apiserver (``KUBEBUILDER_ASSETS``).
+
+A healthy install: ``loom install``'s MutatingWebhookConfiguration (pointing at a webhook URL
+on loopback), a real ``loom k8s webhook`` that makes its own certificate and installs its CA,
+a real ``loom k8s controller --leader-elect`` holding its Lease, a real ``loom server``, and an
+injected pod: every Kubernetes check passes. Then broken on purpose, one way at a time: a
+caBundle holding another CA, no webhook configuration, an opted-in pod created while there
+was none; each fails its check with the fix named, and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loom.k8s.certs import generate_tls
+from loom.k8s.install import InstallSettings, render
+from loom.k8s.manifests import dump_documents
+from loom.k8s.values import parse_values, settings_from
+from tests.support.kubeapi import KubeApi, free_port, requires_kube, start_kube
+from tests.support.server import ServerProcess, start_server
+
+pytestmark = requires_kube
+HOOKS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+KUBE_CHECKS = ("kubernetes API", "webhook configuration", "webhook caBundle", "webhook answers",
+               "controller", "injected pods")  # fmt: skip
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def _wait(check: Any, what: str, log: Path) -> Any:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)  # a polling interval: the loop ends when the check passes
+    raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-3000:]}")
+
+
+class Install:
+    """The cluster, the server, and Loom's webhook and controller running against them."""
+
+    def __init__(self, kube: KubeApi, server: ServerProcess, config: dict[str, Any]) -> None:
+        self.kube, self.server, self.config = kube, server, config
+
+    def doctor(self) -> tuple[int, dict[str, str]]:
+        """(exit status, {check name: its whole line}) of ``loom doctor --kubeconfig``."""
+        done = subprocess.run(
+            [sys.executable, "-m", "loom", "doctor", f"--kubeconfig={self.kube.kubeconfig()}",
+             "-http-addr", self.server.http, "-grpc-addr", self.server.grpc],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        lines = {line[2:].split(":")[0]: line for line in done.stdout.splitlines()[:-1]}
+        assert set(KUBE_CHECKS) <= set(lines), done.stdout + done.stderr
+        return done.returncode, lines
+
+    def hooks(self) -> dict[str, Any]:
+        status, body = self.kube.call("GET", f"{HOOKS}/loom-connect-injector")
+        assert status == 200, body
+        return dict(body)
+
+    def restore(self) -> None:
+        """The webhook configuration as the webhook left it (created again if deleted)."""
+        status, body = self.kube.call("GET", f"{HOOKS}/loom-connect-injector")
+        meta = self.config["metadata"]
+        doc = {"apiVersion": self.config["apiVersion"], "kind": self.config["kind"],
+               "metadata": {"name": meta["name"], "labels": meta.get("labels") or {}},
+               "webhooks": self.config["webhooks"]}  # fmt: skip
+        if status == 200:
+            doc["metadata"]["resourceVersion"] = body["metadata"]["resourceVersion"]
+            status, out = self.kube.call("PUT", f"{HOOKS}/loom-connect-injector", doc)
+            assert status == 200, out
+        else:
+            status, out = self.kube.call("POST", HOOKS, doc)
+            assert status == 201, out
+
+
+@pytest.fixture(scope="module")
+def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
+    tmp = tmp_path_factory.mktemp("doctor")
+    port = free_port()
+    values = parse_values(
+        f"connectInject:\n  webhookUrl: https://127.0.0.1:{port}\n"
+        "global:\n  acls:\n    manageSystemACLs: false\n"
+    )
+    docs = render(values, settings_from(values), InstallSettings.from_values(values))
+    [config] = [d for d in docs if d["kind"] == "MutatingWebhookConfiguration"]
+    [namespace] = [d for d in docs if d["kind"] == "Namespace"]
+    procs: list[subprocess.Popen[Any]] = []
+    server = start_server()
+    try:
+        with start_kube() as kube:
+            kube.service_account("default")
+            kubeconfig = kube.kubeconfig()
+            applied = subprocess.run(
+                ["kubectl", f"--kubeconfig={kubeconfig}", "apply", "-f", "-"],
+                input=dump_documents([namespace, config]), capture_output=True, text=True,
+                check=False,
+            )  # fmt: skip
+            assert applied.returncode == 0, applied.stderr
+            webhook_log, controller_log = tmp / "webhook.log", tmp / "controller.log"
+            with webhook_log.open("wb") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "loom", "k8s", "webhook", f"--listen=127.0.0.1:{port}",
+                     "--webhook-config=loom-connect-injector", f"--cert-dir={tmp / 'tls'}",
+                     "--service-namespace=loom", "--cert-host=127.0.0.1",
+                     f"--kubeconfig={kubeconfig}"],
+                    stdout=subprocess.PIPE, stderr=log, text=True,
+                ))  # fmt: skip
+            with controller_log.open("wb") as log:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "loom", "k8s", "controller", f"--kubeconfig={kubeconfig}",
+                     f"--http-addr={server.http}", "--leader-elect",
+                     "--leader-elect-resource-name=loom-controller-leader",
+                     "--leader-elect-resource-namespace=loom"],
+                    stdout=log, stderr=subprocess.STDOUT,
+                ))  # fmt: skip
+            stdout = procs[0].stdout
+            assert stdout is not None
+            line = stdout.readline()
+            assert "listening on https://" in line, line + webhook_log.read_text()
+            lease = "/apis/coordination.k8s.io/v1/namespaces/loom/leases/loom-controller-leader"
+            _wait(lambda: (kube.call("GET", lease)[1] or {}).get("spec", {}).get("holderIdentity"),
+                  "the controller to hold its Lease", controller_log)  # fmt: skip
+            pod = {"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": "early", "annotations": {
+                       "consul.hashicorp.com/connect-inject": "true"}},
+                   "spec": {"containers": [{"name": "app", "image": "busybox"}]}}  # fmt: skip
+            status, out = kube.call("POST", "/api/v1/namespaces/default/pods", pod)
+            assert status == 201, out
+            status, live = kube.call("GET", f"{HOOKS}/loom-connect-injector")
+            assert status == 200, live
+            yield Install(kube, server, live)
+    finally:
+        for proc in procs:
+            _stop(proc)
+        server.stop()
+
+
+def test_a_healthy_install_passes_every_kubernetes_check(install: Install) -> None:
+    _, lines = install.doctor()
+    print("\n".join(lines[name] for name in KUBE_CHECKS))
+    for name in KUBE_CHECKS:
+        assert lines[name].startswith("✔ "), lines[name]
+    assert "verifies the webhook's certificate served at 127.0.0.1:" in lines["webhook caBundle"]
+    assert "comes back injected" in lines["webhook answers"]
+    assert "held by" in lines["controller"]
+    assert "1 opted-in pods" in lines["injected pods"]
+
+
+def test_a_caBundle_of_another_ca_fails_with_the_fix_and_exit_1(install: Install) -> None:
+    other = generate_tls("elsewhere", "loom", datetime.datetime.now(datetime.UTC))
+    doc = install.hooks()
+    for hook in doc["webhooks"]:
+        hook["clientConfig"]["caBundle"] = base64.b64encode(other.ca_pem).decode()
+    status, out = install.kube.call("PUT", f"{HOOKS}/loom-connect-injector", doc)
+    assert status == 200, out
+    try:
+        code, lines = install.doctor()
+    finally:
+        install.restore()
+    assert code == 1
+    line = lines["webhook caBundle"]
+    assert line.startswith("✘ webhook caBundle: the webhook's certificate is not signed by the "
+                           "caBundle served at 127.0.0.1:"), line  # fmt: skip
+    assert line.endswith(" — fix: restart the webhook so it installs its CA again "
+                         "(--webhook-config), or put the CA of its certificate in caBundle "
+                         "(`loom install --generate-certs`)"), line  # fmt: skip
+    assert lines["webhook answers"].startswith("✘ webhook answers: a dry-run pod in default "
+                                               "was refused"), lines["webhook answers"]  # fmt: skip
+    assert install.doctor()[1]["webhook caBundle"].startswith("✔ ")
+
+
+def test_a_missing_webhook_configuration_fails_with_the_fix_and_later_pods_are_named(
+    install: Install,
+) -> None:
+    status, out = install.kube.call("DELETE", f"{HOOKS}/loom-connect-injector")
+    assert status == 200, out
+    late = "/api/v1/namespaces/default/pods/late"
+    try:
+        code, lines = install.doctor()
+        assert code == 1
+        assert lines["webhook configuration"] == (
+            "✘ webhook configuration: no MutatingWebhookConfiguration loom-connect-injector: "
+            "pods are not injected — fix: `loom install | kubectl apply -f -`")  # fmt: skip
+        assert lines["webhook caBundle"] == "- webhook caBundle: no webhook configuration"
+        assert lines["webhook answers"] == "- webhook answers: no webhook configuration"
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "late", "annotations": {
+                   "consul.hashicorp.com/connect-inject": "true"}},
+               "spec": {"containers": [{"name": "app", "image": "busybox"}]}}  # fmt: skip
+        status, out = install.kube.call("POST", "/api/v1/namespaces/default/pods", pod)
+        assert status == 201, out
+    finally:
+        install.restore()
+    try:
+        code, lines = install.doctor()
+        assert code == 1
+        assert lines["webhook configuration"].startswith("✔ ")
+        assert lines["injected pods"] == (
+            "✘ injected pods: 1 of 2 opted-in pods not injected: default/late — fix: recreate "
+            "them once the webhook answers (kubectl rollout restart of their workloads)")  # fmt: skip
+    finally:
+        status, out = install.kube.call("DELETE", late)
+        assert status == 200, out
