@@ -5,7 +5,7 @@ on loopback), a real ``loom k8s webhook`` that makes its own certificate and ins
 a real ``loom k8s controller --leader-elect`` holding its Lease, a real ``loom server``, and an
 injected pod: every Kubernetes check passes. Then broken on purpose, one way at a time: a
 caBundle holding another CA, no webhook configuration, an opted-in pod created while there
-was none; each fails its check with the fix named, and the exit status is 1.
+was none, a stopped controller; each fails its check with the fix named, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from tests.support.server import ServerProcess, start_server
 
 pytestmark = requires_kube
 HOOKS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/loom/leases/loom-controller-leader"
 KUBE_CHECKS = ("kubernetes API", "webhook configuration", "webhook caBundle", "webhook answers",
                "controller", "injected pods")  # fmt: skip
 
@@ -59,8 +60,29 @@ def _wait(check: Any, what: str, log: Path) -> Any:
 class Install:
     """The cluster, the server, and Loom's webhook and controller running against them."""
 
-    def __init__(self, kube: KubeApi, server: ServerProcess, config: dict[str, Any]) -> None:
-        self.kube, self.server, self.config = kube, server, config
+    def __init__(self, kube: KubeApi, server: ServerProcess, tmp: Path) -> None:
+        self.kube, self.server, self.tmp = kube, server, tmp
+        self.config: dict[str, Any] = {}
+        self.controller: subprocess.Popen[Any] | None = None
+
+    def start_controller(self) -> None:
+        """``loom k8s controller --leader-elect``, returning once it holds its Lease."""
+        log_path = self.tmp / "controller.log"
+        with log_path.open("ab") as log:
+            self.controller = subprocess.Popen(
+                [sys.executable, "-m", "loom", "k8s", "controller",
+                 f"--kubeconfig={self.kube.kubeconfig()}", f"--http-addr={self.server.http}",
+                 "--leader-elect", "--leader-elect-resource-name=loom-controller-leader",
+                 "--leader-elect-resource-namespace=loom"],
+                stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        _wait(lambda: ((self.kube.call("GET", LEASE)[1] or {}).get("spec") or {}).get(
+            "holderIdentity"), "the controller to hold its Lease", log_path)  # fmt: skip
+
+    def stop_controller(self) -> None:
+        if self.controller is not None:
+            _stop(self.controller)
+            self.controller = None
 
     def doctor(self) -> tuple[int, dict[str, str]]:
         """(exit status, {check name: its whole line}) of ``loom doctor --kubeconfig``."""
@@ -107,8 +129,10 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
     [namespace] = [d for d in docs if d["kind"] == "Namespace"]
     procs: list[subprocess.Popen[Any]] = []
     server = start_server()
+    running: Install | None = None
     try:
         with start_kube() as kube:
+            running = Install(kube, server, tmp)
             kube.service_account("default")
             kubeconfig = kube.kubeconfig()
             applied = subprocess.run(
@@ -117,7 +141,7 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
                 check=False,
             )  # fmt: skip
             assert applied.returncode == 0, applied.stderr
-            webhook_log, controller_log = tmp / "webhook.log", tmp / "controller.log"
+            webhook_log = tmp / "webhook.log"
             with webhook_log.open("wb") as log:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "loom", "k8s", "webhook", f"--listen=127.0.0.1:{port}",
@@ -126,21 +150,11 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
                      f"--kubeconfig={kubeconfig}"],
                     stdout=subprocess.PIPE, stderr=log, text=True,
                 ))  # fmt: skip
-            with controller_log.open("wb") as log:
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "loom", "k8s", "controller", f"--kubeconfig={kubeconfig}",
-                     f"--http-addr={server.http}", "--leader-elect",
-                     "--leader-elect-resource-name=loom-controller-leader",
-                     "--leader-elect-resource-namespace=loom"],
-                    stdout=log, stderr=subprocess.STDOUT,
-                ))  # fmt: skip
             stdout = procs[0].stdout
             assert stdout is not None
             line = stdout.readline()
             assert "listening on https://" in line, line + webhook_log.read_text()
-            lease = "/apis/coordination.k8s.io/v1/namespaces/loom/leases/loom-controller-leader"
-            _wait(lambda: (kube.call("GET", lease)[1] or {}).get("spec", {}).get("holderIdentity"),
-                  "the controller to hold its Lease", controller_log)  # fmt: skip
+            running.start_controller()
             pod = {"apiVersion": "v1", "kind": "Pod",
                    "metadata": {"name": "early", "annotations": {
                        "consul.hashicorp.com/connect-inject": "true"}},
@@ -149,8 +163,11 @@ def install(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Install]:
             assert status == 201, out
             status, live = kube.call("GET", f"{HOOKS}/loom-connect-injector")
             assert status == 200, live
-            yield Install(kube, server, live)
+            running.config = live
+            yield running
     finally:
+        if running is not None:
+            running.stop_controller()
         for proc in procs:
             _stop(proc)
         server.stop()
@@ -222,3 +239,15 @@ def test_a_missing_webhook_configuration_fails_with_the_fix_and_later_pods_are_n
     finally:
         status, out = install.kube.call("DELETE", late)
         assert status == 200, out
+
+
+def test_a_stopped_controller_fails_its_check_with_the_fix(install: Install) -> None:
+    # Last in the module: the controller stays stopped (one started here would outlive the test)
+    install.stop_controller()  # SIGTERM: it releases its Lease (an empty holder)
+    code, lines = install.doctor()
+    assert code == 1
+    assert lines["controller"] == (
+        "✘ controller: deployment loom/loom-endpoints-controller: 404 deployments.apps "
+        '"loom-endpoints-controller" not found; lease loom/loom-controller-leader has no holder '
+        "— fix: kubectl -n loom describe deploy loom-endpoints-controller, and its logs"
+    )  # fmt: skip
