@@ -5,7 +5,9 @@ on loopback), a real ``loom k8s webhook`` that makes its own certificate and ins
 a real ``loom k8s controller --leader-elect`` holding its Lease, a real ``loom server``, and an
 injected pod: every Kubernetes check passes. Then broken on purpose, one way at a time: a
 caBundle holding another CA, no webhook configuration, an opted-in pod created while there
-was none, a stopped controller; each fails its check with the fix named, and the exit status is 1.
+was none, a stopped controller; each fails its check with the fix named, and the exit status
+is 1. And a ``--generate-certs`` install whose Service is out of reach from the test: its TLS Secret's
+certificate is checked against the bundle instead (passing, then failing once replaced).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import pytest
 
 from loom.k8s.certs import generate_tls
-from loom.k8s.install import InstallSettings, render
+from loom.k8s.install import InstallSettings, TlsMaterial, render
 from loom.k8s.manifests import dump_documents
 from loom.k8s.values import parse_values, settings_from
 from tests.support.kubeapi import KubeApi, free_port, requires_kube, start_kube
@@ -84,11 +86,11 @@ class Install:
             _stop(self.controller)
             self.controller = None
 
-    def doctor(self) -> tuple[int, dict[str, str]]:
+    def doctor(self, *extra: str) -> tuple[int, dict[str, str]]:
         """(exit status, {check name: its whole line}) of ``loom doctor --kubeconfig``."""
         done = subprocess.run(
             [sys.executable, "-m", "loom", "doctor", f"--kubeconfig={self.kube.kubeconfig()}",
-             "-http-addr", self.server.http, "-grpc-addr", self.server.grpc],
+             "-http-addr", self.server.http, "-grpc-addr", self.server.grpc, *extra],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         lines = {line[2:].split(":")[0]: line for line in done.stdout.splitlines()[:-1]}
@@ -238,6 +240,50 @@ def test_a_missing_webhook_configuration_fails_with_the_fix_and_later_pods_are_n
             "them once the webhook answers (kubectl rollout restart of their workloads)")  # fmt: skip
     finally:
         status, out = install.kube.call("DELETE", late)
+        assert status == 200, out
+
+
+def test_out_of_reach_of_the_service_the_tls_secret_is_checked_against_the_caBundle(
+    install: Install,
+) -> None:
+    values = parse_values("global:\n  name: other\n  namespace: other\n"
+                          "  acls:\n    manageSystemACLs: false\n")  # fmt: skip
+    settings = InstallSettings.from_values(values)
+    tls = generate_tls(
+        settings.webhook_name, settings.namespace, datetime.datetime.now(datetime.UTC)
+    )
+    docs = render(values, settings_from(values), settings,
+                  TlsMaterial(tls.cert_pem, tls.key_pem, tls.ca_pem))  # fmt: skip
+    wanted = ("Namespace", "Secret", "MutatingWebhookConfiguration")
+    applied = subprocess.run(
+        ["kubectl", f"--kubeconfig={install.kube.kubeconfig()}", "apply", "-f", "-"],
+        input=dump_documents([d for d in docs if d["kind"] in wanted]),
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    secret = "/api/v1/namespaces/other/secrets/other-connect-injector-tls"
+    try:
+        code, lines = install.doctor("--k8s-name=other", "--k8s-namespace=other")
+        assert lines["webhook caBundle"].startswith(
+            "✔ webhook caBundle: verifies the webhook's certificate in Secret "
+            "other/other-connect-injector-tls, which expires "
+        ), lines["webhook caBundle"]
+        stranger = generate_tls(
+            "other-connect-injector", "other", datetime.datetime.now(datetime.UTC)
+        )
+        status, body = install.kube.call("GET", secret)
+        assert status == 200, body
+        body["data"]["tls.crt"] = base64.b64encode(stranger.cert_pem).decode()
+        status, out = install.kube.call("PUT", secret, body)
+        assert status == 200, out
+        code, lines = install.doctor("--k8s-name=other", "--k8s-namespace=other")
+        assert code == 1
+        assert lines["webhook caBundle"].startswith(
+            "✘ webhook caBundle: the webhook's certificate is not signed by the caBundle in "
+            "Secret other/other-connect-injector-tls — fix: restart the webhook"
+        ), lines["webhook caBundle"]
+    finally:
+        status, out = install.kube.call("DELETE", f"{HOOKS}/other-connect-injector")
         assert status == 200, out
 
 
