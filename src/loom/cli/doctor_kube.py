@@ -101,7 +101,7 @@ def kube_checks(target: KubeTarget) -> Iterator[Check]:
     if webhooks is None:
         yield Check("webhook caBundle", None, "no webhook configuration")
     else:
-        yield _ca_bundle(client, install, webhooks[0])
+        yield _ca_bundles(client, install, webhooks)
     yield _dry_run(client, target) if webhooks is not None else Check(
         "webhook answers", None, "no webhook configuration")  # fmt: skip
     yield _controller(client, install)
@@ -163,6 +163,16 @@ def _signed_by(cert: x509.Certificate, bundle: list[x509.Certificate]) -> bool:
             continue
         return True
     return False
+
+
+def _ca_bundles(client: Client, install: InstallSettings, hooks: list[dict[str, Any]]) -> Check:
+    """Each distinct (caBundle, endpoint) of the webhooks checked: the first failure, if any."""
+    distinct: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for hook in hooks:
+        text = (hook.get("clientConfig") or {}).get("caBundle") or ""
+        distinct.setdefault((text, *_endpoint(hook)), hook)
+    results = [_ca_bundle(client, install, hook) for hook in distinct.values()]
+    return next((r for r in results if r.ok is False), results[0])
 
 
 def _ca_bundle(client: Client, install: InstallSettings, hook: dict[str, Any]) -> Check:
