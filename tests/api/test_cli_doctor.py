@@ -43,3 +43,21 @@ def test_the_report_shape_is_stable(golden) -> None:
               "rotate the CA root (PUT /v1/connect/ca/configuration)"),
         Check("transparent proxy (iptables, netns)", None, "not root"),
     ]))  # fmt: skip
+
+
+def test_an_unreachable_cluster_fails_the_kubernetes_check_with_its_fix(tmp_path) -> None:
+    port = free_port()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        '{"apiVersion": "v1", "kind": "Config", "current-context": "k",'
+        f' "clusters": [{{"name": "k", "cluster": {{"server": "https://127.0.0.1:{port}"}}}}],'
+        ' "users": [{"name": "u", "user": {"token": "t"}}],'
+        ' "contexts": [{"name": "k", "context": {"cluster": "k", "user": "u"}}]}'
+    )
+    out = _doctor("--kubeconfig", str(kubeconfig), "-http-addr", f"127.0.0.1:{port}",
+                  "-grpc-addr", f"127.0.0.1:{port}")  # fmt: skip
+    assert out.returncode == 1
+    [line] = [ln for ln in out.stdout.splitlines() if "kubernetes API" in ln]
+    assert line.startswith(f"✘ kubernetes API: {kubeconfig}: ")
+    assert line.endswith(" — fix: give a working kubeconfig (--kubeconfig), or start the cluster")
+    assert "webhook" not in out.stdout  # nothing else to ask without an API server

@@ -6,7 +6,9 @@ The exit status is 1 when any check fails. Checks: the server answers; its store
 read with an index; its CA has an active root far from expiry; its xDS port accepts
 connections; the Envoy binary runs; iptables and network namespaces work (root only: what
 transparent proxy and ``loom local`` need); this machine's clock agrees with the server's.
-Kubernetes checks (webhook, caBundle, controller, injected pods) are not here yet.
+With a kubeconfig (``--kubeconfig``, ``--k8s``, or inside a pod) the Kubernetes checks follow
+(``doctor_kube.py``): the webhook configuration, its caBundle against the served
+certificate, a dry-run injection, the controller, the pods.
 ``format_checks`` is pure, so the report's shape is golden-tested. The modules the checks use
 are imported by each check, so ``loom --help`` does not pay for them.
 """
@@ -221,6 +223,15 @@ def run(args: argparse.Namespace) -> int:
         checks.append(result)
         sys.stdout.write(format_checks([result]).splitlines(keepends=True)[0])
         sys.stdout.flush()
+    if args.kubeconfig or args.k8s or os.environ.get("KUBERNETES_SERVICE_HOST"):
+        from loom.cli.doctor_kube import KubeTarget, kube_checks
+
+        target = KubeTarget(args.kubeconfig, args.k8s_name, args.k8s_namespace,
+                            args.inject_namespace)  # fmt: skip
+        for result in kube_checks(target):
+            checks.append(result)
+            sys.stdout.write(format_checks([result]).splitlines(keepends=True)[0])
+            sys.stdout.flush()
     failed = sum(1 for c in checks if c.ok is False)
     print(f"{failed} check(s) failed" if failed else "all checks passed")
     return 1 if failed else 0
@@ -231,7 +242,7 @@ def register(commands: Commands) -> None:
 
     p = commands.top.add_parser(
         "doctor",
-        help="check the server, the CA, Envoy, iptables and the clock (like linkerd check)",
+        help="check the server, CA, Envoy, iptables, clock and Kubernetes (like linkerd check)",
         description="One line per check, ✔ or ✘ with the fix (- where it does not apply); "
         "exit 1 when a check fails.",
     )
@@ -240,5 +251,25 @@ def register(commands: Commands) -> None:
         metavar="ADDR",
         help=f"the server's xDS address to try (default $LOOM_GRPC_ADDR or {defaults.GRPC_ADDR})",
     )
+    k8s = p.add_argument_group("Kubernetes (checked with a kubeconfig, or inside a pod)")
+    k8s.add_argument(
+        "--kubeconfig", metavar="FILE", help="check the installation in this cluster too"
+    )
+    k8s.add_argument(
+        "--k8s", action="store_true",
+        help="check the cluster of the environment's kubeconfig (in-cluster, ~/.kube/config)",
+    )  # fmt: skip
+    k8s.add_argument(
+        "--k8s-name", default="loom", metavar="NAME",
+        help="global.name of the installation (default %(default)s)",
+    )  # fmt: skip
+    k8s.add_argument(
+        "--k8s-namespace", default="loom", metavar="NS",
+        help="global.namespace: where the webhook and controller run (default %(default)s)",
+    )  # fmt: skip
+    k8s.add_argument(
+        "--inject-namespace", default="default", metavar="NS",
+        help="an opted-in namespace for the dry-run pod (default %(default)s)",
+    )  # fmt: skip
     _addr(p)
     p.set_defaults(func=run)
