@@ -308,8 +308,8 @@ class LocalMesh:
             "containers": [], "created": time.time(), "uid": None, **(extra or {}),
         }  # fmt: skip
         uid = uids.claim(self.s.pods_dir, name, self.s.sidecar_uids, plan is not None,
-                         lambda uid: self._save({**rec, "uid": uid}))  # fmt: skip
-        rec["uid"] = uid
+                         lambda uid: self._save({**rec, "uid": uid or None}))  # fmt: skip
+        rec["uid"] = uid or None  # None: no sidecar, no UID of its own
         if plan is not None and plan.redirect is not None:  # the rules name this pod's UID
             redirect = dataclasses.replace(plan.redirect, proxy_uid=uid)
             plan = dataclasses.replace(plan, redirect=redirect)
