@@ -201,10 +201,13 @@ def test_the_state_dir_and_the_secret_files_are_private(mesh: LocalMesh) -> None
     assert mode(mesh.s.net.state_dir) == (0o710, 0, PROXY_UID)  # sidecars may only traverse
     assert mode(mesh.s.token_file) == (0o600, 0, 0)
     assert mode(mesh.s.signing_key_file) == (0o600, 0, 0)
-    assert mode(mesh.s.pods_dir / "static-server") == (0o750, 0, PROXY_UID)
+    rec = mesh.record("static-server")
+    assert rec is not None
+    uid = rec["uid"]
+    assert mode(mesh.s.pods_dir / "static-server") == (0o750, 0, uid)  # its sidecars' UID
     assert mode(pod_file(mesh, "static-server", "sa-static-server.jwt")) == (0o600, 0, 0)
     token = pod_file(mesh, "static-server", "acl-token-static-server")
-    assert mode(token)[:2] == (0o600, PROXY_UID)
+    assert mode(token)[:2] == (0o600, uid)
 
 
 def test_rm_logs_the_pods_tokens_out(mesh: LocalMesh) -> None:

@@ -317,6 +317,20 @@ def test_a_bad_manifest_is_refused_with_one_line_and_nothing_made(
     assert mesh.netns() == before_ns
 
 
+def test_a_pod_deleted_and_brought_back_by_apply_gets_its_own_uid_again(mesh: Mesh) -> None:
+    def uids() -> dict[str, int]:
+        return {n: json.loads((mesh.state / "pods" / n / "pod.json").read_text())["uid"]
+                for n in mesh.pods()}  # fmt: skip
+
+    before = uids()
+    assert len(before) >= 2 and len(set(before.values())) == len(before)  # one UID per pod
+    server = next(n for n in before if n.startswith("static-server-"))
+    mesh.ok("delete", "pod", server)
+    assert server not in uids()
+    mesh.ok("apply", "-f", str(EXAMPLES / "static-server.yaml"))
+    assert uids() == before
+
+
 def test_delete_leaves_no_namespace_process_or_registration(mesh: Mesh) -> None:
     pids = []
     for name in mesh.pods():

@@ -156,8 +156,9 @@ def local_demo() -> None:
             "static-server (seed 000: 'Example'), the seed's YAML applied as it is",
             "examples/static-server.yaml: a Service, a ServiceAccount and a Deployment whose pod",
             "template asks for injection. The pod goes through the injector the webhook uses;",
-            "its http-echo container runs Loom's http-echo, its sidecar Envoy as UID 5995, and",
-            "iptables sends all its traffic through the sidecar (transparent proxy).",
+            "its http-echo container runs Loom's http-echo, its sidecar Envoy as a UID of the",
+            "pod's own, and iptables sends all its traffic through the sidecar (transparent",
+            "proxy).",
         )
         w.loom_cmd("local", "apply", "-f", example("static-server.yaml"))
         w.step(

@@ -2,12 +2,13 @@
 
 One local server (durable store under ``data_dir``) listens on loopback for the CLI and on
 unix sockets for the pods (the pods have no route to the host; a socket crosses namespaces);
-the sockets are 0660, of the invoking user and the sidecars' group (the proxy GID), so other
-local users cannot reach the server through them.
+the sockets are 0660, of the invoking user and the sidecars' shared group (``uids.SOCKET_GID``),
+so other local users cannot reach the server through them.
 ``run`` makes a pod in this order, undoing everything if a step fails: plan (the injector's
-planner) -> namespace -> registrations -> iptables redirection -> sidecar(s) as the proxy UID,
-ready -> the app. Everything lives under the state directory and the prefix of the network
-settings, so ``down`` removes exactly what was made. ACLs are on (default deny) unless
+planner) -> the pod's own sidecar UID (``uids.py``) -> namespace -> registrations -> iptables
+redirection excluding that UID -> sidecar(s) as that UID, ready -> the app. Everything lives
+under the state directory and the prefix of the network settings, so ``down`` removes exactly
+what was made. ACLs are on (default deny) unless
 ``acl_default_policy`` is None: the host's management token, the pods' JWTs and their logins
 are ``acl.py``'s; each sidecar holds only its own service's login token. Every failure is a
 ``LocalError`` (``errors.py``): the API client's, the redirect's and the system's errors are
@@ -17,6 +18,7 @@ wrapped here.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -29,10 +31,10 @@ from typing import Any
 
 from loom.api.client import Client, ClientError, NotFoundError
 from loom.defaults import GRPC_ADDR, HTTP_ADDR
-from loom.inject import PROXY_UID, InjectSettings, WorkloadPlan
+from loom.inject import InjectSettings, WorkloadPlan
 from loom.inject.metrics import MetricsPlan, dataplane_args
 from loom.inject.registration import service_registrations
-from loom.local import acl, kubelet, nodedns, processes, prometheus
+from loom.local import acl, kubelet, nodedns, processes, prometheus, uids
 from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
 from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
@@ -66,6 +68,8 @@ class LocalSettings:
     """``up`` runs a Prometheus scraping every pod's sidecar (``prometheus.py``)."""
     prometheus_addr: str = "127.0.0.1:9090"
     """Where that Prometheus answers on the host's loopback."""
+    sidecar_uids: uids.UidRange = field(default_factory=uids.UidRange)
+    """The UIDs the pods' sidecars run as, one per pod (``uids.py``)."""
 
     @property
     def http_socket(self) -> Path:
@@ -132,12 +136,13 @@ class LocalMesh:
         return self.s.token_file.exists()
 
     def _secure_state_dir(self) -> None:
-        """The state directory is root's, 0710, group the proxy GID: the sidecars may reach
-        their sockets and pod directories inside, no other local user may enter."""
+        """The state directory is root's, 0710, group the sidecars' shared group: the sidecars
+        may reach their sockets and their own pod's directory inside, no other local user may
+        enter."""
         state = self.s.net.state_dir
         with state_io(f"cannot secure {state}"):
             state.mkdir(parents=True, exist_ok=True)
-            os.chown(state, 0, PROXY_UID)
+            os.chown(state, 0, uids.SOCKET_GID)
             state.chmod(0o710)
 
     def _server_pid(self) -> int | None:
@@ -203,9 +208,9 @@ class LocalMesh:
             "server", *store,
             "--http-addr", self.s.http_addr, "--http-addr", f"unix:{self.s.http_socket}",
             "--grpc-addr", self.s.grpc_addr, "--grpc-addr", f"unix:{self.s.grpc_socket}",
-            # The pods' sidecars run as the proxy UID and GID: the sockets (0660) admit the
-            # invoking user and that group, no other local user.
-            "--unix-socket-group", str(PROXY_UID),
+            # Each pod's sidecars run as a UID of their own with the shared group as a
+            # supplementary one: the sockets (0660) admit the invoking user and that group.
+            "--unix-socket-group", str(uids.SOCKET_GID),
             *flags,
         )  # fmt: skip
         self.say(f"starting the local server (HTTP {self.s.http_addr}, log {log})")
@@ -315,23 +320,26 @@ class LocalMesh:
         if self.record(name) is not None or self.pods.get_pod(name) is not None:
             raise LocalError(f"pod {name!r} exists; remove it first with: loom local rm {name}")
         pod_dir = self._pod_dir(name)
-        with state_io(f"cannot make the directory of pod {name}"):
-            pod_dir.mkdir(parents=True, exist_ok=True)
-            os.chown(pod_dir, 0, PROXY_UID)  # the sidecars may enter, not read its JWTs
-            pod_dir.chmod(0o750)
-            for rel, content in (files or {}).items():
-                path = pod_dir / rel
-                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-                if content is None:
-                    path.mkdir(exist_ok=True, mode=0o755)
-                else:
-                    path.write_text(content[0])
-                    path.chmod(content[1])
         rec: dict[str, Any] = {
             "name": name, "services": [], "sidecars": [], "app": None, "tokens": {},
-            "containers": [], "created": time.time(), **(extra or {}),
+            "containers": [], "created": time.time(), "uid": None, **(extra or {}),
         }  # fmt: skip
+        uid = uids.claim(self.s.pods_dir, name, self.s.sidecar_uids, plan is not None,
+                         lambda uid: self._save({**rec, "uid": uid or None}))  # fmt: skip
+        rec["uid"] = uid or None  # None: no sidecar, no UID of its own
+        if plan is not None and plan.redirect is not None:  # the rules name this pod's UID
+            redirect = dataclasses.replace(plan.redirect, proxy_uid=uid)
+            plan = dataclasses.replace(plan, redirect=redirect)
         try:
+            with state_io(f"cannot make the files of pod {name}"):
+                for rel, content in (files or {}).items():
+                    path = pod_dir / rel
+                    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                    if content is None:
+                        path.mkdir(exist_ok=True, mode=0o755)
+                    else:
+                        path.write_text(content[0])
+                        path.chmod(content[1])
             dns = self.s.net.gateway if self._dns_pid() is not None else "127.0.0.1"
             info = self.pods.add_pod(name, resolv_conf(dns))
             rec.update(netns=info.netns, ip=info.ip)
@@ -429,7 +437,7 @@ class LocalMesh:
             token_file=pod_dir / f"acl-token-{service}",
         )
         acl.mint_jwt(acl.signer(self.s.signing_key_file), account, rec["name"], ident.jwt_file)
-        acl.pod_login(f"unix:{self.s.http_socket}", ident, rec["name"], PROXY_UID, 15)
+        acl.pod_login(f"unix:{self.s.http_socket}", ident, rec["name"], rec["uid"], 15)
         rec["tokens"][service_id] = str(ident.token_file)
         self._save(rec)
         self.say(f"pod {rec['name']}: {service} logged in as service account {account}")
@@ -443,7 +451,8 @@ class LocalMesh:
         work = self._pod_dir(rec["name"]) / f"dp-{proxy_id}"
         with state_io(f"cannot make the work directory of sidecar {proxy_id}"):
             work.mkdir(parents=True, exist_ok=True)
-            os.chown(work, PROXY_UID, PROXY_UID)
+            os.chown(work, rec["uid"], rec["uid"])
+            work.chmod(0o700)
         argv = _loom(
             "dataplane", "--proxy-id", proxy_id,
             "--http-addr", f"unix:{self.s.http_socket}",
@@ -458,7 +467,8 @@ class LocalMesh:
         if metrics is not None:  # its merged endpoint, for the mesh's Prometheus
             argv += dataplane_args(metrics)
         log = work.parent / f"{proxy_id}.log"
-        pid = processes.spawn(netns_exec_argv(rec["netns"], argv, uid=PROXY_UID), log)
+        as_uid = netns_exec_argv(rec["netns"], argv, uid=rec["uid"], groups=[uids.SOCKET_GID])
+        pid = processes.spawn(as_uid, log)
         rec["sidecars"].append(
             {"proxy_id": proxy_id, "pid": pid, "log": str(log), "work": str(work)}
         )
@@ -470,7 +480,7 @@ class LocalMesh:
             if time.monotonic() > deadline:
                 raise LocalError(f"sidecar {proxy_id} not ready in time: {processes.tail(log, 3)}")
             time.sleep(0.05)
-        self.say(f"pod {rec['name']}: sidecar {proxy_id} ready (Envoy as UID {PROXY_UID})")
+        self.say(f"pod {rec['name']}: sidecar {proxy_id} ready (Envoy as UID {rec['uid']})")
 
     def _teardown(self, rec: dict[str, Any]) -> None:
         if rec.get("kubelet"):  # first: it would restart containers that stop
@@ -522,6 +532,7 @@ class LocalMesh:
             for sock in (self.s.http_socket, self.s.grpc_socket):
                 sock.unlink(missing_ok=True)
             (state / "server.log").unlink(missing_ok=True)
+            uids.lock_file(state).unlink(missing_ok=True)
             self.s.apply_file.unlink(missing_ok=True)
             shutil.rmtree(self.s.pods_dir, ignore_errors=True)
             if purge or self.s.data_dir is None:  # kept with the data they are valid for

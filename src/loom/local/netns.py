@@ -117,14 +117,20 @@ class PodInfo:
 
 
 def netns_exec_argv(
-    netns: str, argv: Sequence[str], uid: int | None = None, gid: int | None = None
+    netns: str,
+    argv: Sequence[str],
+    uid: int | None = None,
+    gid: int | None = None,
+    groups: Sequence[int] = (),
 ) -> list[str]:
     """Command line running ``argv`` in ``netns``, as ``uid``/``gid`` (default: gid = uid)
-    with supplementary groups cleared when a uid is given; root otherwise."""
+    with exactly the supplementary ``groups`` (none by default) when a uid is given; root
+    otherwise."""
     out = ["ip", "netns", "exec", netns]
     if uid is not None:
         group = uid if gid is None else gid
-        out += ["setpriv", f"--reuid={uid}", f"--regid={group}", "--clear-groups", "--"]
+        extra = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+        out += ["setpriv", f"--reuid={uid}", f"--regid={group}", extra, "--"]
     return out + list(argv)
 
 
