@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +173,23 @@ class Informer:
         return generic.watch(request)
 
 
+async def run_informed(
+    informers: Sequence[Informer], max_backoff: float, loop: Callable[[], Awaitable[None]]
+) -> None:
+    """Run ``informers`` and, once each has listed, ``loop``; stop them when ``loop`` ends.
+    Nothing is reconciled before every kind is known (a restart never removes what it has
+    not seen yet)."""
+    tasks = [asyncio.create_task(i.run(max_backoff)) for i in informers]
+    try:
+        for informer in informers:
+            await informer.synced.wait()
+        await loop()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class Controller:
     """The reconcile loop: informers in, agent API writes out."""
 
@@ -189,15 +206,7 @@ class Controller:
 
     async def run(self) -> None:
         informers = (self.pods, self.services, self.namespaces)
-        tasks = [asyncio.create_task(i.run(self.config.max_backoff)) for i in informers]
-        try:
-            for informer in informers:
-                await informer.synced.wait()
-            await self._loop()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await run_informed(informers, self.config.max_backoff, self._loop)
 
     async def _loop(self) -> None:
         backoff = 0.5

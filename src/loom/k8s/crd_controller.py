@@ -53,7 +53,7 @@ from loom.domain.crds import (
     to_config_entry,
 )
 from loom.inject import InjectSettings
-from loom.k8s.controller_loop import Informer
+from loom.k8s.controller_loop import Informer, run_informed
 
 log = logging.getLogger("loom.k8s.crds")
 
@@ -94,15 +94,7 @@ class CrdController:
         """Resource uid -> the entry last written for it (JSON), to skip unchanged writes."""
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(i.run(self.max_backoff)) for i in self.informers.values()]
-        try:
-            for informer in self.informers.values():
-                await informer.synced.wait()
-            await self._loop()
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await run_informed(list(self.informers.values()), self.max_backoff, self._loop)
 
     async def _loop(self) -> None:
         backoff = 0.5
