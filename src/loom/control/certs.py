@@ -65,13 +65,21 @@ PRIMARY_ROOTS = "primary/"
 """Key prefix, in a secondary's CA table, of the primary's roots (``primary/00`` active)."""
 
 
-class _Federated:
-    """A secondary's mesh CA: the primary's roots and this datacenter's intermediate."""
+PRIMARY_CROSS = "primary-cross"
+"""Key, in a secondary's CA table, of the primary's active root cross-signed by its retired
+root (present while the primary lists it)."""
 
-    def __init__(self, roots: list[Root], intermediate: Root) -> None:
+
+class _Federated:
+    """A secondary's mesh CA: the primary's roots and this datacenter's intermediate, whose
+    leaves carry the intermediate and, after a rotation in the primary, the new root's
+    cross-signed certificate (so a peer still trusting only the retired root verifies them)."""
+
+    def __init__(self, roots: list[Root], intermediate: Root, cross_pem: str) -> None:
         self.roots = roots
-        self.signer = Signer(intermediate, intermediate.cert_pem)
-        self.key = (tuple(r.cert_pem for r in roots), intermediate.cert_pem)
+        self.chain = [intermediate.cert_pem] + ([cross_pem] if cross_pem else [])
+        self.signer = Signer(intermediate, "".join(self.chain))
+        self.key = (tuple(r.cert_pem for r in roots), intermediate.cert_pem, cross_pem)
 
 
 class Certs:
@@ -136,14 +144,16 @@ class Certs:
             self._federated = None
             return
         intermediate = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
-        fed = _Federated(roots, intermediate)
+        cross = self.store.record(CA, PRIMARY_CROSS)
+        fed = _Federated(roots, intermediate, "" if cross is None else cross.cert_pem)
         if self._federated is None or self._federated.key != fed.key:
             self._federated = fed
             self._leaves.clear()
 
-    def federation_ops(self, roots: list[Root], intermediate: Root) -> list[Op]:
-        """The writes that make ``roots`` (the primary's, active first) and ``intermediate``
-        (with its key) this secondary's CA, in one transaction."""
+    def federation_ops(self, roots: list[Root], intermediate: Root, cross_pem: str) -> list[Op]:
+        """The writes that make ``roots`` (the primary's, active first), ``intermediate``
+        (with its key) and the primary's ``cross_pem`` (or none) this secondary's CA, in one
+        transaction."""
         ops: list[Op] = [
             Delete(CA.name, key)
             for key, _ in self.store.items(CA.name)
@@ -153,6 +163,9 @@ class Certs:
             put(CA, f"{PRIMARY_ROOTS}{n:02d}", CaRoot(r.cert_pem, "", r.trust_domain))
             for n, r in enumerate(roots)
         ]
+        td = intermediate.trust_domain
+        cross: Op = put(CA, PRIMARY_CROSS, CaRoot(cross_pem, "", td))
+        ops.append(cross if cross_pem else Delete(CA.name, PRIMARY_CROSS))
         ops.append(
             put(
                 CA,
@@ -161,6 +174,12 @@ class Certs:
             )
         )
         return ops
+
+    @property
+    def federated_cross(self) -> str:
+        """The primary's cross-signed certificate a secondary sends after its intermediate."""
+        self._follow()
+        return "" if self._federated is None else "".join(self._federated.chain[1:])
 
     @property
     def intermediate(self) -> Root | None:
@@ -197,8 +216,10 @@ class Certs:
     def intermediates(self) -> list[str]:
         """What ``/v1/connect/ca/roots`` lists as the active root's ``IntermediateCerts``
         (a secondary's: its intermediate)."""
-        chain = self._mesh().chain_pem
-        return [chain] if chain else []
+        signer = self._mesh()
+        if self._federated is not None:
+            return list(self._federated.chain)
+        return [signer.chain_pem] if signer.chain_pem else []
 
     def _load_previous(self) -> None:
         old = self.store.record(CA, PREVIOUS)

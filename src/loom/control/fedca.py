@@ -30,6 +30,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from loom.ca.authority import Root, load_root_cert
 from loom.ca.csr import build_ca_csr, key_pem, new_key
 from loom.ca.errors import CAError
@@ -48,7 +51,7 @@ ROOTS_WAIT = "5m"
 ROOTS_TIMEOUT_S = 5 * 60 * (1 + 1 / 16) + 10
 """A blocking query's wait (and Consul's jitter of up to wait/16) plus a margin."""
 SIGN_TIMEOUT_S = 30.0
-RETRY_MIN_S, RETRY_MAX_S = 0.5, 30.0
+RETRY_MIN_S, RETRY_MAX_S = 0.5, 10.0
 
 PrimaryCall = Callable[
     [str, str, dict[str, str] | None, bytes | None, float],
@@ -69,6 +72,8 @@ class PrimaryRoots:
 
     trust_domain: str
     roots: tuple[Root, ...]
+    cross_pem: str = ""
+    """The active root cross-signed by the retired one (its ``IntermediateCerts``), if any."""
 
     @property
     def active(self) -> Root:
@@ -95,7 +100,27 @@ class PrimaryRoots:
         if not active:
             raise FederatedCaError(f"the primary's active root {active_id!r} is not listed")
         rest = tuple(r for r in roots if r.id != active_id)
-        return cls(trust_domain, (active[0], *rest))
+        try:
+            listed = next(e for e in body["Roots"] if e["ID"] == active_id)["IntermediateCerts"]
+            crosses = [str(c) for c in listed or []]
+        except (KeyError, TypeError) as exc:
+            raise FederatedCaError(f"the primary's CA roots are malformed: {exc!r}") from exc
+        cross = "".join(c for c in crosses if _cross_of(c, active[0], rest))
+        return cls(trust_domain, (active[0], *rest), cross)
+
+
+def _cross_of(pem: str, active: Root, others: tuple[Root, ...]) -> bool:
+    """Whether ``pem`` is ``active``'s key certified by one of the ``others`` (a cross-signed
+    certificate of the active root), which a secondary may send after its intermediate."""
+    try:
+        cert = x509.load_pem_x509_certificate(pem.encode())
+        root = x509.load_pem_x509_certificate(active.cert_pem.encode())
+    except ValueError:
+        return False
+    spki, der = serialization.PublicFormat.SubjectPublicKeyInfo, serialization.Encoding.DER
+    if cert.public_key().public_bytes(der, spki) != root.public_key().public_bytes(der, spki):
+        return False
+    return any(issued_by(pem, other.cert_pem) for other in others)
 
 
 def _index(headers: Mapping[str, str]) -> int:
@@ -150,11 +175,14 @@ class FederatedCa:
         intermediate = self.certs.intermediate
         if self._stale(roots):
             roots, intermediate = await self._new_intermediate(roots)
-        elif self._stored_roots() == [r.cert_pem for r in roots.roots]:
+        elif self._stored_roots() == [r.cert_pem for r in roots.roots] and (
+            self.certs.federated_cross == roots.cross_pem
+        ):
             return False
         assert intermediate is not None
+        ops = self.certs.federation_ops(list(roots.roots), intermediate, roots.cross_pem)
         async with self.lock:
-            await self.store.apply(self.certs.federation_ops(list(roots.roots), intermediate))
+            await self.store.apply(ops)
             self.certs.reload()
         return True
 

@@ -234,6 +234,8 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
     async with contextlib.AsyncExitStack() as extras:
         work = _work_dir(settings, extras)
         sds = await _start_identity(settings, reg, work, stop, extras)
+        if sds is None:
+            return 0  # stopped while the CA was not ready
         await _start_extras(settings, reg, work, stop, extras)
         watcher = asyncio.create_task(watch_registration(settings, stop))
         extras.push_async_callback(_cancel, watcher)
@@ -289,9 +291,9 @@ async def _start_identity(
     work: Path,
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
-) -> Path:
+) -> Path | None:
     """Key, signed leaf and roots before Envoy starts; then SDS on ``work/sds.sock`` and the
-    renewal loop. Returns the socket's path."""
+    renewal loop. Returns the socket's path (None: ``stop`` came while waiting for the CA)."""
     client = api_client(settings)
     store = SecretStore()
     identity = WorkloadIdentity(
@@ -302,7 +304,8 @@ async def _start_identity(
         store=store,
         proxy_id=settings.proxy_id,
     )
-    await identity.start()
+    if not await identity.start(stop):
+        return None
     path, short = socket_path(work)
     if short is not None:
         stack.callback(shutil.rmtree, short, True)

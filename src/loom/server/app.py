@@ -31,6 +31,7 @@ from loom.server.checks_run import run_server_checks
 from loom.server.clientlog import AiohttpLog
 from loom.server.conns import ConnectionCap, capped
 from loom.server.errors import ServerError as ServerError  # re-exported
+from loom.server.fedca_http import run_federated_ca
 from loom.server.http import build_app
 from loom.server.tls import ServingTls, prepare_tls
 from loom.xds.server import start_xds
@@ -206,6 +207,8 @@ async def serve(
             asyncio.create_task(_sweep_sessions(state)),
             asyncio.create_task(_flush_log_summaries()),
         ]
+        if state.certs.is_secondary:  # the primary signs this datacenter's intermediate
+            background.append(asyncio.create_task(run_federated_ca(state)))
         if ready is not None:
             if tls is not None:
                 _say_tls(tls)
