@@ -198,3 +198,46 @@ def test_an_intermediate_is_due_for_renewal_at_half_its_life() -> None:
     life = intermediate.not_after - intermediate.not_before
     assert not due_for_renewal(intermediate, intermediate.not_before + life * 0.49)
     assert due_for_renewal(intermediate, intermediate.not_before + life * 0.51)
+
+
+def _roots_doc(*roots: Root, active: str = "", ids: list[str] | None = None) -> dict[str, object]:
+    return {
+        "TrustDomain": TD,
+        "ActiveRootID": active or roots[0].id,
+        "Roots": [
+            {"ID": (ids or [r.id for r in roots])[n], "RootCert": r.cert_pem}
+            for n, r in enumerate(roots)
+        ],
+    }
+
+
+def test_the_primary_roots_are_read_strictly_with_the_active_one_first() -> None:
+    from loom.control.fedca import FederatedCaError, PrimaryRoots
+
+    one, two = new_root(TD, NOW), new_root(TD, NOW)
+    read = PrimaryRoots.from_json(_roots_doc(one, two, active=two.id))
+    assert [r.id for r in read.roots] == [two.id, one.id] and read.cross_pem == ""
+    with pytest.raises(FederatedCaError, match="is not its certificate's"):
+        PrimaryRoots.from_json(_roots_doc(one, ids=[two.id]))
+    with pytest.raises(FederatedCaError, match="is not listed"):
+        PrimaryRoots.from_json(_roots_doc(one, active=two.id))
+    with pytest.raises(FederatedCaError, match="malformed"):
+        PrimaryRoots.from_json({"TrustDomain": TD})
+    with pytest.raises(FederatedCaError, match="unusable"):
+        PrimaryRoots.from_json({**_roots_doc(one), "TrustDomain": "Not A Domain"})
+
+
+def test_only_a_cross_signed_certificate_of_the_active_root_is_kept_from_the_primary() -> None:
+    from loom.ca.authority import cross_sign
+    from loom.control.fedca import PrimaryRoots
+
+    old, new = new_root(TD, NOW), new_root(TD, NOW)
+    cross = cross_sign(new, old, NOW)
+    doc = _roots_doc(new, old)
+    roots = doc["Roots"]
+    assert isinstance(roots, list)
+    roots[0]["IntermediateCerts"] = [cross, old.cert_pem]  # a stray certificate is dropped
+    assert PrimaryRoots.from_json(doc).cross_pem == cross
+    stranger = new_root(TD, NOW)
+    roots[0]["IntermediateCerts"] = [cross_sign(new, stranger, NOW)]  # not by a listed root
+    assert PrimaryRoots.from_json(doc).cross_pem == ""

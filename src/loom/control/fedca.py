@@ -101,8 +101,8 @@ class PrimaryRoots:
             raise FederatedCaError(f"the primary's active root {active_id!r} is not listed")
         rest = tuple(r for r in roots if r.id != active_id)
         try:
-            listed = next(e for e in body["Roots"] if e["ID"] == active_id)["IntermediateCerts"]
-            crosses = [str(c) for c in listed or []]
+            listed = next(e for e in body["Roots"] if e["ID"] == active_id)
+            crosses = [str(c) for c in listed.get("IntermediateCerts") or []]
         except (KeyError, TypeError) as exc:
             raise FederatedCaError(f"the primary's CA roots are malformed: {exc!r}") from exc
         cross = "".join(c for c in crosses if _cross_of(c, active[0], rest))
