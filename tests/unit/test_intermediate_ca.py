@@ -241,3 +241,14 @@ def test_only_a_cross_signed_certificate_of_the_active_root_is_kept_from_the_pri
     stranger = new_root(TD, NOW)
     roots[0]["IntermediateCerts"] = [cross_sign(new, stranger, NOW)]  # not by a listed root
     assert PrimaryRoots.from_json(doc).cross_pem == ""
+
+
+def test_a_leaf_never_outlives_the_intermediate_that_signed_it() -> None:
+    root = new_root(TD, NOW)
+    key = new_key()
+    short = sign_intermediate(
+        root, read_ca_csr(build_ca_csr(TD, key), TD), NOW, dt.timedelta(hours=2)
+    )
+    intermediate = check_intermediate(short, key_pem(key), root.cert_pem, TD, NOW)
+    leaf = Signer(intermediate, short).leaf("default", "dc2", "web", NOW, dt.timedelta(days=3))
+    assert leaf.not_after == intermediate.not_after

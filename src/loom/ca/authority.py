@@ -314,7 +314,8 @@ class Signer:
             .public_key(public_key)
             .serial_number(serial)
             .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + ttl)
+            # Never past the signing CA: a secondary's intermediate may end before ``ttl``.
+            .not_valid_after(min(now + ttl, self._cert.not_valid_after_utc))
             .add_extension(
                 x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
             )
