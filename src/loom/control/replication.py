@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from loom.acl.records import ANONYMOUS_ACCESSOR_ID, GLOBAL_MANAGEMENT_ID
 from loom.acl.stored import Stored
 from loom.control.configs import Configs
 from loom.domain.fields import ValidationError
@@ -98,6 +99,11 @@ def _restamp(value: Any, old: Any, index: int) -> Any:
     return replace(value, create_index=created, modify_index=index)
 
 
+BUILTINS = frozenset({ANONYMOUS_ACCESSOR_ID, GLOBAL_MANAGEMENT_ID})
+"""Records every server makes itself: replaced by the primary's, never deleted (a primary
+without ACLs sends none, and a secondary without its anonymous token would refuse all)."""
+
+
 def diff_ops(
     table: Table[Any], remote: dict[str, Any], local: dict[str, Any], index: int
 ) -> list[Op]:
@@ -108,7 +114,9 @@ def diff_ops(
         old = local.get(key)
         if old is None or not _same(old, value):
             ops.append(put(table, key, _restamp(value, old, index)))
-    ops.extend(Delete(table.name, key) for key in local if key not in remote)
+    ops.extend(
+        Delete(table.name, key) for key in local if key not in remote and key not in BUILTINS
+    )
     return ops
 
 
