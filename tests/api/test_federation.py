@@ -133,6 +133,11 @@ def test_an_unknown_datacenter_is_no_path_to_datacenter(dcs: Any) -> None:
     dc1, _, _ = dcs
     status, body, _ = dc1.request("GET", "/v1/catalog/services?dc=dc9")
     assert (status, body) == (500, "No path to datacenter")
+    # a request already forwarded twice is not sent on again (no circles)
+    status, body, _ = dc1.request("GET", "/v1/catalog/services?dc=dc2",
+                                  headers={"X-Loom-Hops": "2"})  # fmt: skip
+    assert (status, body) == (500, "No path to datacenter")
+    assert dc1.request("GET", "/v1/catalog/services?dc=dc2", headers={"X-Loom-Hops": "1"})[0] == 200
 
 
 def test_py_consul_reads_another_datacenter_with_dc(dcs: Any) -> None:
@@ -191,6 +196,10 @@ def test_writes_of_replicated_kinds_to_a_secondary_go_to_the_primary_and_read_ba
     assert status == 200
     assert dc2.request("GET", f"/v1/connect/intentions/{created['ID']}")[0] == 404
     assert dc1.request("GET", f"/v1/connect/intentions/{created['ID']}")[0] == 404
+    # a write for dc2 sent to dc1 goes to dc2, which sends it back to dc1 (the primary) once
+    dc1.put("/v1/config?dc=dc2", {"Kind": "service-defaults", "Name": "fwd2"})
+    assert dc1.get("/v1/config/service-defaults/fwd2")["Name"] == "fwd2"
+    assert dc2.get("/v1/config/service-defaults/fwd2")["Name"] == "fwd2"
     status, _, _ = dc2.request("DELETE", "/v1/config/service-defaults/fwd")
     assert status == 200
     assert dc1.request("GET", "/v1/config/service-defaults/fwd")[0] == 404

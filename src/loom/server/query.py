@@ -78,24 +78,35 @@ DROPPED_HEADERS = frozenset(
     for h in ("Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Date", "Server")
 )
 """What a forwarded answer does not pass back (this server's connection sets them)."""
+HOPS_HEADER = "X-Loom-Hops"
+MAX_HOPS = 2
+"""How many times one request may be forwarded (``?dc=`` to a secondary, which sends a
+replicated write on to the primary): past it, a misconfigured federation answers 500 rather
+than sending a request around in circles."""
 BLOCKING_MARGIN_S = 10.0
 """A forwarded blocking query's time limit beyond its ``wait``."""
 
 
 async def forward(
-    request: web.Request, dc: str, extra: dict[str, str] | None = None
+    request: web.Request, dc: str, extra: dict[str, str] | None = None, keep_dc: bool = True
 ) -> web.Response:
-    """The request, sent whole to a server of ``dc`` (with ``extra`` headers); its answer as
-    this server's."""
+    """The request, sent whole to a server of ``dc`` (with ``extra`` headers; without its
+    ``?dc=`` unless ``keep_dc``); its answer as this server's."""
+    hops = request.headers.get(HOPS_HEADER, "0")
+    hops_n = int(hops) if hops.isascii() and hops.isdigit() else MAX_HOPS
+    if hops_n >= MAX_HOPS:
+        raise wan.NoPathToDatacenter(dc, f"forwarded {hops_n} times already")
     body = await request.read() if request.can_read_body else None
     headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
     headers.update(extra or {})
+    headers[HOPS_HEADER] = str(hops_n + 1)
     timeout = wan.DEFAULT_TIMEOUT_S
     if "index" in request.query or "hash" in request.query:
         timeout = timeout_of(request) + BLOCKING_MARGIN_S
     status, answer, raw = await wan.call(
         request.app, dc, request.method, request.rel_url.raw_path,
-        query=list(request.query.items()), body=body or None, headers=headers,
+        query=[(k, v) for k, v in request.query.items() if keep_dc or k != "dc"],
+        body=body or None, headers=headers,
         timeout_s=timeout,
     )  # fmt: skip
     kept = {k: v for k, v in answer.items() if k.lower() not in DROPPED_HEADERS}

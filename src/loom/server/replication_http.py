@@ -173,7 +173,8 @@ async def forward_writes(request: web.Request, handler: Handler) -> web.StreamRe
     if which == ACL_SET and route in TOKEN_WRITES and await _token_is_local(request, state):
         return await handler(request)
     request_headers = {FORWARDED_FROM: fed.datacenter}
-    response = await query.forward(request, fed.primary, request_headers)
+    # without ?dc=: it named this datacenter, which the primary would send it back to
+    response = await query.forward(request, fed.primary, request_headers, keep_dc=False)
     replicator = state.replicators.get(which)
     index = response.headers.get(INDEX_HEADER, "")
     if response.status == 200 and replicator is not None and index.isdigit():
