@@ -46,12 +46,14 @@ from loom.server import (
     checks_http,
     explain_http,
     fedca_http,
+    federation_http,
     filters,
     intentions_http,
     kv_http,
     metrics_http,
     query,
     query_http,
+    replication_http,
     session_http,
     snapshot_http,
     ui_http,
@@ -569,9 +571,19 @@ def _datacenter(request: web.Request) -> str:
     return request.app[STATE].settings.datacenter
 
 
+def _known(request: web.Request, dc: str) -> bool:
+    return bool(request.app[STATE].federation.servers(dc))
+
+
 def build_app(state: State) -> web.Application:
     app = web.Application(
-        middlewares=[_uncancellable_writes, _errors, query.checker(_datacenter), enforce],
+        middlewares=[
+            _uncancellable_writes,
+            _errors,
+            query.checker(_datacenter, _known),
+            replication_http.forward_writes,  # a secondary's writes of replicated kinds
+            enforce,
+        ],
         client_max_size=4 * 1024 * 1024,
     )
     app[STATE] = state
@@ -628,6 +640,8 @@ def build_app(state: State) -> web.Application:
     explain_http.add_routes(r)
     fedca_http.add_routes(r)
     metrics_http.add_routes(r)
+    federation_http.add_routes(r)
+    replication_http.add_routes(r)
     if state.settings.ui:
         ui_http.add_routes(r)
     return app
