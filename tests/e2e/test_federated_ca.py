@@ -300,9 +300,17 @@ def _leaf_serials(work: Path) -> set[int]:
 # -- the attacker at the primary's signing endpoint ----------------------------------------------
 
 
+SIGNED = "signed an intermediate CA"
+"""dc1's log line for each intermediate it signs."""
+
+
 def _sign(fed: Federation, body: bytes, token: str | None) -> tuple[int, Any]:
+    """One signing request to dc1; the count of intermediates it signed moves only on 200."""
     headers = {"X-Consul-Token": token} if token is not None else {}
+    before = fed.dc1.log_text().count(SIGNED)
     status, out, _ = fed.dc1.request("POST", SIGN, body, headers)
+    after = fed.dc1.log_text().count(SIGNED)  # logged before the answer is sent
+    assert after == before + (1 if status == 200 else 0), (status, out)
     return status, out
 
 

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from loom.ca.csr import MAX_CSR_PEM
 from loom.control.certs import Certs
-from loom.control.fedca import FederatedCa
+from loom.control.fedca import FederatedCa, FederatedCaError
 from loom.control.state import State
 from loom.domain.fields import ValidationError
 from loom.server import guard, wan
@@ -92,9 +92,12 @@ async def run_federated_ca(state: State) -> None:
     async def call(
         method: str, path: str, query: dict[str, str] | None, body: bytes | None, timeout: float
     ) -> tuple[int, Mapping[str, str], bytes]:
-        return await wan.call(
-            state, primary, method, path, query=query, body=body, token=token, timeout_s=timeout
-        )
+        try:
+            return await wan.call(state, primary, method, path, query=query, body=body,
+                                  token=token, timeout_s=timeout)  # fmt: skip
+        except wan.NoPathToDatacenter as exc:
+            reason = f" ({exc.reason})" if exc.reason else ""
+            raise FederatedCaError(f"no path to the primary datacenter {primary}{reason}") from exc
 
     log.info("federated CA: following the roots of the primary datacenter %s", primary)
     clock = lambda: dt.datetime.now(dt.UTC)  # noqa: E731
