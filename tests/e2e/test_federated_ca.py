@@ -431,3 +431,26 @@ def test_a_secondary_that_cannot_reach_its_primary_answers_503_and_its_dataplane
         if dc9 is not None:
             dc9.stop()
         dc3.stop()
+
+
+def test_a_restarted_secondary_signs_with_its_stored_intermediate_while_the_primary_is_away(
+    tmp_path: Path,
+) -> None:
+    dc8 = start_server("--datacenter", "dc8")
+    args = ("--datacenter", "dc7", "--primary-datacenter", "dc8", "--join-wan", dc8.http)
+    dc7 = start_server(*args, data_dir=tmp_path / "dc7")
+    try:
+        wait_for(lambda: dc7.request("GET", "/v1/connect/ca/roots")[0] == 200, 30,
+                 "dc7 federated with dc8")  # fmt: skip
+        roots = dc7.get("/v1/connect/ca/roots")
+        trusted = _roots_pem(dc8)
+        dc8.stop()
+        dc7.stop()
+        dc7 = start_server(*args, data_dir=tmp_path / "dc7")
+        assert dc7.get("/v1/connect/ca/roots") == roots  # from its store, no primary asked
+        leaf = dc7.get("/v1/agent/connect/ca/leaf/web")
+        assert len(_verify(leaf["CertPEM"], trusted)) == 3
+        assert leaf["CertPEM"].endswith(roots["Roots"][0]["IntermediateCerts"][0])
+    finally:
+        dc7.stop()
+        dc8.stop()
