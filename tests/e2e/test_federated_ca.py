@@ -7,7 +7,9 @@ roots, the SPIFFE IDs checked); a real Envoy in dc2 (``loom dataplane``) serves 
 its public listener to a client trusting dc1's roots; a root rotation in dc1 gives dc2 a new
 intermediate under the new root, its Envoy a new leaf, and a connection opened before the
 rotation keeps working. The attacker's attempts at the primary's signing endpoint (no token,
-a service's token, requests it must not sign) are refused and sign nothing.
+a service's token, requests it must not sign) are refused and sign nothing. A secondary whose
+primary has not answered yet answers 503 and its dataplane waits, then comes up; a restarted
+secondary signs with the intermediate in its store while the primary is away.
 """
 
 from __future__ import annotations
