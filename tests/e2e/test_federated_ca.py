@@ -33,7 +33,15 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from loom.ca.csr import build_ca_csr, build_csr, new_key
 from loom.ca.spiffe import SpiffeId
 from tests.support.leaks import hand_over
-from tests.support.mesh import Proc, envoy_admin, free_port, start_dataplane, start_echo, wait_for
+from tests.support.mesh import (
+    Proc,
+    curl,
+    envoy_admin,
+    free_port,
+    start_dataplane,
+    start_echo,
+    wait_for,
+)
 from tests.support.pki import ScratchCA
 from tests.support.server import ServerProcess, start_server
 
@@ -216,6 +224,22 @@ def sidecar(fed: Federation) -> Iterator[tuple[int, Path]]:
     yield public, work
 
 
+@pytest.fixture(scope="module")
+def client_sidecar(fed: Federation, sidecar: tuple[int, Path]) -> int:
+    """A second Envoy in dc2, ``api``, whose upstream ``web`` is the first: Envoy (BoringSSL)
+    on both ends verifying chains of dc2's intermediate against dc1's roots."""
+    upstream = free_port()
+    fed.dc2.put("/v1/agent/service/register", {
+        "Name": "api", "Port": free_port(), "Connect": {"SidecarService": {"Port": free_port(),
+        "Proxy": {"Upstreams": [{"DestinationName": "web", "LocalBindPort": upstream}]}}}})  # fmt: skip
+    proc = start_dataplane(fed.tmp, "api-sidecar-proxy", fed.dc2.http, fed.dc2.grpc)
+    fed.procs.append(proc)
+    hand_over(proc.p.pid)
+    wait_for(lambda: curl(f"http://127.0.0.1:{upstream}/")[1] == "hello from dc2\n", 60,
+             "api -> web through both Envoys of dc2")  # fmt: skip
+    return upstream
+
+
 def _mesh_client(fed: Federation, tmp: Path, trusted_pem: str) -> ssl.SSLContext:
     cert, key = _files(tmp, "api", fed.dc1_get("/v1/agent/connect/ca/leaf/api"))
     return _client(trusted_pem, cert, key)
@@ -249,8 +273,13 @@ def test_a_client_trusting_dc1s_roots_reaches_dc2s_sidecar_over_mtls(
 
 
 @pytest.mark.envoy
+def test_an_envoy_accepts_the_chain_of_another_envoy_of_dc2(client_sidecar: int) -> None:
+    assert curl(f"http://127.0.0.1:{client_sidecar}/") == (0, "hello from dc2\n")
+
+
+@pytest.mark.envoy
 def test_a_rotation_in_dc1_reaches_dc2_and_an_open_connection_stays_up(
-    fed: Federation, sidecar: tuple[int, Path], tmp_path: Path
+    fed: Federation, sidecar: tuple[int, Path], client_sidecar: int, tmp_path: Path
 ) -> None:
     public, work = sidecar
     old_roots = _roots_pem(fed.dc1)
@@ -279,6 +308,8 @@ def test_a_rotation_in_dc1_reaches_dc2_and_an_open_connection_stays_up(
                  "dc2's Envoy holding a leaf of the new intermediate")  # fmt: skip
         # The connection opened before the rotation still carries requests.
         assert "hello from dc2" in _request(before)
+    # Envoy to Envoy, both on leaves of the new intermediate.
+    assert curl(f"http://127.0.0.1:{client_sidecar}/") == (0, "hello from dc2\n")
     # New connections verify against the new roots, and against the retired root alone.
     for trusted in (_roots_pem(fed.dc1), new.cert_pem, old_roots):
         ctx = _mesh_client(fed, tmp_path, trusted)
