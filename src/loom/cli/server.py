@@ -192,6 +192,14 @@ def register(commands: Commands) -> None:
         "(Consul's acl.tokens.initial_management); needs --acl-default-policy",
     )
     p.add_argument(
+        "--ca-sign-workers",
+        type=int,
+        metavar="N",
+        default=None,
+        help="worker processes that check and sign CSRs (they get the CA key over a pipe); "
+        "0: sign in-process (default: 0 below 4 CPUs, else half the CPUs, at most 4)",
+    )
+    p.add_argument(
         "--node-name",
         default="loom-server",
         help="node of agent-API registrations (default loom-server)",
@@ -260,6 +268,7 @@ def run(args: argparse.Namespace) -> int:
 
     from loom.aio import run as run_main
     from loom.ca.servertls import ServerTls
+    from loom.control.signpool import default_workers
     from loom.control.state import ServerSettings
     from loom.server.app import print_ready, serve
 
@@ -270,6 +279,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.acl_initial_management_token and args.acl_default_policy is None:
         raise UsageError("server: --acl-initial-management-token needs --acl-default-policy")
+    if args.ca_sign_workers is not None and not 0 <= args.ca_sign_workers <= 64:
+        raise UsageError("server: --ca-sign-workers must be between 0 and 64")
     if args.acl_initial_management_token:
         import uuid
 
@@ -322,6 +333,9 @@ def run(args: argparse.Namespace) -> int:
         leaf_ttl_s=args.leaf_ttl,
         acl_default_policy=args.acl_default_policy,
         acl_initial_management_token=args.acl_initial_management_token,
+        ca_sign_workers=(
+            default_workers() if args.ca_sign_workers is None else args.ca_sign_workers
+        ),
         http_max_conns_per_client=args.http_max_conns_per_client,
         http_idle_timeout_s=args.http_idle_timeout,
         enable_script_checks=args.enable_script_checks,

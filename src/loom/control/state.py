@@ -71,6 +71,10 @@ class ServerSettings:
     """ACL default policy, ``"allow"`` or ``"deny"``; None: ACLs off (nothing is checked)."""
     acl_initial_management_token: str = ""
     """SecretID of a management token created at start; empty: none (bootstrap instead)."""
+    ca_sign_workers: int = 0
+    """Worker processes that check and sign CSRs (``loom.control.signpool``), so signing is
+    not bound to this process's GIL; 0: sign in-process (what a bare ``State`` in tests
+    does). ``loom server`` defaults to ``signpool.default_workers()`` (from the CPU count)."""
     http_max_conns_per_client: int = 200
     """Open HTTP connections allowed per client IP (Consul's ``http_max_conns_per_client``);
     over it a new connection gets a 429 and is closed. 0: no limit. Unix sockets: no limit."""
@@ -150,6 +154,7 @@ class State:
         self.configs = Configs(self.store, self.lock, settings.default_allow)
         self.certs = Certs(self.store, settings.datacenter, lambda: dt.datetime.now(dt.UTC))
         self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
+        self.certs.sign_workers = settings.ca_sign_workers
         self.ca_config = CaConfig(self.store, self.lock, self.certs)
         self.acl = Acl(self.store, self.lock, settings.acl(), lambda: dt.datetime.now(dt.UTC))
         self.logins = Logins(
@@ -217,4 +222,5 @@ class State:
                         raise
 
     async def close(self) -> None:
+        await self.certs.close()
         await self.store.close()
