@@ -446,6 +446,9 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("PUT", "/v1/acl/binding-rule/{id}"): _fixed("acl", W),
     ("DELETE", "/v1/acl/binding-rule/{id}"): _fixed("acl", W),
     ("GET", "/v1/acl/binding-rules"): _fixed("acl", R),
+    ("GET", "/v1/acl/templated-policies"): _fixed("acl", R),
+    ("GET", "/v1/acl/templated-policy/name/{name}"): _fixed("acl", R),
+    ("POST", "/v1/acl/templated-policy/preview/{name}"): _fixed("acl", R),
     ("POST", "/v1/internal/acl/authorize"): _nothing,  # a valid token, asking about itself
     # KV, transactions and sessions (loom.server.kv_needs says what each checks).
     ("GET", "/v1/kv/{key}"): kv_needs.kv_read,
