@@ -192,6 +192,20 @@ def register(commands: Commands) -> None:
         "(Consul's acl.tokens.initial_management); needs --acl-default-policy",
     )
     p.add_argument(
+        "--acl-login-rate",
+        metavar="N/s",
+        default="10/s",
+        help="login attempts (POST /v1/acl/login) a client address may make, sustained "
+        "(N/s or N/m; 0: no limit; default 10/s); more get 429 and Retry-After",
+    )
+    p.add_argument(
+        "--acl-login-burst",
+        type=int,
+        metavar="N",
+        default=20,
+        help="login attempts a client address may make at once (default 20)",
+    )
+    p.add_argument(
         "--ca-sign-workers",
         type=int,
         metavar="N",
@@ -268,6 +282,7 @@ def run(args: argparse.Namespace) -> int:
 
     from loom.aio import run as run_main
     from loom.ca.servertls import ServerTls
+    from loom.control.loginlimit import LoginRate
     from loom.control.signpool import default_workers
     from loom.control.state import ServerSettings
     from loom.server.app import print_ready, serve
@@ -279,6 +294,10 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.acl_initial_management_token and args.acl_default_policy is None:
         raise UsageError("server: --acl-initial-management-token needs --acl-default-policy")
+    try:
+        login_rate = LoginRate.parse(args.acl_login_rate, args.acl_login_burst)
+    except ValueError as exc:
+        raise UsageError(f"server: --acl-login-rate/--acl-login-burst: {exc}") from None
     if args.ca_sign_workers is not None and not 0 <= args.ca_sign_workers <= 64:
         raise UsageError("server: --ca-sign-workers must be between 0 and 64")
     if args.acl_initial_management_token:
@@ -333,6 +352,7 @@ def run(args: argparse.Namespace) -> int:
         leaf_ttl_s=args.leaf_ttl,
         acl_default_policy=args.acl_default_policy,
         acl_initial_management_token=args.acl_initial_management_token,
+        acl_login_rate=login_rate,
         ca_sign_workers=(
             default_workers() if args.ca_sign_workers is None else args.ca_sign_workers
         ),

@@ -20,6 +20,7 @@ from loom.control.certs import Certs
 from loom.control.configs import Configs
 from loom.control.kv import Kv
 from loom.control.login import Logins
+from loom.control.loginlimit import LoginLimiter, LoginRate
 from loom.control.proxies import ProxyStreams
 from loom.control.queries import Queries
 from loom.control.sessions import Sessions, SessionSettings
@@ -71,6 +72,9 @@ class ServerSettings:
     """ACL default policy, ``"allow"`` or ``"deny"``; None: ACLs off (nothing is checked)."""
     acl_initial_management_token: str = ""
     """SecretID of a management token created at start; empty: none (bootstrap instead)."""
+    acl_login_rate: LoginRate = field(default_factory=LoginRate)
+    """Login attempts per client address (``--acl-login-rate``, ``--acl-login-burst``);
+    ``per_second`` 0: no limit (a bare ``State``); ``loom server`` defaults to 10/s, burst 20."""
     ca_sign_workers: int = 0
     """Worker processes that check and sign CSRs (``loom.control.signpool``), so signing is
     not bound to this process's GIL; 0: sign in-process (what a bare ``State`` in tests
@@ -171,6 +175,8 @@ class State:
         self.queries = Queries(
             self.store, self.lock, self.catalog, lambda sid: self.sessions.get(sid) is not None
         )
+        self.login_limit = LoginLimiter(settings.acl_login_rate, time.monotonic)
+        """The login rate limit and counters (``POST /v1/acl/login``)."""
         self.proxies = ProxyStreams()
         """The proxies' live xDS streams, as the xDS server reports them."""
         self._snapshot: MeshSnapshot | None = None

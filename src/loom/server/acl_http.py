@@ -11,6 +11,7 @@ with ``acl:write`` (``<hidden>`` otherwise, as Consul redacts it). What each rou
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aiohttp import web
@@ -239,10 +240,29 @@ async def rule_list(request: web.Request) -> web.Response:
 # -- login and logout ----------------------------------------------------------------------------
 
 
+def client_address(request: web.Request) -> str:
+    """The address a login is counted against: the peer's IP; "unix" on a unix socket."""
+    return request.remote or "unix"
+
+
 async def login(request: web.Request) -> web.Response:
-    """No token needed (Consul ignores the request's own): the bearer token is the proof."""
+    """No token needed (Consul ignores the request's own): the bearer token is the proof.
+    Rate-limited per client address before anything is read (``control.loginlimit``)."""
     _enabled(request)
-    stored = await guard.state_of(request).logins.login(await _body(request))
+    state = guard.state_of(request)
+    limiter = state.login_limit
+    wait = limiter.take(client_address(request))
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise web.HTTPTooManyRequests(
+            text=f"Too many login attempts from this address: retry in {seconds} s\n",
+            headers={"Retry-After": str(seconds)},
+        )
+    try:
+        stored = await state.logins.login(await _body(request))
+    except Exception:
+        limiter.failed += 1
+        raise
     return _json(request, stored.to_json())
 
 
