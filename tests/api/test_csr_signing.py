@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from loom.ca.csr import build_csr, new_key
 from loom.ca.spiffe import SpiffeId
+from tests.support.mesh import wait_for
 from tests.support.server import ServerProcess, start_server
 
 ROOT = str(uuid.uuid4())
@@ -57,16 +58,29 @@ class Mesh:
         )
 
 
-@pytest.fixture(scope="module")
-def mesh() -> Iterator[Mesh]:
+@pytest.fixture(scope="module", params=["0", "2"], ids=["in-process", "2 sign workers"])
+def mesh(request: pytest.FixtureRequest) -> Iterator[Mesh]:
+    """Every test runs against a server that signs in-process and one with signing workers
+    (``--ca-sign-workers 2``), once they have started (the server says so in its log)."""
+    workers = request.param
     server = start_server(
         "--acl-default-policy", "deny", "--acl-initial-management-token", ROOT,
-        "--log-level", "debug",
+        "--log-level", "debug", "--ca-sign-workers", workers,
     )  # fmt: skip
     try:
+        if workers != "0":
+            wait_for(lambda: f"CA signing: {workers} worker" in server.log_text() or None,
+                     what="the signing workers to start")  # fmt: skip
         yield Mesh(server)
     finally:
         server.stop()
+
+
+def forged(pem: str) -> str:
+    """The same CSR with one bit of its signature flipped."""
+    der = bytearray(x509.load_pem_x509_csr(pem.encode()).public_bytes(serialization.Encoding.DER))
+    der[-1] ^= 0x01
+    return x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
 
 
 def raw_csr(*uris: str, dns: tuple[str, ...] = ()) -> str:
@@ -192,3 +206,12 @@ def test_a_body_without_a_readable_csr_is_a_400(
 ) -> None:
     status, text, _ = mesh.server.request("PUT", SIGN, body, {"X-Consul-Token": mesh.a_secret})
     assert status == 400 and problem in text, text
+
+
+def test_a_csr_for_a_with_a_forged_signature_is_refused_and_nothing_is_signed(
+    mesh: Mesh,
+) -> None:
+    """The token may have ``a``; the CSR names ``a`` but its key did not sign it (a copied
+    CSR with a key the caller does not hold): no proof of possession, no certificate."""
+    status, text = mesh.sign(forged(build_csr(mesh.identity("a"), new_key())), mesh.a_secret)
+    assert status == 400 and "signature is not valid" in text, text

@@ -47,12 +47,6 @@ def check_uuid(f: Fields, field: str, value: str) -> None:
         raise f.error(field, f"{value!r} is not a valid UUID")
 
 
-def check_no_templated_policies(f: Fields) -> None:
-    """Templated policies (Consul 1.17+) are not supported; an empty list is what clients send."""
-    if f.raw("TemplatedPolicies"):
-        raise f.error("TemplatedPolicies", "templated policies are not supported")
-
-
 def check_scope(f: Fields) -> None:
     """Namespace and partition exist only in Consul Enterprise; CE accepts the default ones."""
     for name in ("Namespace", "Partition", "AuthMethodNamespace"):

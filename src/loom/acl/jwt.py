@@ -12,7 +12,8 @@ Consul's rules (``internal/go-sso/oidcauth/jwt.go``), done with ``cryptography``
 - ``BoundIssuer`` must equal ``iss`` when set. With ``BoundAudiences`` one ``aud`` must be in
   it; without, a token that carries an ``aud`` is refused (Consul's strict mode).
 - Keys are PEM (``JWTValidationPubKeys``) or a JWKS document the caller has read
-  (``load_jwks``; Consul fetches ``JWKSURL``, Loom reads a file at the edge).
+  (``load_jwks``: from a file, or fetched from ``JWKSURL`` / OIDC discovery, whose fields
+  ``loom.acl.jwtremote`` reads).
 - ``ClaimMappings`` copy claims (a name, or a JSON pointer such as
   ``/kubernetes.io/serviceaccount/name``) to ``value.<mapped>``; ``ListClaimMappings`` to
   ``list.<mapped>``. These are the binding-rule variables.
@@ -204,8 +205,11 @@ class JwtConfig:
     """``ClockSkewLeeway`` in seconds: 0 means 60 s, negative means none."""
 
     @classmethod
-    def from_json(cls, doc: object, jwks_keys: Sequence[PublicKey] = ()) -> JwtConfig:
-        """Read Consul's ``Config``; ``jwks_keys`` (see ``load_jwks``) add to the static keys."""
+    def from_json(
+        cls, doc: object, jwks_keys: Sequence[PublicKey] = (), *, remote: bool = False
+    ) -> JwtConfig:
+        """Read Consul's ``Config``; ``jwks_keys`` (see ``load_jwks``) add to the static keys.
+        ``remote``: the keys come from a URL (``loom.acl.jwtremote``), so none may be here yet."""
         f = Fields("AuthMethod.Config", doc)
         pems = f.strings("JWTValidationPubKeys")
         algs = f.strings("JWTSupportedAlgs") or SUPPORTED_ALGS
@@ -230,7 +234,7 @@ class JwtConfig:
             clock_skew_leeway=_seconds(f, "ClockSkewLeeway"),
         )
         f.done()
-        if not config.public_keys:
+        if not config.public_keys and not remote:
             raise f.error("JWTValidationPubKeys", "at least one public key (or a JWKS) is required")
         return config
 

@@ -78,9 +78,9 @@ async def login(
     retry_interval: float = 1.0,
     tls: TlsSettings | None = None,
 ) -> LoggedIn:
-    """Log in, asking again while the server cannot be reached, until ``deadline``
-    (``time.monotonic``); a refusal is final (``Error logging in: ... 403 ...``). ``tls``:
-    how an https server is verified (None: from the environment)."""
+    """Log in, asking again while the server cannot be reached or rate-limits logins (429),
+    until ``deadline`` (``time.monotonic``); a refusal is final (``Error logging in: ...
+    403 ...``). ``tls``: how an https server is verified (None: from the environment)."""
     bearer = _read_bearer(settings.bearer_token_file)
     client = AsyncClient(addr, token="", tls=tls)  # a login carries no token, only the bearer
     body = {"AuthMethod": settings.auth_method, "BearerToken": bearer, "Meta": {"pod": pod}}
@@ -89,6 +89,10 @@ async def login(
             answer = (await client.request("POST", "/v1/acl/login", body)).body
             break
         except HTTPStatusError as exc:
+            if exc.status == 429 and time.monotonic() + retry_interval <= deadline:
+                log(f"logging in: {exc.reason}; retrying")  # the server's login rate limit
+                await asyncio.sleep(retry_interval)
+                continue
             raise LoginError(
                 f"Error logging in: Unexpected response code: {exc.status} ({exc})"
             ) from None

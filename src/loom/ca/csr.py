@@ -8,7 +8,11 @@ Consul's CA supports), exactly one subject alternative name, a URI that parses a
 service ID strictly (``loom.ca.spiffe``), equal to the identity the caller's token was
 allowed, and no request for a CA certificate. ``read_csr`` does every check but the last,
 so the server can learn whom a CSR names (to ask the ACLs) before comparing; the CA then
-signs the CSR's public key (``Signer.sign``), never a key of its own.
+signs the CSR's public key (``Signer.sign``), never a key of its own. ``read_csr(pem,
+verify=False)`` skips the key and self-signature checks (the latter the costliest, an ECDSA
+or RSA verify):
+the server's front end learns the identity that way, and whoever signs (a signing worker, or
+``Certs`` in-process) verifies the signature before signing (``CheckedCsr.verified``).
 """
 
 from __future__ import annotations
@@ -66,6 +70,19 @@ def build_csr(identity: SpiffeId, key: ec.EllipticCurvePrivateKey | rsa.RSAPriva
 class CheckedCsr:
     identity: SpiffeId
     csr: x509.CertificateSigningRequest
+    pem: str
+    """The CSR as received (what a signing worker re-reads and checks in full)."""
+    verified: bool = True
+    """Whether the key and self-signature were checked; False after ``read_csr(pem,
+    verify=False)``, and then nothing may sign the CSR before ``verify_signature``."""
+
+    def verify_signature(self) -> CheckedCsr:
+        """This CSR with its self-signature and key checked (``CsrError`` if either fails)."""
+        if self.verified:
+            return self
+        _check_signature(self.csr)
+        _check_key(self.csr)
+        return CheckedCsr(self.identity, self.csr, self.pem, True)
 
     def public_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
         key = self.csr.public_key()
@@ -129,17 +146,19 @@ def _uri(csr: x509.CertificateSigningRequest) -> str:
     return uris[0]
 
 
-def read_csr(pem: str) -> CheckedCsr:
+def read_csr(pem: str, verify: bool = True) -> CheckedCsr:
     """The parsed CSR and the identity it names, every check but "the caller may have it"
-    done (PEM, signature, key, one strictly parsed SPIFFE URI, not a CA); ``CsrError``."""
+    done (PEM, signature, key, one strictly parsed SPIFFE URI, not a CA); ``CsrError``.
+    ``verify=False``: all but the signature and the key (see ``CheckedCsr.verified``)."""
     csr = _load(pem)
-    _check_signature(csr)
-    _check_key(csr)
+    if verify:
+        _check_signature(csr)
+        _check_key(csr)
     try:
         identity = parse_spiffe_id(_uri(csr))
     except SpiffeError as exc:
         raise CsrError(f"CSR: {exc}") from exc
-    return CheckedCsr(identity, csr)
+    return CheckedCsr(identity, csr, pem, verify)
 
 
 def check_csr(pem: str, expected: SpiffeId) -> CheckedCsr:

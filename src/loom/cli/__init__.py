@@ -57,6 +57,7 @@ def _usage(parser: argparse.ArgumentParser) -> Handler:
 
 def build_parser() -> argparse.ArgumentParser:
     from loom.cli import (
+        acl,
         api,
         completion,
         dataplane,
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         explain,
         snapshot,
         kv,
+        acl,
         dataplane,
         redirect,
         dns,

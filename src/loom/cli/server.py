@@ -257,6 +257,28 @@ def register(commands: Commands) -> None:
         help="file holding that token (default: none)",
     )
     p.add_argument(
+        "--acl-login-rate",
+        metavar="N/s",
+        default="10/s",
+        help="login attempts (POST /v1/acl/login) a client address may make, sustained "
+        "(N/s or N/m; 0: no limit; default 10/s); more get 429 and Retry-After",
+    )
+    p.add_argument(
+        "--acl-login-burst",
+        type=int,
+        metavar="N",
+        default=20,
+        help="login attempts a client address may make at once (default 20)",
+    )
+    p.add_argument(
+        "--ca-sign-workers",
+        type=int,
+        metavar="N",
+        default=None,
+        help="worker processes that check and sign CSRs (they get the CA key over a pipe); "
+        "0: sign in-process (default: 0 below 4 CPUs, else half the CPUs, at most 4)",
+    )
+    p.add_argument(
         "--node-name",
         default="loom-server",
         help="node of agent-API registrations (default loom-server)",
@@ -325,6 +347,8 @@ def run(args: argparse.Namespace) -> int:
 
     from loom.aio import run as run_main
     from loom.ca.servertls import ServerTls
+    from loom.control.loginlimit import LoginRate
+    from loom.control.signpool import default_workers
     from loom.control.state import ServerSettings
     from loom.server.app import print_ready, serve
 
@@ -335,6 +359,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.acl_initial_management_token and args.acl_default_policy is None:
         raise UsageError("server: --acl-initial-management-token needs --acl-default-policy")
+    try:
+        login_rate = LoginRate.parse(args.acl_login_rate, args.acl_login_burst)
+    except ValueError as exc:
+        raise UsageError(f"server: --acl-login-rate/--acl-login-burst: {exc}") from None
+    if args.ca_sign_workers is not None and not 0 <= args.ca_sign_workers <= 64:
+        raise UsageError("server: --ca-sign-workers must be between 0 and 64")
     if args.acl_initial_management_token:
         import uuid
 
@@ -397,6 +427,10 @@ def run(args: argparse.Namespace) -> int:
         join_wan=join_wan,
         advertise_addr_wan=_join_addr(args.advertise_addr_wan) if args.advertise_addr_wan else "",
         replication_token=replication_token,
+        acl_login_rate=login_rate,
+        ca_sign_workers=(
+            default_workers() if args.ca_sign_workers is None else args.ca_sign_workers
+        ),
         http_max_conns_per_client=args.http_max_conns_per_client,
         http_idle_timeout_s=args.http_idle_timeout,
         enable_script_checks=args.enable_script_checks,

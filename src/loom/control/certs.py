@@ -4,7 +4,9 @@ The root (and the cluster ID that names the trust domain) are made on first star
 so every restart signs with the same root. Leaves are cached per (namespace, service) and
 re-issued once 60% of their lifetime has passed, so a proxy always has time to swap before
 expiry. ``sign_csr`` signs a workload's CSR (its key never comes here), for this CA's trust
-domain and this server's datacenter only, with the same lifetime and extensions.
+domain and this server's datacenter only, with the same lifetime and extensions: in a pool of
+signing worker processes when ``sign_workers`` > 0 (``loom.control.signpool``: they hold the
+root key, given over a pipe), in this process otherwise or while none is running.
 
 A rotation (``rotation_ops`` then ``reload``, from ``PUT /v1/connect/ca/configuration``) makes
 a new root active and keeps the old one's certificate (its key is dropped) among the roots
@@ -27,6 +29,7 @@ only with the roots it chains to. Until they exist, leaf and CSR signing and the
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import uuid
@@ -47,6 +50,7 @@ from loom.ca.authority import (
 from loom.ca.csr import CheckedCsr, CsrError, read_ca_csr, read_csr
 from loom.ca.errors import CAError, CaNotInitialized
 from loom.ca.intermediate import INTERMEDIATE_TTL, sign_intermediate
+from loom.control.signpool import SignPool, SignWorkerError
 from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.records import CaRoot, Cluster
 from loom.store import Delete, Op, Store, put
@@ -105,6 +109,10 @@ class Certs:
         self.leaf_ttl = LEAF_TTL
         self.intermediate_ttl = INTERMEDIATE_TTL
         """Life of the intermediates this CA signs for secondaries (``IntermediateCertTTL``)."""
+        self.sign_workers = 0
+        """Signing worker processes to start (``--ca-sign-workers``); 0: sign in-process."""
+        self._pool: SignPool | None = None
+        self._pool_start: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load the root, or make and persist the first one."""
@@ -125,6 +133,27 @@ class Certs:
         self._load_previous()
         self._load_federated()
         self._seen_index = self.store.table_index(_FOLLOWED)
+        if self.sign_workers > 0 and self._pool is None and not self.is_secondary:
+            # The workers hold the root key; a secondary signs with its intermediate.
+            self._pool = SignPool(self.sign_workers)
+            self._pool_start = asyncio.get_running_loop().create_task(
+                self._pool.start(self._signer.root, self._signer.chain_pem)
+            )
+
+    async def workers_started(self) -> int:
+        """Wait until the signing workers have started; how many are running."""
+        if self._pool_start is not None:
+            await asyncio.shield(self._pool_start)
+        return 0 if self._pool is None else self._pool.running
+
+    async def close(self) -> None:
+        """Stop the signing workers (if any were started)."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        await pool.close()
+        if self._pool_start is not None:
+            await self._pool_start
 
     @property
     def is_secondary(self) -> bool:
@@ -265,6 +294,8 @@ class Certs:
             root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
             self._signer = Signer(root, chain)
             self._leaves.clear()
+            if self._pool is not None:
+                self._pool.set_root(root, chain)
         self._load_previous()
         self._load_federated()
         self._seen_index = self.store.table_index(_FOLLOWED)
@@ -357,9 +388,11 @@ class Certs:
         signer = self._mesh()
         return signer.leaf(namespace, self.datacenter, service, self._clock(), self.leaf_ttl)
 
-    def sign_csr(self, csr: str | CheckedCsr) -> Leaf:
-        """A leaf for a CSR (PEM, or already read with ``read_csr``): ``CsrError`` unless it
-        names a service of this trust domain and datacenter. Uncached, no private key."""
+    async def sign_csr(self, csr: str | CheckedCsr) -> Leaf:
+        """A leaf for a CSR (PEM, or already read with ``read_csr``, its signature checked or
+        not): ``CsrError`` unless it is valid and names a service of this trust domain and
+        datacenter. Uncached, no private key. Signed by a worker when one runs (in the primary
+        only: the workers hold the root key, a secondary signs with its intermediate here)."""
         signer = self._mesh()
         checked = read_csr(csr) if isinstance(csr, str) else csr
         identity = checked.identity
@@ -373,8 +406,19 @@ class Certs:
                 f"CSR: datacenter {identity.datacenter!r} is not this server's "
                 f"({self.datacenter!r})"
             )
-        leaf = signer.sign(identity, checked.public_key(), self._clock(), self.leaf_ttl)
-        log.debug("signed a CSR for %s (serial %s)", leaf.uri, leaf.serial)
+        pool = None if self.is_secondary else self._pool
+        leaf: Leaf | None = None
+        by = "a worker"
+        if pool is not None and pool.ready:
+            try:
+                leaf = await pool.sign(checked, self._clock(), self.leaf_ttl)
+            except SignWorkerError as exc:  # the worker died: sign here instead
+                log.warning("signing in-process: %s", exc)
+        if leaf is None:
+            checked = checked.verify_signature()
+            leaf = signer.sign(identity, checked.public_key(), self._clock(), self.leaf_ttl)
+            by = "in-process"
+        log.debug("signed a CSR for %s (serial %s, %s)", leaf.uri, leaf.serial, by)
         return leaf
 
     def sign_intermediate(self, csr: str) -> str:

@@ -20,9 +20,10 @@ a small protocol) and reading a ``jwt`` method's JWKS file. Consul's behaviour, 
   {"pod":"ns/name"}`` from ``Meta``;
 - logout deletes the request's own token, only if a login made it (else 403).
 
-``Loom`` extension: a ``jwt`` method's ``Config`` may name ``JWKSFile``, a JWKS document on the
-server's disk, read at every login (so rotating it needs no API call) in place of Consul's
-``JWKSURL``.
+A ``jwt`` method's keys may also come from Consul's ``JWKSURL`` or ``OIDCDiscoveryURL``
+(fetched and cached by ``control/jwks.py``; a token no cached key verifies makes one more
+fetch, so keys rotated at the source are picked up), or, a Loom extension, ``JWKSFile``: a
+JWKS document on the server's disk, read at every login (rotating it needs no API call).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,7 +39,17 @@ from typing import Any, Protocol
 from loom.acl.binding import BindingRule, bind, login_token
 from loom.acl.errors import AclError, AclNotFound, PermissionDenied
 from loom.acl.identities import Link
-from loom.acl.jwt import JwtConfig, JwtConfigError, JwtError, PublicKey, load_jwks, verify
+from loom.acl.jwt import (
+    JwtAlgorithmRefused,
+    JwtConfig,
+    JwtConfigError,
+    JwtError,
+    JwtSignatureInvalid,
+    PublicKey,
+    load_jwks,
+    verify,
+)
+from loom.acl.jwtremote import RemoteKeys, check_issuer, split_remote
 from loom.acl.kubernetes import VARIABLES as KUBERNETES_VARIABLES
 from loom.acl.kubernetes import (
     KubernetesConfig,
@@ -51,6 +62,7 @@ from loom.acl.selector import Vars
 from loom.acl.stored import Stored
 from loom.acl.wire import Fields
 from loom.control.errors import ControlError, NotFound
+from loom.control.jwks import FetchedKeys, RemoteKeyCache
 from loom.control.tokenreview import KubernetesApi
 from loom.domain.fields import ValidationError
 from loom.store import Delete, Store, put
@@ -81,11 +93,12 @@ class AuthMethodBroken(ControlError):
     """A stored method cannot be used (its JWKS file went missing): the operator's to fix."""
 
 
-def jwt_config(config: Mapping[str, Any]) -> JwtConfig:
-    """A ``jwt`` method's config, with the keys of its ``JWKSFile`` when it names one."""
-    doc = dict(config)
+def jwt_config(config: Mapping[str, Any], fetched: Sequence[PublicKey] = ()) -> JwtConfig:
+    """A ``jwt`` method's config, with the keys of its ``JWKSFile`` when it names one, or
+    ``fetched`` from its ``JWKSURL`` / OIDC provider (none yet when only checking it)."""
+    remote, doc = split_remote(config)
     path = next((k for k in doc if k.lower() == JWKS_FILE.lower()), None)
-    keys: tuple[PublicKey, ...] = ()
+    keys: tuple[PublicKey, ...] = tuple(fetched)
     if path is not None:
         name = doc.pop(path)
         if not isinstance(name, str) or not name:
@@ -97,7 +110,7 @@ def jwt_config(config: Mapping[str, Any]) -> JwtConfig:
                 f"AuthMethod.Config: field '{JWKS_FILE}': cannot read {name}: {exc.strerror}"
             ) from None
         keys = load_jwks(text)
-    return JwtConfig.from_json(doc, keys)
+    return JwtConfig.from_json(doc, keys, remote=remote is not None)
 
 
 def method_variables(method: AuthMethod) -> list[str]:
@@ -127,6 +140,8 @@ class Logins:
         self._clock = clock
         self.datacenter = datacenter
         self.kubernetes: KubernetesCalls = kubernetes or KubernetesApi()
+        self.remote_keys = RemoteKeyCache()
+        """The keys of ``jwt`` methods with a ``JWKSURL`` or ``OIDCDiscoveryURL``."""
 
     # -- auth methods ------------------------------------------------------------------------
 
@@ -247,13 +262,35 @@ class Logins:
             except KubernetesLoginRefused as exc:
                 raise PermissionDenied(cause=str(exc)) from exc
         try:
+            remote, _ = split_remote(method.config)
             jwt = jwt_config(method.config)
         except AclError as exc:
             raise AuthMethodBroken(f"auth method {method.name!r}: {exc}") from exc
         try:
+            if remote is not None:
+                return await self._verify_remote(method, remote, bearer)
             return verify(bearer, jwt, self._clock()).vars
         except JwtError as exc:
             raise PermissionDenied(cause=f"invalid bearer token: {exc}") from exc
+
+    async def _verify_remote(self, method: AuthMethod, remote: RemoteKeys, bearer: str) -> Vars:
+        """Verify with the keys fetched from the method's URL; when none verifies the token,
+        fetch once more (the keys may have been rotated) and try again."""
+        fetched = await self.remote_keys.keys(remote)
+        try:
+            return self._verify_fetched(method, fetched, bearer)
+        except (JwtSignatureInvalid, JwtAlgorithmRefused):
+            again = await self.remote_keys.keys(remote, stale=fetched)
+            if again is fetched:
+                raise
+            return self._verify_fetched(method, again, bearer)
+
+    def _verify_fetched(self, method: AuthMethod, fetched: FetchedKeys, bearer: str) -> Vars:
+        config = jwt_config(method.config, fetched.keys)
+        verified = verify(bearer, config, self._clock())
+        if fetched.issuer:
+            check_issuer(verified.claims, fetched.issuer)
+        return verified.vars
 
     async def login(self, body: Any) -> Stored[Token]:
         f = Fields("Login", body)

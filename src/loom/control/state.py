@@ -21,6 +21,7 @@ from loom.control.configs import Configs
 from loom.control.federation import Federation, reachable_addrs
 from loom.control.kv import Kv
 from loom.control.login import Logins
+from loom.control.loginlimit import LoginLimiter, LoginRate
 from loom.control.proxies import ProxyStreams
 from loom.control.queries import Queries
 from loom.control.replication import ACL_SET, CONFIG_SET, Replicator
@@ -73,6 +74,13 @@ class ServerSettings:
     """ACL default policy, ``"allow"`` or ``"deny"``; None: ACLs off (nothing is checked)."""
     acl_initial_management_token: str = ""
     """SecretID of a management token created at start; empty: none (bootstrap instead)."""
+    acl_login_rate: LoginRate = field(default_factory=LoginRate)
+    """Login attempts per client address (``--acl-login-rate``, ``--acl-login-burst``);
+    ``per_second`` 0: no limit (a bare ``State``); ``loom server`` defaults to 10/s, burst 20."""
+    ca_sign_workers: int = 0
+    """Worker processes that check and sign CSRs (``loom.control.signpool``), so signing is
+    not bound to this process's GIL; 0: sign in-process (what a bare ``State`` in tests
+    does). ``loom server`` defaults to ``signpool.default_workers()`` (from the CPU count)."""
     http_max_conns_per_client: int = 200
     """Open HTTP connections allowed per client IP (Consul's ``http_max_conns_per_client``);
     over it a new connection gets a 429 and is closed. 0: no limit. Unix sockets: no limit."""
@@ -169,6 +177,7 @@ class State:
             primary=settings.primary_datacenter,
         )
         self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
+        self.certs.sign_workers = settings.ca_sign_workers
         self.ca_config = CaConfig(self.store, self.lock, self.certs)
         self.acl = Acl(self.store, self.lock, settings.acl(), lambda: dt.datetime.now(dt.UTC))
         self.logins = Logins(
@@ -202,6 +211,8 @@ class State:
                 self.replicators[which] = Replicator(
                     which, self.store, self.lock, self.configs, self.federation.primary
                 )
+        self.login_limit = LoginLimiter(settings.acl_login_rate, time.monotonic)
+        """The login rate limit and counters (``POST /v1/acl/login``)."""
         self.proxies = ProxyStreams()
         """The proxies' live xDS streams, as the xDS server reports them."""
         self._snapshot: MeshSnapshot | None = None
@@ -259,4 +270,5 @@ class State:
                         raise
 
     async def close(self) -> None:
+        await self.certs.close()
         await self.store.close()

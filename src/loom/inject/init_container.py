@@ -18,7 +18,13 @@ from typing import Any
 from loom.inject.env import downward_env
 from loom.inject.plan import ServicePlan, WorkloadPlan
 from loom.inject.settings import INIT_UID, PROXY_UID, InjectSettings
-from loom.inject.volumes import DATA_DIR, acl_token_file, data_mount
+from loom.inject.volumes import (
+    DATA_DIR,
+    acl_token_file,
+    data_mount,
+    server_ca_args,
+    server_ca_mounts,
+)
 
 INIT_CONTAINER = "loom-connect-init"
 """Name of the init container (``-<service>`` appended for multi-port pods)."""
@@ -28,7 +34,8 @@ def init_container(
     plan: WorkloadPlan, service: ServicePlan, settings: InjectSettings
 ) -> dict[str, Any]:
     """The init container of ``service``."""
-    args = [f"--http-addr={settings.server.http_addr}", f"--output-dir={DATA_DIR}"]
+    args = [f"--http-addr={settings.server.http_addr}", f"--output-dir={DATA_DIR}",
+            *server_ca_args(settings.server_ca)]  # fmt: skip
     if plan.multi_port:
         args.append(f"--service-name={service.name}")
     if plan.consul_namespace is not None:
@@ -49,7 +56,7 @@ def init_container(
         "args": args,
         "env": downward_env(),
         "securityContext": _security_context(plan.redirect is not None, login is not None),
-        "volumeMounts": [data_mount()],
+        "volumeMounts": [data_mount(), *server_ca_mounts(settings.server_ca)],
     }
     resources = settings.init_resources.to_k8s()
     if resources:

@@ -27,7 +27,7 @@ from loom.inject.plan import (
 from loom.inject.probes import rewrite_probes
 from loom.inject.settings import InjectSettings
 from loom.inject.sidecar import sidecar_container
-from loom.inject.volumes import add_data_volume
+from loom.inject.volumes import add_ca_volume, add_data_volume
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,8 @@ def inject_shared(
         init_containers.append(init)
         containers.append(sidecar)
     add_data_volume(spec)
+    if settings.server_ca.enabled:
+        add_ca_volume(spec, settings.server_ca.secret_name, settings.server_ca.secret_key)
     mark_injected(out, pod, plan)
     return out
 

@@ -127,6 +127,25 @@ class ServerAddress:
     """gRPC xDS address the dataplane's Envoy connects to."""
 
 
+TLS_HTTP_PORT = 8501
+"""The server's HTTPS API port (Consul's 8501), the default address when TLS is on."""
+TLS_GRPC_PORT = 8503
+"""The server's TLS xDS port (Consul's 8503)."""
+
+
+@dataclass(frozen=True)
+class ServerCaSettings:
+    """The CA that signed the server's certificate, for an https server (``global.tls.*``,
+    consul-k8s's names): injected containers mount it from a Secret and verify with it."""
+
+    enabled: bool = False
+    """``global.tls.enabled``: the server speaks https (API) and TLS (xDS)."""
+    secret_name: str = ""
+    """``global.tls.caCert.secretName``: the Secret holding the CA certificate (required)."""
+    secret_key: str = "tls.crt"
+    """``global.tls.caCert.secretKey``: its key in the Secret (consul-k8s's default)."""
+
+
 @dataclass(frozen=True)
 class SidecarDnsSettings:
     """Redirection of the pod's DNS queries to the dataplane's DNS proxy (``dns.*``)."""
@@ -191,6 +210,8 @@ class InjectSettings:
     """DNS redirection to the dataplane's DNS proxy."""
     login: PodLoginSettings = field(default_factory=PodLoginSettings)
     """ACL login of injected pods (off unless ACLs are managed or a method is named)."""
+    server_ca: ServerCaSettings = field(default_factory=ServerCaSettings)
+    """The server's CA, mounted into injected containers when the server speaks TLS."""
 
     @classmethod
     def from_values(
@@ -200,6 +221,7 @@ class InjectSettings:
         reader = ValuesReader(values, extra_keys)
         default = cls()
         image = reader.get("global.image", str, default.images.loom)
+        server_ca = _server_ca(reader)
         settings = cls(
             enabled=reader.get("connectInject.enabled", bool, default.enabled),
             default_inject=reader.get("connectInject.default", bool, default.default_inject),
@@ -242,15 +264,13 @@ class InjectSettings:
                 ),
             ),
             images=Images(loom=image, dataplane=reader.get("global.imageDataplane", str, image)),
-            server=ServerAddress(
-                http_addr=reader.get("server.httpAddr", str, default.server.http_addr),
-                grpc_addr=reader.get("server.grpcAddr", str, default.server.grpc_addr),
-            ),
+            server=_server_address(reader, server_ca),
             dns=SidecarDnsSettings(
                 redirection=reader.get("dns.enableRedirection", bool, True),
                 proxy_port=reader.port("dns.proxyPort", DNS_PROXY_PORT),
             ),
             login=_login(reader),
+            server_ca=server_ca,
         )
         if settings.default_protocol not in (None, "tcp", "http", "http2", "grpc"):
             raise SettingsError(
@@ -263,6 +283,40 @@ class InjectSettings:
     def replace(self, **changes: Any) -> InjectSettings:
         """A copy with some fields changed (for tests and front-ends)."""
         return dataclasses.replace(self, **changes)
+
+
+def _server_ca(reader: ValuesReader) -> ServerCaSettings:
+    enabled = reader.get("global.tls.enabled", bool, False)
+    name = reader.get("global.tls.caCert.secretName", str, "")
+    key = reader.get("global.tls.caCert.secretKey", str, "tls.crt")
+    if enabled and not name:
+        raise SettingsError(
+            "global.tls.caCert.secretName: required with global.tls.enabled (the Secret "
+            "holding the CA that signed the server's certificate)"
+        )
+    if not key or "/" in key or key.startswith("."):
+        raise SettingsError(f"global.tls.caCert.secretKey: {key!r} is not a Secret key")
+    return ServerCaSettings(enabled, name if enabled else "", key)
+
+
+def _server_address(reader: ValuesReader, ca: ServerCaSettings) -> ServerAddress:
+    """``server.httpAddr``/``grpcAddr``; with TLS on, https:// and Consul's TLS ports by
+    default, and an address given without https:// is refused (it would skip the CA)."""
+    if not ca.enabled:
+        default = ServerAddress()
+        return ServerAddress(
+            reader.get("server.httpAddr", str, default.http_addr),
+            reader.get("server.grpcAddr", str, default.grpc_addr),
+        )
+    address = ServerAddress(
+        reader.get("server.httpAddr", str, f"https://loom-server.loom.svc:{TLS_HTTP_PORT}"),
+        reader.get("server.grpcAddr", str, f"https://loom-server.loom.svc:{TLS_GRPC_PORT}"),
+    )
+    for key, value in (("server.httpAddr", address.http_addr),
+                       ("server.grpcAddr", address.grpc_addr)):  # fmt: skip
+        if not value.startswith("https://"):
+            raise SettingsError(f"{key}: {value!r} must be https:// with global.tls.enabled")
+    return address
 
 
 def _login(reader: ValuesReader) -> PodLoginSettings:

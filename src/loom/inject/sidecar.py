@@ -16,7 +16,14 @@ from loom.inject.env import downward_env
 from loom.inject.metrics import dataplane_args
 from loom.inject.plan import ServicePlan, WorkloadPlan
 from loom.inject.settings import PROXY_UID, InjectSettings
-from loom.inject.volumes import DATA_DIR, acl_token_file, data_mount, proxy_id_file
+from loom.inject.volumes import (
+    DATA_DIR,
+    acl_token_file,
+    data_mount,
+    proxy_id_file,
+    server_ca_args,
+    server_ca_mounts,
+)
 
 SIDECAR_CONTAINER = "loom-dataplane"
 """Name of the sidecar container (``-<service>`` appended for multi-port pods)."""
@@ -30,6 +37,7 @@ def sidecar_container(
         f"--proxy-id-file={DATA_DIR}/{proxy_id_file(service.suffix)}",
         f"--http-addr={settings.server.http_addr}",
         f"--grpc-addr={settings.server.grpc_addr}",
+        *server_ca_args(settings.server_ca),
     ]
     if settings.login.auth_method is not None:
         args.append(f"--token-file={DATA_DIR}/{acl_token_file(service.suffix)}")
@@ -57,7 +65,7 @@ def sidecar_container(
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
         },
-        "volumeMounts": [data_mount()],
+        "volumeMounts": [data_mount(), *server_ca_mounts(settings.server_ca)],
     }
     resources = plan.sidecar_resources.to_k8s()
     if resources:

@@ -3,7 +3,9 @@
 connect-init writes what it learned from the server (the proxy's ID, and with ACLs the token
 its login got) into an ``emptyDir`` (``medium: Memory``) mounted at ``/loom/connect-inject``;
 each sidecar reads its proxy ID (and token) from there. The file names are defined here once:
-connect-init writes them, the sidecar's command line points at them.
+connect-init writes them, the sidecar's command line points at them. When the server speaks
+TLS (``global.tls.enabled``), the Secret holding its CA is mounted read-only at
+``/loom/tls/ca`` in the same containers, which are given it as ``--ca-file``.
 """
 
 from __future__ import annotations
@@ -11,11 +13,45 @@ from __future__ import annotations
 from typing import Any
 
 from loom.inject.plan import InvalidPod
+from loom.inject.settings import ServerCaSettings
 
 DATA_VOLUME = "loom-connect-inject-data"
 """Name of the injected emptyDir volume."""
 DATA_DIR = "/loom/connect-inject"
 """Where the volume is mounted in the init and sidecar containers."""
+
+
+CA_VOLUME = "loom-ca-cert"
+"""Name of the injected volume holding the server's CA (when the server speaks TLS)."""
+CA_DIR = "/loom/tls/ca"
+"""Where it is mounted, read-only, in the init and sidecar containers."""
+
+
+def ca_file(secret_key: str) -> str:
+    """Path of the server's CA certificate inside the containers."""
+    return f"{CA_DIR}/{secret_key}"
+
+
+def ca_mount() -> dict[str, Any]:
+    return {"name": CA_VOLUME, "mountPath": CA_DIR, "readOnly": True}
+
+
+def server_ca_args(ca: ServerCaSettings) -> list[str]:
+    """``--ca-file`` of the server's CA, when the server speaks TLS."""
+    return [f"--ca-file={ca_file(ca.secret_key)}"] if ca.enabled else []
+
+
+def server_ca_mounts(ca: ServerCaSettings) -> list[dict[str, Any]]:
+    return [ca_mount()] if ca.enabled else []
+
+
+def add_ca_volume(spec: dict[str, Any], secret_name: str, secret_key: str) -> None:
+    """Append the Secret volume of the server's CA (only its one key; refuses a name clash)."""
+    volumes = spec.setdefault("volumes", [])
+    if any(isinstance(v, dict) and v.get("name") == CA_VOLUME for v in volumes):
+        raise InvalidPod(f"pod spec.volumes: the pod already has a volume named {CA_VOLUME}")
+    items = [{"key": secret_key, "path": secret_key}]
+    volumes.append({"name": CA_VOLUME, "secret": {"secretName": secret_name, "items": items}})
 
 
 def proxy_id_file(suffix: str = "") -> str:

@@ -1,5 +1,5 @@
 """The ``/v1/acl/*`` endpoints: bootstrap, tokens, policies, roles, auth methods, binding
-rules, login and logout, in Consul's shapes.
+rules, templated policies, login and logout, in Consul's shapes.
 
 Paths, bodies and answers follow Consul's ACL HTTP API so py-consul and the Consul CLI work:
 a write answers with the record as stored (IDs chosen, links filled with both ID and Name,
@@ -11,12 +11,14 @@ with ``acl:write`` (``<hidden>`` otherwise, as Consul redacts it). What each rou
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from aiohttp import web
 
 from loom.acl.rules import SEGMENTED, SINGLE, Access
 from loom.acl.stored import Stored
+from loom.acl.templated import TEMPLATES, Template, synthetic_doc, variable_problem
 from loom.acl.wire import Fields as AclFields
 from loom.domain.fields import ValidationError
 from loom.server import guard
@@ -238,10 +240,29 @@ async def rule_list(request: web.Request) -> web.Response:
 # -- login and logout ----------------------------------------------------------------------------
 
 
+def client_address(request: web.Request) -> str:
+    """The address a login is counted against: the peer's IP; "unix" on a unix socket."""
+    return request.remote or "unix"
+
+
 async def login(request: web.Request) -> web.Response:
-    """No token needed (Consul ignores the request's own): the bearer token is the proof."""
+    """No token needed (Consul ignores the request's own): the bearer token is the proof.
+    Rate-limited per client address before anything is read (``control.loginlimit``)."""
     _enabled(request)
-    stored = await guard.state_of(request).logins.login(await _body(request))
+    state = guard.state_of(request)
+    limiter = state.login_limit
+    wait = limiter.take(client_address(request))
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise web.HTTPTooManyRequests(
+            text=f"Too many login attempts from this address: retry in {seconds} s\n",
+            headers={"Retry-After": str(seconds)},
+        )
+    try:
+        stored = await state.logins.login(await _body(request))
+    except Exception:
+        limiter.failed += 1
+        raise
     return _json(request, stored.to_json())
 
 
@@ -253,6 +274,46 @@ async def logout(request: web.Request) -> web.Response:
         raise web.HTTPUnauthorized(text="Supplied token does not exist\n")
     await guard.state_of(request).logins.logout(secret)
     return _json(request, True)
+
+
+# -- templated policies --------------------------------------------------------------------------
+
+
+def _template(request: web.Request) -> Template:
+    name = request.match_info.get("name", "")
+    if not name:
+        raise ValidationError("Missing templated policy Name")
+    template = TEMPLATES.get(name)
+    if template is None:
+        raise ValidationError(f"Invalid templated policy Name: {name}")
+    return template
+
+
+async def templated_list(request: web.Request) -> web.Response:
+    _enabled(request)
+    return _json(request, {name: t.to_json() for name, t in sorted(TEMPLATES.items())})
+
+
+async def templated_read(request: web.Request) -> web.Response:
+    _enabled(request)
+    return _json(request, _template(request).to_json())
+
+
+async def templated_preview(request: web.Request) -> web.Response:
+    """The synthetic policy the template makes with the body's variables (``{"Name": ...}``;
+    an empty body is no variables). Consul validates them as given: a missing ``Name`` is
+    an empty one here."""
+    _enabled(request)
+    template = _template(request)
+    raw = await request.read()
+    doc: Any = await _body(request) if raw.strip() else {}
+    f = AclFields("TemplatedPolicyVariables", doc)
+    name = f.text("Name")
+    f.done()
+    problem = variable_problem(template, name)
+    if problem:
+        raise ValidationError(f"validation error for templated policy: {template.name}: {problem}")
+    return _json(request, synthetic_doc(template, name))
 
 
 # -- what may this token do ---------------------------------------------------------------------
@@ -320,6 +381,9 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_put("/v1/acl/binding-rule/{id}", rule_write)
     r.add_delete("/v1/acl/binding-rule/{id}", rule_delete)
     r.add_get("/v1/acl/binding-rules", rule_list)
+    r.add_get("/v1/acl/templated-policies", templated_list)
+    r.add_get("/v1/acl/templated-policy/name/{name:.+}", templated_read)
+    r.add_post("/v1/acl/templated-policy/preview/{name:.+}", templated_preview)
     r.add_post("/v1/acl/login", login)
     r.add_post("/v1/acl/logout", logout)
     r.add_post("/v1/internal/acl/authorize", authorize)

@@ -116,6 +116,8 @@ def gauges(request: web.Request) -> list[tuple[str, float]]:
         ("consul.state.service_instances", float(len(cat.instances()))),
         ("loom.http.blocking_queries", float(request.app[WATCHERS].count)),
         ("loom.store.index", float(state.store.index)),
+        ("loom.acl.login.failed", float(state.login_limit.failed)),
+        ("loom.acl.login.rate_limited", float(state.login_limit.limited)),
     ]
 
 

@@ -507,7 +507,7 @@ async def ca_sign(request: web.Request) -> web.Response:
     the CSR and checked ``service:write`` on the service it names."""
     state = request.app[STATE]
     csr = await csr_of(request)
-    leaf = state.certs.sign_csr(csr)
+    leaf = await state.certs.sign_csr(csr)
     return _json(views.issued_cert(leaf, csr.identity.namespace), state.store.index)
 
 
