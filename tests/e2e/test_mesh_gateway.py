@@ -253,3 +253,19 @@ def test_the_bootstrap_of_a_gateway_reads_no_secret(dcs: TwoDcs) -> None:
         "id": "gateway-dc2", "cluster": "mesh-gateway",
         "metadata": {"namespace": "default", "proxy_id": "gateway-dc2"},
     }  # fmt: skip
+
+
+def test_ctrl_c_stops_a_registered_gateway_and_keeps_its_registration(dcs: TwoDcs) -> None:
+    """Consul's ``-register`` keeps the service when the gateway exits (its check's
+    deregistration timer is what removes a gateway that does not come back)."""
+    import signal
+
+    port, work = free_port(), dcs.tmp / "gateway-temp"
+    proc = dcs.own(Proc(loom_argv(
+        "connect", "envoy", "-gateway=mesh", "-register", "-service", "gateway-temp",
+        "-address", f"127.0.0.1:{port}", "-http-addr", dcs.dc2.http, "-grpc-addr", dcs.dc2.grpc,
+        "--work-dir", str(work)), dcs.tmp / "gateway-temp.log"))  # fmt: skip
+    wait_for(lambda: (work / "ready").exists(), 60, "the second gateway ready")
+    assert "Registered service: gateway-temp" in proc.output()
+    assert proc.stop(signal.SIGINT) == 0
+    assert dcs.dc2.get("/v1/agent/service/gateway-temp")["Kind"] == "mesh-gateway"
