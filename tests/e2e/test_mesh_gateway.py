@@ -245,3 +245,22 @@ def test_ctrl_c_stops_a_registered_gateway_and_keeps_its_registration(dcs: TwoDc
     assert "Registered service: gateway-temp" in proc.output()
     assert proc.stop(signal.SIGINT) == 0
     assert dcs.dc2.get("/v1/agent/service/gateway-temp")["Kind"] == "mesh-gateway"
+
+
+def test_a_gateways_checks_run_without_envoy_for_an_envoy_run_by_hand(dcs: TwoDcs) -> None:
+    """``loom dataplane --no-envoy`` of a gateway serves no secret (it has none) and runs its
+    checks (here a TCP check of a port nobody listens on)."""
+    dcs.dc2.put("/v1/agent/service/register", {
+        "Kind": "mesh-gateway", "Name": "gateway-hand", "Port": free_port(),
+        "Address": "127.0.0.1", "Check": {"Name": "mesh-gateway listening",
+                                          "TCP": "127.0.0.1:1", "Interval": "1s"}})  # fmt: skip
+    agent = dcs.own(start_dataplane(dcs.tmp, "gateway-hand", dcs.dc2.http, dcs.dc2.grpc,
+                                    "--no-envoy"))  # fmt: skip
+
+    def output() -> str:
+        checks = dcs.dc2.get("/v1/agent/checks")
+        return str(next(c["Output"] for c in checks.values() if c["ServiceID"] == "gateway-hand"))
+
+    wait_for(lambda: "dial tcp 127.0.0.1:1" in output(), 30, "the gateway's check run")
+    assert "running the checks of mesh gateway gateway-hand" in agent.output()
+    assert not list((dcs.tmp).glob("dp-gateway-hand-*/sds.sock"))
