@@ -19,6 +19,7 @@ from loom.control.configs import Configs
 from loom.control.errors import NotFound
 from loom.control.federation import Federation
 from loom.control.queries import Queries
+from loom.control.remotevips import RemoteVips
 from loom.control.selfreg import is_server_service
 from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
 from loom.domain.fields import ValidationError
@@ -31,9 +32,17 @@ from loom.domain.mesh import (
     ServiceEntry,
 )
 from loom.domain.records import Instance
-from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES, FEDERATION_TABLES, QUERIES
+from loom.store.tables import (
+    CATALOG_TABLES,
+    CONFIG_TABLES,
+    FEDERATION_TABLES,
+    QUERIES,
+    REMOTE_VIP_TABLES,
+)
 
-MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES + (QUERIES.name,) + FEDERATION_TABLES
+MESH_TABLES = (
+    CATALOG_TABLES + CONFIG_TABLES + (QUERIES.name,) + FEDERATION_TABLES + REMOTE_VIP_TABLES
+)
 """The tables a snapshot reads (besides the CA, whose roots change only by rotation: a write,
 so a new store index and a new snapshot)."""
 
@@ -46,6 +55,7 @@ def build_snapshot(
     certs: Certs,
     queries: Queries | None = None,
     federation: Federation | None = None,
+    remote_vips: RemoteVips | None = None,
 ) -> MeshSnapshot:
     datacenter = catalog.settings.datacenter
     snap = MeshSnapshot(
@@ -57,6 +67,7 @@ def build_snapshot(
         default_allow=configs.default_allow,
         primary_datacenter=federation.primary if federation is not None else datacenter,
         remote=federation.states() if federation is not None else {},
+        remote_vips=remote_vips.addresses() if remote_vips is not None else {},
     )
     healthy = catalog.is_healthy
     instances = catalog.instances()

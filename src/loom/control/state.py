@@ -23,6 +23,7 @@ from loom.control.kv import Kv
 from loom.control.login import Logins
 from loom.control.proxies import ProxyStreams
 from loom.control.queries import Queries
+from loom.control.remotevips import RemoteVips
 from loom.control.sessions import Sessions, SessionSettings
 from loom.control.snapshot import MESH_TABLES, build_snapshot
 from loom.domain.mesh import MeshSnapshot
@@ -184,6 +185,8 @@ class State:
             reachable_addrs(settings.http_addrs, settings.node_address),
         )
         """The datacenters this server knows (``loom.control.federation``)."""
+        self.remote_vips = RemoteVips(self.store, self.lock)
+        """Local VIPs of the other datacenters' services (``loom.control.remotevips``)."""
         self.proxies = ProxyStreams()
         """The proxies' live xDS streams, as the xDS server reports them."""
         self._snapshot: MeshSnapshot | None = None
@@ -205,6 +208,7 @@ class State:
                 self.certs,
                 self.queries,
                 self.federation,
+                self.remote_vips,
             )
         return snap
 

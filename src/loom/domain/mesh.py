@@ -115,6 +115,9 @@ class MeshSnapshot:
     """The federation's primary datacenter (``datacenter`` itself when this one is it)."""
     remote: dict[str, FederationState] = field(default_factory=dict)
     """Every other datacenter this server knows, by name (``loom.control.federation``)."""
+    remote_vips: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    """(datacenter, namespace, name) of another datacenter's meshed service -> the local VIP
+    this server allocated for it (``loom.control.remotevips``; 240.241.0.0/16)."""
     gateways_lan: tuple[Endpoint, ...] = ()
     """This datacenter's healthy ``mesh-gateway`` instances as local sidecars reach them:
     ``TaggedAddresses["lan"]``, else Address:Port. Gateways are in no other field."""

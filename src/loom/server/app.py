@@ -205,6 +205,7 @@ async def serve(
             asyncio.create_task(run_server_checks(state)),
             asyncio.create_task(_sweep_sessions(state)),
             asyncio.create_task(_flush_log_summaries()),
+            asyncio.create_task(state.remote_vips.run()),
         ]
         if ready is not None:
             if tls is not None:

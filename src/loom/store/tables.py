@@ -284,12 +284,19 @@ FEDERATION_STATES: Table[FederationState] = Table(
 )
 """Every other datacenter this server has learned (``loom.control.federation``), by name."""
 
+REMOTE_VIPS: Table[VirtualIp] = Table(
+    "remote_vips", lambda v: {"Address": v.address}, lambda d: VirtualIp(d["Address"])
+)
+"""Local VIPs of other datacenters' services (``loom.control.remotevips``), by
+``<dc>/<ns>/<name>``: a mesh table (DNS answers them, transparent proxies route them)."""
+
 TABLES: dict[str, Table[Any]] = {
     t.name: t
     for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META, CA_CONFIG)
 }
 TABLES.update((t.name, t) for t in (KV, KV_TOMBSTONES, SESSIONS, SESSION_RENEWALS, QUERIES))
 TABLES[FEDERATION_STATES.name] = FEDERATION_STATES
+TABLES[REMOTE_VIPS.name] = REMOTE_VIPS
 TABLES.update(
     (t.name, t)
     for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META, ACL_AUTH_METHODS, ACL_BINDING_RULES)
@@ -297,6 +304,7 @@ TABLES.update(
 CATALOG_TABLES = (SERVICES.name, CHECKS.name, NODES.name, VIPS.name)
 CONFIG_TABLES = (CONFIG.name, EXTERNAL_VIPS.name)
 FEDERATION_TABLES = (FEDERATION_STATES.name,)
+REMOTE_VIP_TABLES = (REMOTE_VIPS.name,)
 KV_TABLES = (KV.name, KV_TOMBSTONES.name, SESSIONS.name, SESSION_RENEWALS.name)
 """Tables no mesh consumer reads: their writes wake KV readers only (not xDS, not the DNS
 table, not catalog blocking queries)."""

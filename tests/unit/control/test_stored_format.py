@@ -23,6 +23,7 @@ from loom.store.tables import (
     FEDERATION_STATES,
     KV_TABLES,
     QUERIES,
+    REMOTE_VIPS,
     TABLES,
     encode,
 )
@@ -90,7 +91,7 @@ async def test_every_old_document_re_encodes_to_the_bytes_on_disk(tmp_path: Path
         # tables, the CA configuration (written only by PUT /v1/connect/ca/configuration) and
         # the KV store's and sessions' tables
         # tables made after the fixture was written
-        newer = {CA_CONFIG.name, QUERIES.name, FEDERATION_STATES.name}
+        newer = {CA_CONFIG.name, QUERIES.name, FEDERATION_STATES.name, REMOTE_VIPS.name}
         assert seen == set(TABLES) - set(ACL_TABLES) - newer - set(KV_TABLES)
     finally:
         await store.close()
