@@ -55,6 +55,37 @@ def _query_upstream(view: MeshSnapshot, ns: str, name: str, u: UpstreamDef) -> U
     return replace(up, endpoints=target.endpoints if target is not None else ())
 
 
+def _remote_transparent_upstreams(view: MeshSnapshot, ns: str, service: str) -> list[Upstream]:
+    """Transparent proxy: one upstream per meshed service of another datacenter that has a
+    local VIP (``MeshSnapshot.remote_vips``, what DNS answers for ``api.virtual.dc2.consul``
+    and, when no local service has the name, ``api.ns1``), matching that VIP on the service's
+    ports, with that datacenter as its own: it routes as an explicit ``api:port:dc2``
+    upstream does (``_upstream`` decides the endpoints). Default deny: only services some
+    intention allows this source to reach, as for local ones."""
+    out: list[Upstream] = []
+    for dc, state in sorted(view.remote.items()):
+        if dc == view.datacenter:
+            continue
+        for svc in state.services:
+            vip = view.remote_vips.get((dc, svc.namespace, svc.name))
+            if vip is None or not svc.meshed:
+                continue
+            if (
+                not view.default_allow
+                and not decide(
+                    view.intentions, ns, service, svc.namespace, svc.name, view.default_allow
+                ).allowed
+            ):
+                continue
+            out.append(
+                _upstream(
+                    view, svc.namespace, svc.name, dc,
+                    virtual_ips=(vip,), ports=tuple(sorted(set(svc.ports))),
+                )
+            )  # fmt: skip
+    return sorted(out, key=lambda u: u.sni)
+
+
 def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
     """The inputs of proxy ``proxy_id``, or None when no such proxy is registered."""
     inst = view.proxies.get(proxy_id)
@@ -118,6 +149,7 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
                     headless=not vips,
                 )
             )  # fmt: skip
+        upstreams += _remote_transparent_upstreams(view, ns, service)
     outbound_port = (
         proxy.transparent_proxy.outbound_listener_port
         or sd.transparent_proxy.outbound_listener_port
