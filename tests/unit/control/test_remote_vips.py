@@ -10,15 +10,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from loom.control.indexes import REMOTE_VIP_NET
 from loom.control.nametable import build_name_table, name_table_text
-from loom.control.remotevips import plan
+from loom.control.remotevips import plan, split_remote_vip_key, wanted_keys
 from loom.control.state import ServerSettings, State
 from loom.dns.resolve import QTYPE_A, Query, View, resolve
 from loom.dns.table import NameTable
 from loom.domain.federation import FederationState, RemoteService
-from loom.domain.mesh import Endpoint
+from loom.domain.mesh import Endpoint, MeshSnapshot
 from loom.store import Store
 from loom.store.tables import REMOTE_VIPS
 
@@ -198,3 +200,42 @@ async def test_hostile_remote_names_are_skipped_counted_and_logged(
     assert [s["Name"] for s in doc["Services"] if s["Datacenter"] == "dc2"] == ["api"]
     assert NameTable.from_json(doc).lookup("api.default.svc.cluster.local") is not None
 
+
+
+# ---- whatever a peer sends, the table stays valid (hypothesis) -------------------------------
+
+any_text = st.one_of(
+    st.text(max_size=70),
+    st.text("abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=80),
+    st.just(".".join(["a"] * 300)),
+)
+any_address = st.one_of(st.ip_addresses().map(str), st.text(max_size=20))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    services=st.lists(
+        st.tuples(any_text, any_text, st.booleans(), st.lists(any_address, max_size=4)),
+        max_size=8,
+    ),
+    datacenter=st.one_of(st.just("dc2"), any_text).filter(lambda dc: dc != "dc1"),
+)
+def test_no_remote_state_breaks_the_name_table(
+    services: list[tuple[str, str, bool, list[str]]], datacenter: str
+) -> None:
+    remotes = tuple(RemoteService(n, ns, meshed, tuple(addrs), (80,), ())
+                    for n, ns, meshed, addrs in services)  # fmt: skip
+    states = [dc_state(datacenter, *remotes)]
+    wanted, _ = wanted_keys(states)
+    vips = plan(wanted, {}).allocate
+    snap = MeshSnapshot(1, 1, "dc1", "td.consul", "", True,
+                        remote={datacenter: states[0]},
+                        remote_vips={split_remote_vip_key(k): v for k, v in vips.items()},
+                        )  # fmt: skip
+    table = NameTable.from_json(json.loads(json.dumps(build_name_table(snap))))
+    listed = {(s.namespace, s.name) for s in table.services if s.datacenter != "dc1"}
+    for key in wanted:
+        _, ns, name = split_remote_vip_key(key)
+        assert (ns.lower(), name.lower()) in listed
+    for svc in table.services:
+        assert len(svc.virtual_ips) <= 1
