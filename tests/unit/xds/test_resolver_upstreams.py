@@ -15,6 +15,7 @@ from loom.control.state import ServerSettings, State
 from loom.store import Store
 from loom.xds.errors import InconsistentSnapshot
 from loom.xds.inputs import Endpoint, Upstream
+from loom.xds.resources import Converter
 from loom.xds.translate import build_resources, check_consistency
 from loom.xds.translate.names import TYPE_CLUSTER, TYPE_ENDPOINTS
 from loom.xds.view import collect_inputs
@@ -134,6 +135,7 @@ async def test_failover_is_an_aggregate_over_the_primary_then_its_targets(state:
         "combined_validation_context"]["default_validation_context"][
         "match_typed_subject_alt_names"][0]["matcher"]["exact"]  # fmt: skip
     assert set(res[TYPE_ENDPOINTS]) >= set(members) and up.sni not in res[TYPE_ENDPOINTS]
+    assert up.sni in Converter().serve(res)[TYPE_CLUSTER]  # the aggregate's type is known
     # Every primary instance critical: the primary's EDS empties, the backup's stays.
     await state.catalog.update_check("web-2-alive", "critical", "down")
     res = _resources(state)
