@@ -24,6 +24,7 @@ MESH_GATEWAY_MODES = ("", "none", "local", "remote")
 (dial its sidecars directly), ``local`` (through this datacenter's mesh gateways),
 ``remote`` (through the destination datacenter's gateways); empty: the next level decides
 (upstream > proxy registration > service-defaults > proxy-defaults, else ``none``)."""
+MESH_GATEWAY = "mesh-gateway"
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ class Instance:
     id: str
     service: str
     kind: str = ""
-    """"" (a plain service) or connect-proxy."""
+    """"" (a plain service), connect-proxy or mesh-gateway."""
     namespace: str = "default"
     address: str = ""
     """Empty: reached at its node's address."""
@@ -195,3 +196,7 @@ class Instance:
     @property
     def is_proxy(self) -> bool:
         return self.kind == CONNECT_PROXY
+
+    @property
+    def is_mesh_gateway(self) -> bool:
+        return self.kind == MESH_GATEWAY
