@@ -33,12 +33,28 @@ Key = tuple[str, str]  # (namespace, service)
 
 
 def _target_endpoints(view: MeshSnapshot, t: Target, mode: str) -> tuple[Endpoint, ...]:
-    """Where a target is dialled: this datacenter's sidecars (of the subset, if any)."""
-    if t.datacenter != view.datacenter:
+    """Where a target is dialled. In this datacenter: its sidecars (of the subset, if any).
+    In another one, by MeshGateway mode: ``local`` this datacenter's gateways, ``remote``
+    that datacenter's, ``none``/unset its sidecars directly (a subset only through a
+    gateway: other datacenters publish sidecars, not the metadata a filter reads). A
+    datacenter nobody knows: nothing."""
+    if t.datacenter == view.datacenter:
+        if t.subset:
+            return view.subset_endpoints.get((t.namespace, t.service, t.subset), ())
+        return tuple(view.endpoints.get((t.namespace, t.service), ()))
+    remote = view.remote.get(t.datacenter)
+    if remote is None:
         return ()
+    if mode == "local":
+        return view.gateways_lan
+    if mode == "remote":
+        return remote.mesh_gateways
     if t.subset:
-        return view.subset_endpoints.get((t.namespace, t.service, t.subset), ())
-    return tuple(view.endpoints.get((t.namespace, t.service), ()))
+        return ()
+    for svc in remote.services:
+        if (svc.namespace, svc.name) == (t.namespace, t.service):
+            return svc.endpoints
+    return ()
 
 
 def _upstream(
@@ -123,6 +139,8 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
     )
     upstreams: list[Upstream] = []
     explicit: set[Key] = set()
+    # MeshGateway mode: upstream > registration > service-defaults > proxy-defaults.
+    gateway_mode = proxy.mesh_gateway or sd.mesh_gateway or pd.mesh_gateway
     for u in proxy.upstreams:
         if u.destination_type == "prepared_query":
             upstreams.append(_query_upstream(view, ns, u.destination_name, u))
@@ -131,7 +149,7 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
             continue
         uns = u.destination_namespace or ns
         explicit.add((uns, u.destination_name))
-        gw_mode = u.mesh_gateway or proxy.mesh_gateway or sd.mesh_gateway or pd.mesh_gateway
+        gw_mode = u.mesh_gateway or gateway_mode
         upstreams.append(
             _upstream(
                 view, uns, u.destination_name, u.datacenter, gw_mode,
@@ -155,7 +173,7 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
             vips = tuple(sorted(svc.vips)) if svc else ()
             upstreams.append(
                 _upstream(
-                    view, uns, name, "",
+                    view, uns, name, "", gateway_mode,
                     virtual_ips=vips,
                     ports=tuple(sorted(svc.ports)) if svc else (),
                     instance_ips=tuple(sorted(svc.instance_ips)) if svc else (),
