@@ -114,13 +114,15 @@ def _query_upstream(view: MeshSnapshot, ns: str, name: str, u: UpstreamDef) -> U
     )
 
 
-def _remote_transparent_upstreams(view: MeshSnapshot, ns: str, service: str) -> list[Upstream]:
+def _remote_transparent_upstreams(
+    view: MeshSnapshot, ns: str, service: str, gateway_mode: str
+) -> list[Upstream]:
     """Transparent proxy: one upstream per meshed service of another datacenter that has a
     local VIP (``MeshSnapshot.remote_vips``, what DNS answers for ``api.virtual.dc2.consul``
     and, when no local service has the name, ``api.ns1``), matching that VIP on the service's
     ports, with that datacenter as its own: it routes as an explicit ``api:port:dc2``
-    upstream does (``_upstream`` decides the endpoints). Default deny: only services some
-    intention allows this source to reach, as for local ones."""
+    upstream with the proxy's MeshGateway mode does (``_upstream`` decides the endpoints).
+    Default deny: only services some intention allows this source to reach, as locally."""
     out: list[Upstream] = []
     for dc, state in sorted(view.remote.items()):
         if dc == view.datacenter:
@@ -138,7 +140,7 @@ def _remote_transparent_upstreams(view: MeshSnapshot, ns: str, service: str) -> 
                 continue
             out.append(
                 _upstream(
-                    view, svc.namespace, svc.name, dc,
+                    view, svc.namespace, svc.name, dc, gateway_mode,
                     virtual_ips=(vip,), ports=tuple(sorted(set(svc.ports))),
                 )
             )  # fmt: skip
@@ -211,7 +213,7 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
                     headless=not vips,
                 )
             )  # fmt: skip
-        upstreams += _remote_transparent_upstreams(view, ns, service)
+        upstreams += _remote_transparent_upstreams(view, ns, service, gateway_mode)
     outbound_port = (
         proxy.transparent_proxy.outbound_listener_port
         or sd.transparent_proxy.outbound_listener_port

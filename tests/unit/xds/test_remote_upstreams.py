@@ -127,3 +127,18 @@ async def test_with_default_deny_only_intended_remote_services_are_upstreams() -
         assert sorted(remote_upstreams(inputs(st))) == ["api"]
     finally:
         await st.close()
+
+
+async def test_the_remote_upstream_dials_what_the_mesh_gateway_mode_picks(state: State) -> None:
+    # No mode: dc2's sidecars directly, as the state publishes them.
+    assert remote_upstreams(inputs(state))["api"].endpoints == (Endpoint("10.2.0.1", 21000),)
+    await state.catalog.agent_register({
+        "Kind": "mesh-gateway", "Name": "mesh-gateway", "Port": 8443, "Address": "10.1.0.50",
+        "TaggedAddresses": {"wan": {"Address": "198.51.100.1", "Port": 443}},
+    })  # fmt: skip
+    await state.configs.write(
+        {"Kind": "proxy-defaults", "Name": "global", "MeshGateway": {"Mode": "local"}})
+    assert remote_upstreams(inputs(state))["api"].endpoints == (Endpoint("10.1.0.50", 8443),)
+    await state.configs.write(
+        {"Kind": "proxy-defaults", "Name": "global", "MeshGateway": {"Mode": "remote"}})
+    assert remote_upstreams(inputs(state))["api"].endpoints == (Endpoint("192.0.2.20", 8443),)
