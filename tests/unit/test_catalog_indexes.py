@@ -8,8 +8,15 @@ import random
 from pathlib import Path
 from typing import Any
 
+from loom.control import indexes
 from loom.control.catalog import CHECKS, SERVICES, VIPS, Catalog, CatalogSettings
-from loom.control.indexes import EXTERNAL_VIP_NET, CheckIndex, ServiceIndex, VipAllocator
+from loom.control.indexes import (
+    EXTERNAL_VIP_NET,
+    REMOTE_VIP_NET,
+    CheckIndex,
+    ServiceIndex,
+    VipAllocator,
+)
 from loom.domain.records import VirtualIp
 from loom.store import Delete, Put, Store
 from loom.store.sqlite import SqliteStore
@@ -33,15 +40,16 @@ def vips(store: Store) -> dict[str, str]:
 
 def lowest_free_reference(store: Store, before: dict[str, str]) -> dict[str, str]:
     """Today's rule, by brute force: a service with instances keeps its VIP; a new one gets
-    the lowest address of 240.0.0.0/4 no remaining service holds (skipping the external block
-    and .0/.255), in name order."""
+    the lowest address of 240.0.0.0/4 no remaining service holds (skipping the external and
+    remote-datacenter blocks and .0/.255), in name order."""
     wanted = {f"{d.namespace}/{d.service}" for d in store.values(SERVICES) if not d.is_proxy}
     out = {k: a for k, a in before.items() if k in wanted}
     used = set(out.values())
     n = int(ipaddress.IPv4Address("240.0.0.1"))
     for key in sorted(wanted - out.keys()):
         while (str(ipaddress.IPv4Address(n)) in used or n & 0xFF in (0, 255)
-               or ipaddress.IPv4Address(n) in EXTERNAL_VIP_NET):  # fmt: skip
+               or ipaddress.IPv4Address(n) in EXTERNAL_VIP_NET
+               or ipaddress.IPv4Address(n) in REMOTE_VIP_NET):  # fmt: skip
             n += 1
         out[key] = str(ipaddress.IPv4Address(n))
         used.add(out[key])
@@ -95,6 +103,19 @@ def test_the_vip_cursor_skips_network_and_broadcast_addresses_and_the_external_b
     assert taken == ["240.0.0.2", "240.0.0.3", "240.0.0.4"]
     alloc.give_back(taken)
     assert alloc.pick(1) == ["240.0.0.2"]
+
+
+def test_the_local_allocator_skips_the_blocks_of_externals_and_other_datacenters() -> None:
+    # The cursor's own rule, checked at the blocks' edges (walking the allocator up to
+    # 240.240.0.0 would push 15 million gaps).
+    def allocatable(address: str) -> bool:
+        return indexes._valid(int(ipaddress.IPv4Address(address)))
+
+    for net in (EXTERNAL_VIP_NET, REMOTE_VIP_NET):
+        first, last = net.network_address + 1, net.broadcast_address - 1
+        assert not allocatable(str(first)) and not allocatable(str(last)), net
+    assert allocatable("240.239.255.254") and allocatable("240.242.0.1")
+    assert str(REMOTE_VIP_NET) == "240.241.0.0/16"
 
 
 def test_an_address_released_by_the_same_write_counts_as_free() -> None:

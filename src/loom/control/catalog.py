@@ -3,7 +3,8 @@
 Every write validates first (``loom.domain.services``), then commits one atomic transaction.
 Virtual IPs: each service name (per namespace) gets a stable address from 240.0.0.0/4 when its
 first instance registers, kept while any instance remains, freed when the last one goes. The
-240.240.0.0/16 block is left for external services (DNS proxy VIPs).
+240.240.0.0/16 block is left for external services (DNS proxy VIPs), 240.241.0.0/16 for the
+services of other datacenters (``loom.control.remotevips``).
 
 A write's cost does not depend on the catalog's size: what it must look at (the instance's
 old checks, its node's sidecar ports, the VIP to allocate or free) comes from the indexes in

@@ -6,8 +6,9 @@ they are never stale and never rebuilt per request. Keys are kept in insertion o
 that need the store's key order sort the (few) keys they get back.
 
 The virtual-IP allocator hands out the lowest free address of 240.0.0.0/4 (skipping the
-external block and .0/.255), as a scan from the first address would, without scanning: a
-cursor above which nothing was ever allocated, and a heap of the addresses freed below it.
+external and remote-datacenter blocks, 240.240.0.0/15, and .0/.255), as a scan from the first
+address would, without scanning: a cursor above which nothing was ever allocated, and a heap of
+the addresses freed below it.
 """
 
 from __future__ import annotations
@@ -25,10 +26,14 @@ Keys = dict[str, None]
 
 VIP_NET = ipaddress.ip_network("240.0.0.0/4")
 EXTERNAL_VIP_NET = ipaddress.ip_network("240.240.0.0/16")
+REMOTE_VIP_NET = ipaddress.ip_network("240.241.0.0/16")
+"""Local VIPs of other datacenters' services (``loom.control.remotevips``)."""
 _FIRST = int(VIP_NET.network_address) + 1
 _LAST = int(VIP_NET.broadcast_address) - 1
 _EXT_LO = int(EXTERNAL_VIP_NET.network_address)
 _EXT_HI = int(EXTERNAL_VIP_NET.broadcast_address)
+_REMOTE_LO = int(REMOTE_VIP_NET.network_address)
+_REMOTE_HI = int(REMOTE_VIP_NET.broadcast_address)
 
 
 def vip_key(namespace: str, name: str) -> str:
@@ -174,7 +179,7 @@ class CheckIndex:
 
 
 def _valid(n: int) -> bool:
-    return not (_EXT_LO <= n <= _EXT_HI or n & 0xFF in (0, 255))
+    return not (_EXT_LO <= n <= _EXT_HI or _REMOTE_LO <= n <= _REMOTE_HI or n & 0xFF in (0, 255))
 
 
 class VipAllocator:

@@ -24,6 +24,7 @@ from loom.control.login import Logins
 from loom.control.loginlimit import LoginLimiter, LoginRate
 from loom.control.proxies import ProxyStreams
 from loom.control.queries import Queries
+from loom.control.remotevips import RemoteVips
 from loom.control.replication import ACL_SET, CONFIG_SET, Replicator
 from loom.control.sessions import Sessions, SessionSettings
 from loom.control.snapshot import MESH_TABLES, build_snapshot
@@ -202,6 +203,8 @@ class State:
             reachable_addrs(settings.http_addrs, settings.node_address),
         )
         """The datacenters this server knows (``loom.control.federation``)."""
+        self.remote_vips = RemoteVips(self.store, self.lock)
+        """Local VIPs of the other datacenters' services (``loom.control.remotevips``)."""
         self.replicators: dict[str, Replicator] = {}
         """A secondary's replication from the primary, by set (``loom.control.replication``):
         config entries always, ACLs when they are on; none in the primary."""
@@ -234,6 +237,7 @@ class State:
                 self.certs,
                 self.queries,
                 self.federation,
+                self.remote_vips,
             )
         return snap
 

@@ -9,6 +9,10 @@ search list of its resolv.conf). Forms answered (see docs/dns.md):
 - Consul: ``svc.virtual.consul`` (virtual IPs) and ``svc.service.consul`` (healthy instance
   IPs), optionally with ``.<dc>``, ``.<ns>.ns`` or ``.<ns>.ns.<dc>.dc`` before ``.consul``.
   Without a namespace, the proxy's own namespace is tried, then ``default``.
+- Other datacenters: ``svc.service.<dc>.consul`` (that datacenter's healthy instances) and
+  ``svc.virtual.<dc>.consul`` (the local VIP routed to it); the Kubernetes forms above also
+  name services found only in another datacenter (``loom.dns.table``), as Istio's
+  multicluster DNS does.
 - External hosts registered with VIPs.
 - Auto-path: ``<known name>.<search domain>`` answered with a CNAME to the known name and its
   addresses, which turns glibc's walk of the search list into one round of A + AAAA.

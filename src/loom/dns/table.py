@@ -7,6 +7,10 @@ table, an index from every lowercase name the table defines to its records, so a
 dict access. Names that depend on the asking proxy (its namespace, its search list) are not in
 the index: ``loom.dns.resolve`` maps them onto indexed names.
 
+Services of other datacenters (``Datacenter`` not the table's) get their Consul names, and,
+when they have virtual IPs (local addresses the server allocated for them), the Kubernetes
+names no local service defines: the first datacenter by name wins a name two of them share.
+
 Pure: no I/O, no clocks. Tables are immutable; the proxy swaps whole tables.
 """
 
@@ -85,7 +89,8 @@ class NameTable:
     index: int = 0
     """The server's index (``X-Consul-Index``) this table was computed at."""
     datacenter: str = "dc1"
-    """The datacenter of the proxy; services of other datacenters get Consul names only."""
+    """The datacenter of the proxy; a service of another datacenter gets Consul names, and
+    Kubernetes names too when it has virtual IPs and no service of this one has its name."""
     cluster_domain: str = "cluster.local"
     """The Kubernetes cluster domain of the ``svc.ns.svc.<domain>`` names."""
     services: tuple[Service, ...] = ()
@@ -114,9 +119,11 @@ def _build_index(table: NameTable) -> dict[str, Records]:
     primary: dict[str, Records] = {}
     secondary: dict[str, Records] = {}
     domain = table.cluster_domain
+    local: set[tuple[str, str]] = set()
     for svc in table.services:
         instance_ips = [i.address for i in svc.instances]
         if svc.datacenter == table.datacenter:
+            local.add((svc.namespace, svc.name))
             fqdn = f"{svc.name}.{svc.namespace}.svc.{domain}"
             records = Records.of(fqdn, svc.virtual_ips or instance_ips)
             primary.setdefault(fqdn, records)
@@ -135,7 +142,31 @@ def _build_index(table: NameTable) -> dict[str, Records]:
             primary.setdefault(ext.host, Records.of(ext.host, ext.virtual_ips))
     for name, records in secondary.items():
         primary.setdefault(name, records)
+    for name, records in _remote_only_names(table, local).items():
+        primary.setdefault(name, records)
     return primary
+
+
+def _remote_only_names(table: NameTable, local: set[tuple[str, str]]) -> dict[str, Records]:
+    """Kubernetes names of services found only in other datacenters (Istio's multicluster
+    DNS): ``svc.ns.svc.<domain>`` and its short forms answer the local virtual IPs the
+    server allocated for the service in the first datacenter, by name, that has some. A
+    service of this datacenter always wins, and so does every name a local one defines."""
+    remote = sorted(
+        (svc for svc in table.services if svc.datacenter != table.datacenter and svc.virtual_ips),
+        key=lambda svc: svc.datacenter,
+    )
+    out: dict[str, Records] = {}
+    for svc in remote:
+        if (svc.namespace, svc.name) in local:
+            continue
+        fqdn = f"{svc.name}.{svc.namespace}.svc.{table.cluster_domain}"
+        if fqdn in out:
+            continue  # a datacenter earlier by name has it
+        records = Records.of(fqdn, svc.virtual_ips)
+        for name in (fqdn, f"{svc.name}.{svc.namespace}.svc", f"{svc.name}.{svc.namespace}"):
+            out.setdefault(name, records)
+    return out
 
 
 # ---- validation of the JSON form -------------------------------------------------------------

@@ -211,6 +211,7 @@ async def serve(
             asyncio.create_task(run_server_checks(state)),
             asyncio.create_task(_sweep_sessions(state)),
             asyncio.create_task(_flush_log_summaries()),
+            asyncio.create_task(state.remote_vips.run()),
             asyncio.create_task(run_federation(state)),
             asyncio.create_task(run_replication(state)),
         ]

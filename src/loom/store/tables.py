@@ -105,6 +105,8 @@ def _upstream_doc(u: Upstream) -> Doc:
         "DestinationNamespace": u.destination_namespace, "Datacenter": u.datacenter,
         "LocalBindAddress": u.local_bind_address, "LocalBindPort": u.local_bind_port,
         "Config": dict(u.config),
+        # Only when set: documents stored before MeshGateway was kept stay byte for byte.
+        **({"MeshGateway": {"Mode": u.mesh_gateway}} if u.mesh_gateway else {}),
     }  # fmt: skip
 
 
@@ -113,7 +115,7 @@ def _upstream(d: Doc) -> Upstream:
         destination_name=d["DestinationName"], destination_type=d["DestinationType"],
         destination_namespace=d["DestinationNamespace"], datacenter=d["Datacenter"],
         local_bind_address=d["LocalBindAddress"], local_bind_port=d["LocalBindPort"],
-        config=dict(d["Config"]),
+        config=dict(d["Config"]), mesh_gateway=d.get("MeshGateway", {}).get("Mode", ""),
     )  # fmt: skip
 
 
@@ -140,6 +142,8 @@ def _proxy_doc(p: Proxy) -> Doc:
                 for e in p.expose.paths
             ],
         }  # fmt: skip
+    if p.mesh_gateway:
+        doc["MeshGateway"] = {"Mode": p.mesh_gateway}
     return doc
 
 
@@ -164,6 +168,7 @@ def _proxy(d: Doc) -> Proxy:
         upstreams=tuple(_upstream(u) for u in d["Upstreams"]),
         config=dict(d["Config"]),
         expose=expose,
+        mesh_gateway=d.get("MeshGateway", {}).get("Mode", ""),
     )
 
 
@@ -284,12 +289,19 @@ FEDERATION_STATES: Table[FederationState] = Table(
 )
 """Every other datacenter this server has learned (``loom.control.federation``), by name."""
 
+REMOTE_VIPS: Table[VirtualIp] = Table(
+    "remote_vips", lambda v: {"Address": v.address}, lambda d: VirtualIp(d["Address"])
+)
+"""Local VIPs of other datacenters' services (``loom.control.remotevips``), by
+``<dc>/<ns>/<name>``: a mesh table (DNS answers them, transparent proxies route them)."""
+
 TABLES: dict[str, Table[Any]] = {
     t.name: t
     for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META, CA_CONFIG)
 }
 TABLES.update((t.name, t) for t in (KV, KV_TOMBSTONES, SESSIONS, SESSION_RENEWALS, QUERIES))
 TABLES[FEDERATION_STATES.name] = FEDERATION_STATES
+TABLES[REMOTE_VIPS.name] = REMOTE_VIPS
 TABLES.update(
     (t.name, t)
     for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META, ACL_AUTH_METHODS, ACL_BINDING_RULES)
@@ -297,6 +309,7 @@ TABLES.update(
 CATALOG_TABLES = (SERVICES.name, CHECKS.name, NODES.name, VIPS.name)
 CONFIG_TABLES = (CONFIG.name, EXTERNAL_VIPS.name)
 FEDERATION_TABLES = (FEDERATION_STATES.name,)
+REMOTE_VIP_TABLES = (REMOTE_VIPS.name,)
 KV_TABLES = (KV.name, KV_TOMBSTONES.name, SESSIONS.name, SESSION_RENEWALS.name)
 """Tables no mesh consumer reads: their writes wake KV readers only (not xDS, not the DNS
 table, not catalog blocking queries)."""

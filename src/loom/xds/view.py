@@ -11,7 +11,6 @@ of this datacenter with its healthy sidecars, and every other datacenter's gatew
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from loom.ca.authority import spiffe_id
@@ -19,9 +18,12 @@ from loom.domain.intentions import DENY, decide
 from loom.domain.mesh import MeshSnapshot
 from loom.domain.records import Instance
 from loom.domain.records import Upstream as UpstreamDef
+from loom.domain.resolver import Chain, ResolverGraphError, Target, resolve
 from loom.xds.inputs import (
     AccessRule,
+    Endpoint,
     ExposeListener,
+    FailoverCluster,
     GatewayBind,
     GatewayInputs,
     GatewayRemote,
@@ -31,35 +33,125 @@ from loom.xds.inputs import (
     ProxyInputs,
     Upstream,
 )
-from loom.xds.translate.names import sni
+from loom.xds.translate.names import sni, subset_sni
 
 Doc = dict[str, Any]
 Key = tuple[str, str]  # (namespace, service)
 
 
-def _upstream(view: MeshSnapshot, ns: str, name: str, dc: str, **extra: Any) -> Upstream:
-    key = (ns, name)
+def _target_endpoints(view: MeshSnapshot, t: Target, mode: str) -> tuple[Endpoint, ...]:
+    """Where a target is dialled. In this datacenter: its sidecars (of the subset, if any).
+    In another one, by MeshGateway mode: ``local`` this datacenter's gateways, ``remote``
+    that datacenter's, ``none``/unset its sidecars directly (a subset only through a
+    gateway: other datacenters publish sidecars, not the metadata a filter reads). A
+    datacenter nobody knows: nothing."""
+    if t.datacenter == view.datacenter:
+        if t.subset:
+            return view.subset_endpoints.get((t.namespace, t.service, t.subset), ())
+        return tuple(view.endpoints.get((t.namespace, t.service), ()))
+    remote = view.remote.get(t.datacenter)
+    if remote is None:
+        return ()
+    if mode == "local":
+        return view.gateways_lan
+    if mode == "remote":
+        return remote.mesh_gateways
+    if t.subset:
+        return ()
+    for svc in remote.services:
+        if (svc.namespace, svc.name) == (t.namespace, t.service):
+            return svc.endpoints
+    return ()
+
+
+def _upstream(
+    view: MeshSnapshot, ns: str, name: str, dc: str, mode: str = "", **extra: Any
+) -> Upstream:
+    """One upstream, resolved through the ``service-resolver`` entries (redirect, default
+    subset, failover; ``loom.domain.resolver``); ``mode`` is its MeshGateway mode. Resolvers
+    that cannot be followed (refused on write, so only replicated ones could) give no
+    endpoints."""
+    dc = dc or view.datacenter
+    td = view.trust_domain
+    try:
+        chain = resolve(view.resolvers, name, ns, dc)
+        usable = True
+    except ResolverGraphError:
+        chain, usable = Chain(Target(name, ns, dc)), False
+    p = chain.primary
+    failover = tuple(
+        FailoverCluster(
+            sni=subset_sni(t.subset, t.service, t.namespace, t.datacenter, td),
+            spiffe_id=spiffe_id(td, t.namespace, t.datacenter, t.service),
+            endpoints=_target_endpoints(view, t, mode),
+            connect_timeout_ms=t.connect_timeout_ms,
+        )
+        for t in chain.failover
+    )
     return Upstream(
         service=name,
         namespace=ns,
-        datacenter=dc or view.datacenter,
-        spiffe_id=spiffe_id(view.trust_domain, ns, dc or view.datacenter, name),
-        sni=sni(name, ns, dc or view.datacenter, view.trust_domain),
-        endpoints=tuple(view.endpoints.get(key, ()) if dc in ("", view.datacenter) else ()),
+        datacenter=dc,
+        spiffe_id=spiffe_id(td, p.namespace, p.datacenter, p.service),
+        sni=subset_sni(p.subset, p.service, p.namespace, p.datacenter, td),
+        endpoints=_target_endpoints(view, p, mode) if usable else (),
+        connect_timeout_ms=p.connect_timeout_ms,
+        failover=failover,
         **extra,
     )
 
 
 def _query_upstream(view: MeshSnapshot, ns: str, name: str, u: UpstreamDef) -> Upstream:
     """A ``prepared_query`` upstream: the service its query names, dialled at the sidecars
-    its execution kept (``MeshSnapshot.query_targets``); no query: no endpoints."""
+    its execution kept (``MeshSnapshot.query_targets``); no query: no endpoints. Resolvers
+    do not apply (Consul's query upstreams bypass the discovery chain)."""
     target = view.query_targets.get(name)
     service = target.service if target is not None else name
     tns = target.namespace if target is not None else ns
-    up = _upstream(
-        view, tns, service, "", bind_address=u.local_bind_address, bind_port=u.local_bind_port
+    dc = view.datacenter
+    return Upstream(
+        service=service,
+        namespace=tns,
+        datacenter=dc,
+        spiffe_id=spiffe_id(view.trust_domain, tns, dc, service),
+        sni=subset_sni("", service, tns, dc, view.trust_domain),
+        endpoints=target.endpoints if target is not None else (),
+        bind_address=u.local_bind_address,
+        bind_port=u.local_bind_port,
     )
-    return replace(up, endpoints=target.endpoints if target is not None else ())
+
+
+def _remote_transparent_upstreams(
+    view: MeshSnapshot, ns: str, service: str, gateway_mode: str
+) -> list[Upstream]:
+    """Transparent proxy: one upstream per meshed service of another datacenter that has a
+    local VIP (``MeshSnapshot.remote_vips``, what DNS answers for ``api.virtual.dc2.consul``
+    and, when no local service has the name, ``api.ns1``), matching that VIP on the service's
+    ports, with that datacenter as its own: it routes as an explicit ``api:port:dc2``
+    upstream with the proxy's MeshGateway mode does (``_upstream`` decides the endpoints).
+    Default deny: only services some intention allows this source to reach, as locally."""
+    out: list[Upstream] = []
+    for dc, state in sorted(view.remote.items()):
+        if dc == view.datacenter:
+            continue
+        for svc in state.services:
+            vip = view.remote_vips.get((dc, svc.namespace, svc.name))
+            if vip is None or not svc.meshed:
+                continue
+            if (
+                not view.default_allow
+                and not decide(
+                    view.intentions, ns, service, svc.namespace, svc.name, view.default_allow
+                ).allowed
+            ):
+                continue
+            out.append(
+                _upstream(
+                    view, svc.namespace, svc.name, dc, gateway_mode,
+                    virtual_ips=(vip,), ports=tuple(sorted(set(svc.ports))),
+                )
+            )  # fmt: skip
+    return sorted(out, key=lambda u: u.sni)
 
 
 def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayInputs | None:
@@ -88,6 +180,8 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayIn
     )
     upstreams: list[Upstream] = []
     explicit: set[Key] = set()
+    # MeshGateway mode: upstream > registration > service-defaults > proxy-defaults.
+    gateway_mode = proxy.mesh_gateway or sd.mesh_gateway or pd.mesh_gateway
     for u in proxy.upstreams:
         if u.destination_type == "prepared_query":
             upstreams.append(_query_upstream(view, ns, u.destination_name, u))
@@ -96,9 +190,10 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayIn
             continue
         uns = u.destination_namespace or ns
         explicit.add((uns, u.destination_name))
+        gw_mode = u.mesh_gateway or gateway_mode
         upstreams.append(
             _upstream(
-                view, uns, u.destination_name, u.datacenter,
+                view, uns, u.destination_name, u.datacenter, gw_mode,
                 bind_address=u.local_bind_address, bind_port=u.local_bind_port,
             )
         )  # fmt: skip
@@ -119,13 +214,14 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayIn
             vips = tuple(sorted(svc.vips)) if svc else ()
             upstreams.append(
                 _upstream(
-                    view, uns, name, "",
+                    view, uns, name, "", gateway_mode,
                     virtual_ips=vips,
                     ports=tuple(sorted(svc.ports)) if svc else (),
                     instance_ips=tuple(sorted(svc.instance_ips)) if svc else (),
                     headless=not vips,
                 )
             )  # fmt: skip
+        upstreams += _remote_transparent_upstreams(view, ns, service, gateway_mode)
     outbound_port = (
         proxy.transparent_proxy.outbound_listener_port
         or sd.transparent_proxy.outbound_listener_port

@@ -14,6 +14,7 @@ import pytest
 
 from loom.control.nametable import build_name_table
 from loom.control.state import ServerSettings, State
+from loom.domain.federation import FederationState, RemoteService
 from loom.store import Store
 
 Build = Callable[[State], Awaitable[None]]
@@ -83,12 +84,33 @@ async def namespaces(state: State) -> None:
     }))  # fmt: skip
 
 
+async def federated(state: State) -> None:
+    """Two other datacenters, as the WAN poller writes their states; the remote-VIP
+    reconciler gives their meshed services local VIPs (240.241.0.0/16)."""
+    await state.catalog.agent_register({"Name": "web", "Port": 80, "Namespace": "ns1"})
+
+    def svc(name: str, ns: str, meshed: bool, *addresses: str) -> RemoteService:
+        return RemoteService(name, ns, meshed, addresses, (8080,), ())
+
+    await state.federation.write_state(FederationState("dc3", (), (), (
+        svc("api", "ns1", True, "10.3.0.1"),
+    ), ""))  # fmt: skip
+    await state.federation.write_state(FederationState("dc2", (), (), (
+        svc("web", "ns1", True, "10.2.0.9"),
+        svc("api", "ns1", True, "10.2.0.1", "10.2.0.2", "api.dc2.example"),
+        svc("legacy", "default", False, "10.2.0.7"),
+        svc("bad name", "default", True, "10.2.0.8"),
+    ), ""))  # fmt: skip
+    await state.remote_vips.reconcile()
+
+
 CATALOGS: dict[str, Build] = {
     "plain": plain,
     "headless": headless,
     "unhealthy": unhealthy,
     "externals": externals,
     "namespaces": namespaces,
+    "federated": federated,
 }
 
 

@@ -58,14 +58,16 @@ CASES = [
     ("db.service.ns2.ns.consul", QTYPE_A, "10.0.1.1 10.0.1.2"),
     ("reviews.virtual.consul", QTYPE_A, "forward"),
     ("productpage.other.consul", QTYPE_A, "forward"),
-    # Other datacenters: Consul forms only.
+    # Other datacenters: Consul forms, and Kubernetes forms of services only found there.
     ("api.virtual.dc2.consul", QTYPE_A, "240.0.5.1"),
     ("api.service.dc2.consul", QTYPE_A, "10.2.0.1"),
     ("api.virtual.ns1.ns.dc2.dc.consul", QTYPE_A, "240.0.5.1"),
     ("billing.virtual.dc2.consul", QTYPE_A, "240.0.5.2"),
     ("billing.service.dc2.consul", QTYPE_A, "nodata"),
     ("api.virtual.consul", QTYPE_A, "forward"),
-    ("api.ns1.svc.cluster.local", QTYPE_A, "forward"),
+    ("api.ns1.svc.cluster.local", QTYPE_A, "240.0.5.1"),
+    ("api", QTYPE_A, "240.0.5.1"),
+    ("billing.default", QTYPE_A, "240.0.5.2"),
     # External hosts answer their VIPs; wildcard hosts get none and pass through.
     ("www.example.com", QTYPE_A, "240.240.0.2"),
     ("www.example.com", QTYPE_AAAA, "nodata"),
