@@ -40,7 +40,7 @@ from loom.domain.checkstate import (
     sidecars_by_destination,
 )
 from loom.domain.fields import Fields, ValidationError, parse_duration
-from loom.domain.records import Check, Instance
+from loom.domain.records import Check, Instance, unindexed
 from loom.domain.services import CHECK_STATUSES, DEFAULT_NAMESPACE, check_key, instance_key
 from loom.store import Delete, Store, put, tables
 
@@ -148,7 +148,7 @@ class AgentChecks:
         async with self._lock:
             key = check_key(check.node, check.namespace, check.check_id)
             current = self.store.record(tables.CHECKS, key)
-            if enable and current != check:
+            if enable and (current is None or unindexed(current) != check):
                 return await self.store.apply([put(tables.CHECKS, key, check)])
             if not enable and current is not None:
                 return await self.store.apply([Delete(tables.CHECKS.name, key)])

@@ -21,7 +21,7 @@ from loom.control.errors import NotFound
 from loom.control.indexes import CheckIndex, ServiceIndex, VipAllocator, vip_key
 from loom.domain.checks import SERVICE_MAINT_PREFIX
 from loom.domain.fields import Fields, ValidationError, check_id, parse_duration
-from loom.domain.records import Check, Instance, Node, TaggedAddress, VirtualIp
+from loom.domain.records import Check, Instance, Node, TaggedAddress, VirtualIp, unindexed
 from loom.domain.services import (
     DEFAULT_NAMESPACE,
     Registration,
@@ -310,7 +310,8 @@ class Catalog:
             if vet is not None:
                 vet(node, reg)
             ops: list[Op] = []
-            if self.store.record(tables.NODES, node.node) != node:
+            old_node = self.store.record(tables.NODES, node.node)
+            if old_node is None or unindexed(old_node) != node:
                 ops.append(put(tables.NODES, node.node, node))
             return await self._write_registration(reg, ops)
 

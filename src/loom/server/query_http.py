@@ -165,7 +165,6 @@ def _executor(request: web.Request, q: PreparedQuery) -> Authorizer | None:
 
 def execute_doc(request: web.Request, done: Executed) -> Doc:
     state = guard.state_of(request)
-    index = state.store.index
     authz = _executor(request, done.query)
     hits = list(done.hits)
     if authz is not None:
@@ -178,7 +177,7 @@ def execute_doc(request: web.Request, done: Executed) -> Doc:
     return {
         "Service": done.service,
         "Namespace": done.namespace,
-        "Nodes": [views.health_entry(cat, inst, list(checks), index) for inst, checks in hits],
+        "Nodes": [views.health_entry(cat, inst, list(checks)) for inst, checks in hits],
         "DNS": {"TTL": done.query.dns_ttl},
         "Datacenter": state.settings.datacenter,
         "Failovers": 0,

@@ -116,7 +116,20 @@ def node(n: Node) -> Doc:
     }
 
 
-def catalog_service(cat: Catalog, inst: Instance, index: int) -> Doc:
+def raft_indexes(record: Check | Node | Instance, legacy: int) -> Doc:
+    """Consul's per-row ``CreateIndex``/``ModifyIndex`` of a record; ``legacy`` for one
+    stored before they were kept (``Store.legacy_index`` of its table)."""
+    return {
+        "CreateIndex": record.create_index or legacy,
+        "ModifyIndex": record.modify_index or legacy,
+    }
+
+
+def legacy_index(cat: Catalog, table: str) -> int:
+    return cat.store.legacy_index(table)
+
+
+def catalog_service(cat: Catalog, inst: Instance) -> Doc:
     n = cat.node_of(inst)
     return {
         "ID": n.id,
@@ -138,8 +151,7 @@ def catalog_service(cat: Catalog, inst: Instance, index: int) -> Doc:
         "ServiceProxy": proxy(inst.proxy) if inst.proxy is not None else {},
         "ServiceConnect": {"Native": inst.connect_native},
         "Namespace": inst.namespace,
-        "CreateIndex": index,
-        "ModifyIndex": index,
+        **raft_indexes(inst, legacy_index(cat, "services")),
     }
 
 
@@ -151,7 +163,8 @@ def _timing(check: Check) -> Doc:
     return {"Interval": go_duration(d.interval_s), "Timeout": go_duration(d.timeout_s)}
 
 
-def health_check(check: Check, index: int) -> Doc:
+def health_check(check: Check, legacy: int) -> Doc:
+    """A check as the health and agent endpoints show it (``legacy``: as ``raft_indexes``)."""
     return {
         "Node": check.node,
         "CheckID": check.check_id,
@@ -166,16 +179,16 @@ def health_check(check: Check, index: int) -> Doc:
         "Namespace": check.namespace,
         **_timing(check),
         "Definition": definition_doc(check.definition, check.ttl),
-        "CreateIndex": index,
-        "ModifyIndex": index,
+        **raft_indexes(check, legacy),
     }
 
 
-def health_entry(cat: Catalog, inst: Instance, checks: list[Check], index: int) -> Doc:
+def health_entry(cat: Catalog, inst: Instance, checks: list[Check]) -> Doc:
+    legacy = legacy_index(cat, "checks")
     return {
         "Node": node(cat.node_of(inst)),
         "Service": agent_service(cat, inst),
-        "Checks": [health_check(c, index) for c in checks],
+        "Checks": [health_check(c, legacy) for c in checks],
     }
 
 
@@ -233,11 +246,11 @@ def issued_cert(leaf: Leaf, namespace: str) -> Doc:
 # -- reads by node -------------------------------------------------------------------------------
 
 
-def indexed_node(n: Node, index: int) -> Doc:
+def indexed_node(cat: Catalog, n: Node) -> Doc:
     """A node with its raft indexes, as ``/v1/catalog/nodes`` and ``/v1/catalog/node`` show it."""
-    return {**node(n), "CreateIndex": index, "ModifyIndex": index}
+    return {**node(n), **raft_indexes(n, legacy_index(cat, "nodes"))}
 
 
-def node_service(cat: Catalog, inst: Instance, index: int) -> Doc:
+def node_service(cat: Catalog, inst: Instance) -> Doc:
     """Consul's NodeService: an AgentService with its raft indexes."""
-    return {**agent_service(cat, inst), "CreateIndex": index, "ModifyIndex": index}
+    return {**agent_service(cat, inst), **raft_indexes(inst, legacy_index(cat, "services"))}
