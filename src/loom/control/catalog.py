@@ -145,6 +145,11 @@ class Catalog:
         ]
         return deletes + puts, picked
 
+    async def commit(self, ops: list[Op], delta: dict[str, int]) -> int:
+        """Commit ``ops`` (under the write lock, held by the caller) with the VIP changes for
+        the services whose instance count changes by ``delta`` (a ``/v1/txn``)."""
+        return await self._commit(ops, delta)
+
     async def _commit(self, ops: list[Op], delta: dict[str, int]) -> int:
         vip_ops, picked = self._vip_ops(delta)
         try:

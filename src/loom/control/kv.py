@@ -257,22 +257,37 @@ class Kv:
         allowed: Allowed | None,
         readable: ReadAllowed | None,
     ) -> tuple[Outcome, _Plan]:
-        plan = _Plan(self, index)
+        plan = self.plan(index)
         outcome = Outcome(index)
         for n, op in enumerate(ops):
-            if allowed is not None and not allowed(op):
-                outcome.errors.append(OpError(n, "Permission denied"))
-                continue
-            found: list[KvEntry] = []
-            error = self._step(plan, op, found)
+            found, error = self.run_op(plan, n, op, allowed, readable)
             if error is not None:
-                outcome.errors.append(replace(error, op_index=n))
-            if op.verb == "get-tree" and readable is not None:
-                found = [e for e in found if readable(e.key)]
+                outcome.errors.append(error)
             outcome.results.extend(found)
         if outcome.errors:
             outcome.results = []
         return outcome, plan
+
+    def plan(self, index: int) -> _Plan:
+        """A transaction's pending view, to commit at ``index`` (``ops()`` once planned)."""
+        return _Plan(self, index)
+
+    def run_op(
+        self,
+        plan: _Plan,
+        n: int,
+        op: KvOp,
+        allowed: Allowed | None,
+        readable: ReadAllowed | None,
+    ) -> tuple[list[KvEntry], OpError | None]:
+        """Op ``n`` of a transaction planned over ``plan``: its results, or why it failed."""
+        if allowed is not None and not allowed(op):
+            return [], OpError(n, "Permission denied")
+        found: list[KvEntry] = []
+        error = self._step(plan, op, found)
+        if op.verb == "get-tree" and readable is not None:
+            found = [e for e in found if readable(e.key)]
+        return found, replace(error, op_index=n) if error is not None else None
 
     def _step(self, plan: _Plan, op: KvOp, results: list[KvEntry]) -> OpError | None:
         key, old = op.key, plan.get(op.key)

@@ -24,6 +24,7 @@ from loom.control.proxies import ProxyStreams
 from loom.control.queries import Queries
 from loom.control.sessions import Sessions, SessionSettings
 from loom.control.snapshot import MESH_TABLES, build_snapshot
+from loom.control.txn import Txn
 from loom.domain.mesh import MeshSnapshot
 from loom.store import Store, StoreConflict, open_store
 from loom.store.tables import KV_TABLES, TABLES
@@ -159,6 +160,7 @@ class State:
             datacenter=settings.datacenter,
         )
         self.kv = Kv(self.store, self.lock, time.monotonic)
+        self.txn = Txn(self.kv, self.catalog, self.lock)
         self.sessions = Sessions(
             self.store, self.lock, self.kv, self.catalog, SessionSettings(settings.node),
             time.monotonic,
