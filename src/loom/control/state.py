@@ -65,6 +65,10 @@ class ServerSettings:
     """Lifetime of leaf certificates, in seconds (72h as Consul); renewed at 60% of it."""
     ttl_sweep_s: float = 1.0
     """How often TTL checks are swept for expiry, in seconds."""
+    kv_tombstone_ttl_s: float = 900.0
+    """How long a deleted KV key's tombstone is kept, in seconds (Consul's ``tombstone_ttl``,
+    15 min): long enough for a blocking query on it to see the deletion; reaped in batches
+    of up to 30 s (Consul's ``tombstone_ttl_granularity``)."""
     enable_script_checks: bool = False
     """Accept script checks (``Args``) and run them (Consul's ``enable_script_checks``): off,
     since anyone who may register a check could then run commands as the server."""
@@ -159,7 +163,7 @@ class State:
             lambda: dt.datetime.now(dt.UTC),
             datacenter=settings.datacenter,
         )
-        self.kv = Kv(self.store, self.lock, time.monotonic)
+        self.kv = Kv(self.store, self.lock, time.monotonic, settings.kv_tombstone_ttl_s)
         self.txn = Txn(self.kv, self.catalog, self.lock)
         self.sessions = Sessions(
             self.store, self.lock, self.kv, self.catalog, SessionSettings(settings.node),

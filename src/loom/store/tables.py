@@ -288,6 +288,10 @@ KV: Table[KvEntry] = Table("kv", _kv_doc, _kv)
 KV_TOMBSTONES: Table[Doc] = Table("kv_tombstones", _doc, _doc)
 """Deleted keys -> ``{"Index": n}``, the index of their deletion, so a blocking query on a
 prefix wakes (and its index moves) when a key under it goes away, as Consul's tombstones do."""
+KV_GRAVEYARD: Table[Doc] = Table("kv_graveyard", _doc, _doc)
+"""``"reaped"`` -> ``{"Index": n}``: the highest deletion index of the tombstones reaped so far
+(Consul's graveyard index), which a missing key or a prefix reports at least, so reaping a
+tombstone never moves an index backwards."""
 SESSIONS: Table[Session] = Table("sessions", _session_doc, _session)
 SESSION_RENEWALS: Table[Doc] = Table("session_renewals", _doc, _doc)
 """Session ID -> ``{"At": unix time}`` of its last renew, written only when servers share the
@@ -301,14 +305,16 @@ TABLES: dict[str, Table[Any]] = {
     t.name: t
     for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META, CA_CONFIG)
 }
-TABLES.update((t.name, t) for t in (KV, KV_TOMBSTONES, SESSIONS, SESSION_RENEWALS, QUERIES))
+TABLES.update(
+    (t.name, t) for t in (KV, KV_TOMBSTONES, KV_GRAVEYARD, SESSIONS, SESSION_RENEWALS, QUERIES)
+)
 TABLES.update(
     (t.name, t)
     for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META, ACL_AUTH_METHODS, ACL_BINDING_RULES)
 )
 CATALOG_TABLES = (SERVICES.name, CHECKS.name, NODES.name, VIPS.name)
 CONFIG_TABLES = (CONFIG.name, EXTERNAL_VIPS.name)
-KV_TABLES = (KV.name, KV_TOMBSTONES.name, SESSIONS.name, SESSION_RENEWALS.name)
+KV_TABLES = (KV.name, KV_TOMBSTONES.name, KV_GRAVEYARD.name, SESSIONS.name, SESSION_RENEWALS.name)
 """Tables no mesh consumer reads: their writes wake KV readers only (not xDS, not the DNS
 table, not catalog blocking queries)."""
 ACL_TABLES = (
