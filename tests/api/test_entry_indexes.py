@@ -125,3 +125,24 @@ def test_indexes_survive_a_sigkill_and_restart(tmp_path: Path) -> None:
                 _service(c, "idx-6")) == before  # fmt: skip
     finally:
         server.stop()
+
+
+def test_each_service_check_carries_its_services_tags_and_a_node_check_none(
+    loom_server: ServerProcess,
+) -> None:
+    loom_server.put("/v1/catalog/register", {
+        "Node": "ix7", "Address": "10.3.0.7",
+        "Service": {"Service": "tagged", "ID": "tagged-1", "Port": 80, "Tags": ["a", "b"]},
+        "Checks": [{"CheckID": "svc", "Name": "svc", "Status": "passing", "ServiceID": "tagged-1"}],
+    })  # fmt: skip
+    loom_server.put("/v1/catalog/register", {"Node": "ix7", "Address": "10.3.0.7", "Checks": [
+        {"CheckID": "node", "Name": "node", "Status": "passing"}]})  # fmt: skip
+    c = _client(loom_server)
+    _, checks = c.health.checks("tagged")
+    assert [(x["CheckID"], x["ServiceTags"]) for x in checks] == [("svc", ["a", "b"])]
+    _, [entry] = c.health.service("tagged")
+    assert {x["CheckID"]: x["ServiceTags"] for x in entry["Checks"]} == {
+        "svc": ["a", "b"], "node": []
+    }
+    _, by_node = c.health.node("ix7")
+    assert {x["CheckID"]: x["ServiceTags"] for x in by_node} == {"svc": ["a", "b"], "node": []}

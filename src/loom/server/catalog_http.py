@@ -121,8 +121,7 @@ async def health_node(request: web.Request) -> web.Response:
     index = await _wait(request)
     found = reads.node_checks(state.catalog, request.match_info["node"], query.namespace(request))
     shown = visible(request, found, can_read_check)
-    legacy = state.store.legacy_index("checks")
-    return _json(_kept(flt, [views.health_check(c, legacy) for c in shown]), index)
+    return _json(_kept(flt, [views.service_check(state.catalog, c) for c in shown]), index)
 
 
 async def health_state(request: web.Request) -> web.Response:
@@ -137,8 +136,7 @@ async def health_state(request: web.Request) -> web.Response:
         query.node_meta(request),
     )
     shown = visible(request, found, can_read_check)
-    legacy = state.store.legacy_index("checks")
-    return _json(_kept(flt, [views.health_check(c, legacy) for c in shown]), index)
+    return _json(_kept(flt, [views.service_check(state.catalog, c) for c in shown]), index)
 
 
 def add_routes(r: web.UrlDispatcher) -> None:

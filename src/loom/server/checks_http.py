@@ -68,11 +68,10 @@ async def node_maintenance(request: web.Request) -> web.Response:
 
 def _doc(request: web.Request, h: Health) -> dict[str, Any]:
     state = _state(request)
-    legacy = state.store.legacy_index("checks")
     return {
         "AggregatedStatus": h.status,
         "Service": views.agent_service(state.catalog, h.instance),
-        "Checks": [views.health_check(c, legacy) for c in h.checks],
+        "Checks": [views.service_check(state.catalog, c) for c in h.checks],
     }
 
 

@@ -258,7 +258,7 @@ async def agent_checks(request: web.Request) -> web.Response:
     flt = filters.request_filter(request, filters.HEALTH_CHECK)
     index = await _blocking(request, CATALOG_TABLES)
     checks = visible(request, state.catalog.checks_on(state.settings.node), can_read_agent_check)
-    out = {c.check_id: views.health_check(c, state.store.legacy_index("checks")) for c in checks}
+    out = {c.check_id: views.service_check(state.catalog, c) for c in checks}
     return _json(_kept_values(flt, out), index)
 
 
@@ -363,7 +363,7 @@ async def health_checks(request: web.Request) -> web.Response:
     index = await _blocking(request, CATALOG_TABLES)
     name, ns = request.match_info["name"], _ns(request)
     checks = visible(request, state.catalog.service_checks(ns, name), can_read_check)
-    out = [views.health_check(c, state.store.legacy_index("checks")) for c in checks]
+    out = [views.service_check(state.catalog, c) for c in checks]
     return _json(_kept(flt, out), index)
 
 

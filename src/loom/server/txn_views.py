@@ -73,7 +73,7 @@ def txn_result(state: State, r: Record) -> Doc:
         return {"Node": views.indexed_node(cat, r)}
     if isinstance(r, Instance):
         return {"Service": views.node_service(cat, r)}
-    return {"Check": views.health_check(r, state.store.legacy_index("checks"))}
+    return {"Check": views.service_check(cat, r)}
 
 
 __all__ = ["catalog_vet", "txn_result"]

@@ -7,6 +7,7 @@ Key order follows Consul's (for config entries: the order Loom has always answer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from loom.ca.authority import Leaf
@@ -26,6 +27,8 @@ from loom.domain.records import (
     TransparentProxySettings,
     Upstream,
 )
+from loom.domain.services import instance_key
+from loom.store import tables
 from loom.store.entry_codec import encode as encode_entry
 from loom.store.entry_codec import http_match_doc
 
@@ -163,8 +166,9 @@ def _timing(check: Check) -> Doc:
     return {"Interval": go_duration(d.interval_s), "Timeout": go_duration(d.timeout_s)}
 
 
-def health_check(check: Check, legacy: int) -> Doc:
-    """A check as the health and agent endpoints show it (``legacy``: as ``raft_indexes``)."""
+def health_check(check: Check, legacy: int, tags: Sequence[str] = ()) -> Doc:
+    """A check as the health and agent endpoints show it (``legacy``: as ``raft_indexes``;
+    ``tags``: its service's, which Consul repeats on each service check)."""
     return {
         "Node": check.node,
         "CheckID": check.check_id,
@@ -174,7 +178,7 @@ def health_check(check: Check, legacy: int) -> Doc:
         "Output": check.output,
         "ServiceID": check.service_id,
         "ServiceName": check.service_name,
-        "ServiceTags": [],
+        "ServiceTags": list(tags),
         "Type": check.type,
         "Namespace": check.namespace,
         **_timing(check),
@@ -183,12 +187,22 @@ def health_check(check: Check, legacy: int) -> Doc:
     }
 
 
+def service_check(cat: Catalog, check: Check) -> Doc:
+    """``health_check`` with its service's tags (none for a node check) and the legacy index
+    of the checks table."""
+    tags: Sequence[str] = ()
+    if check.service_id:
+        key = instance_key(check.node, check.namespace, check.service_id)
+        inst = cat.store.record(tables.SERVICES, key)
+        tags = inst.tags if inst is not None else ()
+    return health_check(check, legacy_index(cat, "checks"), tags)
+
+
 def health_entry(cat: Catalog, inst: Instance, checks: list[Check]) -> Doc:
-    legacy = legacy_index(cat, "checks")
     return {
         "Node": node(cat.node_of(inst)),
         "Service": agent_service(cat, inst),
-        "Checks": [health_check(c, legacy) for c in checks],
+        "Checks": [service_check(cat, c) for c in checks],
     }
 
 
