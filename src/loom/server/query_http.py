@@ -16,6 +16,7 @@ of the caller's token.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from typing import Any
 
@@ -190,7 +191,7 @@ async def execute(request: web.Request) -> web.Response:
     near = request.query.get("near")
     if near:
         q = replace(q, service=replace(q.service, near=near))
-    done = state.queries.execute(q, state.settings.node, _limit(request))
+    done = state.queries.execute(q, state.settings.node, _limit(request), random.shuffle)
     return _json(execute_doc(request, done), state.store.index)
 
 
