@@ -20,7 +20,7 @@ store will stamp on it (``loom.domain.records.stamp_indexes``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -75,8 +75,10 @@ class CatalogPlan:
         self.pending[(table, key)] = stamped
         return stamped
 
-    def _keys(self, table: str, match: Callable[[Any], bool]) -> list[str]:
-        keys = {k for k, v in self.store.items(table) if match(v)}
+    def _keys(self, table: str, stored: Iterable[str], match: Callable[[Any], bool]) -> list[str]:
+        """Keys of ``table`` whose record (as planned) ``match``es: among ``stored`` (from
+        the catalog's indexes) and those the transaction wrote."""
+        keys = set(stored)
         keys |= {k for (t, k), v in self.pending.items() if t == table and v is not None}
         return sorted(k for k in keys if (v := self.get(table, k)) is not None and match(v))
 
@@ -135,16 +137,19 @@ class CatalogPlan:
         if old is None:
             return
         self.pending[(table, key)] = None
+        cat = self.catalog
         if table == NODES:
-            for k in self._keys(SERVICES, lambda i: i.node == old.node):
+            on_node: Callable[[Any], bool] = lambda r: r.node == old.node  # noqa: E731
+            for k in self._keys(SERVICES, cat.services.by_node.get(old.node, ()), on_node):
                 self._delete(SERVICES, k, self.get(SERVICES, k))
-            for k in self._keys(CHECKS, lambda c: c.node == old.node):
+            for k in self._keys(CHECKS, cat.checks.by_node.get(old.node, ()), on_node):
                 self.pending[(CHECKS, k)] = None
         elif table == SERVICES:
-            match: Callable[[Check], bool] = lambda c: (  # noqa: E731
-                c.node == old.node and c.namespace == old.namespace and c.service_id == old.id
+            owner = (old.node, old.namespace, old.id)
+            of_it: Callable[[Check], bool] = lambda c: (  # noqa: E731
+                (c.node, c.namespace, c.service_id) == owner
             )
-            for k in self._keys(CHECKS, match):
+            for k in self._keys(CHECKS, cat.checks.by_instance.get(owner, {}), of_it):
                 self.pending[(CHECKS, k)] = None
 
     def ops(self) -> tuple[list[Op], dict[str, int]]:
