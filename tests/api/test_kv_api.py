@@ -265,9 +265,11 @@ def test_a_transaction_of_65_ops_is_a_413(server: ServerProcess) -> None:
     assert status == 413 and "too many operations (65 > 64)" in text
 
 
-def test_a_transaction_with_a_service_op_says_only_kv_is_supported(server: ServerProcess) -> None:
+def test_a_transaction_with_a_service_op_without_its_service_is_a_400_naming_it(
+    server: ServerProcess,
+) -> None:
     status, text, _ = server.request("PUT", "/v1/txn", [{"Service": {"Verb": "get"}}])
-    assert status == 400 and "only KV operations" in text
+    assert status == 400 and "[0].Service.Service: is required" in text
 
 
 def test_a_blocking_read_wakes_on_a_write_to_its_key_and_not_on_another(

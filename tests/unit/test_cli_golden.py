@@ -15,6 +15,7 @@ from loom.cli.api import format_entry, format_entry_names, format_services
 from loom.cli.flags import emit
 from loom.cli.intentions import format_intention, format_intentions, format_matches
 from loom.cli.proxy import format_status
+from loom.cli.query import format_execution, format_queries, format_read
 
 
 def _intention(src: str, dst: str, action: str, precedence: int, **more: Any) -> dict[str, Any]:
@@ -40,6 +41,27 @@ def _types(**nacks: str) -> dict[str, Any]:
     return out
 
 
+QUERIES = [
+    {"ID": "8f0c1d2e-0000-4000-8000-000000000001", "Name": "web-v1", "Session": "", "Token": "",
+     "Service": {"Service": "web", "Namespace": "", "Tags": ["v1", "!canary"],
+                 "OnlyPassing": True, "Near": "_agent",
+                 "Failover": {"NearestN": 0, "Datacenters": ["dc2"], "Targets": None}},
+     "DNS": {"TTL": "10s"}, "Template": {"Type": "", "Regexp": "", "RemoveEmptyTags": False},
+     "CreateIndex": 7, "ModifyIndex": 9},
+    {"ID": "8f0c1d2e-0000-4000-8000-000000000002", "Name": "", "Session": "", "Token": "",
+     "Service": {"Service": "db", "Tags": None, "OnlyPassing": False, "Near": ""},
+     "DNS": {"TTL": ""}, "Template": {"Type": "name_prefix_match", "Regexp": ""},
+     "CreateIndex": 8, "ModifyIndex": 8},
+]
+EXECUTION = {"Service": "web", "Namespace": "default", "Datacenter": "dc1", "Failovers": 0,
+             "DNS": {"TTL": "10s"}, "Nodes": [
+    {"Node": {"Node": "n1", "Address": "10.0.0.1"},
+     "Service": {"ID": "web-1", "Address": "", "Port": 8080},
+     "Checks": [{"CheckID": "a", "Status": "passing"}]},
+    {"Node": {"Node": "n2", "Address": "10.0.0.2"},
+     "Service": {"ID": "web-2", "Address": "10.0.9.2", "Port": 8080},
+     "Checks": [{"CheckID": "a", "Status": "passing"}, {"CheckID": "b", "Status": "warning"}]},
+]}  # fmt: skip
 PROXIES = [
     {"ID": "api-sidecar-proxy", "Stream": 3, "Protocol": "sotw", "Service": "api",
      "Namespace": "default", "Datacenter": "dc1", "Registered": True, "Synced": False,
@@ -64,6 +86,9 @@ CASES: list[tuple[str, list[str], Any, Callable[[Any], str]]] = [
     ("config_list", ["config", "list", "-kind", "service-defaults"],
      [ENTRY, {**ENTRY, "Name": "api"}], format_entry_names),
     ("proxy_status", ["proxy", "status"], PROXIES, format_status),
+    ("query_list", ["query", "list"], QUERIES, format_queries),
+    ("query_read", ["query", "read", QUERIES[0]["ID"]], QUERIES[:1], format_read),
+    ("query_execute", ["query", "execute", "web-v1"], EXECUTION, format_execution),
 ]  # fmt: skip
 
 

@@ -302,6 +302,14 @@ def register(commands: Commands) -> None:
         help="close an HTTP connection idle (no request in progress) for this long (default 75)",
     )
     p.add_argument(
+        "--kv-tombstone-ttl",
+        type=_positive_seconds,
+        default=900.0,
+        metavar="SECONDS",
+        help="keep a deleted KV key's tombstone this long, as Consul's tombstone_ttl "
+        "(default 900)",
+    )
+    p.add_argument(
         "--enable-script-checks",
         action="store_true",
         help="accept and run script checks (Args), as Consul's enable_script_checks; off: "
@@ -434,6 +442,7 @@ def run(args: argparse.Namespace) -> int:
         http_max_conns_per_client=args.http_max_conns_per_client,
         http_idle_timeout_s=args.http_idle_timeout,
         enable_script_checks=args.enable_script_checks,
+        kv_tombstone_ttl_s=args.kv_tombstone_ttl,
         ui=args.ui,
         ui_metrics_provider=args.ui_metrics_provider,
         ui_metrics_url=args.ui_metrics_url,

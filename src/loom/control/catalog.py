@@ -22,7 +22,7 @@ from loom.control.errors import NotFound
 from loom.control.indexes import CheckIndex, ServiceIndex, VipAllocator, vip_key
 from loom.domain.checks import SERVICE_MAINT_PREFIX
 from loom.domain.fields import Fields, ValidationError, check_id, parse_duration
-from loom.domain.records import Check, Instance, Node, TaggedAddress, VirtualIp
+from loom.domain.records import Check, Instance, Node, TaggedAddress, VirtualIp, unindexed
 from loom.domain.services import (
     DEFAULT_NAMESPACE,
     Registration,
@@ -145,6 +145,11 @@ class Catalog:
             put(tables.VIPS, k, VirtualIp(a)) for k, a in zip(wanted, picked, strict=True)
         ]
         return deletes + puts, picked
+
+    async def commit(self, ops: list[Op], delta: dict[str, int]) -> int:
+        """Commit ``ops`` (under the write lock, held by the caller) with the VIP changes for
+        the services whose instance count changes by ``delta`` (a ``/v1/txn``)."""
+        return await self._commit(ops, delta)
 
     async def _commit(self, ops: list[Op], delta: dict[str, int]) -> int:
         vip_ops, picked = self._vip_ops(delta)
@@ -311,7 +316,8 @@ class Catalog:
             if vet is not None:
                 vet(node, reg)
             ops: list[Op] = []
-            if self.store.record(tables.NODES, node.node) != node:
+            old_node = self.store.record(tables.NODES, node.node)
+            if old_node is None or unindexed(old_node) != node:
                 ops.append(put(tables.NODES, node.node, node))
             return await self._write_registration(reg, ops)
 

@@ -12,6 +12,14 @@ Blocking queries on KV wait on that per-key/per-prefix index (``Kv.wait``), not 
 table's: a watcher of ``config/web`` does not return for a write to ``config/db``. And since
 KV lives in its own tables, a KV write wakes no catalog, config or xDS watcher for nothing.
 
+Tombstones are reaped ``tombstone_ttl_s`` (Consul's ``tombstone_ttl``, 15 min) after their
+deletion, in batches of ``granularity_s`` (Consul's 30 s ``tombstone_ttl_granularity``), by
+``Kv.reap_tombstones``; the deletion times are hints kept in memory, as Consul's leader keeps
+them (a restart starts their clock over). The highest index reaped is kept
+(``kv_graveyard``), and a missing key or a prefix reports at least that index, so a blocking
+query on a deleted key never sees its index go backwards: it stays parked through the reap
+of its own tombstone and wakes when the key is written again.
+
 Lock delay (Consul's ``LockDelay``) is kept in memory, as Consul keeps it: a key whose lock
 was freed by an invalidated session cannot be locked again until the delay passes.
 """
@@ -30,6 +38,8 @@ from loom.store import Delete, Op, Store, put, tables
 
 KV = tables.KV.name
 TOMBSTONES = tables.KV_TOMBSTONES.name
+GRAVEYARD = tables.KV_GRAVEYARD.name
+REAPED = "reaped"
 Allowed = Callable[[KvOp], bool]
 """Whether the caller's token may run an op (ACLs); None: ACLs off."""
 ReadAllowed = Callable[[str], bool]
@@ -86,6 +96,42 @@ class HeldLocks:
             held.pop(key, None)
             if not held:
                 del self.by_session[old.session]
+
+
+class TombstoneHints:
+    """When each batch of tombstones may go: (deadline, highest deletion index) in deadline
+    order, fed by the store as tombstones are written (an ``Indexer`` on ``kv_tombstones``)."""
+
+    def __init__(self, clock: Callable[[], float], ttl_s: float, granularity_s: float) -> None:
+        self._clock, self._ttl, self._granularity = clock, ttl_s, max(granularity_s, 1e-3)
+        self.batches: list[tuple[float, int]] = []
+
+    def _hint(self, index: int) -> None:
+        due = self._clock() + self._ttl
+        due = (int(due / self._granularity) + 1) * self._granularity  # one batch per slot
+        if self.batches and self.batches[-1][0] >= due:
+            deadline, top = self.batches[-1]
+            self.batches[-1] = (deadline, max(top, index))
+        else:
+            self.batches.append((due, index))
+
+    def reset(self, docs: Mapping[str, Any]) -> None:
+        self.batches = []
+        if docs:  # loaded: their deletion times are unknown, so their clock starts now
+            self._hint(max(int(d["Index"]) for d in docs.values()))
+
+    def put(self, key: str, old: Any, new: Any) -> None:
+        self._hint(int(new["Index"]))
+
+    def delete(self, key: str, old: Any) -> None:
+        pass
+
+    def due(self) -> int:
+        """The highest deletion index whose batch is due (0: none), forgetting those batches."""
+        now, top = self._clock(), 0
+        while self.batches and self.batches[0][0] <= now:
+            top = max(top, self.batches.pop(0)[1])
+        return top
 
 
 @dataclass(frozen=True)
@@ -161,16 +207,25 @@ def _blank(entry: KvEntry) -> KvEntry:
 
 
 class Kv:
-    def __init__(self, store: Store, lock: asyncio.Lock, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        lock: asyncio.Lock,
+        clock: Callable[[], float],
+        tombstone_ttl_s: float = 900.0,
+        granularity_s: float = 30.0,
+    ) -> None:
         self.store = store
         self._lock = lock
         self._clock = clock
         self.sorted = SortedKeys()
         self.tombstones = SortedKeys()
         self.held = HeldLocks()
+        self.hints = TombstoneHints(clock, tombstone_ttl_s, min(granularity_s, tombstone_ttl_s))
         store.attach(KV, self.sorted)
         store.attach(KV, self.held)
         store.attach(TOMBSTONES, self.tombstones)
+        store.attach(TOMBSTONES, self.hints)
         self._delays: dict[str, float] = {}
 
     # -- reads -------------------------------------------------------------------------------
@@ -182,18 +237,24 @@ class Kv:
         found = (self.store.record(tables.KV, k) for k in self.sorted.under(prefix))
         return [e for e in found if e is not None]
 
+    def reaped(self) -> int:
+        """The highest deletion index of the tombstones reaped so far (0: none)."""
+        doc = self.store.peek(GRAVEYARD, REAPED)
+        return int(doc["Index"]) if doc is not None else 0
+
     def key_index(self, key: str) -> int:
-        """The index of one key: its ModifyIndex, else that of its deletion (at least 1)."""
+        """The index of one key: its ModifyIndex, else that of its deletion, else the reaped
+        tombstones' (at least 1)."""
         entry = self.get(key)
         if entry is not None:
             return entry.modify_index
         tomb = self.store.peek(TOMBSTONES, key)
-        return max(1, int(tomb["Index"])) if tomb is not None else 1
+        return max(1, int(tomb["Index"])) if tomb is not None else max(1, self.reaped())
 
     def prefix_index(self, prefix: str) -> int:
         """The index of everything under ``prefix``: the last change of any entry under it,
-        deletions included (at least 1)."""
-        best = 1
+        deletions included, reaped ones too (at least 1)."""
+        best = max(1, self.reaped())
         for entry in self.tree(prefix):
             best = max(best, entry.modify_index)
         for key in self.tombstones.under(prefix):
@@ -215,6 +276,23 @@ class Kv:
                 tables.KV_TABLES, self.store.table_index(tables.KV_TABLES), remaining
             )
         return found
+
+    async def reap_tombstones(self) -> int:
+        """Remove the tombstones whose batch is due (run periodically); the store index."""
+        top = self.hints.due()
+        if not top:
+            return self.store.index
+        async with self._lock:
+            gone = [
+                k for k in self.tombstones.under("")
+                if int(self.store.peek(TOMBSTONES, k)["Index"]) <= top
+            ]  # fmt: skip
+            if not gone:
+                return self.store.index
+            highest = max(int(self.store.peek(TOMBSTONES, k)["Index"]) for k in gone)
+            ops: list[Op] = [Delete(TOMBSTONES, k) for k in gone]
+            ops.append(put(tables.KV_GRAVEYARD, REAPED, {"Index": max(highest, self.reaped())}))
+            return await self.store.apply(ops)
 
     # -- lock delay --------------------------------------------------------------------------
 
@@ -257,22 +335,37 @@ class Kv:
         allowed: Allowed | None,
         readable: ReadAllowed | None,
     ) -> tuple[Outcome, _Plan]:
-        plan = _Plan(self, index)
+        plan = self.plan(index)
         outcome = Outcome(index)
         for n, op in enumerate(ops):
-            if allowed is not None and not allowed(op):
-                outcome.errors.append(OpError(n, "Permission denied"))
-                continue
-            found: list[KvEntry] = []
-            error = self._step(plan, op, found)
+            found, error = self.run_op(plan, n, op, allowed, readable)
             if error is not None:
-                outcome.errors.append(replace(error, op_index=n))
-            if op.verb == "get-tree" and readable is not None:
-                found = [e for e in found if readable(e.key)]
+                outcome.errors.append(error)
             outcome.results.extend(found)
         if outcome.errors:
             outcome.results = []
         return outcome, plan
+
+    def plan(self, index: int) -> _Plan:
+        """A transaction's pending view, to commit at ``index`` (``ops()`` once planned)."""
+        return _Plan(self, index)
+
+    def run_op(
+        self,
+        plan: _Plan,
+        n: int,
+        op: KvOp,
+        allowed: Allowed | None,
+        readable: ReadAllowed | None,
+    ) -> tuple[list[KvEntry], OpError | None]:
+        """Op ``n`` of a transaction planned over ``plan``: its results, or why it failed."""
+        if allowed is not None and not allowed(op):
+            return [], OpError(n, "Permission denied")
+        found: list[KvEntry] = []
+        error = self._step(plan, op, found)
+        if op.verb == "get-tree" and readable is not None:
+            found = [e for e in found if readable(e.key)]
+        return found, replace(error, op_index=n) if error is not None else None
 
     def _step(self, plan: _Plan, op: KvOp, results: list[KvEntry]) -> OpError | None:
         key, old = op.key, plan.get(op.key)

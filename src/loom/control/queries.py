@@ -107,7 +107,18 @@ class Queries:
 
     # -- execution ---------------------------------------------------------------------------
 
-    def execute(self, q: PreparedQuery, agent_node: str, limit: int = 0) -> Executed:
+    def execute(
+        self,
+        q: PreparedQuery,
+        agent_node: str,
+        limit: int = 0,
+        shuffle: Callable[[list[int]], None] | None = None,
+    ) -> Executed:
+        """Run ``q``. Without ``Near`` the kept instances are put in ``shuffle``'s order, as
+        Consul shuffles them on each execution (the HTTP API passes ``random.shuffle``; the
+        mesh snapshot passes none, so its endpoints do not move from one build to the next);
+        with ``Near`` its node's come first, the rest in catalog order. ``limit`` applies
+        after."""
         s = q.service
         ns = s.namespace or "default"
         cat = self.catalog
@@ -121,6 +132,8 @@ class Queries:
         if s.connect:
             kept = self._sidecars(kept)
         order = near_first([inst.node for inst, _ in kept], s.near, agent_node)
+        if shuffle is not None and not s.near:
+            shuffle(order)
         hits = tuple(kept[i] for i in order)
         if limit > 0:
             hits = hits[:limit]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import loom
 from loom.control.catalog import CatalogSettings
-from loom.domain.records import Instance, Node
+from loom.domain.records import Instance, Node, unindexed
 from loom.domain.services import DEFAULT_NAMESPACE, instance_key
 from loom.store import Op, Store, put, tables
 
@@ -64,7 +64,8 @@ def registration_ops(store: Store, settings: CatalogSettings) -> list[Op]:
         ops.append(put(tables.NODES, settings.node, server_node(settings, None)))
     key = instance_key(settings.node, DEFAULT_NAMESPACE, SERVICE)
     wanted = server_service(settings)
-    if store.record(tables.SERVICES, key) != wanted:
+    held = store.record(tables.SERVICES, key)
+    if held is None or unindexed(held) != wanted:
         ops.append(put(tables.SERVICES, key, wanted))
     return ops
 

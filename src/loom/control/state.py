@@ -28,6 +28,7 @@ from loom.control.remotevips import RemoteVips
 from loom.control.replication import ACL_SET, CONFIG_SET, Replicator
 from loom.control.sessions import Sessions, SessionSettings
 from loom.control.snapshot import MESH_TABLES, build_snapshot
+from loom.control.txn import Txn
 from loom.domain.mesh import MeshSnapshot
 from loom.store import Store, StoreConflict, open_store
 from loom.store.tables import KV_TABLES, TABLES
@@ -68,6 +69,15 @@ class ServerSettings:
     """Lifetime of leaf certificates, in seconds (72h as Consul); renewed at 60% of it."""
     ttl_sweep_s: float = 1.0
     """How often TTL checks are swept for expiry, in seconds."""
+    dataplane_gone_intervals: int = 3
+    """A check run by a dataplane turns critical, saying why, once that dataplane's xDS stream
+    has been gone for this many of the check's intervals (0: never), so a dead dataplane's
+    checks do not keep their last status forever. Off with etcd: a server sees only its own
+    streams, and the dataplane may be connected to another."""
+    kv_tombstone_ttl_s: float = 900.0
+    """How long a deleted KV key's tombstone is kept, in seconds (Consul's ``tombstone_ttl``,
+    15 min): long enough for a blocking query on it to see the deletion; reaped in batches
+    of up to 30 s (Consul's ``tombstone_ttl_granularity``)."""
     enable_script_checks: bool = False
     """Accept script checks (``Args``) and run them (Consul's ``enable_script_checks``): off,
     since anyone who may register a check could then run commands as the server."""
@@ -187,7 +197,8 @@ class State:
             lambda: dt.datetime.now(dt.UTC),
             datacenter=settings.datacenter,
         )
-        self.kv = Kv(self.store, self.lock, time.monotonic)
+        self.kv = Kv(self.store, self.lock, time.monotonic, settings.kv_tombstone_ttl_s)
+        self.txn = Txn(self.kv, self.catalog, self.lock)
         self.sessions = Sessions(
             self.store, self.lock, self.kv, self.catalog, SessionSettings(settings.node),
             time.monotonic,

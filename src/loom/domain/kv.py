@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from loom.domain.catalog_txn import CATALOG_KINDS, CatalogOp, parse_catalog_op
 from loom.domain.fields import Fields, ValidationError, parse_duration
 
 MAX_VALUE_BYTES = 512 * 1024
@@ -251,23 +252,30 @@ class KvOp:
         return self.verb in READ_VERBS
 
 
-def parse_txn(body: Any) -> list[KvOp]:
-    """The operations of a ``PUT /v1/txn`` body."""
+def parse_txn(body: Any) -> list[KvOp | CatalogOp]:
+    """The operations of a ``PUT /v1/txn`` body: KV ops and catalog (``Node``, ``Service``,
+    ``Check``) ops, in order."""
     if not isinstance(body, list):
         raise ValidationError("body: expected a list of operations")
     if len(body) > MAX_TXN_OPS:
         raise TxnTooLarge(f"Transaction contains too many operations ({len(body)} > {MAX_TXN_OPS})")
-    return [parse_op(op, f"[{n}]") for n, op in enumerate(body)]
+    return [parse_any_op(op, f"[{n}]") for n, op in enumerate(body)]
+
+
+def parse_any_op(raw: Any, where: str) -> KvOp | CatalogOp:
+    f = Fields(raw, where)
+    for kind in CATALOG_KINDS:
+        sub = f.sub(kind)
+        if sub is not None and not f.has("KV"):
+            return parse_catalog_op(sub, kind)
+    return parse_op(raw, where)
 
 
 def parse_op(raw: Any, where: str) -> KvOp:
     f = Fields(raw, where)
     kv = f.sub("KV")
     if kv is None:
-        other = next((k for k in ("Node", "Service", "Check") if f.has(k)), None)
-        if other is not None:
-            raise ValidationError(f"{where}.{other}: only KV operations are supported")
-        raise ValidationError(f"{where}: expected a KV operation")
+        raise ValidationError(f"{where}: expected a KV, Node, Service or Check operation")
     verb = kv.one_of("Verb", VERBS)
     key = check_key(kv.text("Key"), kv.where("Key"), allow_empty=verb in TREE_VERBS)
     return KvOp(

@@ -13,8 +13,8 @@ Config entries have their own records in ``loom.domain.entries`` (intentions liv
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from loom.domain.checks import CheckDefinition
 
@@ -51,6 +51,11 @@ class Check:
     managed: bool = False
     """Registered through the agent API, so Loom runs it (the server or the dataplane: see
     ``loom.domain.checkstate.check_runner``); catalog checks are stored, never run."""
+    create_index: int = 0
+    """The store index at which the check was created (Consul's raft CreateIndex); 0: stored
+    before per-entry indexes were kept (shown with the table's index at load)."""
+    modify_index: int = 0
+    """The store index of its last change; stamped by the store (``stamp_indexes``)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +68,9 @@ class Node:
     id: str = ""
     tagged_addresses: dict[str, str] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
+    create_index: int = 0
+    """As ``Check.create_index``."""
+    modify_index: int = 0
 
 
 @dataclass(frozen=True)
@@ -192,6 +200,9 @@ class Instance:
     connect_native: bool = False
     proxy: Proxy | None = None
     """Set exactly for connect-proxy instances."""
+    create_index: int = 0
+    """As ``Check.create_index``."""
+    modify_index: int = 0
 
     @property
     def is_proxy(self) -> bool:
@@ -200,3 +211,24 @@ class Instance:
     @property
     def is_mesh_gateway(self) -> bool:
         return self.kind == MESH_GATEWAY
+
+Indexed = TypeVar("Indexed", Check, Node, Instance)
+
+
+def unindexed(record: Indexed) -> Indexed:
+    """``record`` without its raft indexes: what decides whether a write changes it."""
+    if not record.create_index and not record.modify_index:
+        return record
+    return replace(record, create_index=0, modify_index=0)
+
+
+def stamp_indexes(old: Indexed | None, new: Indexed, index: int, legacy: int) -> Indexed:
+    """``new`` as written at ``index`` over ``old``, with Consul's per-row indexes: a new
+    entry is created and modified at ``index``; an unchanged one keeps both of its indexes
+    (its ModifyIndex moves only when the entry does); a changed one keeps its CreateIndex
+    (``legacy``, the table's index at load, for an entry stored before indexes were kept)."""
+    if old is None:
+        return replace(new, create_index=index, modify_index=index)
+    if unindexed(old) == unindexed(new):
+        return replace(new, create_index=old.create_index, modify_index=old.modify_index)
+    return replace(new, create_index=old.create_index or legacy, modify_index=index)

@@ -9,8 +9,9 @@ observes: a refused connection, a timeout, a bad status are results. Outputs fol
 
 HTTP goes over the API client's transport (``loom.api``: standard library, no aiohttp in the
 dataplane); gRPC over grpcio with a hand-encoded ``grpc.health.v1.Health/Check`` (one string
-field out, one enum field back), so no generated code is needed; H2PING speaks the three
-HTTP/2 frames it needs itself.
+field out, one enum field back), so no generated code is needed, except with
+``TLSSkipVerify``, which grpcio cannot honour (``loom.health.grpc_h2``); H2PING speaks the
+three HTTP/2 frames it needs itself.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from loom.addrs import Address
 from loom.api import ClientError, StreamTransport, TlsSettings
 from loom.api.codec import Request
 from loom.domain.checks import GRPC, H2PING, HTTP, OUTPUT_MAX_SIZE, SCRIPT, TCP, CheckDefinition
+from loom.health.grpc_h2 import GrpcH2Error, health_call
 
 PASSING, WARNING, CRITICAL = "passing", "warning", "critical"
 
@@ -172,7 +174,9 @@ async def probe_grpc(d: CheckDefinition) -> Result:
     import grpc  # only where gRPC checks run
 
     target, _, service = d.grpc.partition("/")
-    if d.grpc_use_tls:  # verified against the system's CAs (TLSSkipVerify is not honoured)
+    if d.grpc_use_tls and d.tls_skip_verify:
+        return await _probe_grpc_unverified(d, target, service)
+    if d.grpc_use_tls:  # verified against the system's CAs, as the name given or the host
         creds = grpc.ssl_channel_credentials()
         name = d.tls_server_name
         options = [("grpc.ssl_target_name_override", name)] if name else []
@@ -190,11 +194,32 @@ async def probe_grpc(d: CheckDefinition) -> Result:
         return Result(CRITICAL, f"gRPC check {d.grpc}: {exc.code().name}: {exc.details()}")
     finally:
         await channel.close()
+    return _grpc_result(d, reply)
+
+
+def _grpc_result(d: CheckDefinition, reply: bytes) -> Result:
     status = _health_status(reply)
     if status == 1:
         return Result(PASSING, f"gRPC check {d.grpc}: success")
     name = SERVING_STATUS.get(status, str(status))
     return Result(CRITICAL, f"gRPC check {d.grpc}: gRPC service unhealthy: {name}")
+
+
+async def _probe_grpc_unverified(d: CheckDefinition, target: str, service: str) -> Result:
+    """``GRPCUseTLS`` with ``TLSSkipVerify``: the call over ``loom.health.grpc_h2``, which
+    accepts any certificate (grpcio cannot)."""
+    host, port = _host_port(target, 443)
+    try:
+        reply = await health_call(
+            host, port, _health_request(service), d.tls_server_name, d.timeout_s
+        )
+    except TimeoutError:
+        return Result(CRITICAL, f"gRPC check {d.grpc}: DEADLINE_EXCEEDED: timed out")
+    except GrpcH2Error as exc:
+        return Result(CRITICAL, f"gRPC check {d.grpc}: {exc}")
+    except (OSError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+        return Result(CRITICAL, f"gRPC check {d.grpc}: UNAVAILABLE: {exc}")
+    return _grpc_result(d, reply)
 
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"

@@ -146,6 +146,16 @@ async def _sweep_sessions(state: State) -> None:
             log.error("session sweep failed: %s", exc)
 
 
+async def _reap_tombstones(state: State) -> None:
+    """Remove KV tombstones older than ``kv_tombstone_ttl_s``."""
+    while True:
+        await asyncio.sleep(state.settings.ttl_sweep_s)
+        try:
+            await state.kv.reap_tombstones()
+        except LoomError as exc:
+            log.error("tombstone reaping failed: %s", exc)
+
+
 async def _flush_log_summaries() -> None:
     """Floods that stopped still get their "suppressed N similar messages" line."""
     while True:
@@ -210,6 +220,7 @@ async def serve(
             asyncio.create_task(_sweep_ttls(state)),
             asyncio.create_task(run_server_checks(state)),
             asyncio.create_task(_sweep_sessions(state)),
+            asyncio.create_task(_reap_tombstones(state)),
             asyncio.create_task(_flush_log_summaries()),
             asyncio.create_task(state.remote_vips.run()),
             asyncio.create_task(run_federation(state)),

@@ -67,7 +67,7 @@ def _node_services(request: web.Request, flt: Filter | None, index: int) -> tupl
         return None, []
     found = reads.node_instances(cat, node.node, query.namespace(request))
     shown = visible(request, found, can_read_service)
-    return node, _kept(flt, [views.node_service(cat, d, index) for d in shown])
+    return node, _kept(flt, [views.node_service(cat, d) for d in shown])
 
 
 async def catalog_node(request: web.Request) -> web.Response:
@@ -78,7 +78,8 @@ async def catalog_node(request: web.Request) -> web.Response:
     node, services = _node_services(request, flt, index)
     if node is None:
         return _json(None, index)
-    out = {"Node": views.indexed_node(node, index), "Services": {s["ID"]: s for s in services}}
+    cat = _state(request).catalog
+    out = {"Node": views.indexed_node(cat, node), "Services": {s["ID"]: s for s in services}}
     return _json(out, index)
 
 
@@ -88,7 +89,7 @@ async def catalog_node_services(request: web.Request) -> web.Response:
     flt = filters.request_filter(request, filters.AGENT_SERVICE)
     index = await _wait(request)
     node, services = _node_services(request, flt, index)
-    doc = views.indexed_node(node, index) if node is not None else None
+    doc = views.indexed_node(_state(request).catalog, node) if node is not None else None
     return _json({"Node": doc, "Services": services}, index)
 
 
@@ -102,7 +103,7 @@ async def catalog_connect(request: web.Request) -> web.Response:
     found = reads.connect_instances(cat, query.namespace(request), request.match_info["service"])
     picked = reads.select(cat, found, query.tags(request), query.node_meta(request))
     shown = visible(request, picked, can_read_instance)
-    return _json(_kept(flt, [views.catalog_service(cat, d, index) for d in shown]), index)
+    return _json(_kept(flt, [views.catalog_service(cat, d) for d in shown]), index)
 
 
 async def catalog_gateway_services(request: web.Request) -> web.Response:
@@ -120,7 +121,7 @@ async def health_node(request: web.Request) -> web.Response:
     index = await _wait(request)
     found = reads.node_checks(state.catalog, request.match_info["node"], query.namespace(request))
     shown = visible(request, found, can_read_check)
-    return _json(_kept(flt, [views.health_check(c, index) for c in shown]), index)
+    return _json(_kept(flt, [views.service_check(state.catalog, c) for c in shown]), index)
 
 
 async def health_state(request: web.Request) -> web.Response:
@@ -135,7 +136,7 @@ async def health_state(request: web.Request) -> web.Response:
         query.node_meta(request),
     )
     shown = visible(request, found, can_read_check)
-    return _json(_kept(flt, [views.health_check(c, index) for c in shown]), index)
+    return _json(_kept(flt, [views.service_check(state.catalog, c) for c in shown]), index)
 
 
 def add_routes(r: web.UrlDispatcher) -> None:

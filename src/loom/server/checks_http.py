@@ -21,7 +21,6 @@ from loom.domain.checkstate import HTTP_CODE, worst
 from loom.domain.fields import ValidationError
 from loom.server import views
 from loom.server.guard import authorizer, can_read_service, check_vetter, visible
-from loom.store.tables import CATALOG_TABLES
 
 
 def _state(request: web.Request) -> Any:
@@ -69,11 +68,10 @@ async def node_maintenance(request: web.Request) -> web.Response:
 
 def _doc(request: web.Request, h: Health) -> dict[str, Any]:
     state = _state(request)
-    index = state.store.table_index(CATALOG_TABLES)
     return {
         "AggregatedStatus": h.status,
         "Service": views.agent_service(state.catalog, h.instance),
-        "Checks": [views.health_check(c, index) for c in h.checks],
+        "Checks": [views.service_check(state.catalog, c) for c in h.checks],
     }
 
 

@@ -267,7 +267,7 @@ async def agent_checks(request: web.Request) -> web.Response:
     flt = filters.request_filter(request, filters.HEALTH_CHECK)
     index = await _blocking(request, CATALOG_TABLES)
     checks = visible(request, state.catalog.checks_on(state.settings.node), can_read_agent_check)
-    out = {c.check_id: views.health_check(c, index) for c in checks}
+    out = {c.check_id: views.service_check(state.catalog, c) for c in checks}
     return _json(_kept_values(flt, out), index)
 
 
@@ -305,7 +305,7 @@ async def catalog_services(request: web.Request) -> web.Response:
     if flt is not None or meta:  # the readable services with a kept instance, with its tags
         shown = reads.select(cat, (d for d in cat.instances_in(ns) if d.service in names), (), meta)
         tags = tag_union(
-            d for d in shown if flt is None or flt.matches(views.catalog_service(cat, d, index))
+            d for d in shown if flt is None or flt.matches(views.catalog_service(cat, d))
         )
     return _json({k: v for k, v in tags.items() if k in names}, index)
 
@@ -319,7 +319,7 @@ async def catalog_service(request: web.Request) -> web.Response:
     found = reads.select(
         cat, cat.instances_of(ns, name), query.tags(request), query.node_meta(request)
     )
-    out = [views.catalog_service(cat, d, index) for d in visible(request, found, can_read_instance)]
+    out = [views.catalog_service(cat, d) for d in visible(request, found, can_read_instance)]
     return _json(_kept(flt, out), index)
 
 
@@ -330,7 +330,7 @@ async def catalog_nodes(request: web.Request) -> web.Response:
     meta = query.node_meta(request)
     found = [n for n in state.catalog.nodes() if reads.meta_matches(n, meta)]
     out = [
-        views.indexed_node(n, index)
+        views.indexed_node(state.catalog, n)
         for n in visible(request, found, lambda a, n: a.node_read(n.node))
     ]
     return _json(_kept(flt, out), index)
@@ -351,7 +351,7 @@ def _health(request: web.Request, index: int, connect: bool, flt: Filter | None)
         picked = {id(d) for d in reads.select(cat, (d for d, _ in found), tags, meta)}
         found = [hit for hit in found if id(hit[0]) in picked]
     shown = visible(request, found, lambda a, hit: can_read_instance(a, hit[0]))
-    return _kept(flt, [views.health_entry(cat, d, checks, index) for d, checks in shown])
+    return _kept(flt, [views.health_entry(cat, d, checks) for d, checks in shown])
 
 
 async def health_service(request: web.Request) -> web.Response:
@@ -372,7 +372,7 @@ async def health_checks(request: web.Request) -> web.Response:
     index = await _blocking(request, CATALOG_TABLES)
     name, ns = request.match_info["name"], _ns(request)
     checks = visible(request, state.catalog.service_checks(ns, name), can_read_check)
-    out = [views.health_check(c, index) for c in checks]
+    out = [views.service_check(state.catalog, c) for c in checks]
     return _json(_kept(flt, out), index)
 
 

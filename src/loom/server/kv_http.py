@@ -38,6 +38,7 @@ from loom.domain.kv import (
 from loom.server import guard
 from loom.server.blocking import park, wait_params
 from loom.server.kv_needs import request_key
+from loom.server.txn_views import catalog_vet, txn_result
 
 HEADERS = {"X-Consul-KnownLeader": "true", "X-Consul-LastContact": "0"}
 
@@ -208,13 +209,16 @@ async def txn(request: web.Request) -> web.Response:
     except TxnTooLarge as exc:
         return web.Response(status=413, text=f"{exc}\n")
     authz = guard.authorizer(request)
-    outcome = await state.kv.apply(
-        ops, _vet(authz) if authz is not None else None, _readable(request)
+    outcome = await state.txn.apply(
+        ops,
+        _vet(authz) if authz is not None else None,
+        catalog_vet(authz) if authz is not None else None,
+        _readable(request),
     )
     if not outcome.ok:
         errors = [{"OpIndex": e.op_index, "What": e.what} for e in outcome.errors]
         return _json({"Results": None, "Errors": errors}, outcome.index, 409)
-    results = [{"KV": entry_json(e)} for e in outcome.results]
+    results = [txn_result(state, r) for r in outcome.results]
     return _json({"Results": results or None, "Errors": None}, outcome.index)
 
 

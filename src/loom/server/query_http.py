@@ -16,6 +16,7 @@ of the caller's token.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from typing import Any
 
@@ -165,7 +166,6 @@ def _executor(request: web.Request, q: PreparedQuery) -> Authorizer | None:
 
 def execute_doc(request: web.Request, done: Executed) -> Doc:
     state = guard.state_of(request)
-    index = state.store.index
     authz = _executor(request, done.query)
     hits = list(done.hits)
     if authz is not None:
@@ -178,7 +178,7 @@ def execute_doc(request: web.Request, done: Executed) -> Doc:
     return {
         "Service": done.service,
         "Namespace": done.namespace,
-        "Nodes": [views.health_entry(cat, inst, list(checks), index) for inst, checks in hits],
+        "Nodes": [views.health_entry(cat, inst, list(checks)) for inst, checks in hits],
         "DNS": {"TTL": done.query.dns_ttl},
         "Datacenter": state.settings.datacenter,
         "Failovers": 0,
@@ -191,7 +191,7 @@ async def execute(request: web.Request) -> web.Response:
     near = request.query.get("near")
     if near:
         q = replace(q, service=replace(q.service, near=near))
-    done = state.queries.execute(q, state.settings.node, _limit(request))
+    done = state.queries.execute(q, state.settings.node, _limit(request), random.shuffle)
     return _json(execute_doc(request, done), state.store.index)
 
 

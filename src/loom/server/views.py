@@ -7,6 +7,7 @@ Key order follows Consul's (for config entries: the order Loom has always answer
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from loom.ca.authority import Leaf
@@ -26,6 +27,8 @@ from loom.domain.records import (
     TransparentProxySettings,
     Upstream,
 )
+from loom.domain.services import instance_key
+from loom.store import tables
 from loom.store.entry_codec import encode as encode_entry
 from loom.store.entry_codec import http_match_doc
 
@@ -119,7 +122,20 @@ def node(n: Node) -> Doc:
     }
 
 
-def catalog_service(cat: Catalog, inst: Instance, index: int) -> Doc:
+def raft_indexes(record: Check | Node | Instance, legacy: int) -> Doc:
+    """Consul's per-row ``CreateIndex``/``ModifyIndex`` of a record; ``legacy`` for one
+    stored before they were kept (``Store.legacy_index`` of its table)."""
+    return {
+        "CreateIndex": record.create_index or legacy,
+        "ModifyIndex": record.modify_index or legacy,
+    }
+
+
+def legacy_index(cat: Catalog, table: str) -> int:
+    return cat.store.legacy_index(table)
+
+
+def catalog_service(cat: Catalog, inst: Instance) -> Doc:
     n = cat.node_of(inst)
     return {
         "ID": n.id,
@@ -141,8 +157,7 @@ def catalog_service(cat: Catalog, inst: Instance, index: int) -> Doc:
         "ServiceProxy": proxy(inst.proxy) if inst.proxy is not None else {},
         "ServiceConnect": {"Native": inst.connect_native},
         "Namespace": inst.namespace,
-        "CreateIndex": index,
-        "ModifyIndex": index,
+        **raft_indexes(inst, legacy_index(cat, "services")),
     }
 
 
@@ -154,7 +169,9 @@ def _timing(check: Check) -> Doc:
     return {"Interval": go_duration(d.interval_s), "Timeout": go_duration(d.timeout_s)}
 
 
-def health_check(check: Check, index: int) -> Doc:
+def health_check(check: Check, legacy: int, tags: Sequence[str] = ()) -> Doc:
+    """A check as the health and agent endpoints show it (``legacy``: as ``raft_indexes``;
+    ``tags``: its service's, which Consul repeats on each service check)."""
     return {
         "Node": check.node,
         "CheckID": check.check_id,
@@ -164,21 +181,31 @@ def health_check(check: Check, index: int) -> Doc:
         "Output": check.output,
         "ServiceID": check.service_id,
         "ServiceName": check.service_name,
-        "ServiceTags": [],
+        "ServiceTags": list(tags),
         "Type": check.type,
         "Namespace": check.namespace,
         **_timing(check),
         "Definition": definition_doc(check.definition, check.ttl),
-        "CreateIndex": index,
-        "ModifyIndex": index,
+        **raft_indexes(check, legacy),
     }
 
 
-def health_entry(cat: Catalog, inst: Instance, checks: list[Check], index: int) -> Doc:
+def service_check(cat: Catalog, check: Check) -> Doc:
+    """``health_check`` with its service's tags (none for a node check) and the legacy index
+    of the checks table."""
+    tags: Sequence[str] = ()
+    if check.service_id:
+        key = instance_key(check.node, check.namespace, check.service_id)
+        inst = cat.store.record(tables.SERVICES, key)
+        tags = inst.tags if inst is not None else ()
+    return health_check(check, legacy_index(cat, "checks"), tags)
+
+
+def health_entry(cat: Catalog, inst: Instance, checks: list[Check]) -> Doc:
     return {
         "Node": node(cat.node_of(inst)),
         "Service": agent_service(cat, inst),
-        "Checks": [health_check(c, index) for c in checks],
+        "Checks": [service_check(cat, c) for c in checks],
     }
 
 
@@ -236,11 +263,11 @@ def issued_cert(leaf: Leaf, namespace: str) -> Doc:
 # -- reads by node -------------------------------------------------------------------------------
 
 
-def indexed_node(n: Node, index: int) -> Doc:
+def indexed_node(cat: Catalog, n: Node) -> Doc:
     """A node with its raft indexes, as ``/v1/catalog/nodes`` and ``/v1/catalog/node`` show it."""
-    return {**node(n), "CreateIndex": index, "ModifyIndex": index}
+    return {**node(n), **raft_indexes(n, legacy_index(cat, "nodes"))}
 
 
-def node_service(cat: Catalog, inst: Instance, index: int) -> Doc:
+def node_service(cat: Catalog, inst: Instance) -> Doc:
     """Consul's NodeService: an AgentService with its raft indexes."""
-    return {**agent_service(cat, inst), "CreateIndex": index, "ModifyIndex": index}
+    return {**agent_service(cat, inst), **raft_indexes(inst, legacy_index(cat, "services"))}

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from loom.errors import LoomError
-from loom.store.tables import Table, decode
+from loom.store.tables import TABLES, Table, decode
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -88,6 +88,7 @@ class Store:
         self._indexers: dict[str, list[Indexer]] = {}
         self._sorted: dict[str, tuple[int, list[tuple[str, Any]]]] = {}
         self._keys: dict[str, list[str]] = {}  # per table, kept sorted as keys come and go
+        self._loaded_index: dict[str, int] = {}  # per table, its index when last loaded
 
     def attach(self, table: str, indexer: Indexer) -> None:
         """Keep ``indexer`` in step with ``table`` from now on, starting from its contents."""
@@ -112,6 +113,16 @@ class Store:
     def table_index(self, tables: Iterable[str]) -> int:
         """The highest index at which any of ``tables`` changed (at least 1)."""
         return max([1, *(self._table_index.get(t, 0) for t in tables)])
+
+    def legacy_index(self, table: str) -> int:
+        """The index shown for a record of ``table`` stored before per-entry indexes were
+        kept (its indexes are 0): the table's index when the store was loaded (at least 1),
+        which no later write moves."""
+        return max(1, self._loaded_index.get(table, 0))
+
+    def _loaded(self) -> None:
+        """The view was just loaded from the backend: remember each table's index."""
+        self._loaded_index = dict(self._table_index)
 
     def get(self, table: str, key: str) -> Any:
         """The value at ``key`` (None when absent); documents are copied, the caller's to
@@ -164,9 +175,24 @@ class Store:
         if not ops:
             return self._index
         index = self._index + 1
+        ops = self._stamp(ops, index)
         await self._persist(ops, index)
         self._apply_in_memory(ops, index)
         return index
+
+    def _stamp(self, ops: Sequence[Op], index: int) -> list[Op]:
+        """``ops`` with each record put into a table with per-entry indexes stamped against
+        what the key holds before the transaction (a delete and a put of the same unchanged
+        record in one transaction, as a re-registration does, keeps its indexes)."""
+        out: list[Op] = []
+        for op in ops:
+            codec = TABLES.get(op.table)
+            stamp = codec.stamp if codec is not None else None
+            if isinstance(op, Put) and stamp is not None and not isinstance(op.value, dict):
+                old = self._tables.get(op.table, {}).get(op.key)
+                op = Put(op.table, op.key, stamp(old, op.value, index, self.legacy_index(op.table)))
+            out.append(op)
+        return out
 
     def _apply_in_memory(self, ops: Sequence[Op], index: int) -> None:
         for op in ops:

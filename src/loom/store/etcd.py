@@ -163,6 +163,7 @@ class EtcdStore(Store):
             start = resp.kvs[-1].key + b"\0"
         self._tables, self._table_index = tables, table_index
         self._index, self._rev, self._watch_from = index, index_rev, revision + 1
+        self._loaded()
         self._reset_indexers()
         self._notify()
 
@@ -193,6 +194,7 @@ class EtcdStore(Store):
             return self._index
         async with self._io:
             index = self._index + 1
+            ops = self._stamp(ops, index)
             final: dict[tuple[str, str], Op] = {(op.table, op.key): op for op in ops}
             writes = [self._request(op) for op in final.values()]
             writes += [

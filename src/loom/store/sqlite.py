@@ -53,6 +53,7 @@ class SqliteStore(Store):
             self._table_index[tbl] = idx
         row = self._db.execute("SELECT value FROM meta WHERE name = 'index'").fetchone()
         self._index = int(row[0]) if row else 0
+        self._loaded()
 
     async def _persist(self, ops: Sequence[Op], index: int) -> None:
         try:

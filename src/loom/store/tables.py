@@ -38,6 +38,7 @@ from loom.domain.records import (
     Upstream,
     VirtualIp,
     Weights,
+    stamp_indexes,
 )
 from loom.store import entry_codec
 
@@ -52,6 +53,23 @@ class Table(Generic[T]):
     """Record -> stored document."""
     decode: Callable[[Doc], T]
     """Stored document -> record (documents written by any earlier version)."""
+    stamp: Callable[[T | None, T, int, int], T] | None = None
+    """(old, new, index, legacy) -> new with its per-entry raft indexes, applied by the store
+    to every record put (``loom.domain.records.stamp_indexes``); None: the table's records
+    carry no indexes, or their writers set them."""
+
+
+def _indexes_doc(doc: Doc, create_index: int, modify_index: int) -> Doc:
+    """``doc`` with the record's raft indexes; a record stored before they were kept has
+    none (0) and keeps the document it had, byte for byte."""
+    if create_index or modify_index:
+        doc["CreateIndex"], doc["ModifyIndex"] = create_index, modify_index
+    return doc
+
+
+def _indexes(d: Doc) -> dict[str, int]:
+    return {"create_index": int(d.get("CreateIndex", 0)),
+            "modify_index": int(d.get("ModifyIndex", 0))}  # fmt: skip
 
 
 def _doc(value: Doc) -> Doc:
@@ -69,7 +87,7 @@ def _check_doc(c: Check) -> Doc:
         doc["Definition"] = definition_doc(c.definition)
     if c.managed:
         doc["Managed"] = True
-    return doc
+    return _indexes_doc(doc, c.create_index, c.modify_index)
 
 
 def _check(d: Doc) -> Check:
@@ -81,21 +99,22 @@ def _check(d: Doc) -> Check:
         node=d["Node"], check_id=d["CheckID"], name=d["Name"], status=d["Status"],
         notes=d["Notes"], output=d["Output"], service_id=d["ServiceID"],
         service_name=d["ServiceName"], namespace=d["Namespace"], type=d["Type"], ttl=d["TTL"],
-        definition=definition, managed=bool(d.get("Managed")),
+        definition=definition, managed=bool(d.get("Managed")), **_indexes(d),
     )  # fmt: skip
 
 
 def _node_doc(n: Node) -> Doc:
-    return {
+    doc = {
         "Node": n.node, "ID": n.id, "Address": n.address, "Datacenter": n.datacenter,
         "TaggedAddresses": dict(n.tagged_addresses), "Meta": dict(n.meta),
     }  # fmt: skip
+    return _indexes_doc(doc, n.create_index, n.modify_index)
 
 
 def _node(d: Doc) -> Node:
     return Node(
         node=d["Node"], id=d["ID"], address=d["Address"], datacenter=d["Datacenter"],
-        tagged_addresses=dict(d["TaggedAddresses"]), meta=dict(d["Meta"]),
+        tagged_addresses=dict(d["TaggedAddresses"]), meta=dict(d["Meta"]), **_indexes(d),
     )  # fmt: skip
 
 
@@ -186,7 +205,7 @@ def _instance_doc(i: Instance) -> Doc:
     }  # fmt: skip
     if i.proxy is not None:
         doc["Proxy"] = _proxy_doc(i.proxy)
-    return doc
+    return _indexes_doc(doc, i.create_index, i.modify_index)
 
 
 def _instance(d: Doc) -> Instance:
@@ -200,13 +219,13 @@ def _instance(d: Doc) -> Instance:
         enable_tag_override=d["EnableTagOverride"],
         weights=Weights(d["Weights"]["Passing"], d["Weights"]["Warning"]),
         connect_native=d["Connect"]["Native"],
-        proxy=_proxy(d["Proxy"]) if "Proxy" in d else None,
+        proxy=_proxy(d["Proxy"]) if "Proxy" in d else None, **_indexes(d),
     )  # fmt: skip
 
 
-SERVICES: Table[Instance] = Table("services", _instance_doc, _instance)
-CHECKS: Table[Check] = Table("checks", _check_doc, _check)
-NODES: Table[Node] = Table("nodes", _node_doc, _node)
+SERVICES: Table[Instance] = Table("services", _instance_doc, _instance, stamp_indexes)
+CHECKS: Table[Check] = Table("checks", _check_doc, _check, stamp_indexes)
+NODES: Table[Node] = Table("nodes", _node_doc, _node, stamp_indexes)
 VIPS: Table[VirtualIp] = Table(
     "vips", lambda v: {"Address": v.address}, lambda d: VirtualIp(d["Address"])
 )
@@ -275,6 +294,10 @@ KV: Table[KvEntry] = Table("kv", _kv_doc, _kv)
 KV_TOMBSTONES: Table[Doc] = Table("kv_tombstones", _doc, _doc)
 """Deleted keys -> ``{"Index": n}``, the index of their deletion, so a blocking query on a
 prefix wakes (and its index moves) when a key under it goes away, as Consul's tombstones do."""
+KV_GRAVEYARD: Table[Doc] = Table("kv_graveyard", _doc, _doc)
+"""``"reaped"`` -> ``{"Index": n}``: the highest deletion index of the tombstones reaped so far
+(Consul's graveyard index), which a missing key or a prefix reports at least, so reaping a
+tombstone never moves an index backwards."""
 SESSIONS: Table[Session] = Table("sessions", _session_doc, _session)
 SESSION_RENEWALS: Table[Doc] = Table("session_renewals", _doc, _doc)
 """Session ID -> ``{"At": unix time}`` of its last renew, written only when servers share the
@@ -299,7 +322,9 @@ TABLES: dict[str, Table[Any]] = {
     t.name: t
     for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META, CA_CONFIG)
 }
-TABLES.update((t.name, t) for t in (KV, KV_TOMBSTONES, SESSIONS, SESSION_RENEWALS, QUERIES))
+TABLES.update(
+    (t.name, t) for t in (KV, KV_TOMBSTONES, KV_GRAVEYARD, SESSIONS, SESSION_RENEWALS, QUERIES)
+)
 TABLES[FEDERATION_STATES.name] = FEDERATION_STATES
 TABLES[REMOTE_VIPS.name] = REMOTE_VIPS
 TABLES.update(
@@ -310,7 +335,7 @@ CATALOG_TABLES = (SERVICES.name, CHECKS.name, NODES.name, VIPS.name)
 CONFIG_TABLES = (CONFIG.name, EXTERNAL_VIPS.name)
 FEDERATION_TABLES = (FEDERATION_STATES.name,)
 REMOTE_VIP_TABLES = (REMOTE_VIPS.name,)
-KV_TABLES = (KV.name, KV_TOMBSTONES.name, SESSIONS.name, SESSION_RENEWALS.name)
+KV_TABLES = (KV.name, KV_TOMBSTONES.name, KV_GRAVEYARD.name, SESSIONS.name, SESSION_RENEWALS.name)
 """Tables no mesh consumer reads: their writes wake KV readers only (not xDS, not the DNS
 table, not catalog blocking queries)."""
 ACL_TABLES = (

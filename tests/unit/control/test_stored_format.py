@@ -73,7 +73,7 @@ async def test_an_old_data_dir_loads_into_typed_records(tmp_path: Path) -> None:
         assert state.certs.trust_domain == f"{cluster.id}.consul"  # the old root, not a new one
         [(db, checks)] = state.catalog.health("ns1", "db")
         assert views.health_check(checks[0], 1)["Status"] == "warning"
-        assert views.catalog_service(state.catalog, db, 1)["NodeMeta"] == {"rack": "r1"}
+        assert views.catalog_service(state.catalog, db)["NodeMeta"] == {"rack": "r1"}
         assert state.configs.check("default/web", "ns1/db").allowed
     finally:
         await state.close()
