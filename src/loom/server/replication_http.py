@@ -184,17 +184,19 @@ async def forward_writes(request: web.Request, handler: Handler) -> web.StreamRe
 
 async def run_replication(state: State) -> None:
     """Run every replicator of this (secondary) server until cancelled; the primary's
-    dumps are read through ``loom.server.wan.call`` with the replication token."""
+    dumps are read through ``State.federation.call`` (``loom.server.wan.call``) with the
+    replication token."""
     import asyncio
 
-    from loom.server import wan
-
+    call = state.federation.call
+    if call is None or not state.replicators:
+        return
     token = state.settings.replication_token or None
     primary = state.federation.primary
 
     async def fetch(path: str, q: Any) -> tuple[int, dict[str, str], bytes]:
-        timeout = wan.DEFAULT_TIMEOUT_S if not q else float(WAIT_S) + query.BLOCKING_MARGIN_S
-        return await wan.call(state, primary, "GET", path, query=q, token=token, timeout_s=timeout)
+        timeout = float(WAIT_S) + query.BLOCKING_MARGIN_S
+        return await call(primary, "GET", path, query=q, token=token, timeout_s=timeout)
 
     tasks = [asyncio.create_task(r.run(fetch)) for r in state.replicators.values()]
     try:
