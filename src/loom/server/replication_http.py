@@ -83,13 +83,15 @@ async def dump(request: web.Request) -> web.Response:
 
     state = _state(request)
     which = request.match_info["set"]
+    # An index is never 0 in the answer (as Consul's): a replicator's next blocking query on
+    # a table never written yet then blocks instead of returning at once.
     if which == CONFIG_SET:
-        index = await _blocking(request, (CONFIG.name,))
+        index = max(1, await _blocking(request, (CONFIG.name,)))
         entries = [encode(CONFIG.name, e) for e in state.store.records(CONFIG)]
         return _json({"Entries": entries}, index)
     if which == ACL_SET:
         tables = tuple(t.name for t in ACL_REPLICATED)
-        index = await _blocking(request, tables)
+        index = max(1, await _blocking(request, tables))
         store = state.store
         out: Doc = {
             "Tokens": [s.to_json() for s in state.acl.tokens() if not s.record.local],
