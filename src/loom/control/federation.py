@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from loom.addrs import Address, parse_address
 from loom.domain.federation import FederationState, publish, same_content
@@ -21,6 +22,23 @@ from loom.store import Store, put
 from loom.store.tables import FEDERATION_STATES
 
 WILDCARDS = ("", "0.0.0.0", "::")
+
+
+class WanCall(Protocol):
+    """``loom.server.wan.call`` bound to one server's state (``Federation.call``)."""
+
+    async def __call__(
+        self,
+        dc: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        token: str | None = None,
+        timeout_s: float = ...,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]: ...
 
 
 def reachable_addrs(http_addrs: tuple[str, ...], node_address: str) -> tuple[str, ...]:
@@ -62,6 +80,11 @@ class Federation:
         self.own_servers = own_servers
         self._clock = clock
         self._published: FederationState | None = None
+        self.call: WanCall | None = None
+        """``loom.server.wan.call`` bound to this server's state, set when ``loom server``
+        starts (None in a bare ``State``): how code below the server layer (``loom.control``,
+        which may not import ``loom.server``) reaches another datacenter. It raises
+        ``loom.server.wan.NoPathToDatacenter`` (a ``LoomError``) when none answers."""
 
     @property
     def is_primary(self) -> bool:
@@ -130,4 +153,4 @@ def stamp(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-__all__ = ["Federation", "reachable_addrs", "stamp"]
+__all__ = ["Federation", "WanCall", "reachable_addrs", "stamp"]

@@ -45,6 +45,9 @@ ACL_REPLICATED = (ACL_TOKENS, ACL_POLICIES, ACL_ROLES)
 WAIT_S = 30.0
 BACKOFF_FIRST_S = 0.2
 BACKOFF_MAX_S = 10.0
+MIN_ROUND_S = 0.05
+"""At least this long between two rounds that saw no change (a primary answering a blocking
+query at once, again and again, would otherwise be asked in a tight loop)."""
 NEVER = "0001-01-01T00:00:00Z"
 """Consul's zero time, for "not yet"."""
 
@@ -216,8 +219,10 @@ class Replicator:
         """Follow the primary's dump with blocking queries until cancelled."""
         path = f"/v1/loom/replication/{self.which}"
         index, delay = 0, BACKOFF_FIRST_S
+        loop = asyncio.get_running_loop()
         while True:
             query = {"index": str(index), "wait": f"{WAIT_S:g}s"} if index else {}
+            began = loop.time()
             try:
                 status, headers, body = await fetch(path, query)
                 if status != 200:
@@ -232,6 +237,8 @@ class Replicator:
                     if not isinstance(dump, dict):
                         raise ReplicationError("unreadable answer (not an object)")
                     await self.apply(dump, got)
+                if (got <= index or got == 0) and loop.time() - began < MIN_ROUND_S:
+                    await asyncio.sleep(MIN_ROUND_S)
                 index = got if got > 0 else 0
                 delay = BACKOFF_FIRST_S
                 continue

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -208,6 +209,7 @@ async def serve(
     if settings.advertise_addr_wan:
         own = (settings.advertise_addr_wan,)
     state.federation.own_servers = own
+    state.federation.call = functools.partial(wan.call, state)
     grpc_bound: list[str] = []
     stop_xds: Callable[[], Awaitable[None]] | None = None
     try:

@@ -42,6 +42,9 @@ BACKOFF_MAX_S = 10.0
 FOLLOW_WAIT_S = 30.0
 """The ``wait`` of a follower's blocking query (the request's timeout adds ``MARGIN_S``)."""
 MARGIN_S = 10.0
+MIN_ROUND_S = 0.05
+"""At least this long between two rounds that saw no change (a peer answering a blocking
+query at once, again and again, would otherwise be asked in a tight loop)."""
 
 
 class PeerRefused(LoomError):
@@ -99,8 +102,10 @@ async def follow(state: State, dc: str) -> None:
     delay = BACKOFF_FIRST_S
     token = state.settings.replication_token or None
     own = state.federation.datacenter
+    loop = asyncio.get_running_loop()
     while True:
         query = {"index": str(index), "wait": f"{FOLLOW_WAIT_S:g}s"} if index else {}
+        began = loop.time()
         try:
             status, headers, body = await wan.call(
                 state, dc, "GET", LIST_PATH, query=query, token=token,
@@ -114,6 +119,8 @@ async def follow(state: State, dc: str) -> None:
                 )
                 _checked(status, body, f"announce to {dc}")
             got = int(headers.get("X-Consul-Index", "0") or 0)
+            if got <= index and loop.time() - began < MIN_ROUND_S:
+                await asyncio.sleep(MIN_ROUND_S)
             index = got if got > 0 else 0  # a peer whose index went back restarted: reset
             delay = BACKOFF_FIRST_S
             continue

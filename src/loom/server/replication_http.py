@@ -83,13 +83,15 @@ async def dump(request: web.Request) -> web.Response:
 
     state = _state(request)
     which = request.match_info["set"]
+    # An index is never 0 in the answer (as Consul's): a replicator's next blocking query on
+    # a table never written yet then blocks instead of returning at once.
     if which == CONFIG_SET:
-        index = await _blocking(request, (CONFIG.name,))
+        index = max(1, await _blocking(request, (CONFIG.name,)))
         entries = [encode(CONFIG.name, e) for e in state.store.records(CONFIG)]
         return _json({"Entries": entries}, index)
     if which == ACL_SET:
         tables = tuple(t.name for t in ACL_REPLICATED)
-        index = await _blocking(request, tables)
+        index = max(1, await _blocking(request, tables))
         store = state.store
         out: Doc = {
             "Tokens": [s.to_json() for s in state.acl.tokens() if not s.record.local],
@@ -184,17 +186,19 @@ async def forward_writes(request: web.Request, handler: Handler) -> web.StreamRe
 
 async def run_replication(state: State) -> None:
     """Run every replicator of this (secondary) server until cancelled; the primary's
-    dumps are read through ``loom.server.wan.call`` with the replication token."""
+    dumps are read through ``State.federation.call`` (``loom.server.wan.call``) with the
+    replication token."""
     import asyncio
 
-    from loom.server import wan
-
+    call = state.federation.call
+    if call is None or not state.replicators:
+        return
     token = state.settings.replication_token or None
     primary = state.federation.primary
 
     async def fetch(path: str, q: Any) -> tuple[int, dict[str, str], bytes]:
-        timeout = wan.DEFAULT_TIMEOUT_S if not q else float(WAIT_S) + query.BLOCKING_MARGIN_S
-        return await wan.call(state, primary, "GET", path, query=q, token=token, timeout_s=timeout)
+        timeout = float(WAIT_S) + query.BLOCKING_MARGIN_S
+        return await call(primary, "GET", path, query=q, token=token, timeout_s=timeout)
 
     tasks = [asyncio.create_task(r.run(fetch)) for r in state.replicators.values()]
     try:

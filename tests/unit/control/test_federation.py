@@ -136,3 +136,33 @@ async def test_a_mesh_gateway_needs_a_port_and_takes_no_sidecar() -> None:
             )  # fmt: skip
     finally:
         await state.close()
+
+
+async def test_the_published_state_names_services_sidecars_and_gateways_and_keeps_its_time() -> None:
+    state = State(ServerSettings(), store=Store())
+    await state.start()
+    try:
+        state.federation.own_servers = ("10.0.0.1:8500",)
+        await state.catalog.agent_register(GATEWAY)
+        await state.catalog.agent_register({"Name": "web", "Port": 80, "Address": "10.0.0.5"})
+        await state.catalog.agent_register(
+            {"Name": "web-sidecar-proxy", "Kind": "connect-proxy", "Port": 21000,
+             "Address": "10.0.0.5", "Proxy": {"DestinationServiceName": "web"}}
+        )  # fmt: skip
+        first = state.federation.own_state(state.snapshot())
+        assert first.datacenter == "dc1" and first.servers == ("10.0.0.1:8500",)
+        assert first.mesh_gateways == (Endpoint("198.51.100.9", 443),)
+        [web] = first.services
+        assert (web.name, web.meshed, web.addresses) == ("web", True, ("10.0.0.5",))
+        assert web.ports == (80,)
+        assert web.endpoints == (Endpoint("10.0.0.5", 21000),)
+        before = state.snapshot()
+        await state.configs.write({"Kind": "service-defaults", "Name": "web"})
+        assert state.snapshot() is not before  # a new snapshot, the same published state
+        assert state.federation.own_state(state.snapshot()) is first
+        await state.catalog.agent_register({"Name": "api", "Port": 81})
+        second = state.federation.own_state(state.snapshot())
+        assert [s.name for s in second.services] == ["api", "web"]
+        assert second.updated_at >= first.updated_at
+    finally:
+        await state.close()
