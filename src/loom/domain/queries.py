@@ -8,7 +8,9 @@ It is found by ID, by exact name, or by the longest name prefix of a *template*
 (``Template.Type: name_prefix_match``), whose strings are rendered with the name it was
 called by: ``${name.full}``, ``${name.prefix}`` (the template's name), ``${name.suffix}``
 (the rest) and, with ``Template.Regexp``, ``${match(N)}`` (group N of the regexp applied to
-the full name). No I/O here: ``loom.control.queries`` stores and executes them.
+the full name). A query's ``Failover`` names the other datacenters to try when the local
+execution keeps nothing (``failover_targets``, Consul's order). No I/O here:
+``loom.control.queries`` stores and executes them, ``loom.server.query_http`` fails over.
 """
 
 from __future__ import annotations
@@ -38,6 +40,24 @@ class Template:
 
 
 @dataclass(frozen=True)
+class Failover:
+    """Consul's ``Service.Failover``: where an execution that keeps nothing locally goes next."""
+
+    nearest_n: int = 0
+    """How many other datacenters to try first, nearest first (Loom has one server per
+    datacenter and no RTT: the order of ``State.federation.datacenters()``)."""
+    datacenters: tuple[str, ...] = ()
+    """Datacenters to try after the nearest, in order (unknown ones are skipped)."""
+    targets: tuple[str, ...] = ()
+    """``Targets``' datacenters, in order (instead of the two above; a target's ``Peer`` is
+    refused: Loom has no cluster peering). An empty one is skipped, as Consul skips it."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.nearest_n or self.datacenters or self.targets)
+
+
+@dataclass(frozen=True)
 class QueryService:
     service: str
     """The service looked up (required; may use template variables)."""
@@ -51,9 +71,8 @@ class QueryService:
     node_meta: dict[str, str] = field(default_factory=dict)
     service_meta: dict[str, str] = field(default_factory=dict)
     ignore_check_ids: tuple[str, ...] = ()
-    failover: Doc = field(default_factory=dict)
-    """Consul's ``Failover`` (``NearestN``, ``Datacenters``, ``Targets``), kept as given:
-    with a single datacenter there is nowhere to fail over to."""
+    failover: Failover = Failover()
+    """Consul's ``Failover`` (``NearestN``, ``Datacenters``, ``Targets``)."""
     connect: bool = False
     """Answer the service's connect-capable endpoints (its sidecars) instead of itself."""
 
@@ -109,19 +128,7 @@ def parse_query(body: Any, query_id: str = "") -> PreparedQuery:
         raise ValidationError("Must provide a Service name to query")
     connect = s.sub("Connect")
     fo = s.sub("Failover")
-    failover: Doc = {"NearestN": 0, "Datacenters": None, "Targets": None}
-    if fo is not None:
-        nearest = fo.integer("NearestN")
-        if nearest < 0:
-            raise ValidationError(f"Bad NearestN '{nearest}', must be >= 0")
-        targets = fo.raw("Targets")
-        if targets is not None and not isinstance(targets, list):
-            raise ValidationError("Service.Failover.Targets: expected a list")
-        failover = {
-            "NearestN": nearest,
-            "Datacenters": fo.strs("Datacenters") or None,
-            "Targets": targets or None,
-        }
+    failover = parse_failover(fo) if fo is not None else Failover()
     service = QueryService(
         service=s.text("Service"),
         namespace=s.text("Namespace"),
@@ -150,6 +157,48 @@ def parse_query(body: Any, query_id: str = "") -> PreparedQuery:
     return q
 
 
+def parse_failover(fo: Fields) -> Failover:
+    """``Service.Failover``, validated as Consul validates it (and a ``Peer`` target refused)."""
+    nearest = fo.integer("NearestN")
+    if nearest < 0:
+        raise ValidationError(f"Bad NearestN '{nearest}', must be >= 0")
+    datacenters = tuple(fo.strs("Datacenters"))
+    targets: list[str] = []
+    for t in fo.subs("Targets"):
+        if t.text("Peer"):
+            raise ValidationError(
+                f"{t.where('Peer')}: cluster peering is not supported; name a Datacenter"
+            )
+        targets.append(t.text("Datacenter"))
+    if (nearest or datacenters) and targets:
+        raise ValidationError("Targets cannot be populated with NearestN or Datacenters")
+    return Failover(nearest, datacenters, tuple(targets))
+
+
+def failover_doc(f: Failover) -> Doc:
+    """Consul's JSON of ``Failover`` (what explain shows)."""
+    return {
+        "NearestN": f.nearest_n,
+        "Datacenters": list(f.datacenters) or None,
+        "Targets": [{"Peer": "", "Datacenter": dc} for dc in f.targets] or None,
+    }
+
+
+def failover_targets(f: Failover, others: Sequence[str]) -> list[str]:
+    """The datacenters an execution with no local results tries, in order (Consul's
+    ``queryFailover``): the first ``NearestN`` of ``others`` (every other known datacenter,
+    nearest first), then ``Datacenters`` (or ``Targets``) that are not among those; a
+    datacenter not in ``others`` (unknown, or this one) is skipped. As in Consul, a datacenter
+    listed twice is tried twice."""
+    known = set(others)
+    nearest = list(others[: f.nearest_n])
+    out = list(nearest)
+    for dc in f.targets or f.datacenters:
+        if dc in known and dc not in nearest:
+            out.append(dc)
+    return out
+
+
 def query_doc(q: PreparedQuery, token: str | None = None) -> Doc:
     """Consul's JSON of a query; ``token`` replaces its Token (``<hidden>`` for a reader
     that may not see it)."""
@@ -162,7 +211,7 @@ def query_doc(q: PreparedQuery, token: str | None = None) -> Doc:
             "RemoveEmptyTags": q.template.remove_empty_tags,
         },
         "Service": {
-            "Service": s.service, "Namespace": s.namespace, "Failover": dict(s.failover),
+            "Service": s.service, "Namespace": s.namespace, "Failover": failover_doc(s.failover),
             "OnlyPassing": s.only_passing, "IgnoreCheckIDs": list(s.ignore_check_ids) or None,
             "Near": s.near, "Tags": list(s.tags) or None, "NodeMeta": s.node_meta or None,
             "ServiceMeta": s.service_meta or None, "Connect": {"Enabled": s.connect},
@@ -303,15 +352,19 @@ def near_first(nodes: Sequence[str], near: str, agent_node: str) -> list[int]:
 
 __all__ = [
     "NAME_PREFIX_MATCH",
+    "Failover",
     "PreparedQuery",
     "QueryService",
     "Template",
+    "failover_doc",
+    "failover_targets",
     "find",
     "health_passes",
     "is_uuid",
     "keeps",
     "name_conflict",
     "near_first",
+    "parse_failover",
     "parse_query",
     "query_doc",
     "query_from_doc",

@@ -473,6 +473,8 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("DELETE", "/v1/query/{id}"): _nothing,  # query:write on the stored name
     ("GET", "/v1/query/{id}/execute"): _nothing,  # results filtered: service:read, node:read
     ("GET", "/v1/query/{id}/explain"): _nothing,  # query:read on the (template's) name
+    # Another datacenter's failover (Consul's ExecuteRemote RPC): results filtered likewise.
+    ("POST", "/v1/loom/query/execute-remote"): _nothing,
 }
 UNRESOLVED = frozenset(
     {("PUT", "/v1/acl/bootstrap"), ("POST", "/v1/acl/login"), ("POST", "/v1/acl/logout")}

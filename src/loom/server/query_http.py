@@ -12,10 +12,21 @@ name is guarded by its unguessable ID alone. Reading one needs ``query:read`` on
 ``<hidden>`` unless the reader has ``acl:write``. Execution checks no query rule; its results
 are filtered by ``service:read`` and ``node:read`` of the query's Token when it has one, else
 of the caller's token.
+
+Failover, as Consul's: when the local execution keeps nothing (after that filtering) and the
+query has a ``Failover``, the same query (rendered, with its Token) is executed in the other
+datacenters ``failover_targets`` names, in turn, until one answers with results. Each goes
+through ``loom.server.wan.call`` to ``POST /v1/loom/query/execute-remote`` (Loom's stand-in for
+Consul's ``PreparedQuery.ExecuteRemote`` RPC) with the caller's token, so the other
+datacenter filters what it answers by its own view of that token (or of the query's Token).
+A remote execution never fails over further. The answer's ``Datacenter`` is the last
+datacenter that answered and ``Failovers`` how many were tried, as Consul counts them.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from dataclasses import replace
 from typing import Any
@@ -26,12 +37,22 @@ from loom.acl.authorizer import Authorizer
 from loom.control.errors import NotFound
 from loom.control.queries import Executed
 from loom.domain.fields import ValidationError
-from loom.domain.queries import PreparedQuery, parse_query, query_doc
-from loom.server import guard, views
+from loom.domain.queries import (
+    PreparedQuery,
+    Template,
+    failover_targets,
+    parse_query,
+    query_doc,
+)
+from loom.server import guard, views, wan
 from loom.store.tables import QUERIES
+
+log = logging.getLogger("loom.server.query_http")
 
 Doc = dict[str, Any]
 HIDDEN = "<hidden>"
+REMOTE_PATH = "/v1/loom/query/execute-remote"
+FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
 
 
 def _json(data: Any, index: int | None = None) -> web.Response:
@@ -191,7 +212,76 @@ async def execute(request: web.Request) -> web.Response:
     near = request.query.get("near")
     if near:
         q = replace(q, service=replace(q.service, near=near))
-    done = state.queries.execute(q, state.settings.node, _limit(request), random.shuffle)
+    limit = _limit(request)
+    done = state.queries.execute(q, state.settings.node, limit, random.shuffle)
+    doc = execute_doc(request, done)
+    if not doc["Nodes"] and not q.service.failover.empty:
+        doc = await _fail_over(request, q, limit, doc)
+    return _json(doc, state.store.index)
+
+
+async def _fail_over(request: web.Request, q: PreparedQuery, limit: int, doc: Doc) -> Doc:
+    """Consul's ``queryFailover``: ``q`` executed in each target datacenter in turn until one
+    has results. A datacenter that cannot be reached, or refuses, counts as tried."""
+    state = guard.state_of(request)
+    others = [dc for dc in state.federation.datacenters() if dc != state.settings.datacenter]
+    # The remote side does not have the query: it gets the query itself, as rendered (no
+    # longer a template, so it is not rendered twice), with its Token.
+    body = json.dumps(
+        {"Query": query_doc(replace(q, template=Template())), "Limit": limit}
+    ).encode()
+    token = guard.secret_of(request) or None
+    tried = 0
+    for dc in failover_targets(q.service.failover, others):
+        tried += 1
+        try:
+            status, headers, raw = await wan.call(
+                request.app, dc, "POST", REMOTE_PATH, body=body, token=token,
+                headers={"Content-Type": "application/json"},
+            )  # fmt: skip
+        except wan.NoPathToDatacenter as exc:
+            log.warning("prepared query %s: no path to datacenter %s: %s", q.id, dc, exc.reason)
+            continue
+        answer = _remote_answer(status, raw)
+        if answer is None:
+            log.warning("prepared query %s: datacenter %s answered %d", q.id, dc, status)
+            continue
+        if headers.get(FILTERED_HEADER) == "true":
+            guard.mark_filtered(request)
+        doc = answer
+        if answer["Nodes"]:
+            break
+    return {**doc, "Failovers": tried}
+
+
+def _remote_answer(status: int, raw: bytes) -> Doc | None:
+    """Another datacenter's execution answer, if it is one."""
+    if status != 200:
+        return None
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict) or not isinstance(answer.get("Nodes"), list):
+        return None
+    return answer
+
+
+async def execute_remote(request: web.Request) -> web.Response:
+    """``POST /v1/loom/query/execute-remote``: another datacenter's failover. The query comes
+    in the body (this datacenter does not store it); it runs here without ``Near`` (this is by
+    definition not the caller's datacenter), shuffled, filtered by its Token or the caller's,
+    cut to ``Limit``, and never fails over further."""
+    state = guard.state_of(request)
+    body = await _body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("Query"), dict):
+        raise ValidationError('Request decode failed: expected {"Query": {...}}')
+    raw_limit = body.get("Limit", 0)
+    if isinstance(raw_limit, bool) or not isinstance(raw_limit, int) or raw_limit < 0:
+        raise ValidationError(f"Invalid limit: {raw_limit!r}")
+    q = parse_query(body["Query"], str(body["Query"].get("ID", "")))
+    q = replace(q, service=replace(q.service, near=""))
+    done = state.queries.execute(q, state.settings.node, raw_limit, random.shuffle)
     return _json(execute_doc(request, done), state.store.index)
 
 
@@ -207,6 +297,7 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/v1/query", listing)
     r.add_get("/v1/query/{id}/execute", execute)
     r.add_get("/v1/query/{id}/explain", explain)
+    r.add_post(REMOTE_PATH, execute_remote)
     r.add_get("/v1/query/{id}", get)
     r.add_put("/v1/query/{id}", update)
     r.add_delete("/v1/query/{id}", delete)
