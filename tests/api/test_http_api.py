@@ -7,6 +7,8 @@ import time
 
 from cryptography import x509
 
+from loom.dns.table import NameTable
+
 STATIC_SERVER = {"Name": "static-server", "Port": 8080, "Connect": {"SidecarService": {}}}
 STATIC_CLIENT = {
     "Name": "static-client",
@@ -190,6 +192,22 @@ def test_the_dns_table_lists_services_with_vips_and_healthy_instances(loom_serve
     (web,) = table["Services"]
     assert web["Name"] == "web" and web["VirtualIPs"][0].startswith("240.")
     assert web["Instances"] == [{"Address": "10.244.0.5", "Hostname": "web-abc"}]
+
+
+def test_instance_ids_that_are_not_dns_labels_leave_the_dns_table_readable(loom_server) -> None:
+    # Consul allows any service ID ("web.1", "redis:6379"); the table names an instance by its
+    # ID only when the ID is a DNS label, or every DNS proxy would refuse the whole table.
+    for sid, address in (("web.1", "10.244.0.7"), ("redis:6379", "10.244.0.8"), ("web-3", "10.244.0.9")):
+        loom_server.put("/v1/agent/service/register",
+                        {"Name": "web", "ID": sid, "Port": 80, "Address": address})  # fmt: skip
+    raw = loom_server.get("/v1/loom/dns-table")
+    table = NameTable.from_json(raw)  # raised TableError before
+    (web,) = raw["Services"]
+    assert sorted(web["Instances"], key=lambda i: i["Address"]) == [
+        {"Address": "10.244.0.7"}, {"Address": "10.244.0.8"},
+        {"Address": "10.244.0.9", "Hostname": "web-3"},
+    ]  # fmt: skip
+    assert table.lookup(table.consul_name("web", "service", "default", "dc1")) is not None
 
 
 def test_the_ca_issues_leaves_with_spiffe_ids_signed_by_its_root(loom_server) -> None:

@@ -38,6 +38,16 @@ def _label_problem(value: object) -> bool:
     )
 
 
+def _instance(address: str, hostname: str) -> Doc:
+    """One healthy instance as the table lists it. Its hostname (pod name, else service ID)
+    names it under a headless service only when it is a DNS label: an ID like ``web.1`` or
+    ``redis:6379`` (valid in Consul) is left out, not allowed to make the whole table
+    unreadable for every DNS proxy."""
+    if not hostname or _label_problem(hostname):
+        return {"Address": address}
+    return {"Address": address, "Hostname": hostname}
+
+
 def remote_name_problem(datacenter: str, namespace: str, name: str) -> str | None:
     """Why a service of another datacenter cannot have DNS names (None: it can), in a line
     that shows the offending parts shortened."""
@@ -95,7 +105,7 @@ def build_name_table(snapshot: MeshSnapshot, cluster_domain: str = CLUSTER_DOMAI
             "Namespace": svc.namespace,
             "Datacenter": svc.datacenter,
             "VirtualIPs": list(svc.dns_vips),
-            "Instances": [{"Address": i.address, "Hostname": i.hostname} for i in svc.healthy],
+            "Instances": [_instance(i.address, i.hostname) for i in svc.healthy],
         }
         for _, svc in sorted(snapshot.services.items())
     ]
