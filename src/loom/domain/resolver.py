@@ -35,8 +35,8 @@ Key = tuple[str, str]
 """(namespace, service)."""
 
 FIELDS = ("DefaultSubset", "Subsets", "Redirect", "Failover", "ConnectTimeout", "RequestTimeout")
-SUBSET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-"""Consul's rule for subset names (they become the first label of a cluster's SNI)."""
+SUBSET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+"""Consul's rule for subset names, as one DNS label (the first of a cluster's SNI)."""
 DEFAULT_CONNECT_TIMEOUT_MS = 5000
 
 FILTER_SCHEMA = Struct(
