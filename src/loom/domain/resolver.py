@@ -287,6 +287,16 @@ def decode_resolver(f: Fields, name: str, namespace: str, meta: dict[str, str]) 
     )
 
 
+def related_services(entry: ServiceResolver) -> list[str]:
+    """The other services a resolver sends its service's traffic to (redirect and failover
+    targets), sorted: writing it needs ``service:read`` on each, as in Consul."""
+    names = {entry.redirect.service} if entry.redirect is not None else set()
+    for fo in entry.failover.values():
+        names.add(fo.service)
+        names.update(t.service for t in fo.targets)
+    return sorted(names - {"", entry.name})
+
+
 # -- resolution ----------------------------------------------------------------------------
 
 
