@@ -4,7 +4,9 @@ The snapshot, built once per store index for every session (and the DNS table), 
 indexed healthy sidecar endpoints per service, virtual IPs, instance addresses, intentions and
 config entries, so collecting one proxy's inputs costs only lookups. ``collect_inputs`` is
 deterministic given the snapshot; equal inputs mean nothing to push. Certificates are not
-inputs: each proxy's agent holds its key and serves its leaf and roots to Envoy itself.
+inputs: each proxy's agent holds its key and serves its leaf and roots to Envoy itself. A
+mesh gateway's inputs (``collect_gateway_inputs``) are where it listens, every meshed service
+of this datacenter with its healthy sidecars, and every other datacenter's gateways.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from loom.ca.authority import spiffe_id
 from loom.domain.intentions import DENY, decide
 from loom.domain.mesh import MeshSnapshot
+from loom.domain.records import Instance
 from loom.domain.records import Upstream as UpstreamDef
 from loom.domain.resolver import Chain, ResolverGraphError, Target, resolve
 from loom.xds.inputs import (
@@ -21,12 +24,16 @@ from loom.xds.inputs import (
     Endpoint,
     ExposeListener,
     FailoverCluster,
+    GatewayBind,
+    GatewayInputs,
+    GatewayRemote,
+    GatewayService,
     Permission,
     Principal,
     ProxyInputs,
     Upstream,
 )
-from loom.xds.translate.names import subset_sni
+from loom.xds.translate.names import sni, subset_sni
 
 Doc = dict[str, Any]
 Key = tuple[str, str]  # (namespace, service)
@@ -114,11 +121,12 @@ def _query_upstream(view: MeshSnapshot, ns: str, name: str, u: UpstreamDef) -> U
     )
 
 
-def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
-    """The inputs of proxy ``proxy_id``, or None when no such proxy is registered."""
+def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayInputs | None:
+    """The inputs of proxy ``proxy_id`` (a sidecar or a mesh gateway), or None when no such
+    proxy is registered."""
     inst = view.proxies.get(proxy_id)
     if inst is None:
-        return None
+        return collect_gateway_inputs(view, proxy_id)
     proxy = inst.proxy
     assert proxy is not None  # the snapshot's proxies are connect-proxy instances
     ns, service = inst.namespace, proxy.destination_service_name
@@ -209,4 +217,67 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
             ExposeListener(e.listener_port, e.path, e.local_path_port, e.protocol)
             for e in (proxy.expose.paths if proxy.expose is not None else ())
         ),
+    )
+
+
+NO_DEFAULT_BIND = ("envoy_gateway_no_default_bind", "envoy_mesh_gateway_no_default_bind")
+BIND_TAGGED = ("envoy_gateway_bind_tagged_addresses", "envoy_mesh_gateway_bind_tagged_addresses")
+"""Consul's ``Proxy.Config`` keys of a gateway's listeners (the second: its older spelling)."""
+
+
+def _flag(config: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    return any(config.get(k) in (True, "true", "True", "1") for k in keys)
+
+
+def _binds(inst: Instance, config: dict[str, Any]) -> tuple[GatewayBind, ...]:
+    """Where the gateway listens, as Consul decides: its ``Address:Port`` (``0.0.0.0`` for no
+    address) unless told not to, and its ``lan``/``wan`` tagged addresses when told to (what
+    ``loom connect envoy -register`` says when both are addresses of its host)."""
+    binds = []
+    if not _flag(config, NO_DEFAULT_BIND):
+        binds.append(GatewayBind("default", inst.address or "0.0.0.0", inst.port))
+    if _flag(config, BIND_TAGGED):
+        for name in ("lan", "wan"):
+            tagged = inst.tagged_addresses.get(name)
+            if tagged is not None and tagged.address:
+                binds.append(GatewayBind(name, tagged.address, tagged.port or inst.port))
+    seen: set[tuple[str, int]] = set()
+    unique = []
+    for b in binds:
+        if (b.address, b.port) not in seen:
+            seen.add((b.address, b.port))
+            unique.append(b)
+    return tuple(unique)
+
+
+def collect_gateway_inputs(view: MeshSnapshot, proxy_id: str) -> GatewayInputs | None:
+    """The inputs of mesh gateway ``proxy_id``, or None when no such gateway is registered.
+
+    Its own health does not matter here (an unhealthy gateway keeps its configuration; other
+    proxies stop using it); the sidecars it routes to are the healthy ones only."""
+    inst = view.mesh_gateways.get(proxy_id)
+    if inst is None:
+        return None
+    config = inst.proxy.config if inst.proxy is not None else {}
+    td, dc = view.trust_domain, view.datacenter
+    timeout = config.get("connect_timeout_ms")
+    return GatewayInputs(
+        proxy_id=proxy_id,
+        service=inst.service,
+        namespace=inst.namespace,
+        datacenter=dc,
+        trust_domain=td,
+        binds=_binds(inst, config),
+        services=tuple(
+            GatewayService(sni(name, ns, dc, td), tuple(view.endpoints.get((ns, name), ())))
+            for ns, name in sorted(view.meshed)
+        ),
+        remotes=tuple(
+            GatewayRemote(other, f"{other}.internal.{td}", tuple(state.mesh_gateways))
+            for other, state in sorted(view.remote.items())
+            if other != dc and state.mesh_gateways
+        ),
+        connect_timeout_ms=timeout
+        if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0
+        else 5000,
     )
