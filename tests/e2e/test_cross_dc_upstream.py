@@ -8,7 +8,8 @@ service's sidecar) through a snapshot restore. A dc1 client sidecar has the upst
 (``none``), dc1's gateway (``local``, then dc2's) and dc2's gateway (``remote``). Each time
 the client's cluster has exactly the endpoints the mode picks and api answers, so TLS went
 end to end with dc2's SPIFFE ID verified by the client; a deny intention written in dc2 then
-stops dc1's caller at dc2's sidecar.
+stops dc1's caller at dc2's sidecar. Last, a service-resolver in dc1 fails the local api
+over to dc2 when dc1's api instance is critical, and back when it passes.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.envoy
 class CrossDc(TwoDcs):
     api_sidecar = 0
     upstream = 0
+    local_upstream = 0
     client: Proc
 
     def announce(self, api_sidecar: int) -> None:
@@ -73,8 +75,8 @@ class CrossDc(TwoDcs):
             if line.startswith(f"{name}::127.0.0.1:") and "::cx_total::" in line
         }
 
-    def answer(self) -> str:
-        rc, out = curl(f"http://127.0.0.1:{self.upstream}/")
+    def answer(self, port: int = 0) -> str:
+        rc, out = curl(f"http://127.0.0.1:{port or self.upstream}/")
         return out.strip() if rc == 0 else ""
 
 
@@ -83,6 +85,7 @@ def dcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossDc]:
     d = CrossDc(tmp_path_factory.mktemp("cross-dc"))
     try:
         d.app(d.dc2, "api", "hello from dc2")
+        d.app(d.dc1, "api", "hello from dc1")
         d.api_sidecar = d.dc2.get("/v1/agent/service/api-sidecar-proxy")["Port"]
         d.announce(d.api_sidecar)
         d.dc2.put("/v1/agent/service/register", {
@@ -98,11 +101,15 @@ def dcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossDc]:
             d.tmp / "gateway-dc1.log"))  # fmt: skip
         wait_for(lambda: (d.tmp / "gateway-dc1" / "ready").exists(), 60, "dc1's gateway ready")
         d.upstream = free_port()
-        upstream = {"DestinationName": "api", "Datacenter": "dc2", "LocalBindPort": d.upstream}
+        d.local_upstream = free_port()
+        upstreams = [
+            {"DestinationName": "api", "Datacenter": "dc2", "LocalBindPort": d.upstream},
+            {"DestinationName": "api", "LocalBindPort": d.local_upstream},
+        ]
         d.dc1.put("/v1/agent/service/register", {
             "Name": "client", "Port": free_port(),
             "Connect": {"SidecarService": {"Port": free_port(),
-                                           "Proxy": {"Upstreams": [upstream]}}}})  # fmt: skip
+                                           "Proxy": {"Upstreams": upstreams}}}})  # fmt: skip
         d.client = d.own(start_dataplane(d.tmp, "client-sidecar-proxy", d.dc1.http, d.dc1.grpc,
                                          "--envoy-concurrency", "1"))  # fmt: skip
         yield d
@@ -145,3 +152,18 @@ def test_dc2s_intentions_judge_the_dc1_caller(dcs: CrossDc) -> None:
     finally:
         assert dcs.dc2.request("DELETE", path)[0] == 200
     wait_for(lambda: dcs.answer() == "hello from dc2", 30, "allowed again")
+
+
+def test_failover_to_dc2_when_dc1s_instances_are_critical_and_back(dcs: CrossDc) -> None:
+    dcs.mode("local")
+    entry = {"Kind": "service-resolver", "Name": "api", "Failover": {"*": {"Datacenters": ["dc2"]}}}
+    status, out, _ = dcs.dc1.request("PUT", "/v1/config", entry)
+    assert status == 200, out
+    port = dcs.local_upstream
+    wait_for(lambda: dcs.answer(port) == "hello from dc1", 60, "dc1's own api first")
+    dcs.dc1.put("/v1/agent/check/fail/service:api")
+    wait_for(lambda: dcs.answer(port) == "hello from dc2", 60, "failover to dc2")
+    assert {dcs.answer(port) for _ in range(5)} == {"hello from dc2"}
+    dcs.dc1.put("/v1/agent/check/pass/service:api")
+    wait_for(lambda: dcs.answer(port) == "hello from dc1", 60, "fail-back to dc1")
+    assert {dcs.answer(port) for _ in range(5)} == {"hello from dc1"}
