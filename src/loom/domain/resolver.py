@@ -27,7 +27,14 @@ from loom.domain.entries import (
     ResolverSubset,
     ServiceResolver,
 )
-from loom.domain.fields import Fields, ValidationError, check_name, check_namespace, parse_duration
+from loom.domain.fields import (
+    Fields,
+    ValidationError,
+    check_datacenter,
+    check_name,
+    check_namespace,
+    parse_duration,
+)
 from loom.domain.mesh import Endpoint
 from loom.domain.records import Instance, Node
 
@@ -160,9 +167,7 @@ def _opt_subset(f: Fields, key: str) -> str:
 
 def _opt_dc(f: Fields, key: str) -> str:
     value = f.text(key)
-    if value and not re.match(r"^[a-z0-9_-]{1,64}$", value):
-        raise ValidationError(f"{f.where(key)}: {value!r} is not a datacenter name")
-    return value
+    return check_datacenter(value, f.where(key)) if value else ""
 
 
 def _redirect(f: Fields | None) -> ResolverRedirect | None:
@@ -222,7 +227,7 @@ def _failover(
                 raise ValidationError(
                     f"Bad Failover[{subset!r}].Datacenters: found empty datacenter"
                 )
-            _opt_dc(Fields({"Datacenters": dc}, g.path), "Datacenters")
+            check_datacenter(dc, g.where("Datacenters"))
         fo = ResolverFailover(
             service=_opt_name(g, "Service"),
             service_subset=_opt_subset(g, "ServiceSubset"),
