@@ -60,9 +60,14 @@ def test_without_a_mode_nothing_new_is_stored_or_shown() -> None:
         ({"MeshGateway": {"Mod": "local"}}, "MeshGateway.Mod: unknown field"),
         ({"Upstreams": [{"DestinationName": "db", "LocalBindPort": 1, "MeshGateway": {"Mode": 1}}]},
          "Upstreams[0].MeshGateway.Mode: expected a string"),
+        # A datacenter is a SPIFFE ID segment and an SNI label: nothing that could forge one.
+        ({"Upstreams": [{"DestinationName": "db", "LocalBindPort": 1, "Datacenter": "dc2/svc/x"}]},
+         "Upstreams[0].Datacenter: 'dc2/svc/x' is not a datacenter name"),
+        ({"Upstreams": [{"DestinationName": "db", "LocalBindPort": 1, "Datacenter": "DC2"}]},
+         "Upstreams[0].Datacenter: 'DC2' is not a datacenter name"),
     ],
 )
-def test_a_mode_consul_does_not_know_is_refused(proxy: dict[str, Any], message: str) -> None:
+def test_a_mode_or_datacenter_that_cannot_be_is_refused(proxy: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError) as err:
         _sidecar(proxy)
     assert message in str(err.value)

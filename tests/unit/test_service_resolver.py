@@ -92,6 +92,9 @@ def test_a_resolver_decodes_every_consul_field_into_its_record() -> None:
         ({"RequestTimeout": "-1s"}, "Bad RequestTimeout '-1s'"),
         ({"LoadBalancer": {"Policy": "maglev"}}, "LoadBalancer: unknown field"),
         ({"Redirect": {"Service": "api", "Peer": "p1"}}, "Redirect.Peer: is not supported"),
+        ({"Redirect": {"Datacenter": "dc2.evil"}}, "Redirect.Datacenter: 'dc2.evil' is not a datacenter"),
+        ({"Failover": {"*": {"Datacenters": ["dc2", "x/y"]}}},
+         "Failover['*'].Datacenters: 'x/y' is not a datacenter name"),
     ],
 )
 def test_a_bad_resolver_is_refused_with_consuls_message(body: dict[str, Any], message: str) -> None:

@@ -19,6 +19,8 @@ from loom.errors import LoomError
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
 SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+DATACENTER = re.compile(r"^[a-z0-9_-]{1,64}$")
+"""What a datacenter name may be (it is a segment of SPIFFE IDs and a label of SNIs)."""
 
 
 class ValidationError(LoomError):
@@ -273,6 +275,14 @@ def check_namespace(value: str, where: str, wildcard: bool = False) -> str:
         return value
     if not NAMESPACE.match(value):
         raise ValidationError(f"{where}: {value!r} is not a valid namespace (a DNS label)")
+    return value
+
+
+def check_datacenter(value: str, where: str) -> str:
+    if not DATACENTER.match(value):
+        raise ValidationError(
+            f"{where}: {value!r} is not a datacenter name (lowercase letters, digits, '-', '_')"
+        )
     return value
 
 

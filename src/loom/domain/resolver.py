@@ -27,7 +27,14 @@ from loom.domain.entries import (
     ResolverSubset,
     ServiceResolver,
 )
-from loom.domain.fields import Fields, ValidationError, check_name, check_namespace, parse_duration
+from loom.domain.fields import (
+    Fields,
+    ValidationError,
+    check_datacenter,
+    check_name,
+    check_namespace,
+    parse_duration,
+)
 from loom.domain.mesh import Endpoint
 from loom.domain.records import Instance, Node
 
@@ -35,8 +42,8 @@ Key = tuple[str, str]
 """(namespace, service)."""
 
 FIELDS = ("DefaultSubset", "Subsets", "Redirect", "Failover", "ConnectTimeout", "RequestTimeout")
-SUBSET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-"""Consul's rule for subset names (they become the first label of a cluster's SNI)."""
+SUBSET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+"""Consul's rule for subset names, as one DNS label (the first of a cluster's SNI)."""
 DEFAULT_CONNECT_TIMEOUT_MS = 5000
 
 FILTER_SCHEMA = Struct(
@@ -160,9 +167,7 @@ def _opt_subset(f: Fields, key: str) -> str:
 
 def _opt_dc(f: Fields, key: str) -> str:
     value = f.text(key)
-    if value and not re.match(r"^[a-z0-9_-]{1,64}$", value):
-        raise ValidationError(f"{f.where(key)}: {value!r} is not a datacenter name")
-    return value
+    return check_datacenter(value, f.where(key)) if value else ""
 
 
 def _redirect(f: Fields | None) -> ResolverRedirect | None:
@@ -222,7 +227,7 @@ def _failover(
                 raise ValidationError(
                     f"Bad Failover[{subset!r}].Datacenters: found empty datacenter"
                 )
-            _opt_dc(Fields({"Datacenters": dc}, g.path), "Datacenters")
+            check_datacenter(dc, g.where("Datacenters"))
         fo = ResolverFailover(
             service=_opt_name(g, "Service"),
             service_subset=_opt_subset(g, "ServiceSubset"),
@@ -285,6 +290,16 @@ def decode_resolver(f: Fields, name: str, namespace: str, meta: dict[str, str]) 
         connect_timeout=_duration(f, "ConnectTimeout"),
         request_timeout=_duration(f, "RequestTimeout"),
     )
+
+
+def related_services(entry: ServiceResolver) -> list[str]:
+    """The other services a resolver sends its service's traffic to (redirect and failover
+    targets), sorted: writing it needs ``service:read`` on each, as in Consul."""
+    names = {entry.redirect.service} if entry.redirect is not None else set()
+    for fo in entry.failover.values():
+        names.add(fo.service)
+        names.update(t.service for t in fo.targets)
+    return sorted(names - {"", entry.name})
 
 
 # -- resolution ----------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from loom.domain.fields import (
     Fields,
     ValidationError,
     check_address,
+    check_datacenter,
     check_id,
     check_name,
     check_namespace,
@@ -87,6 +88,7 @@ def _upstream(f: Fields) -> Upstream:
     ns = f.text("DestinationNamespace")
     if ns:
         check_namespace(ns, f.where("DestinationNamespace"))
+    dc = f.text("Datacenter")
     bind_port = f.port("LocalBindPort")
     if bind_port == 0 and not f.flag("CentrallyConfigured"):
         raise ValidationError(f"{f.where('LocalBindPort')}: is required for an upstream")
@@ -94,7 +96,7 @@ def _upstream(f: Fields) -> Upstream:
         destination_type=dtype,
         destination_name=name,
         destination_namespace=ns,
-        datacenter=f.text("Datacenter"),
+        datacenter=check_datacenter(dc, f.where("Datacenter")) if dc else "",
         local_bind_address=check_address(
             f.text("LocalBindAddress", "127.0.0.1"), f.where("LocalBindAddress")
         ),

@@ -316,6 +316,11 @@ def collect_gateway_inputs(view: MeshSnapshot, proxy_id: str) -> GatewayInputs |
         services=tuple(
             GatewayService(sni(name, ns, dc, td), tuple(view.endpoints.get((ns, name), ())))
             for ns, name in sorted(view.meshed)
+        )
+        # service-resolver subsets, by their own SNI, for callers in other datacenters.
+        + tuple(
+            GatewayService(subset_sni(sub, name, ns, dc, td), endpoints)
+            for (ns, name, sub), endpoints in sorted(view.subset_endpoints.items())
         ),
         remotes=tuple(
             GatewayRemote(other, f"{other}.internal.{td}", tuple(state.mesh_gateways))

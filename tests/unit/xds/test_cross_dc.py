@@ -22,7 +22,7 @@ from loom.domain.federation import FederationState, RemoteService
 from loom.domain.intentions import Intention, decide
 from loom.domain.mesh import Endpoint
 from loom.store import Store
-from loom.xds.inputs import AccessRule, Principal, Upstream
+from loom.xds.inputs import AccessRule, GatewayInputs, Principal, Upstream
 from loom.xds.translate import build_resources
 from loom.xds.translate.names import TYPE_CLUSTER
 from loom.xds.translate.rbac import rbac_policies
@@ -181,3 +181,18 @@ async def test_a_subset_in_another_dc_is_only_reached_through_a_gateway(state: S
     assert db.sni.startswith("v2.db.default.dc2.internal.") and db.endpoints == ()
     db = await _db(state, upstream={"MeshGateway": {"Mode": "remote"}})
     assert db.endpoints == (DC2_GATEWAY,)
+
+
+async def test_a_gateway_routes_a_subset_of_its_own_dc_by_the_subsets_sni(state: State) -> None:
+    await state.catalog.agent_register({"Name": "db", "ID": "db-v2", "Port": 5433,
+                                        "Meta": {"version": "v2"},
+                                        "Connect": {"SidecarService": {"Port": 21003}}})  # fmt: skip
+    for n in (1, 2):
+        await state.catalog.update_check(f"service:db-v2-sidecar-proxy:{n}", "passing", "")
+    await state.configs.write({"Kind": R, "Name": "db",
+                               "Subsets": {"v2": {"Filter": "Service.Meta.version == v2"}}})  # fmt: skip
+    gw = collect_inputs(state.snapshot(), "gw")
+    assert isinstance(gw, GatewayInputs)
+    routes = {s.sni.removesuffix(f".internal.{gw.trust_domain}"): s.endpoints for s in gw.services}
+    assert [e.port for e in routes["v2.db.default.dc1"]] == [21003]
+    assert sorted(e.port for e in routes["db.default.dc1"]) == [21001, 21003]
