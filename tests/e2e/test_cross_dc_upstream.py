@@ -15,14 +15,17 @@ over to dc2 when dc1's api instance is critical, and back when it passes.
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from loom.domain.federation import FederationState, RemoteService, state_to_json
 from loom.domain.mesh import Endpoint
 from loom.store.archive import read_archive, write_archive
-from tests.e2e.test_mesh_gateway import TwoDcs, raw
+from tests.e2e.test_mesh_gateway import TwoDcs
 from tests.support.mesh import (
     Proc,
     curl,
@@ -32,8 +35,19 @@ from tests.support.mesh import (
     start_dataplane,
     wait_for,
 )
+from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.envoy
+
+
+def raw(server: ServerProcess, method: str, path: str, body: bytes | None = None) -> Any:
+    """(status, body, headers) of one request, errors included."""
+    req = urllib.request.Request(f"http://{server.http}{path}", data=body, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.read(), dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
 
 
 class CrossDc(TwoDcs):
