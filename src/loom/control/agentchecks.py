@@ -32,12 +32,10 @@ from loom.domain.checks import (
 )
 from loom.domain.checkstate import (
     CRITICAL,
-    DATAPLANE,
     SERVER,
     aggregate,
     alias_result,
     check_runner,
-    dataplane_gone,
     reap_due,
     sidecars_by_destination,
 )
@@ -220,26 +218,6 @@ class AgentChecks:
             for c in self.catalog.checks_on(self.node)
             if check_runner(c, proxies, sidecars)[0] == SERVER
         ]
-
-    def dataplane_gone(
-        self, gone_for: Callable[[str], float | None], intervals: int
-    ) -> list[tuple[Check, str]]:
-        """The checks of this node whose dataplane has been gone ``intervals`` of their
-        intervals (``gone_for``: seconds since a proxy last had an xDS stream, None while it
-        has one), each with the critical Output to write (``checkstate.dataplane_gone``)."""
-        local = self.catalog.instances_on(self.node)
-        proxies = {i.id: i for i in local if i.proxy is not None}
-        sidecars = sidecars_by_destination(local)
-        out = []
-        for c in self.catalog.checks_on(self.node):
-            who, owner = check_runner(c, proxies, sidecars)
-            if who != DATAPLANE:
-                continue
-            gone = gone_for(owner)
-            output = dataplane_gone(c, owner, gone, intervals) if gone is not None else None
-            if output is not None:
-                out.append((c, output))
-        return out
 
     def due_for_reaping(self, now: float | None = None) -> list[str]:
         """Service IDs whose check has been critical longer than its

@@ -69,11 +69,6 @@ class ServerSettings:
     """Lifetime of leaf certificates, in seconds (72h as Consul); renewed at 60% of it."""
     ttl_sweep_s: float = 1.0
     """How often TTL checks are swept for expiry, in seconds."""
-    dataplane_gone_intervals: int = 3
-    """A check run by a dataplane turns critical, saying why, once that dataplane's xDS stream
-    has been gone for this many of the check's intervals (0: never), so a dead dataplane's
-    checks do not keep their last status forever. Off with etcd: a server sees only its own
-    streams, and the dataplane may be connected to another."""
     kv_tombstone_ttl_s: float = 900.0
     """How long a deleted KV key's tombstone is kept, in seconds (Consul's ``tombstone_ttl``,
     15 min): long enough for a blocking query on it to see the deletion; reaped in batches

@@ -103,30 +103,6 @@ def check_runner(
     return SERVER, ""
 
 
-DATAPLANE_GONE = "No dataplane runs this check: "
-"""How the Output of a check whose dataplane is gone starts (``dataplane_gone``)."""
-ALIAS_PERIOD_S = 10.0
-"""The interval counted for a check that has none (an alias check re-reads every second)."""
-
-
-def dataplane_gone(check: Check, owner: str, gone_for_s: float, intervals: int) -> str | None:
-    """The critical Output of a dataplane-run ``check`` whose dataplane (``owner``'s xDS
-    stream) has been gone ``gone_for_s`` seconds, once that is ``intervals`` of the check's
-    intervals or more; None until then, and once the check already says so."""
-    d = check.definition
-    if d is None or intervals <= 0:
-        return None
-    period = d.interval_s or ALIAS_PERIOD_S
-    if gone_for_s < intervals * period:
-        return None
-    if check.status == CRITICAL and check.output.startswith(DATAPLANE_GONE):
-        return None
-    return (
-        f"{DATAPLANE_GONE}the xDS stream of {owner} has been gone for {gone_for_s:.0f}s "
-        f"({intervals} intervals of {period:g}s), so its status is unknown"
-    )
-
-
 def aggregate(checks: Iterable[Check]) -> str:
     """The agent's aggregated status: maintenance, then critical, warning, passing."""
     statuses = set()

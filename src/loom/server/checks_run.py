@@ -5,9 +5,7 @@ dataplane owns (``loom.domain.checkstate.check_runner``: a sidecar's checks, and
 instance with a sidecar, belong to that sidecar's ``loom dataplane``). It follows the checks
 and services tables (a blocking wait on the store), so a registered check starts within a
 moment and a removed one stops. Results are written like any check update, and the same loop
-reaps services whose check stayed critical past ``DeregisterCriticalServiceAfter``, and turns
-critical the checks whose dataplane's xDS stream has been gone for
-``dataplane_gone_intervals`` of their intervals (their last status would be stale).
+reaps services whose check stayed critical past ``DeregisterCriticalServiceAfter``.
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import logging
 from loom.control.errors import ControlError
 from loom.control.state import State
 from loom.domain.checks import CheckDefinition
-from loom.domain.checkstate import CRITICAL
 from loom.domain.records import Check
 from loom.errors import LoomError
 from loom.health.probes import Result
@@ -26,9 +23,8 @@ from loom.health.runner import CheckRunner
 from loom.store.tables import CHECKS, SERVICES
 
 log = logging.getLogger("loom.server.checks")
-REAP_EVERY_S = 1.0
-"""How often the loop looks for services to reap, and for checks whose dataplane is gone,
-when nothing changes."""
+REAP_EVERY_S = 5.0
+"""How often the loop looks for services to reap when nothing changes."""
 
 
 def server_runner(state: State) -> CheckRunner:
@@ -43,18 +39,6 @@ def server_runner(state: State) -> CheckRunner:
     return CheckRunner(report, alias)
 
 
-async def _mark_dataplanes_gone(state: State) -> None:
-    """Turn critical the checks whose dataplane has been gone too long (not with etcd: the
-    dataplane may hold its stream with another server)."""
-    intervals = state.settings.dataplane_gone_intervals
-    if not intervals or state.store.kind == "etcd":
-        return
-    for check, output in state.agent_checks.dataplane_gone(state.proxies.gone_for, intervals):
-        log.warning("check %s: %s", check.check_id, output)
-        with contextlib.suppress(ControlError):  # deregistered meanwhile
-            await state.catalog.update_check(check.check_id, CRITICAL, output)
-
-
 async def run_server_checks(state: State) -> None:
     """Run until cancelled."""
     runner = server_runner(state)
@@ -62,7 +46,6 @@ async def run_server_checks(state: State) -> None:
     try:
         while True:
             runner.sync(state.agent_checks.server_owned())
-            await _mark_dataplanes_gone(state)
             for service_id in state.agent_checks.due_for_reaping():
                 log.warning("deregistering service %s: critical past its "
                             "DeregisterCriticalServiceAfter", service_id)  # fmt: skip

@@ -220,7 +220,7 @@ class _Session:
         if not self.proxy_id and node_id:
             self.proxy_id = node_id
             self.hub.sessions[self.id] = node_id
-            self.hub.state.proxies.add(self.id, self.status, node_id)
+            self.hub.state.proxies.add(self.id, self.status)
             log.info("proxy %s connected", node_id)
             self.refresh()
 
