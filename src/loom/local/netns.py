@@ -445,6 +445,13 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str
     return done
 
 
+# The WAN of several datacenters (``wan.py``) is built with the same tools.
+ip = _ip
+locked = _locked
+netns_exists = _netns_exists
+link_exists = _link_exists
+disable_ipv6 = _disable_ipv6
+
 __all__ = [
     "LocalNetError",
     "LocalNetSettings",
