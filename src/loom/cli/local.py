@@ -50,20 +50,10 @@ def base_layout() -> BaseLayout:
 def mesh_from_env(say: bool = True, datacenter: str | None = None) -> LocalMesh:
     """The mesh of ``datacenter`` (default dc1: the environment's mesh as it is)."""
     from loom.local import datacenters, federation
-    from loom.local.mesh import LocalMesh, LocalSettings
-    from loom.local.netns import LocalNetSettings
+    from loom.local.mesh import LocalMesh
+    from loom.local.settings import for_datacenter
 
-    base = base_layout()
-    where = datacenters.layout(base, datacenter or datacenters.DEFAULT_DATACENTER)
-    settings = LocalSettings(
-        net=LocalNetSettings(prefix=where.prefix, subnet=where.subnet, state_dir=where.state_dir),
-        http_addr=where.http_addr,
-        grpc_addr=where.grpc_addr,
-        data_dir=where.data_dir,
-        datacenter=where.datacenter,
-        wan=datacenters.wan_layout(base),
-        wan_index=where.index,
-    )
+    settings = for_datacenter(base_layout(), datacenter or datacenters.DEFAULT_DATACENTER)
     settings = federation.recorded(settings)
     return LocalMesh(settings, say=(lambda m: print(m, flush=True)) if say else None)
 

@@ -8,13 +8,14 @@ make its server federated and give its mesh gateway a WAN address.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loom.defaults import GRPC_ADDR, HTTP_ADDR
 from loom.inject import InjectSettings
-from loom.local import uids
-from loom.local.datacenters import DEFAULT_DATACENTER, WanLayout
+from loom.local import datacenters, uids
+from loom.local.datacenters import DEFAULT_DATACENTER, BaseLayout, WanLayout
 from loom.local.netns import LocalNetSettings
 
 
@@ -103,3 +104,21 @@ class LocalSettings:
     def hosts_file(self) -> Path:
         """Extra names the node's DNS server answers (``LocalMesh.add_host``)."""
         return self.net.state_dir / "hosts"
+
+
+def for_datacenter(
+    base: BaseLayout, datacenter: str = DEFAULT_DATACENTER, **fields: object
+) -> LocalSettings:
+    """The settings of ``datacenter``'s mesh beside the default one's ``base`` (laid out by
+    ``datacenters.layout``, on ``base``'s WAN), with ``fields`` replaced."""
+    where = datacenters.layout(base, datacenter)
+    settings = LocalSettings(
+        net=LocalNetSettings(prefix=where.prefix, subnet=where.subnet, state_dir=where.state_dir),
+        http_addr=where.http_addr,
+        grpc_addr=where.grpc_addr,
+        data_dir=where.data_dir,
+        datacenter=where.datacenter,
+        wan=datacenters.wan_layout(base),
+        wan_index=where.index,
+    )
+    return dataclasses.replace(settings, **fields)  # type: ignore[arg-type]
