@@ -63,6 +63,35 @@ def _group(text: str) -> int:
         raise argparse.ArgumentTypeError(f"no group named {text!r}") from None
 
 
+def check_datacenter(name: str, flag: str) -> str:
+    from loom.domain.fields import ValidationError, check_name
+
+    try:
+        return check_name(name, flag)
+    except ValidationError as exc:
+        raise UsageError(f"server: {exc}") from None
+
+
+def _join_addr(text: str) -> str:
+    from loom.domain.federation import check_server
+    from loom.domain.fields import ValidationError
+
+    try:
+        return check_server(text.removeprefix("http://"), "--join-wan")
+    except ValidationError as exc:
+        raise UsageError(f"server: {exc}") from None
+
+
+def _read_token(path: Path) -> str:
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"server: cannot read {path}: {exc.strerror or exc}") from None
+    if not text:
+        raise UsageError(f"server: --acl-replication-token-file {path} is empty")
+    return text
+
+
 def register(commands: Commands) -> None:
     p = commands.top.add_parser(
         "server",
@@ -192,6 +221,35 @@ def register(commands: Commands) -> None:
         "(Consul's acl.tokens.initial_management); needs --acl-default-policy",
     )
     p.add_argument(
+        "--primary-datacenter",
+        metavar="NAME",
+        default="",
+        help="the federation's primary datacenter, where config entries, intentions and ACLs "
+        "are written and replicated from (Consul's primary_datacenter; default: this one)",
+    )
+    p.add_argument(
+        "--join-wan",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="HTTP API address of a server in another datacenter to federate with, retried "
+        "until reachable (Consul's retry_join_wan); repeatable (default: none)",
+    )
+    replication = p.add_mutually_exclusive_group()
+    replication.add_argument(
+        "--acl-replication-token",
+        metavar="SECRET",
+        default="",
+        help="token this server presents to other datacenters, for replication and "
+        "forwarding (Consul's acl.tokens.replication; default: none, the anonymous token)",
+    )
+    replication.add_argument(
+        "--acl-replication-token-file",
+        type=Path,
+        metavar="PATH",
+        help="file holding that token (default: none)",
+    )
+    p.add_argument(
         "--node-name",
         default="loom-server",
         help="node of agent-API registrations (default loom-server)",
@@ -293,6 +351,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("server: --ui-metrics-url must be an http:// or https:// URL")
     if args.no_http and not args.https_addr:
         raise UsageError("server: --no-http needs --https-addr (else there is no API at all)")
+    join_wan = tuple(_join_addr(a) for a in args.join_wan)
+    if args.primary_datacenter:
+        check_datacenter(args.primary_datacenter, "--primary-datacenter")
+    replication_token = args.acl_replication_token
+    if args.acl_replication_token_file is not None:
+        replication_token = _read_token(args.acl_replication_token_file)
     intentions = args.default_intention_policy or args.acl_default_policy or "allow"
     endpoints = tuple(e for e in (args.etcd_endpoints or "").split(",") if e.strip())
     logging.basicConfig(
@@ -322,6 +386,9 @@ def run(args: argparse.Namespace) -> int:
         leaf_ttl_s=args.leaf_ttl,
         acl_default_policy=args.acl_default_policy,
         acl_initial_management_token=args.acl_initial_management_token,
+        primary_datacenter=args.primary_datacenter,
+        join_wan=join_wan,
+        replication_token=replication_token,
         http_max_conns_per_client=args.http_max_conns_per_client,
         http_idle_timeout_s=args.http_idle_timeout,
         enable_script_checks=args.enable_script_checks,

@@ -17,6 +17,7 @@ from loom.control.catalog import Catalog
 from loom.control.certs import Certs
 from loom.control.configs import Configs
 from loom.control.errors import NotFound
+from loom.control.federation import Federation
 from loom.control.queries import Queries
 from loom.control.selfreg import is_server_service
 from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
@@ -29,9 +30,10 @@ from loom.domain.mesh import (
     QueryTarget,
     ServiceEntry,
 )
-from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES, QUERIES
+from loom.domain.records import Instance
+from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES, FEDERATION_TABLES, QUERIES
 
-MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES + (QUERIES.name,)
+MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES + (QUERIES.name,) + FEDERATION_TABLES
 """The tables a snapshot reads (besides the CA, whose roots change only by rotation: a write,
 so a new store index and a new snapshot)."""
 
@@ -43,22 +45,35 @@ def build_snapshot(
     configs: Configs,
     certs: Certs,
     queries: Queries | None = None,
+    federation: Federation | None = None,
 ) -> MeshSnapshot:
+    datacenter = catalog.settings.datacenter
     snap = MeshSnapshot(
         index=index,
         mesh_index=mesh_index,
-        datacenter=catalog.settings.datacenter,
+        datacenter=datacenter,
         trust_domain=certs.trust_domain,
         roots_pem=certs.roots_pem,
         default_allow=configs.default_allow,
+        primary_datacenter=federation.primary if federation is not None else datacenter,
+        remote=federation.states() if federation is not None else {},
     )
     healthy = catalog.is_healthy
     instances = catalog.instances()
     by_id = {(d.node, d.namespace, d.id): d for d in instances}
+    lan: list[Endpoint] = []
+    wan: list[Endpoint] = []
     for inst in instances:
         if is_server_service(inst):
             continue  # a catalog record, not part of the mesh (loom.control.selfreg)
         address = inst.address or catalog.node_of(inst).address
+        if inst.is_mesh_gateway:
+            # Not a service of the mesh: only where sidecars and other DCs reach it.
+            if healthy(inst):
+                here, there = gateway_addresses(inst, address)
+                lan.append(here)
+                wan.append(there)
+            continue
         if inst.proxy is not None:
             snap.proxies.setdefault(inst.id, inst)
             proxy = inst.proxy
@@ -106,7 +121,22 @@ def build_snapshot(
             snap.externals.append(ExternalHost(host, x.name, x.namespace, vips, ports))
     if queries is not None:
         snap.query_targets = query_targets(snap, catalog, queries)
+    snap.gateways_lan, snap.gateways_wan = tuple(lan), tuple(wan)
     return snap
+
+
+def gateway_addresses(inst: Instance, address: str) -> tuple[Endpoint, Endpoint]:
+    """A mesh gateway's LAN address (``TaggedAddresses["lan"]``, else ``address``:Port) and
+    WAN address (``TaggedAddresses["wan"]``, else the LAN one); a tagged address without a
+    port takes the instance's."""
+    tagged = inst.tagged_addresses
+    given = tagged.get("lan")
+    here = Endpoint(address, inst.port)
+    if given and given.address:
+        here = Endpoint(given.address, given.port or inst.port)
+    far = tagged.get("wan")
+    there = Endpoint(far.address, far.port or here.port) if far and far.address else here
+    return here, there
 
 
 def query_targets(snap: MeshSnapshot, catalog: Catalog, queries: Queries) -> dict[str, QueryTarget]:

@@ -18,6 +18,7 @@ from loom.control.caconfig import CaConfig
 from loom.control.catalog import Catalog, CatalogSettings
 from loom.control.certs import Certs
 from loom.control.configs import Configs
+from loom.control.federation import Federation, reachable_addrs
 from loom.control.kv import Kv
 from loom.control.login import Logins
 from loom.control.proxies import ProxyStreams
@@ -86,6 +87,15 @@ class ServerSettings:
     ui_metrics_url: str | None = None
     """The provider's base URL (``http://127.0.0.1:9090``), queried by the server only
     (``server/metrics_http.py``), as Consul's ``ui_config.metrics_proxy.base_url``."""
+    primary_datacenter: str = ""
+    """The federation's primary datacenter (Consul's ``primary_datacenter``): where config
+    entries, intentions and ACLs are written and replicated from; empty: this datacenter."""
+    join_wan: tuple[str, ...] = ()
+    """HTTP API addresses (``HOST:PORT``) of servers in other datacenters to federate with
+    (Consul's ``retry_join_wan``), tried until reachable; empty: none."""
+    replication_token: str = ""
+    """The token this server presents to other datacenters (Consul's
+    ``acl.tokens.replication``); empty: none (the anonymous token)."""
     http_shutdown_grace_s: float = 1.0
     """At shutdown, seconds in-progress HTTP requests get to finish before they are cut off
     (blocking queries are answered at once, so this bounds writes only)."""
@@ -166,6 +176,14 @@ class State:
         self.queries = Queries(
             self.store, self.lock, self.catalog, lambda sid: self.sessions.get(sid) is not None
         )
+        self.federation = Federation(
+            self.store,
+            self.lock,
+            settings.datacenter,
+            settings.primary_datacenter,
+            reachable_addrs(settings.http_addrs, settings.node_address),
+        )
+        """The datacenters this server knows (``loom.control.federation``)."""
         self.proxies = ProxyStreams()
         """The proxies' live xDS streams, as the xDS server reports them."""
         self._snapshot: MeshSnapshot | None = None
@@ -180,7 +198,13 @@ class State:
         if snap is None or self.store.table_index(MESH_READ_TABLES) > snap.index:
             mesh_index = self.store.table_index(MESH_TABLES)
             snap = self._snapshot = build_snapshot(
-                index, mesh_index, self.catalog, self.configs, self.certs, self.queries
+                index,
+                mesh_index,
+                self.catalog,
+                self.configs,
+                self.certs,
+                self.queries,
+                self.federation,
             )
         return snap
 

@@ -9,11 +9,14 @@ translators and the table a DNS proxy parses all speak of the same things.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
 from loom.domain.intentions import Intention
 from loom.domain.records import Instance
+
+if TYPE_CHECKING:  # loom.domain.federation imports Endpoint from here
+    from loom.domain.federation import FederationState
 
 Key = tuple[str, str]
 """(namespace, service)."""
@@ -108,6 +111,16 @@ class MeshSnapshot:
     query_targets: dict[str, QueryTarget] = field(default_factory=dict)
     """Query ID or name a sidecar's ``prepared_query`` upstream names -> its execution
     (names that find no query are absent)."""
+    primary_datacenter: str = ""
+    """The federation's primary datacenter (``datacenter`` itself when this one is it)."""
+    remote: dict[str, FederationState] = field(default_factory=dict)
+    """Every other datacenter this server knows, by name (``loom.control.federation``)."""
+    gateways_lan: tuple[Endpoint, ...] = ()
+    """This datacenter's healthy ``mesh-gateway`` instances as local sidecars reach them:
+    ``TaggedAddresses["lan"]``, else Address:Port. Gateways are in no other field."""
+    gateways_wan: tuple[Endpoint, ...] = ()
+    """The same gateways as other datacenters reach them: ``TaggedAddresses["wan"]``, else
+    the LAN address."""
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Derivations of this snapshot kept with it (the name table's JSON text)."""
 

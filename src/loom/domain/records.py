@@ -19,6 +19,7 @@ from typing import Any
 from loom.domain.checks import CheckDefinition
 
 CONNECT_PROXY = "connect-proxy"
+MESH_GATEWAY = "mesh-gateway"
 
 
 @dataclass(frozen=True)
@@ -169,7 +170,7 @@ class Instance:
     id: str
     service: str
     kind: str = ""
-    """"" (a plain service) or connect-proxy."""
+    """"" (a plain service), connect-proxy or mesh-gateway."""
     namespace: str = "default"
     address: str = ""
     """Empty: reached at its node's address."""
@@ -186,3 +187,7 @@ class Instance:
     @property
     def is_proxy(self) -> bool:
         return self.kind == CONNECT_PROXY
+
+    @property
+    def is_mesh_gateway(self) -> bool:
+        return self.kind == MESH_GATEWAY

@@ -27,6 +27,7 @@ from loom.domain.fields import (
     parse_duration,
 )
 from loom.domain.records import CONNECT_PROXY as CONNECT_PROXY
+from loom.domain.records import MESH_GATEWAY as MESH_GATEWAY
 from loom.domain.records import (
     Check,
     Expose,
@@ -43,7 +44,7 @@ from loom.domain.records import (
 Doc = dict[str, Any]
 
 
-KINDS = ("", CONNECT_PROXY)
+KINDS = ("", CONNECT_PROXY, MESH_GATEWAY)
 PROXY_MODES = ("", "direct", "transparent")
 CHECK_STATUSES = ("passing", "warning", "critical")
 SIDECAR_PORT_RANGE = (21000, 21255)
@@ -187,7 +188,7 @@ def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
             proxy = replace(proxy, destination_service_id=proxy.destination_service_name)
     elif proxy_f is not None:
         raise ValidationError(f"{f.where('Proxy')}: only a connect-proxy has a Proxy block")
-    if kind == CONNECT_PROXY and not f.port("Port"):
+    if kind in (CONNECT_PROXY, MESH_GATEWAY) and not f.port("Port"):
         raise ValidationError(f"{f.where('Port')}: Port or SocketPath must be set for a {kind}")
     connect = f.sub("Connect")
     return Instance(
@@ -373,8 +374,10 @@ def agent_registration(
     connect = f.sub("Connect")
     sidecar = connect.sub("SidecarService") if connect else None
     if sidecar is not None:
-        if service.kind == CONNECT_PROXY:
-            raise ValidationError("Connect.SidecarService: a connect-proxy cannot have a sidecar")
+        if service.kind in (CONNECT_PROXY, MESH_GATEWAY):
+            raise ValidationError(
+                f"Connect.SidecarService: a {service.kind} cannot have a sidecar"
+            )
         side, side_checks = _sidecar(service, sidecar, used_ports, held, scripts)
         reg.instances.append(side)
         reg.checks.extend(side_checks)

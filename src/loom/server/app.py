@@ -21,10 +21,12 @@ from aiohttp import web
 
 from loom.addrs import Address, parse_address
 from loom.bexpr import Limits
+from loom.control.federation import reachable_addrs
 from loom.control.state import ServerSettings, State
 from loom.errors import LoomError
 from loom.filemodes import restrict_socket
 from loom.ratelog import RateSettings, flush_all
+from loom.server import wan
 from loom.server.checks_run import run_server_checks
 from loom.server.clientlog import AiohttpLog
 from loom.server.conns import ConnectionCap, capped
@@ -187,6 +189,9 @@ async def serve(
         await state.close()
         raise
     _warn_if_open(settings, http_addrs + grpc_addrs + https_addrs + grpc_tls_addrs)
+    # What other datacenters dial: the bound ports (a :0 listener's real one).
+    bound_plain = tuple(a for a in http_bound if a.startswith("http://"))
+    state.federation.own_servers = reachable_addrs(bound_plain, settings.node_address)
     grpc_bound: list[str] = []
     stop_xds: Callable[[], Awaitable[None]] | None = None
     try:
@@ -220,6 +225,7 @@ async def serve(
         if stop_xds is not None:
             await stop_xds()
         await _stop_http(runner, http_servers)
+        await wan.close(state)
         if tls is not None:
             tls.close()
         await state.close()

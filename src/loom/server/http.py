@@ -70,6 +70,7 @@ from loom.server.guard import (
     vetter,
     visible,
 )
+from loom.server.wan import NoPathToDatacenter
 from loom.store import StoreConflict
 from loom.store.archive import ArchiveError
 from loom.store.tables import CA, CATALOG_TABLES, CONFIG_TABLES
@@ -111,6 +112,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             return web.Response(status=403, text=f"{exc}\n")
         except AclError as exc:  # a malformed ACL record or rule
             return web.Response(status=400, text=f"{exc}\n")
+        except NoPathToDatacenter:  # loom.server.wan: no server of that DC answered
+            return web.Response(status=500, text=query.NO_PATH)
         except ArchiveError as exc:  # a snapshot file that cannot be restored
             return web.Response(status=400, text=f"Invalid snapshot: {exc}\n")
         except NotFound as exc:
@@ -328,7 +331,7 @@ async def catalog_nodes(request: web.Request) -> web.Response:
 
 
 async def catalog_datacenters(request: web.Request) -> web.Response:
-    return _json([request.app[STATE].settings.datacenter])
+    return _json(request.app[STATE].federation.datacenters())
 
 
 # -- health --------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from loom.acl.records import AuthMethod, Policy, Role, Token
 from loom.acl.stored import Stored, decoder, encoder
 from loom.domain.checks import definition_doc, parse_definition
 from loom.domain.entries import ConfigEntry
+from loom.domain.federation import FederationState, state_from_json, state_to_json
 from loom.domain.fields import Fields
 from loom.domain.kv import KvEntry, ServiceCheckRef, Session, decode_value, encode_value
 from loom.domain.queries import PreparedQuery, query_doc, query_from_doc
@@ -278,17 +279,24 @@ QUERIES: Table[PreparedQuery] = Table("queries", query_doc, query_from_doc)
 """Prepared queries (``/v1/query``), by ID. Not a KV table: a sidecar's
 ``prepared_query`` upstream resolves through them, so their writes reach xDS."""
 
+FEDERATION_STATES: Table[FederationState] = Table(
+    "federation_states", state_to_json, state_from_json
+)
+"""Every other datacenter this server has learned (``loom.control.federation``), by name."""
+
 TABLES: dict[str, Table[Any]] = {
     t.name: t
     for t in (SERVICES, CHECKS, NODES, VIPS, CONFIG, EXTERNAL_VIPS, CA, META, CA_CONFIG)
 }
 TABLES.update((t.name, t) for t in (KV, KV_TOMBSTONES, SESSIONS, SESSION_RENEWALS, QUERIES))
+TABLES[FEDERATION_STATES.name] = FEDERATION_STATES
 TABLES.update(
     (t.name, t)
     for t in (ACL_TOKENS, ACL_POLICIES, ACL_ROLES, ACL_META, ACL_AUTH_METHODS, ACL_BINDING_RULES)
 )
 CATALOG_TABLES = (SERVICES.name, CHECKS.name, NODES.name, VIPS.name)
 CONFIG_TABLES = (CONFIG.name, EXTERNAL_VIPS.name)
+FEDERATION_TABLES = (FEDERATION_STATES.name,)
 KV_TABLES = (KV.name, KV_TOMBSTONES.name, SESSIONS.name, SESSION_RENEWALS.name)
 """Tables no mesh consumer reads: their writes wake KV readers only (not xDS, not the DNS
 table, not catalog blocking queries)."""

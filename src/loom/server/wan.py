@@ -1,0 +1,154 @@
+"""The one way this server talks to another datacenter: ``call``, an HTTP request to one of
+its servers.
+
+Everything that crosses the WAN goes through ``call`` (``?dc=`` forwarding, replication from
+the primary, the federated CA's signing requests, following other datacenters' states), so
+which server is tried, how long a dead one may cost and what a caller sees when none answers
+are decided once. A datacenter none of whose known servers can be reached raises
+``NoPathToDatacenter``, which the HTTP API answers as Consul does (500 ``No path to
+datacenter``). Losing the WAN link costs a caller at most ``CONNECT_TIMEOUT_S`` per known
+server, never a local read or write (nothing local waits on this module).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from loom.server.errors import ServerError
+
+if TYPE_CHECKING:
+    from loom.control.state import State
+
+log = logging.getLogger("loom.server.wan")
+
+NO_PATH = "No path to datacenter"
+CONNECT_TIMEOUT_S = 2.0
+"""How long a TCP connect to one server of another datacenter may take before the next one
+is tried (a dropped link answers nothing: without this a caller would wait the whole
+timeout)."""
+DEFAULT_TIMEOUT_S = 30.0
+"""A whole request's time limit unless the caller gives one (a forwarded blocking query gives
+its wait plus a margin)."""
+TOKEN_HEADER = "X-Consul-Token"
+
+Query = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+class NoPathToDatacenter(ServerError):
+    """No server of the datacenter is known or none answered (HTTP 500, as Consul)."""
+
+    def __init__(self, datacenter: str, reason: str = "") -> None:
+        super().__init__(NO_PATH)
+        self.datacenter = datacenter
+        self.reason = reason
+
+
+class _Client:
+    """One aiohttp session per server state (per event loop), and the server of each
+    datacenter that answered last (tried first next time)."""
+
+    def __init__(self) -> None:
+        self.session: aiohttp.ClientSession | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.preferred: dict[str, str] = {}
+
+    def get(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self.session is None or self.session.closed or self.loop is not loop:
+            # Keep-alive connections to the other datacenters' servers: forwarding and
+            # replication rounds skip a TCP handshake each.
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, limit_per_host=64),
+                auto_decompress=False,
+            )
+            self.loop = loop
+        return self.session
+
+
+_CLIENTS: weakref.WeakKeyDictionary[State, _Client] = weakref.WeakKeyDictionary()
+
+
+def _state_of(app_or_state: State | web.Application) -> State:
+    if isinstance(app_or_state, web.Application):
+        from loom.server.http import STATE
+
+        return app_or_state[STATE]
+    return app_or_state
+
+
+def _order(servers: tuple[str, ...], preferred: str | None) -> list[str]:
+    out = list(servers)
+    if preferred in out:
+        out.remove(preferred)
+        out.insert(0, preferred)
+    return out
+
+
+async def call(
+    app_or_state: State | web.Application,
+    dc: str,
+    method: str,
+    path: str,
+    *,
+    query: Query | None = None,
+    body: bytes | None = None,
+    token: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request to some server of ``dc``: ``(status, headers, body)`` of its answer.
+
+    Known servers (``State.federation.servers(dc)``) are tried in turn, the one that answered
+    last first; a server that cannot be connected to (refused, unreachable, no answer within
+    ``CONNECT_TIMEOUT_S``) or drops the connection gives way to the next. ``token`` goes in
+    ``X-Consul-Token`` (None: no token, the anonymous one). Raises ``NoPathToDatacenter`` when
+    no server is known or none answered within ``timeout_s``.
+    """
+    state = _state_of(app_or_state)
+    servers = state.federation.servers(dc)
+    if not servers:
+        raise NoPathToDatacenter(dc, "no server known")
+    client = _CLIENTS.get(state)
+    if client is None:
+        client = _CLIENTS[state] = _Client()
+    session = client.get()
+    sent = dict(headers or {})
+    if token:
+        sent[TOKEN_HEADER] = token
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
+    reasons: list[str] = []
+    for server in _order(servers, client.preferred.get(dc)):
+        url = f"http://{server}{path}"
+        try:
+            async with session.request(
+                method, url, params=query, data=body, headers=sent, timeout=timeout,
+                allow_redirects=False,
+            ) as resp:  # fmt: skip
+                raw = await resp.read()
+                client.preferred[dc] = server
+                return resp.status, dict(resp.headers), raw
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+            reasons.append(f"{server}: {exc or type(exc).__name__}")
+        except TimeoutError:
+            reasons.append(f"{server}: no answer within {timeout_s:g}s")
+            break  # it took the whole time: no time left for another
+    reason = "; ".join(reasons)
+    log.info("no path to datacenter %s: %s", dc, reason)
+    raise NoPathToDatacenter(dc, reason)
+
+
+async def close(app_or_state: State | web.Application) -> None:
+    """Close the state's connections to other datacenters (at server shutdown)."""
+    client = _CLIENTS.pop(_state_of(app_or_state), None)
+    if client is not None and client.session is not None:
+        await client.session.close()
+
+
+__all__ = ["NO_PATH", "NoPathToDatacenter", "call", "close"]
