@@ -1,4 +1,5 @@
-"""``loom dataplane`` and ``loom connect envoy --bootstrap``."""
+"""``loom dataplane`` and ``loom connect envoy`` (``--bootstrap``; ``--gateway mesh``:
+``loom.cli.connect_gateway``)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ if TYPE_CHECKING:
 
 
 def _common(p: argparse.ArgumentParser, sidecar_for: bool = False) -> None:
-    ident = p.add_mutually_exclusive_group(required=True)
-    ident.add_argument("--proxy-id", help="service ID of the sidecar registration")
+    # `connect envoy --gateway mesh` may name none of them (its --service is the proxy ID).
+    ident = p.add_mutually_exclusive_group(required=not sidecar_for)
+    ident.add_argument(
+        "--proxy-id", help="service ID of the sidecar (or mesh gateway) registration"
+    )
     ident.add_argument(
         "--proxy-id-file",
         type=Path,
@@ -65,6 +69,8 @@ def _proxy_id(args: argparse.Namespace) -> str:
         return str(args.proxy_id)
     if getattr(args, "sidecar_for", None):
         return _sidecar_of(args)
+    if args.proxy_id_file is None:
+        raise UsageError("give --proxy-id, --proxy-id-file or --sidecar-for")
     try:
         value = str(args.proxy_id_file.read_text()).strip()
     except OSError as exc:
@@ -141,7 +147,8 @@ def _settings(args: argparse.Namespace) -> object:
     )
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the dataplane the flags describe (``loom dataplane``, ``connect envoy --gateway``)."""
     import logging
 
     from loom.aio import run
@@ -154,13 +161,24 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
-    import asyncio
+    if args.gateway:
+        from loom.cli.connect_gateway import run_gateway
 
+        return run_gateway(args)
     if not args.bootstrap:
         raise UsageError(
             "loom connect envoy only prints a bootstrap (give -bootstrap); to run Envoy "
             "for the proxy, run `loom dataplane` with the same flags"
         )
+    if not args.sds_socket:
+        raise UsageError("a sidecar's bootstrap needs --sds-socket (its agent's socket)")
+    return print_bootstrap(args, Path(args.sds_socket))
+
+
+def print_bootstrap(args: argparse.Namespace, sds: Path | None) -> int:
+    """Print the bootstrap of the proxy the flags name; ``sds``: its agent's SDS socket
+    (None: a mesh gateway, which has none)."""
+    import asyncio
 
     from loom.api import NotFoundError
     from loom.dataplane.agent import (
@@ -168,6 +186,7 @@ def _bootstrap(args: argparse.Namespace) -> int:
         api_client,
         bootstrap_for,
         fetch_registration,
+        is_gateway,
         registered_proxies,
     )
     from loom.dataplane.errors import DataplaneError
@@ -180,7 +199,9 @@ def _bootstrap(args: argparse.Namespace) -> int:
     except NotFoundError as exc:
         known = asyncio.run(registered_proxies(client))
         raise DataplaneError(f"proxy {settings.proxy_id!r} is not registered; {known}") from exc
-    sds = Path(args.sds_socket)
+    if is_gateway(reg) != (sds is None):
+        what = "a mesh gateway (no --sds-socket)" if is_gateway(reg) else "a sidecar"
+        raise UsageError(f"{settings.proxy_id!r} is not {what}: check --gateway and --sds-socket")
     print(json.dumps(bootstrap_for(settings, reg, sds), indent=2, sort_keys=True))
     return 0
 
@@ -256,16 +277,19 @@ def register(commands: Commands) -> None:
         "(consul-dataplane's -telemetry-prom-service-metrics-url)",
     )
     p.add_argument("envoy_args", nargs=argparse.REMAINDER, help="after --: extra Envoy arguments")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=run_from_args)
     connect = commands.group("connect", "sidecar helpers (Envoy bootstrap, traffic redirection)")
     p = connect.add_parser(
         "envoy",
-        help="print the Envoy bootstrap of a proxy (like consul connect envoy -bootstrap)",
+        help="print the Envoy bootstrap of a proxy (like consul connect envoy -bootstrap), "
+        "or run a mesh gateway (-gateway=mesh [-register])",
         description=(
             "Print the Envoy bootstrap of a registered proxy for an Envoy you run yourself. "
             "Its certificate and private key never come from the server: the bootstrap reads "
             "them over SDS from a `loom dataplane --no-envoy` agent of the same proxy, whose "
-            "socket (WORK_DIR/sds.sock) --sds-socket names."
+            "socket (WORK_DIR/sds.sock) --sds-socket names. With --gateway mesh: register "
+            "(--register) and run a mesh gateway, as consul connect envoy -gateway=mesh does; "
+            "it holds no certificate, so it needs no --sds-socket."
         ),
     )
     p.add_argument(
@@ -275,10 +299,12 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "--sds-socket",
-        required=True,
         metavar="PATH",
         help="SDS unix socket of the proxy's agent (`loom dataplane --no-envoy --work-dir D`: "
-        "D/sds.sock)",
+        "D/sds.sock; required for a sidecar's bootstrap, none for a gateway)",
     )
     _common(p, sidecar_for=True)
+    from loom.cli.connect_gateway import add_gateway_flags
+
+    add_gateway_flags(p)
     p.set_defaults(func=_bootstrap)

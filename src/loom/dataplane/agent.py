@@ -9,7 +9,9 @@ checking the registration, so that a proxy the server no longer knows (deregiste
 server restarted with an empty store) is said here: the server then sends it nothing and
 Envoy keeps its last configuration. The agent makes the workload's private key, has its CSR
 signed and serves leaf and roots to Envoy over SDS on a unix socket in its work directory
-(``identity``, ``sds``): the key never leaves this process and its Envoy.
+(``identity``, ``sds``): the key never leaves this process and its Envoy. A mesh gateway
+(``Kind: mesh-gateway``) runs the same way without any of that: it forwards TLS it never
+terminates, so it has no key, no leaf and no SDS socket.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from loom.dataplane.identity import WorkloadIdentity
 from loom.dataplane.sds import SecretStore, serve_sds, socket_path
 
 log = logging.getLogger("loom.dataplane")
+KINDS = ("connect-proxy", "mesh-gateway")
+"""The registrations a dataplane runs: a sidecar, or a mesh gateway."""
 
 
 @dataclass(frozen=True)
@@ -103,11 +107,25 @@ class DataplaneSettings:
 
 
 async def fetch_registration(client: AsyncClient, proxy_id: str) -> dict[str, Any]:
-    """The sidecar's registration (``GET /v1/agent/service/ID``); it must be a connect-proxy."""
+    """The proxy's registration (``GET /v1/agent/service/ID``); it must be a connect-proxy or
+    a mesh-gateway."""
     reg: dict[str, Any] = await client.get(f"/v1/agent/service/{proxy_id}")
-    if reg.get("Kind") != "connect-proxy":
-        raise DataplaneError(f"service {proxy_id!r} is registered but is not a connect-proxy")
+    if reg.get("Kind") not in KINDS:
+        raise DataplaneError(
+            f"service {proxy_id!r} is registered but is not a connect-proxy or mesh-gateway"
+        )
     return reg
+
+
+def is_gateway(reg: dict[str, Any]) -> bool:
+    return reg.get("Kind") == "mesh-gateway"
+
+
+def service_of(reg: dict[str, Any]) -> str:
+    """Whom the proxy stands for: a sidecar's destination service, a gateway's own name."""
+    if is_gateway(reg):
+        return str(reg.get("Service", ""))
+    return str(reg["Proxy"]["DestinationServiceName"])
 
 
 async def registered_proxies(client: AsyncClient) -> str:
@@ -125,7 +143,7 @@ async def registered_proxies(client: AsyncClient) -> str:
     ids = sorted(
         sid
         for sid, svc in services.items()
-        if isinstance(svc, dict) and svc.get("Kind") == "connect-proxy"
+        if isinstance(svc, dict) and svc.get("Kind") in KINDS
     )
     if not ids:
         return f"{node} has no proxies registered"
@@ -205,12 +223,13 @@ def xds_tls_for(settings: DataplaneSettings) -> XdsTls | None:
 
 
 def bootstrap_for(
-    settings: DataplaneSettings, reg: dict[str, Any], sds_socket: Path
+    settings: DataplaneSettings, reg: dict[str, Any], sds_socket: Path | None
 ) -> dict[str, Any]:
+    """``sds_socket``: the agent's SDS socket; None for a mesh gateway (it has no secrets)."""
     admin = parse_address(settings.admin_bind, "--admin-bind")
     return build_bootstrap(
         proxy_id=settings.proxy_id,
-        service=reg["Proxy"]["DestinationServiceName"],
+        service=service_of(reg),
         namespace=reg.get("Namespace", "default"),
         xds=parse_address(settings.grpc_addr, "--grpc-addr"),
         xds_tls=xds_tls_for(settings),
@@ -218,7 +237,7 @@ def bootstrap_for(
         admin_port=admin.port,
         delta=settings.delta,
         token=settings.token,
-        sds_socket=str(sds_socket),
+        sds_socket=str(sds_socket) if sds_socket is not None else None,
     )
 
 
@@ -231,9 +250,14 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
     reg = await wait_for_registration(settings, stop)
     if reg is None:
         return 0
+    if is_gateway(reg) and not settings.run_envoy:
+        raise DataplaneError(
+            f"{settings.proxy_id!r} is a mesh gateway: it holds no certificate, so there is "
+            "nothing to serve without Envoy (drop --no-envoy)"
+        )
     async with contextlib.AsyncExitStack() as extras:
         work = _work_dir(settings, extras)
-        sds = await _start_identity(settings, reg, work, stop, extras)
+        sds = None if is_gateway(reg) else await _start_identity(settings, reg, work, stop, extras)
         await _start_extras(settings, reg, work, stop, extras)
         watcher = asyncio.create_task(watch_registration(settings, stop))
         extras.push_async_callback(_cancel, watcher)
@@ -259,7 +283,7 @@ def _start_checks(
         run_checks(
             api_client(settings),
             settings.proxy_id,
-            reg["Proxy"].get("DestinationServiceID", ""),
+            (reg.get("Proxy") or {}).get("DestinationServiceID", ""),
             envoy,
             stop,
             settings.enable_script_checks,
@@ -369,7 +393,7 @@ async def _start_extras(
         scrape = sources(
             work,
             settings.proxy_id,
-            reg["Proxy"]["DestinationServiceName"],
+            service_of(reg),
             lambda: proxy.metrics_text() if proxy is not None else "",
             settings.service_metrics_url,
         )
@@ -386,7 +410,7 @@ async def _run_envoy(
     settings: DataplaneSettings,
     reg: dict[str, Any],
     work: Path,
-    sds: Path,
+    sds: Path | None,
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
 ) -> int:

@@ -146,11 +146,12 @@ def build_bootstrap(
     token: str = "",
     xds_tls: XdsTls | None = None,
     *,
-    sds_socket: str,
+    sds_socket: str | None,
 ) -> Doc:
     """``token``: the ACL token, sent on the ADS stream as gRPC metadata ``x-consul-token``
     (the file then holds a secret: the dataplane writes it 0600). ``sds_socket``: the
-    agent's SDS unix socket, where Envoy reads its leaf, key and roots."""
+    agent's SDS unix socket, where Envoy reads its leaf, key and roots; None for a mesh
+    gateway, which has none (it never terminates TLS)."""
     ads = {"ads": {}, "resource_api_version": "V3"}
     grpc_service: Doc = {"envoy_grpc": {"cluster_name": XDS_CLUSTER}}
     if token:
@@ -173,6 +174,9 @@ def build_bootstrap(
             "cds_config": ads,
             "lds_config": ads,
         },
-        "static_resources": {"clusters": [xds_cluster(xds, xds_tls), sds_cluster(sds_socket)]},
+        "static_resources": {
+            "clusters": [xds_cluster(xds, xds_tls)]
+            + ([sds_cluster(sds_socket)] if sds_socket is not None else [])
+        },
         "stats_config": STATS_CONFIG,
     }

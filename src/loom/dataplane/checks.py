@@ -116,10 +116,11 @@ def owned(
     docs: Any, proxy_id: str, destination_id: str, scripts: bool, destination: bool = True
 ) -> list[Check]:
     """The checks this agent runs: its sidecar's, and its destination instance's when
-    ``destination`` (it is the sidecar that owns them)."""
+    ``destination`` (it is the sidecar that owns them). A mesh gateway has no destination
+    (``destination_id`` empty): its own checks only, never the node's."""
     if not isinstance(docs, dict):
         return []
-    mine = (proxy_id, destination_id) if destination else (proxy_id,)
+    mine = (proxy_id, destination_id) if destination and destination_id else (proxy_id,)
     out = []
     for doc in docs.values():
         check = check_of(doc, scripts)

@@ -17,7 +17,7 @@ import logging
 from collections import OrderedDict
 
 from loom.control.state import MESH_READ_TABLES, State
-from loom.xds.inputs import ProxyInputs
+from loom.xds.inputs import Inputs
 from loom.xds.resources import Converter, Served
 from loom.xds.translate import build_resources, translation_key
 from loom.xds.view import collect_inputs
@@ -31,7 +31,7 @@ class Hub:
         self.converter = Converter()
         self.translations = translations
         self.translated = 0
-        self._served: OrderedDict[ProxyInputs, dict[str, dict[str, Served]]] = OrderedDict()
+        self._served: OrderedDict[Inputs, dict[str, dict[str, Served]]] = OrderedDict()
         self.refresh_s = refresh_s
         self.generation = 0
         self._event = asyncio.Event()
@@ -70,10 +70,10 @@ class Hub:
             await self._event.wait()
         return self.generation
 
-    def inputs(self, proxy_id: str) -> ProxyInputs | None:
+    def inputs(self, proxy_id: str) -> Inputs | None:
         return collect_inputs(self.state.snapshot(), proxy_id)
 
-    def served(self, inputs: ProxyInputs) -> dict[str, dict[str, Served]]:
+    def served(self, inputs: Inputs) -> dict[str, dict[str, Served]]:
         """The resources served for ``inputs`` (shared: callers must not change them).
         Raises what translation raises (a ``LoomError``); a failure is not kept."""
         key = translation_key(inputs)

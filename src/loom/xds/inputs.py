@@ -1,8 +1,8 @@
 """Everything one proxy's Envoy configuration depends on, as immutable values.
 
-A ``ProxyInputs`` value is the translator's only argument. Two equal values translate to the
-same resources, so the server skips translation (and pushes) when a store change leaves a
-proxy's inputs equal.
+A ``ProxyInputs`` value (a sidecar's) or a ``GatewayInputs`` value (a mesh gateway's) is the
+translator's only argument. Two equal values translate to the same resources, so the server
+skips translation (and pushes) when a store change leaves a proxy's inputs equal.
 """
 
 from __future__ import annotations
@@ -19,6 +19,11 @@ __all__ = [
     "Endpoint",
     "ExposeListener",
     "ExternalHost",
+    "GatewayBind",
+    "GatewayInputs",
+    "GatewayRemote",
+    "GatewayService",
+    "Inputs",
     "Permission",
     "Principal",
     "ProxyInputs",
@@ -119,3 +124,58 @@ class ProxyInputs:
     mesh_destinations_only: bool = False
     externals: tuple[ExternalHost, ...] = field(default=())
     expose: tuple[ExposeListener, ...] = ()
+
+
+@dataclass(frozen=True)
+class GatewayBind:
+    """One address a mesh gateway listens on."""
+
+    name: str
+    """``default`` (its LAN address) or ``wan``: the listener is ``<name>:<address>:<port>``."""
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class GatewayService:
+    """A service of the gateway's own datacenter: connections whose SNI is ``sni`` go to its
+    healthy sidecars' public listeners, TLS untouched (the sidecars do mTLS end to end)."""
+
+    sni: str
+    """``<svc>.<ns>.<dc>.internal.<trust-domain>``: the filter chain's server name and the
+    cluster's name."""
+    endpoints: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class GatewayRemote:
+    """Another datacenter: connections whose SNI ends in ``.<dc>.internal.<trust-domain>``
+    go to its mesh gateways (their WAN addresses)."""
+
+    datacenter: str
+    cluster: str
+    """``<dc>.internal.<trust-domain>``, as Consul names the cluster."""
+    gateways: tuple[Endpoint, ...]
+
+
+@dataclass(frozen=True)
+class GatewayInputs:
+    """Everything a mesh gateway's Envoy configuration depends on."""
+
+    proxy_id: str
+    service: str
+    """The gateway's service name (what its token must ``service:write``)."""
+    namespace: str
+    datacenter: str
+    trust_domain: str
+    binds: tuple[GatewayBind, ...]
+    services: tuple[GatewayService, ...] = ()
+    """Every meshed service of this datacenter, by SNI."""
+    remotes: tuple[GatewayRemote, ...] = ()
+    """Every other datacenter with a known mesh gateway, by name."""
+    connect_timeout_ms: int = 5000
+    """``Proxy.Config.connect_timeout_ms`` of the gateway (Consul's), else 5 s."""
+
+
+Inputs = ProxyInputs | GatewayInputs
+"""What ``loom.xds.view.collect_inputs`` gives for any registered proxy."""

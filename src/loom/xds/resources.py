@@ -25,6 +25,9 @@ from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # n
 from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.listener.original_dst.v3 import original_dst_pb2  # noqa: F401
 from envoy.extensions.filters.listener.tls_inspector.v3 import tls_inspector_pb2  # noqa: F401
+from envoy.extensions.filters.network.direct_response.v3 import (  # noqa: F401
+    config_pb2 as direct_response_pb2,
+)
 from envoy.extensions.filters.network.http_connection_manager.v3 import (  # noqa: F401
     http_connection_manager_pb2,
 )

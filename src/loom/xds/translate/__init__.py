@@ -5,7 +5,8 @@ only through ``translation_key(inputs)``; ``check_consistency``
 verifies the set is self-contained before it is ever served (go-control-plane's rule: every
 EDS cluster has endpoints, every referenced cluster exists). Secrets are the exception: the
 server serves none (no private key leaves the workload), so every referenced secret must be
-one the proxy's local agent serves, over the agent's SDS source.
+one the proxy's local agent serves, over the agent's SDS source. A mesh gateway's inputs
+(``GatewayInputs``) go to ``gateway.build_gateway`` and pass the same check.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from dataclasses import replace
 from typing import Any
 
 from loom.xds.errors import InconsistentSnapshot
-from loom.xds.inputs import ProxyInputs
+from loom.xds.inputs import GatewayInputs, Inputs
 from loom.xds.translate.clusters import build_clusters, build_endpoints
+from loom.xds.translate.gateway import build_gateway
 from loom.xds.translate.listeners import build_listeners
 from loom.xds.translate.names import (
     AGENT_SDS,
@@ -31,7 +33,7 @@ Doc = dict[str, Any]
 Resources = dict[str, dict[str, Doc]]
 
 
-def translation_key(inp: ProxyInputs) -> ProxyInputs:
+def translation_key(inp: Inputs) -> Inputs:
     """``inp`` without who the proxy is (its id, service, namespace, datacenter), which no
     translator reads: proxies whose keys are equal get equal resources (the sidecars of one
     service's instances, or services alike in ports, rules and upstreams), so one
@@ -39,8 +41,18 @@ def translation_key(inp: ProxyInputs) -> ProxyInputs:
     return replace(inp, proxy_id="", service="", namespace="", datacenter="")
 
 
-def build_resources(inp: ProxyInputs) -> Resources:
-    res: Resources = {
+def build_resources(inp: Inputs) -> Resources:
+    if isinstance(inp, GatewayInputs):
+        listeners, clusters, endpoints = build_gateway(inp)
+        res: Resources = {
+            TYPE_LISTENER: {r["name"]: r for r in listeners},
+            TYPE_CLUSTER: {r["name"]: r for r in clusters},
+            TYPE_ENDPOINTS: {r["cluster_name"]: r for r in endpoints},
+            TYPE_SECRET: {},  # a gateway holds no certificate: TLS passes through it
+        }
+        check_consistency(res)
+        return res
+    res = {
         TYPE_LISTENER: {r["name"]: r for r in build_listeners(inp)},
         TYPE_CLUSTER: {r["name"]: r for r in build_clusters(inp)},
         TYPE_ENDPOINTS: {r["cluster_name"]: r for r in build_endpoints(inp)},
