@@ -222,7 +222,10 @@ def _config_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-_KIND = "config entry kind: service-defaults, proxy-defaults, service-intentions, mesh, ..."
+_KIND = (
+    "config entry kind: service-defaults, proxy-defaults, service-intentions, service-resolver, "
+    "mesh, ..."
+)
 
 
 def register(commands: Commands) -> None:

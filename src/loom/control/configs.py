@@ -23,11 +23,13 @@ from loom.domain.entries import (
     ExternalService,
     IntentionSource,
     ServiceIntentions,
+    ServiceResolver,
     entry_key,
 )
 from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.intentions import ALLOW, DENY, Decision, Intention, decide, from_entries
 from loom.domain.records import ExternalVips
+from loom.domain.resolver import check_graph
 from loom.store import Delete, Op, Store, put, tables
 
 CONFIG = tables.CONFIG.name
@@ -54,6 +56,16 @@ def keep_legacy_ids(old: ServiceIntentions, new: ServiceIntentions) -> ServiceIn
         for s in new.sources
     )
     return replace(new, sources=sources)
+
+
+def _check_resolvers(entries: dict[str, ConfigEntry]) -> None:
+    """Refuse (400, nothing written) a set of entries whose service-resolvers loop or name
+    subsets that do not exist (``loom.domain.resolver.check_graph``)."""
+    resolvers = {
+        (e.namespace, e.name): e for e in entries.values() if isinstance(e, ServiceResolver)
+    }
+    if resolvers:
+        check_graph(resolvers)
 
 
 class Configs:
@@ -100,6 +112,7 @@ class Configs:
             entry = replace(entry, create_index=created, modify_index=index)
             entries = {k: v for k, v in self.store.items(CONFIG) if k != key}
             entries[key] = entry
+            _check_resolvers(entries)
             ops = [put(tables.CONFIG, key, entry), *self._external_vip_ops(entries)]
             await self.store.apply(ops)
             return True
@@ -117,6 +130,8 @@ class Configs:
             if old is None:
                 return True  # Consul's delete is idempotent
             entries = {k: v for k, v in self.store.items(CONFIG) if k != key}
+            if isinstance(old, ServiceResolver):
+                _check_resolvers(entries)
             await self.store.apply([Delete(CONFIG, key), *self._external_vip_ops(entries)])
             return True
 

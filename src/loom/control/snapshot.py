@@ -20,7 +20,7 @@ from loom.control.errors import NotFound
 from loom.control.federation import Federation
 from loom.control.queries import Queries
 from loom.control.selfreg import is_server_service
-from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
+from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults, ServiceResolver
 from loom.domain.fields import ValidationError
 from loom.domain.mesh import (
     Endpoint,
@@ -31,6 +31,7 @@ from loom.domain.mesh import (
     ServiceEntry,
 )
 from loom.domain.records import Instance
+from loom.domain.resolver import Candidate, instance_doc, select_subsets
 from loom.store.tables import CATALOG_TABLES, CONFIG_TABLES, FEDERATION_TABLES, QUERIES
 
 MESH_TABLES = CATALOG_TABLES + CONFIG_TABLES + (QUERIES.name,) + FEDERATION_TABLES
@@ -60,6 +61,11 @@ def build_snapshot(
     )
     healthy = catalog.is_healthy
     instances = catalog.instances()
+    snap.resolvers = {
+        (e.namespace, e.name): e for e in configs.entries() if isinstance(e, ServiceResolver)
+    }
+    subsetted = {k for k, r in snap.resolvers.items() if r.subsets}
+    candidates: dict[tuple[str, str], list[Candidate]] = {}
     by_id = {(d.node, d.namespace, d.id): d for d in instances}
     lan: list[Endpoint] = []
     wan: list[Endpoint] = []
@@ -82,6 +88,8 @@ def build_snapshot(
             snap.meshed.add(dkey)
             if healthy(inst) and dest is not None and healthy(dest):
                 snap.endpoints.setdefault(dkey, []).append(Endpoint(address, inst.port))
+                if dkey in subsetted:
+                    candidates.setdefault(dkey, []).append(_candidate(catalog, inst, dest))
             continue
         key = (inst.namespace, inst.service)
         snap.endpoints.setdefault(key, [])
@@ -119,10 +127,22 @@ def build_snapshot(
             alloc = ext_vips.get(host)
             vips = (alloc.address, alloc.address6) if alloc else ()
             snap.externals.append(ExternalHost(host, x.name, x.namespace, vips, ports))
+    snap.subset_endpoints = select_subsets(snap.resolvers, candidates)
     if queries is not None:
         snap.query_targets = query_targets(snap, catalog, queries)
     snap.gateways_lan, snap.gateways_wan = tuple(lan), tuple(wan)
     return snap
+
+
+def _candidate(catalog: Catalog, side: Instance, dest: Instance) -> Candidate:
+    """A healthy sidecar as a ``service-resolver`` subset filter sees its instance."""
+    address = side.address or catalog.node_of(side).address
+    passing = all(
+        c.status == "passing" for c in (*catalog.checks_of(dest), *catalog.checks_of(side))
+    )
+    return Candidate(
+        Endpoint(address, side.port), instance_doc(dest, catalog.node_of(dest)), passing
+    )
 
 
 def gateway_addresses(inst: Instance, address: str) -> tuple[Endpoint, Endpoint]:

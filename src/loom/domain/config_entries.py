@@ -1,9 +1,10 @@
 """Config entries: the strict decoder from Consul's JSON to the typed records of each kind.
 
 Kinds: ``service-defaults``, ``proxy-defaults`` (name ``global``), ``service-intentions``,
-``mesh`` (name ``mesh``) and Loom's ``external-service`` (hosts outside the mesh that get
-virtual IPs, Istio-ServiceEntry-like). Unknown fields are rejected, as Consul does, so a typo
-never silently does nothing. The records are in ``loom.domain.entries``.
+``mesh`` (name ``mesh``), ``service-resolver`` (decoded by ``loom.domain.resolver``) and
+Loom's ``external-service`` (hosts outside the mesh that get virtual IPs,
+Istio-ServiceEntry-like). Unknown fields are rejected, as Consul does, so a typo never
+silently does nothing. The records are in ``loom.domain.entries``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from loom.domain.entries import (
     PROXY_DEFAULTS,
     SERVICE_DEFAULTS,
     SERVICE_INTENTIONS,
+    SERVICE_RESOLVER,
     ConfigEntry,
     ExternalPort,
     ExternalService,
@@ -38,10 +40,13 @@ from loom.domain.fields import (
 )
 from loom.domain.intentions import ALLOW, DENY
 from loom.domain.records import TransparentProxySettings
+from loom.domain.resolver import FIELDS as RESOLVER_FIELDS
+from loom.domain.resolver import decode_resolver
+from loom.domain.services import mesh_gateway_mode
 
 __all__ = [
     "EXTERNAL_SERVICE", "KINDS", "MESH", "PROXY_DEFAULTS", "SERVICE_DEFAULTS",
-    "SERVICE_INTENTIONS", "entry_key", "validate_entry", "validate_source",
+    "SERVICE_INTENTIONS", "SERVICE_RESOLVER", "entry_key", "validate_entry", "validate_source",
 ]  # fmt: skip
 
 PROTOCOLS = ("", "tcp", "http", "http2", "grpc")
@@ -150,7 +155,7 @@ def validate_entry(body: Any) -> ConfigEntry:
     ns = check_namespace(f.text("Namespace", "default") or "default", "Namespace")
     meta = f.str_map("Meta")
     if kind == SERVICE_DEFAULTS:
-        f.only((*COMMON, "Protocol", "MutualTLSMode", "Mode", "TransparentProxy"))
+        f.only((*COMMON, "Protocol", "MutualTLSMode", "Mode", "TransparentProxy", "MeshGateway"))
         check_name(name, "Name")
         return ServiceDefaults(
             name=name,
@@ -160,9 +165,10 @@ def validate_entry(body: Any) -> ConfigEntry:
             mutual_tls_mode=f.one_of("MutualTLSMode", MTLS_MODES),
             mode=f.one_of("Mode", ("", "direct", "transparent")),
             transparent_proxy=_tproxy(f.sub("TransparentProxy")),
+            mesh_gateway=mesh_gateway_mode(f),
         )
     if kind == PROXY_DEFAULTS:
-        f.only((*COMMON, "Config", "Mode", "TransparentProxy", "MutualTLSMode"))
+        f.only((*COMMON, "Config", "Mode", "TransparentProxy", "MutualTLSMode", "MeshGateway"))
         if name != "global":
             raise ValidationError("Name: a proxy-defaults entry must be named 'global'")
         return ProxyDefaults(
@@ -172,6 +178,7 @@ def validate_entry(body: Any) -> ConfigEntry:
             mode=f.one_of("Mode", ("", "direct", "transparent")),
             mutual_tls_mode=f.one_of("MutualTLSMode", MTLS_MODES),
             transparent_proxy=_tproxy(f.sub("TransparentProxy")),
+            mesh_gateway=mesh_gateway_mode(f),
         )
     if kind == MESH:
         f.only((*COMMON, "TransparentProxy", "AllowEnablingPermissiveMutualTLS"))
@@ -196,6 +203,9 @@ def validate_entry(body: Any) -> ConfigEntry:
                 raise ValidationError(f"Sources[{i}]: duplicate source {s.name!r}")
             seen.add((s.namespace, s.name))
         return ServiceIntentions(name=name, namespace=ns, meta=meta, sources=tuple(sources))
+    if kind == SERVICE_RESOLVER:
+        f.only((*COMMON, *RESOLVER_FIELDS))
+        return decode_resolver(f, name, ns, meta)
     # external-service
     f.only((*COMMON, "Hosts", "Ports"))
     check_name(name, "Name")

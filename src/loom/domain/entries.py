@@ -23,7 +23,10 @@ PROXY_DEFAULTS = "proxy-defaults"
 SERVICE_INTENTIONS = "service-intentions"
 MESH = "mesh"
 EXTERNAL_SERVICE = "external-service"
-KINDS = (SERVICE_DEFAULTS, PROXY_DEFAULTS, SERVICE_INTENTIONS, MESH, EXTERNAL_SERVICE)
+SERVICE_RESOLVER = "service-resolver"
+KINDS = (
+    SERVICE_DEFAULTS, PROXY_DEFAULTS, SERVICE_INTENTIONS, MESH, EXTERNAL_SERVICE, SERVICE_RESOLVER,
+)  # fmt: skip
 
 
 def entry_key(kind: str, namespace: str, name: str) -> str:
@@ -122,6 +125,9 @@ class ServiceDefaults(EntryBase):
     mode: str = ""
     """"" | direct | transparent."""
     transparent_proxy: TransparentProxySettings = field(default_factory=TransparentProxySettings)
+    mesh_gateway: str = ""
+    """``MeshGateway.Mode`` for this service's upstreams in other datacenters ("" | none |
+    local | remote; empty: the proxy-defaults' decide)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +140,8 @@ class ProxyDefaults(EntryBase):
     mode: str = ""
     mutual_tls_mode: str = ""
     transparent_proxy: TransparentProxySettings = field(default_factory=TransparentProxySettings)
+    mesh_gateway: str = ""
+    """``MeshGateway.Mode``, the mesh-wide default ("" | none | local | remote)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,4 +172,65 @@ class ExternalService(EntryBase):
     ports: tuple[ExternalPort, ...] = ()
 
 
-ConfigEntry = ServiceDefaults | ProxyDefaults | MeshConfig | ServiceIntentions | ExternalService
+@dataclass(frozen=True)
+class ResolverSubset:
+    """One named subset of a ``service-resolver``: the instances its filter selects."""
+
+    filter: str = ""
+    """A bexpr expression on the instance (``Service.Meta.version == v2``); empty: all."""
+    only_passing: bool = False
+    """True: instances whose checks are all passing (warning ones are left out too)."""
+
+
+@dataclass(frozen=True)
+class ResolverRedirect:
+    """``Redirect``: callers of this service are sent to another target instead."""
+
+    service: str = ""
+    service_subset: str = ""
+    namespace: str = ""
+    datacenter: str = ""
+
+
+@dataclass(frozen=True)
+class FailoverTarget:
+    """One of ``Failover.Targets``: where to go, fields left empty keep the primary's."""
+
+    service: str = ""
+    service_subset: str = ""
+    namespace: str = ""
+    datacenter: str = ""
+
+
+@dataclass(frozen=True)
+class ResolverFailover:
+    """``Failover[subset]``: targets tried in order when every primary endpoint is down."""
+
+    service: str = ""
+    service_subset: str = ""
+    namespace: str = ""
+    datacenters: tuple[str, ...] = ()
+    targets: tuple[FailoverTarget, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceResolver(EntryBase):
+    """``service-resolver``: which instances of a service its callers reach (subsets,
+    redirect, failover; validated and resolved by ``loom.domain.resolver``)."""
+
+    kind: ClassVar[str] = SERVICE_RESOLVER
+    default_subset: str = ""
+    subsets: dict[str, ResolverSubset] = field(default_factory=dict)
+    redirect: ResolverRedirect | None = None
+    failover: dict[str, ResolverFailover] = field(default_factory=dict)
+    """Subset name (or ``*``, any subset) -> its failover."""
+    connect_timeout: str = ""
+    """A Go duration as given (``5s``); empty: Envoy clusters keep the 5 s default."""
+    request_timeout: str = ""
+    """A Go duration as given; kept and shown (L7 routes are not built for it yet)."""
+
+
+ConfigEntry = (
+    ServiceDefaults | ProxyDefaults | MeshConfig | ServiceIntentions | ExternalService
+    | ServiceResolver
+)  # fmt: skip

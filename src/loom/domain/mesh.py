@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults
+from loom.domain.entries import MeshConfig, ProxyDefaults, ServiceDefaults, ServiceResolver
 from loom.domain.intentions import Intention
 from loom.domain.records import Instance
 
@@ -111,6 +111,13 @@ class MeshSnapshot:
     query_targets: dict[str, QueryTarget] = field(default_factory=dict)
     """Query ID or name a sidecar's ``prepared_query`` upstream names -> its execution
     (names that find no query are absent)."""
+    resolvers: dict[Key, ServiceResolver] = field(default_factory=dict)
+    """``service-resolver`` entries by the service they resolve."""
+    subset_endpoints: dict[tuple[str, str, str], tuple[Endpoint, ...]] = field(
+        default_factory=dict
+    )
+    """(namespace, service, subset) -> the healthy sidecars of the instances a resolver's
+    subset selects (``loom.domain.resolver.select_subsets``); absent: none."""
     primary_datacenter: str = ""
     """The federation's primary datacenter (``datacenter`` itself when this one is it)."""
     remote: dict[str, FederationState] = field(default_factory=dict)

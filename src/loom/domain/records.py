@@ -19,6 +19,11 @@ from typing import Any
 from loom.domain.checks import CheckDefinition
 
 CONNECT_PROXY = "connect-proxy"
+MESH_GATEWAY_MODES = ("", "none", "local", "remote")
+"""Consul's ``MeshGateway.Mode``: how an upstream in another datacenter is reached: ``none``
+(dial its sidecars directly), ``local`` (through this datacenter's mesh gateways),
+``remote`` (through the destination datacenter's gateways); empty: the next level decides
+(upstream > proxy registration > service-defaults > proxy-defaults, else ``none``)."""
 MESH_GATEWAY = "mesh-gateway"
 
 
@@ -112,6 +117,8 @@ class Upstream:
     local_bind_address: str = "127.0.0.1"
     local_bind_port: int = 0
     config: dict[str, Any] = field(default_factory=dict)
+    mesh_gateway: str = ""
+    """``MeshGateway.Mode`` of this upstream (one of ``MESH_GATEWAY_MODES``)."""
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,8 @@ class Proxy:
     """Opaque proxy config (``bind_address``, ``protocol``...)."""
     expose: Expose | None = Expose()
     """None only for instances stored before ``Expose`` was kept."""
+    mesh_gateway: str = ""
+    """``Proxy.MeshGateway.Mode`` of the registration (one of ``MESH_GATEWAY_MODES``)."""
 
 
 @dataclass(frozen=True)

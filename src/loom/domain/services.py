@@ -29,6 +29,7 @@ from loom.domain.fields import (
 from loom.domain.records import CONNECT_PROXY as CONNECT_PROXY
 from loom.domain.records import MESH_GATEWAY as MESH_GATEWAY
 from loom.domain.records import (
+    MESH_GATEWAY_MODES,
     Check,
     Expose,
     ExposedPath,
@@ -67,6 +68,15 @@ def check_key(node: str, namespace: str, check_id_: str) -> str:
     return f"{node}/{namespace}/{check_id_}"
 
 
+def mesh_gateway_mode(f: Fields) -> str:
+    """A ``MeshGateway`` block's ``Mode`` (absent block: empty)."""
+    mg = f.sub("MeshGateway")
+    if mg is None:
+        return ""
+    mg.only(("Mode",))
+    return mg.one_of("Mode", MESH_GATEWAY_MODES)
+
+
 def _upstream(f: Fields) -> Upstream:
     dtype = f.one_of("DestinationType", ("", "service", "prepared_query"), "service") or "service"
     name = f.text("DestinationName", required=True)
@@ -88,6 +98,7 @@ def _upstream(f: Fields) -> Upstream:
         ),
         local_bind_port=bind_port,
         config=f.any_map("Config"),
+        mesh_gateway=mesh_gateway_mode(f),
     )
 
 
@@ -128,6 +139,7 @@ def _proxy(f: Fields, defaults: Proxy | None = None) -> Proxy:
         upstreams=_distinct_binds(f, tuple(_upstream(u) for u in f.subs("Upstreams"))),
         config=f.any_map("Config"),
         expose=_expose(f.sub("Expose")),
+        mesh_gateway=mesh_gateway_mode(f),
     )
 
 

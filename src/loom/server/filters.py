@@ -19,6 +19,7 @@ OPAQUE = Scalar("opaque")
 """A value of any JSON type (``Proxy.Config``'s): its map takes ``in`` on keys and emptiness."""
 
 _ADDRESS = Struct({"Address": STRING, "Port": INT})
+_MESH_GATEWAY = Struct({"Mode": STRING})
 _UPSTREAM = Struct(
     {
         "DestinationType": STRING,
@@ -28,6 +29,7 @@ _UPSTREAM = Struct(
         "LocalBindAddress": STRING,
         "LocalBindPort": INT,
         "Config": MapOf(OPAQUE),
+        "MeshGateway": _MESH_GATEWAY,
     }
 )
 _EXPOSE_PATH = Struct(
@@ -44,6 +46,7 @@ PROXY = Struct(
         "Upstreams": ListOf(_UPSTREAM),
         "Config": MapOf(OPAQUE),
         "Expose": Struct({"Checks": BOOL, "Paths": ListOf(_EXPOSE_PATH)}),
+        "MeshGateway": _MESH_GATEWAY,
     }
 )
 _WEIGHTS = Struct({"Passing": INT, "Warning": INT})

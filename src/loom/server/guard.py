@@ -33,6 +33,7 @@ from loom.domain.config_entries import (
     PROXY_DEFAULTS,
     SERVICE_DEFAULTS,
     SERVICE_INTENTIONS,
+    SERVICE_RESOLVER,
 )
 from loom.domain.entries import ConfigEntry
 from loom.domain.fields import Fields, ValidationError
@@ -306,7 +307,7 @@ def entry_need(kind: str, name: str, access: Access) -> Need | None:
     """What reading or writing a config entry needs (None: anyone may read it)."""
     if kind == SERVICE_INTENTIONS:
         return ("intention", access, name)
-    if kind in (SERVICE_DEFAULTS, EXTERNAL_SERVICE):
+    if kind in (SERVICE_DEFAULTS, EXTERNAL_SERVICE, SERVICE_RESOLVER):
         return ("service", access, name)
     if kind in (PROXY_DEFAULTS, MESH):
         return None if access is R else ("mesh", W, "")

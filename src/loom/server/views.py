@@ -45,6 +45,7 @@ def _upstream(u: Upstream) -> Doc:
         "LocalBindAddress": u.local_bind_address,
         "LocalBindPort": u.local_bind_port,
         "Config": u.config,
+        **({"MeshGateway": {"Mode": u.mesh_gateway}} if u.mesh_gateway else {}),
     }
 
 
@@ -76,6 +77,8 @@ def proxy(p: Proxy) -> Doc:
                 for e in p.expose.paths
             ],
         }
+    if p.mesh_gateway:
+        out["MeshGateway"] = {"Mode": p.mesh_gateway}
     return out
 
 

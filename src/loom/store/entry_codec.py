@@ -16,17 +16,23 @@ from loom.domain.entries import (
     PROXY_DEFAULTS,
     SERVICE_DEFAULTS,
     SERVICE_INTENTIONS,
+    SERVICE_RESOLVER,
     ConfigEntry,
     ExternalPort,
     ExternalService,
+    FailoverTarget,
     HeaderMatch,
     HttpMatch,
     IntentionPermission,
     IntentionSource,
     MeshConfig,
     ProxyDefaults,
+    ResolverFailover,
+    ResolverRedirect,
+    ResolverSubset,
     ServiceDefaults,
     ServiceIntentions,
+    ServiceResolver,
 )
 from loom.domain.records import TransparentProxySettings
 
@@ -104,6 +110,71 @@ def _source(d: Doc) -> IntentionSource:
     )  # fmt: skip
 
 
+def _target_doc(t: ResolverRedirect | FailoverTarget) -> Doc:
+    parts = (("Service", t.service), ("ServiceSubset", t.service_subset),
+             ("Namespace", t.namespace), ("Datacenter", t.datacenter))  # fmt: skip
+    return {key: value for key, value in parts if value}
+
+
+def _failover_doc(f: ResolverFailover) -> Doc:
+    doc = _target_doc(FailoverTarget(f.service, f.service_subset, f.namespace))
+    if f.datacenters:
+        doc["Datacenters"] = list(f.datacenters)
+    if f.targets:
+        doc["Targets"] = [_target_doc(t) for t in f.targets]
+    return doc
+
+
+def _resolver_doc(e: ServiceResolver, doc: Doc) -> None:
+    """Consul's shape: parts present only when given (``omitempty``)."""
+    if e.default_subset:
+        doc["DefaultSubset"] = e.default_subset
+    if e.subsets:
+        doc["Subsets"] = {
+            name: {"Filter": s.filter, "OnlyPassing": s.only_passing}
+            for name, s in e.subsets.items()
+        }
+    if e.redirect is not None:
+        doc["Redirect"] = _target_doc(e.redirect)
+    if e.failover:
+        doc["Failover"] = {name: _failover_doc(f) for name, f in e.failover.items()}
+    if e.connect_timeout:
+        doc["ConnectTimeout"] = e.connect_timeout
+    if e.request_timeout:
+        doc["RequestTimeout"] = e.request_timeout
+
+
+def _target_parts(d: Doc) -> Doc:
+    return {
+        "service": d.get("Service", ""), "service_subset": d.get("ServiceSubset", ""),
+        "namespace": d.get("Namespace", ""), "datacenter": d.get("Datacenter", ""),
+    }  # fmt: skip
+
+
+def _resolver(d: Doc, common: Doc) -> ConfigEntry:
+    redirect = d.get("Redirect")
+    failover = {
+        name: ResolverFailover(
+            service=f.get("Service", ""), service_subset=f.get("ServiceSubset", ""),
+            namespace=f.get("Namespace", ""), datacenters=tuple(f.get("Datacenters", ())),
+            targets=tuple(FailoverTarget(**_target_parts(t)) for t in f.get("Targets", ())),
+        )
+        for name, f in d.get("Failover", {}).items()
+    }  # fmt: skip
+    return ServiceResolver(
+        default_subset=d.get("DefaultSubset", ""),
+        subsets={
+            name: ResolverSubset(s["Filter"], s["OnlyPassing"])
+            for name, s in d.get("Subsets", {}).items()
+        },
+        redirect=ResolverRedirect(**_target_parts(redirect)) if redirect is not None else None,
+        failover=failover,
+        connect_timeout=d.get("ConnectTimeout", ""),
+        request_timeout=d.get("RequestTimeout", ""),
+        **common,
+    )
+
+
 def encode(e: ConfigEntry) -> Doc:
     """Record -> the stored document."""
     doc: Doc = {"Kind": e.kind, "Name": e.name, "Namespace": e.namespace, "Meta": dict(e.meta)}
@@ -112,16 +183,22 @@ def encode(e: ConfigEntry) -> Doc:
         doc["MutualTLSMode"] = e.mutual_tls_mode
         doc["Mode"] = e.mode
         doc["TransparentProxy"] = _tproxy_doc(e.transparent_proxy)
+        if e.mesh_gateway:  # only when set: older documents stay byte for byte
+            doc["MeshGateway"] = {"Mode": e.mesh_gateway}
     elif isinstance(e, ProxyDefaults):
         doc["Config"] = dict(e.config)
         doc["Mode"] = e.mode
         doc["MutualTLSMode"] = e.mutual_tls_mode
         doc["TransparentProxy"] = _tproxy_doc(e.transparent_proxy)
+        if e.mesh_gateway:
+            doc["MeshGateway"] = {"Mode": e.mesh_gateway}
     elif isinstance(e, MeshConfig):
         doc["TransparentProxy"] = {"MeshDestinationsOnly": e.mesh_destinations_only}
         doc["AllowEnablingPermissiveMutualTLS"] = e.allow_enabling_permissive_mutual_tls
     elif isinstance(e, ServiceIntentions):
         doc["Sources"] = [_source_doc(s) for s in e.sources]
+    elif isinstance(e, ServiceResolver):
+        _resolver_doc(e, doc)
     else:
         doc["Hosts"] = list(e.hosts)
         doc["Ports"] = [
@@ -135,14 +212,16 @@ def encode(e: ConfigEntry) -> Doc:
 def _service_defaults(d: Doc, common: Doc) -> ConfigEntry:
     return ServiceDefaults(
         protocol=d["Protocol"], mutual_tls_mode=d["MutualTLSMode"], mode=d["Mode"],
-        transparent_proxy=_tproxy(d["TransparentProxy"]), **common,
+        transparent_proxy=_tproxy(d["TransparentProxy"]),
+        mesh_gateway=d.get("MeshGateway", {}).get("Mode", ""), **common,
     )  # fmt: skip
 
 
 def _proxy_defaults(d: Doc, common: Doc) -> ConfigEntry:
     return ProxyDefaults(
         config=dict(d["Config"]), mode=d["Mode"], mutual_tls_mode=d["MutualTLSMode"],
-        transparent_proxy=_tproxy(d["TransparentProxy"]), **common,
+        transparent_proxy=_tproxy(d["TransparentProxy"]),
+        mesh_gateway=d.get("MeshGateway", {}).get("Mode", ""), **common,
     )  # fmt: skip
 
 
@@ -168,7 +247,7 @@ def _external(d: Doc, common: Doc) -> ConfigEntry:
 
 _DECODERS = {
     SERVICE_DEFAULTS: _service_defaults, PROXY_DEFAULTS: _proxy_defaults, MESH: _mesh,
-    SERVICE_INTENTIONS: _intentions, EXTERNAL_SERVICE: _external,
+    SERVICE_INTENTIONS: _intentions, EXTERNAL_SERVICE: _external, SERVICE_RESOLVER: _resolver,
 }  # fmt: skip
 
 

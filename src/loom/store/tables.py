@@ -105,6 +105,8 @@ def _upstream_doc(u: Upstream) -> Doc:
         "DestinationNamespace": u.destination_namespace, "Datacenter": u.datacenter,
         "LocalBindAddress": u.local_bind_address, "LocalBindPort": u.local_bind_port,
         "Config": dict(u.config),
+        # Only when set: documents stored before MeshGateway was kept stay byte for byte.
+        **({"MeshGateway": {"Mode": u.mesh_gateway}} if u.mesh_gateway else {}),
     }  # fmt: skip
 
 
@@ -113,7 +115,7 @@ def _upstream(d: Doc) -> Upstream:
         destination_name=d["DestinationName"], destination_type=d["DestinationType"],
         destination_namespace=d["DestinationNamespace"], datacenter=d["Datacenter"],
         local_bind_address=d["LocalBindAddress"], local_bind_port=d["LocalBindPort"],
-        config=dict(d["Config"]),
+        config=dict(d["Config"]), mesh_gateway=d.get("MeshGateway", {}).get("Mode", ""),
     )  # fmt: skip
 
 
@@ -140,6 +142,8 @@ def _proxy_doc(p: Proxy) -> Doc:
                 for e in p.expose.paths
             ],
         }  # fmt: skip
+    if p.mesh_gateway:
+        doc["MeshGateway"] = {"Mode": p.mesh_gateway}
     return doc
 
 
@@ -164,6 +168,7 @@ def _proxy(d: Doc) -> Proxy:
         upstreams=tuple(_upstream(u) for u in d["Upstreams"]),
         config=dict(d["Config"]),
         expose=expose,
+        mesh_gateway=d.get("MeshGateway", {}).get("Mode", ""),
     )
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "Endpoint",
     "ExposeListener",
     "ExternalHost",
+    "FailoverCluster",
     "GatewayBind",
     "GatewayInputs",
     "GatewayRemote",
@@ -59,6 +60,21 @@ class Upstream:
     """Transparent proxy: instance addresses, so dialing a pod IP also goes through the mesh."""
     headless: bool = False
     """No virtual IP: instances are dialed directly (plain TCP proxy, 5 s connect timeout)."""
+    connect_timeout_ms: int = 5000
+    """The cluster's connect timeout (its ``service-resolver``'s ``ConnectTimeout``)."""
+    failover: tuple[FailoverCluster, ...] = ()
+    """``service-resolver`` failover targets, in order: non-empty makes ``sni`` an aggregate
+    cluster over this upstream's own targets and these (``loom.xds.translate.clusters``)."""
+
+
+@dataclass(frozen=True)
+class FailoverCluster:
+    """One failover target of an upstream: its own EDS cluster, TLS name and endpoints."""
+
+    sni: str
+    """Its SNI (``<subset>.<svc>.<ns>.<dc>.internal.<td>``), presented on the handshake."""
+    spiffe_id: str
+    endpoints: tuple[Endpoint, ...]
     connect_timeout_ms: int = 5000
 
 

@@ -9,50 +9,93 @@ inputs: each proxy's agent holds its key and serves its leaf and roots to Envoy 
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from loom.ca.authority import spiffe_id
 from loom.domain.intentions import DENY, decide
 from loom.domain.mesh import MeshSnapshot
 from loom.domain.records import Upstream as UpstreamDef
+from loom.domain.resolver import Chain, ResolverGraphError, Target, resolve
 from loom.xds.inputs import (
     AccessRule,
+    Endpoint,
     ExposeListener,
+    FailoverCluster,
     Permission,
     Principal,
     ProxyInputs,
     Upstream,
 )
-from loom.xds.translate.names import sni
+from loom.xds.translate.names import subset_sni
 
 Doc = dict[str, Any]
 Key = tuple[str, str]  # (namespace, service)
 
 
-def _upstream(view: MeshSnapshot, ns: str, name: str, dc: str, **extra: Any) -> Upstream:
-    key = (ns, name)
+def _target_endpoints(view: MeshSnapshot, t: Target, mode: str) -> tuple[Endpoint, ...]:
+    """Where a target is dialled: this datacenter's sidecars (of the subset, if any)."""
+    if t.datacenter != view.datacenter:
+        return ()
+    if t.subset:
+        return view.subset_endpoints.get((t.namespace, t.service, t.subset), ())
+    return tuple(view.endpoints.get((t.namespace, t.service), ()))
+
+
+def _upstream(
+    view: MeshSnapshot, ns: str, name: str, dc: str, mode: str = "", **extra: Any
+) -> Upstream:
+    """One upstream, resolved through the ``service-resolver`` entries (redirect, default
+    subset, failover; ``loom.domain.resolver``); ``mode`` is its MeshGateway mode. Resolvers
+    that cannot be followed (refused on write, so only replicated ones could) give no
+    endpoints."""
+    dc = dc or view.datacenter
+    td = view.trust_domain
+    try:
+        chain = resolve(view.resolvers, name, ns, dc)
+        usable = True
+    except ResolverGraphError:
+        chain, usable = Chain(Target(name, ns, dc)), False
+    p = chain.primary
+    failover = tuple(
+        FailoverCluster(
+            sni=subset_sni(t.subset, t.service, t.namespace, t.datacenter, td),
+            spiffe_id=spiffe_id(td, t.namespace, t.datacenter, t.service),
+            endpoints=_target_endpoints(view, t, mode),
+            connect_timeout_ms=t.connect_timeout_ms,
+        )
+        for t in chain.failover
+    )
     return Upstream(
         service=name,
         namespace=ns,
-        datacenter=dc or view.datacenter,
-        spiffe_id=spiffe_id(view.trust_domain, ns, dc or view.datacenter, name),
-        sni=sni(name, ns, dc or view.datacenter, view.trust_domain),
-        endpoints=tuple(view.endpoints.get(key, ()) if dc in ("", view.datacenter) else ()),
+        datacenter=dc,
+        spiffe_id=spiffe_id(td, p.namespace, p.datacenter, p.service),
+        sni=subset_sni(p.subset, p.service, p.namespace, p.datacenter, td),
+        endpoints=_target_endpoints(view, p, mode) if usable else (),
+        connect_timeout_ms=p.connect_timeout_ms,
+        failover=failover,
         **extra,
     )
 
 
 def _query_upstream(view: MeshSnapshot, ns: str, name: str, u: UpstreamDef) -> Upstream:
     """A ``prepared_query`` upstream: the service its query names, dialled at the sidecars
-    its execution kept (``MeshSnapshot.query_targets``); no query: no endpoints."""
+    its execution kept (``MeshSnapshot.query_targets``); no query: no endpoints. Resolvers
+    do not apply (Consul's query upstreams bypass the discovery chain)."""
     target = view.query_targets.get(name)
     service = target.service if target is not None else name
     tns = target.namespace if target is not None else ns
-    up = _upstream(
-        view, tns, service, "", bind_address=u.local_bind_address, bind_port=u.local_bind_port
+    dc = view.datacenter
+    return Upstream(
+        service=service,
+        namespace=tns,
+        datacenter=dc,
+        spiffe_id=spiffe_id(view.trust_domain, tns, dc, service),
+        sni=subset_sni("", service, tns, dc, view.trust_domain),
+        endpoints=target.endpoints if target is not None else (),
+        bind_address=u.local_bind_address,
+        bind_port=u.local_bind_port,
     )
-    return replace(up, endpoints=target.endpoints if target is not None else ())
 
 
 def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
@@ -88,9 +131,10 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
             continue
         uns = u.destination_namespace or ns
         explicit.add((uns, u.destination_name))
+        gw_mode = u.mesh_gateway or proxy.mesh_gateway or sd.mesh_gateway or pd.mesh_gateway
         upstreams.append(
             _upstream(
-                view, uns, u.destination_name, u.datacenter,
+                view, uns, u.destination_name, u.datacenter, gw_mode,
                 bind_address=u.local_bind_address, bind_port=u.local_bind_port,
             )
         )  # fmt: skip

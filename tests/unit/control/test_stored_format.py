@@ -147,13 +147,16 @@ def test_every_old_config_entry_re_encodes_to_the_bytes_on_disk() -> None:
         record = TABLES[table].decode(json.loads(raw))
         assert json.dumps(encode(table, record), sort_keys=True) == raw
         kinds.add(getattr(record, "kind", table))
-    assert kinds == {*KINDS, "external_vips"}
+    # service-resolver came after those rows (its documents: test_service_resolver.py).
+    assert kinds == {*KINDS, "external_vips"} - {"service-resolver"}
 
 
 def _answers(configs: Any) -> dict[str, str]:
     """The JSON text the HTTP handlers answer for every entry, list and intention query."""
     out = {
-        f"list {k}": json.dumps([views.config_entry(e) for e in configs.entries(k)]) for k in KINDS
+        f"list {k}": json.dumps([views.config_entry(e) for e in configs.entries(k)])
+        for k in KINDS
+        if k != "service-resolver"  # a kind those rows predate
     }
     for e in configs.entries():
         out[f"get {e.key}"] = json.dumps(

@@ -67,6 +67,9 @@ def _walk(node: Any, found: dict[str, Any]) -> None:
         for key, value in node.items():
             if key == "cluster" and isinstance(value, str):
                 found["cluster"].add(value)
+            elif key == "clusters" and isinstance(value, list):  # an aggregate's members
+                found["cluster"].update(v for v in value if isinstance(v, str))
+                _walk([v for v in value if not isinstance(v, str)], found)
             elif key == "route" and isinstance(value, dict) and "cluster" in value:
                 found["cluster"].add(value["cluster"])
             elif key in ("tls_certificate_sds_secret_configs",):

@@ -1,5 +1,6 @@
-"""Clusters and their endpoints: the local app, mesh upstreams (EDS over mTLS), the
-passthrough cluster and DNS-resolved external hosts.
+"""Clusters and their endpoints: the local app, mesh upstreams (EDS over mTLS, or an
+aggregate cluster over the targets of a ``service-resolver`` failover), the passthrough
+cluster and DNS-resolved external hosts.
 
 The local app cluster and each upstream's cluster and endpoints are memoised on what they are
 built from (as the listeners are): alike proxies share the very same documents. Documents
@@ -11,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from loom.xds.inputs import ProxyInputs, Upstream
+from loom.xds.inputs import Endpoint, FailoverCluster, ProxyInputs, Upstream
 from loom.xds.translate.listeners import CACHED, socket_address
 from loom.xds.translate.names import (
     ADS,
@@ -19,11 +20,13 @@ from loom.xds.translate.names import (
     PASSTHROUGH,
     exposed_cluster,
     external_cluster,
+    failover_cluster,
 )
 from loom.xds.translate.tls import upstream_tls
 
 Doc = dict[str, Any]
 HTTP_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+AGGREGATE = "type.googleapis.com/envoy.extensions.clusters.aggregate.v3.ClusterConfig"
 
 
 def _static(name: str, address: str, port: int, dns: bool = False) -> Doc:
@@ -62,25 +65,67 @@ def _local_app_cluster(address: str, port: int, protocol: str) -> Doc:
     return cluster
 
 
-@lru_cache(maxsize=CACHED)
-def upstream_cluster(u: Upstream) -> Doc:
-    ms = u.connect_timeout_ms
+def _timeout(ms: int) -> str:
+    return f"{ms // 1000}.{ms % 1000:03d}s"
+
+
+def _eds_cluster(name: str, tls_name: str, spiffe_id: str, timeout_ms: int) -> Doc:
     return {
-        "name": u.sni,
+        "name": name,
         "type": "EDS",
         "eds_cluster_config": {"eds_config": ADS},
-        "connect_timeout": f"{ms // 1000}.{ms % 1000:03d}s",
-        "transport_socket": upstream_tls(u.sni, u.spiffe_id),
+        "connect_timeout": _timeout(timeout_ms),
+        "transport_socket": upstream_tls(tls_name, spiffe_id),
     }
 
 
+def _targets(u: Upstream) -> list[FailoverCluster]:
+    """The upstream's own target, then its failover targets (one EDS cluster each)."""
+    own = FailoverCluster(u.sni, u.spiffe_id, u.endpoints, u.connect_timeout_ms)
+    return [own, *u.failover]
+
+
 @lru_cache(maxsize=CACHED)
-def upstream_endpoints(u: Upstream) -> Doc:
+def upstream_clusters(u: Upstream) -> tuple[Doc, ...]:
+    """One EDS cluster named ``u.sni``; with failover targets, ``u.sni`` is instead an
+    ``envoy.clusters.aggregate`` cluster over an EDS cluster per target, in order: Envoy
+    sends to the first with healthy endpoints, so when every primary endpoint is gone (its
+    EDS is empty) traffic moves on, and it comes back when they return."""
+    if not u.failover:
+        return (_eds_cluster(u.sni, u.sni, u.spiffe_id, u.connect_timeout_ms),)
+    names = [failover_cluster(n, u.sni) for n in range(len(u.failover) + 1)]
+    aggregate: Doc = {
+        "name": u.sni,
+        "connect_timeout": _timeout(u.connect_timeout_ms),
+        "lb_policy": "CLUSTER_PROVIDED",
+        "cluster_type": {
+            "name": "envoy.clusters.aggregate",
+            "typed_config": {"@type": AGGREGATE, "clusters": names},
+        },
+    }
+    members = [
+        _eds_cluster(name, t.sni, t.spiffe_id, t.connect_timeout_ms)
+        for name, t in zip(names, _targets(u), strict=True)
+    ]
+    return (aggregate, *members)
+
+
+def _load_assignment(name: str, endpoints: tuple[Endpoint, ...]) -> Doc:
     lb = [
         {"endpoint": {"address": socket_address(e.address, e.port)}, "health_status": "HEALTHY"}
-        for e in sorted(u.endpoints, key=lambda e: (e.address, e.port))
+        for e in sorted(endpoints, key=lambda e: (e.address, e.port))
     ]
-    return {"cluster_name": u.sni, "endpoints": [{"lb_endpoints": lb}] if lb else []}
+    return {"cluster_name": name, "endpoints": [{"lb_endpoints": lb}] if lb else []}
+
+
+@lru_cache(maxsize=CACHED)
+def upstream_endpoints(u: Upstream) -> tuple[Doc, ...]:
+    """The load assignment of each EDS cluster ``upstream_clusters(u)`` has."""
+    if not u.failover:
+        return (_load_assignment(u.sni, u.endpoints),)
+    return tuple(
+        _load_assignment(failover_cluster(n, u.sni), t.endpoints) for n, t in enumerate(_targets(u))
+    )
 
 
 def build_clusters(inp: ProxyInputs) -> list[Doc]:
@@ -91,7 +136,7 @@ def build_clusters(inp: ProxyInputs) -> list[Doc]:
     for u in inp.upstreams:
         if u.sni not in seen:
             seen.add(u.sni)
-            out.append(upstream_cluster(u))
+            out.extend(upstream_clusters(u))
     if inp.transparent:
         if not inp.mesh_destinations_only:
             out.append(
@@ -109,7 +154,7 @@ def build_clusters(inp: ProxyInputs) -> list[Doc]:
 
 
 def build_endpoints(inp: ProxyInputs) -> list[Doc]:
-    seen: dict[str, Doc] = {}
+    seen: dict[str, tuple[Doc, ...]] = {}
     for u in inp.upstreams:
         seen.setdefault(u.sni, upstream_endpoints(u))
-    return list(seen.values())
+    return [doc for docs in seen.values() for doc in docs]

@@ -40,6 +40,18 @@ def sni(service: str, namespace: str, datacenter: str, trust_domain: str) -> str
     return f"{service}.{namespace}.{datacenter}.internal.{trust_domain}"
 
 
+def subset_sni(subset: str, service: str, namespace: str, datacenter: str, td: str) -> str:
+    """A target's cluster name and SNI, with Consul's ``<subset>.`` first label when the
+    target is a ``service-resolver`` subset."""
+    return (f"{subset}." if subset else "") + sni(service, namespace, datacenter, td)
+
+
+def failover_cluster(n: int, aggregate: str) -> str:
+    """The EDS cluster of target ``n`` (0: the primary) under aggregate cluster ``aggregate``
+    (Consul's ``failover-target~N~<cluster>``)."""
+    return f"failover-target~{n}~{aggregate}"
+
+
 def external_cluster(host: str, port: int) -> str:
     return f"external:{host}:{port}"
 

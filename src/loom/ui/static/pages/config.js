@@ -3,7 +3,8 @@
 import { get, watch } from "../api.js";
 import { h, replace } from "../dom.js";
 
-const KINDS = ["proxy-defaults", "mesh", "service-defaults", "service-intentions", "external-service"];
+const KINDS = ["proxy-defaults", "mesh", "service-defaults", "service-intentions", "service-resolver",
+  "external-service"];
 
 export default async function config(el, { signal, onError }) {
   const body = h("div", { id: "config" }, h("p", { class: "muted" }, "Loading…"));

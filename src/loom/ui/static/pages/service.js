@@ -5,7 +5,7 @@ import { get, q, watchMany } from "../api.js";
 import { badge, h, replace, table } from "../dom.js";
 import { intentionLabel, loadServices, sidecarsOf, upstreamEdges } from "../model.js";
 
-const ENTRY_KINDS = ["service-defaults", "service-intentions", "external-service"];
+const ENTRY_KINDS = ["service-defaults", "service-intentions", "service-resolver", "external-service"];
 
 export default async function service(el, { signal, arg: name, onError }) {
   const body = h("div", { id: "service-detail" }, h("p", { class: "muted" }, "Loading…"));
