@@ -28,6 +28,10 @@ def missing_part() -> str | None:
     for module, what in PARTS.items():
         if importlib.util.find_spec(module) is None:
             return f"{what} has not landed: no {module}"
+    from loom.xds import view
+
+    if not hasattr(view, "collect_gateway_inputs"):
+        return "the mesh gateway's xDS (meshgw's collect_gateway_inputs) has not landed"
     return None
 
 

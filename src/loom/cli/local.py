@@ -94,7 +94,9 @@ def _up(args: argparse.Namespace) -> int:
     if primary and primary != mesh.s.datacenter:
         from loom.local.federation import federate
 
-        federate(mesh_from_env(datacenter=primary), mesh)
+        first = mesh_from_env(datacenter=primary)  # started with the same ACLs if it is not up
+        first.s = dataclasses.replace(first.s, acl_default_policy=policy)
+        federate(first, mesh)
         print(f"datacenter {mesh.s.datacenter} is up, a secondary of {primary}; "
               "each has its mesh gateway on the WAN")  # fmt: skip
     else:

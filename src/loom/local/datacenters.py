@@ -6,7 +6,8 @@ the mesh gateways are on. Every command finds a datacenter's mesh again from its
 so the layout is a function of the base settings (the environment, as for one mesh) and the
 name: the default datacenter (``dc1``) is exactly today's mesh, with unchanged paths and
 names, and another one is offset from it by the datacenter's index (``dcN`` -> N-1). Two
-datacenters never share a prefix, state directory, data directory, subnet or port, so
+datacenters never share a prefix, state directory, data directory, subnet, port or sidecar
+UID, so
 ``down`` of one removes exactly its own. No I/O here.
 """
 
@@ -26,6 +27,9 @@ PORT_STEP = 10
 """How far apart two datacenters' HTTP (and gRPC) ports are: dc2 on 8510/8512."""
 _DC_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _NUMBERED = re.compile(r"dc([1-9][0-9]{0,2})")
+UID_BASE = 200000
+"""Where the sidecar UIDs of datacenters other than the default one start (above 65535:
+clear of login users, systemd's dynamic users and ``nobody``)."""
 _HASHED = 16
 """Datacenters not named ``dcN`` get an index of 100-115 from a hash of the name."""
 
@@ -71,6 +75,9 @@ class DatacenterLayout:
     """Its server's HTTP API on loopback (other datacenters' servers join it here)."""
     grpc_addr: str
     """Its server's xDS endpoint on loopback."""
+    first_uid: int = 60000
+    """The first of its pods' 1000 sidecar UIDs (``uids.UidRange``): dc1's 60000-60999, another
+    datacenter's ``UID_BASE + index * 1000``, so no two pods of the machine share a UID."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,7 @@ def layout(base: BaseLayout, datacenter: str = DEFAULT_DATACENTER) -> Datacenter
         data_dir=data_dir,
         http_addr=_shift(base.http_addr, index * PORT_STEP),
         grpc_addr=_shift(base.grpc_addr, index * PORT_STEP),
+        first_uid=UID_BASE + index * 1000,
     )
 
 

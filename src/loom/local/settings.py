@@ -120,5 +120,6 @@ def for_datacenter(
         datacenter=where.datacenter,
         wan=datacenters.wan_layout(base),
         wan_index=where.index,
+        sidecar_uids=uids.UidRange(first=where.first_uid),
     )
     return dataclasses.replace(settings, **fields)  # type: ignore[arg-type]

@@ -30,12 +30,13 @@ def test_dc2_sits_beside_dc1_with_nothing_shared() -> None:
     assert dc2.state_dir == Path("/run/loom/local-dc2")
     assert dc2.data_dir == Path("/var/lib/loom/local-dc2")
     assert (dc2.http_addr, dc2.grpc_addr) == ("127.0.0.1:8510", "127.0.0.1:8512")
+    assert (layout(BASE).first_uid, dc2.first_uid) == (60000, 201000)
 
 
 def test_no_two_datacenters_share_a_prefix_subnet_directory_or_port() -> None:
     names = ["dc1", "dc2", "dc3", "dc9", "east", "west-1", "wan"]
     layouts = [layout(BaseLayout(subnet="10.100.0.0/16"), n) for n in names]
-    for attr in ("prefix", "subnet", "state_dir", "http_addr", "grpc_addr"):
+    for attr in ("prefix", "subnet", "state_dir", "http_addr", "grpc_addr", "first_uid"):
         values = [getattr(x, attr) for x in layouts]
         assert len(set(values)) == len(values), attr
     nets = [ipaddress.IPv4Network(x.subnet) for x in layouts]
