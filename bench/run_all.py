@@ -112,6 +112,8 @@ BENCHES = (
           (("KV put/s vs registrations/s", ">= 1.0x"), ("KV get/s", ">= 1,000/s"),
            ("KV blocking-query wake-up, p50", "<= 5 ms"),
            ("health watchers woken by KV writes", "0"))),
+    Bench("replication.py", ("--rounds", "4", "--writes", "20"),
+          (("intention in primary -> visible in secondary, p99", "<= 200 ms"),)),
     Bench("fuzz_http.py", ("300",),
           (("HTTP fuzz: no 5xx, no traceback", "none"),)),
 )  # fmt: skip

@@ -77,7 +77,7 @@ def _join_addr(text: str) -> str:
     from loom.domain.fields import ValidationError
 
     try:
-        return check_server(text.removeprefix("http://"), "--join-wan")
+        return check_server(text.removeprefix("http://"), "--join-wan/--advertise-addr-wan")
     except ValidationError as exc:
         raise UsageError(f"server: {exc}") from None
 
@@ -235,6 +235,13 @@ def register(commands: Commands) -> None:
         help="HTTP API address of a server in another datacenter to federate with, retried "
         "until reachable (Consul's retry_join_wan); repeatable (default: none)",
     )
+    p.add_argument(
+        "--advertise-addr-wan",
+        metavar="HOST:PORT",
+        default="",
+        help="address other datacenters reach this server's HTTP API at (Consul's "
+        "advertise_addr_wan; default: the first non-unix --http-addr)",
+    )
     replication = p.add_mutually_exclusive_group()
     replication.add_argument(
         "--acl-replication-token",
@@ -388,6 +395,7 @@ def run(args: argparse.Namespace) -> int:
         acl_initial_management_token=args.acl_initial_management_token,
         primary_datacenter=args.primary_datacenter,
         join_wan=join_wan,
+        advertise_addr_wan=_join_addr(args.advertise_addr_wan) if args.advertise_addr_wan else "",
         replication_token=replication_token,
         http_max_conns_per_client=args.http_max_conns_per_client,
         http_idle_timeout_s=args.http_idle_timeout,

@@ -135,6 +135,11 @@ class Configs:
             await self.store.apply([Delete(CONFIG, key), *self._external_vip_ops(entries)])
             return True
 
+    def external_vip_ops(self, entries: dict[str, ConfigEntry]) -> list[Op]:
+        """The writes that give the external-service hosts of ``entries`` (every entry, by
+        key, after a change) their VIPs and free those of hosts gone (replication)."""
+        return self._external_vip_ops(entries)
+
     def _external_vip_ops(self, entries: dict[str, ConfigEntry]) -> list[Op]:
         hosts = {
             h

@@ -10,14 +10,35 @@ makes a new mesh snapshot (``MeshSnapshot.remote``).
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 from loom.addrs import Address, parse_address
-from loom.domain.federation import FederationState
+from loom.domain.federation import FederationState, publish, same_content
 from loom.domain.fields import ValidationError
+from loom.domain.mesh import MeshSnapshot
 from loom.store import Store, put
 from loom.store.tables import FEDERATION_STATES
 
 WILDCARDS = ("", "0.0.0.0", "::")
+
+
+class WanCall(Protocol):
+    """``loom.server.wan.call`` bound to one server's state (``Federation.call``)."""
+
+    async def __call__(
+        self,
+        dc: str,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        body: bytes | None = None,
+        token: str | None = None,
+        timeout_s: float = ...,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, dict[str, str], bytes]: ...
 
 
 def reachable_addrs(http_addrs: tuple[str, ...], node_address: str) -> tuple[str, ...]:
@@ -49,6 +70,7 @@ class Federation:
         datacenter: str,
         primary: str = "",
         own_servers: tuple[str, ...] = (),
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     ) -> None:
         self.store = store
         self.lock = lock
@@ -56,6 +78,13 @@ class Federation:
         self.primary = primary or datacenter
         """The primary datacenter's name (this one's when none was given)."""
         self.own_servers = own_servers
+        self._clock = clock
+        self._published: FederationState | None = None
+        self.call: WanCall | None = None
+        """``loom.server.wan.call`` bound to this server's state, set when ``loom server``
+        starts (None in a bare ``State``): how code below the server layer (``loom.control``,
+        which may not import ``loom.server``) reaches another datacenter. It raises
+        ``loom.server.wan.NoPathToDatacenter`` (a ``LoomError``) when none answers."""
 
     @property
     def is_primary(self) -> bool:
@@ -83,6 +112,28 @@ class Federation:
         found = self.state(datacenter)
         return found.servers if found is not None else ()
 
+    def own_state(self, snap: MeshSnapshot) -> FederationState:
+        """What this datacenter publishes, from ``snap``; its ``updated_at`` moves only when
+        something else in it changed."""
+        now = stamp(self._clock())
+        state = publish(snap, self.own_servers, now)
+        last = self._published
+        if last is not None and same_content(last, state):
+            return last
+        self._published = state
+        return state
+
+    async def learn(self, state: FederationState) -> bool:
+        """Keep ``state`` unless what is stored for its datacenter is newer (another server
+        may relay an older view of a third datacenter); False: nothing written. This
+        datacenter's own state is never stored."""
+        if state.datacenter == self.datacenter:
+            return False
+        stored = self.state(state.datacenter)
+        if stored is not None and stored.updated_at > state.updated_at:
+            return False
+        return await self.write_state(state)
+
     async def write_state(self, state: FederationState) -> bool:
         """Replace one other datacenter's record; False when it is already stored as is (no
         write, so followers' blocking queries do not wake for nothing)."""
@@ -97,4 +148,9 @@ class Federation:
             return True
 
 
-__all__ = ["Federation", "reachable_addrs"]
+def stamp(at: dt.datetime) -> str:
+    """RFC 3339 in UTC with microseconds, fixed width: two stamps compare as their times."""
+    return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+__all__ = ["Federation", "WanCall", "reachable_addrs", "stamp"]

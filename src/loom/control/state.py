@@ -23,6 +23,7 @@ from loom.control.kv import Kv
 from loom.control.login import Logins
 from loom.control.proxies import ProxyStreams
 from loom.control.queries import Queries
+from loom.control.replication import ACL_SET, CONFIG_SET, Replicator
 from loom.control.sessions import Sessions, SessionSettings
 from loom.control.snapshot import MESH_TABLES, build_snapshot
 from loom.domain.mesh import MeshSnapshot
@@ -93,6 +94,9 @@ class ServerSettings:
     join_wan: tuple[str, ...] = ()
     """HTTP API addresses (``HOST:PORT``) of servers in other datacenters to federate with
     (Consul's ``retry_join_wan``), tried until reachable; empty: none."""
+    advertise_addr_wan: str = ""
+    """The ``HOST:PORT`` other datacenters reach this server's HTTP API at (Consul's
+    ``advertise_addr_wan``); empty: its first non-unix HTTP address."""
     replication_token: str = ""
     """The token this server presents to other datacenters (Consul's
     ``acl.tokens.replication``); empty: none (the anonymous token)."""
@@ -184,6 +188,15 @@ class State:
             reachable_addrs(settings.http_addrs, settings.node_address),
         )
         """The datacenters this server knows (``loom.control.federation``)."""
+        self.replicators: dict[str, Replicator] = {}
+        """A secondary's replication from the primary, by set (``loom.control.replication``):
+        config entries always, ACLs when they are on; none in the primary."""
+        if not self.federation.is_primary:
+            sets = (CONFIG_SET, ACL_SET) if self.acl.enabled else (CONFIG_SET,)
+            for which in sets:
+                self.replicators[which] = Replicator(
+                    which, self.store, self.lock, self.configs, self.federation.primary
+                )
         self.proxies = ProxyStreams()
         """The proxies' live xDS streams, as the xDS server reports them."""
         self._snapshot: MeshSnapshot | None = None

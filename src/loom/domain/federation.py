@@ -11,8 +11,8 @@ passes through.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from loom.domain.fields import (
     Fields,
@@ -22,6 +22,9 @@ from loom.domain.fields import (
     check_namespace,
 )
 from loom.domain.mesh import Endpoint
+
+if TYPE_CHECKING:
+    from loom.domain.mesh import MeshSnapshot
 
 Doc = dict[str, Any]
 
@@ -178,11 +181,38 @@ def state_from_json(doc: Any) -> FederationState:
     return FederationState(datacenter, servers, gateways, services, f.text("UpdatedAt"))
 
 
+def publish(snap: MeshSnapshot, servers: tuple[str, ...], updated_at: str) -> FederationState:
+    """This datacenter's state as its snapshot shows it: its servers, its healthy mesh
+    gateways' WAN addresses, every service (gateways and proxies are not in ``services``)."""
+    services = []
+    for key in sorted(snap.services):
+        svc = snap.services[key]
+        addresses = tuple(dict.fromkeys(h.address for h in svc.healthy if h.address))
+        endpoints = tuple(snap.endpoints.get(key, ()))
+        services.append(
+            RemoteService(
+                svc.name, svc.namespace, key in snap.meshed, addresses, tuple(svc.ports), endpoints
+            )
+        )
+    return FederationState(
+        snap.datacenter, servers, snap.gateways_wan, tuple(services), updated_at
+    )
+
+
+def same_content(a: FederationState | None, b: FederationState | None) -> bool:
+    """The two say the same but for ``updated_at``."""
+    if a is None or b is None:
+        return a is b
+    return replace(a, updated_at="") == replace(b, updated_at="")
+
+
 __all__ = [
     "Endpoint",
     "FederationState",
     "RemoteService",
     "check_server",
+    "publish",
+    "same_content",
     "state_from_json",
     "state_to_json",
 ]

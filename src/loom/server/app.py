@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -31,7 +32,9 @@ from loom.server.checks_run import run_server_checks
 from loom.server.clientlog import AiohttpLog
 from loom.server.conns import ConnectionCap, capped
 from loom.server.errors import ServerError as ServerError  # re-exported
+from loom.server.federation_sync import run_federation
 from loom.server.http import build_app
+from loom.server.replication_http import run_replication
 from loom.server.tls import ServingTls, prepare_tls
 from loom.xds.server import start_xds
 
@@ -191,7 +194,11 @@ async def serve(
     _warn_if_open(settings, http_addrs + grpc_addrs + https_addrs + grpc_tls_addrs)
     # What other datacenters dial: the bound ports (a :0 listener's real one).
     bound_plain = tuple(a for a in http_bound if a.startswith("http://"))
-    state.federation.own_servers = reachable_addrs(bound_plain, settings.node_address)
+    own = reachable_addrs(bound_plain, settings.node_address)[:1]
+    if settings.advertise_addr_wan:
+        own = (settings.advertise_addr_wan,)
+    state.federation.own_servers = own
+    state.federation.call = functools.partial(wan.call, state)
     grpc_bound: list[str] = []
     stop_xds: Callable[[], Awaitable[None]] | None = None
     try:
@@ -205,6 +212,8 @@ async def serve(
             asyncio.create_task(run_server_checks(state)),
             asyncio.create_task(_sweep_sessions(state)),
             asyncio.create_task(_flush_log_summaries()),
+            asyncio.create_task(run_federation(state)),
+            asyncio.create_task(run_replication(state)),
         ]
         if ready is not None:
             if tls is not None:

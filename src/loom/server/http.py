@@ -44,12 +44,14 @@ from loom.server import (
     catalog_http,
     checks_http,
     explain_http,
+    federation_http,
     filters,
     intentions_http,
     kv_http,
     metrics_http,
     query,
     query_http,
+    replication_http,
     session_http,
     snapshot_http,
     ui_http,
@@ -589,9 +591,19 @@ def _datacenter(request: web.Request) -> str:
     return request.app[STATE].settings.datacenter
 
 
+def _known(request: web.Request, dc: str) -> bool:
+    return bool(request.app[STATE].federation.servers(dc))
+
+
 def build_app(state: State) -> web.Application:
     app = web.Application(
-        middlewares=[_uncancellable_writes, _errors, query.checker(_datacenter), enforce],
+        middlewares=[
+            _uncancellable_writes,
+            _errors,
+            query.checker(_datacenter, _known),
+            replication_http.forward_writes,  # a secondary's writes of replicated kinds
+            enforce,
+        ],
         client_max_size=4 * 1024 * 1024,
     )
     app[STATE] = state
@@ -647,6 +659,8 @@ def build_app(state: State) -> web.Application:
     intentions_http.add_routes(r)  # after /v1/connect/intentions/exact, check and match
     explain_http.add_routes(r)
     metrics_http.add_routes(r)
+    federation_http.add_routes(r)
+    replication_http.add_routes(r)
     if state.settings.ui:
         ui_http.add_routes(r)
     return app

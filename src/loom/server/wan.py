@@ -91,6 +91,41 @@ def _order(servers: tuple[str, ...], preferred: str | None) -> list[str]:
     return out
 
 
+def _client(state: State) -> _Client:
+    client = _CLIENTS.get(state)
+    if client is None:
+        client = _CLIENTS[state] = _Client()
+    return client
+
+
+async def call_server(
+    app_or_state: State | web.Application,
+    server: str,
+    method: str,
+    path: str,
+    *,
+    query: Query | None = None,
+    body: bytes | None = None,
+    token: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict[str, str], bytes]:
+    """One request to the server at ``server`` (``HOST:PORT``), whichever datacenter it is
+    in (``--join-wan`` addresses, before their datacenter is known). Raises
+    ``aiohttp.ClientError``, ``OSError`` or ``TimeoutError`` when it does not answer."""
+    session = _client(_state_of(app_or_state)).get()
+    sent = dict(headers or {})
+    if token:
+        sent[TOKEN_HEADER] = token
+    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
+    async with session.request(
+        method, f"http://{server}{path}", params=query, data=body, headers=sent,
+        timeout=timeout, allow_redirects=False,
+    ) as resp:  # fmt: skip
+        raw = await resp.read()
+        return resp.status, dict(resp.headers), raw
+
+
 async def call(
     app_or_state: State | web.Application,
     dc: str,
@@ -115,30 +150,22 @@ async def call(
     servers = state.federation.servers(dc)
     if not servers:
         raise NoPathToDatacenter(dc, "no server known")
-    client = _CLIENTS.get(state)
-    if client is None:
-        client = _CLIENTS[state] = _Client()
-    session = client.get()
-    sent = dict(headers or {})
-    if token:
-        sent[TOKEN_HEADER] = token
-    timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
+    client = _client(state)
     reasons: list[str] = []
     for server in _order(servers, client.preferred.get(dc)):
-        url = f"http://{server}{path}"
         try:
-            async with session.request(
-                method, url, params=query, data=body, headers=sent, timeout=timeout,
-                allow_redirects=False,
-            ) as resp:  # fmt: skip
-                raw = await resp.read()
-                client.preferred[dc] = server
-                return resp.status, dict(resp.headers), raw
+            answer = await call_server(
+                state, server, method, path, query=query, body=body, token=token,
+                timeout_s=timeout_s, headers=headers,
+            )  # fmt: skip
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
             reasons.append(f"{server}: {exc or type(exc).__name__}")
+            continue
         except TimeoutError:
             reasons.append(f"{server}: no answer within {timeout_s:g}s")
             break  # it took the whole time: no time left for another
+        client.preferred[dc] = server
+        return answer
     reason = "; ".join(reasons)
     log.info("no path to datacenter %s: %s", dc, reason)
     raise NoPathToDatacenter(dc, reason)
@@ -151,4 +178,4 @@ async def close(app_or_state: State | web.Application) -> None:
         await client.session.close()
 
 
-__all__ = ["NO_PATH", "NoPathToDatacenter", "call", "close"]
+__all__ = ["NO_PATH", "NoPathToDatacenter", "call", "call_server", "close"]
