@@ -82,9 +82,11 @@ def new_root(trust_domain: str, now: dt.datetime) -> Root:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(now + ROOT_TTL)
-        # Path length 1: room for one CA below the root, the cross-signed certificate of the
-        # root that replaces this one at a rotation (``cross_sign``).
-        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        # Path length 2: room for two CAs below the root, a secondary datacenter's
+        # intermediate (``loom.ca.intermediate``) and, after a rotation, the cross-signed
+        # certificate of the root that replaced this one (``cross_sign``), so a secondary's
+        # leaf verifies as leaf -> intermediate -> cross-signed -> this root.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=2), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=True,
@@ -219,7 +221,8 @@ def cross_sign(new: Root, old: Root, now: dt.datetime) -> str:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
         .not_valid_after(min(new.not_after, old.not_after))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        # Path length 1: a secondary datacenter's intermediate may sit below it.
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
         .add_extension(
             x509.KeyUsage(True, False, False, False, False, True, True, False, False),
             critical=True,
@@ -311,7 +314,8 @@ class Signer:
             .public_key(public_key)
             .serial_number(serial)
             .not_valid_before(now - CLOCK_SKEW)
-            .not_valid_after(now + ttl)
+            # Never past the signing CA: a secondary's intermediate may end before ``ttl``.
+            .not_valid_after(min(now + ttl, self._cert.not_valid_after_utc))
             .add_extension(
                 x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
             )

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from loom.ca.errors import CAError
-from loom.ca.spiffe import SpiffeError, SpiffeId, parse_spiffe_id
+from loom.ca.spiffe import SpiffeError, SpiffeId, check_trust_domain, parse_spiffe_id
 
 MAX_CSR_PEM = 16 * 1024
 _CURVES = ("secp256r1", "secp384r1")
@@ -149,3 +149,85 @@ def check_csr(pem: str, expected: SpiffeId) -> CheckedCsr:
     if identity != expected:
         raise CsrError(f"CSR: asks for {identity.uri}, the caller may only have {expected.uri}")
     return checked
+
+
+# -- a secondary datacenter's intermediate CA ----------------------------------------------------
+
+
+def signing_uri(trust_domain: str) -> str:
+    """The URI SAN of a CA of ``trust_domain`` (Consul's ``SpiffeIDSigning``): no path."""
+    return f"spiffe://{check_trust_domain(trust_domain)}"
+
+
+def build_ca_csr(trust_domain: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
+    """A PEM CSR for an intermediate CA of ``trust_domain`` that may sign leaves only (path
+    length 0), signed by ``key`` (the secondary keeps the key)."""
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([]))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.UniformResourceIdentifier(signing_uri(trust_domain))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass(frozen=True)
+class CheckedCaCsr:
+    trust_domain: str
+    csr: x509.CertificateSigningRequest
+
+    def public_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
+        key = self.csr.public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+        return key
+
+
+def _ca_request(csr: x509.CertificateSigningRequest) -> str:
+    """The trust domain a CA request names, after checking it asks for a CA of path
+    length 0 and names exactly ``spiffe://<trust-domain>`` (no path, no other name)."""
+    try:
+        extensions = csr.extensions
+    except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
+        raise CsrError("CSR: extensions cannot be read") from exc
+    try:
+        constraints = extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound as exc:
+        raise CsrError("CSR: not a CA request (no BasicConstraints CA:TRUE)") from exc
+    if not constraints.ca:
+        raise CsrError("CSR: not a CA request (BasicConstraints CA:FALSE)")
+    if constraints.path_length != 0:
+        asked = "no limit" if constraints.path_length is None else constraints.path_length
+        raise CsrError(f"CSR: asks for path length {asked}; an intermediate signs leaves only (0)")
+    try:
+        san = extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound as exc:
+        raise CsrError("CSR: no subject alternative name") from exc
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1 or len(list(san)) != 1:
+        raise CsrError("CSR: expected exactly one URI SAN (spiffe://<trust-domain>)")
+    uri, scheme = uris[0], "spiffe://"
+    domain = uri[len(scheme) :] if uri.startswith(scheme) else ""
+    try:
+        check_trust_domain(domain)
+    except SpiffeError as exc:
+        raise CsrError(f"CSR: {uri[:80]!r} is not spiffe://<trust-domain> ({exc})") from exc
+    return domain
+
+
+def read_ca_csr(pem: str, trust_domain: str) -> CheckedCaCsr:
+    """A secondary's intermediate CSR when the primary may sign it for ``trust_domain``:
+    one PEM request, a valid SHA-256+ self-signature, a key a leaf could have, a CA of path
+    length 0, exactly ``spiffe://<trust_domain>``; ``CsrError`` saying what is wrong."""
+    csr = _load(pem)
+    _check_signature(csr)
+    _check_key(csr)
+    domain = _ca_request(csr)
+    if domain != trust_domain:
+        raise CsrError(f"CSR: trust domain {domain!r} is not this CA's ({trust_domain!r})")
+    return CheckedCaCsr(domain, csr)

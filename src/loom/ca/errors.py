@@ -9,3 +9,7 @@ from loom.errors import LoomError
 class CAError(LoomError):
     """The CA material is unusable (corrupt PEM, mismatched key), or an identity, CSR or
     SPIFFE ID is not one this CA would issue."""
+
+
+class CaNotInitialized(CAError):
+    """A secondary datacenter's CA has no intermediate from the primary yet: try again."""

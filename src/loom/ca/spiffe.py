@@ -60,6 +60,12 @@ def _check(kind: str, value: str) -> None:
         )
 
 
+def check_trust_domain(value: str) -> str:
+    """``value`` when it is a trust domain Loom would issue for (``SpiffeError`` if not)."""
+    _check("trust domain", value)
+    return value
+
+
 @dataclass(frozen=True)
 class SpiffeId:
     """A service identity; construct with ``SpiffeId.of`` (checked) or ``parse_spiffe_id``."""

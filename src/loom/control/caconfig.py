@@ -35,8 +35,9 @@ MAX_LEAF_TTL = dt.timedelta(days=365)
 
 DEFAULT_ROTATION_PERIOD = "2160h"
 DEFAULT_INTERMEDIATE_TTL = "8760h"
-"""Consul's defaults; Loom signs leaves with the root itself, so these are reported, kept
-and validated, but change nothing."""
+"""Consul's defaults. ``RotationPeriod`` is reported, kept and validated but changes nothing
+(Loom rotates on request); ``IntermediateCertTTL`` is the life of the intermediates the
+primary signs for secondary datacenters (``loom.ca.intermediate``)."""
 
 _KNOWN = {"LeafCertTTL", "RotationPeriod", "IntermediateCertTTL", "PrivateKey", "RootCert"}
 """Config keys Loom reads; others (Vault's, AWS's...) are refused by name."""
@@ -66,6 +67,9 @@ class CaConfig:
         if doc is not None and "LeafCertTTL" in doc:
             seconds = parse_duration(doc["LeafCertTTL"], "LeafCertTTL")
             self.certs.leaf_ttl = dt.timedelta(seconds=seconds)
+        if doc is not None and "IntermediateCertTTL" in doc:
+            seconds = parse_duration(doc["IntermediateCertTTL"], "IntermediateCertTTL")
+            self.certs.intermediate_ttl = dt.timedelta(seconds=seconds)
 
     def read(self) -> Doc:
         """Consul's ``CAConfiguration`` JSON."""

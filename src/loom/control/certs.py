@@ -15,6 +15,14 @@ certificate after it, so a peer that has not yet received the new root still ver
 leaves (Consul's order: the new root is trusted before anyone needs to trust it). A root
 replaced in the store some other way (a snapshot restore, or another server sharing etcd) is
 followed the same way, by the CA tables' index.
+
+In a secondary datacenter (``primary`` set and not this one) the mesh's CA is federated
+(``loom.control.fedca`` keeps it): the trust domain and roots are the primary's, and leaves
+are signed by this datacenter's intermediate, which the primary's active root signed, and
+carry it after them. Both are stored here (``intermediate``, with its key, and ``primary/NN``,
+the primary's roots, active first), written together, so leaves move to a new intermediate
+only with the roots it chains to. Until they exist, leaf and CSR signing and the roots raise
+``CaNotInitialized`` (HTTP 503). The datacenter's own root stays, for the server's TLS only.
 """
 
 from __future__ import annotations
@@ -36,8 +44,9 @@ from loom.ca.authority import (
     load_root_cert,
     new_root,
 )
-from loom.ca.csr import CheckedCsr, CsrError, read_csr
-from loom.ca.errors import CAError
+from loom.ca.csr import CheckedCsr, CsrError, read_ca_csr, read_csr
+from loom.ca.errors import CAError, CaNotInitialized
+from loom.ca.intermediate import INTERMEDIATE_TTL, sign_intermediate
 from loom.domain.fields import ValidationError, check_name, check_namespace
 from loom.domain.records import CaRoot, Cluster
 from loom.store import Delete, Op, Store, put
@@ -50,12 +59,42 @@ PREVIOUS = "previous"
 """Key, in the CA table, of the root a rotation retired (certificate only)."""
 CROSS = "cross"
 """Key, in the CA table, of the active root's certificate cross-signed by the retired root."""
+INTERMEDIATE = "intermediate"
+"""Key, in a secondary's CA table, of its intermediate CA (certificate and key)."""
+PRIMARY_ROOTS = "primary/"
+"""Key prefix, in a secondary's CA table, of the primary's roots (``primary/00`` active)."""
+
+
+PRIMARY_CROSS = "primary-cross"
+"""Key, in a secondary's CA table, of the primary's active root cross-signed by its retired
+root (present while the primary lists it)."""
+
+
+class _Federated:
+    """A secondary's mesh CA: the primary's roots and this datacenter's intermediate, whose
+    leaves carry the intermediate and, after a rotation in the primary, the new root's
+    cross-signed certificate (so a peer still trusting only the retired root verifies them)."""
+
+    def __init__(self, roots: list[Root], intermediate: Root, cross_pem: str) -> None:
+        self.roots = roots
+        self.chain = [intermediate.cert_pem] + ([cross_pem] if cross_pem else [])
+        self.signer = Signer(intermediate, "".join(self.chain))
+        self.key = (tuple(r.cert_pem for r in roots), intermediate.cert_pem, cross_pem)
 
 
 class Certs:
-    def __init__(self, store: Store, datacenter: str, clock: Callable[[], dt.datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        datacenter: str,
+        clock: Callable[[], dt.datetime],
+        primary: str = "",
+    ) -> None:
         self.store = store
         self.datacenter = datacenter
+        self.primary = primary or datacenter
+        """The primary datacenter; another one makes this CA a federated secondary."""
+        self._federated: _Federated | None = None
         self._clock = clock
         self._signer: Signer | None = None
         self._leaves: dict[tuple[str, str], Leaf] = {}
@@ -64,6 +103,8 @@ class Certs:
         self.on_config: Callable[[], None] = lambda: None
         """Applies the stored CA configuration (set by ``CaConfig``); called by ``_follow``."""
         self.leaf_ttl = LEAF_TTL
+        self.intermediate_ttl = INTERMEDIATE_TTL
+        """Life of the intermediates this CA signs for secondaries (``IntermediateCertTTL``)."""
 
     async def start(self) -> None:
         """Load the root, or make and persist the first one."""
@@ -82,7 +123,83 @@ class Certs:
             root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
         self._signer = Signer(root, self._chain())
         self._load_previous()
+        self._load_federated()
         self._seen_index = self.store.table_index(_FOLLOWED)
+
+    @property
+    def is_secondary(self) -> bool:
+        return self.primary != self.datacenter
+
+    def _load_federated(self) -> None:
+        """A secondary's stored intermediate and primary roots (None until both exist)."""
+        if not self.is_secondary:
+            return
+        stored = self.store.record(CA, INTERMEDIATE)
+        roots = [
+            load_root_cert(r.cert_pem, r.trust_domain)
+            for key, r in self.store.items(CA.name)
+            if key.startswith(PRIMARY_ROOTS)
+        ]
+        if stored is None or not roots:
+            self._federated = None
+            return
+        intermediate = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
+        cross = self.store.record(CA, PRIMARY_CROSS)
+        fed = _Federated(roots, intermediate, "" if cross is None else cross.cert_pem)
+        if self._federated is None or self._federated.key != fed.key:
+            self._federated = fed
+            self._leaves.clear()
+
+    def federation_ops(self, roots: list[Root], intermediate: Root, cross_pem: str) -> list[Op]:
+        """The writes that make ``roots`` (the primary's, active first), ``intermediate``
+        (with its key) and the primary's ``cross_pem`` (or none) this secondary's CA, in one
+        transaction."""
+        ops: list[Op] = [
+            Delete(CA.name, key)
+            for key, _ in self.store.items(CA.name)
+            if key.startswith(PRIMARY_ROOTS)
+        ]
+        ops += [
+            put(CA, f"{PRIMARY_ROOTS}{n:02d}", CaRoot(r.cert_pem, "", r.trust_domain))
+            for n, r in enumerate(roots)
+        ]
+        td = intermediate.trust_domain
+        cross: Op = put(CA, PRIMARY_CROSS, CaRoot(cross_pem, "", td))
+        ops.append(cross if cross_pem else Delete(CA.name, PRIMARY_CROSS))
+        ops.append(
+            put(
+                CA,
+                INTERMEDIATE,
+                CaRoot(intermediate.cert_pem, intermediate.key_pem, intermediate.trust_domain),
+            )
+        )
+        return ops
+
+    @property
+    def federated_cross(self) -> str:
+        """The primary's cross-signed certificate a secondary sends after its intermediate."""
+        self._follow()
+        return "" if self._federated is None else "".join(self._federated.chain[1:])
+
+    @property
+    def intermediate(self) -> Root | None:
+        """A secondary's signing CA (None in the primary, or before the primary signed it)."""
+        self._follow()
+        return None if self._federated is None else self._federated.signer.root
+
+    def _not_ready(self) -> CaNotInitialized:
+        return CaNotInitialized(
+            f"CA is not yet initialized: waiting for the primary datacenter {self.primary}"
+        )
+
+    def _mesh(self) -> Signer:
+        """What signs the mesh's leaves: the active root, or a secondary's intermediate."""
+        signer = self._current()
+        if not self.is_secondary:
+            return signer
+        if self._federated is None:
+            raise self._not_ready()
+        return self._federated.signer
 
     def _chain(self) -> str:
         """The cross-signed certificate of the active root, while the root that signed it is
@@ -97,9 +214,12 @@ class Certs:
 
     @property
     def intermediates(self) -> list[str]:
-        """What ``/v1/connect/ca/roots`` lists as the active root's ``IntermediateCerts``."""
-        chain = self._current().chain_pem
-        return [chain] if chain else []
+        """What ``/v1/connect/ca/roots`` lists as the active root's ``IntermediateCerts``
+        (a secondary's: its intermediate)."""
+        signer = self._mesh()
+        if self._federated is not None:
+            return list(self._federated.chain)
+        return [signer.chain_pem] if signer.chain_pem else []
 
     def _load_previous(self) -> None:
         old = self.store.record(CA, PREVIOUS)
@@ -109,9 +229,14 @@ class Certs:
         """The writes that make the given root active, the current one retired and, when
         ``cross`` and the current root can sign a CA, the new root cross-signed by it
         (checked first: ``ValidationError`` names what is wrong with the new root)."""
+        if self.is_secondary:
+            raise ValidationError(
+                f"Config: the CA of a secondary datacenter follows the primary "
+                f"({self.primary}); rotate the root there"
+            )
         now = self._clock()
         try:
-            new = check_new_root(cert_pem, key_pem, self.trust_domain, now)
+            new = check_new_root(cert_pem, key_pem, self.root.trust_domain, now)
         except CAError as exc:
             raise ValidationError(f"Config.{exc}") from exc
         current = self.root
@@ -141,6 +266,7 @@ class Certs:
             self._signer = Signer(root, chain)
             self._leaves.clear()
         self._load_previous()
+        self._load_federated()
         self._seen_index = self.store.table_index(_FOLLOWED)
 
     def _follow(self) -> None:
@@ -158,7 +284,19 @@ class Certs:
     def roots(self) -> list[Root]:
         """The roots to trust: the active one first, then the retired one until the next
         rotation replaces it (or it expires), which outlives every leaf it signed unless
-        rotations come faster than leaves are renewed."""
+        rotations come faster than leaves are renewed. A secondary's are the primary's
+        (``CaNotInitialized`` until it has them)."""
+        self._follow()
+        now = self._clock()
+        if self.is_secondary:
+            if self._federated is None:
+                raise self._not_ready()
+            roots = self._federated.roots
+            return roots[:1] + [r for r in roots[1:] if now < r.not_after]
+        return self.local_roots()
+
+    def local_roots(self) -> list[Root]:
+        """This datacenter's own roots (the mesh's, but in a secondary)."""
         self._follow()
         out = [self.root]
         prev = self._previous
@@ -168,16 +306,32 @@ class Certs:
 
     @property
     def roots_pem(self) -> str:
-        """The trusted roots as one PEM bundle (what proxies validate peers with)."""
-        return "".join(r.cert_pem for r in self.roots())
+        """The trusted roots as one PEM bundle (what proxies validate peers with); a
+        secondary not yet federated gives its own, for a snapshot to have some."""
+        try:
+            roots = self.roots()
+        except CaNotInitialized:
+            roots = self.local_roots()
+        return "".join(r.cert_pem for r in roots)
+
+    @property
+    def local_roots_pem(self) -> str:
+        """This datacenter's own roots as one PEM bundle: what the server's TLS certificate
+        (signed by ``root``) verifies against."""
+        return "".join(r.cert_pem for r in self.local_roots())
 
     @property
     def root(self) -> Root:
+        """This datacenter's own active root (with its key): the mesh's CA in the primary;
+        in a secondary, what signs the server's TLS certificate only."""
         return self._current().root
 
     @property
     def trust_domain(self) -> str:
-        return self.root.trust_domain
+        """The mesh's trust domain: a federated secondary's is the primary's."""
+        self._follow()
+        fed = self._federated
+        return self.root.trust_domain if fed is None else fed.signer.root.trust_domain
 
     def leaf(self, service: str, namespace: str = "default") -> Leaf:
         """The current leaf for a service; a fresh one once 60% of the old one's life passed.
@@ -187,7 +341,7 @@ class Certs:
         intentions on ``a`` or ``b`` do not match (``ValidationError``, a 400 over HTTP)."""
         check_namespace(namespace, "ns")
         check_name(service, "service")
-        signer = self._current()
+        signer = self._mesh()
         now = self._clock()
         cached = self._leaves.get((namespace, service))
         if cached is not None:
@@ -200,13 +354,13 @@ class Certs:
 
     def sign(self, service: str, namespace: str = "default") -> Leaf:
         """A new leaf, uncached (benchmarks, explicit re-issue)."""
-        signer = self._current()
+        signer = self._mesh()
         return signer.leaf(namespace, self.datacenter, service, self._clock(), self.leaf_ttl)
 
     def sign_csr(self, csr: str | CheckedCsr) -> Leaf:
         """A leaf for a CSR (PEM, or already read with ``read_csr``): ``CsrError`` unless it
         names a service of this trust domain and datacenter. Uncached, no private key."""
-        signer = self._current()
+        signer = self._mesh()
         checked = read_csr(csr) if isinstance(csr, str) else csr
         identity = checked.identity
         if identity.trust_domain != self.trust_domain:
@@ -222,3 +376,21 @@ class Certs:
         leaf = signer.sign(identity, checked.public_key(), self._clock(), self.leaf_ttl)
         log.debug("signed a CSR for %s (serial %s)", leaf.uri, leaf.serial)
         return leaf
+
+    def sign_intermediate(self, csr: str) -> str:
+        """The primary's answer to a secondary's CA request (Consul's
+        ``ConnectCA.SignIntermediate``): its intermediate, signed by the active root;
+        ``CsrError`` unless the request is for a CA of this trust domain, path length 0."""
+        if self.is_secondary:
+            raise ValidationError(
+                f"this datacenter ({self.datacenter}) is not the primary ({self.primary}): "
+                "only the primary signs intermediates"
+            )
+        root = self.root
+        checked = read_ca_csr(csr, root.trust_domain)
+        try:
+            pem = sign_intermediate(root, checked, self._clock(), self.intermediate_ttl)
+        except CAError as exc:
+            raise ValidationError(f"cannot sign the intermediate: {exc}") from exc
+        log.info("signed an intermediate CA for %s under root %s", root.trust_domain, root.id)
+        return pem

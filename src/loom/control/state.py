@@ -162,7 +162,12 @@ class State:
             self.store, self.lock, self.catalog, settings.enable_script_checks
         )
         self.configs = Configs(self.store, self.lock, settings.default_allow)
-        self.certs = Certs(self.store, settings.datacenter, lambda: dt.datetime.now(dt.UTC))
+        self.certs = Certs(
+            self.store,
+            settings.datacenter,
+            lambda: dt.datetime.now(dt.UTC),
+            primary=settings.primary_datacenter,
+        )
         self.certs.leaf_ttl = dt.timedelta(seconds=settings.leaf_ttl_s)
         self.ca_config = CaConfig(self.store, self.lock, self.certs)
         self.acl = Acl(self.store, self.lock, settings.acl(), lambda: dt.datetime.now(dt.UTC))

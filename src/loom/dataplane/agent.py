@@ -257,7 +257,11 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
         )
     async with contextlib.AsyncExitStack() as extras:
         work = _work_dir(settings, extras)
-        sds = None if is_gateway(reg) else await _start_identity(settings, reg, work, stop, extras)
+        sds = None
+        if not is_gateway(reg):
+            sds = await _start_identity(settings, reg, work, stop, extras)
+            if sds is None:
+                return 0  # stopped while the CA was not ready
         await _start_extras(settings, reg, work, stop, extras)
         watcher = asyncio.create_task(watch_registration(settings, stop))
         extras.push_async_callback(_cancel, watcher)
@@ -313,9 +317,9 @@ async def _start_identity(
     work: Path,
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
-) -> Path:
+) -> Path | None:
     """Key, signed leaf and roots before Envoy starts; then SDS on ``work/sds.sock`` and the
-    renewal loop. Returns the socket's path."""
+    renewal loop. Returns the socket's path (None: ``stop`` came while waiting for the CA)."""
     client = api_client(settings)
     store = SecretStore()
     identity = WorkloadIdentity(
@@ -326,7 +330,8 @@ async def _start_identity(
         store=store,
         proxy_id=settings.proxy_id,
     )
-    await identity.start()
+    if not await identity.start(stop):
+        return None
     path, short = socket_path(work)
     if short is not None:
         stack.callback(shutil.rmtree, short, True)

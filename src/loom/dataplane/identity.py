@@ -14,6 +14,11 @@ service the token may ``service:write``), and hands leaf, key and roots to the
   configuration meanwhile, and a leaf of the new CA would not match it;
 - a failure (the server away, a token revoked) is logged and retried with backoff while
   Envoy keeps serving the last good secrets.
+
+The first leaf may have to wait too: a secondary datacenter's CA answers 503 until the primary
+has signed its intermediate; ``start`` retries that (with backoff) rather than giving up. The
+leaf the server returns is the whole chain (``CertPEM``: the leaf, then any intermediate), and
+it goes to Envoy as the certificate chain unchanged.
 """
 
 from __future__ import annotations
@@ -110,18 +115,31 @@ class WorkloadIdentity:
         log.info("leaf for %s signed (serial %s, valid until %s)",
                  self.service, issued.serial, issued.valid_before.isoformat())  # fmt: skip
 
-    async def start(self) -> None:
+    async def start(self, stop: asyncio.Event | None = None) -> bool:
         """The first roots and leaf, before Envoy starts; a refusal is fatal here (a token
-        that may not have this identity will not gain it by waiting)."""
-        try:
-            roots = Roots.from_json(await self.client.get(ROOTS_PATH))
-            await self._sign(roots)
-        except HTTPStatusError as exc:
-            if exc.status in (400, 403):
-                raise DataplaneError(
-                    f"cannot get a certificate for {self.service}: {exc} (HTTP {exc.status})"
-                ) from exc
-            raise
+        that may not have this identity will not gain it by waiting). A CA that is not ready
+        (503: a secondary datacenter's CA waiting for the primary) is waited for, with
+        backoff; False when ``stop`` came first."""
+        retry = RETRY_MIN_S
+        while True:
+            try:
+                roots = Roots.from_json(await self.client.get(ROOTS_PATH))
+                await self._sign(roots)
+                return True
+            except HTTPStatusError as exc:
+                if exc.status in (400, 403):
+                    raise DataplaneError(
+                        f"cannot get a certificate for {self.service}: {exc} (HTTP {exc.status})"
+                    ) from exc
+                if exc.status != 503:
+                    raise
+                log.warning("cannot get a certificate for %s yet: %s (retry in %g s)",
+                            self.service, exc, retry)  # fmt: skip
+            if stop is None:
+                await asyncio.sleep(retry)
+            elif await _first(stop, None, retry):
+                return False
+            retry = min(retry * 2, RETRY_MAX_S)
 
     def renew_in(self, now: dt.datetime) -> float:
         """Seconds until the current leaf is due for renewal."""
@@ -181,7 +199,6 @@ class WorkloadIdentity:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-
 
     async def _registered(self) -> bool:
         if not self.proxy_id:

@@ -32,6 +32,7 @@ from loom.server.checks_run import run_server_checks
 from loom.server.clientlog import AiohttpLog
 from loom.server.conns import ConnectionCap, capped
 from loom.server.errors import ServerError as ServerError  # re-exported
+from loom.server.fedca_http import run_federated_ca
 from loom.server.federation_sync import run_federation
 from loom.server.http import build_app
 from loom.server.replication_http import run_replication
@@ -215,6 +216,8 @@ async def serve(
             asyncio.create_task(run_federation(state)),
             asyncio.create_task(run_replication(state)),
         ]
+        if state.certs.is_secondary:  # the primary signs this datacenter's intermediate
+            background.append(asyncio.create_task(run_federated_ca(state)))
         if ready is not None:
             if tls is not None:
                 _say_tls(tls)

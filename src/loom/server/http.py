@@ -21,6 +21,7 @@ from aiohttp import web
 from loom.acl.errors import AclError, AclNotFound, PermissionDenied
 from loom.bexpr import Filter, FilterError
 from loom.ca.csr import CsrError
+from loom.ca.errors import CaNotInitialized
 from loom.control import reads
 from loom.control.catalog import tag_union
 from loom.control.errors import Conflict, NotFound
@@ -44,6 +45,7 @@ from loom.server import (
     catalog_http,
     checks_http,
     explain_http,
+    fedca_http,
     federation_http,
     filters,
     intentions_http,
@@ -107,6 +109,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             raise
         except (ValidationError, CsrError) as exc:
             return web.Response(status=400, text=f"Invalid request: {exc}\n")
+        except CaNotInitialized as exc:  # a secondary's CA before the primary signed for it
+            return web.Response(status=503, text=f"{exc}\n", headers={"Retry-After": "1"})
         except FilterError as exc:  # a ?filter= expression, worded as Consul words it
             text = f"Failed to create boolean expression evaluator: {exc}\n"
             return web.Response(status=400, text=text)
@@ -478,31 +482,7 @@ async def config_delete(request: web.Request) -> web.Response:
 async def ca_roots(request: web.Request) -> web.Response:
     state = request.app[STATE]
     index = await _blocking(request, (CA.name,))
-    roots = state.certs.roots()
-    return _json(
-        {
-            "ActiveRootID": roots[0].id,
-            "TrustDomain": roots[0].trust_domain,
-            "Roots": [
-                {
-                    "ID": root.id,
-                    "Name": "Loom CA Primary Cert" if n == 0 else "Loom CA Retired Cert",
-                    "SerialNumber": 0,
-                    "NotBefore": root.not_before.isoformat(),
-                    "NotAfter": root.not_after.isoformat(),
-                    "RootCert": root.cert_pem,
-                    "IntermediateCerts": state.certs.intermediates if n == 0 else [],
-                    "Active": n == 0,
-                    "PrivateKeyType": "ec",
-                    "PrivateKeyBits": 256,
-                    "CreateIndex": index,
-                    "ModifyIndex": index,
-                }
-                for n, root in enumerate(roots)
-            ],
-        },
-        index,
-    )
+    return _json(fedca_http.roots_body(state.certs, index), index)
 
 
 async def ca_configuration_get(request: web.Request) -> web.Response:
@@ -658,6 +638,7 @@ def build_app(state: State) -> web.Application:
     agent_http.add_routes(r)
     intentions_http.add_routes(r)  # after /v1/connect/intentions/exact, check and match
     explain_http.add_routes(r)
+    fedca_http.add_routes(r)
     metrics_http.add_routes(r)
     federation_http.add_routes(r)
     replication_http.add_routes(r)

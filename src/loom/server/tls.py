@@ -83,7 +83,7 @@ def prepare_tls(state: State) -> ServingTls:
         try:
             cert_file = write_private(where / "server.pem", cert.cert_pem.encode())
             key_file = write_private(where / "server-key.pem", cert.key_pem.encode())
-            ca_out = write_private(where / "ca.pem", state.certs.roots_pem.encode())
+            ca_out = write_private(where / "ca.pem", state.certs.local_roots_pem.encode())
             ca_out.chmod(0o644)  # public; the directory still keeps other users out
         except OSError as exc:
             raise ServerTlsError(f"cannot write the server certificate in {where}: {exc}") from exc
