@@ -112,7 +112,8 @@ class Configs:
             entry = replace(entry, create_index=created, modify_index=index)
             entries = {k: v for k, v in self.store.items(CONFIG) if k != key}
             entries[key] = entry
-            _check_resolvers(entries)
+            if isinstance(entry, ServiceResolver):  # other kinds cannot break resolvers
+                _check_resolvers(entries)
             ops = [put(tables.CONFIG, key, entry), *self._external_vip_ops(entries)]
             await self.store.apply(ops)
             return True

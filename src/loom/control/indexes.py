@@ -82,7 +82,9 @@ class ServiceIndex:
         _add(self.by_id, d.id, key)
         if d.port:
             _add(self.ports, (d.node, d.port), key)
-        if d.proxy is not None:
+        # By kind, as the catalog counts VIP users: a mesh gateway has a Proxy block too, but
+        # holds no sidecar port and counts as a service.
+        if d.is_proxy and d.proxy is not None:
             holders = self.sidecar_ports.setdefault((d.node, d.address, d.port), {})
             holders[key] = d.proxy.destination_service_id
         else:
@@ -95,7 +97,7 @@ class ServiceIndex:
         _drop(self.by_id, d.id, key)
         if d.port:
             _drop(self.ports, (d.node, d.port), key)
-        if d.proxy is not None:
+        if d.is_proxy and d.proxy is not None:
             holders = self.sidecar_ports.get((d.node, d.address, d.port), {})
             holders.pop(key, None)
             if not holders:

@@ -74,6 +74,7 @@ def build_snapshot(
             continue  # a catalog record, not part of the mesh (loom.control.selfreg)
         address = inst.address or catalog.node_of(inst).address
         if inst.is_mesh_gateway:
+            snap.mesh_gateways.setdefault(inst.id, inst)
             # Not a service of the mesh: only where sidecars and other DCs reach it.
             if healthy(inst):
                 here, there = gateway_addresses(inst, address)

@@ -128,6 +128,9 @@ class MeshSnapshot:
     gateways_wan: tuple[Endpoint, ...] = ()
     """The same gateways as other datacenters reach them: ``TaggedAddresses["wan"]``, else
     the LAN address."""
+    mesh_gateways: dict[str, Instance] = field(default_factory=dict)
+    """Proxy ID -> this datacenter's ``mesh-gateway`` instance, healthy or not (first wins,
+    as in ``proxies``): what its own Envoy is configured from (``collect_gateway_inputs``)."""
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Derivations of this snapshot kept with it (the name table's JSON text)."""
 

@@ -35,8 +35,8 @@ Key = tuple[str, str]
 """(namespace, service)."""
 
 FIELDS = ("DefaultSubset", "Subsets", "Redirect", "Failover", "ConnectTimeout", "RequestTimeout")
-SUBSET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
-"""Consul's rule for subset names (they become the first label of a cluster's SNI)."""
+SUBSET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+"""Consul's rule for subset names, as one DNS label (the first of a cluster's SNI)."""
 DEFAULT_CONNECT_TIMEOUT_MS = 5000
 
 FILTER_SCHEMA = Struct(
@@ -285,6 +285,16 @@ def decode_resolver(f: Fields, name: str, namespace: str, meta: dict[str, str]) 
         connect_timeout=_duration(f, "ConnectTimeout"),
         request_timeout=_duration(f, "RequestTimeout"),
     )
+
+
+def related_services(entry: ServiceResolver) -> list[str]:
+    """The other services a resolver sends its service's traffic to (redirect and failover
+    targets), sorted: writing it needs ``service:read`` on each, as in Consul."""
+    names = {entry.redirect.service} if entry.redirect is not None else set()
+    for fo in entry.failover.values():
+        names.add(fo.service)
+        names.update(t.service for t in fo.targets)
+    return sorted(names - {"", entry.name})
 
 
 # -- resolution ----------------------------------------------------------------------------

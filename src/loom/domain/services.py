@@ -189,7 +189,9 @@ def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
         weights = Weights(wf.integer("Passing", 1, 1), wf.integer("Warning", 1, 0))
     proxy_f = f.sub("Proxy")
     proxy = None
-    if kind == CONNECT_PROXY:
+    if kind == MESH_GATEWAY:
+        proxy = _gateway_proxy(f, proxy_f)
+    elif kind == CONNECT_PROXY:
         if proxy_f is None:
             raise ValidationError(f"{f.where('Proxy')}: is required for a connect-proxy")
         proxy = _proxy(proxy_f)
@@ -199,7 +201,9 @@ def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
         if not proxy.destination_service_id:
             proxy = replace(proxy, destination_service_id=proxy.destination_service_name)
     elif proxy_f is not None:
-        raise ValidationError(f"{f.where('Proxy')}: only a connect-proxy has a Proxy block")
+        raise ValidationError(
+            f"{f.where('Proxy')}: only a connect-proxy or a mesh-gateway has a Proxy block"
+        )
     if kind in (CONNECT_PROXY, MESH_GATEWAY) and not f.port("Port"):
         raise ValidationError(f"{f.where('Port')}: Port or SocketPath must be set for a {kind}")
     connect = f.sub("Connect")
@@ -220,6 +224,38 @@ def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
         connect_native=connect.flag("Native") if connect is not None else False,
         proxy=proxy,
     )
+
+
+GATEWAY_TAGS = ("lan", "wan")
+"""A mesh gateway's tagged addresses: where this datacenter's sidecars reach it, and where
+the other datacenters' gateways do."""
+
+
+def _gateway_proxy(f: Fields, proxy_f: Fields | None) -> Proxy:
+    """A mesh gateway's ``Proxy`` block (``Config`` only) and its other fields, by Consul's
+    rules for gateways. Every gateway gets a block, as Consul shows one for it."""
+    if not f.port("Port"):
+        raise ValidationError(f"{f.where('Port')}: Port must be non-zero for a {MESH_GATEWAY}")
+    for tag in GATEWAY_TAGS:
+        raw = f.any_map("TaggedAddresses").get(tag)
+        sub = Fields(raw, f.where(f"TaggedAddresses.{tag}")) if raw is not None else None
+        if sub is not None and not sub.port("Port"):
+            raise ValidationError(f"{sub.where('Port')}: is required for a {MESH_GATEWAY}")
+    proxy = _proxy(proxy_f) if proxy_f is not None else Proxy("", "")
+    invalid = (
+        ("DestinationServiceName", proxy.destination_service_name),
+        ("DestinationServiceID", proxy.destination_service_id),
+        ("LocalServiceAddress", proxy.local_service_address),
+        ("LocalServicePort", proxy.local_service_port),
+        ("Upstreams", proxy.upstreams),
+    )
+    for key, value in invalid:
+        if value and proxy_f is not None:
+            raise ValidationError(
+                f"{proxy_f.where(key)}: The Proxy.{key} configuration is invalid for a "
+                f"{MESH_GATEWAY}"
+            )
+    return proxy
 
 
 def _checks(
@@ -386,10 +422,12 @@ def agent_registration(
     connect = f.sub("Connect")
     sidecar = connect.sub("SidecarService") if connect else None
     if sidecar is not None:
-        if service.kind in (CONNECT_PROXY, MESH_GATEWAY):
+        if service.kind == MESH_GATEWAY:  # Consul's words
             raise ValidationError(
-                f"Connect.SidecarService: a {service.kind} cannot have a sidecar"
+                f"Connect.SidecarService: A {MESH_GATEWAY} cannot have a sidecar service defined"
             )
+        if service.kind == CONNECT_PROXY:
+            raise ValidationError("Connect.SidecarService: a connect-proxy cannot have a sidecar")
         side, side_checks = _sidecar(service, sidecar, used_ports, held, scripts)
         reg.instances.append(side)
         reg.checks.extend(side_checks)

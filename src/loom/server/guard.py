@@ -34,11 +34,13 @@ from loom.domain.config_entries import (
     SERVICE_DEFAULTS,
     SERVICE_INTENTIONS,
     SERVICE_RESOLVER,
+    validate_entry,
 )
-from loom.domain.entries import ConfigEntry
+from loom.domain.entries import ConfigEntry, ServiceResolver
 from loom.domain.fields import Fields, ValidationError
 from loom.domain.intentions import Intention
 from loom.domain.records import Check, Instance, Node
+from loom.domain.resolver import related_services
 from loom.domain.services import Registration, instance_key
 from loom.server import kv_needs
 
@@ -315,9 +317,19 @@ def entry_need(kind: str, name: str, access: Access) -> Need | None:
 
 
 async def _config_write(request: web.Request, state: State) -> list[Need]:
-    f = Fields(await _body(request), "")
+    body = await _body(request)
+    f = Fields(body, "")
     need = entry_need(f.text("Kind"), f.text("Name"), W)
-    return [need] if need else []
+    needs = [need] if need else []
+    if f.text("Kind") == SERVICE_RESOLVER:
+        # Consul's rule: sending your service's traffic elsewhere needs read on each target.
+        try:
+            entry = validate_entry(body)
+        except ValidationError:
+            return needs  # the handler answers 400 (nothing is written)
+        if isinstance(entry, ServiceResolver):
+            needs += [("service", R, name) for name in related_services(entry)]
+    return needs
 
 
 async def _config_named(request: web.Request, state: State) -> list[Need]:

@@ -526,7 +526,9 @@ async def proxy_config(request: web.Request) -> web.Response:
     proxy_id = request.match_info["id"]
     inputs = collect_inputs(request.app[STATE].snapshot(), proxy_id)
     if inputs is None:
-        raise NotFound(f"unknown proxy {proxy_id!r} (not a registered connect-proxy)")
+        raise NotFound(
+            f"unknown proxy {proxy_id!r} (not a registered connect-proxy or mesh-gateway)"
+        )
     res = build_resources(inputs)
     return _json({
         "ID": proxy_id,

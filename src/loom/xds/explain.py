@@ -164,7 +164,7 @@ def _upstream_routes(
             continue
         inp = collect_inputs(view, proxy_id)
         route = UpstreamRoute(proxy_id, "")
-        for u in inp.upstreams if inp is not None else ():
+        for u in inp.upstreams if isinstance(inp, ProxyInputs) else ():
             if (u.namespace, u.service) != (dns, dst):
                 continue
             if u.bind_port:
@@ -183,7 +183,7 @@ def _destination_inputs(view: MeshSnapshot, dns: str, dst: str) -> list[ProxyInp
         if proxy is None or (inst.namespace, proxy.destination_service_name) != (dns, dst):
             continue
         inp = collect_inputs(view, proxy_id)
-        if inp is not None:
+        if isinstance(inp, ProxyInputs):  # view.proxies holds sidecars only
             out.append(inp)
     return out
 

@@ -4,7 +4,9 @@ The snapshot, built once per store index for every session (and the DNS table), 
 indexed healthy sidecar endpoints per service, virtual IPs, instance addresses, intentions and
 config entries, so collecting one proxy's inputs costs only lookups. ``collect_inputs`` is
 deterministic given the snapshot; equal inputs mean nothing to push. Certificates are not
-inputs: each proxy's agent holds its key and serves its leaf and roots to Envoy itself.
+inputs: each proxy's agent holds its key and serves its leaf and roots to Envoy itself. A
+mesh gateway's inputs (``collect_gateway_inputs``) are where it listens, every meshed service
+of this datacenter with its healthy sidecars, and every other datacenter's gateways.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from loom.ca.authority import spiffe_id
 from loom.domain.intentions import DENY, decide
 from loom.domain.mesh import MeshSnapshot
+from loom.domain.records import Instance
 from loom.domain.records import Upstream as UpstreamDef
 from loom.domain.resolver import Chain, ResolverGraphError, Target, resolve
 from loom.xds.inputs import (
@@ -21,24 +24,44 @@ from loom.xds.inputs import (
     Endpoint,
     ExposeListener,
     FailoverCluster,
+    GatewayBind,
+    GatewayInputs,
+    GatewayRemote,
+    GatewayService,
     Permission,
     Principal,
     ProxyInputs,
     Upstream,
 )
-from loom.xds.translate.names import subset_sni
+from loom.xds.translate.names import sni, subset_sni
 
 Doc = dict[str, Any]
 Key = tuple[str, str]  # (namespace, service)
 
 
 def _target_endpoints(view: MeshSnapshot, t: Target, mode: str) -> tuple[Endpoint, ...]:
-    """Where a target is dialled: this datacenter's sidecars (of the subset, if any)."""
-    if t.datacenter != view.datacenter:
+    """Where a target is dialled. In this datacenter: its sidecars (of the subset, if any).
+    In another one, by MeshGateway mode: ``local`` this datacenter's gateways, ``remote``
+    that datacenter's, ``none``/unset its sidecars directly (a subset only through a
+    gateway: other datacenters publish sidecars, not the metadata a filter reads). A
+    datacenter nobody knows: nothing."""
+    if t.datacenter == view.datacenter:
+        if t.subset:
+            return view.subset_endpoints.get((t.namespace, t.service, t.subset), ())
+        return tuple(view.endpoints.get((t.namespace, t.service), ()))
+    remote = view.remote.get(t.datacenter)
+    if remote is None:
         return ()
+    if mode == "local":
+        return view.gateways_lan
+    if mode == "remote":
+        return remote.mesh_gateways
     if t.subset:
-        return view.subset_endpoints.get((t.namespace, t.service, t.subset), ())
-    return tuple(view.endpoints.get((t.namespace, t.service), ()))
+        return ()
+    for svc in remote.services:
+        if (svc.namespace, svc.name) == (t.namespace, t.service):
+            return svc.endpoints
+    return ()
 
 
 def _upstream(
@@ -98,11 +121,12 @@ def _query_upstream(view: MeshSnapshot, ns: str, name: str, u: UpstreamDef) -> U
     )
 
 
-def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
-    """The inputs of proxy ``proxy_id``, or None when no such proxy is registered."""
+def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayInputs | None:
+    """The inputs of proxy ``proxy_id`` (a sidecar or a mesh gateway), or None when no such
+    proxy is registered."""
     inst = view.proxies.get(proxy_id)
     if inst is None:
-        return None
+        return collect_gateway_inputs(view, proxy_id)
     proxy = inst.proxy
     assert proxy is not None  # the snapshot's proxies are connect-proxy instances
     ns, service = inst.namespace, proxy.destination_service_name
@@ -123,6 +147,8 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
     )
     upstreams: list[Upstream] = []
     explicit: set[Key] = set()
+    # MeshGateway mode: upstream > registration > service-defaults > proxy-defaults.
+    gateway_mode = proxy.mesh_gateway or sd.mesh_gateway or pd.mesh_gateway
     for u in proxy.upstreams:
         if u.destination_type == "prepared_query":
             upstreams.append(_query_upstream(view, ns, u.destination_name, u))
@@ -131,7 +157,7 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
             continue
         uns = u.destination_namespace or ns
         explicit.add((uns, u.destination_name))
-        gw_mode = u.mesh_gateway or proxy.mesh_gateway or sd.mesh_gateway or pd.mesh_gateway
+        gw_mode = u.mesh_gateway or gateway_mode
         upstreams.append(
             _upstream(
                 view, uns, u.destination_name, u.datacenter, gw_mode,
@@ -155,7 +181,7 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
             vips = tuple(sorted(svc.vips)) if svc else ()
             upstreams.append(
                 _upstream(
-                    view, uns, name, "",
+                    view, uns, name, "", gateway_mode,
                     virtual_ips=vips,
                     ports=tuple(sorted(svc.ports)) if svc else (),
                     instance_ips=tuple(sorted(svc.instance_ips)) if svc else (),
@@ -191,4 +217,72 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | None:
             ExposeListener(e.listener_port, e.path, e.local_path_port, e.protocol)
             for e in (proxy.expose.paths if proxy.expose is not None else ())
         ),
+    )
+
+
+NO_DEFAULT_BIND = ("envoy_gateway_no_default_bind", "envoy_mesh_gateway_no_default_bind")
+BIND_TAGGED = ("envoy_gateway_bind_tagged_addresses", "envoy_mesh_gateway_bind_tagged_addresses")
+"""Consul's ``Proxy.Config`` keys of a gateway's listeners (the second: its older spelling)."""
+
+
+def _flag(config: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    return any(config.get(k) in (True, "true", "True", "1") for k in keys)
+
+
+def _binds(inst: Instance, config: dict[str, Any]) -> tuple[GatewayBind, ...]:
+    """Where the gateway listens, as Consul decides: its ``Address:Port`` (``0.0.0.0`` for no
+    address) unless told not to, and its ``lan``/``wan`` tagged addresses when told to (what
+    ``loom connect envoy -register`` says when both are addresses of its host)."""
+    binds = []
+    if not _flag(config, NO_DEFAULT_BIND):
+        binds.append(GatewayBind("default", inst.address or "0.0.0.0", inst.port))
+    if _flag(config, BIND_TAGGED):
+        for name in ("lan", "wan"):
+            tagged = inst.tagged_addresses.get(name)
+            if tagged is not None and tagged.address:
+                binds.append(GatewayBind(name, tagged.address, tagged.port or inst.port))
+    seen: set[tuple[str, int]] = set()
+    unique = []
+    for b in binds:
+        if (b.address, b.port) not in seen:
+            seen.add((b.address, b.port))
+            unique.append(b)
+    return tuple(unique)
+
+
+def collect_gateway_inputs(view: MeshSnapshot, proxy_id: str) -> GatewayInputs | None:
+    """The inputs of mesh gateway ``proxy_id``, or None when no such gateway is registered.
+
+    Its own health does not matter here (an unhealthy gateway keeps its configuration; other
+    proxies stop using it); the sidecars it routes to are the healthy ones only."""
+    inst = view.mesh_gateways.get(proxy_id)
+    if inst is None:
+        return None
+    config = inst.proxy.config if inst.proxy is not None else {}
+    td, dc = view.trust_domain, view.datacenter
+    timeout = config.get("connect_timeout_ms")
+    return GatewayInputs(
+        proxy_id=proxy_id,
+        service=inst.service,
+        namespace=inst.namespace,
+        datacenter=dc,
+        trust_domain=td,
+        binds=_binds(inst, config),
+        services=tuple(
+            GatewayService(sni(name, ns, dc, td), tuple(view.endpoints.get((ns, name), ())))
+            for ns, name in sorted(view.meshed)
+        )
+        # service-resolver subsets, by their own SNI, for callers in other datacenters.
+        + tuple(
+            GatewayService(subset_sni(sub, name, ns, dc, td), endpoints)
+            for (ns, name, sub), endpoints in sorted(view.subset_endpoints.items())
+        ),
+        remotes=tuple(
+            GatewayRemote(other, f"{other}.internal.{td}", tuple(state.mesh_gateways))
+            for other, state in sorted(view.remote.items())
+            if other != dc and state.mesh_gateways
+        ),
+        connect_timeout_ms=timeout
+        if isinstance(timeout, int) and not isinstance(timeout, bool) and timeout > 0
+        else 5000,
     )

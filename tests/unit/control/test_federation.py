@@ -127,9 +127,9 @@ async def test_a_mesh_gateway_needs_a_port_and_takes_no_sidecar() -> None:
     state = State(ServerSettings(), store=Store())
     await state.start()
     try:
-        with pytest.raises(ValidationError, match="Port or SocketPath must be set"):
+        with pytest.raises(ValidationError, match="Port must be non-zero for a mesh-gateway"):
             await state.catalog.agent_register({"Name": "gw", "Kind": "mesh-gateway"})
-        with pytest.raises(ValidationError, match="a mesh-gateway cannot have a sidecar"):
+        with pytest.raises(ValidationError, match="A mesh-gateway cannot have a sidecar service defined"):
             await state.catalog.agent_register(
                 {"Name": "gw", "Kind": "mesh-gateway", "Port": 1,
                  "Connect": {"SidecarService": {}}}
