@@ -3,9 +3,9 @@
 Two servers, dc1 and dc2, sharing one CA (dc2 starts from a copy of dc1's data directory, so
 both sign for one trust domain, as a federation does). Each datacenter has an HTTP echo app
 behind a sidecar and a mesh gateway: dc1's is started by ``loom connect envoy -gateway=mesh
--register``, dc2's is registered through the API and run by ``loom dataplane --proxy-id``. dc1
-learns dc2's gateway from a FederationState put in its store (through a snapshot restore,
-the public way to write any table). A raw TLS client with a dc1 leaf dials dc1's gateway:
+-register``, dc2's is registered through the API and run by ``loom dataplane --proxy-id``. dc2
+joins dc1 over the WAN (``--join-wan``), so dc1 learns dc2's healthy gateway from the state
+dc2 publishes. A raw TLS client with a dc1 leaf dials dc1's gateway:
 
 - SNI ``web.default.dc1...``: the handshake completes with web's SIDECAR certificate (its
   SPIFFE ID checked), so the gateway passed the TLS through; the app answers;
@@ -20,16 +20,11 @@ from __future__ import annotations
 import shutil
 import socket
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from loom.domain.federation import FederationState, state_to_json
-from loom.domain.mesh import Endpoint
-from loom.store.archive import read_archive, write_archive
 from tests.support.leaks import hand_over
 from tests.support.mesh import (
     Proc,
@@ -53,7 +48,10 @@ class TwoDcs:
         first.stop()  # made its CA: dc2 starts from a copy of it (one trust domain)
         shutil.copytree(tmp / "dc1", tmp / "dc2")
         self.dc1: ServerProcess = start_server(data_dir=tmp / "dc1")
-        self.dc2: ServerProcess = start_server("--datacenter", "dc2", data_dir=tmp / "dc2")
+        self.dc2: ServerProcess = start_server(
+            "--datacenter", "dc2", "--primary-datacenter", "dc1", "--join-wan", self.dc1.http,
+            data_dir=tmp / "dc2",
+        )  # fmt: skip
         roots = self.dc1.get("/v1/agent/connect/ca/roots")
         self.td = roots["TrustDomain"]
         self.roots = tmp / "roots.pem"
@@ -81,20 +79,10 @@ class TwoDcs:
                             "--envoy-concurrency", "1")
         )  # fmt: skip
 
-    def announce_dc2(self) -> None:
-        """Put dc2's state (its server, its gateway's WAN address) in dc1's store."""
-        status, blob, _ = raw(self.dc1, "GET", "/v1/snapshot")
-        assert status == 200
-        archive = read_archive(blob)
-        state = FederationState(
-            "dc2", (self.dc2.http,), (Endpoint("127.0.0.1", self.gw2),), (),
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        )  # fmt: skip
-        archive.tables.setdefault("federation_states", {})["dc2"] = state_to_json(state)
-        status, body, _ = raw(
-            self.dc1, "PUT", "/v1/snapshot", write_archive(archive.index, archive.tables)
-        )
-        assert status == 200, body
+    def dc2_gateway_known(self) -> bool:
+        """dc1 knows dc2's gateway (healthy there, so in the state dc2 publishes)."""
+        known = self.dc1.get("/v1/internal/federation-states/mesh-gateways")
+        return {"Address": "127.0.0.1", "Port": self.gw2} in known.get("dc2", [])
 
     def sni(self, service: str, dc: str) -> str:
         return f"{service}.default.{dc}.internal.{self.td}"
@@ -104,18 +92,6 @@ class TwoDcs:
             p.stop()
         self.dc1.stop()
         self.dc2.stop()
-
-
-def raw(server: ServerProcess, method: str, path: str, body: bytes | None = None) -> Any:
-    import urllib.error
-    import urllib.request
-
-    req = urllib.request.Request(f"http://{server.http}{path}", data=body, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, resp.read(), dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), dict(exc.headers)
 
 
 def call(dcs: TwoDcs, port: int, sni: str | None) -> tuple[str, str]:
@@ -150,7 +126,6 @@ def closed(dcs: TwoDcs, port: int, sni: str | None) -> bool:
 def dcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoDcs]:
     d = TwoDcs(tmp_path_factory.mktemp("gateways"))
     try:
-        d.announce_dc2()
         d.app(d.dc1, "web", "hello from dc1")
         d.app(d.dc2, "api", "hello from dc2")
         d.dc2.put("/v1/agent/service/register", {
@@ -159,6 +134,7 @@ def dcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoDcs]:
             "TaggedAddresses": {"wan": {"Address": "127.0.0.1", "Port": d.gw2}}})  # fmt: skip
         d.own(start_dataplane(d.tmp, "gateway-dc2", d.dc2.http, d.dc2.grpc,
                               "--envoy-concurrency", "1"))  # fmt: skip
+        wait_for(d.dc2_gateway_known, 60, "dc2's gateway known in dc1")
         d.own(Proc(loom_argv(
             "connect", "envoy", "-gateway=mesh", "-register", "-service", "mesh-gateway",
             "-address", f"127.0.0.1:{d.gw1}", "-http-addr", d.dc1.http,
@@ -253,3 +229,38 @@ def test_the_bootstrap_of_a_gateway_reads_no_secret(dcs: TwoDcs) -> None:
         "id": "gateway-dc2", "cluster": "mesh-gateway",
         "metadata": {"namespace": "default", "proxy_id": "gateway-dc2"},
     }  # fmt: skip
+
+
+def test_ctrl_c_stops_a_registered_gateway_and_keeps_its_registration(dcs: TwoDcs) -> None:
+    """Consul's ``-register`` keeps the service when the gateway exits (its check's
+    deregistration timer is what removes a gateway that does not come back)."""
+    import signal
+
+    port, work = free_port(), dcs.tmp / "gateway-temp"
+    proc = dcs.own(Proc(loom_argv(
+        "connect", "envoy", "-gateway=mesh", "-register", "-service", "gateway-temp",
+        "-address", f"127.0.0.1:{port}", "-http-addr", dcs.dc2.http, "-grpc-addr", dcs.dc2.grpc,
+        "--work-dir", str(work)), dcs.tmp / "gateway-temp.log"))  # fmt: skip
+    wait_for(lambda: (work / "ready").exists(), 60, "the second gateway ready")
+    assert "Registered service: gateway-temp" in proc.output()
+    assert proc.stop(signal.SIGINT) == 0
+    assert dcs.dc2.get("/v1/agent/service/gateway-temp")["Kind"] == "mesh-gateway"
+
+
+def test_a_gateways_checks_run_without_envoy_for_an_envoy_run_by_hand(dcs: TwoDcs) -> None:
+    """``loom dataplane --no-envoy`` of a gateway serves no secret (it has none) and runs its
+    checks (here a TCP check of a port nobody listens on)."""
+    dcs.dc2.put("/v1/agent/service/register", {
+        "Kind": "mesh-gateway", "Name": "gateway-hand", "Port": free_port(),
+        "Address": "127.0.0.1", "Check": {"Name": "mesh-gateway listening",
+                                          "TCP": "127.0.0.1:1", "Interval": "1s"}})  # fmt: skip
+    agent = dcs.own(start_dataplane(dcs.tmp, "gateway-hand", dcs.dc2.http, dcs.dc2.grpc,
+                                    "--no-envoy"))  # fmt: skip
+
+    def output() -> str:
+        checks = dcs.dc2.get("/v1/agent/checks")
+        return str(next(c["Output"] for c in checks.values() if c["ServiceID"] == "gateway-hand"))
+
+    wait_for(lambda: "dial tcp 127.0.0.1:1" in output(), 30, "the gateway's check run")
+    assert "running the checks of mesh gateway gateway-hand" in agent.output()
+    assert not list((dcs.tmp).glob("dp-gateway-hand-*/sds.sock"))

@@ -85,3 +85,16 @@ def test_a_gateways_dataplane_runs_its_own_checks_never_the_nodes() -> None:
     docs = {"gw": check("gw", "gw-1"), "node": check("node", ""), "web": check("web", "web")}
     assert [c.check_id for c in owned(docs, "gw-1", "", scripts=False)] == ["gw"]
     assert [c.check_id for c in owned(docs, "web-proxy", "web", scripts=False)] == ["web"]
+
+
+def test_bind_addresses_replace_the_default_and_tagged_binds() -> None:
+    body = gateway_registration(
+        "gw", "gw", ("10.0.0.5", 8443), ("198.51.100.5", 443), "6h", True,
+        {"public": ("10.0.0.9", 9443)},
+    )  # fmt: skip
+    assert body["Proxy"]["Config"] == {
+        "envoy_gateway_no_default_bind": True,
+        "envoy_gateway_bind_addresses": {"public": {"Address": "10.0.0.9", "Port": 9443}},
+    }
+    (inst,) = agent_registration(body, "node-1", "dc1").instances
+    assert inst.proxy is not None and "envoy_gateway_bind_addresses" in inst.proxy.config

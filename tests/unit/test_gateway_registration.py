@@ -69,3 +69,19 @@ def test_a_connect_proxy_keeps_its_own_rules() -> None:
         )
     with pytest.raises(ValidationError, match="only a connect-proxy or a mesh-gateway"):
         agent_registration({"Name": "web", "Port": 80, "Proxy": {"Config": {}}}, "n", "dc1")
+
+
+def test_named_bind_addresses_are_checked_when_the_gateway_registers() -> None:
+    good = {"envoy_gateway_bind_addresses": {"public": {"Address": "10.0.0.5", "Port": 443}}}
+    (inst,) = register(Proxy={"Config": good}).instances
+    assert inst.proxy is not None and inst.proxy.config == good
+    for bad, message in (
+        ({"envoy_gateway_bind_addresses": ["10.0.0.5:443"]}, "expected an object"),
+        ({"envoy_gateway_bind_addresses": {"a b": {"Address": "10.0.0.5", "Port": 1}}},
+         "a name of letters"),
+        ({"envoy_gateway_bind_addresses": {"x": {"Address": "gw.example.com", "Port": 1}}},
+         "is not an IP address"),
+        ({"envoy_mesh_gateway_bind_addresses": {"x": {"Address": "10.0.0.5"}}}, "Port: is required"),
+    ):  # fmt: skip
+        with pytest.raises(ValidationError, match=message):
+            register(Proxy={"Config": bad})

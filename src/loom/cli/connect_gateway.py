@@ -64,6 +64,14 @@ def add_gateway_flags(p: argparse.ArgumentParser) -> None:
         "(default: none, so the LAN address)",
     )
     p.add_argument(
+        "--bind-address",
+        action="append",
+        default=[],
+        metavar="NAME=ADDR:PORT",
+        help="listen on this address instead of the registered ones (repeatable; Consul's "
+        "-bind-address, as envoy_gateway_bind_addresses) (default: none)",
+    )
+    p.add_argument(
         "--deregister-critical-service-after",
         default="6h",
         metavar="DURATION",
@@ -118,11 +126,13 @@ def gateway_registration(
     wan: tuple[str, int] | None,
     deregister_after: str,
     bind_tagged: bool,
+    bind: dict[str, tuple[str, int]] | None = None,
 ) -> dict[str, Any]:
     """The agent registration of a mesh gateway, as Consul's ``-register`` writes it.
 
     ``lan``/``wan``: (host, port), host empty for the node's address; ``bind_tagged``: both
-    are addresses of this host, so the gateway listens on each (not on the default)."""
+    are addresses of this host, so the gateway listens on each (not on the default);
+    ``bind``: named addresses to listen on instead of all of those (``--bind-address``)."""
     lan_host, lan_port = lan[0], lan[1] or DEFAULT_PORT
     tagged: dict[str, Any] = {}
     if lan_host:
@@ -145,7 +155,15 @@ def gateway_registration(
             "DeregisterCriticalServiceAfter": deregister_after,
         },
     }
-    if bind_tagged:
+    if bind:
+        named = {n: {"Address": h, "Port": port} for n, (h, port) in sorted(bind.items())}
+        body["Proxy"] = {
+            "Config": {
+                "envoy_gateway_no_default_bind": True,
+                "envoy_gateway_bind_addresses": named,
+            }
+        }
+    elif bind_tagged:
         body["Proxy"] = {
             "Config": {
                 "envoy_gateway_no_default_bind": True,
@@ -160,6 +178,17 @@ def registration_of(args: argparse.Namespace, proxy_id: str) -> dict[str, Any]:
     service = args.service or KIND
     lan = split_address(args.address or "", "--address")
     wan = split_address(args.wan_address, "--wan-address") if args.wan_address else None
+    bind: dict[str, tuple[str, int]] = {}
+    for text in args.bind_address:
+        name, sep, addr = text.partition("=")
+        host, port = split_address(addr, "--bind-address")
+        if not sep or not name or not host or not port:
+            raise UsageError(f"--bind-address: {text!r} is not NAME=ADDR:PORT")
+        bind[name] = (host, port)
+    if bind:
+        return gateway_registration(
+            service, proxy_id, lan, wan, args.deregister_critical_service_after, False, bind
+        )
     if lan[0] and not bindable(lan[0]):
         raise UsageError(
             f"the LAN address {lan[0]!r} is not an address of this host, so the gateway "

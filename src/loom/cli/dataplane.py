@@ -229,7 +229,8 @@ def register(commands: Commands) -> None:
         "--no-envoy",
         action="store_true",
         help="do not run Envoy: keep the proxy's key and certificate and serve them over SDS "
-        "on WORK_DIR/sds.sock to an Envoy run by someone else (see loom connect envoy)",
+        "on WORK_DIR/sds.sock to an Envoy run by someone else (see loom connect envoy), and "
+        "run its checks (a mesh gateway: only its checks)",
     )
     p.add_argument(
         "--ready-timeout",

@@ -250,11 +250,6 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
     reg = await wait_for_registration(settings, stop)
     if reg is None:
         return 0
-    if is_gateway(reg) and not settings.run_envoy:
-        raise DataplaneError(
-            f"{settings.proxy_id!r} is a mesh gateway: it holds no certificate, so there is "
-            "nothing to serve without Envoy (drop --no-envoy)"
-        )
     async with contextlib.AsyncExitStack() as extras:
         work = _work_dir(settings, extras)
         sds = None
@@ -267,7 +262,10 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
         extras.push_async_callback(_cancel, watcher)
         if not settings.run_envoy:
             _start_checks(settings, reg, None, stop, extras)
-            log.info("serving the secrets of proxy %s over SDS on %s", settings.proxy_id, sds)
+            if sds is None:  # a gateway's Envoy run by hand: its checks are all there is
+                log.info("running the checks of mesh gateway %s", settings.proxy_id)
+            else:
+                log.info("serving the secrets of proxy %s over SDS on %s", settings.proxy_id, sds)
             await stop.wait()
             return 0
         return await _run_envoy(settings, reg, work, sds, stop, extras)

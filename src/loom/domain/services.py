@@ -10,6 +10,8 @@ Stored instance documents use Consul's AgentService field names, plus ``Node``.
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -242,6 +244,8 @@ def _gateway_proxy(f: Fields, proxy_f: Fields | None) -> Proxy:
         if sub is not None and not sub.port("Port"):
             raise ValidationError(f"{sub.where('Port')}: is required for a {MESH_GATEWAY}")
     proxy = _proxy(proxy_f) if proxy_f is not None else Proxy("", "")
+    if proxy_f is not None:
+        _bind_addresses(proxy.config, proxy_f.where("Config"))
     invalid = (
         ("DestinationServiceName", proxy.destination_service_name),
         ("DestinationServiceID", proxy.destination_service_id),
@@ -256,6 +260,34 @@ def _gateway_proxy(f: Fields, proxy_f: Fields | None) -> Proxy:
                 f"{MESH_GATEWAY}"
             )
     return proxy
+
+
+BIND_ADDRESSES = ("envoy_gateway_bind_addresses", "envoy_mesh_gateway_bind_addresses")
+"""Consul's ``Proxy.Config`` keys naming the addresses a gateway listens on."""
+
+
+def _bind_addresses(config: dict[str, Any], where: str) -> None:
+    """``{NAME: {"Address": ADDR, "Port": PORT}}`` (what ``loom.xds.view`` reads): a name Envoy
+    can carry in a listener name, an IP address (a listener binds no host name), a port."""
+    for key in BIND_ADDRESSES:
+        if key not in config:
+            continue
+        named = config[key]
+        if not isinstance(named, dict):
+            raise ValidationError(f"{where}.{key}: expected an object of named addresses")
+        for name, addr in named.items():
+            at = f"{where}.{key}.{name}"
+            if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+                raise ValidationError(f"{at}: a name of letters, digits, '-' and '_'")
+            sub = Fields(addr, at)
+            host = sub.text("Address", required=True)
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                where_ = sub.where("Address")
+                raise ValidationError(f"{where_}: {host!r} is not an IP address") from None
+            if not sub.port("Port"):
+                raise ValidationError(f"{sub.where('Port')}: is required")
 
 
 def _checks(

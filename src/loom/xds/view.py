@@ -222,7 +222,9 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayIn
 
 NO_DEFAULT_BIND = ("envoy_gateway_no_default_bind", "envoy_mesh_gateway_no_default_bind")
 BIND_TAGGED = ("envoy_gateway_bind_tagged_addresses", "envoy_mesh_gateway_bind_tagged_addresses")
-"""Consul's ``Proxy.Config`` keys of a gateway's listeners (the second: its older spelling)."""
+BIND_ADDRESSES = ("envoy_gateway_bind_addresses", "envoy_mesh_gateway_bind_addresses")
+"""Consul's ``Proxy.Config`` keys of a gateway's listeners (the second: its older spelling);
+``loom.domain.services`` checks their values when the gateway is registered."""
 
 
 def _flag(config: dict[str, Any], keys: tuple[str, ...]) -> bool:
@@ -232,7 +234,8 @@ def _flag(config: dict[str, Any], keys: tuple[str, ...]) -> bool:
 def _binds(inst: Instance, config: dict[str, Any]) -> tuple[GatewayBind, ...]:
     """Where the gateway listens, as Consul decides: its ``Address:Port`` (``0.0.0.0`` for no
     address) unless told not to, and its ``lan``/``wan`` tagged addresses when told to (what
-    ``loom connect envoy -register`` says when both are addresses of its host)."""
+    ``loom connect envoy -register`` says when both are addresses of its host), then the
+    named addresses of ``envoy_gateway_bind_addresses`` (``-bind-address NAME=ADDR:PORT``)."""
     binds = []
     if not _flag(config, NO_DEFAULT_BIND):
         binds.append(GatewayBind("default", inst.address or "0.0.0.0", inst.port))
@@ -241,6 +244,14 @@ def _binds(inst: Instance, config: dict[str, Any]) -> tuple[GatewayBind, ...]:
             tagged = inst.tagged_addresses.get(name)
             if tagged is not None and tagged.address:
                 binds.append(GatewayBind(name, tagged.address, tagged.port or inst.port))
+    for key in BIND_ADDRESSES:
+        named = config.get(key)
+        for name, addr in sorted(named.items()) if isinstance(named, dict) else ():
+            if isinstance(addr, dict) and isinstance(addr.get("Address"), str):
+                port = addr.get("Port")
+                binds.append(
+                    GatewayBind(name, addr["Address"], port if isinstance(port, int) else 0)
+                )
     seen: set[tuple[str, int]] = set()
     unique = []
     for b in binds:

@@ -114,3 +114,14 @@ async def test_a_gateway_is_no_sidecar_and_a_sidecar_is_no_gateway(state: State)
     snap = state.snapshot()
     assert "gw" not in snap.proxies and "web-sidecar-proxy" not in snap.mesh_gateways
     assert collect_inputs(snap, "nope") is None
+
+
+async def test_named_bind_addresses_replace_the_default_one(state: State) -> None:
+    got = await _gateway(state, Proxy={"Config": {
+        "envoy_gateway_no_default_bind": True,
+        "envoy_gateway_bind_addresses": {"public": {"Address": "10.0.0.9", "Port": 9443},
+                                         "inside": {"Address": "10.0.0.5", "Port": 8443}}}})  # fmt: skip
+    assert got.binds == (
+        GatewayBind("inside", "10.0.0.5", 8443),
+        GatewayBind("public", "10.0.0.9", 9443),
+    )
