@@ -6,8 +6,9 @@ gateways on a WAN that is the only path between the two), static-server in dc2 (
 for failover), static-client in dc1 with the upstream ``static-server:1234:dc2``; ``curl
 localhost:1234`` from dc1 answered by dc2 through both gateways; a deny intention written in
 dc1 (the primary) replicated to dc2 and enforced there by the server's sidecar, then allowed
-again; and a service-resolver failover: the client's local upstream (2234) moves to dc2 when
-dc1's static-server is removed and comes back when it runs again. Every expectation is
+again; and a service-resolver failover: static-client made again with the local upstream
+``static-server:1234`` moves to dc2 when dc1's static-server is removed and comes back when
+it runs again. Every expectation is
 checked (exit 1 when one does not hold) and everything is removed at the end, on success,
 failure or Ctrl-C. Root only: the pods are network namespaces.
 """
@@ -74,6 +75,7 @@ class TwoDatacenters(Walkthrough):
 
 def federation_demo() -> None:
     root = Path(tempfile.mkdtemp(prefix="loom-fed-", dir="/run" if os.path.isdir("/run") else None))
+    root.chmod(0o711)  # the sidecars traverse it to their datacenter's (0710) state directory
     http = _port_pair()
     grpc = _port_pair()
     dc1_http, dc2_http = f"127.0.0.1:{http}", f"127.0.0.1:{http + _PORT_STEP}"
@@ -113,12 +115,12 @@ def federation_demo() -> None:
                        "--", *w.loom, "http-echo", "-text", f"hello from {dc}",
                        "-listen", ":8080")  # fmt: skip
         w.step(
-            "static-client in dc1 with the upstreams static-server:1234:dc2 and static-server:2234",
-            "The annotation's third field names the datacenter: 1234 always goes to dc2;",
-            "2234 is the local static-server (failover below).",
+            "static-client in dc1 with the upstream static-server:1234:dc2",
+            "The annotation's third field names the datacenter: localhost:1234 in the client",
+            "is static-server of dc2, although dc1 has one too.",
         )
         w.loom_cmd("local", "run", "static-client", "-a",
-                   "connect-service-upstreams=static-server:1234:dc2,static-server:2234",
+                   "connect-service-upstreams=static-server:1234:dc2",
                    "--", "sleep", "infinity")  # fmt: skip
         w.step(
             "curl localhost:1234 from dc1 reaches static-server in dc2",
@@ -138,24 +140,33 @@ def federation_demo() -> None:
         w.loom_cmd("intention", "create", "--allow", "--replace", "static-client", "static-server")
         w.curl("static-client", "localhost:1234", "hello from dc2")
         w.step(
-            "service-resolver failover: static-server fails over to dc2",
-            "Written in dc1 (replicated to dc2): when static-server has no healthy instance",
-            "here, its callers go to dc2's, and come back when dc1's return.",
+            "service-resolver failover: static-server of dc1 fails over to dc2",
+            "A resolver written in dc1 (replicated to dc2): when static-server has no healthy",
+            "instance here, its callers go to dc2's, and come back when dc1's return.",
+            "static-client is made again with the upstream static-server:1234 (its own",
+            "datacenter's).",
         )
-        resolver = root / "static-server-resolver.json"
+        resolver = root / "static-server-resolver.json"  # removed at the end
         resolver.write_text('{"Kind": "service-resolver", "Name": "static-server",\n'
                             ' "Failover": {"*": {"Datacenters": ["dc2"]}}}\n')  # fmt: skip
         w.loom_cmd("config", "write", str(resolver))
-        w.curl("static-client", "localhost:2234", "hello from dc1")
+        w.loom_cmd("local", "rm", "static-client")
+        w.loom_cmd("local", "run", "static-client", "-a",
+                   "connect-service-upstreams=static-server:1234", "--", "sleep",
+                   "infinity")  # fmt: skip
+        w.curl("static-client", "localhost:1234", "hello from dc1")
+        w.step("dc1's static-server stops: the calls fail over to dc2")
         w.loom_cmd("local", "rm", "static-server")
-        w.curl("static-client", "localhost:2234", "hello from dc2")
+        w.curl("static-client", "localhost:1234", "hello from dc2")
+        w.step("dc1's static-server is back: the calls come back to dc1")
         w.loom_cmd("local", "run", "static-server", "--port", "8080", "--", *w.loom, "http-echo",
                    "-text", "hello from dc1", "-listen", ":8080")  # fmt: skip
-        w.curl("static-client", "localhost:2234", "hello from dc1")
+        w.curl("static-client", "localhost:1234", "hello from dc1")
     finally:
         w.step("clean up: both datacenters (pods, gateways, servers, networks) and the WAN")
         w.loom_cmd("local", "down", *dc2, check=False)
         w.loom_cmd("local", "down", check=False)
+        (root / "static-server-resolver.json").unlink(missing_ok=True)
         for leftover in (root / "local", root):
             if leftover.exists() and not any(leftover.iterdir()):
                 leftover.rmdir()

@@ -3,12 +3,12 @@
 When the local mesh is one datacenter of several, each datacenter runs one mesh gateway: a
 pod named ``mesh-gateway`` on its node network (its LAN address) with a second interface on
 the WAN (``wan.py``; its WAN address), registered as Consul registers one (``Kind:
-mesh-gateway``, ``TaggedAddresses`` ``lan`` and ``wan``, port 8443), and run by ``loom
-dataplane`` as the pod's own UID, as every sidecar here. With ACLs on it logs in as the
-service account ``mesh-gateway``: the service identity the binding rule gives it writes its
-own registration and reads the catalog, what a Consul mesh gateway's token holds. The pod is
-an ordinary pod of the mesh's records, so ``ps``, ``rm mesh-gateway`` and ``down`` handle it;
-its teardown also takes it off the WAN.
+mesh-gateway``, ``TaggedAddresses`` ``lan`` and ``wan``, port 8443, Envoy bound to both
+tagged addresses), and run by ``loom dataplane`` as the pod's own UID, as every sidecar
+here. With ACLs on it logs in as the service account ``mesh-gateway``: the service identity
+the binding rule gives it writes its own registration and reads the catalog, what a Consul
+mesh gateway's token holds. The pod is an ordinary pod of the mesh's records, so ``ps``,
+``rm mesh-gateway`` and ``down`` handle it; its teardown also takes it off the WAN.
 """
 
 from __future__ import annotations
@@ -39,6 +39,14 @@ def registration(datacenter: str, lan: str, wan: str, port: int = GATEWAY_PORT) 
         "TaggedAddresses": {
             "lan": {"Address": lan, "Port": port},
             "wan": {"Address": wan, "Port": port},
+        },
+        # Envoy listens on both tagged addresses (each is on its own interface), not on the
+        # service address alone: Consul's options for a gateway with a LAN and a WAN side.
+        "Proxy": {
+            "Config": {
+                "envoy_gateway_no_default_bind": True,
+                "envoy_gateway_bind_tagged_addresses": True,
+            }
         },
     }
 

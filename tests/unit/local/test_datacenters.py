@@ -10,7 +10,7 @@ import pytest
 from loom.local.datacenters import BaseLayout, index_of, layout, wan_layout
 from loom.local.errors import LocalError
 from loom.local.gateway import registration
-from loom.local.netns import LocalNetSettings
+from loom.local.netns import LocalNetSettings, pod_mac
 
 BASE = BaseLayout()
 
@@ -89,3 +89,12 @@ def test_a_gateway_registers_as_consul_registers_a_mesh_gateway() -> None:
         "wan": {"Address": "10.243.0.3", "Port": 8443},
     }
     assert (body["Address"], body["Port"]) == ("10.245.0.2", 8443)
+    assert body["Proxy"]["Config"] == {  # Envoy on both sides, nothing else
+        "envoy_gateway_no_default_bind": True, "envoy_gateway_bind_tagged_addresses": True,
+    }  # fmt: skip
+
+
+def test_a_pod_made_again_on_an_address_gets_the_same_local_unicast_mac() -> None:
+    assert pod_mac("10.245.0.3") == pod_mac("10.245.0.3") == "02:4c:0a:f5:00:03"
+    assert pod_mac("10.245.0.3") != pod_mac("10.244.0.3")
+    assert int(pod_mac("10.1.2.3").split(":")[0], 16) & 0b11 == 0b10  # local, unicast
