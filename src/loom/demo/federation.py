@@ -30,8 +30,8 @@ _DEADLINE_S = 30.0
 """How long a cross-datacenter change may take to show (replication, pushes, a loaded box)."""
 
 
-def _port_pair() -> int:
-    """A free loopback port whose +10 (dc2's) is free too."""
+def _port_pair(taken: tuple[int, ...] = ()) -> int:
+    """A free loopback port whose +10 (dc2's) is free too, neither of them in ``taken``."""
     for _ in range(50):
         with socket.socket() as a:
             a.bind(("127.0.0.1", 0))
@@ -41,7 +41,8 @@ def _port_pair() -> int:
                     b.bind(("127.0.0.1", port + _PORT_STEP))
             except OSError:
                 continue
-        if port + _PORT_STEP < 65536:
+        clash = {port, port + _PORT_STEP} & {p + d for p in taken for d in (0, _PORT_STEP)}
+        if port + _PORT_STEP < 65536 and not clash:
             return port
     raise DemoFailed("no two free loopback ports 10 apart")
 
@@ -77,7 +78,7 @@ def federation_demo() -> None:
     root = Path(tempfile.mkdtemp(prefix="loom-fed-", dir="/run" if os.path.isdir("/run") else None))
     root.chmod(0o711)  # the sidecars traverse it to their datacenter's (0710) state directory
     http = _port_pair()
-    grpc = _port_pair()
+    grpc = _port_pair(taken=(http,))
     dc1_http, dc2_http = f"127.0.0.1:{http}", f"127.0.0.1:{http + _PORT_STEP}"
     env = {
         "LOOM_LOCAL_PREFIX": "lfed",
