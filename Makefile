@@ -1,9 +1,10 @@
 # make demo: sets up and runs the local mesh walkthrough.  make test: sets up and runs every check.
+# make demo-federation: the same with two federated datacenters (dc1, dc2; root).
 # make bench: runs every benchmark briefly and prints one table (measure, goal, figure, met?).
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test demo lint unit bench clean
+.PHONY: setup test demo demo-federation lint unit bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +29,9 @@ bench: setup
 
 demo: setup
 	$(VENV)/bin/loom demo
+
+demo-federation: setup
+	$(VENV)/bin/loom demo --datacenters 2
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -23,7 +23,7 @@ def _echo(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from loom.demo.walkthrough import demo
 
-    return demo(loopback=args.loopback)
+    return demo(loopback=args.loopback, datacenters=args.datacenters)
 
 
 def register(commands: Commands) -> None:
@@ -40,6 +40,12 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--loopback", action="store_true", help="only the loopback part (no pods), even as root"
     )
+    p.add_argument(
+        "--datacenters", type=int, choices=(1, 2), default=1,
+        help="2: two federated datacenters instead (dc1 and dc2, a mesh gateway each): a "
+        "call from dc1 answered in dc2, a deny intention written in dc1 enforced in dc2, "
+        "failover to dc2 and back (root; default 1, the seeds' walkthrough)",
+    )  # fmt: skip
     p.set_defaults(func=_demo)
     p = commands.top.add_parser(
         "http-echo",

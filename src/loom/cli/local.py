@@ -1,5 +1,9 @@
 """``loom local``: a mesh on this machine, network namespaces as pods (root required).
 
+Every command takes ``--datacenter NAME`` (``-dc``): the mesh of that datacenter, laid out by
+``loom.local.datacenters`` beside the default one (dc1); ``up --datacenter dc2
+--primary-datacenter dc1`` federates the two (``loom.local.federation``).
+
 Environment overrides (tests, several meshes side by side): ``LOOM_LOCAL_PREFIX``,
 ``LOOM_LOCAL_STATE_DIR``, ``LOOM_LOCAL_SUBNET``, ``LOOM_LOCAL_DATA_DIR`` (``-`` for an
 in-memory store), ``LOOM_LOCAL_HTTP_ADDR``, ``LOOM_LOCAL_GRPC_ADDR``. ACLs are on (default
@@ -22,27 +26,40 @@ from loom import defaults
 if TYPE_CHECKING:
     from loom.cli import Commands
     from loom.local.apply import Applier
+    from loom.local.datacenters import BaseLayout
     from loom.local.mesh import LocalMesh
 
 
-def mesh_from_env(say: bool = True) -> LocalMesh:
-    from loom.local.mesh import LocalMesh, LocalSettings
-    from loom.local.netns import LocalNetSettings
+def base_layout() -> BaseLayout:
+    """The default datacenter's mesh as the environment gives it (``LOOM_LOCAL_*``)."""
+    from loom.local.datacenters import BaseLayout
 
     env = os.environ
-    net = LocalNetSettings(
+    data = env.get("LOOM_LOCAL_DATA_DIR", "/var/lib/loom/local")
+    return BaseLayout(
         prefix=env.get("LOOM_LOCAL_PREFIX", "loom"),
         subnet=env.get("LOOM_LOCAL_SUBNET", "10.244.0.0/16"),
         state_dir=Path(env.get("LOOM_LOCAL_STATE_DIR", "/run/loom/local")),
-    )
-    data = env.get("LOOM_LOCAL_DATA_DIR", "/var/lib/loom/local")
-    settings = LocalSettings(
-        net=net,
+        data_dir=None if data == "-" else Path(data),
         http_addr=env.get("LOOM_LOCAL_HTTP_ADDR", defaults.HTTP_ADDR),
         grpc_addr=env.get("LOOM_LOCAL_GRPC_ADDR", defaults.GRPC_ADDR),
-        data_dir=None if data == "-" else Path(data),
+        wan_subnet=env.get("LOOM_LOCAL_WAN_SUBNET", "10.243.0.0/24"),
     )
+
+
+def mesh_from_env(say: bool = True, datacenter: str | None = None) -> LocalMesh:
+    """The mesh of ``datacenter`` (default dc1: the environment's mesh as it is)."""
+    from loom.local import datacenters, federation
+    from loom.local.mesh import LocalMesh
+    from loom.local.settings import for_datacenter
+
+    settings = for_datacenter(base_layout(), datacenter or datacenters.DEFAULT_DATACENTER)
+    settings = federation.recorded(settings)
     return LocalMesh(settings, say=(lambda m: print(m, flush=True)) if say else None)
+
+
+def _mesh(args: argparse.Namespace, say: bool = True) -> LocalMesh:
+    return mesh_from_env(say=say, datacenter=args.datacenter)
 
 
 def _ports(text: list[str] | None) -> list[int]:
@@ -65,7 +82,7 @@ def _kubelet(args: argparse.Namespace) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    mesh = mesh_from_env()
+    mesh = _mesh(args)
     policy = None if args.no_acls else args.acl_default_policy
     mesh.s = dataclasses.replace(
         mesh.s,
@@ -73,8 +90,18 @@ def _up(args: argparse.Namespace) -> int:
         prometheus=args.prometheus,
         prometheus_addr=args.prometheus_addr,
     )
-    mesh.up()
-    print("local mesh is up")
+    primary = args.primary_datacenter
+    if primary and primary != mesh.s.datacenter:
+        from loom.local.federation import federate
+
+        first = mesh_from_env(datacenter=primary)  # started with the same ACLs if it is not up
+        first.s = dataclasses.replace(first.s, acl_default_policy=policy)
+        federate(first, mesh)
+        print(f"datacenter {mesh.s.datacenter} is up, a secondary of {primary}; "
+              "each has its mesh gateway on the WAN")  # fmt: skip
+    else:
+        mesh.up()
+        print("local mesh is up")
     if args.prometheus:
         print(f"Prometheus: http://{mesh.s.prometheus_addr}/ (scrapes every sidecar)")
     if mesh.acls_on():
@@ -85,7 +112,7 @@ def _up(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from loom.local.workload import parse_annotations
 
-    mesh = mesh_from_env()
+    mesh = _mesh(args)
     rec = mesh.run(
         args.name,
         _ports(args.port),
@@ -97,10 +124,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _applier(say: bool = False) -> Applier:
+def _applier(args: argparse.Namespace, say: bool = False) -> Applier:
     from loom.local.apply import Applier
 
-    return Applier(mesh_from_env(say=say))
+    return Applier(_mesh(args, say=say))
 
 
 def _exec(args: argparse.Namespace) -> int:
@@ -113,7 +140,7 @@ def _exec(args: argparse.Namespace) -> int:
         from loom.local.workload import WorkloadError
 
         raise WorkloadError("exec: give a command after --")
-    applier = _applier()
+    applier = _applier(args)
     name = resolve_pod(applier, args.name)
     rec = applier.mesh.record(name)
     env = None
@@ -144,7 +171,7 @@ def _apply(args: argparse.Namespace) -> int:
 
     images = image_map(args.image_map or [], args.image_map_file or [])
     objects = read_sources(args.filename)
-    _applier(say=args.verbose).apply(objects, images)
+    _applier(args, say=args.verbose).apply(objects, images)
     return 0
 
 
@@ -152,7 +179,7 @@ def _delete(args: argparse.Namespace) -> int:
     from loom.local.apply import read_sources
     from loom.local.errors import ManifestError
 
-    applier = _applier(say=args.verbose)
+    applier = _applier(args, say=args.verbose)
     if args.filename:
         if args.what:
             raise ManifestError("delete: give -f FILE or pod NAME, not both")
@@ -166,7 +193,7 @@ def _delete(args: argparse.Namespace) -> int:
 def _get(args: argparse.Namespace) -> int:
     from loom.local.kubectl import get
 
-    return get(_applier(), args.what, args.name, args.output, print)
+    return get(_applier(args), args.what, args.name, args.output, print)
 
 
 def _describe(args: argparse.Namespace) -> int:
@@ -175,13 +202,13 @@ def _describe(args: argparse.Namespace) -> int:
 
     if args.what not in ("pod", "pods", "po"):
         raise ManifestError(f"describe {args.what}: loom local describes pods")
-    return describe_pod(_applier(), args.name, print)
+    return describe_pod(_applier(args), args.name, print)
 
 
 def _ps(args: argparse.Namespace) -> int:
     from loom.local.kubectl import ps_rows
 
-    rows = ps_rows(mesh_from_env(say=False))
+    rows = ps_rows(_mesh(args, say=False))
     print(f"{'NAME':<16} {'IP':<15} {'APP':<8} {'SIDECARS':<9} SERVICES")
     for r in rows:
         services = ",".join(r["services"])
@@ -193,7 +220,7 @@ def _logs(args: argparse.Namespace) -> int:
     from loom.local.kubectl import resolve_pod
     from loom.local.mesh import LocalError
 
-    applier = _applier()
+    applier = _applier(args)
     name = resolve_pod(applier, args.name)
     rec = applier.mesh.record(name)
     if rec is None:
@@ -240,16 +267,39 @@ def _follow(path: Path) -> None:
 
 
 def _rm(args: argparse.Namespace) -> int:
-    mesh = mesh_from_env()
+    mesh = _mesh(args)
     for name in args.names:
         mesh.rm(name)
     return 0
 
 
 def _down(args: argparse.Namespace) -> int:
-    mesh_from_env().down(purge=args.purge)
-    print("local mesh is down")
+    mesh = _mesh(args)
+    mesh.down(purge=args.purge)
+    print(f"datacenter {mesh.s.datacenter} is down" if args.datacenter else "local mesh is down")
     return 0
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from loom.local.gateway import gateway_down, gateway_up
+
+    mesh = _mesh(args)
+    if args.action == "up":
+        rec = gateway_up(mesh)
+        print(f"mesh gateway of {mesh.s.datacenter}: LAN {rec['ip']}, WAN {rec['wan']['ip']}")
+    elif gateway_down(mesh):
+        print(f"mesh gateway of {mesh.s.datacenter}: removed")
+    else:
+        print(f"datacenter {mesh.s.datacenter} has no mesh gateway")
+    return 0
+
+
+def _add_datacenter(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--datacenter", "-dc", metavar="NAME",
+        help="the datacenter whose mesh this acts on (default dc1: the mesh of one datacenter; "
+        "another has its own server, node network, pods and state directory)",
+    )  # fmt: skip
 
 
 def register(commands: Commands) -> None:
@@ -283,6 +333,13 @@ def register(commands: Commands) -> None:
         "--prometheus-addr", default="127.0.0.1:9090", metavar="HOST:PORT",
         help="where that Prometheus answers on the host (default 127.0.0.1:9090)",
     )  # fmt: skip
+    _add_datacenter(p)
+    p.add_argument(
+        "--primary-datacenter", metavar="NAME",
+        help="make this datacenter a secondary of NAME (brought up too if it is not): its "
+        "server joins NAME's over loopback, both get a mesh gateway on the WAN, and "
+        "proxy-defaults MeshGateway.Mode is local in both (default: a datacenter of its own)",
+    )  # fmt: skip
     p.set_defaults(func=_up)
     p = local.add_parser(
         "run",
@@ -305,6 +362,7 @@ def register(commands: Commands) -> None:
         help="the pod's service account (default: each service's name); with ACLs on a "
         "service whose account is named otherwise is refused, as on Kubernetes",
     )  # fmt: skip
+    _add_datacenter(p)
     p.set_defaults(func=_run, takes_rest=True)
     p.epilog = (
         "Give the app after --, e.g.: loom local run web --port 8080 -- python3 -m http.server 8080"
@@ -318,6 +376,7 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "-t", "--tty", action="store_true", help="accepted, as kubectl's (the terminal is passed)"
     )
+    _add_datacenter(p)
     p.set_defaults(func=_exec, takes_rest=True)
     p.epilog = "Give the command after --, e.g.: loom local exec web -- curl -s http://db/"
     p = local.add_parser(
@@ -337,11 +396,13 @@ def register(commands: Commands) -> None:
     p.add_argument("--image-map-file", action="append", metavar="FILE",
                    help="a YAML or JSON mapping IMAGE: COMMAND")  # fmt: skip
     p.add_argument("-v", "--verbose", action="store_true", help="say what is made, step by step")
+    _add_datacenter(p)
     p.set_defaults(func=_apply)
     p = local.add_parser("delete", help="remove what manifests made, or one pod")
     p.add_argument("what", nargs="*", help="pod NAME")
     p.add_argument("-f", "--filename", action="append", help="the manifests to delete")
     p.add_argument("-v", "--verbose", action="store_true", help="say what is removed")
+    _add_datacenter(p)
     p.set_defaults(func=_delete)
     p = local.add_parser("get", help="list pods, services or deployments (like kubectl get)")
     p.add_argument("what", help="pods, services or deployments")
@@ -351,10 +412,12 @@ def register(commands: Commands) -> None:
         help="wide: more columns; yaml or json: the objects as kubectl prints them "
         "(default: a table)",
     )  # fmt: skip
+    _add_datacenter(p)
     p.set_defaults(func=_get)
     p = local.add_parser("describe", help="a pod in detail, with the injection decision")
     p.add_argument("what", help="pod")
     p.add_argument("name", help="the pod's name")
+    _add_datacenter(p)
     p.set_defaults(func=_describe)
     p = local.add_parser("kubelet", help="(started by apply) run a pod's probes, in its namespace")
     p.add_argument("--pod-dir", required=True, help="the pod's state directory (its spec)")
@@ -364,16 +427,32 @@ def register(commands: Commands) -> None:
     )
     p.set_defaults(func=_kubelet)
     p = local.add_parser("ps", help="list pods")
+    _add_datacenter(p)
     p.set_defaults(func=_ps)
     p = local.add_parser("logs", help="print a pod's app (or --sidecar) log")
     p.add_argument("name", help="NAME, pod/NAME or deploy/NAME (its first pod)")
     p.add_argument("--sidecar", action="store_true", help="the sidecar logs instead")
     p.add_argument("-c", "--container", help="a container (loom-dataplane[-SERVICE]: a sidecar)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
+    _add_datacenter(p)
     p.set_defaults(func=_logs)
     p = local.add_parser("rm", help="remove pods: processes, registrations, namespaces")
     p.add_argument("names", nargs="+", help="the pods to remove")
+    _add_datacenter(p)
     p.set_defaults(func=_rm)
+    p = local.add_parser(
+        "gateway",
+        help="run (up) or remove (down) the datacenter's mesh gateway on the WAN",
+        description=(
+            "A mesh gateway pod (Kind mesh-gateway, port 8443) with its LAN address on the "
+            "datacenter's node network and its WAN address on the WAN between datacenters, "
+            "run by loom dataplane. up --primary-datacenter makes one in each datacenter."
+        ),
+    )
+    p.add_argument("action", choices=("up", "down"), help="up: run it (once); down: remove it")
+    _add_datacenter(p)
+    p.set_defaults(func=_gateway)
     p = local.add_parser("down", help="remove every pod, the local server and the node network")
     p.add_argument("--purge", action="store_true", help="also delete the local server's data")
+    _add_datacenter(p)
     p.set_defaults(func=_down)

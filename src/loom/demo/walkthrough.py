@@ -38,7 +38,7 @@ class DemoFailed(LoomError):
     """An expectation of the walkthrough did not hold."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -128,8 +128,8 @@ def local_demo() -> None:
         "LOOM_LOCAL_STATE_DIR": str(state),
         "LOOM_LOCAL_SUBNET": "10.247.0.0/16",
         "LOOM_LOCAL_DATA_DIR": "-",
-        "LOOM_LOCAL_HTTP_ADDR": f"127.0.0.1:{_free_port()}",
-        "LOOM_LOCAL_GRPC_ADDR": f"127.0.0.1:{_free_port()}",
+        "LOOM_LOCAL_HTTP_ADDR": f"127.0.0.1:{free_port()}",
+        "LOOM_LOCAL_GRPC_ADDR": f"127.0.0.1:{free_port()}",
     }
     env["LOOM_HTTP_ADDR"] = env["LOOM_LOCAL_HTTP_ADDR"]
     env["LOOM_HTTP_TOKEN_FILE"] = str(state / "management.token")  # what `up` prints
@@ -257,7 +257,7 @@ def loopback_demo(reason: str) -> None:
     print(f"Running the loopback part of the demo only: {reason}.")
     print("Skipped: network-namespace pods, transparent proxy (iptables) and DNS names.")
     tmp = Path(tempfile.mkdtemp(prefix="loom-demo-"))
-    http, grpc = f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"
+    http, grpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     management = str(uuid.uuid4())
     (tmp / "management.token").write_text(management)  # mkdtemp's directory is 0700
     w = Walkthrough({"LOOM_HTTP_ADDR": http, "LOOM_GRPC_ADDR": grpc,
@@ -283,18 +283,18 @@ def loopback_demo(reason: str) -> None:
             if time.monotonic() > deadline:
                 raise DemoFailed(f"the server did not start: {processes.tail(tmp / 'server.log')}")
             time.sleep(0.2)
-        app, up = _free_port(), _free_port()
+        app, up = free_port(), free_port()
         w.step(
             "static-server and static-client with an explicit upstream",
             f"The client's sidecar listens on 127.0.0.1:{up}; it dials static-server over mTLS.",
         )
         spawn("app", "http-echo", "-text", "hello world", "-listen", f"127.0.0.1:{app}")
         for name, port, side, ups in (
-            ("static-server", app, _free_port(), []),
+            ("static-server", app, free_port(), []),
             (
                 "static-client",
-                _free_port(),
-                _free_port(),
+                free_port(),
+                free_port(),
                 [{"DestinationName": "static-server", "LocalBindPort": up}],
             ),
         ):
@@ -341,7 +341,7 @@ def loopback_demo(reason: str) -> None:
         print("    stopped every process the demo started")
 
 
-def demo(loopback: bool = False) -> int:
+def demo(loopback: bool = False, datacenters: int = 1) -> int:
     from loom.local.mesh import LocalError
 
     print("Loom demo: the service mesh of the seeds, live on this machine.")
@@ -352,8 +352,15 @@ def demo(loopback: bool = False) -> int:
         for tool in ("ip", "iptables-restore", "setpriv", "curl"):
             if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
                 reason = f"{tool} is not installed"
+    if datacenters > 1 and reason is not None:
+        print(f"\nDEMO FAILED: two datacenters need pods, and here: {reason}")
+        return 1
     try:
-        if reason is None:
+        if datacenters > 1:
+            from loom.demo.federation import federation_demo
+
+            federation_demo()
+        elif reason is None:
             local_demo()
         else:
             loopback_demo(reason)

@@ -236,7 +236,7 @@ class Applier:
 
     def _write_entry(self, obj: KubeObject) -> None:
         try:
-            self.mesh.client().put("/v1/config", config_entry(obj))
+            self.mesh.client().put("/v1/config", config_entry(obj, self.mesh.s.datacenter))
         except ClientError as exc:
             raise LocalServerError(
                 f"{obj.ref}: the server refused the config entry: {exc}"
@@ -269,7 +269,8 @@ class Applier:
             if kind == "Pod":
                 self._remove_pod(name, state)
             if kind in CRD_KINDS:
-                entry = config_entry(self.applied({"objects": {key: obj}})[0])
+                applied = self.applied({"objects": {key: obj}})[0]
+                entry = config_entry(applied, self.mesh.s.datacenter)
                 try:
                     self.mesh.client().delete(f"/v1/config/{entry['Kind']}/{entry['Name']}")
                 except NotFoundError:

@@ -28,7 +28,8 @@ from loom.local.errors import ManifestError
 CORE_KINDS = ("Namespace", "ServiceAccount", "Secret", "ConfigMap", "Service", "Pod")
 WORKLOAD_KINDS = ("Deployment", "ReplicaSet", "StatefulSet")
 LOCAL_DATACENTER = "dc1"
-"""The local mesh's one datacenter (its server's default), marked on the entries CRDs make."""
+"""The local mesh's default datacenter (its server's default), marked on the entries CRDs
+make (a mesh of another datacenter marks its own)."""
 CRD_KINDS = {
     "ServiceIntentions": "service-intentions",
     "ServiceDefaults": "service-defaults",
@@ -339,7 +340,7 @@ def target_port(port: ServicePort, pod: Mapping[str, Any]) -> int | None:
     return None
 
 
-def config_entry(obj: KubeObject) -> dict[str, Any]:
+def config_entry(obj: KubeObject, datacenter: str = LOCAL_DATACENTER) -> dict[str, Any]:
     """The config entry a mesh CRD stands for, as ``PUT /v1/config`` takes it: the same
     conversion the Kubernetes CRD controller makes (``loom.domain.crds``), checked here
     first so a bad source is refused before anything is applied."""
@@ -354,7 +355,7 @@ def config_entry(obj: KubeObject) -> dict[str, Any]:
             if "action" in src and src["action"] not in ("allow", "deny"):
                 raise obj.fail(f"spec.sources[{n}].action {src['action']!r}: allow or deny")
     try:
-        return to_config_entry(obj.body, LOCAL_DATACENTER)
+        return to_config_entry(obj.body, datacenter)
     except CrdError as exc:
         raise obj.fail(str(exc)) from None
 

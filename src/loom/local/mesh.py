@@ -22,98 +22,27 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from loom.api.client import Client, ClientError, NotFoundError
-from loom.defaults import GRPC_ADDR, HTTP_ADDR
-from loom.inject import InjectSettings, WorkloadPlan
+from loom.inject import WorkloadPlan
 from loom.inject.metrics import MetricsPlan, dataplane_args
 from loom.inject.registration import service_registrations
-from loom.local import acl, kubelet, nodedns, processes, prometheus, uids
+from loom.local import acl, kubelet, nodedns, processes, prometheus, server, uids, wan
 from loom.local.errors import LocalError as LocalError  # re-exported for the CLI and demo
 from loom.local.errors import LocalRedirectError, LocalServerError, state_io
-from loom.local.netns import LocalNetSettings, PodNetwork, netns_exec_argv
+from loom.local.netns import PodNetwork, netns_exec_argv
+from loom.local.server import loom_argv
+from loom.local.settings import LocalSettings as LocalSettings  # re-exported
 from loom.local.volumes import mount_argv
 from loom.local.workload import AppProcess, plan_local, resolv_conf
 from loom.redirect import RedirectError
 from loom.redirect.applying import apply_redirect
 
 Say = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    net: LocalNetSettings = field(default_factory=LocalNetSettings)
-    """Namespaces, bridge, subnet and state directory (``/run/loom/local``)."""
-    http_addr: str = HTTP_ADDR
-    """The local server's HTTP API on loopback, for the CLI on this machine."""
-    grpc_addr: str = GRPC_ADDR
-    """Its xDS endpoint on loopback (sidecars use the unix socket)."""
-    data_dir: Path | None = Path("/var/lib/loom/local")
-    """The local server's durable store; None for an in-memory one."""
-    acl_default_policy: str | None = "deny"
-    """The ACL default policy (``allow`` or ``deny``); None turns ACLs off."""
-    default_policy: str | None = None
-    """Intention default policy; None follows the ACL default (``allow`` with ACLs off)."""
-    inject: InjectSettings = field(default_factory=InjectSettings)
-    """Injection settings: the same defaults as the Kubernetes injector."""
-    ready_timeout_s: float = 60.0
-    """How long a sidecar may take to become ready."""
-    prometheus: bool = False
-    """``up`` runs a Prometheus scraping every pod's sidecar (``prometheus.py``)."""
-    prometheus_addr: str = "127.0.0.1:9090"
-    """Where that Prometheus answers on the host's loopback."""
-    sidecar_uids: uids.UidRange = field(default_factory=uids.UidRange)
-    """The UIDs the pods' sidecars run as, one per pod (``uids.py``)."""
-
-    @property
-    def http_socket(self) -> Path:
-        return self.net.state_dir / "http.sock"
-
-    @property
-    def grpc_socket(self) -> Path:
-        return self.net.state_dir / "grpc.sock"
-
-    @property
-    def token_file(self) -> Path:
-        """The management token (0600), made at the first ``up`` with ACLs on."""
-        return self.net.state_dir / "management.token"
-
-    @property
-    def signing_key_file(self) -> Path:
-        """The key the pods' JWTs are signed with (0600)."""
-        return self.net.state_dir / "jwt-signing.key"
-
-    @property
-    def pods_dir(self) -> Path:
-        return self.net.state_dir / "pods"
-
-    @property
-    def apply_file(self) -> Path:
-        """The desired state of ``loom local apply`` (objects applied, pods they made)."""
-        return self.net.state_dir / "apply.json"
-
-    @property
-    def server_file(self) -> Path:
-        return self.net.state_dir / "server.json"
-
-    @property
-    def dns_file(self) -> Path:
-        return self.net.state_dir / "node-dns.json"
-
-    @property
-    def hosts_file(self) -> Path:
-        """Extra names the node's DNS server answers (``LocalMesh.add_host``)."""
-        return self.net.state_dir / "hosts"
-
-
-def _loom(*args: str) -> list[str]:
-    return [sys.executable, "-m", "loom", *args]
 
 
 class LocalMesh:
@@ -127,30 +56,14 @@ class LocalMesh:
 
     def client(self) -> Client:
         """A client of the local server holding the management token (when ACLs are on)."""
-        return Client(
-            f"unix:{self.s.http_socket}", timeout=15, token=acl.read_token(self.s.token_file)
-        )
+        return server.client(self.s)
 
     def acls_on(self) -> bool:
         """Whether the running local server has ACLs on (its ``up`` made the token file)."""
         return self.s.token_file.exists()
 
-    def _secure_state_dir(self) -> None:
-        """The state directory is root's, 0710, group the sidecars' shared group: the sidecars
-        may reach their sockets and their own pod's directory inside, no other local user may
-        enter."""
-        state = self.s.net.state_dir
-        with state_io(f"cannot secure {state}"):
-            state.mkdir(parents=True, exist_ok=True)
-            os.chown(state, 0, uids.SOCKET_GID)
-            state.chmod(0o710)
-
     def _server_pid(self) -> int | None:
-        try:
-            pid = int(json.loads(self.s.server_file.read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            return None
-        return pid if processes.alive(pid) else None
+        return server.server_pid(self.s)
 
     def up(self) -> None:
         """Start the local server (once) and the node network.
@@ -162,7 +75,7 @@ class LocalMesh:
         """
         if os.geteuid() != 0:
             raise LocalError("loom local needs root (network namespaces, iptables); run with sudo")
-        self._secure_state_dir()
+        server.secure_state_dir(self.s)
         made_node = not self.pods.node.exists()
         had_dns = self._dns_pid() is not None
         had_prom = prometheus.enabled(self.s)
@@ -170,7 +83,7 @@ class LocalMesh:
             self.pods.node.create()
             self._start_node_dns()
             if self._server_pid() is None:
-                self._start_server()
+                server.start(self.s, self.say)
             if self.s.prometheus:
                 prometheus.start(self.s, self._records())
                 self.s = prometheus.scraped_settings(self.s)
@@ -189,59 +102,6 @@ class LocalMesh:
             if made_node and not self.names():
                 self.pods.node.destroy()
 
-    def _start_server(self) -> None:
-        policy = self.s.default_policy or ("allow" if self.s.acl_default_policy is None else None)
-        flags = ["--default-intention-policy", policy] if policy else []
-        if self.s.acl_default_policy is not None:
-            token = acl.management_token(self.s.token_file)
-            flags += ["--acl-default-policy", self.s.acl_default_policy]
-            flags += ["--acl-initial-management-token", token]
-        else:
-            with state_io("cannot remove the management token"):
-                self.s.token_file.unlink(missing_ok=True)
-        if self.s.prometheus:  # the UI's request rates come from the mesh's Prometheus
-            flags += ["--ui-metrics-provider", "prometheus",
-                      "--ui-metrics-url", f"http://{self.s.prometheus_addr}"]  # fmt: skip
-        store = ["--data-dir", str(self.s.data_dir)] if self.s.data_dir else ["--dev"]
-        log = self.s.net.state_dir / "server.log"
-        argv = _loom(
-            "server", *store,
-            "--http-addr", self.s.http_addr, "--http-addr", f"unix:{self.s.http_socket}",
-            "--grpc-addr", self.s.grpc_addr, "--grpc-addr", f"unix:{self.s.grpc_socket}",
-            # Each pod's sidecars run as a UID of their own with the shared group as a
-            # supplementary one: the sockets (0660) admit the invoking user and that group.
-            "--unix-socket-group", str(uids.SOCKET_GID),
-            *flags,
-        )  # fmt: skip
-        self.say(f"starting the local server (HTTP {self.s.http_addr}, log {log})")
-        pid = processes.spawn(argv, log)
-        try:
-            with state_io("cannot record the local server"):
-                self.s.server_file.write_text(json.dumps({"pid": pid}))
-            deadline = time.monotonic() + 20
-            while True:
-                if not processes.alive(pid):
-                    raise LocalError(f"the local server exited: {processes.tail(log, 3)}")
-                try:
-                    self.client().get("/v1/status/leader")
-                    break
-                except ClientError:
-                    if time.monotonic() > deadline:
-                        tail = processes.tail(log, 3)
-                        msg = f"the local server did not start in time: {tail}"
-                        raise LocalError(msg) from None
-                    time.sleep(0.1)
-            if self.s.acl_default_policy is not None:
-                acl.ensure_auth_method(self.client(), acl.signer(self.s.signing_key_file))
-                self.say(
-                    f"ACLs on (default policy {self.s.acl_default_policy}), auth method "
-                    f"{acl.AUTH_METHOD} for the pods, management token in {self.s.token_file}"
-                )
-        except BaseException:  # failed or interrupted: the server does not outlive this call
-            processes.stop(pid)
-            self.s.server_file.unlink(missing_ok=True)
-            raise
-
     # -- the node's DNS server (the local kube-dns; nodedns.py) ------------------------------
 
     def _dns_pid(self) -> int | None:
@@ -258,25 +118,22 @@ class LocalMesh:
         nodedns.add_host(self.s, name, address)
 
     def stop_server(self) -> None:
-        pid = self._server_pid()
-        if pid is not None:
-            processes.stop(pid)
-        self.s.server_file.unlink(missing_ok=True)
+        server.stop(self.s)
 
     # -- pods ------------------------------------------------------------------------------
 
-    def _pod_dir(self, name: str) -> Path:
+    def pod_dir(self, name: str) -> Path:
         return self.s.pods_dir / name
 
     def record(self, name: str) -> dict[str, Any] | None:
         try:
-            data: dict[str, Any] = json.loads((self._pod_dir(name) / "pod.json").read_text())
+            data: dict[str, Any] = json.loads((self.pod_dir(name) / "pod.json").read_text())
         except (OSError, ValueError):
             return None
         return data
 
-    def _save(self, rec: dict[str, Any]) -> None:
-        path = self._pod_dir(rec["name"]) / "pod.json"
+    def save(self, rec: dict[str, Any]) -> None:
+        path = self.pod_dir(rec["name"]) / "pod.json"
         tmp = path.with_suffix(".tmp")
         with state_io(f"cannot record pod {rec['name']}"):
             tmp.write_text(json.dumps(rec, indent=1))
@@ -319,13 +176,13 @@ class LocalMesh:
         self.up()
         if self.record(name) is not None or self.pods.get_pod(name) is not None:
             raise LocalError(f"pod {name!r} exists; remove it first with: loom local rm {name}")
-        pod_dir = self._pod_dir(name)
+        pod_dir = self.pod_dir(name)
         rec: dict[str, Any] = {
             "name": name, "services": [], "sidecars": [], "app": None, "tokens": {},
             "containers": [], "created": time.time(), "uid": None, **(extra or {}),
         }  # fmt: skip
         uid = uids.claim(self.s.pods_dir, name, self.s.sidecar_uids, plan is not None,
-                         lambda uid: self._save({**rec, "uid": uid or None}))  # fmt: skip
+                         lambda uid: self.save({**rec, "uid": uid or None}))  # fmt: skip
         rec["uid"] = uid or None  # None: no sidecar, no UID of its own
         if plan is not None and plan.redirect is not None:  # the rules name this pod's UID
             redirect = dataclasses.replace(plan.redirect, proxy_uid=uid)
@@ -343,7 +200,7 @@ class LocalMesh:
             dns = self.s.net.gateway if self._dns_pid() is not None else "127.0.0.1"
             info = self.pods.add_pod(name, resolv_conf(dns))
             rec.update(netns=info.netns, ip=info.ip)
-            self._save(rec)
+            self.save(rec)
             self.say(f"pod {name}: namespace {info.netns}, address {info.ip}")
             client = self.client()
             bodies = service_registrations(plan, name, namespace, info.ip) if plan else []
@@ -357,11 +214,11 @@ class LocalMesh:
                         f"pod {name}: cannot register {body['ID']}: {exc}"
                     ) from exc
                 rec["services"].append(body["ID"])
-                self._save(rec)
+                self.save(rec)
                 self.say(f"pod {name}: registered service {body['Name']} (ID {body['ID']})")
                 if self.acls_on():
                     account = (accounts or {}).get(body["Name"]) or service_account
-                    self._login(rec, body["ID"], body["Name"], account or body["Name"])
+                    self.login(rec, body["ID"], body["Name"], account or body["Name"])
             if plan is not None and plan.redirect is not None:
                 try:
                     result = apply_redirect(plan.redirect, netns=info.netns)
@@ -373,7 +230,7 @@ class LocalMesh:
                                   "path": plan.metrics.scrape_path,
                                   "service": plan.services[0].name}  # fmt: skip
             for n, service_id in enumerate(rec["services"]):
-                self._start_sidecar(
+                self.start_sidecar(
                     rec,
                     f"{service_id}-sidecar-proxy",
                     dns=n == 0 and plan and plan.redirect,
@@ -388,27 +245,27 @@ class LocalMesh:
             return rec
         except BaseException:
             self.say(f"pod {name}: failed; removing what was made")
-            self._teardown(rec)
+            self.teardown(rec)
             raise
 
     def _start_kubelet(self, rec: dict[str, Any]) -> None:
         """The pod's probes, run from inside its namespace (``kubelet.py``)."""
-        pod_dir = self._pod_dir(rec["name"])
-        argv = _loom("local", "kubelet", "--pod-dir", str(pod_dir),
+        pod_dir = self.pod_dir(rec["name"])
+        argv = loom_argv("local", "kubelet", "--pod-dir", str(pod_dir),
                      "--http-addr", f"unix:{self.s.http_socket}",
                      "--token-file", str(self.s.token_file))  # fmt: skip
         pid = processes.spawn(netns_exec_argv(rec["netns"], argv), pod_dir / "kubelet.log")
         rec["kubelet"] = {"pid": pid}
-        self._save(rec)
+        self.save(rec)
         self.say(f"pod {rec['name']}: kubelet runs its probes")
 
     def _start_app(self, rec: dict[str, Any], app: AppProcess) -> None:
         """One app process in the pod, as root; one that exits at once is an error."""
         name = rec["name"]
-        log = self._pod_dir(name) / (f"{app.name}.log" if app.name else "app.log")
+        log = self.pod_dir(name) / (f"{app.name}.log" if app.name else "app.log")
         env = app.env(rec["ip"]) if app.env else None
         if env is not None and app.name:
-            acl.write_secret(self._pod_dir(name) / f"env-{app.name}.json", json.dumps(env))
+            acl.write_secret(self.pod_dir(name) / f"env-{app.name}.json", json.dumps(env))
         argv = mount_argv(app.mounts, app.argv)
         pid = processes.spawn(netns_exec_argv(rec["netns"], argv), log, env)
         entry = {"name": app.name or name, "pid": pid, "cmd": list(app.argv), "log": str(log),
@@ -416,7 +273,7 @@ class LocalMesh:
         rec["containers"].append(entry)
         if rec.get("app") is None:
             rec["app"] = entry
-        self._save(rec)
+        self.save(rec)
         deadline = time.monotonic() + 1.0
         while time.monotonic() < deadline:  # an app that cannot start says so at once
             if not processes.alive(pid):
@@ -427,9 +284,9 @@ class LocalMesh:
         self.say(f"pod {name}: {'container ' + app.name if app.name else 'app'} started: "
                  f"{' '.join(app.argv)}")  # fmt: skip
 
-    def _login(self, rec: dict[str, Any], service_id: str, service: str, account: str) -> None:
+    def login(self, rec: dict[str, Any], service_id: str, service: str, account: str) -> None:
         """The pod's JWT for ``account``, then the login token for ``service``'s sidecar."""
-        pod_dir = self._pod_dir(rec["name"])
+        pod_dir = self.pod_dir(rec["name"])
         ident = acl.PodIdentity(
             service=service,
             service_account=account,
@@ -439,21 +296,21 @@ class LocalMesh:
         acl.mint_jwt(acl.signer(self.s.signing_key_file), account, rec["name"], ident.jwt_file)
         acl.pod_login(f"unix:{self.s.http_socket}", ident, rec["name"], rec["uid"], 15)
         rec["tokens"][service_id] = str(ident.token_file)
-        self._save(rec)
+        self.save(rec)
         self.say(f"pod {rec['name']}: {service} logged in as service account {account}")
 
     def _records(self) -> list[dict[str, Any]]:
         return [r for r in map(self.record, self.names()) if r is not None]
 
-    def _start_sidecar(
+    def start_sidecar(
         self, rec: dict[str, Any], proxy_id: str, dns: object, metrics: MetricsPlan | None = None
     ) -> None:
-        work = self._pod_dir(rec["name"]) / f"dp-{proxy_id}"
+        work = self.pod_dir(rec["name"]) / f"dp-{proxy_id}"
         with state_io(f"cannot make the work directory of sidecar {proxy_id}"):
             work.mkdir(parents=True, exist_ok=True)
             os.chown(work, rec["uid"], rec["uid"])
             work.chmod(0o700)
-        argv = _loom(
+        argv = loom_argv(
             "dataplane", "--proxy-id", proxy_id,
             "--http-addr", f"unix:{self.s.http_socket}",
             "--grpc-addr", f"unix:{self.s.grpc_socket}",
@@ -472,7 +329,7 @@ class LocalMesh:
         rec["sidecars"].append(
             {"proxy_id": proxy_id, "pid": pid, "log": str(log), "work": str(work)}
         )
-        self._save(rec)
+        self.save(rec)
         deadline = time.monotonic() + self.s.ready_timeout_s
         while not (work / "ready").exists():
             if not processes.alive(pid):
@@ -482,7 +339,8 @@ class LocalMesh:
             time.sleep(0.05)
         self.say(f"pod {rec['name']}: sidecar {proxy_id} ready (Envoy as UID {rec['uid']})")
 
-    def _teardown(self, rec: dict[str, Any]) -> None:
+    def teardown(self, rec: dict[str, Any]) -> None:
+        """Stop, deregister, log out and remove whatever of pod ``rec`` exists."""
         if rec.get("kubelet"):  # first: it would restart containers that stop
             processes.stop(rec["kubelet"]["pid"])
         for app in rec.get("containers") or ([rec["app"]] if rec.get("app") else []):
@@ -499,8 +357,10 @@ class LocalMesh:
                         client.put(f"/v1/agent/service/deregister/{sid}")
             except ClientError as exc:
                 self.say(f"pod {rec['name']}: could not deregister its services: {exc}")
+        if rec.get("wan") and self.s.wan is not None:  # a mesh gateway (``gateway.py``)
+            wan.detach(self.s.wan, self.s.datacenter)
         self.pods.remove_pod(rec["name"])
-        shutil.rmtree(self._pod_dir(rec["name"]), ignore_errors=True)
+        shutil.rmtree(self.pod_dir(rec["name"]), ignore_errors=True)
         if rec.get("metrics"):
             prometheus.write_targets(self.s, self._records())
 
@@ -510,7 +370,7 @@ class LocalMesh:
             if self.pods.get_pod(name) is None:
                 raise LocalError(f"no pod named {name!r} (see: loom local ps)")
             rec = {"name": name}
-        self._teardown(rec)
+        self.teardown(rec)
         self.say(f"pod {name}: removed")
 
     def names(self) -> list[str]:
@@ -534,6 +394,7 @@ class LocalMesh:
             (state / "server.log").unlink(missing_ok=True)
             uids.lock_file(state).unlink(missing_ok=True)
             self.s.apply_file.unlink(missing_ok=True)
+            (state / "federation.json").unlink(missing_ok=True)  # federation.py's record
             shutil.rmtree(self.s.pods_dir, ignore_errors=True)
             if purge or self.s.data_dir is None:  # kept with the data they are valid for
                 self.s.token_file.unlink(missing_ok=True)

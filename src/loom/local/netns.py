@@ -293,7 +293,7 @@ def _build_pod(s: LocalNetSettings, record: dict[str, Any], resolv_conf_text: st
     _disable_ipv6(netns)  # before eth0 exists, so it never gets a link-local address
     _ip("-n", netns, "link", "set", "lo", "up")
     _ip("-n", s.node_netns, "link", "del", veth, check=False)  # a leftover from a crash
-    peer = ("peer", "name", "eth0", "netns", netns)
+    peer = ("peer", "name", "eth0", "address", pod_mac(record["ip"]), "netns", netns)
     _ip("-n", s.node_netns, "link", "add", veth, "type", "veth", *peer)
     _ip("-n", s.node_netns, "link", "set", veth, "master", s.bridge)
     _ip("-n", s.node_netns, "link", "set", veth, "up")
@@ -301,6 +301,14 @@ def _build_pod(s: LocalNetSettings, record: dict[str, Any], resolv_conf_text: st
     _ip("-n", netns, "link", "set", "eth0", "up")
     _ip("-n", netns, "route", "add", "default", "via", s.gateway, "dev", "eth0")
     _write_resolv_conf(s, netns, resolv_conf_text)
+
+
+def pod_mac(ip: str) -> str:
+    """The MAC address of the pod with address ``ip``: local, unicast and made from the
+    address, so a pod made again with an address another pod had (rm, then run) has that
+    pod's MAC too, and its neighbours' ARP caches stay right. A random one left them sending
+    to a MAC nobody had until the entry failed (several seconds of connection timeouts)."""
+    return "02:4c:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
 
 
 def _teardown_pod(s: LocalNetSettings, record: dict[str, Any]) -> bool:
@@ -444,6 +452,13 @@ def _run(argv: list[str], check: bool = True) -> subprocess.CompletedProcess[str
         raise LocalNetError(f"{' '.join(argv)}: {lines[0] if lines else 'failed'}")
     return done
 
+
+# The WAN of several datacenters (``wan.py``) is built with the same tools.
+ip = _ip
+locked = _locked
+netns_exists = _netns_exists
+link_exists = _link_exists
+disable_ipv6 = _disable_ipv6
 
 __all__ = [
     "LocalNetError",

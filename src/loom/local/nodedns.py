@@ -22,7 +22,7 @@ from loom.local.errors import LocalError, state_io
 from loom.local.netns import netns_exec_argv
 
 if TYPE_CHECKING:
-    from loom.local.mesh import LocalSettings
+    from loom.local.settings import LocalSettings
 
 
 def dns_pid(s: LocalSettings) -> int | None:

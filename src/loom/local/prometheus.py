@@ -32,7 +32,7 @@ from loom.local.errors import LocalError, state_io
 from loom.local.netns import netns_exec_argv
 
 if TYPE_CHECKING:
-    from loom.local.mesh import LocalSettings
+    from loom.local.settings import LocalSettings
 
 NODE_ADDR = "127.0.0.1:9090"
 """Where Prometheus listens inside the node namespace (not reachable from the pods)."""
