@@ -61,7 +61,12 @@ def main() -> None:
         )
     )
     try:
-        mesh.run("mesh-server", [8080], {}, ECHO)
+        mesh.run("mesh-server", [8080], {}, ECHO)  # (starts the local server)
+        # The local mesh is ACL default deny: the mesh pair needs its intention.
+        mesh.client().put(
+            "/v1/connect/intentions/exact", {"Action": "allow"},
+            source="mesh-client", destination="mesh-server",
+        )  # fmt: skip
         mesh.run("mesh-client", [], {}, ["sleep", "3600"])
         mesh.run("plain-server", [8080], {"transparent-proxy": "false"}, ECHO)
         mesh.run("plain-client", [], {"transparent-proxy": "false"}, ["sleep", "3600"])

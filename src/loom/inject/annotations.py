@@ -42,6 +42,17 @@ PROMETHEUS_SCRAPE_PATH = PREFIX + "prometheus-scrape-path"
 SERVICE_METRICS_PORT = PREFIX + "service-metrics-port"
 SERVICE_METRICS_PATH = PREFIX + "service-metrics-path"
 
+READ = (
+    CONNECT_INJECT, CONNECT_SERVICE, CONNECT_SERVICE_PORT, CONNECT_SERVICE_UPSTREAMS,
+    CONNECT_SERVICE_PROTOCOL, ENVOY_EXTRA_ARGS, SERVICE_TAGS, SIDECAR_CPU_LIMIT,
+    SIDECAR_CPU_REQUEST, SIDECAR_MEMORY_LIMIT, SIDECAR_MEMORY_REQUEST, TRANSPARENT_PROXY,
+    OVERWRITE_PROBES, EXCLUDE_INBOUND_PORTS, EXCLUDE_OUTBOUND_PORTS, EXCLUDE_OUTBOUND_CIDRS,
+    EXCLUDE_UIDS, ENABLE_METRICS, ENABLE_METRICS_MERGING, PROMETHEUS_SCRAPE_PORT,
+    PROMETHEUS_SCRAPE_PATH, SERVICE_METRICS_PORT, SERVICE_METRICS_PATH,
+)  # fmt: skip
+"""The annotations a pod's author writes and the injector reads (``SERVICE_META_PREFIX`` keys
+aside); ``tests/unit/test_annotations_lint.py`` fails on a ``PREFIX`` name above missing here."""
+
 # Read from the Namespace's labels.
 NAMESPACE_TRANSPARENT_PROXY_LABEL = TRANSPARENT_PROXY
 
@@ -54,6 +65,13 @@ ORIGINAL_POD = PREFIX + "original-pod"
 TRANSPARENT_PROXY_STATUS = PREFIX + "transparent-proxy-status"
 TRANSPARENT_PROXY_ENABLED = "enabled"
 CONSUL_NAMESPACE = PREFIX + "consul-namespace"
+SERVICE_NAME = PREFIX + "service-name"
+"""Read at login (``loom k8s connect-init``), not by injection."""
+WRITTEN = (
+    INJECT_STATUS, MANAGED_BY, ORIGINAL_POD, TRANSPARENT_PROXY_STATUS, CONSUL_NAMESPACE,
+    SERVICE_NAME,
+)  # fmt: skip
+"""Annotations the injector writes, and ``service-name``: known, but not the pod author's."""
 # Prometheus's conventional scrape annotations (written when metrics are on).
 PROMETHEUS_SCRAPE = "prometheus.io/scrape"
 PROMETHEUS_PORT = "prometheus.io/port"

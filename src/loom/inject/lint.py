@@ -13,23 +13,8 @@ from collections.abc import Iterable, Mapping
 
 from loom.inject import annotations as ann
 
-READ = (
-    ann.CONNECT_INJECT, ann.CONNECT_SERVICE, ann.CONNECT_SERVICE_PORT,
-    ann.CONNECT_SERVICE_UPSTREAMS, ann.CONNECT_SERVICE_PROTOCOL, ann.ENVOY_EXTRA_ARGS,
-    ann.SERVICE_TAGS, ann.SIDECAR_CPU_LIMIT, ann.SIDECAR_CPU_REQUEST, ann.SIDECAR_MEMORY_LIMIT,
-    ann.SIDECAR_MEMORY_REQUEST, ann.TRANSPARENT_PROXY, ann.OVERWRITE_PROBES,
-    ann.EXCLUDE_INBOUND_PORTS, ann.EXCLUDE_OUTBOUND_PORTS, ann.EXCLUDE_OUTBOUND_CIDRS,
-    ann.EXCLUDE_UIDS, ann.ENABLE_METRICS, ann.ENABLE_METRICS_MERGING,
-    ann.PROMETHEUS_SCRAPE_PORT, ann.PROMETHEUS_SCRAPE_PATH, ann.SERVICE_METRICS_PORT,
-    ann.SERVICE_METRICS_PATH,
-)  # fmt: skip
-"""The annotations a pod's author writes and the injector reads."""
-
-WRITTEN = (
-    ann.INJECT_STATUS, ann.MANAGED_BY, ann.ORIGINAL_POD, ann.TRANSPARENT_PROXY_STATUS,
-    ann.CONSUL_NAMESPACE, ann.PREFIX + "service-name",
-)  # fmt: skip
-"""Annotations the injector writes, and ``service-name`` (read at login, not by injection)."""
+READ = ann.READ
+WRITTEN = ann.WRITTEN
 
 
 def mesh_keys(annotations: Mapping[str, object]) -> list[str]:
