@@ -193,16 +193,15 @@ class _Session:
         finally:
             await self.queue.put(None)
 
-    async def _watch(self) -> None:
-        gen = self.hub.generation
-        while True:
-            gen = await self.hub.wait(gen)
-            if not self.change_pending:  # one pending change event is enough
-                self.change_pending = True
-                await self.queue.put(_CHANGED)
+    def _changed(self) -> None:
+        """The hub's bump (``Hub.subscribe``): queue one change event."""
+        if not self.change_pending:  # one pending change event is enough
+            self.change_pending = True
+            self.queue.put_nowait(_CHANGED)
 
     async def events(self) -> AsyncIterator[Any]:
-        tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._watch())]
+        tasks = [asyncio.create_task(self._read())]
+        self.hub.subscribe(self.id, self._changed)
         try:
             while True:
                 ev = await self.queue.get()
@@ -210,6 +209,7 @@ class _Session:
                     return
                 yield ev
         finally:
+            self.hub.unsubscribe(self.id)
             for t in tasks:
                 t.cancel()
             for t in tasks:
