@@ -57,6 +57,7 @@ TOKEN_RECHECK_S = 10.0
 """With no store change, how often streams re-check their token (an expiry ends a stream
 at most this late)."""
 
+
 def _by_name(s: Served) -> str:
     return s.name
 
