@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -51,6 +53,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (every thread)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def put(http: str, path: str, body: object) -> None:
@@ -109,7 +117,11 @@ class Client:
                 self.ready.set()
 
 
-async def run_n(n: int, distinct: bool, per_channel: int, writes: int) -> dict[str, Any]:
+async def run_n(
+    n: int, distinct: bool, per_channel: int, writes: int, profile: str = ""
+) -> dict[str, Any]:
+    if profile:  # tests/support/profiled.py: cProfile in the server, switched by signals
+        os.environ["LOOM_SERVER_PROFILE"] = profile
     server = start_server("--default-intention-policy", "allow")
     pid = server.proc.pid  # type: ignore[union-attr]
     try:
@@ -132,16 +144,25 @@ async def run_n(n: int, distinct: bool, per_channel: int, writes: int) -> dict[s
         await asyncio.sleep(1)
         connected_rss = rss_mb(pid)
         converge: list[float] = []
+        cpu: list[float] = []
+        client_cpu: list[float] = []
+        if profile:
+            os.kill(pid, signal.SIGUSR1)
         for w in range(writes):  # deny, allow, deny...: each changes every public listener
             for c in clients:
                 c.want, c.changed = c.listener_updates + 1, asyncio.Event()
-            start = time.perf_counter()
+            start, used, mine = time.perf_counter(), cpu_s(pid), time.process_time()
             action = "deny" if w % 2 == 0 else "allow"
             await asyncio.to_thread(put, server.http,
                                     "/v1/connect/intentions/exact?source=*&destination=*",
                                     {"Action": action})  # fmt: skip
             await asyncio.wait_for(asyncio.gather(*(c.changed.wait() for c in clients)), 300)
             converge.append(time.perf_counter() - start)
+            cpu.append(cpu_s(pid) - used)
+            client_cpu.append(time.process_time() - mine)
+        if profile:
+            os.kill(pid, signal.SIGUSR2)
+            await asyncio.sleep(1)  # the server writes the stats
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -150,6 +171,8 @@ async def run_n(n: int, distinct: bool, per_channel: int, writes: int) -> dict[s
         return {
             "initial_s": initial,
             "converge_s": converge,
+            "server_cpu_s": cpu,
+            "client_cpu_s": client_cpu,
             "rss_per_proxy_mb": (connected_rss - base_rss) / n,
             "base_rss_mb": base_rss,
             "retries": sum(c.retries for c in clients),
@@ -169,18 +192,26 @@ def main() -> None:
                         help="writes measured one after the other (default 5)")  # fmt: skip
     parser.add_argument("--streams-per-channel", type=int, default=25,
                         help="ADS streams sharing one gRPC channel (default 25)")  # fmt: skip
+    parser.add_argument("--profile", default="", metavar="OUT",
+                        help="cProfile the server during the writes only; pstats to OUT "
+                        "(OUT.alike, OUT.distinct; cProfile's overhead inflates the times)")  # fmt: skip
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 65536)), hard))
     shapes = ("alike", "distinct") if args.shape == "both" else (args.shape,)
     for n in args.sizes:
         for shape in shapes:
-            r = asyncio.run(run_n(n, shape == "distinct", args.streams_per_channel, args.writes))
+            out = f"{args.profile}.{n}.{shape}" if args.profile else ""
+            r = asyncio.run(
+                run_n(n, shape == "distinct", args.streams_per_channel, args.writes, out)
+            )
             mid = statistics.median(r["converge_s"])
             print(
                 f"N={n:5d} {shape:8}: initial config to all {r['initial_s']:.2f} s; one write -> "
                 f"all {n} updated in {spread([x * 1000 for x in r['converge_s']], '.0f', ' ms')}"
-                f" ({n / mid:,.0f} proxy updates/s, {n / mid / 250:.1f}x Consul's default "
+                f" (CPU: server {spread([x * 1000 for x in r['server_cpu_s']], '.0f', ' ms')}, "
+                f"the clients {statistics.median(r['client_cpu_s']) * 1000:.0f} ms; "
+                f"{n / mid:,.0f} proxy updates/s, {n / mid / 250:.1f}x Consul's default "
                 f"250/s); server RSS {r['rss_per_proxy_mb'] * 1024:.0f} KB per connected proxy; "
                 f"{r['retries']} streams opened again",
                 flush=True,

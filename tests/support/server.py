@@ -30,6 +30,9 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "loom", "server", *self.args]
+        profile = os.environ.get("LOOM_SERVER_PROFILE")
+        if profile:  # benches only: cProfile switched by SIGUSR1/SIGUSR2 (profiled.py)
+            cmd[1:3] = [str(Path(__file__).with_name("profiled.py")), profile]
         # stderr (the server's log) goes to a file: an undrained pipe would block the server.
         self.log = tempfile.NamedTemporaryFile(prefix="loom-server-", suffix=".log", delete=False)  # noqa: SIM115
         self.proc = subprocess.Popen(

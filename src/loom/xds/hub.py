@@ -1,8 +1,11 @@
 """Change fan-out for xDS sessions: one shared mesh snapshot per store index.
 
-Every session waits on the hub's generation counter. A store write bumps it once (KV and
-session writes excepted: the mesh does not read them); so does a
-periodic timer, so sessions re-check their stream's token (one that expired ends its stream).
+A store write bumps the hub's generation counter once (KV and session writes excepted: the
+mesh does not read them); so does a periodic timer, so sessions re-check their stream's token
+(one that expired ends its stream). Each bump calls every subscribed session's ``notify``
+(``subscribe``) in turn, so a write wakes each stream's task once, not a watcher task per
+stream that then wakes the stream (with thousands of streams, half the task switches of a
+write).
 Sessions whose inputs did not change send nothing. Translations are shared too: proxies
 whose inputs differ only in who they are (``translation_key``) are served one translated,
 converted set of resources, kept for the last ``translations`` distinct keys, so a write that
@@ -15,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 
 from loom.control.state import MESH_READ_TABLES, State
 from loom.xds.inputs import Inputs
@@ -34,9 +38,9 @@ class Hub:
         self._served: OrderedDict[Inputs, dict[str, dict[str, Served]]] = OrderedDict()
         self.refresh_s = refresh_s
         self.generation = 0
-        self._event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sessions: dict[int, str] = {}
+        self._notify: dict[int, Callable[[], None]] = {}
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._watch())
@@ -47,10 +51,18 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
+    def subscribe(self, key: int, notify: Callable[[], None]) -> None:
+        """Call ``notify`` (which must not block nor raise) after every later bump, until
+        ``unsubscribe(key)``."""
+        self._notify[key] = notify
+
+    def unsubscribe(self, key: int) -> None:
+        self._notify.pop(key, None)
+
     def _bump(self) -> None:
         self.generation += 1
-        self._event.set()
-        self._event = asyncio.Event()
+        for notify in list(self._notify.values()):
+            notify()
 
     async def _watch(self) -> None:
         store = self.state.store
@@ -63,12 +75,6 @@ class Hub:
                 await store.wait(MESH_READ_TABLES, seen, self.refresh_s)
             seen = store.table_index(MESH_READ_TABLES)
             self._bump()
-
-    async def wait(self, seen: int) -> int:
-        """Return once the generation passes ``seen``."""
-        while self.generation <= seen:
-            await self._event.wait()
-        return self.generation
 
     def inputs(self, proxy_id: str) -> Inputs | None:
         return collect_inputs(self.state.snapshot(), proxy_id)

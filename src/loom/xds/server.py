@@ -57,6 +57,11 @@ TOKEN_RECHECK_S = 10.0
 """With no store change, how often streams re-check their token (an expiry ends a stream
 at most this late)."""
 
+
+def _by_name(s: Served) -> str:
+    return s.name
+
+
 class _Session:
     """Shared per-stream machinery: who the proxy is, what it is served, change events."""
 
@@ -189,16 +194,15 @@ class _Session:
         finally:
             await self.queue.put(None)
 
-    async def _watch(self) -> None:
-        gen = self.hub.generation
-        while True:
-            gen = await self.hub.wait(gen)
-            if not self.change_pending:  # one pending change event is enough
-                self.change_pending = True
-                await self.queue.put(_CHANGED)
+    def _changed(self) -> None:
+        """The hub's bump (``Hub.subscribe``): queue one change event."""
+        if not self.change_pending:  # one pending change event is enough
+            self.change_pending = True
+            self.queue.put_nowait(_CHANGED)
 
     async def events(self) -> AsyncIterator[Any]:
-        tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._watch())]
+        tasks = [asyncio.create_task(self._read())]
+        self.hub.subscribe(self.id, self._changed)
         try:
             while True:
                 ev = await self.queue.get()
@@ -206,6 +210,7 @@ class _Session:
                     return
                 yield ev
         finally:
+            self.hub.unsubscribe(self.id)
             for t in tasks:
                 t.cancel()
             for t in tasks:
@@ -334,13 +339,18 @@ class DeltaSession(_Session):
         names = self.subscribed[t]
         served = self.served.get(t, {})
         have = self.client.setdefault(t, {})
-        wanted = {n: s for n, s in served.items() if names is None or n in names}
-        changed = [s for n, s in sorted(wanted.items()) if have.get(n) != s.version]
-        removed = sorted(n for n in have if n not in wanted)
+        # Run for every stream on every write: no copy of a wildcard subscription's
+        # resources, and only what changed is sorted (by name, unique within a type).
+        wanted = served if names is None else {n: s for n, s in served.items() if n in names}
+        changed = [s for n, s in wanted.items() if have.get(n) != s.version]
+        removed = [n for n in have if n not in wanted]
         # Names asked for that do not exist: say so, or Envoy waits for its fetch timeout.
-        removed += sorted(n for n in asked if n not in wanted and n not in have)
-        if not changed and not removed and not force:
+        missing = [n for n in asked if n not in wanted and n not in have]
+        if not changed and not removed and not missing and not force:
             return None
+        changed.sort(key=_by_name)
+        removed.sort()
+        removed += sorted(missing)
         for s in changed:
             have[s.name] = s.version
         for n in removed:

@@ -18,6 +18,7 @@ from loom.xds.inputs import AccessRule, Principal
 from loom.xds.resources import Converter
 from loom.xds.translate import build_resources, translation_key
 from loom.xds.translate.names import TYPE_CLUSTER, TYPE_LISTENER
+from tests.unit.xds.test_gateway_translate import GATEWAY
 from tests.unit.xds.test_translate import CASES
 
 
@@ -28,6 +29,17 @@ def test_who_the_proxy_is_never_changes_its_resources(case: str) -> None:
                     datacenter="dc9")  # fmt: skip
     assert translation_key(inp) == translation_key(other)
     assert build_resources(other) == build_resources(inp)
+
+
+@pytest.mark.parametrize("case", [*sorted(CASES), "gateway"])
+def test_the_translation_key_is_the_inputs_less_who_the_proxy_is(case: str) -> None:
+    inp = GATEWAY if case == "gateway" else CASES[case]
+    key = translation_key(inp)
+    less = replace(inp, proxy_id="", service="", namespace="", datacenter="")
+    assert type(key) is type(inp) and key == less and hash(key) == hash(less)
+    assert inp.proxy_id and inp.service  # the original is left as it was
+    with pytest.raises(AttributeError):
+        key.service = "x"  # type: ignore[misc]  # still frozen
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

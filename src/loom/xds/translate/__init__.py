@@ -12,7 +12,6 @@ one the proxy's local agent serves, over the agent's SDS source. A mesh gateway'
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import replace
 from typing import Any
 
 from loom.xds.errors import InconsistentSnapshot
@@ -37,8 +36,16 @@ def translation_key(inp: Inputs) -> Inputs:
     """``inp`` without who the proxy is (its id, service, namespace, datacenter), which no
     translator reads: proxies whose keys are equal get equal resources (the sidecars of one
     service's instances, or services alike in ports, rules and upstreams), so one
-    translation can serve them all."""
-    return replace(inp, proxy_id="", service="", namespace="", datacenter="")
+    translation can serve them all.
+
+    Built as a copy of the instance's fields, not ``dataclasses.replace`` (which re-runs the
+    frozen ``__init__``, ~14 us against ~2 us): every stream computes its key on every
+    write. The input types are plain frozen dataclasses (no slots, no ``__post_init__``)."""
+    key = object.__new__(type(inp))
+    fields = key.__dict__
+    fields.update(inp.__dict__)
+    fields.update(proxy_id="", service="", namespace="", datacenter="")
+    return key
 
 
 def build_resources(inp: Inputs) -> Resources:
