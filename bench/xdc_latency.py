@@ -36,7 +36,8 @@ import uvloop
 from bench.fixed_rate import fixed_rate, pct
 from bench.report import row, spread
 from tests.e2e.test_cross_dc_upstream import CrossDc
-from tests.support.mesh import Proc, envoy_admin, free_port, loom_argv, start_dataplane, wait_for
+from tests.e2e.test_cross_dc_upstream import build as build_cross_dc
+from tests.support.mesh import envoy_admin, wait_for
 
 FLIP_GOAL_MS = 200.0
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
@@ -44,38 +45,9 @@ INTENTION = "/v1/connect/intentions/exact?source=client&destination=api"
 
 
 def build(tmp: Path) -> tuple[CrossDc, Path]:
-    """The two datacenters, as the cross-DC upstream e2e's fixture builds them, and the work
-    directory of dc2's api sidecar."""
-    d = CrossDc(tmp)
+    """The e2e's two datacenters in mode ``local``, and dc2's api sidecar's work directory."""
+    d = build_cross_dc(tmp)
     try:
-        api2 = d.app(d.dc2, "api", "hello from dc2").work
-        assert api2 is not None
-        d.app(d.dc1, "api", "hello from dc1")
-        d.api_sidecar = d.dc2.get("/v1/agent/service/api-sidecar-proxy")["Port"]
-        d.announce(d.api_sidecar)
-        d.dc2.put("/v1/agent/service/register", {
-            "Kind": "mesh-gateway", "Name": "mesh-gateway", "ID": "gateway-dc2",
-            "Address": "127.0.0.1", "Port": d.gw2,
-            "TaggedAddresses": {"wan": {"Address": "127.0.0.1", "Port": d.gw2}}})  # fmt: skip
-        d.own(start_dataplane(d.tmp, "gateway-dc2", d.dc2.http, d.dc2.grpc,
-                              "--envoy-concurrency", "1"))  # fmt: skip
-        d.own(Proc(loom_argv(
-            "connect", "envoy", "-gateway=mesh", "-register", "-service", "mesh-gateway",
-            "-address", f"127.0.0.1:{d.gw1}", "-http-addr", d.dc1.http,
-            "-grpc-addr", d.dc1.grpc, "--work-dir", str(d.tmp / "gateway-dc1")),
-            d.tmp / "gateway-dc1.log"))  # fmt: skip
-        wait_for(lambda: (d.tmp / "gateway-dc1" / "ready").exists(), 60, "dc1's gateway ready")
-        d.upstream, d.local_upstream = free_port(), free_port()
-        upstreams = [
-            {"DestinationName": "api", "Datacenter": "dc2", "LocalBindPort": d.upstream},
-            {"DestinationName": "api", "LocalBindPort": d.local_upstream},
-        ]
-        d.dc1.put("/v1/agent/service/register", {
-            "Name": "client", "Port": free_port(),
-            "Connect": {"SidecarService": {"Port": free_port(),
-                                           "Proxy": {"Upstreams": upstreams}}}})  # fmt: skip
-        d.client = d.own(start_dataplane(d.tmp, "client-sidecar-proxy", d.dc1.http, d.dc1.grpc,
-                                         "--envoy-concurrency", "1"))  # fmt: skip
         d.mode("local")
         wait_for(lambda: d.cluster_ports() == {d.gw1}, 60, "the client dialling dc1's gateway")
         wait_for(lambda: d.answer() == "hello from dc2", 60, "api in dc2 through both gateways")
@@ -83,7 +55,8 @@ def build(tmp: Path) -> tuple[CrossDc, Path]:
     except BaseException:
         d.close()
         raise
-    return d, api2
+    assert d.api2.work is not None
+    return d, d.api2.work
 
 
 def rbac_denied(work: Path) -> int:
