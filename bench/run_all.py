@@ -114,6 +114,12 @@ BENCHES = (
            ("health watchers woken by KV writes", "0"))),
     Bench("replication.py", ("--rounds", "4", "--writes", "20"),
           (("intention in primary -> visible in secondary, p99", "<= 200 ms"),)),
+    Bench("xdc_latency.py", ("--rate", "500", "--seconds", "2", "--rounds", "4", "--flips", "20"),
+          (("added p50, dc1 -> dc2 through both gateways vs inside dc1, 500 req/s", "-"),
+           ("added p99, dc1 -> dc2 through both gateways vs inside dc1, 500 req/s", "-"),
+           ("intention deny in primary -> enforced in dc2's sidecar, p99", "<= 200 ms"),
+           ("intention allow after delete in primary -> enforced in dc2's sidecar, p99",
+            "<= 200 ms")), (_envoy,)),
     Bench("fuzz_http.py", ("300",),
           (("HTTP fuzz: no 5xx, no traceback", "none"),)),
 )  # fmt: skip

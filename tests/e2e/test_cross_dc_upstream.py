@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,6 +56,8 @@ class CrossDc(TwoDcs):
     upstream = 0
     local_upstream = 0
     client: Proc
+    gateway2: Proc
+    api2: Proc
 
     def announce(self, api_sidecar: int) -> None:
         """dc2's state in dc1's store: its gateway and its api service's sidecar."""
@@ -89,16 +92,22 @@ class CrossDc(TwoDcs):
             if line.startswith(f"{name}::127.0.0.1:") and "::cx_total::" in line
         }
 
+    def start_gateway2(self) -> Proc:
+        """dc2's gateway (registered as ``gateway-dc2``) run by ``loom dataplane``."""
+        return self.own(start_dataplane(self.tmp, "gateway-dc2", self.dc2.http, self.dc2.grpc,
+                                        "--envoy-concurrency", "1"))  # fmt: skip
+
     def answer(self, port: int = 0) -> str:
         rc, out = curl(f"http://127.0.0.1:{port or self.upstream}/")
         return out.strip() if rc == 0 else ""
 
 
-@pytest.fixture(scope="module")
-def dcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossDc]:
-    d = CrossDc(tmp_path_factory.mktemp("cross-dc"))
+def build(tmp: Path) -> CrossDc:
+    """The two datacenters with dc2's api, both gateways and dc1's client (also used by
+    ``bench/xdc_latency.py`` and ``test_gateway_loss``); closed again if a step fails."""
+    d = CrossDc(tmp)
     try:
-        d.app(d.dc2, "api", "hello from dc2")
+        d.api2 = d.app(d.dc2, "api", "hello from dc2")
         d.app(d.dc1, "api", "hello from dc1")
         d.api_sidecar = d.dc2.get("/v1/agent/service/api-sidecar-proxy")["Port"]
         d.announce(d.api_sidecar)
@@ -106,8 +115,7 @@ def dcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossDc]:
             "Kind": "mesh-gateway", "Name": "mesh-gateway", "ID": "gateway-dc2",
             "Address": "127.0.0.1", "Port": d.gw2,
             "TaggedAddresses": {"wan": {"Address": "127.0.0.1", "Port": d.gw2}}})  # fmt: skip
-        d.own(start_dataplane(d.tmp, "gateway-dc2", d.dc2.http, d.dc2.grpc,
-                              "--envoy-concurrency", "1"))  # fmt: skip
+        d.gateway2 = d.start_gateway2()
         d.own(Proc(loom_argv(
             "connect", "envoy", "-gateway=mesh", "-register", "-service", "mesh-gateway",
             "-address", f"127.0.0.1:{d.gw1}", "-http-addr", d.dc1.http,
@@ -126,6 +134,16 @@ def dcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossDc]:
                                            "Proxy": {"Upstreams": upstreams}}}})  # fmt: skip
         d.client = d.own(start_dataplane(d.tmp, "client-sidecar-proxy", d.dc1.http, d.dc1.grpc,
                                          "--envoy-concurrency", "1"))  # fmt: skip
+    except BaseException:
+        d.close()
+        raise
+    return d
+
+
+@pytest.fixture(scope="module")
+def dcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossDc]:
+    d = build(tmp_path_factory.mktemp("cross-dc"))
+    try:
         yield d
     finally:
         d.close()
