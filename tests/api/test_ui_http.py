@@ -57,11 +57,13 @@ def test_the_root_redirects_to_the_ui(server: ServerProcess) -> None:
 
 
 def test_no_file_outside_the_static_directory_is_served(server: ServerProcess) -> None:
-    for path in ("/ui/../__init__.py", "/ui/%2e%2e/__init__.py", "/ui/missing.js", "/ui/pages"):
+    for path in ("/ui/../__init__.py", "/ui/%2e%2e/__init__.py", "/ui/missing.js", "/ui/pages",
+                 "/ui/%00", "/ui/app.js%00.css"):
         status, _, body = _get(server, path)
         assert status == 404, (path, body)
     assert static_file(STATIC, "../__init__.py") is None
     assert static_file(STATIC, "/etc/passwd") is None
+    assert static_file(STATIC, "app.js\x00") is None  # a 500 (ValueError) before
     assert static_file(STATIC, "") == STATIC / "index.html"
 
 

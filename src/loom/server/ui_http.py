@@ -37,7 +37,10 @@ HEADERS = {
 
 
 def static_file(root: Path, relative: str) -> Path | None:
-    """The file ``relative`` names under ``root``, None when it is elsewhere or not served."""
+    """The file ``relative`` names under ``root``, None when it is elsewhere or not served
+    (a NUL byte, which no file name holds and ``resolve`` refuses with ValueError, included)."""
+    if "\x00" in relative:
+        return None
     wanted = (root / (relative or "index.html")).resolve()
     if not wanted.is_relative_to(root) or wanted.suffix not in CONTENT_TYPES:
         return None
