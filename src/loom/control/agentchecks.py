@@ -22,6 +22,7 @@ from typing import Any
 
 from loom.control.catalog import Catalog
 from loom.control.errors import NotFound
+from loom.control.serverchecks import ServerChecks
 from loom.domain.checks import (
     MAINTENANCE,
     NODE_MAINT_ID,
@@ -32,12 +33,9 @@ from loom.domain.checks import (
 )
 from loom.domain.checkstate import (
     CRITICAL,
-    SERVER,
     aggregate,
     alias_result,
-    check_runner,
     reap_due,
-    sidecars_by_destination,
 )
 from loom.domain.fields import Fields, ValidationError, parse_duration
 from loom.domain.records import Check, Instance, unindexed
@@ -74,6 +72,7 @@ class AgentChecks:
         self.scripts = scripts
         """Script checks may be registered (``--enable-script-checks``)."""
         self._critical_since: dict[str, float] = {}
+        self._server = ServerChecks(store, catalog.settings.node)
 
     @property
     def node(self) -> str:
@@ -210,14 +209,7 @@ class AgentChecks:
 
     def server_owned(self) -> list[Check]:
         """The checks of this node that the server runs (not the dataplanes')."""
-        local = self.catalog.instances_on(self.node)
-        proxies = {i.id: i for i in local if i.proxy is not None}
-        sidecars = sidecars_by_destination(local)
-        return [
-            c
-            for c in self.catalog.checks_on(self.node)
-            if check_runner(c, proxies, sidecars)[0] == SERVER
-        ]
+        return self._server.owned()
 
     def due_for_reaping(self, now: float | None = None) -> list[str]:
         """Service IDs whose check has been critical longer than its
@@ -225,10 +217,8 @@ class AgentChecks:
         now = time.monotonic() if now is None else now
         seen: set[str] = set()
         due: set[str] = set()
-        for c in self.catalog.checks_on(self.node):
-            if c.definition is None or not c.definition.deregister_after_s or not c.service_id:
-                continue
-            key = check_key(c.node, c.namespace, c.check_id)
+        for key, c in sorted(self._server.reapable.items()):
+            assert c.definition is not None
             seen.add(key)
             if c.status != CRITICAL:
                 self._critical_since.pop(key, None)
