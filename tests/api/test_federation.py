@@ -12,28 +12,14 @@ from typing import Any
 import consul
 import pytest
 
-from tests.support.federation import names_all, until_blocking, until_states
-from tests.support.server import ServerProcess, start_server
+from tests.support.federation import federated, until_blocking, until_states
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module")
 def dcs() -> Iterator[tuple[ServerProcess, ServerProcess, ServerProcess]]:
-    started: list[ServerProcess] = []
-    try:
-        dc1 = start_server("--datacenter", "dc1")
-        started.append(dc1)
-        dc2 = start_server("--datacenter", "dc2", "--primary-datacenter", "dc1",
-                           "--join-wan", dc1.http)  # fmt: skip
-        started.append(dc2)
-        dc3 = start_server("--datacenter", "dc3", "--primary-datacenter", "dc1",
-                           "--join-wan", dc2.http)  # fmt: skip
-        started.append(dc3)
-        for server in started:
-            until_states(server, names_all("dc1", "dc2", "dc3"))
+    with federated(("dc1", "dc2", "dc3"), join_previous=True) as (dc1, dc2, dc3):
         yield dc1, dc2, dc3
-    finally:
-        for server in started:
-            server.stop()
 
 
 def test_datacenters_learn_each_other_both_ways_and_through_a_third(dcs: Any) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.federation import names_all, until_blocking, until_states
-from tests.support.server import ServerProcess, start_server
+from tests.support.federation import federated, until_blocking
+from tests.support.server import ServerProcess
 
 MANAGEMENT = str(uuid.uuid4())
 M = {"X-Consul-Token": MANAGEMENT}
@@ -21,22 +21,8 @@ M = {"X-Consul-Token": MANAGEMENT}
 @pytest.fixture(scope="module")
 def pair() -> Iterator[tuple[ServerProcess, ServerProcess]]:
     acl = ["--acl-default-policy", "deny", "--acl-initial-management-token", MANAGEMENT]
-    dc1 = start_server("--datacenter", "dc1", *acl)
-    try:
-        dc2 = start_server(
-            "--datacenter", "dc2", "--primary-datacenter", "dc1", "--join-wan", dc1.http,
-            "--acl-replication-token", MANAGEMENT, *acl,
-        )  # fmt: skip
-    except BaseException:
-        dc1.stop()
-        raise
-    try:
-        for server in (dc1, dc2):
-            until_states(server, names_all("dc1", "dc2"), headers=M)
+    with federated(("dc1", "dc2"), *acl, replication_token=MANAGEMENT, headers=M) as (dc1, dc2):
         yield dc1, dc2
-    finally:
-        dc2.stop()
-        dc1.stop()
 
 
 def _get(server: ServerProcess, path: str) -> Any:
@@ -90,7 +76,9 @@ def test_an_announce_without_operator_write_is_refused_and_writes_nothing(
     status, _, _ = dc1.request("PUT", "/v1/internal/federation-state", _evil(), headers=headers)
     assert status == 403
     assert _known(dc1) == {"dc1", "dc2"}
-    status, _, _ = dc1.request("PUT", "/v1/internal/federation-state", _evil("dc2"), headers=headers)
+    status, _, _ = dc1.request(
+        "PUT", "/v1/internal/federation-state", _evil("dc2"), headers=headers
+    )
     assert status == 403
     assert _get(dc1, "/v1/internal/federation-state/dc2")["State"]["Servers"] != [
         "203.0.113.9:8500"

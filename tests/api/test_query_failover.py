@@ -13,7 +13,7 @@ from typing import Any
 import consul
 import pytest
 
-from tests.support.federation import names_all, until_states
+from tests.support.federation import federated, names_all, until_states
 from tests.support.server import ServerProcess, start_server
 
 Servers = tuple[ServerProcess, ServerProcess, ServerProcess]
@@ -34,15 +34,7 @@ def _register(server: ServerProcess, service: str, node: str, status: str = "pas
 
 @pytest.fixture(scope="module")
 def dcs() -> Iterator[Servers]:
-    started: list[ServerProcess] = []
-    try:
-        dc1 = start_server("--datacenter", "dc1")
-        started.append(dc1)
-        for name in ("dc2", "dc3"):
-            secondary = ["--datacenter", name, "--primary-datacenter", "dc1"]
-            started.append(start_server(*secondary, "--join-wan", dc1.http))
-        for server in started:
-            until_states(server, names_all("dc1", "dc2", "dc3"))
+    with federated(("dc1", "dc2", "dc3")) as started:
         dc1, dc2, dc3 = started
         # "both": healthy in dc2 and dc3, critical in dc1; "two": only in dc2 (twice);
         # "three": only in dc3; "nowhere": critical everywhere.
@@ -55,9 +47,6 @@ def dcs() -> Iterator[Servers]:
         for server in started:
             _register(server, "nowhere", "z1", "critical")
         yield dc1, dc2, dc3
-    finally:
-        for server in started:
-            server.stop()
 
 
 def _create(server: ServerProcess, body: dict[str, Any]) -> str:

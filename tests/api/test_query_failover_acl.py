@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.federation import names_all, until_blocking, until_states
-from tests.support.server import ServerProcess, start_server
+from tests.support.federation import federated, until_blocking
+from tests.support.server import ServerProcess
 
 MANAGEMENT = str(uuid.uuid4())
 M = {"X-Consul-Token": MANAGEMENT}
@@ -49,18 +49,7 @@ def _token(fed: Fed, name: str, rules: str, datacenters: list[str], local: bool)
 @pytest.fixture(scope="module")
 def fed() -> Iterator[Fed]:
     acl = ["--acl-default-policy", "deny", "--acl-initial-management-token", MANAGEMENT]
-    dc1 = start_server("--datacenter", "dc1", *acl)
-    try:
-        dc2 = start_server(
-            "--datacenter", "dc2", "--primary-datacenter", "dc1", "--join-wan", dc1.http,
-            "--acl-replication-token", MANAGEMENT, *acl,
-        )  # fmt: skip
-    except BaseException:
-        dc1.stop()
-        raise
-    try:
-        for server in (dc1, dc2):
-            until_states(server, names_all("dc1", "dc2"), headers=M)
+    with federated(("dc1", "dc2"), *acl, replication_token=MANAGEMENT, headers=M) as (dc1, dc2):
         f = Fed(dc1, dc2)
         _ok(dc2, "PUT", "/v1/catalog/register", {
             "Node": "b1", "Address": "10.8.0.1",
@@ -73,9 +62,6 @@ def fed() -> Iterator[Fed]:
                                           "Failover": {"Datacenters": ["dc2"]}}}  # fmt: skip
         f.query = _ok(dc1, "POST", "/v1/query", body)["ID"]
         yield f
-    finally:
-        dc2.stop()
-        dc1.stop()
 
 
 def _execute(fed: Fed, token: str | None, path: str = "") -> tuple[int, Any, dict[str, str]]:

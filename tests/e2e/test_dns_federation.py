@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_dns_cli import DIG, DNSMASQ, dig, serving
-from tests.support.federation import names_all, until_blocking, until_states
+from tests.support.federation import federated, until_blocking
 from tests.support.mesh import free_udp_tcp_port as free_port
 from tests.support.server import ServerProcess, start_server
 
@@ -37,18 +37,8 @@ def table_where(check: Callable[[dict[str, list[str]]], bool]) -> Callable[[Any]
 
 @pytest.fixture
 def dcs(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, Path]]:
-    started: list[ServerProcess] = []
-    try:
-        dc1 = start_server("--datacenter", "dc1", data_dir=tmp_path / "dc1")
-        started.append(dc1)
-        dc2 = start_server("--datacenter", "dc2", "--primary-datacenter", "dc1",
-                           "--join-wan", dc1.http)  # fmt: skip
-        started.append(dc2)
-        until_states(dc1, names_all("dc1", "dc2"))
+    with federated(("dc1", "dc2"), data_dir=tmp_path, wait_all=False) as (dc1, dc2):
         yield dc1, dc2, tmp_path
-    finally:
-        for server in started:
-            server.stop()
 
 
 def short(port: int, name: str) -> list[str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, start_server
 
 Doc = dict[str, Any]
 
@@ -64,4 +66,39 @@ def names_all(*dcs: str) -> Callable[[list[Doc]], bool]:
     return lambda states: {s["Datacenter"] for s in states} == set(dcs)
 
 
-__all__ = ["known", "names_all", "until_blocking", "until_states"]
+@contextlib.contextmanager
+def federated(
+    names: Sequence[str],
+    *extra: str,
+    replication_token: str = "",
+    headers: dict[str, str] | None = None,
+    data_dir: Path | None = None,
+    join_previous: bool = False,
+    wait_all: bool = True,
+) -> Iterator[list[ServerProcess]]:
+    """Real servers for datacenters ``names``, the first the primary; every other joins the
+    WAN through the primary (``join_previous``: through the one started before it). Each gets
+    ``extra`` (ACL flags, say) and, with ``replication_token``, replicates with it; with
+    ``data_dir``, each keeps its state in ``data_dir / name``. Yields once each server knows
+    every datacenter (``wait_all=False``: once the primary does); stops them all afterwards,
+    also when one fails to start."""
+    started: list[ServerProcess] = []
+    try:
+        for name in names:
+            args = ["--datacenter", name, *extra]
+            if started:
+                joined = started[-1] if join_previous else started[0]
+                args += ["--primary-datacenter", names[0], "--join-wan", joined.http]
+                if replication_token:
+                    args += ["--acl-replication-token", replication_token]
+            here = data_dir / name if data_dir is not None else None
+            started.append(start_server(*args, data_dir=here))
+        for server in started if wait_all else started[:1]:
+            until_states(server, names_all(*names), headers=headers)
+        yield started
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+__all__ = ["federated", "known", "names_all", "until_blocking", "until_states"]
