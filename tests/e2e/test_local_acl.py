@@ -30,40 +30,16 @@ from loom.inject import PROXY_UID
 from loom.local import acl
 from loom.local.mesh import LocalError, LocalMesh, LocalSettings
 from loom.local.netns import LocalNetSettings
+from tests.support.localmesh import ECHO, curl, local_settings, seed_pair
 from tests.support.mesh import free_port, wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.envoy]
-ECHO = [sys.executable, "-m", "loom", "http-echo"]
 
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[LocalMesh]:
-    state = Path(f"/run/loom-acl-test-{os.getpid()}")
-    settings = LocalSettings(
-        net=LocalNetSettings(
-            prefix=f"la{os.getpid() % 100000}", subnet="10.243.0.0/16", state_dir=state
-        ),
-        http_addr=f"127.0.0.1:{free_port()}",
-        grpc_addr=f"127.0.0.1:{free_port()}",
-        data_dir=None,
-    )
-    m = LocalMesh(settings)
-    try:
-        m.up()
-        m.run("static-server", [8080], {}, [*ECHO, "-text", "hello world", "-listen", ":8080"])
-        m.run("static-client", [], {}, ["sleep", "3600"])
+    with seed_pair(local_settings("la", "10.243.0.0/16")) as m:
         yield m
-    finally:
-        m.down()
-        assert not state.exists() or not any(state.iterdir())
-        if state.exists():
-            state.rmdir()
-
-
-def curl(mesh: LocalMesh, pod: str, url: str) -> tuple[int, str]:
-    argv = mesh.exec_argv(pod, ["curl", "-s", "-m", "2", url])
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    return out.returncode, out.stdout
 
 
 def loopback(mesh: LocalMesh, token: str) -> Client:

@@ -5,7 +5,6 @@ ACLs are on (each sidecar with its pod's login token, the tests with the managem
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,54 +12,22 @@ from pathlib import Path
 
 import pytest
 
-from loom.local.mesh import LocalError, LocalMesh, LocalSettings
-from loom.local.netns import LocalNetSettings
-from tests.support.mesh import free_port, wait_for
+from loom.local.mesh import LocalError, LocalMesh
+from tests.support.localmesh import ECHO, curl, exec_in, local_settings, seed_pair
+from tests.support.mesh import wait_for
 
 pytestmark = [pytest.mark.root, pytest.mark.envoy]
-ECHO = [sys.executable, "-m", "loom", "http-echo"]
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMesh]:
-    state = Path(f"/run/loom-test-{os.getpid()}")
-    state.mkdir(mode=0o755)
-    settings = LocalSettings(
-        net=LocalNetSettings(
-            prefix=f"lt{os.getpid() % 100000}", subnet="10.251.0.0/16", state_dir=state
-        ),
-        http_addr=f"127.0.0.1:{free_port()}",
-        grpc_addr=f"127.0.0.1:{free_port()}",
-        data_dir=None,
-        # ACLs on (the default, deny) with intentions defaulting to allow, so these tests see
-        # the seeds' default-allow behaviour (exit 52 on a deny); test_local_acl.py has the
-        # default-deny mesh.
-        default_policy="allow",
-    )
-    m = LocalMesh(settings)
-    try:
-        m.up()
-        m.run("static-server", [8080], {}, [*ECHO, "-text", "hello world", "-listen", ":8080"])
-        m.run("static-client", [], {}, ["sleep", "3600"])
+def mesh() -> Iterator[LocalMesh]:
+    # ACLs on (the default, deny) with intentions defaulting to allow, so these tests see the
+    # seeds' default-allow behaviour (exit 52 on a deny); test_local_acl.py has the
+    # default-deny mesh.
+    settings = local_settings("lt", "10.251.0.0/16", default_policy="allow")
+    settings.net.state_dir.mkdir(mode=0o755)
+    with seed_pair(settings) as m:
         yield m
-    finally:
-        m.down()
-        assert not state.exists() or not any(state.iterdir())
-        if state.exists():
-            state.rmdir()
-
-
-def exec_in(
-    mesh: LocalMesh, pod: str, *cmd: str, timeout: float = 20
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        mesh.exec_argv(pod, list(cmd)), capture_output=True, text=True, timeout=timeout
-    )
-
-
-def curl(mesh: LocalMesh, pod: str, url: str) -> tuple[int, str]:
-    out = exec_in(mesh, pod, "curl", "-s", "-m", "3", url)
-    return out.returncode, out.stdout
 
 
 def intention(mesh: LocalMesh, src: str, dst: str, action: str | None) -> None:

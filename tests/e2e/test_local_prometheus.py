@@ -11,14 +11,10 @@ reason where the prometheus binary is missing.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,8 +23,8 @@ from loom.api import HTTPStatusError
 from loom.api.client import Client
 from loom.local import prometheus
 from loom.local.mesh import LocalMesh, LocalSettings
-from loom.local.netns import LocalNetSettings
 from loom.local.processes import alive
+from tests.support.localmesh import curl, local_settings, seed_pair
 from tests.support.mesh import free_port, wait_for
 
 pytestmark = [
@@ -39,39 +35,23 @@ pytestmark = [
         reason="no prometheus binary (Debian's prometheus; scripts/setup.sh installs it as root)",
     ),
 ]
-ECHO = [sys.executable, "-m", "loom", "http-echo"]
 
 
 def settings(tag: str = "lp", subnet: str = "10.241.0.0/16") -> LocalSettings:
-    """A mesh of its own (prefix, state directory and subnet by ``tag``)."""
-    state = Path(f"/run/loom-prom-test-{tag}-{os.getpid()}")
-    return LocalSettings(
-        net=LocalNetSettings(prefix=f"{tag}{os.getpid() % 100000}", subnet=subnet, state_dir=state),
-        http_addr=f"127.0.0.1:{free_port()}",
-        grpc_addr=f"127.0.0.1:{free_port()}",
-        data_dir=None,
-        acl_default_policy="allow",
-        prometheus=True,
-        prometheus_addr=f"127.0.0.1:{free_port()}",
-    )
+    """A mesh of its own with ACLs default allow and Prometheus on."""
+    return local_settings(tag, subnet, acl_default_policy="allow", prometheus=True,
+                          prometheus_addr=f"127.0.0.1:{free_port()}")  # fmt: skip
+
+
+def _http_defaults(m: LocalMesh) -> None:
+    m.client().put("/v1/config", {"Kind": "service-defaults", "Name": "static-server",
+                                  "Protocol": "http"})  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[LocalMesh]:
-    m = LocalMesh(settings())
-    state = m.s.net.state_dir
-    try:
-        m.up()
-        m.client().put("/v1/config", {"Kind": "service-defaults", "Name": "static-server",
-                                      "Protocol": "http"})  # fmt: skip
-        m.run("static-server", [8080], {}, [*ECHO, "-text", "hello world", "-listen", ":8080"])
-        m.run("static-client", [], {}, ["sleep", "3600"])
+    with seed_pair(settings(), before=_http_defaults) as m:
         yield m
-    finally:
-        m.down()
-        assert not state.exists() or not any(state.iterdir())
-        if state.exists():
-            state.rmdir()
 
 
 def api(mesh: LocalMesh, path: str, **params: str) -> Any:
@@ -91,12 +71,6 @@ def active(mesh: LocalMesh) -> dict[str, str]:
     """Pod -> health of each active target."""
     found = api(mesh, "/api/v1/targets", state="active")["activeTargets"]
     return {t["labels"]["pod"]: t["health"] for t in found}
-
-
-def curl(mesh: LocalMesh, pod: str, url: str) -> tuple[int, str]:
-    argv = mesh.exec_argv(pod, ["curl", "-s", "-m", "2", url])
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    return out.returncode, out.stdout
 
 
 def test_prometheus_counts_the_requests_from_static_client_to_static_server(

@@ -4,13 +4,12 @@ Two pods of a local mesh with ACLs on (default deny). Each pod's dataplane and i
 as a UID of the pod's own, the pod's redirect rules exclude that UID, and a real process with
 exactly pod A's sidecar credentials (its UID and GID, the shared socket group) reads A's
 token and reaches A's SDS socket but is refused B's token, B's JWT, B's bootstrap and B's SDS
-socket. Traffic still flows through both sidecars once an intention allows it; ``rm`` frees
-the UID, and a pod made again under the same name gets the same one.
+socket (traffic between such pods is test_local_acl.py's). ``rm`` frees the UID, and a pod
+made again under the same name gets the same one.
 """
 
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
 import sys
@@ -22,12 +21,10 @@ import pytest
 
 from loom.dataplane.sds import socket_path
 from loom.local import uids
-from loom.local.mesh import LocalMesh, LocalSettings
-from loom.local.netns import LocalNetSettings
-from tests.support.mesh import free_port, wait_for
+from loom.local.mesh import LocalMesh
+from tests.support.localmesh import local_settings, seed_pair
 
 pytestmark = [pytest.mark.root, pytest.mark.envoy]
-ECHO = [sys.executable, "-m", "loom", "http-echo"]
 
 PROBE = (
     "import os, socket, sys\n"
@@ -47,25 +44,8 @@ PROBE = (
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[LocalMesh]:
-    state = Path(f"/run/loom-uid-test-{os.getpid()}")
-    settings = LocalSettings(
-        net=LocalNetSettings(
-            prefix=f"lu{os.getpid() % 100000}", subnet="10.238.0.0/16", state_dir=state
-        ),
-        http_addr=f"127.0.0.1:{free_port()}",
-        grpc_addr=f"127.0.0.1:{free_port()}",
-        data_dir=None,
-    )
-    m = LocalMesh(settings)
-    try:
-        m.up()
-        m.run("static-server", [8080], {}, [*ECHO, "-text", "hello world", "-listen", ":8080"])
-        m.run("static-client", [], {}, ["sleep", "3600"])
+    with seed_pair(local_settings("lu", "10.238.0.0/16")) as m:
         yield m
-    finally:
-        m.down()
-        if state.exists():
-            state.rmdir()
 
 
 def record(mesh: LocalMesh, pod: str) -> dict[str, Any]:
@@ -174,31 +154,6 @@ def test_each_pods_redirect_rules_exclude_its_own_sidecar_uid(mesh: LocalMesh) -
         owners = {line.split("--uid-owner ")[1].split()[0]
                   for line in rules.splitlines() if "--uid-owner" in line}  # fmt: skip
         assert owners == {str(rec["uid"])}, rules
-
-
-def curl(mesh: LocalMesh, pod: str, url: str) -> tuple[int, str]:
-    argv = mesh.exec_argv(pod, ["curl", "-s", "-m", "2", url])
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=20)
-    return out.returncode, out.stdout
-
-
-def test_traffic_flows_through_both_sidecars_once_an_intention_allows_it(
-    mesh: LocalMesh,
-) -> None:
-    assert curl(mesh, "static-client", "http://static-server/")[0] != 0  # default deny
-    mesh.client().put("/v1/connect/intentions/exact", {"Action": "allow"},
-                      source="static-client", destination="static-server")  # fmt: skip
-    try:
-        wait_for(
-            lambda: curl(mesh, "static-client", "http://static-server/") == (0, "hello world\n"),
-            15,
-            "hello through both sidecars",
-        )
-    finally:
-        mesh.client().delete(
-            "/v1/connect/intentions/exact", source="static-client", destination="static-server"
-        )
-    wait_for(lambda: curl(mesh, "static-client", "http://static-server/")[0] != 0, 15, "denied")
 
 
 def test_rm_frees_the_uid_and_the_same_pod_made_again_gets_it_back(mesh: LocalMesh) -> None:
