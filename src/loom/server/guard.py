@@ -43,6 +43,7 @@ from loom.domain.records import Check, Instance, Node
 from loom.domain.resolver import related_services
 from loom.domain.services import Registration, instance_key
 from loom.server import kv_needs
+from loom.server.query import namespace
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Need = tuple[str, Access, str]
@@ -191,9 +192,15 @@ def registration_needs(node: Node | None, reg: Registration) -> list[Need]:
     and on a proxy's destination; write on the node of a catalog registration."""
     out: list[Need] = [("node", W, node.node)] if node is not None else []
     for inst in reg.instances:
-        out.append(("service", W, inst.service))
-        if inst.proxy is not None and inst.proxy.destination_service_name:
-            out.append(("service", W, inst.proxy.destination_service_name))
+        out.extend(instance_needs(inst))
+    return out
+
+
+def instance_needs(inst: Instance) -> list[Need]:
+    """What writing one instance needs, in the instance's own namespace."""
+    out: list[Need] = [("service", W, inst.service)]
+    if inst.proxy is not None and inst.proxy.destination_service_name:
+        out.append(("service", W, inst.proxy.destination_service_name))
     return out
 
 
@@ -206,8 +213,13 @@ def vetter(request: web.Request) -> Vet | None:
         return None
 
     def vet(node: Node | None, reg: Registration) -> None:
-        for resource, access, name in registration_needs(node, reg):
-            authz.check(resource, access, name)
+        # Each instance in its own namespace (the body's, which may differ from ?ns=).
+        if node is not None:
+            authz.check("node", W, node.node)
+        for inst in reg.instances:
+            scoped = authz.in_namespace(inst.namespace)
+            for resource, access, name in instance_needs(inst):
+                scoped.check(resource, access, name)
 
     return vet
 
@@ -267,17 +279,27 @@ def _named(resource: str, access: Access, key: str) -> Needs:
     return needs
 
 
+def check_in(request: web.Request, namespace: str, need: Need) -> None:
+    """Check ``need`` in ``namespace`` (a wildcard namespace: the token's own), where the
+    resource's namespace is named by the body or a reference rather than by ``?ns=``."""
+    authz = authorizer(request)
+    if authz is not None:
+        authz.in_namespace("default" if namespace == "*" else namespace).check(*need)
+
+
 def _destination(access: Access) -> Needs:
     async def needs(request: web.Request, state: State) -> list[Need]:
         if request.method == "POST":
             f = Fields(await _body(request), "")
+            ns = f.text("DestinationNS", "default") or "default"
             name = f.text("DestinationName", required=True)
         else:
             dst = request.query.get("destination")
             if not dst:
                 raise ValidationError("source and destination query parameters are required")
-            name = split_ref(dst, "destination")[1]
-        return [("intention", access, name)]
+            ns, name = split_ref(dst, "destination")
+        check_in(request, ns, ("intention", access, name))
+        return []
 
     return needs
 
@@ -353,7 +375,9 @@ async def csr_of(request: web.Request) -> CheckedCsr:
 
 
 async def _csr_service(request: web.Request, state: State) -> list[Need]:
-    return [("service", W, (await csr_of(request)).identity.service)]
+    identity = (await csr_of(request)).identity  # in the CSR's namespace, not ?ns='s
+    check_in(request, identity.namespace, ("service", W, identity.service))
+    return []
 
 
 async def _connect_authorize(request: web.Request, state: State) -> list[Need]:
@@ -512,7 +536,10 @@ async def enforce(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not state.acl.enabled or route is None or route in UNRESOLVED:
         return await handler(request)
     secret = secret_of(request)
-    authz = state.acl.authorizer(secret)  # AclNotFound: 403 "ACL not found"
+    # AclNotFound: 403 "ACL not found". Decided in the request's namespace (?ns=, the
+    # X-Consul-Namespace header, else default); see Authorizer.in_namespace for why that
+    # never widens access to what Loom does not keep per namespace.
+    authz = state.acl.authorizer(secret).in_namespace(namespace(request))
     request[_AUTHZ] = authz
     request[_SECRET] = secret
     for resource, access, name in await NEEDS.get(route, _MANAGEMENT)(request, state):
