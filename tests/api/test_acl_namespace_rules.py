@@ -199,3 +199,52 @@ def test_invalid_nesting_is_a_400_naming_the_problem(mesh: Mesh, rules: str, pro
     assert status == 400 and problem in text
     names = [p["Name"] for p in mesh.as_root("GET", "/v1/acl/policies")]
     assert body["Name"] not in names
+
+
+def _team_intentions_token(mesh: Mesh) -> tuple[str, str]:
+    rules = 'namespace "team" { service_prefix "" { policy = "write" intentions = "write" } }'
+    status, _, _ = mesh.call("PUT", "/v1/acl/policy", {"Name": "team-ix", "Rules": rules}, ROOT)
+    assert status in (200, 400)  # 400: made by an earlier test already
+    token = mesh.as_root("PUT", "/v1/acl/token", {"Policies": [{"Name": "team-ix"}]})
+    return token["SecretID"], token["AccessorID"]
+
+
+def test_a_config_entry_is_checked_in_its_body_namespace(mesh: Mesh) -> None:
+    secret, accessor = _team_intentions_token(mesh)
+    entry = {"Kind": "service-defaults", "Name": "cfg", "Protocol": "http"}
+    status, text, _ = mesh.call("PUT", "/v1/config?ns=team", entry, secret)
+    assert (status, text) == (
+        403,
+        f"Permission denied: token with AccessorID '{accessor}' lacks permission "
+        "'service:write' on \"cfg\"\n",
+    )
+    assert mesh.call("GET", "/v1/config/service-defaults/cfg", token=ROOT)[0] == 404
+    inside = {**entry, "Namespace": "team"}
+    status, out, _ = mesh.call("PUT", "/v1/config", inside, secret)
+    assert status == 200, out
+    ixn = {"Kind": "service-intentions", "Name": "cfg",
+           "Sources": [{"Name": "evil", "Action": "allow"}]}  # fmt: skip
+    assert mesh.call("PUT", "/v1/config?ns=team", ixn, secret)[0] == 403
+    assert mesh.call("GET", "/v1/config/service-intentions/cfg", token=ROOT)[0] == 404
+
+
+def test_an_intention_by_id_is_checked_in_its_destination_namespace(mesh: Mesh) -> None:
+    secret, _ = _team_intentions_token(mesh)
+    made = mesh.as_root("POST", "/v1/connect/intentions", {
+        "SourceName": "x", "DestinationName": "byid", "Action": "deny",
+    })  # fmt: skip
+    path = f"/v1/connect/intentions/{made['ID']}?ns=team"
+    assert mesh.call("DELETE", path, None, secret)[0] == 403
+    moved = {"SourceName": "x", "DestinationName": "byid", "DestinationNS": "team",
+             "Action": "allow"}  # fmt: skip
+    assert mesh.call("PUT", path, moved, secret)[0] == 403
+    assert mesh.as_root("GET", f"/v1/connect/intentions/{made['ID']}")["Action"] == "deny"
+
+
+def test_a_catalog_deregistration_is_checked_in_its_body_namespace(mesh: Mesh) -> None:
+    secret, _ = _team_intentions_token(mesh)
+    node = mesh.as_root("GET", "/v1/agent/self")["Config"]["NodeName"]
+    mesh.as_root("PUT", "/v1/agent/service/register", {"Name": "keep", "Port": 1})
+    body = {"Node": node, "ServiceID": "keep"}
+    assert mesh.call("PUT", "/v1/catalog/deregister?ns=team", body, secret)[0] == 403
+    assert "keep" in mesh.instances("default")

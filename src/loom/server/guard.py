@@ -232,10 +232,11 @@ def check_vetter(request: web.Request) -> Callable[[Check], None] | None:
         return None
 
     def vet(check: Check) -> None:
+        scoped = authz.in_namespace(check.namespace)  # the check's own namespace
         if check.service_name:
-            authz.check("service", W, check.service_name)
+            scoped.check("service", W, check.service_name)
         else:
-            authz.check("node", W, check.node)
+            scoped.check("node", W, check.node)
 
     return vet
 
@@ -256,9 +257,11 @@ async def _check_write(request: web.Request, state: State) -> list[Need]:
     check = state.store.record(CHECKS, min(keys)) if keys else None
     if check is None:
         return []
-    if check.service_name:
-        return [("service", W, check.service_name)]
-    return [("node", W, check.node)]
+    need: Need = (
+        ("service", W, check.service_name) if check.service_name else ("node", W, check.node)
+    )
+    check_in(request, check.namespace, need)
+    return []
 
 
 async def _catalog_deregister(request: web.Request, state: State) -> list[Need]:
@@ -268,7 +271,9 @@ async def _catalog_deregister(request: web.Request, state: State) -> list[Need]:
         from loom.store.tables import SERVICES
 
         inst = state.store.record(SERVICES, instance_key(node, ns, f.text("ServiceID")))
-        return [("service", W, inst.service)] if inst is not None else [("node", W, node)]
+        if inst is not None:
+            check_in(request, ns, ("service", W, inst.service))  # the body's namespace
+            return []
     return [("node", W, node)]
 
 
@@ -311,11 +316,13 @@ def _intention_by_id(access: Access) -> Needs:
         from loom.control.legacy_intentions import find
 
         found = find(state.configs, request.match_info["id"])  # a malformed ID: 400
-        out: list[Need] = [("intention", access, found.destination)] if found else []
+        if found is not None:
+            check_in(request, found.destination_ns, ("intention", access, found.destination))
         if request.method == "PUT":
             f = Fields(await _body(request), "")
-            out.append(("intention", access, f.text("DestinationName", required=True)))
-        return out
+            ns = f.text("DestinationNS", "default") or "default"
+            check_in(request, ns, ("intention", access, f.text("DestinationName", required=True)))
+        return []
 
     return needs
 
@@ -342,6 +349,10 @@ async def _config_write(request: web.Request, state: State) -> list[Need]:
     body = await _body(request)
     f = Fields(body, "")
     need = entry_need(f.text("Kind"), f.text("Name"), W)
+    if need is not None and need[0] in ("service", "intention"):
+        # The entry's own namespace (the body's; the handler writes it there), not ?ns=.
+        check_in(request, f.text("Namespace", "default") or "default", need)
+        need = None
     needs = [need] if need else []
     if f.text("Kind") == SERVICE_RESOLVER:
         # Consul's rule: sending your service's traffic elsewhere needs read on each target.
