@@ -255,3 +255,12 @@ def test_blocks_print_back_to_rules_that_parse_the_same(text: str) -> None:
     rules = parse_rules(text)
     assert parse_rules(rules.to_hcl()) == rules
     assert parse_rules(rules.to_json()).to_json() == rules.to_json()
+
+
+def test_a_block_naming_default_grants_keys_but_one_for_team_does_not() -> None:
+    authz = Authorizer(
+        [parse_rules('namespace_prefix "" { key_prefix "" { policy = "write" } }')],
+        default_allow=False,
+    )
+    assert authz.key_write("k")
+    assert not authz.in_namespace("team").key_write("k")
