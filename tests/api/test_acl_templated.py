@@ -54,7 +54,20 @@ def _register(server: ServerProcess, token: str, name: str) -> int:
 def test_py_consul_lists_reads_and_previews_the_builtin_templates(server: ServerProcess) -> None:
     c = _client(server, ROOT)
     listed = c.acl.templated_policy.list()
-    assert sorted(listed) == ["builtin/dns", "builtin/node", "builtin/service"]
+    assert sorted(listed) == [
+        "builtin/api-gateway",
+        "builtin/dns",
+        "builtin/node",
+        "builtin/nomad-client",
+        "builtin/nomad-server",
+        "builtin/service",
+    ]
+    gateway = c.acl.templated_policy.read("builtin/api-gateway")
+    assert gateway["Description"] == "Gives the token or role permissions for a Consul api gateway"
+    preview = c.acl.templated_policy.preview("builtin/api-gateway", {"Name": "ingress"})
+    assert 'service "ingress" {\n\tpolicy = "write"\n}' in preview["Rules"]
+    client = c.acl.templated_policy.preview("builtin/nomad-client", {})
+    assert client["Rules"].startswith('agent_prefix "" {')
     read = c.acl.templated_policy.read("builtin/service")
     assert read["TemplateName"] == "builtin/service" and '"required": ["name"]' in read["Schema"]
     assert 'service "{{.Name}}-sidecar-proxy"' in read["Template"]
@@ -123,9 +136,13 @@ def test_unknown_templates_and_missing_names_are_consul_s_400s(server: ServerPro
     status, text, _ = server.request(
         "POST", "/v1/acl/templated-policy/preview/builtin/node", {}, MGMT
     )
-    assert status == 400 and (
-        'validation error for templated policy: builtin/node: node identity ""  has an invalid'
-    ) in text, text
+    assert (
+        status == 400
+        and (
+            'validation error for templated policy: builtin/node: node identity ""  has an invalid'
+        )
+        in text
+    ), text
 
 
 def _loom(*args: str) -> subprocess.CompletedProcess[str]:

@@ -17,6 +17,17 @@ Consul's semantics, followed exactly (``acl/policy_merger.go``, ``policy_authori
   allowed except ``acl:read``/``acl:write`` (Consul keeps ACL management behind explicit
   rules even then); with ``deny`` everything is refused.
 
+- **Namespaces** (Consul Enterprise's blocks). An ``Authorizer`` answers for one namespace,
+  ``namespace`` (the token's own, ``default``, unless made with ``in_namespace``). Rules
+  outside any block apply in the token's namespace; a ``namespace``/``namespace_prefix`` block
+  applies in the namespaces it names, the exact block beating prefixes and the longest prefix
+  beating shorter ones; Loom's one partition is ``default``, so of the ``partition`` blocks the
+  one for ``default`` applies (else the longest matching prefix) and the rest grant nothing.
+  In another namespace than the token's, only ``service`` (with its intentions) and ``node``
+  (read, as Consul allows there) come from the namespace's block; every resource Loom does not
+  keep per namespace (keys, sessions, ACLs, agent, operator...) is decided by the token's own
+  rules alone, so ``?ns=`` never widens what a token may do to them.
+
 Wildcard questions (``intention_read("*")``, ``service_read_all``...) use Consul's any/all walks
 over every rule. ``describe``/``check`` word a refusal exactly as Consul's error does.
 """
@@ -28,7 +39,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from loom.acl.errors import PermissionDenied
-from loom.acl.rules import SEGMENTED, Access, PolicyRules, stronger
+from loom.acl.rules import SEGMENTED, SINGLE, Access, PolicyRules, ScopeRule, stronger
+
+HOME = "default"
+"""The namespace and partition every token and policy lives in (Loom's ACL records have no
+other), so the one where rules outside any block apply."""
+_PER_NAMESPACE = frozenset({"service", "node"})
+"""What a namespace block decides in its namespace (intentions come with service rules)."""
+_NOT_PER_NAMESPACE = frozenset({*SEGMENTED, *SINGLE} - {"service"})
+"""What the token's own rules decide in every namespace (node: merged with the block's)."""
+_VIEWS_MAX = 256
 
 
 class Decision(enum.Enum):
@@ -114,6 +134,33 @@ class RuleTree:
         return decision
 
 
+def _chosen(blocks: list[ScopeRule], name: str) -> list[ScopeRule]:
+    """The blocks that apply to ``name``: every exact one for it, else every prefix one of the
+    longest prefix ``name`` starts with (several policies may each have one; they merge)."""
+    exact = [b for b in blocks if not b.prefix and b.name == name]
+    if exact:
+        return exact
+    lengths = [len(b.name) for b in blocks if b.prefix and name.startswith(b.name)]
+    if not lengths:
+        return []
+    longest = max(lengths)
+    return [b for b in blocks if b.prefix and len(b.name) == longest and name.startswith(b.name)]
+
+
+def rules_in(policies: Iterable[PolicyRules], namespace: str) -> list[PolicyRules]:
+    """The flat rules (no blocks) that decide in ``namespace`` of partition ``default``."""
+    tops = list(policies)
+    partitions = [s for p in tops for s in p.scopes if s.kind == "partition"]
+    levels = tops + [s.rules for s in _chosen(partitions, HOME)]
+    blocks = [s for level in levels for s in level.scopes if s.kind == "namespace"]
+    inside = [b.rules for b in _chosen(blocks, namespace)]
+    if namespace == HOME:
+        return [level.only(_NOT_PER_NAMESPACE | {"service"}) for level in levels] + inside
+    return [level.only(_NOT_PER_NAMESPACE) for level in levels] + [
+        rules.only(_PER_NAMESPACE) for rules in inside
+    ]
+
+
 def _intention_default(policy: Access) -> Access:
     return Access.READ if policy in (Access.READ, Access.WRITE) else Access.DENY
 
@@ -123,17 +170,28 @@ class Authorizer:
 
     ``rules`` are the parsed rules of every policy that applies to the token (its policies,
     its roles' policies, the policies synthesized for its identities). ``accessor_id`` only
-    names the token in refusals.
+    names the token in refusals. ``namespace`` is where this one decides; ``in_namespace``
+    gives the same token's answers in another.
     """
 
     def __init__(
-        self, rules: Iterable[PolicyRules], *, default_allow: bool, accessor_id: str = ""
+        self,
+        rules: Iterable[PolicyRules],
+        *,
+        default_allow: bool,
+        accessor_id: str = "",
+        namespace: str = HOME,
+        views: dict[str, Authorizer] | None = None,
     ) -> None:
         self.default_allow = default_allow
         self.accessor_id = accessor_id
+        self.namespace = namespace
+        self.policies = tuple(rules)
+        self._views = views if views is not None else {}
+        self._views.setdefault(namespace, self)
         merged: dict[tuple[str, bool, str], tuple[Access, Access | None]] = {}
         single: dict[str, Access | None] = {}
-        for policy in rules:
+        for policy in rules_in(self.policies, namespace):
             for name in ("acl", "operator", "mesh", "peering", "keyring"):
                 single[name] = stronger(policy.single(name), single.get(name))
             for rule in policy.segments:
@@ -152,6 +210,26 @@ class Authorizer:
             self.trees[resource].put(name, prefix, level)
             if resource == "service":
                 self.trees["intention"].put(name, prefix, intentions or _intention_default(level))
+
+    def in_namespace(self, namespace: str) -> Authorizer:
+        """This token's authorizer for resources in ``namespace`` (empty: ``default``); made
+        once per namespace and kept with this one (a bounded number of them)."""
+        namespace = namespace or HOME
+        found = self._views.get(namespace)
+        if found is None:
+            if len(self._views) >= _VIEWS_MAX:  # ?ns= is the caller's: never grow unbounded
+                home = self._views.get(HOME)
+                self._views.clear()
+                if home is not None:
+                    self._views[HOME] = home
+            found = Authorizer(
+                self.policies,
+                default_allow=self.default_allow,
+                accessor_id=self.accessor_id,
+                namespace=namespace,
+                views=self._views,
+            )
+        return found
 
     # -- decisions --------------------------------------------------------------------------
 

@@ -117,8 +117,13 @@ peering = "write"
 query_prefix "" { policy = "write" }
 service_prefix "" { policy = "write" intentions = "write" }
 session_prefix "" { policy = "write" }
+namespace_prefix "" {
+  service_prefix "" { policy = "write" intentions = "write" }
+}
 """,
 )
+"""Consul Enterprise's global-management reaches into every namespace; so does Loom's (its
+other rules are decided in every namespace anyway: see ``loom.acl.authorizer``)."""
 
 
 def _synthetic(rules: str, datacenters: tuple[str, ...], what: str) -> Policy:

@@ -9,6 +9,13 @@ intentions whose destination it names. As in Consul, an unknown resource, an unk
 bad level is an error; unlike Consul's message (which prints a Go struct) ours names the
 resource, the field and where it is. ``PolicyRules.to_hcl`` prints rules back in a canonical
 form that parses to the same value.
+
+Consul Enterprise's scope blocks parse too: ``namespace "NAME" { ... }``, ``namespace_prefix``,
+``partition "NAME" { ... }`` and ``partition_prefix``, a partition block holding namespace
+blocks. What they mean is the authorizer's business; here they are checked as Consul's policy
+validation checks them: no block inside a namespace block, and inside one none of the rules
+Consul keeps out of namespaces (``operator``, ``keyring``, ``mesh``, ``peering``, ``event``,
+``query``, and node rules above ``read``), each refusal naming the rule and where it is.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ PRECEDENCE = {Access.DENY: 4, Access.WRITE: 3, Access.LIST: 2, Access.READ: 1}
 
 SEGMENTED = ("service", "node", "key", "agent", "session", "event", "query")
 SINGLE = ("acl", "operator", "mesh", "peering", "keyring")
+SCOPES = ("namespace", "partition")
+
+# What Consul refuses inside a namespace block (partition-wide or cluster-wide resources).
+_NOT_IN_NAMESPACE = frozenset({"operator", "keyring", "mesh", "peering", "event", "query"})
 
 
 def stronger(a: Access | None, b: Access | None) -> Access | None:
@@ -65,6 +76,22 @@ class SegmentRule:
 
 
 @dataclass(frozen=True)
+class ScopeRule:
+    """One ``namespace[_prefix] "<name>" { ... }`` or ``partition[_prefix]`` block."""
+
+    kind: str
+    """``"namespace"`` or ``"partition"``."""
+    name: str
+    prefix: bool
+    rules: PolicyRules
+    """What the block grants (a partition block's may hold namespace blocks)."""
+
+    @property
+    def keyword(self) -> str:
+        return f"{self.kind}_prefix" if self.prefix else self.kind
+
+
+@dataclass(frozen=True)
 class PolicyRules:
     """Everything one rules text grants, in the order written."""
 
@@ -74,10 +101,27 @@ class PolicyRules:
     mesh: Access | None = None
     peering: Access | None = None
     keyring: Access | None = None
+    scopes: tuple[ScopeRule, ...] = ()
+    """Enterprise namespace and partition blocks, in the order written."""
 
     def single(self, name: str) -> Access | None:
         value: Access | None = getattr(self, name)
         return value
+
+    def only(self, resources: frozenset[str]) -> PolicyRules:
+        """These rules restricted to ``resources`` (segment resources or single names), with
+        no scope blocks: what of them applies where only those resources are decided."""
+        def kept(name: str) -> Access | None:
+            return self.single(name) if name in resources else None
+
+        return PolicyRules(
+            tuple(r for r in self.segments if r.resource in resources),
+            acl=kept("acl"),
+            operator=kept("operator"),
+            mesh=kept("mesh"),
+            peering=kept("peering"),
+            keyring=kept("keyring"),
+        )
 
     def to_hcl(self) -> str:
         """Canonical HCL: single values first (fixed order), then blocks as written."""
@@ -87,10 +131,16 @@ class PolicyRules:
             if rule.intentions is not None:
                 body += f' intentions = "{rule.intentions}"'
             lines.append(f"{rule.keyword} {_quote(rule.name)} {{ {body} }}")
+        for scope in self.scopes:
+            inner = "".join(f"  {line}\n" for line in scope.rules.to_hcl().splitlines())
+            lines.append(f"{scope.keyword} {_quote(scope.name)} {{\n{inner}}}")
         return "\n".join(lines) + ("\n" if lines else "")
 
     def to_json(self) -> str:
         """The same rules in Consul's JSON form (blocks of one keyword as one object)."""
+        return json.dumps(self._json_doc(), sort_keys=True)
+
+    def _json_doc(self) -> dict[str, object]:
         doc: dict[str, object] = {n: str(self.single(n)) for n in SINGLE if self.single(n)}
         for rule in self.segments:
             body: dict[str, str] = {"policy": str(rule.policy)}
@@ -99,7 +149,11 @@ class PolicyRules:
             blocks = doc.setdefault(rule.keyword, [])
             assert isinstance(blocks, list)
             blocks.append({rule.name: body})
-        return json.dumps(doc, sort_keys=True)
+        for scope in self.scopes:
+            blocks = doc.setdefault(scope.keyword, [])
+            assert isinstance(blocks, list)
+            blocks.append({scope.name: scope.rules._json_doc()})
+        return doc
 
 
 def _quote(text: str) -> str:
@@ -208,19 +262,66 @@ def _segment(keyword: str, name: str, body: _Node, where: str) -> SegmentRule:
     return SegmentRule(resource, name, prefix, policy, intentions)
 
 
-def _decode(entries: tuple[_Entry, ...]) -> PolicyRules:
+def _scope_problem(scope: tuple[str, ...], keyword: str) -> str:
+    """Why ``keyword`` may not appear inside the blocks ``scope`` (outermost first); empty: it
+    may. Consul's rules: a namespace block holds no block, a partition block no partition."""
+    resource = keyword.removesuffix("_prefix")
+    inside = f"inside a {scope[-1]} block ({' > '.join(scope)})" if scope else ""
+    if "namespace" in scope:
+        if resource in SCOPES:
+            return f"a {keyword} block is not allowed {inside}"
+        if resource in _NOT_IN_NAMESPACE:
+            return f"{keyword} rules are not allowed {inside}"
+    elif resource == "partition" and scope:
+        return f"a {keyword} block is not allowed {inside}"
+    return ""
+
+
+def _scope_block(
+    kind: str, keyword: str, name: str, body: _Node, where: str, scope: tuple[str, ...]
+) -> ScopeRule:
+    what = f"{keyword} {_quote(name)}"
+    if body.kind != "object":
+        raise RuleValueError(f"Invalid {what}: {where}: expected a block, found a {body.kind}")
+    rules = _decode(body.entries, (*scope, kind))
+    return ScopeRule(kind, name, keyword.endswith("_prefix"), rules)
+
+
+def _decode(entries: tuple[_Entry, ...], scope: tuple[str, ...] = ()) -> PolicyRules:
     segments: list[SegmentRule] = []
+    scopes: list[ScopeRule] = []
     single: dict[str, Access | None] = dict.fromkeys(SINGLE)
     for keyword, node, where in entries:
+        resource = keyword.removesuffix("_prefix")
+        problem = _scope_problem(scope, keyword)
+        if problem and (resource in SINGLE or resource in SEGMENTED or resource in SCOPES):
+            raise RuleValueError(f"Invalid ACL rules: {where}: {problem}")
         if keyword in SINGLE:
             level = _access(node, f"{keyword} policy", keyword, where, _BASIC)
             single[keyword] = stronger(level, single[keyword])
-        elif keyword.removesuffix("_prefix") in SEGMENTED:
+        elif resource in SEGMENTED:
             for name, body, at in _objects(node, f"{keyword} rule", where):
-                segments.append(_segment(keyword, name, body, at))
+                rule = _segment(keyword, name, body, at)
+                if "namespace" in scope and resource == "node" and rule.policy is Access.WRITE:
+                    raise RuleValueError(
+                        f"Invalid {keyword} {_quote(name)}: {at}: node rules inside a namespace "
+                        'block may only grant "read" or "deny"'
+                    )
+                segments.append(rule)
+        elif resource in SCOPES:
+            for name, body, at in _objects(node, f"{keyword} block", where):
+                scopes.append(_scope_block(resource, keyword, name, body, at, scope))
         else:
             raise RuleValueError(f"Invalid ACL rules: {where}: unknown resource {keyword!r}")
-    return PolicyRules(segments=tuple(segments), **single)
+    return PolicyRules(
+        tuple(segments),
+        acl=single["acl"],
+        operator=single["operator"],
+        mesh=single["mesh"],
+        peering=single["peering"],
+        keyring=single["keyring"],
+        scopes=tuple(scopes),
+    )
 
 
 def parse_rules(text: str) -> PolicyRules:

@@ -12,8 +12,13 @@ them (the hex of the rules followed by the hex of an empty FNV-128a sum: Go's
 an unknown template, a missing ``Name`` where the schema requires one, or a name that is not
 a valid service or node identity name is refused with Consul's wording.
 
-Only the templates of Consul CE that name Loom's resources are offered: ``builtin/service``,
-``builtin/node`` and ``builtin/dns`` (not the Nomad or API-gateway ones).
+The templates are those of current Consul CE: ``builtin/service``, ``builtin/node``,
+``builtin/dns``, ``builtin/nomad-server``, ``builtin/nomad-client`` and ``builtin/api-gateway``.
+``builtin/workload-identity`` (Consul 1.17's, for the v2 catalog) is not: Consul removed it
+again with the v2 catalog, leaving its ID unused. A ``Name`` that a template writes into its
+rules must be a valid identity name even where Consul's schema only asks for one character
+(``builtin/api-gateway``) or takes no variables (``builtin/nomad-server``): the name is pasted
+into the rules text, and a quote in it would write rules of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from loom.acl.wire import Fields
 SERVICE = "builtin/service"
 NODE = "builtin/node"
 DNS = "builtin/dns"
+NOMAD_SERVER = "builtin/nomad-server"
+NOMAD_CLIENT = "builtin/nomad-client"
+API_GATEWAY = "builtin/api-gateway"
 
 _NAME_SCHEMA = (
     '{\n\t"type": "object",\n\t"properties": {\n\t\t"name": { "type": "string", '
@@ -35,6 +43,7 @@ _NAME_SCHEMA = (
     '"definitions": {\n\t\t"min-length-one": {\n\t\t\t\t"type": "string",\n\t\t\t\t'
     '"minLength": 1\n\t\t}\n\t}\n}'
 )
+_NAME = "{{.Name}}"
 _FNV128A_EMPTY = "6c62272e07bb014262b821756295c58d"
 """The FNV-128a sum of no bytes (its offset basis), which Consul's IDs end with."""
 
@@ -94,6 +103,32 @@ TEMPLATES: dict[str, Template] = {
             "Gives the token or role permissions for the Consul DNS to query services in the "
             "network.",
         ),
+        Template(
+            NOMAD_SERVER,
+            "00000000-0000-0000-0000-000000000006",
+            "",
+            'acl  = "write"\nmesh = "write"\n\nagent "{{.Name}}" {\n  policy = "read"\n}\n'
+            'node "{{.Name}}" {\n  policy = "write"\n}\n'
+            'service_prefix "" {\n  policy = "write"\n}\n',
+            "Gives the token or role permissions required for integration with a nomad server.",
+        ),
+        Template(
+            API_GATEWAY,
+            "00000000-0000-0000-0000-000000000008",
+            _NAME_SCHEMA,
+            'mesh = "read"\nnode_prefix "" {\n\tpolicy = "read"\n}\n'
+            'service_prefix "" {\n\tpolicy = "read"\n}\n'
+            'service "{{.Name}}" {\n\tpolicy = "write"\n}',
+            "Gives the token or role permissions for a Consul api gateway",
+        ),
+        Template(
+            NOMAD_CLIENT,
+            "00000000-0000-0000-0000-000000000009",
+            "",
+            'agent_prefix "" {\n  policy = "read"\n}\nnode_prefix "" {\n  policy = "read"\n}\n'
+            'service_prefix "" {\n  policy = "write"\n}\nkey_prefix "" {\n  policy = "read"\n}',
+            "Gives the token or role permissions required for integration with a nomad client.",
+        ),
     )
 }
 
@@ -109,6 +144,12 @@ def variable_problem(template: Template, name: str | None) -> str:
     ``name`` is None when no ``TemplateVariables`` were given at all (Go's nil, which the
     schema's ``"type": "object"`` refuses), ``""`` when they were given without a name (which
     the service and node templates refuse as an invalid identity name, checked first)."""
+    pasted = name and template.name not in (SERVICE, NODE) and _NAME in template.template
+    if pasted and not valid_identity_name(name or ""):  # Loom's own rule: see the docstring
+        return (
+            f"name {_quoted(name or '')} is not a valid name. Only lowercase alphanumeric "
+            "characters, '-' and '_' are allowed"
+        )
     if not template.schema:
         return ""
     if name is not None and template.name == SERVICE and not valid_identity_name(name):
@@ -131,7 +172,7 @@ def variable_problem(template: Template, name: str | None) -> str:
 def render(template: Template, name: str | None) -> str:
     """The template's rules with ``Name`` filled in (Go's template prints a missing value of
     a template without variables as nothing; those templates never use it)."""
-    return template.template.replace("{{.Name}}", name or "")
+    return template.template.replace(_NAME, name or "")
 
 
 def synthetic_doc(template: Template, name: str | None) -> dict[str, Any]:
@@ -191,7 +232,8 @@ class TemplatedPolicy:
                 f"{problem}"
             )
             raise f.error("TemplateVariables", message)
-        return cls(template_name, name if template.schema else None, datacenters)
+        keep = template.schema or (name and _NAME in template.template)
+        return cls(template_name, name if keep else None, datacenters)
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = {"TemplateName": self.template_name}
@@ -220,8 +262,11 @@ def read_templated(f: Fields, record: str) -> tuple[TemplatedPolicy, ...]:
 
 
 __all__ = [
+    "API_GATEWAY",
     "DNS",
     "NODE",
+    "NOMAD_CLIENT",
+    "NOMAD_SERVER",
     "SERVICE",
     "TEMPLATES",
     "Template",

@@ -183,7 +183,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--node-identity", action="append", default=[], metavar="NODE:DC",
                    help="a node identity")  # fmt: skip
     p.add_argument("--templated-policy", default="", metavar="NAME",
-                   help="a templated policy (builtin/service, /node or /dns)")  # fmt: skip
+                   help="a templated policy (builtin/service, /node, /api-gateway...)")  # fmt: skip
     p.add_argument("--var", action="append", default=[], metavar="name:VALUE",
                    help="a variable of the templated policy (name:web)")  # fmt: skip
     p.add_argument("--local", action="store_true", help="a token of this datacenter only")

@@ -43,6 +43,7 @@ from loom.domain.records import Check, Instance, Node
 from loom.domain.resolver import related_services
 from loom.domain.services import Registration, instance_key
 from loom.server import kv_needs
+from loom.server.query import namespace
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Need = tuple[str, Access, str]
@@ -191,9 +192,15 @@ def registration_needs(node: Node | None, reg: Registration) -> list[Need]:
     and on a proxy's destination; write on the node of a catalog registration."""
     out: list[Need] = [("node", W, node.node)] if node is not None else []
     for inst in reg.instances:
-        out.append(("service", W, inst.service))
-        if inst.proxy is not None and inst.proxy.destination_service_name:
-            out.append(("service", W, inst.proxy.destination_service_name))
+        out.extend(instance_needs(inst))
+    return out
+
+
+def instance_needs(inst: Instance) -> list[Need]:
+    """What writing one instance needs, in the instance's own namespace."""
+    out: list[Need] = [("service", W, inst.service)]
+    if inst.proxy is not None and inst.proxy.destination_service_name:
+        out.append(("service", W, inst.proxy.destination_service_name))
     return out
 
 
@@ -206,8 +213,13 @@ def vetter(request: web.Request) -> Vet | None:
         return None
 
     def vet(node: Node | None, reg: Registration) -> None:
-        for resource, access, name in registration_needs(node, reg):
-            authz.check(resource, access, name)
+        # Each instance in its own namespace (the body's, which may differ from ?ns=).
+        if node is not None:
+            authz.check("node", W, node.node)
+        for inst in reg.instances:
+            scoped = authz.in_namespace(inst.namespace)
+            for resource, access, name in instance_needs(inst):
+                scoped.check(resource, access, name)
 
     return vet
 
@@ -220,10 +232,11 @@ def check_vetter(request: web.Request) -> Callable[[Check], None] | None:
         return None
 
     def vet(check: Check) -> None:
+        scoped = authz.in_namespace(check.namespace)  # the check's own namespace
         if check.service_name:
-            authz.check("service", W, check.service_name)
+            scoped.check("service", W, check.service_name)
         else:
-            authz.check("node", W, check.node)
+            scoped.check("node", W, check.node)
 
     return vet
 
@@ -244,9 +257,11 @@ async def _check_write(request: web.Request, state: State) -> list[Need]:
     check = state.store.record(CHECKS, min(keys)) if keys else None
     if check is None:
         return []
-    if check.service_name:
-        return [("service", W, check.service_name)]
-    return [("node", W, check.node)]
+    need: Need = (
+        ("service", W, check.service_name) if check.service_name else ("node", W, check.node)
+    )
+    check_in(request, check.namespace, need)
+    return []
 
 
 async def _catalog_deregister(request: web.Request, state: State) -> list[Need]:
@@ -256,7 +271,9 @@ async def _catalog_deregister(request: web.Request, state: State) -> list[Need]:
         from loom.store.tables import SERVICES
 
         inst = state.store.record(SERVICES, instance_key(node, ns, f.text("ServiceID")))
-        return [("service", W, inst.service)] if inst is not None else [("node", W, node)]
+        if inst is not None:
+            check_in(request, ns, ("service", W, inst.service))  # the body's namespace
+            return []
     return [("node", W, node)]
 
 
@@ -267,17 +284,27 @@ def _named(resource: str, access: Access, key: str) -> Needs:
     return needs
 
 
+def check_in(request: web.Request, namespace: str, need: Need) -> None:
+    """Check ``need`` in ``namespace`` (a wildcard namespace: the token's own), where the
+    resource's namespace is named by the body or a reference rather than by ``?ns=``."""
+    authz = authorizer(request)
+    if authz is not None:
+        authz.in_namespace("default" if namespace == "*" else namespace).check(*need)
+
+
 def _destination(access: Access) -> Needs:
     async def needs(request: web.Request, state: State) -> list[Need]:
         if request.method == "POST":
             f = Fields(await _body(request), "")
+            ns = f.text("DestinationNS", "default") or "default"
             name = f.text("DestinationName", required=True)
         else:
             dst = request.query.get("destination")
             if not dst:
                 raise ValidationError("source and destination query parameters are required")
-            name = split_ref(dst, "destination")[1]
-        return [("intention", access, name)]
+            ns, name = split_ref(dst, "destination")
+        check_in(request, ns, ("intention", access, name))
+        return []
 
     return needs
 
@@ -289,11 +316,13 @@ def _intention_by_id(access: Access) -> Needs:
         from loom.control.legacy_intentions import find
 
         found = find(state.configs, request.match_info["id"])  # a malformed ID: 400
-        out: list[Need] = [("intention", access, found.destination)] if found else []
+        if found is not None:
+            check_in(request, found.destination_ns, ("intention", access, found.destination))
         if request.method == "PUT":
             f = Fields(await _body(request), "")
-            out.append(("intention", access, f.text("DestinationName", required=True)))
-        return out
+            ns = f.text("DestinationNS", "default") or "default"
+            check_in(request, ns, ("intention", access, f.text("DestinationName", required=True)))
+        return []
 
     return needs
 
@@ -320,6 +349,10 @@ async def _config_write(request: web.Request, state: State) -> list[Need]:
     body = await _body(request)
     f = Fields(body, "")
     need = entry_need(f.text("Kind"), f.text("Name"), W)
+    if need is not None and need[0] in ("service", "intention"):
+        # The entry's own namespace (the body's; the handler writes it there), not ?ns=.
+        check_in(request, f.text("Namespace", "default") or "default", need)
+        need = None
     needs = [need] if need else []
     if f.text("Kind") == SERVICE_RESOLVER:
         # Consul's rule: sending your service's traffic elsewhere needs read on each target.
@@ -353,7 +386,9 @@ async def csr_of(request: web.Request) -> CheckedCsr:
 
 
 async def _csr_service(request: web.Request, state: State) -> list[Need]:
-    return [("service", W, (await csr_of(request)).identity.service)]
+    identity = (await csr_of(request)).identity  # in the CSR's namespace, not ?ns='s
+    check_in(request, identity.namespace, ("service", W, identity.service))
+    return []
 
 
 async def _connect_authorize(request: web.Request, state: State) -> list[Need]:
@@ -512,7 +547,10 @@ async def enforce(request: web.Request, handler: Handler) -> web.StreamResponse:
     if not state.acl.enabled or route is None or route in UNRESOLVED:
         return await handler(request)
     secret = secret_of(request)
-    authz = state.acl.authorizer(secret)  # AclNotFound: 403 "ACL not found"
+    # AclNotFound: 403 "ACL not found". Decided in the request's namespace (?ns=, the
+    # X-Consul-Namespace header, else default); see Authorizer.in_namespace for why that
+    # never widens access to what Loom does not keep per namespace.
+    authz = state.acl.authorizer(secret).in_namespace(namespace(request))
     request[_AUTHZ] = authz
     request[_SECRET] = secret
     for resource, access, name in await NEEDS.get(route, _MANAGEMENT)(request, state):

@@ -150,7 +150,7 @@ class _Session:
         self.authorize()
         inputs = self.hub.inputs(self.proxy_id)
         if inputs is not None:
-            self.authorize(inputs.service)
+            self.authorize(inputs.service, inputs.namespace)
         if inputs is None:
             if self.registered or not self._told_unregistered:
                 log.warning(
@@ -173,16 +173,17 @@ class _Session:
         self.served = served
         return True
 
-    def authorize(self, service: str = "") -> None:
-        """With ACLs on: the token must exist and, given the proxy's destination ``service``,
-        may ``service:write`` it (as Consul's xDS server checks); ``StreamDenied`` if not."""
+    def authorize(self, service: str = "", namespace: str = "") -> None:
+        """With ACLs on: the token must exist and, given the proxy's destination ``service``
+        (in ``namespace``, empty: default), may ``service:write`` it (as Consul's xDS server
+        checks); ``StreamDenied`` if not."""
         acl = self.hub.state.acl
         if not acl.enabled:
             return
         try:
             authz = acl.authorizer(self.secret)
             if service:
-                authz.check("service", Access.WRITE, service)
+                authz.in_namespace(namespace).check("service", Access.WRITE, service)
         except (AclNotFound, PermissionDenied) as exc:
             log.warning("proxy %s: stream refused: %s", self.proxy_id or "(unnamed)", exc)
             raise StreamDenied(str(exc)) from exc

@@ -78,7 +78,7 @@ def test_empty_rules_grant_nothing() -> None:
     ("text", "message"),
     [
         ('servic "web" { policy = "read" }', "unknown resource 'servic'"),
-        ('namespace "x" { policy = "read" }', "unknown resource 'namespace'"),
+        ('namespace "x" { policy = "read" }', "unknown resource 'policy'"),
         ('service "web" { policy = "wrte" }', "policy 'wrte' is not one of deny, read, write"),
         (
             'service "web" { policy = "read" polcy = "write" }',

@@ -128,3 +128,73 @@ def test_a_token_without_templated_policies_writes_no_such_field() -> None:
     """Consul's ``omitempty``: the goldens of tokens made before stay as they were."""
     assert "TemplatedPolicies" not in Token.from_json({}).to_json()
     assert "TemplatedPolicies" in _token({"TemplateName": "builtin/dns"}).to_json()
+
+
+@pytest.mark.parametrize(
+    ("name", "template_id", "needs_name"),
+    [
+        ("builtin/nomad-server", "00000000-0000-0000-0000-000000000006", False),
+        ("builtin/api-gateway", "00000000-0000-0000-0000-000000000008", True),
+        ("builtin/nomad-client", "00000000-0000-0000-0000-000000000009", False),
+    ],
+)
+def test_the_nomad_and_api_gateway_templates_carry_consul_s_ids_and_schemas(
+    name: str, template_id: str, needs_name: bool
+) -> None:
+    template = TEMPLATES[name]
+    assert template.id == template_id
+    assert ('"required": ["name"]' in template.schema) is needs_name
+    assert template.to_json()["TemplateName"] == name
+
+
+def _grants(*templated: dict[str, object]) -> object:
+    return resolve(
+        _token(*templated), policies={}, roles={}, datacenter="dc1", default_allow=False, now=NOW
+    )
+
+
+def test_builtin_api_gateway_writes_its_own_service_and_reads_the_mesh() -> None:
+    authz = _grants({"TemplateName": "builtin/api-gateway", "TemplateVariables": {"Name": "gw"}})
+    assert authz.allowed("service", Access.WRITE, "gw")  # type: ignore[attr-defined]
+    assert not authz.allowed("service", Access.WRITE, "web")  # type: ignore[attr-defined]
+    assert authz.allowed("service", Access.READ, "web")  # type: ignore[attr-defined]
+    assert authz.allowed("mesh", Access.READ)  # type: ignore[attr-defined]
+    assert not authz.allowed("mesh", Access.WRITE)  # type: ignore[attr-defined]
+    assert not authz.allowed("acl", Access.READ)  # type: ignore[attr-defined]
+
+
+def test_builtin_nomad_client_writes_services_and_reads_agents_nodes_and_keys() -> None:
+    authz = _grants({"TemplateName": "builtin/nomad-client"})
+    assert authz.allowed("service", Access.WRITE, "anything")  # type: ignore[attr-defined]
+    assert authz.allowed("agent", Access.READ, "n1")  # type: ignore[attr-defined]
+    assert authz.allowed("key", Access.READ, "k")  # type: ignore[attr-defined]
+    assert not authz.allowed("key", Access.WRITE, "k")  # type: ignore[attr-defined]
+    assert not authz.allowed("node", Access.WRITE, "n1")  # type: ignore[attr-defined]
+
+
+def test_builtin_nomad_server_manages_acls_and_the_mesh_and_its_own_node() -> None:
+    authz = _grants({"TemplateName": "builtin/nomad-server", "TemplateVariables": {"Name": "s1"}})
+    assert authz.allowed("acl", Access.WRITE)  # type: ignore[attr-defined]
+    assert authz.allowed("mesh", Access.WRITE)  # type: ignore[attr-defined]
+    assert authz.allowed("service", Access.WRITE, "x")  # type: ignore[attr-defined]
+    assert authz.allowed("node", Access.WRITE, "s1")  # type: ignore[attr-defined]
+    assert not authz.allowed("node", Access.WRITE, "s2")  # type: ignore[attr-defined]
+    bare = _grants({"TemplateName": "builtin/nomad-server"})
+    assert bare.allowed("acl", Access.WRITE)  # type: ignore[attr-defined]
+    assert not bare.allowed("node", Access.WRITE, "s1")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("template", ["builtin/api-gateway", "builtin/nomad-server"])
+def test_a_name_that_would_write_rules_of_its_own_is_refused(template: str) -> None:
+    hostile = 'gw" { policy = "write" }\nacl = "write"\nservice "x'
+    with pytest.raises(RecordError) as caught:
+        _token({"TemplateName": template, "TemplateVariables": {"Name": hostile}})
+    assert f"validation error for {template}" in str(caught.value)
+    assert "is not a valid name" in str(caught.value)
+
+
+def test_api_gateway_without_a_name_is_refused_as_consul_s_schema_refuses_it() -> None:
+    with pytest.raises(RecordError, match=r"Invalid type\. Expected: object, given: null"):
+        _token({"TemplateName": "builtin/api-gateway"})
+    with pytest.raises(RecordError, match="name is required"):
+        _token({"TemplateName": "builtin/api-gateway", "TemplateVariables": {}})
