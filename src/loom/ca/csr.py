@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from loom.ca.errors import CAError
+from loom.ca.leafder import spki_of_csr
 from loom.ca.spiffe import SpiffeError, SpiffeId, check_trust_domain, parse_spiffe_id
 
 MAX_CSR_PEM = 16 * 1024
@@ -83,6 +84,12 @@ class CheckedCsr:
         _check_signature(self.csr)
         _check_key(self.csr)
         return CheckedCsr(self.identity, self.csr, self.pem, True)
+
+    @property
+    def spki(self) -> bytes:
+        """The CSR's public key as the DER SubjectPublicKeyInfo it carries (what the CA
+        copies into the leaf: no parse and re-encode of the key)."""
+        return spki_of_csr(self.csr)
 
     def public_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
         key = self.csr.public_key()
@@ -200,6 +207,12 @@ def build_ca_csr(trust_domain: str, key: ec.EllipticCurvePrivateKey | rsa.RSAPri
 class CheckedCaCsr:
     trust_domain: str
     csr: x509.CertificateSigningRequest
+
+    @property
+    def spki(self) -> bytes:
+        """The CSR's public key as the DER SubjectPublicKeyInfo it carries (what the CA
+        copies into the leaf: no parse and re-encode of the key)."""
+        return spki_of_csr(self.csr)
 
     def public_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
         key = self.csr.public_key()

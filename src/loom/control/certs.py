@@ -416,7 +416,7 @@ class Certs:
                 log.warning("signing in-process: %s", exc)
         if leaf is None:
             checked = checked.verify_signature()
-            leaf = signer.sign(identity, checked.public_key(), self._clock(), self.leaf_ttl)
+            leaf = signer.sign(identity, checked.spki, self._clock(), self.leaf_ttl)
             by = "in-process"
         log.debug("signed a CSR for %s (serial %s, %s)", leaf.uri, leaf.serial, by)
         return leaf

@@ -92,7 +92,7 @@ def _sign_one(signer: Signer | None, item: dict[str, Any]) -> dict[str, Any]:
         checked = check_csr(str(item["csr"]), expected)
         now = dt.datetime.fromtimestamp(float(item["now"]), dt.UTC)
         leaf = signer.sign(
-            checked.identity, checked.public_key(), now, dt.timedelta(seconds=float(item["ttl"]))
+            checked.identity, checked.spki, now, dt.timedelta(seconds=float(item["ttl"]))
         )
     except (CsrError, SpiffeError) as exc:
         return {"id": item["id"], "error": str(exc), "csr": True}
