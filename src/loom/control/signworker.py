@@ -9,7 +9,8 @@ process keeps the HTTP API, the ACL checks and the store.
 The wire is the worker's stdin and stdout, frames of a 4-byte big-endian length then JSON:
 
 - ``{"op": "root", "cert": PEM, "key": PEM, "chain": PEM, "trust_domain": TD}``: sign with
-  this root from now on (sent first, and again after a rotation). The root key reaches the
+  this CA from now on: the root, or a secondary datacenter's intermediate (sent first, and
+  again whenever it changes: a rotation, a new intermediate). The key reaches the
   worker only this way: never on its command line, in its environment or in a file, and the
   worker turns core dumps off so a crash cannot write it to disk either.
 - ``{"op": "sign", "batch": [{"id", "csr", "expect", "now", "ttl"}, ...]}``: each CSR is
