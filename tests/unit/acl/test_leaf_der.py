@@ -163,3 +163,54 @@ def test_der_integers_and_pem_lines_are_encoded_as_openssl_does() -> None:
     assert all(len(line) == 64 for line in body[:-1]) and 0 < len(body[-1]) <= 64
     assert text.startswith("-----BEGIN CERTIFICATE-----\n")
     assert text.endswith("-----END CERTIFICATE-----\n")
+
+
+def _compressed_csr(identity: SpiffeId, key: ec.EllipticCurvePrivateKey) -> str:
+    """A CSR whose key is a compressed point (valid, signed by ``key``), which the builder
+    never writes: the CA must still put the key in the leaf as the builder encodes it."""
+    normal = read_csr(build_csr(identity, key)).csr
+    info = normal.tbs_certrequest_bytes
+    canonical = spki_of_csr(normal)
+    point = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.CompressedPoint
+    )
+    algorithm = canonical[2:23]  # SEQUENCE { id-ecPublicKey, prime256v1 }
+    compressed = _der(0x30, algorithm + _der(0x03, b"\x00" + point))
+    start = info.index(canonical)
+    rest = info[start + len(canonical) :]
+    new_info = _der(0x30, info[_header_end(info) : start] + compressed + rest)
+    signature = key.sign(new_info, ec.ECDSA(hashes.SHA256()))
+    algo = bytes.fromhex("300a06082a8648ce3d040302")
+    der = _der(0x30, new_info + algo + _der(0x03, b"\x00" + signature))
+    return x509.load_der_x509_csr(der).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _der(tag: int, value: bytes) -> bytes:
+    n = len(value)
+    size = (
+        bytes((n,))
+        if n < 0x80
+        else bytes((0x81, n))
+        if n < 0x100
+        else bytes((0x82,)) + n.to_bytes(2, "big")
+    )
+    return bytes((tag,)) + size + value
+
+
+def _header_end(buf: bytes) -> int:
+    return 2 if buf[1] < 0x80 else 2 + (buf[1] & 0x7F)
+
+
+def test_a_csr_key_as_a_compressed_point_is_in_the_leaf_as_the_builder_encodes_it() -> None:
+    root = new_root(TD, NOW)
+    key = ec.generate_private_key(ec.SECP256R1())
+    identity = SpiffeId.of(TD, "default", "dc1", "web")
+    checked = read_csr(_compressed_csr(identity, key))
+    assert len(spki_of_csr(checked.csr)) < 91  # the CSR really carries the short form
+    leaf = Signer(root).sign(identity, checked.spki, NOW)
+    cert = x509.load_pem_x509_certificate(leaf.cert_pem.encode())
+    assert cert.public_key() == key.public_key()
+    assert (
+        cert.tbs_certificate_bytes
+        == _builder_leaf(root, cert, key.public_key()).tbs_certificate_bytes
+    )
