@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from loom.ca.errors import CAError
+from loom.ca.leafder import LeafTemplate, pem
 from loom.ca.spiffe import SpiffeId
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -66,9 +67,7 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 def _serial_text(n: int) -> str:
-    raw = f"{n:x}"
-    raw = ("0" + raw) if len(raw) % 2 else raw
-    return ":".join(raw[i : i + 2] for i in range(0, len(raw), 2))
+    return n.to_bytes(max(1, (n.bit_length() + 7) // 8), "big").hex(":")
 
 
 def new_root(trust_domain: str, now: dt.datetime) -> Root:
@@ -263,25 +262,25 @@ class Signer:
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise CAError("stored CA root key is not an EC key")
         self._key = key
-        self._aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key())
-        # What every leaf shares, built once (builders are immutable: each leaf extends it).
-        self._base = (
-            x509.CertificateBuilder()
-            .issuer_name(self._cert.subject)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                END_ENTITY_KEY_USAGE,
-                critical=True,
-            )
-            .add_extension(
-                x509.ExtendedKeyUsage(
-                    [
-                        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
-                        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
-                    ]
+        self._not_after = self._cert.not_valid_after_utc
+        # What every leaf shares, encoded once (``loom.ca.leafder``); the SAN goes between.
+        self._template = LeafTemplate(
+            self._cert,
+            key,
+            before=[
+                (x509.BasicConstraints(ca=False, path_length=None), True),
+                (END_ENTITY_KEY_USAGE, True),
+                (
+                    x509.ExtendedKeyUsage(
+                        [
+                            x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+                            x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+                        ]
+                    ),
+                    False,
                 ),
-                critical=False,
-            )
+            ],
+            after=[(x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()), False)],
         )
 
     def leaf(
@@ -300,34 +299,32 @@ class Signer:
     def sign(
         self,
         identity: SpiffeId,
-        public_key: PublicKey,
+        public_key: PublicKey | bytes,
         now: dt.datetime,
         ttl: dt.timedelta = LEAF_TTL,
     ) -> Leaf:
-        """A leaf for ``identity`` carrying ``public_key`` (a CSR's): same lifetime and
-        extensions as the leaves made here, and no private key (``key_pem`` is empty)."""
-        service = identity.service
-        uri = identity.uri
-        serial = x509.random_serial_number()
-        cert = (
-            self._base.subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, service)]))
-            .public_key(public_key)
-            .serial_number(serial)
-            .not_valid_before(now - CLOCK_SKEW)
-            # Never past the signing CA: a secondary's intermediate may end before ``ttl``.
-            .not_valid_after(min(now + ttl, self._cert.not_valid_after_utc))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), critical=False
+        """A leaf for ``identity`` carrying ``public_key`` (a CSR's, already checked: as a key,
+        or as the DER SubjectPublicKeyInfo the CSR holds): same lifetime and extensions as the
+        leaves made here, and no private key (``key_pem`` is empty)."""
+        if not isinstance(public_key, bytes):
+            public_key = public_key.public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             )
-            .add_extension(self._aki, critical=False)
-            .sign(self._key, hashes.SHA256())
+        if now.tzinfo is None:  # naive: UTC, as ``CertificateBuilder`` took it
+            now = now.replace(tzinfo=dt.UTC)
+        serial = x509.random_serial_number()
+        not_before = (now - CLOCK_SKEW).replace(microsecond=0)
+        # Never past the signing CA: a secondary's intermediate may end before ``ttl``.
+        not_after = min((now + ttl).replace(microsecond=0), self._not_after)
+        tbs = self._template.tbs(
+            serial, not_before, not_after, identity.service, public_key, identity.uri
         )
         return Leaf(
             serial=_serial_text(serial),
-            cert_pem=cert.public_bytes(serialization.Encoding.PEM).decode() + self.chain_pem,
+            cert_pem=pem(self._template.certificate(tbs)) + self.chain_pem,
             key_pem="",
-            service=service,
-            uri=uri,
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
+            service=identity.service,
+            uri=identity.uri,
+            not_before=not_before,
+            not_after=not_after,
         )

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from loom.ca.errors import CAError
+from loom.ca.leafder import spki_of_csr
 from loom.ca.spiffe import SpiffeError, SpiffeId, check_trust_domain, parse_spiffe_id
 
 MAX_CSR_PEM = 16 * 1024
@@ -32,6 +33,12 @@ _CURVES = ("secp256r1", "secp384r1")
 _RSA_BITS = (2048, 3072, 4096)
 _HASHES = ("sha256", "sha384", "sha512")
 _PEM_HEAD = "-----BEGIN CERTIFICATE REQUEST-----"
+_CANONICAL_EC = (
+    (bytes.fromhex("3059301306072a8648ce3d020106082a8648ce3d03010703420004"), 91),  # P-256
+    (bytes.fromhex("3076301006072a8648ce3d020106052b8104002203620004"), 120),  # P-384
+)
+"""How the builder encodes an EC key (id-ecPublicKey, the named curve, an uncompressed
+point), as a fixed head and the total length."""
 
 
 class CsrError(CAError):
@@ -83,6 +90,19 @@ class CheckedCsr:
         _check_signature(self.csr)
         _check_key(self.csr)
         return CheckedCsr(self.identity, self.csr, self.pem, True)
+
+    @property
+    def spki(self) -> bytes:
+        """The CSR's public key as a DER SubjectPublicKeyInfo, encoded as the certificate
+        builder would: the CSR's own bytes when they are that already (a P-256 or P-384 key
+        as an uncompressed point, the usual case: no parse and re-encode of the key), else
+        the parsed key re-encoded (a compressed point, RSA)."""
+        raw = spki_of_csr(self.csr)
+        if any(raw.startswith(head) and len(raw) == size for head, size in _CANONICAL_EC):
+            return raw
+        return self.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
 
     def public_key(self) -> ec.EllipticCurvePublicKey | rsa.RSAPublicKey:
         key = self.csr.public_key()

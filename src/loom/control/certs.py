@@ -6,7 +6,8 @@ re-issued once 60% of their lifetime has passed, so a proxy always has time to s
 expiry. ``sign_csr`` signs a workload's CSR (its key never comes here), for this CA's trust
 domain and this server's datacenter only, with the same lifetime and extensions: in a pool of
 signing worker processes when ``sign_workers`` > 0 (``loom.control.signpool``: they hold the
-root key, given over a pipe), in this process otherwise or while none is running.
+mesh's signing key, the root's or a secondary's intermediate's, given over a pipe), in this
+process otherwise or while none is running.
 
 A rotation (``rotation_ops`` then ``reload``, from ``PUT /v1/connect/ca/configuration``) makes
 a new root active and keeps the old one's certificate (its key is dropped) among the roots
@@ -112,6 +113,8 @@ class Certs:
         self.sign_workers = 0
         """Signing worker processes to start (``--ca-sign-workers``); 0: sign in-process."""
         self._pool: SignPool | None = None
+        self._pool_signer: Signer | None = None
+        """The signer whose key the workers were last given (``_mesh_signer`` then)."""
         self._pool_start: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -133,11 +136,14 @@ class Certs:
         self._load_previous()
         self._load_federated()
         self._seen_index = self.store.table_index(_FOLLOWED)
-        if self.sign_workers > 0 and self._pool is None and not self.is_secondary:
-            # The workers hold the root key; a secondary signs with its intermediate.
+        if self.sign_workers > 0 and self._pool is None:
+            # The workers hold the mesh's signing key: the root's, a secondary's intermediate's
+            # (given once the primary signed it, and again whenever either changes).
             self._pool = SignPool(self.sign_workers)
+            self._pool_signer = self._mesh_signer()
+            active = self._pool_signer
             self._pool_start = asyncio.get_running_loop().create_task(
-                self._pool.start(self._signer.root, self._signer.chain_pem)
+                self._pool.start(None if active is None else (active.root, active.chain_pem))
             )
 
     async def workers_started(self) -> int:
@@ -223,12 +229,26 @@ class Certs:
 
     def _mesh(self) -> Signer:
         """What signs the mesh's leaves: the active root, or a secondary's intermediate."""
-        signer = self._current()
-        if not self.is_secondary:
-            return signer
-        if self._federated is None:
+        self._current()
+        signer = self._mesh_signer()
+        if signer is None:
             raise self._not_ready()
-        return self._federated.signer
+        return signer
+
+    def _mesh_signer(self) -> Signer | None:
+        """``_mesh`` as last loaded, without following the store (None: a secondary not yet
+        federated)."""
+        if not self.is_secondary:
+            return self._signer
+        return None if self._federated is None else self._federated.signer
+
+    def _sync_pool(self) -> None:
+        """Give the workers the mesh's signing key when it is not the one they have."""
+        signer = self._mesh_signer()
+        if self._pool is None or signer is None or signer is self._pool_signer:
+            return
+        self._pool_signer = signer
+        self._pool.set_root(signer.root, signer.chain_pem)
 
     def _chain(self) -> str:
         """The cross-signed certificate of the active root, while the root that signed it is
@@ -294,10 +314,9 @@ class Certs:
             root = load_root(stored.cert_pem, stored.key_pem, stored.trust_domain)
             self._signer = Signer(root, chain)
             self._leaves.clear()
-            if self._pool is not None:
-                self._pool.set_root(root, chain)
         self._load_previous()
         self._load_federated()
+        self._sync_pool()
         self._seen_index = self.store.table_index(_FOLLOWED)
 
     def _follow(self) -> None:
@@ -391,22 +410,22 @@ class Certs:
     async def sign_csr(self, csr: str | CheckedCsr) -> Leaf:
         """A leaf for a CSR (PEM, or already read with ``read_csr``, its signature checked or
         not): ``CsrError`` unless it is valid and names a service of this trust domain and
-        datacenter. Uncached, no private key. Signed by a worker when one runs (in the primary
-        only: the workers hold the root key, a secondary signs with its intermediate here)."""
+        datacenter. Uncached, no private key. Signed by a worker when one runs (the workers
+        hold the mesh's signing key: the root's, or a secondary's intermediate's)."""
         signer = self._mesh()
         checked = read_csr(csr) if isinstance(csr, str) else csr
         identity = checked.identity
-        if identity.trust_domain != self.trust_domain:
+        trust_domain = signer.root.trust_domain  # the mesh's: a secondary's is the primary's
+        if identity.trust_domain != trust_domain:
             raise CsrError(
-                f"CSR: trust domain {identity.trust_domain!r} is not this CA's "
-                f"({self.trust_domain!r})"
+                f"CSR: trust domain {identity.trust_domain!r} is not this CA's ({trust_domain!r})"
             )
         if identity.datacenter != self.datacenter:
             raise CsrError(
                 f"CSR: datacenter {identity.datacenter!r} is not this server's "
                 f"({self.datacenter!r})"
             )
-        pool = None if self.is_secondary else self._pool
+        pool = self._pool
         leaf: Leaf | None = None
         by = "a worker"
         if pool is not None and pool.ready:
@@ -416,7 +435,7 @@ class Certs:
                 log.warning("signing in-process: %s", exc)
         if leaf is None:
             checked = checked.verify_signature()
-            leaf = signer.sign(identity, checked.public_key(), self._clock(), self.leaf_ttl)
+            leaf = signer.sign(identity, checked.spki, self._clock(), self.leaf_ttl)
             by = "in-process"
         log.debug("signed a CSR for %s (serial %s, %s)", leaf.uri, leaf.serial, by)
         return leaf

@@ -3,9 +3,10 @@
 ``loom server --ca-sign-workers N`` starts N ``loom.control.signworker`` processes beside
 itself. The server's process still parses the request, reads whom the CSR names (without the
 costly signature check) and checks the token's ``service:write`` on it; the worker then
-checks the CSR in full and signs it. Each worker gets the CA root (its key included) over its
-stdin pipe when it starts and again after each rotation, nothing else: the key is not put on
-a command line, in an environment or in a file.
+checks the CSR in full and signs it. Each worker gets the signing CA (the root, or in a
+secondary datacenter its intermediate; the key included) over its stdin pipe when it starts
+and again whenever it changes, nothing else: the key is not put on a command line, in an
+environment or in a file.
 
 Requests that arrive in the same turn of the event loop go to a worker in one frame (a
 batch), each to the worker with the fewest waiting; answers come back in order. Workers start
@@ -176,10 +177,13 @@ class SignPool:
         """Process IDs of the running workers."""
         return [w.proc.pid for w in self._workers if w.alive]
 
-    async def start(self, root: Root, chain: str) -> None:
-        """Start the workers and hand each the root; a worker that cannot start is logged
-        and left out (signing stays in-process if none does)."""
-        self._root = (root, chain)
+    async def start(self, root: tuple[Root, str] | None) -> None:
+        """Start the workers and hand each the signing CA and its chain (or, if None, the
+        one ``set_root`` gives later: a secondary before the primary signed its
+        intermediate); a worker that cannot start is logged and left out (signing stays
+        in-process if none does)."""
+        if root is not None:
+            self._root = root
         package = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package, env.get("PYTHONPATH")) if p)
@@ -205,12 +209,14 @@ class SignPool:
             if self._closed:  # closed while the process started: stop it, keep nothing
                 await worker.stop()
                 return
-            worker.send_root(*self._root)
+            if self._root is not None:
+                worker.send_root(*self._root)
             self._workers.append(worker)
         log.info("CA signing: %d worker process(es)", len(self._workers))
 
     def set_root(self, root: Root, chain: str) -> None:
-        """Sign with this root from now on (after a rotation)."""
+        """Sign with this CA (a root, or a secondary's intermediate) from now on: after a
+        rotation, or once a secondary has its intermediate."""
         self._root = (root, chain)
         for worker in self._workers:
             if worker.alive:

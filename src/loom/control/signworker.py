@@ -9,7 +9,8 @@ process keeps the HTTP API, the ACL checks and the store.
 The wire is the worker's stdin and stdout, frames of a 4-byte big-endian length then JSON:
 
 - ``{"op": "root", "cert": PEM, "key": PEM, "chain": PEM, "trust_domain": TD}``: sign with
-  this root from now on (sent first, and again after a rotation). The root key reaches the
+  this CA from now on: the root, or a secondary datacenter's intermediate (sent first, and
+  again whenever it changes: a rotation, a new intermediate). The key reaches the
   worker only this way: never on its command line, in its environment or in a file, and the
   worker turns core dumps off so a crash cannot write it to disk either.
 - ``{"op": "sign", "batch": [{"id", "csr", "expect", "now", "ttl"}, ...]}``: each CSR is
@@ -92,7 +93,7 @@ def _sign_one(signer: Signer | None, item: dict[str, Any]) -> dict[str, Any]:
         checked = check_csr(str(item["csr"]), expected)
         now = dt.datetime.fromtimestamp(float(item["now"]), dt.UTC)
         leaf = signer.sign(
-            checked.identity, checked.public_key(), now, dt.timedelta(seconds=float(item["ttl"]))
+            checked.identity, checked.spki, now, dt.timedelta(seconds=float(item["ttl"]))
         )
     except (CsrError, SpiffeError) as exc:
         return {"id": item["id"], "error": str(exc), "csr": True}
