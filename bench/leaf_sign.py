@@ -87,7 +87,8 @@ def _load() -> str:
 
 
 def _wait_workers(server: ServerProcess, timeout: float = 30.0) -> str:
-    """The server's "CA signing: N worker process(es)" log line, once it is there."""
+    """What the server's "CA signing: ..." log line says (N worker process(es), or in process
+    where its default is no workers), once it is there."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for line in server.log_text().splitlines():

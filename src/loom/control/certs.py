@@ -136,6 +136,8 @@ class Certs:
         self._load_previous()
         self._load_federated()
         self._seen_index = self.store.table_index(_FOLLOWED)
+        if self.sign_workers == 0 and self._pool is None:
+            log.info("CA signing: in process (--ca-sign-workers 0)")
         if self.sign_workers > 0 and self._pool is None:
             # The workers hold the mesh's signing key: the root's, a secondary's intermediate's
             # (given once the primary signed it, and again whenever either changes).
