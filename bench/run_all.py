@@ -92,7 +92,7 @@ BENCHES = (
           tuple((f"{what} -> N=1000 clients, {shape}", goal) for shape in ("alike", "distinct")
                 for what, goal in (("xDS one write", "<= 0.3 s"), ("xDS initial config", "-"),
                                    ("xDS server memory per proxy,", "<= 50 KB")))),
-    Bench("acl_overhead.py", ("--rounds", "2"),
+    Bench("acl_overhead.py", ("--rounds", "16"),
           (("ACLs on: registrations/s cost", "<= 10%"),
            ("ACLs on: health reads/s cost", "<= 10%"))),
     Bench("catalog_scale.py", ("--services", "2000", "--tags", "20000", "--store", "memory"),
