@@ -32,7 +32,7 @@ SLOT_SIZE = 4096
 """Bytes per slot, query in and answer out; a longer answer is sent by plain ``sendto``."""
 _NAME_SIZE = 28
 """Room for a sender address: ``sizeof(struct sockaddr_in6)``, the larger of the two."""
-_MSG_DONTWAIT = 0x40
+_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)  # 0x40 on Linux, the one user
 
 
 class _IoVec(ctypes.Structure):
