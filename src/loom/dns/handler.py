@@ -145,19 +145,13 @@ class PacketHandler:
     def handle(self, data: bytes, now: float, tcp: bool = False) -> bytes | Pending | None:
         """The answer to send, a Pending to forward, or None to drop the packet."""
         metrics = self.metrics
-        metrics.queries += 1
-        table, memo, replay = self._state
         if not tcp:
             # Fastest path: these very bytes (but the ID) were answered from this table before.
-            hit = replay.get(data[2:])
-            if hit is not None:
-                metrics.local_answers += 1
-                payload, answer, body_at = hit
-                if answer.kind:
-                    self._count(answer.kind)
-                if answer.rotation is not None:
-                    return answer.rotation.turn(data[:2] + payload, body_at)
+            payload = self.replayed(data[2:])
+            if payload is not None:
                 return data[:2] + payload
+        metrics.queries += 1
+        table, memo, replay = self._state
         q = _fast_parse(data)
         if q is None:
             slow = normalize_query(data)
@@ -190,6 +184,26 @@ class PacketHandler:
             return self._fit(render(cached, q, now), q, tcp)
         metrics.forwarded += 1
         return Pending(q, cache_key, entry.known, tcp)
+
+    def replayed(self, tail: bytes) -> bytes | None:
+        """The answer but its ID to a UDP query whose bytes but its ID are ``tail``, when
+        these very bytes were answered from the table before; None: call ``handle``.
+
+        Counted as a query when it answers (the batched socket loop calls this first and
+        writes the answer after the query's own ID, in place).
+        """
+        hit = self._state[2].get(tail)
+        if hit is None:
+            return None
+        metrics = self.metrics
+        metrics.queries += 1
+        metrics.local_answers += 1
+        payload, answer, body_at = hit
+        if answer.kind:
+            self._count(answer.kind)
+        if answer.rotation is not None:
+            return answer.rotation.turn(payload, body_at - 2)
+        return payload
 
     def store(self, pending: Pending, upstream: bytes | None, now: float) -> CachedResponse | None:
         """Cache what upstream answered (if cacheable); None when there is nothing usable."""

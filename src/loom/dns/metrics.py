@@ -82,6 +82,15 @@ class Metrics:
         self.latency_sum_s += total_s
         self.latency_count += count
 
+    def observe_batch(self, seconds: float, count: int) -> None:
+        """Record ``count`` queries that each took ``seconds`` (answered in one batch)."""
+        if seconds < LATENCY_BUCKETS_S[0]:
+            self.latency_buckets[0] += count
+        else:
+            self.latency_buckets[bisect_left(LATENCY_BUCKETS_S, seconds)] += count
+        self.latency_sum_s += seconds * count
+        self.latency_count += count
+
     def as_dict(self) -> dict[str, float]:
         """Flat view: counters, ``latency_seconds_sum/count`` and cumulative buckets."""
         out: dict[str, float] = {name: float(getattr(self, name)) for name in COUNTERS}

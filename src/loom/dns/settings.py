@@ -33,3 +33,6 @@ class DnsSettings:
     upstreams: tuple[str, ...] = ()
     """``ADDR[:PORT]`` upstreams replacing resolv.conf's nameservers (tests, VMs); empty: use
     resolv.conf."""
+    batch_syscalls: bool = True
+    """Read and answer UDP datagrams in batches (``recvmmsg``/``sendmmsg``, Linux); off: one
+    ``recvfrom``/``sendto`` per datagram (what other systems get; tests compare the two)."""

@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 from loom.domain.fields import MAX_JSON_DEPTH, ValidationError, check_json_body, check_json_text
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
 from loom.inject.lint import misspelled
@@ -34,6 +36,9 @@ API_VERSION = "admission.k8s.io/v1"
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 """Compact JSON for patches (the operations hold no cycles: skip the check on the hot path)."""
+_FAST = msgspec.json.Encoder()
+"""The same compact JSON, 6-8x faster (msgspec, which lightkube already brings), for documents
+where it gives the very same bytes: see ``compact``."""
 
 MAX_MESSAGE = 300
 """Characters of a malformed review's message kept (it may quote the review's keys)."""
@@ -122,7 +127,7 @@ class PlanCache:
         self.hits = 0
         self.misses = 0
         self._settings: InjectSettings | None = None
-        self._kept: OrderedDict[tuple[str, str, tuple[tuple[str, str], ...]], _Planned] = (
+        self._kept: OrderedDict[tuple[bytes, str, tuple[tuple[str, str], ...]], _Planned] = (
             OrderedDict()
         )
 
@@ -130,17 +135,23 @@ class PlanCache:
         return len(self._kept)
 
     def key(
-        self, settings: InjectSettings, pod: Any, namespace: str, labels: Mapping[str, str]
-    ) -> tuple[str, str, tuple[tuple[str, str], ...]] | None:
+        self,
+        settings: InjectSettings,
+        pod: Any,
+        namespace: str,
+        labels: Mapping[str, str],
+        plain: bool = False,
+    ) -> tuple[bytes, str, tuple[tuple[str, str], ...]] | None:
+        """The cache key of a pod (``plain``: as for ``compact``)."""
         if settings is not self._settings:
             self._kept.clear()
             self._settings = settings
-        text = _ENCODER.encode(pod)
+        text = compact(pod, plain)
         if len(text) > self.max_pod_bytes:
             return None
         return (text, namespace, tuple(sorted(labels.items())))
 
-    def lookup(self, key: tuple[str, str, tuple[tuple[str, str], ...]]) -> _Planned | None:
+    def lookup(self, key: tuple[bytes, str, tuple[tuple[str, str], ...]]) -> _Planned | None:
         found = self._kept.get(key)
         if found is None:
             self.misses += 1
@@ -149,16 +160,52 @@ class PlanCache:
         self._kept.move_to_end(key)
         return found
 
-    def keep(self, key: tuple[str, str, tuple[tuple[str, str], ...]], planned: _Planned) -> None:
+    def keep(self, key: tuple[bytes, str, tuple[tuple[str, str], ...]], planned: _Planned) -> None:
         self._kept[key] = planned
         while len(self._kept) > self.entries:
             self._kept.popitem(last=False)
 
 
+def compact(doc: Any, plain: bool = True) -> bytes:
+    """``_ENCODER.encode(doc)`` as UTF-8, byte for byte, fast when msgspec agrees.
+
+    ``plain``: the document holds no float (msgspec writes ``1e16`` for ``1e+16`` and ``null``
+    for NaN, which cannot be told from the output); the caller knows, from how the review was
+    read. msgspec writes non-ASCII characters and DEL as they are where ``json`` escapes them:
+    such output is made again the standard way.
+    """
+    if plain:
+        try:
+            out = _FAST.encode(doc)
+        except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError):
+            pass  # non-string keys, lone surrogates, huge integers: the standard encoder's job
+        else:
+            if out.isascii() and b"\x7f" not in out:
+                return out
+    return _ENCODER.encode(doc).encode()
+
+
+def _load(body: bytes) -> tuple[Any, bool]:
+    """``json.loads(body)``, and whether the document is plain: no float, NaN or infinity."""
+    floats: list[str] = []
+
+    def number(text: str) -> float:
+        floats.append(text)
+        return float(text)
+
+    doc = json.loads(body, parse_float=number, parse_constant=number)
+    return doc, not floats
+
+
 def parse_review(body: bytes) -> dict[str, Any]:
     """The review's ``request``; raises ``MalformedReview`` naming what is wrong."""
+    return _parse_review(body)[0]
+
+
+def _parse_review(body: bytes) -> tuple[dict[str, Any], bool]:
+    """``parse_review``, and whether the review is plain (see ``_load``)."""
     try:
-        doc = json.loads(body)
+        doc, plain = _load(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedReview(f"body is not JSON: {exc}") from None
     except RecursionError:
@@ -181,7 +228,7 @@ def parse_review(body: bytes) -> dict[str, Any]:
         check_json_body(body, request, "request")
     except ValidationError as exc:
         raise MalformedReview(str(exc), uid) from None
-    return request
+    return request, plain
 
 
 def review(
@@ -191,7 +238,7 @@ def review(
     cache: PlanCache | None = None,
 ) -> Answer:
     """Answer one review (see the module docstring)."""
-    request = parse_review(body)
+    request, plain = _parse_review(body)
     uid = request["uid"]
     kind = request.get("kind")
     pod = request.get("object")
@@ -205,17 +252,19 @@ def review(
     labels = _labels(request) or namespace_labels(namespace)
     info = NamespaceInfo(namespace, labels)
     if cache is None:
-        return _plan(pod, info, settings).answer(uid)
-    key = cache.key(settings, pod, namespace, labels)
+        return _plan(pod, info, settings, plain).answer(uid)
+    key = cache.key(settings, pod, namespace, labels, plain)
     planned = None if key is None else cache.lookup(key)
     if planned is None:
-        planned = _plan(pod, info, settings)
+        planned = _plan(pod, info, settings, plain)
         if key is not None:
             cache.keep(key, planned)
     return planned.answer(uid)
 
 
-def _plan(pod: dict[str, Any], namespace: NamespaceInfo, settings: InjectSettings) -> _Planned:
+def _plan(
+    pod: dict[str, Any], namespace: NamespaceInfo, settings: InjectSettings, plain: bool
+) -> _Planned:
     try:
         result = plan_injection(pod, namespace, settings, share_unchanged=True)
     except InjectError as exc:
@@ -224,7 +273,7 @@ def _plan(pod: dict[str, Any], namespace: NamespaceInfo, settings: InjectSetting
     warned = tuple(_warnings(pod))
     if not result.inject or result.pod is None:
         return _Planned("skipped", "; ".join(result.reasons), warnings=warned)
-    patch = base64.b64encode(_ENCODER.encode(diff(pod, result.pod)).encode())
+    patch = base64.b64encode(compact(diff(pod, result.pod), plain))
     return _Planned("injected", "; ".join(result.reasons), patch, warnings=warned)
 
 

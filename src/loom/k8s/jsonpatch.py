@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 Operation = dict[str, Any]
+_MISSING = object()
 
 
 def escape(key: str) -> str:
@@ -36,14 +37,18 @@ def _diff(old: Any, new: Any, path: str, ops: list[Operation]) -> None:
         return
     old_type, new_type = type(old), type(new)
     if old_type is dict and new_type is dict:
-        for key in sorted(old.keys() - new.keys()):
+        # Only the keys that differ are sorted: shared sub-objects (most of a pod the planner
+        # left alone) are unchanged, skipped by identity without a call or a sort.
+        missing = _MISSING
+        changed = [key for key, before in old.items() if new.get(key, missing) is not before]
+        removed = sorted(key for key in changed if key not in new) if changed else []
+        for key in removed:
             ops.append({"op": "remove", "path": f"{path}/{escape(key)}"})
-        for key in sorted(old.keys() & new.keys()):
-            before, after = old[key], new[key]
-            if before is not after:  # shared sub-objects are unchanged: skip without a call
-                _diff(before, after, f"{path}/{escape(key)}", ops)
-        for key in sorted(new.keys() - old.keys()):
-            ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": new[key]})
+        for key in sorted(set(changed).difference(removed)) if removed else sorted(changed):
+            _diff(old[key], new[key], f"{path}/{escape(key)}", ops)
+        if len(new) > len(old) - len(removed):  # some keys of new are not in old
+            for key in sorted(key for key in new if key not in old):
+                ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": new[key]})
         return
     if old_type is list and new_type is list:
         common = min(len(old), len(new))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from loom.domain.fields import ValidationError, check_json_body, check_json_text
 from loom.inject import InjectSettings
-from loom.k8s.admission import API_VERSION, PlanCache, review
+from loom.k8s.admission import API_VERSION, PlanCache, _load, compact, review
 
 SETTINGS = InjectSettings()
 FUZZ = settings(
@@ -144,3 +144,54 @@ def test_the_quick_body_check_refuses_what_the_full_check_refuses_naming_the_sam
 def test_a_body_with_a_lone_surrogate_or_too_deep_is_refused_by_the_quick_check(raw: bytes) -> None:
     with pytest.raises(ValidationError):
         check_json_body(raw, json.loads(raw))
+
+
+JSON_WITH_FLOATS = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                 max_size=3),
+    max_leaves=20,
+)  # fmt: skip
+
+
+@FUZZ
+@given(JSON_WITH_FLOATS)
+def test_compact_json_is_the_standard_encoders_byte_for_byte_whatever_the_document(
+    doc: Any,
+) -> None:
+    text = json.dumps(doc, separators=(",", ":"))
+    _, plain = _load(text.encode())
+    assert compact(doc, plain) == text.encode()
+
+
+@pytest.mark.parametrize("doc", [
+    {"a": 1e16}, [float("nan")], {"x": [0.5, -0.0]}, {"é": "ü"}, ["\x7f"], {"k": "\ud800"},
+    {"big": 2**70}, {"ok": ["plain", 1, True, None]},
+])  # fmt: skip
+def test_floats_non_ascii_and_odd_strings_take_the_standard_encoder_where_msgspec_differs(
+    doc: Any,
+) -> None:
+    text = json.dumps(doc, separators=(",", ":"))
+    _, plain = _load(text.encode("utf-8", "surrogatepass"))
+    assert plain is not any(isinstance(v, float) for v in _leaves(doc))
+    assert compact(doc, plain) == text.encode()
+
+
+def _leaves(doc: Any) -> list[Any]:
+    if isinstance(doc, dict):
+        return [leaf for value in doc.values() for leaf in _leaves(value)]
+    if isinstance(doc, list):
+        return [leaf for value in doc for leaf in _leaves(value)]
+    return [doc]
+
+
+def test_a_pod_holding_nan_is_not_taken_for_the_same_pod_holding_null() -> None:
+    # msgspec writes NaN as null: a cache key made by it would confuse the two pods.
+    cache = PlanCache()
+    with_null, with_nan = _pod(), _pod()
+    with_null["spec"]["containers"][0]["weight"] = None
+    with_nan["spec"]["containers"][0]["weight"] = float("nan")
+    first = review(_body(with_null), SETTINGS, lambda _: {}, cache)
+    second = review(_body(with_nan), SETTINGS, lambda _: {}, cache)
+    assert (cache.hits, cache.misses) == (0, 2)
+    assert first.body["response"]["patch"] != second.body["response"]["patch"]

@@ -1,0 +1,182 @@
+"""Batched UDP (``recvmmsg``/``sendmmsg``) on real loopback sockets, and the proxy served by
+the batched loop and by the plain one giving the same answers."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.message
+import dns.rcode
+import pytest
+
+from loom.dns.batch import SLOT_SIZE, UdpBatch
+from loom.dns.server import DnsProxy
+from loom.dns.settings import DnsSettings
+from loom.dns.table import NameTable
+from tests.unit.dns.dnstest import MESH, answer_lines, query
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux calls")
+
+
+def _pair(family: socket.AddressFamily, host: str) -> tuple[socket.socket, socket.socket]:
+    server = socket.socket(family, socket.SOCK_DGRAM)
+    server.bind((host, 0))
+    server.setblocking(False)
+    client = socket.socket(family, socket.SOCK_DGRAM)
+    client.bind((host, 0))
+    client.settimeout(2.0)
+    return server, client
+
+
+@pytest.fixture
+def v4() -> Iterator[tuple[socket.socket, socket.socket, UdpBatch]]:
+    server, client = _pair(socket.AF_INET, "127.0.0.1")
+    batch = UdpBatch.create(server, slots=8)
+    assert batch is not None
+    yield server, client, batch
+    batch.close()
+    server.close()
+    client.close()
+
+
+def _wait_readable(sock: socket.socket) -> None:
+    import select
+
+    assert select.select([sock], [], [], 2.0)[0], "the datagrams never arrived"
+
+
+def test_every_waiting_datagram_is_read_by_one_receive_in_order(
+    v4: tuple[socket.socket, socket.socket, UdpBatch],
+) -> None:
+    server, client, batch = v4
+    assert batch.receive() == 0
+    for i in range(5):
+        client.sendto(b"\x00%c query %d" % (i, i), server.getsockname())
+    _wait_readable(server)
+    assert batch.receive() == 5  # loopback queues a datagram before sendto returns
+    assert [batch.packet(i) for i in range(5)] == [b"\x00%c query %d" % (i, i) for i in range(5)]
+    assert batch.tail(3) == b" query 3"
+    assert batch.address(2) == client.getsockname()
+
+
+def test_answers_go_back_to_each_sender_with_the_queries_own_first_two_bytes(
+    v4: tuple[socket.socket, socket.socket, UdpBatch],
+) -> None:
+    server, client, batch = v4
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    other.bind(("127.0.0.1", 0))
+    other.settimeout(2.0)
+    try:
+        client.sendto(b"AAfrom client", server.getsockname())
+        other.sendto(b"BBfrom other", server.getsockname())
+        client.sendto(b"CCagain", server.getsockname())
+        _wait_readable(server)
+        assert batch.receive() == 3
+        batch.reply_tail(0, b" answer one")
+        batch.reply(1, b"whole answer")
+        batch.reply_tail(2, b" answer three, longer than the query was")
+        assert batch.flush() == 0
+        assert client.recv(100) == b"AA answer one"
+        assert client.recv(100) == b"CC answer three, longer than the query was"
+        assert other.recvfrom(100) == (b"whole answer", server.getsockname())
+    finally:
+        other.close()
+
+
+def test_unanswered_datagrams_leave_gaps_and_the_answers_around_them_still_go(
+    v4: tuple[socket.socket, socket.socket, UdpBatch],
+) -> None:
+    server, client, batch = v4
+    for i in range(6):
+        client.sendto(b"q%d" % i, server.getsockname())
+    _wait_readable(server)
+    assert batch.receive() == 6
+    for i in (0, 2, 3, 5):
+        batch.reply(i, b"a%d" % i)
+    assert batch.flush() == 0
+    assert [client.recv(10) for _ in range(4)] == [b"a0", b"a2", b"a3", b"a5"]
+    # The next receive re-arms the slots: answered lengths do not cap the next datagrams.
+    client.sendto(b"x" * 100, server.getsockname())
+    _wait_readable(server)
+    assert batch.receive() == 1 and batch.packet(0) == b"x" * 100
+
+
+def test_an_answer_longer_than_a_slot_is_sent_alone(
+    v4: tuple[socket.socket, socket.socket, UdpBatch],
+) -> None:
+    server, client, batch = v4
+    client.sendto(b"IDbig please", server.getsockname())
+    _wait_readable(server)
+    assert batch.receive() == 1
+    big = b"y" * (SLOT_SIZE + 10)
+    batch.reply_tail(0, big)
+    assert batch.flush() == 0
+    assert client.recv(SLOT_SIZE * 2) == b"ID" + big
+
+
+def test_an_ipv6_sender_is_answered_and_spelled_as_the_socket_module_does() -> None:
+    try:
+        server, client = _pair(socket.AF_INET6, "::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    batch = UdpBatch.create(server)
+    assert batch is not None
+    try:
+        client.sendto(b"v6query", server.getsockname())
+        _wait_readable(server)
+        assert batch.receive() == 1
+        assert batch.address(0) == client.getsockname()
+        batch.reply(0, b"v6answer")
+        assert batch.flush() == 0
+        assert client.recv(100) == b"v6answer"
+    finally:
+        batch.close()
+        server.close()
+        client.close()
+
+
+async def _ask(port: int, wire: bytes) -> bytes:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await loop.sock_sendall(sock, wire)
+        async with asyncio.timeout(3):
+            return await loop.sock_recv(sock, 65535)
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "plain"])
+async def test_the_proxy_answers_the_same_over_the_batched_and_the_plain_loop(
+    batched: bool, tmp_path: Path
+) -> None:
+    (tmp_path / "resolv.conf").write_text("search ns1.svc.cluster.local svc.cluster.local\n")
+    settings = DnsSettings(listen_port=0, resolv_conf=str(tmp_path / "resolv.conf"),
+                           namespace="ns1",
+                           batch_syscalls=batched, upstreams=())
+    proxy = DnsProxy(settings, NameTable.from_json(MESH))
+    await proxy.start()
+    try:
+        assert (proxy._batch is not None) is batched
+        names = ["productpage", "reviews.ns2.svc.cluster.local", "db.ns2"]
+        for qid, name in enumerate(names * 2, start=1):  # the second round is replayed
+            out = await _ask(proxy.port, query(name, qid=qid))
+            msg = dns.message.from_wire(out)
+            assert msg.id == qid and msg.rcode() == dns.rcode.NOERROR
+            assert answer_lines(out)
+        # Not a mesh name and no upstream: forwarded, answered SERVFAIL from the forward path.
+        failed = await _ask(proxy.port, query("www.example.org", qid=99))
+        msg = dns.message.from_wire(failed)
+        assert msg.id == 99 and msg.rcode() == dns.rcode.SERVFAIL
+        metrics = proxy.metrics()
+        assert (metrics["queries"], metrics["local_answers"], metrics["servfail"]) == (7, 6, 1)
+        assert metrics["latency_seconds_count"] == 7
+    finally:
+        await proxy.stop()
