@@ -181,7 +181,8 @@ class Heartbeat:
     async def send(self, states: dict[str, tuple[str, str]]) -> None:
         body = {"Checks": {cid: {"Status": s, "Output": o} for cid, (s, o) in states.items()}}
         try:
-            answer = await self.client.put(self.path, body)
+            sent = await self.client.request("PUT", self.path, body, timeout=self.interval_s)
+            answer = sent.body
         except ClientError as exc:
             limited.warning("heartbeat", "cannot send the heartbeat: %s", exc)
             return
@@ -192,6 +193,17 @@ class Heartbeat:
             if answer.get("Ignored"):
                 limited.warning("heartbeat ignored", "the server does not count checks %s "
                                 "as this agent's", answer["Ignored"])  # fmt: skip
+
+    async def run(self, runner: CheckRunner, stop: asyncio.Event) -> None:
+        """Beat until ``stop``: on its own, so that nothing the check loop waits for (the
+        server's reads, Envoy's admin API while Envoy restarts) can delay it."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            started = loop.time()
+            await self.send(runner.states())
+            with contextlib.suppress(TimeoutError):
+                wait = self.interval_s - (loop.time() - started)
+                await asyncio.wait_for(stop.wait(), max(0.0, wait))
 
 
 async def run_checks(
@@ -207,9 +219,7 @@ async def run_checks(
     gate = EnvoyGate(proxy_id, envoy)
     latest: dict[str, Any] = {}
     runner = dataplane_runner(client, gate, latest)
-    heartbeat = Heartbeat(client, proxy_id)
-    loop = asyncio.get_running_loop()
-    beat_at = loop.time()  # the first heartbeat at once
+    beating = asyncio.create_task(Heartbeat(client, proxy_id).run(runner, stop))
     try:
         while not stop.is_set():
             try:
@@ -222,10 +232,10 @@ async def run_checks(
                 runner.sync(owned(latest["checks"], proxy_id, destination_id, scripts, mine))
             if await gate.refresh():
                 runner.kick()
-            if loop.time() >= beat_at:
-                await heartbeat.send(runner.states())
-                beat_at = loop.time() + heartbeat.interval_s
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(0.0, min(poll_s, beat_at - loop.time())))
+                await asyncio.wait_for(stop.wait(), poll_s)
     finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
         await runner.close()
