@@ -106,7 +106,7 @@ def test_a_runner_that_never_beats_is_gone_a_deadline_after_the_start(
     checks = wait_checks(server, gone(cid))
     out = checks[cid]["Output"]
     assert out.startswith(GONE_PREFIX) and "lonely-sidecar-proxy" in out, out
-    assert "without a heartbeat" in out and "deadline 3s" in out
+    assert "sent no heartbeat in the" in out and "deadline 3s" in out
     assert server.get("/v1/health/service/lonely?passing") == []
 
 

@@ -21,14 +21,23 @@ def check(cid: str, status: str = "passing", output: str = "ok") -> Check:
 
 
 def test_the_start_counts_as_every_runners_last_report() -> None:
-    beats = Heartbeats(deadline_s=15.0, started=100.0)
+    beats = Heartbeats(deadline_s=15.0)
     assert beats.interval_s == 5.0
+    assert beats.silent_for("web-sidecar-proxy", 100.0) is None  # the first sweep
     assert beats.silent_for("web-sidecar-proxy", 115.0) is None
     assert beats.silent_for("web-sidecar-proxy", 115.5) == 15.5
 
 
+def test_a_runner_that_appears_later_gets_a_deadline_from_then() -> None:
+    beats = Heartbeats(deadline_s=3.0)
+    assert beats.silent_for("new-sidecar-proxy", 50.0) is None
+    assert beats.silent_for("new-sidecar-proxy", 53.0) is None
+    assert beats.silent_for("new-sidecar-proxy", 53.5) == 3.5
+
+
 def test_a_heartbeat_keeps_its_runner_alive_for_one_deadline_and_no_other() -> None:
-    beats = Heartbeats(deadline_s=3.0, started=0.0)
+    beats = Heartbeats(deadline_s=3.0)
+    assert beats.silent_for("b", 0.0) is None
     beats.heard("a", 10.0)
     assert beats.silent_for("a", 13.0) is None
     assert beats.silent_for("b", 13.0) == 13.0
@@ -36,16 +45,17 @@ def test_a_heartbeat_keeps_its_runner_alive_for_one_deadline_and_no_other() -> N
 
 
 def test_a_zero_deadline_never_declares_anyone_gone() -> None:
-    assert Heartbeats(deadline_s=0.0, started=0.0).silent_for("a", 1e9) is None
+    assert Heartbeats(deadline_s=0.0).silent_for("a", 1e9) is None
 
 
 def test_a_gone_runners_checks_turn_critical_once_saying_why() -> None:
-    beats = Heartbeats(deadline_s=3.0, started=0.0)
+    beats = Heartbeats(deadline_s=3.0)
     beats.heard("web-sidecar-proxy", 1.0)
     owned = {
         "web-sidecar-proxy": [check("service:web"), check("down", "critical", "refused")],
         "api-sidecar-proxy": [check("service:api")],
     }
+    assert gone_writes(owned, beats, 0.0) == []  # the first sweep, at the start
     assert gone_writes(owned, beats, 2.9) == []
     # api never reported: gone one deadline after the start; web, one after its heartbeat
     assert [c.check_id for c, _ in gone_writes(owned, beats, 3.5)] == ["service:api"]
@@ -53,19 +63,22 @@ def test_a_gone_runners_checks_turn_critical_once_saying_why() -> None:
     assert [c.check_id for c, _ in writes] == ["service:api", "service:web"]
     api, web = (out for _, out in writes)
     assert api.startswith(GONE_PREFIX) and "api-sidecar-proxy" in api
-    assert "without a heartbeat" in api and "deadline 3s" in web
-    assert "for 5s since this server started" in api
+    assert "no heartbeat in the 5s since this server started" in api and "deadline 3s" in web
     assert "for 4s since its last heartbeat" in web
     # once critical, a check is not written again
     later = {r: [check(c.check_id, "critical", "x") for c in cs] for r, cs in owned.items()}
     assert gone_writes(later, beats, 100.0) == []
 
 
-def test_forgetting_drops_runners_that_own_nothing_any_more() -> None:
-    beats = Heartbeats(deadline_s=3.0, started=0.0)
+def test_forgetting_keeps_a_recent_heartbeat_of_a_runner_that_owns_nothing_now() -> None:
+    beats = Heartbeats(deadline_s=3.0)
     beats.heard("a", 1.0)
     beats.heard("b", 1.0)
-    beats.forget(["b"])
+    assert beats.silent_for("c", 1.0) is None  # c appears
+    beats.forget(["b"], 2.0)
+    # a's checks were re-registered a moment ago: a still beats, nothing is new about it
+    assert beats.last == {"a": 1.0, "b": 1.0} and beats.appeared == {}
+    beats.forget(["b"], 4.5)
     assert beats.last == {"b": 1.0}
 
 

@@ -83,7 +83,7 @@ class AgentChecks:
         self.scripts = scripts
         """Script checks may be registered (``--enable-script-checks``)."""
         self._critical_since: dict[str, float] = {}
-        self.beats = Heartbeats(dataplane_deadline_s, time.monotonic())
+        self.beats = Heartbeats(dataplane_deadline_s)
         """When each dataplane last sent its heartbeat (``loom.domain.liveness``)."""
 
     @property
@@ -244,15 +244,32 @@ class AgentChecks:
                 out.setdefault(owner, []).append(c)
         return out
 
+    def _run_by(self, runner: Instance) -> list[Check]:
+        """The checks dataplane ``runner`` runs: ``dataplane_owned()[runner.id]``, read from
+        its instance's checks and its destination's only (a heartbeat's cost)."""
+        dest = runner.proxy.destination_service_id if runner.proxy is not None else ""
+        checks = self.catalog.checks_of(runner)
+        if dest and (target := self._local(dest)) is not None:
+            checks += self.catalog.checks_of(target)
+        sidecars = {}
+        if dest:
+            sidecars = sidecars_by_destination(
+                i for i in self.catalog.instances_on(self.node)
+                if i.proxy is not None and i.proxy.destination_service_id == dest
+            )  # fmt: skip
+        proxies = {runner.id: runner} if runner.proxy is not None else {}
+        return [c for c in checks if check_runner(c, proxies, sidecars) == (DATAPLANE, runner.id)]
+
     async def heartbeat(self, runner: str, reported: dict[str, State]) -> list[str]:
         """Dataplane ``runner`` is alive and sees its checks as ``reported``: write those
         that differ (after its absence, or a lost report). Answers the reported IDs that it
         does not run, which are ignored."""
         async with self._lock:
-            if self._local(runner) is None:
+            inst = self._local(runner)
+            if inst is None:
                 raise NotFound(f"Unknown service ID {runner!r}")
             self.beats.heard(runner, time.monotonic())
-            owned = self.dataplane_owned().get(runner, [])
+            owned = self._run_by(inst)
             writes, ignored = restore_writes(owned, reported)
             ops = [
                 put(tables.CHECKS, check_key(c.node, c.namespace, c.check_id),
@@ -269,7 +286,7 @@ class AgentChecks:
         now = time.monotonic() if now is None else now
         async with self._lock:
             owned = self.dataplane_owned()
-            self.beats.forget(owned)
+            self.beats.forget(owned, now)
             writes = gone_writes(owned, self.beats, now)
             ops = [
                 put(tables.CHECKS, check_key(c.node, c.namespace, c.check_id),

@@ -12,8 +12,8 @@ sticks, and a report lost on the way is mended one interval later.
 
 Liveness is the dataplane agent's, not Envoy's: an Envoy restarted by its dataplane (no xDS
 stream for a moment) changes nothing here. The server's own start counts as everyone's last
-report, so a server restart gives every dataplane a full deadline to report before anything
-turns critical.
+report (and a proxy's registration, for one registered later), so a server restart gives
+every dataplane a full deadline to report before anything turns critical.
 """
 
 from __future__ import annotations
@@ -39,9 +39,12 @@ class Heartbeats:
 
     deadline_s: float
     """A runner silent longer than this is gone (0: never)."""
-    started: float
-    """When this server started: counted as every runner's last report (the grace)."""
     last: dict[str, float] = field(default_factory=dict)
+    """Each runner's last heartbeat."""
+    appeared: dict[str, float] = field(default_factory=dict)
+    """When a runner never heard from was first asked about: its deadline counts from then.
+    The server asks about every runner that owns checks each sweep from its start, so that is
+    the start (a restart's grace) or, for a proxy registered later, its registration."""
 
     @property
     def interval_s(self) -> float:
@@ -55,22 +58,34 @@ class Heartbeats:
         """Seconds ``runner`` has been silent, once past the deadline; None while alive."""
         if self.deadline_s <= 0:
             return None
-        silent = now - self.last.get(runner, self.started)
+        since = self.last.get(runner)
+        if since is None:
+            since = self.appeared.setdefault(runner, now)
+        silent = now - since
         return silent if silent > self.deadline_s else None
 
-    def forget(self, keep: Iterable[str]) -> None:
-        """Drop what is known of runners no longer owning any check."""
+    def forget(self, keep: Iterable[str], now: float) -> None:
+        """Drop what is known of runners owning no check: when they appeared, and their
+        last heartbeat once past the deadline (a check re-registered under a runner that
+        still beats is judged by that runner's heartbeats, not as new)."""
         kept = set(keep)
+        for runner in set(self.appeared) - kept:
+            del self.appeared[runner]
         for runner in set(self.last) - kept:
-            del self.last[runner]
+            if now - self.last[runner] > self.deadline_s:
+                del self.last[runner]
 
 
 def gone_output(runner: str, silent_s: float, deadline_s: float, ever_heard: bool) -> str:
     """The critical Output of a check whose dataplane ``runner`` is gone."""
-    since = "its last heartbeat" if ever_heard else "this server started, without a heartbeat"
+    if ever_heard:
+        what = f"has sent nothing for {silent_s:.0f}s since its last heartbeat"
+    else:
+        what = (f"has sent no heartbeat in the {silent_s:.0f}s since this server started "
+                "or its checks were registered")  # fmt: skip
     return (
-        f"{GONE_PREFIX}the dataplane of {runner} has sent nothing for {silent_s:.0f}s since "
-        f"{since} (deadline {deadline_s:g}s), so this check is not running"
+        f"{GONE_PREFIX}the dataplane of {runner} {what} (deadline {deadline_s:g}s), so this "
+        "check is not running"
     )
 
 
