@@ -220,3 +220,19 @@ def test_a_token_for_a_cannot_keep_bs_checks_alive(acl_server: ServerProcess) ->
         thread.join(10)
     assert answers and all(ans == (200, {"IntervalSeconds": 1.0, "Ignored": [b]})
                            for ans in answers)  # fmt: skip
+
+
+def test_of_two_sidecars_only_the_one_running_the_instances_checks_speaks_for_them(
+    server: ServerProcess,
+) -> None:
+    cid = app(server, "multi")  # its sidecar: multi-sidecar-proxy
+    server.put("/v1/agent/service/register", {
+        "Kind": "connect-proxy", "Name": "multi-proxy", "ID": "multi-a-proxy", "Port": 21001,
+        "Proxy": {"DestinationServiceName": "multi", "DestinationServiceID": "multi"}})  # fmt: skip
+    # the lowest ID runs the instance's checks (the rule both runners apply)
+    status, answer = beat(server, "multi-sidecar-proxy", {cid: ("warning", "not mine")})
+    assert (status, answer["Ignored"]) == (200, [cid])
+    assert server.get("/v1/agent/checks")[cid]["Output"] != "not mine"
+    status, answer = beat(server, "multi-a-proxy", {cid: ("warning", "mine")})
+    assert (status, answer["Ignored"]) == (200, [])
+    assert server.get("/v1/agent/checks")[cid]["Output"] == "mine"
