@@ -129,3 +129,31 @@ async def test_a_failed_report_is_retried_on_the_next_run() -> None:
         assert failed == [1]
     finally:
         await r.close()
+
+
+async def test_states_hold_what_was_decided_even_before_its_report_is_written() -> None:
+    t = Target()
+    failing: list[bool] = [True]
+
+    async def away(check_id: str, status: str, output: str) -> None:
+        if failing[0]:
+            raise OSError("server away")
+        await t.reports.put((check_id, status, output))
+
+    r = CheckRunner(away, t.alias, alias_poll_s=0.01, max_stagger_s=0.0, output_sync_s=3600.0)
+    assert r.states() == {}
+    r.sync([check("a"), check("b")])
+    try:
+        await t.runs_past(4)
+        # no report got through, yet the heartbeat would carry both results
+        assert r.states() == {"a": ("passing", "ok"), "b": ("passing", "ok")}
+        failing[0] = False
+        await asyncio.wait_for(t.reports.get(), 5)
+        t.result = Result("passing", "a new body")
+        await t.runs_past(t.runs + 4)
+        # an output change held back by output_sync_s is not in the states either
+        assert r.states()["a"] == ("passing", "ok")
+        r.sync([check("b")])
+        assert r.states() == {"b": ("passing", "ok")}
+    finally:
+        await r.close()

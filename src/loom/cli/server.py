@@ -33,6 +33,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _seconds_or_zero(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
 def _octal_mode(text: str) -> int:
     try:
         value = int(text, 8)
@@ -310,6 +320,15 @@ def register(commands: Commands) -> None:
         "(default 900)",
     )
     p.add_argument(
+        "--dataplane-deadline",
+        type=_seconds_or_zero,
+        default=15.0,
+        metavar="SECONDS",
+        help="a dataplane that sends no heartbeat for this long is gone: the checks it runs "
+        "turn critical, saying so, until it reports again; dataplanes beat every third of it, "
+        "and after a start every dataplane has this long to report first (default 15; 0: off)",
+    )
+    p.add_argument(
         "--enable-script-checks",
         action="store_true",
         help="accept and run script checks (Args), as Consul's enable_script_checks; off: "
@@ -442,6 +461,7 @@ def run(args: argparse.Namespace) -> int:
         http_max_conns_per_client=args.http_max_conns_per_client,
         http_idle_timeout_s=args.http_idle_timeout,
         enable_script_checks=args.enable_script_checks,
+        dataplane_deadline_s=args.dataplane_deadline,
         kv_tombstone_ttl_s=args.kv_tombstone_ttl,
         ui=args.ui,
         ui_metrics_provider=args.ui_metrics_provider,

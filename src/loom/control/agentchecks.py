@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from loom.control.catalog import Catalog
@@ -38,6 +38,7 @@ from loom.domain.checkstate import (
     reap_due,
 )
 from loom.domain.fields import Fields, ValidationError, parse_duration
+from loom.domain.liveness import Heartbeats, State, gone_writes, restore_writes
 from loom.domain.records import Check, Instance, unindexed
 from loom.domain.services import CHECK_STATUSES, DEFAULT_NAMESPACE, check_key, instance_key
 from loom.store import Delete, Store, put, tables
@@ -65,7 +66,14 @@ class Health:
 
 
 class AgentChecks:
-    def __init__(self, store: Store, lock: asyncio.Lock, catalog: Catalog, scripts: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        lock: asyncio.Lock,
+        catalog: Catalog,
+        scripts: bool,
+        dataplane_deadline_s: float = 15.0,
+    ) -> None:
         self.store = store
         self._lock = lock
         self.catalog = catalog
@@ -73,6 +81,8 @@ class AgentChecks:
         """Script checks may be registered (``--enable-script-checks``)."""
         self._critical_since: dict[str, float] = {}
         self._server = ServerChecks(store, catalog.settings.node)
+        self.beats = Heartbeats(dataplane_deadline_s)
+        """When each dataplane last sent its heartbeat (``loom.domain.liveness``)."""
 
     @property
     def node(self) -> str:
@@ -210,6 +220,49 @@ class AgentChecks:
     def server_owned(self) -> list[Check]:
         """The checks of this node that the server runs (not the dataplanes')."""
         return self._server.owned()
+
+    # -- dataplane liveness ------------------------------------------------------------------
+
+    def dataplane_owned(self) -> dict[str, list[Check]]:
+        """The checks of this node that dataplanes run, by the runner's proxy ID."""
+        return self._server.dataplane_owned()
+
+    async def heartbeat(self, runner: str, reported: dict[str, State]) -> list[str]:
+        """Dataplane ``runner`` is alive and sees its checks as ``reported``: write those
+        that differ (after its absence, or a lost report). Answers the reported IDs that it
+        does not run, which are ignored."""
+        async with self._lock:
+            inst = self._local(runner)
+            if inst is None:
+                raise NotFound(f"Unknown service ID {runner!r}")
+            self.beats.heard(runner, time.monotonic())
+            owned = self._server.run_by(inst)
+            writes, ignored = restore_writes(owned, reported)
+            ops = [
+                put(tables.CHECKS, check_key(c.node, c.namespace, c.check_id),
+                    replace(c, status=status, output=output))
+                for c, (status, output) in writes
+            ]  # fmt: skip
+            if ops:
+                await self.store.apply(ops)
+            return ignored
+
+    async def mark_gone(self, now: float | None = None) -> list[tuple[Check, str]]:
+        """Turn critical the checks of dataplanes past their deadline; answers what it
+        wrote."""
+        now = time.monotonic() if now is None else now
+        async with self._lock:
+            owned = self.dataplane_owned()
+            self.beats.forget(owned, now)
+            writes = gone_writes(owned, self.beats, now)
+            ops = [
+                put(tables.CHECKS, check_key(c.node, c.namespace, c.check_id),
+                    replace(c, status=CRITICAL, output=output))
+                for c, output in writes
+            ]  # fmt: skip
+            if ops:
+                await self.store.apply(ops)
+            return writes
 
     def due_for_reaping(self, now: float | None = None) -> list[str]:
         """Service IDs whose check has been critical longer than its

@@ -1,5 +1,5 @@
-"""Which of this node's checks the server runs, and which may reap their service, kept up to
-date write by write.
+"""Who runs each of this node's checks (the server, a dataplane) and which may reap their
+service, kept up to date write by write.
 
 The server's check loop wakes on every write to the services or checks tables. Deciding the
 owner of every check of the node on each wake (``loom.domain.checkstate.check_runner`` over
@@ -7,14 +7,16 @@ all of them) made one registration cost time in proportion to the whole catalog:
 services, 28 ms at 4,000, all on one node. This tracker is fed by the store as an indexer of
 both tables and remembers which instances a write touched; a wake re-decides only the checks
 of those instances (and of the instance a sidecar fronts, since a sidecar takes over its
-destination's checks). The owner rule itself stays the one pure function.
+destination's checks). The same decisions serve the dataplanes' liveness (whose checks a
+heartbeat speaks for, which turn critical when it stops). The owner rule itself stays the one
+pure function.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from loom.domain.checkstate import SERVER, check_runner
+from loom.domain.checkstate import DATAPLANE, NOBODY, SERVER, check_runner
 from loom.domain.records import Check, Instance
 from loom.domain.services import instance_key
 from loom.store import Store, tables
@@ -24,15 +26,16 @@ InstanceRef = tuple[str, str, str]
 
 
 class ServerChecks:
-    """The server-run checks of one node and the checks that may reap their service."""
+    """Who runs each check of one node (the server, a dataplane, nobody), and the checks that
+    may reap their service."""
 
     def __init__(self, store: Store, node: str) -> None:
         self.store = store
         self.node = node
         self._dirty: set[InstanceRef] | None = None
         """Instances whose checks need a new decision; None: every instance of the node."""
-        self._owned: dict[InstanceRef, dict[str, Check]] = {}
-        """The server-run checks by instance, by check key."""
+        self._runs: dict[InstanceRef, dict[str, tuple[str, str, Check]]] = {}
+        """By instance, by check key: who runs the check, the runner's proxy ID, the check."""
         self._sidecars: dict[InstanceRef, set[str]] = {}
         """This node's sidecar IDs by the instance they front."""
         self._by_instance: dict[InstanceRef, set[str]] = {}
@@ -46,15 +49,46 @@ class ServerChecks:
         if self._dirty is not None and ref[0] == self.node:
             self._dirty.add(ref)
 
-    def owned(self) -> list[Check]:
-        """The checks of this node that the server runs (not the dataplanes'), in key order."""
+    def _refresh(self) -> None:
         dirty, self._dirty = self._dirty, set()
         if dirty is None:
-            self._owned.clear()
+            self._runs.clear()
             dirty = set(self._by_instance)
         for ref in dirty:
             self._decide(ref)
-        found = {key: c for checks in self._owned.values() for key, c in checks.items()}
+
+    def owned(self) -> list[Check]:
+        """The checks of this node that the server runs (not the dataplanes'), in key order."""
+        self._refresh()
+        found = {
+            key: c for runs in self._runs.values() for key, (who, _, c) in runs.items()
+            if who == SERVER
+        }  # fmt: skip
+        return [found[key] for key in sorted(found)]
+
+    def dataplane_owned(self) -> dict[str, list[Check]]:
+        """The checks of this node that dataplanes run, by the runner's proxy ID, in key order."""
+        self._refresh()
+        found = {
+            key: (owner, c) for runs in self._runs.values()
+            for key, (who, owner, c) in runs.items() if who == DATAPLANE
+        }  # fmt: skip
+        out: dict[str, list[Check]] = {}
+        for key in sorted(found):
+            owner, c = found[key]
+            out.setdefault(owner, []).append(c)
+        return out
+
+    def run_by(self, runner: Instance) -> list[Check]:
+        """The checks dataplane ``runner`` runs (its own instance's and its destination's)."""
+        self._refresh()
+        refs = [(runner.node, runner.namespace, runner.id)]
+        if runner.proxy is not None:
+            refs.append((runner.node, runner.namespace, runner.proxy.destination_service_id))
+        found = {
+            key: c for ref in refs for key, (who, owner, c) in self._runs.get(ref, {}).items()
+            if who == DATAPLANE and owner == runner.id
+        }  # fmt: skip
         return [found[key] for key in sorted(found)]
 
     def _decide(self, ref: InstanceRef) -> None:
@@ -65,15 +99,17 @@ class ServerChecks:
         if inst is not None and inst.proxy is not None:
             proxies[inst.id] = inst
         sidecars = {ref: min(ids)} if (ids := self._sidecars.get(ref)) else {}
-        owned: dict[str, Check] = {}
+        runs: dict[str, tuple[str, str, Check]] = {}
         for key in keys:
             check = self.store.record(tables.CHECKS, key)
-            if check is not None and check_runner(check, proxies, sidecars)[0] == SERVER:
-                owned[key] = check
-        if owned:
-            self._owned[ref] = owned
+            if check is not None:
+                who, owner = check_runner(check, proxies, sidecars)
+                if who != NOBODY:
+                    runs[key] = (who, owner, check)
+        if runs:
+            self._runs[ref] = runs
         else:
-            self._owned.pop(ref, None)
+            self._runs.pop(ref, None)
 
 
 class _Services:

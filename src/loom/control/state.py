@@ -69,6 +69,10 @@ class ServerSettings:
     """Lifetime of leaf certificates, in seconds (72h as Consul); renewed at 60% of it."""
     ttl_sweep_s: float = 1.0
     """How often TTL checks are swept for expiry, in seconds."""
+    dataplane_deadline_s: float = 15.0
+    """A dataplane that has sent no heartbeat for this long is gone: the checks it runs turn
+    critical, saying so, until it reports again (``loom.domain.liveness``). Dataplanes beat
+    every third of it; the server's start counts as a heartbeat (a restart's grace). 0: off."""
     kv_tombstone_ttl_s: float = 900.0
     """How long a deleted KV key's tombstone is kept, in seconds (Consul's ``tombstone_ttl``,
     15 min): long enough for a blocking query on it to see the deletion; reaped in batches
@@ -173,7 +177,11 @@ class State:
             time.monotonic,
         )
         self.agent_checks = AgentChecks(
-            self.store, self.lock, self.catalog, settings.enable_script_checks
+            self.store,
+            self.lock,
+            self.catalog,
+            settings.enable_script_checks,
+            settings.dataplane_deadline_s,
         )
         self.configs = Configs(self.store, self.lock, settings.default_allow)
         self.certs = Certs(

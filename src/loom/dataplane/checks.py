@@ -8,6 +8,12 @@ runner and probes as the server, and reports each change with
 sidecar's (a token of another service is refused: the check's service is what the guard
 checks). Script checks run only with ``loom dataplane --enable-script-checks``.
 
+The agent is its checks' liveness (``loom.domain.liveness``): every interval the server
+asks for (a third of ``loom server --dataplane-deadline``) it sends
+``PUT /v1/loom/dataplane/:proxy-id/heartbeat`` with the state of every check it runs, so a
+dataplane that is gone turns its checks critical on the server, and one that is back (or
+whose report was lost) puts their real state back within an interval.
+
 Consul's "Connect Sidecar Listening" check is driven by what the agent knows of Envoy: while
 Envoy is not running, not ready, or has rejected a listener, the check is critical with that
 reason as its Output; once every listener is accepted, its TCP probe decides.
@@ -160,6 +166,46 @@ def _plain(doc: dict[str, Any]) -> Check | None:
         return None
 
 
+HEARTBEAT_S = 5.0
+"""The heartbeat interval until the server says its own (a third of its default deadline)."""
+
+
+class Heartbeat:
+    """This agent's heartbeat: the state of the checks it runs, sent at the server's pace."""
+
+    def __init__(self, client: AsyncClient, proxy_id: str) -> None:
+        self.client = client
+        self.path = f"/v1/loom/dataplane/{proxy_id}/heartbeat"
+        self.interval_s = HEARTBEAT_S
+
+    async def send(self, states: dict[str, tuple[str, str]]) -> None:
+        body = {"Checks": {cid: {"Status": s, "Output": o} for cid, (s, o) in states.items()}}
+        try:
+            sent = await self.client.request("PUT", self.path, body, timeout=self.interval_s)
+            answer = sent.body
+        except ClientError as exc:
+            limited.warning("heartbeat", "cannot send the heartbeat: %s", exc)
+            return
+        if isinstance(answer, dict):
+            interval = answer.get("IntervalSeconds")
+            if isinstance(interval, int | float) and 0 < interval < 3600:
+                self.interval_s = float(interval)
+            if answer.get("Ignored"):
+                limited.warning("heartbeat ignored", "the server does not count checks %s "
+                                "as this agent's", answer["Ignored"])  # fmt: skip
+
+    async def run(self, runner: CheckRunner, stop: asyncio.Event) -> None:
+        """Beat until ``stop``: on its own, so that nothing the check loop waits for (the
+        server's reads, Envoy's admin API while Envoy restarts) can delay it."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            started = loop.time()
+            await self.send(runner.states())
+            with contextlib.suppress(TimeoutError):
+                wait = self.interval_s - (loop.time() - started)
+                await asyncio.wait_for(stop.wait(), max(0.0, wait))
+
+
 async def run_checks(
     client: AsyncClient,
     proxy_id: str,
@@ -173,6 +219,7 @@ async def run_checks(
     gate = EnvoyGate(proxy_id, envoy)
     latest: dict[str, Any] = {}
     runner = dataplane_runner(client, gate, latest)
+    beating = asyncio.create_task(Heartbeat(client, proxy_id).run(runner, stop))
     try:
         while not stop.is_set():
             try:
@@ -188,4 +235,7 @@ async def run_checks(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), poll_s)
     finally:
+        beating.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beating
         await runner.close()

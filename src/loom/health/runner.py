@@ -13,6 +13,10 @@ whole interval; a sidecar's checks would then keep it out of the mesh for up to 
 starts). Alias checks have no interval: they re-read their target every ``alias_poll_s``.
 The gate's answers (below) are reported at once, output included.
 
+``states()`` is what the runner last decided for each check (status and the output reported
+with it), set before the report is sent: a dataplane's heartbeat carries it, so the server can
+restore a check it overwrote, or mend a report that was lost.
+
 ``gate(check)`` may answer for a check instead of its probe (the dataplane's "Connect Sidecar
 Listening" is critical with Envoy's reason while a listener is rejected).
 """
@@ -59,6 +63,7 @@ class CheckRunner:
         self.max_stagger_s = max_stagger_s
         self.output_sync_s = output_sync_s
         self._tasks: dict[str, tuple[CheckDefinition, asyncio.Task[None]]] = {}
+        self._states: dict[str, tuple[str, str]] = {}
         self._wake = asyncio.Event()
 
     def kick(self) -> None:
@@ -70,11 +75,16 @@ class CheckRunner:
     def running(self) -> list[str]:
         return sorted(self._tasks)
 
+    def states(self) -> dict[str, tuple[str, str]]:
+        """(status, output) of each running check that has a result, as last decided."""
+        return {cid: self._states[cid] for cid in sorted(self._tasks) if cid in self._states}
+
     def sync(self, checks: Iterable[Check]) -> None:
         """Run exactly ``checks`` (each with a definition) from now on."""
         wanted = {c.check_id: c for c in checks if c.definition is not None}
         for cid in sorted(set(self._tasks) - set(wanted)):
             self._tasks.pop(cid)[1].cancel()
+            self._states.pop(cid, None)
         for cid, check in sorted(wanted.items()):
             assert check.definition is not None
             current = self._tasks.get(cid)
@@ -82,6 +92,7 @@ class CheckRunner:
                 continue
             if current is not None:
                 current[1].cancel()
+                self._states.pop(cid, None)
             task = asyncio.create_task(self._run(check, check.definition), name=f"check {cid}")
             self._tasks[cid] = (check.definition, task)
 
@@ -130,6 +141,7 @@ class CheckRunner:
                     and (urgent or loop.time() - reported >= self.output_sync_s))
             )  # fmt: skip
             if moved is not None and due:
+                self._states[check.check_id] = (moved, result.output)
                 try:
                     await self._report(check.check_id, moved, result.output)
                 except Exception as exc:

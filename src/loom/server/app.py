@@ -28,7 +28,7 @@ from loom.errors import LoomError
 from loom.filemodes import restrict_socket
 from loom.ratelog import RateSettings, flush_all
 from loom.server import wan
-from loom.server.checks_run import run_server_checks
+from loom.server.checks_run import run_liveness, run_server_checks
 from loom.server.clientlog import AiohttpLog
 from loom.server.conns import ConnectionCap, capped
 from loom.server.errors import ServerError as ServerError  # re-exported
@@ -221,6 +221,7 @@ async def serve(
         background = [
             asyncio.create_task(_sweep_ttls(state)),
             asyncio.create_task(run_server_checks(state)),
+            asyncio.create_task(run_liveness(state)),
             asyncio.create_task(_sweep_sessions(state)),
             asyncio.create_task(_reap_tombstones(state)),
             asyncio.create_task(_flush_log_summaries()),

@@ -4,7 +4,8 @@ Consul's paths and answers: ``PUT /v1/agent/check/register`` and ``deregister/:i
 ``GET /v1/agent/health/service/id/:id`` and ``name/:name`` answer 200 when passing, 429
 when warning, 503 when critical or in maintenance, with Consul's JSON (``AggregatedStatus``,
 ``Service``, ``Checks``) or, with ``?format=text``, the status alone; ``PUT
-/v1/agent/service/maintenance/:id?enable=&reason=`` and ``PUT /v1/agent/maintenance``. What
+/v1/agent/service/maintenance/:id?enable=&reason=`` and ``PUT /v1/agent/maintenance``; and
+Loom's own ``PUT /v1/loom/dataplane/:proxy-id/heartbeat``, a dataplane's liveness. What
 each needs under ACLs is in ``server.guard.NEEDS``; the core is ``control.agentchecks``.
 """
 
@@ -17,10 +18,12 @@ from aiohttp import web
 from loom.acl.rules import Access
 from loom.control.agentchecks import Health
 from loom.control.errors import NotFound
-from loom.domain.checkstate import HTTP_CODE, worst
+from loom.domain.checkstate import CRITICAL, HTTP_CODE, PASSING, WARNING, worst
 from loom.domain.fields import ValidationError
 from loom.server import views
 from loom.server.guard import authorizer, can_read_service, check_vetter, visible
+
+CHECK_STATES = (PASSING, WARNING, CRITICAL)
 
 
 def _state(request: web.Request) -> Any:
@@ -112,7 +115,38 @@ async def health_by_name(request: web.Request) -> web.Response:
     return _answer(request, worst(h.status for h in shown), [_doc(request, h) for h in shown])
 
 
+def _reported(body: Any) -> dict[str, tuple[str, str]]:
+    """A heartbeat's ``Checks``: ``{"<CheckID>": {"Status": ..., "Output": ...}}``."""
+    if not isinstance(body, dict):
+        raise ValidationError("the body must be a JSON object")
+    checks = body.get("Checks") or {}
+    if not isinstance(checks, dict):
+        raise ValidationError("Checks: must be an object of check IDs")
+    out = {}
+    for cid, doc in checks.items():
+        status = doc.get("Status") if isinstance(doc, dict) else None
+        if status not in CHECK_STATES:
+            raise ValidationError(f"Checks.{cid}.Status: must be one of {', '.join(CHECK_STATES)}")
+        output = doc.get("Output", "")
+        if not isinstance(output, str):
+            raise ValidationError(f"Checks.{cid}.Output: must be a string")
+        out[str(cid)] = (str(status), output)
+    return out
+
+
+async def dataplane_heartbeat(request: web.Request) -> web.Response:
+    """``PUT /v1/loom/dataplane/:proxy-id/heartbeat``: the dataplane running that proxy's
+    checks is alive, and sees them as its body says (``loom.domain.liveness``)."""
+    from loom.server.http import _body, _json
+
+    agent_checks = _state(request).agent_checks
+    reported = _reported(await _body(request))
+    ignored = await agent_checks.heartbeat(request.match_info["id"], reported)
+    return _json({"IntervalSeconds": agent_checks.beats.interval_s, "Ignored": ignored})
+
+
 def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_put("/v1/loom/dataplane/{id}/heartbeat", dataplane_heartbeat)
     r.add_put("/v1/agent/check/register", check_register)
     r.add_put("/v1/agent/check/deregister/{id}", check_deregister)
     r.add_get("/v1/agent/health/service/id/{id}", health_by_id)

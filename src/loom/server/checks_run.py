@@ -6,10 +6,14 @@ instance with a sidecar, belong to that sidecar's ``loom dataplane``). It follow
 and services tables (a blocking wait on the store), so a registered check starts within a
 moment and a removed one stops. Results are written like any check update, and the same loop
 reaps services whose check stayed critical past ``DeregisterCriticalServiceAfter``.
+
+``run_liveness`` turns critical the checks of a dataplane that has missed its heartbeat
+deadline (``loom.domain.liveness``; the dataplane's heartbeat brings them back).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -56,3 +60,17 @@ async def run_server_checks(state: State) -> None:
             index = await state.store.wait((CHECKS.name, SERVICES.name), index, REAP_EVERY_S)
     finally:
         await runner.close()
+
+
+async def run_liveness(state: State) -> None:
+    """Every ``ttl_sweep_s``, turn critical the checks of dataplanes gone silent; until
+    cancelled."""
+    if state.settings.dataplane_deadline_s <= 0:
+        return
+    while True:
+        await asyncio.sleep(state.settings.ttl_sweep_s)
+        try:
+            for check, output in await state.agent_checks.mark_gone():
+                log.warning("check %s: %s", check.check_id, output)
+        except LoomError as exc:
+            log.error("dataplane liveness sweep failed: %s", exc)

@@ -452,6 +452,7 @@ NEEDS: dict[tuple[str, str], Needs] = {
     ("GET", "/v1/agent/connect/ca/leaf/{service}"): _named("service", W, "service"),
     ("POST", "/v1/agent/connect/authorize"): _connect_authorize,
     ("PUT", "/v1/loom/connect/ca/sign"): _csr_service,
+    ("PUT", "/v1/loom/dataplane/{id}/heartbeat"): _agent_deregister,  # service:write
     # A secondary datacenter's intermediate CA (its replication token): Consul's rule.
     ("POST", "/v1/internal/connect/ca/sign-intermediate"): _fixed("operator", W),
     ("GET", "/v1/loom/dns-table"): _nothing,  # filtered

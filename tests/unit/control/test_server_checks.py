@@ -1,4 +1,4 @@
-"""The incremental tracker of server-run checks decides as a full scan of the node would,
+"""The incremental tracker of who runs each check decides as a full scan of the node would,
 whatever sequence of registrations, sidecars, deregistrations and check writes led there."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from loom.control.state import ServerSettings, State
-from loom.domain.checkstate import SERVER, check_runner, sidecars_by_destination
+from loom.domain.checkstate import DATAPLANE, SERVER, check_runner, sidecars_by_destination
 from loom.domain.records import Check
 from loom.store import Store
 
@@ -32,6 +32,19 @@ def _full_scan(state: State) -> list[str]:
         c.check_id for c in state.catalog.checks_on(node)
         if check_runner(c, proxies, sidecars)[0] == SERVER
     )  # fmt: skip
+
+
+def _full_scan_dataplanes(state: State) -> dict[str, list[str]]:
+    node = state.catalog.settings.node
+    local = state.catalog.instances_on(node)
+    proxies = {i.id: i for i in local if i.proxy is not None}
+    sidecars = sidecars_by_destination(local)
+    out: dict[str, list[str]] = {}
+    for c in state.catalog.checks_on(node):
+        who, owner = check_runner(c, proxies, sidecars)
+        if who == DATAPLANE:
+            out.setdefault(owner, []).append(c.check_id)
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def _reapable(state: State) -> list[str]:
@@ -77,6 +90,12 @@ def test_the_tracker_decides_as_a_full_scan_after_every_write(sequence: list[Op]
         for op in sequence:
             await _apply(state, op)
             assert _ids(state.agent_checks.server_owned()) == _full_scan(state)
+            by_runner = state.agent_checks.dataplane_owned()
+            assert {k: _ids(v) for k, v in by_runner.items()} == _full_scan_dataplanes(state)
+            for runner, checks in by_runner.items():
+                inst = state.catalog.find(runner)
+                assert inst is not None
+                assert _ids(state.agent_checks._server.run_by(inst)) == _ids(checks)
             assert sorted(c.check_id for c in state.agent_checks._server.reapable.values()) == (
                 _reapable(state)
             )
