@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 
 from loom.ca.spiffe import SpiffeError, parse_spiffe_id
@@ -26,16 +27,29 @@ MAX_OUTPUT = 64 * 1024
 """The most the child may print (a P-256 key and a CSR are about 1 KB)."""
 
 
+def child_argv() -> tuple[list[str], dict[str, str]]:
+    """The child's command line and environment: this interpreter with this ``sys.path``.
+
+    An agent run under a pod's UID (``loom local``: ``setpriv`` after root started it) may
+    not be able to reach ``sys.executable`` by its path (a directory on the way is root's
+    only), so then the child is ``/proc/self/exe``, the same binary opened through the
+    kernel's link; it would compute another ``sys.path`` from that name, hence ours is
+    handed to it in ``PYTHONPATH``."""
+    exe = sys.executable if os.access(sys.executable, os.X_OK) else "/proc/self/exe"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return [exe, "-m", "loom.dataplane.keygen"], env
+
+
 async def make_key_and_csr(spiffe_uri: str) -> tuple[str, str]:
     """A fresh P-256 key and a CSR naming ``spiffe_uri``, both PEM, made by a child process."""
+    argv, env = child_argv()
     try:
         child = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "loom.dataplane.keygen",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            *argv, env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
     except OSError as exc:
-        raise DataplaneError(f"cannot start the key maker {sys.executable}: {exc}") from exc
+        raise DataplaneError(f"cannot start the key maker {argv[0]}: {exc}") from exc
     try:
         out, err = await asyncio.wait_for(child.communicate(spiffe_uri.encode()), TIMEOUT_S)
     except TimeoutError as exc:
