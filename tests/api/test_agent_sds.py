@@ -122,3 +122,28 @@ async def test_secrets_larger_than_the_flow_control_window_arrive_whole_on_every
         for c in clients:
             await c.close()
         await stop()
+
+
+async def test_a_malformed_request_fails_its_call_and_the_server_answers_the_next(
+    tmp_path: Path,
+) -> None:
+    store = SecretStore()
+    store.set("CERT", "KEY", "ROOTS")
+    path, _ = socket_path(tmp_path / "w")
+    stop = await serve_sds(store, path)
+    channel = grpc.aio.insecure_channel(f"unix:{path}")
+    try:
+        call = channel.stream_stream(
+            "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"
+        )()  # raw bytes both ways
+        await call.write(b"\x0b")  # a field of wire type 3: not protobuf this server reads
+        await call.done_writing()
+        async with asyncio.timeout(10):
+            assert await call.code() == grpc.StatusCode.INTERNAL
+        good = Client(path, "leaf")
+        await good.ask()
+        assert list(_secrets(await good.next())) == ["leaf"]
+        await good.close()
+    finally:
+        await channel.close()
+        await stop()

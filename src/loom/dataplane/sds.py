@@ -124,10 +124,14 @@ class _Stream:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         changed = object()
 
+        malformed: list[sdswire.WireError] = []
+
         async def read() -> None:
             try:
                 async for req in self.requests:
                     await queue.put(sdswire.decode_request(req))
+            except sdswire.WireError as exc:
+                malformed.append(exc)
             finally:
                 await queue.put(None)
 
@@ -142,6 +146,8 @@ class _Stream:
                 resp = self.on_change() if ev is changed else self.on_request(ev)
                 if resp is not None:
                     yield resp
+            if malformed:  # the call fails (grpc-status INTERNAL), the server goes on
+                raise malformed[0]
         finally:
             for t in tasks:
                 t.cancel()
