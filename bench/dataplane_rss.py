@@ -12,6 +12,9 @@ own memory is not counted. The figure is the median over rounds with the lowest 
 instance ``arena2=MALLOC_ARENA_MAX=2``); the rounds alternate the variants (A, B, A, B...)
 and swap which goes first, so a machine that slows down weighs on each alike.
 
+``--leaf-ttl 8 --settle 12`` reads the agents after a few renewals (each a key made by a
+child process and an SDS push), to show that rotation leaves nothing resident.
+
 ``--imports`` also prints, in a fresh interpreter, the RSS after each module the agent's
 steady state holds, in import order (the attribution of the figure by import).
 
@@ -113,6 +116,8 @@ def main() -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ENV[,ENV]",
                         help="also measure agents with these variables (repeatable)")  # fmt: skip
     parser.add_argument("--imports", action="store_true", help="print RSS after each import")
+    parser.add_argument("--leaf-ttl", metavar="SECONDS",
+                        help="the server's leaf TTL (short: the agents renew while they settle)")
     args = parser.parse_args()
     variants: dict[str, dict[str, str]] = {"default": {}}
     for spec in args.variant:
@@ -124,7 +129,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="loom-bench-rss-") as tmp_name:
         tmp = Path(tmp_name)
         pycache = str(tmp / "pycache")
-        server = start_server()
+        server = start_server(*(["--leaf-ttl", args.leaf_ttl] if args.leaf_ttl else []))
         try:
             _agent_mb(server, tmp, _env(pycache, {}), 0.0)  # warm-up: writes the bytecode
             if args.imports:
