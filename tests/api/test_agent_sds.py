@@ -99,3 +99,51 @@ async def test_a_work_dir_too_long_for_a_unix_socket_gets_a_short_private_one(
     finally:
         await stop()
         short.rmdir()
+
+
+async def test_secrets_larger_than_the_flow_control_window_arrive_whole_on_every_stream(
+    tmp_path: Path,
+) -> None:
+    # 300 KB of roots: more than HTTP/2's default 64 KiB windows and many 16 KiB frames, to
+    # three clients at once, so each answer has to wait for its client's WINDOW_UPDATEs.
+    roots = "".join(f"-----BEGIN CERTIFICATE-----\n{i:06d}{'R' * 994}\n" for i in range(300))
+    store = SecretStore()
+    store.set("CERT", "KEY", roots)
+    path, _ = socket_path(tmp_path / "w")
+    stop = await serve_sds(store, path)
+    clients = [Client(path, "roots") for _ in range(3)]
+    try:
+        for c in clients:
+            await c.ask()
+        for c in clients:
+            got = _secrets(await c.next())
+            assert got["roots"].validation_context.trusted_ca.inline_string == roots
+    finally:
+        for c in clients:
+            await c.close()
+        await stop()
+
+
+async def test_a_malformed_request_fails_its_call_and_the_server_answers_the_next(
+    tmp_path: Path,
+) -> None:
+    store = SecretStore()
+    store.set("CERT", "KEY", "ROOTS")
+    path, _ = socket_path(tmp_path / "w")
+    stop = await serve_sds(store, path)
+    channel = grpc.aio.insecure_channel(f"unix:{path}")
+    try:
+        call = channel.stream_stream(
+            "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"
+        )()  # raw bytes both ways
+        await call.write(b"\x0b")  # a field of wire type 3: not protobuf this server reads
+        await call.done_writing()
+        async with asyncio.timeout(10):
+            assert await call.code() == grpc.StatusCode.INTERNAL
+        good = Client(path, "leaf")
+        await good.ask()
+        assert list(_secrets(await good.next())) == ["leaf"]
+        await good.close()
+    finally:
+        await channel.close()
+        await stop()

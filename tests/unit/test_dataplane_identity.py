@@ -71,12 +71,13 @@ def _ok(doc: object, index: int = 1) -> Response:
 
 def _leaf(store: SecretStore) -> tuple[x509.Certificate, str, str]:
     from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
+    from google.protobuf import any_pb2
 
     assert store.current is not None
     out = {}
     for name, packed in store.current.resources.items():
         s = secret_pb2.Secret()
-        packed.Unpack(s)
+        assert any_pb2.Any.FromString(packed).Unpack(s)
         out[name] = s
     tls = out["leaf"].tls_certificate
     cert = x509.load_pem_x509_certificate(tls.certificate_chain.inline_string.encode())

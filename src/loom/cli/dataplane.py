@@ -148,16 +148,20 @@ def _settings(args: argparse.Namespace) -> object:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    """Run the dataplane the flags describe (``loom dataplane``, ``connect envoy --gateway``)."""
+    """Run the dataplane the flags describe (``loom dataplane``, ``connect envoy --gateway``).
+
+    On the standard library's event loop, not uvloop: the agent waits on a handful of
+    sockets, so uvloop speeds nothing up here and its 1.2 MB of RSS buy nothing (issue 17:
+    the agent's RSS, measured by ``bench/dataplane_rss.py``)."""
+    import asyncio
     import logging
 
-    from loom.aio import run
     from loom.dataplane.agent import DataplaneSettings, run_dataplane
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = _settings(args)
     assert isinstance(settings, DataplaneSettings)
-    return run(run_dataplane(settings))
+    return asyncio.run(run_dataplane(settings))
 
 
 def _bootstrap(args: argparse.Namespace) -> int:

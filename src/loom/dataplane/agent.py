@@ -36,6 +36,7 @@ from loom.api import AsyncClient, ClientError, NotFoundError, TlsSettings, tls_f
 from loom.dataplane.bootstrap import XdsTls, build_bootstrap
 from loom.dataplane.envoy import Envoy, EnvoySettings
 from loom.dataplane.errors import DataplaneError, EnvoyError
+from loom.dataplane.heap import trim_every
 from loom.dataplane.identity import WorkloadIdentity
 from loom.dataplane.sds import SecretStore, serve_sds, socket_path
 
@@ -260,6 +261,8 @@ async def run_dataplane(settings: DataplaneSettings, stop: asyncio.Event | None 
         await _start_extras(settings, reg, work, stop, extras)
         watcher = asyncio.create_task(watch_registration(settings, stop))
         extras.push_async_callback(_cancel, watcher)
+        trimmer = asyncio.create_task(trim_every())  # issue 17: freed heap back to the system
+        extras.push_async_callback(_cancel, trimmer)
         if not settings.run_envoy:
             _start_checks(settings, reg, None, stop, extras)
             if sds is None:  # a gateway's Envoy run by hand: its checks are all there is

@@ -1,9 +1,10 @@
 """The workload's identity, kept by the agent: its private key is made here and never sent.
 
-``WorkloadIdentity`` makes a P-256 key, sends only a CSR naming the proxy's SPIFFE ID to
-``PUT /v1/loom/connect/ca/sign`` (with the dataplane's token: the server signs only for a
-service the token may ``service:write``), and hands leaf, key and roots to the
-``SecretStore`` that the agent's SDS server serves to Envoy. It then keeps them fresh:
+``WorkloadIdentity`` has a P-256 key made (by the agent's own short-lived child, ``keygen``),
+sends only a CSR naming the proxy's SPIFFE ID to ``PUT /v1/loom/connect/ca/sign`` (with the
+dataplane's token: the server signs only for a service the token may ``service:write``), and
+hands leaf, key and roots to the ``SecretStore`` that the agent's SDS server serves to Envoy.
+It then keeps them fresh:
 
 - a new key and leaf at about half of the leaf's remaining life (the server's leaf TTL);
 - a new leaf, and the new roots, as soon as the roots change (``/v1/agent/connect/ca/roots``
@@ -31,9 +32,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from loom.api import AsyncClient, ClientError, HTTPStatusError
-from loom.ca.csr import build_csr, key_pem, new_key
 from loom.ca.spiffe import SpiffeError, SpiffeId
 from loom.dataplane.errors import DataplaneError
+from loom.dataplane.keygen import make_key_and_csr
 from loom.dataplane.sds import SecretStore
 
 log = logging.getLogger("loom.dataplane.identity")
@@ -98,9 +99,9 @@ class WorkloadIdentity:
             raise DataplaneError(f"cannot name this proxy's identity: {exc}") from exc
 
     async def _sign(self, roots: Roots) -> None:
-        """A new key, its CSR signed, and the store updated; the key stays in this process."""
-        key = new_key()
-        csr = build_csr(self._identity(roots), key)
+        """A new key, its CSR signed, and the store updated; the key stays in this process
+        (made by its short-lived child, ``keygen``, and handed over a pipe)."""
+        key, csr = await make_key_and_csr(self._identity(roots).uri)
         body = await self.client.put(SIGN_PATH, {"CSR": csr})
         try:
             issued = Issued(
@@ -110,7 +111,7 @@ class WorkloadIdentity:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise DataplaneError(f"the server's signed certificate is malformed: {exc!r}") from exc
-        self.store.set(issued.cert_pem, key_pem(key), roots.pem)
+        self.store.set(issued.cert_pem, key, roots.pem)
         self.roots, self.leaf = roots, issued
         log.info("leaf for %s signed (serial %s, valid until %s)",
                  self.service, issued.serial, issued.valid_before.isoformat())  # fmt: skip

@@ -11,6 +11,9 @@ State-of-the-World streaming form:
   gets the new version at once, so Envoy swaps certificates without dropping a connection.
 
 Envoy opens one stream per secret name; each is answered with just the names it asked for.
+
+Spoken without grpcio or protobuf (issue 17: the agent's RSS): the call over ``h2grpc``, the
+messages by ``sdswire``.
 """
 
 from __future__ import annotations
@@ -21,18 +24,14 @@ import itertools
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-from envoy.extensions.transport_sockets.tls.v3 import secret_pb2
-from envoy.service.discovery.v3 import discovery_pb2
-from envoy.service.secret.v3 import sds_pb2_grpc
-from google.protobuf import any_pb2, json_format
-
+from loom.dataplane import sdswire
 from loom.dataplane.errors import DataplaneError
+from loom.dataplane.h2grpc import Handler, Server
 from loom.xds.translate.names import TYPE_SECRET
 from loom.xds.translate.tls import secrets
 
@@ -47,18 +46,16 @@ class Secrets:
     """What the agent serves: one version of the leaf (with its key) and the roots."""
 
     version: int
-    resources: dict[str, any_pb2.Any]
+    resources: dict[str, bytes]
+    """Each secret's name and its encoded ``Any``-packed ``Secret``."""
 
 
-def pack(cert_pem: str, key_pem: str, roots_pem: str) -> dict[str, any_pb2.Any]:
+def pack(cert_pem: str, key_pem: str, roots_pem: str) -> dict[str, bytes]:
     """The two secrets as Envoy's ``Secret`` messages (the translator's canonical shape)."""
-    out: dict[str, any_pb2.Any] = {}
-    for name, doc in secrets(cert_pem, key_pem, roots_pem).items():
-        message = json_format.ParseDict(doc, secret_pb2.Secret())
-        packed = any_pb2.Any()
-        packed.Pack(message)
-        out[name] = packed
-    return out
+    return {
+        name: sdswire.pack_any(TYPE_SECRET, sdswire.encode(doc, sdswire.SECRET))
+        for name, doc in secrets(cert_pem, key_pem, roots_pem).items()
+    }
 
 
 class SecretStore:
@@ -79,30 +76,30 @@ class SecretStore:
 
 
 class _Stream:
-    def __init__(self, store: SecretStore, requests: AsyncIterator[Any]) -> None:
+    def __init__(self, store: SecretStore, requests: AsyncIterator[bytes]) -> None:
         self.store = store
         self.requests = requests
         self.names: set[str] | None = None
         self.sent_version = ""
         self.sent_nonce = ""
 
-    def _response(self) -> discovery_pb2.DiscoveryResponse | None:
+    def _response(self) -> bytes | None:
         current = self.store.current
         if current is None or self.names is None:
             return None
         self.sent_version = str(current.version)
         self.sent_nonce = str(next(_nonces))
-        return discovery_pb2.DiscoveryResponse(
-            version_info=self.sent_version,
-            type_url=TYPE_SECRET,
-            nonce=self.sent_nonce,
-            resources=[current.resources[n] for n in sorted(self.names) if n in current.resources],
+        return sdswire.discovery_response(
+            self.sent_version,
+            [current.resources[n] for n in sorted(self.names) if n in current.resources],
+            TYPE_SECRET,
+            self.sent_nonce,
         )
 
-    def on_request(self, req: Any) -> discovery_pb2.DiscoveryResponse | None:
-        if req.HasField("error_detail"):
+    def on_request(self, req: sdswire.DiscoveryRequest) -> bytes | None:
+        if req.error_message is not None:
             log.warning("Envoy rejected secrets version %s: %s", req.version_info or "-",
-                        req.error_detail.message)  # fmt: skip
+                        req.error_message)  # fmt: skip
             return None
         names = set(req.resource_names)
         first = self.names is None or not req.response_nonce
@@ -117,20 +114,24 @@ class _Stream:
             return self._response()  # renewed between our push and this ACK
         return None
 
-    def on_change(self) -> discovery_pb2.DiscoveryResponse | None:
+    def on_change(self) -> bytes | None:
         current = self.store.current
         if self.names is None or current is None or str(current.version) == self.sent_version:
             return None
         return self._response()
 
-    async def run(self) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
+    async def run(self) -> AsyncGenerator[bytes, None]:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         changed = object()
+
+        malformed: list[sdswire.WireError] = []
 
         async def read() -> None:
             try:
                 async for req in self.requests:
-                    await queue.put(req)
+                    await queue.put(sdswire.decode_request(req))
+            except sdswire.WireError as exc:
+                malformed.append(exc)
             finally:
                 await queue.put(None)
 
@@ -145,6 +146,8 @@ class _Stream:
                 resp = self.on_change() if ev is changed else self.on_request(ev)
                 if resp is not None:
                     yield resp
+            if malformed:  # the call fails (grpc-status INTERNAL), the server goes on
+                raise malformed[0]
         finally:
             for t in tasks:
                 t.cancel()
@@ -153,25 +156,13 @@ class _Stream:
                     await t
 
 
-class SdsServicer(sds_pb2_grpc.SecretDiscoveryServiceServicer):  # type: ignore[misc]
-    def __init__(self, store: SecretStore) -> None:
-        self.store = store
+def sds_handler(store: SecretStore) -> Handler:
+    """One SDS call (``StreamSecrets``, or ``FetchSecrets``: one request) on ``store``."""
 
-    async def StreamSecrets(
-        self, request_iterator: AsyncIterator[Any], context: Any
-    ) -> AsyncIterator[discovery_pb2.DiscoveryResponse]:
-        async for resp in _Stream(self.store, request_iterator).run():
-            yield resp
+    def handle(requests: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+        return _Stream(store, requests).run()
 
-    async def FetchSecrets(self, request: Any, context: Any) -> discovery_pb2.DiscoveryResponse:
-        stream = _Stream(self.store, _empty())
-        resp = stream.on_request(request)
-        return resp if resp is not None else discovery_pb2.DiscoveryResponse(type_url=TYPE_SECRET)
-
-
-async def _empty() -> AsyncIterator[Any]:
-    return
-    yield  # pragma: no cover
+    return handle
 
 
 def socket_path(work: Path) -> tuple[Path, Path | None]:
@@ -191,20 +182,18 @@ async def serve_sds(store: SecretStore, path: Path) -> Callable[[], Awaitable[No
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o700)
     path.unlink(missing_ok=True)
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    sds_pb2_grpc.add_SecretDiscoveryServiceServicer_to_server(SdsServicer(store), server)
+    server = Server(sds_handler(store))
     old = os.umask(0o177)  # the socket is created 0600, never briefly wider
     try:
-        server.add_insecure_port(f"unix:{path}")
-        await server.start()
-    except RuntimeError as exc:
+        await server.start(path)
+    except OSError as exc:
         raise DataplaneError(f"cannot serve SDS on {path}: {exc}") from exc
     finally:
         os.umask(old)
     path.chmod(0o600)
 
     async def stop() -> None:
-        await server.stop(grace=0.2)
+        await server.stop()
         path.unlink(missing_ok=True)
 
     return stop
