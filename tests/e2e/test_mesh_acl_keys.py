@@ -195,10 +195,17 @@ def test_the_agents_leaf_rotates_without_dropping_an_open_connection(mesh: Mesh)
 
 
 def test_each_dataplane_reports_its_sidecars_checks_with_its_own_token(mesh: Mesh) -> None:
-    # The mesh above only carries traffic once each sidecar's default checks pass, and each
-    # dataplane holds only its own service's token: this is what it wrote with it.
-    checks = mesh.as_root("GET", "/v1/agent/checks")
-    assert isinstance(checks, dict)
+    # Each dataplane holds only its own service's token: this is what it wrote with it. The
+    # server's sidecar passes before traffic flows; the client's may report a moment later.
+    ids = [f"service:{s}-sidecar-proxy:{n}" for s in ("static-server", "static-client")
+           for n in (1, 2)]  # fmt: skip
+
+    def all_passing() -> dict[str, dict[str, str]] | None:
+        got = mesh.as_root("GET", "/v1/agent/checks")
+        assert isinstance(got, dict)
+        return got if all(got.get(i, {}).get("Status") == "passing" for i in ids) else None
+
+    checks = wait_for(all_passing, 20, "both sidecars' default checks passing")
     for service in ("static-server", "static-client"):
         listening = checks[f"service:{service}-sidecar-proxy:1"]
         assert listening["Status"] == "passing"
