@@ -10,7 +10,9 @@ their own ``Datacenter``: their healthy instances' addresses, and as ``VirtualIP
 VIP this server allocated for them (``loom.control.remotevips``), so a table with them still
 parses where an older proxy reads it. What a peer says is not trusted to be DNS-safe: a
 service whose name, namespace or datacenter is not a DNS label is left out (the allocator
-logs and counts it), and only addresses that are IP addresses are listed.
+logs and counts it), and only addresses that are IP addresses are listed. The same holds
+for this datacenter's catalog-only services with names Consul accepts but DNS cannot serve
+(``api.v1``, a name over 63 characters): they are left out, as Consul's DNS leaves them out.
 """
 
 from __future__ import annotations
@@ -108,6 +110,7 @@ def build_name_table(snapshot: MeshSnapshot, cluster_domain: str = CLUSTER_DOMAI
             "Instances": [_instance(i.address, i.hostname) for i in svc.healthy],
         }
         for _, svc in sorted(snapshot.services.items())
+        if not _label_problem(svc.name)  # ``api.v1``: registered, "not discoverable via DNS"
     ]
     externals = [
         {
