@@ -32,7 +32,7 @@ from loom.control.catalog import Catalog
 from loom.control.queries import Queries
 from loom.domain.fields import ValidationError, parse_duration
 from loom.domain.mesh import Endpoint, QueryAnswer
-from loom.domain.queries import PreparedQuery, dns_id_key, find
+from loom.domain.queries import PreparedQuery, dns_id_key, render
 
 MAX_TEMPLATE_NAMES = 1024
 """Names a template is executed for per snapshot (the first, sorted): a bound on the
@@ -54,21 +54,26 @@ def _ttl(q: PreparedQuery) -> int:
         return 0  # stored before validation refused it: the default
 
 
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+def _ip(text: str, seen: dict[str, str | None]) -> str | None:
+    """The address in its normal form, or None when it is no IP (a host name); ``seen``
+    remembers each text, as one instance is in many executions."""
+    if text not in seen:
+        try:
+            seen[text] = str(ipaddress.ip_address(text))
+        except ValueError:
+            seen[text] = None
+    return seen[text]
 
 
-def _answer(q: PreparedQuery, catalog: Catalog, queries: Queries) -> QueryAnswer:
+def _answer(
+    q: PreparedQuery, catalog: Catalog, queries: Queries, seen: dict[str, str | None]
+) -> QueryAnswer:
     done = queries.execute(q, catalog.settings.node)
     endpoints = []
     for inst, _ in done.hits:
-        address = inst.address or catalog.node_of(inst).address
-        if _is_ip(address):
-            endpoints.append(Endpoint(str(ipaddress.ip_address(address)), inst.port))
+        address = _ip(inst.address or catalog.node_of(inst).address, seen)
+        if address is not None:
+            endpoints.append(Endpoint(address, inst.port))
     return QueryAnswer(done.service, _ttl(q), bool(q.service.near), tuple(endpoints))
 
 
@@ -87,10 +92,11 @@ def query_answers(catalog: Catalog, queries: Queries) -> dict[str, QueryAnswer]:
     (names differing in case) keeps the first by ID."""
     every = sorted(queries.all(), key=lambda q: q.id)
     out: dict[str, QueryAnswer] = {}
+    seen: dict[str, str | None] = {}
     for q in every:
         if q.is_template:
             continue
-        answer = _answer(q, catalog, queries)
+        answer = _answer(q, catalog, queries, seen)
         out["#" + dns_id_key(q.id)] = answer
         if q.name and _is_label(q.name):
             out.setdefault(q.name.lower(), answer)
@@ -99,21 +105,24 @@ def query_answers(catalog: Catalog, queries: Queries) -> dict[str, QueryAnswer]:
         return out
     words = _catalog_words(catalog)
     names = sorted({n for t in templates for n in _candidates(t, words)})
+    taken = {q.id for q in every} | {q.name for q in every if not q.is_template}
+    longest_first = sorted(templates, key=lambda t: -len(t.name))  # stable: by ID on ties
     kept: dict[str, int] = {}
     for name in names:
         key = name.lower()
-        if key in out:
+        if key in out or name in taken:
+            continue  # an ID or a query's name: Consul's lookup (``find``) picks that query
+        template = next(t for t in longest_first if name.startswith(t.name))
+        if kept.get(template.id, 0) >= MAX_TEMPLATE_NAMES:
             continue
         try:
-            found = find(every, name)  # the template Consul's lookup picks for the name
+            rendered = render(template, name)
         except ValidationError:
             continue  # it does not render for this name
-        if found is None or not found.is_template or kept.get(found.id, 0) >= MAX_TEMPLATE_NAMES:
-            continue
-        answer = _answer(found, catalog, queries)
+        answer = _answer(rendered, catalog, queries, seen)
         if answer.endpoints:
             out[key] = answer
-            kept[found.id] = kept.get(found.id, 0) + 1
+            kept[template.id] = kept.get(template.id, 0) + 1
     return out
 
 
