@@ -10,18 +10,18 @@ it leaves the service's own name. Asking the server on a miss would add a round 
 question's latency and a server request per question, and still need a cache that goes
 stale exactly when health changes.
 
-What is executed, by Consul's lookup (``loom.domain.queries.find``): every query by its name
-and by its ID (keyed by a hash of it, which the proxy computes from the name asked); a
-template (``name_prefix_match``) for the names it would answer that the catalog suggests:
-its prefix followed by a service name or a tag, or a service name that starts with the
-prefix, up to ``MAX_TEMPLATE_NAMES`` per template, each kept when its execution finds some
-instance. A name that only a regular expression could render (``${match(1)}`` of text no
-service or tag has) is not answered. Executions are local, in catalog order (``Near``,
-``_agent`` being this server's node, sorts first and keeps its order; otherwise the proxy
-rotates the answer, as Consul shuffles it), without failover to other datacenters. A query
-whose execution keeps nothing answers NODATA, as ``svc.service.consul`` of a service with no
-healthy instance does (Consul answers NXDOMAIN). Names that are not DNS labels, and
-addresses that are not IPs, are left out.
+What is executed, by Consul's lookup (``loom.domain.queries.find``): every query but a
+template by its name and by its ID (keyed by a hash of it, which the proxy computes from the
+name asked); a template (``name_prefix_match``) for the names it would answer that the
+catalog suggests: its prefix followed by a service name or a tag, or a service name that
+starts with the prefix, up to ``MAX_TEMPLATE_NAMES`` per template, each kept when its
+execution finds some instance. A name that only a regular expression could render
+(``${match(1)}`` of text no service or tag has) is not answered. Executions are local, in
+catalog order (``Near``, ``_agent`` being this server's node, sorts first and keeps its
+order; otherwise the proxy rotates the answer, as Consul shuffles it), without failover to
+other datacenters. A query whose execution keeps nothing answers NODATA, as
+``svc.service.consul`` of a service with no healthy instance does (Consul answers
+NXDOMAIN). Names that are not DNS labels, and addresses that are not IPs, are left out.
 """
 
 from __future__ import annotations
