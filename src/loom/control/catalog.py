@@ -14,6 +14,7 @@ old checks, its node's sidecar ports, the VIP to allocate or free) comes from th
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,7 +22,13 @@ from typing import Any
 from loom.control.errors import NotFound
 from loom.control.indexes import CheckIndex, ServiceIndex, VipAllocator, vip_key
 from loom.domain.checks import SERVICE_MAINT_PREFIX
-from loom.domain.fields import Fields, ValidationError, check_id, parse_duration
+from loom.domain.fields import (
+    Fields,
+    ValidationError,
+    check_id,
+    dns_name_warning,
+    parse_duration,
+)
 from loom.domain.records import Check, Instance, Node, TaggedAddress, VirtualIp, unindexed
 from loom.domain.services import (
     DEFAULT_NAMESPACE,
@@ -37,6 +44,7 @@ SERVICES = tables.SERVICES.name
 CHECKS = tables.CHECKS.name
 NODES = tables.NODES.name
 VIPS = tables.VIPS.name
+log = logging.getLogger("loom.catalog")
 
 
 def tag_union(instances: Iterable[Instance]) -> dict[str, tuple[str, ...]]:
@@ -195,6 +203,14 @@ class Catalog:
             )
 
     async def _write_registration(self, reg: Registration, extra: list[Op]) -> int:
+        index = await self._write_instances(reg, extra)
+        for name in dict.fromkeys(inst.service for inst in reg.instances):
+            warning = dns_name_warning(name)
+            if warning is not None:  # Consul's agent logs it, and registers the service
+                log.warning("%s", warning)
+        return index
+
+    async def _write_instances(self, reg: Registration, extra: list[Op]) -> int:
         ops: list[Op] = list(extra)
         delta: dict[str, int] = {}
         pending: dict[str, Instance] = {}

@@ -10,7 +10,14 @@ their own ``Datacenter``: their healthy instances' addresses, and as ``VirtualIP
 VIP this server allocated for them (``loom.control.remotevips``), so a table with them still
 parses where an older proxy reads it. What a peer says is not trusted to be DNS-safe: a
 service whose name, namespace or datacenter is not a DNS label is left out (the allocator
-logs and counts it), and only addresses that are IP addresses are listed.
+logs and counts it), and only addresses that are IP addresses are listed. The same holds
+for this datacenter's catalog-only services with names Consul accepts but DNS cannot serve
+(``api.v1``, a name over 63 characters): they are left out, as Consul's DNS leaves them out.
+
+Prepared queries executed for DNS (``loom.control.dnsqueries``) are the ``Queries`` list,
+one entry per query name or ID (as its hash: the table must not disclose IDs) with its TTL
+and its instances' addresses and ports; the key is absent when there are none, so a table
+without queries is one older proxies still read.
 """
 
 from __future__ import annotations
@@ -108,6 +115,7 @@ def build_name_table(snapshot: MeshSnapshot, cluster_domain: str = CLUSTER_DOMAI
             "Instances": [_instance(i.address, i.hostname) for i in svc.healthy],
         }
         for _, svc in sorted(snapshot.services.items())
+        if not _label_problem(svc.name)  # ``api.v1``: registered, "not discoverable via DNS"
     ]
     externals = [
         {
@@ -118,13 +126,31 @@ def build_name_table(snapshot: MeshSnapshot, cluster_domain: str = CLUSTER_DOMAI
         }
         for e in sorted(snapshot.externals, key=lambda e: e.host)
     ]
-    return {
+    table: Doc = {
         "Index": snapshot.mesh_index,
         "Datacenter": snapshot.datacenter,
         "ClusterDomain": cluster_domain,
         "Services": services + remote_services(snapshot),
         "ExternalHosts": externals,
     }
+    if snapshot.query_answers:  # absent without queries: a table older proxies still read
+        table["Queries"] = query_entries(snapshot)
+    return table
+
+
+def query_entries(snapshot: MeshSnapshot) -> list[Doc]:
+    """The prepared queries' DNS answers (``loom.control.dnsqueries``), by name: each a
+    ``<name>.query.consul`` of the proxies; a query's ID as ``IDHash`` (never the ID)."""
+    return [
+        {
+            **({"IDHash": name[1:]} if name.startswith("#") else {"Name": name}),
+            "Service": answer.service,
+            "TTL": answer.ttl,
+            "Ordered": answer.ordered,
+            "Instances": [{"Address": e.address, "Port": e.port} for e in answer.endpoints],
+        }
+        for name, answer in sorted(snapshot.query_answers.items())
+    ]
 
 
 def name_table_text(snapshot: MeshSnapshot) -> str:

@@ -16,6 +16,7 @@ from dataclasses import replace
 from loom.control.catalog import Catalog
 from loom.control.certs import Certs
 from loom.control.configs import Configs
+from loom.control.dnsqueries import query_answers
 from loom.control.errors import NotFound
 from loom.control.federation import Federation
 from loom.control.queries import Queries
@@ -142,6 +143,7 @@ def build_snapshot(
     snap.subset_endpoints = select_subsets(snap.resolvers, candidates)
     if queries is not None:
         snap.query_targets = query_targets(snap, catalog, queries)
+        snap.query_answers = query_answers(catalog, queries)
     snap.gateways_lan, snap.gateways_wan = tuple(lan), tuple(wan)
     return snap
 

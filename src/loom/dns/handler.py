@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from loom.dns.cache import CachedResponse, ResponseCache, prepare, render
 from loom.dns.metrics import Metrics
-from loom.dns.resolve import ANSWER_TTL_S, Action, Query, View, resolve
+from loom.dns.resolve import Action, Query, View, resolve
 from loom.dns.table import NameTable
 from loom.dns.wire import (
     CLASS_IN,
@@ -44,6 +44,7 @@ from loom.dns.wire import (
     name_end,
     normalize_query,
     opt_record,
+    srv_answer,
     walk_response,
 )
 
@@ -100,6 +101,8 @@ class LocalAnswer(NamedTuple):
     """What the answer counts as besides a local answer: _PLAIN, _AUTOPATH or _NODATA."""
     rotation: Rotation | None = None
     """The answer's address order, when it has several addresses."""
+    arcount: int = 0
+    """Additional records at the end of ``body`` (an SRV answer's target addresses)."""
 
 
 class Forward(NamedTuple):
@@ -249,12 +252,16 @@ class PacketHandler:
             self._count(entry.kind)
         head = _LOCAL_FLAGS | (q.flags & ECHOED_FLAGS)
         if not q.edns_payload:
-            out = HEADER.pack(q.qid, head, 1, entry.ancount, 0, 0) + q.question + entry.body
+            out = (
+                HEADER.pack(q.qid, head, 1, entry.ancount, 0, entry.arcount)
+                + q.question
+                + entry.body
+            )
             if len(out) <= PLAIN_UDP_LIMIT or tcp:
                 return out
         else:
             out = (
-                HEADER.pack(q.qid, head, 1, entry.ancount, 0, 1)
+                HEADER.pack(q.qid, head, 1, entry.ancount, 0, entry.arcount + 1)
                 + q.question
                 + entry.body
                 + _OPT[q.dnssec_ok]
@@ -292,12 +299,16 @@ def _decision(key: bytes, table: NameTable, view: View) -> LocalAnswer | Forward
     res = resolve(Query(name, qtype), table, view)
     if res.action is Action.FORWARD:
         return _FORWARD_KNOWN if res.known else _FORWARD
+    if res.srv:  # a prepared query's SRV answer: in table order, targets' addresses after
+        answers, extra = srv_answer(res.srv, res.ttl)
+        return LocalAnswer(len(res.srv), answers + extra, _PLAIN, None, len(res.srv))
     count = len(res.addresses)
+    turned = () if res.ordered else res.addresses  # a Near query's order is its answer
     if res.cname:
-        body = cname_answer(len(key), res.cname, res.addresses, ANSWER_TTL_S)
-        return LocalAnswer(1 + count, body, _AUTOPATH, _rotation(body, res.addresses))
-    body = address_records(POINTER_TO_QUESTION, res.addresses, ANSWER_TTL_S)
-    return LocalAnswer(count, body, _PLAIN if count else _NODATA, _rotation(body, res.addresses))
+        body = cname_answer(len(key), res.cname, res.addresses, res.ttl)
+        return LocalAnswer(1 + count, body, _AUTOPATH, _rotation(body, turned))
+    body = address_records(POINTER_TO_QUESTION, res.addresses, res.ttl)
+    return LocalAnswer(count, body, _PLAIN if count else _NODATA, _rotation(body, turned))
 
 
 def _rotation(body: bytes, addresses: tuple[bytes, ...]) -> Rotation | None:

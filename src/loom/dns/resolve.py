@@ -13,13 +13,17 @@ search list of its resolv.conf). Forms answered (see docs/dns.md):
   ``svc.virtual.<dc>.consul`` (the local VIP routed to it); the Kubernetes forms above also
   name services found only in another datacenter (``loom.dns.table``), as Istio's
   multicluster DNS does.
+- Prepared queries: ``<query>.query.consul`` and ``<query>.query.<dc>.consul`` (this
+  datacenter), by name or ID (the table holds a hash of each ID, computed here from the name
+  asked), as the server executed them for the table, with the query's ``DNS.TTL``; SRV too,
+  to ``<hex>.addr.<dc>.consul`` targets whose addresses come in the additional section.
 - External hosts registered with VIPs.
 - Auto-path: ``<known name>.<search domain>`` answered with a CNAME to the known name and its
   addresses, which turns glibc's walk of the search list into one round of A + AAAA.
 
-A known name asked for A or AAAA is answered here (NODATA when it lacks that family); anything
-else is forwarded, with ``known`` set so the forwarder can keep a known name from ever being
-answered NXDOMAIN.
+A known name asked for A or AAAA (a query's name: or SRV) is answered here (NODATA when it
+lacks that family); anything else is forwarded, with ``known`` set so the forwarder can keep a
+known name from ever being answered NXDOMAIN.
 """
 
 from __future__ import annotations
@@ -28,10 +32,12 @@ from dataclasses import dataclass
 from enum import Enum
 
 from loom.dns.table import CONSUL_DOMAIN, NameTable, Records
+from loom.domain.queries import dns_id_key, is_uuid
 
 QTYPE_A = 1
 QTYPE_AAAA = 28
 QTYPE_CNAME = 5
+QTYPE_SRV = 33
 ANSWER_TTL_S = 30
 """TTL of locally answered records: short, so clients follow table changes within 30 s."""
 
@@ -76,6 +82,12 @@ class Resolution:
     """Auto-path: the known name the asked name is an alias of (empty otherwise)."""
     known: bool = False
     """The asked name is a mesh name (so an upstream NXDOMAIN for it must become NODATA)."""
+    ttl: int = ANSWER_TTL_S
+    """TTL of the answer's records (a prepared query's ``DNS.TTL``, else ``ANSWER_TTL_S``)."""
+    ordered: bool = False
+    """Keep the addresses in this order (a ``Near`` query), never rotated."""
+    srv: tuple[tuple[int, str, bytes], ...] = ()
+    """An SRV answer: (port, target, packed target address) per record (``Records.srv``)."""
 
     @property
     def autopath(self) -> bool:
@@ -91,9 +103,13 @@ def resolve(query: Query, table: NameTable, view: View) -> Resolution:
     name = query.name.lower().rstrip(".")
     hit = lookup(name, table, view)
     if hit is not None:
+        records = hit[0]
+        if query.qtype == QTYPE_SRV and records.srv:
+            ttl = records.ttl or ANSWER_TTL_S
+            return Resolution(Action.ANSWER, (), "", True, ttl, records.ordered, records.srv)
         if query.qtype not in (QTYPE_A, QTYPE_AAAA):
             return FORWARD_KNOWN
-        return Resolution(Action.ANSWER, _family(hit[0], query.qtype), known=True)
+        return _answer(hit[0], query.qtype, "")
     if query.qtype not in (QTYPE_A, QTYPE_AAAA) or not view.autopath:
         return FORWARD
     for domain in view.search:
@@ -101,7 +117,7 @@ def resolve(query: Query, table: NameTable, view: View) -> Resolution:
             hit = lookup(name[: -len(domain) - 1], table, view)
             if hit is not None:
                 records, target = hit
-                return Resolution(Action.ANSWER, _family(records, query.qtype), target, True)
+                return _answer(records, query.qtype, target)
     return FORWARD
 
 
@@ -132,6 +148,8 @@ def _alias(name: str, table: NameTable, view: View) -> str | tuple[str, ...] | N
 
 
 def _consul_keys(labels: list[str], table: NameTable, view: View) -> tuple[str, ...] | None:
+    if labels[1:2] == ["query"] and len(labels) in (3, 4) and is_uuid(labels[0]):
+        return (".".join(["#" + dns_id_key(labels[0]), *labels[1:]]),)  # by ID: its hash
     if len(labels) < 3 or labels[1] not in ("virtual", "service"):
         return None
     svc, kind, rest = labels[0], labels[1], labels[2:-1]
@@ -155,6 +173,17 @@ def _first(table: NameTable, keys: tuple[str, ...]) -> Records | None:
         if records is not None:
             return records
     return None
+
+
+def _answer(records: Records, qtype: int, cname: str) -> Resolution:
+    return Resolution(
+        Action.ANSWER,
+        _family(records, qtype),
+        cname,
+        True,
+        records.ttl or ANSWER_TTL_S,
+        records.ordered,
+    )
 
 
 def _family(records: Records, qtype: int) -> tuple[bytes, ...]:

@@ -10,6 +10,9 @@ the index: ``loom.dns.resolve`` maps them onto indexed names.
 Services of other datacenters (``Datacenter`` not the table's) get their Consul names, and,
 when they have virtual IPs (local addresses the server allocated for them), the Kubernetes
 names no local service defines: the first datacenter by name wins a name two of them share.
+Prepared queries the server executed (``Queries``) name ``<query>.query.consul`` and
+``<query>.query.<dc>.consul`` (this datacenter), with the query's TTL and order, for SRV too
+(targets ``<hex>.addr.<dc>.consul``, Consul's names of addresses, which answer A or AAAA).
 
 Pure: no I/O, no clocks. Tables are immutable; the proxy swaps whole tables.
 """
@@ -17,8 +20,9 @@ Pure: no I/O, no clocks. Tables are immutable; the proxy swaps whole tables.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -67,19 +71,46 @@ class Records:
     """Packed 4-byte addresses, in table order."""
     ipv6: tuple[bytes, ...] = ()
     """Packed 16-byte addresses, in table order."""
+    ttl: int = 0
+    """The answer's TTL in seconds (a prepared query's ``DNS.TTL``); 0: the proxy's default."""
+    ordered: bool = False
+    """Answer in table order, never rotated (a query with ``Near``: nearest first)."""
+    srv: tuple[tuple[int, str, bytes], ...] = ()
+    """SRV answers (a prepared query's): port, target name (``<hex>.addr.<dc>.consul``, as
+    Consul names an address) and the target's packed address, in table order."""
 
     @classmethod
-    def of(cls, canonical: str, addresses: Iterable[str]) -> Records:
+    def of(
+        cls, canonical: str, addresses: Iterable[str], ttl: int = 0, ordered: bool = False
+    ) -> Records:
         parsed = [ipaddress.ip_address(a) for a in addresses]
         return cls(
             canonical,
             tuple(a.packed for a in parsed if a.version == 4),
             tuple(a.packed for a in parsed if a.version == 6),
+            ttl,
+            ordered,
         )
 
     def addresses(self) -> list[str]:
         """The addresses as text, IPv4 first (for listings and tests)."""
         return [str(ipaddress.ip_address(p)) for p in (*self.ipv4, *self.ipv6)]
+
+
+@dataclass(frozen=True)
+class QueryRecord:
+    """A prepared query executed by the server: what ``<name>.query.consul`` answers."""
+
+    name: str
+    """The query's name (lowercase) or a name its template answers; or ``#`` and the hash of
+    its ID (``loom.domain.queries.dns_id_key``), which ``loom.dns.resolve`` computes."""
+    service: str
+    ttl: int
+    """``DNS.TTL`` in seconds; 0: the proxy's default."""
+    ordered: bool
+    """The query sorts by ``Near``: answer in this order."""
+    instances: tuple[tuple[str, int], ...]
+    """(IP address, port) of every instance the execution kept, in answer order."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +126,8 @@ class NameTable:
     """The Kubernetes cluster domain of the ``svc.ns.svc.<domain>`` names."""
     services: tuple[Service, ...] = ()
     external_hosts: tuple[ExternalHost, ...] = ()
+    queries: tuple[QueryRecord, ...] = ()
+    """Prepared queries by name: ``<name>.query.consul`` and ``<name>.query.<dc>.consul``."""
     names: Mapping[str, Records] = field(init=False, repr=False, compare=False)
     """Every name this table defines (lowercase, no trailing dot) -> its records."""
 
@@ -118,7 +151,7 @@ class NameTable:
 def _build_index(table: NameTable) -> dict[str, Records]:
     primary: dict[str, Records] = {}
     secondary: dict[str, Records] = {}
-    domain = table.cluster_domain
+    domain, dc = table.cluster_domain, table.datacenter
     local: set[tuple[str, str]] = set()
     for svc in table.services:
         instance_ips = [i.address for i in svc.instances]
@@ -137,6 +170,17 @@ def _build_index(table: NameTable) -> dict[str, Records]:
         for kind, ips in (("virtual", svc.virtual_ips), ("service", instance_ips)):
             name = table.consul_name(svc.name, kind, svc.namespace, svc.datacenter)
             primary.setdefault(name, Records.of("", ips))
+    for q in table.queries:
+        records = Records.of("", [a for a, _ in q.instances], q.ttl, q.ordered)
+        srv = []
+        for address, port in q.instances:
+            packed = ipaddress.ip_address(address).packed
+            target = addr_name(packed, dc)
+            srv.append((port, target, packed))
+            primary.setdefault(target, Records.of("", [address], q.ttl))
+        records = replace(records, srv=tuple(srv))
+        for name in (f"{q.name}.query.{CONSUL_DOMAIN}", f"{q.name}.query.{dc}.{CONSUL_DOMAIN}"):
+            primary.setdefault(name, records)
     for ext in table.external_hosts:
         if ext.virtual_ips and not ext.host.startswith("*"):
             primary.setdefault(ext.host, Records.of(ext.host, ext.virtual_ips))
@@ -145,6 +189,11 @@ def _build_index(table: NameTable) -> dict[str, Records]:
     for name, records in _remote_only_names(table, local).items():
         primary.setdefault(name, records)
     return primary
+
+
+def addr_name(packed: bytes, datacenter: str) -> str:
+    """Consul's name of an address (an SRV target): its bytes in hex, ``.addr.<dc>.consul``."""
+    return f"{packed.hex()}.addr.{datacenter}.{CONSUL_DOMAIN}"
 
 
 def _remote_only_names(table: NameTable, local: set[tuple[str, str]]) -> dict[str, Records]:
@@ -187,7 +236,43 @@ def _parse_table(obj: object) -> NameTable:
         _parse_external(item, f"ExternalHosts[{i}]")
         for i, item in enumerate(_list(top.get("ExternalHosts", []), "ExternalHosts"))
     )
-    return NameTable(index, datacenter, domain, services, externals)
+    queries = tuple(
+        _parse_query(item, f"Queries[{i}]")
+        for i, item in enumerate(_list(top.get("Queries", []), "Queries"))
+    )
+    return NameTable(index, datacenter, domain, services, externals, queries)
+
+
+def _parse_query(obj: object, where: str) -> QueryRecord:
+    q = _object(obj, where, ("Name", "IDHash", "Service", "TTL", "Ordered", "Instances"))
+    ttl = q.get("TTL", 0)
+    if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 <= ttl <= MAX_TTL:
+        raise _fail(f"{where}.TTL", f"an integer 0..{MAX_TTL}", ttl)
+    ordered = q.get("Ordered", False)
+    if not isinstance(ordered, bool):
+        raise _fail(f"{where}.Ordered", "true or false", ordered)
+    instances = []
+    for i, item in enumerate(_list(q.get("Instances", []), f"{where}.Instances")):
+        at = f"{where}.Instances[{i}]"
+        inst = _object(item, at, ("Address", "Port"))
+        port = inst.get("Port", 0)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise _fail(f"{at}.Port", "a port 0..65535", port)
+        instances.append((_ip(inst.get("Address"), f"{at}.Address"), port))
+    if "IDHash" in q:
+        id_hash = q["IDHash"]
+        if "Name" in q or not isinstance(id_hash, str) or not _HASH.fullmatch(id_hash):
+            raise _fail(f"{where}.IDHash", "48 hex digits (and no Name)", id_hash)
+        name = "#" + id_hash
+    else:
+        name = _label(q.get("Name"), f"{where}.Name")
+    return QueryRecord(
+        name=name,
+        service=_text(q.get("Service", ""), f"{where}.Service"),
+        ttl=ttl,
+        ordered=ordered,
+        instances=tuple(instances),
+    )
 
 
 def _parse_service(obj: object, where: str, datacenter: str) -> Service:
@@ -234,7 +319,10 @@ def _fail(where: str, expected: str, got: object) -> TableError:
     return TableError(f"name table: {where}: expected {expected}, got {shown}")
 
 
-_TABLE_KEYS = ("Index", "Datacenter", "ClusterDomain", "Services", "ExternalHosts")
+_TABLE_KEYS = ("Index", "Datacenter", "ClusterDomain", "Services", "ExternalHosts", "Queries")
+_HASH = re.compile(r"[0-9a-f]{48}")
+MAX_TTL = 2**31 - 1
+"""RFC 2181: a TTL is an unsigned 31-bit number."""
 _SERVICE_KEYS = ("Name", "Namespace", "Datacenter", "VirtualIPs", "Instances")
 
 

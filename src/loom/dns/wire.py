@@ -44,7 +44,7 @@ ECHOED_FLAGS = FLAG_RD | FLAG_CD
 NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16
 """Extended rcode (needs an OPT record): the query's EDNS version is not 0."""
-TYPE_A, TYPE_CNAME, TYPE_SOA, TYPE_AAAA, TYPE_OPT = 1, 5, 6, 28, 41
+TYPE_A, TYPE_CNAME, TYPE_SOA, TYPE_AAAA, TYPE_SRV, TYPE_OPT = 1, 5, 6, 28, 33, 41
 CLASS_IN = 1
 EDNS_DO = 0x8000
 """The DNSSEC OK bit in the OPT record's flags."""
@@ -161,6 +161,20 @@ def address_records(owner: bytes, addresses: tuple[bytes, ...], ttl: int) -> byt
         rtype = TYPE_A if len(packed) == 4 else TYPE_AAAA
         out += owner + RR_FIXED.pack(rtype, CLASS_IN, ttl, len(packed)) + packed
     return bytes(out)
+
+
+def srv_answer(records: tuple[tuple[int, str, bytes], ...], ttl: int) -> tuple[bytes, bytes]:
+    """SRV records (priority 1, weight 1) owned by the question, to each (port, target,
+    packed address); and the additional section: each target's A or AAAA record."""
+    answers = bytearray()
+    extra = bytearray()
+    for port, target, packed in records:
+        name = encode_name(target)
+        rdata = struct.pack("!HHH", 1, 1, port) + name
+        answers += POINTER_TO_QUESTION + RR_FIXED.pack(TYPE_SRV, CLASS_IN, ttl, len(rdata))
+        answers += rdata
+        extra += address_records(name, (packed,), ttl)
+    return bytes(answers), bytes(extra)
 
 
 def cname_answer(question_len: int, target: str, addresses: tuple[bytes, ...], ttl: int) -> bytes:

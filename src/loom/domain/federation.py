@@ -20,6 +20,7 @@ from loom.domain.fields import (
     check_address,
     check_name,
     check_namespace,
+    is_mesh_name,
 )
 from loom.domain.mesh import Endpoint
 
@@ -187,6 +188,8 @@ def publish(snap: MeshSnapshot, servers: tuple[str, ...], updated_at: str) -> Fe
     services = []
     for key in sorted(snap.services):
         svc = snap.services[key]
+        if not is_mesh_name(svc.name):
+            continue  # ``api.v1`` (catalog-only): other datacenters read names strictly
         addresses = tuple(dict.fromkeys(h.address for h in svc.healthy if h.address))
         endpoints = tuple(snap.endpoints.get(key, ()))
         services.append(

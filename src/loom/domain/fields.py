@@ -17,6 +17,12 @@ from typing import Any
 from loom.errors import LoomError
 
 SERVICE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?$")
+LENIENT_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$")
+"""A service name Consul's leniency accepts here (``api.v1``): up to 128 letters, digits,
+``.``, ``-`` and ``_``, alphanumeric at both ends, no ``..``. Only a catalog-only service may
+have one that ``SERVICE_NAME`` refuses (see the name-leniency note in docs/architecture.md)."""
+DNS_SAFE = re.compile(r"^[A-Za-z0-9-]+$")
+"""Consul's DNS-valid characters: a name with others is "not discoverable via DNS"."""
 SERVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 NAMESPACE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 DATACENTER = re.compile(r"^[a-z0-9_-]{1,64}$")
@@ -263,11 +269,55 @@ def first_unknown(
 def check_name(value: str, where: str, wildcard: bool = False) -> str:
     if wildcard and value == "*":
         return value
-    if not SERVICE_NAME.match(value):
+    if not SERVICE_NAME.fullmatch(value):  # fullmatch: "$" would let a trailing newline in
         raise ValidationError(
             f"{where}: {value!r} is not a valid name (letters, digits, '-' and '_', 1-63 chars)"
         )
     return value
+
+
+def check_lenient_name(value: str, where: str) -> str:
+    """A service name by Consul's leniency (``LENIENT_NAME``): ``api.v1`` passes; ``/``,
+    ``..``, NUL, spaces, non-ASCII and names over 128 characters do not."""
+    if not LENIENT_NAME.fullmatch(value) or ".." in value:
+        raise ValidationError(
+            f"{where}: {value!r} is not a valid name (letters, digits, '.', '-' and '_', "
+            "1-128 chars, starting and ending with a letter or digit)"
+        )
+    return value
+
+
+def is_mesh_name(value: str) -> bool:
+    """The name can be a DNS label, an SNI label and a SPIFFE segment (``SERVICE_NAME``)."""
+    return SERVICE_NAME.fullmatch(value) is not None
+
+
+def refuse_in_mesh(name: str, use: str, where: str) -> None:
+    """Refuse a name that is no DNS label (``api.v1``) for ``use`` (empty: not in the mesh,
+    allowed): a mesh service's name is a label of the SNI ``<svc>.<ns>.<dc>.internal.<trust
+    domain>`` that sidecars and mesh gateways split on dots, where ``api.v1`` would read as
+    service ``api`` of namespace ``v1``. Only catalog-only services get Consul's leniency."""
+    if use and not is_mesh_name(name):
+        raise ValidationError(
+            f"{where}: {name!r} cannot name {use}: a service in the mesh needs a name that is "
+            "a DNS label (letters, digits, '-' and '_', 1-63 chars), as it is a label of its "
+            "SNI; only a service outside the mesh may have a name like this"
+        )
+
+
+def dns_name_warning(name: str) -> str | None:
+    """Consul's warning for a service name its DNS will not serve, or None."""
+    if not DNS_SAFE.fullmatch(name):
+        return (
+            f"Service name {name!r} will not be discoverable via DNS due to invalid "
+            "characters. Valid characters include all alpha-numerics and dashes."
+        )
+    if len(name) > 63:
+        return (
+            f"Service name {name!r} will not be discoverable via DNS due to it being too "
+            "long. Valid lengths are between 1 and 63 bytes."
+        )
+    return None
 
 
 def check_namespace(value: str, where: str, wildcard: bool = False) -> str:

@@ -83,6 +83,21 @@ class QueryTarget:
     endpoints: tuple[Endpoint, ...]
 
 
+@dataclass(frozen=True)
+class QueryAnswer:
+    """A prepared query executed for DNS (``loom.control.dnsqueries``): what its
+    ``<name>.query.consul`` answers."""
+
+    service: str
+    """The service the execution looked up (rendered, for a template)."""
+    ttl: int
+    """The query's ``DNS.TTL`` in seconds; 0: the proxy's default."""
+    ordered: bool
+    """The order is the answer (``Near``): the proxy must not rotate it."""
+    endpoints: tuple[Endpoint, ...]
+    """The kept instances' IP addresses and ports, in answer order."""
+
+
 @dataclass
 class MeshSnapshot:
     index: int
@@ -111,6 +126,9 @@ class MeshSnapshot:
     query_targets: dict[str, QueryTarget] = field(default_factory=dict)
     """Query ID or name a sidecar's ``prepared_query`` upstream names -> its execution
     (names that find no query are absent)."""
+    query_answers: dict[str, QueryAnswer] = field(default_factory=dict)
+    """DNS label (lowercase) of a prepared query's name, or ``#`` + the hash of its ID
+    (``loom.domain.queries.dns_id_key``) -> its execution for DNS."""
     resolvers: dict[Key, ServiceResolver] = field(default_factory=dict)
     """``service-resolver`` entries by the service they resolve."""
     subset_endpoints: dict[tuple[str, str, str], tuple[Endpoint, ...]] = field(

@@ -15,6 +15,7 @@ execution keeps nothing (``failover_targets``, Consul's order). No I/O here:
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -100,6 +101,13 @@ def is_uuid(text: str) -> bool:
         return str(uuid.UUID(text)) == text.lower() and len(text) == 36
     except ValueError:
         return False
+
+
+def dns_id_key(query_id: str) -> str:
+    """What the DNS name table keys a query's ID by: the first 192 bits of its SHA-256 in
+    hex, so the table (which every DNS proxy reads) answers ``<id>.query.consul`` without
+    disclosing the ID, the only guard of an unnamed query."""
+    return hashlib.sha256(query_id.lower().encode()).hexdigest()[:48]
 
 
 def parse_query(body: Any, query_id: str = "") -> PreparedQuery:

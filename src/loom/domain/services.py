@@ -25,9 +25,11 @@ from loom.domain.fields import (
     check_address,
     check_datacenter,
     check_id,
+    check_lenient_name,
     check_name,
     check_namespace,
     parse_duration,
+    refuse_in_mesh,
 )
 from loom.domain.records import CONNECT_PROXY as CONNECT_PROXY
 from loom.domain.records import MESH_GATEWAY as MESH_GATEWAY
@@ -84,7 +86,8 @@ def _upstream(f: Fields) -> Upstream:
     dtype = f.one_of("DestinationType", ("", "service", "prepared_query"), "service") or "service"
     name = f.text("DestinationName", required=True)
     if dtype == "service":
-        check_name(name, f.where("DestinationName"))
+        where = f.where("DestinationName")
+        refuse_in_mesh(check_lenient_name(name, where), "an upstream", where)
     ns = f.text("DestinationNamespace")
     if ns:
         check_namespace(ns, f.where("DestinationNamespace"))
@@ -181,7 +184,7 @@ def _tagged(f: Fields) -> dict[str, TaggedAddress]:
 
 
 def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
-    name = check_name(
+    name = check_lenient_name(
         f.text("Name", f.text("Service"), required=not f.has("Service")), f.where("Name")
     )
     sid = check_id(f.text("ID", name) or name, f.where("ID"))
@@ -201,7 +204,8 @@ def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
         proxy = _proxy(proxy_f)
         if not proxy.destination_service_name:
             raise ValidationError(f"{proxy_f.where('DestinationServiceName')}: is required")
-        check_name(proxy.destination_service_name, proxy_f.where("DestinationServiceName"))
+        dest, where = proxy.destination_service_name, proxy_f.where("DestinationServiceName")
+        refuse_in_mesh(check_lenient_name(dest, where), "a sidecar's destination", where)
         if not proxy.destination_service_id:
             proxy = replace(proxy, destination_service_id=proxy.destination_service_name)
     elif proxy_f is not None:
@@ -211,6 +215,9 @@ def _service(f: Fields, node: str, datacenter: str, namespace: str) -> Instance:
     if kind in (CONNECT_PROXY, MESH_GATEWAY) and not f.port("Port"):
         raise ValidationError(f"{f.where('Port')}: Port or SocketPath must be set for a {kind}")
     connect = f.sub("Connect")
+    meshed = connect is not None and (connect.flag("Native") or connect.has("SidecarService"))
+    use = f"a {kind}" if kind else "a Connect service" if meshed else ""
+    refuse_in_mesh(name, use, f.where("Name"))
     return Instance(
         node=node,
         datacenter=datacenter,

@@ -547,8 +547,11 @@ async def dns_table(request: web.Request) -> web.Response:
     authz = authorizer(request)
     if authz is not None and not authz.service_read_all():
         table = build_name_table(state.snapshot())
-        for key, name_of in (("Services", "Name"), ("ExternalHosts", "Service")):
-            table[key] = [e for e in table[key] if authz.service_read(e[name_of])]
+        for key, name_of in (
+            ("Services", "Name"), ("ExternalHosts", "Service"), ("Queries", "Service")
+        ):
+            if key in table:
+                table[key] = [e for e in table[key] if authz.service_read(e[name_of])]
         mark_filtered(request)
         text = json.dumps(table)
     return web.Response(
