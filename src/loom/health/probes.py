@@ -138,7 +138,8 @@ async def probe_tcp(d: CheckDefinition) -> Result:
     except TimeoutError:
         return Result(CRITICAL, f"dial tcp {d.tcp}: i/o timeout")
     except OSError as exc:
-        reason = (exc.strerror or str(exc)).lower()
+        # asyncio's own loop words it "Connect call failed (addr)": say the errno's name, as Go.
+        reason = (os.strerror(exc.errno) if exc.errno else exc.strerror or str(exc)).lower()
         return Result(CRITICAL, f"dial tcp {d.tcp}: connect: {reason}")
     writer.close()
     with contextlib.suppress(OSError):
