@@ -149,3 +149,11 @@ def test_given_certificate_files_are_what_the_rendered_server_serves(tmp_path: P
         assert Client(f"https://{server.https}", tls=tls).get("/v1/status/leader")
     finally:
         server.stop()
+
+
+def test_no_grpc_needs_a_tls_grpc_listener_and_excludes_a_plain_one() -> None:
+    alone = _loom("server", "--dev", "--no-grpc")
+    assert alone.returncode == 2 and "--no-grpc needs --grpc-tls-addr" in alone.stderr
+    both = _loom("server", "--dev", "--no-grpc", "--grpc-addr", "127.0.0.1:0",
+                 "--grpc-tls-addr", "127.0.0.1:0")  # fmt: skip
+    assert both.returncode == 2 and "--no-grpc and --grpc-addr exclude each other" in both.stderr
