@@ -35,7 +35,12 @@ from loom.k8s.crds import custom_resource_definitions
 from loom.k8s.install_common import account, meta, system_deployment
 from loom.k8s.install_parts import VALUES_DIR, acls, controller
 from loom.k8s.install_server import ServerSettings, render_server
-from loom.k8s.install_tls import check_material, tls_secrets, with_tls_default
+from loom.k8s.install_tls import (
+    check_material,
+    injected_namespaces,
+    tls_secrets,
+    with_tls_default,
+)
 from loom.k8s.install_webhook import (
     COMPONENT,
     COMPONENT_LABEL,
@@ -236,7 +241,7 @@ def render(
     if server_tls is not None:
         server_labels = {**labels, COMPONENT_LABEL: SERVER_COMPONENT}
         docs.extend(tls_secrets(install.name, ns, inject.server_ca, server_tls, server_labels,
-                                server.enabled))  # fmt: skip
+                                server.enabled, injected_namespaces(inject)))  # fmt: skip
     if tls is not None:
         docs.append(
             {

@@ -204,3 +204,22 @@ def test_render_refuses_a_tls_server_without_its_certificate_or_material_with_tl
     assert not [d for d in docs if d["kind"] == "StatefulSet"]
     ctr = named(docs, "Deployment", "loom-endpoints-controller")["spec"]["template"]["spec"]
     assert "--ca-file=/etc/loom/server-ca/tls.crt" in ctr["containers"][0]["args"]
+
+
+def test_an_explicit_allow_list_gets_the_ca_secret_in_each_namespace_and_star_does_not() -> None:
+    values = parse_values(
+        "connectInject:\n  k8sAllowNamespaces: ['shop', 'pay', 'old']\n"
+        "  k8sDenyNamespaces: ['old']\n"
+    )
+    inject = settings_from(with_install_defaults(values))
+    material = TlsMaterial(b"C", b"K", b"THE CA")
+    docs = render(values, inject, InstallSettings.from_values(values), None, TOKENS, material)
+    cas = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "loom-ca-cert"]
+    assert [d["metadata"]["namespace"] for d in cas] == ["loom", "shop", "pay"]
+    assert {base64.b64decode(d["data"]["tls.crt"]) for d in cas} == {b"THE CA"}
+    assert all(set(d["data"]) == {"tls.crt"} for d in cas)  # the CA only, never a key
+    star = parse_values("")
+    docs = render(star, settings_from(with_install_defaults(star)),
+                  InstallSettings.from_values(star), None, TOKENS, material)  # fmt: skip
+    cas = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "loom-ca-cert"]
+    assert [d["metadata"]["namespace"] for d in cas] == ["loom"]
