@@ -114,8 +114,9 @@ def register(commands: Commands) -> None:
     install.add_argument(
         "--generate-certs",
         action="store_true",
-        help="generate a CA and serving certificate: adds the TLS Secret and the caBundle "
-        "(otherwise cert-manager's inject-ca-from annotation is used)",
+        help="generate the webhook's CA and serving certificate: adds its TLS Secret and "
+        "the caBundle (otherwise the webhook makes its own, or cert-manager's inject-ca-from "
+        "annotation is used); the server's certificate is generated either way (--tls)",
     )
     install.add_argument(
         "--webhook-url",
