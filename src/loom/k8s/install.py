@@ -37,8 +37,8 @@ from loom.k8s.install_parts import VALUES_DIR, acls, controller
 from loom.k8s.install_server import ServerSettings, render_server
 from loom.k8s.install_tls import (
     check_material,
-    injected_namespaces,
     tls_secrets,
+    with_ca_pem,
     with_tls_default,
 )
 from loom.k8s.install_webhook import (
@@ -224,6 +224,9 @@ def render(
     tls_on = inject.server_ca.enabled
     name, ns = install.webhook_name, install.namespace
     labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: COMPONENT}
+    shown = (with_install_defaults if tls_on else with_acl_default)(values)
+    if tls_on and server_tls is not None:
+        shown = with_ca_pem(shown, server_tls)
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
         *(
@@ -234,14 +237,13 @@ def render(
         *_webhookaccount(install, labels, tls),
         {
             **meta("v1", "ConfigMap", f"{name}-values", ns, labels),
-            "data": {"values.yaml": yaml.safe_dump(
-                (with_install_defaults if tls_on else with_acl_default)(values), sort_keys=True)},
+            "data": {"values.yaml": yaml.safe_dump(shown, sort_keys=True)},
         },
     ]  # fmt: skip
     if server_tls is not None:
         server_labels = {**labels, COMPONENT_LABEL: SERVER_COMPONENT}
         docs.extend(tls_secrets(install.name, ns, inject.server_ca, server_tls, server_labels,
-                                server.enabled, injected_namespaces(inject)))  # fmt: skip
+                                server.enabled))  # fmt: skip
     if tls is not None:
         docs.append(
             {

@@ -5,10 +5,11 @@ As Consul's Helm chart does with ``global.tls.enabled``: the server listens only
 CA that signed it is a Secret of its own (``global.tls.caCert.secretName``, default
 ``<name>-ca-cert``, key ``tls.crt``) that every client mounts read-only: the controller and
 the acl-init Job (``--ca-file``), the DNS proxy beside the server (``CONSUL_CACERT``), and,
-through the values ConfigMap the webhook reads, connect-init and the dataplane of each
-injected pod (``https://`` addresses, ``--ca-file``); the CA Secret is also rendered in each
-namespace of ``connectInject.k8sAllowNamespaces`` when that list is explicit (a pod mounts
-Secrets of its own namespace only; with ``*`` the user copies it). The material is an
+through the values ConfigMap the webhook reads (``https://`` addresses and the CA's PEM in
+``global.tls.caCert.pem``), connect-init and the dataplane of each injected pod, which get
+the PEM in ``CONSUL_CACERT_PEM`` as consul-k8s's do: a pod mounts Secrets of its own
+namespace only, so injected pods in any namespace start with no copy of the Secret. The
+material is an
 argument (made by ``certs.generate_server_tls`` or read from the operator's files by the
 CLI); rendering is pure. ``global.tls.enabled: false`` (``loom install --tls=false``) keeps
 plain 8500/8502.
@@ -63,6 +64,15 @@ def with_tls_default(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "global": {**glob, "tls": tls}, "server": server}
 
 
+def with_ca_pem(values: dict[str, Any], material: TlsMaterial) -> dict[str, Any]:
+    """``values`` (TLS on) with the CA's PEM in ``global.tls.caCert.pem``, for the webhook:
+    it hands injected containers the CA in their environment (``CONSUL_CACERT_PEM``)."""
+    glob = dict(values.get("global") or {})
+    tls = dict(glob.get("tls") or {})
+    tls["caCert"] = {**dict(tls.get("caCert") or {}), "pem": material.ca_pem.decode()}
+    return {**values, "global": {**glob, "tls": tls}}
+
+
 def tls_secrets(
     name: str,
     namespace: str,
@@ -70,22 +80,20 @@ def tls_secrets(
     material: TlsMaterial,
     labels: dict[str, str],
     server: bool,
-    injected: tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
-    """The CA Secret clients mount, in ``namespace`` and in each ``injected`` namespace (a
-    pod mounts a Secret of its own namespace only), and (``server``: the server is rendered)
-    the server's certificate Secret (its ``ca.crt`` too, as cert-manager's Secrets carry it)."""
+    """The CA Secret the installation's own clients mount (in ``namespace``), and
+    (``server``: the server is rendered) the server's certificate Secret (its ``ca.crt``
+    too, as cert-manager's Secrets carry it)."""
 
     def b64(pem: bytes) -> str:
         return base64.b64encode(pem).decode()
 
     docs = [
         {
-            **meta("v1", "Secret", ca.secret_name, where, labels),
+            **meta("v1", "Secret", ca.secret_name, namespace, labels),
             "type": "Opaque",
             "data": {ca.secret_key: b64(material.ca_pem)},
         }
-        for where in dict.fromkeys([namespace, *injected])
     ]
     if server:
         docs.append(
@@ -100,14 +108,6 @@ def tls_secrets(
             }
         )
     return docs
-
-
-def injected_namespaces(inject: InjectSettings) -> tuple[str, ...]:
-    """The namespaces injected pods may run in, when the values list them
-    (``connectInject.k8sAllowNamespaces`` other than ``*``, less the deny list)."""
-    if "*" in inject.allow_namespaces:
-        return ()
-    return tuple(n for n in inject.allow_namespaces if n not in inject.deny_namespaces)
 
 
 def check_material(inject: InjectSettings, server: bool, material: TlsMaterial | None) -> None:

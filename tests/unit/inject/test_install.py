@@ -13,6 +13,7 @@ from loom.inject import SettingsError
 from loom.k8s.certs import generate_tls, webhook_dns_names
 from loom.k8s.install import AclTokens, InstallSettings, TlsMaterial, render, with_install_defaults
 from loom.k8s.install_server import ServerSettings
+from loom.k8s.install_tls import with_ca_pem
 from loom.k8s.manifests import dump_documents
 from loom.k8s.values import parse_values, settings_from
 from tests.unit.inject.golden_cases import validate_manifest
@@ -90,10 +91,11 @@ def test_values_shape_names_selectors_policy_and_ca_bundle(golden) -> None:
     assert deployment["metadata"]["namespace"] == "mesh-system"
     assert controller["metadata"]["name"] == "mesh-endpoints-controller"
     assert deployment["spec"]["replicas"] == 2
-    # The webhook reads back the very values it was installed with.
+    # The webhook reads back the very values it was installed with (and the CA's PEM, which
+    # it hands injected pods as CONSUL_CACERT_PEM).
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
-    assert yaml.safe_load(config_map["data"]["values.yaml"]) == with_install_defaults(
-        parse_values(VALUES)
+    assert yaml.safe_load(config_map["data"]["values.yaml"]) == with_ca_pem(
+        with_install_defaults(parse_values(VALUES)), SERVER_TLS
     )
 
 

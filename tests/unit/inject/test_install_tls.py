@@ -97,7 +97,7 @@ def test_every_client_of_the_server_speaks_https_and_verifies_with_the_ca(capsys
     assert "insecure" not in text and "skipverify" not in text and "skip-verify" not in text
 
 
-def test_injected_pods_get_the_ca_and_https_addresses_from_the_installed_values(
+def test_injected_pods_in_any_namespace_get_the_ca_pem_and_https_addresses_from_the_values(
     capsys, tmp_path: Path
 ) -> None:
     docs = install_cli(capsys)
@@ -105,10 +105,11 @@ def test_injected_pods_get_the_ca_and_https_addresses_from_the_installed_values(
     values.write_text(
         named(docs, "ConfigMap", "loom-connect-injector-values")["data"]["values.yaml"]
     )
+    the_ca = secret_bytes(docs, "loom-ca-cert", "tls.crt").decode()
     pod = tmp_path / "pod.yaml"
     pod.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "web", "namespace": "loom",
+        "metadata": {"name": "web", "namespace": "far-away",
                      "annotations": {"consul.hashicorp.com/connect-inject": "true"}},
         "spec": {"serviceAccountName": "web",
                  "containers": [{"name": "web", "image": "web", "ports": [{"containerPort": 80}]}]},
@@ -120,11 +121,14 @@ def test_injected_pods_get_the_ca_and_https_addresses_from_the_installed_values(
     sidecar = next(c for c in spec["containers"] if c["name"] != "web")
     for container in (init, sidecar):
         joined = " ".join([*container.get("command", []), *container.get("args", [])])
-        assert "--ca-file=/loom/tls/ca/tls.crt" in joined
         assert "https://loom-server.loom.svc:850" in joined
         assert "loom-server.loom.svc:8500" not in joined and ":8502" not in joined
-    [ca] = [v for v in spec["volumes"] if v["name"] == "loom-ca-cert"]
-    assert ca["secret"]["secretName"] == "loom-ca-cert"
+        assert "--ca-file" not in joined
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        assert env["CONSUL_CACERT_PEM"] == the_ca
+        assert x509.load_pem_x509_certificate(the_ca.encode())
+    # No Secret of the pod's namespace is needed: nothing mounts one.
+    assert not [v for v in spec["volumes"] if "secret" in v]
 
 
 def test_tls_false_renders_plain_8500_and_8502_without_ca_secrets(capsys) -> None:
@@ -206,7 +210,7 @@ def test_render_refuses_a_tls_server_without_its_certificate_or_material_with_tl
     assert "--ca-file=/etc/loom/server-ca/tls.crt" in ctr["containers"][0]["args"]
 
 
-def test_an_explicit_allow_list_gets_the_ca_secret_in_each_namespace_and_star_does_not() -> None:
+def test_the_ca_secret_is_rendered_in_the_install_namespace_only_whatever_the_allow_list() -> None:
     values = parse_values(
         "connectInject:\n  k8sAllowNamespaces: ['shop', 'pay', 'old']\n"
         "  k8sDenyNamespaces: ['old']\n"
@@ -215,11 +219,19 @@ def test_an_explicit_allow_list_gets_the_ca_secret_in_each_namespace_and_star_do
     material = TlsMaterial(b"C", b"K", b"THE CA")
     docs = render(values, inject, InstallSettings.from_values(values), None, TOKENS, material)
     cas = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "loom-ca-cert"]
-    assert [d["metadata"]["namespace"] for d in cas] == ["loom", "shop", "pay"]
-    assert {base64.b64decode(d["data"]["tls.crt"]) for d in cas} == {b"THE CA"}
-    assert all(set(d["data"]) == {"tls.crt"} for d in cas)  # the CA only, never a key
-    star = parse_values("")
-    docs = render(star, settings_from(with_install_defaults(star)),
-                  InstallSettings.from_values(star), None, TOKENS, material)  # fmt: skip
-    cas = [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "loom-ca-cert"]
     assert [d["metadata"]["namespace"] for d in cas] == ["loom"]
+    assert set(cas[0]["data"]) == {"tls.crt"}  # the CA only, never a key
+    shown = yaml.safe_load(named(docs, "ConfigMap", "loom-connect-injector-values")["data"]
+                           ["values.yaml"])  # fmt: skip
+    assert shown["global"]["tls"]["caCert"]["pem"] == "THE CA"
+
+
+def test_without_a_pem_in_the_values_injected_pods_mount_the_ca_secret_as_before() -> None:
+    # server.enabled: false with the user's own CA Secret: the values carry no PEM.
+    external = parse_values("server:\n  enabled: false\n")
+    inject = settings_from(with_install_defaults(external))
+    assert inject.server_ca.mounted and not inject.server_ca.pem
+    given = settings_from(with_install_defaults(parse_values(
+        "server:\n  enabled: false\nglobal:\n  tls:\n    caCert:\n      pem: MY CA\n"
+    )))  # fmt: skip
+    assert given.server_ca.pem == "MY CA" and not given.server_ca.mounted
