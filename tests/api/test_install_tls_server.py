@@ -157,3 +157,31 @@ def test_no_grpc_needs_a_tls_grpc_listener_and_excludes_a_plain_one() -> None:
     both = _loom("server", "--dev", "--no-grpc", "--grpc-addr", "127.0.0.1:0",
                  "--grpc-tls-addr", "127.0.0.1:0")  # fmt: skip
     assert both.returncode == 2 and "--no-grpc and --grpc-addr exclude each other" in both.stderr
+
+
+def test_no_http_with_the_wan_is_refused_at_start_with_the_reason() -> None:
+    for wan in (["--join-wan", "127.0.0.1:1"], ["--advertise-addr-wan", "10.0.0.1:8500"]):
+        out = _loom("server", "--dev", "--no-http", "--https-addr", "127.0.0.1:0", *wan)
+        assert out.returncode == 2, (wan, out.stderr)
+        assert "--no-http cannot be federated yet" in out.stderr
+        assert "plain HTTP between servers" in out.stderr
+
+
+def test_an_https_only_server_alone_starts_and_advertises_no_wan_address() -> None:
+    # As documented: the WAN address is a plain HTTP listener's, so one with HTTP has it ...
+    plain = ServerProcess(["--dev", "--http-addr", "127.0.0.1:0",
+                           "--grpc-addr", "127.0.0.1:0"]).start()  # fmt: skip
+    try:
+        [state] = Client(plain.http).get("/v1/internal/federation-states")
+        assert state["Servers"] == [plain.http.removeprefix("http://")]
+    finally:
+        plain.stop()
+    # ... and an HTTPS-only one (which may not join the WAN) has none.
+    server = ServerProcess(["--dev", "--no-http", "--https-addr", "127.0.0.1:0",
+                            "--grpc-addr", "127.0.0.1:0"]).start()  # fmt: skip
+    try:
+        tls = TlsSettings(ca_file=server.ca_file, server_name="127.0.0.1")
+        [state] = Client(f"https://{server.https}", tls=tls).get("/v1/internal/federation-states")
+        assert (state["Datacenter"], state["Servers"]) == ("dc1", [])
+    finally:
+        server.stop()

@@ -133,7 +133,8 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--no-http",
         action="store_true",
-        help="no plain HTTP listener (only --https-addr); the default is plain HTTP on "
+        help="no plain HTTP listener (only --https-addr; not with --join-wan or "
+        f"--advertise-addr-wan: the WAN is plain HTTP); the default is plain HTTP on "
         f"{defaults.HTTP_ADDR}",
     )
     p.add_argument(
@@ -406,6 +407,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("server: --no-grpc needs --grpc-tls-addr (else no proxy gets xDS)")
     if args.no_http and not args.https_addr:
         raise UsageError("server: --no-http needs --https-addr (else there is no API at all)")
+    if args.no_http and (args.join_wan or args.advertise_addr_wan):
+        raise UsageError(
+            "server: --no-http cannot be federated yet: the WAN (--join-wan, "
+            "--advertise-addr-wan) speaks plain HTTP between servers, and this server would "
+            "serve none; keep a plain --http-addr on a trusted network for the WAN"
+        )
     join_wan = tuple(_join_addr(a) for a in args.join_wan)
     if args.primary_datacenter:
         check_datacenter(args.primary_datacenter, "--primary-datacenter")
