@@ -85,8 +85,9 @@ def register(commands: Commands) -> None:
             "`loom install | kubectl apply -f -`. TLS on the control plane is on by default "
             "(global.tls.enabled, as Consul's Helm chart): the server listens only on HTTPS "
             "8501 and TLS gRPC 8503 with a certificate signed by a CA generated at each run "
-            "(or --tls-cert-file), the CA goes in the Secret <name>-ca-cert, and the "
-            "controller, acl-init, connect-init and the dataplane verify the server with it."
+            "(or --tls-cert-file), the CA goes in the Secret <name>-ca-cert (for the "
+            "controller and acl-init) and in the values (injected pods get it as "
+            "CONSUL_CACERT_PEM, in any namespace), and every client verifies the server with it."
         ),
     )
     install.add_argument("--values", help="Helm-style values file")
