@@ -12,6 +12,9 @@ wrong management token is refused with a one-line error.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import subprocess
 import sys
 import uuid
@@ -23,9 +26,11 @@ import pytest
 
 from tests.api.test_acl_kubernetes_login import METHOD, ROOT, sa_jwt
 from tests.support.kube_standin import KubeStandIn, authenticated
+from tests.support.mesh import free_udp_tcp_port, wait_for
 from tests.support.server import ServerProcess, start_server
 
 CONTROLLER = str(uuid.uuid4())
+DIG = shutil.which("dig")
 
 
 class Install:
@@ -131,3 +136,64 @@ def test_a_wrong_management_token_is_refused_in_one_line(install: Install) -> No
     assert "the management token is refused" in out.stderr and "ACL not found" in out.stderr
     assert "Traceback" not in out.stderr
     assert install.root("GET", "/v1/acl/auth-methods") == []
+
+
+def _dig(port: int, name: str) -> str:
+    out = subprocess.run([DIG or "dig", "@127.0.0.1", "-p", str(port), "+time=2", "+tries=1",
+                          name, "A", "+noall", "+comments", "+answer"],
+                         capture_output=True, text=True, timeout=15)  # fmt: skip
+    return out.stdout
+
+
+@contextlib.contextmanager
+def _dns_proxy(install: Install) -> Iterator[int]:
+    """A real ``loom dns-proxy`` watching the server with no token (as in the server pod)."""
+    port = free_udp_tcp_port()
+    resolv = install.tmp / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "LOOM_"))}
+    log = install.tmp / f"dns-{port}.log"
+    with log.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loom", "dns-proxy", f"--server={install.server.http}",
+             f"--listen=127.0.0.1:{port}", f"--resolv-conf={resolv}", "--upstream=127.0.0.1:9"],
+            stdout=subprocess.DEVNULL, stderr=err, env=env,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "status:" in _dig(port, "readiness.invalid"), 20, "the DNS proxy")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.skipif(DIG is None, reason="needs dig (apt-get install dnsutils)")
+def test_the_dns_proxy_without_a_token_answers_under_default_deny_after_acl_init(
+    install: Install,
+) -> None:
+    install.root("PUT", "/v1/agent/service/register",
+                 {"Name": "web", "Address": "10.1.2.3", "Port": 80})  # fmt: skip
+    # Before: the anonymous token sees nothing, so neither does the DNS proxy.
+    status, services = install.call("", "GET", "/v1/catalog/services")
+    assert status == 200 and "web" not in services
+    with _dns_proxy(install) as port:
+        # Not a mesh name to it: not answered (forwarded to a resolver that is not there).
+        before = _dig(port, "web.service.consul")
+        assert "status: NOERROR" not in before and "ANSWER: 0" in before, before
+    out = install.acl_init()
+    assert out.returncode == 0, out.stderr
+    anonymous = install.root("GET", "/v1/acl/token/00000000-0000-0000-0000-000000000002")
+    assert anonymous["TemplatedPolicies"] == [{"TemplateName": "builtin/dns"}]
+    # Least privilege: read only. The anonymous token still may not write anything.
+    status, _ = install.call("", "PUT", "/v1/agent/service/register", {"Name": "evil"})
+    assert status == 403
+    status, _ = install.call("", "PUT", "/v1/kv/x", "y")
+    assert status == 403
+    with _dns_proxy(install) as port:
+        wait_for(lambda: "10.1.2.3" in _dig(port, "web.service.consul"), 20, "web's address")
+        answer = _dig(port, "web.service.consul")
+        assert "status: NOERROR" in answer and "flags: qr aa" in answer, answer
+    # A rerun keeps the one templated policy.
+    assert install.acl_init().returncode == 0
+    again = install.root("GET", "/v1/acl/token/00000000-0000-0000-0000-000000000002")
+    assert again["TemplatedPolicies"] == [{"TemplateName": "builtin/dns"}]

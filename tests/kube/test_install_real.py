@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 import yaml
 
-from loom.k8s.certs import generate_tls
-from loom.k8s.install import AclTokens, InstallSettings, render, with_acl_default
+from loom.k8s.certs import generate_server_tls, generate_tls
+from loom.k8s.install import AclTokens, InstallSettings, render, with_install_defaults
+from loom.k8s.install_server import ServerSettings
 from loom.k8s.manifests import dump_documents
 from loom.k8s.values import parse_values, settings_from
 from tests.support.kubeapi import KubeApi, free_port, requires_kube, start_kube
@@ -55,14 +56,19 @@ def rendered(
     install = InstallSettings.from_values(values)
     now = datetime.datetime.now(datetime.UTC)
     tls = generate_tls(install.webhook_name, install.namespace, now, hosts) if certs else None
-    return render(values, settings_from(with_acl_default(values)), install, tls, TOKENS)
+    inject = settings_from(with_install_defaults(values))
+    server_tls = None
+    if inject.server_ca.enabled and ServerSettings.from_values(values).enabled:
+        server_tls = generate_server_tls(install.name, install.namespace, install.datacenter, now)
+    return render(values, inject, install, tls, TOKENS, server_tls)
 
 
 @pytest.mark.parametrize(
     ("values", "certs"),
     [("", True), ("global:\n  acls:\n    manageSystemACLs: false\nconnectInject:\n  replicas: 2\n", True),
-     ("", False), ("server:\n  etcdEndpoints: ['127.0.0.1:2379']\n", False)],
-    ids=["generated-certs", "no-acls", "webhook-managed-certs", "etcd-ha"],
+     ("", False), ("server:\n  etcdEndpoints: ['127.0.0.1:2379']\n", False),
+     ("global:\n  tls:\n    enabled: false\n", True)],
+    ids=["generated-certs", "no-acls", "webhook-managed-certs", "etcd-ha", "tls-false"],
 )  # fmt: skip
 def test_every_install_manifest_passes_the_real_api_servers_server_side_dry_run(
     kube: KubeApi, values: str, certs: bool
@@ -85,7 +91,8 @@ class Webhook:
     """A real ``loom k8s webhook`` on 127.0.0.1 with the install's certificate."""
 
     def __init__(self, tmp: Path, docs: list[dict[str, Any]], port: int) -> None:
-        [secret] = [d for d in docs if d["kind"] == "Secret" and d["type"] == "kubernetes.io/tls"]
+        [secret] = [d for d in docs if d["kind"] == "Secret"
+                    and d["metadata"]["name"] == "loom-connect-injector-tls"]  # fmt: skip
         [values] = [d for d in docs if d["kind"] == "ConfigMap"]
         for name in ("tls.crt", "tls.key"):
             (tmp / name).write_bytes(base64.b64decode(secret["data"][name]))

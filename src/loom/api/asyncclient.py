@@ -5,11 +5,11 @@ sync facade in ``loom.api.client``), the dataplane, the DNS table watch, connect
 Kubernetes controller. Its decisions are made here, once: the address and its default
 (``--http-addr``, ``LOOM_HTTP_ADDR``, ``CONSUL_HTTP_ADDR``, ``127.0.0.1:8500``; ``https://``
 means TLS), how the server is verified (``--ca-file``, ``LOOM_CACERT``, ``CONSUL_CACERT``,
-client certificates, ``CONSUL_HTTP_SSL``), the request bytes, the token and its header
-(``--token``, ``--token-file``, ``LOOM_HTTP_TOKEN``, ``CONSUL_HTTP_TOKEN``), Consul's error
-mapping (a one-line ``ClientError`` that says what to do, ``NotFoundError`` for 404, the
-server's own message for other errors) and the ``X-Consul-Index`` of every answer. The
-network is behind ``Transport`` (``loom.api.transport``) and blocking queries are in
+``CONSUL_CACERT_PEM``, client certificates, ``CONSUL_HTTP_SSL``), the request bytes, the token
+and its header (``--token``, ``--token-file``, ``LOOM_HTTP_TOKEN``, ``CONSUL_HTTP_TOKEN``),
+Consul's error mapping (a one-line ``ClientError`` that says what to do, ``NotFoundError``
+for 404, the server's own message for other errors) and the ``X-Consul-Index`` of every
+answer. The network is behind ``Transport`` (``loom.api.transport``) and blocking queries are in
 ``loom.api.watching``.
 """
 
@@ -91,13 +91,16 @@ def tls_from(
     server_name: str | None = None,
 ) -> TlsSettings:
     """How to verify the server: each flag, else its environment variable (Loom's name, then
-    Consul's): ``LOOM_CACERT``/``CONSUL_CACERT``, ``LOOM_CLIENT_CERT``/``CONSUL_CLIENT_CERT``,
+    Consul's): ``LOOM_CACERT``/``CONSUL_CACERT``, the CA as PEM text ``LOOM_CACERT_PEM``/
+    ``CONSUL_CACERT_PEM`` (consul-k8s's, as injected pods get it), ``LOOM_CLIENT_CERT``/
+    ``CONSUL_CLIENT_CERT``,
     ``LOOM_CLIENT_KEY``/``CONSUL_CLIENT_KEY``, ``LOOM_TLS_SERVER_NAME``/
     ``CONSUL_TLS_SERVER_NAME``; ``CONSUL_HTTP_SSL=true`` speaks TLS to an address given
     without ``https://``, as Consul's CLI does."""
     ssl_flag = (_env("LOOM_HTTP_SSL", "CONSUL_HTTP_SSL") or "").strip().lower()
     return TlsSettings(
         ca_file=ca_file or _env("LOOM_CACERT", "CONSUL_CACERT"),
+        ca_pem=_env("LOOM_CACERT_PEM", "CONSUL_CACERT_PEM"),
         cert_file=cert_file or _env("LOOM_CLIENT_CERT", "CONSUL_CLIENT_CERT"),
         key_file=key_file or _env("LOOM_CLIENT_KEY", "CONSUL_CLIENT_KEY"),
         server_name=server_name or _env("LOOM_TLS_SERVER_NAME", "CONSUL_TLS_SERVER_NAME"),

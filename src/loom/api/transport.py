@@ -41,7 +41,11 @@ class TlsSettings:
     """How to verify the server when the address is ``https://`` (or TLS is forced)."""
 
     ca_file: str | None = None
-    """PEM bundle of CAs that sign the server's certificate; None: the system's CAs."""
+    """PEM bundle of CAs that sign the server's certificate; None (and no ``ca_pem``): the
+    system's CAs."""
+    ca_pem: str | None = None
+    """The same as PEM text (``CONSUL_CACERT_PEM``, as injected pods are given it); trusted
+    besides ``ca_file``."""
     cert_file: str | None = None
     """PEM client certificate, for servers that require one (``--tls-verify-incoming``)."""
     key_file: str | None = None
@@ -60,6 +64,11 @@ class TlsSettings:
             context = ssl.create_default_context(cafile=self.ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise ClientError(f"cannot load the CA file {self.ca_file}: {exc}") from exc
+        if self.ca_pem:
+            try:
+                context.load_verify_locations(cadata=self.ca_pem)
+            except (ValueError, ssl.SSLError) as exc:
+                raise ClientError(f"cannot load the CA PEM (CONSUL_CACERT_PEM): {exc}") from exc
         if self.cert_file:
             try:
                 context.load_cert_chain(self.cert_file, self.key_file or None)
@@ -91,7 +100,7 @@ class StreamTransport:
         except ssl.SSLCertVerificationError as exc:
             raise UnreachableError(
                 f"TLS: certificate verify failed: {exc.verify_message or exc.reason} "
-                "(the CA to trust is given with --ca-file or CONSUL_CACERT)"
+                "(the CA to trust is given with --ca-file, CONSUL_CACERT or CONSUL_CACERT_PEM)"
             ) from exc
         except ssl.SSLError as exc:
             raise UnreachableError(f"TLS: {exc.reason or exc}") from exc

@@ -80,17 +80,44 @@ def register(commands: Commands) -> None:
             "webhook (ServiceAccount + RBAC, values ConfigMap, Deployment, Service), with ACLs "
             "managed (the default; global.acls.manageSystemACLs) the token Secrets (fresh UUIDs "
             "each run), the TokenReview reviewer account and the acl-init Job, the Loom server "
-            "(StatefulSet on SQLite or etcd, HTTP/gRPC/DNS Services), the controller (2 "
+            "(StatefulSet on SQLite or etcd, HTTPS/gRPC-TLS/DNS Services), the controller (2 "
             "replicas electing a leader, CRD sync) and the MutatingWebhookConfiguration: "
-            "`loom install | kubectl apply -f -`."
+            "`loom install | kubectl apply -f -`. TLS on the control plane is on by default "
+            "(global.tls.enabled, as Consul's Helm chart): the server listens only on HTTPS "
+            "8501 and TLS gRPC 8503 with a certificate signed by a CA generated at each run "
+            "(or --tls-cert-file), the CA goes in the Secret <name>-ca-cert (for the "
+            "controller and acl-init) and in the values (injected pods get it as "
+            "CONSUL_CACERT_PEM, in any namespace), and every client verifies the server with it."
         ),
     )
     install.add_argument("--values", help="Helm-style values file")
     install.add_argument(
+        "--tls",
+        type=_true_false,
+        metavar="true|false",
+        help="TLS on the control plane (global.tls.enabled; default true). --tls=false "
+        "renders the server on plain HTTP 8500 and gRPC 8502, unverified and unencrypted: "
+        "only for a trusted network",
+    )
+    install.add_argument(
+        "--tls-cert-file",
+        metavar="PATH",
+        help="PEM certificate for the server instead of a generated one (its names must "
+        "include <name>-server.<namespace>.svc and 127.0.0.1); with --tls-key-file and "
+        "--tls-ca-file",
+    )
+    install.add_argument("--tls-key-file", metavar="PATH", help="PEM key of --tls-cert-file")
+    install.add_argument(
+        "--tls-ca-file",
+        metavar="PATH",
+        help="PEM CA that signed --tls-cert-file: what every client verifies the server with",
+    )
+    install.add_argument(
         "--generate-certs",
         action="store_true",
-        help="generate a CA and serving certificate: adds the TLS Secret and the caBundle "
-        "(otherwise cert-manager's inject-ca-from annotation is used)",
+        help="generate the webhook's CA and serving certificate: adds its TLS Secret and "
+        "the caBundle (otherwise the webhook makes its own, or cert-manager's inject-ca-from "
+        "annotation is used); the server's certificate is generated either way (--tls)",
     )
     install.add_argument(
         "--webhook-url",
@@ -515,12 +542,20 @@ def run_controller(args: argparse.Namespace) -> int:
     return 0
 
 
+def _true_false(text: str) -> bool:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
 def run_install(args: argparse.Namespace) -> int:
     import datetime
     import uuid
 
-    from loom.k8s.certs import generate_tls
-    from loom.k8s.install import AclTokens, InstallSettings, render, with_acl_default
+    from loom.cli.errors import UsageError
+    from loom.k8s.certs import generate_server_tls, generate_tls, load_server_tls
+    from loom.k8s.install import AclTokens, InstallSettings, render, with_install_defaults
+    from loom.k8s.install_server import ServerSettings
     from loom.k8s.manifests import dump_documents
     from loom.k8s.values import read_values, settings_from
 
@@ -528,15 +563,29 @@ def run_install(args: argparse.Namespace) -> int:
     if args.webhook_url:
         connect = dict(values.get("connectInject") or {})
         values = {**values, "connectInject": {**connect, "webhookUrl": args.webhook_url}}
-    inject = settings_from(with_acl_default(values))
+    if args.tls is not None:
+        glob = dict(values.get("global") or {})
+        tls_values = dict(glob.get("tls") or {})
+        values = {**values, "global": {**glob, "tls": {**tls_values, "enabled": args.tls}}}
+    inject = settings_from(with_install_defaults(values))
     install = InstallSettings.from_values(values)
+    now = datetime.datetime.now(datetime.UTC)
+    files = (args.tls_cert_file, args.tls_key_file, args.tls_ca_file)
+    if any(files) and not all(files):
+        raise UsageError("install: give --tls-cert-file, --tls-key-file and --tls-ca-file together")
+    if any(files) and not inject.server_ca.enabled:
+        raise UsageError("install: the --tls-*-file flags need TLS on (not --tls=false)")
+    server_tls = None
+    if all(files):
+        server_tls = load_server_tls(Path(files[0]), Path(files[1]), Path(files[2]))
+    elif inject.server_ca.enabled and ServerSettings.from_values(values).enabled:
+        server_tls = generate_server_tls(install.name, install.namespace, install.datacenter, now)
     tls = None
     if args.generate_certs:
-        now = datetime.datetime.now(datetime.UTC)
         hosts = (install.webhook_host,) if install.webhook_host else ()
         tls = generate_tls(install.webhook_name, install.namespace, now, hosts)
     tokens = AclTokens(str(uuid.uuid4()), str(uuid.uuid4())) if install.manage_acls else None
-    sys.stdout.write(dump_documents(render(values, inject, install, tls, tokens)))
+    sys.stdout.write(dump_documents(render(values, inject, install, tls, tokens, server_tls)))
     return 0
 
 

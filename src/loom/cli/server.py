@@ -143,8 +143,15 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--no-http",
         action="store_true",
-        help="no plain HTTP listener (only --https-addr); the default is plain HTTP on "
+        help="no plain HTTP listener (only --https-addr; not with --join-wan or "
+        f"--advertise-addr-wan: the WAN is plain HTTP); the default is plain HTTP on "
         f"{defaults.HTTP_ADDR}",
+    )
+    p.add_argument(
+        "--no-grpc",
+        action="store_true",
+        help="no plain gRPC listener (only --grpc-tls-addr); the default is plain gRPC on "
+        f"{defaults.GRPC_ADDR}",
     )
     p.add_argument(
         "--https-addr",
@@ -413,8 +420,18 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("server: --ui-metrics-provider and --ui-metrics-url are given together")
     if args.ui_metrics_url and not args.ui_metrics_url.startswith(("http://", "https://")):
         raise UsageError("server: --ui-metrics-url must be an http:// or https:// URL")
+    if args.no_grpc and args.grpc_addr:
+        raise UsageError("server: --no-grpc and --grpc-addr exclude each other")
+    if args.no_grpc and not args.grpc_tls_addr:
+        raise UsageError("server: --no-grpc needs --grpc-tls-addr (else no proxy gets xDS)")
     if args.no_http and not args.https_addr:
         raise UsageError("server: --no-http needs --https-addr (else there is no API at all)")
+    if args.no_http and (args.join_wan or args.advertise_addr_wan):
+        raise UsageError(
+            "server: --no-http cannot be federated yet: the WAN (--join-wan, "
+            "--advertise-addr-wan) speaks plain HTTP between servers, and this server would "
+            "serve none; keep a plain --http-addr on a trusted network for the WAN"
+        )
     join_wan = tuple(_join_addr(a) for a in args.join_wan)
     if args.primary_datacenter:
         check_datacenter(args.primary_datacenter, "--primary-datacenter")
@@ -439,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         unix_socket_mode=args.unix_socket_mode,
         unix_socket_group=args.unix_socket_group,
-        grpc_addrs=tuple(args.grpc_addr or [defaults.GRPC_ADDR]),
+        grpc_addrs=() if args.no_grpc else tuple(args.grpc_addr or [defaults.GRPC_ADDR]),
         data_dir=args.data_dir,
         etcd_endpoints=endpoints,
         etcd_prefix=args.etcd_prefix,

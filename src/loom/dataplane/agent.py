@@ -210,13 +210,15 @@ def xds_tls_for(settings: DataplaneSettings) -> XdsTls | None:
         return None
     tls = settings.tls or tls_from()
     ca = settings.grpc_ca_file or tls.ca_file
-    if not ca:
+    if not ca and not tls.ca_pem:
         raise DataplaneError(
             f"--grpc-addr {settings.grpc_addr}: TLS needs the CA to verify the server "
-            "(--grpc-ca-file or --ca-file, $CONSUL_GRPC_CACERT or $CONSUL_CACERT)"
+            "(--grpc-ca-file or --ca-file, $CONSUL_GRPC_CACERT, $CONSUL_CACERT or "
+            "$CONSUL_CACERT_PEM)"
         )
     return XdsTls(
-        ca_file=str(Path(ca).absolute()),
+        ca_file=str(Path(ca).absolute()) if ca else "",
+        ca_pem=None if ca else tls.ca_pem,
         server_name=tls.server_name or xds.host,
         cert_file=str(Path(tls.cert_file).absolute()) if tls.cert_file else None,
         key_file=str(Path(tls.key_file).absolute()) if tls.key_file else None,

@@ -37,13 +37,17 @@ class XdsTls:
     """How Envoy verifies the server's TLS xDS listener (paths Envoy reads itself)."""
 
     ca_file: str
-    """PEM CAs the server's certificate must chain to (the built-in CA's ``ca.pem``)."""
+    """PEM CAs the server's certificate must chain to (the built-in CA's ``ca.pem``); empty
+    when ``ca_pem`` gives them."""
     server_name: str
     """SNI sent, and the DNS name or IP address the certificate must carry."""
     cert_file: str | None = None
     """PEM client certificate, for a server with ``--tls-verify-incoming``."""
     key_file: str | None = None
     """PEM key of ``cert_file``."""
+    ca_pem: str | None = None
+    """The CAs as PEM text, inlined in the bootstrap (``CONSUL_CACERT_PEM``: no file in the
+    pod); used instead of ``ca_file``."""
 
 
 def _tls_socket(tls: XdsTls) -> Doc:
@@ -51,7 +55,9 @@ def _tls_socket(tls: XdsTls) -> Doc:
     common: Doc = {
         "alpn_protocols": ["h2"],
         "validation_context": {
-            "trusted_ca": {"filename": tls.ca_file},
+            "trusted_ca": (
+                {"inline_string": tls.ca_pem} if tls.ca_pem else {"filename": tls.ca_file}
+            ),
             "match_typed_subject_alt_names": [
                 {"san_type": san_type, "matcher": {"exact": tls.server_name}}
             ],

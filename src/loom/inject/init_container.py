@@ -23,6 +23,7 @@ from loom.inject.volumes import (
     acl_token_file,
     data_mount,
     server_ca_args,
+    server_ca_env,
     server_ca_mounts,
 )
 
@@ -54,7 +55,7 @@ def init_container(
         "image": settings.images.loom,
         "command": ["loom", "k8s", "connect-init"],
         "args": args,
-        "env": downward_env(),
+        "env": [*downward_env(), *server_ca_env(settings.server_ca)],
         "securityContext": _security_context(plan.redirect is not None, login is not None),
         "volumeMounts": [data_mount(), *server_ca_mounts(settings.server_ca)],
     }

@@ -116,7 +116,7 @@ def inject_shared(
         init_containers.append(init)
         containers.append(sidecar)
     add_data_volume(spec)
-    if settings.server_ca.enabled:
+    if settings.server_ca.mounted:
         add_ca_volume(spec, settings.server_ca.secret_name, settings.server_ca.secret_key)
     mark_injected(out, pod, plan)
     return out

@@ -136,7 +136,8 @@ TLS_GRPC_PORT = 8503
 @dataclass(frozen=True)
 class ServerCaSettings:
     """The CA that signed the server's certificate, for an https server (``global.tls.*``,
-    consul-k8s's names): injected containers mount it from a Secret and verify with it."""
+    consul-k8s's names): injected containers get it as ``CONSUL_CACERT_PEM`` (when the values
+    carry the PEM, as ``loom install``'s do) or mount it from a Secret, and verify with it."""
 
     enabled: bool = False
     """``global.tls.enabled``: the server speaks https (API) and TLS (xDS)."""
@@ -144,6 +145,16 @@ class ServerCaSettings:
     """``global.tls.caCert.secretName``: the Secret holding the CA certificate (required)."""
     secret_key: str = "tls.crt"
     """``global.tls.caCert.secretKey``: its key in the Secret (consul-k8s's default)."""
+    pem: str = ""
+    """``global.tls.caCert.pem``: the CA certificate itself (PEM). When set, injected
+    containers get it in the environment (``CONSUL_CACERT_PEM``, as consul-k8s's webhook
+    does) instead of a Secret volume, so pods in any namespace start without a copy of the
+    Secret; empty: the Secret is mounted (it must exist in the pod's namespace)."""
+
+    @property
+    def mounted(self) -> bool:
+        """The CA reaches injected containers as a Secret volume (no PEM in the values)."""
+        return self.enabled and not self.pem
 
 
 @dataclass(frozen=True)
@@ -289,14 +300,16 @@ def _server_ca(reader: ValuesReader) -> ServerCaSettings:
     enabled = reader.get("global.tls.enabled", bool, False)
     name = reader.get("global.tls.caCert.secretName", str, "")
     key = reader.get("global.tls.caCert.secretKey", str, "tls.crt")
-    if enabled and not name:
+    pem = reader.get("global.tls.caCert.pem", str, "")
+    if enabled and not name and not pem:
         raise SettingsError(
-            "global.tls.caCert.secretName: required with global.tls.enabled (the Secret "
-            "holding the CA that signed the server's certificate)"
+            "global.tls.caCert.secretName: required with global.tls.enabled unless "
+            "global.tls.caCert.pem is given (the Secret holding the CA that signed the "
+            "server's certificate)"
         )
     if not key or "/" in key or key.startswith("."):
         raise SettingsError(f"global.tls.caCert.secretKey: {key!r} is not a Secret key")
-    return ServerCaSettings(enabled, name if enabled else "", key)
+    return ServerCaSettings(enabled, name if enabled else "", key, pem if enabled else "")
 
 
 def _server_address(reader: ValuesReader, ca: ServerCaSettings) -> ServerAddress:

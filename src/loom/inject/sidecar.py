@@ -22,6 +22,7 @@ from loom.inject.volumes import (
     data_mount,
     proxy_id_file,
     server_ca_args,
+    server_ca_env,
     server_ca_mounts,
 )
 
@@ -52,7 +53,7 @@ def sidecar_container(
         "image": settings.images.dataplane,
         "command": ["loom", "dataplane"],
         "args": args,
-        "env": downward_env(),
+        "env": [*downward_env(), *server_ca_env(settings.server_ca)],
         "readinessProbe": {
             "tcpSocket": {"port": service.proxy_port},
             "initialDelaySeconds": 1,

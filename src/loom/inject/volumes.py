@@ -4,8 +4,10 @@ connect-init writes what it learned from the server (the proxy's ID, and with AC
 its login got) into an ``emptyDir`` (``medium: Memory``) mounted at ``/loom/connect-inject``;
 each sidecar reads its proxy ID (and token) from there. The file names are defined here once:
 connect-init writes them, the sidecar's command line points at them. When the server speaks
-TLS (``global.tls.enabled``), the Secret holding its CA is mounted read-only at
-``/loom/tls/ca`` in the same containers, which are given it as ``--ca-file``.
+TLS (``global.tls.enabled``), the same containers get its CA: as the PEM itself in
+``CONSUL_CACERT_PEM`` when the webhook's values carry it (``global.tls.caCert.pem``; no
+Secret is needed in the pod's namespace), else the Secret holding it mounted read-only at
+``/loom/tls/ca`` and given as ``--ca-file``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ CA_VOLUME = "loom-ca-cert"
 """Name of the injected volume holding the server's CA (when the server speaks TLS)."""
 CA_DIR = "/loom/tls/ca"
 """Where it is mounted, read-only, in the init and sidecar containers."""
+CA_PEM_ENV = "CONSUL_CACERT_PEM"
+"""The variable carrying the CA's PEM (consul-k8s's name; read by ``loom.api.tls_from``)."""
 
 
 def ca_file(secret_key: str) -> str:
@@ -37,12 +41,17 @@ def ca_mount() -> dict[str, Any]:
 
 
 def server_ca_args(ca: ServerCaSettings) -> list[str]:
-    """``--ca-file`` of the server's CA, when the server speaks TLS."""
-    return [f"--ca-file={ca_file(ca.secret_key)}"] if ca.enabled else []
+    """``--ca-file`` of the server's CA, when the server speaks TLS from a mounted CA."""
+    return [f"--ca-file={ca_file(ca.secret_key)}"] if ca.mounted else []
 
 
 def server_ca_mounts(ca: ServerCaSettings) -> list[dict[str, Any]]:
-    return [ca_mount()] if ca.enabled else []
+    return [ca_mount()] if ca.mounted else []
+
+
+def server_ca_env(ca: ServerCaSettings) -> list[dict[str, Any]]:
+    """``CONSUL_CACERT_PEM``, when the server speaks TLS and the values carry its CA."""
+    return [{"name": CA_PEM_ENV, "value": ca.pem}] if ca.enabled and ca.pem else []
 
 
 def add_ca_volume(spec: dict[str, Any], secret_name: str, secret_key: str) -> None:

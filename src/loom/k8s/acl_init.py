@@ -12,7 +12,11 @@ changes nothing:
 - the controller's policy (``service_prefix ""`` and ``node_prefix ""`` write, to register
   and deregister pods; ``acl = "write"``, to delete a gone pod's login tokens; intentions and
   ``mesh = "write"``, for the config entries of the CRDs) and its token,
-  whose SecretID is the one ``loom install`` rendered into the controller's Secret.
+  whose SecretID is the one ``loom install`` rendered into the controller's Secret;
+- the anonymous token's DNS rights: the templated policy ``builtin/dns`` (Consul's rules:
+  ``node_prefix ""``, ``service_prefix ""`` and ``query_prefix ""`` read), as consul-k8s's
+  ``server-acl-init`` gives it, so the DNS proxy beside the server (which has no token)
+  answers under default deny (``docs/security.md`` says why anonymous and not a token).
 
 The webhook gets no token: it never calls the Loom server (it answers the API server from
 the pod and its values alone). Every failure is a ``K8sError`` (``AclInitError``).
@@ -33,6 +37,10 @@ from loom.inject.settings import DEFAULT_AUTH_METHOD
 from loom.k8s.errors import AclInitError
 
 BIND_NAME = "${serviceaccount.name}"
+ANONYMOUS_TOKEN = "00000000-0000-0000-0000-000000000002"
+"""AccessorID of Consul's anonymous token (the rights of requests without a token)."""
+DNS_TEMPLATE = "builtin/dns"
+"""Consul's templated policy with what DNS needs: read on every node, service and query."""
 CONTROLLER_RULES = """\
 service_prefix "" {
   policy = "write"
@@ -148,9 +156,24 @@ async def acl_init(config: AclInitConfig, log: Callable[[str], None]) -> None:
                 "Policies": [{"Name": policy_name}],
             })  # fmt: skip
             log(f"token of the endpoints controller (policy {policy_name})")
+        await _anonymous_dns(api, log)
     except ClientError as exc:
         raise AclInitError(f"acl-init: {exc}") from exc
     log("ACLs of the installation are in place")
+
+
+async def _anonymous_dns(api: AsyncClient, log: Callable[[str], None]) -> None:
+    """Add ``builtin/dns`` to the anonymous token, keeping whatever else it holds."""
+    anonymous = await api.get(f"/v1/acl/token/{ANONYMOUS_TOKEN}")
+    templated = list(anonymous.get("TemplatedPolicies") or [])
+    if any(t.get("TemplateName") == DNS_TEMPLATE for t in templated):
+        return
+    body = {key: anonymous[key] for key in ("Description", "Policies", "Roles",
+                                           "ServiceIdentities", "NodeIdentities")
+            if anonymous.get(key)}  # fmt: skip
+    body["TemplatedPolicies"] = [*templated, {"TemplateName": DNS_TEMPLATE}]
+    await api.request("PUT", f"/v1/acl/token/{ANONYMOUS_TOKEN}", body)
+    log(f"anonymous token: {DNS_TEMPLATE} (the DNS proxy answers without a token)")
 
 
 __all__ = ["CONTROLLER_RULES", "AclInitConfig", "AclInitError", "acl_init", "read_secret_file"]

@@ -10,9 +10,12 @@ server's StatefulSet and Services (``install_server.py``); the controller with i
 leader-election Lease Role (``install_parts.py``); and the MutatingWebhookConfiguration
 (``install_webhook.py``).
 
-TLS: ``--generate-certs`` (or ``connectInject.certs.caBundle`` + an existing Secret) puts the
-CA bundle in the webhook configuration; ``connectInject.certs.certManager`` leaves it to
-cert-manager's ``inject-ca-from``; otherwise the webhook makes, installs and rotates its own
+TLS on the control plane (``global.tls.enabled``, on unless the values say ``false``): the CA
+and server certificate Secrets, and every client of the server on https with the CA
+(``install_tls.py``). The webhook's own TLS: ``--generate-certs`` (or
+``connectInject.certs.caBundle`` + an existing Secret) puts the CA bundle in the webhook
+configuration; ``connectInject.certs.certManager`` leaves it to cert-manager's
+``inject-ca-from``; otherwise the webhook makes, installs and rotates its own
 (``webhook_certs.py``). Rendering is pure: certificate material and tokens are arguments.
 """
 
@@ -32,10 +35,17 @@ from loom.k8s.crds import custom_resource_definitions
 from loom.k8s.install_common import account, meta, system_deployment
 from loom.k8s.install_parts import VALUES_DIR, acls, controller
 from loom.k8s.install_server import ServerSettings, render_server
+from loom.k8s.install_tls import (
+    check_material,
+    tls_secrets,
+    with_ca_pem,
+    with_tls_default,
+)
 from loom.k8s.install_webhook import (
     COMPONENT,
     COMPONENT_LABEL,
     CONTROLLER_COMPONENT,
+    SERVER_COMPONENT,
     webhook_configuration,
 )
 from loom.k8s.values import INSTALL_KEYS
@@ -181,9 +191,15 @@ def with_acl_default(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "global": {**glob, "acls": acls}}
 
 
+def with_install_defaults(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ``loom install``'s secure defaults: ACLs managed, TLS on."""
+    return with_tls_default(with_acl_default(values))
+
+
 @dataclass(frozen=True)
 class TlsMaterial:
-    """A webhook serving certificate, its key and the CA that signed it (PEM)."""
+    """A serving certificate (the webhook's or the server's), its key and the CA that
+    signed it (PEM)."""
 
     cert_pem: bytes
     key_pem: bytes
@@ -196,13 +212,21 @@ def render(
     install: InstallSettings,
     tls: TlsMaterial | None = None,
     tokens: AclTokens | None = None,
+    server_tls: TlsMaterial | None = None,
 ) -> list[dict[str, Any]]:
     """Every manifest of the installation, in apply order (``tokens`` is needed when ACLs
-    are managed)."""
+    are managed, ``server_tls`` when ``inject`` has TLS on and the server is rendered).
+    ``inject`` decides TLS: ``settings_from(with_install_defaults(values))`` has it on."""
     if install.manage_acls and tokens is None:
         raise SettingsError(f"{MANAGE_ACLS_KEY}: the installation's tokens are not given")
+    server = ServerSettings.from_values(values)
+    check_material(inject, server.enabled, server_tls)
+    tls_on = inject.server_ca.enabled
     name, ns = install.webhook_name, install.namespace
     labels = {"app.kubernetes.io/name": install.name, COMPONENT_LABEL: COMPONENT}
+    shown = (with_install_defaults if tls_on else with_acl_default)(values)
+    if tls_on and server_tls is not None:
+        shown = with_ca_pem(shown, server_tls)
     docs: list[dict[str, Any]] = [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
         *(
@@ -213,9 +237,13 @@ def render(
         *_webhookaccount(install, labels, tls),
         {
             **meta("v1", "ConfigMap", f"{name}-values", ns, labels),
-            "data": {"values.yaml": yaml.safe_dump(with_acl_default(values), sort_keys=True)},
+            "data": {"values.yaml": yaml.safe_dump(shown, sort_keys=True)},
         },
-    ]
+    ]  # fmt: skip
+    if server_tls is not None:
+        server_labels = {**labels, COMPONENT_LABEL: SERVER_COMPONENT}
+        docs.extend(tls_secrets(install.name, ns, inject.server_ca, server_tls, server_labels,
+                                server.enabled))  # fmt: skip
     if tls is not None:
         docs.append(
             {
@@ -239,7 +267,6 @@ def render(
     docs.append(_deployment(install, inject, labels, install.manages_certs(tls)))
     if tokens is not None and install.manage_acls:
         docs.extend(acls(install, inject, tokens))
-    server = ServerSettings.from_values(values)
     if server.enabled:
         bootstrap = install.bootstrap_secret if install.manage_acls else None
         docs.extend(render_server(server, inject, install.name, ns, install.datacenter, bootstrap))

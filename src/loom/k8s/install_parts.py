@@ -4,7 +4,8 @@ The controller (endpoints and config-entry resources, ``loom k8s controller --cr
 read access to pods, services and namespaces, read-write access to the consul.hashicorp.com
 resources and their status, a Role on its leader-election Lease, and ``controller.replicas``
 (two) replicas electing a leader. With ACLs managed: the token Secrets, the TokenReview
-reviewer account and the ``loom k8s acl-init`` Job.
+reviewer account and the ``loom k8s acl-init`` Job. With TLS on, both reach the server over
+https and verify it with the CA Secret (``--ca-file``, ``install_tls.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from loom.domain.crds import CRD_KINDS, GROUP
 from loom.inject import InjectSettings
 from loom.inject.settings import DEFAULT_AUTH_METHOD
 from loom.k8s.install_common import account, meta, system_deployment
+from loom.k8s.install_tls import ca_file, mount_ca
 from loom.k8s.install_webhook import ACL_INIT_COMPONENT, COMPONENT_LABEL, CONTROLLER_COMPONENT
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ def controller(install: InstallSettings, inject: InjectSettings) -> list[dict[st
             {"name": "acl-token", "mountPath": ACL_TOKEN_DIR, "readOnly": True}
         )
         volumes.append({"name": "acl-token", "secret": {"secretName": install.controller_secret}})
+    _verify_server(container, volumes, inject)
     deployment = system_deployment(
         install, name, labels, install.controller_replicas, container, volumes
     )
@@ -137,6 +140,7 @@ def acls(
         {"name": "reviewer", "secret": {"secretName": reviewer}},
         {"name": "controller", "secret": {"secretName": install.controller_secret}},
     ]
+    _verify_server(container, volumes, inject)
     pod = system_deployment(install, reviewer, labels, 1, container, volumes)["spec"]["template"]
     pod["spec"].update(restartPolicy="OnFailure", automountServiceAccountToken=False)
     job = {
@@ -156,3 +160,12 @@ def acls(
         binding(f"{reviewer}-auth-delegator", "system:auth-delegator"),
         job,
     ]
+
+
+def _verify_server(
+    container: dict[str, Any], volumes: list[dict[str, Any]], inject: InjectSettings
+) -> None:
+    """With TLS on: ``--ca-file`` of the CA Secret, mounted read-only."""
+    if inject.server_ca.enabled:
+        container["args"].insert(1, f"--ca-file={ca_file(inject.server_ca)}")
+        mount_ca(container, volumes, inject.server_ca)

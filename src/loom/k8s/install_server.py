@@ -8,7 +8,9 @@ default), the headless ``<name>-server-headless`` the StatefulSet's pods are nam
 ``<name>-dns`` (53 UDP/TCP, consul-k8s's ``dns`` Service) answered by ``loom dns-proxy``
 running in each server pod against its own server. With ACLs managed the server starts with
 ``--acl-default-policy deny`` and the bootstrap Secret's token as its initial management
-token (the acl-init Job then makes the rest). Rendering is pure.
+token (the acl-init Job then makes the rest). With TLS on (``install_tls.py``) the Services
+and the server speak only HTTPS 8501 and TLS gRPC 8503 (``--no-http --no-grpc``) with the
+certificate Secret, and the DNS proxy reaches it over https with the CA. Rendering is pure.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 
 from loom.defaults import GRPC_PORT, HTTP_PORT
 from loom.inject import ContainerResources, InjectSettings, SettingsError
-from loom.inject.settings import ValuesReader
+from loom.inject.settings import TLS_GRPC_PORT, TLS_HTTP_PORT, ValuesReader
+from loom.k8s.install_tls import SERVER_TLS_DIR, ca_file, mount_ca, server_cert_secret
 from loom.k8s.install_webhook import COMPONENT_LABEL, SERVER_COMPONENT
 from loom.k8s.values import INSTALL_KEYS
 
@@ -81,7 +84,8 @@ def render_server(
     datacenter: str,
     bootstrap_secret: str | None,
 ) -> list[dict[str, Any]]:
-    """The server's Services and StatefulSet (``bootstrap_secret``: ACLs managed)."""
+    """The server's Services and StatefulSet (``bootstrap_secret``: ACLs managed; TLS when
+    ``inject.server_ca`` is enabled)."""
     full = f"{name}-server"
     labels = {"app.kubernetes.io/name": name, COMPONENT_LABEL: SERVER_COMPONENT}
 
@@ -91,8 +95,8 @@ def render_server(
                 "spec": {"selector": dict(labels), "ports": ports, **spec}}  # fmt: skip
 
     api_ports = [
-        {"name": "http", "port": HTTP_PORT, "targetPort": HTTP_PORT},
-        {"name": "grpc", "port": GRPC_PORT, "targetPort": GRPC_PORT},
+        {"name": port_name, "port": port, "targetPort": port}
+        for port_name, port in _api_ports(inject)
     ]
     docs = [
         service(full, api_ports),
@@ -103,27 +107,42 @@ def render_server(
             {"name": "dns-udp", "port": 53, "targetPort": DNS_PORT, "protocol": "UDP"},
             {"name": "dns-tcp", "port": 53, "targetPort": DNS_PORT, "protocol": "TCP"},
         ]))  # fmt: skip
-    docs.append(_stateful_set(server, inject, full, namespace, labels, datacenter,
+    docs.append(_stateful_set(server, inject, name, namespace, labels, datacenter,
                               bootstrap_secret))  # fmt: skip
     return docs
+
+
+def _api_ports(inject: InjectSettings) -> list[tuple[str, int]]:
+    """The server's API ports: Consul's TLS ports with TLS on, else the plain ones."""
+    if inject.server_ca.enabled:
+        return [("https", TLS_HTTP_PORT), ("grpc-tls", TLS_GRPC_PORT)]
+    return [("http", HTTP_PORT), ("grpc", GRPC_PORT)]
 
 
 def _stateful_set(
     server: ServerSettings,
     inject: InjectSettings,
-    full: str,
+    name: str,
     namespace: str,
     labels: dict[str, str],
     datacenter: str,
     bootstrap_secret: str | None,
 ) -> dict[str, Any]:
+    full = f"{name}-server"
     store = (
         [f"--etcd-endpoints={','.join(server.etcd_endpoints)}"]
         if server.etcd_endpoints
         else [f"--data-dir={DATA_DIR}"]
     )
-    args = [*store, f"--http-addr=0.0.0.0:{HTTP_PORT}", f"--grpc-addr=0.0.0.0:{GRPC_PORT}",
-            f"--datacenter={datacenter}", "--node-name=$(POD_NAME)"]  # fmt: skip
+    tls = inject.server_ca.enabled
+    listen = (
+        ["--no-http", "--no-grpc", f"--https-addr=0.0.0.0:{TLS_HTTP_PORT}",
+         f"--grpc-tls-addr=0.0.0.0:{TLS_GRPC_PORT}", f"--tls-cert-file={SERVER_TLS_DIR}/tls.crt",
+         f"--tls-key-file={SERVER_TLS_DIR}/tls.key"]
+        if tls
+        else [f"--http-addr=0.0.0.0:{HTTP_PORT}", f"--grpc-addr=0.0.0.0:{GRPC_PORT}"]
+    )  # fmt: skip
+    args = [*store, *listen, f"--datacenter={datacenter}", "--node-name=$(POD_NAME)"]
     env: list[dict[str, Any]] = [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
     ]
@@ -139,17 +158,18 @@ def _stateful_set(
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    probe = {"httpGet": {"path": "/v1/status/leader", "port": HTTP_PORT}, "periodSeconds": 5}
+    ports = _api_ports(inject)
+    get: dict[str, Any] = {"path": "/v1/status/leader", "port": ports[0][1]}
+    if tls:
+        get["scheme"] = "HTTPS"
+    probe = {"httpGet": get, "periodSeconds": 5}
     container: dict[str, Any] = {
         "name": "server",
         "image": inject.images.loom,
         "command": ["loom", "server"],
         "args": args,
         "env": env,
-        "ports": [
-            {"name": "http", "containerPort": HTTP_PORT},
-            {"name": "grpc", "containerPort": GRPC_PORT},
-        ],
+        "ports": [{"name": port_name, "containerPort": port} for port_name, port in ports],
         "readinessProbe": probe,
         "livenessProbe": {**probe, "failureThreshold": 6},
         "securityContext": hardened,
@@ -158,17 +178,28 @@ def _stateful_set(
     if resources:
         container["resources"] = resources
     containers = [container]
+    volumes: list[dict[str, Any]] = []
+    if tls:
+        container["volumeMounts"] = [
+            {"name": "server-tls", "mountPath": SERVER_TLS_DIR, "readOnly": True}
+        ]
+        volumes.append({"name": "server-tls", "secret": {
+            "secretName": server_cert_secret(name), "defaultMode": 0o440}})  # fmt: skip
     if server.dns:
-        containers.append({
+        dns: dict[str, Any] = {
             "name": "dns-proxy",
             "image": inject.images.loom,
             "command": ["loom", "dns-proxy"],
-            "args": [f"--server=127.0.0.1:{HTTP_PORT}", f"--listen=0.0.0.0:{DNS_PORT}",
-                     f"--namespace={namespace}"],
+            "args": [f"--server={'https://' if tls else ''}127.0.0.1:{ports[0][1]}",
+                     f"--listen=0.0.0.0:{DNS_PORT}", f"--namespace={namespace}"],
             "ports": [{"name": "dns-udp", "containerPort": DNS_PORT, "protocol": "UDP"},
                       {"name": "dns-tcp", "containerPort": DNS_PORT, "protocol": "TCP"}],
             "securityContext": hardened,
-        })  # fmt: skip
+        }  # fmt: skip
+        if tls:
+            dns["env"] = [{"name": "CONSUL_CACERT", "value": ca_file(inject.server_ca)}]
+            mount_ca(dns, volumes, inject.server_ca)
+        containers.append(dns)
     spec: dict[str, Any] = {
         "serviceName": f"{full}-headless",
         "replicas": server.replicas,
@@ -182,11 +213,12 @@ def _stateful_set(
             "spec": {
                 "securityContext": {"fsGroup": NONROOT},
                 "containers": containers,
+                **({"volumes": volumes} if volumes else {}),
             },
         },
     }
     if not server.etcd_endpoints:
-        container["volumeMounts"] = [{"name": "data", "mountPath": DATA_DIR}]
+        container.setdefault("volumeMounts", []).append({"name": "data", "mountPath": DATA_DIR})
         claim: dict[str, Any] = {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": server.storage}},

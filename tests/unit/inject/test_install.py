@@ -11,7 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from loom.cli import main
 from loom.inject import SettingsError
 from loom.k8s.certs import generate_tls, webhook_dns_names
-from loom.k8s.install import AclTokens, InstallSettings, render, with_acl_default
+from loom.k8s.install import AclTokens, InstallSettings, TlsMaterial, render, with_install_defaults
+from loom.k8s.install_server import ServerSettings
+from loom.k8s.install_tls import with_ca_pem
 from loom.k8s.manifests import dump_documents
 from loom.k8s.values import parse_values, settings_from
 from tests.unit.inject.golden_cases import validate_manifest
@@ -37,11 +39,18 @@ TOKENS = AclTokens(
 )
 
 
+SERVER_TLS = TlsMaterial(b"SERVER CERT\n", b"SERVER KEY\n", b"SERVER CA\n")
+"""Stands for the server's certificate (the renderer only base64-encodes it)."""
+
+
 def rendered(values_text: str = "", tls=None) -> list[dict]:
+    """The install of these values with ``loom install``'s defaults (ACLs managed, TLS on)."""
     values = parse_values(values_text)
     install = InstallSettings.from_values(values)
-    inject = settings_from(with_acl_default(values))
-    return render(values, inject, install, tls, TOKENS if install.manage_acls else None)
+    inject = settings_from(with_install_defaults(values))
+    server = inject.server_ca.enabled and ServerSettings.from_values(values).enabled
+    tokens = TOKENS if install.manage_acls else None
+    return render(values, inject, install, tls, tokens, SERVER_TLS if server else None)
 
 
 def named(docs: list[dict], kind: str, name: str) -> dict:
@@ -82,10 +91,11 @@ def test_values_shape_names_selectors_policy_and_ca_bundle(golden) -> None:
     assert deployment["metadata"]["namespace"] == "mesh-system"
     assert controller["metadata"]["name"] == "mesh-endpoints-controller"
     assert deployment["spec"]["replicas"] == 2
-    # The webhook reads back the very values it was installed with.
+    # The webhook reads back the very values it was installed with (and the CA's PEM, which
+    # it hands injected pods as CONSUL_CACERT_PEM).
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
-    assert yaml.safe_load(config_map["data"]["values.yaml"]) == with_acl_default(
-        parse_values(VALUES)
+    assert yaml.safe_load(config_map["data"]["values.yaml"]) == with_ca_pem(
+        with_install_defaults(parse_values(VALUES)), SERVER_TLS
     )
 
 
@@ -191,6 +201,7 @@ def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, ca
     assert [d["kind"] for d in docs] == [
         "Namespace", *["CustomResourceDefinition"] * 4,
         "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap",
+        "Secret", "Secret",  # the server's CA and certificate (TLS on by default)
         "Secret", "Service", "Deployment",
         "Secret", "Secret", "ServiceAccount", "Secret", "ClusterRole",  # ACLs
         "ClusterRoleBinding", "ClusterRoleBinding", "Job",
@@ -202,7 +213,7 @@ def test_loom_install_prints_valid_manifests_and_rejects_bad_values(tmp_path, ca
     tokens = {
         base64.b64decode(d["data"]["token"]).decode()
         for d in docs
-        if d["kind"] == "Secret" and d["type"] == "Opaque"
+        if d["kind"] == "Secret" and d["type"] == "Opaque" and "token" in d["data"]
     }
     assert len(tokens) == 2  # fresh UUIDs: the management and the controller tokens
     for doc in docs:
@@ -219,7 +230,7 @@ def test_acls_are_managed_by_default_and_injected_pods_log_in() -> None:
     docs = rendered()
     [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
     webhook_values = yaml.safe_load(config_map["data"]["values.yaml"])
-    assert webhook_values == {"global": {"acls": {"manageSystemACLs": True}}}
+    assert webhook_values["global"]["acls"] == {"manageSystemACLs": True}
     assert settings_from(webhook_values).login.auth_method == "loom-k8s-auth-method"
     for name, token in (("loom-bootstrap-acl-token", TOKENS.management),
                         ("loom-controller-acl-token", TOKENS.controller)):  # fmt: skip
@@ -258,13 +269,22 @@ def test_the_job_and_the_controller_read_only_secrets_the_install_renders() -> N
     assert container["command"] == ["loom", "k8s", "acl-init"]
     assert "--auth-method-name=loom-k8s-auth-method" in container["args"]
     used = {v["secret"]["secretName"] for v in pod["volumes"]}
-    assert used == {"loom-bootstrap-acl-token", "loom-auth-method", "loom-controller-acl-token"}
+    assert used == {
+        "loom-bootstrap-acl-token",
+        "loom-auth-method",
+        "loom-controller-acl-token",
+        "loom-ca-cert",
+    }
     assert used <= secrets
+    assert "--ca-file=/etc/loom/server-ca/tls.crt" in container["args"]
+    ca_volume = next(v for v in pod["volumes"] if v["name"] == "server-ca")
+    assert ca_volume["secret"]["secretName"] == "loom-ca-cert" and "loom-ca-cert" in secrets
     controller = named(docs, "Deployment", "loom-endpoints-controller")["spec"]["template"]["spec"]
     [ctr] = controller["containers"]
     assert ctr["env"][-1] == {"name": "LOOM_HTTP_TOKEN_FILE", "value": "/etc/loom/acl/token"}
     assert {v["secret"]["secretName"] for v in controller["volumes"] if "secret" in v} == {
-        "loom-controller-acl-token"
+        "loom-controller-acl-token",
+        "loom-ca-cert",
     }
     webhook = named(docs, "Deployment", "loom-connect-injector")["spec"]["template"]["spec"]
     assert "env" not in webhook["containers"][0]  # the webhook never calls the server
@@ -276,7 +296,11 @@ def test_manage_system_acls_false_renders_the_install_without_acls() -> None:
     docs = rendered("global:\n  acls:\n    manageSystemACLs: false\n")
     for doc in docs:
         validate_manifest(doc)
-    assert not [d for d in docs if d["kind"] in ("Job", "Secret")]
+    assert not [d for d in docs if d["kind"] == "Job"]
+    assert {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"} == {
+        "loom-ca-cert",
+        "loom-server-cert",
+    }
     controller = named(docs, "Deployment", "loom-endpoints-controller")
     env = controller["spec"]["template"]["spec"]["containers"][0]["env"]
     assert [e["name"] for e in env] == ["POD_NAME", "POD_NAMESPACE"]
@@ -303,7 +327,7 @@ def test_the_server_is_a_stateful_set_on_sqlite_with_a_claim_and_its_services() 
     assert token["valueFrom"]["secretKeyRef"]["name"] == "loom-bootstrap-acl-token"
     assert dns["command"] == ["loom", "dns-proxy"]
     ports = {p["name"]: p["port"] for p in named(docs, "Service", "loom-server")["spec"]["ports"]}
-    assert ports == {"http": 8500, "grpc": 8502}  # what server.httpAddr/grpcAddr name
+    assert ports == {"https": 8501, "grpc-tls": 8503}  # what server.httpAddr/grpcAddr name
     assert {p["protocol"] for p in named(docs, "Service", "loom-dns")["spec"]["ports"]} == {
         "UDP",
         "TCP",

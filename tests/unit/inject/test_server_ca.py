@@ -1,6 +1,7 @@
-"""The server's CA in injected pods (``global.tls.*``, consul-k8s's values): mounted from its
-Secret read-only into connect-init and the sidecar, given to both as ``--ca-file``, which
-their real command-line parsers take; https:// and Consul's TLS ports by default; a missing
+"""The server's CA in injected pods (``global.tls.*``, consul-k8s's values): with its PEM in
+the values, in ``CONSUL_CACERT_PEM`` of connect-init and the sidecar (no volume, so a pod in
+any namespace starts); else mounted from its Secret read-only into both, given as
+``--ca-file``, which their real command-line parsers take; https:// and Consul's TLS ports by default; a missing
 Secret name, an address that is not https:// and a hostile Secret key are refused."""
 
 from __future__ import annotations
@@ -52,6 +53,40 @@ def test_an_https_server_s_ca_is_mounted_and_given_to_connect_init_and_the_sidec
         args = parser.parse_args(argv[:rest])
         assert args.ca_file == "/loom/tls/ca/tls.crt"
         assert args.http_addr == "https://loom-server.loom.svc:8501"
+
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_a_ca_pem_in_the_values_goes_into_the_environment_and_nothing_is_mounted() -> None:
+    pod = _pod()
+    pod["spec"]["containers"][0]["env"] = [{"name": "CONSUL_CACERT_PEM", "value": "app's own"}]
+    out = inject(pod, _tls(pem=PEM))
+    spec = out["spec"]
+    assert all(v["name"] != "loom-ca-cert" for v in spec["volumes"])
+    parser = build_parser()
+    for container in (spec["initContainers"][-1], spec["containers"][-1]):
+        assert {"name": "CONSUL_CACERT_PEM", "value": PEM} in container["env"]
+        assert [e["name"] for e in container["env"]].count("CONSUL_CACERT_PEM") == 1
+        assert all(m["name"] != "loom-ca-cert" for m in container["volumeMounts"])
+        argv = [*container["command"][1:], *container["args"]]
+        rest = argv.index("--") if "--" in argv else len(argv)
+        args = parser.parse_args(argv[:rest])
+        assert args.ca_file is None
+        assert args.http_addr == "https://loom-server.loom.svc:8501"
+    # The application's own containers are left as they were.
+    assert spec["containers"][0]["env"] == [{"name": "CONSUL_CACERT_PEM", "value": "app's own"}]
+
+
+def test_a_ca_pem_needs_no_secret_name_and_is_dropped_with_tls_off() -> None:
+    settings = InjectSettings.from_values({"global": {"tls": {"enabled": True,
+                                                              "caCert": {"pem": PEM}}}})
+    assert settings.server_ca.pem == PEM and not settings.server_ca.mounted
+    off = InjectSettings.from_values({"global": {"tls": {"enabled": False,
+                                                         "caCert": {"pem": PEM}}}})
+    spec = inject(_pod(), off)["spec"]
+    assert not [e for c in spec["containers"] for e in c.get("env", [])
+                if e["name"] == "CONSUL_CACERT_PEM"]  # fmt: skip
 
 
 def test_without_tls_nothing_is_mounted_and_the_addresses_stay_plain() -> None:
