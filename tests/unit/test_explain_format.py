@@ -3,25 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-import pytest
-
 from loom.cli.explain import format_explanation
-from loom.control.state import ServerSettings, State
+from loom.control.state import State
 from loom.server.explain_http import explanation_doc
-from loom.store import Store
 from loom.xds.explain import explain
-
-
-@pytest.fixture
-async def state() -> AsyncIterator[State]:
-    st = State(ServerSettings(), store=Store())
-    await st.start()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 async def test_explanations_read_top_to_bottom(state: State, golden) -> None:  # type: ignore[no-untyped-def]

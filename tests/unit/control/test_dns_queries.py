@@ -4,25 +4,11 @@ names a query and a template answer, and the executions they carry."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from loom.control.nametable import name_table_text
-from loom.control.state import ServerSettings, State
+from loom.control.state import State
 from loom.domain.queries import dns_id_key, parse_query
-from loom.store import Store
-
-
-@pytest.fixture
-async def state() -> AsyncIterator[State]:
-    st = State(ServerSettings(), store=Store())
-    await st.start()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 async def register(state: State, sid: str, address: str, tags: list[str], status: str) -> None:

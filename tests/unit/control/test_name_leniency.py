@@ -6,26 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 
 from loom.control.nametable import name_table_text
-from loom.control.state import ServerSettings, State
+from loom.control.state import State
 from loom.dns.table import NameTable
 from loom.domain.federation import publish, state_from_json, state_to_json
 from loom.domain.fields import ValidationError
-from loom.store import Store
-
-
-@pytest.fixture
-async def state() -> AsyncIterator[State]:
-    st = State(ServerSettings(), store=Store())
-    await st.start()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 async def test_a_dotted_name_is_registered_with_consuls_warning_logged_once(

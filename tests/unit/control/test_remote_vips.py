@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,6 @@ from loom.dns.resolve import QTYPE_A, Query, View, resolve
 from loom.dns.table import NameTable
 from loom.domain.federation import FederationState, RemoteService
 from loom.domain.mesh import Endpoint, MeshSnapshot
-from loom.store import Store
 from loom.store.tables import REMOTE_VIPS
 
 
@@ -35,16 +33,6 @@ def remote(name: str, namespace: str = "default", *, meshed: bool = True,
 def dc_state(dc: str, *services: RemoteService) -> FederationState:
     return FederationState(dc, (f"{dc}.example:8500",), (Endpoint("192.0.2.9", 8443),),
                            services, "2026-12-01T19:00:00Z")  # fmt: skip
-
-
-@pytest.fixture
-async def state() -> AsyncIterator[State]:
-    st = State(ServerSettings(), store=Store())
-    await st.start()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 # ---- the plan (pure) ------------------------------------------------------------------------

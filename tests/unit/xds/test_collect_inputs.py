@@ -7,26 +7,12 @@ beat the built-in defaults (tcp, strict, direct, 15001).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from loom.control.state import ServerSettings, State
+from loom.control.state import State
 from loom.domain.entries import HttpMatch
-from loom.store import Store
 from loom.xds.inputs import Permission, ProxyInputs
 from loom.xds.view import collect_inputs
-
-
-@pytest.fixture
-async def state() -> AsyncIterator[State]:
-    st = State(ServerSettings(), store=Store())
-    await st.start()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 async def _inputs(state: State, sidecar: dict[str, Any] | None = None) -> ProxyInputs:

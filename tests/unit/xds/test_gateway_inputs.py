@@ -4,15 +4,11 @@ gateways, and the resources those inputs translate to."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from loom.control.state import ServerSettings, State
+from loom.control.state import State
 from loom.domain.federation import FederationState
 from loom.domain.mesh import Endpoint
-from loom.store import Store
 from loom.xds.inputs import GatewayBind, GatewayInputs
 from loom.xds.translate import build_resources
 from loom.xds.translate.names import TYPE_LISTENER
@@ -23,16 +19,6 @@ GATEWAY: dict[str, Any] = {
     "Port": 8443, "TaggedAddresses": {"lan": {"Address": "10.0.0.5", "Port": 8443},
                                       "wan": {"Address": "198.51.100.5", "Port": 443}},
 }  # fmt: skip
-
-
-@pytest.fixture
-async def state() -> AsyncIterator[State]:
-    st = State(ServerSettings(), store=Store())
-    await st.start()
-    try:
-        yield st
-    finally:
-        await st.close()
 
 
 async def _gateway(state: State, **extra: Any) -> GatewayInputs:
