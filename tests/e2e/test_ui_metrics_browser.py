@@ -40,7 +40,7 @@ LOOP = "while true; do curl -s -o /dev/null -m 2 http://static-server/; sleep 0.
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[LocalMesh]:
-    m = LocalMesh(settings("lu", "10.238.0.0/16"))
+    m = LocalMesh(settings("lw", "10.236.0.0/16"))
     state = m.s.net.state_dir
     try:
         m.up()
