@@ -36,6 +36,8 @@ class ServerChecks:
         """Instances whose checks need a new decision; None: every instance of the node."""
         self._runs: dict[InstanceRef, dict[str, tuple[str, str, Check]]] = {}
         """By instance, by check key: who runs the check, the runner's proxy ID, the check."""
+        self._server: dict[InstanceRef, dict[str, Check]] = {}
+        """The server-run ones alone (most are the dataplanes': a write must not walk them)."""
         self._sidecars: dict[InstanceRef, set[str]] = {}
         """This node's sidecar IDs by the instance they front."""
         self._by_instance: dict[InstanceRef, set[str]] = {}
@@ -53,6 +55,7 @@ class ServerChecks:
         dirty, self._dirty = self._dirty, set()
         if dirty is None:
             self._runs.clear()
+            self._server.clear()
             dirty = set(self._by_instance)
         for ref in dirty:
             self._decide(ref)
@@ -60,10 +63,7 @@ class ServerChecks:
     def owned(self) -> list[Check]:
         """The checks of this node that the server runs (not the dataplanes'), in key order."""
         self._refresh()
-        found = {
-            key: c for runs in self._runs.values() for key, (who, _, c) in runs.items()
-            if who == SERVER
-        }  # fmt: skip
+        found = {key: c for runs in self._server.values() for key, c in runs.items()}
         return [found[key] for key in sorted(found)]
 
     def dataplane_owned(self) -> dict[str, list[Check]]:
@@ -106,10 +106,15 @@ class ServerChecks:
                 who, owner = check_runner(check, proxies, sidecars)
                 if who != NOBODY:
                     runs[key] = (who, owner, check)
+        server = {key: c for key, (who, _, c) in runs.items() if who == SERVER}
         if runs:
             self._runs[ref] = runs
         else:
             self._runs.pop(ref, None)
+        if server:
+            self._server[ref] = server
+        else:
+            self._server.pop(ref, None)
 
 
 class _Services:
