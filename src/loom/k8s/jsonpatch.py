@@ -39,15 +39,24 @@ def _diff(old: Any, new: Any, path: str, ops: list[Operation]) -> None:
     if old_type is dict and new_type is dict:
         # Only the keys that differ are sorted: shared sub-objects (most of a pod the planner
         # left alone) are unchanged, skipped by identity without a call or a sort.
-        missing = _MISSING
-        changed = [key for key, before in old.items() if new.get(key, missing) is not before]
-        removed = sorted(key for key in changed if key not in new) if changed else []
-        for key in removed:
-            ops.append({"op": "remove", "path": f"{path}/{escape(key)}"})
-        for key in sorted(set(changed).difference(removed)) if removed else sorted(changed):
-            _diff(old[key], new[key], f"{path}/{escape(key)}", ops)
-        if len(new) > len(old) - len(removed):  # some keys of new are not in old
-            for key in sorted(key for key in new if key not in old):
+        get, missing = new.get, _MISSING
+        changed = [key for key, before in old.items() if get(key, missing) is not before]
+        removed = 0
+        if changed:
+            if len(changed) > 1:
+                changed.sort()
+            for key in changed:  # removals first, then the keys both have, each sorted
+                if key not in new:
+                    removed += 1
+                    ops.append({"op": "remove", "path": f"{path}/{escape(key)}"})
+            for key in changed:
+                if key in new:
+                    _diff(old[key], new[key], f"{path}/{escape(key)}", ops)
+        if len(new) > len(old) - removed:  # some keys of new are not in old
+            added = [key for key in new if key not in old]
+            if len(added) > 1:
+                added.sort()
+            for key in added:
                 ops.append({"op": "add", "path": f"{path}/{escape(key)}", "value": new[key]})
         return
     if old_type is list and new_type is list:
