@@ -5,6 +5,12 @@ This is the one entry point both Kubernetes front-ends call (the admission webho
 ``InjectionResult`` (the decision, the reasons, the plan and the mutated pod). Each concern of
 the mutation lives in its own module (init container, sidecar, env, volumes, probes,
 metadata); this module only orders them.
+
+What the planner decides depends on a pod's annotations and containers only (and the
+namespace and settings), not on its name or labels: ``plan_template`` is that part, the
+decision, the plan and the injected init and sidecar containers, which a caller may keep and
+hand back to ``plan_injection`` for every pod agreeing on those inputs (the webhook does, for
+pods that differ only in fields the planner copies verbatim).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-from loom.inject.decision import NamespaceInfo, decide_injection
+from loom.inject.decision import InjectionDecision, NamespaceInfo, decide_injection
 from loom.inject.env import add_env, upstream_env
 from loom.inject.init_container import init_container
 from loom.inject.metadata import mark_injected
@@ -44,12 +50,44 @@ class InjectionResult:
     """The workload plan; None when not injected."""
 
 
+@dataclass(frozen=True)
+class TemplatePlan:
+    """What ``plan_injection`` decides from a pod's annotations and containers alone."""
+
+    decision: InjectionDecision
+    """Inject or not, and why."""
+    plan: WorkloadPlan | None
+    """The workload plan; None when not injected."""
+    added: tuple[tuple[dict[str, Any], dict[str, Any]], ...] = ()
+    """The init container and the sidecar of each service of ``plan``, in order. Shared by
+    every result made from this template with ``share_unchanged``: never mutated."""
+
+
+def plan_template(
+    pod: Mapping[str, Any], namespace: NamespaceInfo, settings: InjectSettings
+) -> TemplatePlan:
+    """The decision, the plan and the injected containers of ``pod``: a function of its
+    ``metadata.annotations`` and ``spec.containers`` (with the namespace and settings) only.
+    Raises as ``plan_injection`` does."""
+    decision = decide_injection(pod_annotations(pod), namespace, settings)
+    if not decision.inject:
+        return TemplatePlan(decision, None)
+    plan = plan_workload(pod, namespace, settings)
+    added = tuple(
+        (init_container(plan, service, settings), sidecar_container(plan, service, settings))
+        for service in plan.services
+    )
+    return TemplatePlan(decision, plan, added)
+
+
 def plan_injection(
     pod: Mapping[str, Any],
     namespace: NamespaceInfo,
     settings: InjectSettings,
     *,
     share_unchanged: bool = False,
+    template: TemplatePlan | None = None,
+    plain: bool = False,
 ) -> InjectionResult:
     """Decide whether to inject ``pod`` and, if so, return the injected copy.
 
@@ -58,12 +96,16 @@ def plan_injection(
     containers. The input is never mutated. With ``share_unchanged`` the result shares the
     sub-objects injection did not touch with the input (the webhook's fast path: it only
     diffs and serialises the result); otherwise the result is fully independent.
+    ``template``: ``plan_template`` of a pod with the same annotations and containers, in the
+    same namespace with the same settings (the caller vouches for that); planned anew if None.
+    ``plain``: the pod holds no float (the caller read it so; see ``original_pod_json``).
     """
-    decision = decide_injection(pod_annotations(pod), namespace, settings)
-    if not decision.inject:
+    if template is None:
+        template = plan_template(pod, namespace, settings)
+    decision, plan = template.decision, template.plan
+    if plan is None:
         return InjectionResult(False, None, decision.reasons, None)
-    plan = plan_workload(pod, namespace, settings)
-    out = inject_shared(pod, plan, settings)
+    out = inject_shared(pod, plan, settings, template.added, plain)
     if not share_unchanged:
         out = copy_tree(out)
     return InjectionResult(True, out, decision.reasons + plan.reasons, plan)
@@ -78,10 +120,15 @@ def apply_plan(
 
 
 def inject_shared(
-    pod: Mapping[str, Any], plan: WorkloadPlan, settings: InjectSettings
+    pod: Mapping[str, Any],
+    plan: WorkloadPlan,
+    settings: InjectSettings,
+    added: tuple[tuple[dict[str, Any], dict[str, Any]], ...] | None = None,
+    plain: bool = False,
 ) -> dict[str, Any]:
     """The injected pod, copying only what injection changes (copy-on-write): every object
-    on the path to a change is new, everything else is the input's own object."""
+    on the path to a change is new, everything else is the input's own object (and the
+    ``added`` init and sidecar containers of ``plan_template``, made here when None)."""
     originals = app_containers(pod)
     out: dict[str, Any] = dict(pod)
     out["metadata"] = metadata = dict(pod.get("metadata") or {})
@@ -107,9 +154,12 @@ def inject_shared(
         add_env(container, pairs)
 
     taken = {c.get("name") for c in containers + init_containers}
-    for service in plan.services:
-        init = init_container(plan, service, settings)
-        sidecar = sidecar_container(plan, service, settings)
+    if added is None:
+        added = tuple(
+            (init_container(plan, service, settings), sidecar_container(plan, service, settings))
+            for service in plan.services
+        )
+    for init, sidecar in added:
         for new in (init, sidecar):
             if new["name"] in taken:
                 raise InvalidPod(f"pod spec: a container is already named {new['name']}")
@@ -118,7 +168,7 @@ def inject_shared(
     add_data_volume(spec)
     if settings.server_ca.mounted:
         add_ca_volume(spec, settings.server_ca.secret_name, settings.server_ca.secret_key)
-    mark_injected(out, pod, plan)
+    mark_injected(out, pod, plan, plain)
     return out
 
 

@@ -18,26 +18,43 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import msgspec
+
 from loom.inject import annotations as ann
 from loom.inject.metrics import scrape_annotations
 from loom.inject.plan import WorkloadPlan
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), check_circular=False)
+_SORTED = msgspec.json.Encoder(order="sorted")
+"""The same text 4-6x faster where msgspec writes the same bytes: no float (it writes
+``1e16`` for ``1e+16`` and ``null`` for NaN), ASCII only (it does not escape the rest, nor DEL)."""
 
 
-def original_pod_json(pod: Mapping[str, Any]) -> str:
-    """The canonical JSON text of the pod, as stored in ``original-pod``."""
+def original_pod_json(pod: Mapping[str, Any], plain: bool = False) -> str:
+    """The canonical JSON text of the pod, as stored in ``original-pod``. ``plain``: the
+    caller knows the pod holds no float (it read it so), which allows the fast encoder."""
     kept = {"metadata": pod.get("metadata") or {}, "spec": pod.get("spec") or {}}
+    if plain:
+        try:
+            out = _SORTED.encode(kept)
+        except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError):
+            pass  # odd keys, lone surrogates, huge integers: the standard encoder's job
+        else:
+            if out.isascii() and b"\x7f" not in out:
+                return out.decode()
     return _ENCODER.encode(kept)
 
 
-def mark_injected(pod: dict[str, Any], original: Mapping[str, Any], plan: WorkloadPlan) -> None:
-    """Add the injection annotations and labels to ``pod`` (mutated)."""
+def mark_injected(
+    pod: dict[str, Any], original: Mapping[str, Any], plan: WorkloadPlan, plain: bool = False
+) -> None:
+    """Add the injection annotations and labels to ``pod`` (mutated); ``plain``: as for
+    ``original_pod_json``."""
     metadata = pod.setdefault("metadata", {})
     annotations = metadata.setdefault("annotations", {})
     labels = metadata.setdefault("labels", {})
     annotations[ann.INJECT_STATUS] = ann.INJECT_STATUS_INJECTED
-    annotations[ann.ORIGINAL_POD] = original_pod_json(original)
+    annotations[ann.ORIGINAL_POD] = original_pod_json(original, plain)
     if plan.transparent_proxy:
         annotations[ann.TRANSPARENT_PROXY_STATUS] = ann.TRANSPARENT_PROXY_ENABLED
     if plan.consul_namespace is not None:
