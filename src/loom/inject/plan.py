@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from loom.defaults import PUBLIC_LISTENER_PORT
 from loom.inject import annotations as ann
@@ -89,13 +89,18 @@ class WorkloadPlan:
         return len(self.services) > 1
 
 
+def _is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)``, without the ABC's check for the usual dict."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def pod_annotations(pod: Mapping[str, Any]) -> Mapping[str, object]:
     """``metadata.annotations`` of a pod (empty when absent)."""
     metadata = pod.get("metadata") or {}
-    if not isinstance(metadata, Mapping):
+    if not _is_mapping(metadata):
         raise InvalidPod("pod metadata: expected a mapping")
     annotations = metadata.get("annotations") or {}
-    if not isinstance(annotations, Mapping):
+    if not _is_mapping(annotations):
         raise InvalidPod("pod metadata.annotations: expected a mapping")
     return annotations
 
@@ -103,11 +108,11 @@ def pod_annotations(pod: Mapping[str, Any]) -> Mapping[str, object]:
 def app_containers(pod: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
     """``spec.containers`` of a pod; refuses a pod without any."""
     spec = pod.get("spec")
-    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    containers = spec.get("containers") if _is_mapping(spec) else None
     if not isinstance(containers, list) or not containers:
         raise InvalidPod("pod spec.containers: expected a non-empty list of containers")
     for container in containers:
-        if not isinstance(container, Mapping) or not isinstance(container.get("name"), str):
+        if not _is_mapping(container) or not isinstance(container.get("name"), str):
             raise InvalidPod("pod spec.containers: every container needs a name")
     return containers
 
@@ -251,7 +256,7 @@ def _resolve_service_port(value: str, item: str, containers: Sequence[Mapping[st
         return ann.parse_port(ann.CONNECT_SERVICE_PORT, value, item)
     for container in containers:
         for declared in container.get("ports") or ():
-            if isinstance(declared, Mapping) and declared.get("name") == item:
+            if _is_mapping(declared) and declared.get("name") == item:
                 number = declared.get("containerPort")
                 if isinstance(number, int):
                     return number
@@ -265,7 +270,7 @@ def _resolve_service_port(value: str, item: str, containers: Sequence[Mapping[st
 def _first_declared_port(containers: Sequence[Mapping[str, Any]]) -> int | None:
     for container in containers:
         for declared in container.get("ports") or ():
-            if isinstance(declared, Mapping) and isinstance(declared.get("containerPort"), int):
+            if _is_mapping(declared) and isinstance(declared.get("containerPort"), int):
                 return int(declared["containerPort"])
     return None
 
@@ -320,7 +325,6 @@ def _sidecar_resources(
     values = {}
     for attr, key in fields.items():
         value = ann.text(annotations, key)
-        values[attr] = (
-            ann.parse_quantity(key, value) if value is not None else getattr(defaults, attr)
-        )
-    return ContainerResources(**values)
+        if value is not None:
+            values[attr] = ann.parse_quantity(key, value)
+    return ContainerResources(**{**vars(defaults), **values}) if values else defaults

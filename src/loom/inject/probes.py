@@ -60,10 +60,10 @@ def plan_expose_paths(
         name = str(container.get("name", ""))
         for probe, base in PROBE_BASE_PORTS:
             spec = container.get(probe)
-            if not isinstance(spec, Mapping):
+            if not (type(spec) is dict or isinstance(spec, Mapping)):
                 continue
             http = spec.get("httpGet")
-            if not isinstance(http, Mapping):
+            if not (type(http) is dict or isinstance(http, Mapping)):
                 continue
             if str(http.get("scheme", "HTTP")).upper() != "HTTP":
                 notes.append(f"{name}.{probe} uses HTTPS: not rewritten")

@@ -79,6 +79,8 @@ def plan_redirect(
 def exclude_inbound(config: RedirectConfig, ports: tuple[int, ...]) -> RedirectConfig:
     """``config`` with ``ports`` (the probe expose listeners kubelet calls) also excluded from
     inbound redirection, after the annotation's, each port once."""
+    if not ports:  # the common case: nothing to add, the very same value
+        return config
     return replace(config, exclude_inbound_ports=_once(config.exclude_inbound_ports + ports))
 
 
