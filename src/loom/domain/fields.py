@@ -100,6 +100,14 @@ def check_json_body(raw: bytes, value: Any, where: str = "body") -> None:
     check_json_text(value, where)
 
 
+def check_json_depth(raw: bytes, value: Any, where: str = "body") -> None:
+    """``check_json_body`` for a body read by a strict reader (msgspec): it takes UTF-8 only
+    and refuses every lone surrogate, so only the nesting is left to check."""
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH or _depth_within(value, MAX_JSON_DEPTH):
+        return
+    check_json_text(value, where)
+
+
 def _depth_within(value: Any, limit: int) -> bool:
     """No container of ``value`` nests ``limit`` levels deep (as ``check_json_text`` counts)."""
     if type(value) is not dict and type(value) is not list:

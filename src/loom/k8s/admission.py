@@ -26,7 +26,13 @@ from typing import Any
 
 import msgspec
 
-from loom.domain.fields import MAX_JSON_DEPTH, ValidationError, check_json_body, check_json_text
+from loom.domain.fields import (
+    MAX_JSON_DEPTH,
+    ValidationError,
+    check_json_body,
+    check_json_depth,
+    check_json_text,
+)
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
 from loom.inject.injection import TemplatePlan, plan_template
 from loom.inject.lint import misspelled
@@ -142,7 +148,9 @@ class PlanCache:
         self._kept: OrderedDict[tuple[bytes, str, tuple[tuple[str, str], ...]], _Planned] = (
             OrderedDict()
         )
-        self._templates: OrderedDict[_TemplateKey, TemplatePlan] = OrderedDict()
+        self._templates: OrderedDict[_TemplateKey, tuple[TemplatePlan, tuple[str, ...]]] = (
+            OrderedDict()
+        )
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -157,7 +165,7 @@ class PlanCache:
     ) -> tuple[bytes, str, tuple[tuple[str, str], ...]] | None:
         """The cache key of a pod (``plain``: as for ``compact``)."""
         self._use(settings)
-        text = compact(pod, plain)
+        text = _key_text(pod, plain)
         if len(text) > self.max_pod_bytes:
             return None
         return (text, namespace, tuple(sorted(labels.items())))
@@ -178,10 +186,10 @@ class PlanCache:
 
     def template(
         self, pod: dict[str, Any], namespace: NamespaceInfo, settings: InjectSettings, plain: bool
-    ) -> TemplatePlan | None:
-        """``plan_template`` of ``pod``, kept or made (and kept); None when the pod has no
-        template key (not plain, not a readable pod, or larger than ``max_pod_bytes``).
-        Raises as ``plan_template`` does (a refusal is not kept)."""
+    ) -> tuple[TemplatePlan, tuple[str, ...]] | None:
+        """``plan_template`` of ``pod`` and the warnings on its annotations, kept or made (and
+        kept); None when the pod has no template key (not plain, not a readable pod, or larger
+        than ``max_pod_bytes``). Raises as ``plan_template`` does (a refusal is not kept)."""
         self._use(settings)
         key = self._template_key(pod, namespace, plain)
         if key is None:
@@ -192,7 +200,7 @@ class PlanCache:
             self._templates.move_to_end(key)
             return found
         self.template_misses += 1
-        found = plan_template(pod, namespace, settings)
+        found = (plan_template(pod, namespace, settings), tuple(_warnings(pod)))
         self._templates[key] = found
         while len(self._templates) > self.entries:
             self._templates.popitem(last=False)
@@ -207,7 +215,7 @@ class PlanCache:
         try:  # equal texts are equal JSON documents: msgspec is exact but for floats and keys
             text = _FAST.encode((metadata.get("annotations"), spec.get("containers")))
         except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError):
-            return None
+            return None  # a lone surrogate or a huge integer: planned anew
         if len(text) > self.max_pod_bytes:
             return None
         return (text, namespace.name, tuple(sorted(namespace.labels.items())))
@@ -217,6 +225,17 @@ class PlanCache:
             self._kept.clear()
             self._templates.clear()
             self._settings = settings
+
+
+def _key_text(doc: Any, plain: bool) -> bytes:
+    """A text equal for equal documents only: msgspec's (tagged ``m``) for a plain one, where
+    it is exact whatever the characters (it cannot tell NaN from null), else ``compact``'s."""
+    if plain:
+        try:
+            return b"m" + _FAST.encode(doc)
+        except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError):
+            pass
+    return b"j" + compact(doc, plain)
 
 
 def compact(doc: Any, plain: bool = True) -> bytes:
@@ -254,8 +273,13 @@ invalid UTF-8 or nesting beyond the interpreter's limit), and such bodies take `
 
 def _load(body: bytes) -> tuple[Any, bool]:
     """``json.loads(body)``, and whether the document is plain: no float, NaN or infinity."""
+    return _read(body)[:2]
+
+
+def _read(body: bytes) -> tuple[Any, bool, bool]:
+    """``_load``, and whether msgspec read it (then it is UTF-8 without a lone surrogate)."""
     try:
-        return _DECODER.decode(body), True
+        return _DECODER.decode(body), True, True
     except (_Float, msgspec.DecodeError, RecursionError, TypeError):
         pass  # the standard way below, which also gives the standard error message
     floats: list[str] = []
@@ -265,7 +289,7 @@ def _load(body: bytes) -> tuple[Any, bool]:
         return float(text)
 
     doc = json.loads(body, parse_float=number, parse_constant=number)
-    return doc, not floats
+    return doc, not floats, False
 
 
 def parse_review(body: bytes) -> dict[str, Any]:
@@ -276,7 +300,7 @@ def parse_review(body: bytes) -> dict[str, Any]:
 def _parse_review(body: bytes) -> tuple[dict[str, Any], bool]:
     """``parse_review``, and whether the review is plain (see ``_load``)."""
     try:
-        doc, plain = _load(body)
+        doc, plain, strict = _read(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedReview(f"body is not JSON: {exc}") from None
     except RecursionError:
@@ -296,7 +320,7 @@ def _parse_review(body: bytes) -> tuple[dict[str, Any], bool]:
     except ValidationError as exc:
         raise MalformedReview(str(exc)) from None
     try:
-        check_json_body(body, request, "request")
+        (check_json_depth if strict else check_json_body)(body, request, "request")
     except ValidationError as exc:
         raise MalformedReview(str(exc), uid) from None
     return request, plain
@@ -341,14 +365,15 @@ def _plan(
     cache: PlanCache | None = None,
 ) -> _Planned:
     try:
-        template = None if cache is None else cache.template(pod, namespace, settings, plain)
+        kept = None if cache is None else cache.template(pod, namespace, settings, plain)
+        template = None if kept is None else kept[0]
         result = plan_injection(
             pod, namespace, settings, share_unchanged=True, template=template, plain=plain
         )
     except InjectError as exc:
         return _Planned("refused", str(exc), status={"code": 400, "message": str(exc)})
     # Shown by kubectl as "Warning: ...": annotations the injector will not act on.
-    warned = tuple(_warnings(pod))
+    warned = tuple(_warnings(pod)) if kept is None else kept[1]
     if not result.inject or result.pod is None:
         return _Planned("skipped", "; ".join(result.reasons), warnings=warned)
     patch = base64.b64encode(compact(diff(pod, result.pod), plain))

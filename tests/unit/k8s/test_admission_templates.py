@@ -9,13 +9,15 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from loom.domain.fields import ValidationError, check_json_text
 from loom.inject import InjectSettings, NamespaceInfo, plan_injection
 from loom.inject.injection import plan_template
 from loom.inject.metadata import original_pod_json
-from loom.k8s.admission import API_VERSION, PlanCache, _load, review
+from loom.k8s.admission import API_VERSION, MalformedReview, PlanCache, _load, review
 
 SETTINGS = InjectSettings()
 FUZZ = settings(
@@ -188,3 +190,35 @@ def test_the_fast_original_pod_text_is_the_standard_one_for_plain_pods(
     pod = {"metadata": metadata, "spec": spec}
     _, plain = _load(json.dumps(pod).encode())
     assert original_pod_json(pod, plain) == original_pod_json(pod)
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+@pytest.mark.parametrize("value", [
+    "\ud800", {"k\udc00": 1}, _nested(62, 1), _nested(70, 1), {"deep": _nested(80, [])},
+    float("nan"), "\u00e9 plain",
+])  # fmt: skip
+@pytest.mark.parametrize("ascii_only", [True, False])
+def test_a_review_either_reader_takes_is_refused_naming_the_place_the_full_check_names(
+    value: Any, ascii_only: bool
+) -> None:
+    pod = _pod({"annotations": {}, "containers": [{"name": "web", "odd": value}]}, {})
+    body = json.dumps(json.loads(_body(pod)), ensure_ascii=ascii_only)
+    raw = body.encode("utf-8", "surrogatepass")
+    request = json.loads(raw)["request"]
+    try:
+        check_json_text(request, "request")
+    except ValidationError as exc:
+        expected = str(exc)
+    else:
+        expected = ""
+    try:
+        review(raw, SETTINGS, lambda _: {}, PlanCache())
+    except MalformedReview as exc:
+        assert str(exc) == expected
+    else:
+        assert expected == ""
