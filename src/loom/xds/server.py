@@ -41,6 +41,7 @@ from loom.control.state import State
 from loom.errors import LoomError
 from loom.filemodes import restrict_socket
 from loom.ratelog import RateLimitedLog
+from loom.xds.deps import Dep
 from loom.xds.errors import StreamDenied, XdsStartError
 from loom.xds.hub import Hub
 from loom.xds.resources import Served, type_version
@@ -78,6 +79,8 @@ class _Session:
         self.served: dict[str, dict[str, Served]] = {t: {} for t in ORDER}
         self.id = next(_session_ids)
         self.change_pending = False
+        self.deps: frozenset[Dep] | None = frozenset()
+        """What this proxy's inputs read (``Hub.depend``); nothing until it is identified."""
         self.registered = False
         self.held: set[str] = set()  # types asked for while unregistered, not yet answered
         self.nacked: dict[str, str] = {}  # type -> the version (or nonce) last NACKed
@@ -148,7 +151,10 @@ class _Session:
         token (no longer) may have this proxy's configuration.
         """
         self.authorize()
-        inputs = self.hub.inputs(self.proxy_id)
+        inputs, deps = self.hub.read(self.proxy_id)
+        if deps != self.deps:
+            self.deps = deps
+            self.hub.depend(self.id, deps)
         if inputs is not None:
             self.authorize(inputs.service)
         if inputs is None:
@@ -202,7 +208,7 @@ class _Session:
 
     async def events(self) -> AsyncIterator[Any]:
         tasks = [asyncio.create_task(self._read())]
-        self.hub.subscribe(self.id, self._changed)
+        self.hub.subscribe(self.id, self._changed, self.deps)
         try:
             while True:
                 ev = await self.queue.get()
