@@ -196,9 +196,19 @@ class _Session:
     async def _read(self) -> None:
         try:
             async for req in self.requests:
+                # A plain ACK calls for no response: record it here rather than hop to the
+                # stream's task (one hop per ACK, one ACK per response, on every stream a
+                # write reaches). Only with nothing queued, so requests keep their order.
+                if self.queue.empty() and self._acked(req):
+                    continue
                 await self.queue.put(req)
         finally:
             await self.queue.put(None)
+
+    def _acked(self, req: Any) -> bool:
+        """When ``req`` is an ACK that calls for nothing but recording, record it: True.
+        False for anything else (handled by ``_on_request`` on the stream's task)."""
+        return False
 
     def _changed(self) -> None:
         """The hub's bump (``Hub.subscribe``): queue one change event."""
@@ -291,6 +301,23 @@ class SotwSession(_Session):
             nonce=nonce,
         )
 
+    def _acked(self, req: Any) -> bool:
+        t = req.type_url
+        if (
+            not req.response_nonce
+            or not self.registered
+            or self.held
+            or t not in self.names
+            or req.HasField("error_detail")
+            or (req.node.id and req.node.id != self.proxy_id)
+        ):
+            return False
+        names = None if t in WILDCARD_TYPES else set(req.resource_names)
+        if names != self.names[t] or names != self.sent_names.get(t):
+            return False
+        self.answered(t, req.response_nonce, None)  # _on_request would send nothing either
+        return True
+
     def _on_request(self, req: Any) -> discovery_pb2.DiscoveryResponse | None:
         self.identify(req.node.id)
         t = req.type_url
@@ -373,6 +400,24 @@ class DeltaSession(_Session):
             removed_resources=removed,
             nonce=nonce,
         )
+
+    def _acked(self, req: Any) -> bool:
+        t = req.type_url
+        if (
+            not req.response_nonce
+            or not self.registered
+            or self.held
+            or t not in self.subscribed
+            or req.resource_names_subscribe
+            or req.resource_names_unsubscribe
+            or req.HasField("error_detail")
+            or (req.node.id and req.node.id != self.proxy_id)
+        ):
+            return False
+        # _on_request would diff this type again, but what was served changed only in a
+        # refresh, whose pushes sent every diff already: there is nothing to send.
+        self.answered(t, req.response_nonce, None)
+        return True
 
     def _on_request(self, req: Any) -> discovery_pb2.DeltaDiscoveryResponse | None:
         self.identify(req.node.id)
