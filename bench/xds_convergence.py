@@ -330,20 +330,23 @@ def main() -> None:
     variants = [tuple(v.split("=", 1)) for v in args.server_src] or [("", "")]
     own_path = os.environ.get("PYTHONPATH", "")
     runs: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
-    for r in range(args.rounds):
-        for n in args.sizes:
-            for shape in shapes:
-                for label, src in variants:
-                    os.environ["PYTHONPATH"] = str(Path(src).resolve()) if src else own_path
-                    out = f"{args.profile}.{n}.{shape}" if args.profile else ""
-                    got = asyncio.run(run_n(n, shape == "distinct", args.streams_per_channel,
-                                            args.writes, out, scenarios))  # fmt: skip
-                    runs.setdefault((n, shape, label), []).append(got)
-                    mids = ", ".join(
-                        f"{sc} {statistics.median(got[sc]['converge_s']) * 1000:.0f} ms"
-                        for sc in scenarios
-                    )
-                    print(f"round {r + 1}: N={n} {shape} {label or '-'}: {mids}", flush=True)
+    try:
+        for r in range(args.rounds):
+            for n in args.sizes:
+                for shape in shapes:
+                    for label, src in variants:
+                        os.environ["PYTHONPATH"] = str(Path(src).resolve()) if src else own_path
+                        out = f"{args.profile}.{n}.{shape}" if args.profile else ""
+                        got = asyncio.run(run_n(n, shape == "distinct", args.streams_per_channel,
+                                                args.writes, out, scenarios))  # fmt: skip
+                        runs.setdefault((n, shape, label), []).append(got)
+                        mids = ", ".join(
+                            f"{sc} {statistics.median(got[sc]['converge_s']) * 1000:.0f} ms"
+                            for sc in scenarios
+                        )
+                        print(f"round {r + 1}: N={n} {shape} {label or '-'}: {mids}", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C: show the rounds done so far
+        print("interrupted: figures of the rounds done", flush=True)
     os.environ["PYTHONPATH"] = own_path
     for (n, shape, label), got_runs in runs.items():
         _show(n, shape, label, got_runs, scenarios)
