@@ -127,7 +127,14 @@ class Hub:
             notify()
 
     def _changes(self, everything: bool) -> frozenset[Dep] | None:
-        """What changed since the last bump (None: wake everyone); remembers the snapshot."""
+        """What changed since the last bump (None: wake everyone); remembers the snapshot.
+
+        With no subscriber that declared what it reads there is nothing to skip: no
+        snapshot is built (registering thousands of services before any proxy connects
+        would otherwise build one per write), and the next diff wakes everyone."""
+        if not self._deps:
+            self._view = None
+            return None
         old, new = self._view, self.state.snapshot()
         self._view = new
         if everything or old is None:
