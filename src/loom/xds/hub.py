@@ -118,10 +118,13 @@ class Hub:
         if changed is None:
             woken = list(self._notify.values())
         else:
-            keys = {k for k in self._notify if k not in self._deps}
+            keys: set[int] = set()
             for d in changed:
                 keys.update(self._by_dep.get(d, ()))
-            woken = [self._notify[k] for k in keys if k in self._notify]
+            # In subscription order, as for everyone: streams sharing a connection are then
+            # woken together and their responses written together.
+            deps = self._deps
+            woken = [n for k, n in self._notify.items() if k in keys or k not in deps]
         self.woken += len(woken)
         for notify in woken:
             notify()
