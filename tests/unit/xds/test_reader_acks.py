@@ -15,7 +15,8 @@ from envoy.service.discovery.v3 import discovery_pb2
 from loom.control.state import ServerSettings, State
 from loom.store import Store
 from loom.xds.hub import Hub
-from loom.xds.server import DeltaSession, SotwSession, _Session
+from loom.xds.server import DeltaSession, SotwSession
+from loom.xds.session import Session
 from loom.xds.translate.names import ORDER, TYPE_ENDPOINTS, TYPE_LISTENER
 
 NODE = base_pb2.Node(id="web-sidecar-proxy")
@@ -24,7 +25,7 @@ NODE = base_pb2.Node(id="web-sidecar-proxy")
 class Stream:
     """Requests the test sends, and the responses the session yields."""
 
-    def __init__(self, session_type: type[_Session], hub: Hub) -> None:
+    def __init__(self, session_type: type[Session], hub: Hub) -> None:
         self.requests: asyncio.Queue[Any] = asyncio.Queue()
         self.session = session_type(hub, self._requests())
         self.responses: list[Any] = []
