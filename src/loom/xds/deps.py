@@ -12,18 +12,21 @@ everyone (``changes`` gives None). Transparent proxies and mesh gateways read th
 mesh: ``dependencies`` gives None for them (woken by every write).
 
 Both functions are pure; they err on the side of waking a session (a spurious wake-up costs
-a refresh that finds equal inputs, a missed one leaves a proxy stale).
+a refresh that finds equal inputs, a missed one leaves a proxy stale). ``Known`` keeps what
+they were computed from, so a session woken by a write every proxy sees does not resolve its
+upstreams a second time (``collect_inputs`` already did) when none of that changed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 from loom.domain.intentions import Intention
 from loom.domain.mesh import MeshSnapshot
 from loom.domain.resolver import ResolverGraphError, resolve
-from loom.xds.inputs import GatewayInputs, Inputs
+from loom.xds.inputs import GatewayInputs, Inputs, ProxyInputs
 
 __all__ = [
     "DEFAULTS",
@@ -32,8 +35,10 @@ __all__ = [
     "PROXY",
     "QUERY",
     "Dep",
+    "Known",
     "changes",
     "dependencies",
+    "known",
 ]
 
 Dep = tuple[str, ...]
@@ -103,6 +108,50 @@ def dependencies(view: MeshSnapshot, proxy_id: str, inputs: Inputs | None) -> fr
         for t in (chain.primary, *chain.failover):
             deps.add((ENDPOINTS, t.namespace, t.service))
     return frozenset(deps)
+
+
+@dataclass(frozen=True, eq=False)
+class Known:
+    """The dependencies of one proxy and what ``dependencies`` computed them from."""
+
+    deps: frozenset[Dep] | None
+    """What ``dependencies`` gave."""
+    instance: object
+    """The proxy's registration in the snapshot (the catalog's object, kept across
+    snapshots while unchanged); None for an unregistered proxy or a gateway."""
+    resolvers: object
+    """The snapshot's ``resolvers``."""
+    datacenter: str
+    """The snapshot's datacenter."""
+    transparent: bool
+    """Whether the inputs were a transparent proxy's."""
+
+
+def known(
+    view: MeshSnapshot, proxy_id: str, inputs: Inputs | None, last: Known | None
+) -> Known:
+    """``dependencies(view, proxy_id, inputs)`` with what it was computed from; ``last``
+    itself when that is unchanged (the same registration object, equal resolvers and
+    datacenter, a sidecar that is still not transparent)."""
+    inst = view.proxies.get(proxy_id)
+    sidecar = inst is not None and inst.proxy is not None and isinstance(inputs, ProxyInputs)
+    transparent = isinstance(inputs, ProxyInputs) and inputs.transparent
+    if (
+        sidecar
+        and last is not None
+        and last.instance is inst
+        and last.transparent == transparent
+        and last.datacenter == view.datacenter
+        and last.resolvers == view.resolvers
+    ):
+        return last
+    return Known(
+        dependencies(view, proxy_id, inputs),
+        inst if sidecar else None,
+        view.resolvers,
+        view.datacenter,
+        transparent,
+    )
 
 
 def _changed_keys(old: Mapping[K, object], new: Mapping[K, object]) -> Iterable[K]:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from loom.control.snapshot import MESH_TABLES
 from loom.control.state import MESH_READ_TABLES, State
 from loom.domain.mesh import MeshSnapshot
-from loom.xds.deps import Dep, changes, dependencies
+from loom.xds.deps import Dep, Known, changes, known
 from loom.xds.inputs import Inputs
 from loom.xds.resources import Converter, Served
 from loom.xds.translate import build_resources, translation_key
@@ -161,11 +161,12 @@ class Hub:
     def inputs(self, proxy_id: str) -> Inputs | None:
         return collect_inputs(self.state.snapshot(), proxy_id)
 
-    def read(self, proxy_id: str) -> tuple[Inputs | None, frozenset[Dep] | None]:
-        """The inputs of ``proxy_id`` now, and what they depend on (``dependencies``)."""
+    def read(self, proxy_id: str, last: Known | None = None) -> tuple[Inputs | None, Known]:
+        """The inputs of ``proxy_id`` now, and what they depend on (``loom.xds.deps.known``:
+        ``last``, the answer of the previous read, when still true)."""
         view = self.state.snapshot()
         inputs = collect_inputs(view, proxy_id)
-        return inputs, dependencies(view, proxy_id, inputs)
+        return inputs, known(view, proxy_id, inputs, last)
 
     def served(self, inputs: Inputs) -> dict[str, dict[str, Served]]:
         """The resources served for ``inputs`` (shared: callers must not change them).

@@ -19,7 +19,7 @@ from loom.acl.errors import AclNotFound, PermissionDenied
 from loom.acl.rules import Access
 from loom.errors import LoomError
 from loom.ratelog import RateLimitedLog
-from loom.xds.deps import Dep
+from loom.xds.deps import Dep, Known
 from loom.xds.errors import StreamDenied
 from loom.xds.hub import Hub
 from loom.xds.resources import Served
@@ -52,6 +52,8 @@ class Session:
         self.change_pending = False
         self.deps: frozenset[Dep] | None = frozenset()
         """What this proxy's inputs read (``Hub.depend``); nothing until it is identified."""
+        self.known: Known | None = None
+        """The last ``Hub.read``'s dependencies, reused by the next while still true."""
         self.registered = False
         self.held: set[str] = (
             set()
@@ -124,8 +126,9 @@ class Session:
         token (no longer) may have this proxy's configuration.
         """
         self.authorize()
-        inputs, deps = self.hub.read(self.proxy_id)
-        if deps != self.deps:
+        inputs, self.known = self.hub.read(self.proxy_id, self.known)
+        deps = self.known.deps
+        if deps is not self.deps and deps != self.deps:
             self.deps = deps
             self.hub.depend(self.id, deps)
         if inputs is not None:

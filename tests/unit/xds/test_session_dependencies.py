@@ -193,3 +193,23 @@ async def test_an_acl_write_wakes_every_session(mesh: Mesh) -> None:
     policy = {"Name": "readers", "Rules": 'service_prefix "" { policy = "read" }'}
     woken = await mesh.write(mesh.state.acl.write_policy(policy))
     assert woken == set(PROXIES)
+
+
+async def test_a_write_every_proxy_sees_reuses_each_sidecars_dependencies(mesh: Mesh) -> None:
+    """Nothing a sidecar's dependencies come from changed: they are not resolved again."""
+    before = {name: mesh.sessions[name].known for name in ("web", "api", "q")}
+    woken = await mesh.write(mesh.state.configs.upsert_exact("*", "*", {"Action": "deny"}))
+    assert {"web", "api", "q"} <= woken
+    for name, known in before.items():
+        assert known is not None and mesh.sessions[name].known is known
+
+
+async def test_a_sidecar_made_transparent_by_its_service_defaults_is_woken_by_every_write(
+    mesh: Mesh,
+) -> None:
+    st = mesh.state
+    entry = {"Kind": "service-defaults", "Name": "lone", "Mode": "transparent"}
+    assert await mesh.write(st.configs.write(entry)) == {"lone", "tp"}
+    assert mesh.sessions["lone"].deps is None
+    woken = await mesh.write(_sidecar(st, "api-2", "api", 8101), _healthy(st, "api-2"))
+    assert woken == {"web", "lone", "tp"}
