@@ -51,3 +51,17 @@ async def test_a_mesh_write_notifies_each_subscriber_until_it_unsubscribes(hub: 
     await asyncio.wait_for(arrived["b"].wait(), 10)
     assert told["a"] == before  # unsubscribed: not told again
     assert told["b"][-1] == hub.generation and len(told["b"]) >= 2
+
+
+async def test_a_hub_whose_subscribers_declare_nothing_builds_no_snapshot_per_write(
+    hub: Hub,
+) -> None:
+    """Every subscriber is woken anyway: registering thousands of services before any proxy
+    connects must not build a mesh snapshot per write."""
+    arrived = asyncio.Event()
+    hub.subscribe(1, arrived.set)
+    before = hub.generation
+    await register(hub, "web")
+    await asyncio.wait_for(arrived.wait(), 10)
+    assert hub.generation > before
+    assert hub.view is None
