@@ -53,7 +53,10 @@ class Hub:
         self.sessions: dict[int, str] = {}
         self._notify: dict[int, Callable[[], None]] = {}
         self._deps: dict[int, frozenset[Dep]] = {}  # subscribers absent read everything
-        self._by_dep: dict[Dep, set[int]] = {}
+        # Dependency -> its subscriber, or the set of them when several: most dependencies
+        # (a proxy's own registration, its service's entries) have one, and a set of one
+        # key costs ~200 bytes more than the key, per dependency, per proxy.
+        self._by_dep: dict[Dep, int | set[int]] = {}
         self._view: MeshSnapshot | None = None
         self.woken = 0
         """Sessions woken so far (every ``notify`` call)."""
@@ -95,18 +98,27 @@ class Hub:
         old = self._deps.get(key)
         if deps is not None and old == deps:
             return
+        by_dep = self._by_dep
         for d in old or ():
-            users = self._by_dep.get(d)
-            if users is not None:
+            users = by_dep.get(d)
+            if users == key:
+                del by_dep[d]
+            elif isinstance(users, set):
                 users.discard(key)
-                if not users:
-                    del self._by_dep[d]
+                if len(users) == 1:
+                    by_dep[d] = users.pop()
         if deps is None:
             self._deps.pop(key, None)
             return
         self._deps[key] = deps
         for d in deps:
-            self._by_dep.setdefault(d, set()).add(key)
+            users = by_dep.get(d)
+            if users is None:
+                by_dep[d] = key
+            elif isinstance(users, set):
+                users.add(key)
+            elif users != key:
+                by_dep[d] = {users, key}
 
     def unsubscribe(self, key: int) -> None:
         self._set_deps(key, None)
@@ -119,8 +131,13 @@ class Hub:
             woken = list(self._notify.values())
         else:
             keys: set[int] = set()
+            by_dep = self._by_dep
             for d in changed:
-                keys.update(self._by_dep.get(d, ()))
+                users = by_dep.get(d)
+                if isinstance(users, int):
+                    keys.add(users)
+                elif users is not None:
+                    keys.update(users)
             # In subscription order, as for everyone: streams sharing a connection are then
             # woken together and their responses written together.
             deps = self._deps
