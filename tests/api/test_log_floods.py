@@ -14,6 +14,7 @@ from google.rpc import status_pb2
 
 from loom import ratelog
 from loom.xds import server as xds_server
+from loom.xds import session as xds_session
 from loom.xds.translate.names import ORDER, TYPE_LISTENER
 from tests.api.test_ads_protocol import SotwClient, _setup, _stop
 from tests.support.server import start_server
@@ -83,6 +84,7 @@ def xds_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[_Lines, list[floa
         logging.getLogger("loom.xds"), ratelog.LogRate(clock=lambda: now[0])
     )
     monkeypatch.setattr(xds_server, "limited", limited)
+    monkeypatch.setattr(xds_session, "limited", limited)  # NACKs are logged by the session
     handler = _Lines()
     logger = logging.getLogger("loom.xds")
     logger.addHandler(handler)

@@ -4,6 +4,9 @@ An attacker with a raw gRPC client (the protocol Envoy speaks) tries SotW and De
 with no token, a garbage token, and the token of service ``a`` on the stream of ``b``'s
 sidecar: each ends with ``PERMISSION_DENIED`` in Consul's words and carries no resource. The
 user's own stream is served; it ends when its token is deleted or its policy stops allowing.
+A token is judged in the proxy's namespace: one that writes every service of ``team`` gets its
+proxy there and not ``b``'s in ``default``; one that writes a name in ``default`` does not get
+the proxy of that name in ``team``.
 """
 
 from __future__ import annotations
@@ -180,6 +183,59 @@ async def test_a_policy_that_stops_allowing_ends_the_open_stream(mesh: Mesh, pro
         await stream.close()
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
     assert err.details() == mesh.denied(a["AccessorID"], "a")
+
+
+TEAM_RULES = 'namespace "team" { service_prefix "" { policy = "write" } }'
+
+
+def team_token(mesh: Mesh, service: str) -> dict[str, Any]:
+    """Registers ``service`` (with a sidecar) in namespace ``team``; a fresh token that may
+    write every service of ``team`` and nothing in ``default``."""
+    body = {
+        "Name": service,
+        "Namespace": "team",
+        "Port": 8080,
+        "Connect": {"SidecarService": {}},
+    }
+    status, out, _ = mesh.server.request("PUT", "/v1/agent/service/register", body, MGMT)
+    assert status == 200, out
+    policy = {"Name": f"team-{uuid.uuid4().hex[:8]}", "Rules": TEAM_RULES}
+    status, made, _ = mesh.server.request("PUT", "/v1/acl/policy", policy, MGMT)
+    assert status == 200, made
+    status, token, _ = mesh.server.request(
+        "PUT", "/v1/acl/token", {"Policies": [{"ID": made["ID"]}]}, MGMT
+    )
+    assert status == 200, token
+    return dict(token)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_namespace_token_is_served_its_namespaces_proxy_and_refused_defaults(
+    mesh: Mesh, protocol: str
+) -> None:
+    team = await asyncio.to_thread(team_token, mesh, f"t{protocol}")
+    stream = Stream(mesh.server.grpc, protocol, f"t{protocol}-sidecar-proxy", team["SecretID"])
+    try:
+        first = await stream.next()
+        assert first.type_url == TYPE_CLUSTER and len(first.resources) > 0
+    finally:
+        await stream.close()
+    err = await refused(Stream(mesh.server.grpc, protocol, "b-sidecar-proxy", team["SecretID"]))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.details() == mesh.denied(team["AccessorID"], "b")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_a_token_for_a_name_in_default_is_refused_that_names_proxy_in_another_namespace(
+    mesh: Mesh, protocol: str
+) -> None:
+    name = f"n{protocol}"
+    await asyncio.to_thread(team_token, mesh, name)
+    same_name = await asyncio.to_thread(mesh.token_for, name)  # write on the name, in default
+    stream = Stream(mesh.server.grpc, protocol, f"{name}-sidecar-proxy", same_name["SecretID"])
+    err = await refused(stream)
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert err.details() == mesh.denied(same_name["AccessorID"], name)
 
 
 async def test_with_acls_off_a_stream_needs_no_token() -> None:

@@ -22,10 +22,8 @@ Sessions only speak the protocol; what to serve comes from ``Hub.inputs`` -> tra
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
-import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
@@ -34,24 +32,17 @@ from typing import Any
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
-from loom.acl.errors import AclNotFound, PermissionDenied
-from loom.acl.rules import Access
 from loom.addrs import Address
 from loom.control.state import State
-from loom.errors import LoomError
 from loom.filemodes import restrict_socket
-from loom.ratelog import RateLimitedLog
 from loom.xds.errors import StreamDenied, XdsStartError
 from loom.xds.hub import Hub
 from loom.xds.resources import Served, type_version
+from loom.xds.session import Session, limited
 from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_LISTENER
 
-log = logging.getLogger("loom.xds")
-limited = RateLimitedLog(log)
 WILDCARD_TYPES = (TYPE_LISTENER, TYPE_CLUSTER)
 _nonces = itertools.count(1)
-_session_ids = itertools.count(1)
-_CHANGED = object()
 TOKEN_METADATA = "x-consul-token"
 TOKEN_RECHECK_S = 10.0
 """With no store change, how often streams re-check their token (an expiry ends a stream
@@ -62,207 +53,12 @@ def _by_name(s: Served) -> str:
     return s.name
 
 
-class _Session:
-    """Shared per-stream machinery: who the proxy is, what it is served, change events."""
-
-    protocol = ""
-    """The xDS variant, as ``loom dataplane --xds`` names it."""
-
-    def __init__(self, hub: Hub, requests: AsyncIterator[Any], secret: str = "") -> None:
-        self.hub = hub
-        self.requests = requests
-        self.secret = secret
-        self.queue: asyncio.Queue[Any] = asyncio.Queue()
-        self.proxy_id = ""
-        self.inputs: object = object()
-        self.served: dict[str, dict[str, Served]] = {t: {} for t in ORDER}
-        self.id = next(_session_ids)
-        self.change_pending = False
-        self.registered = False
-        self.held: set[str] = set()  # types asked for while unregistered, not yet answered
-        self.nacked: dict[str, str] = {}  # type -> the version (or nonce) last NACKed
-        self._told_unregistered = False
-        # What `loom proxy status` shows, per type: the nonce last sent, the one last ACKed,
-        # and Envoy's message of the last NACK (cleared by the next ACK).
-        self.sent: dict[str, str] = {}
-        self.acked: dict[str, str] = {}
-        self.nack_message: dict[str, str] = {}
-
-    def answered(self, t: str, nonce: str, error: str | None) -> None:
-        """Envoy answered the response of nonce ``nonce`` of type ``t``: an ACK, or a NACK
-        with Envoy's ``error``. Answers to superseded responses are ignored."""
-        if not nonce or nonce != self.sent.get(t):
-            return
-        if error is None:
-            self.acked[t] = nonce
-            self.nack_message.pop(t, None)
-        else:
-            self.nack_message[t] = error
-
-    def status(self) -> dict[str, Any]:
-        """This stream as ``GET /v1/loom/proxies`` shows it. ``Synced``: registered, served
-        what the mesh says now, and every type's latest response ACKed."""
-        inputs = self.hub.inputs(self.proxy_id) if self.proxy_id else None
-        types = {
-            t.rsplit(".", 1)[-1]: {
-                "Sent": self.sent.get(t, ""),
-                "Acked": self.acked.get(t, ""),
-                "Nack": self.nack_message.get(t, ""),
-            }
-            for t in ORDER
-            if t in self.sent
-        }
-        synced = (
-            inputs is not None
-            and inputs == self.inputs
-            and bool(self.sent)
-            and all(self.acked.get(t) == n for t, n in self.sent.items())
-        )
-        return {
-            "ID": self.proxy_id,
-            "Stream": self.id,
-            "Protocol": self.protocol,
-            "Service": inputs.service if inputs is not None else "",
-            "Namespace": inputs.namespace if inputs is not None else "",
-            "Datacenter": inputs.datacenter if inputs is not None else "",
-            "Registered": self.registered,
-            "Synced": synced,
-            "Types": types,
-        }
-
-    def rejected(self, t: str, version: str, message: str) -> None:
-        """Log a NACK: once per type and version, then only as a rate-limited line."""
-        if self.nacked.get(t) == version:
-            return
-        self.nacked[t] = version
-        limited.warning(
-            "xds nack", "proxy %s rejected %s version %s: %.500s",
-            self.proxy_id, t, version or "-", message,
-        )  # fmt: skip
-
-    def refresh(self) -> bool:
-        """Recompute what this proxy should have; True when anything changed.
-
-        An unregistered proxy keeps what it was served (nothing, on a new stream): an empty
-        configuration would remove its listeners. Raises ``StreamDenied`` when the stream's
-        token (no longer) may have this proxy's configuration.
-        """
-        self.authorize()
-        inputs = self.hub.inputs(self.proxy_id)
-        if inputs is not None:
-            self.authorize(inputs.service, inputs.namespace)
-        if inputs is None:
-            if self.registered or not self._told_unregistered:
-                log.warning(
-                    "proxy %s is not registered; keeping its last configuration", self.proxy_id
-                )
-                self._told_unregistered = True
-            self.registered = False
-            return False
-        if not self.registered and self._told_unregistered:
-            log.info("proxy %s is registered; sending its configuration", self.proxy_id)
-        self.registered = True
-        if inputs == self.inputs:
-            return bool(self.held)
-        try:
-            served = self.hub.served(inputs)
-        except LoomError as exc:  # a translator bug: keep serving the last good config
-            log.error("cannot build the configuration of proxy %s: %s", self.proxy_id, exc)
-            return False
-        self.inputs = inputs
-        self.served = served
-        return True
-
-    def authorize(self, service: str = "", namespace: str = "") -> None:
-        """With ACLs on: the token must exist and, given the proxy's destination ``service``
-        (in ``namespace``, empty: default), may ``service:write`` it (as Consul's xDS server
-        checks); ``StreamDenied`` if not."""
-        acl = self.hub.state.acl
-        if not acl.enabled:
-            return
-        try:
-            authz = acl.authorizer(self.secret)
-            if service:
-                authz.in_namespace(namespace).check("service", Access.WRITE, service)
-        except (AclNotFound, PermissionDenied) as exc:
-            log.warning("proxy %s: stream refused: %s", self.proxy_id or "(unnamed)", exc)
-            raise StreamDenied(str(exc)) from exc
-
-    async def _read(self) -> None:
-        try:
-            async for req in self.requests:
-                await self.queue.put(req)
-        finally:
-            await self.queue.put(None)
-
-    def _changed(self) -> None:
-        """The hub's bump (``Hub.subscribe``): queue one change event."""
-        if not self.change_pending:  # one pending change event is enough
-            self.change_pending = True
-            self.queue.put_nowait(_CHANGED)
-
-    async def events(self) -> AsyncIterator[Any]:
-        tasks = [asyncio.create_task(self._read())]
-        self.hub.subscribe(self.id, self._changed)
-        try:
-            while True:
-                ev = await self.queue.get()
-                if ev is None:
-                    return
-                yield ev
-        finally:
-            self.hub.unsubscribe(self.id)
-            for t in tasks:
-                t.cancel()
-            for t in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await t
-            self.hub.sessions.pop(self.id, None)
-            self.hub.state.proxies.remove(self.id)
-            if self.proxy_id:
-                log.info("proxy %s disconnected", self.proxy_id)
-
-    def identify(self, node_id: str) -> None:
-        if not self.proxy_id and node_id:
-            self.proxy_id = node_id
-            self.hub.sessions[self.id] = node_id
-            self.hub.state.proxies.add(self.id, self.status)
-            log.info("proxy %s connected", node_id)
-            self.refresh()
-
-    def _on_request(self, req: Any) -> Any:
-        """The response a request calls for, or None (each protocol says)."""
-        raise NotImplementedError
-
-    def _pushes(self) -> list[Any]:
-        """The responses a change of served content calls for (each protocol says)."""
-        raise NotImplementedError
-
-    async def run(self) -> AsyncIterator[Any]:
-        """One loop for both protocols: requests are answered, changes pushed."""
-        async for ev in self.events():
-            if ev is _CHANGED:
-                self.change_pending = False
-                if self.proxy_id and self.refresh():
-                    for resp in self._pushes():
-                        yield resp
-            else:
-                resp = self._on_request(ev)
-                if resp is not None:
-                    yield resp
-
-    def hold(self, type_url: str) -> bool:
-        """True when a request of ``type_url`` must wait for the proxy's registration."""
-        if self.registered:
-            return False
-        self.held.add(type_url)
-        return True
-
-
-class SotwSession(_Session):
+class SotwSession(Session):
     protocol = "sotw"
 
-    def __init__(self, hub: Hub, requests: AsyncIterator[Any], secret: str = "") -> None:
+    def __init__(
+        self, hub: Hub, requests: AsyncIterator[Any], secret: str = ""
+    ) -> None:
         super().__init__(hub, requests, secret)
         self.names: dict[str, set[str] | None] = {}
         self.sent_version: dict[str, str] = {}
@@ -286,11 +82,32 @@ class SotwSession(_Session):
             nonce=nonce,
         )
 
+    def _acked(self, req: Any) -> bool:
+        t = req.type_url
+        if (
+            not req.response_nonce
+            or not self.registered
+            or self.held
+            or t not in self.names
+            or req.HasField("error_detail")
+            or (req.node.id and req.node.id != self.proxy_id)
+        ):
+            return False
+        names = None if t in WILDCARD_TYPES else set(req.resource_names)
+        if names != self.names[t] or names != self.sent_names.get(t):
+            return False
+        self.answered(
+            t, req.response_nonce, None
+        )  # _on_request would send nothing either
+        return True
+
     def _on_request(self, req: Any) -> discovery_pb2.DiscoveryResponse | None:
         self.identify(req.node.id)
         t = req.type_url
         if t not in self.served:
-            limited.warning("xds type", "proxy %s asked for unknown type %.100r", self.proxy_id, t)
+            limited.warning(
+                "xds type", "proxy %s asked for unknown type %.100r", self.proxy_id, t
+            )
             return None
         names = None if t in WILDCARD_TYPES else set(req.resource_names)
         if req.HasField("error_detail"):
@@ -325,10 +142,12 @@ class SotwSession(_Session):
         ]
 
 
-class DeltaSession(_Session):
+class DeltaSession(Session):
     protocol = "delta"
 
-    def __init__(self, hub: Hub, requests: AsyncIterator[Any], secret: str = "") -> None:
+    def __init__(
+        self, hub: Hub, requests: AsyncIterator[Any], secret: str = ""
+    ) -> None:
         super().__init__(hub, requests, secret)
         self.subscribed: dict[str, set[str] | None] = {}
         self.client: dict[str, dict[str, str]] = {}
@@ -342,7 +161,9 @@ class DeltaSession(_Session):
         have = self.client.setdefault(t, {})
         # Run for every stream on every write: no copy of a wildcard subscription's
         # resources, and only what changed is sorted (by name, unique within a type).
-        wanted = served if names is None else {n: s for n, s in served.items() if n in names}
+        wanted = (
+            served if names is None else {n: s for n, s in served.items() if n in names}
+        )
         changed = [s for n, s in wanted.items() if have.get(n) != s.version]
         removed = [n for n in have if n not in wanted]
         # Names asked for that do not exist: say so, or Envoy waits for its fetch timeout.
@@ -362,18 +183,40 @@ class DeltaSession(_Session):
             system_version_info=str(self.hub.generation),
             type_url=t,
             resources=[
-                discovery_pb2.Resource(name=s.name, version=s.version, resource=s.message)
+                discovery_pb2.Resource(
+                    name=s.name, version=s.version, resource=s.message
+                )
                 for s in changed
             ],
             removed_resources=removed,
             nonce=nonce,
         )
 
+    def _acked(self, req: Any) -> bool:
+        t = req.type_url
+        if (
+            not req.response_nonce
+            or not self.registered
+            or self.held
+            or t not in self.subscribed
+            or req.resource_names_subscribe
+            or req.resource_names_unsubscribe
+            or req.HasField("error_detail")
+            or (req.node.id and req.node.id != self.proxy_id)
+        ):
+            return False
+        # _on_request would diff this type again, but what was served changed only in a
+        # refresh, whose pushes sent every diff already: there is nothing to send.
+        self.answered(t, req.response_nonce, None)
+        return True
+
     def _on_request(self, req: Any) -> discovery_pb2.DeltaDiscoveryResponse | None:
         self.identify(req.node.id)
         t = req.type_url
         if t not in self.served:
-            limited.warning("xds type", "proxy %s asked for unknown type %.100r", self.proxy_id, t)
+            limited.warning(
+                "xds type", "proxy %s asked for unknown type %.100r", self.proxy_id, t
+            )
             return None
         if req.HasField("error_detail"):
             self.rejected(t, f"(nonce {req.response_nonce})", req.error_detail.message)
@@ -421,7 +264,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
 
-    async def _serve(self, session: _Session, context: Any) -> AsyncIterator[Any]:
+    async def _serve(self, session: Session, context: Any) -> AsyncIterator[Any]:
         try:
             async for resp in session.run():
                 yield resp
@@ -461,7 +304,9 @@ async def start_xds(
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ]
     )
-    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(AdsServicer(hub), server)
+    ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+        AdsServicer(hub), server
+    )
     bound = []
     for n, addr in enumerate([*addrs, *tls_addrs]):
         target = f"unix:{addr.path}" if addr.is_unix else str(addr)
@@ -477,13 +322,19 @@ async def start_xds(
         except RuntimeError as exc:
             raise XdsStartError(f"cannot listen for xDS on {addr}: {exc}") from exc
         if not addr.is_unix and port == 0:
-            raise XdsStartError(f"cannot listen for xDS on {addr}: address in use or unavailable")
+            raise XdsStartError(
+                f"cannot listen for xDS on {addr}: address in use or unavailable"
+            )
         bound.append(target if addr.is_unix else str(Address(addr.host, port)))
     await server.start()
     for addr in [*addrs, *tls_addrs]:
-        if addr.is_unix:  # the owner and the sidecars' group (--unix-socket-mode/-group)
+        if (
+            addr.is_unix
+        ):  # the owner and the sidecars' group (--unix-socket-mode/-group)
             settings = state.settings
-            restrict_socket(addr.path, settings.unix_socket_mode, settings.unix_socket_group)
+            restrict_socket(
+                addr.path, settings.unix_socket_mode, settings.unix_socket_group
+            )
     hub.start()
 
     async def stop() -> None:
