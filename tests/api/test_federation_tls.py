@@ -9,6 +9,7 @@ a 403 that writes nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import urllib.error
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tests.support.federation import federated, until_blocking
+from tests.support.federation import federated, names_all, until_blocking, until_states
 from tests.support.mesh import wait_for
 from tests.support.pki import Issued, ScratchCA
 from tests.support.server import ServerProcess, start_server
@@ -191,3 +192,68 @@ def test_federation_states_carry_only_the_https_addresses(wan: Wan) -> None:
     servers = {s["Datacenter"]: s["Servers"] for s in states}
     assert servers == {"dc1": [f"https://{wan.dc1.https}"], "dc2": [f"https://{wan.dc2.https}"]}
     assert "http://" not in json.dumps(states)
+
+
+def _strict(name: str, issued: Issued, ca: Path, *extra: str) -> ServerProcess:
+    """An HTTPS-only server of datacenter ``name`` requiring client certificates of ``ca``."""
+    return start_server("--datacenter", name, *ACL, *_cert_flags(issued, ca),
+                        "--tls-verify-incoming", *extra, https_only=True, trust=str(ca),
+                        identity=(str(issued.cert), str(issued.key)))  # fmt: skip
+
+
+def test_servers_requiring_client_certificates_federate_and_refuse_a_strangers(
+    tmp_path: Path,
+) -> None:
+    ca = ScratchCA(tmp_path, "WAN CA")
+    stranger = ScratchCA(tmp_path, "Other CA").issue("server-evil", client_too=True)
+    with contextlib.ExitStack() as stack:
+        dc1 = _strict("dc1", ca.issue("server-s1", client_too=True), ca.file)
+        stack.callback(dc1.stop)
+        join = ("--primary-datacenter", "dc1", "--join-wan", dc1.wan,
+                "--acl-replication-token", MANAGEMENT)  # fmt: skip
+        dc2 = _strict("dc2", ca.issue("server-s2", client_too=True), ca.file, *join)
+        stack.callback(dc2.stop)
+        # dc2 presented its certificate to dc1, and dc1 its own to dc2 (following it).
+        for server in (dc1, dc2):
+            until_states(server, names_all("dc1", "dc2"), headers=M)
+        # The stranger trusts dc1's CA, but its own certificate is of another one.
+        evil = _strict("evil", stranger, ca.file, *join)
+        stack.callback(evil.stop)
+        refused = "it requires client certificates, it may have refused this server's"
+        wait_for(lambda: refused in evil.log_text() or None,
+                 what="dc1 refusing the stranger's client certificate")  # fmt: skip
+        assert _known(dc1) == {"dc1", "dc2"}
+
+
+def test_built_in_certificates_federate_once_each_server_trusts_every_datacenters_ca(
+    tmp_path: Path,
+) -> None:
+    # A first start makes each datacenter's CA root and writes its ca.pem.
+    for dc, primary in (("dc1", "dc1"), ("dc2", "dc1")):
+        start_server("--datacenter", dc, "--primary-datacenter", primary,
+                     data_dir=tmp_path / dc, https_only=True).stop()  # fmt: skip
+    own = {dc: tmp_path / dc / "tls" / "ca.pem" for dc in ("dc1", "dc2")}
+    assert own["dc1"].read_text() != own["dc2"].read_text()  # a root per datacenter
+    # Trusting its own CA alone (the default), dc2 refuses dc1's built-in certificate.
+    dc1 = start_server("--datacenter", "dc1", data_dir=tmp_path / "dc1", https_only=True)
+    try:
+        dc2 = start_server("--datacenter", "dc2", "--primary-datacenter", "dc1", "--join-wan",
+                           dc1.wan, data_dir=tmp_path / "dc2", https_only=True)  # fmt: skip
+        try:
+            wait_for(lambda: "certificate verify failed" in dc2.log_text() or None,
+                     what="dc2 refusing a certificate of dc1's CA")  # fmt: skip
+            assert {s["Datacenter"] for s in dc2.get("/v1/internal/federation-states")} == {
+                "dc2"
+            }
+        finally:
+            dc2.stop()
+    finally:
+        dc1.stop()
+    # With a bundle of both, they federate (and the secondary's CA is signed over HTTPS).
+    bundle = tmp_path / "wan-cas.pem"
+    bundle.write_text(own["dc1"].read_text() + own["dc2"].read_text())
+    with federated(("dc1", "dc2"), "--tls-ca-file", str(bundle), data_dir=tmp_path,
+                   https_only=True, trust=str(bundle)) as (dc1, dc2):  # fmt: skip
+        assert dc1.get("/v1/internal/federation-state/dc2")["State"]["Servers"] == [dc2.wan]
+        leaf = wait_for(lambda: _leaf_or_none(dc2, "web"), what="dc2's intermediate")
+        assert len(x509.load_pem_x509_certificates(leaf["CertPEM"].encode())) == 2

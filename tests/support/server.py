@@ -19,12 +19,18 @@ from typing import Any
 
 class ServerProcess:
     def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, trust: str = ""
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        trust: str = "",
+        identity: tuple[str, str] | None = None,
     ) -> None:
         self.args = args
         self.env = env
         self.trust = trust
         """CA file ``request`` verifies an HTTPS-only server with (default: its ``ca_file``)."""
+        self.identity = identity
+        """Client certificate and key ``request`` presents to an HTTPS-only server."""
         self.proc: subprocess.Popen[str] | None = None
         self.http = ""
         self.grpc = ""
@@ -79,6 +85,8 @@ class ServerProcess:
         if not self.http:  # HTTPS only: verified, by the IP address dialed
             base = f"https://{self.https}"
             context = ssl.create_default_context(cafile=self.trust or self.ca_file)
+            if self.identity is not None:
+                context.load_cert_chain(*self.identity)
         req = urllib.request.Request(
             f"{base}{path}", data=data, method=method, headers=headers or {}
         )
@@ -131,13 +139,18 @@ class ServerProcess:
 
 
 def start_server(
-    *extra: str, data_dir: Path | None = None, https_only: bool = False, trust: str = ""
+    *extra: str,
+    data_dir: Path | None = None,
+    https_only: bool = False,
+    trust: str = "",
+    identity: tuple[str, str] | None = None,
 ) -> ServerProcess:
     """A server on loopback ports; ``https_only``: its API on HTTPS alone (``--no-http``),
-    which ``request`` verifies with ``trust`` (default: the built-in CA's ``ca.pem``)."""
+    which ``request`` verifies with ``trust`` (default: the built-in CA's ``ca.pem``),
+    presenting ``identity`` (certificate and key files) when given."""
     store = ["--data-dir", str(data_dir)] if data_dir else ["--dev"]
     api = ["--no-http", "--https-addr", "127.0.0.1:0"] if https_only else []
     api = api or ["--http-addr", "127.0.0.1:0"]
     return ServerProcess(
-        [*store, *api, "--grpc-addr", "127.0.0.1:0", *extra], trust=trust
+        [*store, *api, "--grpc-addr", "127.0.0.1:0", *extra], trust=trust, identity=identity
     ).start()

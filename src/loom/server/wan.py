@@ -157,12 +157,14 @@ async def call_server(
             raw = await resp.read()
             return resp.status, dict(resp.headers), raw
     except aiohttp.ServerDisconnectedError as exc:
+        # What an HTTPS-only server does with a plain request, and (TLS 1.3) one requiring
+        # client certificates with a certificate it does not trust: say which it may be.
         if is_tls_server(server):
-            raise
-        # What an HTTPS-only server does with a plain request: say so.
+            why = "if it requires client certificates, it may have refused this server's"
+        else:
+            why = f"if it serves HTTPS only, give https://{server}"
         raise aiohttp.ServerDisconnectedError(
-            f"{server} closed the connection without an answer (if it serves HTTPS only, "
-            f"give https://{server})"
+            f"{server} closed the connection without an answer ({why})"
         ) from exc
 
 
