@@ -41,8 +41,9 @@ class ServerTls:
     key_file: Path | None = None
     """PEM private key of ``cert_file``; given together with it."""
     ca_file: Path | None = None
-    """PEM bundle of CAs whose client certificates are accepted (``--tls-verify-incoming``);
-    None: the built-in CA's roots."""
+    """PEM bundle of CAs whose client certificates are accepted (``--tls-verify-incoming``)
+    and that other datacenters' HTTPS servers are verified with (Consul's ``ca_file`` serves
+    both); None: the built-in CA's roots."""
     verify_incoming: bool = False
     """Require a client certificate signed by ``ca_file`` on HTTPS and TLS gRPC (Consul's
     ``tls.defaults.verify_incoming``, off by default as Consul's)."""
