@@ -214,8 +214,8 @@ async def serve(
         await state.close()
         raise
     _warn_if_open(settings, http_addrs + grpc_addrs + https_addrs + grpc_tls_addrs)
-    # What other datacenters dial: the bound ports (a :0 listener's real one), the first
-    # plain HTTP one, else (--no-http) the first HTTPS one.
+    # How other datacenters are dialed (a --no-http server: over HTTPS only), and what they
+    # dial here: a bound port (a :0 listener's real one).
     try:
         wan.use_tls(state, wan_client_context(state, tls), tls_only=not http_addrs)
     except BaseException:

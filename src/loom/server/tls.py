@@ -136,12 +136,16 @@ def wan_client_context(state: State, serving: ServingTls | None) -> ssl.SSLConte
     a peer that requires client certificates (``--tls-verify-incoming``)."""
     tls = state.settings.tls
     try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        # Not create_default_context: a given CA must be the only one trusted, not one more
+        # beside the system's. PROTOCOL_TLS_CLIENT verifies the chain and the host name.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         if tls.ca_file is not None:
             context.load_verify_locations(cadata=_read(tls.ca_file, "the CA file").decode())
         elif serving is not None and serving.ca_file is not None:
             context.load_verify_locations(cadata=state.certs.local_roots_pem)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
         if serving is not None and serving.cert_file is not None and serving.key_file is not None:
             context.load_cert_chain(serving.cert_file, serving.key_file)
     except (ssl.SSLError, OSError, UnicodeDecodeError) as exc:
