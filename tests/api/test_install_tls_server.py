@@ -159,16 +159,16 @@ def test_no_grpc_needs_a_tls_grpc_listener_and_excludes_a_plain_one() -> None:
     assert both.returncode == 2 and "--no-grpc and --grpc-addr exclude each other" in both.stderr
 
 
-def test_no_http_with_the_wan_is_refused_at_start_with_the_reason() -> None:
-    for wan in (["--join-wan", "127.0.0.1:1"], ["--advertise-addr-wan", "10.0.0.1:8500"]):
+def test_no_http_with_a_plain_wan_address_is_refused_at_start_with_the_reason() -> None:
+    for wan in (["--join-wan", "127.0.0.1:1"], ["--advertise-addr-wan", "http://10.0.0.1:8500"]):
         out = _loom("server", "--dev", "--no-http", "--https-addr", "127.0.0.1:0", *wan)
         assert out.returncode == 2, (wan, out.stderr)
-        assert "--no-http cannot be federated yet" in out.stderr
-        assert "plain HTTP between servers" in out.stderr
+        assert "is plain HTTP, and this server neither serves nor sends plain HTTP" in out.stderr
+        assert "give https://" in out.stderr
 
 
-def test_an_https_only_server_alone_starts_and_advertises_no_wan_address() -> None:
-    # As documented: the WAN address is a plain HTTP listener's, so one with HTTP has it ...
+def test_an_https_only_server_advertises_its_https_address_on_the_wan() -> None:
+    # A server with plain HTTP advertises that ...
     plain = ServerProcess(["--dev", "--http-addr", "127.0.0.1:0",
                            "--grpc-addr", "127.0.0.1:0"]).start()  # fmt: skip
     try:
@@ -176,12 +176,12 @@ def test_an_https_only_server_alone_starts_and_advertises_no_wan_address() -> No
         assert state["Servers"] == [plain.http.removeprefix("http://")]
     finally:
         plain.stop()
-    # ... and an HTTPS-only one (which may not join the WAN) has none.
+    # ... and an HTTPS-only one its HTTPS address, scheme and all.
     server = ServerProcess(["--dev", "--no-http", "--https-addr", "127.0.0.1:0",
                             "--grpc-addr", "127.0.0.1:0"]).start()  # fmt: skip
     try:
         tls = TlsSettings(ca_file=server.ca_file, server_name="127.0.0.1")
         [state] = Client(f"https://{server.https}", tls=tls).get("/v1/internal/federation-states")
-        assert (state["Datacenter"], state["Servers"]) == ("dc1", [])
+        assert (state["Datacenter"], state["Servers"]) == ("dc1", [f"https://{server.https}"])
     finally:
         server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -87,3 +88,19 @@ async def test_an_unknown_or_unreachable_datacenter_is_no_path_at_once(dc1: Stat
         await wan.call(dc1, "dc2", "GET", "/v1/catalog/services")
     assert time.monotonic() - started < wan.CONNECT_TIMEOUT_S
     assert "127.0.0.1" in caught.value.reason
+
+
+async def test_a_tls_only_server_sends_nothing_to_a_plain_http_peer(
+    dc1: State, dc2: ServerProcess
+) -> None:
+    wan.use_tls(dc1, ssl.create_default_context(), tls_only=True)
+    await _learn(dc1, dc2.http)
+    reg = json.dumps({"Name": "in-clear", "Port": 80}).encode()
+    with pytest.raises(wan.NoPathToDatacenter) as caught:
+        await wan.call(dc1, "dc2", "PUT", "/v1/agent/service/register", body=reg,
+                       token=MANAGEMENT)  # fmt: skip
+    assert f"refusing plain HTTP to {dc2.http}" in caught.value.reason
+    assert f"give https://{dc2.http}" in caught.value.reason
+    status, services, _ = dc2.request("GET", "/v1/catalog/services",
+                                      headers={"X-Consul-Token": MANAGEMENT})  # fmt: skip
+    assert status == 200 and "in-clear" not in services

@@ -75,24 +75,29 @@ def federated(
     data_dir: Path | None = None,
     join_previous: bool = False,
     wait_all: bool = True,
+    https_only: bool = False,
+    trust: str = "",
+    each: Callable[[str], Sequence[str]] = lambda name: (),
 ) -> Iterator[list[ServerProcess]]:
     """Real servers for datacenters ``names``, the first the primary; every other joins the
     WAN through the primary (``join_previous``: through the one started before it). Each gets
     ``extra`` (ACL flags, say) and, with ``replication_token``, replicates with it; with
     ``data_dir``, each keeps its state in ``data_dir / name``. Yields once each server knows
     every datacenter (``wait_all=False``: once the primary does); stops them all afterwards,
-    also when one fails to start."""
+    also when one fails to start. ``https_only``: each serves HTTPS alone (``--no-http``) and
+    they join over ``https://``; ``request`` verifies them with ``trust`` (a CA file).
+    ``each(name)``: flags of that datacenter's server alone (its certificate files, say)."""
     started: list[ServerProcess] = []
     try:
         for name in names:
-            args = ["--datacenter", name, *extra]
+            args = ["--datacenter", name, *extra, *each(name)]
             if started:
                 joined = started[-1] if join_previous else started[0]
-                args += ["--primary-datacenter", names[0], "--join-wan", joined.http]
+                args += ["--primary-datacenter", names[0], "--join-wan", joined.wan]
                 if replication_token:
                     args += ["--acl-replication-token", replication_token]
             here = data_dir / name if data_dir is not None else None
-            started.append(start_server(*args, data_dir=here))
+            started.append(start_server(*args, data_dir=here, https_only=https_only, trust=trust))
         for server in started if wait_all else started[:1]:
             until_states(server, names_all(*names), headers=headers)
         yield started

@@ -74,6 +74,7 @@ class ScratchCA:
         sans: tuple[str, ...] = ("localhost", "127.0.0.1"),
         client: bool = False,
         expired: bool = False,
+        client_too: bool = False,
         self_signed: bool = False,
     ) -> Issued:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -88,6 +89,7 @@ class ScratchCA:
         if expired:
             start, end = NOW - dt.timedelta(days=3), NOW - dt.timedelta(days=1)
         usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        usages = [usage, ExtendedKeyUsageOID.CLIENT_AUTH] if client_too else [usage]
         signer, issuer = (key, subject) if self_signed else (self.key, self.name)
         cert = (
             x509.CertificateBuilder()
@@ -98,7 +100,7 @@ class ScratchCA:
             .not_valid_before(start)
             .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .add_extension(x509.SubjectAlternativeName(alt), critical=False)
             .sign(signer, hashes.SHA256())
         )

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -17,9 +18,19 @@ from typing import Any
 
 
 class ServerProcess:
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        trust: str = "",
+        identity: tuple[str, str] | None = None,
+    ) -> None:
         self.args = args
         self.env = env
+        self.trust = trust
+        """CA file ``request`` verifies an HTTPS-only server with (default: its ``ca_file``)."""
+        self.identity = identity
+        """Client certificate and key ``request`` presents to an HTTPS-only server."""
         self.proc: subprocess.Popen[str] | None = None
         self.http = ""
         self.grpc = ""
@@ -70,11 +81,17 @@ class ServerProcess:
             if body is None
             else (body if isinstance(body, bytes) else json.dumps(body).encode())
         )
+        base, context = f"http://{self.http}", None
+        if not self.http:  # HTTPS only: verified, by the IP address dialed
+            base = f"https://{self.https}"
+            context = ssl.create_default_context(cafile=self.trust or self.ca_file)
+            if self.identity is not None:
+                context.load_cert_chain(*self.identity)
         req = urllib.request.Request(
-            f"http://{self.http}{path}", data=data, method=method, headers=headers or {}
+            f"{base}{path}", data=data, method=method, headers=headers or {}
         )
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=30, context=context) as resp:
                 raw = resp.read().decode()
                 status, headers = resp.status, dict(resp.headers)
         except urllib.error.HTTPError as exc:
@@ -85,6 +102,11 @@ class ServerProcess:
         except json.JSONDecodeError:
             parsed = raw
         return status, parsed, headers
+
+    @property
+    def wan(self) -> str:
+        """The address another datacenter's server joins this one at (``--join-wan``)."""
+        return self.http or f"https://{self.https}"
 
     def get(self, path: str) -> Any:
         status, body, _ = self.request("GET", path)
@@ -116,8 +138,19 @@ class ServerProcess:
         self.kill(signal.SIGTERM)
 
 
-def start_server(*extra: str, data_dir: Path | None = None) -> ServerProcess:
+def start_server(
+    *extra: str,
+    data_dir: Path | None = None,
+    https_only: bool = False,
+    trust: str = "",
+    identity: tuple[str, str] | None = None,
+) -> ServerProcess:
+    """A server on loopback ports; ``https_only``: its API on HTTPS alone (``--no-http``),
+    which ``request`` verifies with ``trust`` (default: the built-in CA's ``ca.pem``),
+    presenting ``identity`` (certificate and key files) when given."""
     store = ["--data-dir", str(data_dir)] if data_dir else ["--dev"]
+    api = ["--no-http", "--https-addr", "127.0.0.1:0"] if https_only else []
+    api = api or ["--http-addr", "127.0.0.1:0"]
     return ServerProcess(
-        [*store, "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", *extra]
+        [*store, *api, "--grpc-addr", "127.0.0.1:0", *extra], trust=trust, identity=identity
     ).start()

@@ -33,7 +33,7 @@ def test_the_certificate_carries_them_as_dns_and_ip_sans_signed_by_the_root() ->
         ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1"),
     ]  # fmt: skip
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH]
+    assert list(usage) == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
     ca = x509.load_pem_x509_certificate(root.cert_pem.encode())
     cert.verify_directly_issued_by(ca)
     assert cert.not_valid_after_utc <= root.not_after

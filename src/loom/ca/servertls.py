@@ -41,8 +41,9 @@ class ServerTls:
     key_file: Path | None = None
     """PEM private key of ``cert_file``; given together with it."""
     ca_file: Path | None = None
-    """PEM bundle of CAs whose client certificates are accepted (``--tls-verify-incoming``);
-    None: the built-in CA's roots."""
+    """PEM bundle of CAs whose client certificates are accepted (``--tls-verify-incoming``)
+    and that other datacenters' HTTPS servers are verified with (Consul's ``ca_file`` serves
+    both); None: the built-in CA's roots."""
     verify_incoming: bool = False
     """Require a client certificate signed by ``ca_file`` on HTTPS and TLS gRPC (Consul's
     ``tls.defaults.verify_incoming``, off by default as Consul's)."""
@@ -121,7 +122,10 @@ def issue_server_cert(
             critical=True,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+            # Client too: a server presents it to other datacenters' servers (the WAN).
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .add_extension(x509.SubjectAlternativeName(_general_names(names)), critical=False)

@@ -87,7 +87,7 @@ def _join_addr(text: str) -> str:
     from loom.domain.fields import ValidationError
 
     try:
-        return check_server(text.removeprefix("http://"), "--join-wan/--advertise-addr-wan")
+        return check_server(text, "--join-wan/--advertise-addr-wan")
     except ValidationError as exc:
         raise UsageError(f"server: {exc}") from None
 
@@ -143,9 +143,9 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--no-http",
         action="store_true",
-        help="no plain HTTP listener (only --https-addr; not with --join-wan or "
-        f"--advertise-addr-wan: the WAN is plain HTTP); the default is plain HTTP on "
-        f"{defaults.HTTP_ADDR}",
+        help="no plain HTTP listener (only --https-addr): other datacenters reach this server "
+        "at its first HTTPS address and it calls them over HTTPS only; the default is plain "
+        f"HTTP on {defaults.HTTP_ADDR}",
     )
     p.add_argument(
         "--no-grpc",
@@ -184,8 +184,9 @@ def register(commands: Commands) -> None:
         "--tls-ca-file",
         type=Path,
         metavar="PATH",
-        help="PEM CAs that sign client certificates, with --tls-verify-incoming "
-        "(Consul's tls.defaults.ca_file; default: the built-in CA's roots)",
+        help="PEM CAs that sign client certificates (with --tls-verify-incoming) and other "
+        "datacenters' HTTPS servers (Consul's tls.defaults.ca_file; default: the built-in "
+        "CA's roots, and the system's CAs with --tls-cert-file)",
     )
     p.add_argument(
         "--tls-verify-incoming",
@@ -248,16 +249,18 @@ def register(commands: Commands) -> None:
         "--join-wan",
         action="append",
         default=[],
-        metavar="HOST:PORT",
+        metavar="[https://]HOST:PORT",
         help="HTTP API address of a server in another datacenter to federate with, retried "
-        "until reachable (Consul's retry_join_wan); repeatable (default: none)",
+        "until reachable (Consul's retry_join_wan); https://HOST:PORT: over TLS, the server "
+        "verified with --tls-ca-file; repeatable (default: none)",
     )
     p.add_argument(
         "--advertise-addr-wan",
-        metavar="HOST:PORT",
+        metavar="[https://]HOST:PORT",
         default="",
         help="address other datacenters reach this server's HTTP API at (Consul's "
-        "advertise_addr_wan; default: the first non-unix --http-addr)",
+        "advertise_addr_wan; default: the first non-unix --http-addr, else with --no-http "
+        "the first --https-addr as https://HOST:PORT)",
     )
     replication = p.add_mutually_exclusive_group()
     replication.add_argument(
@@ -411,7 +414,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_http and args.http_addr:
         raise UsageError("server: --no-http and --http-addr exclude each other")
     tls_on = bool(args.https_addr or args.grpc_tls_addr)
-    given = args.tls_cert_file or args.tls_ca_file or args.tls_verify_incoming or args.tls_san
+    # --tls-ca-file alone also verifies other datacenters' HTTPS servers.
+    given = args.tls_cert_file or args.tls_verify_incoming or args.tls_san
     if given and not tls_on:
         raise UsageError("server: the --tls-* flags need --https-addr or --grpc-tls-addr")
     if args.tls_san and args.tls_cert_file is not None:
@@ -426,13 +430,14 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("server: --no-grpc needs --grpc-tls-addr (else no proxy gets xDS)")
     if args.no_http and not args.https_addr:
         raise UsageError("server: --no-http needs --https-addr (else there is no API at all)")
-    if args.no_http and (args.join_wan or args.advertise_addr_wan):
-        raise UsageError(
-            "server: --no-http cannot be federated yet: the WAN (--join-wan, "
-            "--advertise-addr-wan) speaks plain HTTP between servers, and this server would "
-            "serve none; keep a plain --http-addr on a trusted network for the WAN"
-        )
     join_wan = tuple(_join_addr(a) for a in args.join_wan)
+    advertise_wan = _join_addr(args.advertise_addr_wan) if args.advertise_addr_wan else ""
+    plain = [a for a in (*join_wan, advertise_wan) if a and not a.startswith("https://")]
+    if args.no_http and plain:
+        raise UsageError(
+            f"server: --no-http: {plain[0]} is plain HTTP, and this server neither serves nor "
+            f"sends plain HTTP; give https://{plain[0]}"
+        )
     if args.primary_datacenter:
         check_datacenter(args.primary_datacenter, "--primary-datacenter")
     replication_token = args.acl_replication_token
@@ -469,7 +474,7 @@ def run(args: argparse.Namespace) -> int:
         acl_initial_management_token=args.acl_initial_management_token,
         primary_datacenter=args.primary_datacenter,
         join_wan=join_wan,
-        advertise_addr_wan=_join_addr(args.advertise_addr_wan) if args.advertise_addr_wan else "",
+        advertise_addr_wan=advertise_wan,
         replication_token=replication_token,
         acl_login_rate=login_rate,
         ca_sign_workers=(

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from loom.addrs import Address, parse_address
-from loom.domain.federation import FederationState, publish, same_content
+from loom.domain.federation import TLS_SCHEME, FederationState, publish, same_content
 from loom.domain.fields import ValidationError
 from loom.domain.mesh import MeshSnapshot
 from loom.store import Store, put
@@ -42,16 +42,18 @@ class WanCall(Protocol):
 
 
 def reachable_addrs(http_addrs: tuple[str, ...], node_address: str) -> tuple[str, ...]:
-    """The ``HOST:PORT`` forms of ``http_addrs`` another datacenter could dial: unix sockets
-    left out, a wildcard host (``:8500``, ``0.0.0.0``) replaced by ``node_address``."""
+    """The forms of ``http_addrs`` another datacenter could dial: ``HOST:PORT`` for plain
+    HTTP, ``https://HOST:PORT`` for an ``https://`` one; unix sockets left out, a wildcard
+    host (``:8500``, ``0.0.0.0``) replaced by ``node_address``."""
     out = []
     for raw in http_addrs:
-        addr = parse_address(raw.removeprefix("http://"), "--http-addr")
+        tls = raw.startswith(TLS_SCHEME)
+        addr = parse_address(raw.removeprefix("http://").removeprefix(TLS_SCHEME), "--http-addr")
         if addr.is_unix:
             continue
         if addr.host in WILDCARDS:
             addr = Address(node_address, addr.port)
-        out.append(str(addr))
+        out.append(f"{TLS_SCHEME}{addr}" if tls else str(addr))
     return tuple(out)
 
 
@@ -105,8 +107,8 @@ class Federation:
         return [self.datacenter, *others]
 
     def servers(self, datacenter: str) -> tuple[str, ...]:
-        """The HTTP API addresses (``HOST:PORT``) of ``datacenter``'s servers; empty: none
-        known (an unknown datacenter)."""
+        """The HTTP API addresses (``HOST:PORT``, or ``https://HOST:PORT``) of
+        ``datacenter``'s servers; empty: none known (an unknown datacenter)."""
         if datacenter == self.datacenter:
             return self.own_servers
         found = self.state(datacenter)

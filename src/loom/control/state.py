@@ -110,11 +110,13 @@ class ServerSettings:
     """The federation's primary datacenter (Consul's ``primary_datacenter``): where config
     entries, intentions and ACLs are written and replicated from; empty: this datacenter."""
     join_wan: tuple[str, ...] = ()
-    """HTTP API addresses (``HOST:PORT``) of servers in other datacenters to federate with
-    (Consul's ``retry_join_wan``), tried until reachable; empty: none."""
+    """HTTP API addresses of servers in other datacenters to federate with (Consul's
+    ``retry_join_wan``), ``HOST:PORT`` or ``https://HOST:PORT`` (over TLS), tried until
+    reachable; empty: none."""
     advertise_addr_wan: str = ""
-    """The ``HOST:PORT`` other datacenters reach this server's HTTP API at (Consul's
-    ``advertise_addr_wan``); empty: its first non-unix HTTP address."""
+    """The ``HOST:PORT`` (or ``https://HOST:PORT``) other datacenters reach this server's
+    HTTP API at (Consul's ``advertise_addr_wan``); empty: its first non-unix HTTP address,
+    else its first HTTPS one."""
     replication_token: str = ""
     """The token this server presents to other datacenters (Consul's
     ``acl.tokens.replication``); empty: none (the anonymous token)."""

@@ -63,7 +63,8 @@ class FederationState:
 
     datacenter: str
     servers: tuple[str, ...]
-    """Its servers' HTTP API addresses, ``HOST:PORT``, as reachable from other datacenters."""
+    """Its servers' HTTP API addresses as reachable from other datacenters: ``HOST:PORT``
+    (plain HTTP) or ``https://HOST:PORT``."""
     mesh_gateways: tuple[Endpoint, ...]
     """The WAN addresses of its healthy mesh gateways."""
     services: tuple[RemoteService, ...]
@@ -112,16 +113,36 @@ def _endpoint(f: Fields) -> Endpoint:
     return Endpoint(address, port)
 
 
+TLS_SCHEME = "https://"
+"""The prefix of a server address reached over HTTPS; a bare ``HOST:PORT`` is plain HTTP."""
+
+
 def check_server(value: str, where: str) -> str:
-    """A server's ``HOST:PORT`` (IPv6 hosts in brackets); unix sockets do not cross a WAN."""
-    host, sep, port = value.rpartition(":")
+    """A server's ``HOST:PORT`` (IPv6 hosts in brackets), plain HTTP, or
+    ``https://HOST:PORT``; ``http://HOST:PORT`` reads as the bare form. Unix sockets do not
+    cross a WAN."""
+    bare_addr = value.removeprefix("http://")
+    tls = bare_addr.startswith(TLS_SCHEME)
+    bare_addr = bare_addr.removeprefix(TLS_SCHEME)
+    host, sep, port = bare_addr.rpartition(":")
     if not sep or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValidationError(f"{where}: {value!r} is not HOST:PORT")
+        raise ValidationError(f"{where}: {value!r} is not HOST:PORT or https://HOST:PORT")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if not bare:
         raise ValidationError(f"{where}: {value!r} has no host")
     check_address(bare, where)
-    return value
+    return TLS_SCHEME + bare_addr if tls else bare_addr
+
+
+def server_url(server: str) -> str:
+    """The base URL of a checked server address: ``https://HOST:PORT`` or
+    ``http://HOST:PORT``."""
+    return server if server.startswith(TLS_SCHEME) else f"http://{server}"
+
+
+def is_tls_server(server: str) -> bool:
+    """The server is reached over HTTPS."""
+    return server.startswith(TLS_SCHEME)
 
 
 def _strs(f: Fields, key: str, limit: int) -> list[str]:
@@ -214,8 +235,10 @@ __all__ = [
     "FederationState",
     "RemoteService",
     "check_server",
+    "is_tls_server",
     "publish",
     "same_content",
+    "server_url",
     "state_from_json",
     "state_to_json",
 ]

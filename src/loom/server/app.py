@@ -36,7 +36,7 @@ from loom.server.fedca_http import run_federated_ca
 from loom.server.federation_sync import run_federation
 from loom.server.http import build_app
 from loom.server.replication_http import run_replication
-from loom.server.tls import ServingTls, prepare_tls
+from loom.server.tls import ServingTls, prepare_tls, wan_client_context
 from loom.xds.server import start_xds
 
 log = logging.getLogger("loom.server")
@@ -105,6 +105,17 @@ async def _stop_http(runner: web.AppRunner, servers: list[asyncio.AbstractServer
     await runner.cleanup()  # closes the connections, which wait_closed (3.12+) waits for
     for server in servers:
         await server.wait_closed()
+
+
+def _advertised(settings: ServerSettings, bound: list[str]) -> tuple[str, ...]:
+    """This datacenter's server address as other datacenters reach it: the given
+    ``--advertise-addr-wan``, else the first bound plain HTTP address, else the first HTTPS
+    one (``https://HOST:PORT``)."""
+    if settings.advertise_addr_wan:
+        return (settings.advertise_addr_wan,)
+    plain = tuple(a for a in bound if a.startswith("http://"))
+    secure = tuple(a for a in bound if a.startswith("https://"))
+    return reachable_addrs(plain or secure, settings.node_address)[:1]
 
 
 def _warn_if_open(settings: ServerSettings, addrs: list[Address]) -> None:
@@ -203,12 +214,17 @@ async def serve(
         await state.close()
         raise
     _warn_if_open(settings, http_addrs + grpc_addrs + https_addrs + grpc_tls_addrs)
-    # What other datacenters dial: the bound ports (a :0 listener's real one).
-    bound_plain = tuple(a for a in http_bound if a.startswith("http://"))
-    own = reachable_addrs(bound_plain, settings.node_address)[:1]
-    if settings.advertise_addr_wan:
-        own = (settings.advertise_addr_wan,)
-    state.federation.own_servers = own
+    # How other datacenters are dialed (a --no-http server: over HTTPS only), and what they
+    # dial here: a bound port (a :0 listener's real one).
+    try:
+        wan.use_tls(state, wan_client_context(state, tls), tls_only=not http_addrs)
+    except BaseException:
+        await _stop_http(runner, http_servers)
+        if tls is not None:
+            tls.close()
+        await state.close()
+        raise
+    state.federation.own_servers = _advertised(settings, http_bound)
     state.federation.call = functools.partial(wan.call, state)
     grpc_bound: list[str] = []
     stop_xds: Callable[[], Awaitable[None]] | None = None

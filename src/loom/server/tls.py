@@ -49,6 +49,10 @@ class ServingTls:
     """SANs of the built-in certificate (empty with the operator's files)."""
     verify_incoming: bool
     """Client certificates are required."""
+    cert_file: Path | None = None
+    """The certificate presented (also to other datacenters' servers, as a client)."""
+    key_file: Path | None = None
+    """Its private key."""
     temp_dir: Path | None = None
 
     def close(self) -> None:
@@ -115,4 +119,35 @@ def prepare_tls(state: State) -> ServingTls:
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
-    return ServingTls(context, credentials, ca_out, names, client_ca is not None, temp_dir)
+    return ServingTls(
+        context, credentials, ca_out, names, client_ca is not None, cert_file, key_file, temp_dir
+    )
+
+
+def wan_client_context(state: State, serving: ServingTls | None) -> ssl.SSLContext:
+    """What this server verifies other datacenters' HTTPS servers with, and presents to them.
+
+    The peers are trusted through ``--tls-ca-file`` when given (Consul's ``tls.defaults.
+    ca_file``, which verifies outgoing connections too); else, with the built-in certificate,
+    through this datacenter's own CA roots (what that certificate chains to: enough for the
+    servers of one datacenter, not for another datacenter's built-in CA); else (the
+    operator's certificate, or no TLS listener) through the system's CAs. The peer's name
+    must be in its certificate (the host dialed). This server's certificate goes along, for
+    a peer that requires client certificates (``--tls-verify-incoming``)."""
+    tls = state.settings.tls
+    try:
+        # Not create_default_context: a given CA must be the only one trusted, not one more
+        # beside the system's. PROTOCOL_TLS_CLIENT verifies the chain and the host name.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if tls.ca_file is not None:
+            context.load_verify_locations(cadata=_read(tls.ca_file, "the CA file").decode())
+        elif serving is not None and serving.ca_file is not None:
+            context.load_verify_locations(cadata=state.certs.local_roots_pem)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if serving is not None and serving.cert_file is not None and serving.key_file is not None:
+            context.load_cert_chain(serving.cert_file, serving.key_file)
+    except (ssl.SSLError, OSError, UnicodeDecodeError) as exc:
+        raise ServerTlsError(f"cannot set up TLS to other datacenters: {exc}") from exc
+    return context

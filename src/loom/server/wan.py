@@ -8,12 +8,21 @@ are decided once. A datacenter none of whose known servers can be reached raises
 ``NoPathToDatacenter``, which the HTTP API answers as Consul does (500 ``No path to
 datacenter``). Losing the WAN link costs a caller at most ``CONNECT_TIMEOUT_S`` per known
 server, never a local read or write (nothing local waits on this module).
+
+A server address is ``HOST:PORT`` (plain HTTP) or ``https://HOST:PORT`` (what ``--join-wan``
+gave, or what the peer's datacenter advertises in its federation state). HTTPS peers are
+verified with the context ``use_tls`` installs (``loom.server.tls.wan_client_context``: the
+CA file the server was given, or the CA its own certificate chains to) and get this server's
+certificate as a client certificate. A server with no plain HTTP listener of its own
+(``--no-http``) sends nothing to other datacenters in plain text: a plain address is refused
+before any byte is sent (``PlainWanRefused``), as Consul's ``verify_outgoing``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
@@ -21,6 +30,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from loom.domain.federation import is_tls_server, server_url
 from loom.server.errors import ServerError
 
 if TYPE_CHECKING:
@@ -50,14 +60,28 @@ class NoPathToDatacenter(ServerError):
         self.reason = reason
 
 
+class PlainWanRefused(ServerError):
+    """A TLS-only server (``--no-http``) was asked to send a request in plain HTTP."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(
+            f"refusing plain HTTP to {server}: this server talks to other datacenters over "
+            f"HTTPS only (it has no plain HTTP listener); give https://{server}"
+        )
+
+
 class _Client:
-    """One aiohttp session per server state (per event loop), and the server of each
-    datacenter that answered last (tried first next time)."""
+    """One aiohttp session per server state (per event loop), the server of each
+    datacenter that answered last (tried first next time), and the TLS of HTTPS peers."""
 
     def __init__(self) -> None:
         self.session: aiohttp.ClientSession | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.preferred: dict[str, str] = {}
+        self.ssl: ssl.SSLContext | None = None
+        """What HTTPS peers are verified with (None: the system's CAs)."""
+        self.tls_only = False
+        """Plain HTTP peers are refused."""
 
     def get(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -65,7 +89,9 @@ class _Client:
             # Keep-alive connections to the other datacenters' servers: forwarding and
             # replication rounds skip a TCP handshake each.
             self.session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, limit_per_host=64),
+                connector=aiohttp.TCPConnector(
+                    limit=0, limit_per_host=64, ssl=self.ssl if self.ssl is not None else True
+                ),
                 auto_decompress=False,
             )
             self.loop = loop
@@ -110,20 +136,36 @@ async def call_server(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     headers: Mapping[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One request to the server at ``server`` (``HOST:PORT``), whichever datacenter it is
-    in (``--join-wan`` addresses, before their datacenter is known). Raises
-    ``aiohttp.ClientError``, ``OSError`` or ``TimeoutError`` when it does not answer."""
-    session = _client(_state_of(app_or_state)).get()
+    """One request to the server at ``server`` (``HOST:PORT`` or ``https://HOST:PORT``),
+    whichever datacenter it is in (``--join-wan`` addresses, before their datacenter is
+    known). Raises ``aiohttp.ClientError`` (``aiohttp.ClientSSLError`` when the peer's
+    certificate does not verify), ``OSError`` or ``TimeoutError`` when it does not answer,
+    ``PlainWanRefused`` when this server is TLS-only and ``server`` is plain."""
+    client = _client(_state_of(app_or_state))
+    if client.tls_only and not is_tls_server(server):
+        raise PlainWanRefused(server)
+    session = client.get()
     sent = dict(headers or {})
     if token:
         sent[TOKEN_HEADER] = token
     timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=CONNECT_TIMEOUT_S)
-    async with session.request(
-        method, f"http://{server}{path}", params=query, data=body, headers=sent,
-        timeout=timeout, allow_redirects=False,
-    ) as resp:  # fmt: skip
-        raw = await resp.read()
-        return resp.status, dict(resp.headers), raw
+    try:
+        async with session.request(
+            method, f"{server_url(server)}{path}", params=query, data=body, headers=sent,
+            timeout=timeout, allow_redirects=False,
+        ) as resp:  # fmt: skip
+            raw = await resp.read()
+            return resp.status, dict(resp.headers), raw
+    except aiohttp.ServerDisconnectedError as exc:
+        # What an HTTPS-only server does with a plain request, and (TLS 1.3) one requiring
+        # client certificates with a certificate it does not trust: say which it may be.
+        if is_tls_server(server):
+            why = "if it requires client certificates, it may have refused this server's"
+        else:
+            why = f"if it serves HTTPS only, give https://{server}"
+        raise aiohttp.ServerDisconnectedError(
+            f"{server} closed the connection without an answer ({why})"
+        ) from exc
 
 
 async def call(
@@ -158,7 +200,9 @@ async def call(
                 state, server, method, path, query=query, body=body, token=token,
                 timeout_s=timeout_s, headers=headers,
             )  # fmt: skip
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError) as exc:
+        except (
+            aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError, PlainWanRefused
+        ) as exc:  # fmt: skip
             reasons.append(f"{server}: {exc or type(exc).__name__}")
             continue
         except TimeoutError:
@@ -171,6 +215,14 @@ async def call(
     raise NoPathToDatacenter(dc, reason)
 
 
+def use_tls(state: State, context: ssl.SSLContext, tls_only: bool) -> None:
+    """Verify HTTPS peers with ``context`` (and present its certificate); ``tls_only``: refuse
+    plain HTTP peers. Called once at start, before any call."""
+    client = _client(state)
+    client.ssl = context
+    client.tls_only = tls_only
+
+
 async def close(app_or_state: State | web.Application) -> None:
     """Close the state's connections to other datacenters (at server shutdown)."""
     client = _CLIENTS.pop(_state_of(app_or_state), None)
@@ -178,4 +230,12 @@ async def close(app_or_state: State | web.Application) -> None:
         await client.session.close()
 
 
-__all__ = ["NO_PATH", "NoPathToDatacenter", "call", "call_server", "close"]
+__all__ = [
+    "NO_PATH",
+    "NoPathToDatacenter",
+    "PlainWanRefused",
+    "call",
+    "call_server",
+    "close",
+    "use_tls",
+]

@@ -50,9 +50,11 @@ async def test_a_server_without_a_primary_given_is_the_primary() -> None:
 
 
 def test_the_addresses_other_datacenters_dial_leave_unix_sockets_out_and_name_wildcards() -> None:
-    addrs = ("unix:/run/loom.sock", "http://127.0.0.1:8500", ":8600", "0.0.0.0:8700")
+    addrs = ("unix:/run/loom.sock", "http://127.0.0.1:8500", ":8600", "0.0.0.0:8700",
+             "https://0.0.0.0:8501", "https://127.0.0.1:8502")  # fmt: skip
     assert reachable_addrs(addrs, "10.1.2.3") == (
         "127.0.0.1:8500", "10.1.2.3:8600", "10.1.2.3:8700",
+        "https://10.1.2.3:8501", "https://127.0.0.1:8502",
     )  # fmt: skip
 
 
