@@ -9,7 +9,7 @@ The old path caches leaves per service, so every request there names a new servi
 a signing (a fresh key made by the server each time, as every sidecar of a service used to
 get). CSRs are made before timing: the agent makes its key and CSR, and that cost is
 measured apart (client side, per CSR). Each side runs on ``--conns`` keep-alive connections
-(one thread each); rounds rotate which side goes first, so a busy machine slows all
+(see the client below); rounds rotate which side goes first, so a busy machine slows all
 alike. Beside the wall-clock rates it reports the server's CPU time per signing
 (``/proc/PID/stat`` of the server and of its signing workers, summed), and the rate one core
 would sustain at that cost: on a machine shared with other work (and with the benchmark's
@@ -226,7 +226,7 @@ def main() -> int:
         fronts: dict[str, list[float]] = {k: [] for k in names}
         clients: dict[str, list[float]] = {k: [] for k in names}
         assert server.proc is not None and alone.proc is not None
-        for r in range(args.rounds):  # each connection: a thread (threads) or a socket (raw)
+        for r in range(args.rounds):
             sides = names[r % 3 :] + names[: r % 3]
             for side in sides:
                 target, pid = server.http, server.proc.pid
