@@ -9,14 +9,19 @@ The old path caches leaves per service, so every request there names a new servi
 a signing (a fresh key made by the server each time, as every sidecar of a service used to
 get). CSRs are made before timing: the agent makes its key and CSR, and that cost is
 measured apart (client side, per CSR). Each side runs on ``--conns`` keep-alive connections
-(one thread each); rounds rotate which side goes first, so a busy machine slows all
+(see the client below); rounds rotate which side goes first, so a busy machine slows all
 alike. Beside the wall-clock rates it reports the server's CPU time per signing
 (``/proc/PID/stat`` of the server and of its signing workers, summed), and the rate one core
 would sustain at that cost: on a machine shared with other work (and with the benchmark's
 client threads) the wall-clock rate understates what the server can do. The 1-minute load
 average is printed before and after. The issue's goal: >= 2,000 signings/s.
 
+The client is ``bench/httpload.py`` by default (one thread drives every connection with
+prepared requests, so it takes little of the CPU the server needs; its own CPU per request is
+printed), or ``--client threads`` (``http.client``, a thread per connection, as before).
+
 Run: .venv/bin/python bench/leaf_sign.py [--rounds 5] [--count 600] [--conns 4] [--workers N]
+     [--client raw|threads] [--depth 1]
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import httpload
 from bench.report import row, spread
 from loom.ca.authority import Signer, new_root
 from loom.ca.csr import build_csr, new_key, read_csr
@@ -99,10 +105,24 @@ def _wait_workers(server: ServerProcess, timeout: float = 30.0) -> str:
 
 
 def _parallel(
-    addr: str, conns: int, work: list[tuple[str, str, bytes | None]], token: str, pid: int
-) -> tuple[float, float, float]:
-    """Requests per second for ``work`` spread over ``conns`` connections, and the CPU
-    seconds per request of the server's own process and of its signing workers."""
+    addr: str, conns: int, work: list[tuple[str, str, bytes | None]], token: str, pid: int,
+    client: str = "raw", depth: int = 1,
+) -> tuple[float, float, float, float]:
+    """Requests per second for ``work`` spread over ``conns`` connections, the CPU seconds
+    per request of the server's own process and of its signing workers, and the client's
+    own CPU seconds per request. ``client`` "raw": ``bench.httpload`` (one thread, prepared
+    requests, ``depth`` in flight per connection); "threads": ``http.client``, one thread
+    per connection (the client's CPU is then this whole process's)."""
+    if client == "raw":
+        headers = {"X-Consul-Token": token}
+        prepared = [httpload.prepare(m, p, addr, headers, b) for m, p, b in work]
+        opened = httpload.connect(addr, [prepared[i::conns] for i in range(conns)])
+        own, children = _cpu_s(pid)
+        result = httpload.run(opened, depth)
+        own_after, children_after = _cpu_s(pid)
+        n = result.count
+        return (n / result.elapsed_s, (own_after - own) / n, (children_after - children) / n,
+                result.client_cpu_s / n)  # fmt: skip
     shares = [work[i::conns] for i in range(conns)]
     clients = [_conn(addr) for _ in range(conns)]
     for c in clients:  # connect before timing
@@ -121,15 +141,15 @@ def _parallel(
         t.start()
     own, children = _cpu_s(pid)
     start.wait()
-    began = time.perf_counter()
+    began, cpu0 = time.perf_counter(), time.process_time()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - began
+    elapsed, client_cpu = time.perf_counter() - began, time.process_time() - cpu0
     own_after, children_after = _cpu_s(pid)
     for c in clients:
         c.close()
     n = len(work)
-    return n / elapsed, (own_after - own) / n, (children_after - children) / n
+    return n / elapsed, (own_after - own) / n, (children_after - children) / n, client_cpu / n
 
 
 def _ca_alone(trust_domain: str, count: int = 300) -> float:
@@ -152,6 +172,11 @@ def main() -> int:
     p.add_argument("--conns", type=int, default=4, help="keep-alive connections per side")
     p.add_argument("--workers", type=int, default=None,
                    help="--ca-sign-workers of the first server (default: the server's own)")  # fmt: skip
+    p.add_argument("--client", choices=("raw", "threads"), default="raw",
+                   help="raw: bench/httpload.py, one thread for every connection (cheap); "
+                   "threads: http.client, a thread per connection (what earlier runs used)")
+    p.add_argument("--depth", type=int, default=1,
+                   help="raw client: requests in flight per connection (>1: pipelining)")  # fmt: skip
     args = p.parse_args()
 
     acl = ("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
@@ -199,6 +224,7 @@ def main() -> int:
         rates: dict[str, list[float]] = {k: [] for k in names}
         cpus: dict[str, list[float]] = {k: [] for k in names}
         fronts: dict[str, list[float]] = {k: [] for k in names}
+        clients: dict[str, list[float]] = {k: [] for k in names}
         assert server.proc is not None and alone.proc is not None
         for r in range(args.rounds):
             sides = names[r % 3 :] + names[: r % 3]
@@ -212,14 +238,17 @@ def main() -> int:
                 else:  # a new name each time: the leaf cache must miss, so the server signs
                     work = [("GET", f"/v1/agent/connect/ca/leaf/r{r}-s{i}", None)
                             for i in range(args.count)]  # fmt: skip
-                rate, front, back = _parallel(target, args.conns, work, token, pid)
+                rate, front, back, mine = _parallel(target, args.conns, work, token, pid,
+                                                    args.client, args.depth)  # fmt: skip
                 cpu = front + back
+                clients[side].append(mine)
                 fronts[side].append(front)
                 rates[side].append(rate)
                 cpus[side].append(cpu)
                 print(f"round {r + 1} {side:>10}: {rate:8.0f} signings/s, "
                       f"server CPU {cpu * 1e6:6.0f} us each ({front * 1e6:4.0f} its own "
-                      f"process, {back * 1e6:4.0f} workers)", flush=True)  # fmt: skip
+                      f"process, {back * 1e6:4.0f} workers); client CPU {mine * 1e6:4.0f} us each",
+                      flush=True)  # fmt: skip
     finally:
         server.stop()
         alone.stop()
@@ -246,6 +275,9 @@ def main() -> int:
     print(f"load average (1 min) after: {_load()}")
     print(f"agent side, key + CSR (not in the rates above): {csr_ms:.3f} ms each")
     print(f"CA alone, in this process (read + verify the CSR, sign; no HTTP): {ca_rate:.0f}/s")
+    mine = statistics.median(v for k in names for v in clients[k])
+    print(f"client ({args.client}, depth {args.depth}): {mine * 1e6:.0f} us CPU per request "
+          "(median over every side and round), on the same cores as the server")
     print(f"({args.rounds} rounds x {args.count} signings per side, {args.conns} connections)")
     print("CPU us: the server's process and its workers per signing; own: its process alone, "
           "whose 1-core rate bounds what more workers and cores can reach")

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from loom.ca.csr import CsrError, build_csr, check_csr, key_pem, new_key
+from loom.ca.leafder import _tlv
 from loom.ca.spiffe import SpiffeError, SpiffeId
 
 TD = "11111111-2222-3333-4444-555555555555.consul"
@@ -96,6 +97,37 @@ def test_a_csr_with_a_broken_signature_is_refused() -> None:
     pem = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM).decode()
     with pytest.raises(CsrError, match="signature is not valid"):
         check_csr(pem, WEB)
+
+
+def _resigned(pem: str, key: ec.EllipticCurvePrivateKey, algorithm_der: bytes) -> str:
+    """``pem``'s request info (its key included) signed by ``key``, labelled ``algorithm_der``."""
+    csr = x509.load_pem_x509_csr(pem.encode())
+    signature = key.sign(csr.tbs_certrequest_bytes, ec.ECDSA(hashes.SHA256()))
+    body = csr.tbs_certrequest_bytes + algorithm_der + _tlv(0x03, b"\x00" + signature)
+    return x509.load_der_x509_csr(_tlv(0x30, body)).public_bytes(
+        serialization.Encoding.PEM
+    ).decode()
+
+
+ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
+RSA_SHA256 = bytes.fromhex("300d06092a864886f70d01010b0500")
+
+
+def test_a_csr_signed_by_another_key_than_the_one_it_carries_is_refused() -> None:
+    pem = _resigned(build_csr(WEB, KEY), new_key(), ECDSA_SHA256)
+    with pytest.raises(CsrError, match="signature is not valid"):
+        check_csr(pem, WEB)
+
+
+def test_an_ecdsa_signature_labelled_as_rsa_is_refused() -> None:
+    pem = _resigned(build_csr(WEB, KEY), KEY, RSA_SHA256)
+    with pytest.raises(CsrError, match="signature is not valid"):
+        check_csr(pem, WEB)
+
+
+def test_a_csr_resigned_by_its_own_key_is_accepted() -> None:
+    """The two cases above fail for the reason they name, not for how they were rebuilt."""
+    assert check_csr(_resigned(build_csr(WEB, KEY), KEY, ECDSA_SHA256), WEB).identity == WEB
 
 
 @pytest.mark.parametrize(
