@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +123,23 @@ def start_server(*extra: str, data_dir: Path | None = None) -> ServerProcess:
     return ServerProcess(
         [*store, "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", *extra]
     ).start()
+
+
+def acl_flags(management: str = "") -> list[str]:
+    """ACLs on, default deny; with ``management``, that secret is the initial management
+    token (without, the test bootstraps one through ``PUT /v1/acl/bootstrap``)."""
+    token = ["--acl-initial-management-token", management] if management else []
+    return ["--acl-default-policy", "deny", *token]
+
+
+@contextlib.contextmanager
+def acl_server(
+    management: str = "", *extra: str, data_dir: Path | None = None
+) -> Iterator[ServerProcess]:
+    """A real server with ``acl_flags(management)`` and ``extra``, stopped when the block
+    ends (also when it fails)."""
+    server = start_server(*acl_flags(management), *extra, data_dir=data_dir)
+    try:
+        yield server
+    finally:
+        server.stop()
