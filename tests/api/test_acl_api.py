@@ -15,6 +15,7 @@ import consul
 import pytest
 
 from tests.support.server import ServerProcess, start_server
+from tests.support.server import acl_server as running_acl_server
 
 WEB_RULES = 'service "web" { policy = "write" }\nnode_prefix "" { policy = "read" }'
 
@@ -26,9 +27,8 @@ def _client(server: ServerProcess, token: str | None = None) -> consul.Consul:
 
 @pytest.fixture
 def acl_server() -> Iterator[ServerProcess]:
-    server = start_server("--acl-default-policy", "deny")
-    yield server
-    server.stop()
+    with running_acl_server() as server:
+        yield server
 
 
 def test_py_consul_bootstraps_once_and_the_second_bootstrap_is_refused(
@@ -142,28 +142,19 @@ def test_a_malformed_policy_is_refused_with_the_field_named(acl_server: ServerPr
 
 def test_the_initial_management_token_works_and_counts_as_the_bootstrap() -> None:
     secret = str(uuid.uuid4())
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", secret)
-    try:
+    with running_acl_server(secret) as server:
         me = _client(server, secret).acl.token.read_self()
         assert me["Description"] == "Initial Management Token"
         status, text, _ = server.request("PUT", "/v1/acl/bootstrap")
         assert status == 403 and "ACL bootstrap no longer allowed" in text
-    finally:
-        server.stop()
 
 
 def test_acl_state_survives_a_restart_of_a_durable_server(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    server = start_server("--acl-default-policy", "deny", data_dir=tmp_path)
-    try:
+    with running_acl_server(data_dir=tmp_path) as server:
         root = server.put("/v1/acl/bootstrap")["SecretID"]
-    finally:
-        server.stop()
-    server = start_server("--acl-default-policy", "deny", data_dir=tmp_path)
-    try:
+    with running_acl_server(data_dir=tmp_path) as server:
         assert server.request("GET", "/v1/acl/token/self", None, {"X-Consul-Token": root})[0] == 200
         assert server.request("PUT", "/v1/acl/bootstrap")[0] == 403
-    finally:
-        server.stop()
 
 
 def test_with_acls_off_the_acl_api_answers_acl_support_disabled(loom_server) -> None:  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 A_RULES = """
@@ -62,11 +62,8 @@ ANONYMOUS = "00000000-0000-0000-0000-000000000002"
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Mesh(server)
-    finally:
-        server.stop()
 
 
 # -- the leaf certificate and its private key ------------------------------------------------

@@ -10,7 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server, start_server
 
 ROOT = str(uuid.uuid4())
 
@@ -27,8 +27,7 @@ def loom(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_every_way_of_giving_the_token_reaches_the_server(tmp_path: Path) -> None:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         addr = ["--http-addr", server.http]
         svc = tmp_path / "svc.json"
         svc.write_text(json.dumps({"service": {"name": "web", "port": 8080}}))
@@ -52,8 +51,6 @@ def test_every_way_of_giving_the_token_reaches_the_server(tmp_path: Path) -> Non
         assert loom("catalog", "services", *addr).stdout == ""
         garbage = loom("catalog", "services", *addr, "--token", str(uuid.uuid4()))
         assert garbage.returncode != 0 and "ACL not found" in garbage.stderr
-    finally:
-        server.stop()
 
 
 def test_the_server_warns_when_acls_are_off_on_an_address_others_can_reach() -> None:

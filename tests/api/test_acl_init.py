@@ -27,7 +27,7 @@ import pytest
 from tests.api.test_acl_kubernetes_login import METHOD, ROOT, sa_jwt
 from tests.support.kube_standin import KubeStandIn, authenticated
 from tests.support.mesh import free_udp_tcp_port, wait_for
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 CONTROLLER = str(uuid.uuid4())
 DIG = shutil.which("dig")
@@ -61,11 +61,10 @@ class Install:
 @pytest.fixture
 def install(tmp_path: Path) -> Iterator[Install]:
     kube = KubeStandIn(sa_jwt("loom", "loom-auth-method"))
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
     try:
-        yield Install(server, kube, tmp_path)
+        with acl_server(ROOT) as server:
+            yield Install(server, kube, tmp_path)
     finally:
-        server.stop()
         kube.close()
 
 

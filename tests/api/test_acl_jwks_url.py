@@ -28,7 +28,7 @@ from loom.acl.jwt import JwtSigner
 from tests.api.test_acl_login import AUDIENCE, _claims, _jwks, _signer
 from tests.support.mesh import wait_for
 from tests.support.pki import ScratchCA
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 
@@ -97,12 +97,8 @@ def keys(tmp_path: Path) -> Iterator[KeyServer]:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    s = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT,
-                     "--acl-login-rate", "0")  # fmt: skip
-    try:
+    with acl_server(ROOT, "--acl-login-rate", "0") as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _call(server: ServerProcess, method: str, path: str, body: Any = None,

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from loom.acl.jwt import JwtSigner, service_account_claims
 from tests.support.kube_standin import KubeStandIn, authenticated, make_ca_and_cert
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 METHOD = "loom-k8s-auth-method"
@@ -79,11 +79,10 @@ class Cluster:
 def cluster() -> Iterator[Cluster]:
     reviewer = sa_jwt("loom", "loom-auth-method")
     kube = KubeStandIn(reviewer)
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
     try:
-        yield Cluster(server, kube, reviewer)
+        with acl_server(ROOT) as server:
+            yield Cluster(server, kube, reviewer)
     finally:
-        server.stop()
         kube.close()
 
 

@@ -23,7 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from loom.acl.jwt import JwtSigner
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 AUDIENCE = "loom"
@@ -77,11 +77,8 @@ class Site:
 
 @pytest.fixture
 def site() -> Iterator[Site]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Site(server)
-    finally:
-        server.stop()
 
 
 def test_py_consul_logs_in_with_a_jwt_and_gets_a_token_for_its_own_service_only(
@@ -299,15 +296,10 @@ def test_a_hostile_login_body_is_refused_in_one_line_and_writes_nothing(
 def test_auth_methods_rules_and_login_tokens_survive_a_restart_of_a_server_with_a_data_dir(
     tmp_path: Path,
 ) -> None:
-    args = ("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    first = start_server(*args, data_dir=tmp_path)
-    try:
+    with acl_server(ROOT, data_dir=tmp_path) as first:
         site = Site(first)
         token = site.client().acl.login(METHOD, site.signer.sign(_claims("web")))
-    finally:
-        first.stop()
-    second = start_server(*args, data_dir=tmp_path)
-    try:
+    with acl_server(ROOT, data_dir=tmp_path) as second:
         again = Site(second, create=False)
         admin = again.admin
         assert admin.acl.auth_method.read(METHOD)["Config"]["ClaimMappings"] == {"svc": "name"}
@@ -315,5 +307,3 @@ def test_auth_methods_rules_and_login_tokens_survive_a_restart_of_a_server_with_
         me = again.client(token["SecretID"]).acl.token.read_self()
         assert me["AuthMethod"] == METHOD and me["ServiceIdentities"] == [{"ServiceName": "web"}]
         assert again.client().acl.logout(token["SecretID"]) is True
-    finally:
-        second.stop()

@@ -20,19 +20,13 @@ from typing import Any
 import pytest
 
 from tests.api.test_acl_login import METHOD, ROOT, Site, _claims, _signer
-from tests.support.server import start_server
+from tests.support.server import acl_server
 
 
 @pytest.fixture
 def site() -> Iterator[Site]:
-    server = start_server(
-        "--acl-default-policy", "deny", "--acl-initial-management-token", ROOT,
-        "--acl-login-rate", "2/s", "--acl-login-burst", "3",
-    )  # fmt: skip
-    try:
+    with acl_server(ROOT, "--acl-login-rate", "2/s", "--acl-login-burst", "3") as server:
         yield Site(server)
-    finally:
-        server.stop()
 
 
 def _login(site: Site, jwt: str, source: str = "127.0.0.1") -> tuple[int, str, dict[str, str]]:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from loom.ca.csr import build_csr
 from loom.ca.spiffe import SpiffeId
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 TEAM_RULES = 'namespace "team" { service_prefix "" { policy = "write" } }'
@@ -59,11 +59,8 @@ class Mesh:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Mesh(server)
-    finally:
-        server.stop()
 
 
 FORMS = ["hcl", "json"]

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import consul
 import pytest
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 MGMT = {"X-Consul-Token": ROOT}
@@ -27,11 +27,8 @@ MGMT = {"X-Consul-Token": ROOT}
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    s = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def _client(server: ServerProcess, token: str | None = None) -> consul.Consul:

@@ -14,6 +14,7 @@ import consul
 import pytest
 
 from tests.support.server import ServerProcess, start_server
+from tests.support.server import acl_server as running_acl_server
 
 
 def _client(server: ServerProcess, token: str | None = None) -> consul.Consul:
@@ -161,9 +162,8 @@ FILTERED = "X-Consul-Results-Filtered-By-ACLs"
 
 @pytest.fixture(scope="module")
 def acl_server() -> Iterator[tuple[ServerProcess, str]]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
     mgmt = {"X-Consul-Token": ROOT}
-    try:
+    with running_acl_server(ROOT) as server:
         rules = 'service "a" { policy = "read" }\nnode_prefix "" { policy = "read" }\n'
         assert server.request("PUT", "/v1/acl/policy", {"Name": "a", "Rules": rules}, mgmt)[0] == 200
         _, token, _ = server.request("PUT", "/v1/acl/token", {"Policies": [{"Name": "a"}]}, mgmt)
@@ -171,8 +171,6 @@ def acl_server() -> Iterator[tuple[ServerProcess, str]]:
             body = {"Name": name, "Port": 80}
             assert server.request("PUT", "/v1/agent/service/register", body, mgmt)[0] == 200
         yield server, token["SecretID"]
-    finally:
-        server.stop()
 
 
 def _as(server: ServerProcess, path: str, token: str | None) -> tuple[int, Any, dict[str, str]]:

@@ -16,6 +16,7 @@ from cryptography import x509
 
 from tests.support.pki import ScratchCA
 from tests.support.server import ServerProcess, start_server
+from tests.support.server import acl_server as running_acl_server
 
 PATH = "/v1/connect/ca/configuration"
 ROOT = str(uuid.uuid4())
@@ -121,9 +122,8 @@ def test_rotating_the_root_makes_it_active_and_keeps_the_old_one_trusted(
 
 @pytest.fixture
 def acl_server() -> Any:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    yield server
-    server.stop()
+    with running_acl_server(ROOT) as server:
+        yield server
 
 
 def test_without_operator_permissions_the_configuration_is_neither_read_nor_changed(

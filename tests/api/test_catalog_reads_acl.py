@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 FILTERED = "X-Consul-Results-Filtered-By-ACLs"
@@ -51,11 +51,8 @@ class Mesh:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Mesh(server)
-    finally:
-        server.stop()
 
 
 PATHS = (

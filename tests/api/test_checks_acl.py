@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 
@@ -49,11 +49,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Cluster(server)
-    finally:
-        server.stop()
 
 
 def test_the_dataplanes_token_reports_its_service_and_sidecar_checks(cluster: Cluster) -> None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from loom.ca.csr import build_csr, new_key
 from loom.ca.spiffe import SpiffeId
 from tests.support.mesh import wait_for
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 MGMT = {"X-Consul-Token": ROOT}
@@ -63,17 +63,11 @@ def mesh(request: pytest.FixtureRequest) -> Iterator[Mesh]:
     """Every test runs against a server that signs in-process and one with signing workers
     (``--ca-sign-workers 2``), once they have started (the server says so in its log)."""
     workers = request.param
-    server = start_server(
-        "--acl-default-policy", "deny", "--acl-initial-management-token", ROOT,
-        "--log-level", "debug", "--ca-sign-workers", workers,
-    )  # fmt: skip
-    try:
+    with acl_server(ROOT, "--log-level", "debug", "--ca-sign-workers", workers) as server:
         if workers != "0":
             wait_for(lambda: f"CA signing: {workers} worker" in server.log_text() or None,
                      what="the signing workers to start")  # fmt: skip
         yield Mesh(server)
-    finally:
-        server.stop()
 
 
 def forged(pem: str) -> str:

@@ -23,6 +23,7 @@ import pytest
 
 from loom.domain.liveness import GONE_PREFIX
 from tests.support.server import ServerProcess, start_server
+from tests.support.server import acl_server as running_acl_server
 
 DEADLINE = ("--dataplane-deadline", "3")
 ROOT = str(uuid.uuid4())
@@ -173,12 +174,8 @@ def test_a_server_restart_gives_every_dataplane_a_deadline_to_report(tmp_path: P
 
 @pytest.fixture
 def acl_server() -> Iterator[ServerProcess]:
-    s = start_server(*DEADLINE, "--acl-default-policy", "deny",
-                     "--acl-initial-management-token", ROOT)  # fmt: skip
-    try:
+    with running_acl_server(ROOT, *DEADLINE) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_a_token_for_a_cannot_keep_bs_checks_alive(acl_server: ServerProcess) -> None:

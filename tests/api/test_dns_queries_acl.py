@@ -9,16 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from tests.api.test_acl_attacker import FILTERED, ROOT, Mesh
-from tests.support.server import start_server
+from tests.support.server import acl_server
 
 
 @pytest.fixture
 def mesh() -> Iterator[Mesh]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Mesh(server)
-    finally:
-        server.stop()
 
 
 def test_the_dns_table_lists_only_the_queries_of_readable_services(mesh: Mesh) -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 RULES = 'service "a" { policy = "read" intentions = "read" }'
@@ -48,11 +48,8 @@ class Api:
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[Api]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Api(server)
-    finally:
-        server.stop()
 
 
 def test_without_intentions_the_default_deny_decides(api: Api) -> None:

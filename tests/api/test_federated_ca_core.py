@@ -9,64 +9,22 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
 from cryptography import x509
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
 from loom.ca.errors import CaNotInitialized
-from loom.control.fedca import FederatedCa, FederatedCaError
-from loom.control.state import ServerSettings, State
-from loom.server.http import build_app
+from loom.control.fedca import FederatedCaError
+from tests.support.federation import CaPair, federated_ca
 from tests.support.pki import ScratchCA
 
 
-@dataclass
-class Pair:
-    primary: State
-    secondary: State
-    fed: FederatedCa
-    url: str
-
-
 @pytest.fixture
-async def pair() -> AsyncIterator[Pair]:
-    primary = State(ServerSettings(http_addrs=(), grpc_addrs=(), datacenter="dc1"))
-    secondary = State(
-        ServerSettings(http_addrs=(), grpc_addrs=(), datacenter="dc2", primary_datacenter="dc1")
-    )
-    await primary.start()
-    await secondary.start()
-    runner = web.AppRunner(build_app(primary))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    url = f"http://127.0.0.1:{port}"
-    session = aiohttp.ClientSession()
-
-    async def call(
-        method: str, path: str, query: dict[str, str] | None, body: bytes | None, timeout: float
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        async with session.request(
-            method, url + path, params=query, data=body, timeout=aiohttp.ClientTimeout(timeout)
-        ) as resp:
-            return resp.status, dict(resp.headers), await resp.read()
-
-    fed = FederatedCa(
-        secondary.certs, secondary.store, secondary.lock, call, lambda: dt.datetime.now(dt.UTC)
-    )
-    try:
-        yield Pair(primary, secondary, fed, url)
-    finally:
-        await session.close()
-        await runner.cleanup()
-        await secondary.close()
-        await primary.close()
+async def pair() -> AsyncIterator[CaPair]:
+    async with federated_ca() as found:
+        yield found
 
 
 def _verify(chain_pem: str, *trusted_pem: str) -> list[x509.Certificate]:
@@ -79,7 +37,7 @@ def _verify(chain_pem: str, *trusted_pem: str) -> list[x509.Certificate]:
 
 
 async def test_the_secondary_is_not_initialized_until_the_primary_signs_its_intermediate(
-    pair: Pair,
+    pair: CaPair,
 ) -> None:
     certs = pair.secondary.certs
     with pytest.raises(CaNotInitialized, match="waiting for the primary datacenter dc1"):
@@ -98,7 +56,7 @@ async def test_the_secondary_is_not_initialized_until_the_primary_signs_its_inte
     assert not await pair.fed.sync(roots)  # nothing changed: nothing written
 
 
-async def test_the_intermediate_key_stays_in_the_secondary_store(pair: Pair) -> None:
+async def test_the_intermediate_key_stays_in_the_secondary_store(pair: CaPair) -> None:
     roots, _ = await pair.fed.roots()
     await pair.fed.sync(roots)
     intermediate = pair.secondary.certs.intermediate
@@ -108,7 +66,7 @@ async def test_the_intermediate_key_stays_in_the_secondary_store(pair: Pair) -> 
 
 
 async def test_a_rotation_in_the_primary_moves_the_secondary_to_a_new_intermediate(
-    pair: Pair, tmp_path: Path
+    pair: CaPair, tmp_path: Path
 ) -> None:
     roots, _ = await pair.fed.roots()
     await pair.fed.sync(roots)
@@ -144,7 +102,7 @@ async def test_a_rotation_in_the_primary_moves_the_secondary_to_a_new_intermedia
 
 
 async def test_the_secondary_refuses_to_rotate_and_the_primary_refuses_to_follow(
-    pair: Pair, tmp_path: Path
+    pair: CaPair, tmp_path: Path
 ) -> None:
     from loom.domain.fields import ValidationError
 
@@ -157,7 +115,7 @@ async def test_the_secondary_refuses_to_rotate_and_the_primary_refuses_to_follow
 
 
 async def test_an_answer_signed_for_another_key_is_refused_and_nothing_stored(
-    pair: Pair,
+    pair: CaPair,
 ) -> None:
     honest = pair.fed.call
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.support.federation import federated, until_blocking
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, acl_flags
 
 MANAGEMENT = str(uuid.uuid4())
 M = {"X-Consul-Token": MANAGEMENT}
@@ -20,7 +20,7 @@ M = {"X-Consul-Token": MANAGEMENT}
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    acl = ["--acl-default-policy", "deny", "--acl-initial-management-token", MANAGEMENT]
+    acl = acl_flags(MANAGEMENT)
     with federated(("dc1", "dc2"), *acl, replication_token=MANAGEMENT, headers=M) as (dc1, dc2):
         yield dc1, dc2
 

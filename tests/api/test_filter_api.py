@@ -258,10 +258,9 @@ def test_every_field_an_endpoint_answers_is_one_its_filter_can_select(loom_serve
 
 
 def test_a_filter_sees_only_what_the_token_may_read_and_acl_marking_ignores_it() -> None:
-    from tests.support.server import start_server
+    from tests.support.server import acl_server
 
-    server = start_server("--acl-default-policy", "deny")
-    try:
+    with acl_server() as server:
         mgmt = {"X-Consul-Token": server.put("/v1/acl/bootstrap")["SecretID"]}
         for name in ("web", "db"):
             body = {"Name": name, "Port": 80, "Meta": {"env": "prod"}}
@@ -283,5 +282,3 @@ def test_a_filter_sees_only_what_the_token_may_read_and_acl_marking_ignores_it()
         query = urllib.parse.urlencode({"filter": "Service == db"})
         _, body, _ = server.request("GET", f"/v1/agent/services?{query}", None, mgmt)
         assert set(body) == {"db"}
-    finally:
-        server.stop()

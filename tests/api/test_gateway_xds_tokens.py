@@ -14,7 +14,7 @@ import pytest
 
 from loom.xds.translate.names import TYPE_CLUSTER
 from tests.api.test_xds_tokens import Stream, refused
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 MGMT = {"X-Consul-Token": ROOT}
@@ -39,13 +39,10 @@ def token_for(server: ServerProcess, name: str) -> str:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    s = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as s:
         web = {"Name": "web", "Port": 8080, "Connect": {"SidecarService": {}}}
         assert s.request("PUT", "/v1/agent/service/register", web, MGMT)[0] == 200
         yield s
-    finally:
-        s.stop()
 
 
 def test_registering_a_gateway_needs_write_on_its_name(server: ServerProcess) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 import consul
 import pytest
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess
+from tests.support.server import acl_server as running_acl_server
 
 LEGACY = {"SourceName": "web", "DestinationName": "db", "SourceType": "consul", "Action": "allow"}
 L7 = {"Permissions": [{"Action": "allow", "HTTP": {"PathPrefix": "/api"}}]}
@@ -157,9 +158,8 @@ ROOT = str(uuid.uuid4())
 
 @pytest.fixture(scope="module")
 def acl_server() -> Iterator[tuple[ServerProcess, str, str]]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
     mgmt = {"X-Consul-Token": ROOT}
-    try:
+    with running_acl_server(ROOT) as server:
         rules = 'service "a" { policy = "write" intentions = "write" }\n'
         assert server.request("PUT", "/v1/acl/policy", {"Name": "a", "Rules": rules}, mgmt)[0] == 200
         _, token, _ = server.request("PUT", "/v1/acl/token", {"Policies": [{"Name": "a"}]}, mgmt)
@@ -167,8 +167,6 @@ def acl_server() -> Iterator[tuple[ServerProcess, str, str]]:
             "POST", "/v1/connect/intentions", {**LEGACY, "DestinationName": "b"}, mgmt
         )
         yield server, token["SecretID"], on_b["ID"]
-    finally:
-        server.stop()
 
 
 def test_an_intention_on_b_by_id_is_refused_to_a_token_for_a(acl_server) -> None:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 ROOT = str(uuid.uuid4())
 ANONYMOUS = "00000000-0000-0000-0000-000000000002"
@@ -70,11 +70,8 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup() -> Iterator[Setup]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Setup(server)
-    finally:
-        server.stop()
 
 
 def test_no_token_creates_no_named_query(setup: Setup) -> None:

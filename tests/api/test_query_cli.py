@@ -10,7 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 
 def loom(server: ServerProcess, *args: str, token: str = "") -> subprocess.CompletedProcess[str]:
@@ -85,8 +85,7 @@ def test_usage_errors_are_exit_2_and_reach_no_server(loom_server: ServerProcess)
 
 def test_a_token_without_query_write_creates_and_deletes_nothing(tmp_path: Path) -> None:
     root = str(uuid.uuid4())
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", root)
-    try:
+    with acl_server(root) as server:
         qid = ok(server, "create", "--name", "guarded", "--service", "db", token=root).strip()
         policy = {"Name": "read-only", "Rules": 'query_prefix "" { policy = "read" }'}
         server.request("PUT", "/v1/acl/policy", policy, {"X-Consul-Token": root})
@@ -100,5 +99,3 @@ def test_a_token_without_query_write_creates_and_deletes_nothing(tmp_path: Path)
             assert gone.returncode == 1 and said in gone.stderr, gone.stderr
         [kept] = json.loads(ok(server, "list", "-format=json", token=root))
         assert kept["ID"] == qid
-    finally:
-        server.stop()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tests.support.federation import federated, until_blocking
-from tests.support.server import ServerProcess
+from tests.support.server import ServerProcess, acl_flags
 
 MANAGEMENT = str(uuid.uuid4())
 M = {"X-Consul-Token": MANAGEMENT}
@@ -48,7 +48,7 @@ def _token(fed: Fed, name: str, rules: str, datacenters: list[str], local: bool)
 
 @pytest.fixture(scope="module")
 def fed() -> Iterator[Fed]:
-    acl = ["--acl-default-policy", "deny", "--acl-initial-management-token", MANAGEMENT]
+    acl = acl_flags(MANAGEMENT)
     with federated(("dc1", "dc2"), *acl, replication_token=MANAGEMENT, headers=M) as (dc1, dc2):
         f = Fed(dc1, dc2)
         _ok(dc2, "PUT", "/v1/catalog/register", {

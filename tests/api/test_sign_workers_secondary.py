@@ -12,13 +12,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store
@@ -26,59 +23,15 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from loom.ca.csr import build_csr, new_key, read_csr
 from loom.ca.errors import CaNotInitialized
 from loom.ca.spiffe import SpiffeId
-from loom.control.fedca import FederatedCa
-from loom.control.state import ServerSettings, State
-from loom.server.http import build_app
+from tests.support.federation import CaPair, federated_ca
 from tests.support.pki import ScratchCA
 
 
-@dataclass
-class Pair:
-    primary: State
-    secondary: State
-    fed: FederatedCa
-
-
 @pytest.fixture
-async def pair() -> AsyncIterator[Pair]:
-    primary = State(ServerSettings(http_addrs=(), grpc_addrs=(), datacenter="dc1"))
-    secondary = State(
-        ServerSettings(
-            http_addrs=(),
-            grpc_addrs=(),
-            datacenter="dc2",
-            primary_datacenter="dc1",
-            ca_sign_workers=2,
-        )
-    )
-    await primary.start()
-    await secondary.start()
-    runner = web.AppRunner(build_app(primary))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    session = aiohttp.ClientSession()
-
-    async def call(
-        method: str, path: str, query: dict[str, str] | None, body: bytes | None, timeout: float
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        async with session.request(
-            method, url + path, params=query, data=body, timeout=aiohttp.ClientTimeout(timeout)
-        ) as resp:
-            return resp.status, dict(resp.headers), await resp.read()
-
-    fed = FederatedCa(
-        secondary.certs, secondary.store, secondary.lock, call, lambda: dt.datetime.now(dt.UTC)
-    )
-    try:
-        assert await secondary.certs.workers_started() == 2
-        yield Pair(primary, secondary, fed)
-    finally:
-        await session.close()
-        await runner.cleanup()
-        await secondary.close()
-        await primary.close()
+async def pair() -> AsyncIterator[CaPair]:
+    async with federated_ca(ca_sign_workers=2) as found:
+        assert await found.secondary.certs.workers_started() == 2
+        yield found
 
 
 def _chain(leaf_pem: str, *trusted_pem: str) -> list[x509.Certificate]:
@@ -90,7 +43,7 @@ def _chain(leaf_pem: str, *trusted_pem: str) -> list[x509.Certificate]:
     return list(verifier.verify(certs[0], certs[1:]).chain)
 
 
-async def _sign(pair: Pair, service: str, caplog: pytest.LogCaptureFixture) -> str:
+async def _sign(pair: CaPair, service: str, caplog: pytest.LogCaptureFixture) -> str:
     certs = pair.secondary.certs
     identity = SpiffeId.of(certs.trust_domain, "default", "dc2", service)
     caplog.clear()
@@ -102,7 +55,7 @@ async def _sign(pair: Pair, service: str, caplog: pytest.LogCaptureFixture) -> s
 
 
 async def test_a_secondary_s_workers_sign_nothing_until_it_has_an_intermediate(
-    pair: Pair,
+    pair: CaPair,
 ) -> None:
     certs = pair.secondary.certs
     identity = SpiffeId.of(certs.local_roots()[0].trust_domain, "default", "dc2", "web")
@@ -111,7 +64,7 @@ async def test_a_secondary_s_workers_sign_nothing_until_it_has_an_intermediate(
 
 
 async def test_a_secondary_s_worker_signs_with_its_intermediate_under_the_primary_s_root(
-    pair: Pair, caplog: pytest.LogCaptureFixture
+    pair: CaPair, caplog: pytest.LogCaptureFixture
 ) -> None:
     roots, _ = await pair.fed.roots()
     assert await pair.fed.sync(roots)
@@ -128,7 +81,7 @@ async def test_a_secondary_s_worker_signs_with_its_intermediate_under_the_primar
 
 
 async def test_after_a_rotation_in_the_primary_a_secondary_s_workers_use_the_new_intermediate(
-    pair: Pair, caplog: pytest.LogCaptureFixture, tmp_path: Path
+    pair: CaPair, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     roots, _ = await pair.fed.roots()
     await pair.fed.sync(roots)

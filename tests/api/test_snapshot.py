@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.etcd import EtcdProcess, etcd_missing_reason
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server, start_server
 
 
 def loom(*args: str, addr: str) -> subprocess.CompletedProcess[str]:
@@ -169,8 +169,7 @@ def test_a_bad_snapshot_is_a_400_naming_the_problem_and_changes_nothing(
 
 def test_with_acls_on_a_snapshot_needs_a_management_token() -> None:
     secret = str(uuid.uuid4())
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", secret)
-    try:
+    with acl_server(secret) as server:
         assert raw_get(server, "/v1/snapshot")[0] == 403
         assert server.request("PUT", "/v1/snapshot", b"x")[0] == 403
         status, blob, _ = raw_get(server, "/v1/snapshot", token=secret)
@@ -181,8 +180,6 @@ def test_with_acls_on_a_snapshot_needs_a_management_token() -> None:
         )
         assert status == 200, text
         assert raw_get(server, "/v1/acl/token/self", token=secret)[0] == 200
-    finally:
-        server.stop()
 
 
 async def test_a_restore_pushes_the_restored_configuration_to_connected_proxies() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import consul
 import pytest
 
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 
 def _client(server: ServerProcess, token: str | None = None) -> consul.Consul:
@@ -166,11 +166,8 @@ class Acl:
 
 @pytest.fixture(scope="module")
 def acl() -> Iterator[Acl]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Acl(server)
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("token", [None, "garbage", "web"])

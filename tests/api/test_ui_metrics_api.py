@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.mesh import free_port, wait_for
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server, start_server
 
 ROOT = str(uuid.uuid4())
 PATH = "/v1/loom/ui/metrics"
@@ -62,13 +62,9 @@ def ready(addr: str) -> bool:
 
 @pytest.fixture(scope="module")
 def server(prometheus: str) -> Iterator[ServerProcess]:
-    s = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT,
-                     "--ui-metrics-provider", "prometheus",
-                     "--ui-metrics-url", f"http://{prometheus}")  # fmt: skip
-    try:
+    metrics = ("--ui-metrics-provider", "prometheus", "--ui-metrics-url", f"http://{prometheus}")
+    with acl_server(ROOT, *metrics) as s:
         yield s
-    finally:
-        s.stop()
 
 
 @needs_prometheus

@@ -15,19 +15,15 @@ from loom.control.state import ServerSettings, State
 from loom.domain.federation import FederationState
 from loom.server import wan
 from loom.store import Store
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 MANAGEMENT = "6f1a1c1e-3c43-4b8a-9d59-5b0b7a1f0c11"
 
 
 @pytest.fixture(scope="module")
 def dc2() -> Iterator[ServerProcess]:
-    server = start_server(
-        "--datacenter", "dc2", "--acl-default-policy", "deny",
-        "--acl-initial-management-token", MANAGEMENT,
-    )  # fmt: skip
-    yield server
-    server.stop()
+    with acl_server(MANAGEMENT, "--datacenter", "dc2") as server:
+        yield server
 
 
 @pytest.fixture

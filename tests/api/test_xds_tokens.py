@@ -23,7 +23,7 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_LISTENER, TYPE_SECRET
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server, start_server
 
 ROOT = str(uuid.uuid4())
 RULES = """
@@ -65,11 +65,8 @@ class Mesh:
 
 @pytest.fixture(scope="module")
 def mesh() -> Iterator[Mesh]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with acl_server(ROOT) as server:
         yield Mesh(server)
-    finally:
-        server.stop()
 
 
 class Stream:

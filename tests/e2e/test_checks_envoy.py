@@ -8,51 +8,20 @@ each a bounded poll of the real thing.
 
 from __future__ import annotations
 
-import http.server
 import socket
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.support.appmesh import AppMesh
 from tests.support.leaks import hand_over
 from tests.support.mesh import Proc, curl, envoy_admin, free_port, start_dataplane, wait_for
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import start_server
 
 pytestmark = pytest.mark.envoy
-
-
-class App:
-    """The ``api`` app: answers traffic and ``/health`` with the code the test sets."""
-
-    def __init__(self) -> None:
-        app = self
-        self.health = 200
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                code = app.health if self.path == "/health" else 200
-                body = b"api\n"
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
 
 
 class Port:
@@ -92,34 +61,24 @@ class Port:
             self.thread = None
 
 
-class Mesh:
+class Mesh(AppMesh):
+    """``api-1`` with an HTTP and a TCP check; ``web``'s sidecar has ``api`` upstream on
+    ``upstream``."""
+
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.server: ServerProcess = start_server()
-        self.app = App()
+        super().__init__(tmp, start_server())
         self.tcp = Port()
         self.tcp.open()
-        self.api_sidecar = free_port()
         self.upstream = free_port()
-        self.procs: list[Proc] = []
-
-    def dataplane(self, proxy_id: str) -> Proc:
-        proc = start_dataplane(self.tmp, proxy_id, self.server.http, self.server.grpc)
-        self.procs.append(proc)
-        hand_over(proc.p.pid)
-        return proc
 
     def close(self) -> None:
-        for p in reversed(self.procs):
-            p.stop()
-        self.app.close()
+        super().close()
         self.tcp.close()
-        self.server.stop()
 
     def endpoint_in_envoy(self) -> bool:
         web = self.procs[1].work
         assert web is not None
-        return f"::127.0.0.1:{self.api_sidecar}::" in envoy_admin(web, "/clusters")
+        return f"::127.0.0.1:{self.sidecar_port}::" in envoy_admin(web, "/clusters")
 
     def connect_health(self) -> list[str]:
         return [e["Service"]["ID"] for e in self.server.get("/v1/health/connect/api?passing=1")]
@@ -129,16 +88,8 @@ class Mesh:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     m = Mesh(tmp_path_factory.mktemp("checks"))
     try:
-        s = m.server
-        s.put("/v1/agent/service/register", {
-            "Name": "api", "ID": "api-1", "Port": m.app.port,
-            "Checks": [
-                {"CheckID": "api-http", "HTTP": f"http://127.0.0.1:{m.app.port}/health",
-                 "Interval": "1s"},
-                {"CheckID": "api-tcp", "TCP": f"127.0.0.1:{m.tcp.port}", "Interval": "1s"},
-            ],
-            "Connect": {"SidecarService": {"Port": m.api_sidecar}}})  # fmt: skip
-        s.put("/v1/agent/service/register", {
+        m.register_api({"CheckID": "api-tcp", "TCP": f"127.0.0.1:{m.tcp.port}", "Interval": "1s"})
+        m.server.put("/v1/agent/service/register", {
             "Name": "web", "Port": free_port(), "Connect": {"SidecarService": {"Proxy": {
                 "Upstreams": [{"DestinationName": "api", "LocalBindPort": m.upstream}]}}}})  # fmt: skip
         m.dataplane("api-1-sidecar-proxy")
@@ -154,7 +105,7 @@ def test_the_sidecars_default_checks_pass_once_envoy_listens(mesh: Mesh) -> None
     checks = mesh.server.get("/v1/agent/checks")
     listening = checks["service:api-1-sidecar-proxy:1"]
     assert listening["Name"] == "Connect Sidecar Listening"
-    assert listening["Output"] == f"TCP connect 127.0.0.1:{mesh.api_sidecar}: Success"
+    assert listening["Output"] == f"TCP connect 127.0.0.1:{mesh.sidecar_port}: Success"
     aliasing = checks["service:api-1-sidecar-proxy:2"]
     assert (aliasing["Name"], aliasing["Status"]) == ("Connect Sidecar Aliasing api-1", "passing")
     assert mesh.connect_health() == ["api-1-sidecar-proxy"]

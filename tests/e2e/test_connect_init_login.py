@@ -28,7 +28,7 @@ from loom.inject.registration import service_registrations
 from loom.k8s.manifests import load_documents, pod_templates
 from tests.api.test_acl_kubernetes_login import METHOD, ROOT, Cluster, sa_jwt
 from tests.support.kube_standin import KubeStandIn, authenticated
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 from tests.unit.inject.golden_cases import CASE_DIR
 
 POD = "static-server-7d9f"
@@ -51,11 +51,10 @@ def register_seed_pod(server: ServerProcess, root: str = ROOT) -> None:
 def cluster() -> Iterator[Cluster]:
     reviewer = sa_jwt("loom", "loom-auth-method")
     kube = KubeStandIn(reviewer)
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
     try:
-        yield Cluster(server, kube, reviewer)
+        with acl_server(ROOT) as server:
+            yield Cluster(server, kube, reviewer)
     finally:
-        server.stop()
         kube.close()
 
 

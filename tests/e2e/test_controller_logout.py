@@ -21,7 +21,7 @@ import pytest
 from tests.api.test_acl_kubernetes_login import METHOD, ROOT, Cluster, sa_jwt
 from tests.e2e.test_controller import FakeKubeApi, kube_api, kubeconfig, wait_for
 from tests.support.kube_standin import KubeStandIn, authenticated
-from tests.support.server import start_server
+from tests.support.server import acl_server
 from tests.unit.inject.test_controller import injected_pod
 
 __all__ = ["kube_api"]  # the fixture, used by name
@@ -31,11 +31,10 @@ __all__ = ["kube_api"]  # the fixture, used by name
 def cluster() -> Iterator[Cluster]:
     reviewer = sa_jwt("loom", "loom-auth-method")
     kube = KubeStandIn(reviewer)
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
     try:
-        yield Cluster(server, kube, reviewer)
+        with acl_server(ROOT) as server:
+            yield Cluster(server, kube, reviewer)
     finally:
-        server.stop()
         kube.close()
 
 

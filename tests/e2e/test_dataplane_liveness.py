@@ -17,11 +17,9 @@ has been declared gone (one deadline has then passed).
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,8 +28,9 @@ from typing import Any
 import pytest
 
 from loom.domain.liveness import GONE_PREFIX
+from tests.support.appmesh import AppMesh
 from tests.support.leaks import hand_over
-from tests.support.mesh import Proc, free_port, start_dataplane, wait_for
+from tests.support.mesh import Proc, free_port, wait_for
 from tests.support.server import ServerProcess
 
 pytestmark = pytest.mark.envoy
@@ -40,49 +39,25 @@ PROXY = "api-1-sidecar-proxy"
 WITNESS = "witness-sidecar-proxy"
 
 
-class App:
-    """The app ``api``: answers its ``/health`` with 200."""
-
-    def __init__(self) -> None:
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Length", "3")
-                self.end_headers()
-                self.wfile.write(b"ok\n")
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
 def envoy_pid(work: Path) -> int | None:
     out = subprocess.run(["pgrep", "-f", "--", f"--log-path {work}/envoy.log"],
                          capture_output=True, text=True).stdout.split()  # fmt: skip
     return int(out[0]) if out else None
 
 
-class Mesh:
+class Mesh(AppMesh):
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
         self.data = tmp / "data"
-        self.server = ServerProcess(self._args("127.0.0.1:0", "127.0.0.1:0")).start()
-        self.app = App()
-        self.sidecar_port = free_port()
-        self.dp: Proc | None = None
+        super().__init__(tmp, ServerProcess(self._args("127.0.0.1:0", "127.0.0.1:0")).start())
 
     def _args(self, http: str, grpc: str) -> list[str]:
         return ["--data-dir", str(self.data), "--http-addr", http, "--grpc-addr", grpc,
                 "--dataplane-deadline", "3"]  # fmt: skip
+
+    @property
+    def dp(self) -> Proc | None:
+        """The dataplane started last."""
+        return self.procs[-1] if self.procs else None
 
     def restart_server(self) -> None:
         http, grpc = self.server.http, self.server.grpc
@@ -92,9 +67,7 @@ class Mesh:
         hand_over(self.server.proc.pid)
 
     def start_dataplane(self) -> Proc:
-        self.dp = start_dataplane(self.tmp, PROXY, self.server.http, self.server.grpc)
-        hand_over(self.dp.p.pid)
-        return self.dp
+        return self.dataplane(PROXY)
 
     def kill_dataplane(self) -> None:
         """SIGKILL the dataplane and then its Envoy (its own session: it would outlive it)."""
@@ -103,12 +76,6 @@ class Mesh:
         self.dp.stop(signal.SIGKILL)
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
-
-    def close(self) -> None:
-        if self.dp is not None:
-            self.dp.stop()
-        self.app.close()
-        self.server.stop()
 
     def watch(self, path: str, until: Callable[[Any], bool], each: Callable[[Any], None],
               timeout: float = 30) -> Any:  # fmt: skip
@@ -146,11 +113,7 @@ class Mesh:
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     m = Mesh(tmp_path_factory.mktemp("liveness"))
     try:
-        m.server.put("/v1/agent/service/register", {
-            "Name": "api", "ID": "api-1", "Port": m.app.port,
-            "Check": {"CheckID": "api-http", "HTTP": f"http://127.0.0.1:{m.app.port}/health",
-                      "Interval": "1s"},
-            "Connect": {"SidecarService": {"Port": m.sidecar_port}}})  # fmt: skip
+        m.register_api()
         m.server.put("/v1/agent/service/register", {
             "Name": "witness", "Port": free_port(), "Connect": {"SidecarService": {}},
             "Check": {"TCP": "127.0.0.1:1", "Interval": "10s", "Status": "passing"}})  # fmt: skip
@@ -170,7 +133,10 @@ def _no_gone_check(checks: Any) -> None:
 
 def test_an_envoy_restart_alone_turns_nothing_critical(mesh: Mesh) -> None:
     assert mesh.dp is not None and mesh.dp.work is not None
-    work = mesh.dp.work
+    work, dp = mesh.dp.work, mesh.dp
+    # An Envoy killed before it was first ready ends the dataplane (a start that failed),
+    # which is not the case here: the api's check passing does not wait for Envoy.
+    wait_for(lambda: "Envoy ready for proxy" in dp.output(), 30, "the dataplane's Envoy ready")
     before = wait_for(lambda: envoy_pid(work), 10, "Envoy's pid")
     mesh.beat_witness()
     os.kill(before, signal.SIGKILL)

@@ -12,10 +12,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from loom.api.watching import WatchPolicy
 from tests.e2e.test_dns_cli import DIG, DNSMASQ, dig, serving
+from tests.support.federation import until_blocking
 from tests.support.mesh import free_udp_tcp_port as free_port
 from tests.support.server import ServerProcess
 
@@ -60,14 +63,27 @@ def answers(port: int, name: str, qtype: str = "A") -> list[tuple[int, str]]:
     return [(int(f[1]), " ".join(f[4:])) for f in (line.split() for line in out.splitlines()) if f]
 
 
-def until(check: Callable[[], bool], tries: int = 200) -> None:
-    """The proxy follows the table with its own blocking query: ask until it has caught up
-    (each try is a real query, answered at once)."""
-    for _ in range(tries):
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError("the proxy never answered as expected")
+def in_table(server: ServerProcess, wanted: dict[str, list[str]]) -> None:
+    """Blocking queries on the server's name table until each named query answers exactly
+    these addresses (in any order): the table the proxy's own watch gets next."""
+
+    def holds(table: dict[str, Any]) -> bool:
+        found = {q["Name"]: sorted(i["Address"] for i in q["Instances"])
+                 for q in table.get("Queries", []) if "Name" in q}  # fmt: skip
+        return all(found.get(name) == sorted(addrs) for name, addrs in wanted.items())
+
+    until_blocking(server, "/v1/loom/dns-table", holds)
+
+
+def caught_up(check: Callable[[], bool], seconds: float = 5.0) -> None:
+    """After ``in_table``: the proxy's watch gets that table from its own blocking query,
+    woken by the same change; until that answer is in, the proxy still has the table before.
+    Bounded tries, each a real query, paced by the watch's own least interval between two
+    requests (the proxy exposes no table index to wait on)."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "the proxy never answered as the server's table says"
+        time.sleep(WatchPolicy().min_interval)
 
 
 def test_dig_gets_a_querys_instances_by_name_and_id_with_its_ttl(
@@ -79,7 +95,8 @@ def test_dig_gets_a_querys_instances_by_name_and_id_with_its_ttl(
     qid = server.request("POST", "/v1/query", {"Name": "gq-pass", "DNS": {"TTL": "7s"},
                          "Service": {"Service": "gq", "OnlyPassing": True}})[1]["ID"]  # fmt: skip
     server.request("POST", "/v1/query", {"Name": "gq-all", "Service": {"Service": "gq"}})
-    until(lambda: answers(port, "gq-pass.query.consul") != [])
+    in_table(server, {"gq-pass": ["10.9.0.1"], "gq-all": ["10.9.0.1", "10.9.0.2"]})
+    caught_up(lambda: len(answers(port, "gq-all.query.consul")) == 2)  # the later query
     assert answers(port, "gq-pass.query.consul") == [(7, "10.9.0.1")]
     assert answers(port, "GQ-Pass.query.dc1.consul.") == [(7, "10.9.0.1")]
     assert answers(port, f"{qid}.query.consul") == [(7, "10.9.0.1")]
@@ -116,11 +133,15 @@ def test_a_check_going_critical_takes_the_instance_out_of_an_only_passing_answer
     def addresses() -> list[str]:
         return sorted(d for _, d in answers(port, "gq-pass.query.consul"))
 
-    until(lambda: addresses() == ["10.9.0.1", "10.9.0.2"])
+    both, one = ["10.9.0.1", "10.9.0.2"], ["10.9.0.1"]
+    in_table(server, {"gq-pass": both})
+    caught_up(lambda: addresses() == both)
     register(server, "n2", "10.9.0.2", "gq-2", 7001, [], "critical")
-    until(lambda: addresses() == ["10.9.0.1"])
+    in_table(server, {"gq-pass": one})
+    caught_up(lambda: addresses() == one)
     register(server, "n2", "10.9.0.2", "gq-2", 7001, [], "passing")
-    until(lambda: addresses() == ["10.9.0.1", "10.9.0.2"])
+    in_table(server, {"gq-pass": both})
+    caught_up(lambda: addresses() == both)
 
 
 def test_a_template_answers_the_names_it_renders_for(proxy: tuple[ServerProcess, int]) -> None:
@@ -129,7 +150,8 @@ def test_a_template_answers_the_names_it_renders_for(proxy: tuple[ServerProcess,
     register(server, "n2", "10.9.0.2", "gq-2", 7001, ["replica"], "passing")
     server.request("POST", "/v1/query", {"Name": "gq-", "Template": {"Type": "name_prefix_match"},
                    "Service": {"Service": "gq", "Tags": ["${name.suffix}"]}})  # fmt: skip
-    until(lambda: answers(port, "gq-replica.query.consul") != [])
+    in_table(server, {"gq-replica": ["10.9.0.2"], "gq-primary": ["10.9.0.1"]})
+    caught_up(lambda: answers(port, "gq-replica.query.consul") != [])
     assert [d for _, d in answers(port, "gq-replica.query.consul")] == ["10.9.0.2"]
     assert [d for _, d in answers(port, "gq-primary.query.consul")] == ["10.9.0.1"]
     assert "status: NXDOMAIN" in dig(port, "gq-canary.query.consul", "A")  # renders, finds none
@@ -147,7 +169,9 @@ def test_a_near_agent_query_answers_the_servers_node_first_every_time(
     server.request("POST", "/v1/query", {"Name": "near", "Service": {"Service": "gq",
                    "Near": "_agent"}})  # fmt: skip
     server.request("POST", "/v1/query", {"Name": "plain", "Service": {"Service": "gq"}})
-    until(lambda: len(answers(port, "near.query.consul")) == 3)
+    three = ["10.9.0.1", "10.9.0.3", agent_address]
+    in_table(server, {"near": three, "plain": three})
+    caught_up(lambda: len(answers(port, "plain.query.consul")) == 3)  # the later query
     firsts = {answers(port, "near.query.consul")[0][1] for _ in range(3)}
     assert firsts == {agent_address}  # never rotated away
     rotated = {answers(port, "plain.query.consul")[0][1] for _ in range(3)}

@@ -43,7 +43,7 @@ from tests.support.mesh import (
     wait_for,
 )
 from tests.support.pki import ScratchCA
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_flags, start_server
 
 ROOT = str(uuid.uuid4())
 SIGN = "/v1/internal/connect/ca/sign-intermediate"
@@ -61,10 +61,7 @@ class Federation:
             raise
 
     def _start(self) -> None:
-        self.dc1 = start_server(
-            "--datacenter", "dc1", "--acl-default-policy", "deny",
-            "--acl-initial-management-token", ROOT,
-        )  # fmt: skip
+        self.dc1 = start_server("--datacenter", "dc1", *acl_flags(ROOT))
         self.servers.append(self.dc1)
         self.replication = self._token("replication", 'operator = "write"')
         self.service_token = self._token("web", 'service "web" { policy = "write" }')

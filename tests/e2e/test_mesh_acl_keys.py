@@ -32,7 +32,7 @@ from tests.support.mesh import (
     start_echo,
     wait_for,
 )
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_flags, start_server
 
 pytestmark = pytest.mark.envoy
 ROOT = str(uuid.uuid4())
@@ -43,10 +43,7 @@ INTENTION = "/v1/connect/intentions/exact?source=static-client&destination=stati
 class Mesh:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.server: ServerProcess = start_server(
-            "--acl-default-policy", "deny", "--acl-initial-management-token", ROOT,
-            "--leaf-ttl", "8",
-        )  # fmt: skip
+        self.server: ServerProcess = start_server(*acl_flags(ROOT), "--leaf-ttl", "8")
         self.procs: list[Proc] = []
         self.upstream_port = free_port()
         self.server_sidecar = free_port()

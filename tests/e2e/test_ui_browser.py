@@ -19,7 +19,8 @@ import pytest
 from tests.e2e.test_mesh_loopback import Mesh
 from tests.support.browser import Browser, browser_missing, drawn_fraction
 from tests.support.mesh import curl, start_echo, wait_for
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess
+from tests.support.server import acl_server as running_acl_server
 
 MISSING = browser_missing()
 pytestmark = [pytest.mark.envoy, pytest.mark.skipif(MISSING is not None, reason=MISSING or "")]
@@ -181,16 +182,13 @@ ROOT = "5b0b3f4e-3c2a-4d7e-9a51-0c1f7f3e2a10"
 
 @pytest.fixture(scope="module")
 def acl_server() -> Iterator[ServerProcess]:
-    s = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    try:
+    with running_acl_server(ROOT) as s:
         status, _, _ = s.request(
             "PUT", "/v1/agent/service/register", {"Name": "vault-ish", "Port": 8200},
             {"X-Consul-Token": ROOT},
         )  # fmt: skip
         assert status == 200
         yield s
-    finally:
-        s.stop()
 
 
 def test_a_token_logged_in_is_kept_for_the_tab_and_sent_as_x_consul_token(

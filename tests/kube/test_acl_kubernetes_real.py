@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support.kubeapi import KubeApi, requires_kube, start_kube
-from tests.support.server import ServerProcess, start_server
+from tests.support.server import ServerProcess, acl_server
 
 pytestmark = requires_kube
 ROOT = str(uuid.uuid4())
@@ -56,7 +56,6 @@ def kube() -> Iterator[KubeApi]:
 
 @pytest.fixture
 def server(kube: KubeApi) -> Iterator[ServerProcess]:
-    server = start_server("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
     mgmt = {"X-Consul-Token": ROOT}
     method = {
         "Name": METHOD,
@@ -67,13 +66,11 @@ def server(kube: KubeApi) -> Iterator[ServerProcess]:
             "ServiceAccountJWT": kube.sa_token("loom-auth-method"),
         },
     }
-    try:
+    with acl_server(ROOT) as server:
         assert server.request("PUT", "/v1/acl/auth-method", method, mgmt)[0] == 200
         rule = {"AuthMethod": METHOD, "BindType": "service", "BindName": "${serviceaccount.name}"}
         assert server.request("PUT", "/v1/acl/binding-rule", rule, mgmt)[0] == 200
         yield server
-    finally:
-        server.stop()
 
 
 def _login(server: ServerProcess, jwt: str) -> tuple[int, Any]:

@@ -1,13 +1,22 @@
-"""Helpers for tests of several datacenters: real ``loom server`` processes on loopback."""
+"""Helpers for tests of several datacenters: real ``loom server`` processes on loopback, and
+a primary ``State`` serving a secondary's federated CA in-process (``federated_ca``)."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+from aiohttp import web
+
+from loom.control.fedca import FederatedCa
+from loom.control.state import ServerSettings, State
+from loom.server.http import build_app
 from tests.support.server import ServerProcess, start_server
 
 Doc = dict[str, Any]
@@ -106,4 +115,66 @@ def federated(
             server.stop()
 
 
-__all__ = ["federated", "known", "names_all", "until_blocking", "until_states"]
+@dataclass
+class CaPair:
+    """dc1's ``State`` (served over HTTP), dc2's, and dc2's ``FederatedCa`` asking dc1."""
+
+    primary: State
+    secondary: State
+    fed: FederatedCa
+
+
+@contextlib.asynccontextmanager
+async def federated_ca(ca_sign_workers: int = 0) -> AsyncIterator[CaPair]:
+    """A primary ``State`` (dc1) whose aiohttp app is served on loopback, and a secondary
+    (dc2, ``ca_sign_workers`` signing processes) whose ``FederatedCa`` calls it as
+    ``loom.server.wan.call`` would; the secondary has no intermediate until the test syncs.
+    Everything is closed afterwards."""
+    primary = State(ServerSettings(http_addrs=(), grpc_addrs=(), datacenter="dc1"))
+    secondary = State(
+        ServerSettings(
+            http_addrs=(),
+            grpc_addrs=(),
+            datacenter="dc2",
+            primary_datacenter="dc1",
+            ca_sign_workers=ca_sign_workers,
+        )
+    )
+    await primary.start()
+    await secondary.start()
+    runner = web.AppRunner(build_app(primary))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    session = aiohttp.ClientSession()
+
+    async def call(
+        method: str, path: str, query: dict[str, str] | None, body: bytes | None, timeout: float
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        async with session.request(
+            method, url + path, params=query, data=body, timeout=aiohttp.ClientTimeout(timeout)
+        ) as resp:
+            return resp.status, dict(resp.headers), await resp.read()
+
+    fed = FederatedCa(
+        secondary.certs, secondary.store, secondary.lock, call, lambda: dt.datetime.now(dt.UTC)
+    )
+    try:
+        yield CaPair(primary, secondary, fed)
+    finally:
+        await session.close()
+        await runner.cleanup()
+        await secondary.close()
+        await primary.close()
+
+
+__all__ = [
+    "CaPair",
+    "federated",
+    "federated_ca",
+    "known",
+    "names_all",
+    "until_blocking",
+    "until_states",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +156,23 @@ def start_server(
     return ServerProcess(
         [*store, *api, "--grpc-addr", "127.0.0.1:0", *extra], trust=trust, identity=identity
     ).start()
+
+
+def acl_flags(management: str = "") -> list[str]:
+    """ACLs on, default deny; with ``management``, that secret is the initial management
+    token (without, the test bootstraps one through ``PUT /v1/acl/bootstrap``)."""
+    token = ["--acl-initial-management-token", management] if management else []
+    return ["--acl-default-policy", "deny", *token]
+
+
+@contextlib.contextmanager
+def acl_server(
+    management: str = "", *extra: str, data_dir: Path | None = None
+) -> Iterator[ServerProcess]:
+    """A real server with ``acl_flags(management)`` and ``extra``, stopped when the block
+    ends (also when it fails)."""
+    server = start_server(*acl_flags(management), *extra, data_dir=data_dir)
+    try:
+        yield server
+    finally:
+        server.stop()

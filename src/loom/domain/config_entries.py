@@ -39,10 +39,10 @@ from loom.domain.fields import (
     check_namespace,
 )
 from loom.domain.intentions import ALLOW, DENY
+from loom.domain.proxies import mesh_gateway_mode
 from loom.domain.records import TransparentProxySettings
 from loom.domain.resolver import FIELDS as RESOLVER_FIELDS
 from loom.domain.resolver import decode_resolver
-from loom.domain.services import mesh_gateway_mode
 
 __all__ = [
     "EXTERNAL_SERVICE", "KINDS", "MESH", "PROXY_DEFAULTS", "SERVICE_DEFAULTS",

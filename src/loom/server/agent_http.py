@@ -27,8 +27,9 @@ from loom.control.errors import NotFound
 from loom.control.selfreg import is_server_service
 from loom.control.state import State
 from loom.server import hostinfo, views
+from loom.server.acl_reads import visible
 from loom.server.blocking import WATCHERS, park, shutting_down, timeout_of
-from loom.server.guard import authorizer, visible
+from loom.server.guard import authorizer
 from loom.store.tables import CATALOG_TABLES
 
 Doc = dict[str, Any]

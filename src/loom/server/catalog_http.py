@@ -4,7 +4,7 @@
 ``/v1/catalog/connect/:service``, ``/v1/catalog/gateway-services/:gateway``,
 ``/v1/health/node/:node`` and ``/v1/health/state/:state``, in Consul's shapes. Each is a
 blocking query on the catalog tables, takes ``?filter=`` on what it lists, and hides what the
-token may not read as the other list endpoints do (``guard.visible``): a node needs
+token may not read as the other list endpoints do (``acl_reads.visible``): a node needs
 ``node:read``, a service ``service:read``, a check both of its node and its service.
 
 Gateways: Loom has no terminating or ingress gateway config entries, so no service is ever
@@ -22,7 +22,7 @@ from loom.bexpr import Filter
 from loom.control import reads
 from loom.control.state import State
 from loom.server import filters, query, views
-from loom.server.guard import can_read_check, can_read_instance, can_read_service, visible
+from loom.server.acl_reads import can_read_check, can_read_instance, can_read_service, visible
 from loom.store.tables import CATALOG_TABLES
 
 Doc = dict[str, Any]

@@ -21,7 +21,8 @@ from loom.control.errors import NotFound
 from loom.domain.checkstate import CRITICAL, HTTP_CODE, PASSING, WARNING, worst
 from loom.domain.fields import ValidationError
 from loom.server import views
-from loom.server.guard import authorizer, can_read_service, check_vetter, visible
+from loom.server.acl_reads import can_read_service, visible
+from loom.server.guard import authorizer, check_vetter
 
 CHECK_STATES = (PASSING, WARNING, CRITICAL)
 

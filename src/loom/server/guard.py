@@ -5,8 +5,9 @@ When ACLs are on (``loom server --acl-default-policy``), every request's token i
 token; an unknown one is refused with ``ACL not found``) and checked against the permission
 ``NEEDS`` names for its route, as Consul's endpoints check them. A route missing from the
 table needs ``acl:write`` (management), so a new endpoint is closed until someone says what
-it needs. Reads of lists are filtered in their handlers with ``visible``, which marks the
-response ``X-Consul-Results-Filtered-By-ACLs: true`` when it left something out. A refusal is
+it needs. Reads of lists are filtered in their handlers with ``loom.server.acl_reads.visible``,
+which marks the response ``X-Consul-Results-Filtered-By-ACLs: true`` when it left something
+out. A refusal is
 a ``PermissionDenied`` or ``AclNotFound``, which ``http._errors`` turns into a 403.
 
 With ACLs off the middleware passes every request through and ``visible`` filters nothing:
@@ -15,9 +16,8 @@ behaviour is exactly that of a server without ACLs.
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -36,9 +36,8 @@ from loom.domain.config_entries import (
     SERVICE_RESOLVER,
     validate_entry,
 )
-from loom.domain.entries import ConfigEntry, ServiceResolver
+from loom.domain.entries import ServiceResolver
 from loom.domain.fields import Fields, ValidationError
-from loom.domain.intentions import Intention
 from loom.domain.records import Check, Instance, Node
 from loom.domain.resolver import related_services
 from loom.domain.services import Registration, instance_key
@@ -48,7 +47,6 @@ from loom.server.query import namespace
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Need = tuple[str, Access, str]
 Needs = Callable[[web.Request, State], Awaitable[list[Need]]]
-T = TypeVar("T")
 Doc = dict[str, Any]
 
 FILTERED_HEADER = "X-Consul-Results-Filtered-By-ACLs"
@@ -78,93 +76,6 @@ def authorizer(request: web.Request) -> Authorizer | None:
     """The request token's authorizer; None when ACLs are off."""
     found: Authorizer | None = request.get(_AUTHZ)
     return found
-
-
-class Reads:
-    """An authorizer's read answers, memoised: a list of 1,000 instances of one service on one
-    node costs two decisions, not 2,000. Kept per ``Authorizer`` (which is immutable and
-    replaced when an ACL table changes), so the memo lives as long as the answers hold."""
-
-    def __init__(self, authz: Authorizer) -> None:
-        self.authz = authz
-        self._memo: dict[tuple[str, Access, str], bool] = {}
-        self.every_service = authz.service_read_all()
-        self.every_node = authz.node_read_all()
-
-    def allowed(self, resource: str, access: Access, name: str = "") -> bool:
-        key = (resource, access, name)
-        found = self._memo.get(key)
-        if found is None:
-            if len(self._memo) > MEMO_MAX:
-                self._memo.clear()
-            found = self._memo[key] = self.authz.allowed(resource, access, name)
-        return found
-
-    def service_read(self, name: str) -> bool:
-        return self.every_service or self.allowed("service", R, name)
-
-    def node_read(self, name: str) -> bool:
-        return self.every_node or self.allowed("node", R, name)
-
-    def intention_read(self, name: str) -> bool:
-        return self.allowed("intention", R, name)
-
-
-MEMO_MAX = 10_000
-_READS: weakref.WeakKeyDictionary[Authorizer, Reads] = weakref.WeakKeyDictionary()
-
-
-def reads_of(authz: Authorizer) -> Reads:
-    found = _READS.get(authz)
-    if found is None:
-        found = _READS[authz] = Reads(authz)
-    return found
-
-
-def visible(
-    request: web.Request, items: Iterable[T], allowed: Callable[[Reads, T], bool]
-) -> list[T]:
-    """The items the request's token may see; marks the response filtered if any were not."""
-    authz = authorizer(request)
-    every = list(items)
-    if authz is None:
-        return every
-    reads = reads_of(authz)
-    shown = [item for item in every if allowed(reads, item)]
-    if len(shown) != len(every):
-        request[_FILTERED] = True
-    return shown
-
-
-def mark_filtered(request: web.Request) -> None:
-    request[_FILTERED] = True
-
-
-def can_read_service(authz: Reads, inst: Instance) -> bool:
-    """The agent endpoints' filter: the service alone (the node is the agent's own)."""
-    return authz.service_read(inst.service)
-
-
-def can_read_agent_check(authz: Reads, c: Check) -> bool:
-    return authz.service_read(c.service_name) if c.service_name else authz.node_read(c.node)
-
-
-def can_read_instance(authz: Reads, inst: Instance) -> bool:
-    return authz.service_read(inst.service) and authz.node_read(inst.node)
-
-
-def can_read_check(authz: Reads, c: Check) -> bool:
-    """The catalog's filter of a check: its node, and its service if it has one."""
-    return authz.node_read(c.node) and (not c.service_name or authz.service_read(c.service_name))
-
-
-def can_read_intention(authz: Reads, i: Intention) -> bool:
-    return authz.intention_read(i.destination)
-
-
-def can_read_entry(authz: Reads, entry: ConfigEntry) -> bool:
-    need = entry_need(entry.kind, entry.name, Access.READ)
-    return need is None or authz.allowed(*need)
 
 
 # -- what each route needs -------------------------------------------------------------------

@@ -59,21 +59,18 @@ from loom.server import (
     ui_http,
     views,
 )
-from loom.server.blocking import WATCHERS, Watchers, park, wait_params
-from loom.server.guard import (
-    authorizer,
+from loom.server.acl_reads import (
     can_read_agent_check,
     can_read_check,
     can_read_entry,
     can_read_instance,
     can_read_intention,
     can_read_service,
-    csr_of,
-    enforce,
     mark_filtered,
-    vetter,
     visible,
 )
+from loom.server.blocking import WATCHERS, Watchers, park, wait_params
+from loom.server.guard import authorizer, csr_of, enforce, vetter
 from loom.server.wan import NoPathToDatacenter
 from loom.store import StoreConflict
 from loom.store.archive import ArchiveError

@@ -35,7 +35,7 @@ from loom.domain.kv import (
     parse_txn,
     parse_uint,
 )
-from loom.server import guard
+from loom.server import acl_reads, guard
 from loom.server.blocking import park, wait_params
 from loom.server.kv_needs import request_key
 from loom.server.txn_views import catalog_vet, txn_result
@@ -88,7 +88,7 @@ def _readable(request: web.Request) -> Callable[[str], bool] | None:
     authz = guard.authorizer(request)
     if authz is None:
         return None
-    reads = guard.reads_of(authz)
+    reads = acl_reads.reads_of(authz)
     return lambda key: reads.allowed("key", Access.READ, key)
 
 
@@ -99,11 +99,11 @@ async def kv_get(request: web.Request) -> web.StreamResponse:
         separator = request.query.get("separator", "")
         index = await blocking(request, lambda: state.kv.prefix_index(key))
         found = keys_under(state.kv.sorted.under(key), key, separator)
-        shown = guard.visible(request, found, lambda r, k: r.allowed("key", Access.READ, k))
+        shown = acl_reads.visible(request, found, lambda r, k: r.allowed("key", Access.READ, k))
         return _json(shown, index) if shown else _not_found(index)
     if _flag(request, "recurse"):
         index = await blocking(request, lambda: state.kv.prefix_index(key))
-        entries = guard.visible(
+        entries = acl_reads.visible(
             request, state.kv.tree(key), lambda r, e: r.allowed("key", Access.READ, e.key)
         )
         if not entries:

@@ -23,7 +23,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from loom.server import guard
+from loom.server import acl_reads, guard
 from loom.server.errors import ServerError
 
 METRICS_PATH = "/v1/loom/ui/metrics"
@@ -144,8 +144,8 @@ async def ui_metrics(request: web.Request) -> web.Response:
             found = fold(await query_all(settings.ui_metrics_url))
         except MetricsProviderError as exc:
             return web.Response(status=502, text=f"metrics provider: {exc}\n")
-        names = guard.visible(request, found["Services"], lambda r, n: r.service_read(n))
-        edges = guard.visible(
+        names = acl_reads.visible(request, found["Services"], lambda r, n: r.service_read(n))
+        edges = acl_reads.visible(
             request, found["Edges"],
             lambda r, e: r.service_read(e["Source"]) and r.service_read(e["Destination"]),
         )  # fmt: skip

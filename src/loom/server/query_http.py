@@ -44,7 +44,7 @@ from loom.domain.queries import (
     parse_query,
     query_doc,
 )
-from loom.server import guard, views, wan
+from loom.server import acl_reads, guard, views, wan
 from loom.store.tables import QUERIES
 
 log = logging.getLogger("loom.server.query_http")
@@ -131,7 +131,7 @@ async def listing(request: web.Request) -> web.Response:
     state = guard.state_of(request)
     index = await _index(request)
     authz = guard.authorizer(request)
-    found = guard.visible(request, state.queries.all(), lambda r, q: may_read(r.authz, q))
+    found = acl_reads.visible(request, state.queries.all(), lambda r, q: may_read(r.authz, q))
     return _json([shown(authz, q) for q in found], index)
 
 
@@ -190,10 +190,10 @@ def execute_doc(request: web.Request, done: Executed) -> Doc:
     authz = _executor(request, done.query)
     hits = list(done.hits)
     if authz is not None:
-        reads = guard.reads_of(authz)
+        reads = acl_reads.reads_of(authz)
         kept = [h for h in hits if reads.service_read(h[0].service) and reads.node_read(h[0].node)]
         if len(kept) != len(hits):
-            guard.mark_filtered(request)
+            acl_reads.mark_filtered(request)
         hits = kept
     cat = state.catalog
     return {
@@ -247,7 +247,7 @@ async def _fail_over(request: web.Request, q: PreparedQuery, limit: int, doc: Do
             log.warning("prepared query %s: datacenter %s answered %d", q.id, dc, status)
             continue
         if headers.get(FILTERED_HEADER) == "true":
-            guard.mark_filtered(request)
+            acl_reads.mark_filtered(request)
         doc = answer
         if answer["Nodes"]:
             break

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from loom.control.sessions import SESSIONS
 from loom.domain.kv import Session, parse_session
-from loom.server import guard
+from loom.server import acl_reads, guard
 
 Doc = dict[str, Any]
 
@@ -80,7 +80,7 @@ async def on_node(request: web.Request) -> web.Response:
 async def listing(request: web.Request) -> web.Response:
     state = guard.state_of(request)
     index = await _index(request)
-    shown = guard.visible(
+    shown = acl_reads.visible(
         request, state.sessions.all(), lambda r, s: r.allowed("session", guard.R, s.node)
     )
     return _json([session_json(s) for s in shown], index)
