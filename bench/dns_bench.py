@@ -8,8 +8,8 @@ every round measures, for each server:
 1. throughput: ``dnsperf -l DURATION/2 -c CLIENTS -q OUTSTANDING`` twice, the sides taking
    turns A, B, B, A (B, A, A, B the next round), so a drift of the machine's other load within
    the round weighs on both alike: q/s is the queries completed over the run time of both
-   halves, and CPU per query the server's own (``/proc/PID/stat``) over those queries, the one
-   figure the machine's other load hardly moves;
+   halves, and CPU per query the server's own (``/proc/PID/stat``) over those queries,
+   steadier than q/s under load (but at small batches it grows per query);
 2. latency at a fixed rate both can sustain: ``dnsperf -Q RATE -v`` in the same A, B, B, A
    turns, whose per-query latencies give p50 / p99 / p99.9 (dnsperf 2.10 has no histogram).
 
