@@ -1,16 +1,22 @@
 """dnsperf against ``loom dns-proxy`` and against dnsmasq, side by side, same mesh names.
 
 Both serve the same names (``svc-I.ns-J.svc.cluster.local`` and ``svc-I.ns-J``): the proxy from a
-``--table`` file, dnsmasq from ``host-record`` lines. Each server gets, in turn:
+``--table`` file, dnsmasq from ``host-record`` lines. Both servers start once and stay up; each
+gets a one-second warm-up run (the proxy's per-table memo fills, as it would in a pod), then
+every round measures, for each server:
 
-1. a throughput run: ``dnsperf -l DURATION -c CLIENTS`` (100 queries outstanding): q/s and the
-   average latency dnsperf reports;
-2. a latency run at a fixed rate both can sustain: ``dnsperf -Q RATE -v``, whose per-query
-   latencies give p50 / p99 / p99.9 (dnsperf 2.10 has no histogram option).
+1. throughput: ``dnsperf -l DURATION/2 -c CLIENTS -q OUTSTANDING`` twice, the sides taking
+   turns A, B, B, A (B, A, A, B the next round), so a drift of the machine's other load within
+   the round weighs on both alike: q/s is the queries completed over the run time of both
+   halves, and CPU per query the server's own (``/proc/PID/stat``) over those queries,
+   steadier than q/s under load (but at small batches it grows per query);
+2. latency at a fixed rate both can sustain: ``dnsperf -Q RATE -v`` in the same A, B, B, A
+   turns, whose per-query latencies give p50 / p99 / p99.9 (dnsperf 2.10 has no histogram).
 
-``--rounds N`` repeats the pair, alternating which server goes first (the machine's other load
-drifts), and the summary takes each server's median. Prints every run and the ratios
-proxy / dnsmasq (issue 17's goal: q/s >= 1.2x in every round, p99 <= 1.0x). Loopback only.
+dnsperf runs the same way for both (no pinning: on a shared machine a pinned side cannot move
+away from a busy core). The summary takes each server's median over rounds, and the ratios
+proxy / dnsmasq per round (issue 17's goal: q/s >= 1.2x in every round, p99 <= 1.0x), with the
+load average at each round. Loopback only.
 Usage: .venv/bin/python bench/dns_bench.py [--duration 10] [--rounds 3] [...]
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
@@ -26,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +62,29 @@ class Result:
     p99_s: float = 0.0
     p999_s: float = 0.0
     latency_samples: int = 0
+    cpu_per_query_s: float = 0.0
+    """The server's own CPU time (user + system) per query of the throughput runs."""
+
+
+@dataclass
+class Side:
+    """One server under test, and what its runs of the current round added up to."""
+
+    label: str
+    port: int
+    pid: int = 0
+    completed: int = 0
+    run_time_s: float = 0.0
+    latency_s: float = 0.0
+    """Sum over throughput runs of average latency x queries completed."""
+    lost: int = 0
+    rcodes: list[str] | None = None
+    cpu_s: float = 0.0
+    samples: list[float] | None = None
+
+    def start_round(self) -> None:
+        self.completed, self.run_time_s, self.latency_s, self.lost = 0, 0.0, 0.0, 0
+        self.rcodes, self.cpu_s, self.samples = [], 0.0, []
 
 
 def mesh(services: int, namespaces: int) -> tuple[dict[str, object], list[tuple[str, str]]]:
@@ -101,12 +131,13 @@ def wait_until_answering(port: int, proc: subprocess.Popen[bytes], name: str) ->
 
 
 @contextmanager
-def running(cmd: list[str], port: int, probe: str, log: Path) -> Iterator[None]:
+def running(cmd: list[str], port: int, probe: str, log: Path) -> Iterator[int]:
+    """Run a server until the block ends; its pid (the process answering, no wrapper)."""
     with log.open("wb") as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     try:
         wait_until_answering(port, proc, probe)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -121,36 +152,48 @@ def dnsperf(port: int, queries: Path, *args: str) -> str:
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
 
-def measure(port: int, queries: Path, args: argparse.Namespace) -> Result:
-    result = Result()
-    out = dnsperf(
-        port,
-        queries,
-        "-l",
-        str(args.duration),
-        "-c",
-        str(args.clients),
-        "-q",
-        str(args.outstanding),
-    )
-    result.qps = float(_field(out, r"Queries per second:\s+([\d.]+)"))
-    result.avg_latency_s = float(_field(out, r"Average Latency \(s\):\s+([\d.]+)"))
-    result.lost = int(_field(out, r"Queries lost:\s+(\d+)"))
-    result.rcodes = _field(out, r"Response codes:\s+(.+)")
-    verbose = dnsperf(
-        port,
-        queries,
-        "-l",
-        str(args.latency_duration),
-        "-Q",
-        str(args.latency_rate),
-        "-c",
-        str(args.clients),
-        "-v",
-    )
-    samples = sorted(
-        float(line.split()[-1]) for line in verbose.splitlines() if line.startswith("> ")
-    )
+_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (``/proc/PID/stat`` fields 14, 15)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+def throughput_run(side: Side, queries: Path, seconds: float, args: argparse.Namespace) -> None:
+    """One throughput run against ``side``, added to its round."""
+    cpu = cpu_seconds(side.pid)
+    out = dnsperf(side.port, queries, "-l", f"{seconds:g}", "-c", str(args.clients),
+                  "-q", str(args.outstanding))  # fmt: skip
+    side.cpu_s += cpu_seconds(side.pid) - cpu
+    completed = int(_field(out, r"Queries completed:\s+(\d+)"))
+    side.completed += completed
+    side.run_time_s += float(_field(out, r"Run time \(s\):\s+([\d.]+)"))
+    side.latency_s += float(_field(out, r"Average Latency \(s\):\s+([\d.]+)")) * completed
+    side.lost += int(_field(out, r"Queries lost:\s+(\d+)"))
+    assert side.rcodes is not None
+    side.rcodes.append(_field(out, r"Response codes:\s+(.+)"))
+
+
+def latency_run(side: Side, queries: Path, seconds: float, args: argparse.Namespace) -> None:
+    """One fixed-rate run against ``side``: its per-query latencies join the round's."""
+    verbose = dnsperf(side.port, queries, "-l", f"{seconds:g}", "-Q", str(args.latency_rate),
+                      "-c", str(args.clients), "-v")  # fmt: skip
+    assert side.samples is not None
+    side.samples += [float(line.split()[-1]) for line in verbose.splitlines()
+                     if line.startswith("> ")]  # fmt: skip
+
+
+def round_result(side: Side) -> Result:
+    result = Result(lost=side.lost, rcodes="; ".join(side.rcodes or ()))
+    if side.run_time_s:
+        result.qps = side.completed / side.run_time_s
+    if side.completed:
+        result.avg_latency_s = side.latency_s / side.completed
+        result.cpu_per_query_s = side.cpu_s / side.completed
+    samples = sorted(side.samples or ())
     if samples:
         result.latency_samples = len(samples)
         result.p50_s = statistics.median(samples)
@@ -168,14 +211,16 @@ def _field(text: str, pattern: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=float, default=10.0, help="throughput run, s")
+    parser.add_argument("--duration", type=float, default=10.0,
+                        help="throughput per side and round (two runs of half), s")
     parser.add_argument("--clients", type=int, default=4, help="dnsperf -c")
     parser.add_argument("--outstanding", type=int, default=100, help="dnsperf -q")
     parser.add_argument("--latency-rate", type=int, default=20000, help="q/s of the p99 run")
-    parser.add_argument("--latency-duration", type=float, default=5.0, help="p99 run, s")
+    parser.add_argument("--latency-duration", type=float, default=5.0,
+                        help="p99 runs per side and round (two of half), s")
     parser.add_argument("--services", type=int, default=500, help="mesh services")
     parser.add_argument("--namespaces", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3, help="pairs of runs, order alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, first side alternating")
     args = parser.parse_args()
     for tool in ("dnsperf", "dnsmasq"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
@@ -224,39 +269,58 @@ def main() -> int:
         }
         print(
             f"{len(names)} mesh names ({args.services} services x 2 forms), dnsperf -l "
-            f"{args.duration:g} -c {args.clients} -q {args.outstanding}; p99 run at "
-            f"{args.latency_rate} q/s for {args.latency_duration:g} s; {args.rounds} rounds",
+            f"{args.duration / 2:g} x 2 -c {args.clients} -q {args.outstanding}; p99 runs at "
+            f"{args.latency_rate} q/s for {args.latency_duration / 2:g} s x 2; {args.rounds} "
+            "rounds, sides in turns A B B A / B A A B",
             flush=True,
         )
-        for round_no in range(args.rounds):
-            order = list(servers) if round_no % 2 == 0 else list(reversed(servers))
-            for label in order:
-                cmd, port = servers[label]
-                with running(cmd, port, names[0][0], work / f"{port}.log"):
-                    r = measure(port, work / "queries.txt", args)
-                results[label].append(r)
-                print(
-                    f"  {label:15} {r.qps:10.0f} q/s  avg {r.avg_latency_s * 1e3:.3f} ms  "
-                    f"p50 {r.p50_s * 1e3:.3f} ms  p99 {r.p99_s * 1e3:.3f} ms  "
-                    f"p99.9 {r.p999_s * 1e3:.3f} ms  lost {r.lost}  [{r.rcodes}]",
-                    flush=True,
+        queries = work / "queries.txt"
+        sides = {label: Side(label, port) for label, (_, port) in servers.items()}
+        with ExitStack() as stack:
+            for label, (cmd, port) in servers.items():
+                sides[label].pid = stack.enter_context(
+                    running(cmd, port, names[0][0], work / f"{port}.log")
                 )
+            for side in sides.values():  # warm-up, not counted
+                dnsperf(side.port, queries, "-l", "1", "-c", str(args.clients))
+            for round_no in range(args.rounds):
+                first, second = list(sides.values())[:: 1 if round_no % 2 == 0 else -1]
+                turns = (first, second, second, first)
+                load = os.getloadavg()[0]
+                for side in turns:
+                    side.start_round()
+                for side in turns:
+                    throughput_run(side, queries, args.duration / 2, args)
+                for side in turns:
+                    latency_run(side, queries, args.latency_duration / 2, args)
+                print(f" round {round_no + 1}, {first.label} first, load {load:.1f}:")
+                for side in (first, second):
+                    r = round_result(side)
+                    results[side.label].append(r)
+                    print(
+                        f"  {side.label:15} {r.qps:10.0f} q/s  avg {r.avg_latency_s * 1e3:.3f} ms"
+                        f"  cpu {r.cpu_per_query_s * 1e6:.2f} us/query  p50 {r.p50_s * 1e3:.3f}"
+                        f" ms  p99 {r.p99_s * 1e3:.3f} ms  p99.9 {r.p999_s * 1e3:.3f} ms  "
+                        f"lost {r.lost}  [{r.rcodes}]",
+                        flush=True,
+                    )
     proxy, peer = (_median(results["loom dns-proxy"]), _median(results["dnsmasq"]))
     print("median of the rounds:")
     for label, r in (("loom dns-proxy", proxy), ("dnsmasq", peer)):
         print(
             f"  {label:15} {r.qps:10.0f} q/s  avg {r.avg_latency_s * 1e3:.3f} ms  "
-            f"p99 {r.p99_s * 1e3:.3f} ms"
+            f"cpu {r.cpu_per_query_s * 1e6:.2f} us/query  p99 {r.p99_s * 1e3:.3f} ms"
         )
-    print(
-        f"ratio proxy/dnsmasq: q/s {proxy.qps / peer.qps:.2f}x (goal >= 1.2x), "
-        f"p99 {proxy.p99_s / peer.p99_s:.2f}x (goal <= 1.0x), "
-        f"avg latency {proxy.avg_latency_s / peer.avg_latency_s:.2f}x"
-    )
-    # Rounds pair the two servers' runs (the order alternates), so ratios are per round.
+    # Rounds pair the two servers' runs (in turns), so ratios are per round.
     pairs = list(zip(results["loom dns-proxy"], results["dnsmasq"], strict=True))
     qps = [a.qps / b.qps for a, b in pairs]
     p99 = [a.p99_s / b.p99_s for a, b in pairs]
+    cpu = [a.cpu_per_query_s / b.cpu_per_query_s for a, b in pairs if b.cpu_per_query_s]
+    print(
+        f"ratio proxy/dnsmasq per round: q/s {spread(qps, '.2f', 'x')} (goal >= 1.2x), "
+        f"p99 {spread(p99, '.2f', 'x')} (goal <= 1.0x), "
+        f"CPU per query {spread(cpu, '.2f', 'x')}"
+    )
     row("DNS proxy q/s vs dnsmasq, every round", ">= 1.2x", spread(qps, ".2f", "x"),
         min(qps) >= QPS_GOAL, f"{proxy.qps:,.0f} vs {peer.qps:,.0f} q/s")  # fmt: skip
     row("DNS proxy p99 vs dnsmasq", "<= 1.0x", spread(p99, ".2f", "x"),
@@ -270,6 +334,7 @@ def _median(runs: list[Result]) -> Result:
         qps=statistics.median(r.qps for r in runs),
         avg_latency_s=statistics.median(r.avg_latency_s for r in runs),
         p99_s=statistics.median(r.p99_s for r in runs),
+        cpu_per_query_s=statistics.median(r.cpu_per_query_s for r in runs),
     )
 
 

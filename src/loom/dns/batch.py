@@ -24,7 +24,8 @@ import ctypes
 import errno
 import socket
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 UDP_BATCH = 64
 """Datagrams read per call (and so at most answered per call)."""
@@ -59,25 +60,42 @@ _HDR = ctypes.sizeof(_MMsgHdr)
 _IOV = ctypes.sizeof(_IoVec)
 
 
-def _libc_calls() -> tuple[Any, Any] | None:
-    """libc's ``recvmmsg`` and ``sendmmsg``, typed; None when there are none."""
+class _Calls(NamedTuple):
+    """libc's two calls, each bound twice: ``recv``/``send`` bare (no argument conversion, no
+    errno saved: ~1.5 us less per call from Python), ``recv_errno``/``send_errno`` typed and
+    saving errno, for the retry after a failure, which alone needs to know why."""
+
+    recv: Any
+    send: Any
+    recv_errno: Any
+    send_errno: Any
+
+
+def _libc_calls() -> _Calls | None:
+    """libc's ``recvmmsg`` and ``sendmmsg``, bare and typed; None when there are none."""
     if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
         return None
     try:
+        bare = ctypes.CDLL(None)
         libc = ctypes.CDLL(None, use_errno=True)
         recv, send = libc.recvmmsg, libc.sendmmsg
+        bare_recv, bare_send = bare.recvmmsg, bare.sendmmsg
     except (OSError, AttributeError):
         return None
     recv.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
     recv.restype = ctypes.c_int
     send.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
     send.restype = ctypes.c_int
-    return recv, send
+    # Bare: the arguments are passed as they are (ints as C ints, pointers as c_void_p).
+    bare_recv.restype = bare_send.restype = ctypes.c_int
+    return _Calls(bare_recv, bare_send, recv, send)
 
 
 _U32_LEN = _MMsgHdr.len.offset // 4
 _U32_PER_HDR = _HDR // 4
 _U64_IOV_LEN = _IoVec.len.offset // 8
+_ROOM = SLOT_SIZE - 2
+"""Longest answer but its ID that fits a slot."""
 
 
 class UdpBatch:
@@ -85,14 +103,15 @@ class UdpBatch:
 
     The packet path: ``receive()`` reads the datagrams waiting and says how many; ``tail(i)``
     and ``packet(i)`` are datagram ``i``'s bytes after its ID and whole; ``reply(i, out)`` and
-    ``reply_tail(i, out_but_id)`` put the answer in its slot; ``flush()`` sends every answer
-    put since ``receive()``, which must come before the next one (slots are reused).
+    ``reply_tail(i, out_but_id)`` put the answer in its slot, ``reply_known(answers)`` those of
+    every datagram found in a table of answers; ``flush()`` sends every answer put since
+    ``receive()``, which must come before the next one (slots are reused).
     """
 
-    def __init__(self, sock: socket.socket, calls: tuple[Any, Any], slots: int) -> None:
+    def __init__(self, sock: socket.socket, calls: _Calls, slots: int) -> None:
         self.sock = sock
         self.slots = slots
-        self._recvmmsg, self._sendmmsg = calls
+        self._calls = calls
         self._fd = sock.fileno()
         self._headers = bytearray(_HDR * slots)
         self._iovs = bytearray(_IOV * slots)
@@ -104,6 +123,8 @@ class UdpBatch:
         self._c_data = (ctypes.c_char * len(self._data)).from_buffer(self._data)
         self._c_names = (ctypes.c_char * len(self._names)).from_buffer(self._names)
         self._at = ctypes.addressof(self._c_headers)
+        self._header_at = [ctypes.c_void_p(self._at + i * _HDR) for i in range(slots)]
+        """Each slot's header address, ready to pass to a bare call."""
         data_at, names_at = ctypes.addressof(self._c_data), ctypes.addressof(self._c_names)
         iovs_at = ctypes.addressof(self._c_iovs)
         for i in range(slots):
@@ -140,13 +161,12 @@ class UdpBatch:
         """Read every datagram waiting, up to ``slots``, in one system call; how many."""
         self._headers[:], self._iovs[:] = self._pristine
         self._replied.clear()
-        n = 0
-        for _ in range(2):
-            n = self._recvmmsg(self._fd, self._at, self.slots, _MSG_DONTWAIT, None)
-            if n >= 0 or ctypes.get_errno() in (errno.EAGAIN, errno.EWOULDBLOCK):
-                break
-            # An ICMP error queued on the socket (a client gone) fails the call and is cleared
-            # by it: the datagrams behind it come with the next try.
+        n: int = self._calls.recv(self._fd, self._header_at[0], self.slots, _MSG_DONTWAIT, None)
+        if n < 0:
+            # Nothing waiting (EAGAIN), or an ICMP error queued on the socket (a client gone),
+            # which fails the call and is cleared by it: the datagrams behind it come with the
+            # next try. The try is typed and keeps errno, should we ever need to know why.
+            n = self._calls.recv_errno(self._fd, self._at, self.slots, _MSG_DONTWAIT, None)
         if n <= 0:
             self._sizes = []
             return 0
@@ -175,6 +195,30 @@ class UdpBatch:
         self._iov_u64[index * 2 + _U64_IOV_LEN] = size
         self._replied.append(index)
 
+    def reply_known(self, answers: Mapping[bytes, object]) -> list[int]:
+        """Answer every datagram of the batch whose bytes but the first two are a key of
+        ``answers`` with a bytes value: those two bytes, then that value. The indexes of the
+        others, in order, are left to the caller.
+
+        One loop for the batch, no call per datagram: the proxy's replayed answers (most of
+        its traffic) cost a slice, a lookup and a copy each.
+        """
+        get, data, view, iov = answers.get, self._data, self._view, self._iov_u64
+        replied = self._replied
+        others: list[int] = []
+        at = 0
+        for index, size in enumerate(self._sizes):
+            out = get(view[at + 2 : at + size].tobytes())
+            if type(out) is bytes and len(out) <= _ROOM:
+                end = at + 2 + len(out)
+                data[at + 2 : end] = out  # same length: the exported buffer does not move
+                iov[index * 2 + _U64_IOV_LEN] = end - at
+                replied.append(index)
+            else:
+                others.append(index)
+            at += SLOT_SIZE
+        return others
+
     def reply(self, index: int, out: bytes) -> None:
         """Answer datagram ``index`` with ``out``."""
         size = len(out)
@@ -197,6 +241,7 @@ class UdpBatch:
         count = len(replied)
         if not count:
             return failed
+        replied.sort()  # reply_known's, then the caller's: a run check needs them in order
         if replied[-1] - replied[0] == count - 1:
             return failed + self._send_run(replied[0], count)
         first = prev = replied[0]
@@ -221,9 +266,11 @@ class UdpBatch:
     def _send_run(self, first: int, count: int) -> int:
         """``sendmmsg`` slots ``first`` .. ``first + count - 1``; how many were refused."""
         failed, done = 0, 0
+        calls, fd = self._calls, self._fd
         while done < count:
-            at = self._at + (first + done) * _HDR
-            sent = self._sendmmsg(self._fd, at, count - done, 0)
+            sent = calls.send(fd, self._header_at[first + done], count - done, 0)
+            if sent < 0:  # again, typed and keeping errno, to know why
+                sent = calls.send_errno(fd, self._at + (first + done) * _HDR, count - done, 0)
             if sent < 0:
                 if ctypes.get_errno() == errno.EINTR:
                     continue

@@ -3,7 +3,11 @@
 This is the proxy's hot path and the one place that maps decisions to wire responses. A
 query's header and question are read by hand (``struct``, no dnspython); the decision for each
 distinct question is computed once per table by ``resolve`` and memoised as ready-made answer
-bytes, so a repeated mesh query costs a dict lookup, a header pack and a concatenation. Forwarded
+bytes, so a repeated mesh query costs a dict lookup, a header pack and a concatenation; a UDP
+query whose very bytes (but the ID) were answered before costs one lookup of those bytes in the
+replay table, whose plain entries are the answer itself (``replays``, for the batched socket loop
+to answer a whole batch without a call per packet) and whose others carry every rotation of
+their addresses, computed once. Forwarded
 questions are looked up in the response cache, and otherwise returned as ``Pending`` for the
 server to send upstream; ``store``/``reply`` turn what came back into answers.
 
@@ -13,6 +17,7 @@ holds it to that): bad packets become FORMERR/NOTIMP/BADVERS answers or drops.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -54,6 +59,9 @@ MEMO_LIMIT = 65536
 REPLAY_LIMIT = 16384
 """Distinct UDP query packets whose whole local answer is kept per table (starts over when
 full). Stub resolvers send the same bytes but the ID for a name, so most hits end here."""
+ROTATIONS_KEPT_BYTES = 16384
+"""A replayed answer keeps every order of its addresses ready when they take at most this
+many bytes in all; a longer one (many addresses) turns its block per answer instead."""
 _PLAIN, _AUTOPATH, _NODATA = 0, 1, 2
 _OPT = (opt_record(False), opt_record(True))
 _LOCAL_FLAGS = FLAG_QR | FLAG_AA | FLAG_RA
@@ -82,6 +90,10 @@ class Rotation:
         """``out`` (holding the body at ``offset``) with its addresses in the next order."""
         k = self.next
         self.next = (k + 1) % self.count
+        return self.order(out, offset, k)
+
+    def order(self, out: bytes, offset: int, k: int) -> bytes:
+        """``out`` with its address block turned by ``k`` records (the ``k``-th order)."""
         if not k:
             return out
         a = offset + self.start
@@ -103,6 +115,39 @@ class LocalAnswer(NamedTuple):
     """The answer's address order, when it has several addresses."""
     arcount: int = 0
     """Additional records at the end of ``body`` (an SRV answer's target addresses)."""
+
+
+class Replay:
+    """A replayed answer that is not just bytes: it rotates, or counts as more than an answer.
+
+    Plain answers (one order, counted only as local answers: the most common) are replay
+    entries as bare bytes instead, which the batched loop writes without calling anything.
+    """
+
+    __slots__ = ("answer", "offset", "orders", "payload")
+
+    def __init__(self, payload: bytes, answer: LocalAnswer, offset: int) -> None:
+        self.payload = payload
+        """The answer but its ID, addresses in table order."""
+        self.answer = answer
+        self.offset = offset
+        """Where the answer body starts in ``payload``."""
+        rotation = answer.rotation
+        self.orders: tuple[bytes, ...] = ()
+        """The payload in every order of the rotation, when small enough to keep."""
+        if rotation is not None and len(payload) * rotation.count <= ROTATIONS_KEPT_BYTES:
+            self.orders = tuple(rotation.order(payload, offset, k) for k in range(rotation.count))
+
+    def next(self) -> bytes:
+        """The payload to send now (the question's next order, when it rotates)."""
+        rotation = self.answer.rotation
+        if rotation is None:
+            return self.payload
+        if not self.orders:
+            return rotation.turn(self.payload, self.offset)
+        k = rotation.next
+        rotation.next = (k + 1) % rotation.count
+        return self.orders[k]
 
 
 class Forward(NamedTuple):
@@ -135,11 +180,28 @@ class PacketHandler:
         self.cache = cache
         self.metrics = metrics
         self._state: tuple[NameTable, dict[bytes, LocalAnswer | Forward],
-                           dict[bytes, tuple[bytes, LocalAnswer, int]]] = (table, {}, {})
+                           dict[bytes, bytes | Replay]] = (table, {}, {})
 
     @property
     def table(self) -> NameTable:
         return self._state[0]
+
+    @property
+    def replays(self) -> Mapping[bytes, bytes | Replay]:
+        """The current table's replay entries: a UDP query's bytes but its ID -> the answer
+        but its ID when that is all there is to it (bytes), else a ``Replay``.
+
+        The batched loop answers the bytes entries of a batch by itself, then counts them with
+        ``count_replayed``; the others go through ``replayed`` or ``handle``. Read it once per
+        batch: ``set_table`` replaces it.
+        """
+        return self._state[2]
+
+    def count_replayed(self, count: int) -> None:
+        """Count ``count`` queries answered from bytes entries of ``replays``."""
+        metrics = self.metrics
+        metrics.queries += count
+        metrics.local_answers += count
 
     def set_table(self, table: NameTable) -> None:
         """Use ``table`` from the next packet on (one assignment: atomic for the event loop)."""
@@ -174,7 +236,8 @@ class PacketHandler:
             if not tcp:
                 if len(replay) >= REPLAY_LIMIT:
                     replay.clear()
-                replay[data[2:]] = (out[2:], entry, body_at)
+                plain = entry.rotation is None and not entry.kind
+                replay[data[2:]] = out[2:] if plain else Replay(out[2:], entry, body_at - 2)
             if entry.rotation is not None:
                 return entry.rotation.turn(out, body_at)
             return out
@@ -201,12 +264,12 @@ class PacketHandler:
         metrics = self.metrics
         metrics.queries += 1
         metrics.local_answers += 1
-        payload, answer, body_at = hit
-        if answer.kind:
-            self._count(answer.kind)
-        if answer.rotation is not None:
-            return answer.rotation.turn(payload, body_at - 2)
-        return payload
+        if type(hit) is bytes:
+            return hit
+        assert isinstance(hit, Replay)
+        if hit.answer.kind:
+            self._count(hit.answer.kind)
+        return hit.next()
 
     def store(self, pending: Pending, upstream: bytes | None, now: float) -> CachedResponse | None:
         """Cache what upstream answered (if cacheable); None when there is nothing usable."""

@@ -3,6 +3,7 @@ the batched loop and by the plain one giving the same answers."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import sys
 from collections.abc import Iterator
@@ -117,6 +118,36 @@ def test_an_answer_longer_than_a_slot_is_sent_alone(
     assert client.recv(SLOT_SIZE * 2) == b"ID" + big
 
 
+def test_known_datagrams_are_answered_from_the_table_and_the_others_left_in_order(
+    v4: tuple[socket.socket, socket.socket, UdpBatch],
+) -> None:
+    server, client, batch = v4
+    for i, tail in enumerate([b"known", b"other", b"known", b"rotating", b"known"]):
+        client.sendto(b"%c%c" % (0, i) + tail, server.getsockname())
+    _wait_readable(server)
+    assert batch.receive() == 5
+    answers: dict[bytes, object] = {b"known": b" answer", b"rotating": object()}
+    assert batch.reply_known(answers) == [1, 3]  # not bytes: the caller's to answer
+    batch.reply(3, b"by the caller")  # an index lower than reply_known's last
+    assert batch.flush() == 0
+    got = [client.recv(100) for _ in range(4)]
+    assert got == [b"\x00\x00 answer", b"\x00\x02 answer", b"by the caller", b"\x00\x04 answer"]
+    client.settimeout(0.2)
+    with pytest.raises(TimeoutError):
+        client.recv(100)  # datagram 1 was never answered: nothing else came
+
+
+def test_a_known_answer_longer_than_a_slot_is_left_to_the_caller(
+    v4: tuple[socket.socket, socket.socket, UdpBatch],
+) -> None:
+    server, client, batch = v4
+    client.sendto(b"IDbig", server.getsockname())
+    _wait_readable(server)
+    assert batch.receive() == 1
+    assert batch.reply_known({b"big": b"y" * (SLOT_SIZE - 1)}) == [0]
+    assert batch.flush() == 0
+
+
 def test_an_ipv6_sender_is_answered_and_spelled_as_the_socket_module_does() -> None:
     try:
         server, client = _pair(socket.AF_INET6, "::1")
@@ -179,4 +210,46 @@ async def test_the_proxy_answers_the_same_over_the_batched_and_the_plain_loop(
         assert (metrics["queries"], metrics["local_answers"], metrics["servfail"]) == (7, 6, 1)
         assert metrics["latency_seconds_count"] == 7
     finally:
+        await proxy.stop()
+
+
+async def test_a_burst_of_known_queries_is_answered_whole_with_each_own_id_and_rotation(
+    tmp_path: Path,
+) -> None:
+    """Replayed answers of one batch: the plain ones written by the batch, the rotating
+    ones (db.ns2 has two addresses) turned per answer, every one counted."""
+    import asyncio
+
+    (tmp_path / "resolv.conf").write_text("search ns1.svc.cluster.local svc.cluster.local\n")
+    settings = DnsSettings(listen_port=0, resolv_conf=str(tmp_path / "resolv.conf"),
+                           namespace="ns1", upstreams=())
+    proxy = DnsProxy(settings, NameTable.from_json(MESH))
+    await proxy.start()
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setblocking(False)
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", proxy.port))
+        names = ["productpage", "db.ns2", "reviews.ns2.svc.cluster.local", "db.ns2"] * 8
+        for qid, name in enumerate(names, start=1):
+            await loop.sock_sendall(sock, query(name, qid=qid))
+        got: dict[int, dns.message.Message] = {}
+        async with asyncio.timeout(5):
+            while len(got) < len(names):
+                msg = dns.message.from_wire(await loop.sock_recv(sock, 65535))
+                got[msg.id] = msg
+        for qid, name in enumerate(names, start=1):
+            assert got[qid].question[0].name.to_text() == name + "."
+            assert got[qid].rcode() == dns.rcode.NOERROR and got[qid].answer
+        orders = [
+            [rd.to_text() for rrset in got[qid].answer for rd in rrset]
+            for qid, name in enumerate(names, start=1) if name == "db.ns2"
+        ]
+        assert {tuple(o) for o in orders} == {tuple(orders[0]), tuple(orders[0][::-1])}
+        assert all(a != b for a, b in itertools.pairwise(orders))  # turns every time
+        metrics = proxy.metrics()
+        assert (metrics["queries"], metrics["local_answers"]) == (len(names), len(names))
+        assert metrics["latency_seconds_count"] == len(names)
+    finally:
+        sock.close()
         await proxy.stop()
