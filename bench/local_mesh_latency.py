@@ -48,8 +48,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--rounds", type=int, default=8, help="fixed-rate rounds per side")
+    ap.add_argument("--rounds", type=int, default=8, help="paired fixed-rate rounds")
     ap.add_argument("--no-wrk", action="store_true", help="skip the closed-loop wrk run")
+    ap.add_argument("--envoy-concurrency", type=int, default=LocalSettings.envoy_concurrency,
+                    help="Envoy worker threads per sidecar (default: the local mesh's)")  # fmt: skip
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, iptables)")
@@ -61,6 +63,7 @@ def main() -> None:
             http_addr=f"127.0.0.1:{free_port()}",
             grpc_addr=f"127.0.0.1:{free_port()}",
             data_dir=None,
+            envoy_concurrency=args.envoy_concurrency,
         )
     )
     try:

@@ -89,11 +89,12 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--flips", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=8, help="fixed-rate rounds per side")
+    ap.add_argument("--rounds", type=int, default=8, help="paired fixed-rate rounds")
     ap.add_argument("--no-wrk", action="store_true", help="skip the closed-loop wrk run")
     ap.add_argument(
-        "--envoy-concurrency", type=int, default=1, help="Envoy worker threads per sidecar"
-    )
+        "--envoy-concurrency", type=int, default=2,
+        help="Envoy worker threads per sidecar (default 2, the dataplane's default)",
+    )  # fmt: skip
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="loom-bench-"))
     server = start_server()

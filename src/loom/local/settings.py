@@ -39,6 +39,8 @@ class LocalSettings:
     """Injection settings: the same defaults as the Kubernetes injector."""
     ready_timeout_s: float = 60.0
     """How long a sidecar may take to become ready."""
+    envoy_concurrency: int = 1
+    """Envoy worker threads per sidecar (the dataplane's ``--envoy-concurrency``)."""
     prometheus: bool = False
     """``up`` runs a Prometheus scraping every pod's sidecar (``prometheus.py``)."""
     prometheus_addr: str = "127.0.0.1:9090"
