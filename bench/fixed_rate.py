@@ -1,7 +1,8 @@
 """Open-loop HTTP load at a fixed rate over keep-alive connections (shared by the benchmarks).
 
-Request i is due at start + i/rate; its latency counts from that due time, so a slow server
-cannot hide its queueing (no coordinated omission).
+Request i is due at start + i/rate; its latency counts from that due time (or from when it
+started, if the event loop's millisecond timers started it early), so a slow server cannot
+hide its queueing (no coordinated omission).
 
 Several targets are measured *paired*: one client, one event loop, each target at the full
 rate, their requests interleaved (target k's i-th request is due k/(rate*n) after target
@@ -91,10 +92,14 @@ async def _measure(pools: list[asyncio.Queue[Conn]], rate: int, seconds: float) 
     sides = [Side() for _ in pools]
 
     async def one(k: int, due: float) -> None:
+        # uvloop's timers tick in whole milliseconds (a 0.5 ms sleep returns at once), so a
+        # request may start before it is due: it is timed from its start then, never earlier;
+        # a late start is timed from the due time (the client's lateness counts).
+        origin = max(due, time.perf_counter())
         r, w = await pools[k].get()
         try:
             await _exchange(r, w)
-            sides[k].latencies.append((time.perf_counter() - due) * 1000)
+            sides[k].latencies.append((time.perf_counter() - origin) * 1000)
         except (OSError, asyncio.IncompleteReadError, IndexError, ValueError):
             sides[k].errors += 1
         finally:
