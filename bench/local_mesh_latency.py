@@ -1,11 +1,14 @@
 """Pod-to-pod through the mesh vs direct, on a local mesh (root), side by side in one run.
 
-Two pairs of pods on the same bridge: a mesh pair (transparent proxy: client -> its Envoy ->
-mTLS -> server's Envoy -> app, dialed by the service's virtual IP) and a direct pair
-(transparent-proxy=false: plain TCP to the server pod's IP). The fixed-rate client runs inside
-the client pod's network namespace; rounds alternate A/B then B/A and the figures are medians of
-per-round percentiles, with their spread. Also closed-loop max throughput
-with wrk from inside the pods.
+Three pods on the same bridge: a mesh server (its app behind its Envoy), a plain server
+(transparent-proxy=false: its app answers on the pod's IP) and one client pod with transparent
+proxy whose redirection excludes the plain server's address. From that pod, the mesh side is
+client -> its Envoy -> mTLS -> server's Envoy -> app, dialed by the service's virtual IP, and
+the direct side plain TCP to the plain server's IP. One fixed-rate client inside the client
+pod's network namespace measures both sides paired (requests interleaved, each side at the full
+rate: bench/fixed_rate.py), the side leading the interleave alternating by round; figures are
+medians of per-round percentiles, with their spread. Also closed-loop max throughput with wrk
+from inside the client pod.
 
 Run (root): .venv/bin/python bench/local_mesh_latency.py [--rate 1000] [--seconds 5] [--rounds 8] [--no-wrk]
 """
@@ -45,8 +48,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rate", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=5)
-    ap.add_argument("--rounds", type=int, default=8, help="fixed-rate rounds per side")
+    ap.add_argument("--rounds", type=int, default=8, help="paired fixed-rate rounds")
     ap.add_argument("--no-wrk", action="store_true", help="skip the closed-loop wrk run")
+    ap.add_argument("--envoy-concurrency", type=int, default=LocalSettings.envoy_concurrency,
+                    help="Envoy worker threads per sidecar (default: the local mesh's)")  # fmt: skip
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (network namespaces, iptables)")
@@ -58,6 +63,7 @@ def main() -> None:
             http_addr=f"127.0.0.1:{free_port()}",
             grpc_addr=f"127.0.0.1:{free_port()}",
             data_dir=None,
+            envoy_concurrency=args.envoy_concurrency,
         )
     )
     try:
@@ -67,34 +73,39 @@ def main() -> None:
             "/v1/connect/intentions/exact", {"Action": "allow"},
             source="mesh-client", destination="mesh-server",
         )  # fmt: skip
-        mesh.run("mesh-client", [], {}, ["sleep", "3600"])
         mesh.run("plain-server", [8080], {"transparent-proxy": "false"}, ECHO)
-        mesh.run("plain-client", [], {"transparent-proxy": "false"}, ["sleep", "3600"])
-        vip = mesh.client().get("/v1/catalog/service/mesh-server")[0]["ServiceTaggedAddresses"]["virtual"]["Address"]
         plain_ip = mesh.record("plain-server")["ip"]  # type: ignore[index]
-        targets = {"direct": ("plain-client", plain_ip), "mesh": ("mesh-client", vip)}
-        for pod, host in targets.values():  # warm up
-            in_pod(mesh, pod, ["curl", "-s", "-m", "5", f"http://{host}:8080/"])
-        # Rounds alternate A/B then B/A; figures are medians of per-round percentiles (one
-        # stall on one side moves one round, not a pooled p99).
+        # One client pod for both sides: its redirection leaves the plain server's address
+        # alone, so the direct side is plain TCP to that pod, the mesh side its own Envoy.
+        mesh.run("mesh-client", [], {"transparent-proxy-exclude-outbound-cidrs": f"{plain_ip}/32"},
+                 ["sleep", "3600"])  # fmt: skip
+        record = mesh.client().get("/v1/catalog/service/mesh-server")[0]
+        vip = record["ServiceTaggedAddresses"]["virtual"]["Address"]
+        targets = {"direct": plain_ip, "mesh": vip}
+        for host in targets.values():  # warm up
+            in_pod(mesh, "mesh-client", ["curl", "-s", "-m", "5", f"http://{host}:8080/"])
+        # Paired rounds: one client sends to both sides at once, each at the full rate, their
+        # requests interleaved (a stall of the machine lands on both alike); which side leads
+        # the interleave alternates by round. Figures are medians of per-round percentiles.
         per_round: dict[str, list[tuple[float, float]]] = {"direct": [], "mesh": []}
         rates: dict[str, list[float]] = {"direct": [], "mesh": []}
         order = list(targets)
         for r in range(args.rounds):
-            for name in order if r % 2 == 0 else list(reversed(order)):
-                pod, host = targets[name]
-                raw = in_pod(mesh, pod, [sys.executable, str(HERE / "fixed_rate.py"), "--host", host,
-                                         "--port", "8080", "--rate", str(args.rate),
-                                         "--seconds", str(args.seconds)])  # fmt: skip
-                result = json.loads(raw)
+            names = order if r % 2 == 0 else list(reversed(order))
+            argv = [sys.executable, str(HERE / "fixed_rate.py"), "--rate", str(args.rate),
+                    "--seconds", str(args.seconds)]  # fmt: skip
+            for name in names:
+                argv += ["--target", f"{targets[name]}:8080"]
+            results = json.loads(in_pod(mesh, "mesh-client", argv))
+            for name, result in zip(names, results, strict=True):
                 per_round[name].append((pct(result["latencies"], 50), pct(result["latencies"], 99)))
                 rates[name].append(result["rate"])
                 if result["errors"]:
                     print(f"  {name}: {result['errors']} failed requests")
         added50 = [m[0] - d[0] for d, m in zip(per_round["direct"], per_round["mesh"], strict=True)]
         added99 = [m[1] - d[1] for d, m in zip(per_round["direct"], per_round["mesh"], strict=True)]
-        print(f"pod to pod, fixed rate {args.rate} req/s, keep-alive, 16 connections, "
-              f"{args.rounds} rounds of {args.seconds:g} s per side:")  # fmt: skip
+        print(f"pod to pod, fixed rate {args.rate} req/s to each side, paired, keep-alive, "
+              f"16 warm connections each, {args.rounds} rounds of {args.seconds:g} s:")  # fmt: skip
         for name in ("direct", "mesh"):
             print(f"  {name:6}: p50 {spread([x[0] for x in per_round[name]], '.3f', ' ms')}  "
                   f"p99 {spread([x[1] for x in per_round[name]], '.3f', ' ms')}  "
@@ -105,8 +116,9 @@ def main() -> None:
             spread(added99, "+.3f", " ms"), statistics.median(added99) <= 0.5)  # fmt: skip
         if shutil.which("wrk") and not args.no_wrk:
             got = {}
-            for name, (pod, host) in targets.items():
-                out = in_pod(mesh, pod, ["wrk", "-t2", "-c16", "-d5s", f"http://{host}:8080/"])
+            for name, host in targets.items():
+                wrk = ["wrk", "-t2", "-c16", "-d5s", f"http://{host}:8080/"]
+                out = in_pod(mesh, "mesh-client", wrk)
                 got[name] = float(next(line.split()[1] for line in out.splitlines()
                                        if line.startswith("Requests/sec:")))  # fmt: skip
             print(f"  max throughput (wrk -t2 -c16): direct {got['direct']:,.0f} req/s, "

@@ -314,7 +314,8 @@ class LocalMesh:
             "dataplane", "--proxy-id", proxy_id,
             "--http-addr", f"unix:{self.s.http_socket}",
             "--grpc-addr", f"unix:{self.s.grpc_socket}",
-            "--work-dir", str(work), "--drain-seconds", "1", "--envoy-concurrency", "1",
+            "--work-dir", str(work), "--drain-seconds", "1",
+            "--envoy-concurrency", str(self.s.envoy_concurrency),
         )  # fmt: skip
         if dns:
             argv += ["--dns-port", str(self.s.inject.dns.proxy_port)]

@@ -39,6 +39,9 @@ class LocalSettings:
     """Injection settings: the same defaults as the Kubernetes injector."""
     ready_timeout_s: float = 60.0
     """How long a sidecar may take to become ready."""
+    envoy_concurrency: int = 2
+    """Envoy worker threads per sidecar (the dataplane's ``--envoy-concurrency``); 2 as the
+    dataplane's default: with 1, added p99 pod to pod was +1.35-1.91 ms, with 2 +0.64-0.90."""
     prometheus: bool = False
     """``up`` runs a Prometheus scraping every pod's sidecar (``prometheus.py``)."""
     prometheus_addr: str = "127.0.0.1:9090"
