@@ -111,9 +111,14 @@ def app_containers(pod: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
     containers = spec.get("containers") if _is_mapping(spec) else None
     if not isinstance(containers, list) or not containers:
         raise InvalidPod("pod spec.containers: expected a non-empty list of containers")
+    seen: set[str] = set()
     for container in containers:
         if not _is_mapping(container) or not isinstance(container.get("name"), str):
             raise InvalidPod("pod spec.containers: every container needs a name")
+        name = container["name"]
+        if name in seen:  # Kubernetes refuses such a pod too ("Duplicate value")
+            raise InvalidPod(f"pod spec.containers: two containers are named {name!r}")
+        seen.add(name)
     return containers
 
 

@@ -174,6 +174,15 @@ def test_a_pod_already_holding_an_injected_container_name_is_invalid() -> None:
         plan_injection(pod, DEFAULT_NS, InjectSettings())
 
 
+def test_a_pod_with_two_containers_of_one_name_is_invalid_rather_than_half_rewritten() -> None:
+    pod = local_pod(connect_inject="true", transparent_proxy="true")
+    first = pod["spec"]["containers"][0]
+    first["readinessProbe"] = {"httpGet": {"path": "/", "port": 8080}}
+    pod["spec"]["containers"].append({"name": first["name"], "image": "x"})
+    with pytest.raises(InvalidPod, match=f"two containers are named '{first['name']}'"):
+        plan_injection(pod, DEFAULT_NS, InjectSettings())
+
+
 def test_the_webhooks_shared_result_leaves_the_input_alone_and_the_default_one_is_independent():
     pod = local_pod(connect_inject="true", transparent_proxy="false")
     pod["spec"]["containers"][0]["livenessProbe"] = {"httpGet": {"path": "/", "port": 8080}}
