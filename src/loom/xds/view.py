@@ -2,7 +2,9 @@
 
 The snapshot, built once per store index for every session (and the DNS table), has already
 indexed healthy sidecar endpoints per service, virtual IPs, instance addresses, intentions and
-config entries, so collecting one proxy's inputs costs only lookups. ``collect_inputs`` is
+config entries, so collecting one proxy's inputs costs only lookups; what the inputs derive from the
+snapshot alone (an upstream's resolution, an intention's access rule) is derived once per
+snapshot (``MeshSnapshot.memo``) and shared by every proxy that reads it. ``collect_inputs`` is
 deterministic given the snapshot; equal inputs mean nothing to push. Certificates are not
 inputs: each proxy's agent holds its key and serves its leaf and roots to Envoy itself. A
 mesh gateway's inputs (``collect_gateway_inputs``) are where it listens, every meshed service
@@ -14,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from loom.ca.authority import spiffe_id
-from loom.domain.intentions import DENY, decide
+from loom.domain.intentions import DENY, Intention, decide
 from loom.domain.mesh import MeshSnapshot
 from loom.domain.records import Instance
 from loom.domain.records import Upstream as UpstreamDef
@@ -154,6 +156,50 @@ def _remote_transparent_upstreams(
     return sorted(out, key=lambda u: u.sni)
 
 
+def _shared(view: MeshSnapshot, name: str) -> dict[Any, Any]:
+    """A memo kept with ``view`` (``MeshSnapshot.memo``): what one proxy's inputs derive
+    from the snapshot alone is derived once per snapshot, and proxies that dial the same
+    upstream share one ``Upstream`` (one object to compare, hash and keep, not one each)."""
+    found = view.memo.get(name)
+    if found is None:
+        found = view.memo[name] = {}
+    return found
+
+
+def _rule(view: MeshSnapshot, i: Intention) -> AccessRule:
+    """Intention ``i`` as the access rule of every proxy it targets (one per snapshot)."""
+    rules = _shared(view, "xds.rules")
+    found = rules.get(id(i))  # the snapshot keeps ``i``: its identity stays its own
+    if found is None or found[0] is not i:
+        rule = AccessRule(
+            Principal(i.source_ns, i.source),
+            i.action != DENY,
+            tuple(Permission(p.action != DENY, p.http) for p in i.permissions),
+        )
+        found = rules[id(i)] = (i, rule)
+    return found[1]
+
+
+def _transparent_upstream(
+    view: MeshSnapshot, shared: dict[Any, Any], ns: str, name: str, gateway_mode: str
+) -> Upstream:
+    """Transparent proxy: the upstream of local meshed service ``name`` (matched on its
+    virtual IPs, ports and instance addresses), one per snapshot and MeshGateway mode."""
+    key = ("transparent", ns, name, gateway_mode)
+    found = shared.get(key)
+    if found is None:
+        svc = view.services.get((ns, name))
+        vips = tuple(sorted(svc.vips)) if svc else ()
+        found = shared[key] = _upstream(
+            view, ns, name, "", gateway_mode,
+            virtual_ips=vips,
+            ports=tuple(sorted(svc.ports)) if svc else (),
+            instance_ips=tuple(sorted(svc.instance_ips)) if svc else (),
+            headless=not vips,
+        )  # fmt: skip
+    return found
+
+
 def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayInputs | None:
     """The inputs of proxy ``proxy_id`` (a sidecar or a mesh gateway), or None when no such
     proxy is registered."""
@@ -163,6 +209,7 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayIn
     proxy = inst.proxy
     assert proxy is not None  # the snapshot's proxies are connect-proxy instances
     ns, service = inst.namespace, proxy.destination_service_name
+    shared = _shared(view, "xds.upstreams")
     sd = view.defaults_of(ns, service)
     pd = view.proxy_defaults
     protocol = sd.protocol or pd.config.get("protocol") or "tcp"
@@ -170,11 +217,7 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayIn
     mode = proxy.mode or sd.mode or pd.mode or "direct"
     transparent = mode == "transparent"
     rules = tuple(
-        AccessRule(
-            Principal(i.source_ns, i.source),
-            i.action != DENY,
-            tuple(Permission(p.action != DENY, p.http) for p in i.permissions),
-        )
+        _rule(view, i)
         for i in view.intentions
         if i.destination_ns in ("*", ns) and i.destination in ("*", service)
     )
@@ -191,12 +234,15 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayIn
         uns = u.destination_namespace or ns
         explicit.add((uns, u.destination_name))
         gw_mode = u.mesh_gateway or gateway_mode
-        upstreams.append(
-            _upstream(
+        ukey = ("explicit", uns, u.destination_name, u.datacenter, gw_mode,
+               u.local_bind_address, u.local_bind_port)  # fmt: skip
+        found = shared.get(ukey)
+        if found is None:
+            found = shared[ukey] = _upstream(
                 view, uns, u.destination_name, u.datacenter, gw_mode,
                 bind_address=u.local_bind_address, bind_port=u.local_bind_port,
-            )
-        )  # fmt: skip
+            )  # fmt: skip
+        upstreams.append(found)
     if transparent:
         for key in sorted(view.meshed):
             uns, name = key
@@ -210,17 +256,7 @@ def collect_inputs(view: MeshSnapshot, proxy_id: str) -> ProxyInputs | GatewayIn
                 and not decide(view.intentions, ns, service, uns, name, view.default_allow).allowed
             ):
                 continue
-            svc = view.services.get(key)
-            vips = tuple(sorted(svc.vips)) if svc else ()
-            upstreams.append(
-                _upstream(
-                    view, uns, name, "", gateway_mode,
-                    virtual_ips=vips,
-                    ports=tuple(sorted(svc.ports)) if svc else (),
-                    instance_ips=tuple(sorted(svc.instance_ips)) if svc else (),
-                    headless=not vips,
-                )
-            )  # fmt: skip
+            upstreams.append(_transparent_upstream(view, shared, uns, name, gateway_mode))
         upstreams += _remote_transparent_upstreams(view, ns, service, gateway_mode)
     outbound_port = (
         proxy.transparent_proxy.outbound_listener_port

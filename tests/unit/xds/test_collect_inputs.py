@@ -92,3 +92,30 @@ async def test_l7_intentions_reach_the_proxy_as_typed_permissions(state: State) 
         Permission(False, HttpMatch(path_prefix="/admin")),
         Permission(True, HttpMatch(methods=("GET",))),
     )
+
+
+async def test_proxies_dialing_one_upstream_share_it_within_a_snapshot_and_see_a_write(
+    state: State,
+) -> None:
+    """One ``Upstream`` (and access rule) per snapshot, whatever the number of proxies that
+    dial it; the next snapshot derives its own, with the write's effect."""
+    for port, name in enumerate(("web", "admin"), 21001):
+        await state.catalog.agent_register({"Name": name, "Port": 8080, "Connect": {
+            "SidecarService": {"Port": port, "Proxy": {"Upstreams": [
+                {"DestinationName": "api", "LocalBindPort": 9000}]}}}})  # fmt: skip
+    await state.configs.upsert_exact("*", "*", {"Action": "deny"})
+    view = state.snapshot()
+    web, admin = (collect_inputs(view, f"{n}-sidecar-proxy") for n in ("web", "admin"))
+    assert isinstance(web, ProxyInputs) and isinstance(admin, ProxyInputs)
+    assert web.upstreams[0] is admin.upstreams[0] and web.rules[0] is admin.rules[0]
+    assert web.upstreams[0].endpoints == () and not web.rules[0].allow
+
+    await state.catalog.agent_register(
+        {"Name": "api", "Port": 7000, "Connect": {"SidecarService": {"Port": 21000}}}
+    )
+    for n in (1, 2):  # the sidecar's default checks: critical until its Envoy listens
+        await state.catalog.update_check(f"service:api-sidecar-proxy:{n}", "passing", "")
+    await state.configs.upsert_exact("*", "*", {"Action": "allow"})
+    after = collect_inputs(state.snapshot(), "web-sidecar-proxy")
+    assert isinstance(after, ProxyInputs)
+    assert [e.port for e in after.upstreams[0].endpoints] == [21000] and after.rules[0].allow
