@@ -6,7 +6,10 @@ cluster definition share one parsed message, and an unchanged resource is never 
 A resource's version is a short hash of that canonical JSON. The translators hand alike
 proxies the very same document objects (they memoise their builders), so a second memo keyed
 by the document's identity skips even the canonical JSON; it holds each document it keys, so
-an identity cannot be reused while it is kept.
+an identity cannot be reused while it is kept. It keeps the ``Served`` value too, and ``serve``
+hands out one dict per distinct set of them (``Converter.typed``): translations whose clusters
+(say) did not change share the very same dict, so a stream re-served it (``loom.xds.server``)
+knows by identity alone that there is nothing to diff.
 """
 
 from __future__ import annotations
@@ -59,11 +62,18 @@ class Served:
 class Converter:
     """Bounded memo of canonical JSON -> packed message."""
 
-    def __init__(self, capacity: int = 50_000, by_identity: int = 8192) -> None:
+    def __init__(
+        self, capacity: int = 50_000, by_identity: int = 8192, typed: int = 16_384
+    ) -> None:
         self._memo: OrderedDict[str, tuple[str, any_pb2.Any]] = OrderedDict()
         self._same: OrderedDict[int, tuple[dict[str, Any], str, str, any_pb2.Any]] = OrderedDict()
+        self._served: dict[int, Served] = {}
+        """Document identity -> its ``Served``, for the documents ``_same`` keeps."""
+        self._typed: OrderedDict[tuple[str, tuple[int, ...]], dict[str, Served]] = OrderedDict()
         self.capacity = capacity
         self.by_identity = by_identity
+        self.typed = typed
+        """How many distinct per-type dicts ``serve`` keeps to hand out again."""
         self.parsed = 0
 
     def convert(self, type_url: str, doc: dict[str, Any]) -> tuple[str, any_pb2.Any]:
@@ -73,8 +83,10 @@ class Converter:
             return same[2], same[3]
         version, packed = self._convert(type_url, doc)
         self._same[id(doc)] = (doc, type_url, version, packed)
+        self._served.pop(id(doc), None)
         if len(self._same) > self.by_identity:
-            self._same.popitem(last=False)
+            gone, _ = self._same.popitem(last=False)
+            self._served.pop(gone, None)
         return version, packed
 
     def _convert(self, type_url: str, doc: dict[str, Any]) -> tuple[str, any_pb2.Any]:
@@ -97,13 +109,32 @@ class Converter:
             self._memo.popitem(last=False)
         return version, packed
 
+    def _serve_one(self, type_url: str, name: str, doc: dict[str, Any]) -> Served:
+        version, packed = self.convert(type_url, doc)
+        found = self._served.get(id(doc))
+        if found is None or found.name != name or found.message is not packed:
+            found = Served(name, version, packed)
+            if id(doc) in self._same:
+                self._served[id(doc)] = found
+        return found
+
     def serve(self, resources: Resources) -> dict[str, dict[str, Served]]:
+        """Each type's resources as served; a type whose resources are the very ``Served``
+        values of one handed out before (in the same order) gets that same dict back."""
         out: dict[str, dict[str, Served]] = {}
         for type_url, named in resources.items():
-            out[type_url] = {}
-            for name, doc in named.items():
-                version, packed = self.convert(type_url, doc)
-                out[type_url][name] = Served(name, version, packed)
+            served = {name: self._serve_one(type_url, name, doc) for name, doc in named.items()}
+            # The kept dict holds its values, so their identities stay theirs while kept.
+            key = (type_url, tuple(map(id, served.values())))
+            kept = self._typed.get(key)
+            if kept is not None and kept.keys() == served.keys():
+                self._typed.move_to_end(key)
+                served = kept
+            else:
+                self._typed[key] = served
+                if len(self._typed) > self.typed:
+                    self._typed.popitem(last=False)
+            out[type_url] = served
         return out
 
 

@@ -18,6 +18,10 @@ Sessions only speak the protocol; what to serve comes from ``Hub.inputs`` -> tra
   ``service:write`` the proxy's destination service, checked before anything is sent and
   again on every change (an ACL write, a token expiring, the hub's periodic tick): a refused
   stream ends with ``PERMISSION_DENIED`` and Consul's wording.
+
+A write every proxy sees runs each stream's push once per stream: a type whose served dict is
+the one the stream last diffed (or sent) is known unchanged by identity (``Converter.serve``
+hands out one dict per distinct set of resources), with no per-resource comparison.
 """
 
 from __future__ import annotations
@@ -64,10 +68,14 @@ class SotwSession(Session):
         self.sent_version: dict[str, str] = {}
         self.sent_nonce: dict[str, str] = {}
         self.sent_names: dict[str, set[str] | None] = {}
+        self.sent_of: dict[str, dict[str, Served]] = {}
+        """The served dict each type's last response was made of (``Converter.serve``
+        hands out the same dict for the same resources: unchanged, nothing to compare)."""
 
     def _response(self, type_url: str) -> discovery_pb2.DiscoveryResponse:
         names = self.names[type_url]
         served = self.served.get(type_url, {})
+        self.sent_of[type_url] = served
         chosen = [s for n, s in sorted(served.items()) if names is None or n in names]
         version = type_version(served, names)
         nonce = str(next(_nonces))
@@ -135,11 +143,15 @@ class SotwSession(Session):
             self._response(t)
             for t in ORDER
             if t in held
-            or (
-                t in self.sent_version
-                and type_version(self.served[t], self.names[t]) != self.sent_version[t]
-            )
+            or (t in self.sent_version and self._moved(t))
         ]
+
+    def _moved(self, t: str) -> bool:
+        """Whether type ``t``'s response would carry another version than the last one."""
+        names = self.names[t]
+        if self.served[t] is self.sent_of.get(t) and names == self.sent_names.get(t):
+            return False
+        return type_version(self.served[t], names) != self.sent_version[t]
 
 
 class DeltaSession(Session):
@@ -152,12 +164,18 @@ class DeltaSession(Session):
         self.subscribed: dict[str, set[str] | None] = {}
         self.client: dict[str, dict[str, str]] = {}
         self.asked: dict[str, set[str]] = {}  # names asked for while held
+        self.diffed: dict[str, dict[str, Served]] = {}
+        """The served dict each type was last diffed against, until a request of that
+        type: the same dict again (``Converter.serve``) has nothing new to send."""
 
     def _diff(
         self, t: str, force: bool, asked: set[str]
     ) -> discovery_pb2.DeltaDiscoveryResponse | None:
         names = self.subscribed[t]
         served = self.served.get(t, {})
+        if not force and not asked and self.diffed.get(t) is served:
+            return None
+        self.diffed[t] = served
         have = self.client.setdefault(t, {})
         # Run for every stream on every write: no copy of a wildcard subscription's
         # resources, and only what changed is sorted (by name, unique within a type).
@@ -218,6 +236,7 @@ class DeltaSession(Session):
                 "xds type", "proxy %s asked for unknown type %.100r", self.proxy_id, t
             )
             return None
+        self.diffed.pop(t, None)  # what the client has or wants may change below
         if req.HasField("error_detail"):
             self.rejected(t, f"(nonce {req.response_nonce})", req.error_detail.message)
             self.answered(t, req.response_nonce, req.error_detail.message)

@@ -93,3 +93,21 @@ def test_the_converter_parses_equal_content_once_whatever_the_object() -> None:
     changed["connect_timeout"] = "7s"
     assert conv.convert(TYPE_CLUSTER, changed)[0] != first[0]
     assert conv.parsed == 2
+
+
+def test_translations_whose_resources_of_a_type_are_unchanged_share_that_types_dict() -> None:
+    """Streams know an unchanged type by identity (nothing to diff); any change, or fewer
+    resources, gives a dict of its own, and the values are shared either way."""
+    conv = Converter()
+    base = CASES["explicit_upstream"]
+    first = conv.serve(build_resources(base))
+    denied = conv.serve(build_resources(replace(base, rules=(AccessRule(Principal("*", "*"), False),))))
+    assert denied[TYPE_CLUSTER] is first[TYPE_CLUSTER]  # rules change listeners only
+    assert denied[TYPE_LISTENER] is not first[TYPE_LISTENER]
+    assert denied[TYPE_LISTENER] != first[TYPE_LISTENER]
+    moved = conv.serve(build_resources(replace(base, local_app_port=base.local_app_port + 1)))
+    assert moved[TYPE_CLUSTER] is not first[TYPE_CLUSTER]
+    kept = [n for n in first[TYPE_CLUSTER] if n != "local_app"]
+    assert kept and all(moved[TYPE_CLUSTER][n] is first[TYPE_CLUSTER][n] for n in kept)
+    fewer = conv.serve({TYPE_CLUSTER: {n: build_resources(base)[TYPE_CLUSTER][n] for n in kept}})
+    assert fewer[TYPE_CLUSTER] is not first[TYPE_CLUSTER] and fewer[TYPE_CLUSTER].keys() == set(kept)
