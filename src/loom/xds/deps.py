@@ -35,6 +35,7 @@ __all__ = [
     "PROXY",
     "QUERY",
     "Dep",
+    "Deps",
     "Known",
     "changes",
     "dependencies",
@@ -43,6 +44,9 @@ __all__ = [
 
 Dep = tuple[str, ...]
 """A part of the mesh: ``(kind, *names)``, one of the kinds below."""
+Deps = tuple[Dep, ...]
+"""What one proxy depends on, each part once, sorted: kept per stream, a tuple costs a sixth
+of a frozenset of its ~7 parts (~110 bytes against ~730)."""
 
 PROXY = "proxy"
 """``(PROXY, id)``: the registration of proxy (or mesh gateway) ``id``."""
@@ -72,11 +76,11 @@ _GLOBAL_FIELDS = (
 K = TypeVar("K", bound=Hashable)
 
 
-def dependencies(view: MeshSnapshot, proxy_id: str, inputs: Inputs | None) -> frozenset[Dep] | None:
+def dependencies(view: MeshSnapshot, proxy_id: str, inputs: Inputs | None) -> Deps | None:
     """What the inputs of ``proxy_id`` (``inputs``, collected from ``view``) depend on
     beyond the fields every proxy reads; None: everything (a transparent proxy, a gateway)."""
     if inputs is None:  # not registered: only its registration can change that
-        return frozenset({(PROXY, proxy_id)})
+        return ((PROXY, proxy_id),)
     if isinstance(inputs, GatewayInputs) or inputs.transparent:
         return None
     inst = view.proxies.get(proxy_id)
@@ -107,14 +111,14 @@ def dependencies(view: MeshSnapshot, proxy_id: str, inputs: Inputs | None) -> fr
             continue
         for t in (chain.primary, *chain.failover):
             deps.add((ENDPOINTS, t.namespace, t.service))
-    return frozenset(deps)
+    return tuple(sorted(deps))
 
 
 @dataclass(frozen=True, eq=False)
 class Known:
     """The dependencies of one proxy and what ``dependencies`` computed them from."""
 
-    deps: frozenset[Dep] | None
+    deps: Deps | None
     """What ``dependencies`` gave."""
     instance: object
     """The proxy's registration in the snapshot (the catalog's object, kept across

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from loom.control.snapshot import MESH_TABLES
 from loom.control.state import MESH_READ_TABLES, State
@@ -52,7 +52,7 @@ class Hub:
         self._task: asyncio.Task[None] | None = None
         self.sessions: dict[int, str] = {}
         self._notify: dict[int, Callable[[], None]] = {}
-        self._deps: dict[int, frozenset[Dep]] = {}  # subscribers absent read everything
+        self._deps: dict[int, Collection[Dep]] = {}  # subscribers absent read everything
         # Dependency -> its subscriber, or the set of them when several: most dependencies
         # (a proxy's own registration, its service's entries) have one, and a set of one
         # key costs ~200 bytes more than the key, per dependency, per proxy.
@@ -81,20 +81,20 @@ class Hub:
         return self._view
 
     def subscribe(
-        self, key: int, notify: Callable[[], None], deps: frozenset[Dep] | None = None
+        self, key: int, notify: Callable[[], None], deps: Collection[Dep] | None = None
     ) -> None:
         """Call ``notify`` (which must not block nor raise) after every later bump that
         changes one of ``deps`` (None: every bump), until ``unsubscribe(key)``."""
         self._notify[key] = notify
         self._set_deps(key, deps)
 
-    def depend(self, key: int, deps: frozenset[Dep] | None) -> None:
+    def depend(self, key: int, deps: Collection[Dep] | None) -> None:
         """Subscriber ``key`` now depends on ``deps`` (None: everything); ignored for a key
         not subscribed."""
         if key in self._notify:
             self._set_deps(key, deps)
 
-    def _set_deps(self, key: int, deps: frozenset[Dep] | None) -> None:
+    def _set_deps(self, key: int, deps: Collection[Dep] | None) -> None:
         old = self._deps.get(key)
         if deps is not None and old == deps:
             return

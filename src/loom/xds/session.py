@@ -19,7 +19,7 @@ from loom.acl.errors import AclNotFound, PermissionDenied
 from loom.acl.rules import Access
 from loom.errors import LoomError
 from loom.ratelog import RateLimitedLog
-from loom.xds.deps import Dep, Known
+from loom.xds.deps import Deps, Known
 from loom.xds.errors import StreamDenied
 from loom.xds.hub import Hub
 from loom.xds.resources import Served
@@ -50,7 +50,7 @@ class Session:
         self.served: dict[str, dict[str, Served]] = {t: {} for t in ORDER}
         self.id = next(_session_ids)
         self.change_pending = False
-        self.deps: frozenset[Dep] | None = frozenset()
+        self.deps: Deps | None = ()
         """What this proxy's inputs read (``Hub.depend``); nothing until it is identified."""
         self.known: Known | None = None
         """The last ``Hub.read``'s dependencies, reused by the next while still true."""

@@ -213,3 +213,13 @@ async def test_a_sidecar_made_transparent_by_its_service_defaults_is_woken_by_ev
     assert mesh.sessions["lone"].deps is None
     woken = await mesh.write(_sidecar(st, "api-2", "api", 8101), _healthy(st, "api-2"))
     assert woken == {"web", "lone", "tp"}
+
+
+async def test_a_sidecars_dependencies_are_kept_as_a_sorted_tuple_of_distinct_parts(
+    mesh: Mesh,
+) -> None:
+    """A tuple per stream, not a frozenset (a sixth of the memory): each part once, in an
+    order that does not depend on how they were found."""
+    deps = mesh.sessions["web"].deps
+    assert isinstance(deps, tuple) and deps
+    assert list(deps) == sorted(set(deps)) and ("proxy", "web-sidecar-proxy") in deps
