@@ -2,7 +2,9 @@
 
 ``build_snapshot`` walks instances, health, VIPs, intentions, config entries and external
 hosts once; ``State.snapshot()`` caches the result by store index, so every xDS session and
-every DNS proxy watching the name table share one walk per write. Consumers derive from it
+every DNS proxy watching the name table share one walk per write; a write that leaves the
+catalog tables alone (a config entry, an intention) does not even walk the instances: the
+new snapshot keeps the previous one's catalog parts. Consumers derive from it
 without touching the store: ``loom.xds.view.collect_inputs`` (one proxy's inputs) and
 ``loom.control.nametable.build_name_table`` (the DNS table). A snapshot is never changed
 after it is built; its types live in ``loom.domain.mesh`` (pure), so consumers that only read
@@ -58,7 +60,14 @@ def build_snapshot(
     queries: Queries | None = None,
     federation: Federation | None = None,
     remote_vips: RemoteVips | None = None,
+    previous: MeshSnapshot | None = None,
+    catalog_index: int = 0,
+    queries_index: int = 0,
 ) -> MeshSnapshot:
+    """The mesh now; ``previous``, when given, is the snapshot before it, whose catalog parts
+    are kept (the same objects) when the catalog tables are still at ``catalog_index`` and
+    the resolvers are equal (subsets select from the catalog by them), and its query parts
+    when the queries table is still at ``queries_index`` too."""
     datacenter = catalog.settings.datacenter
     snap = MeshSnapshot(
         index=index,
@@ -70,12 +79,48 @@ def build_snapshot(
         primary_datacenter=federation.primary if federation is not None else datacenter,
         remote=federation.states() if federation is not None else {},
         remote_vips=remote_vips.addresses() if remote_vips is not None else {},
+        catalog_index=catalog_index,
+        queries_index=queries_index,
     )
-    healthy = catalog.is_healthy
-    instances = catalog.instances()
     snap.resolvers = {
         (e.namespace, e.name): e for e in configs.entries() if isinstance(e, ServiceResolver)
     }
+    _configs_part(snap, configs)
+    if (
+        previous is not None
+        and catalog_index
+        and previous.catalog_index == catalog_index
+        and previous.resolvers == snap.resolvers
+    ):
+        _keep_catalog_part(snap, previous)
+        if queries is not None and previous.queries_index == queries_index:
+            snap.query_targets, snap.query_answers = previous.query_targets, previous.query_answers
+        elif queries is not None:
+            snap.query_targets = query_targets(snap, catalog, queries)
+            snap.query_answers = query_answers(catalog, queries)
+        return snap
+    _catalog_part(snap, catalog)
+    if queries is not None:
+        snap.query_targets = query_targets(snap, catalog, queries)
+        snap.query_answers = query_answers(catalog, queries)
+    return snap
+
+
+def _keep_catalog_part(snap: MeshSnapshot, previous: MeshSnapshot) -> None:
+    """The parts ``_catalog_part`` derives, as ``previous`` has them (never changed after)."""
+    snap.services, snap.proxies, snap.endpoints = (
+        previous.services, previous.proxies, previous.endpoints
+    )  # fmt: skip
+    snap.meshed, snap.mesh_gateways = previous.meshed, previous.mesh_gateways
+    snap.subset_endpoints = previous.subset_endpoints
+    snap.gateways_lan, snap.gateways_wan = previous.gateways_lan, previous.gateways_wan
+
+
+def _catalog_part(snap: MeshSnapshot, catalog: Catalog) -> None:
+    """Everything the snapshot derives from the catalog (instances, health, VIPs): the one
+    walk over every instance, which a write of config entries alone does not repeat."""
+    healthy = catalog.is_healthy
+    instances = catalog.instances()
     subsetted = {k for k, r in snap.resolvers.items() if r.subsets}
     candidates: dict[tuple[str, str], list[Candidate]] = {}
     by_id = {(d.node, d.namespace, d.id): d for d in instances}
@@ -125,6 +170,12 @@ def build_snapshot(
         if healthy(inst):
             hostname = inst.meta.get("pod-name") or inst.id
             svc.healthy.append(NamedInstance(address, hostname))
+    snap.subset_endpoints = select_subsets(snap.resolvers, candidates)
+    snap.gateways_lan, snap.gateways_wan = tuple(lan), tuple(wan)
+
+
+def _configs_part(snap: MeshSnapshot, configs: Configs) -> None:
+    """What the snapshot takes from config entries (besides the resolvers)."""
     snap.intentions = configs.intentions()
     for e in configs.entries():
         if isinstance(e, ServiceDefaults):
@@ -140,12 +191,6 @@ def build_snapshot(
             alloc = ext_vips.get(host)
             vips = (alloc.address, alloc.address6) if alloc else ()
             snap.externals.append(ExternalHost(host, x.name, x.namespace, vips, ports))
-    snap.subset_endpoints = select_subsets(snap.resolvers, candidates)
-    if queries is not None:
-        snap.query_targets = query_targets(snap, catalog, queries)
-        snap.query_answers = query_answers(catalog, queries)
-    snap.gateways_lan, snap.gateways_wan = tuple(lan), tuple(wan)
-    return snap
 
 
 def _candidate(catalog: Catalog, side: Instance, dest: Instance) -> Candidate:

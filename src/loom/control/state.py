@@ -31,7 +31,7 @@ from loom.control.snapshot import MESH_TABLES, build_snapshot
 from loom.control.txn import Txn
 from loom.domain.mesh import MeshSnapshot
 from loom.store import Store, StoreConflict, open_store
-from loom.store.tables import KV_TABLES, TABLES
+from loom.store.tables import CATALOG_TABLES, KV_TABLES, QUERIES, TABLES
 
 
 @dataclass(frozen=True)
@@ -254,6 +254,9 @@ class State:
                 self.queries,
                 self.federation,
                 self.remote_vips,
+                previous=snap,
+                catalog_index=self.store.table_index(CATALOG_TABLES),
+                queries_index=self.store.table_index((QUERIES.name,)),
             )
         return snap
 

@@ -152,6 +152,11 @@ class MeshSnapshot:
     mesh_gateways: dict[str, Instance] = field(default_factory=dict)
     """Proxy ID -> this datacenter's ``mesh-gateway`` instance, healthy or not (first wins,
     as in ``proxies``): what its own Envoy is configured from (``collect_gateway_inputs``)."""
+    catalog_index: int = 0
+    """The catalog tables' index it was built at: the next snapshot of an unchanged catalog
+    (a config entry or intention written) keeps every part derived from the catalog."""
+    queries_index: int = 0
+    """Likewise for the prepared queries table (``query_targets``, ``query_answers``)."""
     memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     """Derivations of this snapshot kept with it (the name table's JSON text)."""
 
