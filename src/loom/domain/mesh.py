@@ -161,6 +161,13 @@ class MeshSnapshot:
     """Derivations of this snapshot kept with it (the name table's JSON text)."""
 
     def defaults_of(self, namespace: str, service: str) -> ServiceDefaults:
-        """The service's ``service-defaults``, else an empty entry (which decides nothing)."""
+        """The service's ``service-defaults``, else an empty entry (which decides nothing;
+        one per service and snapshot: every proxy's inputs ask, on every write)."""
         found = self.service_defaults.get((namespace, service))
-        return found if found is not None else ServiceDefaults(name=service, namespace=namespace)
+        if found is not None:
+            return found
+        empty: dict[tuple[str, str], ServiceDefaults] = self.memo.setdefault("no_defaults", {})
+        found = empty.get((namespace, service))
+        if found is None:
+            found = empty[(namespace, service)] = ServiceDefaults(name=service, namespace=namespace)
+        return found

@@ -109,6 +109,7 @@ async def test_proxies_dialing_one_upstream_share_it_within_a_snapshot_and_see_a
     assert isinstance(web, ProxyInputs) and isinstance(admin, ProxyInputs)
     assert web.upstreams[0] is admin.upstreams[0] and web.rules[0] is admin.rules[0]
     assert web.upstreams[0].endpoints == () and not web.rules[0].allow
+    assert view.defaults_of("default", "web") is view.defaults_of("default", "web")
 
     await state.catalog.agent_register(
         {"Name": "api", "Port": 7000, "Connect": {"SidecarService": {"Port": 21000}}}
