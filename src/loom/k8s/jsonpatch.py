@@ -25,10 +25,11 @@ def escape(key: str) -> str:
     return key.replace("~", "~0").replace("/", "~1")
 
 
-def diff(old: Any, new: Any) -> list[Operation]:
-    """Operations that turn ``old`` into ``new`` (empty when they are equal)."""
+def diff(old: Any, new: Any, path: str = "") -> list[Operation]:
+    """Operations that turn ``old`` into ``new`` (empty when they are equal); ``path``: where
+    ``old`` is in the document patched (a JSON pointer), the prefix of the operations' paths."""
     ops: list[Operation] = []
-    _diff(old, new, "", ops)
+    _diff(old, new, path, ops)
     return ops
 
 
