@@ -35,7 +35,6 @@ from loom.domain.fields import (
 )
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
 from loom.inject.injection import (
-    SPEC_FIELDS,
     TemplatePlan,
     inject_metadata,
     inject_spec,
@@ -44,6 +43,7 @@ from loom.inject.injection import (
 from loom.inject.lint import misspelled
 from loom.k8s.errors import K8sError
 from loom.k8s.jsonpatch import diff
+from loom.k8s.patch_parts import SpecPart, spec_key
 
 API_VERSION = "admission.k8s.io/v1"
 
@@ -231,30 +231,29 @@ class PlanCache:
         return (text, namespace.name, tuple(sorted(namespace.labels.items())))
 
     def patch(self, pod: dict[str, Any], kept: _Template, settings: InjectSettings) -> bytes:
-        """The JSONPatch text of plain ``pod`` (a dict ``metadata`` and ``spec``, as its
-        template key vouches) injected with ``kept``'s plan: ``compact(diff(pod, injected))``
+        """The base64 JSONPatch of plain ``pod`` (a dict ``metadata`` and ``spec``, as its
+        template key vouches) injected with ``kept``'s plan: of ``compact(diff(pod, injected))``
         byte for byte, built as the ``/metadata`` part then the ``/spec`` part (the only keys
-        injection changes, in diff's sorted order), the latter kept. Raises as ``inject_spec``."""
+        injection changes, in diff's sorted order), the latter kept (as text, and as base64
+        after the head's last bytes). Raises as ``inject_spec``."""
         plan = kept.plan.plan
         assert plan is not None
         metadata = inject_metadata(pod, plan, True)
         head = compact(diff(pod["metadata"], metadata, "/metadata"))
         spec = pod["spec"]
-        try:  # equal texts are equal JSON documents (the pod is plain): see _template_key
-            key: bytes | None = _FAST.encode([(f in spec, spec.get(f)) for f in SPEC_FIELDS])
-        except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError):
-            key = None
-        tail = None if key is None else kept.specs.get(key)
-        if tail is None:
+        key = spec_key(spec)
+        part = None if key is None else kept.specs.get(key)
+        if part is None:
             self.spec_misses += 1
-            tail = compact(diff(spec, inject_spec(pod, plan, settings, kept.plan.added), "/spec"))
+            ops = diff(spec, inject_spec(pod, plan, settings, kept.plan.added), "/spec")
+            part = SpecPart(compact(ops))
             if key is not None and len(key) <= self.max_pod_bytes:
                 if len(kept.specs) >= SPEC_PARTS:
                     kept.specs.clear()
-                kept.specs[key] = tail
+                kept.specs[key] = part
         else:
             self.spec_hits += 1
-        return _join(head, tail)
+        return part.encode_after(head)
 
     def _use(self, settings: InjectSettings) -> None:
         if settings is not self._settings:
@@ -273,14 +272,9 @@ class _Template:
 
     plan: TemplatePlan
     warnings: tuple[str, ...]
-    specs: dict[bytes, bytes] = field(default_factory=dict)
-    """``compact`` of the ``/spec`` operations, keyed by the msgspec text of the pod's
-    ``SPEC_FIELDS`` (present or not, and their values); never more than ``SPEC_PARTS``."""
-
-
-def _join(*parts: bytes) -> bytes:
-    """The compact JSON array of the items of compact JSON arrays ``parts``, in order."""
-    return b"[" + b",".join(part[1:-1] for part in parts if part != b"[]") + b"]"
+    specs: dict[bytes, SpecPart] = field(default_factory=dict)
+    """The ``/spec`` parts of patches, keyed by the msgspec text of the pod's ``SPEC_FIELDS``
+    (present or not, and their values); never more than ``SPEC_PARTS``."""
 
 
 def _key_text(doc: Any, plain: bool) -> bytes:
@@ -426,7 +420,7 @@ def _plan(
             decision, plan = kept.plan.decision, kept.plan.plan
             if plan is None:
                 return _Planned("skipped", "; ".join(decision.reasons), warnings=kept.warnings)
-            patch = base64.b64encode(cache.patch(pod, kept, settings))
+            patch = cache.patch(pod, kept, settings)
             reasons = "; ".join(decision.reasons + plan.reasons)
             return _Planned("injected", reasons, patch, warnings=kept.warnings)
         result = plan_injection(pod, namespace, settings, share_unchanged=True, plain=plain)
