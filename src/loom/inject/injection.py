@@ -141,6 +141,11 @@ SPEC_FIELDS = ("containers", "initContainers", "volumes")
 these, the plan and the settings (the webhook keys the patches of spec parts by them)."""
 
 
+METADATA_FIELDS = ("annotations", "labels")
+"""The keys of a pod's ``metadata`` that ``inject_metadata`` changes (always new objects, even
+when the pod has none), sorted: the rest of its result is the input's own objects."""
+
+
 def inject_metadata(
     pod: Mapping[str, Any], plan: WorkloadPlan, plain: bool = False
 ) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from loom.domain.fields import (
 )
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
 from loom.inject.injection import (
+    METADATA_FIELDS,
     TemplatePlan,
     inject_metadata,
     inject_spec,
@@ -238,8 +239,13 @@ class PlanCache:
         after the head's last bytes). Raises as ``inject_spec``."""
         plan = kept.plan.plan
         assert plan is not None
-        metadata = inject_metadata(pod, plan, True)
-        head = compact(diff(pod["metadata"], metadata, "/metadata"))
+        metadata, before = inject_metadata(pod, plan, True), pod["metadata"]
+        if _FIRST in before and _SECOND in before:  # then diff's operations are only theirs
+            ops = diff(before[_FIRST], metadata[_FIRST], f"/metadata/{_FIRST}")
+            ops += diff(before[_SECOND], metadata[_SECOND], f"/metadata/{_SECOND}")
+        else:
+            ops = diff(before, metadata, "/metadata")
+        head = compact(ops)
         spec = pod["spec"]
         key = spec_key(spec)
         part = None if key is None else kept.specs.get(key)
@@ -261,6 +267,9 @@ class PlanCache:
             self._templates.clear()
             self._settings = settings
 
+
+_FIRST, _SECOND = METADATA_FIELDS
+"""The metadata keys injection changes, in diff's order (no escaping needed)."""
 
 SPEC_PARTS = 8
 """Spec parts of patches kept per template (see ``PlanCache``)."""

@@ -146,6 +146,27 @@ def test_pods_of_one_template_with_other_volumes_or_init_containers_get_their_ow
     assert (cache.template_misses, cache.hits) == (1, 0)
 
 
+@pytest.mark.parametrize("metadata", [
+    {}, {"labels": {"app": "web"}}, {"annotations": {}}, {"annotations": None, "labels": None},
+    {"annotations": {A + "transparent-proxy-status": "x"},  # replaced, and left as it is:
+     "labels": {A + "connect-inject-status": "x", A + "connect-inject-managed-by": "loom-k8s-controller"}},
+    {"annotations": {}, "labels": {}, "name": "web-0", "uid": "1"},
+])  # fmt: skip
+def test_pods_without_annotations_or_labels_get_the_uncached_answer_each_time(
+    metadata: dict[str, Any],
+) -> None:
+    inject = replace(SETTINGS, default_inject=True)
+    cache = PlanCache()
+    for serial in range(3):
+        pod = {"metadata": {**metadata, "generateName": f"w{serial}-"},
+               "spec": {"containers": [{"name": "web"}]}}  # fmt: skip
+        body = _body(pod)
+        assert review(body, inject, lambda _: {}, cache).wire() == review(
+            body, inject, lambda _: {}
+        ).wire()
+    assert cache.spec_hits == 2
+
+
 def test_a_pod_with_other_containers_or_annotations_gets_a_template_of_its_own() -> None:
     cache = PlanCache()
     template = {"annotations": {A + "connect-inject": "true"},
