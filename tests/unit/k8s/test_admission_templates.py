@@ -107,11 +107,13 @@ def test_every_pod_gets_the_uncached_planners_answer_whatever_template_it_shares
     cache = PlanCache(entries=2)
     labels = {"apps": {A + "transparent-proxy": "false"}}
     for index, verbatim, namespace in pods:
-        body = _body(_pod(templates[index % len(templates)], verbatim), namespace=namespace)
-        cached = review(body, inject, lambda ns: labels.get(ns, {}), cache)
-        plain = review(body, inject, lambda ns: labels.get(ns, {}))
-        assert cached.wire() == plain.wire()
-        assert (cached.outcome, cached.message) == (plain.outcome, plain.message)
+        # And a sibling (another name): a pod of the same template meeting its kept spec part.
+        for pod in (verbatim, {**verbatim, "name": verbatim.get("name", "") + "-1"}):
+            body = _body(_pod(templates[index % len(templates)], pod), namespace=namespace)
+            cached = review(body, inject, lambda ns: labels.get(ns, {}), cache)
+            plain = review(body, inject, lambda ns: labels.get(ns, {}))
+            assert cached.wire() == plain.wire()
+            assert (cached.outcome, cached.message) == (plain.outcome, plain.message)
 
 
 def test_pods_differing_only_in_labels_and_names_are_planned_once_and_patched_each() -> None:
