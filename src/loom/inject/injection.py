@@ -129,12 +129,45 @@ def inject_shared(
     """The injected pod, copying only what injection changes (copy-on-write): every object
     on the path to a change is new, everything else is the input's own object (and the
     ``added`` init and sidecar containers of ``plan_template``, made here when None)."""
-    originals = app_containers(pod)
+    app_containers(pod)
     out: dict[str, Any] = dict(pod)
-    out["metadata"] = metadata = dict(pod.get("metadata") or {})
+    out["metadata"] = inject_metadata(pod, plan, plain)
+    out["spec"] = inject_spec(pod, plan, settings, added)
+    return out
+
+
+SPEC_FIELDS = ("containers", "initContainers", "volumes")
+"""The fields of a pod's ``spec`` that ``inject_spec`` reads: its result is a function of
+these, the plan and the settings (the webhook keys the patches of spec parts by them)."""
+
+
+METADATA_FIELDS = ("annotations", "labels")
+"""The keys of a pod's ``metadata`` that ``inject_metadata`` changes (always new objects, even
+when the pod has none), sorted: the rest of its result is the input's own objects."""
+
+
+def inject_metadata(
+    pod: Mapping[str, Any], plan: WorkloadPlan, plain: bool = False
+) -> dict[str, Any]:
+    """The injected pod's ``metadata`` (copy-on-write, as ``inject_shared``): the input's
+    with the injection annotations and labels; ``plain``: as for ``original_pod_json``."""
+    metadata = dict(pod.get("metadata") or {})
     metadata["annotations"] = dict(metadata.get("annotations") or {})
     metadata["labels"] = dict(metadata.get("labels") or {})
-    out["spec"] = spec = dict(pod["spec"])
+    mark_injected(metadata, pod, plan, plain)
+    return metadata
+
+
+def inject_spec(
+    pod: Mapping[str, Any],
+    plan: WorkloadPlan,
+    settings: InjectSettings,
+    added: tuple[tuple[dict[str, Any], dict[str, Any]], ...] | None = None,
+) -> dict[str, Any]:
+    """The injected pod's ``spec`` (copy-on-write, as ``inject_shared``), reading only its
+    ``SPEC_FIELDS``; refuses (``InvalidPod``) a container or volume name injection needs."""
+    originals = app_containers(pod)
+    spec: dict[str, Any] = dict(pod["spec"])
     pairs = upstream_env(plan.upstreams)
     probed = {p.container for p in plan.expose_paths} if plan.overwrite_probes else set()
     containers: list[dict[str, Any]] = [
@@ -168,8 +201,7 @@ def inject_shared(
     add_data_volume(spec)
     if settings.server_ca.mounted:
         add_ca_volume(spec, settings.server_ca.secret_name, settings.server_ca.secret_key)
-    mark_injected(out, pod, plan, plain)
-    return out
+    return spec
 
 
 def copy_tree(value: Any) -> Any:

@@ -46,11 +46,13 @@ def original_pod_json(pod: Mapping[str, Any], plain: bool = False) -> str:
 
 
 def mark_injected(
-    pod: dict[str, Any], original: Mapping[str, Any], plan: WorkloadPlan, plain: bool = False
+    metadata: dict[str, Any],
+    original: Mapping[str, Any],
+    plan: WorkloadPlan,
+    plain: bool = False,
 ) -> None:
-    """Add the injection annotations and labels to ``pod`` (mutated); ``plain``: as for
-    ``original_pod_json``."""
-    metadata = pod.setdefault("metadata", {})
+    """Add the injection annotations and labels to ``metadata`` (the injected pod's, mutated);
+    ``plain``: as for ``original_pod_json``."""
     annotations = metadata.setdefault("annotations", {})
     labels = metadata.setdefault("labels", {})
     annotations[ann.INJECT_STATUS] = ann.INJECT_STATUS_INJECTED

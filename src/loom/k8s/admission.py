@@ -21,7 +21,7 @@ import base64
 import json
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -34,10 +34,17 @@ from loom.domain.fields import (
     check_json_text,
 )
 from loom.inject import InjectError, InjectSettings, NamespaceInfo, plan_injection
-from loom.inject.injection import TemplatePlan, plan_template
+from loom.inject.injection import (
+    METADATA_FIELDS,
+    TemplatePlan,
+    inject_metadata,
+    inject_spec,
+    plan_template,
+)
 from loom.inject.lint import misspelled
 from loom.k8s.errors import K8sError
 from loom.k8s.jsonpatch import diff
+from loom.k8s.patch_parts import SpecPart, spec_key
 
 API_VERSION = "admission.k8s.io/v1"
 
@@ -135,6 +142,10 @@ class PlanCache:
     (a label, a name: every pod of a StatefulSet, or a Deployment's after a relabelling)
     reuse the decision, the plan and the sidecar and init containers, and are only patched
     anew. Only plain pods (no float: msgspec writes NaN as null) get a template key.
+
+    Each template also keeps the JSON text of its patch's ``/spec`` operations for up to
+    ``SPEC_PARTS`` spec inputs (the pod's ``SPEC_FIELDS``: pods of one template mostly agree
+    on them), so such a pod only has its metadata injected, diffed and encoded.
     """
 
     def __init__(self, entries: int = 256, max_pod_bytes: int = 64 * 1024) -> None:
@@ -148,9 +159,9 @@ class PlanCache:
         self._kept: OrderedDict[tuple[bytes, str, tuple[tuple[str, str], ...]], _Planned] = (
             OrderedDict()
         )
-        self._templates: OrderedDict[_TemplateKey, tuple[TemplatePlan, tuple[str, ...]]] = (
-            OrderedDict()
-        )
+        self._templates: OrderedDict[_TemplateKey, _Template] = OrderedDict()
+        self.spec_hits = 0
+        self.spec_misses = 0
 
     def __len__(self) -> int:
         return len(self._kept)
@@ -186,7 +197,7 @@ class PlanCache:
 
     def template(
         self, pod: dict[str, Any], namespace: NamespaceInfo, settings: InjectSettings, plain: bool
-    ) -> tuple[TemplatePlan, tuple[str, ...]] | None:
+    ) -> _Template | None:
         """``plan_template`` of ``pod`` and the warnings on its annotations, kept or made (and
         kept); None when the pod has no template key (not plain, not a readable pod, or larger
         than ``max_pod_bytes``). Raises as ``plan_template`` does (a refusal is not kept)."""
@@ -200,7 +211,7 @@ class PlanCache:
             self._templates.move_to_end(key)
             return found
         self.template_misses += 1
-        found = (plan_template(pod, namespace, settings), tuple(_warnings(pod)))
+        found = _Template(plan_template(pod, namespace, settings), tuple(_warnings(pod)))
         self._templates[key] = found
         while len(self._templates) > self.entries:
             self._templates.popitem(last=False)
@@ -220,11 +231,59 @@ class PlanCache:
             return None
         return (text, namespace.name, tuple(sorted(namespace.labels.items())))
 
+    def patch(self, pod: dict[str, Any], kept: _Template, settings: InjectSettings) -> bytes:
+        """The base64 JSONPatch of plain ``pod`` (a dict ``metadata`` and ``spec``, as its
+        template key vouches) injected with ``kept``'s plan: of ``compact(diff(pod, injected))``
+        byte for byte, built as the ``/metadata`` part then the ``/spec`` part (the only keys
+        injection changes, in diff's sorted order), the latter kept (as text, and as base64
+        after the head's last bytes). Raises as ``inject_spec``."""
+        plan = kept.plan.plan
+        assert plan is not None
+        metadata, before = inject_metadata(pod, plan, True), pod["metadata"]
+        if _FIRST in before and _SECOND in before:  # then diff's operations are only theirs
+            ops = diff(before[_FIRST], metadata[_FIRST], f"/metadata/{_FIRST}")
+            ops += diff(before[_SECOND], metadata[_SECOND], f"/metadata/{_SECOND}")
+        else:
+            ops = diff(before, metadata, "/metadata")
+        head = compact(ops)
+        spec = pod["spec"]
+        key = spec_key(spec)
+        part = None if key is None else kept.specs.get(key)
+        if part is None:
+            self.spec_misses += 1
+            ops = diff(spec, inject_spec(pod, plan, settings, kept.plan.added), "/spec")
+            part = SpecPart(compact(ops))
+            if key is not None and len(key) <= self.max_pod_bytes:
+                if len(kept.specs) >= SPEC_PARTS:
+                    kept.specs.clear()
+                kept.specs[key] = part
+        else:
+            self.spec_hits += 1
+        return part.encode_after(head)
+
     def _use(self, settings: InjectSettings) -> None:
         if settings is not self._settings:
             self._kept.clear()
             self._templates.clear()
             self._settings = settings
+
+
+_FIRST, _SECOND = METADATA_FIELDS
+"""The metadata keys injection changes, in diff's order (no escaping needed)."""
+
+SPEC_PARTS = 8
+"""Spec parts of patches kept per template (see ``PlanCache``)."""
+
+
+@dataclass
+class _Template:
+    """A kept template: its plan, its annotations' warnings, and its patches' spec parts."""
+
+    plan: TemplatePlan
+    warnings: tuple[str, ...]
+    specs: dict[bytes, SpecPart] = field(default_factory=dict)
+    """The ``/spec`` parts of patches, keyed by the msgspec text of the pod's ``SPEC_FIELDS``
+    (present or not, and their values); never more than ``SPEC_PARTS``."""
 
 
 def _key_text(doc: Any, plain: bool) -> bytes:
@@ -366,14 +425,18 @@ def _plan(
 ) -> _Planned:
     try:
         kept = None if cache is None else cache.template(pod, namespace, settings, plain)
-        template = None if kept is None else kept[0]
-        result = plan_injection(
-            pod, namespace, settings, share_unchanged=True, template=template, plain=plain
-        )
+        if cache is not None and kept is not None:  # as plan_injection does, from the parts
+            decision, plan = kept.plan.decision, kept.plan.plan
+            if plan is None:
+                return _Planned("skipped", "; ".join(decision.reasons), warnings=kept.warnings)
+            patch = cache.patch(pod, kept, settings)
+            reasons = "; ".join(decision.reasons + plan.reasons)
+            return _Planned("injected", reasons, patch, warnings=kept.warnings)
+        result = plan_injection(pod, namespace, settings, share_unchanged=True, plain=plain)
     except InjectError as exc:
         return _Planned("refused", str(exc), status={"code": 400, "message": str(exc)})
     # Shown by kubectl as "Warning: ...": annotations the injector will not act on.
-    warned = tuple(_warnings(pod)) if kept is None else kept[1]
+    warned = tuple(_warnings(pod))
     if not result.inject or result.pod is None:
         return _Planned("skipped", "; ".join(result.reasons), warnings=warned)
     patch = base64.b64encode(compact(diff(pod, result.pod), plain))

@@ -18,17 +18,30 @@ Operation = dict[str, Any]
 _MISSING = object()
 
 
+_ESCAPED: dict[str, str] = {}
+"""Tokens of keys that need escaping, by key: the same few (``consul.hashicorp.com/...``)
+come in every patch. At most ``ESCAPED_KEPT``."""
+ESCAPED_KEPT = 1024
+
+
 def escape(key: str) -> str:
     """One RFC 6901 reference token."""
-    if "~" not in key and "/" not in key:
+    if "/" not in key and "~" not in key:
         return key
-    return key.replace("~", "~0").replace("/", "~1")
+    token = _ESCAPED.get(key)
+    if token is None:
+        token = key.replace("~", "~0").replace("/", "~1")
+        if len(_ESCAPED) >= ESCAPED_KEPT:
+            _ESCAPED.clear()
+        _ESCAPED[key] = token
+    return token
 
 
-def diff(old: Any, new: Any) -> list[Operation]:
-    """Operations that turn ``old`` into ``new`` (empty when they are equal)."""
+def diff(old: Any, new: Any, path: str = "") -> list[Operation]:
+    """Operations that turn ``old`` into ``new`` (empty when they are equal); ``path``: where
+    ``old`` is in the document patched (a JSON pointer), the prefix of the operations' paths."""
     ops: list[Operation] = []
-    _diff(old, new, "", ops)
+    _diff(old, new, path, ops)
     return ops
 
 

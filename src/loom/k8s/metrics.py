@@ -6,7 +6,9 @@ renders. Single-threaded (one asyncio loop): plain integers, no locks.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 """Latency histogram upper bounds, seconds."""
@@ -20,7 +22,9 @@ class WebhookMetrics:
     """Counts per outcome, latency histogram, certificate reloads."""
 
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    bucket_counts: list[int] = field(default_factory=lambda: [0] * len(BUCKETS))
+    bucket_hits: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    """Reviews by the first bucket they fall in (the last: above every bound); the histogram's
+    cumulative counts are their running sums (``bucket_counts``)."""
     latency_sum: float = 0.0
     cert_reloads: int = 0
 
@@ -28,9 +32,12 @@ class WebhookMetrics:
         """Record one review's outcome and handling time."""
         self.outcomes[outcome] += 1
         self.latency_sum += seconds
-        for index, bound in enumerate(BUCKETS):
-            if seconds <= bound:
-                self.bucket_counts[index] += 1
+        self.bucket_hits[bisect_left(BUCKETS, seconds)] += 1  # the first bound >= seconds
+
+    @property
+    def bucket_counts(self) -> list[int]:
+        """Reviews answered within each of ``BUCKETS``, cumulative as Prometheus has them."""
+        return list(accumulate(self.bucket_hits[: len(BUCKETS)]))
 
     @property
     def reviews(self) -> int:

@@ -5,7 +5,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from loom.k8s.jsonpatch import diff, escape
+from loom.k8s.jsonpatch import _ESCAPED, ESCAPED_KEPT, diff, escape
 from tests.unit.inject.jsonpatch_apply import apply_patch
 
 KEYS = st.sampled_from(["a", "b", "a/b", "~", "~1", "", "metadata", "x~/y"])
@@ -42,6 +42,14 @@ def test_keys_with_slash_and_tilde_are_escaped() -> None:
     ops = diff(old, new)
     assert [op["path"] for op in ops] == ["/metadata/annotations/consul.hashicorp.com~1a~0b"]
     assert apply_patch(old, ops) == new
+
+
+def test_escaped_keys_kept_for_the_next_patch_stay_bounded_and_right() -> None:
+    keys = [f"k{n}/~{n}" for n in range(ESCAPED_KEPT + 10)]
+    for key in keys + keys:
+        assert escape(key) == key.replace("~", "~0").replace("/", "~1")
+    assert len(_ESCAPED) <= ESCAPED_KEPT
+    assert escape("plain") == "plain" and "plain" not in _ESCAPED
 
 
 def test_a_boolean_replacing_a_number_is_a_replace() -> None:

@@ -107,11 +107,13 @@ def test_every_pod_gets_the_uncached_planners_answer_whatever_template_it_shares
     cache = PlanCache(entries=2)
     labels = {"apps": {A + "transparent-proxy": "false"}}
     for index, verbatim, namespace in pods:
-        body = _body(_pod(templates[index % len(templates)], verbatim), namespace=namespace)
-        cached = review(body, inject, lambda ns: labels.get(ns, {}), cache)
-        plain = review(body, inject, lambda ns: labels.get(ns, {}))
-        assert cached.wire() == plain.wire()
-        assert (cached.outcome, cached.message) == (plain.outcome, plain.message)
+        # And a sibling (another name): a pod of the same template meeting its kept spec part.
+        for pod in (verbatim, {**verbatim, "name": verbatim.get("name", "") + "-1"}):
+            body = _body(_pod(templates[index % len(templates)], pod), namespace=namespace)
+            cached = review(body, inject, lambda ns: labels.get(ns, {}), cache)
+            plain = review(body, inject, lambda ns: labels.get(ns, {}))
+            assert cached.wire() == plain.wire()
+            assert (cached.outcome, cached.message) == (plain.outcome, plain.message)
 
 
 def test_pods_differing_only_in_labels_and_names_are_planned_once_and_patched_each() -> None:
@@ -125,8 +127,46 @@ def test_pods_differing_only_in_labels_and_names_are_planned_once_and_patched_ea
         answers.append(review(body, SETTINGS, lambda _: {}, cache))
         assert answers[-1].wire() == review(body, SETTINGS, lambda _: {}).wire()
     assert (cache.template_hits, cache.template_misses) == (2, 1)
+    assert (cache.spec_hits, cache.spec_misses) == (2, 1)  # one /spec part for all three
     assert (cache.hits, cache.misses) == (0, 3)  # each pod is its own patch
     assert len({a.body["response"]["patch"] for a in answers}) == 3
+
+
+def test_pods_of_one_template_with_other_volumes_or_init_containers_get_their_own_spec_part() -> None:
+    cache = PlanCache()
+    template = {"annotations": {A + "connect-inject": "true"}, "containers": [{"name": "web"}]}
+    spec_inputs = [{}, {"volumes": []}, {"volumes": [{"name": "data", "emptyDir": {}}]},
+                   {"initContainers": []}, {"initContainers": [{"name": "setup"}]}]  # fmt: skip
+    claims = [{"volumes": [{"name": f"claim-{n}", "emptyDir": {}}]} for n in range(12)]
+    expected = [(0, 5), (5, 5), (5, 17), (5, 22)]  # (hits, misses) after each round
+    for serial, pods in enumerate([spec_inputs, spec_inputs, claims, spec_inputs]):
+        for verbatim in pods:  # a label per round: no pod is answered from the pod cache
+            body = _body(_pod(template, {**verbatim, "labels": {"serial": str(serial)}}))
+            cached = review(body, SETTINGS, lambda _: {}, cache)
+            assert cached.wire() == review(body, SETTINGS, lambda _: {}).wire()
+        assert (cache.spec_hits, cache.spec_misses) == expected[serial]
+    assert (cache.template_misses, cache.hits) == (1, 0)
+
+
+@pytest.mark.parametrize("metadata", [
+    {}, {"labels": {"app": "web"}}, {"annotations": {}}, {"annotations": None, "labels": None},
+    {"annotations": {A + "transparent-proxy-status": "x"},  # replaced, and left as it is:
+     "labels": {A + "connect-inject-status": "x", A + "connect-inject-managed-by": "loom-k8s-controller"}},
+    {"annotations": {}, "labels": {}, "name": "web-0", "uid": "1"},
+])  # fmt: skip
+def test_pods_without_annotations_or_labels_get_the_uncached_answer_each_time(
+    metadata: dict[str, Any],
+) -> None:
+    inject = replace(SETTINGS, default_inject=True)
+    cache = PlanCache()
+    for serial in range(3):
+        pod = {"metadata": {**metadata, "generateName": f"w{serial}-"},
+               "spec": {"containers": [{"name": "web"}]}}  # fmt: skip
+        body = _body(pod)
+        assert review(body, inject, lambda _: {}, cache).wire() == review(
+            body, inject, lambda _: {}
+        ).wire()
+    assert cache.spec_hits == 2
 
 
 def test_a_pod_with_other_containers_or_annotations_gets_a_template_of_its_own() -> None:
