@@ -1,6 +1,6 @@
 """CSR signing in worker processes (``--ca-sign-workers``), on a real ``State`` with real
 worker processes: what they sign chains to the root and carries the CSR's key; a CSR with a
-forged signature, or one naming another identity than the one the ACLs allowed, is refused
+forged signature, or a proof whose signature covers other bytes than its own, is refused
 by the worker; a rotation reaches the workers; a worker that dies leaves signing in-process;
 and the root key is on no worker's command line or environment (it went over the pipe).
 """
@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,18 +87,25 @@ async def test_a_csr_with_a_forged_signature_is_refused_by_the_worker(
     assert "signed a CSR" not in caplog.text
 
 
-async def test_a_worker_refuses_a_csr_naming_another_identity_than_the_one_allowed(
+async def test_a_worker_refuses_a_proof_whose_signature_covers_other_bytes(
     state: State,
 ) -> None:
-    """Were the front end's reading and the worker's to disagree, the worker signs only the
-    identity the ACL check was made for."""
+    """The worker checks the proof it is given, not a reading of its own: the self-signature
+    of one CSR over the bytes of another (whose SAN names another service) is refused, and
+    nothing is signed."""
     pool = state.certs._pool
     assert pool is not None
-    real = read_csr(build_csr(_identity(state, "web"), new_key()))
-    other = read_csr(build_csr(_identity(state, "db"), new_key()))
-    swapped = type(real)(other.identity, real.csr, real.pem, False)
-    with pytest.raises(CsrError, match="caller may only have"):
-        await pool.sign(swapped, state.certs._clock(), state.certs.leaf_ttl)
+    web = read_csr(build_csr(_identity(state, "web"), new_key())).proof
+    db = read_csr(build_csr(_identity(state, "db"), new_key())).proof
+    assert web is not None and db is not None
+    signer = state.certs._mesh()
+    draft = signer.draft(_identity(state, "db"), db.spki, state.certs._clock())
+    for proof in (replace(web, tbs=db.tbs), replace(db, spki=web.spki),
+                  replace(web, signature=db.signature)):  # fmt: skip
+        with pytest.raises(CsrError, match="signature is not valid"):
+            await pool.sign(signer.root, proof, draft.tbs)
+    signature = await pool.sign(signer.root, db, draft.tbs)  # the real one still signs
+    assert _chains_to(signer.finish(draft, signature).cert_pem, state.certs.root.cert_pem)
 
 
 async def test_after_a_rotation_workers_sign_with_the_new_root(

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from loom.ca.errors import CAError
-from loom.ca.leafder import LeafTemplate, pem
+from loom.ca.leafder import LeafTemplate, assemble, pem, sign_tbs
 from loom.ca.spiffe import SpiffeId
 
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -306,6 +306,22 @@ class Signer:
         """A leaf for ``identity`` carrying ``public_key`` (a CSR's, already checked: as a key,
         or as the DER SubjectPublicKeyInfo the CSR holds): same lifetime and extensions as the
         leaves made here, and no private key (``key_pem`` is empty)."""
+        draft = self.draft(identity, public_key, now, ttl)
+        return self.finish(draft, self.signature(draft.tbs))
+
+    def signature(self, tbs: bytes) -> bytes:
+        """This signer's key's signature of a leaf's ``TBSCertificate`` (``draft``'s)."""
+        return sign_tbs(self._key, tbs)
+
+    def draft(
+        self,
+        identity: SpiffeId,
+        public_key: PublicKey | bytes,
+        now: dt.datetime,
+        ttl: dt.timedelta = LEAF_TTL,
+    ) -> LeafDraft:
+        """``sign``'s leaf before its signature: the ``TBSCertificate`` whoever holds this
+        signer's key signs (``sign_tbs``: a signing worker, or ``sign`` here)."""
         if not isinstance(public_key, bytes):
             public_key = public_key.public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -319,12 +335,28 @@ class Signer:
         tbs = self._template.tbs(
             serial, not_before, not_after, identity.service, public_key, identity.uri
         )
+        return LeafDraft(identity, serial, not_before, not_after, tbs)
+
+    def finish(self, draft: LeafDraft, signature: bytes) -> Leaf:
+        """The leaf of ``draft`` signed with ``signature`` (this signer's key's, over
+        ``draft.tbs``), followed by this signer's chain."""
         return Leaf(
-            serial=_serial_text(serial),
-            cert_pem=pem(self._template.certificate(tbs)) + self.chain_pem,
+            serial=_serial_text(draft.serial),
+            cert_pem=pem(assemble(draft.tbs, signature)) + self.chain_pem,
             key_pem="",
-            service=identity.service,
-            uri=identity.uri,
-            not_before=not_before,
-            not_after=not_after,
+            service=draft.identity.service,
+            uri=draft.identity.uri,
+            not_before=draft.not_before,
+            not_after=draft.not_after,
         )
+
+
+@dataclass(frozen=True)
+class LeafDraft:
+    """A leaf's fields and ``TBSCertificate``, waiting for the CA's signature."""
+
+    identity: SpiffeId
+    serial: int
+    not_before: dt.datetime
+    not_after: dt.datetime
+    tbs: bytes

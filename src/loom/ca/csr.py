@@ -101,11 +101,16 @@ class CheckedCsr:
         """The CSR's public key as a DER SubjectPublicKeyInfo, encoded as the certificate
         builder would: the CSR's own bytes when they are that already (a P-256 or P-384 key
         as an uncompressed point, the usual case: no parse and re-encode of the key), else
-        the parsed key re-encoded (a compressed point, RSA)."""
-        raw = spki_of_csr(self.csr)
-        if any(raw.startswith(head) and len(raw) == size for head, size in _CANONICAL_EC):
-            return raw
-        return self.public_key().public_bytes(
+        the parsed key re-encoded (a compressed point, RSA); ``CsrError`` if it cannot be
+        read."""
+        try:
+            raw = spki_of_csr(self.csr)
+            if any(raw.startswith(head) and len(raw) == size for head, size in _CANONICAL_EC):
+                return raw
+            key = self.public_key()
+        except (CAError, ValueError, UnsupportedAlgorithm) as exc:
+            raise CsrError("CSR: the public key cannot be read") from exc
+        return key.public_bytes(
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
@@ -113,6 +118,60 @@ class CheckedCsr:
         key = self.csr.public_key()
         assert isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
         return key
+
+    @property
+    def proof(self) -> Proof | None:
+        """The CSR's proof of possession as bytes (``check_proof`` checks it anywhere: a
+        signing worker gets these, not the CSR), or None when the CSR is not signed with
+        ECDSA and SHA-256 or stronger (then only ``verify_signature`` checks it)."""
+        csr = self.csr
+        if csr.signature_algorithm_oid not in _ECDSA_OIDS:
+            return None
+        try:
+            algorithm = csr.signature_hash_algorithm
+            spki = spki_of_csr(csr)
+        except (UnsupportedAlgorithm, CAError):
+            return None
+        if algorithm is None or algorithm.name not in _HASHES:
+            return None
+        return Proof(algorithm.name, spki, csr.tbs_certrequest_bytes, csr.signature)
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What shows that a CSR's maker holds its private key: the ECDSA self-signature, the
+    bytes it signs (the ``CertificationRequestInfo``), the public key as the CSR carries it
+    (a DER SubjectPublicKeyInfo inside those bytes) and the hash's name."""
+
+    hash_name: str
+    spki: bytes
+    tbs: bytes
+    signature: bytes
+
+
+_HASH_OF: dict[str, hashes.HashAlgorithm] = {
+    "sha256": hashes.SHA256(), "sha384": hashes.SHA384(), "sha512": hashes.SHA512(),
+}  # fmt: skip
+
+
+def check_proof(proof: Proof) -> None:
+    """``CsrError`` unless ``proof``'s signature is valid for its bytes under its key, the
+    key an ECDSA key on an accepted curve and the hash SHA-256 or stronger."""
+    algorithm = _HASH_OF.get(proof.hash_name)
+    if algorithm is None:
+        raise CsrError("CSR: signature must use SHA-256 or stronger")
+    try:
+        key = serialization.load_der_public_key(proof.spki)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise CsrError("CSR: the public key cannot be read") from exc
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        raise CsrError(_BAD_SIGNATURE)  # an ECDSA signature, a key of another kind
+    try:
+        key.verify(proof.signature, proof.tbs, ec.ECDSA(algorithm))
+    except InvalidSignature:
+        raise CsrError(_BAD_SIGNATURE) from None
+    if key.curve.name not in _CURVES:
+        raise CsrError(f"CSR: EC curve {key.curve.name} is not accepted (P-256 or P-384)")
 
 
 def _load(pem: str) -> x509.CertificateSigningRequest:
@@ -143,8 +202,9 @@ def _check_key(csr: x509.CertificateSigningRequest) -> None:
 
 def _check_signature(csr: x509.CertificateSigningRequest) -> None:
     """The self-signature, then the key (``_check_key``'s rules). An ECDSA signature is
-    verified with the key loaded once for both checks (``is_signature_valid`` then
-    ``_check_key`` would each load it: ~7 us a CSR); any other goes through both."""
+    checked as a ``Proof`` (``check_proof``, the key loaded once for both checks:
+    ``is_signature_valid`` then ``_check_key`` would each load it); any other goes through
+    both."""
     try:
         algorithm = csr.signature_hash_algorithm
     except UnsupportedAlgorithm as exc:
@@ -157,17 +217,10 @@ def _check_signature(csr: x509.CertificateSigningRequest) -> None:
         _check_key(csr)
         return
     try:
-        key = csr.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
+        spki = spki_of_csr(csr)
+    except CAError as exc:
         raise CsrError("CSR: the public key cannot be read") from exc
-    if not isinstance(key, ec.EllipticCurvePublicKey):
-        raise CsrError(_BAD_SIGNATURE)  # an ECDSA signature, a key of another kind
-    try:
-        key.verify(csr.signature, csr.tbs_certrequest_bytes, ec.ECDSA(algorithm))
-    except InvalidSignature:
-        raise CsrError(_BAD_SIGNATURE) from None
-    if key.curve.name not in _CURVES:
-        raise CsrError(f"CSR: EC curve {key.curve.name} is not accepted (P-256 or P-384)")
+    check_proof(Proof(algorithm.name, spki, csr.tbs_certrequest_bytes, csr.signature))
 
 
 def _uri(csr: x509.CertificateSigningRequest) -> str:

@@ -28,6 +28,7 @@ from loom.ca.errors import CAError
 
 _ECDSA_SHA256 = bytes.fromhex("300a06082a8648ce3d040302")
 """AlgorithmIdentifier ecdsa-with-SHA256 (no parameters), as RFC 5758 encodes it."""
+_ECDSA = ec.ECDSA(hashes.SHA256())
 _VERSION_3 = bytes.fromhex("a003020102")
 _OID_CN = bytes.fromhex("0603550403")
 _OID_SAN = bytes.fromhex("0603551d11")
@@ -142,7 +143,6 @@ class LeafTemplate:
         self._issuer = ca_cert.subject.public_bytes()
         self._before = b"".join(_extension(_oid(e.oid), c, e.public_bytes()) for e, c in before)
         self._after = b"".join(_extension(_oid(e.oid), c, e.public_bytes()) for e, c in after)
-        self._algorithm = ec.ECDSA(hashes.SHA256())
 
     def tbs(self, serial: int, not_before: dt.datetime, not_after: dt.datetime,
             common_name: str, spki: bytes, uri: str) -> bytes:  # fmt: skip
@@ -163,5 +163,15 @@ class LeafTemplate:
 
     def certificate(self, tbs: bytes) -> bytes:
         """The DER certificate: ``tbs`` signed with the CA key (ECDSA with SHA-256)."""
-        signature = self._key.sign(tbs, self._algorithm)
-        return _tlv(0x30, tbs + _ECDSA_SHA256 + _tlv(0x03, b"\x00" + signature))
+        return assemble(tbs, sign_tbs(self._key, tbs))
+
+
+def sign_tbs(key: ec.EllipticCurvePrivateKey, tbs: bytes) -> bytes:
+    """The CA's signature of a leaf's ``TBSCertificate`` (ECDSA with SHA-256, DER): what a
+    signing worker computes for the server, which wrote ``tbs`` with its own template."""
+    return key.sign(tbs, _ECDSA)
+
+
+def assemble(tbs: bytes, signature: bytes) -> bytes:
+    """The DER certificate of ``tbs`` and its signature (``sign_tbs``)."""
+    return _tlv(0x30, tbs + _ECDSA_SHA256 + _tlv(0x03, b"\x00" + signature))

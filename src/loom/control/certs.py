@@ -149,7 +149,7 @@ class Certs:
             self._pool_signer = self._mesh_signer()
             active = self._pool_signer
             self._pool_start = asyncio.get_running_loop().create_task(
-                self._pool.start(None if active is None else (active.root, active.chain_pem))
+                self._pool.start(None if active is None else active.root)
             )
 
     async def workers_started(self) -> int:
@@ -254,7 +254,7 @@ class Certs:
         if self._pool is None or signer is None or signer is self._pool_signer:
             return
         self._pool_signer = signer
-        self._pool.set_root(signer.root, signer.chain_pem)
+        self._pool.set_root(signer.root)
 
     def _chain(self) -> str:
         """The cross-signed certificate of the active root, while the root that signed it is
@@ -435,8 +435,12 @@ class Certs:
         leaf: Leaf | None = None
         by = "a worker"
         if pool is not None and pool.ready:
+            proof = None if checked.verified else checked.proof
+            if proof is None:  # checked already, or not ECDSA: checked here, signed there
+                checked = checked.verify_signature()
+            draft = signer.draft(identity, checked.spki, self._clock(), self.leaf_ttl)
             try:
-                leaf = await pool.sign(checked, self._clock(), self.leaf_ttl)
+                leaf = signer.finish(draft, await pool.sign(signer.root, proof, draft.tbs))
             except SignWorkerError as exc:  # the worker died: sign here instead
                 log.warning("signing in-process: %s", exc)
         if leaf is None:

@@ -2,11 +2,14 @@
 
 ``loom server --ca-sign-workers N`` starts N ``loom.control.signworker`` processes beside
 itself. The server's process still parses the request, reads whom the CSR names (without the
-costly signature check) and checks the token's ``service:write`` on it; the worker then
-checks the CSR in full and signs it. Each worker gets the signing CA (the root, or in a
-secondary datacenter its intermediate; the key included) over its stdin pipe when it starts
-and again whenever it changes, nothing else: the key is not put on a command line, in an
-environment or in a file.
+costly signature check), checks the token's ``service:write`` on it and writes the leaf's
+``TBSCertificate``; a worker then does the crypto, the CSR's proof of possession and the
+CA's signature (``loom.control.signworker``), and sends the signature back. Each worker gets
+the signing key (the root's, or in a secondary datacenter its intermediate's) over its stdin
+pipe when it starts and again whenever it changes, nothing else: the key is not put on a
+command line, in an environment or in a file. Every leaf's TBS is written by the ``Signer``
+whose key the workers were given last (``sign`` sends a new key first when it is not):
+frames on a pipe keep their order, so a TBS always meets the key of its issuer.
 
 Requests that arrive in the same turn of the event loop go to a worker in one frame (a
 batch), each to the worker with the fewest waiting; answers come back in order. Workers start
@@ -17,18 +20,17 @@ in-process, so a server never waits on its pool and 0 workers is simply in-proce
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from loom.ca.authority import Leaf, Root
-from loom.ca.csr import CheckedCsr, CsrError
+from loom.ca.authority import Root
+from loom.ca.csr import CsrError, Proof
+from loom.ca.errors import CAError
 from loom.control.errors import ControlError
-from loom.control.signworker import HEADER, MAX_FRAME, leaf_of_wire
+from loom.control.signworker import CSR_FAULT, HEADER, MAX_FRAME, OK, answers, frame, sign_batch
 
 log = logging.getLogger("loom.ca")
 _STOP_S = 2.0
@@ -48,14 +50,8 @@ def default_workers(cpus: int | None = None) -> int:
     return 0 if count < 4 else min(4, count // 2)
 
 
-def _frame(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":")).encode()
-    return HEADER.pack(len(body)) + body
-
-
-def _root_message(root: Root, chain: str) -> dict[str, Any]:
-    return {"op": "root", "cert": root.cert_pem, "key": root.key_pem, "chain": chain,
-            "trust_domain": root.trust_domain}  # fmt: skip
+def _root_frame(root: Root) -> bytes:
+    return frame(json.dumps({"op": "root", "key": root.key_pem}).encode())
 
 
 async def _hello(proc: asyncio.subprocess.Process) -> None:
@@ -79,27 +75,27 @@ class _Worker:
         self.proc = proc
         self._stdin = proc.stdin
         self._stdout = proc.stdout
-        self.waiting: list[tuple[int, asyncio.Future[Leaf]]] = []
+        self.waiting: list[asyncio.Future[bytes]] = []
         """Sent, not yet answered, in the order sent (answers come back in that order)."""
-        self._outbox: list[dict[str, Any]] = []
+        self._outbox: list[tuple[Proof | None, bytes]] = []
         self.alive = True
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
-    def send_root(self, root: Root, chain: str) -> None:
+    def send_root(self, root: Root) -> None:
         self._flush()  # requests queued before the rotation keep the order they came in
-        self._stdin.write(_frame(_root_message(root, chain)))
+        self._stdin.write(_root_frame(root))
 
-    def submit(self, item: dict[str, Any], future: asyncio.Future[Leaf]) -> None:
+    def submit(self, item: tuple[Proof | None, bytes], future: asyncio.Future[bytes]) -> None:
         if not self._outbox:
             asyncio.get_running_loop().call_soon(self._flush)
         self._outbox.append(item)
-        self.waiting.append((int(item["id"]), future))
+        self.waiting.append(future)
 
     def _flush(self) -> None:
         if not self._outbox or not self.alive:
             return
         batch, self._outbox = self._outbox, []
-        self._stdin.write(_frame({"op": "sign", "batch": batch}))
+        self._stdin.write(frame(sign_batch(batch)))
 
     async def _read(self) -> None:
         try:
@@ -108,18 +104,23 @@ class _Worker:
                 (size,) = HEADER.unpack(head)
                 if size > MAX_FRAME:
                     raise SignWorkerError(f"signing worker sent a frame of {size} bytes")
-                answers = json.loads(await self._stdout.readexactly(size))["batch"]
-                for answer in answers:
-                    ident, future = self.waiting.pop(0)
-                    if answer.get("id") != ident:
-                        raise SignWorkerError("signing worker answered out of order")
+                body = await self._stdout.readexactly(size)
+                done = 0
+                for status, data in answers(body):
+                    if done >= len(self.waiting):
+                        raise SignWorkerError("signing worker answered more than it was asked")
+                    future = self.waiting[done]
+                    done += 1
                     if future.done():
                         continue
-                    try:
-                        future.set_result(_leaf_or_raise(answer))
-                    except (CsrError, SignWorkerError) as exc:
-                        future.set_exception(exc)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, KeyError) as exc:
+                    if status == OK:
+                        future.set_result(data)
+                    elif status == CSR_FAULT:
+                        future.set_exception(CsrError(data.decode(errors="replace")))
+                    else:
+                        future.set_exception(SignWorkerError(data.decode(errors="replace")))
+                del self.waiting[:done]
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, CAError) as exc:
             self._die(SignWorkerError(f"signing worker {self.proc.pid} stopped: {exc!r}"))
         except SignWorkerError as exc:
             self._die(exc)
@@ -128,7 +129,7 @@ class _Worker:
         if self.alive:
             log.error("%s", exc)
         self.alive = False
-        for _, future in self.waiting:
+        for future in self.waiting:
             if not future.done():
                 future.set_exception(exc)
         self.waiting.clear()
@@ -144,23 +145,15 @@ class _Worker:
         await self.reader
 
 
-def _leaf_or_raise(answer: dict[str, Any]) -> Leaf:
-    if "leaf" in answer:
-        return leaf_of_wire(answer["leaf"])
-    if answer.get("csr"):
-        raise CsrError(str(answer["error"]))
-    raise SignWorkerError(str(answer.get("error", "signing worker failed")))
-
-
 class SignPool:
     """``count`` signing workers; ``sign`` sends a checked-for-ACL CSR to one of them."""
 
     def __init__(self, count: int) -> None:
         self.count = count
         self._workers: list[_Worker] = []
-        self._next_id = 0
         self._closed = False
-        self._root: tuple[Root, str] | None = None
+        self._root: Root | None = None
+        """The CA whose key the workers were given last."""
 
     @property
     def ready(self) -> bool:
@@ -177,8 +170,8 @@ class SignPool:
         """Process IDs of the running workers."""
         return [w.proc.pid for w in self._workers if w.alive]
 
-    async def start(self, root: tuple[Root, str] | None) -> None:
-        """Start the workers and hand each the signing CA and its chain (or, if None, the
+    async def start(self, root: Root | None) -> None:
+        """Start the workers and hand each the signing CA's key (or, if None, the
         one ``set_root`` gives later: a secondary before the primary signed its
         intermediate); a worker that cannot start is logged and left out (signing stays
         in-process if none does)."""
@@ -210,32 +203,30 @@ class SignPool:
                 await worker.stop()
                 return
             if self._root is not None:
-                worker.send_root(*self._root)
+                worker.send_root(self._root)
             self._workers.append(worker)
         log.info("CA signing: %d worker process(es)", len(self._workers))
 
-    def set_root(self, root: Root, chain: str) -> None:
-        """Sign with this CA (a root, or a secondary's intermediate) from now on: after a
-        rotation, or once a secondary has its intermediate."""
-        self._root = (root, chain)
+    def set_root(self, root: Root) -> None:
+        """Sign with this CA's key (a root's, or a secondary's intermediate's) from now on:
+        after a rotation, or once a secondary has its intermediate."""
+        self._root = root
         for worker in self._workers:
             if worker.alive:
-                worker.send_root(root, chain)
+                worker.send_root(root)
 
-    async def sign(self, csr: CheckedCsr, now: dt.datetime, ttl: dt.timedelta) -> Leaf:
-        """The leaf a worker signs for ``csr`` (which the worker checks in full, against the
-        identity ``csr`` names); ``CsrError`` for the CSR's faults, ``SignWorkerError``."""
+    async def sign(self, root: Root, proof: Proof | None, tbs: bytes) -> bytes:
+        """``root``'s key's signature of a leaf's ``tbs``, once a worker has checked the CSR's
+        ``proof`` (None: checked already); ``CsrError`` for the CSR's faults,
+        ``SignWorkerError``."""
         live = [w for w in self._workers if w.alive]
         if not live:
             raise SignWorkerError("no CA signing worker is running")
+        if self._root is None or root.cert_pem != self._root.cert_pem:
+            self.set_root(root)  # before this TBS on every pipe: it meets its issuer's key
         worker = min(live, key=lambda w: len(w.waiting))
-        self._next_id += 1
-        future: asyncio.Future[Leaf] = asyncio.get_running_loop().create_future()
-        worker.submit(
-            {"id": self._next_id, "csr": csr.pem, "expect": csr.identity.uri,
-             "now": now.timestamp(), "ttl": ttl.total_seconds()},
-            future,
-        )  # fmt: skip
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        worker.submit((proof, tbs), future)
         return await future
 
     async def close(self) -> None:
