@@ -45,6 +45,7 @@ from bench.report import row, spread
 from loom.ca.authority import Signer, new_root
 from loom.ca.csr import build_csr, new_key, read_csr
 from loom.ca.spiffe import SpiffeId
+from loom.control.signpool import default_workers
 from tests.support.server import ServerProcess, start_server
 
 ROOT = str(uuid.uuid4())
@@ -180,7 +181,9 @@ def main() -> int:
     args = p.parse_args()
 
     acl = ("--acl-default-policy", "deny", "--acl-initial-management-token", ROOT)
-    workers = () if args.workers is None else ("--ca-sign-workers", str(args.workers))
+    # The server's own default for this machine unless given (test servers default to 0).
+    count = default_workers() if args.workers is None else args.workers
+    workers = ("--ca-sign-workers", str(count))
     print(f"load average (1 min) before: {_load()} on {os.cpu_count()} CPUs", flush=True)
     server = start_server(*acl, *workers)
     alone = start_server(*acl, "--ca-sign-workers", "0")

@@ -43,6 +43,10 @@ class ServerProcess:
 
     def start(self, timeout: float = 15.0) -> ServerProcess:
         cmd = [sys.executable, "-m", "loom", "server", *self.args]
+        if "--ca-sign-workers" not in self.args:
+            # Test servers sign in-process unless a test asks for workers (the CSR signing
+            # and worker tests do): a worker process per server would only slow the suite.
+            cmd += ["--ca-sign-workers", "0"]
         profile = os.environ.get("LOOM_SERVER_PROFILE")
         if profile:  # benches only: cProfile switched by SIGUSR1/SIGUSR2 (profiled.py)
             cmd[1:3] = [str(Path(__file__).with_name("profiled.py")), profile]

@@ -295,8 +295,9 @@ def register(commands: Commands) -> None:
         type=int,
         metavar="N",
         default=None,
-        help="worker processes that check and sign CSRs (they get the CA key over a pipe); "
-        "0: sign in-process (default: 0 below 4 CPUs, else half the CPUs, at most 4)",
+        help="worker processes that check CSRs' signatures and sign their leaves (they get "
+        "the CA key over a pipe); 0: sign in-process (default: 0 on one CPU, 1 on two or "
+        "three, else half the CPUs, at most 4)",
     )
     p.add_argument(
         "--node-name",
