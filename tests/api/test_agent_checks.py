@@ -8,9 +8,7 @@ when the server writes a check's new state, bounded by a deadline.
 
 from __future__ import annotations
 
-import http.server
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -20,46 +18,14 @@ import consul
 import grpc
 import pytest
 
+from tests.support.appmesh import HealthApp
 from tests.support.server import ServerProcess, start_server
 
 
-class App:
-    """A real HTTP app whose answer the test sets (status code and body)."""
-
-    def __init__(self) -> None:
-        app = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                app.seen.append(dict(self.headers))
-                if self.path == "/moved":
-                    self.send_response(302)
-                    self.send_header("Location", "/health")
-                    self.end_headers()
-                    return
-                self.send_response(app.code)
-                self.end_headers()
-                self.wfile.write(app.body.encode())
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.code, self.body = 200, "ok"
-        self.seen: list[dict[str, str]] = []
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join()
-
-
 @pytest.fixture
-def app() -> Iterator[App]:
-    a = App()
+def app() -> Iterator[HealthApp]:
+    """The app answering ``ok``, ``/moved`` a redirect to its ``/health``."""
+    a = HealthApp(b"ok", redirects={"/moved": "/health"})
     yield a
     a.close()
 
@@ -97,7 +63,7 @@ def register(s: ServerProcess, body: dict[str, Any]) -> None:
 
 
 def test_an_http_check_follows_the_apps_answers_worded_as_consul(
-    server: ServerProcess, app: App
+    server: ServerProcess, app: HealthApp
 ) -> None:
     url = f"http://127.0.0.1:{app.port}/health"
     register(server, {"Name": "web-http", "Port": app.port, "Check": {
@@ -107,15 +73,15 @@ def test_an_http_check_follows_the_apps_answers_worded_as_consul(
     assert check["Type"] == "http" and check["Interval"] == "1s" and check["Timeout"] == "10s"
     assert check["Definition"]["HTTP"] == url
     assert app.seen[-1]["X-Probe"] == "loom"
-    app.code, app.body = 429, "busy"
+    app.health, app.body = 429, b"busy"
     check = wait_check(server, "service:web-http", status_is("warning"))
     assert check["Output"] == f"HTTP GET {url}: 429 Too Many Requests Output: busy"
-    app.code, app.body = 500, "broken"
+    app.health, app.body = 500, b"broken"
     check = wait_check(server, "service:web-http", status_is("critical"))
     assert check["Output"] == f"HTTP GET {url}: 500 Internal Server Error Output: broken"
     status, entries, _ = server.request("GET", "/v1/health/service/web-http?passing=1")
     assert status == 200 and entries == []
-    app.code = 200
+    app.health = 200
     wait_check(server, "service:web-http", status_is("passing"))
     status, entries, _ = server.request("GET", "/v1/health/service/web-http?passing=1")
     assert [e["Service"]["ID"] for e in entries] == ["web-http"]
@@ -123,7 +89,7 @@ def test_an_http_check_follows_the_apps_answers_worded_as_consul(
 
 
 def test_an_http_check_follows_redirects_and_sends_its_method_and_host(
-    server: ServerProcess, app: App
+    server: ServerProcess, app: HealthApp
 ) -> None:
     url = f"http://127.0.0.1:{app.port}/moved"
     register(server, {"Name": "moved", "Check": {
@@ -134,7 +100,9 @@ def test_an_http_check_follows_redirects_and_sends_its_method_and_host(
     server.put("/v1/agent/service/deregister/moved")
 
 
-def test_a_tcp_check_passes_while_the_port_listens(server: ServerProcess, app: App) -> None:
+def test_a_tcp_check_passes_while_the_port_listens(
+    server: ServerProcess, app: HealthApp
+) -> None:
     target = f"127.0.0.1:{app.port}"
     register(server, {"Name": "web-tcp", "Check": {"TCP": target, "Interval": "1s"}})
     check = wait_check(server, "service:web-tcp", status_is("passing"))
@@ -142,9 +110,6 @@ def test_a_tcp_check_passes_while_the_port_listens(server: ServerProcess, app: A
     app.close()
     check = wait_check(server, "service:web-tcp", status_is("critical"))
     assert check["Output"] == f"dial tcp {target}: connect: connection refused"
-    app.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), app.httpd.RequestHandlerClass)
-    app.thread = threading.Thread(target=app.httpd.serve_forever, daemon=True)
-    app.thread.start()
     server.put("/v1/agent/service/deregister/web-tcp")
 
 
@@ -211,7 +176,9 @@ def test_a_server_without_the_opt_in_refuses_script_checks() -> None:
         s.stop()
 
 
-def test_check_register_and_deregister_on_the_agent(server: ServerProcess, app: App) -> None:
+def test_check_register_and_deregister_on_the_agent(
+    server: ServerProcess, app: HealthApp
+) -> None:
     register(server, {"Name": "api", "Port": app.port})
     body = {"Name": "api tcp", "ServiceID": "api", "TCP": f"127.0.0.1:{app.port}",
             "Interval": "1s", "Notes": "the port", "SuccessBeforePassing": 2}  # fmt: skip
@@ -315,7 +282,9 @@ def test_an_alias_check_follows_the_instance_it_aliases(server: ServerProcess) -
         server.put(f"/v1/agent/service/deregister/{sid}")
 
 
-def test_py_consul_registers_checks_and_sets_maintenance(server: ServerProcess, app: App) -> None:
+def test_py_consul_registers_checks_and_sets_maintenance(
+    server: ServerProcess, app: HealthApp
+) -> None:
     host, port = server.http.rsplit(":", 1)
     c = consul.Consul(host=host, port=int(port))
     assert c.agent.service.register("pyc", port=app.port)

@@ -31,7 +31,8 @@ SERVER = ["server", "--dev", "--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0
 
 @pytest.mark.parametrize(("module", "args"), [
     ("loom.cli", SERVER),
-    ("loom.cli.local", SERVER),
+    ("loom.cli.toplevel", SERVER),
+    ("loom.cli.server", SERVER),  # the command module its parser is built from
     ("aiohttp", SERVER),
     ("grpc", SERVER),
     ("loom.control.state", SERVER),

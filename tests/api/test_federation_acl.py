@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.federation import federated, until_blocking
+from tests.support.federation import Caller, federated, until_blocking
 from tests.support.server import ServerProcess, acl_flags
 
 MANAGEMENT = str(uuid.uuid4())
 M = {"X-Consul-Token": MANAGEMENT}
+ADMIN = Caller(M)
 
 
 @pytest.fixture(scope="module")
@@ -23,24 +24,6 @@ def pair() -> Iterator[tuple[ServerProcess, ServerProcess]]:
     acl = acl_flags(MANAGEMENT)
     with federated(("dc1", "dc2"), *acl, replication_token=MANAGEMENT, headers=M) as (dc1, dc2):
         yield dc1, dc2
-
-
-def _get(server: ServerProcess, path: str) -> Any:
-    status, body, _ = server.request("GET", path, headers=M)
-    assert status == 200, (path, status, body)
-    return body
-
-
-def _put(server: ServerProcess, path: str, body: Any) -> Any:
-    status, out, _ = server.request("PUT", path, body, headers=M)
-    assert status == 200, (path, status, out)
-    return out
-
-
-def _known(server: ServerProcess) -> set[str]:
-    status, states, _ = server.request("GET", "/v1/internal/federation-states", headers=M)
-    assert status == 200
-    return {s["Datacenter"] for s in states}
 
 
 FEDERATION_READS = [
@@ -75,12 +58,12 @@ def test_an_announce_without_operator_write_is_refused_and_writes_nothing(
     headers = {} if token is None else {"X-Consul-Token": token}
     status, _, _ = dc1.request("PUT", "/v1/internal/federation-state", _evil(), headers=headers)
     assert status == 403
-    assert _known(dc1) == {"dc1", "dc2"}
+    assert ADMIN.known(dc1) == {"dc1", "dc2"}
     status, _, _ = dc1.request(
         "PUT", "/v1/internal/federation-state", _evil("dc2"), headers=headers
     )
     assert status == 403
-    assert _get(dc1, "/v1/internal/federation-state/dc2")["State"]["Servers"] != [
+    assert ADMIN.get(dc1, "/v1/internal/federation-state/dc2")["State"]["Servers"] != [
         "203.0.113.9:8500"
     ]
 
@@ -104,13 +87,13 @@ def test_a_hostile_federation_state_is_a_400_and_writes_nothing(pair: Any, body:
     dc1, _ = pair
     status, _, _ = dc1.request("PUT", "/v1/internal/federation-state", body, headers=M)
     assert status == 400
-    assert _known(dc1) == {"dc1", "dc2"}
+    assert ADMIN.known(dc1) == {"dc1", "dc2"}
 
 
 def test_dc_forwarding_carries_the_callers_token_and_gains_it_nothing(pair: Any) -> None:
     dc1, _ = pair
     rules = 'key_prefix "" { policy = "write" }'
-    policy = _put(dc1, "/v1/acl/policy", {"Name": "kv-dc1", "Rules": rules})
+    policy = ADMIN.put(dc1, "/v1/acl/policy", {"Name": "kv-dc1", "Rules": rules})
     status, local, _ = dc1.request(
         "PUT", "/v1/acl/token",
         {"Policies": [{"ID": policy["ID"]}], "Local": True}, headers=M,
@@ -132,9 +115,9 @@ def test_dc_forwarding_carries_the_callers_token_and_gains_it_nothing(pair: Any)
 
 def test_a_policy_and_token_written_in_the_primary_work_in_the_secondary(pair: Any) -> None:
     dc1, dc2 = pair
-    policy = _put(dc1, "/v1/acl/policy", {
+    policy = ADMIN.put(dc1, "/v1/acl/policy", {
         "Name": "web-writer", "Rules": 'service "web" { policy = "write" }'})  # fmt: skip
-    token = _put(dc1, "/v1/acl/token", {"Policies": [{"ID": policy["ID"]}]})
+    token = ADMIN.put(dc1, "/v1/acl/token", {"Policies": [{"ID": policy["ID"]}]})
     until_blocking(dc2, "/v1/acl/tokens", lambda ts: any(
         t["AccessorID"] == token["AccessorID"] for t in ts), headers=M)  # fmt: skip
     web = {"X-Consul-Token": token["SecretID"]}
@@ -144,7 +127,7 @@ def test_a_policy_and_token_written_in_the_primary_work_in_the_secondary(pair: A
     status, _, _ = dc2.request("PUT", "/v1/agent/service/register",
                                {"Name": "other", "Port": 81}, headers=web)  # fmt: skip
     assert status == 403
-    same = _get(dc2, f"/v1/acl/policy/{policy['ID']}")
+    same = ADMIN.get(dc2, f"/v1/acl/policy/{policy['ID']}")
     assert same["Name"] == "web-writer"  # the primary's ID
     repl = dc2.get("/v1/acl/replication")
     assert repl["Enabled"] and repl["Running"] and repl["ReplicationType"] == "tokens"
@@ -155,11 +138,11 @@ def test_acl_writes_to_the_secondary_land_in_the_primary_and_read_back_at_once(
     pair: Any,
 ) -> None:
     dc1, dc2 = pair
-    policy = _put(dc2, "/v1/acl/policy", {"Name": "via-dc2", "Rules": ""})
-    assert _get(dc1, f"/v1/acl/policy/{policy['ID']}")["Name"] == "via-dc2"
-    token = _put(dc2, "/v1/acl/token", {"Policies": [{"ID": policy["ID"]}]})
+    policy = ADMIN.put(dc2, "/v1/acl/policy", {"Name": "via-dc2", "Rules": ""})
+    assert ADMIN.get(dc1, f"/v1/acl/policy/{policy['ID']}")["Name"] == "via-dc2"
+    token = ADMIN.put(dc2, "/v1/acl/token", {"Policies": [{"ID": policy["ID"]}]})
     assert dc2.request("GET", "/v1/acl/token/self",
                        headers={"X-Consul-Token": token["SecretID"]})[0] == 200  # fmt: skip
-    local = _put(dc2, "/v1/acl/token", {"Local": True, "Description": "dc2 only"})
+    local = ADMIN.put(dc2, "/v1/acl/token", {"Local": True, "Description": "dc2 only"})
     assert dc1.request("GET", f"/v1/acl/token/{local['AccessorID']}", headers=M)[0] == 404
-    assert _get(dc2, f"/v1/acl/token/{local['AccessorID']}")["Local"] is True
+    assert ADMIN.get(dc2, f"/v1/acl/token/{local['AccessorID']}")["Local"] is True

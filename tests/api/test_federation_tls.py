@@ -22,13 +22,14 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from tests.support.federation import federated, names_all, until_blocking, until_states
+from tests.support.federation import Caller, federated, names_all, until_blocking, until_states
 from tests.support.mesh import wait_for
 from tests.support.pki import Issued, ScratchCA
 from tests.support.server import ServerProcess, start_server
 
 MANAGEMENT = str(uuid.uuid4())
 M = {"X-Consul-Token": MANAGEMENT}
+ADMIN = Caller(M)
 ACL = ("--acl-default-policy", "deny", "--acl-initial-management-token", MANAGEMENT)
 
 
@@ -56,47 +57,31 @@ def wan(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wan]:
         yield Wan(tmp, dc1, dc2, ca)
 
 
-def _get(server: ServerProcess, path: str) -> Any:
-    status, body, _ = server.request("GET", path, headers=M)
-    assert status == 200, (path, status, body)
-    return body
-
-
-def _put(server: ServerProcess, path: str, body: Any) -> Any:
-    status, out, _ = server.request("PUT", path, body, headers=M)
-    assert status == 200, (path, status, out)
-    return out
-
-
-def _known(server: ServerProcess) -> set[str]:
-    return {s["Datacenter"] for s in _get(server, "/v1/internal/federation-states")}
-
-
 def test_https_only_datacenters_join_over_https_and_advertise_their_https_addresses(
     wan: Wan,
 ) -> None:
     for server in (wan.dc1, wan.dc2):
         assert server.http == "" and server.https
         assert "HTTP API on http://" not in "".join(server.ready_lines)
-    state = _get(wan.dc1, "/v1/internal/federation-state/dc2")["State"]
+    state = ADMIN.get(wan.dc1, "/v1/internal/federation-state/dc2")["State"]
     assert state["Servers"] == [f"https://{wan.dc2.https}"]
-    assert _get(wan.dc1, "/v1/catalog/datacenters") == ["dc1", "dc2"]
-    assert _get(wan.dc2, "/v1/catalog/datacenters") == ["dc2", "dc1"]
+    assert ADMIN.get(wan.dc1, "/v1/catalog/datacenters") == ["dc1", "dc2"]
+    assert ADMIN.get(wan.dc2, "/v1/catalog/datacenters") == ["dc2", "dc1"]
 
 
 def test_a_dc_catalog_read_crosses_the_wan_over_https(wan: Wan) -> None:
-    _put(wan.dc2, "/v1/agent/service/register", {"Name": "over-tls", "Port": 7443})
-    assert _get(wan.dc1, "/v1/catalog/service/over-tls") == []  # dc2's, not dc1's
-    [inst] = _get(wan.dc1, "/v1/catalog/service/over-tls?dc=dc2")
+    ADMIN.put(wan.dc2, "/v1/agent/service/register", {"Name": "over-tls", "Port": 7443})
+    assert ADMIN.get(wan.dc1, "/v1/catalog/service/over-tls") == []  # dc2's, not dc1's
+    [inst] = ADMIN.get(wan.dc1, "/v1/catalog/service/over-tls?dc=dc2")
     assert inst["Datacenter"] == "dc2" and inst["ServicePort"] == 7443
 
 
 def test_an_intention_written_in_the_primary_is_replicated_to_the_secondary(wan: Wan) -> None:
-    _put(wan.dc1, "/v1/connect/intentions/exact?source=web&destination=tls-repl",
-         {"Action": "deny"})  # fmt: skip
+    ADMIN.put(wan.dc1, "/v1/connect/intentions/exact?source=web&destination=tls-repl",
+              {"Action": "deny"})  # fmt: skip
     until_blocking(wan.dc2, "/v1/connect/intentions", lambda xs: any(
         x["DestinationName"] == "tls-repl" for x in xs), headers=M)  # fmt: skip
-    checked = _get(wan.dc2, "/v1/connect/intentions/check?source=web&destination=tls-repl")
+    checked = ADMIN.get(wan.dc2, "/v1/connect/intentions/check?source=web&destination=tls-repl")
     assert checked["Allowed"] is False
 
 
@@ -106,7 +91,7 @@ def test_a_leaf_of_the_secondary_is_signed_by_its_intermediate_under_the_primary
     leaf = wait_for(lambda: _leaf_or_none(wan.dc2, "web"), what="dc2's intermediate")
     chain = x509.load_pem_x509_certificates(leaf["CertPEM"].encode())
     assert len(chain) == 2  # the leaf, then dc2's intermediate
-    [root] = [r for r in _get(wan.dc1, "/v1/connect/ca/roots")["Roots"] if r["Active"]]
+    [root] = [r for r in ADMIN.get(wan.dc1, "/v1/connect/ca/roots")["Roots"] if r["Active"]]
     root_cert = x509.load_pem_x509_certificate(root["RootCert"].encode())
     chain[0].verify_directly_issued_by(chain[1])
     chain[1].verify_directly_issued_by(root_cert)
@@ -130,7 +115,7 @@ def test_a_wrong_token_over_https_is_a_403_and_writes_nothing(
             "Services": [], "UpdatedAt": "2099-01-01T00:00:00.000000Z"}  # fmt: skip
     status, _, _ = wan.dc1.request("PUT", "/v1/internal/federation-state", evil, headers=headers)
     assert status == 403
-    assert _known(wan.dc1) == {"dc1", "dc2"}
+    assert ADMIN.known(wan.dc1) == {"dc1", "dc2"}
 
 
 def test_a_server_joining_with_a_wrong_token_over_https_is_refused_with_403(wan: Wan) -> None:
@@ -142,7 +127,7 @@ def test_a_server_joining_with_a_wrong_token_over_https_is_refused_with_403(wan:
                        trust=str(wan.ca.file))  # fmt: skip
     try:
         wait_for(lambda: "HTTP 403" in dc4.log_text() or None, what="dc4's refused join")
-        assert _known(wan.dc1) == {"dc1", "dc2"}
+        assert ADMIN.known(wan.dc1) == {"dc1", "dc2"}
     finally:
         dc4.stop()
 
@@ -164,8 +149,8 @@ def test_a_peer_with_a_certificate_from_another_ca_is_refused_and_nothing_is_wri
     try:
         wait_for(lambda: "certificate verify failed" in dc3.log_text() or None,
                  what="dc3 refusing the stranger's certificate")  # fmt: skip
-        assert _known(dc3) == {"dc3"}
-        assert _known(evil) == {"evil"}  # nothing of dc3 reached it past the handshake
+        assert ADMIN.known(dc3) == {"dc3"}
+        assert ADMIN.known(evil) == {"evil"}  # nothing of dc3 reached it past the handshake
     finally:
         dc3.stop()
         evil.stop()
@@ -182,13 +167,13 @@ def test_plain_http_to_an_https_only_server_gets_no_answer_and_a_plain_join_says
     try:
         wait_for(lambda: f"give https://{wan.dc1.https}" in plain.log_text() or None,
                  what="the plain join's reason")  # fmt: skip
-        assert _known(wan.dc1) == {"dc1", "dc2"}
+        assert ADMIN.known(wan.dc1) == {"dc1", "dc2"}
     finally:
         plain.stop()
 
 
 def test_federation_states_carry_only_the_https_addresses(wan: Wan) -> None:
-    states = _get(wan.dc2, "/v1/internal/federation-states")
+    states = ADMIN.get(wan.dc2, "/v1/internal/federation-states")
     servers = {s["Datacenter"]: s["Servers"] for s in states}
     assert servers == {"dc1": [f"https://{wan.dc1.https}"], "dc2": [f"https://{wan.dc2.https}"]}
     assert "http://" not in json.dumps(states)
@@ -222,7 +207,7 @@ def test_servers_requiring_client_certificates_federate_and_refuse_a_strangers(
         refused = "it requires client certificates, it may have refused this server's"
         wait_for(lambda: refused in evil.log_text() or None,
                  what="dc1 refusing the stranger's client certificate")  # fmt: skip
-        assert _known(dc1) == {"dc1", "dc2"}
+        assert ADMIN.known(dc1) == {"dc1", "dc2"}
 
 
 def test_built_in_certificates_federate_once_each_server_trusts_every_datacenters_ca(

@@ -8,17 +8,18 @@ Names the table does not know go to a dnsmasq that answers NXDOMAIN under ``cons
 
 from __future__ import annotations
 
+import json
 import sys
-import time
-from collections.abc import Callable, Iterator
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from loom.api.watching import WatchPolicy
 from tests.e2e.test_dns_cli import DIG, DNSMASQ, dig, serving
 from tests.support.federation import until_blocking
+from tests.support.mesh import free_port as free_tcp_port
 from tests.support.mesh import free_udp_tcp_port as free_port
 from tests.support.server import ServerProcess
 
@@ -37,10 +38,14 @@ def register(server: ServerProcess, node: str, address: str, sid: str, port: int
     })  # fmt: skip
 
 
+Proxied = tuple[ServerProcess, int, str]
+"""The server, the proxy's DNS port and the address of its metrics (and ``/table``)."""
+
+
 @pytest.fixture
-def proxy(loom_server: ServerProcess, tmp_path: Path) -> Iterator[tuple[ServerProcess, int]]:
+def proxy(loom_server: ServerProcess, tmp_path: Path) -> Iterator[Proxied]:
     (tmp_path / "resolv.conf").write_text("nameserver 192.0.2.53\n")
-    upstream, port = free_port(), free_port()
+    upstream, port, status = free_port(), free_port(), f"127.0.0.1:{free_tcp_port()}"
     dnsmasq = [
         DNSMASQ, "--no-daemon", "--no-resolv", "--no-hosts", "--conf-file=/dev/null",
         f"--port={upstream}", "--listen-address=127.0.0.1", "--bind-interfaces",
@@ -49,11 +54,11 @@ def proxy(loom_server: ServerProcess, tmp_path: Path) -> Iterator[tuple[ServerPr
     cmd = [
         sys.executable, "-m", "loom", "dns-proxy", "--server", loom_server.http,
         "--listen", f"127.0.0.1:{port}", "--resolv-conf", str(tmp_path / "resolv.conf"),
-        "--upstream", f"127.0.0.1:{upstream}",
+        "--upstream", f"127.0.0.1:{upstream}", "--metrics", status,
     ]  # fmt: skip
     with serving(dnsmasq, upstream, tmp_path / "dnsmasq.log"), \
             serving(cmd, port, tmp_path / "proxy.log") as proc:  # fmt: skip
-        yield loom_server, port
+        yield loom_server, port, status
     assert proc.returncode == 0, (tmp_path / "proxy.log").read_text()
 
 
@@ -63,40 +68,41 @@ def answers(port: int, name: str, qtype: str = "A") -> list[tuple[int, str]]:
     return [(int(f[1]), " ".join(f[4:])) for f in (line.split() for line in out.splitlines()) if f]
 
 
-def in_table(server: ServerProcess, wanted: dict[str, list[str]]) -> None:
+def in_table(server: ServerProcess, wanted: dict[str, list[str]]) -> int:
     """Blocking queries on the server's name table until each named query answers exactly
-    these addresses (in any order): the table the proxy's own watch gets next."""
+    these addresses (in any order): the index of that table, the one the proxy's own watch
+    gets next."""
 
     def holds(table: dict[str, Any]) -> bool:
         found = {q["Name"]: sorted(i["Address"] for i in q["Instances"])
                  for q in table.get("Queries", []) if "Name" in q}  # fmt: skip
         return all(found.get(name) == sorted(addrs) for name, addrs in wanted.items())
 
-    until_blocking(server, "/v1/loom/dns-table", holds)
+    index: int = until_blocking(server, "/v1/loom/dns-table", holds)["Index"]
+    return index
 
 
-def caught_up(check: Callable[[], bool], seconds: float = 5.0) -> None:
-    """After ``in_table``: the proxy's watch gets that table from its own blocking query,
-    woken by the same change; until that answer is in, the proxy still has the table before.
-    Bounded tries, each a real query, paced by the watch's own least interval between two
-    requests (the proxy exposes no table index to wait on)."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "the proxy never answered as the server's table says"
-        time.sleep(WatchPolicy().min_interval)
+def caught_up(status: str, index: int) -> None:
+    """After ``in_table``: one blocking read of the proxy's ``/table`` that returns once the
+    proxy answers from a table at ``index`` or later (its watch is woken by the same change,
+    so the wait is short); from then on one ``dig`` sees what the server's table says."""
+    url = f"http://{status}/table?index={index}&wait=10s"
+    with urllib.request.urlopen(url, timeout=20) as resp:
+        served = json.load(resp)["Index"]
+    assert served >= index, f"the proxy still answers from the table at {served}, not {index}"
 
 
 def test_dig_gets_a_querys_instances_by_name_and_id_with_its_ttl(
-    proxy: tuple[ServerProcess, int],
+    proxy: Proxied,
 ) -> None:
-    server, port = proxy
+    server, port, status = proxy
     register(server, "n1", "10.9.0.1", "gq-1", 7000, ["primary"], "passing")
     register(server, "n2", "10.9.0.2", "gq-2", 7001, ["replica"], "warning")
     qid = server.request("POST", "/v1/query", {"Name": "gq-pass", "DNS": {"TTL": "7s"},
                          "Service": {"Service": "gq", "OnlyPassing": True}})[1]["ID"]  # fmt: skip
     server.request("POST", "/v1/query", {"Name": "gq-all", "Service": {"Service": "gq"}})
-    in_table(server, {"gq-pass": ["10.9.0.1"], "gq-all": ["10.9.0.1", "10.9.0.2"]})
-    caught_up(lambda: len(answers(port, "gq-all.query.consul")) == 2)  # the later query
+    caught_up(status, in_table(server, {"gq-pass": ["10.9.0.1"],
+                                        "gq-all": ["10.9.0.1", "10.9.0.2"]}))  # fmt: skip
     assert answers(port, "gq-pass.query.consul") == [(7, "10.9.0.1")]
     assert answers(port, "GQ-Pass.query.dc1.consul.") == [(7, "10.9.0.1")]
     assert answers(port, f"{qid}.query.consul") == [(7, "10.9.0.1")]
@@ -122,9 +128,9 @@ def test_dig_gets_a_querys_instances_by_name_and_id_with_its_ttl(
 
 
 def test_a_check_going_critical_takes_the_instance_out_of_an_only_passing_answer(
-    proxy: tuple[ServerProcess, int],
+    proxy: Proxied,
 ) -> None:
-    server, port = proxy
+    server, port, status = proxy
     register(server, "n1", "10.9.0.1", "gq-1", 7000, [], "passing")
     register(server, "n2", "10.9.0.2", "gq-2", 7001, [], "passing")
     server.request("POST", "/v1/query", {"Name": "gq-pass",
@@ -134,33 +140,32 @@ def test_a_check_going_critical_takes_the_instance_out_of_an_only_passing_answer
         return sorted(d for _, d in answers(port, "gq-pass.query.consul"))
 
     both, one = ["10.9.0.1", "10.9.0.2"], ["10.9.0.1"]
-    in_table(server, {"gq-pass": both})
-    caught_up(lambda: addresses() == both)
+    caught_up(status, in_table(server, {"gq-pass": both}))
+    assert addresses() == both
     register(server, "n2", "10.9.0.2", "gq-2", 7001, [], "critical")
-    in_table(server, {"gq-pass": one})
-    caught_up(lambda: addresses() == one)
+    caught_up(status, in_table(server, {"gq-pass": one}))
+    assert addresses() == one
     register(server, "n2", "10.9.0.2", "gq-2", 7001, [], "passing")
-    in_table(server, {"gq-pass": both})
-    caught_up(lambda: addresses() == both)
+    caught_up(status, in_table(server, {"gq-pass": both}))
+    assert addresses() == both
 
 
-def test_a_template_answers_the_names_it_renders_for(proxy: tuple[ServerProcess, int]) -> None:
-    server, port = proxy
+def test_a_template_answers_the_names_it_renders_for(proxy: Proxied) -> None:
+    server, port, status = proxy
     register(server, "n1", "10.9.0.1", "gq-1", 7000, ["primary"], "passing")
     register(server, "n2", "10.9.0.2", "gq-2", 7001, ["replica"], "passing")
     server.request("POST", "/v1/query", {"Name": "gq-", "Template": {"Type": "name_prefix_match"},
                    "Service": {"Service": "gq", "Tags": ["${name.suffix}"]}})  # fmt: skip
-    in_table(server, {"gq-replica": ["10.9.0.2"], "gq-primary": ["10.9.0.1"]})
-    caught_up(lambda: answers(port, "gq-replica.query.consul") != [])
+    caught_up(status, in_table(server, {"gq-replica": ["10.9.0.2"], "gq-primary": ["10.9.0.1"]}))
     assert [d for _, d in answers(port, "gq-replica.query.consul")] == ["10.9.0.2"]
     assert [d for _, d in answers(port, "gq-primary.query.consul")] == ["10.9.0.1"]
     assert "status: NXDOMAIN" in dig(port, "gq-canary.query.consul", "A")  # renders, finds none
 
 
 def test_a_near_agent_query_answers_the_servers_node_first_every_time(
-    proxy: tuple[ServerProcess, int],
+    proxy: Proxied,
 ) -> None:
-    server, port = proxy
+    server, port, status = proxy
     node = server.get("/v1/agent/self")["Config"]["NodeName"]
     agent_address = server.get(f"/v1/catalog/node/{node}")["Node"]["Address"]
     register(server, "aaa", "10.9.0.1", "gq-1", 7000, [], "passing")
@@ -170,8 +175,7 @@ def test_a_near_agent_query_answers_the_servers_node_first_every_time(
                    "Near": "_agent"}})  # fmt: skip
     server.request("POST", "/v1/query", {"Name": "plain", "Service": {"Service": "gq"}})
     three = ["10.9.0.1", "10.9.0.3", agent_address]
-    in_table(server, {"near": three, "plain": three})
-    caught_up(lambda: len(answers(port, "plain.query.consul")) == 3)  # the later query
+    caught_up(status, in_table(server, {"near": three, "plain": three}))
     firsts = {answers(port, "near.query.consul")[0][1] for _ in range(3)}
     assert firsts == {agent_address}  # never rotated away
     rotated = {answers(port, "plain.query.consul")[0][1] for _ in range(3)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,28 @@ Doc = dict[str, Any]
 
 class HealthApp:
     """The ``api`` app: answers every path with ``body``, ``/health`` with the status code
-    the test sets in ``health``."""
+    the test sets in ``health``, each path of ``redirects`` with a 302 to its location; the
+    headers of every request are kept in ``seen``. ``body`` and ``health`` may change while
+    it serves."""
 
-    def __init__(self, body: bytes = b"api\n") -> None:
+    def __init__(self, body: bytes = b"api\n", redirects: Mapping[str, str] | None = None) -> None:
         app = self
         self.health = 200
+        self.body = body
+        self.seen: list[dict[str, str]] = []
+        moved = dict(redirects or {})
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                app.seen.append(dict(self.headers))
+                if self.path in moved:
+                    self.send_response(302)
+                    self.send_header("Location", moved[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 code = app.health if self.path == "/health" else 200
+                body = app.body
                 self.send_response(code)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -41,8 +55,13 @@ class HealthApp:
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
+        self.closed = False
 
     def close(self) -> None:
+        """Stop listening (the port refuses connections from then on); again is a no-op."""
+        if self.closed:
+            return
+        self.closed = True
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join()

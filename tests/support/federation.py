@@ -22,10 +22,32 @@ from tests.support.server import ServerProcess, start_server
 Doc = dict[str, Any]
 
 
-def known(server: ServerProcess) -> set[str]:
-    status, states, _ = server.request("GET", "/v1/internal/federation-states")
+def known(server: ServerProcess, headers: dict[str, str] | None = None) -> set[str]:
+    """The datacenters ``server`` holds a federation state of."""
+    status, states, _ = server.request("GET", "/v1/internal/federation-states", headers=headers)
     assert status == 200, states
     return {s["Datacenter"] for s in states}
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Reads and writes on any of the federated servers with one set of ``headers`` (a
+    token), each asserting a 200 and returning the answer's body."""
+
+    headers: dict[str, str]
+
+    def get(self, server: ServerProcess, path: str) -> Any:
+        status, body, _ = server.request("GET", path, headers=self.headers)
+        assert status == 200, (path, status, body)
+        return body
+
+    def put(self, server: ServerProcess, path: str, body: Any) -> Any:
+        status, out, _ = server.request("PUT", path, body, headers=self.headers)
+        assert status == 200, (path, status, out)
+        return out
+
+    def known(self, server: ServerProcess) -> set[str]:
+        return known(server, self.headers)
 
 
 def until_states(
@@ -171,6 +193,7 @@ async def federated_ca(ca_sign_workers: int = 0) -> AsyncIterator[CaPair]:
 
 __all__ = [
     "CaPair",
+    "Caller",
     "federated",
     "federated_ca",
     "known",

@@ -10,17 +10,19 @@ from ``LoomError`` become one line on stderr and the error's exit code; Ctrl-C i
 ``loom: interrupted`` and 130; nothing else is caught here.
 The words before ``--`` may use Consul's Go-style spellings (``-flag value``, ``-flag=value``)
 for any command's options: ``loom.cli.flags`` rewrites them for the parser they select.
+A command line imports and builds the parser of its own command alone (``loom.cli.toplevel``
+names the modules registering each); ``loom --help`` lists them all from that table.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from loom import __version__
 from loom.errors import LoomError
@@ -55,26 +57,13 @@ def _usage(parser: argparse.ArgumentParser) -> Handler:
     return show
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from loom.cli import (
-        acl,
-        api,
-        completion,
-        dataplane,
-        demo,
-        dns,
-        doctor,
-        explain,
-        inject,
-        kv,
-        local,
-        operator,
-        proxy,
-        query,
-        redirect,
-        server,
-        snapshot,
-    )
+def build_parser(words: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given a command line's ``words``, the parser of its
+    command alone: the modules that register its first word (``loom.cli.toplevel``), or, when
+    that word names no command (``loom``, ``loom --help``, a typo), every command's name and
+    help and nothing under them. Either parses those words alike, and ``loom --help`` reads
+    the same (tests/unit/test_cli_toplevel.py)."""
+    from loom.cli import toplevel
 
     parser = argparse.ArgumentParser(
         prog="loom",
@@ -88,27 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.set_defaults(func=_usage(parser))
     commands = Commands(parser)
-    # operator after api and dataplane: it joins the catalog and connect groups they make.
-    for module in (
-        server,
-        api,
-        explain,
-        snapshot,
-        kv,
-        acl,
-        query,
-        dataplane,
-        redirect,
-        dns,
-        inject,
-        local,
-        demo,
-        operator,
-        proxy,
-        doctor,
-        completion,
-    ):
-        module.register(commands)
+    modules = toplevel.MODULES
+    if words is not None:
+        before = words[: words.index("--")] if "--" in words else words
+        command = next((w for w in before if not w.startswith("-")), "")
+        if command not in toplevel.OWNERS:
+            for name, help, _ in toplevel.TOP:
+                commands.top.add_parser(name, help=help)
+            return parser
+        modules = toplevel.OWNERS[command]
+    for name in modules:
+        importlib.import_module(f"loom.cli.{name}").register(commands)
     return parser
 
 
@@ -161,8 +140,9 @@ def parse(parser: argparse.ArgumentParser, words: Sequence[str]) -> argparse.Nam
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    args = parse(build_parser(), sys.argv[1:] if argv is None else argv)
-    func: Any = args.func
+    words = sys.argv[1:] if argv is None else list(argv)
+    args = parse(build_parser(words), words)
+    func: Handler = args.func
     try:
         return int(func(args))
     except LoomError as exc:

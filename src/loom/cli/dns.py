@@ -107,7 +107,8 @@ def register(commands: Commands) -> None:
     parser.add_argument(
         "--metrics",
         metavar="ADDR:PORT",
-        help="serve Prometheus metrics at http://ADDR:PORT/metrics",
+        help="serve Prometheus metrics at http://ADDR:PORT/metrics and the index of the "
+        "table answered from at /table (?index=N&wait=S: once it is N or more)",
     )
     parser.set_defaults(func=run)
 
@@ -182,8 +183,20 @@ async def _serve_metrics(addr: str, proxy: DnsProxy) -> web.AppRunner:
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=proxy.metrics_text(), content_type="text/plain")
 
+    async def table(request: web.Request) -> web.Response:
+        # ?index=N&wait=S: once the table answered from is at index N or more (S seconds at
+        # most, 60 at the very most), as a blocking read on the server would.
+        try:
+            at_least = int(request.query.get("index", "0"))
+            wait_s = max(0.0, min(float(request.query.get("wait", "0").removesuffix("s")), 60.0))
+        except ValueError:
+            return web.json_response({"Error": "index: an integer, wait: seconds"}, status=400)
+        index = await proxy.served_index(at_least, wait_s)
+        return web.json_response({"Index": index}, headers={"X-Consul-Index": str(index)})
+
     app = web.Application()
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/table", table)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     try:

@@ -20,7 +20,6 @@ This module also holds the output helper every listing or reading command shares
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -114,4 +113,6 @@ def emit(args: argparse.Namespace, data: Any, table: Callable[[Any], str]) -> No
 
 def as_json(data: Any) -> str:
     """The JSON every ``-format=json`` prints: two-space indent, sorted keys, a newline."""
+    import json  # here: ``loom --help`` parses with go_style above and prints no JSON
+
     return json.dumps(data, indent=2, sort_keys=True) + "\n"

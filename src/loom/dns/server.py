@@ -64,6 +64,8 @@ class DnsProxy:
         self.settings = settings
         self._metrics = Metrics()
         self._table = table if table is not None else NameTable()
+        self._swapped = asyncio.Event()
+        """Set (then replaced) by each ``set_table``: what ``served_index`` waits on."""
         self._handler: PacketHandler | None = None
         self._forwarder: Forwarder | None = None
         self._udp: socket.socket | None = None
@@ -84,6 +86,19 @@ class DnsProxy:
         self._table = table
         if self._handler is not None:
             self._handler.set_table(table)
+        self._swapped.set()
+        self._swapped = asyncio.Event()
+
+    async def served_index(self, at_least: int = 0, timeout_s: float = 0.0) -> int:
+        """The server's index of the table answered from (``NameTable.index``), once it is
+        ``at_least`` or ``timeout_s`` has passed (a blocking read, woken by each table swap):
+        whoever waited for the server's table at some index knows when this proxy answers
+        from it."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while self._table.index < at_least:
+                    await self._swapped.wait()
+        return self._table.index
 
     async def start(self) -> None:
         """Read resolv.conf and bind UDP and TCP; BindError if the address is taken."""
@@ -127,8 +142,13 @@ class DnsProxy:
         return self._metrics.as_dict()
 
     def metrics_text(self) -> str:
-        """The same, in Prometheus text exposition format."""
-        return self._metrics.text()
+        """The same, in Prometheus text exposition format, and the index of the table served
+        (a gauge: it follows the server's index)."""
+        metric = "loom_dns_table_index"
+        return self._metrics.text() + (
+            f"# HELP {metric} The server's index of the name table answered from.\n"
+            f"# TYPE {metric} gauge\n{metric} {self._table.index}\n"
+        )
 
     # ---- sockets ---------------------------------------------------------------------------
 

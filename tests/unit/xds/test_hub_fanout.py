@@ -5,27 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import AsyncIterator
 
-import pytest
-
-from loom.control.state import ServerSettings, State
-from loom.store import Store
 from loom.xds.deps import PROXY
 from loom.xds.hub import Hub
-
-
-@pytest.fixture
-async def hub() -> AsyncIterator[Hub]:
-    state = State(ServerSettings(), store=Store())
-    await state.start()
-    hub = Hub(state)
-    hub.start()
-    try:
-        yield hub
-    finally:
-        await hub.stop()
-        await state.close()
 
 
 async def register(hub: Hub, name: str) -> None:

@@ -12,8 +12,7 @@ import pytest
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
-from loom.control.state import ServerSettings, State
-from loom.store import Store
+from loom.control.state import State
 from loom.xds.hub import Hub
 from loom.xds.server import DeltaSession, SotwSession
 from loom.xds.session import Session
@@ -49,19 +48,12 @@ class Stream:
 
 
 @pytest.fixture
-async def hub() -> AsyncIterator[Hub]:
-    state = State(ServerSettings(), store=Store())
-    await state.start()
+async def state(state: State) -> State:
+    """The shared state with ``web`` and its sidecar registered before the hub starts."""
     await state.catalog.agent_register(
         {"Name": "web", "Port": 8080, "Connect": {"SidecarService": {"Port": 21000}}}
     )
-    hub = Hub(state)
-    hub.start()
-    try:
-        yield hub
-    finally:
-        await hub.stop()
-        await state.close()
+    return state
 
 
 async def _close(stream: Stream) -> None:
