@@ -99,7 +99,7 @@ class Answer:
         """``body`` as compact JSON, byte for byte; the patch is spliced in, not encoded."""
         if self.patch is None:
             return _ENCODER.encode(self.body).encode()
-        uid = _ENCODER.encode(self.body["response"]["uid"]).encode()
+        uid = compact(self.body["response"]["uid"])
         return b"".join((_HEAD, uid, _PATCHED, self.patch, b'"}}'))
 
 
@@ -289,11 +289,11 @@ class _Template:
     plan: TemplatePlan
     warnings: tuple[str, ...]
     specs: dict[bytes, SpecPart] = field(default_factory=dict)
+    """The ``/spec`` parts of patches, keyed by ``spec_key`` (the pod's ``SPEC_FIELDS``,
+    present or not, and their values); never more than ``SPEC_PARTS``."""
     marks: MetadataPart | None = None
     """The ``/metadata`` part of its patches; None when not injected or not kept (see
     ``MetadataPart.of``)."""
-    """The ``/spec`` parts of patches, keyed by the msgspec text of the pod's ``SPEC_FIELDS``
-    (present or not, and their values); never more than ``SPEC_PARTS``."""
 
 
 def _key_text(doc: Any, plain: bool) -> bytes:

@@ -56,12 +56,26 @@ def compact(doc: Any, plain: bool = True) -> bytes:
 
 
 def spec_key(spec: dict[str, Any]) -> bytes | None:
-    """The msgspec text of ``spec``'s ``SPEC_FIELDS`` (present or not, and their values),
-    equal for equal fields of a plain pod (no float); None when msgspec cannot write them."""
+    """The msgspec text of ``spec``'s ``SPEC_FIELDS`` (present or not, and their values) but
+    the ``containers``' value, which a pod's template key holds already (the parts are kept
+    per template); equal for equal fields of a plain pod (no float); None when msgspec
+    cannot write them."""
     try:
-        return _FAST.encode([(f in spec, spec.get(f)) for f in SPEC_FIELDS])
+        return _FAST.encode(
+            (
+                _CONTAINERS in spec,
+                _INITS in spec,
+                spec.get(_INITS),
+                _VOLUMES in spec,
+                spec.get(_VOLUMES),
+            )
+        )
     except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError):
         return None  # a lone surrogate or a huge integer: made anew, not kept
+
+
+_CONTAINERS, _INITS, _VOLUMES = SPEC_FIELDS
+"""Unpacked: a field added to ``SPEC_FIELDS`` must be added to ``spec_key`` too."""
 
 
 @dataclass
