@@ -45,23 +45,33 @@ def original_pod_json(pod: Mapping[str, Any], plain: bool = False) -> str:
     return _ENCODER.encode(kept)
 
 
-def mark_injected(
-    metadata: dict[str, Any],
-    original: Mapping[str, Any],
-    plan: WorkloadPlan,
-    plain: bool = False,
-) -> None:
-    """Add the injection annotations and labels to ``metadata`` (the injected pod's, mutated);
-    ``plain``: as for ``original_pod_json``."""
-    annotations = metadata.setdefault("annotations", {})
-    labels = metadata.setdefault("labels", {})
-    annotations[ann.INJECT_STATUS] = ann.INJECT_STATUS_INJECTED
-    annotations[ann.ORIGINAL_POD] = original_pod_json(original, plain)
+def injected_marks(plan: WorkloadPlan) -> tuple[dict[str, str], dict[str, str]]:
+    """The annotations (``original-pod`` aside, a placeholder in its place so the order is
+    the one written) and the labels injection writes for ``plan``: new dicts, a function of
+    the plan alone, so a caller may keep them for every pod of one plan (the webhook does)."""
+    annotations = {ann.INJECT_STATUS: ann.INJECT_STATUS_INJECTED, ann.ORIGINAL_POD: ""}
     if plan.transparent_proxy:
         annotations[ann.TRANSPARENT_PROXY_STATUS] = ann.TRANSPARENT_PROXY_ENABLED
     if plan.consul_namespace is not None:
         annotations[ann.CONSUL_NAMESPACE] = plan.consul_namespace
     if plan.metrics is not None:
         annotations.update(scrape_annotations(plan.metrics))
-    labels[ann.INJECT_STATUS] = ann.INJECT_STATUS_INJECTED
-    labels[ann.MANAGED_BY] = ann.MANAGED_BY_VALUE
+    labels = {ann.INJECT_STATUS: ann.INJECT_STATUS_INJECTED, ann.MANAGED_BY: ann.MANAGED_BY_VALUE}
+    return annotations, labels
+
+
+def mark_injected(
+    metadata: dict[str, Any],
+    original: Mapping[str, Any],
+    plan: WorkloadPlan,
+    plain: bool = False,
+) -> None:
+    """Add the injection annotations and labels to ``metadata`` (the injected pod's, mutated):
+    ``injected_marks`` with ``original-pod`` the text of ``original``; ``plain``: as for
+    ``original_pod_json``."""
+    annotations = metadata.setdefault("annotations", {})
+    labels = metadata.setdefault("labels", {})
+    marks, marked_labels = injected_marks(plan)
+    marks[ann.ORIGINAL_POD] = original_pod_json(original, plain)
+    annotations.update(marks)
+    labels.update(marked_labels)

@@ -44,7 +44,7 @@ from loom.inject.injection import (
 from loom.inject.lint import misspelled
 from loom.k8s.errors import K8sError
 from loom.k8s.jsonpatch import diff
-from loom.k8s.patch_parts import SpecPart, spec_key
+from loom.k8s.patch_parts import MetadataPart, SpecPart, compact, spec_key
 
 API_VERSION = "admission.k8s.io/v1"
 
@@ -99,7 +99,7 @@ class Answer:
         """``body`` as compact JSON, byte for byte; the patch is spliced in, not encoded."""
         if self.patch is None:
             return _ENCODER.encode(self.body).encode()
-        uid = _ENCODER.encode(self.body["response"]["uid"]).encode()
+        uid = compact(self.body["response"]["uid"])
         return b"".join((_HEAD, uid, _PATCHED, self.patch, b'"}}'))
 
 
@@ -211,7 +211,11 @@ class PlanCache:
             self._templates.move_to_end(key)
             return found
         self.template_misses += 1
-        found = _Template(plan_template(pod, namespace, settings), tuple(_warnings(pod)))
+        planned = plan_template(pod, namespace, settings)
+        marks = None
+        if planned.plan is not None:
+            marks = MetadataPart.of(pod["metadata"].get("annotations"), planned.plan)
+        found = _Template(planned, tuple(_warnings(pod)), marks=marks)
         self._templates[key] = found
         while len(self._templates) > self.entries:
             self._templates.popitem(last=False)
@@ -239,13 +243,16 @@ class PlanCache:
         after the head's last bytes). Raises as ``inject_spec``."""
         plan = kept.plan.plan
         assert plan is not None
-        metadata, before = inject_metadata(pod, plan, True), pod["metadata"]
-        if _FIRST in before and _SECOND in before:  # then diff's operations are only theirs
-            ops = diff(before[_FIRST], metadata[_FIRST], f"/metadata/{_FIRST}")
-            ops += diff(before[_SECOND], metadata[_SECOND], f"/metadata/{_SECOND}")
-        else:
-            ops = diff(before, metadata, "/metadata")
-        head = compact(ops)
+        before = pod["metadata"]
+        head = None if kept.marks is None else kept.marks.head(pod)
+        if head is None:
+            metadata = inject_metadata(pod, plan, True)
+            if _FIRST in before and _SECOND in before:  # then diff's operations are theirs
+                ops = diff(before[_FIRST], metadata[_FIRST], f"/metadata/{_FIRST}")
+                ops += diff(before[_SECOND], metadata[_SECOND], f"/metadata/{_SECOND}")
+            else:
+                ops = diff(before, metadata, "/metadata")
+            head = compact(ops)
         spec = pod["spec"]
         key = spec_key(spec)
         part = None if key is None else kept.specs.get(key)
@@ -282,8 +289,11 @@ class _Template:
     plan: TemplatePlan
     warnings: tuple[str, ...]
     specs: dict[bytes, SpecPart] = field(default_factory=dict)
-    """The ``/spec`` parts of patches, keyed by the msgspec text of the pod's ``SPEC_FIELDS``
-    (present or not, and their values); never more than ``SPEC_PARTS``."""
+    """The ``/spec`` parts of patches, keyed by ``spec_key`` (the pod's ``SPEC_FIELDS``,
+    present or not, and their values); never more than ``SPEC_PARTS``."""
+    marks: MetadataPart | None = None
+    """The ``/metadata`` part of its patches; None when not injected or not kept (see
+    ``MetadataPart.of``)."""
 
 
 def _key_text(doc: Any, plain: bool) -> bytes:
@@ -295,25 +305,6 @@ def _key_text(doc: Any, plain: bool) -> bytes:
         except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError):
             pass
     return b"j" + compact(doc, plain)
-
-
-def compact(doc: Any, plain: bool = True) -> bytes:
-    """``_ENCODER.encode(doc)`` as UTF-8, byte for byte, fast when msgspec agrees.
-
-    ``plain``: the document holds no float (msgspec writes ``1e16`` for ``1e+16`` and ``null``
-    for NaN, which cannot be told from the output); the caller knows, from how the review was
-    read. msgspec writes non-ASCII characters and DEL as they are where ``json`` escapes them:
-    such output is made again the standard way.
-    """
-    if plain:
-        try:
-            out = _FAST.encode(doc)
-        except (TypeError, UnicodeEncodeError, OverflowError, msgspec.EncodeError):
-            pass  # non-string keys, lone surrogates, huge integers: the standard encoder's job
-        else:
-            if out.isascii() and b"\x7f" not in out:
-                return out
-    return _ENCODER.encode(doc).encode()
 
 
 class _Float(Exception):
