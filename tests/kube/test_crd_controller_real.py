@@ -305,8 +305,11 @@ def test_two_controllers_elect_one_leader_and_the_standby_takes_over_when_it_is_
     spec = lease_spec(kube)
     assert spec["holderIdentity"] not in ("", holder) and spec["leaseTransitions"] == 1
     took = (micro_time(spec["acquireTime"]) - micro_time(last_renewal)).total_seconds()
-    # The lease duration after the last renewal, plus one retry period and a margin for load.
-    assert 4 <= took < 4 + 0.5 + 1.5, f"took over {took:.1f}s after the last renewal"
+    # Never before the lease ran out (the lease's own timestamps: no split brain); and within
+    # a few retry periods after it (a standby that waited for something else, a second lease
+    # or a resync, would take 8 s or more). The margin is for a loaded machine: 6.9 s was seen
+    # once at load 5.
+    assert 4 <= took < 4 + 0.5 + 3.5, f"took over {took:.1f}s after the last renewal"
     print(f"standby took over {took:.1f}s after the dead leader's last renewal (lease 4s)")
     register_pod(kube, "beta", "127.0.0.22")
     wait_for(lambda: registered(server, "beta"), "beta registered by the new leader", both)
