@@ -15,7 +15,9 @@ a listener on the pod's loopback) and, in each round, measures it paired with di
 same two sidecars and mTLS, the same inbound redirection in the server pod, but no outbound
 redirection (iptables REDIRECT, original_dst, the outbound listener's filter chains) in the
 client pod. The difference between the two added figures is what transparent proxying on the
-client side costs.
+client side costs. It also runs a second plain server pod and pairs it with direct the same
+way (direct against direct): the spread of that "added" figure, which should be zero, is the
+noise floor of the machine and the client at the time.
 
 Run (root): .venv/bin/python bench/local_mesh_latency.py [--rate 1000] [--seconds 5] [--rounds 8] [--no-wrk] [--breakdown]
 """
@@ -88,7 +90,11 @@ def main() -> None:
         plain_ip = mesh.record("plain-server")["ip"]  # type: ignore[index]
         # One client pod for both sides: its redirection leaves the plain server's address
         # alone, so the direct side is plain TCP to that pod, the mesh side its own Envoy.
-        client_annotations = {"transparent-proxy-exclude-outbound-cidrs": f"{plain_ip}/32"}
+        excluded = [f"{plain_ip}/32"]
+        if args.breakdown:
+            mesh.run("plain-server2", [8080], {"transparent-proxy": "false"}, ECHO)
+            excluded.append(f"{mesh.record('plain-server2')['ip']}/32")  # type: ignore[index]
+        client_annotations = {"transparent-proxy-exclude-outbound-cidrs": ",".join(excluded)}
         if args.breakdown:
             client_annotations["connect-service-upstreams"] = f"mesh-server:{EXPLICIT_PORT}"
         mesh.run("mesh-client", [], client_annotations, ["sleep", "3600"])
@@ -96,18 +102,19 @@ def main() -> None:
         vip = record["ServiceTaggedAddresses"]["virtual"]["Address"]
         targets = {"direct": f"{plain_ip}:8080", "mesh": f"{vip}:8080"}
         explicit = f"127.0.0.1:{EXPLICIT_PORT}"
-        for target in [*targets.values(), *([explicit] if args.breakdown else [])]:  # warm up
+        side_runs = [("mesh", targets["mesh"])]
+        if args.breakdown:
+            side_runs += [("explicit", explicit), ("direct2", f"{excluded[1][:-3]}:8080")]
+        for _, target in [("direct", targets["direct"]), *side_runs]:  # warm up
             in_pod(mesh, "mesh-client", ["curl", "-s", "-m", "5", f"http://{target}/"])
         # Paired rounds: one client sends to both sides at once, each at the full rate, their
         # requests interleaved (a stall of the machine lands on both alike); which side leads
         # the interleave alternates by round. Figures are medians of per-round percentiles.
-        # With --breakdown each round also pairs the explicit upstream with direct (a run of
-        # its own: three targets in one client would be 3,000 req/s), the runs alternating too.
+        # With --breakdown each round also pairs the explicit upstream, then the second plain
+        # server, with direct (runs of their own: more targets in one client would be more
+        # req/s), the order of the runs alternating too.
         per_round: dict[str, list[tuple[float, float]]] = {"direct": [], "mesh": []}
         rates: dict[str, list[float]] = {"direct": [], "mesh": []}
-        side_runs = [("mesh", targets["mesh"])]
-        if args.breakdown:
-            side_runs.append(("explicit", explicit))
         beside: dict[str, list[float]] = {}  # "explicit" -> its added p50 / p99 per round
         for r in range(args.rounds):
             for side, target in side_runs if r % 2 == 0 else list(reversed(side_runs)):
@@ -144,6 +151,9 @@ def main() -> None:
                   f"redirection), paired with direct in runs of its own: "
                   f"p50 {spread(beside['explicit50'], '+.3f', ' ms')}, "
                   f"p99 {spread(beside['explicit99'], '+.3f', ' ms')}")  # fmt: skip
+            print(f"  added by nothing (direct vs a second plain server: the noise floor): "
+                  f"p50 {spread(beside['direct250'], '+.3f', ' ms')}, "
+                  f"p99 {spread(beside['direct299'], '+.3f', ' ms')}")  # fmt: skip
         print(f"  load average {' '.join(Path('/proc/loadavg').read_text().split()[:3])}")
         row(f"added p99 pod to pod, {args.rate} req/s", "<= +0.5 ms",
             spread(added99, "+.3f", " ms"), statistics.median(added99) <= 0.5)  # fmt: skip
