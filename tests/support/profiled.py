@@ -2,10 +2,12 @@
 
 Benches that want to know where a server spends one operation (not its start-up, nor the
 thousand registrations before it) start it through here (``ServerProcess`` does when
-``LOOM_SERVER_PROFILE`` names an output file): SIGUSR1 starts profiling the main thread (the
-event loop's), SIGUSR2 stops and writes the stats there (pstats format; each SIGUSR2
-overwrites it with everything profiled so far), and the time the cyclic garbage collector
-took meanwhile, by generation, to OUT.gc.json. Only for measuring: no test uses it.
+``LOOM_SERVER_PROFILE`` names an output file): SIGUSR1 starts a fresh profile of the main
+thread (the event loop's), SIGUSR2 stops and writes the stats there (pstats format; each
+SIGUSR2 overwrites it with what was profiled since the last SIGUSR1, so one run can profile
+two phases apart), and the time the cyclic garbage collector took meanwhile, by generation,
+to OUT.gc.json, with how many objects the collector tracks then, by type. Only for
+measuring: no test uses it.
 
 Run: python tests/support/profiled.py OUT.pstats server --dev ...
 """
@@ -19,6 +21,7 @@ import runpy
 import signal
 import sys
 import time
+from collections import Counter
 from types import FrameType
 from typing import Any
 
@@ -42,7 +45,9 @@ def main() -> None:
             gc_n[info["generation"]] += 1
 
     def start(_sig: int, _frame: FrameType | None) -> None:
-        nonlocal on
+        nonlocal on, profile
+        profile = cProfile.Profile()
+        gc_s[:], gc_n[:] = [0.0, 0.0, 0.0], [0, 0, 0]
         on = True
         profile.enable()
 
@@ -51,8 +56,10 @@ def main() -> None:
         on = False
         profile.disable()
         profile.dump_stats(out)
+        kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
         with open(out + ".gc.json", "w") as f:
-            json.dump({"seconds": gc_s, "collections": gc_n}, f)
+            json.dump({"seconds": gc_s, "collections": gc_n, "tracked": sum(kinds.values()),
+                       "tracked_by_type": dict(kinds.most_common(40))}, f)  # fmt: skip
 
     gc.callbacks.append(collecting)
 

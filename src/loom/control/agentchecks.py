@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -223,7 +223,7 @@ class AgentChecks:
 
     # -- dataplane liveness ------------------------------------------------------------------
 
-    def dataplane_owned(self) -> dict[str, list[Check]]:
+    def dataplane_owned(self) -> Mapping[str, Sequence[Check]]:
         """The checks of this node that dataplanes run, by the runner's proxy ID."""
         return self._server.dataplane_owned()
 

@@ -14,7 +14,8 @@ pure function.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from loom.domain.checkstate import DATAPLANE, NOBODY, SERVER, check_runner
 from loom.domain.records import Check, Instance
@@ -44,6 +45,8 @@ class ServerChecks:
         """This node's check keys by instance."""
         self.reapable: dict[str, Check] = {}
         """This node's service checks with a DeregisterCriticalServiceAfter, by check key."""
+        self._dataplanes: Mapping[str, Sequence[Check]] | None = None
+        """``dataplane_owned``'s answer until a write touches an instance (None: none yet)."""
         store.attach(tables.SERVICES.name, _Services(self))
         store.attach(tables.CHECKS.name, _Checks(self))
 
@@ -53,6 +56,8 @@ class ServerChecks:
 
     def _refresh(self) -> None:
         dirty, self._dirty = self._dirty, set()
+        if dirty is None or dirty:
+            self._dataplanes = None
         if dirty is None:
             self._runs.clear()
             self._server.clear()
@@ -66,9 +71,14 @@ class ServerChecks:
         found = {key: c for runs in self._server.values() for key, c in runs.items()}
         return [found[key] for key in sorted(found)]
 
-    def dataplane_owned(self) -> dict[str, list[Check]]:
-        """The checks of this node that dataplanes run, by the runner's proxy ID, in key order."""
+    def dataplane_owned(self) -> Mapping[str, Sequence[Check]]:
+        """The checks of this node that dataplanes run, by the runner's proxy ID, in key order.
+
+        Kept until a write touches an instance of the node: the liveness sweep asks every
+        second, and building it walks every check (~60 ms with 5,000 sidecars)."""
         self._refresh()
+        if self._dataplanes is not None:
+            return self._dataplanes
         found = {
             key: (owner, c) for runs in self._runs.values()
             for key, (who, owner, c) in runs.items() if who == DATAPLANE
@@ -77,7 +87,8 @@ class ServerChecks:
         for key in sorted(found):
             owner, c = found[key]
             out.setdefault(owner, []).append(c)
-        return out
+        self._dataplanes = MappingProxyType({k: tuple(v) for k, v in out.items()})
+        return self._dataplanes
 
     def run_by(self, runner: Instance) -> list[Check]:
         """The checks dataplane ``runner`` runs (its own instance's and its destination's)."""

@@ -41,7 +41,7 @@ OTHER_TABLES = tuple(t for t in MESH_READ_TABLES if t not in MESH_TABLES)
 
 
 class Hub:
-    def __init__(self, state: State, refresh_s: float = 30.0, translations: int = 4096) -> None:
+    def __init__(self, state: State, refresh_s: float = 30.0, translations: int = 16_384) -> None:
         self.state = state
         self.converter = Converter()
         self.translations = translations

@@ -63,7 +63,7 @@ class Converter:
     """Bounded memo of canonical JSON -> packed message."""
 
     def __init__(
-        self, capacity: int = 50_000, by_identity: int = 8192, typed: int = 16_384
+        self, capacity: int = 50_000, by_identity: int = 32_768, typed: int = 32_768
     ) -> None:
         self._memo: OrderedDict[str, tuple[str, any_pb2.Any]] = OrderedDict()
         self._same: OrderedDict[int, tuple[dict[str, Any], str, str, any_pb2.Any]] = OrderedDict()

@@ -90,7 +90,7 @@ def _walk(node: Any, found: dict[str, Any]) -> None:
             _walk(item, found)
 
 
-_REFS_KEPT = 8192
+_REFS_KEPT = 32_768
 """Documents whose references ``_refs`` remembers (by identity, holding the document)."""
 _refs_of: OrderedDict[int, tuple[Doc, frozenset[str], tuple[Doc, ...]]] = OrderedDict()
 

@@ -81,8 +81,10 @@ def http_connection_manager(stat_prefix: str, routes: list[Doc], filters: list[D
     }
 
 
-CACHED = 4096
-"""Distinct documents kept per memoised builder."""
+CACHED = 16_384
+"""Distinct documents kept per memoised builder: with 5,000 proxies each with its own port,
+alternating writes (deny, allow) need two per proxy; an LRU smaller than what one write
+walks hits nothing."""
 
 
 def public_listener(inp: ProxyInputs) -> Doc:
