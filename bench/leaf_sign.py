@@ -8,7 +8,7 @@ Two real `loom server --dev --acl-default-policy deny` processes, one with
 The old path caches leaves per service, so every request there names a new service to force
 a signing (a fresh key made by the server each time, as every sidecar of a service used to
 get). CSRs are made before timing: the agent makes its key and CSR, and that cost is
-measured apart (client side, per CSR). Each side runs on ``--conns`` keep-alive connections
+measured apart (client side, per CSR); each server first signs 200 of them untimed (warm-up). Each side runs on ``--conns`` keep-alive connections
 (see the client below); rounds rotate which side goes first, so a busy machine slows all
 alike. Beside the wall-clock rates it reports the server's CPU time per signing
 (``/proc/PID/stat`` of the server and of its signing workers, summed), and the rate one core
@@ -222,6 +222,13 @@ def main() -> int:
         csrs = bodies(trust_domain)
         csr_ms = (time.perf_counter() - began) / args.count * 1000
         csrs_alone = bodies(td_alone)
+        # Warm-up, untimed: the first signings after a start pay for imports, caches and a
+        # worker's first frames (a round of 200 then cost 800 us a signing against ~450).
+        assert server.proc is not None and alone.proc is not None
+        for target, pid, warm in ((server.http, server.proc.pid, csrs[:200]),
+                                  (alone.http, alone.proc.pid, csrs_alone[:200])):  # fmt: skip
+            _parallel(target, args.conns, [("PUT", "/v1/loom/connect/ca/sign", b) for b in warm],
+                      token, pid, args.client, args.depth)  # fmt: skip
 
         names = ["csr", "csr-alone", "server-key"]
         rates: dict[str, list[float]] = {k: [] for k in names}

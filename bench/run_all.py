@@ -106,7 +106,7 @@ BENCHES = (
           (("leaf certificates signed in process", ">= 50/s"),
            ("blocking-query wake-up after a write, p99 (memory)", "-"),
            ("registrations/s, memory / sqlite", "-"))),
-    Bench("leaf_sign.py", ("--rounds", "2", "--count", "200"),
+    Bench("leaf_sign.py", ("--rounds", "3", "--count", "1000", "--conns", "8"),
           (("CSR signings/s through the API", ">= 2000/s"),)),
     Bench("store_backends.py", ("--count", "150"),
           (("registrations/s, memory / sqlite / etcd", "-"),
