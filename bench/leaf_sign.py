@@ -235,7 +235,6 @@ def main() -> int:
         cpus: dict[str, list[float]] = {k: [] for k in names}
         fronts: dict[str, list[float]] = {k: [] for k in names}
         clients: dict[str, list[float]] = {k: [] for k in names}
-        assert server.proc is not None and alone.proc is not None
         for r in range(args.rounds):
             sides = names[r % 3 :] + names[: r % 3]
             for side in sides:

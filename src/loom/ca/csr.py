@@ -17,6 +17,7 @@ the server's front end learns the identity that way, and whoever signs (a signin
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -96,6 +97,12 @@ class CheckedCsr:
         _check_signature(self.csr)  # and the key
         return CheckedCsr(self.identity, self.csr, self.pem, True)
 
+    @functools.cached_property
+    def _raw_spki(self) -> bytes:
+        """The CSR's SubjectPublicKeyInfo as it carries it (``spki`` and ``proof`` both
+        need it: read once); ``CAError`` if its DER cannot be walked."""
+        return spki_of_csr(self.csr)
+
     @property
     def spki(self) -> bytes:
         """The CSR's public key as a DER SubjectPublicKeyInfo, encoded as the certificate
@@ -104,7 +111,7 @@ class CheckedCsr:
         the parsed key re-encoded (a compressed point, RSA); ``CsrError`` if it cannot be
         read."""
         try:
-            raw = spki_of_csr(self.csr)
+            raw = self._raw_spki
             if any(raw.startswith(head) and len(raw) == size for head, size in _CANONICAL_EC):
                 return raw
             key = self.public_key()
@@ -129,7 +136,7 @@ class CheckedCsr:
             return None
         try:
             algorithm = csr.signature_hash_algorithm
-            spki = spki_of_csr(csr)
+            spki = self._raw_spki
         except (UnsupportedAlgorithm, CAError):
             return None
         if algorithm is None or algorithm.name not in _HASHES:

@@ -63,7 +63,7 @@ def frame(body: bytes) -> bytes:
     return HEADER.pack(len(body)) + body
 
 
-class Fields:
+class FrameReader:
     """Reads a frame's counts, bytes and byte strings in order (``CAError`` past its end)."""
 
     def __init__(self, body: bytes, start: int = 1) -> None:
@@ -111,7 +111,7 @@ def answers(body: bytes) -> Iterator[tuple[int, bytes]]:
     """The (status, signature or error text) pairs of an answer frame, in order."""
     if body[:1] != ANSWER:
         raise CAError("signing worker: not an answer frame")
-    fields = Fields(body)
+    fields = FrameReader(body)
     for _ in range(fields.count()):
         status = fields.byte()
         yield status, fields.data()
@@ -165,7 +165,7 @@ def serve(inp: BinaryIO, out: BinaryIO) -> None:
     key: ec.EllipticCurvePrivateKey | None = None
     while (body := _read(inp)) is not None:
         if body[:1] == SIGN:
-            fields = Fields(body)
+            fields = FrameReader(body)
             count = fields.count()
             parts = [ANSWER, HEADER.pack(count)]
             for _ in range(count):
