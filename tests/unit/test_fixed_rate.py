@@ -51,3 +51,19 @@ async def test_a_target_answering_without_a_length_stops_the_run_before_timing()
         with pytest.raises(ConnectionError, match="warm-up"):
             await paired_fixed_rate([("127.0.0.1", ok), ("127.0.0.1", bad)], 100, 0.1, conns=2)
     assert seen[0] == 1  # only the first warm-up request was sent
+
+
+def test_under_uvloop_a_request_sent_before_its_due_time_is_timed_from_when_it_was_sent() -> None:
+    # uvloop's timers tick in whole milliseconds, so at 1,000 req/s a sleep of under a
+    # millisecond returns at once and requests leave early: timed from their due time, the
+    # fast answers of a loopback server came out negative (a round's median once did).
+    uvloop = pytest.importorskip("uvloop")
+
+    async def run() -> list[float]:
+        async with http_server(OK) as (a, _), http_server(OK) as (b, _):
+            sides = await paired_fixed_rate([("127.0.0.1", a), ("127.0.0.1", b)], 1000, 0.2)
+        return [lat for s in sides for lat in s.latencies]
+
+    latencies = uvloop.run(run())
+    assert len(latencies) == 400
+    assert min(latencies) > 0
