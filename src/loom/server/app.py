@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import ipaddress
 import logging
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from loom import gctune
 from loom.addrs import Address, parse_address
 from loom.bexpr import Limits
 from loom.control.federation import reachable_addrs
@@ -41,13 +41,6 @@ from loom.server.tls import ServingTls, prepare_tls, wan_client_context
 from loom.xds.server import start_xds
 
 log = logging.getLogger("loom.server")
-YOUNG_COLLECTION_EVERY = 100_000
-"""Allocations (net of frees) between two young collections of the cyclic garbage collector
-(CPython's default: 700). One write to 5,000 xDS streams keeps each stream's response, its
-send and the ACK that follows alive for the whole burst: with the default, all of them outlive
-a young and a middle collection, count as long-lived, and every second write then pays a full
-collection of the whole heap (700,000 objects with 5,000 streams, ~0.4 s). A young generation
-this large lets the burst die young; it holds at most that many objects of cyclic garbage."""
 
 
 async def _start_http(
@@ -255,7 +248,7 @@ async def serve(
         ]
         if state.certs.is_secondary:  # the primary signs this datacenter's intermediate
             background.append(asyncio.create_task(run_federated_ca(state)))
-        _tune_collector()
+        gctune.settle()  # the process is loom server's own: only the CLI calls serve
         if ready is not None:
             if tls is not None:
                 _say_tls(tls)
@@ -279,17 +272,6 @@ async def serve(
         if tls is not None:
             tls.close()
         await state.close()
-
-
-def _tune_collector() -> None:
-    """Once started: what start-up allocated (modules, settings, the app) is long-lived and
-    moves out of the collector's way (full collections then walk only what came later), and
-    young collections wait for ``YOUNG_COLLECTION_EVERY`` allocations. The process is
-    ``loom server``'s own (only the CLI calls ``serve``)."""
-    gc.collect()
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_EVERY, middle, old)
 
 
 def _say_tls(tls: ServingTls) -> None:
