@@ -33,6 +33,7 @@ from typing import Any
 from loom import defaults
 from loom.addrs import parse_address
 from loom.api import AsyncClient, ClientError, NotFoundError, TlsSettings, tls_from
+from loom.api.watching import wait_seconds
 from loom.dataplane.bootstrap import XdsTls, build_bootstrap
 from loom.dataplane.envoy import Envoy, EnvoySettings
 from loom.dataplane.errors import DataplaneError, EnvoyError
@@ -88,7 +89,8 @@ class DataplaneSettings:
     wait_log_s: float = 5.0
     """How often to say what the dataplane is waiting for."""
     registration_check_s: float = 2.0
-    """How often a running dataplane checks that its proxy is still registered."""
+    """How often a running dataplane whose proxy is not registered (or whose server is away)
+    reads its registration again; while it is registered, a blocking query waits instead."""
     registration_timeout_s: float | None = None
     """Give up (exit non-zero) if the server or the registration is not there within this
     many seconds; None waits as long as it takes (any start order converges)."""
@@ -344,23 +346,36 @@ async def _start_identity(
     return path
 
 
+REGISTRATION_WAIT = "5m"
+"""How long the server may hold the registration's blocking query (Consul's longest)."""
+
+
 async def watch_registration(settings: DataplaneSettings, stop: asyncio.Event) -> None:
-    """Log when the proxy stops (and starts again) being registered on the server."""
+    """Log when the proxy stops (and starts again) being registered on the server.
+
+    While it is registered this is a blocking query on its registration's content hash (the
+    server answers when the registration changed or went); while it is not, or the server is
+    away, a read every ``registration_check_s``.
+    """
     client = api_client(settings)
-    registered = True
+    path = f"/v1/agent/service/{settings.proxy_id}"
+    timeout = wait_seconds(REGISTRATION_WAIT) * 1.1 + 10
+    registered, digest = True, ""
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.registration_check_s)
-        if stop.is_set():
-            return
+        now: bool | None = None
         try:
-            await fetch_registration(client, settings.proxy_id)
+            if digest:
+                params = {"hash": digest, "wait": REGISTRATION_WAIT}
+                answer = await client.request("GET", path, params=params, timeout=timeout)
+            else:
+                answer = await client.request("GET", path)
             now = True
+            digest = str((answer.body or {}).get("ContentHash") or "")
         except NotFoundError:
-            now = False
-        except (ClientError, DataplaneError):
-            continue  # the server is away (restarting): nothing to say about the proxy
-        if now != registered:
+            now, digest = False, ""
+        except ClientError:
+            digest = ""  # the server is away (restarting): nothing to say about the proxy
+        if now is not None and now != registered:
             if now:
                 log.info("proxy %r is registered again", settings.proxy_id)
             else:
@@ -370,6 +385,9 @@ async def watch_registration(settings: DataplaneSettings, stop: asyncio.Event) -
                     settings.proxy_id,
                 )
             registered = now
+        if not digest:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), settings.registration_check_s)
 
 
 async def _start_extras(

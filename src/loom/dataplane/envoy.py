@@ -106,6 +106,8 @@ class Envoy:
         self.s = settings
         self.proc: asyncio.subprocess.Process | None = None
         self.admin: tuple[str, int] | None = None
+        self.moved = asyncio.Event()
+        """Set when the process started, turned ready, or exited (its watchers clear it)."""
 
     async def start(self) -> None:
         self.s.admin_address_path.unlink(missing_ok=True)
@@ -120,6 +122,7 @@ class Envoy:
             )
         except OSError as exc:
             raise EnvoyError(f"cannot start Envoy: {exc}") from exc
+        self.moved.set()
 
     def _failure(self, what: str) -> EnvoyError:
         detail = log_tail(self.s.log_path) or log_tail(self.s.work_dir / "envoy.stderr")
@@ -158,6 +161,7 @@ class Envoy:
                     if status == 200:
                         found = await self.listener_problem()
                         if not found:
+                            self.moved.set()
                             return True
                         if found != problem and found.startswith("rejected"):
                             log.error("Envoy %s; not ready", found)
@@ -193,7 +197,10 @@ class Envoy:
 
     async def wait(self) -> int:
         assert self.proc is not None
-        return await self.proc.wait()
+        try:
+            return await self.proc.wait()
+        finally:
+            self.moved.set()
 
     async def drain_and_stop(self) -> None:
         if self.proc is None or self.proc.returncode is not None:
@@ -215,3 +222,4 @@ class Envoy:
         except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
+        self.moved.set()
