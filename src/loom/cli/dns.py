@@ -161,6 +161,9 @@ async def _serve(args: argparse.Namespace, settings: DnsSettings, table: NameTab
         watcher = asyncio.create_task(watch_table(args.server, proxy, stop))
     else:
         watcher = asyncio.create_task(watch_table_file(args.table, proxy, stop))
+    from loom import gctune
+
+    gctune.settle()  # the process is loom dns-proxy's own (the dataplane's is not)
     try:
         await stop.wait()
     finally:

@@ -14,6 +14,10 @@ query's ID, already in place, so a replayed answer is one copy after those two b
 length, and no address ever becomes a Python tuple (``address()`` makes one for the rare
 forwarded query).
 
+``receive(wait=True)`` blocks in ``recvmmsg`` (``MSG_WAITFORONE``: until the first datagram,
+then whatever else is waiting) on a blocking socket, for a thread of its own; ctypes lets go
+of the GIL for the call.
+
 ``UdpBatch.create`` returns None where this is unavailable (not Linux, no such libc symbols,
 an unusual pointer size): the caller keeps its plain per-datagram loop.
 """
@@ -34,6 +38,8 @@ SLOT_SIZE = 4096
 _NAME_SIZE = 28
 """Room for a sender address: ``sizeof(struct sockaddr_in6)``, the larger of the two."""
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0x40)  # 0x40 on Linux, the one user
+_MSG_WAITFORONE = 0x10000
+"""recvmmsg: block for the first datagram only, then take what else is waiting (Linux)."""
 
 
 class _IoVec(ctypes.Structure):
@@ -157,11 +163,14 @@ class UdpBatch:
         for view in (self._u32, self._iov_u64, self._view):
             view.release()
 
-    def receive(self) -> int:
-        """Read every datagram waiting, up to ``slots``, in one system call; how many."""
+    def receive(self, wait: bool = False) -> int:
+        """Read every datagram waiting, up to ``slots``, in one system call; how many.
+        ``wait``: block until one comes (the socket must be blocking; its receive timeout,
+        if any, ends the wait with 0)."""
         self._headers[:], self._iovs[:] = self._pristine
         self._replied.clear()
-        n: int = self._calls.recv(self._fd, self._header_at[0], self.slots, _MSG_DONTWAIT, None)
+        flags = _MSG_WAITFORONE if wait else _MSG_DONTWAIT
+        n: int = self._calls.recv(self._fd, self._header_at[0], self.slots, flags, None)
         if n < 0:
             # Nothing waiting (EAGAIN), or an ICMP error queued on the socket (a client gone),
             # which fails the call and is cleared by it: the datagrams behind it come with the

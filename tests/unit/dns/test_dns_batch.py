@@ -184,6 +184,18 @@ async def _ask(port: int, wire: bytes) -> bytes:
         sock.close()
 
 
+async def _booked(proxy: DnsProxy, answers: int) -> dict[str, float]:
+    """The metrics once ``answers`` latencies are booked: the UDP thread books a batch's
+    after its ``sendmmsg``, so its client may read the answers first. Bounded."""
+    import asyncio
+
+    async with asyncio.timeout(5):
+        while (metrics := proxy.metrics())["latency_seconds_count"] < answers:
+            await asyncio.sleep(0.01)
+    assert metrics["latency_seconds_count"] == answers
+    return metrics
+
+
 @pytest.mark.parametrize("batched", [True, False], ids=["batched", "plain"])
 async def test_the_proxy_answers_the_same_over_the_batched_and_the_plain_loop(
     batched: bool, tmp_path: Path
@@ -206,9 +218,8 @@ async def test_the_proxy_answers_the_same_over_the_batched_and_the_plain_loop(
         failed = await _ask(proxy.port, query("www.example.org", qid=99))
         msg = dns.message.from_wire(failed)
         assert msg.id == 99 and msg.rcode() == dns.rcode.SERVFAIL
-        metrics = proxy.metrics()
+        metrics = await _booked(proxy, 7)
         assert (metrics["queries"], metrics["local_answers"], metrics["servfail"]) == (7, 6, 1)
-        assert metrics["latency_seconds_count"] == 7
     finally:
         await proxy.stop()
 
@@ -247,9 +258,68 @@ async def test_a_burst_of_known_queries_is_answered_whole_with_each_own_id_and_r
         ]
         assert {tuple(o) for o in orders} == {tuple(orders[0]), tuple(orders[0][::-1])}
         assert all(a != b for a, b in itertools.pairwise(orders))  # turns every time
-        metrics = proxy.metrics()
+        metrics = await _booked(proxy, len(names))
         assert (metrics["queries"], metrics["local_answers"]) == (len(names), len(names))
-        assert metrics["latency_seconds_count"] == len(names)
     finally:
         sock.close()
         await proxy.stop()
+
+
+def test_a_blocking_receive_waits_for_the_first_datagram_and_takes_the_rest() -> None:
+    server, client = _pair(socket.AF_INET, "127.0.0.1")
+    server.setblocking(True)
+    batch = UdpBatch.create(server, slots=8)
+    assert batch is not None
+    try:
+        for i in range(3):
+            client.sendto(b"q%d" % i, server.getsockname())
+        _wait_readable(server)
+        assert batch.receive(wait=True) == 3  # returns with what is there, not 8
+        assert [batch.packet(i) for i in range(3)] == [b"q0", b"q1", b"q2"]
+        server.settimeout(None)
+        import struct
+
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 50_000))
+        assert batch.receive(wait=True) == 0  # its receive timeout ends an empty wait
+    finally:
+        batch.close()
+        server.close()
+        client.close()
+
+
+def _udp_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "loom-dns-udp"]
+
+
+async def test_the_udp_thread_survives_hostile_datagrams_and_ends_with_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batched proxy's UDP thread: empty, truncated and garbage datagrams are dropped or
+    refused, and the next query is answered; ``stop`` ends the thread at once (its wake-up
+    datagram, not its receive timeout, here a minute)."""
+    import asyncio
+
+    from loom.dns import server
+
+    monkeypatch.setattr(server, "UDP_WAKE_S", 60.0)
+    (tmp_path / "resolv.conf").write_text("search ns1.svc.cluster.local svc.cluster.local\n")
+    settings = DnsSettings(listen_port=0, resolv_conf=str(tmp_path / "resolv.conf"),
+                           namespace="ns1", upstreams=())  # fmt: skip
+    before = len(_udp_threads())
+    proxy = DnsProxy(settings, NameTable.from_json(MESH))
+    await proxy.start()
+    try:
+        assert len(_udp_threads()) == before + 1
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hostile:
+            for junk in (b"", b"\x00", b"\x12\x34\x01", b"\xff" * 12, b"\x00" * 4096, b"x" * 9000):
+                hostile.sendto(junk, ("127.0.0.1", proxy.port))
+        out = await _ask(proxy.port, query("productpage", qid=7))
+        msg = dns.message.from_wire(out)
+        assert msg.id == 7 and msg.rcode() == dns.rcode.NOERROR and answer_lines(out)
+    finally:
+        # A receive timeout longer than the wait: stop must wake the thread itself.
+        async with asyncio.timeout(20):
+            await proxy.stop()
+    assert len(_udp_threads()) == before
