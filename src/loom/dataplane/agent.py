@@ -33,7 +33,7 @@ from typing import Any
 from loom import defaults
 from loom.addrs import parse_address
 from loom.api import AsyncClient, ClientError, NotFoundError, TlsSettings, tls_from
-from loom.api.watching import wait_seconds
+from loom.api.watching import WatchPolicy, request_timeout
 from loom.dataplane.bootstrap import XdsTls, build_bootstrap
 from loom.dataplane.envoy import Envoy, EnvoySettings
 from loom.dataplane.errors import DataplaneError, EnvoyError
@@ -359,7 +359,7 @@ async def watch_registration(settings: DataplaneSettings, stop: asyncio.Event) -
     """
     client = api_client(settings)
     path = f"/v1/agent/service/{settings.proxy_id}"
-    timeout = wait_seconds(REGISTRATION_WAIT) * 1.1 + 10
+    timeout = request_timeout(REGISTRATION_WAIT, WatchPolicy())
     registered, digest = True, ""
     while not stop.is_set():
         now: bool | None = None

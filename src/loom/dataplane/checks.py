@@ -30,6 +30,7 @@ import contextlib
 import logging
 from typing import Any
 
+from loom.aio import first_set
 from loom.api import AsyncClient, ClientError
 from loom.api.watching import WatchPolicy, watch
 from loom.dataplane.envoy import Envoy
@@ -292,15 +293,4 @@ async def follow_envoy(
         if await gate.refresh():
             runner.kick()
         period = poll_s if gate.problem else max(poll_s, SETTLED_S)
-        events = [stop] if envoy is None else [stop, envoy.moved]
-        await first_set(events, period)
-
-
-async def first_set(events: list[asyncio.Event], timeout: float) -> None:
-    """Return when one of ``events`` is set, or after ``timeout`` seconds."""
-    waits = [asyncio.create_task(e.wait()) for e in events]
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
+        await first_set(stop, None if envoy is None else envoy.moved, period)

@@ -31,6 +31,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from loom.aio import first_set
 from loom.api import AsyncClient, ClientError, HTTPStatusError
 from loom.ca.spiffe import SpiffeError, SpiffeId
 from loom.dataplane.errors import DataplaneError
@@ -138,7 +139,7 @@ class WorkloadIdentity:
                             self.service, exc, retry)  # fmt: skip
             if stop is None:
                 await asyncio.sleep(retry)
-            elif await _first(stop, None, retry):
+            elif await first_set(stop, None, retry):
                 return False
             retry = min(retry * 2, RETRY_MAX_S)
 
@@ -178,7 +179,7 @@ class WorkloadIdentity:
         try:
             while not stop.is_set():
                 wait = self.renew_in(dt.datetime.now(dt.UTC))
-                if await _first(stop, self._roots_changed, wait):
+                if await first_set(stop, self._roots_changed, wait):
                     return
                 self._roots_changed.clear()
                 if self._pending is not None and await self._wait_registered(stop):
@@ -192,7 +193,7 @@ class WorkloadIdentity:
                 except (ClientError, DataplaneError) as exc:
                     log.warning("cannot renew the leaf of %s: %s (retry in %g s)",
                                 self.service, exc, retry)  # fmt: skip
-                    if await _first(stop, None, retry):
+                    if await first_set(stop, None, retry):
                         return
                     retry = min(retry * 2, RETRY_MAX_S)
                     self._roots_changed.set()  # try again at once after the pause
@@ -218,20 +219,6 @@ class WorkloadIdentity:
                 log.info("CA roots changed while proxy %s is not registered; keeping the "
                          "current leaf until it is", self.proxy_id)  # fmt: skip
                 told = True
-            if await _first(stop, None, REGISTRATION_POLL_S):
+            if await first_set(stop, None, REGISTRATION_POLL_S):
                 return True
         return stop.is_set()
-
-
-async def _first(stop: asyncio.Event, other: asyncio.Event | None, timeout: float) -> bool:
-    """Wait for ``stop``, ``other`` or ``timeout``; True when it was ``stop``."""
-    waits = [asyncio.create_task(stop.wait())]
-    if other is not None:
-        waits.append(asyncio.create_task(other.wait()))
-    try:
-        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waits:
-            w.cancel()
-        await asyncio.gather(*waits, return_exceptions=True)
-    return stop.is_set()
