@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import socket
 import time
@@ -81,7 +82,12 @@ async def paired_fixed_rate(
     opened: list[asyncio.StreamWriter] = []
     try:
         pools = [await _pool(host, port, conns, opened) for host, port in targets]
-        return await _measure(pools, rate, seconds)
+        gc.collect()
+        gc.disable()
+        try:
+            return await _measure(pools, rate, seconds)
+        finally:
+            gc.enable()
     finally:
         for w in opened:
             w.close()

@@ -3,8 +3,9 @@
 Each bench runs as its own process (the settings below keep the whole run to a few minutes)
 with ``LOOM_BENCH_REPORT`` naming a JSON-lines file; the rows it records through
 ``bench/report.py`` (measure, goal, figure, met?) are collected into one table, printed with
-the machine's load (``uptime``) before and after, since on a shared machine a figure means
-little without it. A bench whose needs are missing (root, Envoy, dnsperf, dnsmasq, etcd)
+the machine's load (``uptime``) before and after and the share of the CPU time the hypervisor
+took (steal, per bench and over the run), since on a shared machine a figure means little
+without them. A bench whose needs are missing (root, Envoy, dnsperf, dnsmasq, etcd)
 is not run: its measures appear as skipped, with the reason. A bench that fails or times out
 appears as such, with the last line of its output; its full output is in ``--logs``.
 
@@ -30,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import REPORT_ENV  # noqa: E402
+from bench.report import QUIET_STEAL_PCT, REPORT_ENV, Steal  # noqa: E402
 
 
 def _envoy() -> str | None:
@@ -80,7 +81,7 @@ BENCHES = (
            ("webhook CPU per review vs no-op", "<= 1.5x"),
            ("webhook p99 vs no-op, 50 concurrent, every pod distinct", "<= 1.5x"),
            ("webhook CPU per review vs no-op, every pod distinct", "<= 1.5x"))),
-    Bench("dns_bench.py", ("--duration", "3", "--latency-duration", "2", "--rounds", "2"),
+    Bench("dns_bench.py", ("--duration", "3", "--latency-duration", "2", "--rounds", "4"),
           (("DNS proxy q/s vs dnsmasq, every round", ">= 1.2x"),
            ("DNS proxy p99 vs dnsmasq", "<= 1.0x")),
           (_tool("dnsperf", "dnsperf"), _tool("dnsmasq", "dnsmasq-base"))),
@@ -181,7 +182,7 @@ def run_one(bench: Bench, logs: Path, timeout: float, src: Path) -> list[dict[st
     env = {**os.environ, REPORT_ENV: str(report), "PYTHONPATH": path}
     argv = [sys.executable, str(ROOT / "bench" / bench.script), *bench.args]
     print(f"== {bench.script} {' '.join(bench.args)}", flush=True)
-    started = time.monotonic()
+    started, stolen = time.monotonic(), Steal()
     failure = ""
     with log.open("w") as out:
         # Its own process group: whatever the bench started (servers, Envoy, etcd) is ended
@@ -206,7 +207,8 @@ def run_one(bench: Bench, logs: Path, timeout: float, src: Path) -> list[dict[st
     elif not rows:
         rows.append({"measure": bench.script, "goal": "-", "figure": "reported no rows",
                      "met": "error"})  # fmt: skip
-    print(f"   {took:.0f} s, {len(rows)} rows (log: {log})", flush=True)
+    print(f"   {took:.0f} s, {len(rows)} rows, host steal {stolen.pct():.1f}% (log: {log})",
+          flush=True)  # fmt: skip
     return rows
 
 
@@ -236,7 +238,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="loom-bench-") as tmp:
         logs = args.logs or Path(tmp)
         logs.mkdir(parents=True, exist_ok=True)
-        before = _uptime()
+        before, stolen = _uptime(), Steal()
         rows = [row for bench in chosen for row in run_one(bench, logs, args.timeout, args.src.resolve())]
         after = _uptime()
     print()
@@ -244,6 +246,8 @@ def main() -> int:
     print()
     print(f"load before: {before}")
     print(f"load after:  {after}")
+    print(f"host steal:  {stolen.pct():.1f}% of the CPU time over the run (latency rows judge "
+          f"the rounds under {QUIET_STEAL_PCT:g}% when at least half are: bench/report.py)")
     print(f"source measured: {args.src.resolve()}")
     return 1 if any(r["met"] == "error" for r in rows) else 0
 

@@ -67,3 +67,12 @@ def test_under_uvloop_a_request_sent_before_its_due_time_is_timed_from_when_it_w
     latencies = uvloop.run(run())
     assert len(latencies) == 400
     assert min(latencies) > 0
+
+
+async def test_the_collector_is_paused_only_while_the_clock_runs() -> None:
+    import gc
+
+    async with http_server(OK) as (port, _):
+        assert gc.isenabled()
+        await paired_fixed_rate([("127.0.0.1", port)], 200, 0.1, conns=2)
+        assert gc.isenabled()
