@@ -85,11 +85,11 @@ BENCHES = (
           (("DNS proxy q/s vs dnsmasq, every round", ">= 1.2x"),
            ("DNS proxy p99 vs dnsmasq", "<= 1.0x")),
           (_tool("dnsperf", "dnsperf"), _tool("dnsmasq", "dnsmasq-base"))),
-    Bench("mesh_latency.py", ("--flips", "100", "--rounds", "8", "--seconds", "2", "--no-wrk"),
+    Bench("mesh_latency.py", ("--flips", "100", "--rounds", "12", "--seconds", "2", "--no-wrk"),
           (("intention deny -> enforced, p99", "<= 50 ms"),
            ("intention allow after delete -> enforced, p99", "<= 50 ms"),
            ("added p99, mesh vs direct, 1000 req/s", "<= +0.5 ms")), (_envoy,)),
-    Bench("local_mesh_latency.py", ("--seconds", "2", "--rounds", "8", "--no-wrk"),
+    Bench("local_mesh_latency.py", ("--seconds", "2", "--rounds", "12", "--no-wrk"),
           (("added p99 pod to pod, 1000 req/s", "<= +0.5 ms"),), (_root, _envoy)),
     Bench("xds_convergence.py", ("1000", "--writes", "5", "--rounds", "3"),
           tuple((f"{what} -> N=1000 clients, {shape}", goal) for shape in ("alike", "distinct")
