@@ -141,8 +141,10 @@ class UdpBatch:
             hdr.namelen = _NAME_SIZE
             hdr.iov = iovs_at + i * _IOV
             hdr.iovlen = 1
-        self._pristine = (bytes(self._headers), bytes(self._iovs))
-        """Headers and vectors as set up: copying them back re-arms every slot for a receive."""
+        self._pristine = (memoryview(bytes(self._headers)), memoryview(bytes(self._iovs)))
+        """Headers and vectors as set up: copying them back re-arms slots for a receive."""
+        self._used = slots
+        """Slots the last receive filled (and so the last flush may have changed)."""
         self._u32 = memoryview(self._headers).cast("I")
         self._iov_u64 = memoryview(self._iovs).cast("Q")
         self._view = memoryview(self._data)
@@ -167,7 +169,11 @@ class UdpBatch:
         """Read every datagram waiting, up to ``slots``, in one system call; how many.
         ``wait``: block until one comes (the socket must be blocking; its receive timeout,
         if any, ends the wait with 0)."""
-        self._headers[:], self._iovs[:] = self._pristine
+        used = self._used
+        if used:  # re-arm only the slots the last batch used (most batches are small)
+            headers, iovs = self._pristine
+            self._headers[: used * _HDR] = headers[: used * _HDR]
+            self._iovs[: used * _IOV] = iovs[: used * _IOV]
         self._replied.clear()
         flags = _MSG_WAITFORONE if wait else _MSG_DONTWAIT
         n: int = self._calls.recv(self._fd, self._header_at[0], self.slots, flags, None)
@@ -177,10 +183,10 @@ class UdpBatch:
             # next try. The try is typed and keeps errno, should we ever need to know why.
             n = self._calls.recv_errno(self._fd, self._at, self.slots, _MSG_DONTWAIT, None)
         if n <= 0:
-            self._sizes = []
+            self._sizes, self._used = [], 0
             return 0
-        u32 = self._u32
-        self._sizes = [u32[i * _U32_PER_HDR + _U32_LEN] for i in range(n)]
+        self._used = n
+        self._sizes = self._u32[_U32_LEN : n * _U32_PER_HDR : _U32_PER_HDR].tolist()
         return n
 
     def tail(self, index: int) -> bytes:

@@ -105,6 +105,33 @@ def test_unanswered_datagrams_leave_gaps_and_the_answers_around_them_still_go(
     assert batch.receive() == 1 and batch.packet(0) == b"x" * 100
 
 
+def test_slots_a_small_batch_left_alone_still_take_whole_datagrams_later(
+    v4: tuple[socket.socket, socket.socket, UdpBatch],
+) -> None:
+    # A receive re-arms only the slots the batch before it used: slots 2..5, shortened by
+    # answers two batches ago and untouched by the one-datagram batch between, must still
+    # take whole datagrams, from the right senders.
+    server, client, batch = v4
+
+    def batch_of(sizes: list[int]) -> list[bytes]:
+        for i, size in enumerate(sizes):
+            client.sendto(bytes([65 + i]) * size, server.getsockname())
+        _wait_readable(server)
+        assert batch.receive() == len(sizes)
+        return [batch.packet(i) for i in range(len(sizes))]
+
+    assert batch_of([10] * 6) == [bytes([65 + i]) * 10 for i in range(6)]
+    for i in range(6):
+        batch.reply(i, b"ok")
+    assert batch.flush() == 0
+    assert [client.recv(10) for _ in range(6)] == [b"ok"] * 6
+    assert batch_of([300]) == [b"A" * 300]
+    batch.reply(0, b"one")
+    assert batch.flush() == 0 and client.recv(10) == b"one"
+    assert batch_of([500] * 6) == [bytes([65 + i]) * 500 for i in range(6)]
+    assert all(batch.address(i) == client.getsockname() for i in range(6))
+
+
 def test_an_answer_longer_than_a_slot_is_sent_alone(
     v4: tuple[socket.socket, socket.socket, UdpBatch],
 ) -> None:
