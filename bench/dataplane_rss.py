@@ -16,6 +16,9 @@ and swap which goes first, so a machine that slows down weighs on each alike.
 ``--leaf-ttl 8 --settle 12`` reads the agents after a few renewals (each a key made by a
 child process and an SDS push), to show that rotation leaves nothing resident.
 
+``--dns`` also measures agents that serve the DNS proxy (``--dns-port``, read once it answers
+the service's name from the table the server fed it), alternating with the others.
+
 ``--imports`` also prints, in a fresh interpreter, the RSS after each module the agent's
 steady state holds, in import order (the attribution of the figure by import).
 
@@ -37,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import row, spread  # noqa: E402
-from tests.support.mesh import Proc, free_port, loom_argv, wait_for  # noqa: E402
+from tests.support.mesh import Proc, free_port, free_udp_tcp_port, loom_argv, wait_for  # noqa: E402
 from tests.support.server import ServerProcess, start_server  # noqa: E402
 
 RSS_GOAL_MB = 30.0
@@ -57,23 +60,28 @@ def _field_kb(text: str, name: str) -> int:
     return next(int(line.split()[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def _agent_mb(server: ServerProcess, tmp: Path, env: dict[str, str], settle: float
-              ) -> tuple[float, float]:  # fmt: skip
+def _agent_mb(server: ServerProcess, tmp: Path, env: dict[str, str], settle: float,
+              dns: bool = False) -> tuple[float, float]:  # fmt: skip
     port = free_port()
     name = f"web{port}"
     server.put("/v1/agent/service/register", {"Name": name, "Port": port,
                "Connect": {"SidecarService": {"Port": free_port()}}})  # fmt: skip
     work = tmp / f"dp-{time.monotonic_ns()}"
+    dns_port = free_udp_tcp_port() if dns else 0
     agent = Proc(
         loom_argv("dataplane", "--proxy-id", f"{name}-sidecar-proxy", "--http-addr",
                   server.http, "--grpc-addr", server.grpc, "--work-dir", str(work),
-                  "--drain-seconds", "0.2"),
+                  "--drain-seconds", "0.2",
+                  *(("--dns-port", str(dns_port)) if dns else ())),
         tmp / f"{work.name}.log", env=env,
     )  # fmt: skip
     try:
         wait_for(lambda: (work / "ready").exists() or not agent.alive(), 90, "Envoy ready")
         if not agent.alive():
             raise RuntimeError(f"loom dataplane exited: {agent.output()}")
+        if dns:  # answering, from the table the server fed it
+            wait_for(lambda: _answers(dns_port, name) or not agent.alive(), 30,
+                     "the agent's DNS proxy answering")  # fmt: skip
         time.sleep(settle)  # a steady state to read, not an event to wait for
         status = Path(f"/proc/{agent.p.pid}/status").read_text()
         rollup = Path(f"/proc/{agent.p.pid}/smaps_rollup").read_text()
@@ -81,6 +89,19 @@ def _agent_mb(server: ServerProcess, tmp: Path, env: dict[str, str], settle: flo
         agent.stop()
         server.put(f"/v1/agent/service/deregister/{name}", None)
     return _field_kb(status, "VmRSS:") / 1024, _field_kb(rollup, "Pss:") / 1024
+
+
+def _answers(port: int, service: str) -> bool:
+    """Whether a DNS proxy on ``port`` answers ``service``'s mesh name with an address."""
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    query = dns.message.make_query(f"{service}.default.svc.cluster.local", "A")
+    try:
+        return bool(dns.query.udp(query, "127.0.0.1", port=port, timeout=0.5).answer)
+    except (dns.exception.Timeout, OSError):
+        return False
 
 
 def print_imports(env: dict[str, str]) -> None:
@@ -118,10 +139,14 @@ def main() -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=ENV[,ENV]",
                         help="also measure agents with these variables (repeatable)")  # fmt: skip
     parser.add_argument("--imports", action="store_true", help="print RSS after each import")
+    parser.add_argument("--dns", action="store_true",
+                        help="also measure agents serving the DNS proxy (--dns-port), alternating")
     parser.add_argument("--leaf-ttl", metavar="SECONDS",
                         help="the server's leaf TTL (short: the agents renew while they settle)")
     args = parser.parse_args()
     variants: dict[str, dict[str, str]] = {"default": {}}
+    if args.dns:
+        variants["dns"] = {}
     for spec in args.variant:
         name, _, rest = spec.partition("=")
         variants[name] = dict(kv.split("=", 1) for kv in rest.split(",") if kv)
@@ -139,7 +164,8 @@ def main() -> int:
             names = list(variants)
             for i in range(args.rounds):
                 for name in names if i % 2 == 0 else names[::-1]:
-                    r, p = _agent_mb(server, tmp, _env(pycache, variants[name]), args.settle)
+                    r, p = _agent_mb(server, tmp, _env(pycache, variants[name]), args.settle,
+                                     dns=name == "dns")  # fmt: skip
                     rss[name].append(r)
                     pss[name].append(p)
                     print(f"  round {i + 1} {name:<10} VmRSS {r:6.1f} MB   Pss {p:6.1f} MB")
@@ -147,7 +173,8 @@ def main() -> int:
             server.stop()
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     for name in variants:
-        label = "loom dataplane RSS beside Envoy" + ("" if name == "default" else f" ({name})")
+        label = "loom dataplane RSS beside Envoy" + {"default": "", "dns": ", serving DNS"}.get(
+            name, f" ({name})")  # fmt: skip
         mid = statistics.median(rss[name])
         print(f"{name:<10} VmRSS {spread(rss[name], '.1f', ' MB')}   "
               f"Pss {spread(pss[name], '.1f', ' MB')}   goal <= {RSS_GOAL_MB:.0f} MB")  # fmt: skip
