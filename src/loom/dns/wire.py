@@ -3,9 +3,15 @@
 The hot path reads a query's header and single uncompressed question, and writes answers whose
 owner names are compression pointers to the question (so answers echo the asker's case for
 free). Responses from upstream resolvers are only walked, never decoded: the walk finds the
-TTLs to age, the OPT record to drop and the SOA minimum for negative caching. Anything unusual
-(a compressed question, extra records) goes to ``normalize_query``, which leans on dnspython:
-at ~136 µs a packet it must stay off the common path (the hand-rolled one costs ~2 µs).
+TTLs to age, the OPT record to drop and the SOA minimum for negative caching, and checks every
+record of the types a resolver mostly sees (A, AAAA, CNAME, NS, PTR, DNAME, SOA, MX, SRV, TXT)
+as a full parse would. Anything unusual in a query (a compressed question, extra records) goes
+to ``normalize_query``, a slower parse of the whole message, still by hand.
+
+dnspython is imported only for an upstream response holding a record of another type (or
+class), which ``check_response`` has it parse: the proxy runs inside every pod's agent, and
+dnspython with what it imports (importlib.metadata, email, csv, zipfile) is 3.3 MB of its
+resident memory, more than the agent's whole margin under its 30 MB goal.
 
 Pure functions on bytes. ``WireError`` marks bytes that are not a DNS message we can use; the
 packet handler turns it into FORMERR, SERVFAIL or a drop, so it never reaches a socket loop.
@@ -16,11 +22,6 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
-
-import dns.exception
-import dns.flags
-import dns.message
-import dns.opcode
 
 from loom.dns.errors import DnsError
 
@@ -45,6 +46,9 @@ NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP, REFUSED = 0, 1, 2, 3, 4, 5
 BADVERS = 16
 """Extended rcode (needs an OPT record): the query's EDNS version is not 0."""
 TYPE_A, TYPE_CNAME, TYPE_SOA, TYPE_AAAA, TYPE_SRV, TYPE_OPT = 1, 5, 6, 28, 33, 41
+TYPE_NS, TYPE_PTR, TYPE_MX, TYPE_TXT, TYPE_DNAME = 2, 12, 15, 16, 39
+NAME_MAX = 255
+"""Longest name on the wire, its final zero byte included (RFC 1035, 3.1)."""
 CLASS_IN = 1
 EDNS_DO = 0x8000
 """The DNSSEC OK bit in the OPT record's flags."""
@@ -118,6 +122,86 @@ def skip_name(data: bytes, offset: int) -> int:
             raise WireError("unsupported label type")
         offset += length + 1
     raise WireError("name runs past the end of the message")
+
+
+def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[bytes, int]:
+    """The name at ``offset``, uncompressed (as asked: case kept), and the offset just past
+    it; WireError unless it is a name a full parse reads.
+
+    Its labels must lie before ``end`` (default: the message's end); each pointer must point
+    past the header and before the name's start, each before the one it came from (so
+    following them ends), and what it points to must end before the first pointer; labels
+    are at most 63 bytes and the name at most ``NAME_MAX``.
+    """
+    stop = len(data) if end is None else end
+    out = bytearray()
+    after = -1
+    limit = offset  # a pointer must point before this
+    while offset < stop:
+        length = data[offset]
+        if length == 0:
+            out.append(0)
+            if len(out) > NAME_MAX:
+                raise WireError("name longer than 255 bytes")
+            return bytes(out), offset + 1 if after < 0 else after
+        if length >= 0xC0:
+            if offset + 2 > stop:
+                break
+            target = (length & 0x3F) << 8 | data[offset + 1]
+            if not HEADER.size <= target < limit:
+                raise WireError("compression pointer outside the message body")
+            if after < 0:  # what follows must lie before this first pointer, as an
+                after, stop = offset + 2, offset  # earlier name does (no overlapping reads)
+            offset = limit = target
+            continue
+        if length > 63:
+            raise WireError("unsupported label type")
+        if offset + 1 + length > stop:
+            break
+        out += data[offset : offset + 1 + length]
+        if len(out) >= NAME_MAX:
+            raise WireError("name longer than 255 bytes")
+        offset += length + 1
+    raise WireError("name runs past the end of the message")
+
+
+_NAME_ONLY = frozenset({TYPE_NS, TYPE_CNAME, TYPE_PTR, TYPE_DNAME})
+_ANY_CLASS = frozenset({TYPE_SOA, TYPE_MX, TYPE_TXT, *_NAME_ONLY})
+"""Types whose data ``check_rdata`` reads as a full parse does, in any class."""
+_IN_ONLY = frozenset({TYPE_A, TYPE_AAAA, TYPE_SRV})
+"""And those it reads so in class IN only (an A record of class CH is another shape)."""
+
+
+def checks(rtype: int, rclass: int) -> bool:
+    """Whether ``check_rdata`` reads records of this type and class."""
+    return rtype in _ANY_CLASS or (rtype in _IN_ONLY and rclass == CLASS_IN)
+
+
+def check_rdata(msg: bytes, rtype: int, start: int, end: int) -> None:
+    """WireError unless ``msg[start:end]`` is whole, valid data of a ``rtype`` record (one
+    ``checks`` says it reads): the fixed sizes, names as ``read_name`` reads them, nothing
+    left over."""
+    size = end - start
+    if rtype in (TYPE_A, TYPE_AAAA):
+        if size != (4 if rtype == TYPE_A else 16):
+            raise WireError("address record of the wrong length")
+        return
+    if rtype == TYPE_TXT:
+        at = start
+        while at < end:
+            at += msg[at] + 1
+        if at != end or size == 0:
+            raise WireError("TXT strings do not fill the record")
+        return
+    fixed = {TYPE_MX: 2, TYPE_SRV: 6}.get(rtype, 0)
+    if size < fixed:
+        raise WireError("record data shorter than its fixed fields")
+    _, at = read_name(msg, start + fixed, end)
+    if rtype == TYPE_SOA:
+        _, at = read_name(msg, at, end)
+        at += 20  # serial, refresh, retry, expire, minimum
+    if at != end:
+        raise WireError("record data longer than its fields")
 
 
 def encode_name(name: str) -> bytes:
@@ -214,39 +298,60 @@ def query_for(qid: int, q: Question) -> bytes:
 
 
 def normalize_query(data: bytes) -> Question | int | None:
-    """The slow path: any well-formed query dnspython reads, reduced to a Question.
+    """The slow path: any well-formed query, reduced to a Question (the whole message read).
 
-    Returns an rcode to answer with when the message is not a usable query, or None to drop
-    it (no readable header, or not a query at all).
+    Returns an rcode to answer with when the message is not a usable query (FORMERR when it
+    does not parse, NOTIMP for an opcode but QUERY, BADVERS for an EDNS version but 0), or
+    None to drop it (no readable header, or not a query at all). Bytes after the last record
+    are ignored; records in a query are read but not used, their data opaque past the types
+    ``checks`` covers.
     """
     if len(data) < HEADER.size or data[2] & 0x80:
         return None
+    qid, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
     try:
-        msg = dns.message.from_wire(data, ignore_trailing=True)
-    except Exception:  # dnspython fails in many ways on hostile bytes; all of them mean FORMERR
+        offset, questions = HEADER.size, []
+        for _ in range(qdcount):
+            name, offset = read_name(data, offset)
+            if offset + 4 > len(data):
+                raise WireError("question cut short")
+            questions.append(name + data[offset : offset + 4])
+            offset += 4
+        opt = None
+        for index in range(ancount + nscount + arcount):
+            owner_at = offset
+            _, offset = read_name(data, offset)
+            if offset + RR_FIXED.size > len(data):
+                raise WireError("record cut short")
+            rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, offset)
+            rdata = offset + RR_FIXED.size
+            offset = rdata + rdlength
+            if offset > len(data):
+                raise WireError("record data runs past the end of the message")
+            if rtype == TYPE_OPT:
+                additional = index >= ancount + nscount
+                if not additional or opt is not None or data[owner_at] != 0:
+                    raise WireError("OPT record out of place")
+                opt = (rclass, ttl)
+            elif checks(rtype, rclass):
+                check_rdata(data, rtype, rdata, offset)
+    except WireError:
         return FORMERR
-    if msg.opcode() != dns.opcode.QUERY:
+    if (flags & OPCODE_MASK) >> 11 != 0:
         return NOTIMP
-    if len(msg.question) != 1:
+    if len(questions) != 1:
         return FORMERR
-    if msg.edns > 0:
+    if opt is not None and (opt[1] >> 16) & 0xFF > 0:
         return BADVERS
-    rrset = msg.question[0]
-    try:
-        wire_name = rrset.name.to_wire()
-    except dns.exception.DNSException:
-        return FORMERR
-    if wire_name is None:  # pragma: no cover - absolute names always have a wire form
-        return FORMERR
-    question = wire_name + struct.pack("!HH", rrset.rdtype, rrset.rdclass)
-    name_len = len(wire_name)
+    question = questions[0]
+    name_len = len(question) - 4
     return Question(
-        qid=msg.id,
-        flags=msg.flags,
+        qid=qid,
+        flags=flags,
         question=question,
         key=question[:name_len].lower() + question[name_len:],
-        edns_payload=max(msg.payload, PLAIN_UDP_LIMIT) if msg.edns == 0 else 0,
-        dnssec_ok=bool(msg.ednsflags & dns.flags.DO),
+        edns_payload=max(opt[0], PLAIN_UDP_LIMIT) if opt is not None else 0,
+        dnssec_ok=opt is not None and bool(opt[1] & EDNS_DO),
     )
 
 
@@ -266,6 +371,8 @@ class ResponseInfo:
     """min(SOA TTL, SOA MINIMUM) from the authority section, for negative caching."""
     end: int
     """Offset just past the last record (trailing bytes are not relayed)."""
+    unchecked: bool = False
+    """Whether a record's data is of a type (or class) ``checks`` does not cover."""
 
     @property
     def rcode(self) -> int:
@@ -285,48 +392,62 @@ def answers(reply: bytes, qid: int, q: Question) -> bool:
 
 
 def check_response(msg: bytes) -> ResponseInfo:
-    """Walk an upstream response and make sure every record in it parses (dnspython).
+    """Walk an upstream response and make sure every record in it parses.
 
     The forwarder calls this once per upstream reply, so a corrupt reply moves on to the next
-    server instead of being cached and relayed. It costs ~100 µs, on the forwarding path only:
-    cache hits and local answers never pay it.
+    server instead of being cached and relayed. The walk reads the records of the common types
+    itself; a response with any other (``unchecked``) is parsed by dnspython too, imported
+    then, with ID and flags poisoned (opcode kept at QUERY): a name in record data that points
+    into them is refused, because those bytes are rewritten for every asker.
     """
     info = walk_response(msg)
-    try:
-        # ID and flags poisoned (opcode kept at QUERY): a name in record data that points into
-        # them is refused, because those bytes are rewritten for every asker.
-        dns.message.from_wire(b"\xff\xff\x87\xff" + msg[4 : info.end])
-    except Exception as exc:  # dnspython fails in many ways on hostile bytes
-        raise WireError(f"unparseable response: {exc}") from exc
+    if info.unchecked:
+        import dns.message  # the rare response: see the module docstring
+
+        try:
+            dns.message.from_wire(b"\xff\xff\x87\xff" + msg[4 : info.end])
+        except Exception as exc:  # dnspython fails in many ways on hostile bytes
+            raise WireError(f"unparseable response: {exc}") from exc
     return info
 
 
 def walk_response(msg: bytes) -> ResponseInfo:
-    """Walk an upstream response; WireError if it is truncated or not a one-question answer."""
+    """Walk an upstream response; WireError if it is truncated, not a one-question answer, or
+    holds a name, or a record ``checks`` covers, that does not parse."""
     if len(msg) < HEADER.size:
         raise WireError("response shorter than a header")
     _, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(msg)
     if not flags & FLAG_QR or qdcount != 1:
         raise WireError("not a response to one question")
-    offset = skip_name(msg, HEADER.size) + 4
+    _, offset = read_name(msg, HEADER.size)
+    offset += 4
+    if offset > len(msg):
+        raise WireError("question cut short")
     question_end = offset
     ttl_offsets: list[int] = []
     ttls: list[int] = []
     opt_span = None
     negative_ttl = None
+    unchecked = False
     for index in range(ancount + nscount + arcount):
         start = offset
-        offset = skip_name(msg, offset)
+        _, offset = read_name(msg, offset)
         if offset + RR_FIXED.size > len(msg):
             raise WireError("record runs past the end of the message")
-        rtype, _, ttl, rdlength = RR_FIXED.unpack_from(msg, offset)
+        rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(msg, offset)
         rdata = offset + RR_FIXED.size
         offset = rdata + rdlength
         if offset > len(msg):
             raise WireError("record data runs past the end of the message")
         if rtype == TYPE_OPT:
+            if index < ancount + nscount or opt_span is not None or msg[start] != 0:
+                unchecked = True  # out of place: dnspython's call
             opt_span = (start, offset)
             continue
+        if checks(rtype, rclass):
+            check_rdata(msg, rtype, rdata, offset)
+        else:
+            unchecked = True
         ttl_offsets.append(rdata - 6)
         ttls.append(ttl & 0x7FFFFFFF)
         in_authority = ancount <= index < ancount + nscount
@@ -342,4 +463,5 @@ def walk_response(msg: bytes) -> ResponseInfo:
         opt_span,
         negative_ttl,
         offset,
+        unchecked,
     )
