@@ -225,3 +225,13 @@ print(sorted(m for m in sys.modules if m == "dns" or m.startswith("dns.")))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_reply_of_a_rare_type_is_still_held_to_a_full_parse() -> None:
+    good = response("a.example.", "CAA", '0 issue "ca.example"')
+    assert check_response(good).unchecked  # dnspython read it, and found nothing wrong
+    broken = bytearray(good)
+    at = broken.index(b"\x05issue")
+    broken[at] = 0x40  # the tag's length now runs past the record's data
+    with pytest.raises(WireError, match="unparseable"):
+        check_response(bytes(broken))
