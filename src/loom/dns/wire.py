@@ -20,6 +20,7 @@ packet handler turns it into FORMERR, SERVFAIL or a drop, so it never reaches a 
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -99,31 +100,6 @@ def name_end(data: bytes, offset: int) -> int:
     return -1
 
 
-def skip_name(data: bytes, offset: int) -> int:
-    """Offset just past a possibly compressed name (pointers are checked, not followed).
-
-    A pointer must point backwards and past the header: a name made of header bytes would
-    change meaning when the proxy rewrites the ID, flags or counts of a relayed message.
-    """
-    end = len(data)
-    start = offset
-    while offset < end:
-        length = data[offset]
-        if length == 0:
-            return offset + 1
-        if length >= 0xC0:
-            if offset + 2 > end:
-                break
-            target = (length & 0x3F) << 8 | data[offset + 1]
-            if not HEADER.size <= target < start:
-                raise WireError("compression pointer outside the message body")
-            return offset + 2
-        if length > 63:
-            raise WireError("unsupported label type")
-        offset += length + 1
-    raise WireError("name runs past the end of the message")
-
-
 def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[bytes, int]:
     """The name at ``offset``, uncompressed (as asked: case kept), and the offset just past
     it; WireError unless it is a name a full parse reads.
@@ -163,6 +139,36 @@ def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[bytes, 
             raise WireError("name longer than 255 bytes")
         offset += length + 1
     raise WireError("name runs past the end of the message")
+
+
+class Record(NamedTuple):
+    """Where one resource record of a message lies, and its fixed fields."""
+
+    start: int
+    """Offset of its owner name."""
+    rtype: int
+    rclass: int
+    ttl: int
+    rdata: int
+    """Offset of its data."""
+    end: int
+    """Offset just past it."""
+
+
+def records(msg: bytes, offset: int, count: int) -> Iterator[Record]:
+    """The ``count`` records from ``offset`` on, in order: each owner name read in full
+    (``read_name``), each record's data within the message; WireError otherwise."""
+    for _ in range(count):
+        start = offset
+        _, offset = read_name(msg, offset)
+        if offset + RR_FIXED.size > len(msg):
+            raise WireError("record runs past the end of the message")
+        rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(msg, offset)
+        rdata = offset + RR_FIXED.size
+        offset = rdata + rdlength
+        if offset > len(msg):
+            raise WireError("record data runs past the end of the message")
+        yield Record(start, rtype, rclass, ttl, rdata, offset)
 
 
 _NAME_ONLY = frozenset({TYPE_NS, TYPE_CNAME, TYPE_PTR, TYPE_DNAME})
@@ -318,23 +324,14 @@ def normalize_query(data: bytes) -> Question | int | None:
             questions.append(name + data[offset : offset + 4])
             offset += 4
         opt = None
-        for index in range(ancount + nscount + arcount):
-            owner_at = offset
-            _, offset = read_name(data, offset)
-            if offset + RR_FIXED.size > len(data):
-                raise WireError("record cut short")
-            rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(data, offset)
-            rdata = offset + RR_FIXED.size
-            offset = rdata + rdlength
-            if offset > len(data):
-                raise WireError("record data runs past the end of the message")
-            if rtype == TYPE_OPT:
+        for index, rr in enumerate(records(data, offset, ancount + nscount + arcount)):
+            if rr.rtype == TYPE_OPT:
                 additional = index >= ancount + nscount
-                if not additional or opt is not None or data[owner_at] != 0:
+                if not additional or opt is not None or data[rr.start] != 0:
                     raise WireError("OPT record out of place")
-                opt = (rclass, ttl)
-            elif checks(rtype, rclass):
-                check_rdata(data, rtype, rdata, offset)
+                opt = (rr.rclass, rr.ttl)
+            elif checks(rr.rtype, rr.rclass):
+                check_rdata(data, rr.rtype, rr.rdata, rr.end)
     except WireError:
         return FORMERR
     if (flags & OPCODE_MASK) >> 11 != 0:
@@ -429,30 +426,25 @@ def walk_response(msg: bytes) -> ResponseInfo:
     opt_span = None
     negative_ttl = None
     unchecked = False
-    for index in range(ancount + nscount + arcount):
-        start = offset
-        _, offset = read_name(msg, offset)
-        if offset + RR_FIXED.size > len(msg):
-            raise WireError("record runs past the end of the message")
-        rtype, rclass, ttl, rdlength = RR_FIXED.unpack_from(msg, offset)
-        rdata = offset + RR_FIXED.size
-        offset = rdata + rdlength
-        if offset > len(msg):
-            raise WireError("record data runs past the end of the message")
+    end = question_end
+    for index, (start, rtype, rclass, ttl, rdata, end) in enumerate(
+        records(msg, question_end, ancount + nscount + arcount)
+    ):
+        rdlength = end - rdata
         if rtype == TYPE_OPT:
             if index < ancount + nscount or opt_span is not None or msg[start] != 0:
                 unchecked = True  # out of place: dnspython's call
-            opt_span = (start, offset)
+            opt_span = (start, end)
             continue
         if checks(rtype, rclass):
-            check_rdata(msg, rtype, rdata, offset)
+            check_rdata(msg, rtype, rdata, end)
         else:
             unchecked = True
         ttl_offsets.append(rdata - 6)
         ttls.append(ttl & 0x7FFFFFFF)
         in_authority = ancount <= index < ancount + nscount
         if rtype == TYPE_SOA and in_authority and rdlength >= 20:
-            (minimum,) = U32.unpack_from(msg, offset - 4)
+            (minimum,) = U32.unpack_from(msg, end - 4)
             negative_ttl = min(ttl & 0x7FFFFFFF, minimum & 0x7FFFFFFF)
     return ResponseInfo(
         flags,
@@ -462,6 +454,6 @@ def walk_response(msg: bytes) -> ResponseInfo:
         ancount,
         opt_span,
         negative_ttl,
-        offset,
+        end,
         unchecked,
     )
