@@ -29,13 +29,19 @@ REPORT_ENV = "LOOM_BENCH_REPORT"
 """Environment variable naming the JSON-lines file rows are appended to (unset: print only)."""
 
 
-def spread(values: Sequence[float], fmt: str = ".1f", unit: str = "") -> str:
-    """``"12.3 ms (10.1..15.0 over 5 rounds)"``: the median of per-round figures, lowest..highest."""
+def spread(values: Sequence[float], fmt: str = ".1f", unit: str = "", kind: str = "") -> str:
+    """``"12.3 ms (10.1..15.0 over 5 rounds)"``: the median of per-round figures, lowest..highest
+    (``kind``: a word before "rounds", as in "over 5 quiet rounds")."""
     if not values:
         return "no rounds"
+    rounds = f"{len(values)} {kind + ' ' if kind else ''}round" + ("s" if len(values) != 1 else "")
+    return f"{_median_range(values, fmt, unit)[:-1]} over {rounds})"
+
+
+def _median_range(values: Sequence[float], fmt: str, unit: str) -> str:
+    """``"12.3 ms (10.1..15.0)"``."""
     mid = statistics.median(values)
-    rounds = f"{len(values)} round" + ("s" if len(values) != 1 else "")
-    return f"{mid:{fmt}}{unit} ({min(values):{fmt}}..{max(values):{fmt}} over {rounds})"
+    return f"{mid:{fmt}}{unit} ({min(values):{fmt}}..{max(values):{fmt}})"
 
 
 QUIET_STEAL_PCT = 1.0
@@ -77,9 +83,8 @@ def verdict(
     quiet = [v for v, s in zip(values, steals, strict=True) if s < QUIET_STEAL_PCT]
     stolen = f"host steal {statistics.median(steals):.1f}% ({min(steals):.1f}..{max(steals):.1f})"
     if len(quiet) >= max(3, (len(values) + 1) // 2):
-        judged = spread(quiet, fmt, unit).removesuffix(" rounds)").removesuffix(" round)")
-        every = spread(values, fmt, unit).split(" over")[0]
-        return f"{judged} quiet rounds); all {len(values)}: {every}); {stolen}", met(quiet)
+        judged, every = spread(quiet, fmt, unit, "quiet"), _median_range(values, fmt, unit)
+        return f"{judged}; all {len(values)}: {every}; {stolen}", met(quiet)
     return f"{spread(values, fmt, unit)}, {len(quiet)} quiet; {stolen}", met(values)
 
 

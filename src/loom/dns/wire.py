@@ -115,10 +115,8 @@ def read_name(data: bytes, offset: int, end: int | None = None) -> tuple[bytes, 
     limit = offset  # a pointer must point before this
     while offset < stop:
         length = data[offset]
-        if length == 0:
+        if length == 0:  # labels stopped short of NAME_MAX below: the zero byte fits
             out.append(0)
-            if len(out) > NAME_MAX:
-                raise WireError("name longer than 255 bytes")
             return bytes(out), offset + 1 if after < 0 else after
         if length >= 0xC0:
             if offset + 2 > stop:
@@ -178,6 +176,20 @@ _IN_ONLY = frozenset({TYPE_A, TYPE_AAAA, TYPE_SRV})
 """And those it reads so in class IN only (an A record of class CH is another shape)."""
 
 
+_FIXED_BEFORE_NAME = {TYPE_MX: 2, TYPE_SRV: 6}
+"""Bytes of fixed fields before the name in a record's data (preference; priority, weight,
+port)."""
+
+
+def read_question(data: bytes, offset: int) -> tuple[bytes, int]:
+    """The question at ``offset`` (name uncompressed, then type and class) and the offset
+    just past it; WireError unless it is whole."""
+    name, offset = read_name(data, offset)
+    if offset + 4 > len(data):
+        raise WireError("question cut short")
+    return name + data[offset : offset + 4], offset + 4
+
+
 def checks(rtype: int, rclass: int) -> bool:
     """Whether ``check_rdata`` reads records of this type and class."""
     return rtype in _ANY_CLASS or (rtype in _IN_ONLY and rclass == CLASS_IN)
@@ -199,7 +211,7 @@ def check_rdata(msg: bytes, rtype: int, start: int, end: int) -> None:
         if at != end or size == 0:
             raise WireError("TXT strings do not fill the record")
         return
-    fixed = {TYPE_MX: 2, TYPE_SRV: 6}.get(rtype, 0)
+    fixed = _FIXED_BEFORE_NAME.get(rtype, 0)
     if size < fixed:
         raise WireError("record data shorter than its fixed fields")
     _, at = read_name(msg, start + fixed, end)
@@ -318,11 +330,8 @@ def normalize_query(data: bytes) -> Question | int | None:
     try:
         offset, questions = HEADER.size, []
         for _ in range(qdcount):
-            name, offset = read_name(data, offset)
-            if offset + 4 > len(data):
-                raise WireError("question cut short")
-            questions.append(name + data[offset : offset + 4])
-            offset += 4
+            question, offset = read_question(data, offset)
+            questions.append(question)
         opt = None
         for index, rr in enumerate(records(data, offset, ancount + nscount + arcount)):
             if rr.rtype == TYPE_OPT:
@@ -416,11 +425,7 @@ def walk_response(msg: bytes) -> ResponseInfo:
     _, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(msg)
     if not flags & FLAG_QR or qdcount != 1:
         raise WireError("not a response to one question")
-    _, offset = read_name(msg, HEADER.size)
-    offset += 4
-    if offset > len(msg):
-        raise WireError("question cut short")
-    question_end = offset
+    _, question_end = read_question(msg, HEADER.size)
     ttl_offsets: list[int] = []
     ttls: list[int] = []
     opt_span = None
