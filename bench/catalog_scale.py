@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procs import cpu_seconds
 from bench.report import row
 from tests.support.server import ServerProcess, start_server
 
@@ -48,12 +48,6 @@ def _put(c: http.client.HTTPConnection, path: str, body: object) -> None:
         raise RuntimeError(f"PUT {path}: {r.status} {data[:200]!r}")
 
 
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds process ``pid`` has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def register(
     addr: str, count: int, pid: int, marks: set[int]
 ) -> tuple[list[float], dict[int, float]]:
@@ -64,13 +58,13 @@ def register(
     cpu: dict[int, float] = {}
     for i in range(count):
         if i in marks:
-            cpu[i] = cpu_s(pid)
+            cpu[i] = cpu_seconds(pid)
         # Explicit sidecar ports: the auto-assigned range (21000-21255) holds only 256.
         sidecar = {"Port": 30000 + i % 30000}
         body = {"Name": f"svc-{i}", "Port": 8000, "Connect": {"SidecarService": sidecar}}
         _put(c, "/v1/agent/service/register", body)
         ends.append(time.perf_counter())
-    cpu[count] = cpu_s(pid)
+    cpu[count] = cpu_seconds(pid)
     return ends, cpu
 
 

@@ -50,6 +50,7 @@ import dns.query
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procs import cpu_seconds
 from bench.report import Steal, row, skipped, spread, verdict
 from tests.support.mesh import free_udp_tcp_port as free_port
 
@@ -157,16 +158,6 @@ def running(cmd: list[str], port: int, probe: str, log: Path) -> Iterator[int]:
 def dnsperf(port: int, queries: Path, *args: str) -> str:
     cmd = ["dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", str(queries), *args]
     return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-
-
-_TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (``/proc/PID/stat`` fields 14, 15)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) * _TICK_S
 
 
 def throughput_run(side: Side, queries: Path, seconds: float, args: argparse.Namespace) -> None:

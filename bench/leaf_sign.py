@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import httpload
+from bench.procs import TICK_S, stat_fields
 from bench.report import row, spread
 from loom.ca.authority import Signer, new_root
 from loom.ca.csr import build_csr, new_key, read_csr
@@ -66,10 +67,6 @@ def _call(c: http.client.HTTPConnection, method: str, path: str, token: str,
     return data
 
 
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-
-
 def _cpu_s(pid: int) -> tuple[float, float]:
     """User + system CPU seconds the process, and its live children (the signing workers),
     have used so far."""
@@ -78,15 +75,14 @@ def _cpu_s(pid: int) -> tuple[float, float]:
         if not entry.name.isdigit():
             continue
         try:
-            fields = _stat(int(entry.name))
+            fields = stat_fields(int(entry.name))
         except (FileNotFoundError, ProcessLookupError):
             continue
         if int(entry.name) == pid:
             own += int(fields[11]) + int(fields[12])
         elif int(fields[1]) == pid:
             children += int(fields[11]) + int(fields[12])
-    tick = os.sysconf("SC_CLK_TCK")
-    return own / tick, children / tick
+    return own * TICK_S, children * TICK_S
 
 
 def _load() -> str:

@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.fixed_rate import pct
+from bench.procs import CpuMeter, envoys, per_request_us, sidecar_report
 from bench.report import Steal, row, spread, verdict
 from loom.local.mesh import LocalMesh, LocalSettings
 from loom.local.netns import LocalNetSettings
@@ -114,6 +115,11 @@ def main() -> None:
         # server, with direct (runs of their own: more targets in one client would be more
         # req/s), the order of the runs alternating too.
         per_round: dict[str, list[tuple[float, float]]] = {"direct": [], "mesh": []}
+        # The two pods' Envoys: in a mesh run, what they use is the mesh side's alone.
+        meter = CpuMeter({side: envoys(netns=mesh.record(f"mesh-{side}")["netns"])  # type: ignore[index]
+                          for side in ("client", "server")})  # fmt: skip
+        sidecar_cpu: list[dict[str, tuple[float, float]]] = []
+        mesh_requests: list[int] = []
         rates: dict[str, list[float]] = {"direct": [], "mesh": []}
         beside: dict[str, list[float]] = {}  # "explicit" -> its added p50 / p99 per round
         steals: list[float] = []  # the host's share of the CPU time in each mesh run
@@ -126,9 +132,13 @@ def main() -> None:
                 for _, host_port in names:
                     argv += ["--target", host_port]
                 stolen = Steal()
+                meter.start()
                 results = json.loads(in_pod(mesh, "mesh-client", argv))
+                used = meter.stop()
                 if side == "mesh":
                     steals.append(stolen.pct())
+                    sidecar_cpu.append(used)
+                    mesh_requests.append(results[[n for n, _ in names].index("mesh")]["count"])
                 figs = {}
                 for (name, _), result in zip(names, results, strict=True):
                     figs[name] = (pct(result["latencies"], 50), pct(result["latencies"], 99))
@@ -164,6 +174,7 @@ def main() -> None:
         figure, met = verdict(added99, steals, "+.3f", " ms",
                               lambda vs: statistics.median(vs) <= 0.5)
         row(f"added p99 pod to pod, {args.rate} req/s", "<= +0.5 ms", figure, met)
+        sidecar_report(per_request_us(sidecar_cpu, mesh_requests), f"pod to pod, {args.rate} req/s")
         if shutil.which("wrk") and not args.no_wrk:
             got = {}
             for name, target in targets.items():

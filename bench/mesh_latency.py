@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import uvloop
 
 from bench.fixed_rate import paired_fixed_rate, pct
+from bench.procs import CpuMeter, envoys, per_request_us, sidecar_report
 from bench.report import Steal, row, spread, verdict
 from tests.support.mesh import curl, free_port, start_dataplane, start_echo, wait_for
 from tests.support.server import start_server
@@ -111,9 +112,17 @@ def main() -> None:
                    "Connect": {"SidecarService": {"Port": c_side, "Proxy": {"Upstreams": [
                        {"DestinationName": "static-server", "LocalBindPort": up}]}}}})  # fmt: skip
         extra = ("--envoy-concurrency", str(args.envoy_concurrency))
-        for pid in ("static-server-sidecar-proxy", "static-client-sidecar-proxy"):
-            procs.append(start_dataplane(tmp, pid, server.http, server.grpc, *extra))
+        dataplanes = {}
+        for side in ("server", "client"):
+            dp = start_dataplane(tmp, f"static-{side}-sidecar-proxy", server.http, server.grpc,
+                                 *extra)  # fmt: skip
+            procs.append(dp)
+            dataplanes[side] = dp.p.pid
         wait_for(lambda: curl(f"http://127.0.0.1:{up}/")[1] == "hello world\n", 30, "mesh")
+        # Each dataplane's Envoy: what they use during a round is the mesh side's alone.
+        meter = CpuMeter({side: envoys(parent=pid) for side, pid in dataplanes.items()})
+        sidecar_cpu: list[dict[str, tuple[float, float]]] = []
+        mesh_requests: list[int] = []
 
         flipped = flips(server, up, args.flips)
         for kind, label in (("deny", "deny"), ("allow", "allow after delete")):
@@ -137,10 +146,14 @@ def main() -> None:
         for r in range(args.rounds):
             order = sides if r % 2 == 0 else tuple(reversed(sides))
             stolen = Steal()
+            meter.start()
             measured = uvloop.run(paired_fixed_rate(
                 [("127.0.0.1", port) for _, port in order], args.rate, args.seconds))  # fmt: skip
+            sidecar_cpu.append(meter.stop())
             steals.append(stolen.pct())
             for (name, _), side in zip(order, measured, strict=True):
+                if name == "mesh":
+                    mesh_requests.append(len(side.latencies))
                 if side.errors:
                     print(f"  ({name}: {side.errors} failed requests)")
                 per_round[name].append((statistics.median(side.latencies), pct(side.latencies, 99)))
@@ -160,6 +173,7 @@ def main() -> None:
         figure, met = verdict(added99, steals, "+.3f", " ms",
                               lambda vs: statistics.median(vs) <= ADDED_P99_GOAL_MS)
         row(f"added p99, mesh vs direct, {args.rate} req/s", "<= +0.5 ms", figure, met)
+        sidecar_report(per_request_us(sidecar_cpu, mesh_requests), f"{args.rate} req/s")
         if args.no_wrk:
             return
         wd, wm = wrk(plain, 5), wrk(up, 5)

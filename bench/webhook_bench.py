@@ -40,6 +40,7 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.procs import cpu_seconds
 from bench.report import row, spread
 from loom.inject import InjectSettings
 from loom.k8s.admission import review
@@ -126,12 +127,6 @@ def review_body(serial: int = 0) -> bytes:
             },
         }
     ).encode()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start(cmd: list[str]) -> tuple[subprocess.Popen[str], str]:

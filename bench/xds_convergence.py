@@ -52,6 +52,7 @@ import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
+from bench.procs import cpu_seconds
 from bench.report import row, spread
 from loom.xds.translate.names import ORDER, TYPE_CLUSTER, TYPE_ENDPOINTS, TYPE_LISTENER
 from tests.support.server import start_server
@@ -67,12 +68,6 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (every thread)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def put(http: str, path: str, body: object) -> None:
@@ -164,11 +159,11 @@ async def _timed_writes(
     for w in range(writes):
         for c in clients:
             c.watch, c.want, c.changed = watch, c.updates(watch) + 1, asyncio.Event()
-        start, used, mine = time.perf_counter(), cpu_s(pid), time.process_time()
+        start, used, mine = time.perf_counter(), cpu_seconds(pid), time.process_time()
         await asyncio.to_thread(write, w)
         await asyncio.wait_for(asyncio.gather(*(c.changed.wait() for c in clients)), 120)
         out["converge_s"].append(time.perf_counter() - start)
-        out["server_cpu_s"].append(cpu_s(pid) - used)
+        out["server_cpu_s"].append(cpu_seconds(pid) - used)
         out["client_cpu_s"].append(time.process_time() - mine)
     return out
 
@@ -217,10 +212,10 @@ async def run_n(
             tasks.extend(asyncio.create_task(c.run())
                          for c in clients[k * per_channel:(k + 1) * per_channel])  # fmt: skip
 
-        start, used = time.perf_counter(), cpu_s(pid)
+        start, used = time.perf_counter(), cpu_seconds(pid)
         await asyncio.gather(*(connect(k) for k in range(len(channels))))
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in clients)), 300)
-        initial, initial_cpu = time.perf_counter() - start, cpu_s(pid) - used
+        initial, initial_cpu = time.perf_counter() - start, cpu_seconds(pid) - used
         if profile:  # the initial configuration's profile apart from the writes'
             os.kill(pid, signal.SIGUSR2)
             await asyncio.sleep(1)
