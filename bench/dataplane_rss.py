@@ -174,8 +174,9 @@ def main() -> int:
             server.stop()
     print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     for name in variants:
-        label = "loom dataplane RSS beside Envoy" + {"default": "", "serving DNS": ", serving DNS"
-                                                     }.get(name, f" ({name})")  # fmt: skip
+        serves_dns = variants[name][1]
+        suffix = "" if name == "default" else ", serving DNS" if serves_dns else f" ({name})"
+        label = "loom dataplane RSS beside Envoy" + suffix
         mid = statistics.median(rss[name])
         print(f"{name:<12} VmRSS {spread(rss[name], '.1f', ' MB')}   "
               f"Pss {spread(pss[name], '.1f', ' MB')}   goal <= {RSS_GOAL_MB:.0f} MB")  # fmt: skip

@@ -27,6 +27,7 @@ Run: .venv/bin/python bench/leaf_sign.py [--rounds 5] [--count 600] [--conns 4] 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -41,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import httpload
-from bench.procs import TICK_S, stat_fields
+from bench.procs import cpu_seconds, processes
 from bench.report import row, spread
 from loom.ca.authority import Signer, new_root
 from loom.ca.csr import build_csr, new_key, read_csr
@@ -70,19 +71,11 @@ def _call(c: http.client.HTTPConnection, method: str, path: str, token: str,
 def _cpu_s(pid: int) -> tuple[float, float]:
     """User + system CPU seconds the process, and its live children (the signing workers),
     have used so far."""
-    own = children = 0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = stat_fields(int(entry.name))
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        if int(entry.name) == pid:
-            own += int(fields[11]) + int(fields[12])
-        elif int(fields[1]) == pid:
-            children += int(fields[11]) + int(fields[12])
-    return own * TICK_S, children * TICK_S
+    children = 0.0
+    for child in processes(parent=pid):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # gone meanwhile
+            children += cpu_seconds(child)
+    return cpu_seconds(pid), children
 
 
 def _load() -> str:

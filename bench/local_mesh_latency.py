@@ -138,7 +138,6 @@ def main() -> None:
                 if side == "mesh":
                     steals.append(stolen.pct())
                     sidecar_cpu.append(used)
-                    mesh_requests.append(results[[n for n, _ in names].index("mesh")]["count"])
                 figs = {}
                 for (name, _), result in zip(names, results, strict=True):
                     figs[name] = (pct(result["latencies"], 50), pct(result["latencies"], 99))
@@ -147,6 +146,8 @@ def main() -> None:
                     if side == "mesh":
                         per_round[name].append(figs[name])
                         rates[name].append(result["rate"])
+                        if name == "mesh":
+                            mesh_requests.append(result["count"])
                 if side != "mesh":
                     beside.setdefault(f"{side}50", []).append(figs[side][0] - figs["direct"][0])
                     beside.setdefault(f"{side}99", []).append(figs[side][1] - figs["direct"][1])

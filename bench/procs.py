@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from bench.report import row, spread
@@ -42,9 +42,11 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
-def envoys(parent: int | None = None, netns: str | None = None) -> list[int]:
-    """The pids of running Envoy processes (command name ``envoy``), optionally only the
-    children of ``parent`` or only those in the named network namespace (``ip netns``'s
+def processes(
+    comm: str | None = None, parent: int | None = None, netns: str | None = None
+) -> list[int]:
+    """The pids of running processes, optionally only those whose command name is ``comm``,
+    the children of ``parent``, or those in the named network namespace (``ip netns``'s
     ``/run/netns/NAME``)."""
     inode = os.stat(f"/run/netns/{netns}").st_ino if netns is not None else None
     found = []
@@ -52,7 +54,7 @@ def envoys(parent: int | None = None, netns: str | None = None) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            if (entry / "comm").read_text().strip() != "envoy":
+            if comm is not None and (entry / "comm").read_text().strip() != comm:
                 continue
             if parent is not None and int(stat_fields(int(entry.name))[1]) != parent:
                 continue
@@ -62,6 +64,11 @@ def envoys(parent: int | None = None, netns: str | None = None) -> list[int]:
             continue  # gone meanwhile, or not ours to read
         found.append(int(entry.name))
     return sorted(found)
+
+
+def envoys(parent: int | None = None, netns: str | None = None) -> list[int]:
+    """The pids of running Envoys (``processes`` named ``envoy``), of ``parent`` or ``netns``."""
+    return processes("envoy", parent, netns)
 
 
 class CpuMeter:
@@ -74,7 +81,8 @@ class CpuMeter:
         self._start: dict[int, tuple[float, float]] = {}
 
     def start(self) -> None:
-        self._start = {pid: self._read(pid, (0.0, 0.0)) for pid in self._pids()}
+        pids = {pid for group in self.groups.values() for pid in group}
+        self._start = {pid: self._read(pid, (0.0, 0.0)) for pid in pids}
 
     def stop(self) -> dict[str, tuple[float, float]]:
         """Per group: (user, system) seconds since ``start()``."""
@@ -88,9 +96,6 @@ class CpuMeter:
                 system += now[1] - before[1]
             used[name] = (user, system)
         return used
-
-    def _pids(self) -> Iterable[int]:
-        return {pid for pids in self.groups.values() for pid in pids}
 
     @staticmethod
     def _read(pid: int, otherwise: tuple[float, float]) -> tuple[float, float]:
@@ -107,8 +112,8 @@ def per_request_us(
     results and the requests each round carried."""
     out: dict[str, list[tuple[float, float]]] = {}
     for used, count in zip(rounds, requests, strict=True):
+        scale = 1e6 / count if count else 0.0
         for name, (user, system) in used.items():
-            scale = 1e6 / count if count else 0.0
             out.setdefault(name, []).append((user * scale, system * scale))
     return out
 
@@ -121,13 +126,12 @@ def sidecar_report(per: Mapping[str, Sequence[tuple[float, float]]], where: str)
     sidecars' mTLS handshake) besides the thousands of requests they carry."""
     if not per:
         return
-    rounds = len(next(iter(per.values())))
-    totals = [sum(u + k for u, k in (sides[i] for sides in per.values())) for i in range(rounds)]
+    totals = [sum(u + k for u, k in sides) for sides in zip(*per.values(), strict=True)]
     parts = []
     for name, sides in per.items():
         user, kernel = (statistics.median(x[j] for x in sides) for j in (0, 1))
         parts.append(f"{name} {statistics.median(u + k for u, k in sides):.0f} us "
                      f"(user {user:.0f}, kernel {kernel:.0f})")  # fmt: skip
-    print(f"  sidecar CPU per mesh request, medians of {rounds} rounds: " + ", ".join(parts))
+    print(f"  sidecar CPU per mesh request, medians of {len(totals)} rounds: " + ", ".join(parts))
     row(f"sidecar CPU per mesh request, both sidecars, {where}", "-",
         spread(totals, ".0f", " us"), None)  # fmt: skip

@@ -35,13 +35,13 @@ def spread(values: Sequence[float], fmt: str = ".1f", unit: str = "", kind: str 
     if not values:
         return "no rounds"
     rounds = f"{len(values)} {kind + ' ' if kind else ''}round" + ("s" if len(values) != 1 else "")
-    return f"{_median_range(values, fmt, unit)[:-1]} over {rounds})"
+    return _median_range(values, fmt, unit, f" over {rounds}")
 
 
-def _median_range(values: Sequence[float], fmt: str, unit: str) -> str:
-    """``"12.3 ms (10.1..15.0)"``."""
+def _median_range(values: Sequence[float], fmt: str, unit: str, tail: str = "") -> str:
+    """``"12.3 ms (10.1..15.0)"``, ``tail`` inside the parenthesis after the range."""
     mid = statistics.median(values)
-    return f"{mid:{fmt}}{unit} ({min(values):{fmt}}..{max(values):{fmt}})"
+    return f"{mid:{fmt}}{unit} ({min(values):{fmt}}..{max(values):{fmt}}{tail})"
 
 
 QUIET_STEAL_PCT = 1.0

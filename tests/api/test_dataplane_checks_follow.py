@@ -80,14 +80,19 @@ async def until(predicate: Any, what: str, timeout: float = 15.0) -> Any:
     return found
 
 
+async def heartbeat(counting: Counting) -> None:
+    """Until the runner's next heartbeat has been answered."""
+    counting.beat.clear()
+    await asyncio.wait_for(counting.beat.wait(), 5)
+
+
 async def settled(counting: Counting) -> int:
     """The runner's read count once a whole heartbeat went by without a read. Its own last
     reports move the index its blocking query waits on, so one more read may still come after
     the test has seen them (on a loaded machine it did, and the quiet window counted it)."""
     for _ in range(20):
         reads = counting.reads()
-        counting.beat.clear()
-        await asyncio.wait_for(counting.beat.wait(), 5)
+        await heartbeat(counting)
         if counting.reads() == reads:
             return reads
     raise AssertionError(f"the runner never went a heartbeat without reading: {counting.sent}")
@@ -128,8 +133,7 @@ def test_a_settled_dataplane_reads_nothing_until_the_catalog_moves(
         before = await settled(counting)
         index = server.request("GET", "/v1/agent/checks")[2]["X-Consul-Index"]
         for _ in range(HEARTBEATS):  # 2 s with nothing to tell: no read at all
-            counting.beat.clear()
-            await asyncio.wait_for(counting.beat.wait(), 5)
+            await heartbeat(counting)
         assert server.request("GET", "/v1/agent/checks")[2]["X-Consul-Index"] == index
         assert counting.reads() == before, counting.sent
 

@@ -22,16 +22,19 @@ _AS_ENVOY = (
     "import ctypes, sys, time\n"
     "ctypes.CDLL(None).prctl(15, b'envoy', 0, 0, 0)\n"  # PR_SET_NAME: /proc/PID/comm
     "print('renamed', flush=True)\n"
+    "sys.stdin.readline()\n"  # the test's go
     "end = time.monotonic() + float(sys.argv[1])\n"
     "while time.monotonic() < end:\n"  # busy: user time to measure
     "    pass\n"
+    "print('spun', flush=True)\n"
     "sys.stdin.read()\n"  # then idle until the test lets go
 )
 
 
 @pytest.fixture
 def fake_envoy() -> Iterator[subprocess.Popen[str]]:
-    """A child process named ``envoy`` that spins for 0.3 s, then waits on its stdin."""
+    """A child process named ``envoy`` that, given a line, spins for 0.3 s and says so, then
+    waits on its stdin."""
     with subprocess.Popen([sys.executable, "-c", _AS_ENVOY, "0.3"], stdin=subprocess.PIPE,
                           stdout=subprocess.PIPE, text=True) as proc:  # fmt: skip
         try:
@@ -64,10 +67,10 @@ def test_a_meter_counts_each_group_between_start_and_stop(
 ) -> None:
     meter = CpuMeter({"sidecar": [fake_envoy.pid], "none": []})
     meter.start()
-    assert fake_envoy.stdin is not None
-    deadline = time.monotonic() + 10  # until the child's 0.3 s of spinning shows in /proc
-    while sum(meter.stop()["sidecar"]) < 0.1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert fake_envoy.stdin is not None and fake_envoy.stdout is not None
+    fake_envoy.stdin.write("go\n")
+    fake_envoy.stdin.flush()
+    assert fake_envoy.stdout.readline() == "spun\n"  # its 0.3 s of spinning are over
     used = meter.stop()
     assert used["sidecar"][0] >= 0.1
     assert used["none"] == (0.0, 0.0)
